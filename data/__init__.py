@@ -1,0 +1,1 @@
+"""The project's own small default networks (ONNX) and their metadata."""

@@ -1,0 +1,92 @@
+"""PGD with random restarts inside each box: FALSIFIED (confirmed) or UNKNOWN, never VERIFIED."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from parallelepipedonn.errors import OracleError
+from parallelepipedonn.network import Network
+
+from .base import Answer, FloatArray, Oracle, Verdict
+from .crown import resolve_device
+
+
+class AttackOracle(Oracle):
+    """Projected gradient descent on the margin ``logit_c - max_{j != c} logit_j``.
+
+    Starts from the box centre, the best corner of a first-order (FGSM-like) step and
+    ``restarts`` uniform random points; takes ``steps`` signed-gradient steps of a size
+    that decays from half the box width. Each candidate is re-checked by the base class
+    with a float64 forward pass of the IR. Deterministic for a given ``seed``.
+    """
+
+    name = "attack"
+    sound = True  # it never answers VERIFIED
+    complete = False
+    batched = True
+
+    def __init__(self, network: Network, *, steps: int = 40, restarts: int = 8, seed: int = 0,
+                 device: str = "cpu", time_limit: float | None = None) -> None:
+        super().__init__(network, time_limit=time_limit)
+        if steps < 0 or restarts < 0:
+            raise OracleError("steps and restarts must be >= 0")
+        self.steps, self.restarts, self.seed = steps, restarts, seed
+        self.device = resolve_device(device)
+        self.module = network.to_torch(torch.float64, self.device)
+        self._generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "steps": self.steps, "restarts": self.restarts, "seed": self.seed,
+                "device": str(self.device)}
+
+    def _margins(self, x: torch.Tensor, label: int) -> torch.Tensor:
+        logits = self.module(x)
+        others = torch.cat([logits[:, :label], logits[:, label + 1:]], dim=1)
+        return logits[:, label] - others.max(dim=1).values
+
+    def search(self, lower: FloatArray, upper: FloatArray, label: int) -> tuple[FloatArray, FloatArray]:
+        """Best point found in each box and its margin (float64 torch; not yet confirmed)."""
+        bsz, n = lower.shape
+        lo = torch.tensor(lower, dtype=torch.float64, device=self.device)
+        hi = torch.tensor(upper, dtype=torch.float64, device=self.device)
+        width = hi - lo
+        k = self.restarts + 2
+        rand = torch.rand((self.restarts, bsz, n), generator=self._generator, dtype=torch.float64).to(self.device)
+        center = (lo + hi) / 2
+        x = torch.cat([center[None], center[None], lo + rand * width]).reshape(k * bsz, n)
+        lo_k, hi_k, width_k = (t.repeat(k, 1) for t in (lo, hi, width))
+        best_x, best_m = x.detach().clone(), torch.full((k * bsz,), float("inf"), dtype=torch.float64,
+                                                         device=self.device)
+        for step in range(self.steps + 1):
+            x = x.detach().requires_grad_(True)
+            m = self._margins(x, label)
+            better = m.detach() < best_m
+            best_m = torch.where(better, m.detach(), best_m)
+            best_x = torch.where(better[:, None], x.detach(), best_x)
+            if step == self.steps:
+                break
+            (grad,) = torch.autograd.grad(m.sum(), x)
+            with torch.no_grad():
+                if step == 0:  # the first-order corner for the second copy of the centre
+                    corner = torch.where(grad > 0, lo_k, hi_k)
+                    x = torch.where(torch.arange(k * bsz, device=self.device)[:, None] // bsz == 1, corner,
+                                    x - 0.5 * width_k * grad.sign())
+                else:
+                    size = 0.5 * width_k * (1 - step / self.steps) + 1e-3 * width_k
+                    x = x - size * grad.sign()
+                x = torch.minimum(torch.maximum(x, lo_k), hi_k)
+        best_m = best_m.reshape(k, bsz)
+        idx = best_m.argmin(dim=0)
+        points = best_x.reshape(k, bsz, n)[idx, torch.arange(bsz)]
+        return points.cpu().numpy(), best_m.min(dim=0).values.cpu().numpy()
+
+    def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
+        points, margins = self.search(lower, upper, label)
+        points = np.clip(points, lower, upper)
+        return [Answer(Verdict.FALSIFIED, counterexample=p, reason="PGD") if m <= 0
+                else Answer(Verdict.UNKNOWN, reason=f"no counterexample found (best margin {m:.3g})")
+                for p, m in zip(points, margins)]

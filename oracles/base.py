@@ -1,0 +1,193 @@
+"""The oracle interface: one batched robustness query, answered honestly.
+
+An oracle is bound to one network (the IR) and answers, for each box of a batch and one
+label ``c``:
+
+* ``VERIFIED``  — proven: at every point of the box the logit of ``c`` is strictly above
+  every other logit;
+* ``FALSIFIED`` — a counterexample inside the box, confirmed by a float64 forward pass of
+  the IR before it is returned (the base class re-checks every one);
+* ``UNKNOWN``   — anything else: incomplete method, time limit, solver trouble.
+
+Nothing but a proof is ever reported as ``VERIFIED``: subclasses implement
+:meth:`Oracle._verify` and the base class validates the query, re-checks counterexamples,
+turns exceptions into ``UNKNOWN`` and keeps statistics.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from parallelepipedonn.errors import OracleError
+from parallelepipedonn.network import Network
+
+log = logging.getLogger(__name__)
+
+FloatArray = NDArray[np.float64]
+
+
+class Verdict(str, enum.Enum):
+    """The fixed vocabulary of robustness answers."""
+
+    VERIFIED = "verified"
+    FALSIFIED = "falsified"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, eq=False)
+class Answer:
+    """The answer for one box.
+
+    ``margin`` is, for VERIFIED/UNKNOWN, a proven lower bound on
+    ``min_x (logit_c(x) - max_{j != c} logit_j(x))`` over the box when the method computes
+    one (else ``None``); for FALSIFIED, the float64 margin at the counterexample (<= 0).
+    """
+
+    verdict: Verdict
+    counterexample: FloatArray | None = None
+    margin: float | None = None
+    reason: str = ""
+    timed_out: bool = False
+
+    @property
+    def verified(self) -> bool:
+        return self.verdict is Verdict.VERIFIED
+
+    @property
+    def falsified(self) -> bool:
+        return self.verdict is Verdict.FALSIFIED
+
+
+@dataclass
+class OracleStats:
+    """Counters of one oracle instance (calls = batched calls, boxes = boxes asked)."""
+
+    calls: int = 0
+    boxes: int = 0
+    seconds: float = 0.0
+    verified: int = 0
+    falsified: int = 0
+    unknown: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    rejected_counterexamples: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    sound: bool
+    complete: bool
+    batched: bool
+
+
+class Oracle(ABC):
+    """Base class of every verifier backend (see module docstring)."""
+
+    name: ClassVar[str] = "oracle"
+    sound: ClassVar[bool] = True
+    complete: ClassVar[bool] = False
+    batched: ClassVar[bool] = True
+
+    def __init__(self, network: Network, *, time_limit: float | None = None) -> None:
+        self.network = network
+        self.time_limit = time_limit
+        self.stats = OracleStats()
+
+    # -- what subclasses implement --------------------------------------------------------
+    @abstractmethod
+    def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
+        """Answer for each row of ``lower``/``upper`` (shape ``(B, n)``, float64)."""
+
+    def settings(self) -> dict[str, Any]:
+        """The oracle's settings, JSON-serialisable (recorded in certificates)."""
+        return {"time_limit": self.time_limit}
+
+    # -- the public query ---------------------------------------------------------------
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(self.sound, self.complete, self.batched)
+
+    def verify(self, lower: ArrayLike, upper: ArrayLike, label: int) -> tuple[Answer, ...]:
+        """Robustness query for a batch of boxes ``[lower[b], upper[b]]`` and one label."""
+        lo, hi = self._check_query(lower, upper, label)
+        start = time.perf_counter()
+        try:
+            answers = tuple(self._verify(lo, hi, int(label)))
+        except OracleError:
+            raise
+        except Exception as exc:  # a backend failure is never a proof
+            log.warning("oracle %s failed: %s", self.name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.stats.errors += 1
+            answers = tuple(Answer(Verdict.UNKNOWN, reason=f"{self.name} error: {exc}") for _ in range(len(lo)))
+        if len(answers) != len(lo):
+            raise OracleError(f"oracle {self.name} answered {len(answers)} of {len(lo)} boxes")
+        answers = tuple(self._recheck(a, lo[i], hi[i], int(label)) for i, a in enumerate(answers))
+        self._count(answers, time.perf_counter() - start)
+        return answers
+
+    def verify_box(self, lower: ArrayLike, upper: ArrayLike, label: int) -> Answer:
+        """The query for a single box."""
+        return self.verify(np.asarray(lower, dtype=np.float64)[None], np.asarray(upper, dtype=np.float64)[None],
+                           label)[0]
+
+    # -- helpers ------------------------------------------------------------------------
+    def _check_query(self, lower: ArrayLike, upper: ArrayLike, label: int) -> tuple[FloatArray, FloatArray]:
+        n = self.network.n_inputs
+        lo = np.asarray(lower, dtype=np.float64)
+        hi = np.asarray(upper, dtype=np.float64)
+        if lo.ndim == 1:
+            lo, hi = lo[None], hi[None]
+        if lo.shape != hi.shape or lo.ndim != 2 or lo.shape[1] != n:
+            raise OracleError(f"boxes must have shape (B, {n}); got {lo.shape} and {hi.shape}")
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            raise OracleError("box bounds must be finite")
+        if (lo > hi).any():
+            raise OracleError("a box has lower > upper")
+        self.network.check_label(label)
+        return lo, hi
+
+    def _recheck(self, a: Answer, lo: FloatArray, hi: FloatArray, label: int) -> Answer:
+        if a.verdict is Verdict.VERIFIED and not self.sound:
+            return Answer(Verdict.UNKNOWN, margin=None, reason=f"{self.name} is not sound")
+        if a.verdict is not Verdict.FALSIFIED:
+            return a
+        cex = None if a.counterexample is None else np.asarray(a.counterexample, dtype=np.float64).reshape(-1)
+        if cex is None or cex.shape != lo.shape or not ((cex >= lo).all() and (cex <= hi).all()):
+            self.stats.rejected_counterexamples += 1
+            return Answer(Verdict.UNKNOWN, reason=f"{self.name}: counterexample outside the box")
+        margin = float(self.network.margins(cex, label)[0])
+        if not margin <= 0:
+            self.stats.rejected_counterexamples += 1
+            return Answer(Verdict.UNKNOWN, reason=f"{self.name}: counterexample not confirmed (margin {margin:.3g})")
+        cex = cex.copy()
+        cex.setflags(write=False)
+        return Answer(Verdict.FALSIFIED, counterexample=cex, margin=margin, reason=a.reason)
+
+    def _count(self, answers: Sequence[Answer], seconds: float) -> None:
+        s = self.stats
+        s.calls += 1
+        s.boxes += len(answers)
+        s.seconds += seconds
+        for a in answers:
+            if a.verdict is Verdict.VERIFIED:
+                s.verified += 1
+            elif a.verdict is Verdict.FALSIFIED:
+                s.falsified += 1
+            else:
+                s.unknown += 1
+                s.timeouts += int(a.timed_out)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, network={self.network.describe()!r})"

@@ -1,0 +1,82 @@
+"""Named oracles: a registry that the CLI and the Python API resolve ``--oracle`` names in.
+
+Third-party verifiers plug in either by calling :func:`register_oracle` or by declaring
+an entry point in the group ``parallelepipedonn.oracles`` whose object is a factory
+``factory(network, **options) -> Oracle`` (see README, "Plugging in a verifier").
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from parallelepipedonn.errors import ConfigError
+from parallelepipedonn.network import Network
+
+from .base import Oracle
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "parallelepipedonn.oracles"
+
+OracleFactory = Callable[..., Oracle]
+
+
+@dataclass(frozen=True)
+class OracleEntry:
+    name: str
+    factory: OracleFactory
+    description: str
+
+
+_REGISTRY: dict[str, OracleEntry] = {}
+_entry_points_loaded = False
+
+
+def register_oracle(name: str, factory: OracleFactory, description: str = "", *, replace: bool = False) -> None:
+    """Make ``factory(network, **options)`` available under ``name``."""
+    if name in _REGISTRY and not replace:
+        raise ConfigError(f"an oracle named {name!r} is already registered")
+    doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
+    _REGISTRY[name] = OracleEntry(name, factory, doc)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            continue
+        try:
+            register_oracle(ep.name, ep.load())
+        except Exception as exc:  # a broken plug-in must not break the tool
+            log.warning("cannot load oracle plug-in %r (%s): %s", ep.name, ep.value, exc)
+
+
+def oracle_entries() -> dict[str, OracleEntry]:
+    """All registered oracles (built-in and plug-ins), by name."""
+    _load_entry_points()
+    return dict(_REGISTRY)
+
+
+def make_oracle(name: str, network: Network, **options: Any) -> Oracle:
+    """Instantiate the oracle registered as ``name`` for ``network``.
+
+    Options the factory does not accept are rejected with :class:`ConfigError`.
+    """
+    entries = oracle_entries()
+    if name not in entries:
+        raise ConfigError(f"unknown oracle {name!r}; available: {', '.join(sorted(entries))}")
+    factory = entries[name].factory
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            raise ConfigError(f"oracle {name!r} does not take option(s) {', '.join(unknown)}")
+    return factory(network, **options)

@@ -1,0 +1,43 @@
+"""ParallelepipedoNN: trustworthy robustness certifications for ReLU classifiers.
+
+Quick use::
+
+    import parallelepipedonn as ppn
+    net = ppn.load_onnx("model.onnx")
+    x = ppn.load_input("digit.csv", net.input_shape)
+    cert = ppn.certify(net, x)           # label: the network's prediction
+    print(cert.status, cert.apothem)
+    cert.save("certificate.json")
+"""
+
+from ._version import __version__
+from .box import Box
+from .certificate import Certificate
+from .certify import CertifyConfig, certify
+from .datasets import Dataset, load_dataset
+from .errors import (
+    ConfigError,
+    DatasetNotFoundError,
+    InputDataError,
+    LabelError,
+    ModelError,
+    OracleError,
+    OutputPathError,
+    ParallelepipedoNNError,
+    UnsupportedOperatorError,
+)
+from .inputs import load_input
+from .models import default_model_path
+from .network import Affine, Network, ReLU
+from .onnx_export import network_to_onnx, save_onnx
+from .onnx_import import load_onnx, network_from_onnx
+from .plotting import plot_certificate
+from .search import Problem, SearchResult, Status, make_search
+
+__all__ = [
+    "Affine", "Box", "Certificate", "CertifyConfig", "ConfigError", "Dataset", "DatasetNotFoundError",
+    "InputDataError", "LabelError", "ModelError", "Network", "OracleError", "OutputPathError",
+    "ParallelepipedoNNError", "Problem", "ReLU", "SearchResult", "Status", "UnsupportedOperatorError",
+    "__version__", "certify", "default_model_path", "load_dataset", "load_input", "load_onnx", "make_search",
+    "network_from_onnx", "network_to_onnx", "plot_certificate", "save_onnx",
+]

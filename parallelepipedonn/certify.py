@@ -1,0 +1,108 @@
+"""Certify one input: the function behind ``parallelepipedonn certify``."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from oracles import Oracle, make_oracle, oracle_entries
+
+from .box import Box
+from .certificate import Certificate
+from .errors import ConfigError
+from .inputs import as_network_input
+from .io_utils import sha256_file
+from .network import Network
+from .search import DEFAULT_SEARCH, Problem, Status, make_search
+
+
+@dataclass(frozen=True)
+class CertifyConfig:
+    """How to certify: which oracle (and its options), which search, to what precision.
+
+    ``falsifier`` (an oracle name, or ``None``) looks for counterexamples that bound the
+    best apothem from above; it never certifies anything.
+    """
+
+    oracle: str = "crown"
+    oracle_options: Mapping[str, Any] = field(default_factory=dict)
+    algorithm: str = DEFAULT_SEARCH
+    precision: float = 1e-4
+    device: str = "cpu"
+    falsifier: str | None = "attack"
+    falsifier_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _with_device(name: str, options: Mapping[str, Any], device: str) -> dict[str, Any]:
+    opts = dict(options)
+    entries = oracle_entries()
+    if name in entries and "device" not in opts:
+        params = inspect.signature(entries[name].factory).parameters
+        if "device" in params:
+            opts["device"] = device
+        elif device != "cpu":
+            raise ConfigError(f"oracle {name!r} has no device option (asked for {device!r})")
+    return opts
+
+
+def build_oracles(network: Network, config: CertifyConfig) -> tuple[Oracle, Oracle | None]:
+    """The oracle and falsifier that ``config`` names, bound to ``network``."""
+    oracle = make_oracle(config.oracle, network, **_with_device(config.oracle, config.oracle_options, config.device))
+    falsifier = None
+    if config.falsifier:
+        falsifier = make_oracle(config.falsifier, network,
+                                **_with_device(config.falsifier, config.falsifier_options, config.device))
+    return oracle, falsifier
+
+
+def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain: Box | None = None,
+            config: CertifyConfig | None = None, oracle: Oracle | None = None, falsifier: Oracle | None = None,
+            model_path: str | None = None, model_sha256: str | None = None,
+            true_label: int | None = None) -> Certificate:
+    """Certify ``x`` for ``label`` (default: the network's prediction at ``x``).
+
+    ``domain`` defaults to ``[0, 1]^n``. ``oracle``/``falsifier`` instances, if given,
+    are used instead of the ones ``config`` names (to reuse them across inputs).
+    """
+    start = time.perf_counter()
+    config = config or CertifyConfig()
+    n = network.n_inputs
+    dom = domain if domain is not None else Box.unit(n)
+    if dom.n != n:
+        raise ConfigError(f"the domain has {dom.n} dimensions, the network {n} inputs")
+    xa = as_network_input(np.asarray(x, dtype=np.float64), network.input_shape, dom)
+    logits = network.forward(xa)[0]
+    predicted = int(np.argmax(logits))
+    label = predicted if label is None else network.check_label(label)
+    if model_path is not None and model_sha256 is None:
+        model_sha256 = sha256_file(model_path)
+    search = make_search(config.algorithm, precision=config.precision)
+    if oracle is None:
+        oracle, built_falsifier = build_oracles(network, config)
+        falsifier = falsifier if falsifier is not None else built_falsifier
+    common: dict[str, Any] = dict(
+        label=label, predicted_label=predicted, input=xa, input_shape=network.input_shape, domain=dom,
+        oracle=oracle.name, oracle_settings=oracle.settings(), algorithm=search.name,
+        algorithm_settings=search.settings(), model_path=model_path, model_sha256=model_sha256,
+        network=network.describe(), true_label=true_label, falsifier=falsifier.name if falsifier else None)
+    margin = float(network.margins(xa, label)[0])
+    if margin <= 0:
+        ties = [j for j in range(network.n_classes) if j != label and logits[j] >= logits[label]]
+        if predicted != label:
+            reason = f"the network classifies the input as {predicted}, not {label}"
+        else:
+            reason = f"tie at the input: class {label} does not strictly beat class(es) {ties}"
+        return Certificate(status=Status.NOT_ROBUST, box=None, apothem_upper_bound=0.0, oracle_calls=0, rounds=0,
+                           seconds=time.perf_counter() - start, reason=reason, counterexample=xa, **common)
+    result = search.run(Problem(xa, label, dom), oracle, falsifier)
+    return Certificate(
+        status=result.status, box=result.box, apothem_upper_bound=result.apothem_upper_bound
+        if np.isfinite(result.apothem_upper_bound) else None, oracle_calls=result.oracle_calls,
+        rounds=result.rounds, falsifier_calls=result.falsifier_calls, seconds=time.perf_counter() - start,
+        reason=result.reason, counterexample=result.counterexample, **common)

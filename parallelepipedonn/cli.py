@@ -1,0 +1,296 @@
+"""The ``parallelepipedonn`` command line.
+
+Exit codes: 0 the command ran (whatever the certification status); 1 internal error;
+2 bad input or usage (unreadable/unsupported model, malformed input, unknown option
+value); 4 an output file cannot be written; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ._version import __version__
+from .box import Box
+from .certificate import Certificate
+from .errors import ConfigError, ParallelepipedoNNError
+from .io_utils import check_writable
+
+log = logging.getLogger("parallelepipedonn")
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    if v is None:
+        return "unknown"
+    if math.isinf(v):
+        return "inf"
+    return f"{v:.{digits}g}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected sizes like 32 or 100,100, got {text!r}") from exc
+    if not sizes or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 32 or 100,100, got {text!r}")
+    return sizes
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not v > 0 or math.isinf(v):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return v
+
+
+# -- certify ---------------------------------------------------------------------------------
+def _add_model_and_input(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("model and input")
+    src.add_argument("--model", metavar="M.onnx", help="ONNX classifier (default: the embedded network of --dataset)")
+    src.add_argument("--input", metavar="X", help="input file: .csv (28×28 grid or one line), .npy or grayscale .png")
+    src.add_argument("--dataset", choices=["mnist", "fashion-mnist"], help="take the input from this dataset")
+    src.add_argument("--index", type=int, help="index of the image in the dataset split")
+    src.add_argument("--split", choices=["test", "train"], default="test", help="dataset split (default: test)")
+    src.add_argument("--data-dir", metavar="DIR", help="directory with the dataset's IDX files")
+    src.add_argument("--default-net", choices=["small", "deep"], default="small",
+                     help="which embedded network to use with --dataset (default: small, 784-32-10)")
+    src.add_argument("--label", type=int, help="class to certify (default: the network's prediction)")
+    src.add_argument("--domain", nargs=2, type=float, metavar=("LO", "HI"), default=(0.0, 1.0),
+                     help="input domain [LO, HI]^n (default: 0 1)")
+
+
+def _add_certify_options(p: argparse.ArgumentParser) -> None:
+    from oracles import oracle_entries
+
+    from .search import DEFAULT_SEARCH, SEARCHES
+
+    how = p.add_argument_group("how to certify")
+    how.add_argument("--oracle", default="crown", help=f"verifier ({', '.join(sorted(oracle_entries()))}; "
+                     "default: crown)")
+    how.add_argument("--algorithm", default=DEFAULT_SEARCH,
+                     help=f"search algorithm ({', '.join(sorted(SEARCHES))}; default: {DEFAULT_SEARCH})")
+    how.add_argument("--precision", type=_positive, default=1e-4, help="radius precision δ (default: 1e-4)")
+    how.add_argument("--device", default="cpu", help="torch device for bound propagation: cpu or cuda (default: cpu)")
+    how.add_argument("--falsifier", default="attack",
+                     help="oracle that looks for counterexamples to bound the best apothem ('none' to skip; "
+                     "default: attack)")
+
+
+def _load_problem(args: argparse.Namespace):
+    """Network, input point, domain, model path, true label and a description of the input."""
+    from .datasets import CLASS_NAMES, load_dataset
+    from .inputs import as_network_input, read_input_file
+    from .models import default_model_path
+    from .onnx_import import load_onnx
+
+    if (args.input is None) == (args.dataset is None):
+        raise ConfigError("give either --input X (with --model) or --dataset D --index N")
+    if args.dataset is not None and args.index is None:
+        raise ConfigError("--dataset needs --index N")
+    if args.input is not None and args.model is None:
+        raise ConfigError("--input needs --model M.onnx")
+    model_path = Path(args.model) if args.model else default_model_path(args.dataset, args.default_net)
+    network = load_onnx(model_path)
+    lo, hi = args.domain
+    if not lo < hi:
+        raise ConfigError(f"the domain [{lo}, {hi}] is empty")
+    n = network.n_inputs
+    domain = Box(np.full(n, lo), np.full(n, hi))
+    true_label, class_names = None, None
+    if args.input is not None:
+        x = as_network_input(read_input_file(args.input), network.input_shape, domain, f"input {args.input!r}")
+        what = args.input
+    else:
+        data = load_dataset(args.dataset, args.split, args.data_dir)
+        image, true_label = data[args.index]
+        x = as_network_input(image, network.input_shape, domain, f"{args.dataset} {args.split} image {args.index}")
+        what = f"{args.dataset} {args.split} image #{args.index} (true label {true_label})"
+        class_names = CLASS_NAMES.get(args.dataset)
+    return network, x, domain, model_path, true_label, what, class_names
+
+
+def _summary(cert: Certificate, what: str, model_path: Path, written: list[str]) -> str:
+    lines = [f"{cert.status.value.upper()}: {cert.reason}" if cert.reason and cert.box is None
+             else cert.status.value.upper()]
+    labels = f"label {cert.label} (network predicts {cert.predicted_label}"
+    labels += f", true label {cert.true_label})" if cert.true_label is not None else ")"
+    lines += [f"  input       {what}", f"  model       {model_path} ({cert.network})", f"  {labels}"]
+    if cert.box is not None:
+        lines.append(f"  apothem     {_fmt(cert.apothem)}   (certified: every point of the box keeps label "
+                     f"{cert.label})")
+        lines.append(f"  min edge    {_fmt(cert.min_edge)}   log-volume {_fmt(cert.log_volume, 6)}")
+    ub = cert.apothem_upper_bound
+    bound = f"  best apothem <= {_fmt(ub)}" + ("" if ub is not None else " (no counterexample found)")
+    if cert.gap is not None:
+        bound += f"   gap {_fmt(cert.gap)}"
+    lines.append(bound)
+    calls = f"  oracle      {cert.oracle}: {cert.oracle_calls} boxes in {cert.rounds} calls"
+    if cert.falsifier:
+        calls += f"; falsifier {cert.falsifier}: {cert.falsifier_calls} boxes"
+    lines += [calls, f"  algorithm   {cert.algorithm} {cert.algorithm_settings}", f"  time        {cert.seconds:.3f} s"]
+    if written:
+        lines.append(f"  wrote       {', '.join(written)}")
+    return "\n".join(lines)
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    from .certify import CertifyConfig, certify
+    from .plotting import plot_certificate
+    from .search import make_search
+
+    for out in (args.json, args.plot):
+        if out:
+            check_writable(out)
+    falsifier = None if args.falsifier.lower() == "none" else args.falsifier
+    config = CertifyConfig(oracle=args.oracle, algorithm=args.algorithm, precision=args.precision,
+                           device=args.device, falsifier=falsifier)
+    make_search(config.algorithm, precision=config.precision)  # reject bad names before any work
+    network, x, domain, model_path, true_label, what, class_names = _load_problem(args)
+    cert = certify(network, x, args.label, domain=domain, config=config, model_path=str(model_path),
+                   true_label=true_label)
+    written = []
+    if args.json:
+        cert.save(args.json)
+        written.append(args.json)
+    if args.plot:
+        plot_certificate(cert, args.plot, class_names)
+        written.append(args.plot)
+    print(_summary(cert, what, model_path, written))
+    return EXIT_OK
+
+
+# -- train -----------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, save_trained, train_mlp
+
+    config = TrainConfig(dataset=args.dataset, hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size,
+                         learning_rate=args.lr, weight_decay=args.weight_decay, seed=args.seed)
+    out = args.out or f"{args.dataset}-784-{'-'.join(map(str, args.hidden))}-10.onnx"
+    check_writable(out)
+    result = train_mlp(config, args.data_dir, progress=not args.quiet)
+    save_trained(result, out)
+    print(f"wrote {out}: {result.network.describe()}, train accuracy {result.train_accuracy:.4f} "
+          f"({result.train_size} images), test accuracy {result.test_accuracy:.4f} ({result.test_size} images; "
+          f"data: {result.data_source})")
+    return EXIT_OK
+
+
+# -- info / list -----------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    from .io_utils import sha256_file
+    from .onnx_import import load_onnx
+    from .train import model_metadata
+
+    net = load_onnx(args.model)
+    print(f"{args.model}: {net.describe()}, input shape {list(net.input_shape)}, {net.n_classes} classes")
+    print(f"  sha256 {sha256_file(args.model)}")
+    for k, v in model_metadata(args.model).items():
+        print(f"  {k}: {v}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from oracles import oracle_entries
+
+    from .models import DEFAULT_MODELS, data_dir
+    from .search import SEARCHES
+
+    print("oracles (--oracle, --falsifier):")
+    for name, entry in sorted(oracle_entries().items()):
+        print(f"  {name:22s} {entry.description}")
+    print("algorithms (--algorithm):")
+    for name, (_, desc) in sorted(SEARCHES.items()):
+        print(f"  {name:22s} {desc}")
+    print(f"default networks ({data_dir()}):")
+    for dataset, sizes in DEFAULT_MODELS.items():
+        for size, fname in sizes.items():
+            print(f"  {dataset:14s} {size:6s} {fname}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="parallelepipedonn",
+                     description="Trustworthy robustness certifications for ReLU neural-network classifiers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("certify", help="certify one input: the largest verified box around it",
+                       description="Certify one input: find a box around it, inside the domain, in which the "
+                       "network provably keeps the label, with the largest apothem the oracle can prove.")
+    _add_model_and_input(p)
+    _add_certify_options(p)
+    out = p.add_argument_group("output")
+    out.add_argument("--json", metavar="PATH", help="write the certificate as JSON")
+    out.add_argument("--plot", metavar="PATH", help="write a PNG of the input, the box and its slack")
+    p.set_defaults(func=cmd_certify)
+
+    p = sub.add_parser("train", help="train a ReLU MLP reproducibly and export it as ONNX")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], required=True)
+    p.add_argument("--hidden", type=_hidden, default=(32,), help="hidden layer sizes, e.g. 32 or 100,100")
+    p.add_argument("--epochs", type=int, default=20, help="default: 20")
+    p.add_argument("--batch-size", type=int, default=64, help="default: 64")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="L2 weight decay (default: 1e-3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", metavar="DIR", help="directory with the dataset's IDX files")
+    p.add_argument("--out", metavar="PATH", help="ONNX file to write (default: <dataset>-784-<hidden>-10.onnx)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("info", help="describe an ONNX classifier as the tool reads it")
+    p.add_argument("--model", required=True, metavar="M.onnx")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("list", help="list oracles, algorithms and default networks")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ParallelepipedoNNError as exc:
+        print(f"parallelepipedonn: error: {_one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("parallelepipedonn: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # report, never a silent wrong result
+        if args.verbose >= 2:
+            raise
+        print(f"parallelepipedonn: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+              "(run with -vv for a traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Typed exceptions of the library.
+
+The library raises these; only the CLI turns them into exit codes (``exit_code``).
+Every message is meant to be shown to a user as one line.
+"""
+
+from __future__ import annotations
+
+
+class ParallelepipedoNNError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ModelError(ParallelepipedoNNError):
+    """The network file cannot be read or is not a supported feed-forward ReLU classifier."""
+
+    exit_code = 2
+
+
+class UnsupportedOperatorError(ModelError):
+    """An ONNX node whose operator (or use of it) the importer does not support."""
+
+    def __init__(self, node_name: str, op_type: str, detail: str = "") -> None:
+        self.node_name = node_name
+        self.op_type = op_type
+        msg = f"unsupported ONNX node {node_name!r} (op {op_type})"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+class InputDataError(ParallelepipedoNNError):
+    """An input point (or dataset) that is unreadable, malformed, or outside the domain."""
+
+    exit_code = 2
+
+
+class LabelError(InputDataError):
+    """A label that is not a class of the network."""
+
+
+class DatasetNotFoundError(InputDataError):
+    """The dataset files cannot be found on this machine."""
+
+
+class OutputPathError(ParallelepipedoNNError):
+    """An output file cannot be written."""
+
+    exit_code = 4
+
+
+class OracleError(ParallelepipedoNNError):
+    """An oracle was misconfigured or asked something it cannot answer."""
+
+    exit_code = 2
+
+
+class ConfigError(ParallelepipedoNNError):
+    """An invalid option value (unknown oracle or algorithm name, bad precision, ...)."""
+
+    exit_code = 2

@@ -1,0 +1,219 @@
+"""The network intermediate representation (IR) that every oracle reads.
+
+A :class:`Network` is a feed-forward ReLU classifier written as a strictly alternating
+sequence ``Affine (ReLU Affine)*`` over the flattened input (row-major order of
+``input_shape``). Weights are float64. The IR *is* the semantics the tool certifies:
+every proof and every counterexample refers to :meth:`Network.forward`, evaluated in
+float64 (see README, "Floating point").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+
+from .errors import InputDataError, LabelError, ModelError
+
+FloatArray = NDArray[np.float64]
+
+
+def _frozen(a: ArrayLike, ndim: int) -> FloatArray:
+    arr = np.array(a, dtype=np.float64)
+    if arr.ndim != ndim:
+        raise ModelError(f"expected a {ndim}-D array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ModelError("network parameters contain NaN or infinite values")
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Affine:
+    """``y = weight @ x + bias`` with ``weight`` of shape ``(out, in)``."""
+
+    weight: FloatArray
+    bias: FloatArray
+
+    def __post_init__(self) -> None:
+        w, b = _frozen(self.weight, 2), _frozen(self.bias, 1)
+        if w.shape[0] != b.shape[0]:
+            raise ModelError(f"affine map with {w.shape[0]} outputs but {b.shape[0]} biases")
+        object.__setattr__(self, "weight", w)
+        object.__setattr__(self, "bias", b)
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.shape[0])
+
+    def then(self, other: Affine) -> Affine:
+        """The composition ``other(self(x))`` as one affine map."""
+        return Affine(other.weight @ self.weight, other.weight @ self.bias + other.bias)
+
+
+@dataclass(frozen=True)
+class ReLU:
+    """Element-wise ``max(x, 0)``."""
+
+
+Layer = Affine | ReLU
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """A ReLU classifier ``Affine (ReLU Affine)*`` on inputs of shape ``input_shape``."""
+
+    input_shape: tuple[int, ...]
+    layers: tuple[Layer, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(d) for d in self.input_shape)
+        object.__setattr__(self, "input_shape", shape)
+        layers = tuple(self.layers)
+        object.__setattr__(self, "layers", layers)
+        if not layers or len(layers) % 2 == 0:
+            raise ModelError("a network must alternate Affine (ReLU Affine)*")
+        width = int(np.prod(shape)) if shape else 1
+        for i, layer in enumerate(layers):
+            expected = Affine if i % 2 == 0 else ReLU
+            if not isinstance(layer, expected):
+                raise ModelError(f"layer {i} must be {expected.__name__}, got {type(layer).__name__}")
+            if isinstance(layer, Affine):
+                if layer.in_features != width:
+                    raise ModelError(f"layer {i} expects {layer.in_features} inputs, gets {width}")
+                width = layer.out_features
+        if width < 2:
+            raise ModelError(f"the network has {width} output(s): a classifier needs at least 2")
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_layers(cls, input_shape: Sequence[int], layers: Iterable[Layer], name: str = "") -> Network:
+        """Build a network from any sequence of affine maps and ReLUs, merging consecutive
+        affine maps and repeated ReLUs into the canonical alternating form."""
+        n = int(np.prod(tuple(input_shape))) if tuple(input_shape) else 1
+        out: list[Layer] = []
+        for layer in layers:
+            if isinstance(layer, Affine):
+                if out and isinstance(out[-1], Affine):
+                    out[-1] = out[-1].then(layer)
+                else:
+                    out.append(layer)
+            elif isinstance(layer, ReLU):
+                if not out:
+                    out.append(Affine(np.eye(n), np.zeros(n)))
+                if not isinstance(out[-1], ReLU):
+                    out.append(layer)
+            else:
+                raise ModelError(f"unknown layer type {type(layer).__name__}")
+        if out and isinstance(out[-1], ReLU):
+            width = out[-2].out_features  # type: ignore[union-attr]
+            out.append(Affine(np.eye(width), np.zeros(width)))
+        return cls(tuple(input_shape), tuple(out), name)
+
+    # -- structure ----------------------------------------------------------------------
+    @property
+    def n_inputs(self) -> int:
+        return self.affines[0].in_features
+
+    @property
+    def n_classes(self) -> int:
+        return self.affines[-1].out_features
+
+    @cached_property
+    def affines(self) -> tuple[Affine, ...]:
+        return tuple(layer for layer in self.layers if isinstance(layer, Affine))
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return tuple(a.out_features for a in self.affines[:-1])
+
+    def describe(self) -> str:
+        sizes = [self.n_inputs, *self.hidden_sizes, self.n_classes]
+        return "-".join(str(s) for s in sizes) + " ReLU network"
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the IR's parameters (shape and float64 weights)."""
+        h = hashlib.sha256(repr(self.input_shape).encode())
+        for a in self.affines:
+            h.update(a.weight.tobytes())
+            h.update(a.bias.tobytes())
+        return h.hexdigest()
+
+    # -- semantics ----------------------------------------------------------------------
+    def flatten_inputs(self, x: ArrayLike) -> FloatArray:
+        """Points as a ``(k, n)`` float64 array (accepts ``(n,)``, ``(k, n)`` or
+        ``(k, *input_shape)``)."""
+        a = np.asarray(x, dtype=np.float64)
+        n = self.n_inputs
+        if a.size % n != 0 or a.size == 0:
+            raise InputDataError(f"got {a.size} values, the network expects a multiple of {n}")
+        return a.reshape(-1, n)
+
+    def forward(self, x: ArrayLike) -> FloatArray:
+        """Logits of each point, float64 (shape ``(k, n_classes)``)."""
+        h = self.flatten_inputs(x)
+        for layer in self.layers:
+            if isinstance(layer, Affine):
+                h = h @ layer.weight.T + layer.bias
+            else:
+                h = np.maximum(h, 0.0)
+        return h
+
+    def predict(self, x: ArrayLike) -> NDArray[np.int64]:
+        """Arg-max class of each point (lowest index on ties)."""
+        return np.argmax(self.forward(x), axis=1)
+
+    def check_label(self, label: int) -> int:
+        if not (isinstance(label, (int, np.integer)) and 0 <= int(label) < self.n_classes):
+            raise LabelError(f"label {label!r} is not a class of the network (0..{self.n_classes - 1})")
+        return int(label)
+
+    def margins(self, x: ArrayLike, label: int) -> FloatArray:
+        """``logit_label - max_{j != label} logit_j`` per point: the point is classified
+        ``label`` robustly (no ties) iff its margin is > 0."""
+        label = self.check_label(label)
+        logits = self.forward(x)
+        others = np.delete(logits, label, axis=1)
+        return logits[:, label] - others.max(axis=1)
+
+    def to_torch(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.nn.Sequential:
+        """An equivalent torch module on flattened inputs ``(k, n)``."""
+        modules: list[torch.nn.Module] = []
+        for layer in self.layers:
+            if isinstance(layer, Affine):
+                lin = torch.nn.Linear(layer.in_features, layer.out_features, dtype=dtype, device=device)
+                with torch.no_grad():
+                    lin.weight.copy_(torch.tensor(layer.weight, dtype=dtype))
+                    lin.bias.copy_(torch.tensor(layer.bias, dtype=dtype))
+                modules.append(lin)
+            else:
+                modules.append(torch.nn.ReLU())
+        module = torch.nn.Sequential(*modules)
+        module.requires_grad_(False)
+        return module
+
+    @classmethod
+    def from_torch(cls, module: torch.nn.Sequential, input_shape: Sequence[int], name: str = "") -> Network:
+        """Read a ``Sequential`` of ``Flatten``, ``Linear`` and ``ReLU`` modules."""
+        layers: list[Layer] = []
+        for m in module:
+            if isinstance(m, torch.nn.Linear):
+                w = m.weight.detach().cpu().double().numpy()
+                b = m.bias.detach().cpu().double().numpy() if m.bias is not None else np.zeros(w.shape[0])
+                layers.append(Affine(w, b))
+            elif isinstance(m, torch.nn.ReLU):
+                layers.append(ReLU())
+            elif not isinstance(m, (torch.nn.Flatten, torch.nn.Identity)):
+                raise ModelError(f"cannot convert torch module {type(m).__name__}")
+        return cls.from_layers(input_shape, layers, name)

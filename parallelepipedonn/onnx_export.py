@@ -1,0 +1,57 @@
+"""The network IR → a standard ONNX model (Flatten, Gemm, Relu), float32 weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .io_utils import atomic_write_bytes
+from .network import Affine, Network
+
+OPSET = 17
+
+
+def network_to_onnx(net: Network, doc: str = "") -> onnx.ModelProto:
+    """An ONNX model with input ``[N, *input_shape]`` and output ``[N, n_classes]``.
+
+    Weights are rounded to float32; re-importing the model gives the IR of that rounding.
+    """
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    current = "input"
+    if len(net.input_shape) != 1:
+        nodes.append(helper.make_node("Flatten", [current], ["flat"], axis=1, name="flatten"))
+        current = "flat"
+    k = 0
+    for layer in net.layers:
+        if isinstance(layer, Affine):
+            w, b = f"W{k}", f"B{k}"
+            inits.append(numpy_helper.from_array(layer.weight.astype(np.float32), w))
+            inits.append(numpy_helper.from_array(layer.bias.astype(np.float32), b))
+            out = f"gemm{k}"
+            nodes.append(helper.make_node("Gemm", [current, w, b], [out], transB=1, name=f"dense{k}"))
+            current, k = out, k + 1
+        else:
+            out = f"relu{k - 1}"
+            nodes.append(helper.make_node("Relu", [current], [out], name=out))
+            current = out
+    nodes[-1].output[0] = "logits"
+    graph = helper.make_graph(
+        nodes, net.name or "parallelepipedonn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *net.input_shape])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", net.n_classes])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="parallelepipedonn", doc_string=doc)
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def save_onnx(net: Network, path: str | Path, doc: str = "") -> None:
+    """Write the network as ONNX (atomically)."""
+    atomic_write_bytes(Path(path), network_to_onnx(net, doc).SerializeToString())

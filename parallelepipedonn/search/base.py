@@ -1,0 +1,115 @@
+"""What every search algorithm shares: the problem, the result, and oracle bookkeeping.
+
+A search only ever asks its oracle (and, optionally, a falsifier): it never reads the
+network. Its state (counters, current radii) lives in local variables of ``run``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from oracles.base import Answer, Oracle, Verdict
+
+from ..box import Box
+
+FloatArray = NDArray[np.float64]
+
+
+class Status(str, enum.Enum):
+    """Outcome of a certification: the only three words the tool uses."""
+
+    CERTIFIED = "certified"
+    NOT_ROBUST = "not-robust"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """Certify ``x`` (flat, inside ``domain``) for ``label``."""
+
+    x: FloatArray
+    label: int
+    domain: Box
+
+    @property
+    def radius_max(self) -> float:
+        """The smallest radius whose cube (within the domain) is the whole domain."""
+        return float(np.max(np.maximum(self.x - self.domain.lower, self.domain.upper - self.x)))
+
+    def cube(self, radius: float) -> Box:
+        return Box.cube(self.x, radius, self.domain)
+
+    def cubes(self, radii: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Lower and upper bounds of the cubes of several radii, shape ``(k, n)``."""
+        r = np.asarray(radii, dtype=np.float64)[:, None]
+        return np.maximum(self.domain.lower, self.x - r), np.minimum(self.domain.upper, self.x + r)
+
+    def distance(self, point: FloatArray) -> float:
+        return float(np.max(np.abs(np.asarray(point) - self.x)))
+
+
+@dataclass(frozen=True, eq=False)
+class SearchResult:
+    """A search's answer.
+
+    ``box`` is a box every point of which an oracle proved robust (``None`` if none);
+    ``apothem_upper_bound`` is proven: no certification of ``x`` has a larger apothem
+    (the distance of the closest confirmed counterexample; ``inf`` when none was found).
+    """
+
+    status: Status
+    box: Box | None
+    apothem_upper_bound: float
+    counterexample: FloatArray | None
+    oracle_calls: int
+    rounds: int
+    falsifier_calls: int = 0
+    reason: str = ""
+    trace: tuple[tuple[float, str], ...] = field(default=(), repr=False)
+
+
+class Search(Protocol):
+    """A certification algorithm."""
+
+    name: str
+
+    def run(self, problem: Problem, oracle: Oracle, falsifier: Oracle | None = None) -> SearchResult: ...
+
+    def settings(self) -> dict[str, Any]: ...
+
+
+class OracleLedger:
+    """Asks an oracle and keeps the search's own counts (boxes asked, batched rounds) and
+    the closest confirmed counterexample."""
+
+    def __init__(self, problem: Problem, oracle: Oracle) -> None:
+        self.problem = problem
+        self.oracle = oracle
+        self.boxes = 0
+        self.rounds = 0
+        self.best_distance = math.inf
+        self.best_counterexample: FloatArray | None = None
+        self.trace: list[tuple[float, str]] = []
+
+    def ask(self, lower: FloatArray, upper: FloatArray, radii: FloatArray | None = None) -> tuple[Answer, ...]:
+        answers = self.oracle.verify(lower, upper, self.problem.label)
+        self.boxes += len(answers)
+        self.rounds += 1
+        for i, a in enumerate(answers):
+            if radii is not None:
+                self.trace.append((float(radii[i]), a.verdict.value))
+            if a.verdict is Verdict.FALSIFIED and a.counterexample is not None:
+                d = self.problem.distance(a.counterexample)
+                if d < self.best_distance:
+                    self.best_distance, self.best_counterexample = d, a.counterexample
+        return answers
+
+    def ask_radii(self, radii: FloatArray) -> tuple[Answer, ...]:
+        lo, hi = self.problem.cubes(radii)
+        return self.ask(lo, hi, radii)

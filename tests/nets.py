@@ -1,0 +1,59 @@
+"""Tiny networks and ONNX models that the tests build themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from parallelepipedonn.network import Affine, Network, ReLU
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "parallelepipedonn-2.2"
+
+
+def random_network(seed: int, sizes: Sequence[int], input_shape: Sequence[int] | None = None,
+                   scale: float = 1.0, bias: float = 0.3) -> Network:
+    """A ReLU MLP with layer widths ``sizes`` (input first, classes last), weights
+    ``N(0, scale^2 / fan_in)`` and biases ``N(0, bias^2)``."""
+    rng = np.random.default_rng(seed)
+    layers: list = []
+    for i in range(len(sizes) - 1):
+        w = rng.normal(0.0, scale / np.sqrt(sizes[i]), (sizes[i + 1], sizes[i]))
+        layers.append(Affine(w, rng.normal(0.0, bias, sizes[i + 1])))
+        if i < len(sizes) - 2:
+            layers.append(ReLU())
+    return Network.from_layers(tuple(input_shape or (sizes[0],)), layers, name=f"random-{seed}")
+
+
+def tensor(name: str, a: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(a), name)
+
+
+def make_model(nodes: list[onnx.NodeProto], input_shape: Sequence[int | str], output: str = "y",
+               initializers: Sequence[onnx.TensorProto] = (), opset: int = 17,
+               input_name: str = "x") -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "test",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+        initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    inferred = onnx.shape_inference.infer_shapes(model).graph.output[0]
+    if inferred.type.tensor_type.HasField("shape"):  # give the output its inferred shape, as exporters do
+        model.graph.output[0].CopyFrom(inferred)
+    else:
+        model.graph.output[0].type.tensor_type.shape.dim.add().dim_param = "unknown"
+    onnx.checker.check_model(model)
+    return model
+
+
+def ort_forward(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """Outputs of onnxruntime on a float32 batch."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]

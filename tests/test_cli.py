@@ -1,0 +1,192 @@
+"""The command line as a user meets it: outputs, one-line errors, exit codes, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from parallelepipedonn.cli import main
+from tests.nets import make_model, tensor
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's own usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_certify_default_mnist_digit_writes_json_and_png(tmp_path, capsys):
+    j, p = tmp_path / "c.json", tmp_path / "c.png"
+    code, out, err = run(capsys, "certify", "--dataset", "mnist", "--index", "0", "--json", str(j), "--plot", str(p))
+    assert code == 0, err
+    assert out.startswith("CERTIFIED") and "apothem" in out
+    cert = json.loads(j.read_text())
+    assert cert["status"] == "certified" and cert["apothem"] > 0
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(p) as img:
+        assert img.width > 800 and img.height > 200
+
+
+def test_console_script_is_installed(tmp_path):
+    exe = shutil.which("parallelepipedonn") or str(Path(sys.executable).parent / "parallelepipedonn")
+    if not os.path.exists(exe):
+        pytest.skip("console script not installed (package not pip-installed)")
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "parallelepipedonn" in proc.stdout
+
+
+def test_reference_7_1_is_certified_with_a_positive_apothem(reference, tmp_path, capsys):
+    j = tmp_path / "c.json"
+    code, out, err = run(capsys, "certify", "--model", str(reference / "nets" / "mnist_nn-32.onnx"), "--input",
+                         str(reference / "inputs" / "mnist" / "7-1.csv"), "--label", "7", "--json", str(j))
+    assert code == 0, err
+    cert = json.loads(j.read_text())
+    assert cert["status"] == "certified" and cert["apothem"] > 0 and cert["label"] == 7
+    assert len(cert["model_sha256"]) == 64
+
+
+def test_reference_4_1_is_not_robust_with_the_reason(reference, tmp_path, capsys):
+    j = tmp_path / "c.json"
+    code, out, _ = run(capsys, "certify", "--model", str(reference / "nets" / "mnist_nn-32.onnx"), "--input",
+                       str(reference / "inputs" / "mnist" / "4-1.csv"), "--label", "4", "--json", str(j))
+    assert code == 0
+    cert = json.loads(j.read_text())
+    assert cert["status"] == "not-robust" and "classifies the input as 7, not 4" in cert["reason"]
+    assert "classifies the input as 7, not 4" in out
+
+
+def _unsupported_model(path: Path) -> None:
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]),
+             helper.make_node("Gemm", ["f", "W", "B"], ["h"], transB=1),
+             helper.make_node("Tanh", ["h"], ["y"], name="squash")]
+    model = make_model(nodes, ["N", 28, 28], initializers=[tensor("W", np.zeros((10, 784), np.float32)),
+                                                          tensor("B", np.zeros(10, np.float32))])
+    onnx.save(model, str(path))
+
+
+@pytest.fixture
+def default_net_copy(tmp_path) -> Path:
+    from parallelepipedonn.models import default_model_path
+
+    dst = tmp_path / "net.onnx"
+    shutil.copy(default_model_path("mnist"), dst)
+    return dst
+
+
+def _grid(rows: int, cols: int, bad: str | None = None) -> str:
+    cells = [["0.5"] * cols for _ in range(rows)]
+    if bad:
+        cells[3][4] = bad
+    return "\n".join(" ".join(r) for r in cells) + "\n"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("malformed-onnx", "not a valid ONNX model"),
+    ("unsupported-op", r"unsupported ONNX node 'squash' \(op Tanh\)"),
+    ("27x28", r"756 values \(27×28\)"),
+    ("nan", "non-finite value"),
+    ("outside", "outside the domain"),
+    ("empty", "is empty"),
+    ("missing", "does not exist"),
+])
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case, message, tmp_path, capsys, default_net_copy):
+    model, inp = default_net_copy, tmp_path / "x.csv"
+    inp.write_text(_grid(28, 28))
+    if case == "malformed-onnx":
+        model = tmp_path / "bad.onnx"
+        model.write_bytes(b"\x08\x07garbage that is not a model")
+    elif case == "unsupported-op":
+        model = tmp_path / "tanh.onnx"
+        _unsupported_model(model)
+    elif case == "27x28":
+        inp.write_text(_grid(27, 28))
+    elif case == "nan":
+        inp.write_text(_grid(28, 28, "nan"))
+    elif case == "outside":
+        inp.write_text(_grid(28, 28, "1.01"))
+    elif case == "empty":
+        inp.write_text("")
+    elif case == "missing":
+        inp = tmp_path / "nope.csv"
+    outs = [tmp_path / "out.json", tmp_path / "out.png"]
+    before = sorted(tmp_path.iterdir())
+    code, out, err = run(capsys, "certify", "--model", str(model), "--input", str(inp), "--json", str(outs[0]),
+                         "--plot", str(outs[1]))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("parallelepipedonn: error:"), err
+    assert re.search(message, err), err
+    assert not any(p.exists() for p in outs)
+    assert sorted(tmp_path.iterdir()) == before  # no partial or temporary files either
+
+
+def test_reference_empty_input_9_5(reference, tmp_path, capsys):
+    out = tmp_path / "c.json"
+    code, _, err = run(capsys, "certify", "--model", str(reference / "nets" / "mnist_nn-32.onnx"), "--input",
+                       str(reference / "inputs" / "mnist" / "9-5.csv"), "--json", str(out))
+    assert code == 2 and "is empty" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_unwritable_output_fails_before_any_work(tmp_path, capsys):
+    code, _, err = run(capsys, "certify", "--dataset", "mnist", "--index", "0", "--json",
+                       str(tmp_path / "no" / "such" / "dir" / "c.json"))
+    assert code == 4 and "does not exist" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["certify", "--dataset", "mnist"], "needs --index"),
+    (["certify", "--input", "x.csv"], "needs --model"),
+    (["certify", "--dataset", "mnist", "--index", "0", "--oracle", "nope"], "unknown oracle"),
+    (["certify", "--dataset", "mnist", "--index", "0", "--algorithm", "nope"], "unknown algorithm"),
+    (["certify", "--dataset", "mnist", "--index", "0", "--label", "12"], "not a class"),
+    (["certify", "--dataset", "mnist", "--index", "5000"], "out of range"),
+    (["certify", "--dataset", "mnist", "--index", "0", "--precision", "-1"], "positive"),
+])
+def test_usage_errors_exit_2(argv, message, capsys):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_label_that_is_not_predicted_is_reported_not_robust(capsys):
+    code, out, _ = run(capsys, "certify", "--dataset", "mnist", "--index", "0", "--label", "3")
+    assert code == 0 and out.startswith("NOT-ROBUST") and "not 3" in out
+
+
+def test_info_and_list(capsys, default_net_copy):
+    code, out, _ = run(capsys, "info", "--model", str(default_net_copy))
+    assert code == 0 and "784-32-10" in out and "test_accuracy" in out
+    code, out, _ = run(capsys, "list")
+    assert code == 0 and "crown" in out and "apothem-bisection" in out
+
+
+def test_train_is_reproducible_and_exports_onnx(tmp_path, capsys):
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    for out in (a, b):
+        code, text, err = run(capsys, "train", "--dataset", "mnist", "--hidden", "8", "--epochs", "1", "--out",
+                              str(out), "--quiet")
+        assert code == 0, err
+        assert "test accuracy" in text
+    assert a.read_bytes() == b.read_bytes()
+    from tests.nets import ort_forward
+
+    model = onnx.load(str(a))
+    x = np.random.default_rng(0).random((4, 1, 28, 28)).astype(np.float32)
+    from parallelepipedonn.onnx_import import load_onnx
+
+    np.testing.assert_allclose(load_onnx(a).forward(x), ort_forward(model, x), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,197 @@
+"""Oracles: proofs are sound, counterexamples are real, UNKNOWN never becomes VERIFIED."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from oracles import Answer, AttackOracle, CrownOracle, Oracle, Verdict, make_oracle, oracle_entries, register_oracle
+from parallelepipedonn.errors import ConfigError, LabelError, OracleError
+from tests.nets import random_network
+
+
+def random_boxes(rng: np.random.Generator, n: int, count: int, max_width: float = 0.5):
+    centers = rng.random((count, n))
+    half = rng.random((count, 1)) * max_width / 2 * rng.random((count, n))
+    return np.clip(centers - half, 0, 1), np.clip(centers + half, 0, 1)
+
+
+def sampled_margins(net, lower, upper, label, rng, k=400):
+    """Per box, per other class j: the smallest sampled logit_label - logit_j (samples and vertices)."""
+    out = []
+    for lo, hi in zip(lower, upper):
+        pts = np.concatenate([lo + rng.random((k, lo.size)) * (hi - lo), np.where(rng.random((k, lo.size)) < 0.5, lo,
+                                                                                   hi)])
+        logits = net.forward(pts)
+        out.append((logits[:, [label]] - np.delete(logits, label, axis=1)).min(axis=0))
+    return np.array(out)
+
+
+@given(seed=st.integers(0, 10_000), depth=st.integers(1, 3))
+def test_crown_bounds_are_below_every_sampled_margin(seed, depth):
+    rng = np.random.default_rng(seed)
+    net = random_network(seed, [5] + [8] * depth + [3])
+    lower, upper = random_boxes(rng, 5, 16)
+    label = int(rng.integers(3))
+    bounds = CrownOracle(net).margin_lower_bounds(lower, upper, label)
+    assert (bounds <= sampled_margins(net, lower, upper, label, rng) + 1e-12).all()
+
+
+def test_crown_is_exact_on_a_point(rng):
+    net = random_network(7, [6, 10, 10, 4])
+    x = rng.random((5, 6))
+    label = 2
+    bounds = CrownOracle(net).margin_lower_bounds(x, x, label)
+    logits = net.forward(x)
+    np.testing.assert_allclose(bounds, logits[:, [label]] - np.delete(logits, label, axis=1), atol=1e-8)
+
+
+def test_crown_ibp_intermediate_bounds_are_looser_but_sound(rng):
+    net = random_network(8, [5, 12, 12, 12, 3])
+    lower, upper = random_boxes(rng, 5, 32, 0.3)
+    tight = CrownOracle(net).margin_lower_bounds(lower, upper, 0)
+    loose = CrownOracle(net, intermediate="ibp").margin_lower_bounds(lower, upper, 0)
+    assert (loose <= tight + 1e-9).all()
+    assert (tight <= sampled_margins(net, lower, upper, 0, rng) + 1e-12).all()
+
+
+@given(seed=st.integers(0, 10_000))
+def test_attack_counterexamples_are_real_and_inside_their_box(seed):
+    rng = np.random.default_rng(seed)
+    net = random_network(seed, [4, 8, 8, 3], scale=2.0)
+    lower, upper = random_boxes(rng, 4, 24, 1.0)
+    label = int(rng.integers(3))
+    attack, crown = AttackOracle(net, seed=seed), CrownOracle(net)
+    for a, c, lo, hi in zip(attack.verify(lower, upper, label), crown.verify(lower, upper, label), lower, upper):
+        assert a.verdict is not Verdict.VERIFIED
+        if a.verdict is Verdict.FALSIFIED:
+            assert ((a.counterexample >= lo) & (a.counterexample <= hi)).all()
+            assert net.margins(a.counterexample, label)[0] <= 0
+            assert c.verdict is not Verdict.VERIFIED, "CROWN proved a box the attack broke"
+
+
+def test_attack_finds_the_obvious_counterexample():
+    net = random_network(3, [4, 8, 3])
+    x = np.full(4, 0.5)
+    other = int(np.argsort(net.forward(x)[0])[-2])
+    ans = AttackOracle(net).verify_box(np.zeros(4), np.ones(4), other)
+    assert ans.verdict is Verdict.FALSIFIED  # the predicted class at x beats `other` at x
+
+
+def test_attack_is_deterministic_for_a_seed(rng):
+    net = random_network(4, [6, 10, 3])
+    lower, upper = random_boxes(rng, 6, 8, 1.0)
+    a = [x.counterexample for x in AttackOracle(net, seed=5).verify(lower, upper, 1)]
+    b = [x.counterexample for x in AttackOracle(net, seed=5).verify(lower, upper, 1)]
+    for u, v in zip(a, b):
+        assert (u is None and v is None) or np.array_equal(u, v)
+
+
+# -- the base class keeps backends honest -------------------------------------------------------------
+class _Scripted(Oracle):
+    """A backend that answers what the test scripts (to test the base class's checks)."""
+
+    name = "scripted"
+
+    def __init__(self, network, answers=None, error=None, unsound=False):
+        super().__init__(network)
+        self.answers, self.error = answers, error
+        if unsound:
+            self.sound = False  # type: ignore[misc]
+
+    def _verify(self, lower, upper, label):
+        if self.error:
+            raise self.error
+        return self.answers
+
+
+@pytest.fixture
+def net():
+    return random_network(5, [3, 6, 3])
+
+
+def test_unconfirmed_counterexample_becomes_unknown(net):
+    x = np.full(3, 0.5)
+    label = int(net.predict(x)[0])
+    oracle = _Scripted(net, [Answer(Verdict.FALSIFIED, counterexample=x)])
+    ans = oracle.verify_box(x, x, label)
+    assert ans.verdict is Verdict.UNKNOWN and "not confirmed" in ans.reason
+    assert oracle.stats.rejected_counterexamples == 1
+
+
+def test_counterexample_outside_the_box_becomes_unknown(net):
+    x = np.full(3, 0.5)
+    other = int(np.argsort(net.forward(x)[0])[-2])
+    oracle = _Scripted(net, [Answer(Verdict.FALSIFIED, counterexample=x)])
+    ans = oracle.verify_box(x + 0.1, x + 0.2, other)
+    assert ans.verdict is Verdict.UNKNOWN and "outside the box" in ans.reason
+
+
+def test_backend_failure_is_unknown_not_verified(net):
+    oracle = _Scripted(net, error=RuntimeError("solver crashed"))
+    ans = oracle.verify(np.zeros((2, 3)), np.ones((2, 3)), 0)
+    assert [a.verdict for a in ans] == [Verdict.UNKNOWN] * 2
+    assert "solver crashed" in ans[0].reason and oracle.stats.errors == 1
+
+
+def test_an_unsound_backend_cannot_verify(net):
+    oracle = _Scripted(net, [Answer(Verdict.VERIFIED)], unsound=True)
+    assert oracle.verify_box(np.zeros(3), np.ones(3), 0).verdict is Verdict.UNKNOWN
+
+
+def test_statistics_count_boxes_and_calls(net):
+    oracle = CrownOracle(net)
+    oracle.verify(np.zeros((4, 3)), np.ones((4, 3)), 0)
+    oracle.verify_box(np.zeros(3), np.zeros(3), 0)
+    assert (oracle.stats.calls, oracle.stats.boxes) == (2, 5)
+    assert oracle.stats.verified + oracle.stats.unknown == 5
+
+
+@pytest.mark.parametrize("lower, upper, label, error", [
+    (np.zeros((2, 4)), np.ones((2, 4)), 0, OracleError),
+    (np.ones((1, 3)), np.zeros((1, 3)), 0, OracleError),
+    (np.zeros((1, 3)), np.full((1, 3), np.inf), 0, OracleError),
+    (np.zeros((1, 3)), np.ones((1, 3)), 3, LabelError),
+])
+def test_malformed_queries_are_rejected(net, lower, upper, label, error):
+    with pytest.raises(error):
+        CrownOracle(net).verify(lower, upper, label)
+
+
+# -- registry ---------------------------------------------------------------------------------------
+def test_registry_builds_named_oracles_with_options(net):
+    assert {"crown", "attack"} <= set(oracle_entries())
+    oracle = make_oracle("attack", net, steps=3, restarts=1)
+    assert isinstance(oracle, AttackOracle) and oracle.settings()["steps"] == 3
+    with pytest.raises(ConfigError, match="unknown oracle"):
+        make_oracle("nope", net)
+    with pytest.raises(ConfigError, match="does not take"):
+        make_oracle("crown", net, gradient_steps=3)
+
+
+def test_third_party_oracle_plugs_in_by_name(net):
+    class Interval(Oracle):
+        """Interval arithmetic (a user's own verifier)."""
+
+        name = "test-interval"
+
+        def _verify(self, lower, upper, label):
+            return CrownOracle(self.network, intermediate="ibp").verify(lower, upper, label)
+
+    register_oracle("test-interval", Interval, replace=True)
+    oracle = make_oracle("test-interval", net)
+    x = np.full(3, 0.5)
+    assert oracle.verify_box(x, x, int(net.predict(x)[0])).verdict is Verdict.VERIFIED
+    with pytest.raises(ConfigError, match="already registered"):
+        register_oracle("test-interval", Interval)
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(net):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(OracleError, match="CUDA is not available"):
+        CrownOracle(net, device="cuda")
