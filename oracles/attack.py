@@ -48,8 +48,12 @@ class AttackOracle(Oracle):
         others = torch.cat([logits[:, :label], logits[:, label + 1:]], dim=1)
         return logits[:, label] - others.max(dim=1).values
 
-    def search(self, lower: FloatArray, upper: FloatArray, label: int) -> tuple[FloatArray, FloatArray]:
-        """Best point found in each box and its margin (float64 torch; not yet confirmed)."""
+    def search(self, lower: FloatArray, upper: FloatArray, label: int,
+               starts: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+        """Best point found in each box and its margin (float64 torch; not yet confirmed).
+
+        ``starts`` (optional, one point per box, projected into it) replaces the box centre
+        as a starting point — e.g. a known counterexample of a larger box."""
         bsz, n = lower.shape
         lo = torch.tensor(lower, dtype=torch.float64, device=self.device)
         hi = torch.tensor(upper, dtype=torch.float64, device=self.device)
@@ -57,7 +61,9 @@ class AttackOracle(Oracle):
         k = self.restarts + 2
         rand = torch.rand((self.restarts, bsz, n), generator=self._generator, dtype=torch.float64).to(self.device)
         center = (lo + hi) / 2
-        x = torch.cat([center[None], center[None], lo + rand * width]).reshape(k * bsz, n)
+        first = center if starts is None else torch.minimum(torch.maximum(
+            torch.tensor(starts, dtype=torch.float64, device=self.device), lo), hi)
+        x = torch.cat([first[None], center[None], lo + rand * width]).reshape(k * bsz, n)
         lo_k, hi_k, width_k = (t.repeat(k, 1) for t in (lo, hi, width))
         best_x, best_m = x.detach().clone(), torch.full((k * bsz,), float("inf"), dtype=torch.float64,
                                                          device=self.device)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
 
@@ -65,6 +66,34 @@ class Answer:
     @property
     def falsified(self) -> bool:
         return self.verdict is Verdict.FALSIFIED
+
+
+class RegionVerdict(str, enum.Enum):
+    """Answers to the class-region query."""
+
+    NONE = "none"  # proven: no point of the region with that class outside the box
+    WITNESS = "witness"  # a confirmed point of that class outside the box
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, eq=False)
+class RegionAnswer:
+    verdict: RegionVerdict
+    witness: FloatArray | None = None
+    reason: str = ""
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Extreme:
+    """The min or max of one input coordinate over a class region: ``bound`` is proven
+    (an outer bound), ``witness`` a confirmed point of the class region (or ``None``),
+    ``exact`` when the witness attains the bound up to the solver's proof margin."""
+
+    bound: float
+    witness: FloatArray | None
+    exact: bool
+    reason: str = ""
 
 
 @dataclass
@@ -113,6 +142,18 @@ class Oracle(ABC):
     def settings(self) -> dict[str, Any]:
         """The oracle's settings, JSON-serialisable (recorded in certificates)."""
         return {"time_limit": self.time_limit}
+
+    # -- optional queries (complete backends) -----------------------------------------------
+    def class_region(self, lower: ArrayLike, upper: ArrayLike, label: int, region: Box,
+                     tolerance: float = 1e-4) -> RegionAnswer:
+        """Is there a point of ``region`` that the network classifies ``label`` (ties
+        included) outside ``[lower, upper]`` by more than ``tolerance``?"""
+        raise OracleError(f"oracle {self.name!r} cannot answer class-region queries")
+
+    def coordinate_extreme(self, label: int, index: int, maximize: bool, region: Box) -> Extreme:
+        """Min (or max) of input coordinate ``index`` over the points of ``region`` that the
+        network classifies ``label`` (ties included)."""
+        raise OracleError(f"oracle {self.name!r} cannot answer coordinate-extreme queries")
 
     # -- the public query ---------------------------------------------------------------
     @property

@@ -94,10 +94,19 @@ class LinearBound:
     const_abs: Tensor  # (B, m)
 
 
-def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequence[ReluRelaxation]) -> LinearBound:
+def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequence[ReluRelaxation],
+             split_terms: Sequence[Tensor | None] | None = None,
+             keep_lambdas: list[Tensor] | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec @ z_layer`` (``spec`` of shape
     ``(B, m, n_layer)``), where ``z_i`` is the output of the ``i``-th affine map, valid for
-    all inputs of the box whose ReLU input bounds gave ``relaxations[i]`` (``i < layer``)."""
+    all inputs of the box whose ReLU input bounds gave ``relaxations[i]`` (``i < layer``).
+
+    ``split_terms[i]`` (optional, shape ``(B, m, n_i)``) is added to the coefficients of
+    ``z_i``: with ``-beta * s`` (``beta >= 0``, ``s = +1`` for a neuron split active,
+    ``-1`` inactive) the bound stays valid on the sub-domain where the splits hold
+    (beta-CROWN's Lagrangian terms). ``keep_lambdas`` collects the coefficients of each
+    ReLU output ``a_i`` (deepest layer first), for branching heuristics.
+    """
     lam = spec
     bsz, m = spec.shape[0], spec.shape[1]
     const = spec.new_zeros(bsz, m)
@@ -106,6 +115,8 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
         const = const + lam @ net.biases[i]
         const_abs = const_abs + lam.abs() @ net.abs_biases[i]
         lam_a = lam @ net.weights[i]
+        if keep_lambdas is not None:
+            keep_lambdas.append(lam_a)
         r = relaxations[i - 1]
         pos, neg = lam_a.clamp(min=0), lam_a.clamp(max=0)
         low = r.lower_slope if r.lower_slope.dim() == 3 else r.lower_slope.unsqueeze(1)
@@ -113,9 +124,18 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
         shift = neg * r.upper_intercept.unsqueeze(1)  # <= 0
         const = const + shift.sum(-1)
         const_abs = const_abs - shift.sum(-1)
+        if split_terms is not None and split_terms[i - 1] is not None:
+            lam = lam + split_terms[i - 1]
     const = const + lam @ net.biases[0]
     const_abs = const_abs + lam.abs() @ net.abs_biases[0]
     return LinearBound(lam @ net.weights[0], const, const_abs)
+
+
+def minimizing_corner(bound: LinearBound, lower: Tensor, upper: Tensor, row: Tensor) -> Tensor:
+    """The vertex of each box that minimises ``coef[b, row[b]] @ x`` (a counterexample
+    candidate), shape ``(B, n)``."""
+    coef = bound.coef[torch.arange(bound.coef.shape[0]), row]
+    return torch.where(coef > 0, lower, upper)
 
 
 def concretize(bound: LinearBound, lower: Tensor, upper: Tensor) -> Tensor:
@@ -162,6 +182,77 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor,
         bounds.append((l_k, u_k))
         relaxations.append(relu_relaxation(l_k, u_k))
     return bounds
+
+
+def gradient_bounds(net: NetworkTensors, bounds: Sequence[tuple[Tensor, Tensor]], row: Tensor) -> tuple[Tensor, Tensor]:
+    """Bounds of the input gradient of ``row @ logits`` over every activation pattern the
+    ReLU input bounds allow (stable neurons fixed, unstable ones 0 or 1). ``bounds`` are
+    ``(1, n_i)`` tensors for one box; returns two ``(n_input,)`` tensors."""
+    g_lo = g_hi = row @ net.weights[-1]
+    for i in range(net.depth - 2, -1, -1):
+        lb, ub = bounds[i][0][0], bounds[i][1][0]
+        active, unstable = lb >= 0, (lb < 0) & (ub > 0)
+        g_lo = torch.where(active, g_lo, torch.where(unstable, g_lo.clamp(max=0), torch.zeros_like(g_lo)))
+        g_hi = torch.where(active, g_hi, torch.where(unstable, g_hi.clamp(min=0), torch.zeros_like(g_hi)))
+        w = net.weights[i]
+        wp, wn = w.clamp(min=0), w.clamp(max=0)
+        g_lo, g_hi = g_lo @ wp + g_hi @ wn, g_hi @ wp + g_lo @ wn
+    return g_lo, g_hi
+
+
+def fix_monotone_inputs(net: NetworkTensors, lower: Tensor, upper: Tensor, row: Tensor,
+                        max_rounds: int = 20) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+    """Shrink the box ``[lower, upper]`` (``(1, n)``) without changing the minimum of
+    ``row @ logits`` over it.
+
+    Where the gradient bounds show that the function only increases (decreases) along
+    input ``i`` on the whole box — it is continuous and piecewise linear, and every piece
+    a segment parallel to axis ``i`` crosses has a slope of that sign — its minimum has
+    ``x_i`` at the lower (upper) end, so the coordinate is fixed there. Fixing shrinks the
+    box, which can make more neurons stable and more inputs monotone: repeated until
+    nothing changes. Returns the new box and its ReLU input bounds.
+    """
+    lo, hi = lower, upper
+    bounds = intermediate_bounds(net, lo, hi)
+    for _ in range(max_rounds):
+        g_lo, g_hi = gradient_bounds(net, bounds, row)
+        movable = (hi > lo)[0]
+        down = movable & (g_lo > REL_SLACK)  # increasing along i: minimum at the lower end
+        up = movable & (g_hi < -REL_SLACK)
+        if not bool((down | up).any()):
+            break
+        lo, hi = torch.where(up, hi, lo), torch.where(down, lo, hi)
+        bounds = intermediate_bounds(net, lo, hi)
+    return lo, hi, bounds
+
+
+class Adam:
+    """A minimal Adam optimiser (gradient *ascent*) on a list of tensors.
+
+    torch.optim.Adam would do, but constructing one imports torch's compiler stack
+    (seconds on first use), which dominates a sub-second verification.
+    """
+
+    def __init__(self, params: Sequence[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def ascend(self, objective: Tensor) -> None:
+        """One step that increases ``objective`` (a scalar)."""
+        grads = torch.autograd.grad(objective, self.params, allow_unused=True)
+        self.t += 1
+        b1, b2 = self.betas
+        with torch.no_grad():
+            for p, g, m, v in zip(self.params, grads, self.m, self.v):
+                if g is None:
+                    continue
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                step = self.lr * (m / (1 - b1 ** self.t)) / ((v / (1 - b2 ** self.t)).sqrt() + self.eps)
+                p.add_(step)
 
 
 def margin_spec(n_classes: int, label: int, batch: int, dtype: torch.dtype, device: torch.device) -> Tensor:

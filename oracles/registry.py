@@ -68,15 +68,47 @@ def oracle_entries() -> dict[str, OracleEntry]:
 def make_oracle(name: str, network: Network, **options: Any) -> Oracle:
     """Instantiate the oracle registered as ``name`` for ``network``.
 
-    Options the factory does not accept are rejected with :class:`ConfigError`.
+    ``"a+b+c"`` builds a :class:`~oracles.cascade.Cascade` of the named oracles (each given
+    the options it accepts). Options no factory accepts are rejected with
+    :class:`ConfigError`.
     """
+    if "+" in name:
+        from .cascade import Cascade
+
+        parts = [p.strip() for p in name.split("+")]
+        if not all(parts):
+            raise ConfigError(f"malformed oracle composition {name!r}")
+        used: set[str] = set()
+        stages = []
+        for part in parts:
+            accepted = _accepted_options(part, options)
+            used |= set(accepted)
+            stages.append(make_oracle(part, network, **accepted))
+        unused = sorted(set(options) - used - {"time_limit"})
+        if unused:
+            raise ConfigError(f"no oracle of {name!r} takes option(s) {', '.join(unused)}")
+        return Cascade(network, stages, time_limit=options.get("time_limit"))
     entries = oracle_entries()
     if name not in entries:
         raise ConfigError(f"unknown oracle {name!r}; available: {', '.join(sorted(entries))}")
     factory = entries[name].factory
-    params = inspect.signature(factory).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(options) - set(params))
-        if unknown:
-            raise ConfigError(f"oracle {name!r} does not take option(s) {', '.join(unknown)}")
+    unknown = sorted(set(options) - set(_accepted_options(name, options)))
+    if unknown:
+        raise ConfigError(f"oracle {name!r} does not take option(s) {', '.join(unknown)}")
     return factory(network, **options)
+
+
+def _accepted_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``options`` that the factory registered as ``name`` accepts."""
+    entries = oracle_entries()
+    if name not in entries:
+        raise ConfigError(f"unknown oracle {name!r}; available: {', '.join(sorted(entries))}")
+    params = inspect.signature(entries[name].factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params}
+
+
+def accepts_option(name: str, option: str) -> bool:
+    """Whether the oracle ``name`` (or every part of ``a+b``) takes ``option``."""
+    return all(option in _accepted_options(part.strip(), {option: None}) for part in name.split("+"))

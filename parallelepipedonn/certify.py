@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,7 +10,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from oracles import Oracle, make_oracle, oracle_entries
+from oracles.base import Oracle
+from oracles.registry import accepts_option, make_oracle
 
 from .box import Box
 from .certificate import Certificate
@@ -40,11 +40,11 @@ class CertifyConfig:
 
 
 def _with_device(name: str, options: Mapping[str, Any], device: str) -> dict[str, Any]:
+    """``options`` plus ``device`` for oracles that take one (an error if a non-default
+    device is asked of an oracle that cannot use it)."""
     opts = dict(options)
-    entries = oracle_entries()
-    if name in entries and "device" not in opts:
-        params = inspect.signature(entries[name].factory).parameters
-        if "device" in params:
+    if "device" not in opts:
+        if any(accepts_option(part, "device") for part in name.split("+")):
             opts["device"] = device
         elif device != "cpu":
             raise ConfigError(f"oracle {name!r} has no device option (asked for {device!r})")

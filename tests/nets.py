@@ -57,3 +57,23 @@ def ort_forward(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
+
+
+def random_conv_network(seed: int, side: int = 5, channels: int = 2, classes: int = 3) -> Network:
+    """A small convolutional ReLU classifier (Conv, Relu, Conv, Relu, Flatten, Gemm) on a
+    ``1 × side × side`` input, built as ONNX and imported (so the IR is dense)."""
+    from parallelepipedonn.onnx_import import network_from_onnx
+
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(0, 0.6, (channels, 1, 3, 3)).astype(np.float32)
+    w2 = rng.normal(0, 0.4, (channels, channels, 3, 3)).astype(np.float32)
+    b1, b2 = rng.normal(0, 0.1, channels).astype(np.float32), rng.normal(0, 0.1, channels).astype(np.float32)
+    width = channels * (side - 4) ** 2
+    w3 = rng.normal(0, 1 / np.sqrt(width), (classes, width)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c1"]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"]), helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Flatten", ["r2"], ["f"]), helper.make_node("Gemm", ["f", "W3", "B3"], ["y"], transB=1)]
+    model = make_model(nodes, ["N", 1, side, side], initializers=[
+        tensor("W1", w1), tensor("B1", b1), tensor("W2", w2), tensor("B2", b2), tensor("W3", w3),
+        tensor("B3", rng.normal(0, 0.1, classes).astype(np.float32))])
+    return network_from_onnx(model, f"conv-{seed}")

@@ -1,0 +1,59 @@
+"""Shared helpers of the benchmarks: the reference data, machine description, outputs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import parallelepipedonn as ppn
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "parallelepipedonn-2.2"
+RESULTS = Path(__file__).resolve().parent / "results"
+REFERENCE_NETS = {"mnist": "mnist_nn-32.onnx", "fashion-mnist": "fashion_mnist_nn-64.onnx"}
+
+
+def reference_inputs(reference: Path, dataset: str, network: ppn.Network) -> list[tuple[str, np.ndarray, int]]:
+    """``(name, flat input, label)`` for the original system's inputs of ``dataset``; the
+    label is the class in the file name. Unreadable inputs (mnist/9-5.csv is empty) are
+    skipped."""
+    items = []
+    for f in sorted((reference / "inputs" / dataset).glob("*.csv")):
+        try:
+            items.append((f.stem, ppn.load_input(f, network.input_shape), int(f.stem.split("-")[0])))
+        except ppn.InputDataError:
+            continue
+    return items
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

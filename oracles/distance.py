@@ -1,0 +1,196 @@
+"""The minimum L-infinity distance from ``x`` to a point of the domain not classified
+``label`` — the exact best apothem — from any oracle's robustness answers.
+
+Root finding on the radius of the cube ``{x' in D : ||x' - x||_inf <= r}``: a VERIFIED
+cube raises the lower end (proven: no counterexample within it); a confirmed
+counterexample lowers the upper end to its distance, after it is pulled along the segment
+towards ``x`` to the last point that is still misclassified (forward passes only). The
+next radius comes from regula falsi (Illinois) on the margins the oracle reports, or
+bisection when it reports none. With a complete
+oracle the bracket closes to the requested precision; an UNKNOWN answer (time-out)
+stops the search with the bracket reached so far.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from parallelepipedonn.box import Box
+from parallelepipedonn.network import Network
+
+from .base import FloatArray, Oracle, Verdict
+
+
+@dataclass(frozen=True, eq=False)
+class Distance:
+    """``lower`` is proven (the cube of that radius was verified); ``upper`` is the
+    distance of ``counterexample`` (confirmed), ``inf`` if none was found."""
+
+    lower: float
+    upper: float
+    counterexample: FloatArray | None
+    decisions: int
+    seconds: float
+    reason: str = ""
+
+    @property
+    def gap(self) -> float:
+        return self.upper - self.lower
+
+    def exact(self, rel_precision: float) -> bool:
+        return self.upper - self.lower <= rel_precision * self.upper
+
+
+def cube(x: FloatArray, radius: float, domain: Box) -> tuple[FloatArray, FloatArray]:
+    return np.maximum(domain.lower, x - radius), np.minimum(domain.upper, x + radius)
+
+
+def pull_counterexample(network: Network, x: FloatArray, cex: FloatArray, label: int,
+                        rounds: int = 3, points: int = 64) -> FloatArray:
+    """The misclassified point closest to ``x`` on the segment ``[x, cex]`` (to a
+    resolution of ``points**-rounds``); ``cex`` itself if nothing closer is found."""
+    lo_t, hi_t = 0.0, 1.0  # margin(x + t (cex - x)) > 0 at lo_t (x is robust), <= 0 at hi_t
+    for _ in range(rounds):
+        ts = np.linspace(lo_t, hi_t, points + 1)[1:]
+        margins = network.margins(x + ts[:, None] * (cex - x), label)
+        bad = np.flatnonzero(margins <= 0)
+        if not bad.size:
+            break
+        first = bad[0]
+        lo_t, hi_t = (ts[first - 1] if first > 0 else lo_t), ts[first]
+    best = x + hi_t * (cex - x)
+    return best if network.margins(best, label)[0] <= 0 else cex
+
+
+def _refine_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, lo: float, hi: float,
+                  cex: FloatArray | None, rel_precision: float) -> tuple[float, FloatArray | None, int]:
+    """Ask the falsifier, in one batched call, for counterexamples in cubes just inside the
+    best one known (radii ``hi (1 - rho)`` for rho from ``rel_precision`` up to 1/2). An
+    attack oracle starts from the known counterexample projected into each cube."""
+    rhos = rel_precision * 2.0 ** np.arange(0, 14)
+    radii = hi * (1 - rhos[rhos < 0.5])
+    radii = radii[radii > lo]
+    if not radii.size:
+        return hi, cex, 0
+    los = np.maximum(domain.lower, x - radii[:, None])
+    his = np.minimum(domain.upper, x + radii[:, None])
+    search = getattr(falsifier, "search", None)
+    if search is not None and cex is not None:
+        points, _ = search(los, his, label, starts=np.broadcast_to(cex, los.shape))
+        candidates = [p for p in np.clip(points, los, his) if falsifier.network.margins(p, label)[0] <= 0]
+    else:
+        candidates = [a.counterexample for a in falsifier.verify(los, his, label) if a.verdict is Verdict.FALSIFIED]
+    for point in candidates:
+        pulled = pull_counterexample(falsifier.network, x, point, label)
+        d = float(np.abs(pulled - x).max())
+        if d < hi:
+            hi, cex = d, pulled
+    return hi, cex, 1
+
+
+def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0,
+                             upper: float = math.inf, counterexample: FloatArray | None = None,
+                             rel_precision: float = 1e-4, abs_precision: float = 1e-7,
+                             falsifier: Oracle | None = None, time_limit: float | None = None) -> Distance:
+    """Bracket the minimum adversarial L-infinity distance of ``x`` (see module docstring).
+
+    ``lower`` must be a radius already proven robust (0 if ``x`` itself is classified
+    ``label``); ``upper``/``counterexample`` a known confirmed counterexample, if any.
+    With a ``falsifier`` (e.g. the attack oracle), the upper end is first tightened
+    cheaply, and the oracle is asked just inside it (one decision when the falsifier was
+    right); a counterexample it returns instead becomes the next upper end. Without a
+    falsifier, or once guessing stops making progress, plain bisection.
+    """
+    start = time.perf_counter()
+    net = oracle.network
+    x = np.asarray(x, dtype=np.float64)
+    if net.margins(x, label)[0] <= 0:
+        return Distance(0.0, 0.0, x.copy(), 0, 0.0, "x itself is not classified robustly")
+    lo, hi, cex = float(lower), float(upper), counterexample
+    if cex is not None:
+        cex = pull_counterexample(net, x, cex, label)
+        hi = min(hi, float(np.abs(cex - x).max()))
+    decisions = 0
+    rmax = float(np.max(np.maximum(x - domain.lower, domain.upper - x)))
+    if math.isinf(hi):
+        a = oracle.verify(*[v[None] for v in cube(x, rmax, domain)], label)[0]
+        decisions += 1
+        if a.verdict is Verdict.VERIFIED:
+            return Distance(math.inf, math.inf, None, decisions, time.perf_counter() - start,
+                            "the whole domain is robust")
+        if a.verdict is Verdict.FALSIFIED:
+            cex = pull_counterexample(net, x, a.counterexample, label)
+            hi = float(np.abs(cex - x).max())
+        else:
+            hi = rmax
+    guesses = 8 if falsifier is not None else 0
+    top = hi  # the smallest radius not proven robust (<= hi, the counterexample's distance)
+    # f(r) = min margin over the cube of radius r: continuous and decreasing. Observations:
+    # a verified radius gives a proven lower bound of f, a falsified one an upper bound.
+    inside: tuple[float, float] | None = None  # (radius, margin bound > 0)
+    outside: list[tuple[float, float]] = []  # (radius, margin <= 0), latest last
+    undecided = 0
+    sides: list[int] = []  # +1 verified, -1 falsified, per decision
+    reason = ""
+    while top - lo > max(rel_precision * top, abs_precision):
+        if time_limit is not None and time.perf_counter() - start > time_limit:
+            reason = "time limit"
+            break
+        if guesses > 0:
+            hi, cex, _ = _refine_upper(falsifier, x, label, domain, lo, hi, cex, rel_precision)
+            top = min(top, hi)
+            r = max(top * (1 - 0.75 * rel_precision), (lo + top) / 2)
+        elif undecided or sides[-2:] in ([1, 1], [-1, -1]):
+            r = (lo + top) / 2  # safeguard: an estimate that keeps landing on one side is biased
+        else:
+            r = _next_radius(lo, top, inside, outside, rel_precision)
+        a = oracle.verify(*[v[None] for v in cube(x, r, domain)], label)[0]
+        decisions += 1
+        sides.append(1 if a.verdict is Verdict.VERIFIED else -1 if a.verdict is Verdict.FALSIFIED else 0)
+        if a.verdict is Verdict.VERIFIED:
+            lo = r
+            inside = (r, a.margin) if a.margin is not None and math.isfinite(a.margin) and a.margin > 0 else None
+        elif a.verdict is Verdict.FALSIFIED:
+            outside.append((r, float(net.margins(a.counterexample, label)[0])))
+            cex = pull_counterexample(net, x, a.counterexample, label)
+            previous, hi = hi, min(hi, r, float(np.abs(cex - x).max()))
+            top = min(top, hi)
+            # keep guessing just inside the best counterexample while that makes progress
+            guesses = guesses - 1 if hi < previous * (1 - 10 * rel_precision) else 0
+        elif a.timed_out:
+            reason = f"time-out at radius {r:.6g}: {a.reason}"
+            break
+        else:  # undecided (e.g. the margin is within the proof margin of 0): look lower
+            top, guesses, undecided = r, 0, undecided + 1
+            reason = f"undecided at radius {r:.6g}: {a.reason}"
+            if undecided >= 3:  # the bracket is as tight as the oracle's proof margin allows
+                break
+    return Distance(lo, hi, cex, decisions, time.perf_counter() - start, reason)
+
+
+def _next_radius(lo: float, top: float, inside: tuple[float, float] | None, outside: list[tuple[float, float]],
+                 rel_precision: float) -> float:
+    """Where f(r) crosses 0, estimated from the margins seen (regula falsi across the
+    bracket, else the secant through the last two counterexamples), offset by a quarter
+    of the precision towards the wider side of the bracket — so that the answer there,
+    VERIFIED below or FALSIFIED above, closes it; bisection when there is no estimate or
+    it falls outside the bracket."""
+    width = top - lo
+    estimate = None
+    if inside is not None and outside:
+        (r0, f0), (r1, f1) = inside, outside[-1]
+        if f0 > f1:
+            estimate = r0 + (r1 - r0) * f0 / (f0 - f1)
+    elif len(outside) >= 2:
+        (r0, f0), (r1, f1) = outside[-2], outside[-1]
+        if r0 != r1 and f0 != f1:
+            estimate = r1 - f1 * (r1 - r0) / (f1 - f0)
+    if estimate is None or not lo < estimate < top:
+        return (lo + top) / 2
+    offset = 0.25 * rel_precision * top
+    r = estimate - offset if estimate - lo > top - estimate else estimate + offset
+    return min(max(r, lo + 0.01 * width), top - 0.01 * width)

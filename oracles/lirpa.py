@@ -1,0 +1,107 @@
+"""``lirpa``: adapter for auto_LiRPA (>= 0.6) — IBP, CROWN or alpha-CROWN bounds.
+
+auto_LiRPA is optional and is not on the package registry in a version that runs on
+torch 2 (the registry's 0.3 needs torch < 1.13); install it from its source::
+
+    git clone https://github.com/Verified-Intelligence/auto_LiRPA
+    pip install --no-deps ./auto_LiRPA && pip install appdirs pyyaml graphviz packaging
+
+(``--no-deps`` keeps the torch you have; auto_LiRPA 0.7 declares torch < 2.9 but runs
+with 2.13.) The IR is handed to it as a float64 ``torch.nn.Sequential``. auto_LiRPA does
+not round outward, so a box is VERIFIED only if its margin bound exceeds a relative
+slack (``1e-9`` in float64, ``1e-5`` if it answers in float32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from parallelepipedonn.errors import OracleError
+from parallelepipedonn.network import Network
+
+from .base import Answer, FloatArray, Oracle, Verdict
+from .bounds import margin_spec
+from .crown import resolve_device
+
+METHODS = {"ibp": "IBP", "crown": "CROWN", "alpha-crown": "alpha-CROWN"}
+
+
+@contextlib.contextmanager
+def _float64_default():
+    """auto_LiRPA allocates some buffers with torch's default dtype; keep them float64
+    while it runs (restored afterwards)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def lirpa_available() -> bool:
+    try:
+        import auto_LiRPA  # noqa: F401
+    except Exception:  # ImportError, or an incompatible install failing at import
+        return False
+    return True
+
+
+class LirpaOracle(Oracle):
+    """Bounds from auto_LiRPA's ``BoundedModule.compute_bounds`` (see module docstring)."""
+
+    name = "lirpa"
+    sound = True
+    complete = False
+    batched = True
+
+    def __init__(self, network: Network, *, method: str = "crown", alpha_steps: int = 20, device: str = "cpu",
+                 time_limit: float | None = None) -> None:
+        super().__init__(network, time_limit=time_limit)
+        if method.lower() not in METHODS:
+            raise OracleError(f"lirpa method must be one of {', '.join(METHODS)}, not {method!r}")
+        try:
+            from auto_LiRPA import BoundedModule
+        except Exception as exc:
+            raise OracleError("the lirpa oracle needs auto_LiRPA >= 0.6 installed from its source "
+                              "(see README, 'Oracles')") from exc
+        logging.getLogger("auto_LiRPA").setLevel(logging.WARNING)
+        self.method, self.alpha_steps = METHODS[method.lower()], alpha_steps
+        self.device = resolve_device(device)
+        self.module = network.to_torch(torch.float64, self.device)
+        dummy = torch.zeros(1, network.n_inputs, dtype=torch.float64, device=self.device)
+        with _float64_default():
+            self.bounded = BoundedModule(self.module, dummy, device=str(self.device), verbose=0,
+                                         bound_opts={"optimize_bound_args": {"iteration": alpha_steps}})
+
+    def settings(self) -> dict[str, Any]:
+        import auto_LiRPA
+
+        return {**super().settings(), "method": self.method, "alpha_steps": self.alpha_steps,
+                "device": str(self.device), "auto_LiRPA": auto_LiRPA.__version__}
+
+    def margin_lower_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
+        """auto_LiRPA's lower bounds of ``logit_label - logit_j`` (``j != label``), shape
+        ``(B, n_classes - 1)``, minus the rounding slack."""
+        from auto_LiRPA import BoundedTensor, PerturbationLpNorm
+
+        lo = torch.tensor(lower, dtype=torch.float64, device=self.device)
+        hi = torch.tensor(upper, dtype=torch.float64, device=self.device)
+        x = BoundedTensor((lo + hi) / 2, PerturbationLpNorm(x_L=lo, x_U=hi))
+        spec = margin_spec(self.network.n_classes, label, len(lower), torch.float64, self.device).contiguous()
+        with _float64_default():
+            lb, _ = self.bounded.compute_bounds(x=(x,), method=self.method, C=spec, bound_upper=False)
+        out = lb.detach().to(torch.float64).cpu().numpy()
+        rel = 1e-9 if lb.dtype == torch.float64 else 1e-5
+        return out - rel * (1.0 + np.abs(out))
+
+    def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
+        worst = self.margin_lower_bounds(lower, upper, label).min(axis=1)
+        return [Answer(Verdict.VERIFIED, margin=float(m)) if m > 0
+                else Answer(Verdict.UNKNOWN, margin=float(m), reason=f"auto_LiRPA {self.method} bound {m:.3g} <= 0")
+                for m in worst]

@@ -1,0 +1,192 @@
+"""Exact (MILP) encodings of the IR with pyomo, and their solution by HiGHS.
+
+For a box of inputs and sound pre-activation bounds ``l <= z <= u`` of every ReLU
+(from interval/CROWN propagation over the same box):
+
+* stable neurons need no binary: ``a = z`` (``l >= 0``) or ``a = 0`` (``u <= 0``);
+* a neuron with a fixed *phase* (a branch of branch-and-bound): ``a = z, z >= 0`` or
+  ``a = 0, z <= 0``;
+* every other neuron: big-M with a binary ``d`` —
+  ``a >= z, a >= 0, a <= z - l (1 - d), a <= u d``;
+  or its LP relaxation (``d`` in [0, 1]) when ``relax=True``.
+
+The encoding is exact: its feasible ``(x, logits)`` are exactly the network's graph over
+the box (restricted to the fixed phases). Results are turned into proofs only through
+:func:`solve`, which reports the solver's *proven* bound, never an incumbent as a bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyomo.environ as pe
+from numpy.typing import NDArray
+from pyomo.contrib.appsi.base import TerminationCondition
+from pyomo.contrib.appsi.solvers.highs import Highs
+from pyomo.core.expr.numeric_expr import LinearExpression
+
+from parallelepipedonn.network import Network
+
+FloatArray = NDArray[np.float64]
+
+#: A solver bound counts as a proof of ``value > 0`` only when it exceeds this: it covers
+#: HiGHS's feasibility and optimality tolerances (1e-7 .. 1e-6, times coefficient sums).
+PROOF_MARGIN = 1e-4
+
+
+@dataclass
+class Encoding:
+    """A pyomo model of the network over a box: ``x`` (inputs), ``logits`` (linear
+    expressions), and the variables of every layer."""
+
+    model: pe.ConcreteModel
+    x: list
+    logits: list
+    binaries: dict[tuple[int, int], Any]  # (layer, neuron) -> binary variable
+    n_unstable: int
+
+    def fix_phases(self, phases: Sequence[NDArray[np.int8]]) -> None:
+        """Fix the binaries of neurons with a phase (+1 active, -1 inactive) and free the
+        others: with its binary fixed, the big-M constraints encode the phase exactly."""
+        for (layer, k), d in self.binaries.items():
+            p = int(phases[layer][k])
+            if p:
+                d.fix(1.0 if p > 0 else 0.0)
+            elif d.fixed:
+                d.unfix()
+
+
+def _linear(const: float, coefs: np.ndarray, variables: list) -> LinearExpression:
+    nz = np.flatnonzero(coefs)
+    return LinearExpression(constant=float(const), linear_coefs=coefs[nz].tolist(),
+                            linear_vars=[variables[i] for i in nz])
+
+
+def encode(network: Network, lower: FloatArray, upper: FloatArray, bounds: Sequence[tuple[FloatArray, FloatArray]],
+           phases: Sequence[NDArray[np.int8]] | None = None, relax: bool = False,
+           minimize_last: FloatArray | None = None) -> Encoding:
+    """Encode ``network`` on the box ``[lower, upper]``.
+
+    ``bounds[i] = (l_i, u_i)`` must be sound bounds of the i-th ReLU layer's input over the
+    box; ``phases[i]`` (optional) fixes neurons: +1 active, -1 inactive, 0 free.
+
+    ``minimize_last`` (optional): the coefficients ``v`` of the last ReLU layer's outputs
+    in an objective that will only be *minimised* (or constrained from above). An
+    unstable neuron with ``v_k >= 0`` then needs no binary: its epigraph
+    ``a >= max(z, 0)`` is exact at any optimum (lowering ``a`` only lowers the
+    objective). Such an encoding is exact for that objective only.
+    """
+    m = pe.ConcreteModel()
+    n = network.n_inputs
+    m.x = pe.Var(range(n), bounds=lambda _, i: (float(lower[i]), float(upper[i])))
+    m.cons = pe.ConstraintList()
+    prev = [m.x[i] for i in range(n)]
+    binaries: dict[tuple[int, int], Any] = {}
+    n_unstable = 0
+    affines = network.affines
+    for li, (lo_b, hi_b) in enumerate(bounds):
+        w, b = affines[li].weight, affines[li].bias
+        width = w.shape[0]
+        phase = phases[li] if phases is not None else np.zeros(width, dtype=np.int8)
+        a = pe.Var(range(width), domain=pe.NonNegativeReals)
+        m.add_component(f"a{li}", a)
+        for k in range(width):
+            z = _linear(b[k], w[k], prev)
+            lk, uk = float(lo_b[k]), float(hi_b[k])
+            if phase[k] < 0 or uk <= 0:
+                a[k].fix(0.0)
+                if phase[k] < 0 and uk > 0:
+                    m.cons.add(z <= 0)
+            elif phase[k] > 0 or lk >= 0:
+                a[k].setub(max(uk, 0.0))
+                m.cons.add(a[k] == z)
+                if phase[k] > 0 and lk < 0:
+                    m.cons.add(z >= 0)
+            else:
+                n_unstable += 1
+                a[k].setub(uk)
+                m.cons.add(a[k] >= z)
+                convex = minimize_last is not None and li == len(bounds) - 1 and minimize_last[k] >= 0
+                if convex:
+                    continue
+                if relax:
+                    m.cons.add(a[k] <= uk / (uk - lk) * (z - lk))
+                else:
+                    d = pe.Var(domain=pe.Binary)
+                    m.add_component(f"d{li}_{k}", d)
+                    binaries[(li, k)] = d
+                    m.cons.add(a[k] <= z - lk * (1 - d))
+                    m.cons.add(a[k] <= uk * d)
+        prev = [a[k] for k in range(width)]
+    w, b = affines[-1].weight, affines[-1].bias
+    logits = [_linear(b[j], w[j], prev) for j in range(w.shape[0])]
+    return Encoding(m, [m.x[i] for i in range(n)], logits, binaries, n_unstable)
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """What a solve proved: ``bound`` is a proven bound on the optimum (lower for
+    minimisation, upper for maximisation; ``None`` if none), ``value`` the best feasible
+    objective found and ``x`` its inputs (an incumbent, not a proof), ``status`` the
+    solver's termination condition."""
+
+    status: str
+    bound: float | None
+    value: float | None
+    x: FloatArray | None
+    seconds: float
+
+    @property
+    def optimal(self) -> bool:
+        return self.status == "optimal"
+
+    @property
+    def infeasible(self) -> bool:
+        return self.status == "infeasible"
+
+    @property
+    def timed_out(self) -> bool:
+        return self.status == "maxTimeLimit"
+
+
+def make_solver(time_limit: float | None, mip_rel_gap: float = 1e-6, threads: int = 1) -> Highs:
+    opt = Highs()
+    opt.config.load_solution = False
+    opt.highs_options = {"output_flag": False, "mip_rel_gap": mip_rel_gap, "threads": threads}
+    if time_limit is not None:
+        opt.config.time_limit = max(float(time_limit), 0.01)
+    return opt
+
+
+def solve(opt: Highs, enc: Encoding, objective, sense=pe.minimize) -> SolveResult:
+    """Set the objective, solve, and read the proven bound and the incumbent."""
+    m = enc.model
+    if m.component("objective") is not None:
+        m.del_component("objective")
+    m.objective = pe.Objective(expr=objective, sense=sense)
+    start = time.perf_counter()
+    try:
+        res = opt.solve(m)
+    except Exception as exc:  # solver failure: nothing proven
+        return SolveResult(f"error: {exc}", None, None, None, time.perf_counter() - start)
+    status = res.termination_condition.name
+    bound = res.best_objective_bound
+    if bound is not None and (math.isnan(bound) or (sense == pe.minimize and bound == math.inf and status != "infeasible")):
+        bound = None
+    value = res.best_feasible_objective
+    x = None
+    if value is not None and res.termination_condition in (
+            TerminationCondition.optimal, TerminationCondition.maxTimeLimit, TerminationCondition.objectiveLimit,
+            TerminationCondition.maxIterations):
+        primals = opt.get_primals(enc.x)
+        x = np.array([primals[v] for v in enc.x], dtype=np.float64)
+    if status == "infeasible":
+        bound = math.inf if sense == pe.minimize else -math.inf
+    elif status not in ("optimal", "maxTimeLimit", "objectiveLimit", "maxIterations"):
+        bound = None
+    return SolveResult(status, bound, value, x, time.perf_counter() - start)

@@ -1,0 +1,117 @@
+"""The exact encoding, and the minimum adversarial distance, against closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyomo.environ as pe
+import pytest
+import torch
+
+from oracles import AttackOracle, BabOracle, MilpOracle, Verdict, make_oracle, min_adversarial_distance
+from oracles.bounds import NetworkTensors, intermediate_bounds
+from oracles.cascade import Cascade
+from oracles.distance import pull_counterexample
+from oracles.milp_encoding import encode, make_solver, solve
+from parallelepipedonn.box import Box
+from parallelepipedonn.errors import ConfigError
+from parallelepipedonn.network import Affine, Network, ReLU
+from tests.nets import random_network
+
+
+def _bounds(net, lo, hi):
+    inter = intermediate_bounds(NetworkTensors.of(net), torch.tensor(lo)[None], torch.tensor(hi)[None])
+    return [(a[0].numpy(), b[0].numpy()) for a, b in inter]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_encoding_at_a_point_reproduces_the_forward_pass(seed):
+    net = random_network(seed, [4, 7, 7, 3])
+    rng = np.random.default_rng(seed)
+    lo, hi = np.zeros(4), np.ones(4)
+    enc = encode(net, lo, hi, _bounds(net, lo, hi))
+    opt = make_solver(10.0)
+    for _ in range(3):
+        p = rng.random(4)
+        for i, v in enumerate(enc.x):
+            v.fix(float(p[i]))
+        logits = net.forward(p)[0]
+        for j in range(3):
+            res = solve(opt, enc, enc.logits[j])
+            assert res.optimal and res.bound == pytest.approx(logits[j], abs=1e-6)
+
+
+def test_the_convex_shortcut_keeps_minimisation_exact():
+    net = random_network(11, [3, 10, 3], scale=2.0)
+    lo, hi = np.full(3, 0.2), np.full(3, 0.7)
+    bounds = _bounds(net, lo, hi)
+    w = net.affines[-1].weight
+    full = encode(net, lo, hi, bounds)
+    shortcuts = 0
+    for c, j in [(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)]:
+        fast = encode(net, lo, hi, bounds, minimize_last=w[c] - w[j])
+        shortcuts += len(full.binaries) - len(fast.binaries)
+        a = solve(make_solver(10.0), full, full.logits[c] - full.logits[j])
+        b = solve(make_solver(10.0), fast, fast.logits[c] - fast.logits[j])
+        assert a.bound == pytest.approx(b.bound, abs=1e-6)
+    assert shortcuts > 0
+
+
+def _linear_classifier(a: np.ndarray, c: float) -> Network:
+    """margin(x) = a @ x + c exactly (two logits, ReLU layer kept positive)."""
+    n = a.size
+    first = Affine(np.eye(n), np.full(n, 10.0))  # inputs in [0,1]: always active
+    last = Affine(np.stack([a, np.zeros(n)]), np.array([c - 10.0 * a.sum(), 0.0]))
+    return Network.from_layers((n,), [first, ReLU(), last])
+
+
+def test_minimum_distance_of_a_linear_margin_matches_the_closed_form():
+    a = np.array([1.0, -2.0, 0.5])
+    x = np.array([0.5, 0.4, 0.5])
+    net = _linear_classifier(a, 0.3)
+    margin = net.margins(x, 0)[0]
+    exact = margin / np.abs(a).sum()  # L-infinity distance to {a.x + c <= 0}, no clipping here
+    for oracle in (MilpOracle(net), BabOracle(net)):
+        d = min_adversarial_distance(oracle, x, 0, Box.unit(3), rel_precision=1e-5, falsifier=AttackOracle(net))
+        assert d.lower <= exact <= d.upper + 1e-12
+        assert d.upper - d.lower <= 1e-3 * exact
+        assert net.margins(d.counterexample, 0)[0] <= 0
+
+
+def test_pulled_counterexample_is_closer_and_still_misclassified():
+    net = _linear_classifier(np.array([1.0, 1.0]), -0.5)
+    x, far = np.array([0.5, 0.5]), np.array([0.0, 0.0])
+    assert net.margins(x, 0)[0] > 0 and net.margins(far, 0)[0] <= 0
+    pulled = pull_counterexample(net, x, far, 0)
+    assert net.margins(pulled, 0)[0] <= 0
+    assert np.abs(pulled - x).max() < np.abs(far - x).max()
+    assert np.abs(pulled - x).max() == pytest.approx(0.25, abs=1e-4)
+
+
+def test_composed_oracle_names_build_a_cascade():
+    net = random_network(12, [3, 5, 3])
+    oracle = make_oracle("crown+milp", net, time_limit=5.0, device="cpu")
+    assert isinstance(oracle, Cascade) and [s.name for s in oracle.stages] == ["crown", "milp"]
+    assert oracle.stages[1].time_limit == 5.0
+    with pytest.raises(ConfigError, match="takes option"):
+        make_oracle("crown+milp", net, gradient_steps=3)
+    with pytest.raises(ConfigError, match="malformed"):
+        make_oracle("crown+", net)
+
+
+def test_milp_counterexample_is_the_true_minimiser():
+    net = random_network(13, [2, 6, 3], scale=3.0)
+    lo, hi = np.zeros(2), np.ones(2)
+    x = np.full(2, 0.5)
+    label = int(net.predict(x)[0])
+    grid = np.stack(np.meshgrid(np.linspace(0, 1, 301), np.linspace(0, 1, 301)), -1).reshape(-1, 2)
+    a = MilpOracle(net).verify_box(lo, hi, label)
+    if (net.margins(grid, label) <= 0).any():
+        assert a.verdict is Verdict.FALSIFIED
+    enc = encode(net, lo, hi, _bounds(net, lo, hi))
+    for j in range(3):
+        if j == label:
+            continue
+        res = solve(make_solver(10.0), enc, enc.logits[label] - enc.logits[j], pe.minimize)
+        grid_min = (net.forward(grid)[:, label] - net.forward(grid)[:, j]).min()
+        assert res.bound <= grid_min + 1e-9  # a proven lower bound
+        assert res.bound >= grid_min - 0.05  # and close to the grid's minimum

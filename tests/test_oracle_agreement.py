@@ -1,0 +1,222 @@
+"""Every backend against every other, and the complete ones against exhaustive sampling.
+
+No backend may say VERIFIED where another found a confirmed counterexample; complete
+backends must decide every small query and agree with a dense grid; bounds must be
+ordered crown <= alpha-crown <= the true minimum margin.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from oracles import (
+    AlphaCrownOracle,
+    AttackOracle,
+    BabOracle,
+    CrownOracle,
+    MilpOracle,
+    Verdict,
+    lirpa_available,
+    make_oracle,
+    marabou_available,
+    min_adversarial_distance,
+)
+from parallelepipedonn.box import Box
+from tests.nets import random_conv_network, random_network
+from tests.test_oracles import random_boxes, sampled_margins
+
+BACKENDS = ["crown", "alpha-crown", "milp", "bab", "attack", "cascade"]
+if marabou_available():
+    BACKENDS.append("marabou")
+if lirpa_available():
+    BACKENDS.append("lirpa")
+
+
+def _networks():
+    yield "dense", random_network(31, [5, 10, 10, 3], scale=1.5)
+    yield "deep", random_network(32, [4, 8, 8, 8, 3], scale=1.5)
+    yield "conv", random_conv_network(33)
+
+
+@pytest.mark.parametrize("kind, net", list(_networks()), ids=lambda v: v if isinstance(v, str) else "")
+def test_no_backend_verifies_what_another_falsifies(kind, net):
+    rng = np.random.default_rng(7)
+    n = net.n_inputs
+    lower, upper = random_boxes(rng, n, 12, 0.6)
+    label = int(net.predict((lower + upper) / 2)[0])
+    answers = {name: make_oracle(name, net).verify(lower, upper, label) for name in BACKENDS}
+    for b in range(len(lower)):
+        verdicts = {name: ans[b].verdict for name, ans in answers.items()}
+        falsifiers = [name for name, v in verdicts.items() if v is Verdict.FALSIFIED]
+        provers = [name for name, v in verdicts.items() if v is Verdict.VERIFIED]
+        assert not (falsifiers and provers), f"box {b}: {provers} verified, {falsifiers} falsified"
+        for name in falsifiers:
+            cex = answers[name][b].counterexample
+            assert ((cex >= lower[b]) & (cex <= upper[b])).all() and net.margins(cex, label)[0] <= 0
+        for name in ("milp", "bab", "cascade"):  # complete: decide every box of this size
+            assert verdicts[name] is not Verdict.UNKNOWN, f"{name} left box {b} undecided"
+
+
+def _grid(lo: np.ndarray, hi: np.ndarray, k: int = 121) -> np.ndarray:
+    axes = [np.linspace(a, b, k) for a, b in zip(lo, hi)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, lo.size)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_complete_backends_agree_with_an_exhaustive_grid_on_tiny_nets(seed):
+    net = random_network(100 + seed, [2, 8, 8, 3], scale=2.0)
+    rng = np.random.default_rng(seed)
+    oracles = [MilpOracle(net), BabOracle(net)] + ([make_oracle("marabou", net)] if marabou_available() else [])
+    for _ in range(6):
+        c = rng.random(2)
+        r = rng.random() * 0.4
+        lo, hi = np.clip(c - r, 0, 1), np.clip(c + r, 0, 1)
+        label = int(net.predict(c)[0])
+        grid_robust = bool((net.margins(_grid(lo, hi), label) > 0).all())
+        for oracle in oracles:
+            a = oracle.verify_box(lo, hi, label)
+            assert a.verdict is not Verdict.UNKNOWN, (oracle.name, a.reason)
+            if not grid_robust:
+                assert a.verdict is Verdict.FALSIFIED, f"{oracle.name} missed a grid counterexample"
+            if a.verdict is Verdict.FALSIFIED and grid_robust:
+                # the counterexample lies between grid points: it must still be real
+                assert net.margins(a.counterexample, label)[0] <= 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_crown_below_alpha_crown_below_the_sampled_minimum(seed):
+    rng = np.random.default_rng(seed)
+    net = random_network(200 + seed, [6, 12, 12, 12, 4])
+    lower, upper = random_boxes(rng, 6, 16, 0.4)
+    label = int(rng.integers(4))
+    crown = CrownOracle(net).margin_lower_bounds(lower, upper, label)
+    alpha = AlphaCrownOracle(net, steps=30).margin_lower_bounds(lower, upper, label)
+    sampled = sampled_margins(net, lower, upper, label, rng)
+    assert (crown <= alpha + 1e-12).all()
+    assert (alpha <= sampled + 1e-12).all()
+    assert (alpha > crown + 1e-6).any(), "alpha-CROWN never improved on CROWN"
+
+
+def test_milp_coordinate_extremes_contain_the_sampled_class_region():
+    net = random_network(301, [2, 10, 10, 3], scale=2.0)
+    dom = Box.unit(2)
+    pts = _grid(dom.lower, dom.upper, 201)
+    pred = net.predict(pts)
+    milp = MilpOracle(net)
+    for label in range(3):
+        members = pts[pred == label]
+        if not len(members):
+            continue
+        for i in range(2):
+            top = milp.coordinate_extreme(label, i, True, dom)
+            bottom = milp.coordinate_extreme(label, i, False, dom)
+            assert top.bound >= members[:, i].max() - 1e-9 and bottom.bound <= members[:, i].min() + 1e-9
+            for e in (top, bottom):
+                if e.witness is not None:
+                    assert net.margins(e.witness, label)[0] >= 0
+            # the grid's extremes are within one grid step of the exact ones
+            assert top.bound <= members[:, i].max() + 1 / 200 + 2e-4
+
+
+def test_milp_class_region_query():
+    net = random_network(302, [2, 10, 10, 3], scale=2.0)
+    dom = Box.unit(2)
+    milp = MilpOracle(net)
+    pts = _grid(dom.lower, dom.upper, 101)
+    label = int(np.bincount(net.predict(pts)).argmax())
+    members = pts[net.predict(pts) == label]
+    assert milp.class_region(dom.lower, dom.upper, label, dom).verdict.value == "none"
+    small = members.mean(axis=0)
+    ans = milp.class_region(small - 0.01, small + 0.01, label, dom)
+    assert ans.verdict.value == "witness"
+    w = ans.witness
+    assert dom.contains(w) and net.margins(w, label)[0] >= 0 and ((w < small - 0.01) | (w > small + 0.01)).any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exact_distance_agrees_between_milp_and_bab_and_brackets_the_grid(seed):
+    net = random_network(400 + seed, [2, 8, 8, 3], scale=2.0)
+    x = np.array([0.4, 0.6])
+    label = int(net.predict(x)[0])
+    dom = Box.unit(2)
+    results = [min_adversarial_distance(o, x, label, dom, rel_precision=1e-4, falsifier=AttackOracle(net))
+               for o in (MilpOracle(net), BabOracle(net))]
+    for d in results:
+        # closes to the precision, except within the solver's proof margin (1e-4 on the
+        # margin) of the boundary: on these tiny, flat nets that is a few 1e-4 of the radius
+        assert d.lower <= d.upper
+        assert np.isinf(d.upper) or d.upper - d.lower <= 5e-4 * d.upper
+    if np.isfinite(results[0].upper):
+        assert results[0].upper == pytest.approx(results[1].upper, rel=5e-4)
+        assert max(r.lower for r in results) <= min(r.upper for r in results)
+        pts = _grid(dom.lower, dom.upper, 401)
+        bad = pts[net.margins(pts, label) <= 0]
+        grid_min = np.abs(bad - x).max(axis=1).min()
+        assert results[0].lower <= grid_min + 1e-12  # the proven radius never exceeds a real counterexample
+        assert grid_min <= results[0].upper + 2 / 400  # and the grid finds one about as close
+
+
+def test_time_outs_and_budgets_are_unknown_never_verified():
+    net = random_network(500, [20, 40, 40, 40, 3], scale=1.0)
+    x = np.full(20, 0.5)
+    label = int(net.predict(x)[0])
+    lo, hi = np.zeros(20), np.ones(20)
+    bab = BabOracle(net, max_nodes=1)
+    a = bab.verify_box(lo, hi, label)
+    assert a.verdict in (Verdict.FALSIFIED, Verdict.UNKNOWN)
+    if a.verdict is Verdict.UNKNOWN:
+        assert a.timed_out and bab.stats.timeouts == 1
+    milp = MilpOracle(net, time_limit=0.01)
+    m = milp.verify_box(lo, hi, label)
+    assert m.verdict in (Verdict.FALSIFIED, Verdict.UNKNOWN)
+
+
+@pytest.mark.skipif(not marabou_available(), reason="maraboupy is not installed")
+def test_marabou_agrees_with_milp_on_small_nets():
+    net = random_network(600, [4, 8, 8, 3], scale=1.5)
+    rng = np.random.default_rng(6)
+    lower, upper = random_boxes(rng, 4, 10, 0.5)
+    label = int(net.predict((lower + upper) / 2)[0])
+    mar = make_oracle("marabou", net).verify(lower, upper, label)
+    mil = MilpOracle(net).verify(lower, upper, label)
+    for a, b in zip(mar, mil):
+        assert a.verdict is not Verdict.UNKNOWN
+        assert a.verified == b.verified
+
+
+@pytest.mark.skipif(not lirpa_available(), reason="auto_LiRPA is not installed (optional: install it from source)")
+def test_lirpa_crown_matches_our_crown_and_its_alpha_crown_is_tighter():
+    net = random_network(700, [6, 16, 16, 3])
+    rng = np.random.default_rng(7)
+    lower, upper = random_boxes(rng, 6, 8, 0.3)
+    ours = CrownOracle(net).margin_lower_bounds(lower, upper, 0)
+    theirs = make_oracle("lirpa", net, method="crown").margin_lower_bounds(lower, upper, 0)
+    np.testing.assert_allclose(theirs, ours, atol=1e-6)
+    alpha = make_oracle("lirpa", net, method="alpha-crown").margin_lower_bounds(lower, upper, 0)
+    assert (alpha >= ours - 1e-6).all()
+    assert (alpha <= sampled_margins(net, lower, upper, 0, rng) + 1e-9).all()
+
+
+def test_cascade_asks_later_stages_only_about_unknown_boxes():
+    net = random_network(800, [5, 10, 10, 3])
+    rng = np.random.default_rng(8)
+    lower, upper = random_boxes(rng, 5, 20, 0.5)
+    label = 0
+    oracle = make_oracle("crown+milp", net)
+    oracle.verify(lower, upper, label)
+    crown, milp = oracle.stages
+    assert milp.stats.boxes == crown.stats.unknown
+    assert oracle.complete and oracle.sound
+
+
+def test_vertices_of_a_small_box_agree_with_milp():
+    net = random_network(900, [3, 6, 3], scale=3.0)
+    lo, hi = np.array([0.2, 0.3, 0.1]), np.array([0.6, 0.5, 0.4])
+    label = int(net.predict((lo + hi) / 2)[0])
+    vertices = np.array(list(itertools.product(*zip(lo, hi))))
+    a = MilpOracle(net).verify_box(lo, hi, label)
+    if (net.margins(vertices, label) <= 0).any():
+        assert a.verdict is Verdict.FALSIFIED
