@@ -2,7 +2,10 @@
 
 The IR is written directly as a Marabou input query (variables for the inputs, every
 pre-activation, every ReLU output and the logits; one equation per affine output; one
-ReLU constraint per neuron; input bounds from the box). For each class ``j`` that CROWN
+ReLU constraint per neuron; input bounds from the box). Marabou runs in a worker process
+(``_marabou_worker.py``): it can end its process on some queries, which must not end
+the tool's; a worker that dies or overruns its time limit is replaced, and the query is
+UNKNOWN. For each class ``j`` that CROWN
 cannot already rule out, Marabou is asked for a point with
 ``logit_j - logit_label >= -PROOF_MARGIN``:
 
@@ -19,10 +22,15 @@ Optional: ``pip install maraboupy==2.0.0`` (installed by the ``dev`` and ``marab
 from __future__ import annotations
 
 import math
-import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,17 +46,77 @@ from .milp_encoding import PROOF_MARGIN
 
 def marabou_available() -> bool:
     try:
-        _import()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import maraboupy  # noqa: F401
     except ImportError:
         return False
     return True
 
 
-def _import():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from maraboupy import MarabouCore
-    return MarabouCore
+_TIMEOUT = object()
+
+
+class _Worker:
+    """A Marabou process (``_marabou_worker.py``) answering one query at a time; restarted
+    when it dies, killed when it overruns a query's time limit by more than ``grace``."""
+
+    def __init__(self, weights: list, biases: list, grace: float = 10.0) -> None:
+        self.weights, self.biases, self.grace = weights, biases, grace
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        script = Path(__file__).with_name("_marabou_worker.py")
+        self.proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
+        self._send(("network", self.weights, self.biases))
+        if self._receive(120.0) in (None, _TIMEOUT):
+            self.close()
+            raise OracleError("the Marabou worker did not start")
+
+    def _send(self, obj: Any) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.write(struct.pack("<Q", len(data)) + data)
+        self.proc.stdin.flush()
+
+    def _receive(self, timeout: float) -> Any:
+        """The next message; ``_TIMEOUT`` if none came in time, ``None`` if the worker is gone."""
+        stream = self.proc.stdout
+        ready, _, _ = select.select([stream], [], [], None if math.isinf(timeout) else timeout)
+        if not ready:
+            return _TIMEOUT
+        head = stream.read(8)
+        if len(head) < 8:
+            return None
+        (size,) = struct.unpack("<Q", head)
+        return pickle.loads(stream.read(size))
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def solve(self, lower: FloatArray, upper: FloatArray, label: int, j: int, threshold: float,
+              timeout: float | None, verbosity: int) -> tuple[str, list[float] | None]:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        try:
+            self._send(("solve", lower, upper, label, j, threshold, timeout, verbosity))
+            reply = self._receive(math.inf if timeout is None else timeout + self.grace)
+        except (BrokenPipeError, OSError, EOFError, pickle.UnpicklingError):
+            reply = None
+        if reply is _TIMEOUT:
+            self.close()
+            return "TIMEOUT", None
+        if reply is None:
+            try:
+                status = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                status = "unknown"
+            self.close()
+            return f"ERROR (the Marabou process exited with code {status})", None
+        return reply
 
 
 class MarabouOracle(Oracle):
@@ -61,57 +129,24 @@ class MarabouOracle(Oracle):
 
     def __init__(self, network: Network, *, time_limit: float | None = 60.0, verbosity: int = 0) -> None:
         super().__init__(network, time_limit=time_limit)
-        try:
-            self._core = _import()
-        except ImportError as exc:
-            raise OracleError("the marabou oracle needs maraboupy: pip install maraboupy==2.0.0") from exc
+        if not marabou_available():
+            raise OracleError("the marabou oracle needs maraboupy: pip install maraboupy==2.0.0")
         self.verbosity = verbosity
         self.tensors = NetworkTensors.of(network)
+        self._worker = _Worker([a.weight for a in network.affines], [a.bias for a in network.affines])
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "proof_margin": PROOF_MARGIN, "solver": "Marabou (maraboupy 2.0)"}
+        return {**super().settings(), "proof_margin": PROOF_MARGIN, "solver": "Marabou (maraboupy 2.0)",
+                "process": "separate worker"}
 
-    def _query(self, lower: FloatArray, upper: FloatArray, label: int, j: int, threshold: float):
-        core = self._core
-        ipq = core.InputQuery()
-        affines = self.network.affines
-        n = self.network.n_inputs
-        sizes = [n] + [a.out_features for a in affines[:-1]]
-        total = n + 2 * sum(sizes[1:]) + affines[-1].out_features
-        ipq.setNumberOfVariables(total)
-        for i in range(n):
-            ipq.setLowerBound(i, float(lower[i]))
-            ipq.setUpperBound(i, float(upper[i]))
-        prev = list(range(n))
-        nxt = n
-        for aff in affines[:-1]:
-            pre = list(range(nxt, nxt + aff.out_features))
-            post = list(range(nxt + aff.out_features, nxt + 2 * aff.out_features))
-            nxt += 2 * aff.out_features
-            for k in range(aff.out_features):
-                self._equation(ipq, aff.weight[k], prev, pre[k], -float(aff.bias[k]))
-                core.addReluConstraint(ipq, pre[k], post[k])
-                ipq.setLowerBound(post[k], 0.0)
-            prev = post
-        last = affines[-1]
-        logits = list(range(nxt, nxt + last.out_features))
-        for c in range(last.out_features):
-            self._equation(ipq, last.weight[c], prev, logits[c], -float(last.bias[c]))
-        prop = core.Equation(core.Equation.GE)  # logit_j - logit_label >= threshold
-        prop.addAddend(1.0, logits[j])
-        prop.addAddend(-1.0, logits[label])
-        prop.setScalar(threshold)
-        ipq.addEquation(prop)
-        return ipq
+    def close(self) -> None:
+        """Stop the Marabou worker process (it is also stopped when the oracle is deleted)."""
+        self._worker.close()
 
-    def _equation(self, ipq, weights: FloatArray, inputs: list[int], out: int, scalar: float) -> None:
-        eq = self._core.Equation()  # sum w_i x_i - out = -bias
-        for w, var in zip(weights, inputs):
-            if w != 0.0:
-                eq.addAddend(float(w), var)
-        eq.addAddend(-1.0, out)
-        eq.setScalar(scalar)
-        ipq.addEquation(eq)
+    def __del__(self) -> None:
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            worker.close()
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         return [self._verify_box(lower[i], upper[i], label) for i in range(len(lower))]
@@ -126,7 +161,6 @@ class MarabouOracle(Oracle):
             crown = concretize(backward(self.tensors, spec, self.tensors.depth - 1,
                                         [relu_relaxation(a, b) for a, b in inter]), lo, hi)[0].numpy()
         others = [j for j in range(self.network.n_classes) if j != label]
-        n = self.network.n_inputs
         for row in np.argsort(crown):
             if crown[row] > 0:
                 break
@@ -137,22 +171,16 @@ class MarabouOracle(Oracle):
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     return Answer(Verdict.UNKNOWN, timed_out=True, reason="marabou: time limit")
-                code, values = self._solve(self._query(lower, upper, label, j, threshold), remaining)
+                code, values = self._worker.solve(lower, upper, label, j, threshold,
+                                                  None if math.isinf(remaining) else remaining, self.verbosity)
                 if code == "unsat":
                     break
                 if code != "sat":
                     return Answer(Verdict.UNKNOWN, timed_out=code == "TIMEOUT", reason=f"marabou: {code}")
-                x = np.clip(np.array([values[i] for i in range(n)], dtype=np.float64), lower, upper)
+                x = np.clip(np.array(values, dtype=np.float64), lower, upper)
                 if self.network.margins(x, label)[0] <= 0:
                     return Answer(Verdict.FALSIFIED, counterexample=x, reason=f"marabou sat for class {j}")
             if code != "unsat" or threshold != -PROOF_MARGIN:
                 return Answer(Verdict.UNKNOWN, reason=f"marabou: the margin for class {j} is within "
                               f"{PROOF_MARGIN} of 0")
         return Answer(Verdict.VERIFIED)
-
-    def _solve(self, ipq, remaining: float) -> tuple[str, dict]:
-        options = self._core.Options()
-        options._timeoutInSeconds = 0 if math.isinf(remaining) else max(int(math.ceil(remaining)), 1)
-        options._verbosity = self.verbosity
-        code, values, _ = self._core.solve(ipq, options, os.devnull)
-        return code, values

@@ -220,3 +220,19 @@ def test_vertices_of_a_small_box_agree_with_milp():
     a = MilpOracle(net).verify_box(lo, hi, label)
     if (net.margins(vertices, label) <= 0).any():
         assert a.verdict is Verdict.FALSIFIED
+
+
+@pytest.mark.skipif(not marabou_available(), reason="maraboupy is not installed")
+def test_marabou_survives_its_worker_process_dying():
+    net = random_network(601, [3, 6, 3], scale=2.0)
+    oracle = make_oracle("marabou", net)
+    lo, hi = np.zeros(3), np.ones(3)
+    label = int(net.predict(np.full(3, 0.5))[0])
+    first = oracle.verify_box(lo, hi, label)
+    assert oracle._worker.proc is not None, "CROWN decided the box: Marabou was not asked"
+    oracle._worker.proc.kill()  # as if Marabou had ended its process during a query
+    during = oracle.verify_box(lo, hi, label)
+    assert during.verdict is first.verdict or (during.verdict is Verdict.UNKNOWN and "exited" in during.reason)
+    again = oracle.verify_box(lo, hi, label)  # a new worker answers
+    assert again.verdict is first.verdict and first.verdict is not Verdict.UNKNOWN
+    oracle.close()
