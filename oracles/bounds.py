@@ -118,12 +118,12 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
         if keep_lambdas is not None:
             keep_lambdas.append(lam_a)
         r = relaxations[i - 1]
-        pos, neg = lam_a.clamp(min=0), lam_a.clamp(max=0)
         low = r.lower_slope if r.lower_slope.dim() == 3 else r.lower_slope.unsqueeze(1)
-        lam = pos * low + neg * r.upper_slope.unsqueeze(1)
-        shift = neg * r.upper_intercept.unsqueeze(1)  # <= 0
-        const = const + shift.sum(-1)
-        const_abs = const_abs - shift.sum(-1)
+        negative = lam_a < 0
+        lam = lam_a * torch.where(negative, r.upper_slope.unsqueeze(1), low)
+        shift = (lam_a.clamp(max=0) @ r.upper_intercept.unsqueeze(-1)).squeeze(-1)  # <= 0
+        const = const + shift
+        const_abs = const_abs - shift
         if split_terms is not None and split_terms[i - 1] is not None:
             lam = lam + split_terms[i - 1]
     const = const + lam @ net.biases[0]
@@ -142,10 +142,13 @@ def concretize(bound: LinearBound, lower: Tensor, upper: Tensor) -> Tensor:
     """Sound lower bound of ``coef @ x + const`` over the box (shape ``(B, m)``), including
     the outward rounding slack."""
     coef = bound.coef
-    pos, neg = coef.clamp(min=0), coef.clamp(max=0)
-    value = (pos @ lower.unsqueeze(-1) + neg @ upper.unsqueeze(-1)).squeeze(-1) + bound.const
+    center, radius = (upper + lower) / 2, (upper - lower) / 2
     scale = torch.maximum(lower.abs(), upper.abs())
-    magnitude = (coef.abs() @ scale.unsqueeze(-1)).squeeze(-1) + bound.const_abs
+    magnitude = coef.abs()
+    # min over the box of coef @ x is coef @ center - |coef| @ radius; the rounding of
+    # center and radius is covered by the slack, which scales with |coef| @ max(|l|, |u|)
+    value = (coef @ center.unsqueeze(-1) - magnitude @ radius.unsqueeze(-1)).squeeze(-1) + bound.const
+    magnitude = (magnitude @ scale.unsqueeze(-1)).squeeze(-1) + bound.const_abs
     return value - (REL_SLACK * magnitude + ABS_SLACK)
 
 
@@ -171,14 +174,17 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor,
     for k in range(1, net.depth - 1):
         l_prev, u_prev = bounds[-1]
         l_ibp, u_ibp = _interval_affine(net.weights[k], net.biases[k], l_prev.clamp(min=0), u_prev.clamp(min=0))
-        if method == "crown":
-            n = net.weights[k].shape[0]
-            eye = torch.eye(n, dtype=lower.dtype, device=lower.device)
-            spec = torch.cat([eye, -eye]).expand(lower.shape[0], 2 * n, n)
+        l_k, u_k = l_ibp, u_ibp
+        # CROWN only for the neurons that interval bounds leave unstable in some box
+        idx = ((l_ibp < 0) & (u_ibp > 0)).any(dim=0).nonzero()[:, 0]
+        if method == "crown" and idx.numel():
+            n, m = net.weights[k].shape[0], idx.numel()
+            eye = torch.eye(n, dtype=lower.dtype, device=lower.device)[idx]
+            spec = torch.cat([eye, -eye]).expand(lower.shape[0], 2 * m, n)
             vals = concretize(backward(net, spec, k, relaxations), lower, upper)
-            l_k, u_k = torch.maximum(vals[:, :n], l_ibp), torch.minimum(-vals[:, n:], u_ibp)
-        else:
-            l_k, u_k = l_ibp, u_ibp
+            l_k, u_k = l_ibp.clone(), u_ibp.clone()
+            l_k[:, idx] = torch.maximum(vals[:, :m], l_ibp[:, idx])
+            u_k[:, idx] = torch.minimum(-vals[:, m:], u_ibp[:, idx])
         bounds.append((l_k, u_k))
         relaxations.append(relu_relaxation(l_k, u_k))
     return bounds

@@ -140,7 +140,7 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
         if time_limit is not None and time.perf_counter() - start > time_limit:
             reason = "time limit"
             break
-        if guesses > 0:
+        if guesses > 0 and len(outside) < 2:
             hi, cex, _ = _refine_upper(falsifier, x, label, domain, lo, hi, cex, rel_precision)
             top = min(top, hi)
             r = max(top * (1 - 0.75 * rel_precision), (lo + top) / 2)

@@ -19,24 +19,29 @@ from .errors import ConfigError
 from .inputs import as_network_input
 from .io_utils import sha256_file
 from .network import Network
-from .search import DEFAULT_SEARCH, Problem, Status, make_search
+from .search import DEFAULT_SEARCH, Problem, Status, default_oracle, make_search
 
 
 @dataclass(frozen=True)
 class CertifyConfig:
     """How to certify: which oracle (and its options), which search, to what precision.
 
-    ``falsifier`` (an oracle name, or ``None``) looks for counterexamples that bound the
-    best apothem from above; it never certifies anything.
+    ``oracle=None`` uses the algorithm's default (``crown``; for ``exact``, a complete
+    cascade). ``falsifier`` (an oracle name, or ``None``) looks for counterexamples that
+    bound the best apothem from above; it never certifies anything.
     """
 
-    oracle: str = "crown"
+    @property
+    def oracle_name(self) -> str:
+        return self.oracle if self.oracle is not None else default_oracle(self.algorithm)
+
+    oracle: str | None = None
     oracle_options: Mapping[str, Any] = field(default_factory=dict)
     algorithm: str = DEFAULT_SEARCH
     precision: float = 1e-4
     device: str = "cpu"
     falsifier: str | None = "attack"
-    falsifier_options: Mapping[str, Any] = field(default_factory=dict)
+    falsifier_options: Mapping[str, Any] = field(default_factory=lambda: {"steps": 20, "restarts": 2})
 
 
 def _with_device(name: str, options: Mapping[str, Any], device: str) -> dict[str, Any]:
@@ -53,11 +58,12 @@ def _with_device(name: str, options: Mapping[str, Any], device: str) -> dict[str
 
 def build_oracles(network: Network, config: CertifyConfig) -> tuple[Oracle, Oracle | None]:
     """The oracle and falsifier that ``config`` names, bound to ``network``."""
-    oracle = make_oracle(config.oracle, network, **_with_device(config.oracle, config.oracle_options, config.device))
+    name = config.oracle_name
+    oracle = make_oracle(name, network, **_with_device(name, config.oracle_options, config.device))
     falsifier = None
     if config.falsifier:
-        falsifier = make_oracle(config.falsifier, network,
-                                **_with_device(config.falsifier, config.falsifier_options, config.device))
+        options = {k: v for k, v in config.falsifier_options.items() if accepts_option(config.falsifier, k)}
+        falsifier = make_oracle(config.falsifier, network, **_with_device(config.falsifier, options, config.device))
     return oracle, falsifier
 
 

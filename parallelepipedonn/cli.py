@@ -38,7 +38,7 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     if v is None:
         return "unknown"
     if math.isinf(v):
-        return "inf"
+        return "inf" if v > 0 else "-inf"
     return f"{v:.{digits}g}"
 
 
@@ -88,11 +88,14 @@ def _add_certify_options(p: argparse.ArgumentParser) -> None:
     from .search import DEFAULT_SEARCH, SEARCHES
 
     how = p.add_argument_group("how to certify")
-    how.add_argument("--oracle", default="crown", help=f"verifier ({', '.join(sorted(oracle_entries()))}; "
-                     "default: crown)")
+    how.add_argument("--oracle", default=None,
+                     help=f"verifier ({', '.join(sorted(oracle_entries()))}, or a cascade a+b+c; default: crown, "
+                     "and crown+alpha-crown+bab for --algorithm exact)")
     how.add_argument("--algorithm", default=DEFAULT_SEARCH,
-                     help=f"search algorithm ({', '.join(sorted(SEARCHES))}; default: {DEFAULT_SEARCH})")
-    how.add_argument("--precision", type=_positive, default=1e-4, help="radius precision δ (default: 1e-4)")
+                     help=f"search algorithm ({', '.join(SEARCHES)}, or a composition a+b; default: "
+                     f"{DEFAULT_SEARCH})")
+    how.add_argument("--precision", type=_positive, default=1e-4,
+                     help="precision δ of radii and faces (default: 1e-4; relative for --algorithm exact)")
     how.add_argument("--device", default="cpu", help="torch device for bound propagation: cpu or cuda (default: cpu)")
     how.add_argument("--falsifier", default="attack",
                      help="oracle that looks for counterexamples to bound the best apothem ('none' to skip; "
@@ -182,6 +185,57 @@ def cmd_certify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- compare ---------------------------------------------------------------------------------
+DEFAULT_COMPARE = ("apothem-kary,apothem-bisection,apothem-max-box,box-bisection,topdown-box,volume-greedy,"
+                   "volume-gradient,exact")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from .certify import CertifyConfig, certify
+    from .io_utils import atomic_write_bytes
+    from .plotting import plot_comparison
+    from .search import make_search
+
+    for out in (args.json, args.plot):
+        if out:
+            check_writable(out)
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    falsifier = None if args.falsifier.lower() == "none" else args.falsifier
+    configs = [CertifyConfig(oracle=args.oracle, algorithm=a, precision=args.precision, device=args.device,
+                             falsifier=falsifier) for a in algorithms]
+    for c in configs:
+        make_search(c.algorithm, precision=c.precision)  # reject bad names before any work
+    network, x, domain, model_path, true_label, what, class_names = _load_problem(args)
+    certs = [certify(network, x, args.label, domain=domain, config=c, model_path=str(model_path),
+                     true_label=true_label) for c in configs]
+    bounds = [c.apothem_upper_bound for c in certs if c.apothem_upper_bound is not None]
+    best = min(bounds) if bounds else None
+    print(f"input {what}; model {model_path} ({network.describe()}); label {certs[0].label}")
+    if best is not None:
+        print(f"best apothem <= {_fmt(best)} (closest confirmed counterexample of all runs)")
+    header = ["algorithm", "oracle", "status", "apothem", "min edge", "log-volume", "calls", "rounds", "seconds",
+              "gap"]
+    rows = [[c.algorithm, c.oracle, c.status.value, _fmt(c.apothem), _fmt(c.min_edge), _fmt(c.log_volume, 6),
+             str(c.oracle_calls), str(c.rounds), f"{c.seconds:.3f}",
+             _fmt(None if best is None or c.apothem is None or math.isinf(c.apothem) else max(best - c.apothem, 0))]
+            for c in certs]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for line in [header] + rows:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
+    written = []
+    if args.json:
+        atomic_write_bytes(Path(args.json), (json.dumps([c.to_dict() for c in certs], indent=1) + "\n").encode())
+        written.append(args.json)
+    if args.plot:
+        plot_comparison(certs, args.plot, class_names)
+        written.append(args.plot)
+    if written:
+        print(f"wrote {', '.join(written)}")
+    return EXIT_OK
+
+
 # -- train -----------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, save_trained, train_mlp
@@ -221,9 +275,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("oracles (--oracle, --falsifier):")
     for name, entry in sorted(oracle_entries().items()):
         print(f"  {name:22s} {entry.description}")
-    print("algorithms (--algorithm):")
-    for name, (_, desc) in sorted(SEARCHES.items()):
-        print(f"  {name:22s} {desc}")
+    print("algorithms (--algorithm; a+b composes):")
+    for name, entry in SEARCHES.items():
+        print(f"  {name:22s} {entry.description}")
     print(f"default networks ({data_dir()}):")
     for dataset, sizes in DEFAULT_MODELS.items():
         for size, fname in sizes.items():
@@ -247,6 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", metavar="PATH", help="write the certificate as JSON")
     out.add_argument("--plot", metavar="PATH", help="write a PNG of the input, the box and its slack")
     p.set_defaults(func=cmd_certify)
+
+    p = sub.add_parser("compare", help="run several algorithms on the same input, side by side",
+                       description="Certify one input with several algorithms and compare their boxes: apothem, "
+                       "min edge length, log-volume, oracle calls, rounds, time, and the gap to the best apothem "
+                       "upper bound any of them found.")
+    _add_model_and_input(p)
+    _add_certify_options(p)
+    p.add_argument("--algorithms", default=DEFAULT_COMPARE, help=f"comma-separated (default: {DEFAULT_COMPARE})")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", metavar="PATH", help="write all certificates as a JSON list")
+    out.add_argument("--plot", metavar="PATH", help="write a PNG of every algorithm's box")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("train", help="train a ReLU MLP reproducibly and export it as ONNX")
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], required=True)

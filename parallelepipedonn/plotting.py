@@ -31,7 +31,9 @@ def image_shape(input_shape: tuple[int, ...]) -> tuple[int, int] | None:
 def _fmt(v: float | None) -> str:
     if v is None:
         return "n/a"
-    return "inf" if math.isinf(v) else f"{v:.4g}"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.4g}"
 
 
 def _save(fig: Figure, path: str | Path) -> None:
@@ -88,4 +90,32 @@ def plot_certificate(cert: Certificate, path: str | Path, class_names: tuple[str
         vals = np.where(np.isinf(vals), np.nan, vals)
         _panel(fig, ax, vals, shape, title, vmin=vmin, vmax=vmax, cmap=cmap)
     fig.suptitle(head, fontsize=9)
+    _save(fig, path)
+
+
+def plot_comparison(certs: list[Certificate], path: str | Path, class_names: tuple[str, ...] | None = None) -> None:
+    """Write a PNG with one row per certificate (algorithm): the input, its box's lower
+    and upper images, and its edge widths; the row's label gives status and metrics."""
+    if not certs:
+        raise ValueError("nothing to plot")
+    shape = image_shape(certs[0].input_shape)
+    dlo, dhi = float(certs[0].domain.lower.min()), float(certs[0].domain.upper.max())
+    rows = len(certs)
+    fig = Figure(figsize=(11.5, 2.6 * rows), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, 4))
+    for row, cert in enumerate(certs):
+        heads = ("input", "lower", "upper", "edge width (upper − lower)") if row == 0 else ("", "", "", "")
+        _panel(fig, axes[row, 0], cert.input, shape, heads[0], vmin=dlo, vmax=dhi)
+        axes[row, 0].set_ylabel(f"{cert.algorithm}\n{cert.status.value}, apothem {_fmt(cert.apothem)}\n"
+                                f"min edge {_fmt(cert.min_edge)}\nlog-volume {_fmt(cert.log_volume)}", fontsize=8)
+        if cert.box is None:
+            for ax in axes[row, 1:]:
+                ax.axis("off")
+            continue
+        _panel(fig, axes[row, 1], cert.box.lower, shape, heads[1], vmin=dlo, vmax=dhi)
+        _panel(fig, axes[row, 2], cert.box.upper, shape, heads[2], vmin=dlo, vmax=dhi)
+        _panel(fig, axes[row, 3], cert.box.width, shape, heads[3], vmin=0, cmap="magma")
+    label = certs[0].label
+    name = f"{label} ({class_names[label]})" if class_names and 0 <= label < len(class_names) else str(label)
+    fig.suptitle(f"label {name}: the boxes of {rows} algorithms", fontsize=10)
     _save(fig, path)

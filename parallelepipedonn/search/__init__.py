@@ -1,31 +1,102 @@
-"""Search algorithms, by name (the ``--algorithm`` values of the CLI)."""
+"""Search algorithms, by name (the ``--algorithm`` values of the CLI).
+
+``"a+b"`` composes two searches: ``b`` grows the box ``a`` certified (see
+:class:`~parallelepipedonn.search.box.Compose`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 from ..errors import ConfigError
-from .apothem import ApothemBisection
+from .apothem import ApothemBisection, ApothemKary, ApothemLinear, ApothemTopDown
 from .base import OracleLedger, Problem, Search, SearchResult, Status
+from .box import Compose, FaceByFace, FaceExpansion, TopDownBox
+from .exact import ExactApothem
+from .volume import VolumeGradient
 
-#: name -> (factory taking the common options, one-line description)
-SEARCHES: dict[str, tuple[Callable[..., Search], str]] = {
-    "apothem-bisection": (lambda precision, **_: ApothemBisection(precision=precision),
-                          "bottom-up dichotomic apothem search (bisection on the cube radius)"),
+
+@dataclass(frozen=True)
+class SearchEntry:
+    """A named search: its factory (taking the precision), what it is, the oracle it uses
+    when none is named, and its family (``apothem``, ``box``, ``volume`` or ``exact``)."""
+
+    factory: Callable[[float], Search]
+    description: str
+    family: str
+    default_oracle: str = "crown"
+
+
+def _apothem_max_box(p: float) -> Search:
+    return Compose(ApothemKary(precision=p), FaceExpansion(precision=p), name="apothem-max-box")
+
+
+def _topdown_box(p: float) -> Search:
+    return Compose(TopDownBox(precision=p), FaceByFace(precision=p), name="topdown-box")
+
+
+SEARCHES: dict[str, SearchEntry] = {
+    "apothem-kary": SearchEntry(lambda p: ApothemKary(precision=p),
+                                "apothem: batched k-ary search, 16 radii per oracle call (the default)", "apothem"),
+    "apothem-bisection": SearchEntry(lambda p: ApothemBisection(precision=p),
+                                     "apothem: bottom-up dichotomic search (bisection on the radius)", "apothem"),
+    "apothem-linear": SearchEntry(lambda p: ApothemLinear(precision=p),
+                                  "apothem: bottom-up linear search in steps of the precision (the paper's)",
+                                  "apothem"),
+    "apothem-topdown": SearchEntry(lambda p: ApothemTopDown(precision=p),
+                                   "apothem: top-down from the domain, just inside each counterexample", "apothem"),
+    "box-bisection": SearchEntry(lambda p: FaceByFace(precision=p, mode="bisection"),
+                                 "box: each face in turn pushed out by bisection (the paper's bu-d-dfs)", "box"),
+    "box-linear": SearchEntry(lambda p: FaceByFace(precision=p, mode="linear", name="box-linear"),
+                              "box: each face in turn pushed out in steps of the precision", "box"),
+    "box-topdown": SearchEntry(lambda p: TopDownBox(precision=p),
+                               "box: from the domain, cut just inside each counterexample (the paper's td)", "box"),
+    "box-maximal": SearchEntry(lambda p: FaceExpansion(precision=p),
+                               "box: all faces pushed out together to an inclusion-maximal box", "box"),
+    "apothem-max-box": SearchEntry(_apothem_max_box,
+                                   "composition: apothem-kary, then box-maximal (apothem-optimal, inclusion-maximal)",
+                                   "box"),
+    "topdown-box": SearchEntry(_topdown_box, "composition: box-topdown, then box-bisection (the paper's td+bu-d-dfs)",
+                               "box"),
+    "volume-greedy": SearchEntry(lambda p: FaceExpansion(precision=p, order="volume", name="volume-greedy"),
+                                 "volume-based: from the point, faces grown largest log-volume gain first", "volume"),
+    "volume-gradient": SearchEntry(lambda p: VolumeGradient(precision=p),
+                                   "volume-based: gradient ascent on log-volume under a CROWN margin bound, then "
+                                   "verified", "volume"),
+    "exact": SearchEntry(lambda p: ExactApothem(precision=p),
+                         "exact best apothem with a complete oracle (precision is relative)", "exact",
+                         default_oracle="crown+alpha-crown+bab"),
 }
 
-DEFAULT_SEARCH = "apothem-bisection"
+DEFAULT_SEARCH = "apothem-kary"
 
 
-def make_search(name: str, *, precision: float = 1e-4, **options: Any) -> Search:
-    """The search algorithm registered as ``name``."""
-    if name not in SEARCHES:
-        raise ConfigError(f"unknown algorithm {name!r}; available: {', '.join(sorted(SEARCHES))}")
+def make_search(name: str, *, precision: float = 1e-4) -> Search:
+    """The search algorithm registered as ``name`` (``"a+b"``: ``b`` after ``a``)."""
     if not precision > 0:
         raise ConfigError(f"precision must be > 0, got {precision}")
-    return SEARCHES[name][0](precision=precision, **options)
+    if "+" in name:
+        parts = [p.strip() for p in name.split("+")]
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"malformed algorithm composition {name!r}")
+        search = make_search(parts[0], precision=precision)
+        for part in parts[1:]:
+            search = Compose(search, make_search(part, precision=precision), name="")
+        return Compose(search.first, search.second, name=name) if isinstance(search, Compose) else search
+    if name not in SEARCHES:
+        raise ConfigError(f"unknown algorithm {name!r}; available: {', '.join(sorted(SEARCHES))}")
+    return SEARCHES[name].factory(precision)
 
 
-__all__ = ["ApothemBisection", "DEFAULT_SEARCH", "OracleLedger", "Problem", "SEARCHES", "Search", "SearchResult",
-           "Status", "make_search"]
+def default_oracle(algorithm: str) -> str:
+    """The oracle an algorithm uses when none is named (the last part's, for ``a+b``)."""
+    last = algorithm.split("+")[-1].strip()
+    return SEARCHES[last].default_oracle if last in SEARCHES else "crown"
+
+
+__all__ = [
+    "ApothemBisection", "ApothemKary", "ApothemLinear", "ApothemTopDown", "Compose", "DEFAULT_SEARCH",
+    "ExactApothem", "FaceByFace", "FaceExpansion", "OracleLedger", "Problem", "SEARCHES", "Search", "SearchEntry",
+    "SearchResult", "Status", "TopDownBox", "VolumeGradient", "default_oracle", "make_search",
+]

@@ -31,11 +31,17 @@ class Status(str, enum.Enum):
 
 @dataclass(frozen=True, eq=False)
 class Problem:
-    """Certify ``x`` (flat, inside ``domain``) for ``label``."""
+    """Certify ``x`` (flat, inside ``domain``) for ``label``; box searches grow ``start``
+    (a box already verified around ``x``, e.g. by a previous search) or the point."""
 
     x: FloatArray
     label: int
     domain: Box
+    start: Box | None = None
+
+    @property
+    def start_box(self) -> Box:
+        return self.start if self.start is not None else Box.point(self.x)
 
     @property
     def radius_max(self) -> float:
@@ -113,3 +119,10 @@ class OracleLedger:
     def ask_radii(self, radii: FloatArray) -> tuple[Answer, ...]:
         lo, hi = self.problem.cubes(radii)
         return self.ask(lo, hi, radii)
+
+    def ask_boxes(self, lower: FloatArray, upper: FloatArray, chunk: int = 4096) -> list[Answer]:
+        """Ask about many boxes, in batched calls of at most ``chunk`` boxes."""
+        out: list[Answer] = []
+        for s in range(0, len(lower), chunk):
+            out += self.ask(lower[s:s + chunk], upper[s:s + chunk])
+        return out

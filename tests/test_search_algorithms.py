@@ -1,0 +1,138 @@
+"""The whole family of search algorithms on small nets: every box is robust, the apothem
+searches agree with each other and with the exact optimum, the composed box is
+apothem-optimal and inclusion-maximal."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from oracles import AttackOracle, CrownOracle, MilpOracle, Verdict, make_oracle, min_adversarial_distance
+from parallelepipedonn.box import Box
+from parallelepipedonn.certify import CertifyConfig, certify
+from parallelepipedonn.errors import ConfigError
+from parallelepipedonn.search import SEARCHES, Problem, Status, default_oracle, make_search
+from tests.nets import random_network
+from tests.test_search import assert_robust_everywhere
+
+NETS = [(random_network(1000 + s, [6, 12, 12, 3], scale=3.0), s) for s in range(3)]
+
+
+def _problem(net, seed):
+    x = np.random.default_rng(seed).random(net.n_inputs)
+    return Problem(x, int(net.predict(x)[0]), Box.unit(net.n_inputs))
+
+
+@pytest.mark.parametrize("algorithm", sorted(SEARCHES))
+@pytest.mark.parametrize("net, seed", NETS, ids=lambda v: "" if not isinstance(v, int) else f"net{v}")
+def test_every_algorithm_returns_a_robust_box(algorithm, net, seed):
+    problem = _problem(net, seed)
+    search = make_search(algorithm, precision=1e-3)
+    oracle = make_oracle(default_oracle(algorithm), net)
+    result = search.run(problem, oracle, AttackOracle(net, seed=seed))
+    assert result.status is Status.CERTIFIED, result.reason
+    box = result.box
+    assert box.contains(problem.x) and problem.domain.contains_box(box)
+    assert_robust_everywhere(net, box, problem.label, seed)
+    assert result.oracle_calls >= result.rounds >= 1
+    apothem = box.apothem(problem.x, problem.domain)
+    assert apothem <= result.apothem_upper_bound + 1e-12
+    if math.isfinite(result.apothem_upper_bound):
+        assert net.margins(result.counterexample, problem.label)[0] <= 0
+
+
+@pytest.mark.parametrize("net, seed", NETS, ids=lambda v: "" if not isinstance(v, int) else f"net{v}")
+def test_linear_dichotomic_and_kary_apothems_agree_within_the_precision(net, seed):
+    problem = _problem(net, seed)
+    delta = 1e-3
+    radii = {}
+    for name in ("apothem-linear", "apothem-bisection", "apothem-kary"):
+        result = make_search(name, precision=delta).run(problem, CrownOracle(net))
+        radii[name] = result.box.apothem(problem.x, problem.domain)
+    assert max(radii.values()) - min(radii.values()) <= delta + 1e-12, radii
+    calls = {n: make_search(n, precision=delta).run(problem, CrownOracle(net)) for n in ("apothem-linear",
+                                                                                            "apothem-kary")}
+    assert calls["apothem-kary"].rounds < calls["apothem-linear"].rounds  # batching saves rounds
+
+
+@pytest.mark.parametrize("net, seed", NETS, ids=lambda v: "" if not isinstance(v, int) else f"net{v}")
+def test_apothem_max_box_keeps_the_apothem_and_is_inclusion_maximal(net, seed):
+    problem = _problem(net, seed)
+    delta = 1e-3
+    oracle = CrownOracle(net)
+    cube = make_search("apothem-kary", precision=delta).run(problem, oracle)
+    result = make_search("apothem-max-box", precision=delta).run(problem, oracle)
+    box = result.box
+    r = cube.box.apothem(problem.x, problem.domain)
+    assert box.contains_box(cube.box)
+    assert box.apothem(problem.x, problem.domain) == pytest.approx(r, abs=1e-12)
+    # every face that is not on the domain's boundary, pushed delta further, is refuted or unknown
+    dom = problem.domain
+    for i in range(box.n):
+        for side in (0, 1):
+            lo, hi = box.lower.copy(), box.upper.copy()
+            if side == 0 and lo[i] > dom.lower[i]:
+                lo[i] = max(lo[i] - delta, dom.lower[i])
+            elif side == 1 and hi[i] < dom.upper[i]:
+                hi[i] = min(hi[i] + delta, dom.upper[i])
+            else:
+                continue
+            assert oracle.verify_box(lo, hi, problem.label).verdict is not Verdict.VERIFIED, (i, side)
+
+
+@pytest.mark.parametrize("net, seed", NETS, ids=lambda v: "" if not isinstance(v, int) else f"net{v}")
+def test_exact_matches_the_milp_optimum(net, seed):
+    problem = _problem(net, seed)
+    exact = make_search("exact", precision=1e-4).run(problem, make_oracle("crown+alpha-crown+bab", net),
+                                                     AttackOracle(net))
+    milp = min_adversarial_distance(MilpOracle(net), problem.x, problem.label, problem.domain, rel_precision=1e-4,
+                                    falsifier=AttackOracle(net))
+    got = exact.box.apothem(problem.x, problem.domain)
+    if math.isinf(milp.upper):
+        assert math.isinf(got)
+        return
+    assert got <= milp.upper and milp.lower <= exact.apothem_upper_bound
+    assert got >= (1 - 1e-3) * milp.upper  # the certified apothem is the optimum, to the precision
+    assert_robust_everywhere(net, exact.box, problem.label)
+
+
+def test_exact_refuses_an_incomplete_oracle():
+    net, seed = NETS[0]
+    with pytest.raises(ConfigError, match="complete oracle"):
+        make_search("exact").run(_problem(net, seed), CrownOracle(net))
+
+
+def test_volume_methods_give_thin_boxes_and_apothem_first_gives_thick_ones():
+    """The paper's claim in miniature: the apothem-optimal maximal box's min edge is at
+    least twice the volume-oriented boxes'."""
+    net = random_network(1100, [8, 16, 16, 3], scale=1.5)
+    ratios = []
+    for seed in range(4):
+        problem = _problem(net, seed)
+        edges = {}
+        for name in ("apothem-max-box", "volume-greedy", "box-bisection"):
+            res = make_search(name, precision=1e-3).run(problem, CrownOracle(net))
+            edges[name] = res.box.min_edge()
+        ratios.append(edges["apothem-max-box"] / max(edges["volume-greedy"], edges["box-bisection"], 1e-12))
+    assert np.median(ratios) >= 2
+
+
+def test_compositions_and_unknown_names():
+    search = make_search("apothem-kary+box-maximal")
+    assert search.name == "apothem-kary+box-maximal"
+    assert make_search("apothem-max-box").name == "apothem-max-box"
+    with pytest.raises(ConfigError, match="malformed"):
+        make_search("apothem-kary+")
+    with pytest.raises(ConfigError, match="unknown algorithm"):
+        make_search("apothem-nope")
+
+
+def test_certify_uses_each_algorithms_default_oracle():
+    net, seed = NETS[1]
+    problem = _problem(net, seed)
+    cert = certify(net, problem.x, config=CertifyConfig(algorithm="exact"))
+    assert cert.oracle == "crown+alpha-crown+bab" and cert.status is Status.CERTIFIED
+    cert = certify(net, problem.x, config=CertifyConfig(algorithm="apothem-max-box"))
+    assert cert.oracle == "crown" and cert.min_edge >= cert.apothem
