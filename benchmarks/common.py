@@ -57,3 +57,21 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def published_log(dataset: str, algorithm: str) -> dict[str, dict[str, float]]:
+    """The original system's per-input results (``published/<dataset>-<algorithm>.log``):
+    input name (as ``C-K``) -> seconds, iterations, min edge, oracle seconds, oracle calls
+    and time-outs."""
+    path = REFERENCE / "published" / f"{dataset}-{algorithm}.log"
+    out: dict[str, dict[str, float]] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 8 and parts[0].endswith(".csv"):
+            name = Path(parts[0]).stem.replace("_", "-")
+            out[name] = {"iterations": float(parts[1]), "seconds": float(parts[2]), "min_edge": float(parts[4]),
+                         "oracle_seconds": float(parts[5]), "oracle_calls": float(parts[6]),
+                         "timeouts": float(parts[7])}
+    return out

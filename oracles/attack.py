@@ -96,3 +96,20 @@ class AttackOracle(Oracle):
         return [Answer(Verdict.FALSIFIED, counterexample=p, reason="PGD") if m <= 0
                 else Answer(Verdict.UNKNOWN, reason=f"no counterexample found (best margin {m:.3g})")
                 for p, m in zip(points, margins)]
+
+    def class_points(self, lower: FloatArray, upper: FloatArray, label: int, count: int = 64,
+                     steps: int = 30) -> FloatArray:
+        """Points of the box that the network classifies ``label`` (ties included, checked
+        by a float64 forward pass): gradient ascent on the margin from ``count`` random
+        starts. Possibly none."""
+        lo = torch.tensor(lower, dtype=torch.float64, device=self.device)
+        hi = torch.tensor(upper, dtype=torch.float64, device=self.device)
+        rand = torch.rand((count, lo.numel()), generator=self._generator, dtype=torch.float64).to(self.device)
+        x = lo + rand * (hi - lo)
+        for step in range(steps):
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self._margins(x, label).sum(), x)
+            with torch.no_grad():
+                x = torch.minimum(torch.maximum(x + 0.25 * (hi - lo) * (1 - step / steps) * grad.sign(), lo), hi)
+        points = np.clip(x.detach().cpu().numpy(), lower, upper)
+        return points[self.network.margins(points, label) >= 0]

@@ -96,6 +96,24 @@ class Extreme:
     reason: str = ""
 
 
+@dataclass(frozen=True, eq=False)
+class ClassBox:
+    """Bounds of every input coordinate over a class region (see
+    :meth:`Oracle.class_extremes`): ``lower``/``upper`` are proven outer bounds, exact
+    (attained by a confirmed point, up to the solver's proof margin) where ``exact_lower``
+    / ``exact_upper`` say so; ``witnesses`` are confirmed points of the class region;
+    ``empty`` is proven emptiness of the region."""
+
+    lower: FloatArray
+    upper: FloatArray
+    exact_lower: NDArray[np.bool_]
+    exact_upper: NDArray[np.bool_]
+    witnesses: FloatArray
+    empty: bool = False
+    milps: int = 0
+    timeouts: int = 0
+
+
 @dataclass
 class OracleStats:
     """Counters of one oracle instance (calls = batched calls, boxes = boxes asked)."""
@@ -154,6 +172,12 @@ class Oracle(ABC):
         """Min (or max) of input coordinate ``index`` over the points of ``region`` that the
         network classifies ``label`` (ties included)."""
         raise OracleError(f"oracle {self.name!r} cannot answer coordinate-extreme queries")
+
+    def class_extremes(self, label: int, region: Box, candidates: ArrayLike = (), **options: Any) -> ClassBox:
+        """Min and max of every input coordinate over the points of ``region`` classified
+        ``label`` (ties included): the class region's bounding box, as outer bounds.
+        ``candidates`` are points that may belong to the class region (re-checked)."""
+        raise OracleError(f"oracle {self.name!r} cannot bound class regions")
 
     # -- the public query ---------------------------------------------------------------
     @property

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
 
-from .base import Answer, FloatArray, Oracle, Verdict
-from .bounds import Adam, NetworkTensors, backward, concretize, intermediate_bounds, margin_spec, relu_relaxation
+from .base import Answer, ClassBox, FloatArray, Oracle, Verdict
+from .bounds import (
+    ABS_SLACK,
+    REL_SLACK,
+    Adam,
+    NetworkTensors,
+    backward,
+    concretize,
+    intermediate_bounds,
+    margin_spec,
+    relu_relaxation,
+)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -79,6 +92,61 @@ class CrownOracle(Oracle):
         return [Answer(Verdict.VERIFIED, margin=float(m)) if m > 0
                 else Answer(Verdict.UNKNOWN, margin=float(m), reason=f"{self.name} margin bound {m:.3g} <= 0")
                 for m in worst]
+
+    def class_extremes(self, label: int, region: Box, candidates: Any = (), *, rounds: int = 100,
+                       tolerance: float = 1e-7, **_: Any) -> ClassBox:
+        """A sound outer box of ``{x in region : class(x) = label}`` (ties included) by
+        bound propagation: every point of the class satisfies CROWN's linear upper bounds
+        ``logit_label - logit_j <= a_j @ x + b_j`` (valid on the current box), hence
+        ``a_j @ x + b_j >= 0``; each such constraint bounds each coordinate given the
+        box's other coordinates (interval reasoning, rounded outward). Repeated on the
+        shrinking box until it moves less than ``tolerance``. ``candidates`` confirmed in
+        the class mark the bounds they attain as exact."""
+        self.network.check_label(label)
+        start = time.perf_counter()
+        net = self.tensors
+        lo = torch.tensor(region.lower, dtype=torch.float64, device=self.device)[None]
+        hi = torch.tensor(region.upper, dtype=torch.float64, device=self.device)[None]
+        spec = -margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)  # rows e_j - e_label
+        empty = False
+        with torch.no_grad():
+            for _ in range(rounds):
+                relax = [relu_relaxation(a, b) for a, b in intermediate_bounds(net, lo, hi)]
+                bound = backward(net, spec, net.depth - 1, relax)
+                # logit_j - logit_label >= coef @ x + const, so on the class region
+                # 0 <= margin <= -(coef @ x + const) + slack
+                scale = torch.maximum(lo.abs(), hi.abs())
+                slack = REL_SLACK * ((bound.coef.abs() @ scale.unsqueeze(-1)).squeeze(-1) + bound.const_abs) + ABS_SLACK
+                a, b = -bound.coef[0], (-bound.const + slack)[0]  # class points: a @ x + b >= 0
+                top = torch.maximum(a * lo, a * hi)  # (m, n): each term's largest value on the box
+                rest = top.sum(dim=1, keepdim=True) - top  # the other coordinates' largest sum
+                need = -b[:, None] - rest  # a_i x_i >= need
+                with torch.no_grad():
+                    ratio = need / torch.where(a == 0, torch.ones_like(a), a)
+                widen = 1e-12 * (1 + ratio.abs())
+                new_lo = torch.where(a > 0, ratio - widen, torch.full_like(ratio, -math.inf)).max(dim=0).values
+                new_hi = torch.where(a < 0, ratio + widen, torch.full_like(ratio, math.inf)).min(dim=0).values
+                new_lo, new_hi = torch.maximum(lo[0], new_lo), torch.minimum(hi[0], new_hi)
+                if bool((new_lo > new_hi).any()):
+                    empty = True
+                    break
+                moved = float(torch.maximum(new_lo - lo[0], hi[0] - new_hi).max())
+                lo, hi = new_lo[None], new_hi[None]
+                if moved < tolerance:
+                    break
+        n = self.network.n_inputs
+        self.stats.calls += 1
+        self.stats.seconds += time.perf_counter() - start
+        if empty:
+            return ClassBox(region.upper.copy(), region.lower.copy(), np.ones(n, bool), np.ones(n, bool),
+                            np.zeros((0, n)), True)
+        lower, upper = lo[0].cpu().numpy(), hi[0].cpu().numpy()
+        pts = np.asarray(candidates, dtype=np.float64).reshape(-1, n) if len(candidates) else np.zeros((0, n))
+        pts = pts[region.contains_points(pts)]
+        witnesses = pts[self.network.margins(pts, label) >= 0] if len(pts) else pts
+        exact_lo = (witnesses <= lower).any(axis=0) if len(witnesses) else np.zeros(n, bool)
+        exact_hi = (witnesses >= upper).any(axis=0) if len(witnesses) else np.zeros(n, bool)
+        return ClassBox(lower, upper, exact_lo, exact_hi, witnesses)
 
 
 class AlphaCrownOracle(CrownOracle):

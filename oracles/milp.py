@@ -14,9 +14,12 @@ Also answers the class-region and coordinate-extreme queries (see :mod:`oracles.
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +30,7 @@ from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
 
-from .base import Answer, Extreme, FloatArray, Oracle, RegionAnswer, RegionVerdict, Verdict
+from .base import Answer, ClassBox, Extreme, FloatArray, Oracle, RegionAnswer, RegionVerdict, Verdict
 from .bounds import (
     NetworkTensors,
     backward,
@@ -39,9 +42,38 @@ from .bounds import (
 from .crown import AlphaCrownOracle
 from .milp_encoding import PROOF_MARGIN, Encoding, encode, make_solver, solve
 
+log = logging.getLogger(__name__)
+
 #: Class constraints ``logit_c - logit_j >= -CLASS_SLACK`` define a (slightly larger)
 #: superset of the class region, so that solver tolerances cannot cut true points off.
 CLASS_SLACK = 1e-6
+
+
+def class_encoding(network: Network, region: Box, bounds, label: int) -> Encoding:
+    """The network on ``region`` restricted to (a slight superset of) the class region:
+    ``logit_label - logit_j >= -CLASS_SLACK`` for every ``j``."""
+    enc = encode(network, region.lower, region.upper, bounds)
+    for j in range(network.n_classes):
+        if j != label:
+            enc.model.cons.add(enc.logits[label] - enc.logits[j] >= -CLASS_SLACK)
+    return enc
+
+
+# -- worker processes for class_extremes (module level, so that they can be pickled) -----------
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(network: Network, region: Box, bounds, label: int, time_limit: float | None, gap: float) -> None:
+    """One encoding and one persistent solver per process: each problem only changes the
+    objective."""
+    _WORKER.update(enc=class_encoding(network, region, bounds, label), opt=make_solver(time_limit, gap))
+
+
+def _worker_solve(task: tuple[int, bool]) -> tuple[int, bool, str, float | None, FloatArray | None]:
+    index, maximize = task
+    enc = _WORKER["enc"]
+    res = solve(_WORKER["opt"], enc, enc.x[index], pe.maximize if maximize else pe.minimize)
+    return index, maximize, res.status, res.bound, res.x
 
 
 class MilpOracle(Oracle):
@@ -140,11 +172,7 @@ class MilpOracle(Oracle):
     # -- class region ---------------------------------------------------------------------------
     def _class_encoding(self, region: Box, label: int) -> Encoding:
         bounds, _ = self._bounds(region.lower, region.upper)
-        enc = encode(self.network, region.lower, region.upper, bounds)
-        for j in range(self.network.n_classes):
-            if j != label:
-                enc.model.cons.add(enc.logits[label] - enc.logits[j] >= -CLASS_SLACK)
-        return enc
+        return class_encoding(self.network, region, bounds, label)
 
     def _is_class_point(self, x: FloatArray | None, label: int, region: Box) -> bool:
         return x is not None and region.contains(x) and bool(self.network.margins(x, label)[0] >= 0)
@@ -176,6 +204,133 @@ class MilpOracle(Oracle):
             witness = None
         exact = witness is not None and abs(witness[index] - bound) <= 2 * PROOF_MARGIN
         return Extreme(bound, witness, exact, res.status)
+
+    def class_extremes(self, label: int, region: Box, candidates: Any = (), *, workers: int = 1,
+                       progress: Any = None, single_changes: int = 64) -> ClassBox:
+        """The bounding box of ``{x in region : class(x) = label}`` (ties included), as
+        proven outer bounds, coordinate by coordinate (``2n`` optimisation problems).
+
+        Cheap first: the confirmed ``candidates`` (points of the class region) attain
+        their coordinates; a coordinate whose extreme reaches the region's edge in some
+        witness — or in a witness with only that coordinate moved to the edge (up to
+        ``single_changes`` witnesses tried, batched forward passes) — is exact without a
+        MILP. The other problems share one MILP encoding per process (``workers``
+        processes, objectives changed in place); each contributes the solver's proven
+        bound, never its incumbent (a time-out keeps the region's edge or the proven
+        bound), and its optimum becomes a witness when confirmed. ``progress`` (optional)
+        is called with the number of problems done after each MILP.
+        """
+        self.network.check_label(label)
+        start = time.perf_counter()
+        n = self.network.n_inputs
+        lo_r, hi_r = region.lower, region.upper
+        pts = np.asarray(candidates, dtype=np.float64).reshape(-1, n) if len(candidates) else np.zeros((0, n))
+        pts = pts[region.contains_points(pts)]
+        witnesses = pts[self.network.margins(pts, label) >= 0] if len(pts) else pts
+        lower, upper = lo_r.copy(), hi_r.copy()  # proven outer bounds
+        reached_lo = witnesses.min(axis=0) if len(witnesses) else np.full(n, np.inf)
+        reached_hi = witnesses.max(axis=0) if len(witnesses) else np.full(n, -np.inf)
+        reached_lo, reached_hi, moved = self._single_changes(label, region, witnesses[:single_changes], reached_lo,
+                                                             reached_hi)
+        witnesses = np.concatenate([witnesses, moved])
+        tasks = [(i, False) for i in range(n) if reached_lo[i] > lo_r[i]] + \
+                [(i, True) for i in range(n) if reached_hi[i] < hi_r[i]]
+        milps = timeouts = 0
+        empty = False
+        for index, maximize, status, bound, x in self._run_extremes(label, region, tasks, workers, progress):
+            milps += 1
+            if status == "infeasible":
+                empty = True
+                break
+            if bound is None:
+                timeouts += int(status == "maxTimeLimit")
+            elif maximize:
+                upper[index] = min(hi_r[index], bound + PROOF_MARGIN)
+            else:
+                lower[index] = max(lo_r[index], bound - PROOF_MARGIN)
+            if x is not None:
+                w = self._into_class(np.clip(x, lo_r, hi_r), witnesses, label, region)
+                if w is not None:
+                    witnesses = np.concatenate([witnesses, w[None]])
+                    reached_lo, reached_hi = np.minimum(reached_lo, w), np.maximum(reached_hi, w)
+        self.stats.calls += 1
+        self.stats.seconds += time.perf_counter() - start
+        self.stats.timeouts += timeouts
+        if empty:
+            return ClassBox(hi_r.copy(), lo_r.copy(), np.ones(n, bool), np.ones(n, bool), witnesses[:0], True, milps,
+                            timeouts)
+        exact_lo = (reached_lo <= lower + 2 * PROOF_MARGIN) | (reached_lo <= lo_r)
+        exact_hi = (reached_hi >= upper - 2 * PROOF_MARGIN) | (reached_hi >= hi_r)
+        return ClassBox(lower, upper, exact_lo, exact_hi, witnesses, False, milps, timeouts)
+
+    def _into_class(self, x: FloatArray, witnesses: FloatArray, label: int, region: Box) -> FloatArray | None:
+        """``x`` if it is a point of the class region; else — an optimum on the region's
+        boundary, a hair outside after rounding — the point nearest to it on the segment to
+        a known witness that is inside (``None`` without one)."""
+        if self._is_class_point(x, label, region):
+            return x
+        if not len(witnesses):
+            return None
+        anchor = witnesses[0]
+        ts = np.concatenate([np.geomspace(1e-9, 1e-3, 25), np.linspace(2e-3, 1.0, 40)])
+        pts = x + ts[:, None] * (anchor - x)
+        ok = np.flatnonzero(self.network.margins(pts, label) >= 0)
+        return pts[ok[0]] if ok.size else None
+
+    def _single_changes(self, label: int, region: Box, witnesses: FloatArray, reached_lo: FloatArray,
+                        reached_hi: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Move one coordinate of each witness to the region's edge: where the point stays
+        in the class, that edge is attained (the new witnesses are returned too)."""
+        n = self.network.n_inputs
+        if not len(witnesses):
+            return reached_lo, reached_hi, np.zeros((0, n))
+        reached_lo, reached_hi = reached_lo.copy(), reached_hi.copy()
+        found = []
+        for edge, reached, better in ((region.lower, reached_lo, np.less), (region.upper, reached_hi, np.greater)):
+            todo = np.flatnonzero(better(edge, reached))
+            for chunk in np.array_split(todo, max(1, len(todo) // 64)):
+                if not chunk.size:
+                    continue
+                pts = np.repeat(witnesses[None], chunk.size, axis=0)  # (coords, witnesses, n)
+                pts[np.arange(chunk.size), :, chunk] = edge[chunk][:, None]
+                ok = (self.network.margins(pts.reshape(-1, pts.shape[-1]), label) >= 0).reshape(chunk.size, -1)
+                hit = ok.any(axis=1)
+                reached[chunk[hit]] = edge[chunk[hit]]
+                found += [pts[k, int(np.argmax(ok[k]))] for k in np.flatnonzero(hit)]
+        return reached_lo, reached_hi, np.array(found).reshape(-1, n)
+
+    def _run_extremes(self, label: int, region: Box, tasks: list[tuple[int, bool]], workers: int, progress: Any):
+        """Solve the coordinate problems, in this process or in ``workers`` processes."""
+        if not tasks:
+            return
+        bounds, _ = self._bounds(region.lower, region.upper)
+        done = 0
+        main = sys.modules.get("__main__")
+        if len(tasks) < 16 * workers:  # starting processes costs seconds: not worth it for a few MILPs
+            workers = 1
+        if workers > 1 and not Path(getattr(main, "__file__", "") or "").is_file():
+            log.info("no importable __main__ (interactive session): solving in this process")
+            workers = 1
+        if workers <= 1:
+            _worker_init(self.network, region, bounds, label, self.time_limit, self.mip_rel_gap)
+            for task in tasks:
+                yield _worker_solve(task)
+                done += 1
+                if progress is not None:
+                    progress(done)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(self.network, region, bounds, label, self.time_limit,
+                                           self.mip_rel_gap)) as pool:
+            for result in pool.map(_worker_solve, tasks, chunksize=4):
+                yield result
+                done += 1
+                if progress is not None:
+                    progress(done)
 
     def class_region(self, lower: FloatArray, upper: FloatArray, label: int, region: Box,
                      tolerance: float = PROOF_MARGIN) -> RegionAnswer:

@@ -15,6 +15,7 @@ from .box import Box
 from .certificate import Certificate
 from .certify import CertifyConfig, certify
 from .datasets import Dataset, load_dataset
+from .dual import DualBox, dual_box
 from .errors import (
     ConfigError,
     DatasetNotFoundError,
@@ -35,9 +36,9 @@ from .plotting import plot_certificate
 from .search import Problem, SearchResult, Status, make_search
 
 __all__ = [
-    "Affine", "Box", "Certificate", "CertifyConfig", "ConfigError", "Dataset", "DatasetNotFoundError",
+    "Affine", "Box", "Certificate", "CertifyConfig", "ConfigError", "Dataset", "DatasetNotFoundError", "DualBox",
     "InputDataError", "LabelError", "ModelError", "Network", "OracleError", "OutputPathError",
     "ParallelepipedoNNError", "Problem", "ReLU", "SearchResult", "Status", "UnsupportedOperatorError",
-    "__version__", "certify", "default_model_path", "load_dataset", "load_input", "load_onnx", "make_search",
+    "__version__", "certify", "default_model_path", "dual_box", "load_dataset", "load_input", "load_onnx", "make_search",
     "network_from_onnx", "network_to_onnx", "plot_certificate", "save_onnx",
 ]

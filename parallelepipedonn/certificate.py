@@ -78,6 +78,7 @@ class Certificate:
     true_label: int | None = None
     falsifier: str | None = None
     falsifier_calls: int = 0
+    dual: dict[str, Any] | None = None
     tool_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -142,6 +143,7 @@ class Certificate:
             "falsifier_calls": self.falsifier_calls,
             "rounds": self.rounds,
             "seconds": self.seconds,
+            "dual": self.dual,
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -175,7 +177,8 @@ class Certificate:
                 counterexample=None if cex is None else np.asarray(cex, dtype=np.float64),
                 model_path=d.get("model_path"), model_sha256=d.get("model_sha256"), network=d.get("network", ""),
                 true_label=d.get("true_label"), falsifier=d.get("falsifier"),
-                falsifier_calls=int(d.get("falsifier_calls", 0)), tool_version=d.get("tool_version", ""),
+                falsifier_calls=int(d.get("falsifier_calls", 0)), dual=d.get("dual"),
+                tool_version=d.get("tool_version", ""),
                 created=d.get("created", ""),
             )
         except InputDataError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,10 @@ class CertifyConfig:
 
     ``oracle=None`` uses the algorithm's default (``crown``; for ``exact``, a complete
     cascade). ``falsifier`` (an oracle name, or ``None``) looks for counterexamples that
-    bound the best apothem from above; it never certifies anything.
+    bound the best apothem from above; it never certifies anything. ``dual`` (a dual
+    method: ``milp``, ``relaxed``, ...) also computes the dual box of the label in the
+    ball of ``dual_radius`` × the certified apothem around the input, whose apothem bounds
+    the best one from above too (see :mod:`parallelepipedonn.dual`).
     """
 
     @property
@@ -42,6 +46,8 @@ class CertifyConfig:
     device: str = "cpu"
     falsifier: str | None = "attack"
     falsifier_options: Mapping[str, Any] = field(default_factory=lambda: {"steps": 20, "restarts": 2})
+    dual: str | None = None
+    dual_radius: float = 2.0
 
 
 def _with_device(name: str, options: Mapping[str, Any], device: str) -> dict[str, Any]:
@@ -107,8 +113,21 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
         return Certificate(status=Status.NOT_ROBUST, box=None, apothem_upper_bound=0.0, oracle_calls=0, rounds=0,
                            seconds=time.perf_counter() - start, reason=reason, counterexample=xa, **common)
     result = search.run(Problem(xa, label, dom), oracle, falsifier)
+    upper = result.apothem_upper_bound
+    dual_info = None
+    if config.dual and result.box is not None:
+        from .dual import dual_box
+
+        apothem = result.box.apothem(xa, dom)
+        radius = config.dual_radius * min(apothem if math.isfinite(apothem) and apothem > 0 else 1.0, 1.0)
+        dual = dual_box(network, label, x=xa, radius=radius, domain=dom, method=config.dual, workers=1)
+        bound = dual.apothem_bound(xa, dom)
+        dual_info = {"method": config.dual, "radius": radius, "apothem_bound": bound,
+                     "covers_ball": dual.covers_region, "exact_bounds": dual.exact_count, "seconds": dual.seconds}
+        if bound is not None:
+            upper = min(upper, bound)
     return Certificate(
-        status=result.status, box=result.box, apothem_upper_bound=result.apothem_upper_bound
-        if np.isfinite(result.apothem_upper_bound) else None, oracle_calls=result.oracle_calls,
-        rounds=result.rounds, falsifier_calls=result.falsifier_calls, seconds=time.perf_counter() - start,
-        reason=result.reason, counterexample=result.counterexample, **common)
+        status=result.status, box=result.box, apothem_upper_bound=upper if np.isfinite(upper) else None,
+        oracle_calls=result.oracle_calls, rounds=result.rounds, falsifier_calls=result.falsifier_calls,
+        seconds=time.perf_counter() - start, reason=result.reason, counterexample=result.counterexample,
+        dual=dual_info, **common)

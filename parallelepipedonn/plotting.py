@@ -119,3 +119,27 @@ def plot_comparison(certs: list[Certificate], path: str | Path, class_names: tup
     name = f"{label} ({class_names[label]})" if class_names and 0 <= label < len(class_names) else str(label)
     fig.suptitle(f"label {name}: the boxes of {rows} algorithms", fontsize=10)
     _save(fig, path)
+
+
+def plot_dual(dual, path: str | Path, input_shape: tuple[int, ...]) -> None:
+    """Write a PNG of a dual box: its lower and upper images, which bounds are exact, and
+    the centre input of a restricted dual."""
+    shape = image_shape(input_shape)
+    dlo, dhi = float(dual.region.lower.min()), float(dual.region.upper.max())
+    panels = []
+    if dual.center is not None:
+        panels.append((dual.center, f"input (radius {_fmt(dual.radius)})", dlo, dhi, "gray"))
+    if dual.box is not None:
+        exact = dual.exact_lower.astype(float) + dual.exact_upper.astype(float)
+        panels += [(dual.box.lower, "dual lower", dlo, dhi, "gray"), (dual.box.upper, "dual upper", dlo, dhi, "gray"),
+                   (exact, "exact bounds per pixel (0, 1, 2)", 0, 2, "viridis")]
+    head = (f"dual box of class {dual.label} ({dual.method}): " +
+            ("empty: no point of the region has this class" if dual.box is None else
+             f"min edge {_fmt(dual.min_edge())}, log-volume {_fmt(dual.log_volume())}, "
+             f"{dual.exact_count}/{2 * dual.region.n} bounds exact, {dual.seconds:.3g} s"))
+    fig = Figure(figsize=(3.2 * max(len(panels), 1), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(len(panels), 1)))
+    for ax, (vals, title, vmin, vmax, cmap) in zip(axes, panels):
+        _panel(fig, ax, np.asarray(vals, dtype=float), shape, title, vmin=vmin, vmax=vmax, cmap=cmap)
+    fig.suptitle(head, fontsize=9)
+    _save(fig, path)

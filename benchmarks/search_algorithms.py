@@ -1,0 +1,113 @@
+"""Every search algorithm on the original system's reference inputs, against the exact optimum.
+
+    python -m benchmarks.search_algorithms [--dataset mnist] [--algorithms a,b,...] [--out DIR]
+
+For each reference input (the class in its file name is the label) and algorithm: time
+(``certify`` in-process, oracle and falsifier built once per algorithm), certified
+apothem, min edge length, log-volume, oracle calls and rounds. The exact optimum of each
+input is the upper end of the bracket computed by ``benchmarks.exact_apothem`` (read from
+its CSV, computed here if absent): "apothem / exact" is the certified apothem divided by
+it. Writes ``search_<dataset>.csv`` (per input and algorithm) and ``search_<dataset>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+import parallelepipedonn as ppn
+from benchmarks.common import REFERENCE, REFERENCE_NETS, RESULTS, machine, markdown_table, reference_inputs, write_csv
+from oracles import AttackOracle, CrownOracle, make_oracle, min_adversarial_distance
+from parallelepipedonn.certify import build_oracles
+
+ALGORITHMS = ("apothem-kary", "apothem-bisection", "apothem-linear", "apothem-topdown", "exact", "apothem-max-box",
+              "box-maximal", "box-bisection", "topdown-box", "volume-greedy", "volume-gradient")
+
+
+def exact_optima(dataset: str, net: ppn.Network, inputs, out: Path) -> dict[str, float]:
+    """The exact optimum (upper end of the bracket) of every input, from the exact-apothem
+    benchmark's CSV when it exists, else computed with the MILP route."""
+    path = out / f"exact_apothem_{dataset}.csv"
+    if path.is_file():
+        with open(path) as f:
+            return {r["input"]: float(r["milp_upper"]) for r in csv.DictReader(f) if r.get("milp_upper")}
+    oracle, attack, crown = make_oracle("crown+alpha-crown+milp", net), AttackOracle(net), CrownOracle(net)
+    optima = {}
+    for name, x, label in tqdm(inputs, desc="exact optima (milp)"):
+        cert = ppn.certify(net, x, label, oracle=crown, falsifier=attack)
+        if cert.status is ppn.Status.CERTIFIED:
+            d = min_adversarial_distance(oracle, x, label, ppn.Box.unit(x.size), lower=cert.apothem,
+                                         counterexample=cert.counterexample, falsifier=attack)
+            optima[name] = d.upper
+    return optima
+
+
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(finite) if finite else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="mnist", choices=list(REFERENCE_NETS))
+    ap.add_argument("--algorithms", default=",".join(ALGORITHMS))
+    ap.add_argument("--precision", type=float, default=1e-4)
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+    if not (REFERENCE / "nets").is_dir():
+        raise SystemExit(f"reference data not found at {REFERENCE}")
+    out = Path(args.out)
+    net = ppn.load_onnx(REFERENCE / "nets" / REFERENCE_NETS[args.dataset])
+    inputs = [i for i in reference_inputs(REFERENCE, args.dataset, net) if int(net.predict(i[1])[0]) == i[2]]
+    optima = exact_optima(args.dataset, net, inputs, out)
+    rows = []
+    for algorithm in [a.strip() for a in args.algorithms.split(",") if a.strip()]:
+        config = ppn.CertifyConfig(algorithm=algorithm, precision=args.precision)
+        oracle, falsifier = build_oracles(net, config)
+        for name, x, label in tqdm(inputs, desc=algorithm):
+            start = time.perf_counter()
+            cert = ppn.certify(net, x, label, config=config, oracle=oracle, falsifier=falsifier)
+            seconds = time.perf_counter() - start
+            optimum = optima.get(name, float("nan"))
+            rows.append({"algorithm": algorithm, "oracle": cert.oracle, "input": name, "status": cert.status.value,
+                         "seconds": seconds, "apothem": cert.apothem, "min_edge": cert.min_edge,
+                         "log_volume": cert.log_volume, "oracle_calls": cert.oracle_calls, "rounds": cert.rounds,
+                         "apothem_upper_bound": cert.apothem_upper_bound, "exact_optimum": optimum,
+                         "apothem_over_exact": (cert.apothem or 0.0) / optimum if optimum else float("nan")})
+    write_csv(out / f"search_{args.dataset}.csv", rows)
+    table, edges = [], {}
+    for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
+        rs = [r for r in rows if r["algorithm"] == algorithm]
+        secs = [r["seconds"] for r in rs]
+        ratio = [r["apothem_over_exact"] for r in rs]
+        edges[algorithm] = [r["min_edge"] or 0.0 for r in rs]
+        table.append([f"`{algorithm}`", rs[0]["oracle"], f"{sum(r['status'] == 'certified' for r in rs)}/{len(rs)}",
+                      f"{statistics.median(secs):.3f}", f"{max(secs):.3f}", f"{_median([r['apothem'] for r in rs]):.4f}",
+                      f"{_median(ratio):.3f} / {min(ratio):.3f}", f"{_median(edges[algorithm]):.4f}",
+                      f"{_median([r['log_volume'] for r in rs]):.0f}", f"{_median([r['oracle_calls'] for r in rs]):.0f}",
+                      f"{_median([r['rounds'] for r in rs]):.0f}"])
+    text = (f"Search algorithms on the reference {args.dataset} net ({net.describe()}) and its {len(inputs)} correctly "
+            f"classified inputs, precision {args.precision:g} — `python -m benchmarks.search_algorithms --dataset "
+            f"{args.dataset}`\n\nMachine: {machine()}. Medians over inputs (log-volume: median of finite values).\n\n")
+    text += markdown_table(["algorithm", "oracle", "certified", "median s", "max s", "median apothem",
+                            "apothem / exact: median / min", "median min edge", "median log-volume",
+                            "median oracle calls", "median rounds"], table)
+    if "apothem-max-box" in edges:
+        for other in ("volume-greedy", "volume-gradient", "box-bisection"):
+            if other in edges:
+                ratios = [a / b if b > 0 else math.inf for a, b in zip(edges["apothem-max-box"], edges[other])]
+                text += (f"\n\nMin edge of `apothem-max-box` / `{other}`: median {statistics.median(ratios):.3g}, "
+                         f"min {min(ratios):.3g} (inf where the other box has a zero-width edge).")
+    text += "\n"
+    (out / f"search_{args.dataset}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Dual certifications: a box containing every input of a region that the network
+assigns to a class.
+
+For a label ``c`` and a region ``N`` (the domain, or the L-infinity ball of radius ``R``
+around an input ``x``, within the domain), the dual box contains
+``R_c = {x' in D ∩ N : logit_c(x') >= logit_j(x') for all j}`` (ties included, so it also
+contains every input the network assigns to ``c``). Any certification of an input of
+class ``c`` inside ``N`` lies inside it — so the dual box bounds what certifications can
+reach: the apothem of the dual box around ``x`` bounds the best apothem of ``x`` (when
+it is smaller than ``R``).
+
+Methods (all sound outer boxes; the exact one is tight up to the solver's proof margin):
+
+* ``milp`` — each coordinate's min and max over ``R_c`` (``2n`` problems: witnesses
+  first, then MILPs with HiGHS in worker processes);
+* ``relaxed`` — bound propagation over the class region (CROWN), fast, never tighter;
+* ``complete-bu`` — the original system's complete bottom-up: grow a box by witnesses of
+  the class region outside it until the oracle proves there is none;
+* ``complete-cubic`` — the original system's complete cubic dichotomic: the smallest cube
+  around ``x`` (within ``D ∩ N``) outside which the class region has no point.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from oracles.attack import AttackOracle
+from oracles.base import RegionVerdict
+from oracles.crown import CrownOracle
+from oracles.milp import MilpOracle
+from oracles.milp_encoding import PROOF_MARGIN
+
+from ._version import __version__
+from .box import Box
+from .errors import ConfigError
+from .inputs import as_network_input
+from .io_utils import atomic_write_bytes
+from .network import Network
+
+FloatArray = NDArray[np.float64]
+METHODS = ("milp", "relaxed", "complete-bu", "complete-cubic")
+FORMAT_NAME = "parallelepipedonn-dual"
+
+
+@dataclass(frozen=True, eq=False)
+class DualBox:
+    """A box containing every point of ``region`` classified ``label`` (``box is None``:
+    proven that there is none). ``exact_lower``/``exact_upper`` mark the bounds attained
+    by a point of the class region (up to the proof margin)."""
+
+    label: int
+    region: Box
+    box: Box | None
+    exact_lower: NDArray[np.bool_]
+    exact_upper: NDArray[np.bool_]
+    method: str
+    seconds: float
+    center: FloatArray | None = None
+    radius: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    witnesses: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    @property
+    def exact_count(self) -> int:
+        """How many of the ``2n`` bounds are exact."""
+        return int(self.exact_lower.sum() + self.exact_upper.sum())
+
+    @property
+    def covers_region(self) -> bool:
+        return self.box is not None and self.box == self.region
+
+    def min_edge(self) -> float | None:
+        return None if self.box is None else self.box.min_edge()
+
+    def log_volume(self) -> float | None:
+        return None if self.box is None else self.box.log_volume()
+
+    def apothem_bound(self, x: ArrayLike, domain: Box) -> float | None:
+        """An upper bound of the best apothem of any certification of ``x`` for ``label``,
+        implied by this dual box (``None`` if it implies none): every such certification's
+        cube ``{x' in D : ||x' - x|| <= a}``, when ``a < radius``, lies in the class
+        region inside ``N``, hence in the dual box."""
+        xa = np.asarray(x, dtype=np.float64).reshape(-1)
+        if self.center is not None and not np.array_equal(self.center, xa):
+            return None  # a restricted dual speaks only about its own centre
+        if self.box is None or not self.box.contains(xa):
+            return 0.0  # x itself is not in the class: no certification has a positive apothem
+        # only faces strictly inside the region constrain: a face on the region's boundary
+        # (the domain's, or the ball's) says nothing below the radius
+        a = self.box.apothem(xa, self.region)
+        return None if math.isinf(a) else a
+
+    def to_dict(self) -> dict[str, Any]:
+        box = self.box
+        return {
+            "format": FORMAT_NAME, "format_version": 1, "tool_version": __version__, "label": self.label,
+            "method": self.method, "seconds": self.seconds, "empty": box is None,
+            "center": None if self.center is None else self.center.tolist(), "radius": self.radius,
+            "region": {"lower": self.region.lower.tolist(), "upper": self.region.upper.tolist()},
+            "lower": None if box is None else box.lower.tolist(), "upper": None if box is None else box.upper.tolist(),
+            "exact_lower": self.exact_lower.tolist(), "exact_upper": self.exact_upper.tolist(),
+            "exact_bounds": self.exact_count, "min_edge": self.min_edge(),
+            "log_volume": None if box is None or math.isinf(box.log_volume()) else box.log_volume(),
+            "covers_region": self.covers_region, "details": self.details,
+        }
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_bytes(Path(path), (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+
+
+def dual_region(network: Network, domain: Box | None = None, x: ArrayLike | None = None,
+                radius: float | None = None) -> tuple[Box, FloatArray | None]:
+    """``D ∩ N``: the domain, or its intersection with the cube of ``radius`` around ``x``."""
+    dom = domain if domain is not None else Box.unit(network.n_inputs)
+    if (x is None) != (radius is None):
+        raise ConfigError("a restricted dual needs both an input and a radius")
+    if x is None:
+        return dom, None
+    if not radius > 0:
+        raise ConfigError(f"the radius must be > 0, got {radius}")
+    xa = as_network_input(np.asarray(x, dtype=np.float64), network.input_shape, dom)
+    return Box.cube(xa, radius, dom), xa
+
+
+def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius: float | None = None,
+             domain: Box | None = None, method: str = "milp", candidates: ArrayLike = (), workers: int = 2,
+             time_limit: float | None = 60.0, precision: float = 1e-3,
+             progress: Callable[[int], None] | None = None) -> DualBox:
+    """The dual box of ``label`` over the domain, or over the ball of ``radius`` around
+    ``x`` (see module docstring). ``candidates`` (e.g. training images of that class) can
+    spare MILPs: those that are in the class and the region attain their coordinates.
+    ``precision`` is the radius precision of ``complete-cubic``; ``time_limit`` is per
+    solver call."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown dual method {method!r}; available: {', '.join(METHODS)}")
+    label = network.check_label(label)
+    region, center = dual_region(network, domain, x, radius)
+    start = time.perf_counter()
+    n = network.n_inputs
+    pts = np.asarray(candidates, dtype=np.float64).reshape(-1, n) if len(candidates) else np.zeros((0, n))
+    if center is not None:
+        pts = np.concatenate([center[None], pts])
+    attack = AttackOracle(network, seed=0)
+    pts = np.concatenate([pts, attack.class_points(region.lower, region.upper, label)])
+    if method in ("milp", "relaxed"):
+        oracle = MilpOracle(network, time_limit=time_limit) if method == "milp" else CrownOracle(network)
+        cb = oracle.class_extremes(label, region, pts, workers=workers, progress=progress)
+        details = {"milps": cb.milps, "timeouts": cb.timeouts, "witnesses": len(cb.witnesses)}
+        box = None if cb.empty else Box(cb.lower, cb.upper)
+        exact_lo, exact_hi = cb.exact_lower, cb.exact_upper
+        witnesses = cb.witnesses
+    else:
+        milp = MilpOracle(network, time_limit=time_limit)
+        run = _complete_bottom_up if method == "complete-bu" else _complete_cubic
+        box, details = run(network, milp, label, region, pts, center, precision)
+        witnesses = _witness_hull(network, label, region, pts)
+        exact_lo = exact_hi = np.zeros(n, bool)
+        if box is not None:
+            exact_lo, exact_hi = box.lower <= region.lower, box.upper >= region.upper
+    return DualBox(label, region, box, np.asarray(exact_lo), np.asarray(exact_hi), method,
+                   time.perf_counter() - start, center, radius, details, witnesses)
+
+
+def _witness_hull(network: Network, label: int, region: Box, pts: FloatArray) -> FloatArray:
+    inside = pts[region.contains_points(pts)] if len(pts) else pts
+    return inside[network.margins(inside, label) >= 0] if len(inside) else inside
+
+
+def _complete_bottom_up(network: Network, milp: MilpOracle, label: int, region: Box, pts: FloatArray,
+                        center: FloatArray | None, precision: float) -> tuple[Box | None, dict]:
+    """Grow the hull of known class points by each witness outside it, until the oracle
+    proves no class point lies outside it (by more than the proof margin)."""
+    witnesses = _witness_hull(network, label, region, pts)
+    queries = 0
+    if not len(witnesses):
+        return region, {"queries": 0, "note": "no class point found to start from: the region itself"}
+    lo, hi = witnesses.min(axis=0), witnesses.max(axis=0)
+    while True:
+        queries += 1
+        ans = milp.class_region(lo, hi, label, region)
+        if ans.verdict is RegionVerdict.NONE:
+            return Box(np.maximum(lo - PROOF_MARGIN, region.lower), np.minimum(hi + PROOF_MARGIN, region.upper)), \
+                {"queries": queries}
+        if ans.verdict is not RegionVerdict.WITNESS:
+            return region, {"queries": queries, "note": f"undecided ({ans.reason}): the region itself"}
+        lo, hi = np.minimum(lo, ans.witness), np.maximum(hi, ans.witness)
+
+
+def _complete_cubic(network: Network, milp: MilpOracle, label: int, region: Box, pts: FloatArray,
+                    center: FloatArray | None, precision: float) -> tuple[Box | None, dict]:
+    """Bisection on the radius ``r`` of the cube around the centre (within the region):
+    the smallest ``r`` (to ``precision``) such that the oracle proves no class point lies
+    outside the cube."""
+    c = center if center is not None else region.center
+    witnesses = _witness_hull(network, label, region, pts)
+    lo = float(np.abs(witnesses - c).max()) if len(witnesses) else 0.0
+    hi = float(np.max(np.maximum(c - region.lower, region.upper - c)))
+    queries = 0
+    while hi - lo > precision:
+        mid = (lo + hi) / 2
+        cube = Box.cube(c, mid, region)
+        queries += 1
+        ans = milp.class_region(cube.lower, cube.upper, label, region)
+        if ans.verdict is RegionVerdict.NONE:
+            hi = mid
+        elif ans.verdict is RegionVerdict.WITNESS:
+            lo = max(mid, float(np.abs(ans.witness - c).max()))
+        else:
+            return Box.cube(c, hi, region), {"queries": queries, "note": f"undecided at radius {mid:.4g}"}
+    return Box.cube(c, hi + PROOF_MARGIN, region), {"queries": queries, "radius": hi}
+
+

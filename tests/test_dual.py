@@ -1,0 +1,150 @@
+"""Dual certifications contain their class region, and every certification inside it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import parallelepipedonn as ppn
+from oracles import AttackOracle, BabOracle, CrownOracle, min_adversarial_distance
+from parallelepipedonn.box import Box
+from parallelepipedonn.cli import main
+from parallelepipedonn.dual import METHODS, dual_box
+from parallelepipedonn.errors import ConfigError
+from parallelepipedonn.search import make_search
+from tests.nets import random_network
+
+
+def _grid(lo, hi, k=201):
+    axes = [np.linspace(a, b, k) for a, b in zip(lo, hi)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(lo))
+
+
+@pytest.fixture(scope="module")
+def net():
+    return random_network(323, [2, 10, 10, 3], scale=3.0)  # all three classes occupy the square
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_dual_box_contains_every_grid_point_of_the_class(net, method):
+    pts = _grid([0, 0], [1, 1])
+    pred = net.predict(pts)
+    for label in range(3):
+        members = pts[pred == label]
+        dual = dual_box(net, label, method=method, workers=1)
+        assert dual.box is not None and dual.box.contains_points(members).all()
+        if method == "milp":  # exact: every bound attained by a point of the class, up to the proof margin
+            assert dual.exact_count == 4
+            w = dual.witnesses
+            assert (net.margins(w, label) >= 0).all()
+            assert np.allclose(w.min(axis=0), dual.box.lower, atol=2e-4)
+            assert np.allclose(w.max(axis=0), dual.box.upper, atol=2e-4)
+
+
+def test_relaxed_dual_contains_the_exact_one(net):
+    for label in range(3):
+        exact = dual_box(net, label, method="milp", workers=1)
+        relaxed = dual_box(net, label, method="relaxed")
+        assert relaxed.box.contains_box(exact.box)
+
+
+def test_restricted_dual_contains_the_class_points_of_the_ball(net):
+    x = np.array([0.3, 0.55])
+    label = int(net.predict(x)[0])
+    radius = 0.2
+    dual = dual_box(net, label, x=x, radius=radius, workers=1)
+    cube = Box.cube(x, radius, Box.unit(2))
+    pts = _grid(cube.lower, cube.upper)
+    assert dual.region == cube and cube.contains_box(dual.box)
+    assert dual.box.contains_points(pts[net.predict(pts) == label]).all()
+
+
+def test_certified_boxes_lie_inside_the_restricted_dual_of_their_input():
+    net = random_network(1200, [6, 12, 12, 3], scale=2.0)
+    dom = Box.unit(6)
+    for seed in range(3):
+        x = np.random.default_rng(seed).random(6)
+        label = int(net.predict(x)[0])
+        for algorithm in ("apothem-kary", "apothem-max-box", "volume-gradient"):
+            cert = ppn.certify(net, x, label, config=ppn.CertifyConfig(algorithm=algorithm, precision=1e-3))
+            radius = 2 * max(cert.apothem, 1e-3)
+            dual = dual_box(net, label, x=x, radius=radius, workers=1)
+            inside = cert.box.intersect(Box.cube(x, radius, dom))  # the part of the box the dual speaks about
+            assert dual.box.contains_box(inside), algorithm
+
+
+def test_the_dual_bound_never_undercuts_the_exact_apothem():
+    net = random_network(1201, [4, 10, 10, 3], scale=3.0)
+    dom = Box.unit(4)
+    for seed in range(3):
+        x = np.random.default_rng(seed).random(4)
+        label = int(net.predict(x)[0])
+        exact = min_adversarial_distance(BabOracle(net), x, label, dom, falsifier=AttackOracle(net))
+        for radius in (exact.upper * 0.5, exact.upper * 2, exact.upper * 4):
+            bound = dual_box(net, label, x=x, radius=radius, workers=1).apothem_bound(x, dom)
+            if bound is not None:
+                assert bound >= exact.lower - 1e-9
+
+
+def test_every_test_image_of_a_class_lies_in_its_dual_box():
+    net = ppn.load_onnx(ppn.default_model_path("mnist"))
+    data = ppn.load_dataset("mnist", "test")
+    images = data.images.reshape(len(data), -1)
+    pred = net.predict(images)
+    train = ppn.load_dataset("mnist", "train")
+    train_images = train.images.reshape(len(train), -1)
+    for label in (3, 7):
+        candidates = train_images[net.predict(train_images) == label][:200]
+        dual = dual_box(net, label, candidates=candidates, workers=1, time_limit=20)
+        assert dual.box.contains_points(images[pred == label]).all()
+    # restricted to a ball around a test image: the class's test images inside the ball are inside
+    x = images[0]
+    label = int(pred[0])
+    radius = 0.1
+    dual = dual_box(net, label, x=x, radius=radius, workers=1, time_limit=20)
+    ball = Box.cube(x, radius, Box.unit(x.size))
+    within = images[(pred == label) & ball.contains_points(images)]
+    assert len(within) >= 1 and dual.box.contains_points(within).all()
+
+
+def test_restriction_needs_input_and_radius(net):
+    with pytest.raises(ConfigError, match="both an input and a radius"):
+        dual_box(net, 0, x=np.array([0.5, 0.5]))
+    with pytest.raises(ConfigError, match="unknown dual method"):
+        dual_box(net, 0, method="nope")
+
+
+def test_dual_cli_writes_json_and_png(tmp_path, capsys):
+    out, png = tmp_path / "d.json", tmp_path / "d.png"
+    code = main(["dual", "--dataset", "mnist", "--index", "0", "--radius", "2x", "--method", "relaxed",
+                 "--json", str(out), "--plot", str(png)])
+    text = capsys.readouterr().out
+    assert code == 0 and "dual box of class" in text and "implies" in text
+    d = json.loads(out.read_text())
+    assert d["method"] == "relaxed" and len(d["lower"]) == len(d["upper"]) == 784 and d["radius"] > 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["dual", "--dataset", "mnist", "--index", "0"]) == 2  # a radius is needed around an input
+    assert "radius" in capsys.readouterr().err
+
+
+def test_search_results_can_be_bounded_by_the_dual(net):
+    x = np.array([0.3, 0.55])
+    label = int(net.predict(x)[0])
+    res = make_search("apothem-kary").run(ppn.Problem(x, label, Box.unit(2)), CrownOracle(net))
+    a = res.box.apothem(x, Box.unit(2))
+    bound = dual_box(net, label, x=x, radius=4 * a, workers=1).apothem_bound(x, Box.unit(2))
+    assert bound is None or bound >= a
+
+
+def test_certify_with_dual_folds_its_bound_into_the_gap():
+    from tests.test_milp import _linear_classifier
+
+    net = _linear_classifier(np.array([1.0, 0.0]), -0.3)  # class 0 where x1 > 0.3
+    x = np.array([0.5, 0.5])
+    cert = ppn.certify(net, x, 0, config=ppn.CertifyConfig(dual="milp", falsifier=None))
+    assert cert.dual is not None and cert.dual["apothem_bound"] == pytest.approx(0.2, abs=2e-4)
+    assert cert.apothem_upper_bound == pytest.approx(0.2, abs=2e-4)  # no counterexample search, yet bounded
+    assert cert.apothem <= cert.apothem_upper_bound
+    assert json.loads(cert.to_json())["dual"]["method"] == "milp"
