@@ -11,9 +11,8 @@ import numpy as np
 import torch
 
 import parallelepipedonn as ppn
+from benchmarks.options import REFERENCE, RESULTS  # noqa: F401  (re-exported for the benchmarks)
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "parallelepipedonn-2.2"
-RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE_NETS = {"mnist": "mnist_nn-32.onnx", "fashion-mnist": "fashion_mnist_nn-64.onnx"}
 
 

@@ -1,6 +1,6 @@
 """Exact dual boxes on the original system's networks and inputs.
 
-    python -m benchmarks.dual_boxes [--workers 2] [--out DIR]
+    python -m benchmarks.dual_boxes [--workers 2] [--out DIR] [--certs DIR]
 
 1. The unrestricted exact dual box of every class of both reference nets (the box of
    all inputs of [0,1]^784 the net assigns to the class), by the milp method.
@@ -8,7 +8,9 @@
    the exact dual box restricted to the ball of radius ``2a`` around it, and the
    original system's ``complete-c-d-bu`` result for the same input (published logs).
 
-Writes ``dual_classes.csv``, ``dual_inputs.csv`` and ``dual.md`` under ``--out``.
+Writes ``dual_classes.csv``, ``dual_inputs.csv`` and ``dual.md`` under ``--out``; with
+``--certs DIR``, also every certificate and dual box computed, as JSON (``parallelepipedonn
+recheck`` re-verifies them).
 """
 
 from __future__ import annotations
@@ -31,35 +33,55 @@ from benchmarks.common import (
     reference_inputs,
     write_csv,
 )
-from parallelepipedonn.dual import dual_box
+from parallelepipedonn.dual import DualBox, dual_box
+
+
+def certify_and_dual(net: ppn.Network, model_path: Path, x, label: int,
+                     workers: int) -> tuple[ppn.Certificate, DualBox | None]:
+    """The default certificate of an input and, if its apothem is positive, the exact dual
+    box of its label in the ball of twice that apothem around it."""
+    cert = ppn.certify(net, x, label, model_path=str(model_path))
+    if cert.status is not ppn.Status.CERTIFIED or not cert.apothem > 0:
+        return cert, None
+    return cert, dual_box(net, label, x=x, radius=2 * cert.apothem, workers=workers, model_path=str(model_path))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--certs", metavar="DIR", help="also write every certificate and dual box (JSON) into DIR")
     args = ap.parse_args()
     if not (REFERENCE / "nets").is_dir():
         raise SystemExit(f"reference data not found at {REFERENCE}")
     out = Path(args.out)
+    certs = Path(args.certs) if args.certs else None
+    if certs is not None:
+        certs.mkdir(parents=True, exist_ok=True)
     class_rows, input_rows = [], []
     for dataset, net_file in REFERENCE_NETS.items():
-        net = ppn.load_onnx(REFERENCE / "nets" / net_file)
+        model_path = REFERENCE / "nets" / net_file
+        net = ppn.load_onnx(model_path)
         inputs = reference_inputs(REFERENCE, dataset, net)
         for label in tqdm(range(net.n_classes), desc=f"{dataset}: class duals"):
             candidates = [x for _, x, c in inputs if c == label]
-            d = dual_box(net, label, candidates=candidates, workers=args.workers)
+            d = dual_box(net, label, candidates=candidates, workers=args.workers, model_path=str(model_path))
+            if certs is not None:
+                d.save(certs / f"{dataset}-class-{label}-dual.json")
             class_rows.append({"dataset": dataset, "label": label, "seconds": d.seconds, "exact": d.exact_count,
                                "bounds": 2 * net.n_inputs, "whole_domain": d.covers_region,
                                "empty": d.box is None, "min_edge": d.min_edge(), "log_volume": d.log_volume(),
                                **d.details})
         original = published_log(dataset, "complete-c-d-bu")
         for name, x, label in tqdm(inputs, desc=f"{dataset}: restricted duals"):
-            cert = ppn.certify(net, x, label)
+            cert, d = certify_and_dual(net, model_path, x, label, args.workers)
             row = {"dataset": dataset, "input": name, "label": label, "status": cert.status.value}
-            if cert.status is ppn.Status.CERTIFIED and cert.apothem > 0:
-                radius = 2 * cert.apothem
-                d = dual_box(net, label, x=x, radius=radius, workers=args.workers)
+            if certs is not None:
+                cert.save(certs / f"{dataset}-{name}.json")
+            if d is not None:
+                if certs is not None:
+                    d.save(certs / f"{dataset}-{name}-dual.json")
+                radius = d.radius
                 bound = d.apothem_bound(x, ppn.Box.unit(x.size))
                 row.update(apothem=cert.apothem, radius=radius, seconds=d.seconds, exact=d.exact_count,
                            bounds=2 * net.n_inputs, whole_ball=d.covers_region, min_edge=d.min_edge(),

@@ -1,13 +1,15 @@
 """Every search algorithm on the original system's reference inputs, against the exact optimum.
 
-    python -m benchmarks.search_algorithms [--dataset mnist] [--algorithms a,b,...] [--out DIR]
+    python -m benchmarks.search_algorithms [--dataset mnist] [--algorithms a,b,...] [--out DIR] [--certs DIR]
 
 For each reference input (the class in its file name is the label) and algorithm: time
 (``certify`` in-process, oracle and falsifier built once per algorithm), certified
 apothem, min edge length, log-volume, oracle calls and rounds. The exact optimum of each
 input is the upper end of the bracket computed by ``benchmarks.exact_apothem`` (read from
 its CSV, computed here if absent): "apothem / exact" is the certified apothem divided by
-it. Writes ``search_<dataset>.csv`` (per input and algorithm) and ``search_<dataset>.md``.
+it. Writes ``search_<dataset>.csv`` (per input and algorithm) and ``search_<dataset>.md``;
+with ``--certs DIR``, also every certificate, as JSON (``parallelepipedonn recheck``
+re-verifies them).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import parallelepipedonn as ppn
 from benchmarks.common import REFERENCE, REFERENCE_NETS, RESULTS, machine, markdown_table, reference_inputs, write_csv
 from oracles import AttackOracle, CrownOracle, make_oracle, min_adversarial_distance
 from parallelepipedonn.certify import build_oracles
+from parallelepipedonn.io_utils import sha256_file
 
 ALGORITHMS = ("apothem-kary", "apothem-bisection", "apothem-linear", "apothem-topdown", "exact", "apothem-max-box",
               "box-maximal", "box-bisection", "topdown-box", "volume-greedy", "volume-gradient")
@@ -48,6 +51,13 @@ def exact_optima(dataset: str, net: ppn.Network, inputs, out: Path) -> dict[str,
     return optima
 
 
+def save_certificate(cert: ppn.Certificate, directory: Path, dataset: str, name: str) -> Path:
+    """Write ``cert`` as ``<directory>/<dataset>-<input>-<algorithm>.json``."""
+    path = directory / f"{dataset}-{name}-{cert.algorithm}.json"
+    cert.save(path)
+    return path
+
+
 def _median(values: list[float]) -> float:
     finite = [v for v in values if v is not None and not math.isnan(v)]
     return statistics.median(finite) if finite else float("nan")
@@ -59,11 +69,17 @@ def main() -> None:
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS))
     ap.add_argument("--precision", type=float, default=1e-4)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--certs", metavar="DIR", help="also write every certificate (JSON) into DIR")
     args = ap.parse_args()
     if not (REFERENCE / "nets").is_dir():
         raise SystemExit(f"reference data not found at {REFERENCE}")
     out = Path(args.out)
-    net = ppn.load_onnx(REFERENCE / "nets" / REFERENCE_NETS[args.dataset])
+    certs = Path(args.certs) if args.certs else None
+    if certs is not None:
+        certs.mkdir(parents=True, exist_ok=True)
+    model_path = REFERENCE / "nets" / REFERENCE_NETS[args.dataset]
+    model_sha256 = sha256_file(model_path)
+    net = ppn.load_onnx(model_path)
     inputs = [i for i in reference_inputs(REFERENCE, args.dataset, net) if int(net.predict(i[1])[0]) == i[2]]
     optima = exact_optima(args.dataset, net, inputs, out)
     rows = []
@@ -72,8 +88,11 @@ def main() -> None:
         oracle, falsifier = build_oracles(net, config)
         for name, x, label in tqdm(inputs, desc=algorithm):
             start = time.perf_counter()
-            cert = ppn.certify(net, x, label, config=config, oracle=oracle, falsifier=falsifier)
+            cert = ppn.certify(net, x, label, config=config, oracle=oracle, falsifier=falsifier,
+                               model_path=str(model_path), model_sha256=model_sha256)
             seconds = time.perf_counter() - start
+            if certs is not None:
+                save_certificate(cert, certs, args.dataset, name)
             optimum = optima.get(name, float("nan"))
             rows.append({"algorithm": algorithm, "oracle": cert.oracle, "input": name, "status": cert.status.value,
                          "seconds": seconds, "apothem": cert.apothem, "min_edge": cert.min_edge,

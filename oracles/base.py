@@ -5,8 +5,9 @@ label ``c``:
 
 * ``VERIFIED``  — proven: at every point of the box the logit of ``c`` is strictly above
   every other logit;
-* ``FALSIFIED`` — a counterexample inside the box, confirmed by a float64 forward pass of
-  the IR before it is returned (the base class re-checks every one);
+* ``FALSIFIED`` — a counterexample inside the box, confirmed before it is returned (the
+  base class re-checks every one: by a float64 forward pass of the IR, and in exact
+  rational arithmetic when its margin is within the pass's rounding error of 0);
 * ``UNKNOWN``   — anything else: incomplete method, time limit, solver trouble.
 
 Nothing but a proof is ever reported as ``VERIFIED``: subclasses implement
@@ -50,7 +51,8 @@ class Answer:
 
     ``margin`` is, for VERIFIED/UNKNOWN, a proven lower bound on
     ``min_x (logit_c(x) - max_{j != c} logit_j(x))`` over the box when the method computes
-    one (else ``None``); for FALSIFIED, the float64 margin at the counterexample (<= 0).
+    one (else ``None``); for FALSIFIED, the float64 margin at the counterexample (<= 0;
+    the exact margin there is <= 0 too).
     """
 
     verdict: Verdict
@@ -233,12 +235,12 @@ class Oracle(ABC):
             self.stats.rejected_counterexamples += 1
             return Answer(Verdict.UNKNOWN, reason=f"{self.name}: counterexample outside the box")
         margin = float(self.network.margins(cex, label)[0])
-        if not margin <= 0:
+        if not self.network.misclassified(cex, label)[0]:  # exact where float64 rounding could decide
             self.stats.rejected_counterexamples += 1
             return Answer(Verdict.UNKNOWN, reason=f"{self.name}: counterexample not confirmed (margin {margin:.3g})")
         cex = cex.copy()
         cex.setflags(write=False)
-        return Answer(Verdict.FALSIFIED, counterexample=cex, margin=margin, reason=a.reason)
+        return Answer(Verdict.FALSIFIED, counterexample=cex, margin=min(margin, 0.0), reason=a.reason)
 
     def _count(self, answers: Sequence[Answer], seconds: float) -> None:
         s = self.stats

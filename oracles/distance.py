@@ -52,7 +52,8 @@ def cube(x: FloatArray, radius: float, domain: Box) -> tuple[FloatArray, FloatAr
 def pull_counterexample(network: Network, x: FloatArray, cex: FloatArray, label: int,
                         rounds: int = 3, points: int = 64) -> FloatArray:
     """The misclassified point closest to ``x`` on the segment ``[x, cex]`` (to a
-    resolution of ``points**-rounds``); ``cex`` itself if nothing closer is found."""
+    resolution of ``points**-rounds``; confirmed in exact arithmetic near the boundary);
+    ``cex`` itself if nothing closer is found."""
     lo_t, hi_t = 0.0, 1.0  # margin(x + t (cex - x)) > 0 at lo_t (x is robust), <= 0 at hi_t
     for _ in range(rounds):
         ts = np.linspace(lo_t, hi_t, points + 1)[1:]
@@ -63,7 +64,7 @@ def pull_counterexample(network: Network, x: FloatArray, cex: FloatArray, label:
         first = bad[0]
         lo_t, hi_t = (ts[first - 1] if first > 0 else lo_t), ts[first]
     best = x + hi_t * (cex - x)
-    return best if network.margins(best, label)[0] <= 0 else cex
+    return best if network.misclassified(best, label)[0] else cex
 
 
 def _refine_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, lo: float, hi: float,
@@ -81,7 +82,7 @@ def _refine_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, lo:
     search = getattr(falsifier, "search", None)
     if search is not None and cex is not None:
         points, _ = search(los, his, label, starts=np.broadcast_to(cex, los.shape))
-        candidates = [p for p in np.clip(points, los, his) if falsifier.network.margins(p, label)[0] <= 0]
+        candidates = [p for p in np.clip(points, los, his) if falsifier.network.misclassified(p, label)[0]]
     else:
         candidates = [a.counterexample for a in falsifier.verify(los, his, label) if a.verdict is Verdict.FALSIFIED]
     for point in candidates:
@@ -108,7 +109,7 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
     start = time.perf_counter()
     net = oracle.network
     x = np.asarray(x, dtype=np.float64)
-    if net.margins(x, label)[0] <= 0:
+    if net.misclassified(x, label)[0]:
         return Distance(0.0, 0.0, x.copy(), 0, 0.0, "x itself is not classified robustly")
     lo, hi, cex = float(lower), float(upper), counterexample
     if cex is not None:

@@ -11,6 +11,7 @@ Quick use::
 """
 
 from ._version import __version__
+from .batch import BatchInput, BatchReport, certify_batch
 from .box import Box
 from .certificate import Certificate
 from .certify import CertifyConfig, certify
@@ -22,6 +23,7 @@ from .errors import (
     InputDataError,
     LabelError,
     ModelError,
+    ModelMismatchError,
     OracleError,
     OutputPathError,
     ParallelepipedoNNError,
@@ -33,12 +35,14 @@ from .network import Affine, Network, ReLU
 from .onnx_export import network_to_onnx, save_onnx
 from .onnx_import import load_onnx, network_from_onnx
 from .plotting import plot_certificate
+from .recheck import Recheck, recheck
 from .search import Problem, SearchResult, Status, make_search
+from .store import ResultStore, StoredResult
 
 __all__ = [
-    "Affine", "Box", "Certificate", "CertifyConfig", "ConfigError", "Dataset", "DatasetNotFoundError", "DualBox",
-    "InputDataError", "LabelError", "ModelError", "Network", "OracleError", "OutputPathError",
-    "ParallelepipedoNNError", "Problem", "ReLU", "SearchResult", "Status", "UnsupportedOperatorError",
-    "__version__", "certify", "default_model_path", "dual_box", "load_dataset", "load_input", "load_onnx", "make_search",
-    "network_from_onnx", "network_to_onnx", "plot_certificate", "save_onnx",
+    "Affine", "BatchInput", "BatchReport", "Box", "Certificate", "CertifyConfig", "ConfigError", "Dataset", "DatasetNotFoundError", "DualBox",
+    "InputDataError", "LabelError", "ModelError", "ModelMismatchError", "Network", "OracleError", "OutputPathError",
+    "ParallelepipedoNNError", "Problem", "ReLU", "Recheck", "ResultStore", "SearchResult", "Status", "StoredResult", "UnsupportedOperatorError",
+    "__version__", "certify", "certify_batch", "default_model_path", "dual_box", "load_dataset", "load_input", "load_onnx", "make_search",
+    "network_from_onnx", "network_to_onnx", "plot_certificate", "recheck", "save_onnx",
 ]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,8 +26,21 @@ from .search.base import Status
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "parallelepipedonn-certificate"
+#: The JSON Schemas of the stored formats (package data, ``parallelepipedonn/schemas``).
+SCHEMA_FILES = {"certificate": "certificate-v1.schema.json", "dual": "dual-box-v1.schema.json"}
 
 FloatArray = NDArray[np.float64]
+T = TypeVar("T")
+
+
+def json_schema(kind: str = "certificate") -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a stored certificate (``"certificate"``) or dual
+    box (``"dual"``), as shipped with the package."""
+    from importlib import resources
+
+    if kind not in SCHEMA_FILES:
+        raise ValueError(f"unknown schema {kind!r}; available: {', '.join(SCHEMA_FILES)}")
+    return json.loads(resources.files("parallelepipedonn").joinpath("schemas", SCHEMA_FILES[kind]).read_text())
 
 
 def _num(v: float | None) -> float | str | None:
@@ -155,11 +169,7 @@ class Certificate:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Certificate:
-        try:
-            if d.get("format") != FORMAT_NAME:
-                raise InputDataError("not a parallelepipedonn certificate")
-            if int(d["format_version"]) > FORMAT_VERSION:
-                raise InputDataError(f"certificate format version {d['format_version']} is newer than this tool's")
+        def build(d: dict[str, Any]) -> Certificate:
             x = np.asarray(d["input"], dtype=np.float64)
             n = x.size
             dom = d["domain"]
@@ -181,19 +191,38 @@ class Certificate:
                 tool_version=d.get("tool_version", ""),
                 created=d.get("created", ""),
             )
-        except InputDataError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputDataError(f"malformed certificate: {exc}") from exc
+
+        return parse_stored(d, FORMAT_NAME, FORMAT_VERSION, "certificate", build)
 
     @classmethod
     def load(cls, path: str | Path) -> Certificate:
-        try:
-            d = json.loads(Path(path).read_text())
-        except OSError as exc:
-            raise InputDataError(f"cannot read certificate {str(path)!r}: {exc.strerror or exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise InputDataError(f"certificate {str(path)!r} is not valid JSON: {exc}") from exc
-        if not isinstance(d, dict):
-            raise InputDataError(f"certificate {str(path)!r} is not a JSON object")
-        return cls.from_dict(d)
+        return cls.from_dict(read_json_object(path))
+
+
+def parse_stored(d: dict[str, Any], name: str, version: int, what: str, build: Callable[[dict[str, Any]], T]) -> T:
+    """``build(d)`` for a stored ``name`` document of a format version this tool reads;
+    :class:`InputDataError` (naming ``what``) for another document or a missing or
+    malformed field."""
+    try:
+        if d.get("format") != name:
+            raise InputDataError(f"not a parallelepipedonn {what}")
+        if int(d["format_version"]) > version:
+            raise InputDataError(f"{what} format version {d['format_version']} is newer than this tool's")
+        return build(d)
+    except InputDataError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputDataError(f"malformed {what}: {exc}") from exc
+
+
+def read_json_object(path: str | Path, what: str = "certificate") -> dict[str, Any]:
+    """The JSON object stored in ``path`` (:class:`InputDataError` if unreadable or not one)."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise InputDataError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(d, dict):
+        raise InputDataError(f"{what} {str(path)!r} is not a JSON object")
+    return d

@@ -16,7 +16,7 @@ from oracles.registry import accepts_option, make_oracle
 
 from .box import Box
 from .certificate import Certificate
-from .errors import ConfigError
+from .errors import ConfigError, InputDataError
 from .inputs import as_network_input
 from .io_utils import sha256_file
 from .network import Network
@@ -33,6 +33,8 @@ class CertifyConfig:
     method: ``milp``, ``relaxed``, ...) also computes the dual box of the label in the
     ball of ``dual_radius`` × the certified apothem around the input, whose apothem bounds
     the best one from above too (see :mod:`parallelepipedonn.dual`).
+    ``search_time_limit`` (seconds): box searches stop growing their box then and return
+    what they have certified so far (see :class:`~parallelepipedonn.search.Problem`).
     """
 
     @property
@@ -48,6 +50,7 @@ class CertifyConfig:
     falsifier_options: Mapping[str, Any] = field(default_factory=lambda: {"steps": 20, "restarts": 2})
     dual: str | None = None
     dual_radius: float = 2.0
+    search_time_limit: float | None = None
 
 
 def _with_device(name: str, options: Mapping[str, Any], device: str) -> dict[str, Any]:
@@ -73,6 +76,16 @@ def build_oracles(network: Network, config: CertifyConfig) -> tuple[Oracle, Orac
     return oracle, falsifier
 
 
+def resolve_domain(domain: Box | None, n: int) -> Box:
+    """``domain`` (default ``[0, 1]^n``), checked: ``n`` dimensions, finite bounds."""
+    dom = domain if domain is not None else Box.unit(n)
+    if dom.n != n:
+        raise ConfigError(f"the domain has {dom.n} dimensions, the network {n} inputs")
+    if not (np.isfinite(dom.lower).all() and np.isfinite(dom.upper).all()):
+        raise ConfigError("the domain must be bounded (finite lower and upper bounds)")
+    return dom
+
+
 def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain: Box | None = None,
             config: CertifyConfig | None = None, oracle: Oracle | None = None, falsifier: Oracle | None = None,
             model_path: str | None = None, model_sha256: str | None = None,
@@ -85,10 +98,12 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
     start = time.perf_counter()
     config = config or CertifyConfig()
     n = network.n_inputs
-    dom = domain if domain is not None else Box.unit(n)
-    if dom.n != n:
-        raise ConfigError(f"the domain has {dom.n} dimensions, the network {n} inputs")
-    xa = as_network_input(np.asarray(x, dtype=np.float64), network.input_shape, dom)
+    dom = resolve_domain(domain, n)
+    try:
+        values = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputDataError(f"the input is not an array of numbers: {exc}") from exc
+    xa = as_network_input(values, network.input_shape, dom)
     logits = network.forward(xa)[0]
     predicted = int(np.argmax(logits))
     label = predicted if label is None else network.check_label(label)
@@ -103,16 +118,17 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
         oracle=oracle.name, oracle_settings=oracle.settings(), algorithm=search.name,
         algorithm_settings=search.settings(), model_path=model_path, model_sha256=model_sha256,
         network=network.describe(), true_label=true_label, falsifier=falsifier.name if falsifier else None)
-    margin = float(network.margins(xa, label)[0])
-    if margin <= 0:
+    if network.misclassified(xa, label)[0]:
         ties = [j for j in range(network.n_classes) if j != label and logits[j] >= logits[label]]
         if predicted != label:
             reason = f"the network classifies the input as {predicted}, not {label}"
         else:
-            reason = f"tie at the input: class {label} does not strictly beat class(es) {ties}"
+            reason = (f"tie at the input: class {label} does not strictly beat class(es) {ties}" if ties else
+                      f"tie at the input: class {label} does not strictly beat every other class in exact arithmetic")
         return Certificate(status=Status.NOT_ROBUST, box=None, apothem_upper_bound=0.0, oracle_calls=0, rounds=0,
                            seconds=time.perf_counter() - start, reason=reason, counterexample=xa, **common)
-    result = search.run(Problem(xa, label, dom), oracle, falsifier)
+    deadline = start + config.search_time_limit if config.search_time_limit is not None else None
+    result = search.run(Problem(xa, label, dom, deadline=deadline), oracle, falsifier)
     upper = result.apothem_upper_bound
     dual_info = None
     if config.dual and result.box is not None:

@@ -2,7 +2,9 @@
 
 Exit codes: 0 the command ran (whatever the certification status); 1 internal error;
 2 bad input or usage (unreadable/unsupported model, malformed input, unknown option
-value); 4 an output file cannot be written; 130 interrupted.
+value); 4 an output file cannot be written; 130 interrupted. ``recheck`` also: 3 the
+model file's sha256 differs from the certificate's; 5 refuted; 6 undecided. 141 broken
+pipe. The table users see is ``EXIT_CODES`` (``--help``).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,11 +24,29 @@ from ._version import __version__
 from .box import Box
 from .certificate import Certificate
 from .errors import ConfigError, ParallelepipedoNNError
-from .io_utils import check_writable
+from .io_utils import check_writable, removed_on_failure
+
+if TYPE_CHECKING:
+    from .network import Network
 
 log = logging.getLogger("parallelepipedonn")
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_OUTPUT, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 4, 130, 141
+EXIT_REFUTED, EXIT_UNDECIDED = 5, 6  # recheck (3, a model hash mismatch: ModelMismatchError.exit_code)
+
+
+EXIT_CODES = """exit codes:
+  0    the command ran (a certificate's status says what was proven: certified,
+       not-robust or unknown; a batch: every input has a result in the store)
+  1    internal error (also: an input of a batch hit one)
+  2    bad model, input or usage: unreadable, empty, malformed or unsupported model,
+       not a classifier, wrong input size, NaN/inf or values outside the domain,
+       label out of range, unknown option value (a batch: an input could not be read)
+  3    recheck: the model file's sha256 differs from the certificate's
+  4    an output file (--json, --plot, --store) cannot be written
+  5, 6 recheck: refuted, undecided
+  130  interrupted (a batch keeps every result committed so far)
+  141  standard output closed early (broken pipe)"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,6 +86,21 @@ def _positive(text: str) -> float:
     if not v > 0 or math.isinf(v):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return v
+
+
+def _check_outputs(args: argparse.Namespace, *paths: str | None) -> None:
+    """Fail before any work if an output cannot be written, or would overwrite another
+    output or an input file."""
+    given = [p for p in paths if p]
+    for p in given:
+        check_writable(p)
+    resolved = [Path(p).resolve() for p in given]
+    if len(set(resolved)) < len(resolved):
+        raise ConfigError(f"two outputs name the same file: {', '.join(given)}")
+    inputs = {Path(p).resolve() for p in (args.model, args.input) if p}
+    for p, r in zip(given, resolved):
+        if r in inputs:
+            raise ConfigError(f"the output {p!r} would overwrite an input file")
 
 
 # -- certify ---------------------------------------------------------------------------------
@@ -106,12 +143,24 @@ def _add_certify_options(p: argparse.ArgumentParser) -> None:
                      help="the dual's ball radius, as a multiple of the certified apothem (default: 2)")
 
 
+def _load_model(args: argparse.Namespace) -> tuple[Network, Box, Path]:
+    """The network of ``--model`` (or of ``--dataset``), the ``--domain`` box and the model's path."""
+    from .models import default_model_path
+    from .onnx_import import load_onnx
+
+    lo, hi = args.domain
+    if not (lo < hi and math.isfinite(lo) and math.isfinite(hi)):
+        raise ConfigError(f"the domain [{lo}, {hi}] must be a non-empty finite interval")
+    model_path = Path(args.model) if args.model else default_model_path(args.dataset, args.default_net)
+    network = load_onnx(model_path)
+    n = network.n_inputs
+    return network, Box(np.full(n, lo), np.full(n, hi)), model_path
+
+
 def _load_problem(args: argparse.Namespace):
     """Network, input point, domain, model path, true label and a description of the input."""
     from .datasets import CLASS_NAMES, load_dataset
     from .inputs import as_network_input, read_input_file
-    from .models import default_model_path
-    from .onnx_import import load_onnx
 
     if (args.input is None) == (args.dataset is None):
         raise ConfigError("give either --input X (with --model) or --dataset D --index N")
@@ -119,13 +168,7 @@ def _load_problem(args: argparse.Namespace):
         raise ConfigError("--dataset needs --index N")
     if args.input is not None and args.model is None:
         raise ConfigError("--input needs --model M.onnx")
-    model_path = Path(args.model) if args.model else default_model_path(args.dataset, args.default_net)
-    network = load_onnx(model_path)
-    lo, hi = args.domain
-    if not lo < hi:
-        raise ConfigError(f"the domain [{lo}, {hi}] is empty")
-    n = network.n_inputs
-    domain = Box(np.full(n, lo), np.full(n, hi))
+    network, domain, model_path = _load_model(args)
     true_label, class_names = None, None
     if args.input is not None:
         x = as_network_input(read_input_file(args.input), network.input_shape, domain, f"input {args.input!r}")
@@ -172,24 +215,78 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from .plotting import plot_certificate
     from .search import make_search
 
-    for out in (args.json, args.plot):
-        if out:
-            check_writable(out)
+    batch = _is_batch(args)
+    _check_outputs(args, args.json, args.plot, args.store)
     falsifier = None if args.falsifier.lower() == "none" else args.falsifier
     config = CertifyConfig(oracle=args.oracle, algorithm=args.algorithm, precision=args.precision,
                            device=args.device, falsifier=falsifier, dual=args.dual, dual_radius=args.dual_radius)
     make_search(config.algorithm, precision=config.precision)  # reject bad names before any work
+    if batch:
+        return _certify_batch(args, config)
     network, x, domain, model_path, true_label, what, class_names = _load_problem(args)
     cert = certify(network, x, args.label, domain=domain, config=config, model_path=str(model_path),
                    true_label=true_label)
     written = []
-    if args.json:
-        cert.save(args.json)
-        written.append(args.json)
-    if args.plot:
-        plot_certificate(cert, args.plot, class_names)
-        written.append(args.plot)
+    with removed_on_failure(args.json, args.plot):
+        if args.json:
+            cert.save(args.json)
+            written.append(args.json)
+        if args.plot:
+            plot_certificate(cert, args.plot, class_names)
+            written.append(args.plot)
     print(_summary(cert, what, model_path, written))
+    return EXIT_OK
+
+
+# -- batch certification ---------------------------------------------------------------------
+def _is_batch(args: argparse.Namespace) -> bool:
+    """Whether ``certify`` runs as a batch into a results store (checks the batch options)."""
+    if args.inputs is None and args.indices is None and args.store is None:
+        if args.time_limit is not None:
+            raise ConfigError("--time-limit is per input of a batch: use it with --store results.db")
+        return False
+    if args.store is None:
+        raise ConfigError("a batch (--inputs DIR or --indices) needs --store results.db")
+    if args.json or args.plot:
+        raise ConfigError("--json and --plot write one certificate: a batch stores every certificate in --store "
+                          "(read it with 'parallelepipedonn store')")
+    if sum(a is not None for a in (args.input, args.inputs, args.dataset)) != 1:
+        raise ConfigError("give one of --inputs DIR or --input X (with --model), or --dataset D with --indices")
+    if args.dataset is None and args.model is None:
+        raise ConfigError(f"{'--inputs' if args.inputs else '--input'} needs --model M.onnx")
+    if args.indices is not None and (args.dataset is None or args.index is not None):
+        raise ConfigError("--indices needs --dataset D (and no --index)")
+    if args.dataset is not None and args.indices is None and args.index is None:
+        raise ConfigError("--dataset needs --indices A:B (or --index N)")
+    return True
+
+
+def _certify_batch(args: argparse.Namespace, config) -> int:
+    from .batch import BatchInput, certify_batch, inputs_from_dataset, inputs_from_directory, parse_indices
+    from .datasets import load_dataset
+    from .store import ERROR, ResultStore, Summary
+
+    indices = parse_indices(args.indices) if args.indices is not None else (args.index,)
+    network, domain, model_path = _load_model(args)
+    if args.inputs is not None:
+        inputs = inputs_from_directory(args.inputs)
+    elif args.input is not None:
+        inputs = [BatchInput(str(Path(args.input).resolve()), path=Path(args.input))]
+    else:
+        inputs = inputs_from_dataset(load_dataset(args.dataset, args.split, args.data_dir), indices)
+    report = certify_batch(network, inputs, args.store, config=config, label=args.label, domain=domain,
+                           model_path=str(model_path), time_limit=args.time_limit, progress=None)
+    ids = {i.input_id for i in inputs}
+    with ResultStore(args.store, read_only=True) as store:
+        rows = [r for r in store.rows(report.config_key) if r.input_id in ids]
+    print(f"batch of {report.total} input(s): {report.skipped} already in {args.store}, {report.computed} "
+          f"run now (model {model_path}, configuration {report.config_key[:12]})")
+    print(f"  {Summary.of(rows).describe()}")
+    errors = [r for r in rows if r.status == ERROR]
+    if errors:
+        print(f"parallelepipedonn: error: {len(errors)} input(s) could not be certified, e.g. {errors[0].reason}",
+              file=sys.stderr)
+        return EXIT_INTERNAL if report.internal_errors else EXIT_USAGE
     return EXIT_OK
 
 
@@ -206,9 +303,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .plotting import plot_comparison
     from .search import make_search
 
-    for out in (args.json, args.plot):
-        if out:
-            check_writable(out)
+    _check_outputs(args, args.json, args.plot)
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     falsifier = None if args.falsifier.lower() == "none" else args.falsifier
     configs = [CertifyConfig(oracle=args.oracle, algorithm=a, precision=args.precision, device=args.device,
@@ -233,12 +328,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for line in [header] + rows:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
     written = []
-    if args.json:
-        atomic_write_bytes(Path(args.json), (json.dumps([c.to_dict() for c in certs], indent=1) + "\n").encode())
-        written.append(args.json)
-    if args.plot:
-        plot_comparison(certs, args.plot, class_names)
-        written.append(args.plot)
+    with removed_on_failure(args.json, args.plot):
+        if args.json:
+            atomic_write_bytes(Path(args.json), (json.dumps([c.to_dict() for c in certs], indent=1) + "\n").encode())
+            written.append(args.json)
+        if args.plot:
+            plot_comparison(certs, args.plot, class_names)
+            written.append(args.plot)
     if written:
         print(f"wrote {', '.join(written)}")
     return EXIT_OK
@@ -264,9 +360,7 @@ def cmd_dual(args: argparse.Namespace) -> int:
     from .onnx_import import load_onnx
     from .plotting import plot_dual
 
-    for out in (args.json, args.plot):
-        if out:
-            check_writable(out)
+    _check_outputs(args, args.json, args.plot)
     restricted = args.input is not None or args.index is not None
     if restricted and args.radius is None:
         raise ConfigError("a dual around an input needs --radius R (or a multiple of its apothem, e.g. 2x)")
@@ -304,14 +398,16 @@ def cmd_dual(args: argparse.Namespace) -> int:
             radius = float(args.radius)
         what += f", radius {radius:.4g}"
     dual = dual_box(network, label, x=x, radius=radius, domain=domain, method=args.method,
-                    candidates=candidates if len(candidates) else (), workers=args.workers, time_limit=args.time_limit)
+                    candidates=candidates if len(candidates) else (), workers=args.workers, time_limit=args.time_limit,
+                    model_path=str(model_path))
     written = []
-    if args.json:
-        dual.save(args.json)
-        written.append(args.json)
-    if args.plot:
-        plot_dual(dual, args.plot, network.input_shape)
-        written.append(args.plot)
+    with removed_on_failure(args.json, args.plot):
+        if args.json:
+            dual.save(args.json)
+            written.append(args.json)
+        if args.plot:
+            plot_dual(dual, args.plot, network.input_shape)
+            written.append(args.plot)
     n = network.n_inputs
     if dual.box is None:
         print(f"EMPTY: no point of {what} is classified {label} (proven)")
@@ -330,6 +426,38 @@ def cmd_dual(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- recheck ---------------------------------------------------------------------------------
+RECHECK_EXIT_CODES = """exit codes: 0 confirmed (every claim re-verified); 5 refuted (a claim is false: a
+counterexample inside the box, a class point outside a dual box, a box not containing the
+input or outside the domain, ...); 6 undecided (the oracle answered unknown or timed out:
+never counted as confirmed); 3 the model file's sha256 differs from the certificate's;
+2 unreadable or malformed certificate or model, unknown oracle; 1 internal error; 130
+interrupted."""
+
+
+def cmd_recheck(args: argparse.Namespace) -> int:
+    from .recheck import Outcome, recheck
+
+    result = recheck(args.certificate, model=args.model, oracle=args.oracle, time_limit=args.time_limit,
+                     device=args.device)
+    lines = [f"{result.outcome.value.upper()}: {result.reason}",
+             f"  {result.kind:11s} {args.certificate}: {result.claim}",
+             f"  model       {result.model_path}"]
+    if result.counterexample is not None:
+        logits = result.logits
+        rival = int(np.argmax(np.where(np.arange(logits.size) == result.label, -np.inf, logits)))
+        where = "" if result.distance is None else f"at distance {_fmt(result.distance, 6)} from the input, "
+        lines.append(f"  point       {where}logit {result.label} = {_fmt(float(logits[result.label]), 6)}, "
+                     f"class {rival} = {_fmt(float(logits[rival]), 6)}")
+    if result.checks:
+        lines.append(f"  checked     {'; '.join(result.checks)}")
+    lines += [f"  note        {n}" for n in result.notes]
+    lines.append(f"  time        {result.seconds:.3f} s")
+    print("\n".join(lines))
+    return {Outcome.CONFIRMED: EXIT_OK, Outcome.REFUTED: EXIT_REFUTED, Outcome.UNDECIDED: EXIT_UNDECIDED}[
+        result.outcome]
+
+
 # -- train -----------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, save_trained, train_mlp
@@ -346,7 +474,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- store -----------------------------------------------------------------------------------
+def cmd_store_summary(args: argparse.Namespace) -> int:
+    from .store import ResultStore, Summary
+
+    with ResultStore(args.path, read_only=True) as store:
+        configs = store.configs()
+        print(f"{args.path}: {len(configs)} configuration(s)")
+        for key, c in configs.items():
+            rows = store.rows(key)
+            label = "predicted" if c.get("label") is None else c["label"]
+            limit = "none" if c.get("time_limit") is None else f"{c['time_limit']:g} s"
+            print(f"  {key[:12]}  {c.get('algorithm')} / {c.get('oracle')}  model {str(c.get('model_sha256'))[:12]}  "
+                  f"label {label}  time limit {limit}")
+            print(f"    {Summary.of(rows).describe()}")
+    return EXIT_OK
+
+
 # -- info / list -----------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``bench paper``: the original system's experiments and ours (needs a source checkout)."""
+    try:
+        from benchmarks import paper
+    except ImportError as exc:
+        raise ConfigError(f"the benchmarks need a source checkout of ParallelepipedoNN ({exc})") from exc
+    paper.run(paper.config_from_args(args), echo=print)
+    if args.readme:
+        from benchmarks import readme
+
+        readme.main()
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .io_utils import sha256_file
     from .onnx_import import load_onnx
@@ -381,19 +540,29 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="parallelepipedonn",
-                     description="Trustworthy robustness certifications for ReLU neural-network classifiers.")
+                     description="Trustworthy robustness certifications for ReLU neural-network classifiers.",
+                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("certify", help="certify one input: the largest verified box around it",
+    p = sub.add_parser("certify", help="certify one input (or a batch, into a results store)",
                        description="Certify one input: find a box around it, inside the domain, in which the "
-                       "network provably keeps the label, with the largest apothem the oracle can prove.")
+                       "network provably keeps the label, with the largest apothem the oracle can prove. With "
+                       "--store: certify a batch (--inputs DIR, --indices A:B) into a resumable results store.",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_and_input(p)
     _add_certify_options(p)
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="write the certificate as JSON")
     out.add_argument("--plot", metavar="PATH", help="write a PNG of the input, the box and its slack")
+    batch = p.add_argument_group("batch (results go into --store; running the same command again resumes)")
+    batch.add_argument("--inputs", metavar="DIR", help="certify every .npy, .csv and .png file of DIR (by name)")
+    batch.add_argument("--indices", metavar="SPEC",
+                       help="dataset indices: A:B (B excluded), A-B (B included), N, or a comma list of these")
+    batch.add_argument("--store", metavar="results.db", help="SQLite results store (created if missing)")
+    batch.add_argument("--time-limit", type=_positive, metavar="S",
+                       help="seconds per input; an input that runs out of time is stored as unknown")
     p.set_defaults(func=cmd_certify)
 
     p = sub.add_parser("compare", help="run several algorithms on the same input, side by side",
@@ -425,6 +594,25 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--plot", metavar="PATH", help="write a PNG of the lower and upper images")
     p.set_defaults(func=cmd_dual)
 
+    from oracles import oracle_entries
+
+    p = sub.add_parser("recheck", help="re-verify a stored certificate or dual box with an oracle of your choice",
+                       description="Re-verify a certificate (or dual box) written by --json against its model "
+                       "file, independently of how it was computed: the box contains the input and lies in the "
+                       "domain, its metrics are the box's, its counterexample is misclassified, and the oracle "
+                       "proves the box robust (a dual box: proves that no point of its class lies outside it).",
+                       epilog=RECHECK_EXIT_CODES)
+    p.add_argument("certificate", metavar="CERT.json", help="a certificate or dual box written by --json")
+    p.add_argument("--oracle", default="milp",
+                   help=f"verifier ({', '.join(sorted(oracle_entries()))}, or a cascade a+b+c; default: milp, "
+                   "complete; dual boxes need milp)")
+    p.add_argument("--model", metavar="M.onnx", help="the model file (default: the one the certificate names); "
+                   "its sha256 must be the certificate's")
+    p.add_argument("--time-limit", type=_positive, metavar="S", help="seconds per oracle query (default: the "
+                   "oracle's own, 60 for milp and bab)")
+    p.add_argument("--device", default="cpu", help="torch device for bound propagation: cpu or cuda (default: cpu)")
+    p.set_defaults(func=cmd_recheck)
+
     p = sub.add_parser("train", help="train a ReLU MLP reproducibly and export it as ONNX")
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], required=True)
     p.add_argument("--hidden", type=_hidden, default=(32,), help="hidden layer sizes, e.g. 32 or 100,100")
@@ -437,6 +625,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PATH", help="ONNX file to write (default: <dataset>-784-<hidden>-10.onnx)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("store", help="read a results store of batch certification")
+    store_sub = p.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
+    q = store_sub.add_parser("summary", help="counts and medians per run configuration")
+    q.add_argument("path", metavar="results.db")
+    q.set_defaults(func=cmd_store_summary)
+
+    p = sub.add_parser("bench", help="reproducible experiments (needs a source checkout)")
+    bench = p.add_subparsers(dest="experiment", required=True, parser_class=_Parser)
+    p = bench.add_parser("paper", help="the original system's experiments, ours beside them: tables and plots",
+                         description="Run every algorithm on the original system's reference inputs, the dual "
+                         "boxes, the audit of its published certificates, certified-accuracy curves and a scaling "
+                         "study; write CSV, Markdown and PNG under --out.")
+    try:
+        from benchmarks.options import add_paper_arguments
+    except ImportError:  # an installation without the benchmarks: cmd_bench says so
+        p.add_argument("args", nargs="*")
+    else:
+        add_paper_arguments(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="describe an ONNX classifier as the tool reads it")
     p.add_argument("--model", required=True, metavar="M.onnx")
@@ -460,6 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("parallelepipedonn: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): as if killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # report, never a silent wrong result
         if args.verbose >= 2:
             raise

@@ -22,6 +22,7 @@ Methods (all sound outer boxes; the exact one is tight up to the solver's proof 
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 import time
@@ -41,14 +42,16 @@ from oracles.milp_encoding import PROOF_MARGIN
 
 from ._version import __version__
 from .box import Box
+from .certificate import parse_stored, read_json_object
 from .errors import ConfigError
 from .inputs import as_network_input
-from .io_utils import atomic_write_bytes
+from .io_utils import atomic_write_bytes, sha256_file
 from .network import Network
 
 FloatArray = NDArray[np.float64]
 METHODS = ("milp", "relaxed", "complete-bu", "complete-cubic")
 FORMAT_NAME = "parallelepipedonn-dual"
+FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +71,12 @@ class DualBox:
     radius: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
     witnesses: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    domain: Box | None = None
+    network: str = ""
+    model_path: str | None = None
+    model_sha256: str | None = None
+    tool_version: str = __version__
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     @property
     def exact_count(self) -> int:
@@ -100,10 +109,13 @@ class DualBox:
         return None if math.isinf(a) else a
 
     def to_dict(self) -> dict[str, Any]:
-        box = self.box
+        box, dom = self.box, self.domain
         return {
-            "format": FORMAT_NAME, "format_version": 1, "tool_version": __version__, "label": self.label,
-            "method": self.method, "seconds": self.seconds, "empty": box is None,
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "tool": "parallelepipedonn",
+            "tool_version": self.tool_version, "created": self.created, "model_path": self.model_path,
+            "model_sha256": self.model_sha256, "network": self.network,
+            "domain": None if dom is None else {"lower": dom.lower.tolist(), "upper": dom.upper.tolist()},
+            "label": self.label, "method": self.method, "seconds": self.seconds, "empty": box is None,
             "center": None if self.center is None else self.center.tolist(), "radius": self.radius,
             "region": {"lower": self.region.lower.tolist(), "upper": self.region.upper.tolist()},
             "lower": None if box is None else box.lower.tolist(), "upper": None if box is None else box.upper.tolist(),
@@ -114,7 +126,31 @@ class DualBox:
         }
 
     def save(self, path: str | Path) -> None:
-        atomic_write_bytes(Path(path), (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+        """Write the dual box as JSON, atomically."""
+        atomic_write_bytes(Path(path), (json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n").encode())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DualBox:
+        """The dual box a :meth:`to_dict` (JSON) describes (witnesses are not stored)."""
+        def build(d: dict[str, Any]) -> DualBox:
+            region = Box(d["region"]["lower"], d["region"]["upper"])
+            dom = d.get("domain")
+            box = None if d["lower"] is None else Box(d["lower"], d["upper"])
+            center = d.get("center")
+            return cls(
+                label=int(d["label"]), region=region, box=box, exact_lower=np.asarray(d["exact_lower"], dtype=bool),
+                exact_upper=np.asarray(d["exact_upper"], dtype=bool), method=str(d["method"]),
+                seconds=float(d["seconds"]), center=None if center is None else np.asarray(center, dtype=np.float64),
+                radius=None if d.get("radius") is None else float(d["radius"]), details=d.get("details") or {},
+                domain=None if dom is None else Box(dom["lower"], dom["upper"]), network=d.get("network", ""),
+                model_path=d.get("model_path"), model_sha256=d.get("model_sha256"),
+                tool_version=d.get("tool_version", ""), created=d.get("created", ""))
+
+        return parse_stored(d, FORMAT_NAME, FORMAT_VERSION, "dual box", build)
+
+    @classmethod
+    def load(cls, path: str | Path) -> DualBox:
+        return cls.from_dict(read_json_object(path, "dual box"))
 
 
 def dual_region(network: Network, domain: Box | None = None, x: ArrayLike | None = None,
@@ -134,12 +170,12 @@ def dual_region(network: Network, domain: Box | None = None, x: ArrayLike | None
 def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius: float | None = None,
              domain: Box | None = None, method: str = "milp", candidates: ArrayLike = (), workers: int = 2,
              time_limit: float | None = 60.0, precision: float = 1e-3,
-             progress: Callable[[int], None] | None = None) -> DualBox:
+             progress: Callable[[int], None] | None = None, model_path: str | None = None) -> DualBox:
     """The dual box of ``label`` over the domain, or over the ball of ``radius`` around
     ``x`` (see module docstring). ``candidates`` (e.g. training images of that class) can
     spare MILPs: those that are in the class and the region attain their coordinates.
     ``precision`` is the radius precision of ``complete-cubic``; ``time_limit`` is per
-    solver call."""
+    solver call. ``model_path`` (the network's file) is recorded with its sha256."""
     if method not in METHODS:
         raise ConfigError(f"unknown dual method {method!r}; available: {', '.join(METHODS)}")
     label = network.check_label(label)
@@ -167,7 +203,9 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
         if box is not None:
             exact_lo, exact_hi = box.lower <= region.lower, box.upper >= region.upper
     return DualBox(label, region, box, np.asarray(exact_lo), np.asarray(exact_hi), method,
-                   time.perf_counter() - start, center, radius, details, witnesses)
+                   time.perf_counter() - start, center, radius, details, witnesses,
+                   domain=domain if domain is not None else Box.unit(n), network=network.describe(),
+                   model_path=model_path, model_sha256=None if model_path is None else sha256_file(model_path))
 
 
 def _witness_hull(network: Network, label: int, region: Box, pts: FloatArray) -> FloatArray:

@@ -49,6 +49,12 @@ class OutputPathError(ParallelepipedoNNError):
     exit_code = 4
 
 
+class ModelMismatchError(ParallelepipedoNNError):
+    """A stored certificate refers to another model file than the one given (sha256 differs)."""
+
+    exit_code = 3
+
+
 class OracleError(ParallelepipedoNNError):
     """An oracle was misconfigured or asked something it cannot answer."""
 

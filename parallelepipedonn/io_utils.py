@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputPathError
@@ -25,7 +27,9 @@ def check_writable(path: str | Path) -> Path:
     if p.is_dir():
         raise OutputPathError(f"cannot write {str(p)!r}: it is a directory")
     if not parent.is_dir():
-        raise OutputPathError(f"cannot write {str(p)!r}: directory {str(parent)!r} does not exist")
+        problem = f"{str(parent)!r} is not a directory" if parent.exists() else \
+            f"directory {str(parent)!r} does not exist"
+        raise OutputPathError(f"cannot write {str(p)!r}: {problem}")
     if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise OutputPathError(f"cannot write {str(p)!r}: permission denied")
     return p
@@ -54,4 +58,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise OutputPathError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def removed_on_failure(*paths: str | Path | None) -> Iterator[None]:
+    """Delete the files among ``paths`` that the block created if it raises: a command
+    that fails after writing one of its outputs leaves none of them behind."""
+    new = [Path(p) for p in paths if p and not Path(p).exists()]
+    try:
+        yield
+    except BaseException:
+        for p in new:
+            p.unlink(missing_ok=True)
         raise

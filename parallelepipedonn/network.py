@@ -3,8 +3,9 @@
 A :class:`Network` is a feed-forward ReLU classifier written as a strictly alternating
 sequence ``Affine (ReLU Affine)*`` over the flattened input (row-major order of
 ``input_shape``). Weights are float64. The IR *is* the semantics the tool certifies:
-every proof and every counterexample refers to :meth:`Network.forward`, evaluated in
-float64 (see README, "Floating point").
+every proof and every counterexample refers to it evaluated in exact arithmetic on these
+float64 weights — :meth:`Network.forward` computes it in float64, and
+:meth:`Network.misclassified` decides exactly (see README, "Floating-point soundness").
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cached_property
 
 import numpy as np
@@ -21,6 +23,9 @@ from numpy.typing import ArrayLike, NDArray
 from .errors import InputDataError, LabelError, ModelError
 
 FloatArray = NDArray[np.float64]
+
+#: float64's unit roundoff (2^-53): the relative error of one rounded operation.
+_UNIT_ROUNDOFF = 2.0 ** -53
 
 
 def _frozen(a: ArrayLike, ndim: int) -> FloatArray:
@@ -186,6 +191,55 @@ class Network:
         logits = self.forward(x)
         others = np.delete(logits, label, axis=1)
         return logits[:, label] - others.max(axis=1)
+
+    def margin_errors(self, x: ArrayLike, label: int) -> tuple[FloatArray, FloatArray]:
+        """:meth:`margins` and, per point, a bound of its rounding error: the exact margin
+        (real arithmetic on the float64 weights and inputs) lies within that distance.
+
+        Each affine map's float64 result differs from the exact one on the computed
+        activations by at most ``gamma_(m+1) (|W| |a| + |b|)`` (``m`` terms, any summation
+        order), plus ``|W| e`` for the error ``e`` already in ``a``; ReLU does not increase
+        it; the bound is rounded up generously (x2).
+        """
+        label = self.check_label(label)
+        h = self.flatten_inputs(x)
+        err = np.zeros_like(h)
+        for layer in self.layers:
+            if isinstance(layer, Affine):
+                m = layer.in_features + 1
+                gamma = m * _UNIT_ROUNDOFF / (1 - m * _UNIT_ROUNDOFF)
+                w_abs = np.abs(layer.weight)
+                err = err @ w_abs.T + gamma * (np.abs(h) @ w_abs.T + np.abs(layer.bias))
+                h = h @ layer.weight.T + layer.bias
+            else:
+                h = np.maximum(h, 0.0)
+        diffs = h[:, label, None] - np.delete(h, label, axis=1)
+        bound = err[:, label] + np.delete(err, label, axis=1).max(axis=1) + _UNIT_ROUNDOFF * np.abs(diffs).max(axis=1)
+        return diffs.min(axis=1), 2 * bound + 1e-300
+
+    def exact_margin(self, x: ArrayLike, label: int) -> Fraction:
+        """The margin of one point in exact rational arithmetic on the float64 weights and
+        input (slow: for the points whose float64 margin is within its rounding error of 0)."""
+        label = self.check_label(label)
+        h = [Fraction(float(v)) for v in self.flatten_inputs(x)[0]]
+        for layer in self.layers:
+            if isinstance(layer, Affine):
+                h = [sum((Fraction(float(w)) * v for w, v in zip(row, h) if w != 0 and v != 0), Fraction(float(b)))
+                     for row, b in zip(layer.weight, layer.bias)]
+            else:
+                h = [max(v, Fraction(0)) for v in h]
+        return h[label] - max(v for j, v in enumerate(h) if j != label)
+
+    def misclassified(self, x: ArrayLike, label: int) -> NDArray[np.bool_]:
+        """Per point: is its exact margin ``<= 0`` (not classified ``label`` with a strictly
+        larger logit)? Decided by the float64 margin where it is farther from 0 than its
+        rounding error (:meth:`margin_errors`), in exact arithmetic otherwise."""
+        pts = self.flatten_inputs(x)
+        margin, err = self.margin_errors(pts, label)
+        out = margin <= 0
+        for i in np.flatnonzero(np.abs(margin) <= err):
+            out[i] = self.exact_margin(pts[i], label) <= 0
+        return out
 
     def to_torch(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.nn.Sequential:
         """An equivalent torch module on flattened inputs ``(k, n)``."""

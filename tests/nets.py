@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -77,3 +78,18 @@ def random_conv_network(seed: int, side: int = 5, channels: int = 2, classes: in
         tensor("W1", w1), tensor("B1", b1), tensor("W2", w2), tensor("B2", b2), tensor("W3", w3),
         tensor("B3", rng.normal(0, 0.1, classes).astype(np.float32))])
     return network_from_onnx(model, f"conv-{seed}")
+
+
+def saved_classifier(directory: Path, seed: int = 1001) -> SimpleNamespace:
+    """A 6-12-12-3 ReLU classifier saved as ``directory/m.onnx`` (``net`` is the network
+    as imported from that file), an input ``x`` saved as ``directory/x.npy`` and its
+    predicted ``label``."""
+    from parallelepipedonn.onnx_export import save_onnx
+    from parallelepipedonn.onnx_import import load_onnx
+
+    path = directory / "m.onnx"
+    save_onnx(random_network(seed, [6, 12, 12, 3], scale=3.0), path)
+    net = load_onnx(path)
+    x = np.random.default_rng(1).random(6)
+    np.save(directory / "x.npy", x)
+    return SimpleNamespace(dir=directory, path=path, net=net, x=x, label=int(net.predict(x)[0]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,12 +33,21 @@ class Status(str, enum.Enum):
 @dataclass(frozen=True, eq=False)
 class Problem:
     """Certify ``x`` (flat, inside ``domain``) for ``label``; box searches grow ``start``
-    (a box already verified around ``x``, e.g. by a previous search) or the point."""
+    (a box already verified around ``x``, e.g. by a previous search) or the point.
+
+    ``deadline`` (a ``time.perf_counter()`` value): anytime box searches stop growing
+    their box once it has passed and return the box certified so far (still proven, no
+    longer maximal; their ``reason`` says so)."""
 
     x: FloatArray
     label: int
     domain: Box
     start: Box | None = None
+    deadline: float | None = None
+
+    @property
+    def expired(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
 
     @property
     def start_box(self) -> Box:

@@ -9,7 +9,7 @@ the closest confirmed counterexample as an upper bound of the best apothem.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from ..box import Box
 from .apothem import falsify_upward
 from .base import FloatArray, OracleLedger, Problem, SearchResult, Status
 
+TIME_LIMIT = "time limit reached: the box is certified but not grown to the end"
 
 def _faces_with_room(problem: Problem, lo: FloatArray, hi: FloatArray) -> list[tuple[int, int]]:
     """``(coordinate, side)`` for every face that can still move outward (side 0: lower)."""
@@ -95,7 +96,11 @@ class FaceByFace:
         start = problem.start_box
         lo, hi = start.lower.copy(), start.upper.copy()
         k = self.k if oracle.batched and self.mode == "bisection" else 1
+        reason = ""
         for face in _faces_with_room(problem, lo, hi):
+            if problem.expired:
+                reason = TIME_LIMIT
+                break
             i, s = face
             current, bound = (lo[i] if s == 0 else hi[i]), _bound(problem, face)
             if self.mode == "linear":
@@ -103,7 +108,7 @@ class FaceByFace:
             else:
                 value = self._kary(ledger, lo, hi, face, current, bound, k)
             (lo if s == 0 else hi)[i] = value
-        return _result(problem, ledger, Box(lo, hi), falsifier)
+        return _result(problem, ledger, Box(lo, hi), falsifier, reason)
 
     def _linear(self, ledger: OracleLedger, lo, hi, face, current: float, bound: float) -> float:
         direction = 1.0 if bound > current else -1.0
@@ -167,7 +172,11 @@ class FaceExpansion:
         failed = {f: _bound(problem, f) for f in faces}
         tried: set[tuple[int, int]] = set()
         checks = 0
+        reason = ""
         for _ in range(self.max_rounds):
+            if problem.expired:
+                reason = TIME_LIMIT
+                break
             active = [f for f in faces if abs(failed[f] - verified[f]) > self.precision]
             if not active:
                 # inclusion-maximality: every face pushed one precision step further
@@ -187,7 +196,7 @@ class FaceExpansion:
                     failed[f] = v
             if good:
                 self._commit(ledger, lo, hi, self._ordered(good, lo, hi), verified)
-        return _result(problem, ledger, Box(lo, hi), falsifier)
+        return _result(problem, ledger, Box(lo, hi), falsifier, reason)
 
     def _ordered(self, good: list, lo: FloatArray, hi: FloatArray) -> list:
         if self.order != "volume":
@@ -257,6 +266,9 @@ class TopDownBox:
         lo, hi = problem.domain.lower.copy(), problem.domain.upper.copy()
         box, reason = None, "no box verified"
         for _ in range(self.max_iterations):
+            if problem.expired:
+                reason = "time limit reached before any box was verified"
+                break
             answer = ledger.ask(lo[None], hi[None])[0]
             if answer.verdict is Verdict.VERIFIED:
                 box, reason = Box(lo, hi), ""
@@ -321,7 +333,7 @@ class Compose:
         a = self.first.run(problem, oracle, falsifier)
         if a.box is None:
             return a
-        b = self.second.run(Problem(problem.x, problem.label, problem.domain, a.box), oracle, falsifier)
+        b = self.second.run(replace(problem, start=a.box), oracle, falsifier)
         box = b.box if b.box is not None else a.box
         best, cex = (a.apothem_upper_bound, a.counterexample) if a.apothem_upper_bound <= b.apothem_upper_bound \
             else (b.apothem_upper_bound, b.counterexample)

@@ -1,0 +1,333 @@
+"""Re-verify a stored certificate or dual box: the function behind ``parallelepipedonn recheck``.
+
+A stored result is checked against the model file it names (or another one given, which
+must have the same sha256) with an oracle of the user's choice, independently of how it
+was computed:
+
+* a **certificate** — its geometry (the input lies in the box, the box in the domain,
+  the stored apothem, min edge and log-volume are those of the box), its counterexample
+  (inside the domain, misclassified by a float64 forward pass, no farther than the stored
+  apothem upper bound), and, when it says ``certified``, the box itself: the oracle must
+  answer ``VERIFIED`` (a ``FALSIFIED`` answer refutes it with a confirmed counterexample);
+* a **dual box** — its region (the domain, or its intersection with the ball of the
+  stored radius around the stored centre) and the class-region query: the oracle must
+  prove that no point of the region classified ``label`` lies outside the box (``NONE``,
+  asked with tolerance 0); a witness refutes it.
+
+Anything the oracle cannot decide (``UNKNOWN``, time-out) is reported as undecided,
+never as confirmed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from oracles.base import Oracle, RegionVerdict, Verdict
+
+from .box import Box
+from .certificate import FORMAT_NAME as CERTIFICATE_FORMAT
+from .certificate import Certificate, read_json_object
+from .certify import CertifyConfig, build_oracles
+from .dual import FORMAT_NAME as DUAL_FORMAT
+from .dual import DualBox
+from .errors import ConfigError, InputDataError, ModelError, ModelMismatchError, OracleError
+from .io_utils import sha256_file
+from .network import Network
+from .search.base import Status
+
+log = logging.getLogger(__name__)
+
+FloatArray = NDArray[np.float64]
+
+#: The default oracle of a recheck: complete (exact MILP with HiGHS).
+DEFAULT_RECHECK_ORACLE = "milp"
+
+#: Relative tolerance when comparing a stored metric with the one recomputed from the box
+#: (JSON keeps float64 exactly, so they agree unless the file was edited).
+_METRIC_RTOL = 1e-12
+
+
+class Outcome(str, enum.Enum):
+    """The outcome of a recheck."""
+
+    CONFIRMED = "confirmed"  # every claim re-verified
+    REFUTED = "refuted"  # some claim is false (a counterexample in the box, a box outside the domain, ...)
+    UNDECIDED = "undecided"  # the oracle could not decide (UNKNOWN, time-out)
+
+
+@dataclass(frozen=True, eq=False)
+class Recheck:
+    """What a recheck found. ``counterexample`` (with its L-infinity ``distance`` from
+    the input and its ``logits``) is a confirmed point that refutes the claim, when one
+    was found."""
+
+    outcome: Outcome
+    kind: str  # "certificate" or "dual box"
+    claim: str  # what was rechecked, in words
+    reason: str  # why this outcome
+    oracle: str | None
+    model_path: str
+    label: int
+    checks: tuple[str, ...] = ()  # the claims that held
+    counterexample: FloatArray | None = None
+    distance: float | None = None
+    logits: FloatArray | None = None
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def confirmed(self) -> bool:
+        return self.outcome is Outcome.CONFIRMED
+
+
+def load_stored(path: str | Path) -> tuple[Certificate | DualBox, dict[str, Any]]:
+    """The certificate or dual box stored in ``path`` (told apart by its ``format``), and
+    the raw JSON object."""
+    d = read_json_object(path, "certificate")
+    fmt = d.get("format")
+    if fmt == CERTIFICATE_FORMAT:
+        return Certificate.from_dict(d), d
+    if fmt == DUAL_FORMAT:
+        return DualBox.from_dict(d), d
+    raise InputDataError(f"{str(path)!r} is neither a parallelepipedonn certificate nor a dual box "
+                         f"(format {fmt!r})")
+
+
+def resolve_model(stored: Certificate | DualBox, model: str | Path | None, stored_in: Path | None) -> Path:
+    """The model file to recheck against: ``model`` if given, else the one the result
+    names (a relative path is tried from the working directory, then from ``stored_in``)."""
+    if model is not None:
+        return Path(model)
+    if not stored.model_path:
+        raise ConfigError("the certificate names no model file: give one with --model M.onnx")
+    path = Path(stored.model_path)
+    if not path.is_absolute() and not path.exists() and stored_in is not None and (stored_in / path).exists():
+        return stored_in / path
+    return path
+
+
+def check_model_hash(path: Path, expected: str | None) -> str | None:
+    """Raise :class:`ModelMismatchError` unless the sha256 of ``path`` is ``expected``
+    (``None``: the result records no hash; a note is returned instead)."""
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        raise ModelError(f"cannot read model {str(path)!r}: {exc.strerror or exc}") from exc
+    if expected is None:
+        note = "the certificate records no model sha256: the box is rechecked against the model given"
+        log.warning(note)
+        return note
+    if actual != expected.lower():
+        raise ModelMismatchError(f"model {str(path)!r} has sha256 {actual[:16]}..., the certificate was made with "
+                                 f"{expected[:16]}...: refusing to recheck against another model")
+    return None
+
+
+def make_recheck_oracle(network: Network, name: str, time_limit: float | None, device: str) -> Oracle:
+    """The oracle ``name`` (any registered name or cascade) bound to ``network``."""
+    options = {} if time_limit is None else {"time_limit": time_limit}
+    oracle, _ = build_oracles(network, CertifyConfig(oracle=name, oracle_options=options, device=device,
+                                                     falsifier=None))
+    return oracle
+
+
+def recheck(stored: Certificate | DualBox | str | Path, *, model: str | Path | None = None,
+            oracle: str = DEFAULT_RECHECK_ORACLE, time_limit: float | None = None, device: str = "cpu",
+            network: Network | None = None) -> Recheck:
+    """Re-verify a stored certificate or dual box (a path to its JSON, or the object).
+
+    ``model`` (a path) replaces the model file the result names; its sha256 must match
+    the recorded one (else :class:`ModelMismatchError`). ``oracle`` is any registered
+    oracle name or cascade (``time_limit`` per query, seconds). ``network``, if given,
+    is used instead of loading the model file (which is still hashed).
+    """
+    from .onnx_import import load_onnx
+
+    start = time.perf_counter()
+    raw: dict[str, Any] | None = None
+    stored_in = None
+    if isinstance(stored, (str, Path)):
+        stored_in = Path(stored).parent
+        stored, raw = load_stored(stored)
+    model_path = resolve_model(stored, model, stored_in)
+    notes = [n for n in [check_model_hash(model_path, stored.model_sha256)] if n]
+    net = network if network is not None else load_onnx(model_path)
+    label = net.check_label(stored.label)
+    if isinstance(stored, Certificate):
+        result = _recheck_certificate(stored, raw, net, label, oracle, time_limit, device)
+    else:
+        result = _recheck_dual(stored, net, label, oracle, time_limit, device)
+    return Recheck(**{**result, "model_path": str(model_path), "label": label, "seconds": time.perf_counter() - start,
+                      "notes": tuple(notes) + tuple(result.get("notes", ()))})
+
+
+# -- certificates ------------------------------------------------------------------------------
+class _Refuted(Exception):
+    """A claim of the stored result is false (internal control flow)."""
+
+    def __init__(self, reason: str, point: FloatArray | None = None) -> None:
+        super().__init__(reason)
+        self.point = point
+
+
+def _close(claimed: Any, actual: float | None) -> bool:
+    """Whether a stored metric (a number, ``"inf"``/``"-inf"`` or ``None``) is ``actual``."""
+    if claimed is None or actual is None:
+        return claimed is None and actual is None
+    value = float(claimed)
+    if math.isinf(value) or math.isinf(actual):
+        return value == actual
+    return abs(value - actual) <= _METRIC_RTOL * max(abs(value), abs(actual), 1e-300)
+
+
+def _check_geometry(cert: Certificate, raw: dict[str, Any] | None, net: Network) -> list[str]:
+    """The certificate's geometric claims (raises :class:`_Refuted`); the checks done."""
+    x, dom, box = cert.input, cert.domain, cert.box
+    if x.size != net.n_inputs:
+        raise InputDataError(f"the certificate's input has {x.size} values, the network {net.n_inputs} inputs")
+    if not dom.contains(x):
+        raise _Refuted("the input is not inside the certificate's domain")
+    checks = ["input in domain"]
+    if box is not None:
+        if box.n != x.size:
+            raise InputDataError(f"the certificate's box has {box.n} dimensions, its input {x.size}")
+        if not box.contains(x):
+            raise _Refuted("the box does not contain the input")
+        if not dom.contains_box(box):
+            raise _Refuted("the box is not inside the domain")
+        checks += ["input in box", "box in domain"]
+    if raw is not None:
+        for key, actual in (("apothem", cert.apothem), ("min_edge", cert.min_edge), ("log_volume", cert.log_volume)):
+            if not _close(raw.get(key), actual):
+                raise _Refuted(f"the stored {key} {raw.get(key)} is not the box's ({actual})")
+        checks.append("apothem, min edge and log-volume are the box's")
+    predicted = int(net.predict(x)[0])
+    if predicted != cert.predicted_label:
+        raise _Refuted(f"the network predicts {predicted} at the input, not {cert.predicted_label}")
+    return checks
+
+
+def _check_counterexample(cert: Certificate, net: Network) -> list[str]:
+    """A stored counterexample must be a misclassified point of the domain (confirmed as
+    the oracles confirm theirs: float64, exact arithmetic near the boundary), no farther
+    from the input than the stored apothem upper bound."""
+    cex = cert.counterexample
+    if cex is None:
+        return []
+    if cex.size != cert.input.size:
+        raise InputDataError(f"the counterexample has {cex.size} values, the input {cert.input.size}")
+    if not cert.domain.contains(cex):
+        raise _Refuted("the counterexample is not inside the domain", cex)
+    margin = float(net.margins(cex, cert.label)[0])
+    if not net.misclassified(cex, cert.label)[0]:
+        raise _Refuted(f"the counterexample is classified {cert.label} (margin {margin:.3g} > 0)", cex)
+    if cert.status is Status.CERTIFIED and cert.box is not None and cert.box.contains(cex):
+        raise _Refuted("the certificate's own counterexample lies inside its box", cex)
+    distance = float(np.abs(cex - cert.input).max())
+    bound = cert.apothem_upper_bound
+    if bound is not None and cert.dual is None and distance > bound * (1 + _METRIC_RTOL) + 1e-300:
+        raise _Refuted(f"the counterexample is at distance {distance:.6g}, beyond the stored apothem upper bound "
+                       f"{bound:.6g}", cex)
+    return [f"counterexample confirmed (distance {distance:.6g}, margin {margin:.3g})"]
+
+
+def _recheck_certificate(cert: Certificate, raw: dict[str, Any] | None, net: Network, label: int, oracle_name: str,
+                         time_limit: float | None, device: str) -> dict[str, Any]:
+    claim = (f"the box is robust for label {label}" if cert.status is Status.CERTIFIED
+             else f"the input is not robust for label {label}" if cert.status is Status.NOT_ROBUST
+             else "nothing proven (status unknown)")
+    out: dict[str, Any] = {"kind": "certificate", "claim": claim, "oracle": None}
+    notes = []
+    try:
+        checks = _check_geometry(cert, raw, net) + _check_counterexample(cert, net)
+    except _Refuted as exc:
+        return {**out, **_refutation(net, cert.input, label, str(exc), exc.point)}
+    if cert.status is Status.NOT_ROBUST and cert.counterexample is None:
+        return {**out, "outcome": Outcome.REFUTED, "reason": "a not-robust certificate without a counterexample",
+                "checks": tuple(checks)}
+    if cert.dual is not None and cert.dual.get("apothem_bound") is not None:
+        notes.append("the apothem bound of the stored dual box is not rechecked")
+    if cert.status is not Status.CERTIFIED:
+        return {**out, "outcome": Outcome.CONFIRMED, "checks": tuple(checks), "notes": tuple(notes),
+                "reason": "the counterexample is confirmed by a forward pass" if cert.counterexample is not None
+                else "the certificate claims no certified box"}
+    if cert.box is None:
+        return {**out, "outcome": Outcome.REFUTED, "reason": "a certified certificate without a box",
+                "checks": tuple(checks)}
+    oracle = make_recheck_oracle(net, oracle_name, time_limit, device)
+    out["oracle"] = oracle.name
+    answer = oracle.verify_box(cert.box.lower, cert.box.upper, label)
+    if answer.verdict is Verdict.VERIFIED:
+        margin = "" if answer.margin is None else f", margin >= {answer.margin:.3g}"
+        return {**out, "outcome": Outcome.CONFIRMED, "checks": tuple(checks + [f"box verified by {oracle.name}"]),
+                "reason": f"{oracle.name} verified the box{margin}", "notes": tuple(notes)}
+    if answer.verdict is Verdict.FALSIFIED:
+        return {**out, "checks": tuple(checks), **_refutation(
+            net, cert.input, label, f"{oracle.name} found a counterexample inside the box", answer.counterexample)}
+    return {**out, "outcome": Outcome.UNDECIDED, "checks": tuple(checks), "notes": tuple(notes),
+            "reason": f"{oracle.name} could not decide{' (time-out)' if answer.timed_out else ''}: {answer.reason}"}
+
+
+def _refutation(net: Network, x: FloatArray | None, label: int, reason: str,
+                point: FloatArray | None) -> dict[str, Any]:
+    """A refuted outcome, with the refuting point, its distance from ``x`` and its logits."""
+    out: dict[str, Any] = {"outcome": Outcome.REFUTED, "reason": reason}
+    if point is not None:
+        p = np.asarray(point, dtype=np.float64).reshape(-1)
+        out.update(counterexample=p, logits=net.forward(p)[0],
+                   distance=None if x is None else float(np.abs(p - x).max()))
+    return out
+
+
+# -- dual boxes --------------------------------------------------------------------------------
+def _recheck_dual(dual: DualBox, net: Network, label: int, oracle_name: str, time_limit: float | None,
+                  device: str) -> dict[str, Any]:
+    region = dual.region
+    where = "the domain" if dual.center is None else f"the ball of radius {dual.radius:.6g} around the input"
+    out: dict[str, Any] = {"kind": "dual box", "oracle": None,
+                           "claim": f"every point of {where} classified {label} lies in the box"
+                           if dual.box is not None else f"no point of {where} is classified {label}"}
+    if region.n != net.n_inputs:
+        raise InputDataError(f"the dual box's region has {region.n} dimensions, the network {net.n_inputs} inputs")
+    checks = []
+    if dual.domain is not None:
+        expected = dual.domain if dual.center is None else Box.cube(dual.center, float(dual.radius or 0), dual.domain)
+        if expected != region:
+            return {**out, "outcome": Outcome.REFUTED, "reason": f"the stored region is not {where}"}
+        checks.append(f"region is {where}")
+    if dual.box is not None:
+        if not region.contains_box(dual.box):
+            return {**out, "outcome": Outcome.REFUTED, "reason": "the box is not inside the region"}
+        checks.append("box in region")
+    oracle = make_recheck_oracle(net, oracle_name, time_limit, device)
+    out["oracle"] = oracle.name
+    try:
+        if dual.box is None:
+            ext = oracle.coordinate_extreme(label, 0, False, region)
+            verdict = (RegionVerdict.NONE if ext.bound == math.inf
+                       else RegionVerdict.WITNESS if ext.witness is not None else RegionVerdict.UNKNOWN)
+            witness, why = ext.witness, ext.reason
+        else:
+            ans = oracle.class_region(dual.box.lower, dual.box.upper, label, region, tolerance=0.0)
+            verdict, witness, why = ans.verdict, ans.witness, ans.reason
+    except OracleError as exc:
+        raise ConfigError(f"{exc}: dual boxes are rechecked with an oracle that answers class-region queries "
+                          "(milp)") from exc
+    if verdict is RegionVerdict.NONE:
+        return {**out, "outcome": Outcome.CONFIRMED, "checks": tuple(checks + [f"class region proven by {oracle.name}"]),
+                "reason": f"{oracle.name} proved it ({why})"}
+    if verdict is RegionVerdict.WITNESS:
+        what = "outside the box" if dual.box is not None else "in the region"
+        return {**out, "checks": tuple(checks), **_refutation(
+            net, dual.center, label, f"{oracle.name} found a point of class {label} {what}", witness)}
+    return {**out, "outcome": Outcome.UNDECIDED, "checks": tuple(checks),
+            "reason": f"{oracle.name} could not decide: {why}"}

@@ -1,0 +1,276 @@
+"""Batch certification into a resumable results store: a batch killed with SIGKILL and
+resumed loses and duplicates nothing; time limits give ``unknown``; configurations do not
+collide; a finished batch is not run again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from parallelepipedonn.batch import BatchInput, certify_batch, inputs_from_directory, parse_indices
+from parallelepipedonn.certify import CertifyConfig
+from parallelepipedonn.errors import ConfigError, InputDataError
+from parallelepipedonn.onnx_export import save_onnx
+from parallelepipedonn.store import ResultStore, StoredResult
+from tests.nets import random_network
+from tests.test_cli import run
+
+N_INPUTS, N_FEW = 24, 4
+FAST = ("--falsifier", "none")
+VOLATILE = ("created", "seconds")  # what may differ between two runs of the same input
+
+
+def _write_inputs(directory: Path, n: int, seed: int = 0) -> None:
+    """``n`` points of [0, 1]^16: .npy files, plus one .csv and one .png; and a file that
+    is not an input."""
+    directory.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n - 2):
+        np.save(directory / f"x{i:02d}.npy", rng.random(16))
+    (directory / "x90.csv").write_text(" ".join(f"{v:.6f}" for v in rng.random(16)) + "\n")
+    Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8), mode="L").save(directory / "x91.png")
+    (directory / "notes.txt").write_text("not an input\n")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A 16-32-32-4 ReLU classifier as ONNX."""
+    path = tmp_path_factory.mktemp("model") / "net.onnx"
+    save_onnx(random_network(3, [16, 32, 32, 4]), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> Path:
+    """24 inputs: a batch long enough to be killed in the middle."""
+    d = tmp_path_factory.mktemp("many") / "inputs"
+    _write_inputs(d, N_INPUTS)
+    return d
+
+
+@pytest.fixture(scope="module")
+def few(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("few") / "inputs"
+    _write_inputs(d, N_FEW)
+    return d
+
+
+def certify_args(model: Path, inputs: Path, store: Path, *extra: str) -> list[str]:
+    return ["certify", "--model", str(model), "--inputs", str(inputs), "--store", str(store), *extra]
+
+
+def cli(*argv: str) -> subprocess.Popen:
+    """The command line in a fresh process (one torch thread, as every run of a comparison)."""
+    return subprocess.Popen([sys.executable, "-m", "parallelepipedonn.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def results(store: Path) -> dict[str, dict]:
+    """Each input's certificate (without timestamps and timings), by input id; one row per id."""
+    with ResultStore(store, read_only=True) as s:
+        rows = s.rows()
+    assert len({r.input_id for r in rows}) == len(rows)
+    out = {}
+    for r in rows:
+        cert = json.loads(r.certificate)
+        assert (r.status, r.apothem) == (cert["status"], cert["apothem"])
+        out[r.input_id] = {k: v for k, v in cert.items() if k not in VOLATILE}
+    return out
+
+
+def count_rows(store: Path) -> int:
+    try:
+        with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT count(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def test_a_batch_killed_with_sigkill_resumes_with_one_identical_row_per_input(model, many, tmp_path):
+    reference, store = tmp_path / "reference.db", tmp_path / "killed.db"
+    argv = ("--algorithm", "apothem-bisection", "--precision", "1e-5")  # tens of ms per input
+    uninterrupted = cli(*certify_args(model, many, reference, *argv))
+    killed = cli(*certify_args(model, many, store, *argv))
+    deadline = time.monotonic() + 120
+    while count_rows(store) < 2 and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    assert killed.returncode == -signal.SIGKILL
+    done = count_rows(store)
+    assert 0 < done < N_INPUTS, "the kill should land in the middle of the batch"
+
+    resumed = cli(*certify_args(model, many, store, *argv))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"{done} already in" in out
+    assert uninterrupted.communicate(timeout=300)[0] and uninterrupted.returncode == 0
+
+    expected = results(reference)
+    assert len(expected) == N_INPUTS and all(c["status"] == "certified" for c in expected.values())
+    assert results(store) == expected
+
+
+def test_rerunning_a_finished_batch_does_nothing(model, few, tmp_path, capsys):
+    store = tmp_path / "r.db"
+    assert run(capsys, *certify_args(model, few, store, *FAST))[0] == 0
+    with ResultStore(store) as s:
+        before = s.rows()
+    code, out, err = run(capsys, *certify_args(model, few, store, *FAST))
+    assert code == 0, err
+    assert f"{N_FEW} already in" in out and "0 run now" in out
+    with ResultStore(store) as s:
+        assert s.rows() == before
+
+
+def test_configurations_do_not_collide(model, few, tmp_path, capsys):
+    store = tmp_path / "r.db"
+    for extra in [FAST, (*FAST, "--precision", "1e-2"), (*FAST, "--label", "1")]:
+        assert run(capsys, *certify_args(model, few, store, *extra))[0] == 0
+    with ResultStore(store) as s:
+        configs = s.configs()
+        assert len(configs) == 3
+        assert all(len(s.rows(key)) == N_FEW for key in configs)
+    code, out, _ = run(capsys, "store", "summary", str(store))
+    assert code == 0 and "3 configuration(s)" in out and out.count(f"{N_FEW} inputs") == 3
+
+
+def test_an_input_over_the_time_limit_is_unknown_with_the_reason(tmp_path, capsys):
+    net = random_network(3, [16, 32, 32, 4])
+    model, inputs = tmp_path / "net.onnx", tmp_path / "in"
+    save_onnx(net, model)
+    inputs.mkdir()
+    points = np.random.default_rng(1).random((40, 16))
+    labels = net.predict(points)
+    np.save(inputs / "a-other-class.npy", points[labels != labels[0]][0])  # fast: not robust for the label
+    np.save(inputs / "b-the-class.npy", points[0])  # far too slow at this precision
+    store = tmp_path / "r.db"
+    code, out, err = run(capsys, "certify", "--model", str(model), "--inputs", str(inputs), "--store", str(store),
+                         "--label", str(labels[0]), "--algorithm", "box-linear", "--precision", "1e-7", "--time-limit", "2")
+    assert code == 0, err
+    with ResultStore(store) as s:
+        fast, slow = s.rows()
+    assert fast.status == "not-robust" and "classifies the input as" in fast.reason
+    assert slow.status == "unknown" and "time limit of 2 s" in slow.reason
+    assert slow.certificate is None and slow.apothem is None and 2 <= slow.seconds < 30
+    assert "1 not-robust, 1 unknown" in out
+
+
+def test_a_bad_file_is_stored_as_an_error_and_retried_once_fixed(tmp_path, capsys):
+    model, inputs = tmp_path / "net.onnx", tmp_path / "in"
+    save_onnx(random_network(0, [4, 8, 3]), model)
+    inputs.mkdir()
+    np.save(inputs / "good.npy", np.full(4, 0.5))
+    np.save(inputs / "nan.npy", np.array([0.5, np.nan, 0.5, 0.5]))
+    argv = ["certify", "--model", str(model), "--inputs", str(inputs), "--store", str(tmp_path / "r.db"),
+            "--falsifier", "none"]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and "1 input(s) could not be certified" in err and "non-finite value" in err
+    assert "1 certified, 1 error" in out
+    np.save(inputs / "nan.npy", np.full(4, 0.25))
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert "1 already in" in out and "2 certified" in out
+
+
+def test_a_changed_input_is_certified_again_in_place(tmp_path):
+    net = random_network(0, [4, 8, 3])
+    path = tmp_path / "x.npy"
+    np.save(path, np.full(4, 0.5))
+    store = tmp_path / "r.db"
+    cfg = CertifyConfig(falsifier=None)
+    certify_batch(net, [BatchInput("x", path=path)], store, config=cfg)
+    np.save(path, np.full(4, 0.25))
+    report = certify_batch(net, [BatchInput("x", path=path)], store, config=cfg)
+    assert report.computed == 1
+    with ResultStore(store) as s:
+        (row,) = s.rows()
+    assert row.to_certificate().input.tolist() == [0.25] * 4
+
+
+def test_dataset_index_ranges_name_the_same_inputs(tmp_path, capsys):
+    store = tmp_path / "r.db"
+    code, out, err = run(capsys, "certify", "--dataset", "mnist", "--indices", "0:3", "--store", str(store),
+                         "--falsifier", "none")
+    assert code == 0, err
+    code, out, err = run(capsys, "certify", "--dataset", "mnist", "--indices", "0-2", "--store", str(store),
+                         "--falsifier", "none")
+    assert code == 0 and "3 already in" in out
+    with ResultStore(store) as s:
+        rows = s.rows()
+    assert [r.input_id for r in rows] == ["mnist:test:0", "mnist:test:1", "mnist:test:2"]
+    assert all(r.true_label is not None and r.to_certificate().true_label == r.true_label for r in rows)
+
+
+@pytest.mark.parametrize("spec, indices", [("0:3", (0, 1, 2)), ("0-2", (0, 1, 2)), ("7", (7,)),
+                                           ("5,1-2,5,9:11", (5, 1, 2, 9, 10))])
+def test_index_ranges(spec, indices):
+    assert parse_indices(spec) == indices
+
+
+@pytest.mark.parametrize("spec", ["", "a", "3:1", "-1", "1-", "1:2:3"])
+def test_bad_index_ranges(spec):
+    with pytest.raises(ConfigError, match="index range"):
+        parse_indices(spec)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--inputs", "DIR", "--store", "r.db", "--json", "c.json"], "a batch stores every certificate"),
+    (["--inputs", "DIR"], "needs --store"),
+    (["--inputs", "DIR", "--store", "r.db", "--input", "x.npy"], "give one of"),
+    (["--dataset", "mnist", "--indices", "0:2", "--index", "1", "--store", "r.db"], "--indices needs"),
+    (["--dataset", "mnist", "--store", "r.db"], "--dataset needs --indices"),
+    (["--dataset", "mnist", "--index", "0", "--time-limit", "5"], "--time-limit is per input of a batch"),
+    (["--dataset", "mnist", "--indices", "0:5000", "--store", "r.db"], "out of range"),
+])
+def test_batch_usage_errors(argv, message, model, few, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [str(few) if a == "DIR" else a for a in argv]
+    code, _, err = run(capsys, "certify", *(["--model", str(model)] if "--inputs" in argv else []), *argv)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r.db").exists() and not (tmp_path / "c.json").exists()
+
+
+def test_an_empty_directory_is_an_error(tmp_path):
+    with pytest.raises(InputDataError, match="has no input files"):
+        inputs_from_directory(tmp_path)
+
+
+def test_store_api_round_trip(tmp_path):
+    with ResultStore(tmp_path / "r.db") as s:
+        key = s.add_config({"model_sha256": "abc", "algorithm": "x"})
+        s.put(StoredResult(key, "a", "h1", "unknown", "time limit of 1 s reached", seconds=1.0))
+        s.put(StoredResult(key, "b", "h2", "error", "bad input"))
+        s.put(StoredResult(key, "a", "h1", "unknown", "time limit of 1 s reached", seconds=1.5))
+        assert s.done_keys(key) == {"a": "h1"}  # errors are retried
+        assert [(r.input_id, r.seconds) for r in s.rows(key)] == [("a", 1.5), ("b", None)]
+    with closing(sqlite3.connect(tmp_path / "r.db")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_file_that_is_not_a_store_is_refused(tmp_path, model, few, capsys):
+    bogus, other = tmp_path / "r.db", tmp_path / "other.db"
+    bogus.write_bytes(b"not a database at all" * 100)
+    with closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE t (x)")
+        db.commit()
+    for path in (bogus, other):
+        before = path.read_bytes()
+        code, _, err = run(capsys, *certify_args(model, few, path))
+        assert code == 4 and "results store" in err and err.count("\n") == 1, err
+        assert path.read_bytes() == before
+    code, _, err = run(capsys, "store", "summary", str(bogus))
+    assert code == 2 and "cannot use" in err
+    code, _, err = run(capsys, "store", "summary", str(tmp_path / "missing.db"))
+    assert code == 2 and "does not exist" in err

@@ -1,0 +1,72 @@
+"""`bench paper`: the original experiments rerun, and the audit of the original's certificates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import parallelepipedonn as ppn
+from benchmarks import paper, readme
+from benchmarks.common import REFERENCE, published_log
+from parallelepipedonn.cli import build_parser
+
+needs_reference = pytest.mark.skipif(not (REFERENCE / "nets").is_dir(),
+                                     reason=f"the original system's reference data is not at {REFERENCE}")
+
+
+def test_bench_paper_is_a_cli_subcommand():
+    args = build_parser().parse_args(["bench", "paper", "--quick", "--parts", "audit", "--out", "x"])
+    cfg = paper.config_from_args(args)
+    assert cfg.quick and cfg.parts == ("audit",) and "exact" in cfg.algorithms
+
+
+def test_unknown_part_is_a_config_error():
+    args = build_parser().parse_args(["bench", "paper", "--parts", "nonsense"])
+    with pytest.raises(ppn.ConfigError, match="nonsense"):
+        paper.config_from_args(args)
+
+
+def test_spread_takes_evenly_spaced_items():
+    assert paper.spread(list(range(10)), 2) == [0, 5]
+    assert paper.spread([1, 2], None) == [1, 2] and paper.spread([1, 2], 5) == [1, 2]
+
+
+@needs_reference
+def test_audit_finds_the_published_unsound_cube_and_confirms_the_point():
+    """The original's c-bu-d certified the cube of radius 0.125 around Fashion-MNIST 0-1;
+    its exact minimum adversarial distance is below that, so the cube holds a point the
+    net does not classify 0 — found, and checked by a forward pass."""
+    cfg = paper.PaperConfig(progress=False)
+    net, inputs = paper.reference_set(cfg, "fashion-mnist")
+    item = next(i for i in inputs if i.name == "0-1")
+    assert published_log("fashion-mnist", "c-bu-d")["0-1"]["min_edge"] == pytest.approx(0.125)
+    cert = ppn.certify(net, item.x, item.label, config=ppn.CertifyConfig(algorithm="exact"))
+    rows = paper.audit(cfg, "fashion-mnist", net, [item], {"0-1": cert}, {})
+    (row,) = [r for r in rows if r["claim"] == "c-bu-d cube"]
+    assert row["verdict"] == "unsound"
+    point = paper._AUDIT_POINTS["fashion-mnist", "0-1"]
+    assert np.abs(point - item.x).max() <= 0.125 and ((0 <= point) & (point <= 1)).all()
+    assert net.margins(point, 0)[0] <= 0                  # not classified 0 (a tie counts as not robust)
+
+
+@needs_reference
+def test_paper_run_writes_tables_beside_the_published_rows(tmp_path):
+    cfg = paper.PaperConfig(out=tmp_path, quick=True, parts=("algorithms", "audit"), inputs=1,
+                            algorithms=("apothem-bisection", "exact"), progress=False)
+    written = paper.run(cfg, echo=lambda _: None)
+    summary = written["summary"].read_text()
+    assert "`apothem-bisection`" in summary and "*original `c-bu-d`*" in summary
+    assert (tmp_path / "algorithms.csv").is_file() and (tmp_path / "min_edge.png").stat().st_size > 0
+    assert "checked" in written["audit"].read_text()
+    # the README's blocks are filled from these files, verbatim
+    text = "x\n<!-- results:paper/summary -->\nold\n<!-- /results:paper/summary -->\ny\n"
+    filled = readme.render(text, _results_root(tmp_path))
+    assert summary.strip() in filled and "old" not in filled
+
+
+def _results_root(out):
+    """A results root in which ``paper/summary.md`` is the run's summary."""
+    root = out.parent / (out.name + "-root")
+    (root / "paper").mkdir(parents=True, exist_ok=True)
+    (root / "paper" / "summary.md").write_text((out / "summary.md").read_text())
+    return root

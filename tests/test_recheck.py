@@ -1,0 +1,234 @@
+"""`recheck`: a stored certificate is re-verified against its model file, independently of
+how it was computed — confirmed (0), refuted (5), undecided (6), another model (3)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import parallelepipedonn as ppn
+from oracles import MilpOracle, min_adversarial_distance
+from parallelepipedonn.recheck import Outcome, recheck
+from tests.nets import saved_classifier
+from tests.test_cli import run
+
+ALGORITHMS = ("apothem-kary", "apothem-max-box", "box-topdown", "volume-greedy", "volume-gradient")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> SimpleNamespace:
+    return saved_classifier(tmp_path_factory.mktemp("recheck"))
+
+
+def certificate(small, out: Path, algorithm: str = "apothem-kary", **changes) -> ppn.Certificate:
+    """Certify the small input with ``algorithm``, apply ``changes``, and save it to ``out``."""
+    cert = ppn.certify(small.net, small.x, config=ppn.CertifyConfig(algorithm=algorithm, precision=1e-3),
+                       model_path=str(small.path))
+    assert cert.status is ppn.Status.CERTIFIED
+    cert = cert.with_updates(**changes)
+    cert.save(out)
+    return cert
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_certificates_of_every_kind_of_search_are_confirmed_by_milp(small, tmp_path, algorithm):
+    certificate(small, tmp_path / "c.json", algorithm)
+    result = recheck(tmp_path / "c.json")
+    assert result.outcome is Outcome.CONFIRMED, result.reason
+    assert result.oracle == "milp" and "box verified by milp" in result.checks
+
+
+def test_an_exact_certificate_is_confirmed_by_branch_and_bound_and_never_refuted_by_milp(small, tmp_path):
+    # the exact box is within the precision of the decision boundary: its margin can be
+    # below milp's proof margin (1e-4), so milp may leave it undecided, but never refutes it
+    certificate(small, tmp_path / "c.json", "exact")
+    assert recheck(tmp_path / "c.json", oracle="crown+alpha-crown+bab").outcome is Outcome.CONFIRMED
+    assert recheck(tmp_path / "c.json").outcome is not Outcome.REFUTED
+
+
+def test_cli_confirms_a_default_mnist_certificate_with_milp_and_crown(tmp_path, capsys):
+    j = tmp_path / "c.json"
+    assert run(capsys, "certify", "--dataset", "mnist", "--index", "0", "--json", str(j))[0] == 0
+    code, out, err = run(capsys, "recheck", str(j))
+    assert code == 0, err
+    assert out.startswith("CONFIRMED: milp verified the box") and "box verified by milp" in out
+    code, out, _ = run(capsys, "recheck", str(j), "--oracle", "crown", "--time-limit", "30")
+    assert code == 0 and out.startswith("CONFIRMED: crown verified the box")
+
+
+def test_a_box_widened_to_its_own_counterexample_is_refuted_by_a_forward_pass(small, tmp_path, capsys):
+    cert = certificate(small, tmp_path / "c.json")
+    cex = cert.counterexample
+    wide = ppn.Box(np.minimum(cert.box.lower, cex), np.maximum(cert.box.upper, cex))
+    cert.with_updates(box=wide).save(tmp_path / "wide.json")
+    code, out, _ = run(capsys, "recheck", str(tmp_path / "wide.json"))
+    assert code == 5
+    assert out.startswith("REFUTED: the certificate's own counterexample lies inside its box")
+    assert f"at distance {cert.apothem_upper_bound:.6g} from the input" in out
+
+
+def test_a_box_widened_just_enough_to_contain_a_counterexample_is_refuted_by_milp(small, tmp_path, capsys):
+    cert = certificate(small, tmp_path / "c.json")
+    # the closest counterexample, by the exact minimum adversarial distance (milp)
+    d = min_adversarial_distance(MilpOracle(small.net), small.x, small.label, cert.domain, lower=cert.apothem,
+                                 counterexample=cert.counterexample, rel_precision=1e-6)
+    cex = d.counterexample
+    assert small.net.margins(cex, small.label)[0] <= 0 and not cert.box.contains(cex)
+    wide = ppn.Box(np.minimum(cert.box.lower, cex), np.maximum(cert.box.upper, cex))
+    # the certificate no longer carries the counterexample: only the oracle can refute it
+    cert.with_updates(box=wide, counterexample=None, apothem_upper_bound=None).save(tmp_path / "wide.json")
+    result = recheck(tmp_path / "wide.json")
+    assert result.outcome is Outcome.REFUTED and result.reason == "milp found a counterexample inside the box"
+    assert wide.contains(result.counterexample) and small.net.margins(result.counterexample, small.label)[0] <= 0
+    assert result.distance <= d.upper + 1e-12
+    code, out, _ = run(capsys, "recheck", str(tmp_path / "wide.json"))
+    assert code == 5 and out.startswith("REFUTED") and f"logit {small.label} = " in out
+
+
+def test_a_certificate_whose_metrics_were_edited_is_refuted(small, tmp_path, capsys):
+    certificate(small, tmp_path / "c.json")
+    d = json.loads((tmp_path / "c.json").read_text())
+    d["apothem"] *= 2
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    code, out, _ = run(capsys, "recheck", str(tmp_path / "c.json"))
+    assert code == 5 and "the stored apothem" in out
+
+
+def test_a_box_that_misses_the_input_or_leaves_the_domain_is_refuted(small, tmp_path):
+    certificate(small, tmp_path / "c.json")
+    for key, value, reason in (("lower", small.x[0] + 1e-9, "the box does not contain the input"),
+                               ("upper", 1.5, "the box is not inside the domain")):
+        d = json.loads((tmp_path / "c.json").read_text())
+        d[key][0] = value
+        (tmp_path / "edited.json").write_text(json.dumps(d))
+        assert recheck(tmp_path / "edited.json").reason == reason
+
+
+def test_another_model_file_is_refused_with_exit_code_3(small, tmp_path, capsys):
+    certificate(small, tmp_path / "c.json")
+    model = onnx.load(str(small.path))
+    init = model.graph.initializer[0]
+    w = numpy_helper.to_array(init).copy()
+    w.flat[0] += 0.01  # one weight changed
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    onnx.save(model, str(tmp_path / "changed.onnx"))
+    code, _, err = run(capsys, "recheck", str(tmp_path / "c.json"), "--model", str(tmp_path / "changed.onnx"))
+    assert code == 3 and "sha256" in err and "refusing to recheck against another model" in err
+    d = json.loads((tmp_path / "c.json").read_text())
+    d["model_path"] = str(tmp_path / "changed.onnx")
+    (tmp_path / "moved.json").write_text(json.dumps(d))
+    assert run(capsys, "recheck", str(tmp_path / "moved.json"))[0] == 3
+    # the same bytes under another name are the same model
+    shutil.copy(small.path, tmp_path / "copy.onnx")
+    assert run(capsys, "recheck", str(tmp_path / "c.json"), "--model", str(tmp_path / "copy.onnx"))[0] == 0
+
+
+def test_a_relative_model_path_is_found_next_to_the_certificate(small, tmp_path, monkeypatch):
+    shutil.copy(small.path, tmp_path / "m.onnx")
+    certificate(small, tmp_path / "c.json", model_path="m.onnx")
+    monkeypatch.chdir(small.dir.parent)
+    assert recheck(tmp_path / "c.json").outcome is Outcome.CONFIRMED
+
+
+def test_an_undecided_oracle_is_never_a_confirmation(small, tmp_path, capsys):
+    certificate(small, tmp_path / "c.json")
+    code, out, _ = run(capsys, "recheck", str(tmp_path / "c.json"), "--oracle", "attack")
+    assert code == 6 and out.startswith("UNDECIDED: attack could not decide")
+
+
+def test_a_not_robust_certificate_is_rechecked_by_a_forward_pass(small, tmp_path, capsys):
+    other = (small.label + 1) % 3
+    cert = ppn.certify(small.net, small.x, other, model_path=str(small.path))
+    assert cert.status is ppn.Status.NOT_ROBUST
+    cert.save(tmp_path / "n.json")
+    code, out, _ = run(capsys, "recheck", str(tmp_path / "n.json"))
+    assert code == 0 and "counterexample confirmed" in out
+    # a "counterexample" that the network does classify as the label is refuted
+    pts = np.random.default_rng(0).random((2000, 6))
+    point = pts[small.net.predict(pts) == other][0]
+    cert.with_updates(counterexample=point).save(tmp_path / "bad.json")
+    code, out, _ = run(capsys, "recheck", str(tmp_path / "bad.json"))
+    assert code == 5 and f"the counterexample is classified {other}" in out
+
+
+def test_dual_boxes_are_confirmed_by_the_class_region_query(small, tmp_path, capsys):
+    for extra in ([], ["--input", str(small.dir / "x.npy"), "--radius", "0.2"]):
+        j = tmp_path / "d.json"
+        assert run(capsys, "dual", "--model", str(small.path), "--label", str(small.label), "--workers", "1",
+                   "--json", str(j), *extra)[0] == 0
+        code, out, err = run(capsys, "recheck", str(j))
+        assert code == 0, err
+        assert out.startswith("CONFIRMED: milp proved it") and "dual box" in out
+
+
+def test_a_dual_box_with_a_face_moved_inwards_is_refuted_by_a_witness(small, tmp_path, capsys):
+    j = tmp_path / "d.json"
+    assert run(capsys, "dual", "--model", str(small.path), "--label", str(small.label), "--workers", "1",
+               "--json", str(j))[0] == 0
+    d = json.loads(j.read_text())
+    i = int(np.argmax(np.array(d["upper"]) - np.array(d["lower"])))
+    assert d["exact_upper"][i]  # the bound is attained by a point of the class
+    d["upper"][i] -= 0.05
+    j.write_text(json.dumps(d))
+    result = recheck(j)
+    assert result.outcome is Outcome.REFUTED
+    assert result.counterexample[i] > d["upper"][i] and small.net.margins(result.counterexample, small.label)[0] >= 0
+    assert run(capsys, "recheck", str(j))[0] == 5
+
+
+def test_unreadable_or_foreign_files_are_usage_errors(tmp_path, capsys):
+    code, _, err = run(capsys, "recheck", str(tmp_path / "missing.json"))
+    assert code == 2 and "cannot read certificate" in err
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something-else"}))
+    code, _, err = run(capsys, "recheck", str(tmp_path / "other.json"))
+    assert code == 2 and "neither a parallelepipedonn certificate nor a dual box" in err
+
+
+def test_unknown_oracles_are_usage_errors(small, tmp_path, capsys):
+    certificate(small, tmp_path / "c.json")
+    code, _, err = run(capsys, "recheck", str(tmp_path / "c.json"), "--oracle", "nope")
+    assert code == 2 and "unknown oracle 'nope'" in err
+
+
+# -- what the benchmarks write (../shared/reference) ----------------------------------------------
+def test_certificates_and_dual_boxes_of_the_benchmarks_are_confirmed_by_milp(reference, tmp_path):
+    from benchmarks.common import REFERENCE_NETS, reference_inputs
+    from benchmarks.dual_boxes import certify_and_dual
+    from benchmarks.search_algorithms import save_certificate
+
+    path = reference / "nets" / REFERENCE_NETS["mnist"]
+    net = ppn.load_onnx(path)
+    inputs = reference_inputs(reference, "mnist", net)[::20][:2]
+    for name, x, label in inputs:
+        cert, dual = certify_and_dual(net, path, x, label, workers=1)  # as benchmarks.dual_boxes computes them
+        cert.save(tmp_path / f"{name}.json")
+        assert recheck(tmp_path / f"{name}.json").outcome is Outcome.CONFIRMED
+        if dual is not None:
+            dual.save(tmp_path / f"{name}-dual.json")
+            assert recheck(tmp_path / f"{name}-dual.json").outcome is Outcome.CONFIRMED
+    name, x, label = inputs[0]  # as benchmarks.search_algorithms writes them
+    cert = ppn.certify(net, x, label, config=ppn.CertifyConfig(algorithm="apothem-bisection"), model_path=str(path))
+    assert recheck(save_certificate(cert, tmp_path, "mnist", name)).outcome is Outcome.CONFIRMED
+
+
+def test_an_empty_dual_box_is_confirmed_only_where_the_class_is_absent(small, tmp_path, capsys):
+    other = (small.label + 1) % 3
+    j = tmp_path / "d.json"
+    assert run(capsys, "dual", "--model", str(small.path), "--input", str(small.dir / "x.npy"), "--radius", "0.01",
+               "--label", str(other), "--json", str(j))[0] == 0
+    d = json.loads(j.read_text())
+    assert d["empty"] and d["lower"] is None
+    code, out, _ = run(capsys, "recheck", str(j))
+    assert code == 0 and f"no point of the ball of radius 0.01 around the input is classified {other}" in out
+    # the same claim about the whole domain is false: the class has points there
+    d.update(radius=1.0, region={"lower": [0.0] * 6, "upper": [1.0] * 6})
+    j.write_text(json.dumps(d))
+    result = recheck(j)
+    assert result.outcome is Outcome.REFUTED and small.net.margins(result.counterexample, other)[0] >= 0
