@@ -15,11 +15,11 @@ ALGORITHMS = ("apothem-kary", "apothem-bisection", "apothem-linear", "apothem-to
 
 def add_paper_arguments(ap: argparse.ArgumentParser) -> None:
     """The options of ``bench paper`` (and ``python -m benchmarks.paper``)."""
-    ap.add_argument("--quick", action="store_true", help="CI-sized: a few inputs per part (a few minutes)")
+    ap.add_argument("--quick", action="store_true", help="CI-sized: a few inputs per part (100 s on 2 cores)")
     ap.add_argument("--out", metavar="DIR", help="output directory (default: benchmarks/results/paper, "
                     "or benchmarks/results/paper-quick with --quick)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
-    ap.add_argument("--inputs", type=int, help="reference inputs per dataset (default: all; --quick: 4)")
+    ap.add_argument("--inputs", type=int, help="reference inputs per dataset (default: all; --quick: 2)")
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS), help="comma-separated search algorithms")
     ap.add_argument("--reference", metavar="DIR", default=str(REFERENCE),
                     help="the original system's reference data (default: ../shared/reference/parallelepipedonn-2.2)")

@@ -68,7 +68,7 @@ class PaperConfig:
     out: Path = RESULTS / "paper"
     quick: bool = False
     parts: tuple[str, ...] = PARTS
-    inputs: int | None = None            # reference inputs per dataset (default: all, quick: 4)
+    inputs: int | None = None            # reference inputs per dataset (default: all, quick: 2)
     algorithms: tuple[str, ...] = ALGORITHMS
     precision: float = 1e-4
     workers: int = 2
