@@ -29,6 +29,17 @@ def reference_inputs(reference: Path, dataset: str, network: ppn.Network) -> lis
     return items
 
 
+def output_dirs(args) -> tuple[Path, Path | None]:
+    """``--out`` and the optional ``--certs`` directory (created) of a reference benchmark;
+    exits when the reference data is absent."""
+    if not (REFERENCE / "nets").is_dir():
+        raise SystemExit(f"reference data not found at {REFERENCE}")
+    certs = Path(args.certs) if getattr(args, "certs", None) else None
+    if certs is not None:
+        certs.mkdir(parents=True, exist_ok=True)
+    return Path(args.out), certs
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -29,6 +29,7 @@ from benchmarks.common import (
     RESULTS,
     machine,
     markdown_table,
+    output_dirs,
     published_log,
     reference_inputs,
     write_csv,
@@ -52,12 +53,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--certs", metavar="DIR", help="also write every certificate and dual box (JSON) into DIR")
     args = ap.parse_args()
-    if not (REFERENCE / "nets").is_dir():
-        raise SystemExit(f"reference data not found at {REFERENCE}")
-    out = Path(args.out)
-    certs = Path(args.certs) if args.certs else None
-    if certs is not None:
-        certs.mkdir(parents=True, exist_ok=True)
+    out, certs = output_dirs(args)
     class_rows, input_rows = [], []
     for dataset, net_file in REFERENCE_NETS.items():
         model_path = REFERENCE / "nets" / net_file

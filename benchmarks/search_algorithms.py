@@ -24,13 +24,20 @@ from pathlib import Path
 from tqdm import tqdm
 
 import parallelepipedonn as ppn
-from benchmarks.common import REFERENCE, REFERENCE_NETS, RESULTS, machine, markdown_table, reference_inputs, write_csv
+from benchmarks.common import (
+    REFERENCE,
+    REFERENCE_NETS,
+    RESULTS,
+    machine,
+    markdown_table,
+    output_dirs,
+    reference_inputs,
+    write_csv,
+)
+from benchmarks.options import ALGORITHMS
 from oracles import AttackOracle, CrownOracle, make_oracle, min_adversarial_distance
 from parallelepipedonn.certify import build_oracles
 from parallelepipedonn.io_utils import sha256_file
-
-ALGORITHMS = ("apothem-kary", "apothem-bisection", "apothem-linear", "apothem-topdown", "exact", "apothem-max-box",
-              "box-maximal", "box-bisection", "topdown-box", "volume-greedy", "volume-gradient")
 
 
 def exact_optima(dataset: str, net: ppn.Network, inputs, out: Path) -> dict[str, float]:
@@ -71,12 +78,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--certs", metavar="DIR", help="also write every certificate (JSON) into DIR")
     args = ap.parse_args()
-    if not (REFERENCE / "nets").is_dir():
-        raise SystemExit(f"reference data not found at {REFERENCE}")
-    out = Path(args.out)
-    certs = Path(args.certs) if args.certs else None
-    if certs is not None:
-        certs.mkdir(parents=True, exist_ok=True)
+    out, certs = output_dirs(args)
     model_path = REFERENCE / "nets" / REFERENCE_NETS[args.dataset]
     model_sha256 = sha256_file(model_path)
     net = ppn.load_onnx(model_path)
