@@ -171,11 +171,6 @@ class AlphaCrownOracle(CrownOracle):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "steps": self.steps, "lr": self.lr}
 
-    def differentiable_margin_bounds(self, lower: torch.Tensor, upper: torch.Tensor, label: int) -> torch.Tensor:
-        """CROWN's margin bounds as a differentiable function of the box (float64 tensors
-        ``(B, n)`` on the oracle's device): for searches that optimise a box by gradient."""
-        return CrownOracle._bounds(self, lower, upper, label)
-
     def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
         net = self.tensors
         inter = intermediate_bounds(net, lo, hi, self.intermediate)
