@@ -116,6 +116,28 @@ class ClassBox:
     timeouts: int = 0
 
 
+@dataclass(frozen=True, eq=False)
+class Distance:
+    """The minimum adversarial L-infinity distance of an input within the domain,
+    bracketed: ``lower`` is proven (no point of the domain nearer than that is
+    misclassified); ``upper`` is the distance of ``counterexample`` (confirmed), ``inf``
+    if none was found. ``decisions`` counts the oracle's robustness or MILP decisions."""
+
+    lower: float
+    upper: float
+    counterexample: FloatArray | None
+    decisions: int
+    seconds: float
+    reason: str = ""
+
+    @property
+    def gap(self) -> float:
+        return self.upper - self.lower
+
+    def exact(self, rel_precision: float) -> bool:
+        return self.upper - self.lower <= rel_precision * self.upper
+
+
 @dataclass
 class OracleStats:
     """Counters of one oracle instance (calls = batched calls, boxes = boxes asked)."""
@@ -148,6 +170,8 @@ class Oracle(ABC):
     sound: ClassVar[bool] = True
     complete: ClassVar[bool] = False
     batched: ClassVar[bool] = True
+    #: answers :meth:`min_distance` itself (else it is found by root finding on verify)
+    distance_query: ClassVar[bool] = False
 
     def __init__(self, network: Network, *, time_limit: float | None = None) -> None:
         self.network = network
@@ -174,6 +198,17 @@ class Oracle(ABC):
         """Min (or max) of input coordinate ``index`` over the points of ``region`` that the
         network classifies ``label`` (ties included)."""
         raise OracleError(f"oracle {self.name!r} cannot answer coordinate-extreme queries")
+
+    def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0, upper: float = float("inf"),
+                     counterexample: FloatArray | None = None, falsifier: Oracle | None = None,
+                     time_limit: float | None = None) -> Distance:
+        """The minimum L-infinity distance from ``x`` to a point of ``domain`` not classified
+        ``label``, bracketed (``lower`` a radius already proven robust, ``upper`` the
+        distance of ``counterexample``, if known; ``time_limit`` in seconds for the whole
+        query, besides the oracle's own limit). Any oracle's can be found with
+        :func:`oracles.min_adversarial_distance`; backends with ``distance_query`` answer
+        it directly."""
+        raise OracleError(f"oracle {self.name!r} cannot answer distance queries")
 
     def class_extremes(self, label: int, region: Box, candidates: ArrayLike = (), **options: Any) -> ClassBox:
         """Min and max of every input coordinate over the points of ``region`` classified

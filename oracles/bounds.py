@@ -218,18 +218,36 @@ def fix_monotone_inputs(net: NetworkTensors, lower: Tensor, upper: Tensor, row: 
     box, which can make more neurons stable and more inputs monotone: repeated until
     nothing changes. Returns the new box and its ReLU input bounds.
     """
+    lo, hi, bounds, _ = shrink_monotone(net, lower, upper, row, None, max_rounds)
+    return lo, hi, bounds
+
+
+def shrink_monotone(net: NetworkTensors, lower: Tensor, upper: Tensor, row: Tensor, anchor: Tensor | None,
+                    max_rounds: int = 20) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]], Tensor]:
+    """:func:`fix_monotone_inputs` with an ``anchor`` point of the box: the end of a
+    monotone coordinate's range on the side where the function is larger moves to the
+    anchor's coordinate (to the other end when ``anchor`` is ``None``). Moving a point of
+    the box along such a coordinate towards the smaller side lowers the function and
+    does not move it further from the anchor, so every sublevel set's point nearest to
+    the anchor (in any norm that is monotone in each coordinate's distance) has a
+    counterpart in the shrunk box at no greater distance. Also returns the direction of
+    each coordinate found monotone (+1 increasing, -1 decreasing, 0 neither)."""
     lo, hi = lower, upper
+    direction = torch.zeros_like(lower[0], dtype=torch.int8)
     bounds = intermediate_bounds(net, lo, hi)
     for _ in range(max_rounds):
         g_lo, g_hi = gradient_bounds(net, bounds, row)
-        movable = (hi > lo)[0]
-        down = movable & (g_lo > REL_SLACK)  # increasing along i: minimum at the lower end
-        up = movable & (g_hi < -REL_SLACK)
-        if not bool((down | up).any()):
+        up_end = hi if anchor is None else torch.minimum(hi, torch.maximum(lo, anchor))
+        low_end = lo if anchor is None else torch.maximum(lo, torch.minimum(hi, anchor))
+        inc = (g_lo > REL_SLACK) & (hi > lo)[0]  # increasing along i: minimum towards the lower end
+        dec = (g_hi < -REL_SLACK) & (hi > lo)[0]
+        new_lo, new_hi = torch.where(dec, up_end, lo), torch.where(inc, low_end, hi)
+        direction = torch.where(inc, torch.ones_like(direction), torch.where(dec, -torch.ones_like(direction), direction))
+        if torch.equal(new_lo, lo) and torch.equal(new_hi, hi):
             break
-        lo, hi = torch.where(up, hi, lo), torch.where(down, lo, hi)
+        lo, hi = new_lo, new_hi
         bounds = intermediate_bounds(net, lo, hi)
-    return lo, hi, bounds
+    return lo, hi, bounds, direction
 
 
 class Adam:

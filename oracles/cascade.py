@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
 
-from .base import Answer, FloatArray, Oracle, Verdict
+from .base import Answer, Distance, FloatArray, Oracle, Verdict
 
 
 class Cascade(Oracle):
@@ -16,7 +17,8 @@ class Cascade(Oracle):
 
     Sound if every stage is sound (each stage's VERIFIED is its own proof); complete if
     any stage is. The answer for a box is the first definite one (VERIFIED or FALSIFIED),
-    else the last stage's UNKNOWN. ``reason`` says which stage answered.
+    else the last stage's UNKNOWN. ``reason`` says which stage answered. The distance
+    query goes to the last stage that answers it (e.g. ``milp``), if any.
     """
 
     name = "cascade"
@@ -33,9 +35,16 @@ class Cascade(Oracle):
         self.sound = all(s.sound for s in self.stages)  # type: ignore[misc]
         self.complete = any(s.complete for s in self.stages)  # type: ignore[misc]
         self.name = "+".join(s.name for s in self.stages)  # type: ignore[misc]
+        self._distance = next((s for s in reversed(self.stages) if s.distance_query), None)
+        self.distance_query = self._distance is not None  # type: ignore[misc]
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "stages": [{"oracle": s.name, **s.settings()} for s in self.stages]}
+
+    def min_distance(self, x: FloatArray, label: int, domain: Box, **options: Any) -> Distance:
+        if self._distance is None:
+            return super().min_distance(x, label, domain, **options)
+        return self._distance.min_distance(x, label, domain, **options)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         answers: list[Answer] = [Answer(Verdict.UNKNOWN, reason="not asked")] * len(lower)

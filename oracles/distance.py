@@ -15,34 +15,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from parallelepipedonn.box import Box
 from parallelepipedonn.network import Network
 
-from .base import FloatArray, Oracle, Verdict
-
-
-@dataclass(frozen=True, eq=False)
-class Distance:
-    """``lower`` is proven (the cube of that radius was verified); ``upper`` is the
-    distance of ``counterexample`` (confirmed), ``inf`` if none was found."""
-
-    lower: float
-    upper: float
-    counterexample: FloatArray | None
-    decisions: int
-    seconds: float
-    reason: str = ""
-
-    @property
-    def gap(self) -> float:
-        return self.upper - self.lower
-
-    def exact(self, rel_precision: float) -> bool:
-        return self.upper - self.lower <= rel_precision * self.upper
+from .base import Distance, FloatArray, Oracle, Verdict
 
 
 def cube(x: FloatArray, radius: float, domain: Box) -> tuple[FloatArray, FloatArray]:
@@ -65,6 +44,49 @@ def pull_counterexample(network: Network, x: FloatArray, cex: FloatArray, label:
         lo_t, hi_t = (ts[first - 1] if first > 0 else lo_t), ts[first]
     best = x + hi_t * (cex - x)
     return best if network.misclassified(best, label)[0] else cex
+
+
+def push_counterexample(network: Network, x: FloatArray, point: FloatArray, label: int,
+                        domain: Box) -> FloatArray | None:
+    """A confirmed misclassified point near ``point`` — a solver's optimum on the class
+    boundary, possibly a hair on the robust side after rounding: ``point`` itself, or
+    the first of ``x + (1 + s) (point - x)`` (``s`` from 1e-9 to 1e-2, within
+    ``domain``) that a forward pass misclassifies; then pulled towards ``x``. ``None``
+    if none is."""
+    if network.misclassified(point, label)[0]:
+        return pull_counterexample(network, x, point, label, rounds=5)
+    s = np.geomspace(1e-9, 1e-2, 29)
+    pts = np.clip(x + (1 + s)[:, None] * (point - x), domain.lower, domain.upper)
+    for k in np.flatnonzero(network.margins(pts, label) <= 0)[:3]:
+        if network.misclassified(pts[k], label)[0]:
+            return pull_counterexample(network, x, pts[k], label, rounds=5)
+    return None
+
+
+def seed_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, upper: float = math.inf,
+               counterexample: FloatArray | None = None, rounds: int = 4) -> tuple[float, FloatArray | None]:
+    """Tighten the upper end (a confirmed counterexample's distance) cheaply with the
+    falsifier: without a counterexample, ask it about cubes of radius ``rmax 2^-k``
+    (one batched call); then ask just inside the best one, while that makes progress."""
+    hi, cex = upper, counterexample
+    if math.isinf(hi):
+        rmax = float(np.max(np.maximum(x - domain.lower, domain.upper - x)))
+        radii = rmax * 0.5 ** np.arange(12)
+        los, his = np.maximum(domain.lower, x - radii[:, None]), np.minimum(domain.upper, x + radii[:, None])
+        for a in falsifier.verify(los, his, label):
+            if a.verdict is Verdict.FALSIFIED:
+                pulled = pull_counterexample(falsifier.network, x, a.counterexample, label)
+                d = float(np.abs(pulled - x).max())
+                if d < hi:
+                    hi, cex = d, pulled
+        if math.isinf(hi):
+            return hi, cex
+    for _ in range(rounds):
+        previous = hi
+        hi, cex, _ = _refine_upper(falsifier, x, label, domain, 0.0, hi, cex, 1e-4)
+        if hi > previous * (1 - 1e-3):
+            break
+    return hi, cex
 
 
 def _refine_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, lo: float, hi: float,
@@ -105,7 +127,14 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
     cheaply, and the oracle is asked just inside it (one decision when the falsifier was
     right); a counterexample it returns instead becomes the next upper end. Without a
     falsifier, or once guessing stops making progress, plain bisection.
+
+    An oracle that answers the distance query itself (``oracle.distance_query``, e.g.
+    ``milp``) is asked directly instead; ``rel_precision`` then does not apply (the
+    answer is exact up to the solver's gap).
     """
+    if oracle.distance_query:
+        return oracle.min_distance(x, label, domain, lower=lower, upper=upper, counterexample=counterexample,
+                                   falsifier=falsifier, time_limit=time_limit)
     start = time.perf_counter()
     net = oracle.network
     x = np.asarray(x, dtype=np.float64)

@@ -9,7 +9,8 @@ solver's *dual bound* exceeds :data:`PROOF_MARGIN`; an incumbent <= 0 is a count
 candidate, re-checked by a forward pass. A time-out or any other solver status is
 UNKNOWN.
 
-Also answers the class-region and coordinate-extreme queries (see :mod:`oracles.base`).
+Also answers the distance query (the exact best apothem, :meth:`MilpOracle.min_distance`)
+and the class-region and coordinate-extreme queries (see :mod:`oracles.base`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
 
-from .base import Answer, ClassBox, Extreme, FloatArray, Oracle, RegionAnswer, RegionVerdict, Verdict
+from .base import Answer, ClassBox, Distance, Extreme, FloatArray, Oracle, RegionAnswer, RegionVerdict, Verdict
 from .bounds import (
     NetworkTensors,
     backward,
@@ -38,8 +39,10 @@ from .bounds import (
     intermediate_bounds,
     margin_spec,
     relu_relaxation,
+    shrink_monotone,
 )
 from .crown import AlphaCrownOracle
+from .distance import cube, pull_counterexample, push_counterexample, seed_upper
 from .milp_encoding import PROOF_MARGIN, Encoding, encode, make_solver, solve
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,19 @@ log = logging.getLogger(__name__)
 #: Class constraints ``logit_c - logit_j >= -CLASS_SLACK`` define a (slightly larger)
 #: superset of the class region, so that solver tolerances cannot cut true points off.
 CLASS_SLACK = 1e-6
+
+#: A distance bound from HiGHS counts as proven after a relative cut of this size (it
+#: covers the solver's tolerances on the ``|x' - x| <= t`` rows, whose coefficients are 1).
+DISTANCE_MARGIN = 1e-6
+
+#: HiGHS options for the distance queries: the RINS and RENS sub-MIP heuristics took most
+#: of the time on the reference MNIST net (the attack's counterexample is a good
+#: incumbent already); without them the slowest inputs ran 2-3 times faster.
+#: The absolute gap is HiGHS's default 1e-6 otherwise: too coarse for distances near 1e-3.
+DISTANCE_OPTIONS = {"mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False, "mip_abs_gap": 1e-10}
+
+#: Radii at which alpha-CROWN bounds each class's distance from below before its MILP.
+PER_CLASS_RADII = 32
 
 
 def class_encoding(network: Network, region: Box, bounds, label: int) -> Encoding:
@@ -57,6 +73,34 @@ def class_encoding(network: Network, region: Box, bounds, label: int) -> Encodin
         if j != label:
             enc.model.cons.add(enc.logits[label] - enc.logits[j] >= -CLASS_SLACK)
     return enc
+
+
+def flip_distances(network: Network, x: FloatArray, domain: Box) -> dict[int, tuple[float, bool]]:
+    """For each first-layer neuron whose pre-activation ``z0`` at ``x`` is not 0: the least L-infinity distance from ``x`` within ``domain`` at which its
+    pre-activation can change sign: the least ``t`` with ``sum_i |w_i| min(t, room_i) >=
+    |z0|``, ``room_i`` the room towards the domain's edge in the direction that moves
+    ``z`` towards 0 (none when it cannot reach 0 in the domain), and whether the neuron
+    is active at ``x``. Computed in float64, then lowered by a relative 1e-9, so that it
+    stays a lower bound after rounding."""
+    w, b = network.affines[0].weight, network.affines[0].bias
+    z0 = w @ x + b
+    out: dict[int, tuple[float, bool]] = {}
+    for k in np.flatnonzero(z0 != 0):
+        direction = -np.sign(z0[k]) * np.sign(w[k])  # moving x_i this way moves z_k towards 0
+        room = np.where(direction > 0, domain.upper - x, np.where(direction < 0, x - domain.lower, 0.0))
+        weight = np.abs(w[k])
+        order = np.argsort(room)
+        room, weight = room[order], weight[order]
+        # reach(t) = sum_i weight_i min(t, room_i): piecewise linear, increasing
+        done = np.concatenate([[0.0], np.cumsum(weight * room)])  # from coordinates already at their edge
+        rest = np.concatenate([np.cumsum(weight[::-1])[::-1], [0.0]])  # slope from the others
+        need = abs(z0[k])
+        for i in range(len(room) + 1):
+            top = room[i] if i < len(room) else math.inf
+            if rest[i] > 0 and (need - done[i]) / rest[i] <= top:
+                out[int(k)] = (max(0.0, (need - done[i]) / rest[i]) * (1 - 1e-9), bool(z0[k] > 0))
+                break
+    return out
 
 
 # -- worker processes for class_extremes (module level, so that they can be pickled) -----------
@@ -83,6 +127,7 @@ class MilpOracle(Oracle):
     sound = True
     complete = True
     batched = False
+    distance_query = True
 
     def __init__(self, network: Network, *, time_limit: float | None = 60.0, mip_rel_gap: float = 1e-6,
                  threads: int = 1) -> None:
@@ -104,9 +149,10 @@ class MilpOracle(Oracle):
         inter = intermediate_bounds(self.tensors, lo, hi)
         return [(a[0].numpy(), b[0].numpy()) for a, b in inter], inter
 
-    def _solver(self, deadline: float):
+    def _solver(self, deadline: float, mip_rel_gap: float | None = None, options: dict[str, Any] | None = None):
         remaining = deadline - time.perf_counter()
-        return make_solver(None if math.isinf(remaining) else max(remaining, 0.01), self.mip_rel_gap, self.threads)
+        return make_solver(None if math.isinf(remaining) else max(remaining, 0.01),
+                           self.mip_rel_gap if mip_rel_gap is None else mip_rel_gap, self.threads, options)
 
     def _deadline(self) -> float:
         return math.inf if self.time_limit is None else time.perf_counter() + self.time_limit
@@ -134,20 +180,12 @@ class MilpOracle(Oracle):
             r = int(np.argmin(estimate))
             return Answer(Verdict.FALSIFIED, counterexample=corners[r].copy(), reason="CROWN's minimising vertex")
         proven = crown.copy()  # per class: a proven lower bound of the margin, once > 0
-        w_last = self.network.affines[-1].weight
         smallest = math.inf  # the smallest margin minimum solved exactly so far
         for row in np.argsort(estimate):
             if crown[row] > 0:
                 continue
             j = others[row]
-            # inputs along which the margin is monotone on the box are fixed at its minimising
-            # end: the minimum, and so the answer, is unchanged, and the MILP gets smaller
-            with torch.no_grad():
-                lo_j, hi_j, inter_j = fix_monotone_inputs(self.tensors, lo, hi, spec[0, row])
-            bounds_j = [(a[0].numpy(), b[0].numpy()) for a, b in inter_j]
-            enc = encode(self.network, lo_j[0].numpy(), hi_j[0].numpy(), bounds_j,
-                         minimize_last=w_last[label] - w_last[j])
-            margin = enc.logits[label] - enc.logits[j]
+            enc, margin = self._margin_problem(lower, upper, label, j)
             # once one class is solved exactly, the others only need to be shown above that
             # minimum: with ``margin <= cutoff`` added, nodes whose relaxation exceeds the
             # cutoff are pruned, and "infeasible" proves the class's margin above it
@@ -168,6 +206,173 @@ class MilpOracle(Oracle):
             return Answer(Verdict.UNKNOWN, margin=res.bound, timed_out=res.timed_out,
                           reason=f"MILP for class {j} undecided ({res.status}, bound {res.bound})")
         return Answer(Verdict.VERIFIED, margin=float(proven.min()))
+
+    def _margin_problem(self, lower: FloatArray, upper: FloatArray, label: int, j: int) -> tuple[Encoding, Any]:
+        """The MILP of ``logit_label - logit_j`` over the box, to be minimised: inputs along
+        which the margin is monotone on the box are fixed at its minimising end (the
+        minimum is unchanged, the MILP smaller), and the last layer's convex neurons need
+        no binary. Returns the encoding and the margin expression."""
+        net = self.network
+        spec = margin_spec(net.n_classes, label, 1, torch.float64, torch.device("cpu"))
+        with torch.no_grad():
+            lo_j, hi_j, inter = fix_monotone_inputs(self.tensors, torch.tensor(lower)[None], torch.tensor(upper)[None],
+                                                    spec[0, j - (j > label)])
+        bounds = [(a[0].numpy(), b[0].numpy()) for a, b in inter]
+        w_last = net.affines[-1].weight
+        enc = encode(net, lo_j[0].numpy(), hi_j[0].numpy(), bounds, minimize_last=w_last[label] - w_last[j])
+        return enc, enc.logits[label] - enc.logits[j]
+
+    # -- the minimum adversarial distance ---------------------------------------------------------
+    def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0, upper: float = math.inf,
+                     counterexample: FloatArray | None = None, falsifier: Oracle | None = None,
+                     time_limit: float | None = None) -> Distance:
+        """The minimum L-infinity distance from ``x`` to a point of ``domain`` not classified
+        ``label`` (the exact best apothem), by MILPs, one or two per class.
+
+        The best known counterexample (``counterexample``, improved by the ``falsifier``
+        if given) sets the radius ``r`` searched: the cube of radius ``r`` around ``x``
+        within ``domain``; alpha-CROWN rules out the classes that cannot win anywhere in
+        it and bounds each other class's distance from below. Then per class ``j``, the
+        class of the best counterexample first:
+
+        * except for the first class, a MILP minimises ``logit_label - logit_j`` over the
+          cube of the best distance so far: a proven bound above :data:`PROOF_MARGIN`
+          shows that class ``j`` is no nearer, and the class is done;
+        * otherwise a MILP minimises ``t`` subject to ``|x' - x| <= t``, ``t`` at most
+          the best distance, and ``logit_label(x') - logit_j(x') <= CLASS_SLACK`` (a
+          superset of class ``j``'s points, so that tolerances cannot cut true points
+          off); see :meth:`_distance_encoding`.
+
+        ``lower`` in the result is the least of the solvers' proven bounds on ``t``,
+        lowered by :data:`DISTANCE_MARGIN` (relative): no point of the domain nearer
+        than that is misclassified. ``upper`` is the distance of a confirmed
+        counterexample: each optimum, pushed outwards by the least amount that makes a
+        forward pass misclassify it, then pulled back along the segment to ``x``. A
+        time-out (``time_limit`` for the whole query, or the oracle's own limit) keeps
+        the bounds proven so far, and ``lower`` (optional) is a radius already proven
+        robust.
+        """
+        self.network.check_label(label)
+        start = time.perf_counter()
+        deadline = min(self._deadline(), math.inf if time_limit is None else start + time_limit)
+        net = self.network
+        x = np.asarray(x, dtype=np.float64)
+        if net.misclassified(x, label)[0]:
+            return Distance(0.0, 0.0, x.copy(), 0, 0.0, "x itself is not classified robustly")
+        hi, cex = float(upper), counterexample
+        if cex is not None:
+            cex = pull_counterexample(net, x, np.asarray(cex, dtype=np.float64), label)
+            hi = min(hi, float(np.abs(cex - x).max()))
+        if falsifier is not None:
+            hi, cex = seed_upper(falsifier, x, label, domain, hi, cex)
+        rmax = float(np.max(np.maximum(x - domain.lower, domain.upper - x)))
+        radius = min(hi, rmax)
+        lo_r, hi_r = cube(x, radius, domain)
+        # per class, the largest of the radii between ``lower`` and ``radius`` within which
+        # alpha-CROWN proves that the class never reaches the label's logit
+        radii = lower + (radius - lower) * np.arange(1, PER_CLASS_RADII + 1) / PER_CLASS_RADII
+        los, his = np.maximum(domain.lower, x - radii[:, None]), np.minimum(domain.upper, x + radii[:, None])
+        proved = self._prefilter.margin_lower_bounds(los, his, label) > 0  # (radii, classes)
+        floor = {j: radii[col].max() if col.any() else lower
+                 for j, col in zip([j for j in range(net.n_classes) if j != label], proved.T)}
+        todo = [j for j in sorted(floor, key=floor.get) if not proved[-1, j - (j > label)]]
+        if cex is not None:  # the class of the best counterexample first: its distance is likely the least
+            winner = int(np.argmax(np.delete(net.forward(cex[None])[0], label)))
+            winner += winner >= label
+            todo.sort(key=lambda j: j != winner)
+        flips = flip_distances(net, x, domain)
+        proven = math.inf if math.isinf(hi) else hi  # least proven bound over the classes solved so far
+        milps, reason = 0, ""
+        for position, j in enumerate(todo):
+            if time.perf_counter() >= deadline:
+                proven, reason = min(proven, lower), f"time limit before class {j}"
+                break
+            if position > 0 and not math.isinf(hi):
+                # first the cheaper question: can class j win at all within the best distance?
+                lo_c, hi_c = cube(x, hi, domain)
+                enc, margin = self._margin_problem(lo_c, hi_c, label, j)
+                # any proven bound above the proof margin settles it: no need to close the gap
+                res = solve(self._solver(deadline, mip_rel_gap=0.5, options=DISTANCE_OPTIONS), enc, margin)
+                milps += 1
+                if res.bound is not None and res.bound > PROOF_MARGIN:
+                    continue  # no point of class j within the distance: it cannot be nearer
+                if res.x is not None:
+                    hi, cex = self._closer(x, res.x, lo_c, hi_c, label, domain, hi, cex)
+            lo_r, hi_r = cube(x, min(hi, rmax), domain)
+            enc = self._distance_encoding(x, lo_r, hi_r, label, j, max(lower, floor[j]), hi, flips)
+            res = solve(self._solver(deadline, options=DISTANCE_OPTIONS), enc, enc.model.t)
+            milps += 1
+            if res.x is not None:
+                hi, cex = self._closer(x, res.x, lo_r, hi_r, label, domain, hi, cex)
+            if res.infeasible:
+                continue  # no point of class j nearer than the bound on t
+            if res.bound is None:
+                proven, reason = min(proven, lower), f"MILP for class {j} undecided ({res.status})"
+                self.stats.timeouts += int(res.timed_out)
+                continue
+            proven = min(proven, max(lower, res.bound * (1 - DISTANCE_MARGIN)))
+            if not res.optimal:
+                reason = f"MILP for class {j}: {res.status}, bound {res.bound:.6g}"
+                self.stats.timeouts += int(res.timed_out)
+        self.stats.calls += 1
+        self.stats.seconds += time.perf_counter() - start
+        if math.isinf(proven) and math.isinf(hi):
+            reason = "the whole domain is robust"
+        return Distance(min(proven, hi), hi, cex, milps, time.perf_counter() - start, reason)
+
+    def _closer(self, x: FloatArray, point: FloatArray, lo: FloatArray, hi: FloatArray, label: int, domain: Box,
+                best: float, cex: FloatArray | None) -> tuple[float, FloatArray | None]:
+        """The nearer of the best counterexample and a solver's ``point`` made a confirmed one."""
+        found = push_counterexample(self.network, x, np.clip(point, lo, hi), label, domain)
+        if found is not None and float(np.abs(found - x).max()) < best:
+            return float(np.abs(found - x).max()), found
+        return best, cex
+
+    def _distance_encoding(self, x: FloatArray, lo_r: FloatArray, hi_r: FloatArray, label: int, j: int,
+                           lower: float, upper: float, flips: dict[int, tuple[float, bool]]) -> Encoding:
+        """The MILP ``min t`` over the points of the region ``[lo_r, hi_r]`` with
+        ``logit_label - logit_j <= CLASS_SLACK`` and ``|x' - x| <= t``, ``lower <= t <=
+        upper``, in a form with the same optimum but a tighter relaxation:
+
+        * the region shrinks towards ``x`` along the inputs in which the margin is
+          monotone (:func:`~oracles.bounds.shrink_monotone`): a nearest point of class
+          ``j`` has a counterpart no further away in the shrunk region; where the room
+          left lets it, such an input is tied to ``t`` (``x'_i = x_i -/+ t``), since the
+          counterpart may take it as far as the distance allows;
+        * a first-layer neuron changes phase only at distance ``tau`` or more
+          (:func:`flip_distances`): ``t >= tau`` when its binary says it has;
+        * the last layer's convex neurons need no binary (the margin is constrained
+          from above only).
+        """
+        net = self.network
+        spec = margin_spec(net.n_classes, label, 1, torch.float64, torch.device("cpu"))
+        row = j - (j > label)
+        with torch.no_grad():
+            lo_t, hi_t, inter, direction = shrink_monotone(
+                self.tensors, torch.tensor(lo_r)[None], torch.tensor(hi_r)[None], spec[0, row], torch.tensor(x)[None])
+        lo_j, hi_j, direction = lo_t[0].numpy(), hi_t[0].numpy(), direction.numpy()
+        bounds = [(a[0].numpy(), b[0].numpy()) for a, b in inter]
+        w_last = net.affines[-1].weight
+        enc = encode(net, lo_j, hi_j, bounds, minimize_last=w_last[label] - w_last[j])
+        m = enc.model
+        m.t = pe.Var(bounds=(max(lower, 0.0), None if math.isinf(upper) else upper))
+        for i in range(net.n_inputs):
+            xi = float(x[i])
+            if direction[i] > 0 and xi - lo_j[i] >= upper:  # the margin increases in x_i: as low as t allows
+                m.cons.add(enc.x[i] + m.t == xi)
+            elif direction[i] < 0 and hi_j[i] - xi >= upper:
+                m.cons.add(enc.x[i] - m.t == xi)
+            else:
+                if hi_j[i] > xi:
+                    m.cons.add(enc.x[i] - m.t <= xi)
+                if lo_j[i] < xi:
+                    m.cons.add(enc.x[i] + m.t >= xi)
+        m.cons.add(enc.logits[label] - enc.logits[j] <= CLASS_SLACK)
+        for k, (tau, active) in flips.items():
+            d = enc.binaries.get((0, k))
+            if d is not None:
+                m.cons.add(m.t >= tau * (1 - d if active else d))
+        return enc
 
     # -- class region ---------------------------------------------------------------------------
     def _class_encoding(self, region: Box, label: int) -> Encoding:

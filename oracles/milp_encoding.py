@@ -155,16 +155,30 @@ class SolveResult:
         return self.status == "maxTimeLimit"
 
 
-def make_solver(time_limit: float | None, mip_rel_gap: float = 1e-6, threads: int = 1) -> Highs:
+class _Highs(Highs):
+    """pyomo's persistent HiGHS interface, with its options set before the model is
+    passed: pyomo sets them only before each solve, after the rows were added, so that
+    HiGHS would drop matrix entries under its default ``small_matrix_value`` (1e-9)."""
+
+    def add_block(self, block) -> None:
+        for key, option in self.highs_options.items():
+            self._solver_model.setOptionValue(key, option)
+        super().add_block(block)
+
+
+def make_solver(time_limit: float | None, mip_rel_gap: float = 1e-6, threads: int = 1,
+                options: dict[str, Any] | None = None) -> Highs:
     """A persistent HiGHS interface. HiGHS ignores matrix entries at or below
-    ``small_matrix_value``; it is set to its minimum (1e-12) so that the encoding stays
-    exact up to terms far below :data:`PROOF_MARGIN` (reference weights go down to 1e-37).
-    Its log goes to the ``pyomo`` logger at DEBUG level."""
-    opt = Highs()
+    ``small_matrix_value``; it is set to its minimum (1e-12) before the model is passed,
+    so that the encoding stays exact up to terms far below :data:`PROOF_MARGIN`
+    (reference weights go down to 1e-37; the terms dropped change a 784-input row by at
+    most 784e-12). ``options``: more HiGHS options. Its log goes to the ``pyomo`` logger
+    at DEBUG level."""
+    opt = _Highs()
     opt.config.load_solution = False
     opt.config.log_level = logging.DEBUG
     opt.highs_options = {"output_flag": False, "mip_rel_gap": mip_rel_gap, "threads": threads,
-                         "small_matrix_value": 1e-12}
+                         "small_matrix_value": 1e-12, **(options or {})}
     if time_limit is not None:
         opt.config.time_limit = max(float(time_limit), 0.01)
     return opt

@@ -19,6 +19,7 @@ import pytest
 
 from oracles import (
     Answer,
+    BabOracle,
     MilpOracle,
     Oracle,
     Verdict,
@@ -175,11 +176,13 @@ def test_cubes_just_beyond_the_exact_minimum_adversarial_distance_are_never_veri
     domain = Box.unit(4)
     d = min_adversarial_distance(MilpOracle(net), x, label, domain, rel_precision=1e-9, abs_precision=1e-12)
     assert d.counterexample is not None and net.misclassified(d.counterexample, label)[0]
-    # r* lies in [lower, upper]: the cube of radius lower is proven, the counterexample is
-    # at distance upper (milp's proof margin keeps the bracket from closing completely)
-    assert d.upper - d.lower <= 1e-2 * d.upper
-    proven = Box.cube(x, d.lower, domain)
-    assert MilpOracle(net).verify_box(proven.lower, proven.upper, label).verified
+    # r* lies in [lower, upper]: milp's distance query proves lower, the counterexample is
+    # at distance upper; root finding on branch-and-bound verdicts brackets the same r*
+    assert d.upper - d.lower <= 1e-4 * d.upper
+    bab = min_adversarial_distance(BabOracle(net), x, label, domain, rel_precision=1e-6)
+    assert bab.lower <= d.upper and d.lower <= bab.upper
+    inside = Box.cube(x, d.lower * (1 - 1e-3), domain)
+    assert MilpOracle(net).verify_box(inside.lower, inside.upper, label).verified
     cubes = [Box.cube(x, d.upper + eps, domain) for eps in (1e-7, 1e-9, 1e-12)]
     assert all(c.contains(d.counterexample) for c in cubes)
     lower, upper = np.array([c.lower for c in cubes]), np.array([c.upper for c in cubes])

@@ -11,6 +11,7 @@ from oracles import AttackOracle, BabOracle, MilpOracle, Verdict, make_oracle, m
 from oracles.bounds import NetworkTensors, intermediate_bounds
 from oracles.cascade import Cascade
 from oracles.distance import pull_counterexample
+from oracles.milp import flip_distances
 from oracles.milp_encoding import encode, make_solver, solve
 from parallelepipedonn.box import Box
 from parallelepipedonn.errors import ConfigError
@@ -115,3 +116,78 @@ def test_milp_counterexample_is_the_true_minimiser():
         grid_min = (net.forward(grid)[:, label] - net.forward(grid)[:, j]).min()
         assert res.bound <= grid_min + 1e-9  # a proven lower bound
         assert res.bound >= grid_min - 0.05  # and close to the grid's minimum
+
+
+# -- the distance query ----------------------------------------------------------------------
+@pytest.mark.parametrize("seed, sizes", [(20, [5, 12, 3]), (21, [5, 12, 3]), (22, [4, 8, 8, 3]), (23, [6, 10, 10, 4])])
+def test_the_distance_query_brackets_the_same_optimum_as_root_finding_and_nothing_nearer_is_misclassified(seed, sizes):
+    net = random_network(seed, sizes, scale=2.0)
+    x = np.random.default_rng(seed).random(sizes[0])
+    label = int(net.predict(x)[0])
+    domain = Box.unit(sizes[0])
+    milp = MilpOracle(net)
+    assert milp.distance_query
+    d = milp.min_distance(x, label, domain, falsifier=AttackOracle(net))
+    bab = min_adversarial_distance(BabOracle(net), x, label, domain, rel_precision=1e-6, falsifier=AttackOracle(net))
+    if np.isinf(bab.upper):
+        assert np.isinf(d.lower) and d.counterexample is None
+        return
+    assert d.exact(1e-4) and net.misclassified(d.counterexample, label)[0]
+    assert np.abs(d.counterexample - x).max() == pytest.approx(d.upper, abs=1e-15)
+    assert bab.lower <= d.upper and d.lower <= bab.upper
+    # soundness by sampling and attack inside the proven cube
+    cube = Box.cube(x, d.lower, domain)
+    points = np.random.default_rng(seed).uniform(cube.lower, cube.upper, (4000, x.size))
+    assert not net.misclassified(points, label).any()
+    assert AttackOracle(net).verify_box(cube.lower, cube.upper, label).verdict is not Verdict.FALSIFIED
+    # without a falsifier or any counterexample, the whole domain is searched: same answer
+    alone = milp.min_distance(x, label, domain)
+    assert alone.lower <= d.upper and d.lower <= alone.upper
+
+
+def test_the_distance_query_reports_a_robust_domain_as_infinitely_far():
+    net = _linear_classifier(np.array([0.1, -0.1]), 1.0)  # margin >= 0.9 on [0,1]^2
+    d = MilpOracle(net).min_distance(np.array([0.5, 0.5]), 0, Box.unit(2), falsifier=AttackOracle(net))
+    assert d.lower == d.upper == np.inf and d.counterexample is None
+
+
+def test_cascades_pass_the_distance_query_to_their_milp_stage():
+    net = random_network(20, [5, 12, 3], scale=2.0)
+    x = np.random.default_rng(20).random(5)
+    label = int(net.predict(x)[0])
+    cascade = make_oracle("crown+milp", net)
+    assert cascade.distance_query and not make_oracle("crown+bab", net).distance_query
+    a = cascade.min_distance(x, label, Box.unit(5))
+    b = MilpOracle(net).min_distance(x, label, Box.unit(5))
+    assert a.lower == pytest.approx(b.lower, rel=1e-9) and a.upper == pytest.approx(b.upper, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_flip_distances_are_the_least_distances_at_which_first_layer_neurons_change_phase(seed):
+    net = random_network(30 + seed, [6, 9, 3], scale=2.0)
+    rng = np.random.default_rng(seed)
+    x = rng.random(6)
+    domain = Box.unit(6)
+    w, b = net.affines[0].weight, net.affines[0].bias
+    z0 = w @ x + b
+    flips = flip_distances(net, x, domain)
+    assert flips
+    for k, (tau, active) in flips.items():
+        assert active == (z0[k] > 0)
+        # nothing nearer flips it: the extreme point of the cube of radius tau (1 - 1e-6)
+        toward = -np.sign(z0[k]) * np.sign(w[k])
+        for r, flipped in ((tau * (1 - 1e-6), False), (tau * (1 + 1e-6), True)):
+            p = np.clip(x + r * toward, domain.lower, domain.upper)
+            assert (np.sign(w[k] @ p + b[k]) != np.sign(z0[k])) == flipped
+        sample = np.clip(x + rng.uniform(-tau, tau, (2000, 6)) * (1 - 1e-6), 0, 1)
+        assert (np.sign(sample @ w[k] + b[k]) == np.sign(z0[k])).all()
+
+
+def test_the_solver_keeps_matrix_entries_far_below_highs_default_small_value():
+    m = pe.ConcreteModel()
+    m.x = pe.Var(bounds=(0, 1e12))
+    m.c = pe.Constraint(expr=1e-10 * m.x >= 1.0)  # dropped as 0 by HiGHS's default (1e-9): infeasible
+    m.objective = pe.Objective(expr=m.x)
+    res = make_solver(10.0).solve(m)
+    assert res.termination_condition.name == "optimal"
+    assert res.best_objective_bound == pytest.approx(1e10, rel=1e-6)
