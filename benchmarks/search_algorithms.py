@@ -42,12 +42,12 @@ from parallelepipedonn.io_utils import sha256_file
 
 def exact_optima(dataset: str, net: ppn.Network, inputs, out: Path) -> dict[str, float]:
     """The exact optimum (upper end of the bracket) of every input, from the exact-apothem
-    benchmark's CSV when it exists, else computed with the MILP route."""
+    benchmark's CSV when it exists, else computed by the ``milp`` distance query."""
     path = out / f"exact_apothem_{dataset}.csv"
     if path.is_file():
         with open(path) as f:
             return {r["input"]: float(r["milp_upper"]) for r in csv.DictReader(f) if r.get("milp_upper")}
-    oracle, attack, crown = make_oracle("crown+alpha-crown+milp", net), AttackOracle(net), CrownOracle(net)
+    oracle, attack, crown = make_oracle("milp", net), AttackOracle(net), CrownOracle(net)
     optima = {}
     for name, x, label in tqdm(inputs, desc="exact optima (milp)"):
         cert = ppn.certify(net, x, label, oracle=crown, falsifier=attack)

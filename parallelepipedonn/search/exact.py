@@ -23,8 +23,10 @@ class ExactApothem:
 
     Root finding on the radius (:func:`oracles.distance.min_adversarial_distance`): the
     falsifier tightens the upper end cheaply, the oracle is asked just inside it, and
-    regula falsi on the margins it reports closes the bracket. The returned cube is one
-    the oracle VERIFIED.
+    regula falsi on the margins it reports closes the bracket; the returned cube is one
+    the oracle VERIFIED. An oracle that answers the distance query itself (``milp``, or
+    a cascade with a ``milp`` stage) is asked for it directly instead; the returned
+    cube's radius is then the solver's proven bound, exact to its gap.
     """
 
     precision: float = 1e-4
