@@ -61,6 +61,12 @@ _TIMEOUT = object()
 #: maraboupy 2.0 (registry wheel) answered ``unsat`` for boxes around MNIST test digits on
 #: the default 784-100-100-10 net in which the attack and branch and bound found
 #: counterexamples confirmed by forward passes (tests/test_oracle_agreement.py checks it).
+#: Upstream reports the same on MNIST nets (Marabou issues #568, #820): the preprocessor
+#: snaps variables whose bounds lie within PREPROCESSOR_ALMOST_FIXED_THRESHOLD = 1e-5 of
+#: each other and then declares equations infeasible at that tolerance; the constant is
+#: compiled into the 2.0.0 wheel (v2.0.0 src/configuration/GlobalConfiguration.cpp), and
+#: the maintainers' fix is a rebuild with a smaller one. On one-hidden-layer nets every
+#: answer checked so far agreed with milp and branch and bound.
 UNTRUSTED_UNSAT = ("marabou: unsat not trusted on nets with several hidden layers "
                    "(maraboupy 2.0 returned wrong unsat answers there)")
 

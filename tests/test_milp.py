@@ -191,3 +191,15 @@ def test_the_solver_keeps_matrix_entries_far_below_highs_default_small_value():
     res = make_solver(10.0).solve(m)
     assert res.termination_condition.name == "optimal"
     assert res.best_objective_bound == pytest.approx(1e10, rel=1e-6)
+
+
+def test_a_distance_query_out_of_time_keeps_a_valid_bracket():
+    net = random_network(23, [6, 10, 10, 4], scale=2.0)
+    x = np.random.default_rng(23).random(6)
+    label = int(net.predict(x)[0])
+    domain = Box.unit(6)
+    full = MilpOracle(net).min_distance(x, label, domain, falsifier=AttackOracle(net))
+    cut = MilpOracle(net).min_distance(x, label, domain, lower=0.01, falsifier=AttackOracle(net), time_limit=1e-9)
+    assert "time limit" in cut.reason and cut.lower == 0.01
+    assert cut.lower <= full.upper and full.lower <= cut.upper
+    assert cut.counterexample is not None and net.misclassified(cut.counterexample, label)[0]
