@@ -432,30 +432,38 @@ counterexample inside the box, a class point outside a dual box, a box not conta
 input or outside the domain, ...); 6 undecided (the oracle answered unknown or timed out:
 never counted as confirmed); 3 the model file's sha256 differs from the certificate's;
 2 unreadable or malformed certificate or model, unknown oracle; 1 internal error; 130
-interrupted."""
+interrupted. For a list of results: 5 if any is refuted, else 6 if any is undecided."""
 
 
 def cmd_recheck(args: argparse.Namespace) -> int:
-    from .recheck import Outcome, recheck
+    from .recheck import Outcome, recheck_all
 
-    result = recheck(args.certificate, model=args.model, oracle=args.oracle, time_limit=args.time_limit,
-                     device=args.device)
-    lines = [f"{result.outcome.value.upper()}: {result.reason}",
-             f"  {result.kind:11s} {args.certificate}: {result.claim}",
-             f"  model       {result.model_path}"]
-    if result.counterexample is not None:
-        logits = result.logits
-        rival = int(np.argmax(np.where(np.arange(logits.size) == result.label, -np.inf, logits)))
-        where = "" if result.distance is None else f"at distance {_fmt(result.distance, 6)} from the input, "
-        lines.append(f"  point       {where}logit {result.label} = {_fmt(float(logits[result.label]), 6)}, "
-                     f"class {rival} = {_fmt(float(logits[rival]), 6)}")
-    if result.checks:
-        lines.append(f"  checked     {'; '.join(result.checks)}")
-    lines += [f"  note        {n}" for n in result.notes]
-    lines.append(f"  time        {result.seconds:.3f} s")
-    print("\n".join(lines))
-    return {Outcome.CONFIRMED: EXIT_OK, Outcome.REFUTED: EXIT_REFUTED, Outcome.UNDECIDED: EXIT_UNDECIDED}[
-        result.outcome]
+    results = recheck_all(args.certificate, model=args.model, oracle=args.oracle, time_limit=args.time_limit,
+                          device=args.device)
+    for k, result in enumerate(results):
+        where = args.certificate if len(results) == 1 else f"{args.certificate}[{k}]"
+        lines = [f"{result.outcome.value.upper()}: {result.reason}",
+                 f"  {result.kind:11s} {where}: {result.claim}",
+                 f"  model       {result.model_path}"]
+        if result.counterexample is not None:
+            logits = result.logits
+            rival = int(np.argmax(np.where(np.arange(logits.size) == result.label, -np.inf, logits)))
+            at = "" if result.distance is None else f"at distance {_fmt(result.distance, 6)} from the input, "
+            lines.append(f"  point       {at}logit {result.label} = {_fmt(float(logits[result.label]), 6)}, "
+                         f"class {rival} = {_fmt(float(logits[rival]), 6)}")
+        if result.checks:
+            lines.append(f"  checked     {'; '.join(result.checks)}")
+        lines += [f"  note        {n}" for n in result.notes]
+        lines.append(f"  time        {result.seconds:.3f} s")
+        print("\n".join(lines))
+    outcomes = {r.outcome for r in results}
+    if len(results) > 1:
+        counts = ", ".join(f"{sum(r.outcome is o for r in results)} {o.value}" for o in Outcome)
+        print(f"{len(results)} results: {counts}")
+    # one refuted claim refutes the file; otherwise one undecided claim leaves it undecided
+    if Outcome.REFUTED in outcomes:
+        return EXIT_REFUTED
+    return EXIT_UNDECIDED if Outcome.UNDECIDED in outcomes else EXIT_OK
 
 
 # -- train -----------------------------------------------------------------------------------
@@ -602,7 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "domain, its metrics are the box's, its counterexample is misclassified, and the oracle "
                        "proves the box robust (a dual box: proves that no point of its class lies outside it).",
                        epilog=RECHECK_EXIT_CODES)
-    p.add_argument("certificate", metavar="CERT.json", help="a certificate or dual box written by --json")
+    p.add_argument("certificate", metavar="CERT.json",
+                   help="a certificate or dual box written by --json, or a list of them (compare --json)")
     p.add_argument("--oracle", default="milp",
                    help=f"verifier ({', '.join(sorted(oracle_entries()))}, or a cascade a+b+c; default: milp, "
                    "complete; dual boxes need milp)")

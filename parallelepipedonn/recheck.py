@@ -21,6 +21,7 @@ never as confirmed.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import math
 import time
@@ -102,6 +103,29 @@ def load_stored(path: str | Path) -> tuple[Certificate | DualBox, dict[str, Any]
                          f"(format {fmt!r})")
 
 
+def load_stored_list(path: str | Path) -> list[tuple[Certificate | DualBox, dict[str, Any]]]:
+    """What :func:`load_stored` reads, for a file holding one result or a JSON list of them."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        d = None  # load_stored reports it
+    if not isinstance(d, list):
+        return [load_stored(path)]
+    if not d:
+        raise InputDataError(f"{str(path)!r} holds an empty list")
+    items = []
+    for k, item in enumerate(d):
+        fmt = item.get("format") if isinstance(item, dict) else None
+        if fmt == CERTIFICATE_FORMAT:
+            items.append((Certificate.from_dict(item), item))
+        elif fmt == DUAL_FORMAT:
+            items.append((DualBox.from_dict(item), item))
+        else:
+            raise InputDataError(f"item {k} of {str(path)!r} is neither a parallelepipedonn certificate nor a "
+                                 f"dual box (format {fmt!r})")
+    return items
+
+
 def resolve_model(stored: Certificate | DualBox, model: str | Path | None, stored_in: Path | None) -> Path:
     """The model file to recheck against: ``model`` if given, else the one the result
     names (a relative path is tried from the working directory, then from ``stored_in``)."""
@@ -150,14 +174,41 @@ def recheck(stored: Certificate | DualBox | str | Path, *, model: str | Path | N
     oracle name or cascade (``time_limit`` per query, seconds). ``network``, if given,
     is used instead of loading the model file (which is still hashed).
     """
-    from .onnx_import import load_onnx
-
-    start = time.perf_counter()
     raw: dict[str, Any] | None = None
     stored_in = None
     if isinstance(stored, (str, Path)):
         stored_in = Path(stored).parent
         stored, raw = load_stored(stored)
+    return _recheck_one(stored, raw, stored_in, model, oracle, time_limit, device, network)
+
+
+def recheck_all(path: str | Path, *, model: str | Path | None = None, oracle: str = DEFAULT_RECHECK_ORACLE,
+                time_limit: float | None = None, device: str = "cpu") -> list[Recheck]:
+    """Re-verify every result stored in ``path``: one certificate or dual box, or a JSON
+    list of them (``compare --json`` writes one), each as :func:`recheck` would. The
+    network is loaded once per model file."""
+    path = Path(path)
+    items = load_stored_list(path)
+    networks: dict[Path, Network] = {}
+    results = []
+    for stored, raw in items:
+        model_path = resolve_model(stored, model, path.parent)
+        if model_path not in networks:
+            from .onnx_import import load_onnx
+
+            check_model_hash(model_path, stored.model_sha256)
+            networks[model_path] = load_onnx(model_path)
+        results.append(_recheck_one(stored, raw, path.parent, model, oracle, time_limit, device,
+                                    networks[model_path]))
+    return results
+
+
+def _recheck_one(stored: Certificate | DualBox, raw: dict[str, Any] | None, stored_in: Path | None,
+                 model: str | Path | None, oracle: str, time_limit: float | None, device: str,
+                 network: Network | None) -> Recheck:
+    from .onnx_import import load_onnx
+
+    start = time.perf_counter()
     model_path = resolve_model(stored, model, stored_in)
     notes = [n for n in [check_model_hash(model_path, stored.model_sha256)] if n]
     net = network if network is not None else load_onnx(model_path)

@@ -232,3 +232,23 @@ def test_an_empty_dual_box_is_confirmed_only_where_the_class_is_absent(small, tm
     j.write_text(json.dumps(d))
     result = recheck(j)
     assert result.outcome is Outcome.REFUTED and small.net.margins(result.counterexample, other)[0] >= 0
+
+
+def test_a_compare_list_is_rechecked_item_by_item_and_one_false_claim_refutes_the_file(small, tmp_path, capsys):
+    j = tmp_path / "list.json"
+    code, _, err = run(capsys, "compare", "--model", str(small.path), "--input", str(small.dir / "x.npy"),
+                       "--algorithms", "apothem-kary,box-topdown", "--json", str(j))
+    assert code == 0, err
+    code, out, err = run(capsys, "recheck", str(j))
+    assert code == 0, err
+    assert f"{j}[0]" in out and f"{j}[1]" in out and "2 results: 2 confirmed, 0 refuted, 0 undecided" in out
+    items = json.loads(j.read_text())
+    items[1]["upper"] = [1.5] * len(items[1]["upper"])  # a box that leaves the domain
+    j.write_text(json.dumps(items))
+    code, out, _ = run(capsys, "recheck", str(j))
+    assert code == 5 and "REFUTED" in out and "1 confirmed, 1 refuted" in out
+    j.write_text("[]")
+    assert run(capsys, "recheck", str(j))[0] == 2
+    j.write_text(json.dumps([items[0], {"format": "something else"}]))
+    code, _, err = run(capsys, "recheck", str(j))
+    assert code == 2 and "item 1" in err
