@@ -199,13 +199,13 @@ class Oracle(ABC):
         network classifies ``label`` (ties included)."""
         raise OracleError(f"oracle {self.name!r} cannot answer coordinate-extreme queries")
 
-    def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0, upper: float = float("inf"),
+    def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0,
                      counterexample: FloatArray | None = None, falsifier: Oracle | None = None,
                      time_limit: float | None = None) -> Distance:
         """The minimum L-infinity distance from ``x`` to a point of ``domain`` not classified
-        ``label``, bracketed (``lower`` a radius already proven robust, ``upper`` the
-        distance of ``counterexample``, if known; ``time_limit`` in seconds for the whole
-        query, besides the oracle's own limit). Any oracle's can be found with
+        ``label``, bracketed (``lower`` a radius already proven robust; ``counterexample``
+        a misclassified point, if known — re-checked; ``time_limit`` in seconds for the
+        whole query, besides the oracle's own limit). Any oracle's can be found with
         :func:`oracles.min_adversarial_distance`; backends with ``distance_query`` answer
         it directly."""
         raise OracleError(f"oracle {self.name!r} cannot answer distance queries")

@@ -13,6 +13,7 @@ stops the search with the bracket reached so far.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -22,6 +23,8 @@ from parallelepipedonn.box import Box
 from parallelepipedonn.network import Network
 
 from .base import Distance, FloatArray, Oracle, Verdict
+
+log = logging.getLogger(__name__)
 
 
 def cube(x: FloatArray, radius: float, domain: Box) -> tuple[FloatArray, FloatArray]:
@@ -44,6 +47,21 @@ def pull_counterexample(network: Network, x: FloatArray, cex: FloatArray, label:
         lo_t, hi_t = (ts[first - 1] if first > 0 else lo_t), ts[first]
     best = x + hi_t * (cex - x)
     return best if network.misclassified(best, label)[0] else cex
+
+
+def confirmed_upper(network: Network, x: FloatArray, label: int, domain: Box,
+                    counterexample: FloatArray | None) -> tuple[float, FloatArray | None]:
+    """The upper end given by a caller's counterexample, trusted only once confirmed: one
+    outside ``domain`` or classified ``label`` is dropped (logged); a kept one is pulled
+    towards ``x``, and its distance is the upper end (``inf`` without one)."""
+    if counterexample is None:
+        return math.inf, None
+    cex = np.asarray(counterexample, dtype=np.float64)
+    if cex.shape != x.shape or not domain.contains(cex) or not network.misclassified(cex, label)[0]:
+        log.warning("ignoring a counterexample that is not a misclassified point of the domain")
+        return math.inf, None
+    cex = pull_counterexample(network, x, cex, label)
+    return float(np.abs(cex - x).max()), cex
 
 
 def push_counterexample(network: Network, x: FloatArray, point: FloatArray, label: int,
@@ -116,13 +134,13 @@ def _refine_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, lo:
 
 
 def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0,
-                             upper: float = math.inf, counterexample: FloatArray | None = None,
+                             counterexample: FloatArray | None = None,
                              rel_precision: float = 1e-4, abs_precision: float = 1e-7,
                              falsifier: Oracle | None = None, time_limit: float | None = None) -> Distance:
     """Bracket the minimum adversarial L-infinity distance of ``x`` (see module docstring).
 
     ``lower`` must be a radius already proven robust (0 if ``x`` itself is classified
-    ``label``); ``upper``/``counterexample`` a known confirmed counterexample, if any.
+    ``label``); ``counterexample`` a known misclassified point, if any (re-checked).
     With a ``falsifier`` (e.g. the attack oracle), the upper end is first tightened
     cheaply, and the oracle is asked just inside it (one decision when the falsifier was
     right); a counterexample it returns instead becomes the next upper end. Without a
@@ -133,17 +151,15 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
     answer is exact up to the solver's gap).
     """
     if oracle.distance_query:
-        return oracle.min_distance(x, label, domain, lower=lower, upper=upper, counterexample=counterexample,
+        return oracle.min_distance(x, label, domain, lower=lower, counterexample=counterexample,
                                    falsifier=falsifier, time_limit=time_limit)
     start = time.perf_counter()
     net = oracle.network
     x = np.asarray(x, dtype=np.float64)
     if net.misclassified(x, label)[0]:
         return Distance(0.0, 0.0, x.copy(), 0, 0.0, "x itself is not classified robustly")
-    lo, hi, cex = float(lower), float(upper), counterexample
-    if cex is not None:
-        cex = pull_counterexample(net, x, cex, label)
-        hi = min(hi, float(np.abs(cex - x).max()))
+    lo = float(lower)
+    hi, cex = confirmed_upper(net, x, label, domain, counterexample)
     decisions = 0
     rmax = float(np.max(np.maximum(x - domain.lower, domain.upper - x)))
     if math.isinf(hi):

@@ -42,7 +42,7 @@ from .bounds import (
     shrink_monotone,
 )
 from .crown import AlphaCrownOracle
-from .distance import cube, pull_counterexample, push_counterexample, seed_upper
+from .distance import confirmed_upper, cube, push_counterexample, seed_upper
 from .milp_encoding import PROOF_MARGIN, Encoding, encode, make_solver, solve
 
 log = logging.getLogger(__name__)
@@ -51,15 +51,26 @@ log = logging.getLogger(__name__)
 #: superset of the class region, so that solver tolerances cannot cut true points off.
 CLASS_SLACK = 1e-6
 
-#: A distance bound from HiGHS counts as proven after a relative cut of this size (it
-#: covers the solver's tolerances on the ``|x' - x| <= t`` rows, whose coefficients are 1).
+#: A distance bound from HiGHS counts as proven after a cut of ``DISTANCE_MARGIN`` times
+#: the bound plus ``DISTANCE_ABS_MARGIN``: 10 times the feasibility tolerances the distance
+#: problems are solved with (:data:`DISTANCE_OPTIONS`; the ``|x' - x| <= t`` rows have
+#: coefficients 1, and the inputs lie in boxes of width <= 1 in the reference domains).
 DISTANCE_MARGIN = 1e-6
+DISTANCE_ABS_MARGIN = 1e-8
+
+#: The distance MILP's cap on ``t`` lies this much (relative) above the best distance
+#: found: with the cap at the optimum's doorstep (within 3e-6), HiGHS's presolve, at its
+#: default tolerances, reported the cap itself as the proven bound, above the optimum.
+DISTANCE_CAP_SLACK = 1e-4
 
 #: HiGHS options for the distance queries: the RINS and RENS sub-MIP heuristics took most
 #: of the time on the reference MNIST net (the attack's counterexample is a good
 #: incumbent already); without them the slowest inputs ran 2-3 times faster.
 #: The absolute gap is HiGHS's default 1e-6 otherwise: too coarse for distances near 1e-3.
-DISTANCE_OPTIONS = {"mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False, "mip_abs_gap": 1e-10}
+#: Feasibility tolerances 1e-9 instead of 1e-6 / 1e-7: presolve fixes variables whose
+#: bounds lie within them, and a distance is only as exact as they are.
+DISTANCE_OPTIONS = {"mip_heuristic_run_rins": False, "mip_heuristic_run_rens": False, "mip_abs_gap": 1e-10,
+                    "mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9}
 
 #: Radii at which alpha-CROWN bounds each class's distance from below before its MILP.
 PER_CLASS_RADII = 32
@@ -223,7 +234,7 @@ class MilpOracle(Oracle):
         return enc, enc.logits[label] - enc.logits[j]
 
     # -- the minimum adversarial distance ---------------------------------------------------------
-    def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0, upper: float = math.inf,
+    def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0,
                      counterexample: FloatArray | None = None, falsifier: Oracle | None = None,
                      time_limit: float | None = None) -> Distance:
         """The minimum L-infinity distance from ``x`` to a point of ``domain`` not classified
@@ -257,12 +268,11 @@ class MilpOracle(Oracle):
         deadline = min(self._deadline(), math.inf if time_limit is None else start + time_limit)
         net = self.network
         x = np.asarray(x, dtype=np.float64)
+        if x.shape != (net.n_inputs,) or not domain.contains(x):
+            raise OracleError(f"x must be a point of the domain with {net.n_inputs} coordinates")
         if net.misclassified(x, label)[0]:
             return Distance(0.0, 0.0, x.copy(), 0, 0.0, "x itself is not classified robustly")
-        hi, cex = float(upper), counterexample
-        if cex is not None:
-            cex = pull_counterexample(net, x, np.asarray(cex, dtype=np.float64), label)
-            hi = min(hi, float(np.abs(cex - x).max()))
+        hi, cex = confirmed_upper(net, x, label, domain, counterexample)
         if falsifier is not None:
             hi, cex = seed_upper(falsifier, x, label, domain, hi, cex)
         rmax = float(np.max(np.maximum(x - domain.lower, domain.upper - x)))
@@ -305,12 +315,12 @@ class MilpOracle(Oracle):
             if res.x is not None:
                 hi, cex = self._closer(x, res.x, lo_r, hi_r, label, domain, hi, cex)
             if res.infeasible:
-                continue  # no point of class j nearer than the bound on t
+                continue  # no point of class j nearer than the cap on t (above the best distance)
             if res.bound is None:
                 proven, reason = min(proven, lower), f"MILP for class {j} undecided ({res.status})"
                 self.stats.timeouts += int(res.timed_out)
                 continue
-            proven = min(proven, max(lower, res.bound * (1 - DISTANCE_MARGIN)))
+            proven = min(proven, max(lower, res.bound * (1 - DISTANCE_MARGIN) - DISTANCE_ABS_MARGIN))
             if not res.optimal:
                 reason = f"MILP for class {j}: {res.status}, bound {res.bound:.6g}"
                 self.stats.timeouts += int(res.timed_out)
@@ -332,7 +342,9 @@ class MilpOracle(Oracle):
                            lower: float, upper: float, flips: dict[int, tuple[float, bool]]) -> Encoding:
         """The MILP ``min t`` over the points of the region ``[lo_r, hi_r]`` with
         ``logit_label - logit_j <= CLASS_SLACK`` and ``|x' - x| <= t``, ``lower <= t <=
-        upper``, in a form with the same optimum but a tighter relaxation:
+        upper (1 + DISTANCE_CAP_SLACK)``, in a form with the same optimum but a tighter
+        relaxation (the region must hold the cube of radius ``upper``; points beyond it
+        that the cap lets in do no harm: ``t`` is their distance all the same):
 
         * the region shrinks towards ``x`` along the inputs in which the margin is
           monotone (:func:`~oracles.bounds.shrink_monotone`): a nearest point of class
@@ -355,7 +367,7 @@ class MilpOracle(Oracle):
         w_last = net.affines[-1].weight
         enc = encode(net, lo_j, hi_j, bounds, minimize_last=w_last[label] - w_last[j])
         m = enc.model
-        m.t = pe.Var(bounds=(max(lower, 0.0), None if math.isinf(upper) else upper))
+        m.t = pe.Var(bounds=(max(lower, 0.0), None if math.isinf(upper) else upper * (1 + DISTANCE_CAP_SLACK)))
         for i in range(net.n_inputs):
             xi = float(x[i])
             if direction[i] > 0 and xi - lo_j[i] >= upper:  # the margin increases in x_i: as low as t allows

@@ -210,4 +210,12 @@ def solve(opt: Highs, enc: Encoding, objective, sense=pe.minimize) -> SolveResul
         bound = math.inf if sense == pe.minimize else -math.inf
     elif status not in ("optimal", "maxTimeLimit", "objectiveLimit", "maxIterations"):
         bound = None
+    elif status != "optimal" and not _has_integers(m):
+        bound = None  # an LP stopped early: pyomo reports its current objective, not a bound
     return SolveResult(status, bound, value, x, time.perf_counter() - start)
+
+
+def _has_integers(model: pe.ConcreteModel) -> bool:
+    """Whether HiGHS solves ``model`` as a MIP (its reported bound is then the MIP's dual
+    bound, valid at any stop) rather than as an LP."""
+    return any(v.is_integer() or v.is_binary() for v in model.component_data_objects(pe.Var, active=True))

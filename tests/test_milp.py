@@ -14,7 +14,7 @@ from oracles.distance import pull_counterexample
 from oracles.milp import flip_distances
 from oracles.milp_encoding import encode, make_solver, solve
 from parallelepipedonn.box import Box
-from parallelepipedonn.errors import ConfigError
+from parallelepipedonn.errors import ConfigError, OracleError
 from parallelepipedonn.network import Affine, Network, ReLU
 from tests.nets import random_network
 
@@ -203,3 +203,44 @@ def test_a_distance_query_out_of_time_keeps_a_valid_bracket():
     assert "time limit" in cut.reason and cut.lower == 0.01
     assert cut.lower <= full.upper and full.lower <= cut.upper
     assert cut.counterexample is not None and net.misclassified(cut.counterexample, label)[0]
+
+
+@pytest.mark.parametrize("seed", [11, 1])
+def test_a_counterexample_just_above_the_optimum_never_lifts_the_proven_distance_above_it(seed):
+    # with the MILP's cap on t at the best counterexample's distance, 3e-6 (relative) above
+    # the optimum, HiGHS's presolve at default tolerances reported the cap as the bound
+    rng = np.random.default_rng(seed)
+    n, c = int(rng.integers(2, 7)), int(rng.integers(3, 5))
+    hidden = [int(rng.integers(6, 16))] if seed % 2 == 0 else [int(rng.integers(6, 12)), int(rng.integers(6, 12))]
+    net = random_network(seed, [n, *hidden, c], scale=float(rng.choice([1.0, 2.0, 5.0])))
+    domain, x = Box.unit(n), rng.random(n)
+    label = int(net.predict(x)[0])
+    bab = min_adversarial_distance(BabOracle(net), x, label, domain, rel_precision=1e-7, falsifier=AttackOracle(net))
+    assert np.isfinite(bab.upper)
+    for delta in (1e-7, 1e-6, 3e-6):
+        near = next(p for s in np.geomspace(delta, 10 * delta, 20)
+                    for p in [np.clip(x + (1 + s) * (bab.counterexample - x), 0, 1)] if net.misclassified(p, label)[0])
+        d = MilpOracle(net).min_distance(x, label, domain, counterexample=near)
+        assert d.lower <= bab.upper and bab.lower <= d.upper
+
+
+def test_counterexamples_are_rechecked_before_they_bound_the_distance():
+    net = random_network(20, [5, 12, 3], scale=2.0)
+    x = np.random.default_rng(20).random(5)
+    label = int(net.predict(x)[0])
+    true = MilpOracle(net).min_distance(x, label, Box.unit(5))
+    fake = np.clip(x + 1e-3, 0, 1)  # classified label: not a counterexample
+    d = MilpOracle(net).min_distance(x, label, Box.unit(5), counterexample=fake)
+    assert d.lower <= true.upper and true.lower <= d.upper and d.upper > 1e-3
+    with pytest.raises(OracleError):
+        MilpOracle(net).min_distance(x + 2.0, label, Box.unit(5))
+
+
+def test_an_lp_stopped_early_proves_no_bound():
+    net = _linear_classifier(np.array([1.0, -2.0, 0.5]), 0.3)
+    enc = encode(net, np.zeros(3), np.ones(3), _bounds(net, np.zeros(3), np.ones(3)))
+    assert not enc.binaries
+    opt = make_solver(10.0)
+    opt.highs_options = {**opt.highs_options, "simplex_iteration_limit": 0, "presolve": "off"}
+    res = solve(opt, enc, enc.logits[0] - enc.logits[1])
+    assert res.status != "optimal" and res.bound is None
