@@ -5,9 +5,19 @@ MILP minimises ``logit_label - logit_j`` over the box (inputs along which that m
 monotone fixed first; pre-activation bounds from CROWN/interval propagation over the
 box; stable neurons without binaries; big-M for the rest; the last layer's convex
 neurons without binaries). A row is proven only if the
-solver's *dual bound* exceeds :data:`PROOF_MARGIN`; an incumbent <= 0 is a counterexample
-candidate, re-checked by a forward pass. A time-out or any other solver status is
-UNKNOWN.
+solver's *dual bound* exceeds :data:`PROOF_MARGIN`. An incumbent whose objective is at most
+:data:`PROOF_MARGIN` is a counterexample candidate, whatever the sign HiGHS reports for
+it (at the boundary that sign is rounding noise: HiGHS 1.16 reported ``+5.9e-17`` for a
+point whose exact margin is ``-1.3e-17``): it counts only once a forward pass confirms it
+(exact arithmetic near the boundary), else it is pushed, in geometric steps, towards the
+box's vertices that lower the margin until one is confirmed. A time-out or any other
+solver status is UNKNOWN.
+
+Class-region answers (witnesses) come from MILPs over a slight superset of the class
+region (:data:`CLASS_SLACK`); an optimum on that superset's edge, a hair outside the
+class, is no witness: it is confirmed as a class point (exact arithmetic near ties) or,
+failing that, the problem is solved again with the class rows moved *into* the class
+(:data:`INTERIOR_MARGINS`) and that optimum confirmed instead.
 
 Also answers the distance query (the exact best apothem, :meth:`MilpOracle.min_distance`)
 and the class-region and coordinate-extreme queries (see :mod:`oracles.base`).
@@ -26,10 +36,11 @@ from typing import Any
 import numpy as np
 import pyomo.environ as pe
 import torch
+from numpy.typing import NDArray
 
 from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
-from parallelepipedonn.network import Network
+from parallelepipedonn.network import Network, ReLU
 
 from .base import Answer, ClassBox, Distance, Extreme, FloatArray, Oracle, RegionAnswer, RegionVerdict, Verdict
 from .bounds import (
@@ -50,6 +61,13 @@ log = logging.getLogger(__name__)
 #: Class constraints ``logit_c - logit_j >= -CLASS_SLACK`` define a (slightly larger)
 #: superset of the class region, so that solver tolerances cannot cut true points off.
 CLASS_SLACK = 1e-6
+
+#: When a class-region optimum is not a confirmed class point (HiGHS may return one with
+#: ``logit_label - logit_j = -CLASS_SLACK`` exactly), the problem is solved again with the
+#: class rows ``logit_label - logit_j >= +m`` for these ``m`` in turn (well above the
+#: feasibility tolerances, times the last layer's weights), so that the solver's point lies
+#: inside the class, and that point is confirmed by a forward pass.
+INTERIOR_MARGINS = (1e-5, 1e-3)
 
 #: A distance bound from HiGHS counts as proven after a cut of ``DISTANCE_MARGIN`` times
 #: the bound plus ``DISTANCE_ABS_MARGIN``: 10 times the feasibility tolerances the distance
@@ -76,14 +94,47 @@ DISTANCE_OPTIONS = {"mip_heuristic_run_rins": False, "mip_heuristic_run_rens": F
 PER_CLASS_RADII = 32
 
 
-def class_encoding(network: Network, region: Box, bounds, label: int) -> Encoding:
+def class_encoding(network: Network, region: Box, bounds, label: int, margin: float | None = None) -> Encoding:
     """The network on ``region`` restricted to (a slight superset of) the class region:
-    ``logit_label - logit_j >= -CLASS_SLACK`` for every ``j``."""
+    ``logit_label - logit_j >= margin`` for every ``j`` (``-CLASS_SLACK`` by default; see
+    :func:`set_class_margin`)."""
     enc = encode(network, region.lower, region.upper, bounds)
-    for j in range(network.n_classes):
-        if j != label:
-            enc.model.cons.add(enc.logits[label] - enc.logits[j] >= -CLASS_SLACK)
+    set_class_margin(enc, label, -CLASS_SLACK if margin is None else margin)
     return enc
+
+
+def set_class_margin(enc: Encoding, label: int, margin: float) -> None:
+    """(Re)place the class rows ``logit_label - logit_j >= margin`` (every ``j``) of a class
+    encoding: a negative ``margin`` admits a superset of the class region, a positive one
+    only points inside it. A solver passed the model afterwards sees the new rows."""
+    m = enc.model
+    if m.component("class_rows") is not None:
+        m.del_component("class_rows")
+    m.class_rows = pe.ConstraintList()
+    for j in range(len(enc.logits)):
+        if j != label:
+            m.class_rows.add(enc.logits[label] - enc.logits[j] >= margin)
+
+
+def margin_gradient(network: Network, x: FloatArray, label: int, j: int) -> FloatArray:
+    """The gradient of ``logit_label - logit_j`` at ``x`` on the linear piece of the
+    network that ``x`` lies in (its ReLU phases at ``x``)."""
+    h = np.asarray(x, dtype=np.float64).reshape(-1)
+    masks = []
+    for layer in network.layers:
+        if isinstance(layer, ReLU):
+            masks.append(h > 0)
+            h = np.maximum(h, 0.0)
+        else:
+            h = layer.weight @ h + layer.bias
+    v = np.zeros(network.n_classes)
+    v[label], v[j] = 1.0, -1.0
+    for layer in reversed(network.layers):
+        if isinstance(layer, ReLU):
+            v = v * masks.pop()
+        else:
+            v = layer.weight.T @ v
+    return v
 
 
 def flip_distances(network: Network, x: FloatArray, domain: Box) -> dict[int, tuple[float, bool]]:
@@ -204,9 +255,13 @@ class MilpOracle(Oracle):
             if cutoff is not None:
                 enc.model.cons.add(margin <= cutoff)
             res = solve(self._solver(deadline), enc, margin)
-            if res.x is not None and res.value is not None and res.value <= 0:
-                return Answer(Verdict.FALSIFIED, counterexample=np.clip(res.x, lower, upper),
-                              reason=f"MILP optimum {res.value:.3g} for class {j}")
+            if res.x is not None and res.value is not None and res.value <= PROOF_MARGIN:
+                # a candidate whatever the sign of the solver's value (rounding noise at the
+                # boundary): it counts only once a forward pass confirms it
+                cex = self._confirm_counterexample(res.x, lower, upper, label, j, corners[row])
+                if cex is not None:
+                    return Answer(Verdict.FALSIFIED, counterexample=cex,
+                                  reason=f"MILP optimum {res.value:.3g} for class {j}, confirmed")
             if cutoff is not None and res.infeasible:
                 proven[row] = cutoff - PROOF_MARGIN
                 continue
@@ -217,6 +272,31 @@ class MilpOracle(Oracle):
             return Answer(Verdict.UNKNOWN, margin=res.bound, timed_out=res.timed_out,
                           reason=f"MILP for class {j} undecided ({res.status}, bound {res.bound})")
         return Answer(Verdict.VERIFIED, margin=float(proven.min()))
+
+    def _confirm_counterexample(self, point: FloatArray, lower: FloatArray, upper: FloatArray, label: int, j: int,
+                                vertex: FloatArray | None = None) -> FloatArray | None:
+        """A confirmed counterexample (:meth:`Network.misclassified`: exact arithmetic near
+        the boundary) in the box, at or near a solver's ``point``: the point itself
+        (clipped to the box), else the first of ``p + s (v - p)`` (``s`` from 1e-12 to 1,
+        geometric) that is confirmed, for the vertices ``v`` that lower the margin: the
+        one the signs of the margin's gradient at ``p`` pick, then ``vertex`` (CROWN's
+        minimising vertex). ``None`` if none is."""
+        net = self.network
+        p = np.clip(np.asarray(point, dtype=np.float64), lower, upper)
+        if net.misclassified(p, label)[0]:
+            return p
+        grad = margin_gradient(net, p, label, j)
+        targets = [np.where(grad > 0, lower, np.where(grad < 0, upper, p))]
+        if vertex is not None:
+            targets.append(np.asarray(vertex, dtype=np.float64))
+        steps = np.geomspace(1e-12, 1.0, 37)
+        for target in targets:
+            pts = np.clip(p + steps[:, None] * (target - p), lower, upper)
+            margin, err = net.margin_errors(pts, label)
+            for k in np.flatnonzero(margin <= err)[:4]:  # the exact margin may be <= 0 only there
+                if net.misclassified(pts[k], label)[0]:
+                    return pts[k]
+        return None
 
     def _margin_problem(self, lower: FloatArray, upper: FloatArray, label: int, j: int) -> tuple[Encoding, Any]:
         """The MILP of ``logit_label - logit_j`` over the box, to be minimised: inputs along
@@ -391,8 +471,41 @@ class MilpOracle(Oracle):
         bounds, _ = self._bounds(region.lower, region.upper)
         return class_encoding(self.network, region, bounds, label)
 
+    def _class_points(self, pts: FloatArray, label: int) -> NDArray[np.bool_]:
+        """Per point: is it classified ``label``, ties included (exact margin >= 0)? Decided
+        by the float64 margin where it is farther from 0 than its rounding error, in exact
+        arithmetic otherwise."""
+        margin, err = self.network.margin_errors(pts, label)
+        out = margin >= err
+        for i in np.flatnonzero(np.abs(margin) < err):
+            out[i] = self.network.exact_margin(pts[i], label) >= 0
+        return out
+
     def _is_class_point(self, x: FloatArray | None, label: int, region: Box) -> bool:
-        return x is not None and region.contains(x) and bool(self.network.margins(x, label)[0] >= 0)
+        return x is not None and region.contains(x) and bool(self._class_points(x, label)[0])
+
+    def _interior_witness(self, enc: Encoding, objective, sense, label: int, region: Box, deadline: float,
+                          keep=lambda w: True) -> tuple[FloatArray | None, str]:
+        """A confirmed class point that ``keep`` accepts, from the problem solved again with
+        the class rows moved into the class (:data:`INTERIOR_MARGINS`, in turn); the class
+        rows are put back afterwards. Returns it (or ``None``) and what happened."""
+        note = "no interior point"
+        try:
+            for margin in INTERIOR_MARGINS:
+                if time.perf_counter() >= deadline:
+                    return None, "no time left for an interior point"
+                set_class_margin(enc, label, margin)
+                res = solve(self._solver(deadline), enc, objective, sense)
+                if res.infeasible:
+                    return None, f"no point with margin >= {margin:g}"
+                if res.x is not None:
+                    w = np.clip(res.x, region.lower, region.upper)
+                    if keep(w) and self._is_class_point(w, label, region):
+                        return w, f"interior point (margin >= {margin:g}, {res.status})"
+                note = f"interior problem {res.status}"
+            return None, note
+        finally:
+            set_class_margin(enc, label, -CLASS_SLACK)
 
     def coordinate_extreme(self, label: int, index: int, maximize: bool, region: Box,
                            encoding: Encoding | None = None) -> Extreme:
@@ -404,23 +517,30 @@ class MilpOracle(Oracle):
         """
         self.network.check_label(label)
         start = time.perf_counter()
+        deadline = self._deadline()
         enc = encoding or self._class_encoding(region, label)
-        res = solve(self._solver(self._deadline()), enc, enc.x[index], pe.maximize if maximize else pe.minimize)
-        self.stats.calls += 1
-        self.stats.seconds += time.perf_counter() - start
-        if res.infeasible:
-            return Extreme(-math.inf if maximize else math.inf, None, True, "the class region is empty")
-        if res.bound is None:
-            self.stats.timeouts += int(res.timed_out)
-            edge = region.upper[index] if maximize else region.lower[index]
-            return Extreme(float(edge), None, False, f"no proven bound ({res.status}); the region's edge")
-        bound = res.bound + PROOF_MARGIN if maximize else res.bound - PROOF_MARGIN
-        bound = float(min(bound, region.upper[index]) if maximize else max(bound, region.lower[index]))
-        witness = np.clip(res.x, region.lower, region.upper) if res.x is not None else None
-        if not self._is_class_point(witness, label, region):
-            witness = None
-        exact = witness is not None and abs(witness[index] - bound) <= 2 * PROOF_MARGIN
-        return Extreme(bound, witness, exact, res.status)
+        sense = pe.maximize if maximize else pe.minimize
+        res = solve(self._solver(deadline), enc, enc.x[index], sense)
+        try:
+            if res.infeasible:
+                return Extreme(-math.inf if maximize else math.inf, None, True, "the class region is empty")
+            if res.bound is None:
+                self.stats.timeouts += int(res.timed_out)
+                edge = region.upper[index] if maximize else region.lower[index]
+                return Extreme(float(edge), None, False, f"no proven bound ({res.status}); the region's edge")
+            bound = res.bound + PROOF_MARGIN if maximize else res.bound - PROOF_MARGIN
+            bound = float(min(bound, region.upper[index]) if maximize else max(bound, region.lower[index]))
+            witness = np.clip(res.x, region.lower, region.upper) if res.x is not None else None
+            reason = res.status
+            if not self._is_class_point(witness, label, region):
+                # an optimum on the edge of the class superset: look for a point inside the class
+                witness, note = self._interior_witness(enc, enc.x[index], sense, label, region, deadline)
+                reason = f"{res.status}; witness: {note}"
+            exact = witness is not None and abs(witness[index] - bound) <= 2 * PROOF_MARGIN
+            return Extreme(bound, witness, exact, reason)
+        finally:
+            self.stats.calls += 1
+            self.stats.seconds += time.perf_counter() - start
 
     def class_extremes(self, label: int, region: Box, candidates: Any = (), *, workers: int = 1,
                        progress: Any = None, single_changes: int = 64) -> ClassBox:
@@ -491,7 +611,7 @@ class MilpOracle(Oracle):
         anchor = witnesses[0]
         ts = np.concatenate([np.geomspace(1e-9, 1e-3, 25), np.linspace(2e-3, 1.0, 40)])
         pts = x + ts[:, None] * (anchor - x)
-        ok = np.flatnonzero(self.network.margins(pts, label) >= 0)
+        ok = np.flatnonzero(self._class_points(pts, label))
         return pts[ok[0]] if ok.size else None
 
     def _single_changes(self, label: int, region: Box, witnesses: FloatArray, reached_lo: FloatArray,
@@ -552,9 +672,15 @@ class MilpOracle(Oracle):
     def class_region(self, lower: FloatArray, upper: FloatArray, label: int, region: Box,
                      tolerance: float = PROOF_MARGIN) -> RegionAnswer:
         """Is there a point of ``region`` classified ``label`` outside the box by more than
-        ``tolerance`` in some coordinate? One MILP maximises the largest such excess."""
+        ``tolerance`` in some coordinate? One MILP maximises the largest such excess (over
+        a slight superset of the class region: its proven bound proves ``NONE``). A
+        ``WITNESS`` is a point outside the box confirmed as a class point by a forward pass
+        (exact arithmetic near ties): the solver's optimum, or — when that lies on the
+        superset's edge, outside the class — the optimum of the problem solved again with
+        the class rows moved into the class (:data:`INTERIOR_MARGINS`)."""
         self.network.check_label(label)
         start = time.perf_counter()
+        deadline = self._deadline()
         lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
         enc = self._class_encoding(region, label)
         m = enc.model
@@ -571,16 +697,29 @@ class MilpOracle(Oracle):
             gap = enc.x[i] - hi[i] if s > 0 else lo[i] - enc.x[i]
             floor = (region.lower[i] - hi[i]) if s > 0 else (lo[i] - region.upper[i])
             m.cons.add(m.t <= gap + (top - floor) * (1 - m.s[k]))
-        res = solve(self._solver(self._deadline()), enc, m.t, pe.maximize)
-        self.stats.calls += 1
-        self.stats.seconds += time.perf_counter() - start
-        if res.infeasible or (res.bound is not None and res.bound <= tolerance):
-            return RegionAnswer(RegionVerdict.NONE, reason=f"proven max excess {res.bound}")
-        if res.x is not None and res.value is not None and res.value > 0:
-            w = np.clip(res.x, region.lower, region.upper)
-            outside = bool(((w < lo) | (w > hi)).any())
-            if outside and self._is_class_point(w, label, region):
-                return RegionAnswer(RegionVerdict.WITNESS, witness=w, reason=f"excess {res.value:.3g}")
-        self.stats.timeouts += int(res.timed_out)
-        return RegionAnswer(RegionVerdict.UNKNOWN, reason=f"undecided ({res.status}, bound {res.bound})",
-                            timed_out=res.timed_out)
+        res = solve(self._solver(deadline), enc, m.t, pe.maximize)
+        try:
+            if res.infeasible or (res.bound is not None and res.bound <= tolerance):
+                return RegionAnswer(RegionVerdict.NONE, reason=f"proven max excess {res.bound}")
+
+            def outside(w: FloatArray) -> bool:
+                return bool(((w < lo) | (w > hi)).any())
+
+            if res.x is not None:
+                w = np.clip(res.x, region.lower, region.upper)
+                if outside(w) and self._is_class_point(w, label, region):
+                    return RegionAnswer(RegionVerdict.WITNESS, witness=w, reason=f"excess {res.value:.3g}")
+            note = ""
+            if not res.timed_out and res.bound is not None:
+                # the optimum lies on the edge of the class superset (or was not returned)
+                w, note = self._interior_witness(enc, m.t, pe.maximize, label, region, deadline, keep=outside)
+                if w is not None:
+                    excess = float(np.max(np.maximum(lo - w, w - hi)))
+                    return RegionAnswer(RegionVerdict.WITNESS, witness=w, reason=f"excess {excess:.3g}, {note}")
+                note = f"; {note}"
+            self.stats.timeouts += int(res.timed_out)
+            return RegionAnswer(RegionVerdict.UNKNOWN, reason=f"undecided ({res.status}, bound {res.bound}{note})",
+                                timed_out=res.timed_out)
+        finally:
+            self.stats.calls += 1
+            self.stats.seconds += time.perf_counter() - start

@@ -1,6 +1,8 @@
 """Re-verify a stored certificate or dual box: the function behind ``parallelepipedonn recheck``.
 
-A stored result is checked against the model file it names (or another one given, which
+A stored file is first validated against the JSON Schema of its format
+(``parallelepipedonn/schemas``; a file that does not conform is a usage error naming the
+field). A stored result is then checked against the model file it names (or another one given, which
 must have the same sha256) with an oracle of the user's choice, independently of how it
 was computed:
 
@@ -12,7 +14,8 @@ was computed:
 * a **dual box** — its region (the domain, or its intersection with the ball of the
   stored radius around the stored centre) and the class-region query: the oracle must
   prove that no point of the region classified ``label`` lies outside the box (``NONE``,
-  asked with tolerance 0); a witness refutes it.
+  asked with tolerance 0); a witness refutes it once a forward pass confirms it (in the
+  region, outside the box, classified ``label`` in exact arithmetic near ties).
 
 Anything the oracle cannot decide (``UNKNOWN``, time-out) is reported as undecided,
 never as confirmed.
@@ -36,9 +39,11 @@ from oracles.base import Oracle, RegionVerdict, Verdict
 
 from .box import Box
 from .certificate import FORMAT_NAME as CERTIFICATE_FORMAT
-from .certificate import Certificate, read_json_object
+from .certificate import FORMAT_VERSION as CERTIFICATE_VERSION
+from .certificate import Certificate, json_schema, read_json_object
 from .certify import CertifyConfig, build_oracles
 from .dual import FORMAT_NAME as DUAL_FORMAT
+from .dual import FORMAT_VERSION as DUAL_VERSION
 from .dual import DualBox
 from .errors import ConfigError, InputDataError, ModelError, ModelMismatchError, OracleError
 from .io_utils import sha256_file
@@ -90,17 +95,55 @@ class Recheck:
         return self.outcome is Outcome.CONFIRMED
 
 
+#: Per stored format: its kind of JSON Schema (:func:`~parallelepipedonn.certificate.json_schema`),
+#: the format version the schema describes, and its name in messages.
+_FORMATS = {CERTIFICATE_FORMAT: ("certificate", CERTIFICATE_VERSION, "certificate"),
+            DUAL_FORMAT: ("dual", DUAL_VERSION, "dual box")}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, allow_nan=True) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def validate_stored(d: dict[str, Any], where: str) -> None:
+    """Validate a stored certificate or dual box (``d``, of a known ``format``) against the
+    JSON Schema of its format: :class:`InputDataError` naming the first offending field
+    (``where`` names the file, or the list item). A format version newer than the schema's
+    is left to the reader (which refuses it, saying so)."""
+    kind, version, what = _FORMATS[d["format"]]
+    found = d.get("format_version")
+    if isinstance(found, int) and not isinstance(found, bool) and found > version:
+        return
+    try:
+        import jsonschema
+    except ImportError as exc:  # a runtime dependency: an incomplete installation
+        raise ConfigError("recheck validates files with jsonschema, which is not installed "
+                          "(pip install jsonschema)") from exc
+    validator = jsonschema.Draft202012Validator(json_schema(kind))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(d))
+    if error is None:
+        return
+    field = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    message, shown = error.message, repr(error.instance)
+    if message.startswith(shown):  # jsonschema's messages start with the value, whole: shorten it
+        message = _short(error.instance) + message[len(shown):]
+    if len(message) > 200:
+        message = message[:197] + "..."
+    raise InputDataError(f"{where} is not a valid {what} (schema {json_schema(kind)['$id']}): "
+                         f"field {field!r}: {message}")
+
+
 def load_stored(path: str | Path) -> tuple[Certificate | DualBox, dict[str, Any]]:
-    """The certificate or dual box stored in ``path`` (told apart by its ``format``), and
-    the raw JSON object."""
+    """The certificate or dual box stored in ``path`` (told apart by its ``format``, then
+    validated against its JSON Schema), and the raw JSON object."""
     d = read_json_object(path, "certificate")
     fmt = d.get("format")
-    if fmt == CERTIFICATE_FORMAT:
-        return Certificate.from_dict(d), d
-    if fmt == DUAL_FORMAT:
-        return DualBox.from_dict(d), d
-    raise InputDataError(f"{str(path)!r} is neither a parallelepipedonn certificate nor a dual box "
-                         f"(format {fmt!r})")
+    if fmt not in _FORMATS:
+        raise InputDataError(f"{str(path)!r} is neither a parallelepipedonn certificate nor a dual box "
+                             f"(format {fmt!r})")
+    validate_stored(d, repr(str(path)))
+    return (Certificate.from_dict(d) if fmt == CERTIFICATE_FORMAT else DualBox.from_dict(d)), d
 
 
 def load_stored_list(path: str | Path) -> list[tuple[Certificate | DualBox, dict[str, Any]]]:
@@ -116,13 +159,11 @@ def load_stored_list(path: str | Path) -> list[tuple[Certificate | DualBox, dict
     items = []
     for k, item in enumerate(d):
         fmt = item.get("format") if isinstance(item, dict) else None
-        if fmt == CERTIFICATE_FORMAT:
-            items.append((Certificate.from_dict(item), item))
-        elif fmt == DUAL_FORMAT:
-            items.append((DualBox.from_dict(item), item))
-        else:
+        if fmt not in _FORMATS:
             raise InputDataError(f"item {k} of {str(path)!r} is neither a parallelepipedonn certificate nor a "
                                  f"dual box (format {fmt!r})")
+        validate_stored(item, f"item {k} of {str(path)!r}")
+        items.append((Certificate.from_dict(item) if fmt == CERTIFICATE_FORMAT else DualBox.from_dict(item), item))
     return items
 
 
@@ -340,6 +381,23 @@ def _refutation(net: Network, x: FloatArray | None, label: int, reason: str,
 
 
 # -- dual boxes --------------------------------------------------------------------------------
+def _witness_problem(net: Network, label: int, region: Box, box: Box | None, witness: Any) -> str | None:
+    """Why ``witness`` does not refute the dual box (``None`` if it does): it must be a
+    point of the region, outside the box (if any), classified ``label`` — ties included,
+    decided in exact arithmetic where the float64 margin is within its rounding error."""
+    if witness is None:
+        return "no point"
+    w = np.asarray(witness, dtype=np.float64).reshape(-1)
+    if w.shape != (region.n,) or not np.isfinite(w).all() or not region.contains(w):
+        return "not a point of the region"
+    if box is not None and box.contains(w):
+        return "inside the box"
+    margin, err = net.margin_errors(w, label)
+    if margin[0] < err[0] and (margin[0] <= -err[0] or net.exact_margin(w, label) < 0):
+        return f"classified otherwise, margin {margin[0]:.3g}"
+    return None
+
+
 def _recheck_dual(dual: DualBox, net: Network, label: int, oracle_name: str, time_limit: float | None,
                   device: str) -> dict[str, Any]:
     region = dual.region
@@ -378,6 +436,10 @@ def _recheck_dual(dual: DualBox, net: Network, label: int, oracle_name: str, tim
                 "reason": f"{oracle.name} proved it ({why})"}
     if verdict is RegionVerdict.WITNESS:
         what = "outside the box" if dual.box is not None else "in the region"
+        problem = _witness_problem(net, label, region, dual.box, witness)
+        if problem is not None:  # never refute with an unconfirmed point
+            return {**out, "outcome": Outcome.UNDECIDED, "checks": tuple(checks),
+                    "reason": f"{oracle.name}'s witness is not confirmed ({problem}): {why}"}
         return {**out, "checks": tuple(checks), **_refutation(
             net, dual.center, label, f"{oracle.name} found a point of class {label} {what}", witness)}
     return {**out, "outcome": Outcome.UNDECIDED, "checks": tuple(checks),

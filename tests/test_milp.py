@@ -244,3 +244,91 @@ def test_an_lp_stopped_early_proves_no_bound():
     opt.highs_options = {**opt.highs_options, "simplex_iteration_limit": 0, "presolve": "off"}
     res = solve(opt, enc, enc.logits[0] - enc.logits[1])
     assert res.status != "optimal" and res.bound is None
+
+
+# -- solver points are confirmed, never trusted (highspy 1.16) --------------------------------------
+def _net_and_cube_at_the_distance(seed: int, sizes: list[int]):
+    """A random net, an input, its label and the cube at its exact minimum adversarial
+    distance: the least margin over the cube is a hair below 0."""
+    net = random_network(seed, sizes, scale=2.0)
+    x = np.random.default_rng(seed).random(sizes[0])
+    label = int(net.predict(x)[0])
+    d = MilpOracle(net).min_distance(x, label, Box.unit(sizes[0]))
+    lo, hi = np.maximum(0.0, x - d.upper), np.minimum(1.0, x + d.upper)
+    return net, x, label, lo, hi
+
+
+@pytest.mark.parametrize("solver_noise", ["value a hair above 0", "point a hair inside"])
+@pytest.mark.parametrize("seed", [20, 21])
+def test_a_boundary_optimum_is_confirmed_whatever_the_sign_the_solver_reports(monkeypatch, seed, solver_noise):
+    # HiGHS 1.16 reported +5.9e-17 for an optimum whose exact margin is -1.3e-17 (the
+    # 'thirds' net of test_float_soundness): the solver's value is rounding noise at the
+    # boundary; the forward pass decides. A point a hair on the robust side is pushed out.
+    import dataclasses
+
+    import oracles.milp as milp_module
+
+    net, x, label, lo, hi = _net_and_cube_at_the_distance(seed, [5, 12, 3])
+    real = milp_module.solve
+
+    def noisy(opt, enc, objective, sense=pe.minimize):
+        res = real(opt, enc, objective, sense)
+        if res.value is None or res.x is None:
+            return res
+        if solver_noise == "value a hair above 0":
+            return dataclasses.replace(res, value=max(res.value, 0.0) + 5.9e-17, bound=max(res.bound, 2.8e-17))
+        return dataclasses.replace(res, x=res.x + 1e-4 * (x - res.x))  # towards the robust input
+
+    monkeypatch.setattr(milp_module, "solve", noisy)
+    if solver_noise == "point a hair inside":  # the point the solver returns is not a counterexample
+        enc, margin = MilpOracle(net)._margin_problem(lo, hi, label, 1)
+        assert not net.misclassified(np.clip(noisy(make_solver(10.0), enc, margin).x, lo, hi), label)[0]
+    a = MilpOracle(net).verify_box(lo, hi, label)
+    assert a.verdict is Verdict.FALSIFIED, a.reason
+    assert Box(lo, hi).contains(a.counterexample) and net.misclassified(a.counterexample, label)[0]
+
+
+def test_a_point_a_hair_on_the_robust_side_is_pushed_to_a_confirmed_counterexample():
+    net = _linear_classifier(np.array([1.0, -1.0]), 0.0)  # margin x0 - x1, exactly
+    p = np.array([0.5, np.nextafter(0.5, 0.0)])  # exact margin 2^-54 > 0
+    lo, hi = np.zeros(2), np.ones(2)
+    assert not net.misclassified(p, 0)[0]
+    cex = MilpOracle(net)._confirm_counterexample(p, lo, hi, 0, 1)
+    assert cex is not None and net.misclassified(cex, 0)[0] and np.abs(cex - p).max() < 1e-9
+    # a box without a counterexample yields none, however hard it is pushed
+    assert MilpOracle(net)._confirm_counterexample(p, np.array([0.5, 0.0]), np.array([1.0, 0.5 - 1e-9]), 0, 1) is None
+
+
+def _diagonal_classifier() -> Network:
+    """Class 0 where x0 >= x1, class 1 where x1 >= x0 (logits x0 and x1, exactly)."""
+    return Network.from_layers((2,), [Affine(np.eye(2), np.zeros(2)), ReLU(), Affine(np.eye(2), np.zeros(2))])
+
+
+def test_class_region_witnesses_come_from_inside_the_class_when_the_optimum_lies_on_the_slack(monkeypatch):
+    # With x0 <= 0.97 in the region, the superset x0 - x1 >= -0.05 of class 0 reaches x1 = 1,
+    # the class itself only x1 = 0.97: every optimum of the superset problem lies outside
+    # the class (as HiGHS 1.16 returned one at margin -CLASS_SLACK on the reference nets)
+    import oracles.milp as milp_module
+
+    monkeypatch.setattr(milp_module, "CLASS_SLACK", 0.05)
+    net = _diagonal_classifier()
+    region = Box(np.zeros(2), np.array([0.97, 1.0]))
+    milp = MilpOracle(net)
+    ans = milp.class_region(np.zeros(2), np.array([0.97, 0.5]), 0, region, tolerance=0.0)
+    assert ans.verdict.value == "witness" and "interior point" in ans.reason, ans.reason
+    w = ans.witness
+    assert region.contains(w) and w[1] > 0.5 and not net.misclassified(w, 0)[0]
+    ext = milp.coordinate_extreme(0, 1, True, region)
+    assert ext.bound >= 0.97 and "interior point" in ext.reason, ext.reason
+    assert ext.witness is not None and region.contains(ext.witness) and not net.misclassified(ext.witness, 0)[0]
+    # the class rows are put back: the superset again (its proven bound stays an outer bound)
+    assert milp.coordinate_extreme(0, 1, True, region).bound >= 0.97
+
+
+def test_a_tie_is_a_class_point_only_in_exact_arithmetic():
+    net = _linear_classifier(np.array([0.1, -0.1]), 0.0)  # margin 0.1 x0 - 0.1 x1 (+ rounding)
+    milp = MilpOracle(net)
+    xs = np.random.default_rng(0).uniform(0.2, 0.8, 200)
+    below = np.stack([np.nextafter(xs, 0), xs], axis=1)  # x0 one ulp below x1: exact margin < 0
+    assert not milp._class_points(below, 0).any()
+    assert milp._class_points(np.stack([xs, xs], axis=1), 0).all()  # exact ties are class points

@@ -252,3 +252,111 @@ def test_a_compare_list_is_rechecked_item_by_item_and_one_false_claim_refutes_th
     j.write_text(json.dumps([items[0], {"format": "something else"}]))
     code, _, err = run(capsys, "recheck", str(j))
     assert code == 2 and "item 1" in err
+
+
+# -- witnesses from inside the class (a solver optimum on the class superset's edge) --------------
+def _diagonal_model(directory: Path) -> tuple[ppn.Network, Path]:
+    """Class 0 where x0 >= x1, class 1 where x1 >= x0 (logits x0 and x1, exactly), saved."""
+    from parallelepipedonn.network import Affine, Network, ReLU
+    from parallelepipedonn.onnx_export import save_onnx
+
+    net = Network.from_layers((2,), [Affine(np.eye(2), np.zeros(2)), ReLU(), Affine(np.eye(2), np.zeros(2))])
+    save_onnx(net, directory / "diag.onnx")
+    return ppn.load_onnx(directory / "diag.onnx"), directory / "diag.onnx"
+
+
+def test_a_face_moved_inwards_is_refuted_even_when_every_solver_optimum_lies_outside_the_class(
+        tmp_path, capsys, monkeypatch):
+    # The class region {x0 >= x1} of the domain [0, 0.97] x [0, 1] reaches x1 = 0.97; its
+    # superset x0 - x1 >= -0.05 (the class rows with the slack made large) reaches x1 = 1,
+    # outside the class: the solver's optimum is never a witness, a point inside the class is
+    import oracles.milp as milp_module
+
+    net, path = _diagonal_model(tmp_path)
+    domain = ppn.Box(np.zeros(2), np.array([0.97, 1.0]))
+    dual = ppn.dual_box(net, 0, domain=domain, workers=1, model_path=str(path))
+    assert dual.box.upper[1] == pytest.approx(0.97, abs=1e-3)
+    d = dual.to_dict()
+    d["upper"][1] = 0.5
+    (tmp_path / "d.json").write_text(json.dumps(d))
+    monkeypatch.setattr(milp_module, "CLASS_SLACK", 0.05)
+    result = recheck(tmp_path / "d.json")
+    assert result.outcome is Outcome.REFUTED, result.reason
+    w = result.counterexample
+    assert domain.contains(w) and w[1] > 0.5 and not net.misclassified(w, 0)[0]  # class 0, strictly
+    code, out, _ = run(capsys, "recheck", str(tmp_path / "d.json"))
+    assert code == 5 and out.startswith("REFUTED: milp found a point of class 0 outside the box")
+
+
+def test_an_unconfirmed_witness_never_refutes_a_dual_box(small, tmp_path, monkeypatch):
+    from oracles.base import RegionAnswer, RegionVerdict
+
+    j = tmp_path / "d.json"
+    ppn.dual_box(small.net, small.label, workers=1, model_path=str(small.path)).save(j)
+    pts = np.random.default_rng(0).random((4000, 6))
+    other = pts[small.net.margins(pts, small.label) < -0.1][0]  # a point of another class
+    bogus = RegionAnswer(RegionVerdict.WITNESS, witness=other, reason="bogus")
+    monkeypatch.setattr(MilpOracle, "class_region", lambda self, *a, **k: bogus)
+    result = recheck(j)
+    assert result.outcome is Outcome.UNDECIDED and "witness is not confirmed" in result.reason
+
+
+def test_the_whole_domain_dual_box_of_mnist_class_7_with_a_face_moved_inwards_is_refuted(reference, tmp_path,
+                                                                                          capsys):
+    path = reference / "nets" / "mnist_nn-32.onnx"
+    net = ppn.load_onnx(path)
+    dual = ppn.dual_box(net, 7, workers=1, model_path=str(path))
+    assert dual.covers_region  # the class reaches every face of [0, 1]^784
+    d = dual.to_dict()
+    d["upper"][300] = 0.5
+    (tmp_path / "d.json").write_text(json.dumps(d))
+    result = recheck(tmp_path / "d.json")
+    assert result.outcome is Outcome.REFUTED, result.reason
+    w = result.counterexample
+    assert dual.region.contains(w) and w[300] > 0.5
+    assert not net.misclassified(w, 7)[0]  # classified 7 (exact arithmetic near ties)
+    assert run(capsys, "recheck", str(tmp_path / "d.json"))[0] == 5
+
+
+# -- files are validated against their JSON Schema first -------------------------------------------
+def test_a_certificate_with_a_fractional_label_is_a_usage_error_naming_the_field(small, tmp_path, capsys):
+    certificate(small, tmp_path / "c.json")
+    d = json.loads((tmp_path / "c.json").read_text())
+    d["label"] = small.label + 0.5
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    code, out, err = run(capsys, "recheck", str(tmp_path / "c.json"))
+    assert code == 2 and not out
+    assert err.count("\n") == 1 and "not a valid certificate" in err and "field 'label'" in err, err
+    assert "is not of type 'integer'" in err
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("upper", "x", "field 'upper'"),
+    ("lower", [0.0] * 5 + ["a"], "field 'lower/5'"),
+    ("exact_lower", [True] * 5 + [2], "field 'exact_lower/5'"),
+    ("method", "guesswork", "field 'method'"),
+    ("region", {"lower": [0.0] * 6}, "field 'region'"),
+])
+def test_a_malformed_dual_box_is_a_usage_error_naming_the_field(small, tmp_path, capsys, field, value, named):
+    j = tmp_path / "d.json"
+    ppn.dual_box(small.net, small.label, workers=1, model_path=str(small.path)).save(j)
+    d = json.loads(j.read_text())
+    d[field] = value
+    j.write_text(json.dumps(d))
+    code, out, err = run(capsys, "recheck", str(j))
+    assert code == 2 and not out
+    assert err.count("\n") == 1 and "not a valid dual box" in err and named in err, err
+    # the same item in a list is named by its position
+    certificate(small, tmp_path / "c.json")
+    j.write_text(json.dumps([json.loads((tmp_path / "c.json").read_text()), d]))
+    code, _, err = run(capsys, "recheck", str(j))
+    assert code == 2 and err.count("\n") == 1 and "item 1 of" in err and named in err, err
+
+
+def test_a_newer_format_version_is_refused_as_such(small, tmp_path, capsys):
+    certificate(small, tmp_path / "c.json")
+    d = json.loads((tmp_path / "c.json").read_text())
+    d["format_version"] = 2
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    code, _, err = run(capsys, "recheck", str(tmp_path / "c.json"))
+    assert code == 2 and "newer than this tool's" in err
