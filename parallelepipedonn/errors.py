@@ -29,6 +29,10 @@ class UnsupportedOperatorError(ModelError):
         super().__init__(f"{msg}: {detail}" if detail else msg)
 
 
+class ModelTooLargeError(ModelError):
+    """A network whose import would build a dense array over the importer's memory limit."""
+
+
 class InputDataError(ParallelepipedoNNError):
     """An input point (or dataset) that is unreadable, malformed, or outside the domain."""
 

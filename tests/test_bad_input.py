@@ -22,6 +22,7 @@ from parallelepipedonn.errors import (
     InputDataError,
     LabelError,
     ModelError,
+    ModelTooLargeError,
     OutputPathError,
     UnsupportedOperatorError,
 )
@@ -68,6 +69,16 @@ def _reshaped(shape: list[int]) -> onnx.ModelProto:
                  extra=(tensor("S", np.array(shape, np.int64)),))
 
 
+def _wide_relu() -> onnx.ModelProto:
+    """x [1, 4] → 100,000 hidden units → Relu: the identity after the Relu would take 74.5 GiB."""
+    nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["r"], name="wide"),
+             helper.make_node("Gemm", ["r", "W2", "B2"], ["y"], transB=1)]
+    return make_model(nodes, [1, 4], initializers=[
+        tensor("W", np.full((100_000, 4), 0.01, np.float32)), tensor("B", np.zeros(100_000, np.float32)),
+        tensor("W2", np.full((3, 100_000), 0.01, np.float32)), tensor("B2", np.zeros(3, np.float32))])
+
+
 def _save(model: onnx.ModelProto) -> Callable[[Path], None]:
     return lambda p: onnx.save(model, str(p))
 
@@ -105,6 +116,15 @@ MODELS: dict[str, Callable[[Path], None]] = {
     "output-2x3": _save(_reshaped([2, 3])),
     "output-1x2x3": _save(_reshaped([1, 2, 3])),
     "nan-weights": _save(_gemm(3, weight=float("nan"))),
+    "cast-float16": _save(_gemm(3, helper.make_node("Cast", ["h"], ["h16"], to=onnx.TensorProto.FLOAT16, name="half"),
+                                helper.make_node("Cast", ["h16"], ["y"], to=onnx.TensorProto.FLOAT))),
+    "softmax-axis-0": _save(_gemm(3, helper.make_node("Softmax", ["h"], ["y"], axis=0, name="probs"))),
+    "huge-input": _save(make_model([helper.make_node("Identity", ["x"], ["y"])], [1, 10**10])),
+    "wide-relu": lambda p: onnx.save(_wide_relu(), str(p)),
+    "conv-too-large": _save(make_model(
+        [helper.make_node("Conv", ["x", "K"], ["c"], pads=[1, 1, 1, 1], name="conv1"),
+         helper.make_node("Flatten", ["c"], ["y"])], [1, 1, 32, 32],
+        initializers=[tensor("K", np.ones((512, 1, 3, 3), np.float32))])),
 }
 
 
@@ -156,6 +176,16 @@ CASES = [
     Case("2x3 output", 2, "output has shape [2, 3]: not a vector of class scores", ModelError, model="output-2x3"),
     Case("1x2x3 output", 2, "output has shape [1, 2, 3]: not a vector", ModelError, model="output-1x2x3"),
     Case("NaN weights", 2, "NaN or infinite", ModelError, model="nan-weights"),
+    Case("cast to float16", 2, "unsupported ONNX node 'half' (op Cast): cast to float16", UnsupportedOperatorError,
+         model="cast-float16"),
+    Case("softmax over the batch axis", 2, "unsupported ONNX node 'probs' (op Softmax)", UnsupportedOperatorError,
+         model="softmax-axis-0"),
+    Case("input of 1e10 values", 2, "input 'x' of shape [1, 10000000000] would need a dense", ModelTooLargeError,
+         model="huge-input"),
+    Case("relu on 100,000 values", 2, "node 'wide' (Relu) on 100000 values would need a dense 100001x100000 "
+         "float64 matrix (74.5 GiB)", ModelTooLargeError, model="wide-relu"),
+    Case("convolution too large to expand", 2, "node 'conv1' (Conv) would need a dense 524288x1025 float64 matrix",
+         ModelTooLargeError, model="conv-too-large"),
     Case("wrong input size", 2, "has 5 values (5); the network expects 4", InputDataError, input="wrong-size"),
     Case("NaN input", 2, "non-finite value (nan) at position 1", InputDataError, input="nan"),
     Case("inf input", 2, "non-finite value (inf) at position 1", InputDataError, input="inf"),
@@ -228,6 +258,15 @@ def test_the_command_line_names_the_problem_in_one_line_and_writes_nothing(case,
     assert err.startswith("parallelepipedonn: error: ") and err.count("\n") == 1, err
     assert case.message in err
     assert _outputs(out) == [] and stdout == ""
+
+
+@pytest.mark.parametrize("model", ["cast-float16", "softmax-axis-0", "huge-input", "wide-relu", "conv-too-large"])
+def test_info_on_a_refused_model_exits_2_with_one_line(model, tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    MODELS[model](path)
+    code, stdout, err = run(capsys, "info", "--model", str(path))
+    assert code == 2 and stdout == "", err
+    assert err.startswith("parallelepipedonn: error: ") and err.count("\n") == 1, err
 
 
 def _certify_with_the_api(argv: list[str]) -> None:

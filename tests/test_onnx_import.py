@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from parallelepipedonn.errors import ModelError, UnsupportedOperatorError
+from parallelepipedonn.errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
 from parallelepipedonn.models import DEFAULT_MODELS, data_dir
 from parallelepipedonn.onnx_export import network_to_onnx
 from parallelepipedonn.onnx_import import load_onnx, network_from_onnx, network_from_onnx_bytes
@@ -173,12 +173,12 @@ def test_constant_identity_transpose_and_the_torch_view_pattern():
 
 
 # -- failures ---------------------------------------------------------------------------------------
-def _tiny(nodes_between: list[onnx.NodeProto], last: str) -> onnx.ModelProto:
+def _tiny(nodes_between: list[onnx.NodeProto], last: str, extra: tuple = ()) -> onnx.ModelProto:
     (w1, b1), (w2, b2) = _mlp_weights(7, [4, 4, 3])
     nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["h"], transB=1, name="dense1"), *nodes_between,
              helper.make_node("Gemm", [last, "W2", "B2"], ["y"], transB=1, name="dense2")]
     return make_model(nodes, ["N", 4], initializers=[tensor("W1", w1), tensor("B1", b1), tensor("W2", w2),
-                                                    tensor("B2", b2)])
+                                                    tensor("B2", b2), *extra])
 
 
 def test_unsupported_operator_is_named_with_its_node():
@@ -208,9 +208,12 @@ def test_output_that_is_not_a_vector_of_scores_is_rejected():
 
 
 def test_single_output_is_not_a_classifier():
-    model = _tiny([], "h")
-    model.graph.initializer[2].CopyFrom(tensor("W2", np.ones((1, 4), np.float32)))
-    model.graph.initializer[3].CopyFrom(tensor("B2", np.zeros(1, np.float32)))
+    (w1, b1), _ = _mlp_weights(7, [4, 4, 3])
+    nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["h"], transB=1),
+             helper.make_node("Gemm", ["h", "W2", "B2"], ["y"], transB=1)]
+    model = make_model(nodes, ["N", 4], initializers=[tensor("W1", w1), tensor("B1", b1),
+                                                     tensor("W2", np.ones((1, 4), np.float32)),
+                                                     tensor("B2", np.zeros(1, np.float32))])
     with pytest.raises(ModelError, match="classifier"):
         network_from_onnx(model)
 
@@ -233,3 +236,244 @@ def test_truncated_model_is_a_model_error():
 def test_missing_file_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="cannot read model file"):
         load_onnx(tmp_path / "nope.onnx")
+
+
+# -- issue 12: casts, dropped operators, operators that depend on the number of outputs ----------
+def _cast_model(*casts: int, in_type: int = onnx.TensorProto.FLOAT) -> onnx.ModelProto:
+    """x [1, 4] → Gemm ``h`` → the chain of Casts (named cast0, cast1, ...) → ``y``."""
+    dtype = np.float32 if in_type == onnx.TensorProto.FLOAT else np.float64
+    (w, b), = _mlp_weights(8, [4, 3])
+    nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["c0"], transB=1)]
+    nodes += [helper.make_node("Cast", [f"c{i}"], [f"c{i + 1}"], to=to, name=f"cast{i}") for i, to in enumerate(casts)]
+    nodes.append(helper.make_node("Identity", [f"c{len(casts)}"], ["y"]))
+    graph = helper.make_graph(nodes, "casts", [helper.make_tensor_value_info("x", in_type, [1, 4])],
+                              [helper.make_tensor_value_info("y", casts[-1] if casts else in_type, [1, 3])],
+                              initializer=[tensor("W", w.astype(dtype)), tensor("B", b.astype(dtype))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+F32, F64, F16 = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16
+
+
+@pytest.mark.parametrize("casts, in_type, node, message", [
+    ((F16, F32), F32, "cast0", "cast to float16"),  # the crafted net: half precision is not the identity
+    ((onnx.TensorProto.BFLOAT16, F32), F32, "cast0", "cast to bfloat16"),
+    ((onnx.TensorProto.INT64, F32), F32, "cast0", "cast to int64"),
+    ((onnx.TensorProto.BOOL,), F32, "cast0", "cast to bool"),
+    ((F32,), F64, "cast0", "rounding"),  # float64 → float32 rounds
+    ((F64, F32), F32, "cast1", "rounding"),  # even back from a widening: a float64 value is not float32
+])
+def test_casts_that_round_are_refused_naming_the_node(casts, in_type, node, message):
+    with pytest.raises(UnsupportedOperatorError, match=rf"'{node}' \(op Cast\).*{message}"):
+        network_from_onnx(_cast_model(*casts, in_type=in_type))
+
+
+@pytest.mark.parametrize("casts, in_type", [((F32,), F32), ((F64,), F32), ((F64, F64), F64), ((F64,), F64)])
+def test_casts_that_do_not_round_are_imported(casts, in_type):
+    model = _cast_model(*casts, in_type=in_type)
+    net = network_from_onnx(model)
+    x = np.random.default_rng(0).random((1, 4))
+    got = ort_forward_typed(model, x.astype(np.float32 if in_type == F32 else np.float64))
+    np.testing.assert_allclose(net.forward(x.astype(np.float32 if in_type == F32 else np.float64)), got,
+                               rtol=RTOL, atol=ATOL)
+
+
+def ort_forward_typed(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def test_float16_inputs_are_refused():
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "half",
+                              [helper.make_tensor_value_info("x", F16, [1, 3])],
+                              [helper.make_tensor_value_info("y", F16, [1, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelError, match="float16: only float32 and float64 inputs"):
+        network_from_onnx(model)
+
+
+def _final(op: str, shape: list[int], opset: int = 17, **attrs) -> onnx.ModelProto:
+    """x [1, 4] → Gemm to 3 scores → Reshape to ``shape`` → final ``op`` (named probs)."""
+    (w, b), = _mlp_weights(9, [4, 3])
+    nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["h"], transB=1),
+             helper.make_node("Reshape", ["h", "S"], ["logits"]),
+             helper.make_node(op, ["logits"], ["y"], name="probs", **attrs)]
+    return make_model(nodes, [1, 4], opset=opset, initializers=[tensor("W", w), tensor("B", b),
+                                                                tensor("S", np.array(shape, np.int64))])
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("shape, opset, attrs", [
+    ([1, 3], 17, dict(axis=0)),  # over the batch axis: a softmax of one value, a constant 1
+    ([3, 1], 17, {}),  # the last axis has size 1
+    ([3, 1], 17, dict(axis=1)),
+    ([1, 3, 1], 17, dict(axis=-1)),
+    ([1, 3, 1], 17, dict(axis=0)),
+    ([3, 1], 11, {}),  # opset < 13: default axis 1, over the flattened dimensions [1:] of size 1
+    ([3, 1, 1], 11, dict(axis=1)),
+])
+def test_a_final_softmax_over_a_degenerate_or_wrong_axis_is_refused(op, shape, opset, attrs):
+    model = _final(op, shape, opset, **attrs)
+    x = np.random.default_rng(0).random((16, 1, 4)).astype(np.float32)
+    # onnxruntime's outputs are a tie everywhere (or normalise scores separately)
+    outs = np.stack([ort_forward(model, xi) for xi in x])
+    assert np.ptp(outs.reshape(16, -1), axis=1).max() == 0
+    with pytest.raises(UnsupportedOperatorError, match=rf"'probs' \(op {op}\).*not order-preserving"):
+        network_from_onnx(model)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("shape, opset, attrs", [
+    ([1, 3], 17, {}), ([1, 3], 17, dict(axis=1)), ([3, 1], 17, dict(axis=0)), ([3], 17, {}), ([1, 3, 1], 17,
+                                                                                              dict(axis=1)),
+    ([1, 3], 11, {}), ([1, 3], 11, dict(axis=0)), ([1, 3, 1], 11, dict(axis=1)), ([3, 1], 11, dict(axis=0)),
+])
+def test_a_final_softmax_over_all_the_scores_is_dropped(op, shape, opset, attrs):
+    model = _final(op, shape, opset, **attrs)
+    net = network_from_onnx(model)
+    x = np.random.default_rng(0).random((32, 1, 4)).astype(np.float32)
+    outs = np.stack([ort_forward(model, xi).reshape(-1) for xi in x])
+    np.testing.assert_array_equal(net.predict(x.reshape(32, 4)), outs.argmax(axis=1))
+
+
+def test_a_softmax_that_is_not_the_last_node_is_refused():
+    model = _tiny([helper.make_node("Softmax", ["h"], ["s"], name="mid")], "s")
+    with pytest.raises(UnsupportedOperatorError, match=r"'mid' \(op Softmax\).*only as the last node"):
+        network_from_onnx(model)
+
+
+def test_dropout_in_training_mode_and_random_constants_are_refused():
+    def dropout(train: bool) -> onnx.ModelProto:
+        return _tiny([helper.make_node("Dropout", ["h", "ratio", "train"], ["d"], name="drop")], "d",
+                     extra=(tensor("ratio", np.array(0.5, np.float32)), tensor("train", np.array(train))))
+
+    with pytest.raises(UnsupportedOperatorError, match=r"'drop' \(op Dropout\).*training_mode"):
+        network_from_onnx(dropout(True))
+    assert_same_as_onnxruntime(dropout(False), (8, 4))
+    noise = _tiny([helper.make_node("RandomUniform", [], ["u"], shape=[1, 4], name="noise"),
+                   helper.make_node("Add", ["h", "u"], ["d"])], "d")
+    with pytest.raises(UnsupportedOperatorError, match=r"'noise' \(op RandomUniform\).*random"):
+        network_from_onnx(noise)
+
+
+def test_batchnorm_whose_statistics_are_outputs_is_training_mode_and_refused():
+    """Before opset 14, onnxruntime normalises with the batch's own statistics when the
+    running statistics are outputs of the node (the old importer ignored them)."""
+    c = 4
+    stats = [tensor(n, np.full(c, v, np.float32)) for n, v in [("s", 1.0), ("bb", 0.0), ("mu", 0.5), ("var", 2.0)]]
+    nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["h"], transB=1),
+             helper.make_node("BatchNormalization", ["h", "s", "bb", "mu", "var"], ["y", "m", "v", "sm", "sv"],
+                              name="bn")]
+    (w, b), = _mlp_weights(10, [4, c])
+    model = make_model(nodes, [1, 4], opset=9, initializers=[tensor("W", w), tensor("B", b), *stats])
+    with pytest.raises(UnsupportedOperatorError, match=r"'bn' \(op BatchNormalization\).*training"):
+        network_from_onnx(model)
+
+
+@pytest.mark.parametrize("lin_shape, const_shape, lin_first", [
+    ([3], [2, 3, 4], True),  # a vector times a stack of matrices (the old importer mixed the row axis in)
+    ([2, 3], [4, 3, 2], True),
+    ([3, 1], [2, 1, 4, 3], False),
+    ([4], [4, 3], True), ([4, 3], [3], True), ([3], [3, 2], True), ([2, 3], [2], False),
+])
+def test_matmul_broadcasting_against_a_constant_of_higher_rank(lin_shape, const_shape, lin_first):
+    rng = np.random.default_rng(0)
+    n = int(np.prod(lin_shape))
+    nodes = [helper.make_node("Gemm", ["x", "W0", "B0"], ["h"], transB=1),
+             helper.make_node("Reshape", ["h", "S"], ["a"]),
+             helper.make_node("MatMul", ["a", "C"] if lin_first else ["C", "a"], ["m"]),
+             helper.make_node("Reshape", ["m", "minus1"], ["y"])]
+    model = make_model(nodes, [1, 4], initializers=[
+        tensor("W0", rng.normal(0, 1, (n, 4)).astype(np.float32)), tensor("B0", rng.normal(0, 1, n).astype(np.float32)),
+        tensor("S", np.array(lin_shape, np.int64)), tensor("C", rng.normal(0, 1, const_shape).astype(np.float32)),
+        tensor("minus1", np.array([-1], np.int64))])
+    net = network_from_onnx(model)
+    x = rng.random((6, 1, 4)).astype(np.float32)
+    want = np.stack([ort_forward(model, xi).reshape(-1) for xi in x])
+    np.testing.assert_allclose(net.forward(x.reshape(6, 4)), want, rtol=RTOL, atol=ATOL)
+
+
+def test_gemm_with_an_input_dependent_c():
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Gemm", ["x", "W0", "B0"], ["h"], transB=1),
+             helper.make_node("Gemm", ["A", "Bm", "h"], ["y"], alpha=0.5, beta=-2.0)]
+    weights = {"W0": (3, 4), "B0": (3,), "A": (1, 2), "Bm": (2, 3)}
+    model = make_model(nodes, [1, 4], initializers=[tensor(k, rng.normal(0, 1, s).astype(np.float32))
+                                                    for k, s in weights.items()])
+    assert_same_as_onnxruntime(model, (1, 4))
+
+
+def test_values_that_overflow_float32_in_onnxruntime_are_refused():
+    """``h * 1e30 * 1e30 * 1e-40`` is ``h * 1e20`` in float64, infinite in float32."""
+    nodes = [helper.make_node("Mul", ["h", "big"], ["h1"]), helper.make_node("Mul", ["h1", "big"], ["h2"], name="mul2"),
+             helper.make_node("Mul", ["h2", "small"], ["h3"])]
+    model = _tiny(nodes, "h3", extra=(tensor("big", np.array(1e30, np.float32)),
+                                      tensor("small", np.array(1e-40, np.float32))))
+    with pytest.raises(UnsupportedOperatorError, match=r"'mul2' \(op Mul\).*overflow float32"):
+        network_from_onnx(model)
+
+
+def test_opsets_before_7_are_refused():
+    model = _tiny([], "h")
+    model.opset_import[0].version = 6
+    with pytest.raises(ModelError, match="opset 6"):
+        network_from_onnx(model)
+
+
+# -- issue 12: memory guard ------------------------------------------------------------------------
+def _wide(width: int) -> onnx.ModelProto:
+    """x [1, 4] → Gemm to ``width`` (named wide) → Relu (named act) → Gemm to 3."""
+    nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["h"], transB=1, name="wide"),
+             helper.make_node("Relu", ["h"], ["r"], name="act"),
+             helper.make_node("Gemm", ["r", "W2", "B2"], ["y"], transB=1, name="out")]
+    return make_model(nodes, [1, 4], initializers=[
+        tensor("W1", np.full((width, 4), 0.01, np.float32)), tensor("B1", np.zeros(width, np.float32)),
+        tensor("W2", np.full((3, width), 0.01, np.float32)), tensor("B2", np.zeros(3, np.float32))])
+
+
+def test_a_relu_on_a_very_wide_layer_is_refused_before_its_identity_matrix_is_built():
+    with pytest.raises(ModelTooLargeError, match=r"node 'act' \(Relu\) on 100000 values would need a dense "
+                                                 r"100001x100000 float64 matrix \(74\.5 GiB\)"):
+        network_from_onnx(_wide(100_000))
+
+
+@pytest.mark.parametrize("shape", [[1, 10**10], ["N", 100_000], [1, 2**40, 2**40]])
+def test_an_absurd_declared_input_size_is_refused(shape):
+    model = make_model([helper.make_node("Identity", ["x"], ["y"])], shape)
+    with pytest.raises(ModelTooLargeError, match=r"input 'x' of shape .* would need a dense"):
+        network_from_onnx(model)
+
+
+def test_a_convolution_too_large_to_expand_is_refused():
+    nodes = [helper.make_node("Conv", ["x", "K"], ["c"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Flatten", ["c"], ["y"])]
+    model = make_model(nodes, [1, 1, 32, 32], initializers=[tensor("K", np.ones((512, 1, 3, 3), np.float32))])
+    with pytest.raises(ModelTooLargeError, match=r"node 'conv1' \(Conv\) would need a dense 524288x1025 float64 "
+                                                 r"matrix \(4 GiB\)"):
+        network_from_onnx(model)
+
+
+def test_broadcasting_too_large_and_huge_constants_are_refused():
+    add = make_model([helper.make_node("Add", ["x", "C"], ["y"], name="grow")], [1, 1000],
+                     initializers=[tensor("C", np.zeros((100_000, 1), np.float32))])
+    with pytest.raises(ModelTooLargeError, match=r"node 'grow' \(Add\) would need a dense"):
+        network_from_onnx(add)
+    const = make_model([helper.make_node("ConstantOfShape", ["S"], ["big"], name="fill"),
+                        helper.make_node("Add", ["x", "big"], ["y"])], [1, 4],
+                       initializers=[tensor("S", np.array([10**10, 4], np.int64))])
+    with pytest.raises(ModelTooLargeError, match=r"constant 'big' of node 'fill' \(ConstantOfShape\)"):
+        network_from_onnx(const)
+
+
+def test_the_memory_limit_is_a_module_constant(monkeypatch):
+    import parallelepipedonn.onnx_import as onnx_import
+
+    model = _wide(200)
+    assert network_from_onnx(model).describe() == "4-200-3 ReLU network"
+    monkeypatch.setattr(onnx_import, "MAX_DENSE_BYTES", 8 * 200 * 200)
+    with pytest.raises(ModelTooLargeError, match="'act'"):
+        network_from_onnx(model)
