@@ -34,21 +34,26 @@ import torch
 
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
+from parallelepipedonn.tolerances import solver_proof_margin, solver_trusted
 
 from .base import Answer, FloatArray, Oracle, Verdict
 from .bounds import (
     Adam,
     NetworkTensors,
     backward,
+    bounds_valid,
     concretize,
+    crown_bound,
     fix_monotone_inputs,
+    input_scale,
     intermediate_bounds,
     margin_spec,
     minimizing_corner,
     relu_relaxation,
+    term_magnitude,
 )
 from .crown import resolve_device
-from .milp_encoding import PROOF_MARGIN, encode, make_solver, solve
+from .milp_encoding import encode, make_solver, solve
 
 Tensor = torch.Tensor
 
@@ -82,6 +87,7 @@ class _Trees:
     upper: Tensor  # (T, n)
     bounds: list[tuple[Tensor, Tensor]]  # per layer (T, n_i) lower and upper
     unstable: list[Tensor]  # per layer (T, n_i) bool
+    scale: list[float]  # per tree, the margin's scale for the LP error model (term_magnitude)
     leaf_lps: dict[int, list] = field(default_factory=dict)  # tree -> [encoding, solver]
 
 
@@ -120,8 +126,7 @@ class BabOracle(Oracle):
         root = intermediate_bounds(net, lo, hi)
         spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
         with torch.no_grad():
-            root_bound = concretize(backward(net, spec, net.depth - 1, [relu_relaxation(a, b) for a, b in root]),
-                                    lo, hi)[0]
+            root_bound = crown_bound(net, spec, lo, hi, root)[0]
         others = [j for j in range(self.network.n_classes) if j != label]
         order = [int(r) for r in torch.argsort(root_bound) if float(root_bound[r]) <= 0]
         self._floor = float(root_bound.min()) if not order else min(
@@ -134,9 +139,11 @@ class BabOracle(Oracle):
                 parts.append(fix_monotone_inputs(net, lo, hi, spec[0, row]))
         bounds = [(torch.cat([p[2][i][0] for p in parts]), torch.cat([p[2][i][1] for p in parts]))
                   for i in range(len(root))]
-        return _Trees(torch.tensor([others[r] for r in order], device=lo.device),
-                      torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), bounds,
-                      [(a < 0) & (b > 0) for a, b in bounds])
+        lower, upper = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        rows = spec[0, order].unsqueeze(1)  # (T, 1, n_classes)
+        scale = term_magnitude(net, rows, lower, upper, bounds)[:, 0].tolist()
+        return _Trees(torch.tensor([others[r] for r in order], device=lo.device), lower, upper, bounds,
+                      [(a < 0) & (b > 0) for a, b in bounds], scale)
 
     def decide(self, lower: FloatArray, upper: FloatArray, label: int) -> Answer:
         """Branch and bound on the box ``[lower, upper]`` (flat arrays)."""
@@ -148,6 +155,8 @@ class BabOracle(Oracle):
         self.last_nodes = explored = 0
         if trees is None:
             return Answer(Verdict.VERIFIED, margin=self._floor, reason="bab: CROWN at the root")
+        if not bool(bounds_valid(trees.bounds).all()):
+            return Answer(Verdict.UNKNOWN, reason="bab: the ReLU input bounds overflow (not finite numbers)")
         count = len(trees.target)
         queue = [_Nodes([torch.zeros(count, u.shape[1], dtype=torch.int8, device=dev) for u in trees.unstable],
                         torch.arange(count, device=dev))]
@@ -198,6 +207,7 @@ class BabOracle(Oracle):
             lb_n, ub_n = lb[t], ub[t]
             bounds.append((torch.where(ph > 0, lb_n.clamp(min=0), lb_n), torch.where(ph < 0, ub_n.clamp(max=0), ub_n)))
         lo_n, hi_n = trees.lower[t], trees.upper[t]
+        scale_in = input_scale(lo_n, hi_n)
         spec = torch.zeros(n, 1, self.network.n_classes, dtype=lo_n.dtype, device=lo_n.device)
         spec[:, 0, label] = 1.0
         spec[torch.arange(n), 0, trees.target[t]] = -1.0
@@ -216,7 +226,7 @@ class BabOracle(Oracle):
                 relax = [relu_relaxation(lb, ub, alpha=a) for (lb, ub), a in zip(bounds, alphas)]
                 terms = [-(b.clamp(min=0)) * s for b, s in zip(betas, signs)]
                 kept: list[Tensor] = []
-                bound = backward(net, spec, net.depth - 1, relax, terms, kept)
+                bound = backward(net, spec, net.depth - 1, relax, scale_in, terms, kept)
                 value = concretize(bound, lo_n, hi_n)
                 best = torch.maximum(best, value.detach())
                 if step == 0:
@@ -289,9 +299,11 @@ class BabOracle(Oracle):
         remaining = deadline - time.perf_counter()
         opt.config.time_limit = None if math.isinf(remaining) else max(remaining, 0.01)
         res = solve(opt, enc, enc.logits[label] - enc.logits[j])
-        if res.infeasible or (res.bound is not None and res.bound > PROOF_MARGIN):
+        # the LP's answer is a proof only beyond the solver error model's margin
+        needed = solver_proof_margin(trees.scale[t])
+        if solver_trusted(trees.scale[t]) if res.infeasible else (res.bound is not None and res.bound > needed):
             if res.bound is not None and not res.infeasible:
-                self._floor = min(self._floor, res.bound)
+                self._floor = min(self._floor, res.bound - needed)
             return Answer(Verdict.VERIFIED, reason="bab: leaf LP")
         if res.x is not None and res.value is not None and res.value <= 0:
             x = np.clip(res.x, lower, upper)

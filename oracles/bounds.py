@@ -7,12 +7,23 @@
   function of the input, valid on the whole box (CROWN's backward pass);
 * **concretisation** — :func:`concretize`: its minimum over the box.
 
-Everything is computed in float64 and batched over boxes (leading dimension ``B``).
-Rounding: every bound is moved outward by ``REL_SLACK * magnitude + ABS_SLACK``, where
-``magnitude`` is the sum of the absolute values of the terms that were added up. This
-exceeds the float64 rounding error of these sums (relative error ~1e-16 per operation,
-times the number of terms) by several orders of magnitude on networks of ordinary size,
-so a bound reported here holds for the exact real-valued network.
+Everything is batched over boxes (leading dimension ``B``), in float64 by default or in
+float32 (:class:`NetworkTensors`' ``dtype``).
+
+Rounding (the error model of :mod:`parallelepipedonn.tolerances`): the backward pass is
+an exact chain of inequalities between the *computed* coefficients ``Lambda_i`` of
+consecutive layers, each off by the rounding error of one product ``Lambda_i W_i`` (and
+of the products with the ReLU slopes), which is at most ``gamma_n |Lambda_i| |W_i| |a|``.
+So the pass carries, per row, the magnitude ``sum_i |Lambda_i| (|W_i| s_(i-1) + |b_i|)``,
+``s_(i-1)`` a proven bound of ``|z_(i-1)|`` (from the intermediate bounds; 0 for dead
+neurons, ``max(|l|, |u|)`` of the box for the input), and every bound is moved outward by
+:func:`~parallelepipedonn.tolerances.relative_slack` times that magnitude, plus the
+underflow term and :data:`~parallelepipedonn.tolerances.ABS_SLACK`. The magnitude is that
+of the terms, not of the result: a coefficient out of a cancelling sum (huge weights
+whose combination is small) keeps the rounding error of its terms. The chord of an
+unstable ReLU has its intercept rounded up so that it lies above the ReLU in exact
+arithmetic. Non-finite numbers (overflow, ``inf - inf``) in any intermediate bound make
+the box's bounds ``-inf``; nothing non-finite is ever reported as a bound.
 """
 
 from __future__ import annotations
@@ -20,86 +31,148 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from parallelepipedonn.network import Network
-
-REL_SLACK = 1e-9
-ABS_SLACK = 1e-12
+from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_subnormal, unit_roundoff
 
 Tensor = torch.Tensor
 
 
 @dataclass(frozen=True)
 class NetworkTensors:
-    """The IR's affine maps as tensors on one device (float64)."""
+    """The IR's affine maps as tensors on one device, in ``dtype`` (float64 by default;
+    float32 weights are the IR's rounded to nearest, an error the slack covers), with
+    their absolute values (for rounding bounds) and the relative slack ``rel`` of the
+    network's widest sums."""
 
     weights: tuple[Tensor, ...]
     biases: tuple[Tensor, ...]
+    abs_weights: tuple[Tensor, ...]
     abs_biases: tuple[Tensor, ...]
+    rel: float
+    tiny: float
 
     @classmethod
-    def of(cls, network: Network, device: str | torch.device = "cpu") -> NetworkTensors:
-        w = tuple(torch.tensor(a.weight, dtype=torch.float64, device=device) for a in network.affines)
-        b = tuple(torch.tensor(a.bias, dtype=torch.float64, device=device) for a in network.affines)
-        return cls(w, b, tuple(x.abs() for x in b))
+    def of(cls, network: Network, device: str | torch.device = "cpu",
+           dtype: torch.dtype = torch.float64) -> NetworkTensors:
+        w = tuple(torch.tensor(a.weight, dtype=dtype, device=device) for a in network.affines)
+        b = tuple(torch.tensor(a.bias, dtype=dtype, device=device) for a in network.affines)
+        widest = max(max(a.in_features, a.out_features) for a in network.affines)
+        # the longest chain of additions into one result: a product's sum plus the
+        # accumulations of the backward pass and of the concretisation (a few per layer)
+        n_terms = widest + 4 * len(network.affines) + 8
+        return cls(w, b, tuple(x.abs() for x in w), tuple(x.abs() for x in b),
+                   relative_slack(n_terms, dtype), 4.0 * (widest + 2) * smallest_subnormal(dtype))
 
     @property
     def depth(self) -> int:
         return len(self.weights)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights[0].device
+
+
+def box_tensors(lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype = torch.float64,
+                device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+    """``(lower, upper)`` as tensors of ``dtype``, rounded outward (so that the tensors'
+    box contains the float64 box) when ``dtype`` is narrower than float64."""
+    lo64 = torch.tensor(np.asarray(lower, dtype=np.float64), device=device)
+    hi64 = torch.tensor(np.asarray(upper, dtype=np.float64), device=device)
+    if dtype == torch.float64:
+        return lo64, hi64
+    lo, hi = lo64.to(dtype), hi64.to(dtype)
+    lo = torch.where(lo.to(torch.float64) > lo64, torch.nextafter(lo, torch.full_like(lo, -torch.inf)), lo)
+    hi = torch.where(hi.to(torch.float64) < hi64, torch.nextafter(hi, torch.full_like(hi, torch.inf)), hi)
+    return lo, hi
+
+
+def input_scale(lower: Tensor, upper: Tensor) -> Tensor:
+    """A bound of ``|x|`` on the box: ``max(|lower|, |upper|)``."""
+    return torch.maximum(lower.abs(), upper.abs())
+
 
 @dataclass(frozen=True)
 class ReluRelaxation:
-    """``alpha * z <= relu(z) <= upper_slope * z + upper_intercept`` for ``l <= z <= u``.
+    """``alpha * z <= relu(z) <= upper_slope * z + upper_intercept`` for ``l <= z <= u``
+    (in exact arithmetic on these float numbers).
 
     ``lower_slope`` has shape ``(B, n)`` (shared by all specification rows) or
-    ``(B, m, n)`` (one per row, as optimised by alpha-CROWN).
+    ``(B, m, n)`` (one per row, as optimised by alpha-CROWN). ``scale`` (``(B, n)``)
+    bounds ``|z|`` where the ReLU is not dead (0 where it is): the magnitude that the
+    rounding bound of the products with this layer's coefficients needs. ``invalid``
+    (``(B,)``) marks boxes whose bounds are not finite numbers: they prove nothing.
     """
 
     lower_slope: Tensor
     upper_slope: Tensor
     upper_intercept: Tensor
+    scale: Tensor
+    invalid: Tensor
 
 
 def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -> ReluRelaxation:
     """Relaxation of ``relu`` on ``[lower, upper]`` (shape ``(B, n)``).
 
     Stable neurons are exact. For unstable ones (``l < 0 < u``) the upper line is the
-    chord ``u / (u - l) * (z - l)``; the lower slope is ``alpha`` (clamped to [0, 1]) if
-    given, else CROWN's adaptive choice (1 if ``u >= -l`` else 0).
+    chord ``u / (u - l) * (z - l)``, its intercept rounded up; the lower slope is
+    ``alpha`` (clamped to [0, 1]) if given, else CROWN's adaptive choice (1 if
+    ``u >= -l`` else 0).
     """
+    finite = torch.isfinite(lower) & torch.isfinite(upper)
     active = lower >= 0
     unstable = (lower < 0) & (upper > 0)
     active_f = active.to(lower.dtype)
     denom = torch.where(unstable, upper - lower, torch.ones_like(lower))
+    invalid = ~(finite & torch.isfinite(denom)).all(dim=-1)
     slope = torch.where(unstable, upper / denom, active_f)
-    intercept = torch.where(unstable, -slope * lower, torch.zeros_like(lower))
+    intercept = -slope * lower
+    # s l + t >= 0 and s u + t >= u in exact arithmetic: the rounding of s and t is
+    # at most a few units of roundoff of |s l| + |u|
+    intercept = torch.where(unstable, intercept + 8 * unit_roundoff(lower.dtype) * (intercept.abs() + upper.abs()),
+                            torch.zeros_like(lower))
+    scale = torch.where(upper <= 0, torch.zeros_like(lower), torch.maximum(upper, -lower))
     if alpha is None:
         lower_slope = torch.where(unstable, (upper >= -lower).to(lower.dtype), active_f)
     else:
         if alpha.dim() == 3:
             unstable, active_f = unstable.unsqueeze(1), active_f.unsqueeze(1)
         lower_slope = torch.where(unstable, alpha.clamp(0.0, 1.0), active_f)
-    return ReluRelaxation(lower_slope, slope, intercept)
+    return ReluRelaxation(lower_slope, slope, intercept, scale, invalid)
 
 
 @dataclass(frozen=True)
 class LinearBound:
-    """``A @ z_k >= coef @ x + const`` on the box; ``const_abs`` is the magnitude of the
-    terms summed into ``const`` (for the rounding slack)."""
+    """``A @ z_k >= coef @ x + const`` on the box, in exact arithmetic, once ``error`` is
+    subtracted: ``error`` (``(B, m)``) bounds the rounding error of the backward pass
+    that computed ``coef`` and ``const`` and of the concretisation of the bound over the
+    box (see the module docstring). ``invalid`` (``(B,)``) marks boxes whose
+    intermediate bounds were not finite: their bound proves nothing."""
 
     coef: Tensor  # (B, m, n_input)
     const: Tensor  # (B, m)
-    const_abs: Tensor  # (B, m)
+    error: Tensor  # (B, m)
+    invalid: Tensor  # (B,)
+
+
+def _mv(a: Tensor, v: Tensor) -> Tensor:
+    """``a @ v`` for ``a`` of shape ``(B, m, n)`` and ``v`` of shape ``(B, n)``: ``(B, m)``."""
+    return (a @ v.unsqueeze(-1)).squeeze(-1)
 
 
 def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequence[ReluRelaxation],
-             split_terms: Sequence[Tensor | None] | None = None,
+             scale_in: Tensor, split_terms: Sequence[Tensor | None] | None = None,
              keep_lambdas: list[Tensor] | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec @ z_layer`` (``spec`` of shape
     ``(B, m, n_layer)``), where ``z_i`` is the output of the ``i``-th affine map, valid for
-    all inputs of the box whose ReLU input bounds gave ``relaxations[i]`` (``i < layer``).
+    all inputs of the box whose ReLU input bounds gave ``relaxations[i]`` (``i < layer``)
+    and whose input scale (:func:`input_scale`) is ``scale_in``.
 
     ``split_terms[i]`` (optional, shape ``(B, m, n_i)``) is added to the coefficients of
     ``z_i``: with ``-beta * s`` (``beta >= 0``, ``s = +1`` for a neuron split active,
@@ -110,25 +183,35 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     lam = spec
     bsz, m = spec.shape[0], spec.shape[1]
     const = spec.new_zeros(bsz, m)
-    const_abs = spec.new_zeros(bsz, m)
+    magnitude = spec.new_zeros(bsz, m)
+    underflow = spec.new_zeros(bsz, 1)
+    invalid = torch.zeros(bsz, dtype=torch.bool, device=spec.device)
     for i in range(layer, 0, -1):
+        r = relaxations[i - 1]
+        invalid = invalid | r.invalid
+        # |z_i| <= |W_i| s_(i-1) + |b_i|: the terms of every product with lam
+        z_terms = r.scale @ net.abs_weights[i].T + net.abs_biases[i]
+        magnitude = magnitude + _mv(lam.abs(), z_terms)
+        underflow = underflow + r.scale.sum(dim=-1, keepdim=True) + 1
         const = const + lam @ net.biases[i]
-        const_abs = const_abs + lam.abs() @ net.abs_biases[i]
         lam_a = lam @ net.weights[i]
         if keep_lambdas is not None:
             keep_lambdas.append(lam_a)
-        r = relaxations[i - 1]
         low = r.lower_slope if r.lower_slope.dim() == 3 else r.lower_slope.unsqueeze(1)
         negative = lam_a < 0
         lam = lam_a * torch.where(negative, r.upper_slope.unsqueeze(1), low)
-        shift = (lam_a.clamp(max=0) @ r.upper_intercept.unsqueeze(-1)).squeeze(-1)  # <= 0
+        shift = _mv(lam_a.clamp(max=0), r.upper_intercept)  # <= 0
         const = const + shift
-        const_abs = const_abs - shift
+        magnitude = magnitude - shift
         if split_terms is not None and split_terms[i - 1] is not None:
             lam = lam + split_terms[i - 1]
+            magnitude = magnitude + _mv(lam.abs(), r.scale)
+    z_terms = scale_in @ net.abs_weights[0].T + net.abs_biases[0]
+    magnitude = magnitude + _mv(lam.abs(), z_terms)
+    underflow = underflow + scale_in.sum(dim=-1, keepdim=True) + 1
     const = const + lam @ net.biases[0]
-    const_abs = const_abs + lam.abs() @ net.abs_biases[0]
-    return LinearBound(lam @ net.weights[0], const, const_abs)
+    error = net.rel * magnitude + net.tiny * underflow + ABS_SLACK
+    return LinearBound(lam @ net.weights[0], const, error, invalid)
 
 
 def minimizing_corner(bound: LinearBound, lower: Tensor, upper: Tensor, row: Tensor) -> Tensor:
@@ -138,28 +221,44 @@ def minimizing_corner(bound: LinearBound, lower: Tensor, upper: Tensor, row: Ten
     return torch.where(coef > 0, lower, upper)
 
 
+def proven(value: Tensor, invalid: Tensor) -> Tensor:
+    """``value`` where it is a finite number of a valid box, ``-inf`` elsewhere."""
+    ok = torch.isfinite(value) & ~invalid.unsqueeze(-1)
+    return torch.where(ok, value, torch.full_like(value, -torch.inf))
+
+
 def concretize(bound: LinearBound, lower: Tensor, upper: Tensor) -> Tensor:
-    """Sound lower bound of ``coef @ x + const`` over the box (shape ``(B, m)``), including
-    the outward rounding slack."""
+    """Sound lower bound of ``coef @ x + const`` over the box (shape ``(B, m)``), moved
+    outward by ``bound.error`` (which covers the rounding of this minimum too: the terms
+    ``|coef| max(|l|, |u|)`` are part of the backward pass's magnitude); ``-inf`` where
+    anything is not finite."""
     coef = bound.coef
     center, radius = (upper + lower) / 2, (upper - lower) / 2
-    scale = torch.maximum(lower.abs(), upper.abs())
-    magnitude = coef.abs()
-    # min over the box of coef @ x is coef @ center - |coef| @ radius; the rounding of
-    # center and radius is covered by the slack, which scales with |coef| @ max(|l|, |u|)
-    value = (coef @ center.unsqueeze(-1) - magnitude @ radius.unsqueeze(-1)).squeeze(-1) + bound.const
-    magnitude = (magnitude @ scale.unsqueeze(-1)).squeeze(-1) + bound.const_abs
-    return value - (REL_SLACK * magnitude + ABS_SLACK)
+    value = _mv(coef, center) - _mv(coef.abs(), radius) + bound.const
+    return proven(value - bound.error, bound.invalid)
 
 
-def _interval_affine(w: Tensor, b: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-    """Exact (up to the rounding slack) bounds of ``w @ x + b`` over a box."""
+def _interval_affine(net: NetworkTensors, k: int, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """Bounds of ``W_k @ x + b_k`` over a box, moved outward by their rounding error."""
+    w, b = net.weights[k], net.biases[k]
     wp, wn = w.clamp(min=0), w.clamp(max=0)
     lo = lower @ wp.T + upper @ wn.T + b
     hi = upper @ wp.T + lower @ wn.T + b
-    scale = torch.maximum(lower.abs(), upper.abs())
-    slack = REL_SLACK * (scale @ w.abs().T + b.abs()) + ABS_SLACK
+    scale = input_scale(lower, upper)
+    slack = net.rel * (scale @ net.abs_weights[k].T + net.abs_biases[k]) + net.tiny * (scale.sum(-1, keepdim=True) + 1) \
+        + ABS_SLACK
     return lo - slack, hi + slack
+
+
+def _poison(bounds: tuple[Tensor, Tensor], bad: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
+    """Mark the boxes with a non-finite bound (or already ``bad``): their bounds become
+    ``(-inf, inf)``, which no relaxation accepts."""
+    lo, hi = bounds
+    bad = bad | ~(torch.isfinite(lo) & torch.isfinite(hi)).all(dim=-1)
+    if bool(bad.any()):
+        lo = torch.where(bad.unsqueeze(-1), torch.full_like(lo, -torch.inf), lo)
+        hi = torch.where(bad.unsqueeze(-1), torch.full_like(hi, torch.inf), hi)
+    return (lo, hi), bad
 
 
 def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor,
@@ -168,12 +267,17 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor,
 
     The first layer's are exact interval bounds; deeper ones are CROWN bounds intersected
     with interval (IBP) bounds (``method="crown"``), or IBP bounds alone (``"ibp"``).
+    A box whose bounds overflow gets ``(-inf, inf)`` from that layer on (see
+    :func:`bounds_valid`).
     """
-    bounds = [_interval_affine(net.weights[0], net.biases[0], lower, upper)]
+    bad = torch.zeros(lower.shape[0], dtype=torch.bool, device=lower.device)
+    first, bad = _poison(_interval_affine(net, 0, lower, upper), bad)
+    bounds = [first]
     relaxations = [relu_relaxation(*bounds[0])]
+    scale_in = input_scale(lower, upper)
     for k in range(1, net.depth - 1):
         l_prev, u_prev = bounds[-1]
-        l_ibp, u_ibp = _interval_affine(net.weights[k], net.biases[k], l_prev.clamp(min=0), u_prev.clamp(min=0))
+        l_ibp, u_ibp = _interval_affine(net, k, l_prev.clamp(min=0), u_prev.clamp(min=0))
         l_k, u_k = l_ibp, u_ibp
         # CROWN only for the neurons that interval bounds leave unstable in some box
         idx = ((l_ibp < 0) & (u_ibp > 0)).any(dim=0).nonzero()[:, 0]
@@ -181,29 +285,80 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor,
             n, m = net.weights[k].shape[0], idx.numel()
             eye = torch.eye(n, dtype=lower.dtype, device=lower.device)[idx]
             spec = torch.cat([eye, -eye]).expand(lower.shape[0], 2 * m, n)
-            vals = concretize(backward(net, spec, k, relaxations), lower, upper)
+            vals = concretize(backward(net, spec, k, relaxations, scale_in), lower, upper)
             l_k, u_k = l_ibp.clone(), u_ibp.clone()
             l_k[:, idx] = torch.maximum(vals[:, :m], l_ibp[:, idx])
             u_k[:, idx] = torch.minimum(-vals[:, m:], u_ibp[:, idx])
-        bounds.append((l_k, u_k))
-        relaxations.append(relu_relaxation(l_k, u_k))
+        layer_bounds, bad = _poison((l_k, u_k), bad)
+        bounds.append(layer_bounds)
+        relaxations.append(relu_relaxation(*layer_bounds))
     return bounds
+
+
+def bounds_valid(bounds: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
+    """Per box (``(B,)``): are all its ReLU input bounds finite numbers?"""
+    ok = torch.ones(bounds[0][0].shape[0], dtype=torch.bool, device=bounds[0][0].device) if bounds else None
+    for lo, hi in bounds:
+        ok = ok & (torch.isfinite(lo) & torch.isfinite(hi)).all(dim=-1)
+    return ok if ok is not None else torch.ones(0, dtype=torch.bool)
+
+
+def crown_bound(net: NetworkTensors, spec: Tensor, lower: Tensor, upper: Tensor,
+                bounds: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
+    """CROWN's sound lower bound of ``spec @ logits`` over each box, given its ReLU input
+    bounds: shape ``(B, m)``."""
+    relaxations = [relu_relaxation(lo, hi) for lo, hi in bounds]
+    return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lower, upper)), lower, upper)
+
+
+def term_magnitude(net: NetworkTensors, spec: Tensor, lower: Tensor, upper: Tensor,
+                   bounds: Sequence[tuple[Tensor, Tensor]], layer: int | None = None) -> Tensor:
+    """The scale of ``spec @ logits`` over each box for the solvers' error model
+    (:func:`~parallelepipedonn.tolerances.solver_proof_margin`): ``sum_i S_i (|W_i|
+    s_(i-1) + |b_i|)``, where ``S_i = |spec| |W_L| D |W_(L-1)| ... D`` bounds how much a
+    change of the ``i``-th layer's pre-activations can move the specification (``D``
+    zeroes the neurons dead on the box) and ``|W_i| s_(i-1) + |b_i|`` bounds the terms of
+    those pre-activations. Shape ``(B, m)``; ``inf`` where bounds are not finite.
+    ``layer``: ``spec`` applies to that layer's pre-activations instead of the logits.
+    Times the relative slack, it also bounds the rounding error of any linear bound
+    propagation of ``spec`` whose ReLU slopes lie in [0, 1]."""
+    relax = [relu_relaxation(lo, hi) for lo, hi in bounds]
+    sens = spec.abs()
+    total = spec.new_zeros(spec.shape[:2])
+    for i in range(net.depth - 1 if layer is None else layer, -1, -1):
+        s_prev = relax[i - 1].scale if i > 0 else input_scale(lower, upper)
+        total = total + _mv(sens, s_prev @ net.abs_weights[i].T + net.abs_biases[i])
+        if i > 0:
+            sens = (sens @ net.abs_weights[i]) * (s_prev > 0).unsqueeze(1)
+    ok = torch.isfinite(total)
+    for r in relax[:(net.depth - 1 if layer is None else layer)]:
+        ok = ok & ~r.invalid.unsqueeze(-1)
+    return torch.where(ok, total, torch.full_like(total, torch.inf))
 
 
 def gradient_bounds(net: NetworkTensors, bounds: Sequence[tuple[Tensor, Tensor]], row: Tensor) -> tuple[Tensor, Tensor]:
     """Bounds of the input gradient of ``row @ logits`` over every activation pattern the
     ReLU input bounds allow (stable neurons fixed, unstable ones 0 or 1). ``bounds`` are
-    ``(1, n_i)`` tensors for one box; returns two ``(n_input,)`` tensors."""
+    ``(1, n_i)`` tensors for one box; returns two ``(n_input,)`` tensors, moved outward by
+    their rounding error (the magnitude of their terms, ``|row| |W| ...``, times the
+    relative slack, once per layer); ``(-inf, inf)`` where anything is not finite."""
     g_lo = g_hi = row @ net.weights[-1]
+    g_mag = row.abs() @ net.abs_weights[-1]
     for i in range(net.depth - 2, -1, -1):
         lb, ub = bounds[i][0][0], bounds[i][1][0]
         active, unstable = lb >= 0, (lb < 0) & (ub > 0)
         g_lo = torch.where(active, g_lo, torch.where(unstable, g_lo.clamp(max=0), torch.zeros_like(g_lo)))
         g_hi = torch.where(active, g_hi, torch.where(unstable, g_hi.clamp(min=0), torch.zeros_like(g_hi)))
+        g_mag = torch.where(active | unstable, g_mag, torch.zeros_like(g_mag)) @ net.abs_weights[i]
         w = net.weights[i]
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         g_lo, g_hi = g_lo @ wp + g_hi @ wn, g_hi @ wp + g_lo @ wn
-    return g_lo, g_hi
+    err = net.depth * net.rel * g_mag + net.tiny
+    ok = torch.isfinite(g_lo) & torch.isfinite(g_hi) & torch.isfinite(err)
+    if bounds:
+        ok = ok & bool(bounds_valid(bounds).all())
+    return (torch.where(ok, g_lo - err, torch.full_like(g_lo, -torch.inf)),
+            torch.where(ok, g_hi + err, torch.full_like(g_hi, torch.inf)))
 
 
 def fix_monotone_inputs(net: NetworkTensors, lower: Tensor, upper: Tensor, row: Tensor,
@@ -231,7 +386,8 @@ def shrink_monotone(net: NetworkTensors, lower: Tensor, upper: Tensor, row: Tens
     does not move it further from the anchor, so every sublevel set's point nearest to
     the anchor (in any norm that is monotone in each coordinate's distance) has a
     counterpart in the shrunk box at no greater distance. Also returns the direction of
-    each coordinate found monotone (+1 increasing, -1 decreasing, 0 neither)."""
+    each coordinate found monotone (+1 increasing, -1 decreasing, 0 neither). Nothing is
+    fixed where the gradient bounds are not finite."""
     lo, hi = lower, upper
     direction = torch.zeros_like(lower[0], dtype=torch.int8)
     bounds = intermediate_bounds(net, lo, hi)
@@ -239,8 +395,8 @@ def shrink_monotone(net: NetworkTensors, lower: Tensor, upper: Tensor, row: Tens
         g_lo, g_hi = gradient_bounds(net, bounds, row)
         up_end = hi if anchor is None else torch.minimum(hi, torch.maximum(lo, anchor))
         low_end = lo if anchor is None else torch.maximum(lo, torch.minimum(hi, anchor))
-        inc = (g_lo > REL_SLACK) & (hi > lo)[0]  # increasing along i: minimum towards the lower end
-        dec = (g_hi < -REL_SLACK) & (hi > lo)[0]
+        inc = (g_lo > 0) & (hi > lo)[0]  # increasing along i: minimum towards the lower end
+        dec = (g_hi < 0) & (hi > lo)[0]
         new_lo, new_hi = torch.where(dec, up_end, lo), torch.where(inc, low_end, hi)
         direction = torch.where(inc, torch.ones_like(direction), torch.where(dec, -torch.ones_like(direction), direction))
         if torch.equal(new_lo, lo) and torch.equal(new_hi, hi):

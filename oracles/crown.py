@@ -13,19 +13,24 @@ import torch
 from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
+from parallelepipedonn.tolerances import unit_roundoff
 
 from .base import Answer, ClassBox, FloatArray, Oracle, Verdict
 from .bounds import (
-    ABS_SLACK,
-    REL_SLACK,
     Adam,
     NetworkTensors,
     backward,
+    bounds_valid,
+    box_tensors,
     concretize,
+    input_scale,
     intermediate_bounds,
     margin_spec,
     relu_relaxation,
 )
+
+#: The dtypes bound propagation runs in (``float32`` for GPUs; the slack follows the dtype).
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -37,7 +42,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 class CrownOracle(Oracle):
-    """CROWN bound propagation over the IR (float64, any torch device).
+    """CROWN bound propagation over the IR (float64 or float32, any torch device; every
+    bound moved outward by its rounding error, see :mod:`oracles.bounds`).
 
     A box is VERIFIED iff the proven lower bound of ``logit_c - logit_j`` is > 0 for every
     ``j != c``; otherwise UNKNOWN (with the bound as ``margin``).
@@ -49,43 +55,47 @@ class CrownOracle(Oracle):
     batched = True
 
     def __init__(self, network: Network, *, device: str = "cpu", chunk_size: int = 256,
-                 intermediate: str = "crown", time_limit: float | None = None) -> None:
+                 intermediate: str = "crown", dtype: str = "float64", time_limit: float | None = None) -> None:
         super().__init__(network, time_limit=time_limit)
         if intermediate not in ("crown", "ibp"):
             raise OracleError(f"intermediate bounds must be 'crown' or 'ibp', not {intermediate!r}")
         if chunk_size < 1:
             raise OracleError("chunk_size must be >= 1")
+        if dtype not in DTYPES:
+            raise OracleError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
         self.device = resolve_device(device)
         self.chunk_size = chunk_size
         self.intermediate = intermediate
-        self.tensors = NetworkTensors.of(network, self.device)
+        self.dtype = dtype
+        self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "device": str(self.device), "intermediate": self.intermediate,
-                "dtype": "float64"}
+                "dtype": self.dtype}
 
     def margin_lower_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
         """Proven lower bounds of ``logit_label - logit_j`` for every ``j != label`` over each
         box: shape ``(B, n_classes - 1)`` (classes in increasing order, ``label`` skipped)."""
         out = []
         for start in range(0, len(lower), self.chunk_size):
-            lo = torch.tensor(lower[start:start + self.chunk_size], dtype=torch.float64, device=self.device)
-            hi = torch.tensor(upper[start:start + self.chunk_size], dtype=torch.float64, device=self.device)
+            lo, hi = box_tensors(lower[start:start + self.chunk_size], upper[start:start + self.chunk_size],
+                                 self.tensors.dtype, self.device)
             with torch.no_grad():
-                out.append(self._bounds(lo, hi, label).cpu().numpy())
+                out.append(self._bounds(lo, hi, label).to(torch.float64).cpu().numpy())
         return np.concatenate(out)
 
     def differentiable_margin_bounds(self, lower: torch.Tensor, upper: torch.Tensor, label: int) -> torch.Tensor:
-        """CROWN's margin bounds as a differentiable function of the box (float64 tensors
-        ``(B, n)`` on the oracle's device): for searches that optimise a box by gradient."""
-        return CrownOracle._bounds(self, lower, upper, label)
+        """CROWN's margin bounds as a differentiable function of the box (tensors ``(B, n)``
+        on the oracle's device, converted to its dtype): for searches that optimise a box
+        by gradient (a box they find is verified again by :meth:`verify`)."""
+        return CrownOracle._bounds(self, lower.to(self.tensors.dtype), upper.to(self.tensors.dtype), label)
 
     def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
         net = self.tensors
         inter = intermediate_bounds(net, lo, hi, self.intermediate)
         relaxations = [relu_relaxation(lo_k, hi_k) for lo_k, hi_k in inter]
         spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
-        return concretize(backward(net, spec, net.depth - 1, relaxations), lo, hi)
+        return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lo, hi)), lo, hi)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         worst = self.margin_lower_bounds(lower, upper, label).min(axis=1)
@@ -105,27 +115,31 @@ class CrownOracle(Oracle):
         self.network.check_label(label)
         start = time.perf_counter()
         net = self.tensors
-        lo = torch.tensor(region.lower, dtype=torch.float64, device=self.device)[None]
-        hi = torch.tensor(region.upper, dtype=torch.float64, device=self.device)[None]
+        lo, hi = (t[None] for t in box_tensors(region.lower, region.upper, net.dtype, self.device))
         spec = -margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)  # rows e_j - e_label
+        u = unit_roundoff(net.dtype)
         empty = False
         with torch.no_grad():
             for _ in range(rounds):
-                relax = [relu_relaxation(a, b) for a, b in intermediate_bounds(net, lo, hi)]
-                bound = backward(net, spec, net.depth - 1, relax)
-                # logit_j - logit_label >= coef @ x + const, so on the class region
-                # 0 <= margin <= -(coef @ x + const) + slack
-                scale = torch.maximum(lo.abs(), hi.abs())
-                slack = REL_SLACK * ((bound.coef.abs() @ scale.unsqueeze(-1)).squeeze(-1) + bound.const_abs) + ABS_SLACK
-                a, b = -bound.coef[0], (-bound.const + slack)[0]  # class points: a @ x + b >= 0
+                inter = intermediate_bounds(net, lo, hi)
+                if not bool(bounds_valid(inter).all()):
+                    break  # bounds overflow: the current box stays the (sound) answer
+                relax = [relu_relaxation(a, b) for a, b in inter]
+                bound = backward(net, spec, net.depth - 1, relax, input_scale(lo, hi))
+                # logit_j - logit_label >= coef @ x + const - error, so on the class region
+                # 0 <= margin <= -(coef @ x + const) + error
+                a, b = -bound.coef[0], (-bound.const + bound.error)[0]  # class points: a @ x + b >= 0
                 top = torch.maximum(a * lo, a * hi)  # (m, n): each term's largest value on the box
                 rest = top.sum(dim=1, keepdim=True) - top  # the other coordinates' largest sum
-                need = -b[:, None] - rest  # a_i x_i >= need
-                with torch.no_grad():
-                    ratio = need / torch.where(a == 0, torch.ones_like(a), a)
-                widen = 1e-12 * (1 + ratio.abs())
+                # a_i x_i >= -b - rest, lowered by the rounding error of these sums
+                need = -b[:, None] - rest - (net.rel * (top.abs().sum(dim=1, keepdim=True) + b.abs()[:, None])
+                                             + net.tiny)
+                ratio = need / torch.where(a == 0, torch.ones_like(a), a)
+                widen = (4 * u + 1e-12) * ratio.abs() + 1e-12
                 new_lo = torch.where(a > 0, ratio - widen, torch.full_like(ratio, -math.inf)).max(dim=0).values
                 new_hi = torch.where(a < 0, ratio + widen, torch.full_like(ratio, math.inf)).min(dim=0).values
+                if bool(bound.invalid.any()) or bool(torch.isnan(new_lo).any() | torch.isnan(new_hi).any()):
+                    break
                 new_lo, new_hi = torch.maximum(lo[0], new_lo), torch.minimum(hi[0], new_hi)
                 if bool((new_lo > new_hi).any()):
                     empty = True
@@ -140,7 +154,8 @@ class CrownOracle(Oracle):
         if empty:
             return ClassBox(region.upper.copy(), region.lower.copy(), np.ones(n, bool), np.ones(n, bool),
                             np.zeros((0, n)), True)
-        lower, upper = lo[0].cpu().numpy(), hi[0].cpu().numpy()
+        lower = np.maximum(lo[0].to(torch.float64).cpu().numpy(), region.lower)
+        upper = np.minimum(hi[0].to(torch.float64).cpu().numpy(), region.upper)
         pts = np.asarray(candidates, dtype=np.float64).reshape(-1, n) if len(candidates) else np.zeros((0, n))
         pts = pts[region.contains_points(pts)]
         witnesses = pts[self.network.margins(pts, label) >= 0] if len(pts) else pts
@@ -176,7 +191,8 @@ class AlphaCrownOracle(CrownOracle):
         inter = intermediate_bounds(net, lo, hi, self.intermediate)
         base = [relu_relaxation(lo_k, hi_k) for lo_k, hi_k in inter]
         spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
-        best = concretize(backward(net, spec, net.depth - 1, base), lo, hi)
+        scale_in = input_scale(lo, hi)
+        best = concretize(backward(net, spec, net.depth - 1, base, scale_in), lo, hi)
         if self.steps == 0 or not base or bool((best.min(dim=1).values > 0).all()):
             return best
         m = spec.shape[1]
@@ -185,7 +201,7 @@ class AlphaCrownOracle(CrownOracle):
         with torch.enable_grad():
             for _ in range(self.steps):
                 relax = [relu_relaxation(lo_k, hi_k, alpha=a) for (lo_k, hi_k), a in zip(inter, alphas)]
-                value = concretize(backward(net, spec, net.depth - 1, relax), lo, hi)
+                value = concretize(backward(net, spec, net.depth - 1, relax, scale_in), lo, hi)
                 best = torch.maximum(best, value.detach())
                 if bool((best.min(dim=1).values > 0).all()):
                     break

@@ -7,9 +7,18 @@ torch 2 (the registry's 0.3 needs torch < 1.13); install it from its source::
     pip install --no-deps ./auto_LiRPA && pip install appdirs pyyaml graphviz packaging
 
 (``--no-deps`` keeps the torch you have; auto_LiRPA 0.7 declares torch < 2.9 but runs
-with 2.13.) The IR is handed to it as a float64 ``torch.nn.Sequential``. auto_LiRPA does
-not round outward, so a box is VERIFIED only if its margin bound exceeds a relative
-slack (``1e-9`` in float64, ``1e-5`` if it answers in float32).
+with 2.13.) The IR is handed to it as a float64 ``torch.nn.Sequential``.
+
+auto_LiRPA does not round outward. Its final bound is therefore lowered by a bound of
+the rounding error of any linear bound propagation on the box (the relative slack
+times :func:`~oracles.bounds.term_magnitude`, from our own sound intermediate bounds;
+``1e-5`` relative if it answers in float32). Its *intermediate* bounds decide which
+ReLUs it takes as stable, and a rounding error there can make a live ReLU dead: a box
+is answered UNKNOWN where our sound intermediate bounds put some ReLU input bound within
+three rounding-error bounds of 0 (where any implementation's rounding could flip the
+ReLU's phase). For ``crown`` and ``ibp`` this covers auto_LiRPA's intermediate bounds,
+which are the same computation; with ``alpha-crown`` its optimised intermediate bounds
+are tighter than ours, and a flip there stays possible in principle.
 """
 
 from __future__ import annotations
@@ -24,9 +33,10 @@ import torch
 
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
+from parallelepipedonn.tolerances import ABS_SLACK
 
 from .base import Answer, FloatArray, Oracle, Verdict
-from .bounds import margin_spec
+from .bounds import NetworkTensors, intermediate_bounds, margin_spec, term_magnitude
 from .crown import resolve_device
 
 METHODS = {"ibp": "IBP", "crown": "CROWN", "alpha-crown": "alpha-CROWN"}
@@ -74,6 +84,7 @@ class LirpaOracle(Oracle):
         self.method, self.alpha_steps = METHODS[method.lower()], alpha_steps
         self.device = resolve_device(device)
         self.module = network.to_torch(torch.float64, self.device)
+        self.tensors = NetworkTensors.of(network, self.device)
         dummy = torch.zeros(1, network.n_inputs, dtype=torch.float64, device=self.device)
         with _float64_default():
             self.bounded = BoundedModule(self.module, dummy, device=str(self.device), verbose=0,
@@ -97,8 +108,26 @@ class LirpaOracle(Oracle):
         with _float64_default():
             lb, _ = self.bounded.compute_bounds(x=(x,), method=self.method, C=spec, bound_upper=False)
         out = lb.detach().to(torch.float64).cpu().numpy()
-        rel = 1e-9 if lb.dtype == torch.float64 else 1e-5
-        return out - rel * (1.0 + np.abs(out))
+        error = self._rounding_error(lo, hi, spec)
+        if lb.dtype != torch.float64:
+            error = error + 1e-5 * (1.0 + np.abs(out))
+        return np.where(np.isfinite(out) & np.isfinite(error), out - error, -np.inf)
+
+    def _rounding_error(self, lo: torch.Tensor, hi: torch.Tensor, spec: torch.Tensor) -> np.ndarray:
+        """A bound of the rounding error of auto_LiRPA's margin bounds (``(B, m)``), ``inf``
+        for boxes where a ReLU input bound lies within rounding distance of 0."""
+        t = self.tensors
+        with torch.no_grad():
+            bounds = intermediate_bounds(t, lo, hi)
+            ambiguous = torch.zeros(lo.shape[0], dtype=torch.bool, device=lo.device)
+            for k, (lk, uk) in enumerate(bounds):
+                eye = torch.eye(lk.shape[1], dtype=lo.dtype, device=lo.device).expand(lo.shape[0], -1, -1)
+                err = 3 * t.rel * term_magnitude(t, eye, lo, hi, bounds, layer=k)
+                near = (lk.abs() < err) | (uk.abs() < err)
+                ambiguous = ambiguous | near.any(dim=-1)
+            error = t.rel * term_magnitude(t, spec, lo, hi, bounds) + t.tiny + ABS_SLACK
+            error = torch.where(ambiguous.unsqueeze(-1), torch.full_like(error, torch.inf), error)
+        return error.cpu().numpy()
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         worst = self.margin_lower_bounds(lower, upper, label).min(axis=1)

@@ -38,9 +38,10 @@ import torch
 
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
+from parallelepipedonn.tolerances import solver_trusted
 
 from .base import Answer, FloatArray, Oracle, Verdict
-from .bounds import NetworkTensors, backward, concretize, intermediate_bounds, margin_spec, relu_relaxation
+from .bounds import NetworkTensors, crown_bound, intermediate_bounds, margin_spec, term_magnitude
 from .milp_encoding import PROOF_MARGIN
 
 
@@ -175,8 +176,8 @@ class MarabouOracle(Oracle):
         with torch.no_grad():
             inter = intermediate_bounds(self.tensors, lo, hi)
             spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
-            crown = concretize(backward(self.tensors, spec, self.tensors.depth - 1,
-                                        [relu_relaxation(a, b) for a, b in inter]), lo, hi)[0].numpy()
+            crown = crown_bound(self.tensors, spec, lo, hi, inter)[0].numpy()
+            scale = term_magnitude(self.tensors, spec, lo, hi, inter)[0].numpy()
         others = [j for j in range(self.network.n_classes) if j != label]
         for row in np.argsort(crown):
             if crown[row] > 0:
@@ -192,6 +193,9 @@ class MarabouOracle(Oracle):
                                                   None if math.isinf(remaining) else remaining, self.verbosity)
                 if code == "unsat" and not self.trusts_unsat:
                     return Answer(Verdict.UNKNOWN, reason=UNTRUSTED_UNSAT)
+                if code == "unsat" and not solver_trusted(float(scale[row])):
+                    return Answer(Verdict.UNKNOWN, reason=f"marabou: unsat for class {j} is no proof at this "
+                                  f"network's scale ({scale[row]:.3g}; see tolerances.solver_trusted)")
                 if code == "unsat":
                     break
                 if code != "sat":

@@ -41,16 +41,19 @@ from numpy.typing import NDArray
 from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network, ReLU
+from parallelepipedonn.tolerances import solver_proof_margin, solver_trusted
 
 from .base import Answer, ClassBox, Distance, Extreme, FloatArray, Oracle, RegionAnswer, RegionVerdict, Verdict
 from .bounds import (
     NetworkTensors,
     backward,
     fix_monotone_inputs,
+    input_scale,
     intermediate_bounds,
     margin_spec,
     relu_relaxation,
     shrink_monotone,
+    term_magnitude,
 )
 from .crown import AlphaCrownOracle
 from .distance import confirmed_upper, cube, push_counterexample, seed_upper
@@ -219,6 +222,23 @@ class MilpOracle(Oracle):
     def _deadline(self) -> float:
         return math.inf if self.time_limit is None else time.perf_counter() + self.time_limit
 
+    def _scale(self, lower: FloatArray, upper: FloatArray, label: int, inter: list | None = None) -> FloatArray:
+        """Per class ``j != label``, the scale of ``logit_label - logit_j`` over the box for
+        the solver error model (:func:`~oracles.bounds.term_magnitude`)."""
+        lo, hi = torch.tensor(lower, dtype=torch.float64)[None], torch.tensor(upper, dtype=torch.float64)[None]
+        spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
+        with torch.no_grad():
+            inter = intermediate_bounds(self.tensors, lo, hi) if inter is None else inter
+            return term_magnitude(self.tensors, spec, lo, hi, inter)[0].numpy()
+
+    def _untrusted(self, lower: FloatArray, upper: FloatArray, label: int) -> str:
+        """Why HiGHS's answers prove nothing about the class region of ``label`` on this box
+        (the network's scale there is beyond the solver error model), or ``""``."""
+        scale = float(self._scale(lower, upper, label).max())
+        if solver_trusted(scale):
+            return ""
+        return f"the network's scale on this box ({scale:.3g}) makes HiGHS's tolerances no proof"
+
     # -- robustness -----------------------------------------------------------------------------
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         return [self._verify_box(lower[i], upper[i], label) for i in range(len(lower))]
@@ -235,7 +255,8 @@ class MilpOracle(Oracle):
         # per class, the vertex minimising CROWN's linear bound: its true margin bounds the
         # minimum from above (a counterexample if <= 0) and orders the MILPs, smallest first
         with torch.no_grad():
-            linear = backward(self.tensors, spec, self.tensors.depth - 1, [relu_relaxation(a, b) for a, b in inter])
+            linear = backward(self.tensors, spec, self.tensors.depth - 1, [relu_relaxation(a, b) for a, b in inter],
+                              input_scale(lo, hi))
         corners = torch.where(linear.coef[0] > 0, lo, hi).numpy()
         estimate = np.array([self.network.margins(corners[r], label)[0] for r in range(len(others))])
         if (estimate <= 0).any():
@@ -243,6 +264,9 @@ class MilpOracle(Oracle):
             return Answer(Verdict.FALSIFIED, counterexample=corners[r].copy(), reason="CROWN's minimising vertex")
         proven = crown.copy()  # per class: a proven lower bound of the margin, once > 0
         smallest = math.inf  # the smallest margin minimum solved exactly so far
+        # a solver bound proves a margin only beyond the error model's margin at this scale
+        scale = [float(v) for v in self._scale(lower, upper, label, inter)]
+        needed = [solver_proof_margin(v) for v in scale]
         for row in np.argsort(estimate):
             if crown[row] > 0:
                 continue
@@ -251,22 +275,23 @@ class MilpOracle(Oracle):
             # once one class is solved exactly, the others only need to be shown above that
             # minimum: with ``margin <= cutoff`` added, nodes whose relaxation exceeds the
             # cutoff are pruned, and "infeasible" proves the class's margin above it
-            cutoff = max(smallest, 2 * PROOF_MARGIN) if math.isfinite(smallest) else None
+            cutoff = max(smallest, 2 * needed[row]) if math.isfinite(smallest) else None
             if cutoff is not None:
                 enc.model.cons.add(margin <= cutoff)
             res = solve(self._solver(deadline), enc, margin)
-            if res.x is not None and res.value is not None and res.value <= PROOF_MARGIN:
+            if res.x is not None and res.value is not None and res.value <= needed[row]:
                 # a candidate whatever the sign of the solver's value (rounding noise at the
                 # boundary): it counts only once a forward pass confirms it
                 cex = self._confirm_counterexample(res.x, lower, upper, label, j, corners[row])
                 if cex is not None:
                     return Answer(Verdict.FALSIFIED, counterexample=cex,
                                   reason=f"MILP optimum {res.value:.3g} for class {j}, confirmed")
-            if cutoff is not None and res.infeasible:
-                proven[row] = cutoff - PROOF_MARGIN
-                continue
-            if res.bound is not None and res.bound > PROOF_MARGIN:
-                proven[row] = res.bound
+            if res.infeasible:  # a proof only where the error model trusts the solver's claims
+                if solver_trusted(scale[row]):
+                    proven[row] = cutoff - needed[row] if cutoff is not None else math.inf
+                    continue
+            elif res.bound is not None and res.bound > needed[row]:
+                proven[row] = res.bound - needed[row] + PROOF_MARGIN
                 smallest = min(smallest, res.bound)
                 continue
             return Answer(Verdict.UNKNOWN, margin=res.bound, timed_out=res.timed_out,
@@ -373,6 +398,9 @@ class MilpOracle(Oracle):
         flips = flip_distances(net, x, domain)
         proven = math.inf if math.isinf(hi) else hi  # least proven bound over the classes solved so far
         milps, reason = 0, ""
+        untrusted = self._untrusted(lo_r, hi_r, label) if todo else ""
+        if untrusted:  # alpha-CROWN's per-class floors are all that is proven
+            proven, reason, todo = min(proven, min(max(lower, floor[j]) for j in todo)), untrusted, []
         for position, j in enumerate(todo):
             if time.perf_counter() >= deadline:
                 proven, reason = min(proven, lower), f"time limit before class {j}"
@@ -384,7 +412,7 @@ class MilpOracle(Oracle):
                 # any proven bound above the proof margin settles it: no need to close the gap
                 res = solve(self._solver(deadline, mip_rel_gap=0.5, options=DISTANCE_OPTIONS), enc, margin)
                 milps += 1
-                if res.bound is not None and res.bound > PROOF_MARGIN:
+                if res.bound is not None and res.bound > solver_proof_margin(float(self._scale(lo_c, hi_c, label).max())):
                     continue  # no point of class j within the distance: it cannot be nearer
                 if res.x is not None:
                     hi, cex = self._closer(x, res.x, lo_c, hi_c, label, domain, hi, cex)
@@ -518,6 +546,10 @@ class MilpOracle(Oracle):
         self.network.check_label(label)
         start = time.perf_counter()
         deadline = self._deadline()
+        untrusted = self._untrusted(region.lower, region.upper, label)
+        if untrusted:
+            edge = region.upper[index] if maximize else region.lower[index]
+            return Extreme(float(edge), None, False, f"no proven bound ({untrusted}); the region's edge")
         enc = encoding or self._class_encoding(region, label)
         sense = pe.maximize if maximize else pe.minimize
         res = solve(self._solver(deadline), enc, enc.x[index], sense)
@@ -572,6 +604,10 @@ class MilpOracle(Oracle):
         witnesses = np.concatenate([witnesses, moved])
         tasks = [(i, False) for i in range(n) if reached_lo[i] > lo_r[i]] + \
                 [(i, True) for i in range(n) if reached_hi[i] < hi_r[i]]
+        untrusted = self._untrusted(lo_r, hi_r, label) if tasks else ""
+        if untrusted:
+            log.warning("milp class extremes: %s; the region's edges are the bounds", untrusted)
+            tasks = []
         milps = timeouts = 0
         empty = False
         for index, maximize, status, bound, x in self._run_extremes(label, region, tasks, workers, progress):
@@ -688,6 +724,9 @@ class MilpOracle(Oracle):
                 [(i, -1) for i in range(lo.size) if lo[i] > region.lower[i]]
         if not faces:
             return RegionAnswer(RegionVerdict.NONE, reason="the box covers the region")
+        untrusted = self._untrusted(region.lower, region.upper, label)
+        if untrusted:
+            return RegionAnswer(RegionVerdict.UNKNOWN, reason=untrusted)
         excess = {(i, s): (region.upper[i] - hi[i]) if s > 0 else (lo[i] - region.lower[i]) for i, s in faces}
         top = max(excess.values())
         m.t = pe.Var(bounds=(-top, top))

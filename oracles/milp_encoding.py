@@ -32,12 +32,13 @@ from pyomo.contrib.appsi.solvers.highs import Highs
 from pyomo.core.expr.numeric_expr import LinearExpression
 
 from parallelepipedonn.network import Network
+from parallelepipedonn.tolerances import PROOF_MARGIN as _PROOF_MARGIN
 
 FloatArray = NDArray[np.float64]
 
-#: A solver bound counts as a proof of ``value > 0`` only when it exceeds this: it covers
-#: HiGHS's feasibility and optimality tolerances (1e-7 .. 1e-6, times coefficient sums).
-PROOF_MARGIN = 1e-4
+#: A solver bound counts as a proof of ``value > 0`` only when it exceeds this (and the
+#: solver error model's margin at the problem's scale, see :mod:`parallelepipedonn.tolerances`).
+PROOF_MARGIN = _PROOF_MARGIN
 
 
 @dataclass

@@ -1,0 +1,109 @@
+"""The soundness tolerances of the tool, in one place, and the floating-point error model
+they implement (README, "Floating-point soundness").
+
+Bounds are computed in floating point (float64 by default, float32 on request). A
+bound is sound for the exact real-valued network when it is moved outward by a bound of
+the rounding error of every operation that produced it. The model used here:
+
+* a dot product or matrix product with ``n`` terms, in any summation order (blocked,
+  pairwise or with fused multiply-adds), has an error of at most ``gamma_n * sum |terms|``
+  with ``gamma_n = n u / (1 - n u)`` (``u`` the unit roundoff of the dtype), plus
+  ``n`` times the smallest subnormal number where products underflow;
+* the bound propagation therefore carries, beside each coefficient, the *magnitude* of
+  the terms it came from (``|Lambda| |W|`` times a bound of ``|z|``), never only the
+  magnitude of the result: a coefficient out of a cancelling sum carries the rounding
+  error of its terms;
+* :func:`relative_slack` gives the factor applied to those magnitudes: four times
+  ``gamma`` of the longest chain of additions, and never below :data:`REL_SLACK_FLOOR`
+  for float64 (a floor far above the model's need on networks of ordinary size);
+* any non-finite number in a bound (overflow, ``inf - inf``) proves nothing: the bound
+  becomes ``-inf`` (UNKNOWN).
+
+Solver tolerances (MILP, Marabou) are not rounding errors of our own arithmetic, and no
+a priori bound of them exists: :data:`PROOF_MARGIN` and :func:`solver_error_scale` are an
+*error model*, documented as such.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+#: float64's unit roundoff (2^-53): the relative error of one rounded operation.
+UNIT_ROUNDOFF_F64 = 2.0 ** -53
+
+#: The smallest relative slack applied to float64 bounds: covers ``gamma_n`` for ``n``
+#: up to 2 million terms many times over.
+REL_SLACK_FLOOR = 1e-9
+
+#: An absolute slack added to every proven bound (covers the last subtraction).
+ABS_SLACK = 1e-12
+
+#: A solver bound (MILP with HiGHS, Marabou) counts as a proof of ``value > 0`` only when
+#: it exceeds this (and :func:`solver_error_scale` times the problem's scale): it covers
+#: the solvers' feasibility and optimality tolerances (1e-9 .. 1e-6, times coefficient
+#: sums) on networks of ordinary scale.
+PROOF_MARGIN = 1e-4
+
+#: The relative error the solver error model assigns to one unit of the problem's scale
+#: (see :func:`solver_proof_margin`): HiGHS's default primal feasibility tolerance.
+SOLVER_REL_TOLERANCE = 1e-7
+
+
+def _np_dtype(dtype: Any) -> np.dtype:
+    """numpy dtype of a numpy or torch dtype (torch's name without importing torch)."""
+    name = str(dtype).rsplit(".", 1)[-1]
+    return np.dtype(name)
+
+
+def unit_roundoff(dtype: Any = np.float64) -> float:
+    """The unit roundoff of a floating-point dtype (2^-53 for float64, 2^-24 for float32)."""
+    return float(np.finfo(_np_dtype(dtype)).eps) / 2
+
+
+def smallest_subnormal(dtype: Any = np.float64) -> float:
+    """The spacing of the dtype's subnormal numbers: the absolute error of an underflow."""
+    return float(np.finfo(_np_dtype(dtype)).smallest_subnormal)
+
+
+def gamma(n: int, dtype: Any = np.float64) -> float:
+    """``gamma_n = n u / (1 - n u)``: the relative error bound of a sum of ``n`` terms."""
+    nu = n * unit_roundoff(dtype)
+    if nu >= 0.5:
+        return math.inf
+    return nu / (1 - nu)
+
+
+def relative_slack(n_terms: int, dtype: Any = np.float64) -> float:
+    """The factor applied to the magnitude of a bound's terms to cover its rounding error:
+    ``4 gamma_(n_terms)`` (float64: at least :data:`REL_SLACK_FLOOR`). ``n_terms`` is the
+    longest chain of additions that feeds one result (widest layer plus the number of
+    accumulations); the factor 4 covers the products whose error the magnitudes bound
+    only up to a factor ``1 + gamma``, the rounding of the magnitudes themselves and of
+    the weights to the dtype."""
+    rel = 4 * gamma(n_terms + 8, dtype)
+    if _np_dtype(dtype) == np.float64:
+        rel = max(rel, REL_SLACK_FLOOR)
+    return rel
+
+
+def solver_proof_margin(scale: float) -> float:
+    """The least solver bound that counts as a proof of ``value > 0`` for a problem whose
+    terms have magnitude ``scale`` (the sum over the network of each neuron's term
+    magnitudes weighted by how much it can move the margin): :data:`PROOF_MARGIN`, or
+    :data:`SOLVER_REL_TOLERANCE` times the scale where that is larger. An error model,
+    not a bound: solvers' tolerances apply to scaled problems and no a priori bound of
+    their error exists; the model keeps proofs out of reach on networks whose weights
+    make the solver's tolerances meaningless (e.g. 1e12 weights that cancel)."""
+    if not math.isfinite(scale):
+        return math.inf
+    return max(PROOF_MARGIN, SOLVER_REL_TOLERANCE * scale)
+
+
+def solver_trusted(scale: float) -> bool:
+    """Whether a solver's claim that is not a number (infeasible, ``unsat``) counts as a
+    proof on a problem of this scale: only where the error model's tolerance effect
+    stays below :data:`PROOF_MARGIN`."""
+    return math.isfinite(scale) and SOLVER_REL_TOLERANCE * scale <= PROOF_MARGIN
