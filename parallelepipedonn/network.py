@@ -233,11 +233,14 @@ class Network:
     def misclassified(self, x: ArrayLike, label: int) -> NDArray[np.bool_]:
         """Per point: is its exact margin ``<= 0`` (not classified ``label`` with a strictly
         larger logit)? Decided by the float64 margin where it is farther from 0 than its
-        rounding error (:meth:`margin_errors`), in exact arithmetic otherwise."""
+        rounding error (:meth:`margin_errors`), in exact arithmetic otherwise — also where
+        the float64 pass overflows (a margin or error bound that is not a finite number)."""
         pts = self.flatten_inputs(x)
-        margin, err = self.margin_errors(pts, label)
+        with np.errstate(over="ignore", invalid="ignore"):
+            margin, err = self.margin_errors(pts, label)
+            decided = np.isfinite(margin) & np.isfinite(err) & (np.abs(margin) > err)
         out = margin <= 0
-        for i in np.flatnonzero(np.abs(margin) <= err):
+        for i in np.flatnonzero(~decided):
             out[i] = self.exact_margin(pts[i], label) <= 0
         return out
 
