@@ -21,11 +21,12 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from .errors import InputDataError, LabelError, ModelError
+from .tolerances import UNIT_ROUNDOFF_F64, smallest_subnormal
 
 FloatArray = NDArray[np.float64]
 
-#: float64's unit roundoff (2^-53): the relative error of one rounded operation.
-_UNIT_ROUNDOFF = 2.0 ** -53
+_UNIT_ROUNDOFF = UNIT_ROUNDOFF_F64
+_SUBNORMAL = smallest_subnormal(np.float64)
 
 
 def _frozen(a: ArrayLike, ndim: int) -> FloatArray:
@@ -166,13 +167,15 @@ class Network:
         return a.reshape(-1, n)
 
     def forward(self, x: ArrayLike) -> FloatArray:
-        """Logits of each point, float64 (shape ``(k, n_classes)``)."""
+        """Logits of each point, float64 (shape ``(k, n_classes)``; ``inf``/``nan`` where the
+        float64 pass overflows — :meth:`misclassified` then decides in exact arithmetic)."""
         h = self.flatten_inputs(x)
-        for layer in self.layers:
-            if isinstance(layer, Affine):
-                h = h @ layer.weight.T + layer.bias
-            else:
-                h = np.maximum(h, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for layer in self.layers:
+                if isinstance(layer, Affine):
+                    h = h @ layer.weight.T + layer.bias
+                else:
+                    h = np.maximum(h, 0.0)
         return h
 
     def predict(self, x: ArrayLike) -> NDArray[np.int64]:
@@ -190,7 +193,8 @@ class Network:
         label = self.check_label(label)
         logits = self.forward(x)
         others = np.delete(logits, label, axis=1)
-        return logits[:, label] - others.max(axis=1)
+        with np.errstate(invalid="ignore"):
+            return logits[:, label] - others.max(axis=1)
 
     def margin_errors(self, x: ArrayLike, label: int) -> tuple[FloatArray, FloatArray]:
         """:meth:`margins` and, per point, a bound of its rounding error: the exact margin
@@ -198,8 +202,9 @@ class Network:
 
         Each affine map's float64 result differs from the exact one on the computed
         activations by at most ``gamma_(m+1) (|W| |a| + |b|)`` (``m`` terms, any summation
-        order), plus ``|W| e`` for the error ``e`` already in ``a``; ReLU does not increase
-        it; the bound is rounded up generously (x2).
+        order), plus ``|W| e`` for the error ``e`` already in ``a``, plus ``m + 1``
+        subnormal spacings for products that underflow; ReLU does not increase it; the
+        bound is rounded up generously (x2). Not a finite number where the pass overflows.
         """
         label = self.check_label(label)
         h = self.flatten_inputs(x)
@@ -209,7 +214,8 @@ class Network:
                 m = layer.in_features + 1
                 gamma = m * _UNIT_ROUNDOFF / (1 - m * _UNIT_ROUNDOFF)
                 w_abs = np.abs(layer.weight)
-                err = err @ w_abs.T + gamma * (np.abs(h) @ w_abs.T + np.abs(layer.bias))
+                # (m + 1) subnormal spacings: the absolute error of products that underflow
+                err = err @ w_abs.T + gamma * (np.abs(h) @ w_abs.T + np.abs(layer.bias)) + (m + 1) * _SUBNORMAL
                 h = h @ layer.weight.T + layer.bias
             else:
                 h = np.maximum(h, 0.0)

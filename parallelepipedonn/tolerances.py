@@ -59,8 +59,10 @@ SOLVER_REL_TOLERANCE = 1e-8
 
 def _np_dtype(dtype: Any) -> np.dtype:
     """numpy dtype of a numpy or torch dtype (torch's name without importing torch)."""
-    name = str(dtype).rsplit(".", 1)[-1]
-    return np.dtype(name)
+    try:
+        return np.dtype(dtype)
+    except TypeError:  # a torch dtype: "torch.float32"
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
 
 
 def unit_roundoff(dtype: Any = np.float64) -> float:
