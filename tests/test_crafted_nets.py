@@ -1,0 +1,267 @@
+"""Issue 12's soundness bar: no oracle, search or recheck verifies a box that holds a point
+misclassified in exact arithmetic — on networks crafted so that float64 bound propagation
+goes wrong (see :mod:`tests.crafted_nets`):
+
+* ``a-*`` — cancellation: coefficients of the backward pass that are sums of terms far
+  larger than themselves (cancelling weights near 1e3 .. 1e15), whose rounding error is
+  proportional to the terms, not to the (small) result: the margin's own coefficient, a
+  hidden neuron that looks dead, a hidden layer's coefficient times a bias, the sign of
+  the gradient ``fix_monotone_inputs`` relies on;
+* ``b-*`` — non-finite bounds: weights 1e155 .. 1e303 whose products overflow (``inf -
+  inf`` is NaN), huge times tiny weights on inputs far from 0 (``[1e8, 1e8 + 1]``,
+  ``[-1e6, 1e6]``): the float64 forward pass overflows too, the exact one does not;
+* ``m-*`` — underflow: products that vanish in float64 but not exactly;
+* ``s-*`` — solver tolerances (beyond the reported classes): ordinary weights and one
+  output weight of 2e6 .. 2e7, so that a solver's feasibility tolerance on one row
+  moves the margin by more than the solver error model assumes.
+
+Ground truth is :meth:`Network.exact_margin` (rationals on the float64 weights; it never
+overflows). Every case has a point ``p`` of its box with exact margin <= 0 and an input
+``x`` with exact margin > 0. FALSIFIED (with a counterexample that *is* misclassified
+exactly) and UNKNOWN are fine answers; VERIFIED is not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import parallelepipedonn as ppn
+from oracles import AttackOracle, Verdict, lirpa_available, make_oracle, marabou_available, min_adversarial_distance
+from oracles.registry import accepts_option, oracle_entries
+from parallelepipedonn.box import Box
+from parallelepipedonn.certificate import Certificate
+from parallelepipedonn.cli import main
+from parallelepipedonn.dual import METHODS, dual_box
+from parallelepipedonn.errors import ParallelepipedoNNError
+from parallelepipedonn.io_utils import sha256_file
+from parallelepipedonn.recheck import Outcome, recheck
+from parallelepipedonn.search import SEARCHES, Status
+from tests.crafted_nets import Crafted, all_cases, fmt, save_float64_onnx, truly_misclassified
+
+CASES = all_cases()
+BY_KEY = {c.key: c for c in CASES}
+KEYS = list(BY_KEY)
+
+#: A case or two of each kind, for the slower specifications (searches, distances, duals,
+#: rechecks); every oracle is asked about every case.
+KINDS = ["a-margin-1e+06", "a-margin-1e+12", "a-neuron-1e+03", "a-neuron-1e+12", "a-hidden-1e+12",
+         "a-monotone-1e+09", "b-nan-neuron-1e+160", "b-nan-margin-1e+160", "b-overflow-1e+301x1e-300",
+         "b-wide-domain-1e+303", "m-underflow-1e-200", "s-solver-1e-06"]
+
+#: The searches' cases: ``KINDS`` but the second a-margin scale, and underflow (no search
+#: certified anything on it, even before issue 12's fixes) — to keep the file short.
+SEARCH_KINDS = [k for k in KINDS if k not in ("a-margin-1e+06", "m-underflow-1e-200")]
+
+#: Seconds per oracle query (``time_limit`` of the oracles that take one).
+LIMIT = 5.0
+
+OPTIONAL = {"lirpa": lirpa_available, "marabou": marabou_available}
+CASCADES = ["crown+alpha-crown+bab", "attack+crown+milp", "crown+alpha-crown+milp"]
+#: float32 bound propagation, where an oracle offers it (``dtype``)
+FLOAT32 = [f"{name}@float32" for name in sorted(oracle_entries()) if accepts_option(name, "dtype")]
+ORACLES = sorted(oracle_entries()) + CASCADES + FLOAT32
+
+
+def build_oracle(spec: str, net):
+    """The oracle ``spec`` names (``name@float32``: with ``dtype="float32"``), with the
+    per-query time limit; skips an optional backend that is not installed."""
+    name, _, dtype = spec.partition("@")
+    for part in name.split("+"):
+        if part in OPTIONAL and not OPTIONAL[part]():
+            pytest.skip(f"{part} is not installed")
+    options = {"time_limit": LIMIT} if accepts_option(name, "time_limit") else {}
+    if dtype:
+        options["dtype"] = dtype
+    return make_oracle(name, net, **options)
+
+
+def query_boxes(case: Crafted) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes every oracle is asked about: the case's box, a small cube around ``p``
+    (within the domain) and the point ``p`` itself — each holds ``p``."""
+    small = Box.cube(case.p, 1e-3 * float(case.domain.width.max()), case.domain)
+    boxes = [case.box, small, Box.point(case.p)]
+    return np.array([b.lower for b in boxes]), np.array([b.upper for b in boxes])
+
+
+def claim(case: Crafted) -> str:
+    return f"p = {case.p.tolist()} has exact margin {fmt(case.p_margin)} ({case.note})"
+
+
+def assert_real_counterexample(case: Crafted, lo, hi, cex) -> None:
+    assert cex is not None and Box(lo, hi).contains(cex), f"{case.key}: counterexample outside the box"
+    assert truly_misclassified(case.net, cex, case.label), \
+        f"{case.key}: counterexample {cex.tolist()} is classified {case.label} in exact arithmetic"
+
+
+# -- the crafted cases themselves ----------------------------------------------------------------
+@pytest.mark.parametrize("key", KEYS)
+def test_each_case_has_a_misclassified_point_in_its_box_and_a_robust_input(key):
+    case = BY_KEY[key]
+    assert case.box.contains(case.p) and case.box.contains(case.x) and case.domain.contains_box(case.box)
+    assert case.net.exact_margin(case.p, case.label) <= 0
+    assert case.net.exact_margin(case.x, case.label) > 0
+    # tiny, so that exact arithmetic is fast
+    assert case.net.n_inputs <= 4 and len(case.net.hidden_sizes) <= 3 and max(case.net.hidden_sizes) <= 6
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_misclassified_agrees_with_exact_arithmetic_on_the_crafted_points(key):
+    # the oracles confirm counterexamples, and recheck checks stored ones, with
+    # Network.misclassified: it must agree with exact arithmetic where float64 overflows
+    # (NaN margins) or underflows, not only near the boundary
+    case = BY_KEY[key]
+    pts = np.concatenate([case.p[None], case.x[None], case.members.reshape(-1, case.net.n_inputs)])
+    got = case.net.misclassified(pts, case.label).tolist()
+    want = [truly_misclassified(case.net, q, case.label) for q in pts]
+    assert got == want, f"{key}: misclassified {got}, exact {want} at {pts.tolist()}"
+
+
+# -- 1. oracles ------------------------------------------------------------------------------------
+#: every oracle on every case; the compositions (whose stages are asked on every case
+#: anyway) on ``KINDS``
+ORACLE_QUERIES = [(key, spec) for spec in ORACLES for key in (KINDS if "+" in spec else KEYS)]
+
+
+@pytest.mark.parametrize(("key", "spec"), ORACLE_QUERIES, ids=[f"{k}-{s}" for k, s in ORACLE_QUERIES])
+def test_no_oracle_verifies_a_box_holding_a_point_misclassified_in_exact_arithmetic(key, spec):
+    case = BY_KEY[key]
+    try:
+        oracle = build_oracle(spec, case.net)
+    except ParallelepipedoNNError:
+        return  # refusing the network (e.g. weights beyond float32's range) proves nothing
+    lower, upper = query_boxes(case)
+    answers = oracle.verify(lower, upper, case.label)
+    for lo, hi, a in zip(lower, upper, answers):
+        assert a.verdict is not Verdict.VERIFIED, \
+            f"{spec} VERIFIED [{lo.tolist()}, {hi.tolist()}] (margin bound {a.margin}), but {claim(case)}"
+        if a.verdict is Verdict.FALSIFIED:
+            assert_real_counterexample(case, lo, hi, a.counterexample)
+
+
+# -- 2. searches -----------------------------------------------------------------------------------
+def sample(box: Box, count: int, seed: int) -> np.ndarray:
+    """The box's corners (up to 16), centre and ``count`` uniform points."""
+    n = box.n
+    rng = np.random.default_rng(seed)
+    corners = np.array([[box.upper[i] if (k >> i) & 1 else box.lower[i] for i in range(n)]
+                        for k in range(min(2 ** n, 16))])
+    uniform = box.lower + rng.random((count, n)) * (box.upper - box.lower)
+    return np.concatenate([corners, ((box.lower + box.upper) / 2)[None], uniform])
+
+
+@pytest.mark.parametrize("algorithm", list(SEARCHES))
+@pytest.mark.parametrize("key", SEARCH_KINDS)
+def test_no_search_certifies_a_box_holding_a_point_misclassified_in_exact_arithmetic(key, algorithm):
+    case = BY_KEY[key]
+    config = ppn.CertifyConfig(algorithm=algorithm, precision=1e-3 * float(case.domain.width.max()),
+                               oracle_options={"time_limit": LIMIT}, search_time_limit=1.5)
+    try:
+        cert = ppn.certify(case.net, case.x, label=case.label, domain=case.domain, config=config)
+    except ParallelepipedoNNError:
+        return  # a clean error certifies nothing
+    if cert.status is not Status.CERTIFIED:
+        return
+    box = cert.box
+    assert not box.contains(case.p), \
+        f"{algorithm} ({cert.oracle}) certified [{box.lower.tolist()}, {box.upper.tolist()}], but {claim(case)}"
+    bad = [q.tolist() for q in sample(box, 48, 0) if truly_misclassified(case.net, q, case.label)]
+    assert not bad, f"{algorithm} certified [{box.lower.tolist()}, {box.upper.tolist()}] holding {bad[:3]}, " \
+        "misclassified in exact arithmetic"
+    a = AttackOracle(case.net, restarts=8).verify_box(box.lower, box.upper, case.label)
+    assert not (a.falsified and truly_misclassified(case.net, a.counterexample, case.label)), \
+        f"{algorithm} certified a box holding the misclassified point {a.counterexample.tolist()}"
+
+
+# -- 3. distance queries ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["milp", "bab"])  # the cascades ask milp's query, or bab's verdicts
+@pytest.mark.parametrize("key", KINDS)
+def test_no_distance_query_proves_a_radius_reaching_a_misclassified_point(key, name):
+    case = BY_KEY[key]
+    oracle = build_oracle(name, case.net)
+    d = min_adversarial_distance(oracle, case.x, case.label, case.domain, falsifier=AttackOracle(case.net),
+                                 time_limit=LIMIT)
+    assert d.lower <= case.distance, \
+        f"{name} proved no misclassified point within {d.lower} of x = {case.x.tolist()}, but {claim(case)} " \
+        f"at distance {case.distance}"
+    if d.counterexample is not None:
+        assert truly_misclassified(case.net, d.counterexample, case.label), f"{name}: bad counterexample"
+
+
+def test_the_milp_distance_query_itself_stays_below_every_misclassified_point():
+    for key in KINDS:
+        case = BY_KEY[key]
+        oracle = build_oracle("milp", case.net)
+        d = oracle.min_distance(case.x, case.label, case.domain, time_limit=2 * LIMIT)
+        assert d.lower <= case.distance, f"milp min_distance proves {d.lower} > {case.distance} on {key}"
+
+
+# -- 4. dual boxes ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("key", KINDS)
+def test_dual_boxes_contain_every_point_of_their_class(key, method):
+    case = BY_KEY[key]
+    # class 1 holds p and the members (logit_1 >= logit_0 exactly), class 0 holds x
+    for label, points in ((1, np.concatenate([case.p[None], case.members])), (0, case.x[None])):
+        try:
+            dual = dual_box(case.net, label, domain=case.domain, method=method, workers=1, time_limit=LIMIT)
+        except ParallelepipedoNNError:
+            continue
+        inside = [] if dual.box is None else dual.box.contains_points(points).tolist()
+        assert dual.box is not None and all(inside), \
+            f"{method} dual box of class {label}: " + \
+            ("proven empty" if dual.box is None else f"[{dual.box.lower.tolist()}, {dual.box.upper.tolist()}]") + \
+            f" misses {points.tolist()} (exact margins of class 0: " + \
+            f"{[fmt(case.net.exact_margin(q, 0)) for q in points]})"
+
+
+# -- 5. recheck ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory) -> dict:
+    """Per case, a certificate (JSON, next to its float64 ONNX model) that claims the
+    case's box certified around ``x`` — a false claim."""
+    out = {}
+    for key in KINDS:
+        case = BY_KEY[key]
+        d = tmp_path_factory.mktemp(key.replace("+", ""))
+        model = d / "m.onnx"
+        save_float64_onnx(case.net, model)
+        cert = Certificate(status=Status.CERTIFIED, label=case.label,
+                           predicted_label=int(case.net.predict(case.x)[0]), input=case.x,
+                           input_shape=case.net.input_shape, domain=case.domain, box=case.box,
+                           apothem_upper_bound=None, oracle="crown", oracle_settings={}, algorithm="apothem-kary",
+                           algorithm_settings={}, oracle_calls=1, rounds=1, seconds=0.0, model_path=str(model),
+                           model_sha256=sha256_file(model),
+                           network=case.net.describe())
+        cert.save(d / "c.json")
+        out[key] = d / "c.json"
+    return out
+
+
+RECHECK_ORACLES = sorted(oracle_entries()) + CASCADES[:2]
+
+
+@pytest.mark.parametrize("name", RECHECK_ORACLES)
+@pytest.mark.parametrize("key", KINDS)
+def test_recheck_never_confirms_a_box_holding_a_point_misclassified_in_exact_arithmetic(key, name, certificates):
+    case = BY_KEY[key]
+    for part in name.split("+"):
+        if part in OPTIONAL and not OPTIONAL[part]():
+            pytest.skip(f"{part} is not installed")
+    from parallelepipedonn.onnx_import import load_onnx
+
+    path = certificates[key]
+    assert load_onnx(path.parent / "m.onnx").digest == case.net.digest  # the file is the crafted IR, exactly
+    result = recheck(path, oracle=name, time_limit=LIMIT)
+    assert result.outcome is not Outcome.CONFIRMED, f"recheck --oracle {name} confirmed the box: {result.reason}; " \
+                                                    f"but {claim(case)}"
+    if result.counterexample is not None and result.outcome is Outcome.REFUTED:
+        assert truly_misclassified(case.net, result.counterexample, case.label) or \
+            not case.box.contains(result.counterexample)
+
+
+@pytest.mark.parametrize("key", KINDS)
+def test_cli_recheck_exits_refuted_or_undecided(key, certificates, capsys):
+    code = main(["recheck", str(certificates[key]), "--time-limit", str(LIMIT)])
+    out = capsys.readouterr().out
+    assert code in (5, 6), f"recheck exit {code}: {out.strip()}"
