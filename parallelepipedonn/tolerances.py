@@ -47,13 +47,18 @@ ABS_SLACK = 1e-12
 #: sums) on networks of ordinary scale.
 PROOF_MARGIN = 1e-4
 
+#: The feasibility tolerances (primal, dual, MIP) HiGHS runs with, instead of its
+#: defaults 1e-7 / 1e-6: with those, a ReLU row ``a = z`` slipped by 1e-6 at an LP optimum,
+#: which a crafted output weight of 2e6 turned into a wrong proof.
+SOLVER_FEASIBILITY_TOLERANCE = 1e-9
+
 #: The error the solver error model assigns to one unit of the problem's scale (see
-#: :func:`solver_proof_margin`): a tenth of HiGHS's default primal feasibility tolerance
-#: (1e-7, which applies to its scaled rows). Calibrated, not derived: with it the proof
-#: margin above held in every soundness test on networks up to scale 1e4 (the reference
-#: and default networks are at 50 .. 4,500), and networks whose weights make the
-#: tolerances meaningless (1e12 weights that cancel, scales of 1e12 and more) get no
-#: solver proofs.
+#: :func:`solver_proof_margin`): ten times :data:`SOLVER_FEASIBILITY_TOLERANCE`.
+#: Calibrated, not derived (the tolerances apply to HiGHS's scaled rows): with it the
+#: proof margin above held in every soundness test on networks up to scale 1e4 (the
+#: reference and default networks are at 50 .. 4,500), and networks whose weights make
+#: the tolerances meaningless (1e12 weights that cancel, a ReLU whose output weight is
+#: 2e8) get no solver proofs.
 SOLVER_REL_TOLERANCE = 1e-8
 
 
