@@ -104,15 +104,17 @@ class FaceByFace:
             i, s = face
             current, bound = (lo[i] if s == 0 else hi[i]), _bound(problem, face)
             if self.mode == "linear":
-                value = self._linear(ledger, lo, hi, face, current, bound)
+                value = self._linear(ledger, lo, hi, face, current, bound, problem)
             else:
                 value = self._kary(ledger, lo, hi, face, current, bound, k)
             (lo if s == 0 else hi)[i] = value
+        if problem.expired:
+            reason = TIME_LIMIT
         return _result(problem, ledger, Box(lo, hi), falsifier, reason)
 
-    def _linear(self, ledger: OracleLedger, lo, hi, face, current: float, bound: float) -> float:
+    def _linear(self, ledger: OracleLedger, lo, hi, face, current: float, bound: float, problem: Problem) -> float:
         direction = 1.0 if bound > current else -1.0
-        while current != bound:
+        while current != bound and not problem.expired:  # the face stays at its last verified value
             step = current + direction * self.precision
             step = min(step, bound) if direction > 0 else max(step, bound)
             los, his = _moved(lo, hi, [face], [step])
