@@ -59,7 +59,7 @@ def main() -> None:
         model_path = REFERENCE / "nets" / net_file
         net = ppn.load_onnx(model_path)
         inputs = reference_inputs(REFERENCE, dataset, net)
-        for label in tqdm(range(net.n_classes), desc=f"{dataset}: class duals"):
+        for label in tqdm(range(net.n_classes), disable=None, desc=f"{dataset}: class duals"):
             candidates = [x for _, x, c in inputs if c == label]
             d = dual_box(net, label, candidates=candidates, workers=args.workers, model_path=str(model_path))
             if certs is not None:
@@ -69,7 +69,7 @@ def main() -> None:
                                "empty": d.box is None, "min_edge": d.min_edge(), "log_volume": d.log_volume(),
                                **d.details})
         original = published_log(dataset, "complete-c-d-bu")
-        for name, x, label in tqdm(inputs, desc=f"{dataset}: restricted duals"):
+        for name, x, label in tqdm(inputs, disable=None, desc=f"{dataset}: restricted duals"):
             cert, d = certify_and_dual(net, model_path, x, label, args.workers)
             row = {"dataset": dataset, "input": name, "label": label, "status": cert.status.value}
             if certs is not None:

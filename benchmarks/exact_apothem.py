@@ -51,7 +51,7 @@ def main() -> None:
     oracles = {r: make_oracle(ROUTES[r], net, time_limit=args.time_limit) for r in routes}
     crown, attack = CrownOracle(net), AttackOracle(net)
     rows = []
-    for name, x, label in tqdm(reference_inputs(REFERENCE, args.dataset, net), desc="inputs"):
+    for name, x, label in tqdm(reference_inputs(REFERENCE, args.dataset, net), disable=None, desc="inputs"):
         row: dict = {"input": name, "label": label}
         start = time.perf_counter()
         cert = ppn.certify(net, x, label, oracle=crown, falsifier=attack)

@@ -91,7 +91,8 @@ class PaperConfig:
 
 
 def _bar(items: Iterable, cfg: PaperConfig, desc: str, total: int | None = None):
-    return tqdm(items, desc=desc, total=total, disable=not cfg.progress, leave=False)
+    # disable=None: a bar only on a terminal
+    return tqdm(items, desc=desc, total=total, disable=None if cfg.progress else True, leave=False)
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float, float, float]:
@@ -383,7 +384,10 @@ def accuracy_curves(cfg: PaperConfig) -> list[dict[str, Any]]:
     ``crown`` on every test input; on the first ``subset`` inputs also ``alpha-crown``
     (asked where crown was unsure; verified = either), the PGD attack (an upper bound:
     the fraction not falsified) and, for the 784-32-10 nets, the exact value (each
-    input's exact minimum adversarial distance by ``--algorithm exact``)."""
+    input's exact minimum adversarial distance by ``--algorithm exact``) on the first
+    ``exact_n``. Every oracle run on an input set is also reported on each smaller one,
+    so that curves compare on the same inputs: a row's ``inputs`` is N for the first N
+    test inputs (rows with the same N measure the same inputs)."""
     eps_grid = np.round(np.linspace(0, 0.1, 11 if cfg.quick else 21), 6)
     limit = 100 if cfg.quick else None
     subset = 30 if cfg.quick else 1000
@@ -404,26 +408,27 @@ def accuracy_curves(cfg: PaperConfig) -> list[dict[str, Any]]:
             crown, alpha, attack = CrownOracle(net), make_oracle("alpha-crown", net), AttackOracle(net, seed=0)
             sub = np.zeros(n, bool)
             sub[:min(subset, n)] = True
+            sets = {n, int(sub.sum())}                       # each set: the first m test inputs
             exact_radius = None
             if size == "small":
                 exact_radius = _exact_radii(cfg, net, xs[:exact_n], ys[:exact_n], correct[:exact_n],
                                             f"{dataset} {size}: exact")
+                sets.add(len(exact_radius))
             for eps in _bar(eps_grid, cfg, f"{dataset} {size}: eps"):
                 v_crown = _verify_cubes(crown, xs, ys, eps, correct)
                 unsure = sub & correct & (v_crown != 1)
                 v_alpha = _verify_cubes(alpha, xs, ys, eps, unsure)
                 v_attack = _verify_cubes(attack, xs, ys, eps, unsure & (v_alpha != 1))
                 base = {"dataset": dataset, "network": path.name, "eps": float(eps)}
-                rows.append({**base, "oracle": "crown", "inputs": n, "certified": int((v_crown == 1).sum())})
-                rows.append({**base, "oracle": "crown (subset)", "inputs": int(sub.sum()),
-                             "certified": int((sub & (v_crown == 1)).sum())})
-                rows.append({**base, "oracle": "crown+alpha-crown", "inputs": int(sub.sum()),
-                             "certified": int((sub & ((v_crown == 1) | (v_alpha == 1))).sum())})
-                rows.append({**base, "oracle": "attack (upper bound)", "inputs": int(sub.sum()),
-                             "certified": int((sub & correct & (v_attack != -1)).sum())})
-                if exact_radius is not None:
-                    rows.append({**base, "oracle": "exact", "inputs": len(exact_radius),
-                                 "certified": int((exact_radius > eps).sum())})
+                certified = {"crown": v_crown == 1, "crown+alpha-crown": (v_crown == 1) | (v_alpha == 1),
+                             "attack (upper bound)": correct & (v_attack != -1)}
+                for m in sorted(sets, reverse=True):
+                    for oracle, ok in certified.items():
+                        if oracle == "crown" or m <= sub.sum():  # alpha-crown and the attack ran on `sub` only
+                            rows.append({**base, "oracle": oracle, "inputs": m, "certified": int(ok[:m].sum())})
+                    if exact_radius is not None and m == len(exact_radius):
+                        rows.append({**base, "oracle": "exact", "inputs": m,
+                                     "certified": int((exact_radius > eps).sum())})
     return rows
 
 
@@ -445,15 +450,16 @@ def accuracy_markdown(rows: list[dict[str, Any]]) -> str:
     text = ("Certified accuracy (fraction of test inputs whose L∞ ball of radius ε, within [0,1], is proven to keep "
             "the true label; misclassified inputs count as not certified) of the embedded default nets. `crown`: "
             "all test inputs available offline (Fashion-MNIST: the 10,000 test images; MNIST: the 1,000 test "
-            "images of the offline sample); the other rows use the first inputs only (their count is given): "
+            "images of the offline sample); the other oracles ran on the first inputs only: "
             "`crown+alpha-crown` (sound), `exact` (complete: each input's exact minimum adversarial distance, "
-            "784-32-10 nets) and `attack` (an upper bound: not falsified by PGD).\n\n")
-    header = ["network", "oracle", "inputs"] + [f"ε = {e:g}" for e in EPS_TABLE]
+            "784-32-10 nets) and `attack` (an upper bound: not falsified by PGD). `inputs`: N = the first N test "
+            "inputs; compare rows with the same N only (they measure the same inputs: every oracle is also "
+            "reported on each smaller set, so `exact` compares with the others on its inputs).\n\n")
+    header = ["network", "inputs", "oracle"] + [f"ε = {e:g}" for e in EPS_TABLE]
     table = []
-    for (net, oracle) in dict.fromkeys((r["network"], r["oracle"]) for r in rows):
-        rs = {round(r["eps"], 6): r for r in rows if r["network"] == net and r["oracle"] == oracle}
-        any_row = next(iter(rs.values()))
-        table.append([net.removesuffix(".onnx"), oracle, any_row["inputs"]]
+    for (net, m, oracle) in dict.fromkeys((r["network"], r["inputs"], r["oracle"]) for r in rows):
+        rs = {round(r["eps"], 6): r for r in rows if (r["network"], r["inputs"], r["oracle"]) == (net, m, oracle)}
+        table.append([net.removesuffix(".onnx"), m, oracle]
                      + [f"{100 * rs[e]['certified'] / rs[e]['inputs']:.1f}%" if e in rs else "—" for e in EPS_TABLE])
     return text + markdown_table(header, table) + "\n"
 
@@ -634,16 +640,43 @@ def plot_times(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+_ACCURACY_STYLE = {"crown": ("tab:blue", "-"), "crown+alpha-crown": ("tab:green", "-"),
+                   "attack (upper bound)": ("tab:red", "--"), "exact": ("tab:purple", "-")}
+
+
 def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
-    nets = list(dict.fromkeys(r["network"] for r in rows))
-    fig = _figure(5 * min(2, len(nets)), 3.6 * math.ceil(len(nets) / 2))
-    axes = np.atleast_1d(fig.subplots(math.ceil(len(nets) / 2), min(2, len(nets)))).reshape(-1)
-    for ax, net in zip(axes, nets):
-        for oracle in dict.fromkeys(r["oracle"] for r in rows if r["network"] == net):
-            rs = sorted((r for r in rows if r["network"] == net and r["oracle"] == oracle), key=lambda r: r["eps"])
-            style = "--" if "attack" in oracle else ":" if "subset" in oracle else "-"
-            ax.plot([r["eps"] for r in rs], [r["certified"] / r["inputs"] for r in rs], style, label=oracle)
-        ax.set_title(net.removesuffix(".onnx"), fontsize=9)
+    """Certified-accuracy curves per net; each legend entry says on how many inputs (the
+    first n) it was measured. A net with an ``exact`` curve gets a second panel comparing
+    every oracle on exact's inputs only (the same inputs)."""
+    panels = []
+    for net in dict.fromkeys(r["network"] for r in rows):
+        rs = [r for r in rows if r["network"] == net]
+        exact_n = next((r["inputs"] for r in rs if r["oracle"] == "exact"), None)
+        if exact_n is None:
+            panels.append((net, rs, None))
+        else:
+            panels.append((net, [r for r in rs if r["inputs"] != exact_n], None))
+            panels.append((net, [r for r in rs if r["inputs"] == exact_n], exact_n))
+    cols = min(3 if any(p[2] is not None for p in panels) else 2, len(panels))
+    fig = _figure(4.6 * cols, 3.7 * math.ceil(len(panels) / cols))
+    axes = np.atleast_1d(fig.subplots(math.ceil(len(panels) / cols), cols)).reshape(-1)
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    for ax, (net, rs, same) in zip(axes, panels):
+        sizes = sorted({r["inputs"] for r in rs}, reverse=True)
+        for m in sizes:
+            for oracle in dict.fromkeys(r["oracle"] for r in rs if r["inputs"] == m):
+                curve = sorted((r for r in rs if r["inputs"] == m and r["oracle"] == oracle), key=lambda r: r["eps"])
+                colour, style = _ACCURACY_STYLE.get(oracle, (None, "-"))
+                if m != sizes[0] and oracle == "crown":  # crown on the smaller set too: dotted, on top
+                    colour, style = "tab:cyan", ":"
+                ax.plot([r["eps"] for r in curve], [r["certified"] / r["inputs"] for r in curve], style,
+                        color=colour, label=f"{oracle} (n={m})", zorder=3 if style == ":" else 2)
+        name = net.removesuffix(".onnx")
+        title = (f"{name}: the same {same} inputs as exact" if same is not None else
+                 f"{name}: first {sizes[0]} test inputs" if len(sizes) == 1 else
+                 f"{name} (n: first n test inputs)")
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("ε (L∞)")
         ax.set_ylabel("certified accuracy")
         ax.set_ylim(0, 1)

@@ -49,7 +49,7 @@ def exact_optima(dataset: str, net: ppn.Network, inputs, out: Path) -> dict[str,
             return {r["input"]: float(r["milp_upper"]) for r in csv.DictReader(f) if r.get("milp_upper")}
     oracle, attack, crown = make_oracle("milp", net), AttackOracle(net), CrownOracle(net)
     optima = {}
-    for name, x, label in tqdm(inputs, desc="exact optima (milp)"):
+    for name, x, label in tqdm(inputs, disable=None, desc="exact optima (milp)"):
         cert = ppn.certify(net, x, label, oracle=crown, falsifier=attack)
         if cert.status is ppn.Status.CERTIFIED:
             d = min_adversarial_distance(oracle, x, label, ppn.Box.unit(x.size), lower=cert.apothem,
@@ -88,7 +88,7 @@ def main() -> None:
     for algorithm in [a.strip() for a in args.algorithms.split(",") if a.strip()]:
         config = ppn.CertifyConfig(algorithm=algorithm, precision=args.precision)
         oracle, falsifier = build_oracles(net, config)
-        for name, x, label in tqdm(inputs, desc=algorithm):
+        for name, x, label in tqdm(inputs, disable=None, desc=algorithm):
             start = time.perf_counter()
             cert = ppn.certify(net, x, label, config=config, oracle=oracle, falsifier=falsifier,
                                model_path=str(model_path), model_sha256=model_sha256)

@@ -7,22 +7,71 @@ Built-in names (the ``--oracle`` values): ``crown`` (default), ``alpha-crown``, 
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
-from parallelepipedonn.network import Network
-
-from .attack import AttackOracle
-from .bab import BabOracle
-from .base import Answer, Capabilities, Extreme, Oracle, OracleStats, RegionAnswer, RegionVerdict, Verdict
-from .cascade import Cascade
-from .crown import AlphaCrownOracle, CrownOracle
-from .distance import Distance, min_adversarial_distance
-from .lirpa import LirpaOracle, lirpa_available
-from .marabou import MarabouOracle, marabou_available
-from .milp import MilpOracle
 from .registry import ENTRY_POINT_GROUP, accepts_option, make_oracle, oracle_entries, register_oracle
 
+if TYPE_CHECKING:
+    from parallelepipedonn.network import Network
+
+    from .attack import AttackOracle
+    from .bab import BabOracle
+    from .base import Answer, Capabilities, Extreme, Oracle, OracleStats, RegionAnswer, RegionVerdict, Verdict
+    from .cascade import Cascade
+    from .crown import AlphaCrownOracle, CrownOracle
+    from .distance import Distance, min_adversarial_distance
+    from .lirpa import LirpaOracle, lirpa_available
+    from .marabou import MarabouOracle, marabou_available
+    from .milp import MilpOracle
+
 DEFAULT_CASCADE = ("attack", "crown", "alpha-crown", "milp")
+
+# The backends (torch, pyomo/HiGHS, optional verifiers) are imported on first use: each
+# public name below is loaded from its module when first looked up (PEP 562), and the
+# built-in oracles are registered by dotted path.
+_LAZY = {
+    "AttackOracle": ".attack", "BabOracle": ".bab", "Answer": ".base", "Capabilities": ".base",
+    "Extreme": ".base", "Oracle": ".base", "OracleStats": ".base", "RegionAnswer": ".base",
+    "RegionVerdict": ".base", "Verdict": ".base", "Cascade": ".cascade", "AlphaCrownOracle": ".crown",
+    "CrownOracle": ".crown", "Distance": ".distance", "min_adversarial_distance": ".distance",
+    "LirpaOracle": ".lirpa", "lirpa_available": ".lirpa", "MarabouOracle": ".marabou",
+    "marabou_available": ".marabou", "MilpOracle": ".milp",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("__"):  # a submodule not imported yet (oracles.milp, ...)
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """The package module: importing the submodule ``cascade`` binds it on the package;
+    the package's public name ``cascade`` stays the function defined here."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "cascade" and isinstance(value, types.ModuleType) and "cascade" in self.__dict__:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def cascade(network: Network, *, stages: tuple[str, ...] = DEFAULT_CASCADE, device: str = "cpu",
@@ -34,13 +83,17 @@ def cascade(network: Network, *, stages: tuple[str, ...] = DEFAULT_CASCADE, devi
     return make_oracle("+".join(stages), network, **options)  # type: ignore[return-value]
 
 
-register_oracle("crown", CrownOracle, "CROWN bound propagation (sound, incomplete, batched)")
-register_oracle("alpha-crown", AlphaCrownOracle, "alpha-CROWN: CROWN with optimised ReLU slopes (sound, incomplete)")
-register_oracle("milp", MilpOracle, "exact MILP encoding with pyomo, solved by HiGHS (sound, complete)")
-register_oracle("bab", BabOracle, "branch and bound with alpha/beta-CROWN bounds and LP leaves (sound, complete)")
-register_oracle("lirpa", LirpaOracle, "auto_LiRPA IBP/CROWN/alpha-CROWN (optional, from source; sound, incomplete)")
-register_oracle("marabou", MarabouOracle, "Marabou via maraboupy 2.0 (optional; sound, complete)")
-register_oracle("attack", AttackOracle, "PGD attack with restarts (falsifier only: FALSIFIED or UNKNOWN)")
+register_oracle("crown", "oracles.crown:CrownOracle", "CROWN bound propagation (sound, incomplete, batched)")
+register_oracle("alpha-crown", "oracles.crown:AlphaCrownOracle",
+                "alpha-CROWN: CROWN with optimised ReLU slopes (sound, incomplete)")
+register_oracle("milp", "oracles.milp:MilpOracle", "exact MILP encoding with pyomo, solved by HiGHS (sound, complete)")
+register_oracle("bab", "oracles.bab:BabOracle",
+                "branch and bound with alpha/beta-CROWN bounds and LP leaves (sound, complete)")
+register_oracle("lirpa", "oracles.lirpa:LirpaOracle",
+                "auto_LiRPA IBP/CROWN/alpha-CROWN (optional, from source; sound, incomplete)")
+register_oracle("marabou", "oracles.marabou:MarabouOracle", "Marabou via maraboupy 2.0 (optional; sound, complete)")
+register_oracle("attack", "oracles.attack:AttackOracle",
+                "PGD attack with restarts (falsifier only: FALSIFIED or UNKNOWN)")
 register_oracle("cascade", cascade, "attack, crown, alpha-crown, then milp on what is still unknown")
 
 __all__ = [

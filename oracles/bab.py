@@ -53,7 +53,6 @@ from .bounds import (
     term_magnitude,
 )
 from .crown import resolve_device
-from .milp_encoding import encode, make_solver, solve
 
 Tensor = torch.Tensor
 
@@ -288,6 +287,8 @@ class BabOracle(Oracle):
     def _leaf_lp(self, node: _Nodes, trees: _Trees, label: int, deadline: float) -> Answer:
         """The margin is affine on the leaf's polytope: decide by LP (the tree's exact
         encoding with every binary fixed, re-solved per leaf)."""
+        from .milp_encoding import encode, make_solver, solve  # pyomo/HiGHS: only when a leaf needs an LP
+
         t = int(node.tree[0])
         lower, upper = trees.lower[t].cpu().numpy(), trees.upper[t].cpu().numpy()
         if t not in trees.leaf_lps:

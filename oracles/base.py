@@ -17,20 +17,23 @@ turns exceptions into ``UNKNOWN`` and keeps statistics.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
-from parallelepipedonn.network import Network
+
+if TYPE_CHECKING:  # torch is imported with the oracles that use it, not here
+    from parallelepipedonn.network import Network
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +204,12 @@ class Oracle(ABC):
 
     def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0,
                      counterexample: FloatArray | None = None, falsifier: Oracle | None = None,
-                     time_limit: float | None = None) -> Distance:
+                     time_limit: float | None = None, progress: Callable[[str], None] | None = None) -> Distance:
         """The minimum L-infinity distance from ``x`` to a point of ``domain`` not classified
         ``label``, bracketed (``lower`` a radius already proven robust; ``counterexample``
         a misclassified point, if known — re-checked; ``time_limit`` in seconds for the
-        whole query, besides the oracle's own limit). Any oracle's can be found with
+        whole query, besides the oracle's own limit; ``progress``, optional, is called with
+        the bracket as it closes). Any oracle's can be found with
         :func:`oracles.min_adversarial_distance`; backends with ``distance_query`` answer
         it directly."""
         raise OracleError(f"oracle {self.name!r} cannot answer distance queries")
@@ -215,6 +219,20 @@ class Oracle(ABC):
         ``label`` (ties included): the class region's bounding box, as outer bounds.
         ``candidates`` are points that may belong to the class region (re-checked)."""
         raise OracleError(f"oracle {self.name!r} cannot bound class regions")
+
+    @contextlib.contextmanager
+    def time_limited(self, seconds: float | None) -> Iterator[None]:
+        """Within the block, each call takes at most ``seconds`` (and at most the oracle's
+        own limit): for callers with a deadline of their own (anytime searches)."""
+        if seconds is None:
+            yield
+            return
+        saved = self.time_limit
+        self.time_limit = max(0.01, seconds if saved is None else min(saved, seconds))
+        try:
+            yield
+        finally:
+            self.time_limit = saved
 
     # -- the public query ---------------------------------------------------------------
     @property

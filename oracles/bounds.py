@@ -245,8 +245,8 @@ def _interval_affine(net: NetworkTensors, k: int, lower: Tensor, upper: Tensor) 
     lo = lower @ wp.T + upper @ wn.T + b
     hi = upper @ wp.T + lower @ wn.T + b
     scale = input_scale(lower, upper)
-    slack = net.rel * (scale @ net.abs_weights[k].T + net.abs_biases[k]) + net.tiny * (scale.sum(-1, keepdim=True) + 1) \
-        + ABS_SLACK
+    terms = scale @ net.abs_weights[k].T + net.abs_biases[k]
+    slack = net.rel * terms + net.tiny * (scale.sum(-1, keepdim=True) + 1) + ABS_SLACK
     return lo - slack, hi + slack
 
 
@@ -398,7 +398,8 @@ def shrink_monotone(net: NetworkTensors, lower: Tensor, upper: Tensor, row: Tens
         inc = (g_lo > 0) & (hi > lo)[0]  # increasing along i: minimum towards the lower end
         dec = (g_hi < 0) & (hi > lo)[0]
         new_lo, new_hi = torch.where(dec, up_end, lo), torch.where(inc, low_end, hi)
-        direction = torch.where(inc, torch.ones_like(direction), torch.where(dec, -torch.ones_like(direction), direction))
+        one = torch.ones_like(direction)
+        direction = torch.where(inc, one, torch.where(dec, -one, direction))
         if torch.equal(new_lo, lo) and torch.equal(new_hi, hi):
             break
         lo, hi = new_lo, new_hi

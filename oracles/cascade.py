@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
-from parallelepipedonn.network import Network
 
 from .base import Answer, Distance, FloatArray, Oracle, Verdict
+
+if TYPE_CHECKING:
+    from parallelepipedonn.network import Network
 
 
 class Cascade(Oracle):
@@ -40,6 +43,14 @@ class Cascade(Oracle):
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "stages": [{"oracle": s.name, **s.settings()} for s in self.stages]}
+
+    @contextlib.contextmanager
+    def time_limited(self, seconds: float | None) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for stage in self.stages:
+                stack.enter_context(stage.time_limited(seconds))
+            stack.enter_context(super().time_limited(seconds))
+            yield
 
     def min_distance(self, x: FloatArray, label: int, domain: Box, **options: Any) -> Distance:
         if self._distance is None:

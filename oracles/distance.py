@@ -16,13 +16,17 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from parallelepipedonn.box import Box
-from parallelepipedonn.network import Network
 
 from .base import Distance, FloatArray, Oracle, Verdict
+
+if TYPE_CHECKING:
+    from parallelepipedonn.network import Network
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +140,8 @@ def _refine_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, lo:
 def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0,
                              counterexample: FloatArray | None = None,
                              rel_precision: float = 1e-4, abs_precision: float = 1e-7,
-                             falsifier: Oracle | None = None, time_limit: float | None = None) -> Distance:
+                             falsifier: Oracle | None = None, time_limit: float | None = None,
+                             progress: Callable[[str], None] | None = None) -> Distance:
     """Bracket the minimum adversarial L-infinity distance of ``x`` (see module docstring).
 
     ``lower`` must be a radius already proven robust (0 if ``x`` itself is classified
@@ -149,10 +154,14 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
     An oracle that answers the distance query itself (``oracle.distance_query``, e.g.
     ``milp``) is asked directly instead; ``rel_precision`` then does not apply (the
     answer is exact up to the solver's gap).
+
+    ``time_limit`` (seconds) bounds the whole query: each decision is given at most the
+    time left (:meth:`Oracle.time_limited`), and the bracket reached is returned.
+    ``progress`` (optional) is called with the bracket after each decision.
     """
     if oracle.distance_query:
         return oracle.min_distance(x, label, domain, lower=lower, counterexample=counterexample,
-                                   falsifier=falsifier, time_limit=time_limit)
+                                   falsifier=falsifier, time_limit=time_limit, progress=progress)
     start = time.perf_counter()
     net = oracle.network
     x = np.asarray(x, dtype=np.float64)
@@ -163,7 +172,8 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
     decisions = 0
     rmax = float(np.max(np.maximum(x - domain.lower, domain.upper - x)))
     if math.isinf(hi):
-        a = oracle.verify(*[v[None] for v in cube(x, rmax, domain)], label)[0]
+        with oracle.time_limited(time_limit):
+            a = oracle.verify(*[v[None] for v in cube(x, rmax, domain)], label)[0]
         decisions += 1
         if a.verdict is Verdict.VERIFIED:
             return Distance(math.inf, math.inf, None, decisions, time.perf_counter() - start,
@@ -194,7 +204,9 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
             r = (lo + top) / 2  # safeguard: an estimate that keeps landing on one side is biased
         else:
             r = _next_radius(lo, top, inside, outside, rel_precision)
-        a = oracle.verify(*[v[None] for v in cube(x, r, domain)], label)[0]
+        remaining = None if time_limit is None else time_limit - (time.perf_counter() - start)
+        with oracle.time_limited(remaining):
+            a = oracle.verify(*[v[None] for v in cube(x, r, domain)], label)[0]
         decisions += 1
         sides.append(1 if a.verdict is Verdict.VERIFIED else -1 if a.verdict is Verdict.FALSIFIED else 0)
         if a.verdict is Verdict.VERIFIED:
@@ -215,6 +227,8 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
             reason = f"undecided at radius {r:.6g}: {a.reason}"
             if undecided >= 3:  # the bracket is as tight as the oracle's proof margin allows
                 break
+        if progress is not None:
+            progress(f"best apothem in [{lo:.6g}, {hi:.6g}], {decisions} decisions")
     return Distance(lo, hi, cex, decisions, time.perf_counter() - start, reason)
 
 

@@ -38,11 +38,10 @@ import torch
 
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
-from parallelepipedonn.tolerances import solver_trusted
+from parallelepipedonn.tolerances import PROOF_MARGIN, solver_trusted
 
 from .base import Answer, FloatArray, Oracle, Verdict
 from .bounds import NetworkTensors, crown_bound, intermediate_bounds, margin_spec, term_magnitude
-from .milp_encoding import PROOF_MARGIN
 
 
 def marabou_available() -> bool:

@@ -29,7 +29,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -341,7 +341,7 @@ class MilpOracle(Oracle):
     # -- the minimum adversarial distance ---------------------------------------------------------
     def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0,
                      counterexample: FloatArray | None = None, falsifier: Oracle | None = None,
-                     time_limit: float | None = None) -> Distance:
+                     time_limit: float | None = None, progress: Callable[[str], None] | None = None) -> Distance:
         """The minimum L-infinity distance from ``x`` to a point of ``domain`` not classified
         ``label`` (the exact best apothem), by MILPs, one or two per class.
 
@@ -412,7 +412,8 @@ class MilpOracle(Oracle):
                 # any proven bound above the proof margin settles it: no need to close the gap
                 res = solve(self._solver(deadline, mip_rel_gap=0.5, options=DISTANCE_OPTIONS), enc, margin)
                 milps += 1
-                if res.bound is not None and res.bound > solver_proof_margin(float(self._scale(lo_c, hi_c, label).max())):
+                needed = solver_proof_margin(float(self._scale(lo_c, hi_c, label).max()))
+                if res.bound is not None and res.bound > needed:
                     continue  # no point of class j within the distance: it cannot be nearer
                 if res.x is not None:
                     hi, cex = self._closer(x, res.x, lo_c, hi_c, label, domain, hi, cex)
@@ -432,6 +433,8 @@ class MilpOracle(Oracle):
             if not res.optimal:
                 reason = f"MILP for class {j}: {res.status}, bound {res.bound:.6g}"
                 self.stats.timeouts += int(res.timed_out)
+            if progress is not None:
+                progress(f"class {j} done ({position + 1}/{len(todo)}), best distance <= {hi:.6g}")
         self.stats.calls += 1
         self.stats.seconds += time.perf_counter() - start
         if math.isinf(proven) and math.isinf(hi):

@@ -7,42 +7,74 @@ an entry point in the group ``parallelepipedonn.oracles`` whose object is a fact
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parallelepipedonn.errors import ConfigError
-from parallelepipedonn.network import Network
 
-from .base import Oracle
+if TYPE_CHECKING:
+    from parallelepipedonn.network import Network
+
+    from .base import Oracle
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "parallelepipedonn.oracles"
 
-OracleFactory = Callable[..., Oracle]
+OracleFactory = Callable[..., "Oracle"]
 
 
-@dataclass(frozen=True)
 class OracleEntry:
-    name: str
-    factory: OracleFactory
-    description: str
+    """A registered oracle: its name, its factory and a one-line description.
+
+    The factory may be registered as a dotted path ``"package.module:attribute"``: it is
+    imported on first use (``entry.factory``), so that naming and describing the built-in
+    oracles (``parallelepipedonn list``, ``--help``) imports none of their backends.
+    """
+
+    __slots__ = ("name", "_factory", "_target", "_description")
+
+    def __init__(self, name: str, factory: OracleFactory | str, description: str = "") -> None:
+        self.name = name
+        self._target = factory if isinstance(factory, str) else None
+        self._factory = None if isinstance(factory, str) else factory
+        self._description = description
+
+    @property
+    def factory(self) -> OracleFactory:
+        if self._factory is None:
+            module, _, attribute = str(self._target).partition(":")
+            obj: Any = importlib.import_module(module)
+            for part in attribute.split("."):
+                obj = getattr(obj, part)
+            self._factory = obj
+        return self._factory
+
+    @property
+    def description(self) -> str:
+        return self._description or (inspect.getdoc(self.factory) or "").split("\n")[0]
+
+    def __repr__(self) -> str:
+        return f"OracleEntry({self.name!r}, {self._target or self._factory!r}, {self._description!r})"
 
 
 _REGISTRY: dict[str, OracleEntry] = {}
 _entry_points_loaded = False
 
 
-def register_oracle(name: str, factory: OracleFactory, description: str = "", *, replace: bool = False) -> None:
-    """Make ``factory(network, **options)`` available under ``name``."""
+def register_oracle(name: str, factory: OracleFactory | str, description: str = "", *,
+                    replace: bool = False) -> None:
+    """Make ``factory(network, **options)`` available under ``name``.
+
+    ``factory`` may be a dotted path ``"package.module:attribute"``, imported when the
+    oracle is first made (or described, if ``description`` is empty).
+    """
     if name in _REGISTRY and not replace:
         raise ConfigError(f"an oracle named {name!r} is already registered")
-    doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
-    _REGISTRY[name] = OracleEntry(name, factory, doc)
+    _REGISTRY[name] = OracleEntry(name, factory, description)
 
 
 def _load_entry_points() -> None:
@@ -50,6 +82,8 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    from importlib import metadata
+
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in _REGISTRY:
             continue

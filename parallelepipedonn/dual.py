@@ -29,16 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from oracles.attack import AttackOracle
 from oracles.base import RegionVerdict
-from oracles.crown import CrownOracle
-from oracles.milp import MilpOracle
-from oracles.milp_encoding import PROOF_MARGIN
 
 from ._version import __version__
 from .box import Box
@@ -46,7 +42,12 @@ from .certificate import parse_stored, read_json_object
 from .errors import ConfigError
 from .inputs import as_network_input
 from .io_utils import atomic_write_bytes, sha256_file
-from .network import Network
+from .tolerances import PROOF_MARGIN
+
+if TYPE_CHECKING:
+    from oracles.milp import MilpOracle
+
+    from .network import Network
 
 FloatArray = NDArray[np.float64]
 METHODS = ("milp", "relaxed", "complete-bu", "complete-cubic")
@@ -185,16 +186,26 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
     pts = np.asarray(candidates, dtype=np.float64).reshape(-1, n) if len(candidates) else np.zeros((0, n))
     if center is not None:
         pts = np.concatenate([center[None], pts])
+    from oracles.attack import AttackOracle
+    from oracles.crown import CrownOracle
+
     attack = AttackOracle(network, seed=0)
     pts = np.concatenate([pts, attack.class_points(region.lower, region.upper, label)])
     if method in ("milp", "relaxed"):
-        oracle = MilpOracle(network, time_limit=time_limit) if method == "milp" else CrownOracle(network)
+        if method == "milp":
+            from oracles.milp import MilpOracle  # pyomo/HiGHS: only for the MILP methods
+
+            oracle = MilpOracle(network, time_limit=time_limit)
+        else:
+            oracle = CrownOracle(network)
         cb = oracle.class_extremes(label, region, pts, workers=workers, progress=progress)
         details = {"milps": cb.milps, "timeouts": cb.timeouts, "witnesses": len(cb.witnesses)}
         box = None if cb.empty else Box(cb.lower, cb.upper)
         exact_lo, exact_hi = cb.exact_lower, cb.exact_upper
         witnesses = cb.witnesses
     else:
+        from oracles.milp import MilpOracle
+
         milp = MilpOracle(network, time_limit=time_limit)
         run = _complete_bottom_up if method == "complete-bu" else _complete_cubic
         box, details = run(network, milp, label, region, pts, center, precision)

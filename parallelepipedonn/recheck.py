@@ -311,7 +311,7 @@ def _check_geometry(cert: Certificate, raw: dict[str, Any] | None, net: Network)
 def _check_counterexample(cert: Certificate, net: Network) -> list[str]:
     """A stored counterexample must be a misclassified point of the domain (confirmed as
     the oracles confirm theirs: float64, exact arithmetic near the boundary), no farther
-    from the input than the stored apothem upper bound."""
+    from the input than the stored apothem upper bound, of the stored class if one is."""
     cex = cert.counterexample
     if cex is None:
         return []
@@ -324,12 +324,24 @@ def _check_counterexample(cert: Certificate, net: Network) -> list[str]:
         raise _Refuted(f"the counterexample is classified {cert.label} (margin {margin:.3g} > 0)", cex)
     if cert.status is Status.CERTIFIED and cert.box is not None and cert.box.contains(cex):
         raise _Refuted("the certificate's own counterexample lies inside its box", cex)
+    stored = cert.counterexample_class
+    if stored is not None:  # the class recorded for it (absent from older certificates)
+        logits = net.forward(cex)[0]
+        best = float(np.delete(logits, cert.label).max())
+        # a near tie between two other classes may be ordered differently by another float64 pass
+        with np.errstate(over="ignore", invalid="ignore"):
+            tie = 2 * float(net.margin_errors(cex, cert.label)[1][0]) + _METRIC_RTOL * max(1.0, abs(best))
+        tie = tie if math.isfinite(tie) else math.inf
+        if not (0 <= stored < logits.size and stored != cert.label and logits[stored] >= best - tie):
+            actual = int(np.argmax(np.where(np.arange(logits.size) == cert.label, -np.inf, logits)))
+            raise _Refuted(f"the counterexample is classified {actual}, not {stored} as stored", cex)
     distance = float(np.abs(cex - cert.input).max())
     bound = cert.apothem_upper_bound
     if bound is not None and cert.dual is None and distance > bound * (1 + _METRIC_RTOL) + 1e-300:
         raise _Refuted(f"the counterexample is at distance {distance:.6g}, beyond the stored apothem upper bound "
                        f"{bound:.6g}", cex)
-    return [f"counterexample confirmed (distance {distance:.6g}, margin {margin:.3g})"]
+    cls = "" if stored is None else f"class {stored}, "
+    return [f"counterexample confirmed ({cls}distance {distance:.6g}, margin {margin:.3g})"]
 
 
 def _recheck_certificate(cert: Certificate, raw: dict[str, Any] | None, net: Network, label: int, oracle_name: str,

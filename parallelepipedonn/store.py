@@ -191,6 +191,27 @@ class ResultStore:
                                 (key, ERROR))
         return dict(rows.fetchall())
 
+    def done_labels(self, key: str) -> dict[str, tuple[int | None, int | None]]:
+        """``input_id -> (label, true_label)`` of the rows :meth:`done_keys` lists."""
+        rows = self._db.execute("SELECT input_id, label, true_label FROM results WHERE config_key = ? AND status != ?",
+                                (key, ERROR))
+        return {i: (label, true) for i, label, true in rows}
+
+    def set_true_label(self, key: str, input_id: str, true_label: int | None) -> None:
+        """Record another true label for a stored input (in its row and its certificate):
+        the true label is data about the input, not part of the result."""
+        row = self._db.execute("SELECT certificate FROM results WHERE config_key = ? AND input_id = ?",
+                               (key, input_id)).fetchone()
+        if row is None:
+            raise KeyError(input_id)
+        cert = row[0]
+        if cert is not None:
+            d = json.loads(cert)
+            d["true_label"] = true_label
+            cert = json.dumps(d, allow_nan=False)  # as Certificate.to_json(indent=None) writes it
+        self._write("UPDATE results SET true_label = ?, certificate = ? WHERE config_key = ? AND input_id = ?",
+                    (true_label, cert, key, input_id))
+
     def put(self, result: StoredResult) -> None:
         """Insert (or replace) one row, in its own committed transaction."""
         values = tuple(getattr(result, c) for c in _COLUMNS)
@@ -213,23 +234,76 @@ class ResultStore:
 
 @dataclass(frozen=True)
 class Summary:
-    """Counts and medians over some rows of a store."""
+    """Counts and medians over some rows of a store.
+
+    ``by_status`` counts every status, whatever the label certified (by default each
+    input's prediction, right or wrong). Accuracies are over the ``labelled`` rows (those
+    with a true label): ``correct`` (clean accuracy: predicted label = true label; an
+    input that could not be read is not correct), ``misclassified`` (a prediction that is
+    not the true label), ``certified_accurate`` (certified, for the true label: a
+    misclassified input never is) and ``at_epsilon`` (``(ε, count)``: of those, the ones
+    whose certified apothem is at least ε).
+    """
 
     total: int
     by_status: dict[str, int]
     median_apothem: float | None
     median_seconds: float | None
     seconds: float
+    labelled: int = 0
+    correct: int = 0
+    misclassified: int = 0
+    certified_accurate: int = 0
+    at_epsilon: tuple[tuple[float, int], ...] = ()
 
     @classmethod
-    def of(cls, rows: list[StoredResult]) -> Summary:
+    def of(cls, rows: list[StoredResult], epsilons: tuple[float, ...] | list[float] = ()) -> Summary:
         by_status: dict[str, int] = {}
         for r in rows:
             by_status[r.status] = by_status.get(r.status, 0) + 1
         apothems = [r.apothem for r in rows if r.status == "certified" and r.apothem is not None]
         seconds = [r.seconds for r in rows if r.seconds is not None]
+        labelled = [r for r in rows if r.true_label is not None]
+        accurate = [r for r in labelled if r.status == "certified" and r.label == r.true_label
+                    and r.predicted_label == r.true_label]
         return cls(len(rows), by_status, statistics.median(apothems) if apothems else None,
-                   statistics.median(seconds) if seconds else None, float(sum(seconds)))
+                   statistics.median(seconds) if seconds else None, float(sum(seconds)), len(labelled),
+                   sum(r.predicted_label == r.true_label for r in labelled),
+                   sum(r.predicted_label is not None and r.predicted_label != r.true_label for r in labelled),
+                   len(accurate),
+                   tuple((float(e), sum(r.apothem is not None and r.apothem >= e for r in accurate))
+                         for e in epsilons))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The numbers as JSON-ready values (accuracies ``None`` without true labels)."""
+        def rate(k: int) -> float | None:
+            return k / self.labelled if self.labelled else None
+
+        return {"inputs": self.total, "by_status": dict(self.by_status), "labelled": self.labelled,
+                "correct": self.correct, "clean_accuracy": rate(self.correct), "misclassified": self.misclassified,
+                "certified_accurate": self.certified_accurate, "certified_accuracy": rate(self.certified_accurate),
+                "certified_accuracy_at": [{"epsilon": e, "count": k, "accuracy": rate(k)} for e, k in self.at_epsilon],
+                "median_apothem": self.median_apothem, "median_seconds": self.median_seconds,
+                "seconds": self.seconds}
+
+    def describe_accuracy(self) -> list[str]:
+        """Lines such as ``clean accuracy 9/10 = 90.0% (1 misclassified); certified accuracy
+        (certified for the true label) 7/10 = 70.0%`` and ``certified accuracy at epsilon
+        0.01: 5/10 = 50.0%; ...``, or that the true labels are unknown (n/a)."""
+        if not self.labelled:
+            return ["true labels unknown: clean accuracy n/a, certified accuracy n/a"]
+
+        def rate(k: int) -> str:
+            return f"{k}/{self.labelled} = {100 * k / self.labelled:.1f}%"
+
+        text = (f"clean accuracy {rate(self.correct)} ({self.misclassified} misclassified); certified accuracy "
+                f"(certified for the true label) {rate(self.certified_accurate)}")
+        if self.labelled < self.total:
+            text += f" (over the {self.labelled} inputs with a true label; {self.total - self.labelled} without)"
+        lines = [text]
+        if self.at_epsilon:
+            lines.append("certified accuracy at epsilon " + "; ".join(f"{e:g}: {rate(k)}" for e, k in self.at_epsilon))
+        return lines
 
     def describe(self) -> str:
         """One line: ``30 inputs: 28 certified, 2 unknown; median apothem ...``."""

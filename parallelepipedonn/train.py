@@ -95,7 +95,8 @@ def train_mlp(config: TrainConfig, data_dir: str | Path | None = None, progress:
         gen = torch.Generator().manual_seed(config.seed)
         opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         loss_fn = torch.nn.CrossEntropyLoss()
-        bar = tqdm(range(config.epochs), desc=f"training {'-'.join(map(str, sizes))}", disable=not progress,
+        bar = tqdm(range(config.epochs), desc=f"training {'-'.join(map(str, sizes))}",
+                   disable=None if progress else True,
                    unit="epoch")
         for _ in bar:
             perm = torch.randperm(len(x), generator=gen)

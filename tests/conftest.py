@@ -1,12 +1,22 @@
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import numpy as np
-import pytest
-from hypothesis import settings
+# One torch thread, as the command line runs (parallelepipedonn.threads): torch's default
+# pool spins on a loaded machine (pytest -n 2 on 2 cores). OpenMP reads OMP_NUM_THREADS
+# once, when torch is first imported: set it before any import that loads torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests.nets import REFERENCE
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+from parallelepipedonn.threads import configure_threads  # noqa: E402
+from tests.nets import REFERENCE  # noqa: E402
+
+configure_threads(1)
 
 settings.register_profile("default", deadline=None, max_examples=25, derandomize=True)
 settings.load_profile("default")

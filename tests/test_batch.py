@@ -12,17 +12,25 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from parallelepipedonn.batch import BatchInput, certify_batch, inputs_from_directory, parse_indices
+from parallelepipedonn.batch import (
+    BatchInput,
+    certify_batch,
+    inputs_from_directory,
+    labels_from_file,
+    labels_from_name,
+    parse_indices,
+)
 from parallelepipedonn.certify import CertifyConfig
-from parallelepipedonn.errors import ConfigError, InputDataError
+from parallelepipedonn.errors import ConfigError, InputDataError, LabelError
 from parallelepipedonn.onnx_export import save_onnx
-from parallelepipedonn.store import ResultStore, StoredResult
+from parallelepipedonn.store import ResultStore, StoredResult, Summary
 from tests.nets import random_network
 from tests.test_cli import run
 
@@ -157,7 +165,8 @@ def test_an_input_over_the_time_limit_is_unknown_with_the_reason(tmp_path, capsy
     np.save(inputs / "b-the-class.npy", points[0])  # far too slow at this precision
     store = tmp_path / "r.db"
     code, out, err = run(capsys, "certify", "--model", str(model), "--inputs", str(inputs), "--store", str(store),
-                         "--label", str(labels[0]), "--algorithm", "box-linear", "--precision", "1e-7", "--time-limit", "2")
+                         "--label", str(labels[0]), "--algorithm", "box-linear", "--precision", "1e-7",
+                         "--time-limit", "2")
     assert code == 0, err
     with ResultStore(store) as s:
         fast, slow = s.rows()
@@ -231,7 +240,6 @@ def test_bad_index_ranges(spec):
     (["--inputs", "DIR", "--store", "r.db", "--input", "x.npy"], "give one of"),
     (["--dataset", "mnist", "--indices", "0:2", "--index", "1", "--store", "r.db"], "--indices needs"),
     (["--dataset", "mnist", "--store", "r.db"], "--dataset needs --indices"),
-    (["--dataset", "mnist", "--index", "0", "--time-limit", "5"], "--time-limit is per input of a batch"),
     (["--dataset", "mnist", "--indices", "0:5000", "--store", "r.db"], "out of range"),
 ])
 def test_batch_usage_errors(argv, message, model, few, tmp_path, capsys, monkeypatch):
@@ -274,3 +282,187 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path, model, few, capsys):
     assert code == 2 and "cannot use" in err
     code, _, err = run(capsys, "store", "summary", str(tmp_path / "missing.db"))
     assert code == 2 and "does not exist" in err
+
+
+# -- true labels and accuracy ----------------------------------------------------------------
+def _row(name: str, status: str, label: int | None, predicted: int | None, true: int | None,
+         apothem: float | None = None) -> StoredResult:
+    return StoredResult("k", name, "h", status, label=label, predicted_label=predicted, true_label=true,
+                        apothem=apothem, seconds=0.5)
+
+
+def test_summary_counts_accuracy_against_the_true_label(tmp_path, capsys):
+    rows = [_row("a", "certified", 1, 1, 1, 0.2), _row("b", "certified", 2, 2, 0, 0.3),  # b: misclassified
+            _row("c", "not-robust", 0, 0, 0), _row("d", "unknown", 1, 1, 1), _row("e", "error", None, None, 2),
+            _row("f", "certified", 1, 1, 1, 0.05), _row("g", "certified", 0, 0, None, 0.4)]
+    s = Summary.of(rows, epsilons=(0.1, 1.0))
+    assert (s.total, s.labelled, s.correct, s.misclassified, s.certified_accurate) == (7, 6, 4, 1, 2)
+    assert s.by_status == {"certified": 4, "not-robust": 1, "unknown": 1, "error": 1}  # the existing counts
+    assert s.at_epsilon == ((0.1, 1), (1.0, 0))
+    assert s.describe_accuracy() == [
+        "clean accuracy 4/6 = 66.7% (1 misclassified); certified accuracy (certified for the true label) "
+        "2/6 = 33.3% (over the 6 inputs with a true label; 1 without)",
+        "certified accuracy at epsilon 0.1: 1/6 = 16.7%; 1: 0/6 = 0.0%"]
+    d = s.as_dict()
+    assert (d["clean_accuracy"], d["certified_accurate"], d["certified_accuracy_at"][0]["count"]) == (4 / 6, 2, 1)
+    unlabelled = Summary.of([_row("g", "certified", 0, 0, None, 0.4)])
+    assert "n/a" in unlabelled.describe_accuracy()[0] and unlabelled.as_dict()["clean_accuracy"] is None
+
+    with ResultStore(tmp_path / "r.db") as store:
+        key = store.add_config({"label": None})
+        for r in rows:
+            store.put(replace(r, config_key=key))
+    code, out, err = run(capsys, "store", "summary", str(tmp_path / "r.db"), "--epsilon", "0.1,1")
+    assert code == 0, err
+    assert "7 inputs: 4 certified, 1 not-robust, 1 unknown, 1 error" in out
+    assert "clean accuracy 4/6 = 66.7% (1 misclassified); certified accuracy (certified for the true label) " \
+           "2/6 = 33.3%" in out and "at epsilon 0.1: 1/6 = 16.7%; 1: 0/6 = 0.0%" in out
+
+
+@pytest.fixture
+def labelled(tmp_path) -> tuple[Path, Path, list[int], list[int]]:
+    """A 3-class model and 4 inputs named ``<true label>-<i>.npy``: the network predicts
+    the true label of the first three, not of the last (misclassified)."""
+    net = random_network(0, [4, 8, 3])
+    model, inputs = tmp_path / "net.onnx", tmp_path / "in"
+    save_onnx(net, model)
+    inputs.mkdir()
+    points = np.random.default_rng(5).random((4, 4))
+    predicted = [int(p) for p in net.predict(points)]
+    true = predicted[:3] + [(predicted[3] + 1) % 3]
+    for i, (x, t) in enumerate(zip(points, true)):
+        np.save(inputs / f"{t}-{i}.npy", x)
+    return model, inputs, predicted, true
+
+
+def _stored(store: Path) -> dict[str, StoredResult]:
+    """The rows by file name, in the order of the inputs' numbers (``<label>-<i>.npy``)."""
+    with ResultStore(store, read_only=True) as s:
+        rows = sorted(s.rows(), key=lambda r: int(Path(r.input_id).stem.split("-")[1]))
+    return {Path(r.input_id).name: r for r in rows}
+
+
+def test_true_labels_from_file_names_give_the_accuracies(labelled, tmp_path, capsys):
+    model, inputs, predicted, true = labelled
+    store = tmp_path / "r.db"
+    code, out, err = run(capsys, *certify_args(model, inputs, store, *FAST, "--label-from-name", r"^(\d+)-"))
+    assert code == 0, err
+    rows = _stored(store)
+    assert [r.true_label for r in rows.values()] == true
+    assert [r.label for r in rows.values()] == predicted  # the prediction is certified, not the true label
+    wrong = rows[f"{true[3]}-3.npy"]
+    assert wrong.status == "certified" and wrong.label != wrong.true_label  # certified, for the wrong class
+    accurate = sum(r.status == "certified" for r in list(rows.values())[:3])
+    assert "4 inputs: 4 certified" in out
+    assert f"clean accuracy 3/4 = 75.0% (1 misclassified); certified accuracy (certified for the true label) " \
+           f"{accurate}/4 = {accurate * 25:.1f}%" in out
+    code, out, _ = run(capsys, "store", "summary", str(store))
+    assert code == 0 and f"certified accuracy (certified for the true label) {accurate}/4" in out
+
+
+def test_a_labels_file_records_true_labels_without_changing_the_configuration(labelled, tmp_path, capsys,
+                                                                             monkeypatch):
+    model, inputs, predicted, true = labelled
+    store = tmp_path / "r.db"
+    assert run(capsys, *certify_args(model, inputs, store, *FAST))[0] == 0
+    code, out, _ = run(capsys, "store", "summary", str(store))
+    assert "true labels unknown: clean accuracy n/a, certified accuracy n/a" in out
+    names = [f"{t}-{i}.npy" for i, t in enumerate(true)]
+    labels = tmp_path / "labels.csv"  # a header; base names, a path relative to the labels file and an absolute one
+    labels.write_text(f"file,label\n{names[0]},{true[0]}\nin/{names[1]}, {true[1]}\n\n{inputs / names[2]},{true[2]}\n"
+                      f"{names[3]},{true[3]}\nnot-in-the-batch.npy,7\n")
+    monkeypatch.chdir(inputs)  # relative paths are also taken from the current directory: no effect here
+    code, out, err = run(capsys, *certify_args(model, inputs, store, *FAST, "--labels", str(labels)))
+    assert code == 0, err
+    assert "4 already in" in out and "0 run now" in out and "the true label of 4 stored input(s) updated" in out
+    rows = _stored(store)
+    assert [r.true_label for r in rows.values()] == true
+    assert all(r.to_certificate().true_label == r.true_label for r in rows.values())
+    with ResultStore(store, read_only=True) as s:
+        assert len(s.configs()) == 1  # true labels are data of the inputs, not of the configuration
+
+    # a label that changes: recorded again in place, not certified again
+    labels.write_text(labels.read_text().replace(f"{names[0]},{true[0]}", f"{names[0]},{(true[0] + 1) % 3}"))
+    code, out, err = run(capsys, *certify_args(model, inputs, store, *FAST, "--labels", str(labels)))
+    assert code == 0 and "0 run now" in out and "the true label of 1 stored input(s) updated" in out
+    assert _stored(store)[names[0]].true_label == (true[0] + 1) % 3
+
+
+def test_certify_true_label_certifies_each_input_for_its_true_label(labelled, tmp_path, capsys):
+    model, inputs, predicted, true = labelled
+    store = tmp_path / "r.db"
+    argv = certify_args(model, inputs, store, *FAST, "--label-from-name", r"^(\d+)-", "--certify-true-label")
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    rows = _stored(store)
+    assert [r.label for r in rows.values()] == true
+    wrong = rows[f"{true[3]}-3.npy"]
+    assert wrong.status == "not-robust" and "classifies the input as" in wrong.reason
+    assert "(1 misclassified)" in out
+    with ResultStore(store, read_only=True) as s:
+        (config,) = s.configs().values()
+    assert config["label"] == "true"
+    # another true label for an input is another label certified: that input is certified again
+    new = inputs / f"{predicted[3]}-3.npy"
+    (inputs / f"{true[3]}-3.npy").rename(new)
+    code, out, err = run(capsys, *argv)
+    assert code == 0 and "1 run now" in out, err
+    assert _stored(store)[new.name].status == "certified"
+
+
+@pytest.mark.parametrize("labels, extra, message", [
+    ("file,label\n{0},0\n{1},1\n{2},2\n", (), "has no label for 1 input file(s): {3}"),
+    ("{0},0\n{1},one\n{2},2\n{3},0\n", (), "line 2: the label 'one' of '{1}' is not an integer"),
+    ("{0},0\n{1},1\n{2},3\n{3},0\n", (), "line 3 ('{2}'): label 3 is not a class of the network (0..2)"),
+    ("{0},0\n{0},1\n{1},1\n{2},2\n{3},0\n", (), "gives '{0}' different labels (lines 1, 2)"),
+    ("{0};0\n", (), "expected 'file name,label'"),
+    (None, ("--labels", "missing.csv"), "cannot read labels file"),
+    (None, ("--label-from-name", r"^\d+-"), "has 0 capture groups: it needs exactly one"),
+    (None, ("--label-from-name", r"^(\d+)_"), r"does not match the input file name '0-0.npy'"),
+    (None, ("--label-from-name", r"^(\d+)-(\d)"), "has 2 capture groups"),
+    (None, ("--label-from-name", "(["), "is not a regular expression"),
+    (None, ("--label-from-name", r"^(\d+)-", "--label", "1", "--certify-true-label"), "not both"),
+    (None, ("--certify-true-label",), "--certify-true-label needs the true labels"),
+    (None, ("--labels", "l.csv", "--label-from-name", r"^(\d+)-"), "not both"),
+])
+def test_bad_labels_are_one_line_errors_before_any_work(labels, extra, message, tmp_path, capsys, monkeypatch):
+    model, inputs = tmp_path / "net.onnx", tmp_path / "in"
+    save_onnx(random_network(0, [4, 8, 3]), model)
+    inputs.mkdir()
+    names = [f"{t}-{i}.npy" for i, t in enumerate([0, 1, 2, 0])]
+    for name in names:
+        np.save(inputs / name, np.full(4, 0.5))
+    monkeypatch.chdir(tmp_path)
+    if labels is not None:
+        (tmp_path / "l.csv").write_text(labels.format(*names))
+        extra = ("--labels", "l.csv")
+    code, out, err = run(capsys, *certify_args(model, inputs, tmp_path / "r.db", *extra))
+    assert code == 2 and message.format(*names) in err and err.count("\n") == 1, err
+    assert out == "" and not (tmp_path / "r.db").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "mnist", "--indices", "0:2", "--store", "r.db", "--labels", "l.csv"], "a dataset has its own"),
+    (["--dataset", "mnist", "--index", "0", "--label-from-name", "(.)"], "is for a batch"),
+])
+def test_labels_of_files_are_refused_for_a_dataset(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "certify", *argv)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_labels_api(tmp_path):
+    net = random_network(0, [4, 8, 3])
+    (tmp_path / "7-1.npy").write_bytes(b"")
+    items = inputs_from_directory(tmp_path)
+    assert labels_from_name(r"-(\d)\.", items)[0].true_label == 1
+    with pytest.raises(LabelError, match="is not a class"):
+        labels_from_name(r"^(\d)", items, n_classes=3)
+    with pytest.raises(LabelError, match="true label 7 is not a class"):
+        certify_batch(net, labels_from_name(r"^(\d)", items), tmp_path / "r.db")
+    with pytest.raises(ConfigError, match="has no true label"):
+        certify_batch(net, items, tmp_path / "r.db", certify_true_label=True)
+    with pytest.raises(ConfigError, match="not of dataset images"):
+        labels_from_file(tmp_path / "l.csv", [BatchInput("d:0", values=np.zeros(4))])
+    assert not (tmp_path / "r.db").exists()

@@ -7,13 +7,18 @@ import copy
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
-from parallelepipedonn.certificate import FORMAT_VERSION, SCHEMA_FILES, json_schema
+from parallelepipedonn.certificate import FORMAT_VERSION, SCHEMA_FILES, Certificate, json_schema
 from tests.nets import saved_classifier
 from tests.test_cli import run
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (dev extra) validates the formats")
+
+#: Properties added to a format after its first files were written: optional in the schema
+#: (older files lack them), always written by this version.
+OPTIONAL = {"certificate": {"counterexample_class", "exact"}, "dual": set()}
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +32,7 @@ def conforms(instance: dict, kind: str) -> None:
     jsonschema.Draft202012Validator(schema).validate(instance)
     undocumented = set(instance) - set(schema["properties"])
     assert not undocumented, f"properties missing from the {kind} schema: {sorted(undocumented)}"
+    assert set(instance) == set(schema["properties"]), "the tool writes every property"
 
 
 def certify_json(capsys, small, path, *options: str) -> dict:
@@ -41,7 +47,9 @@ def test_the_schemas_are_valid_versioned_and_installed(kind):
     schema = json_schema(kind)
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["$id"].endswith(f":v{FORMAT_VERSION}") and schema["properties"]["format_version"]["const"] == 1
-    assert set(schema["required"]) == set(schema["properties"])  # every property is always written
+    # every property is required, but those added later (older files lack them)
+    assert set(schema["required"]) == set(schema["properties"]) - OPTIONAL[kind]
+    assert OPTIONAL[kind] <= set(schema["properties"])
 
 
 @pytest.mark.parametrize("options", [
@@ -66,6 +74,31 @@ def test_a_not_robust_certificate_and_a_custom_domain_conform(small, tmp_path, c
     assert d["status"] == "not-robust" and d["lower"] is None and d["counterexample"] == d["input"]
     d = certify_json(capsys, small, tmp_path / "c.json", "--domain", "-1", "2")
     conforms(d, "certificate")
+
+
+def test_the_counterexample_class_is_the_networks_prediction_at_the_counterexample(small, tmp_path, capsys):
+    d = certify_json(capsys, small, tmp_path / "c.json", "--algorithm", "apothem-kary")
+    assert d["counterexample"] is not None
+    cex = np.asarray(d["counterexample"])
+    assert d["counterexample_class"] == int(small.net.predict(cex)[0]) != d["label"]
+    code, out, _ = run(capsys, "certify", "--model", str(small.path), "--input", str(small.dir / "x.npy"),
+                       "--precision", "1e-3")
+    assert code == 0 and f"(counterexample: class {d['counterexample_class']})" in out
+    # not robust at the input: the counterexample is the input, of the class the network predicts
+    d = certify_json(capsys, small, tmp_path / "n.json", "--label", str((small.label + 1) % 3))
+    assert d["counterexample_class"] == d["predicted_label"] == small.label
+
+
+def test_certificates_written_before_the_counterexample_class_still_validate_and_load(small, tmp_path, capsys):
+    d = certify_json(capsys, small, tmp_path / "c.json")
+    del d["counterexample_class"]
+    validator = jsonschema.Draft202012Validator(json_schema("certificate"))
+    validator.validate(d)
+    cert = Certificate.from_dict(d)
+    assert cert.counterexample is not None and cert.counterexample_class is None
+    assert cert.to_dict()["counterexample_class"] is None
+    for bad in (-1, "9", 1.5):
+        assert not validator.is_valid({**d, "counterexample_class": bad})
 
 
 def test_the_default_mnist_certificate_with_a_dual_box_conforms(tmp_path, capsys):

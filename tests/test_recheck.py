@@ -158,6 +158,21 @@ def test_a_not_robust_certificate_is_rechecked_by_a_forward_pass(small, tmp_path
     assert code == 5 and f"the counterexample is classified {other}" in out
 
 
+def test_the_stored_counterexample_class_is_rechecked_and_may_be_absent(small, tmp_path, capsys):
+    cert = certificate(small, tmp_path / "c.json")
+    assert cert.counterexample is not None and cert.counterexample_class is not None
+    code, out, _ = run(capsys, "recheck", str(tmp_path / "c.json"))
+    assert code == 0 and f"counterexample confirmed (class {cert.counterexample_class}," in out
+    d = json.loads((tmp_path / "c.json").read_text())
+    del d["counterexample_class"]  # a certificate written before the class was recorded
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    assert recheck(tmp_path / "old.json").outcome is Outcome.CONFIRMED
+    wrong = next(c for c in range(3) if c not in (cert.label, cert.counterexample_class))
+    cert.with_updates(counterexample_class=wrong).save(tmp_path / "bad.json")
+    code, out, _ = run(capsys, "recheck", str(tmp_path / "bad.json"))
+    assert code == 5 and f"classified {cert.counterexample_class}, not {wrong} as stored" in out
+
+
 def test_dual_boxes_are_confirmed_by_the_class_region_query(small, tmp_path, capsys):
     for extra in ([], ["--input", str(small.dir / "x.npy"), "--radius", "0.2"]):
         j = tmp_path / "d.json"

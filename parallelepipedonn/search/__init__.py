@@ -8,13 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .apothem import ApothemBisection, ApothemKary, ApothemLinear, ApothemTopDown
 from .base import OracleLedger, Problem, Search, SearchResult, Status
 from .box import Compose, FaceByFace, FaceExpansion, TopDownBox
 from .exact import ExactApothem
-from .volume import VolumeGradient
+
+if TYPE_CHECKING:
+    from .volume import VolumeGradient
+
+
+def __getattr__(name: str) -> Any:
+    if name == "VolumeGradient":  # torch: imported on first use, not with the package
+        from .volume import VolumeGradient
+
+        return VolumeGradient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,12 @@ def _apothem_max_box(p: float) -> Search:
 
 def _topdown_box(p: float) -> Search:
     return Compose(TopDownBox(precision=p), FaceByFace(precision=p), name="topdown-box")
+
+
+def _volume_gradient(p: float) -> Search:
+    from .volume import VolumeGradient
+
+    return VolumeGradient(precision=p)
 
 
 SEARCHES: dict[str, SearchEntry] = {
@@ -61,7 +78,7 @@ SEARCHES: dict[str, SearchEntry] = {
                                "box"),
     "volume-greedy": SearchEntry(lambda p: FaceExpansion(precision=p, order="volume", name="volume-greedy"),
                                  "volume-based: from the point, faces grown largest log-volume gain first", "volume"),
-    "volume-gradient": SearchEntry(lambda p: VolumeGradient(precision=p),
+    "volume-gradient": SearchEntry(_volume_gradient,
                                    "volume-based: gradient ascent on log-volume under a CROWN margin bound, then "
                                    "verified", "volume"),
     "exact": SearchEntry(lambda p: ExactApothem(precision=p),

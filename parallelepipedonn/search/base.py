@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,17 +38,28 @@ class Problem:
 
     ``deadline`` (a ``time.perf_counter()`` value): anytime box searches stop growing
     their box once it has passed and return the box certified so far (still proven, no
-    longer maximal; their ``reason`` says so)."""
+    longer maximal; their ``reason`` says so). ``progress`` (optional) is called with a
+    short status line as a long search advances."""
 
     x: FloatArray
     label: int
     domain: Box
     start: Box | None = None
     deadline: float | None = None
+    progress: Callable[[str], None] | None = field(default=None, repr=False)
 
     @property
     def expired(self) -> bool:
         return self.deadline is not None and time.perf_counter() > self.deadline
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (``None`` without one)."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.perf_counter())
+
+    def report(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
 
     @property
     def start_box(self) -> Box:
@@ -77,6 +89,8 @@ class SearchResult:
     ``box`` is a box every point of which an oracle proved robust (``None`` if none);
     ``apothem_upper_bound`` is proven: no certification of ``x`` has a larger apothem
     (the distance of the closest confirmed counterexample; ``inf`` when none was found).
+    ``exact`` (searches that aim at the optimum): whether the box's apothem is the best
+    one to the search's precision (``None`` for the others).
     """
 
     status: Status
@@ -88,6 +102,7 @@ class SearchResult:
     falsifier_calls: int = 0
     reason: str = ""
     trace: tuple[tuple[float, str], ...] = field(default=(), repr=False)
+    exact: bool | None = None
 
 
 class Search(Protocol):
@@ -117,6 +132,8 @@ class OracleLedger:
         answers = self.oracle.verify(lower, upper, self.problem.label)
         self.boxes += len(answers)
         self.rounds += 1
+        best = "" if math.isinf(self.best_distance) else f", closest counterexample {self.best_distance:.4g}"
+        self.problem.report(f"{self.boxes} boxes in {self.rounds} oracle calls{best}")
         for i, a in enumerate(answers):
             if radii is not None:
                 self.trace.append((float(radii[i]), a.verdict.value))
