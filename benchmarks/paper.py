@@ -248,7 +248,9 @@ def run_duals(cfg: PaperConfig, dataset: str, net: ppn.Network,
         for method in methods:
             if f"dual {method}" in SLOW and item not in spread(inputs, cfg.slow_inputs):
                 continue
-            d = ppn.dual_box(net, item.label, x=item.x, radius=1.0, method=method, workers=cfg.workers)
+            slow = f"dual {method}" in SLOW
+            d = ppn.dual_box(net, item.label, x=item.x, radius=1.0, method=method, workers=cfg.workers,
+                             total_time_limit=cfg.slow_time_limit if slow else None)
             rows.append(_dual_row(dataset, f"dual {method}", item.name, item.label, d))
     return rows, classes
 

@@ -293,7 +293,7 @@ class BabOracle(Oracle):
         lower, upper = trees.lower[t].cpu().numpy(), trees.upper[t].cpu().numpy()
         if t not in trees.leaf_lps:
             bounds = [(lb[t].cpu().numpy(), ub[t].cpu().numpy()) for lb, ub in trees.bounds]
-            trees.leaf_lps[t] = [encode(self.network, lower, upper, bounds), make_solver(None)]
+            trees.leaf_lps[t] = [encode(self.network, lower, upper, bounds), make_solver(None, scale=trees.scale[t])]
         enc, opt = trees.leaf_lps[t]
         j = int(trees.target[t])
         enc.fix_phases([p[0].cpu().numpy() for p in node.phases])

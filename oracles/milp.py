@@ -172,10 +172,12 @@ def flip_distances(network: Network, x: FloatArray, domain: Box) -> dict[int, tu
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(network: Network, region: Box, bounds, label: int, time_limit: float | None, gap: float) -> None:
+def _worker_init(network: Network, region: Box, bounds, label: int, time_limit: float | None, gap: float,
+                 scale: float | None = None) -> None:
     """One encoding and one persistent solver per process: each problem only changes the
     objective."""
-    _WORKER.update(enc=class_encoding(network, region, bounds, label), opt=make_solver(time_limit, gap))
+    _WORKER.update(enc=class_encoding(network, region, bounds, label),
+                   opt=make_solver(time_limit, gap, scale=scale))
 
 
 def _worker_solve(task: tuple[int, bool]) -> tuple[int, bool, str, float | None, FloatArray | None]:
@@ -214,10 +216,13 @@ class MilpOracle(Oracle):
         inter = intermediate_bounds(self.tensors, lo, hi)
         return [(a[0].numpy(), b[0].numpy()) for a, b in inter], inter
 
-    def _solver(self, deadline: float, mip_rel_gap: float | None = None, options: dict[str, Any] | None = None):
+    def _solver(self, deadline: float, mip_rel_gap: float | None = None, options: dict[str, Any] | None = None,
+                scale: float | None = None):
+        """A solver with the time left before ``deadline``, its tolerances set for a problem
+        of ``scale`` (:func:`~parallelepipedonn.tolerances.solver_tolerance`)."""
         remaining = deadline - time.perf_counter()
         return make_solver(None if math.isinf(remaining) else max(remaining, 0.01),
-                           self.mip_rel_gap if mip_rel_gap is None else mip_rel_gap, self.threads, options)
+                           self.mip_rel_gap if mip_rel_gap is None else mip_rel_gap, self.threads, options, scale)
 
     def _deadline(self) -> float:
         return math.inf if self.time_limit is None else time.perf_counter() + self.time_limit
@@ -231,13 +236,14 @@ class MilpOracle(Oracle):
             inter = intermediate_bounds(self.tensors, lo, hi) if inter is None else inter
             return term_magnitude(self.tensors, spec, lo, hi, inter)[0].numpy()
 
-    def _untrusted(self, lower: FloatArray, upper: FloatArray, label: int) -> str:
-        """Why HiGHS's answers prove nothing about the class region of ``label`` on this box
-        (the network's scale there is beyond the solver error model), or ``""``."""
+    def _region_scale(self, lower: FloatArray, upper: FloatArray, label: int) -> tuple[float, str]:
+        """The scale of the class-region problems of ``label`` on this box (the largest of
+        its margins'), and why HiGHS's answers prove nothing there (the scale is beyond the
+        solver error model), or ``""``."""
         scale = float(self._scale(lower, upper, label).max())
         if solver_trusted(scale):
-            return ""
-        return f"the network's scale on this box ({scale:.3g}) makes HiGHS's tolerances no proof"
+            return scale, ""
+        return scale, f"the network's scale on this box ({scale:.3g}) makes HiGHS's tolerances no proof"
 
     # -- robustness -----------------------------------------------------------------------------
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
@@ -278,7 +284,7 @@ class MilpOracle(Oracle):
             cutoff = max(smallest, 2 * needed[row]) if math.isfinite(smallest) else None
             if cutoff is not None:
                 enc.model.cons.add(margin <= cutoff)
-            res = solve(self._solver(deadline), enc, margin)
+            res = solve(self._solver(deadline, scale=scale[row]), enc, margin)
             if res.x is not None and res.value is not None and res.value <= needed[row]:
                 # a candidate whatever the sign of the solver's value (rounding noise at the
                 # boundary): it counts only once a forward pass confirms it
@@ -398,7 +404,7 @@ class MilpOracle(Oracle):
         flips = flip_distances(net, x, domain)
         proven = math.inf if math.isinf(hi) else hi  # least proven bound over the classes solved so far
         milps, reason = 0, ""
-        untrusted = self._untrusted(lo_r, hi_r, label) if todo else ""
+        untrusted = self._region_scale(lo_r, hi_r, label)[1] if todo else ""
         if untrusted:  # alpha-CROWN's per-class floors are all that is proven
             proven, reason, todo = min(proven, min(max(lower, floor[j]) for j in todo)), untrusted, []
         for position, j in enumerate(todo):
@@ -516,7 +522,7 @@ class MilpOracle(Oracle):
         return x is not None and region.contains(x) and bool(self._class_points(x, label)[0])
 
     def _interior_witness(self, enc: Encoding, objective, sense, label: int, region: Box, deadline: float,
-                          keep=lambda w: True) -> tuple[FloatArray | None, str]:
+                          keep=lambda w: True, scale: float | None = None) -> tuple[FloatArray | None, str]:
         """A confirmed class point that ``keep`` accepts, from the problem solved again with
         the class rows moved into the class (:data:`INTERIOR_MARGINS`, in turn); the class
         rows are put back afterwards. Returns it (or ``None``) and what happened."""
@@ -526,7 +532,7 @@ class MilpOracle(Oracle):
                 if time.perf_counter() >= deadline:
                     return None, "no time left for an interior point"
                 set_class_margin(enc, label, margin)
-                res = solve(self._solver(deadline), enc, objective, sense)
+                res = solve(self._solver(deadline, scale=scale), enc, objective, sense)
                 if res.infeasible:
                     return None, f"no point with margin >= {margin:g}"
                 if res.x is not None:
@@ -549,13 +555,13 @@ class MilpOracle(Oracle):
         self.network.check_label(label)
         start = time.perf_counter()
         deadline = self._deadline()
-        untrusted = self._untrusted(region.lower, region.upper, label)
+        scale, untrusted = self._region_scale(region.lower, region.upper, label)
         if untrusted:
             edge = region.upper[index] if maximize else region.lower[index]
             return Extreme(float(edge), None, False, f"no proven bound ({untrusted}); the region's edge")
         enc = encoding or self._class_encoding(region, label)
         sense = pe.maximize if maximize else pe.minimize
-        res = solve(self._solver(deadline), enc, enc.x[index], sense)
+        res = solve(self._solver(deadline, scale=scale), enc, enc.x[index], sense)
         try:
             if res.infeasible:
                 return Extreme(-math.inf if maximize else math.inf, None, True, "the class region is empty")
@@ -569,7 +575,7 @@ class MilpOracle(Oracle):
             reason = res.status
             if not self._is_class_point(witness, label, region):
                 # an optimum on the edge of the class superset: look for a point inside the class
-                witness, note = self._interior_witness(enc, enc.x[index], sense, label, region, deadline)
+                witness, note = self._interior_witness(enc, enc.x[index], sense, label, region, deadline, scale=scale)
                 reason = f"{res.status}; witness: {note}"
             exact = witness is not None and abs(witness[index] - bound) <= 2 * PROOF_MARGIN
             return Extreme(bound, witness, exact, reason)
@@ -607,13 +613,13 @@ class MilpOracle(Oracle):
         witnesses = np.concatenate([witnesses, moved])
         tasks = [(i, False) for i in range(n) if reached_lo[i] > lo_r[i]] + \
                 [(i, True) for i in range(n) if reached_hi[i] < hi_r[i]]
-        untrusted = self._untrusted(lo_r, hi_r, label) if tasks else ""
+        scale, untrusted = self._region_scale(lo_r, hi_r, label) if tasks else (None, "")
         if untrusted:
             log.warning("milp class extremes: %s; the region's edges are the bounds", untrusted)
             tasks = []
         milps = timeouts = 0
         empty = False
-        for index, maximize, status, bound, x in self._run_extremes(label, region, tasks, workers, progress):
+        for index, maximize, status, bound, x in self._run_extremes(label, region, tasks, workers, progress, scale):
             milps += 1
             if status == "infeasible":
                 empty = True
@@ -675,7 +681,8 @@ class MilpOracle(Oracle):
                 found += [pts[k, int(np.argmax(ok[k]))] for k in np.flatnonzero(hit)]
         return reached_lo, reached_hi, np.array(found).reshape(-1, n)
 
-    def _run_extremes(self, label: int, region: Box, tasks: list[tuple[int, bool]], workers: int, progress: Any):
+    def _run_extremes(self, label: int, region: Box, tasks: list[tuple[int, bool]], workers: int, progress: Any,
+                      scale: float | None = None):
         """Solve the coordinate problems, in this process or in ``workers`` processes."""
         if not tasks:
             return
@@ -688,7 +695,7 @@ class MilpOracle(Oracle):
             log.info("no importable __main__ (interactive session): solving in this process")
             workers = 1
         if workers <= 1:
-            _worker_init(self.network, region, bounds, label, self.time_limit, self.mip_rel_gap)
+            _worker_init(self.network, region, bounds, label, self.time_limit, self.mip_rel_gap, scale)
             for task in tasks:
                 yield _worker_solve(task)
                 done += 1
@@ -701,7 +708,7 @@ class MilpOracle(Oracle):
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                  initargs=(self.network, region, bounds, label, self.time_limit,
-                                           self.mip_rel_gap)) as pool:
+                                           self.mip_rel_gap, scale)) as pool:
             for result in pool.map(_worker_solve, tasks, chunksize=4):
                 yield result
                 done += 1
@@ -727,7 +734,7 @@ class MilpOracle(Oracle):
                 [(i, -1) for i in range(lo.size) if lo[i] > region.lower[i]]
         if not faces:
             return RegionAnswer(RegionVerdict.NONE, reason="the box covers the region")
-        untrusted = self._untrusted(region.lower, region.upper, label)
+        scale, untrusted = self._region_scale(region.lower, region.upper, label)
         if untrusted:
             return RegionAnswer(RegionVerdict.UNKNOWN, reason=untrusted)
         excess = {(i, s): (region.upper[i] - hi[i]) if s > 0 else (lo[i] - region.lower[i]) for i, s in faces}
@@ -739,7 +746,7 @@ class MilpOracle(Oracle):
             gap = enc.x[i] - hi[i] if s > 0 else lo[i] - enc.x[i]
             floor = (region.lower[i] - hi[i]) if s > 0 else (lo[i] - region.upper[i])
             m.cons.add(m.t <= gap + (top - floor) * (1 - m.s[k]))
-        res = solve(self._solver(deadline), enc, m.t, pe.maximize)
+        res = solve(self._solver(deadline, scale=scale), enc, m.t, pe.maximize)
         try:
             if res.infeasible or (res.bound is not None and res.bound <= tolerance):
                 return RegionAnswer(RegionVerdict.NONE, reason=f"proven max excess {res.bound}")
@@ -754,7 +761,8 @@ class MilpOracle(Oracle):
             note = ""
             if not res.timed_out and res.bound is not None:
                 # the optimum lies on the edge of the class superset (or was not returned)
-                w, note = self._interior_witness(enc, m.t, pe.maximize, label, region, deadline, keep=outside)
+                w, note = self._interior_witness(enc, m.t, pe.maximize, label, region, deadline, keep=outside,
+                                                 scale=scale)
                 if w is not None:
                     excess = float(np.max(np.maximum(lo - w, w - hi)))
                     return RegionAnswer(RegionVerdict.WITNESS, witness=w, reason=f"excess {excess:.3g}, {note}")

@@ -33,7 +33,7 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 
 from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import PROOF_MARGIN as _PROOF_MARGIN
-from parallelepipedonn.tolerances import SOLVER_FEASIBILITY_TOLERANCE
+from parallelepipedonn.tolerances import solver_tolerance
 
 FloatArray = NDArray[np.float64]
 
@@ -169,21 +169,21 @@ class _Highs(Highs):
 
 
 def make_solver(time_limit: float | None, mip_rel_gap: float = 1e-6, threads: int = 1,
-                options: dict[str, Any] | None = None) -> Highs:
+                options: dict[str, Any] | None = None, scale: float | None = None) -> Highs:
     """A persistent HiGHS interface. HiGHS ignores matrix entries at or below
     ``small_matrix_value``; it is set to its minimum (1e-12) before the model is passed,
     so that the encoding stays exact up to terms far below :data:`PROOF_MARGIN`
     (reference weights go down to 1e-37; the terms dropped change a 784-input row by at
-    most 784e-12). Feasibility tolerances (primal, dual, MIP) are
-    :data:`~parallelepipedonn.tolerances.SOLVER_FEASIBILITY_TOLERANCE` (1e-9), not HiGHS's
-    1e-7/1e-6: a ReLU row ``a = z`` that slips by 1e-6 moves a margin by 1e-6 times the
-    output weights, which reached the margin itself on a crafted network (output weight
-    2e6). ``options``: more HiGHS options. Its log goes to the ``pyomo`` logger at DEBUG
-    level."""
+    most 784e-12). Feasibility tolerances (primal, dual, MIP) follow the problem's
+    ``scale`` (:func:`~parallelepipedonn.tolerances.solver_tolerance`: 1e-7 on ordinary
+    problems, down to 1e-9; 1e-9 when the scale is not given), not HiGHS's 1e-7/1e-6: a
+    ReLU row ``a = z`` that slips by 1e-6 moves a margin by 1e-6 times the output weights,
+    which reached the margin itself on a crafted network (output weight 2e6).
+    ``options``: more HiGHS options. Its log goes to the ``pyomo`` logger at DEBUG level."""
     opt = _Highs()
     opt.config.load_solution = False
     opt.config.log_level = logging.DEBUG
-    tol = SOLVER_FEASIBILITY_TOLERANCE
+    tol = solver_tolerance(scale)
     opt.highs_options = {"output_flag": False, "mip_rel_gap": mip_rel_gap, "threads": threads,
                          "small_matrix_value": 1e-12, "primal_feasibility_tolerance": tol,
                          "dual_feasibility_tolerance": tol, "mip_feasibility_tolerance": tol, **(options or {})}

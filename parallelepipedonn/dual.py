@@ -171,12 +171,16 @@ def dual_region(network: Network, domain: Box | None = None, x: ArrayLike | None
 def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius: float | None = None,
              domain: Box | None = None, method: str = "milp", candidates: ArrayLike = (), workers: int = 2,
              time_limit: float | None = 60.0, precision: float = 1e-3,
-             progress: Callable[[int], None] | None = None, model_path: str | None = None) -> DualBox:
+             progress: Callable[[int], None] | None = None, model_path: str | None = None,
+             total_time_limit: float | None = None) -> DualBox:
     """The dual box of ``label`` over the domain, or over the ball of ``radius`` around
     ``x`` (see module docstring). ``candidates`` (e.g. training images of that class) can
     spare MILPs: those that are in the class and the region attain their coordinates.
     ``precision`` is the radius precision of ``complete-cubic``; ``time_limit`` is per
-    solver call. ``model_path`` (the network's file) is recorded with its sha256."""
+    solver call; ``total_time_limit`` (the complete methods) bounds the whole computation:
+    once it has passed, the box proven so far is returned (for ``complete-bu``, whose
+    intermediate boxes are not proven, the region itself). ``model_path`` (the network's
+    file) is recorded with its sha256."""
     if method not in METHODS:
         raise ConfigError(f"unknown dual method {method!r}; available: {', '.join(METHODS)}")
     label = network.check_label(label)
@@ -208,7 +212,8 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
 
         milp = MilpOracle(network, time_limit=time_limit)
         run = _complete_bottom_up if method == "complete-bu" else _complete_cubic
-        box, details = run(network, milp, label, region, pts, center, precision)
+        deadline = None if total_time_limit is None else start + total_time_limit
+        box, details = run(network, milp, label, region, pts, center, precision, deadline)
         witnesses = _witness_hull(network, label, region, pts)
         exact_lo = exact_hi = np.zeros(n, bool)
         if box is not None:
@@ -224,18 +229,27 @@ def _witness_hull(network: Network, label: int, region: Box, pts: FloatArray) ->
     return inside[network.margins(inside, label) >= 0] if len(inside) else inside
 
 
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.perf_counter())
+
+
 def _complete_bottom_up(network: Network, milp: MilpOracle, label: int, region: Box, pts: FloatArray,
-                        center: FloatArray | None, precision: float) -> tuple[Box | None, dict]:
+                        center: FloatArray | None, precision: float,
+                        deadline: float | None = None) -> tuple[Box | None, dict]:
     """Grow the hull of known class points by each witness outside it, until the oracle
-    proves no class point lies outside it (by more than the proof margin)."""
+    proves no class point lies outside it (by more than the proof margin); past the
+    ``deadline``, the region itself (the hull grown so far is not proven)."""
     witnesses = _witness_hull(network, label, region, pts)
     queries = 0
     if not len(witnesses):
         return region, {"queries": 0, "note": "no class point found to start from: the region itself"}
     lo, hi = witnesses.min(axis=0), witnesses.max(axis=0)
     while True:
+        if deadline is not None and time.perf_counter() >= deadline:
+            return region, {"queries": queries, "timeouts": 1, "note": "time limit: the region itself"}
         queries += 1
-        ans = milp.class_region(lo, hi, label, region)
+        with milp.time_limited(_remaining(deadline)):
+            ans = milp.class_region(lo, hi, label, region)
         if ans.verdict is RegionVerdict.NONE:
             return Box(np.maximum(lo - PROOF_MARGIN, region.lower), np.minimum(hi + PROOF_MARGIN, region.upper)), \
                 {"queries": queries}
@@ -245,26 +259,33 @@ def _complete_bottom_up(network: Network, milp: MilpOracle, label: int, region: 
 
 
 def _complete_cubic(network: Network, milp: MilpOracle, label: int, region: Box, pts: FloatArray,
-                    center: FloatArray | None, precision: float) -> tuple[Box | None, dict]:
+                    center: FloatArray | None, precision: float,
+                    deadline: float | None = None) -> tuple[Box | None, dict]:
     """Bisection on the radius ``r`` of the cube around the centre (within the region):
     the smallest ``r`` (to ``precision``) such that the oracle proves no class point lies
-    outside the cube."""
+    outside the cube; past the ``deadline`` (or on an undecided query), the smallest cube
+    proven so far."""
     c = center if center is not None else region.center
     witnesses = _witness_hull(network, label, region, pts)
     lo = float(np.abs(witnesses - c).max()) if len(witnesses) else 0.0
     hi = float(np.max(np.maximum(c - region.lower, region.upper - c)))
     queries = 0
     while hi - lo > precision:
+        if deadline is not None and time.perf_counter() >= deadline:
+            return Box.cube(c, hi + PROOF_MARGIN, region), {"queries": queries, "timeouts": 1, "radius": hi,
+                                                            "note": "time limit"}
         mid = (lo + hi) / 2
         cube = Box.cube(c, mid, region)
         queries += 1
-        ans = milp.class_region(cube.lower, cube.upper, label, region)
+        with milp.time_limited(_remaining(deadline)):
+            ans = milp.class_region(cube.lower, cube.upper, label, region)
         if ans.verdict is RegionVerdict.NONE:
             hi = mid
         elif ans.verdict is RegionVerdict.WITNESS:
             lo = max(mid, float(np.abs(ans.witness - c).max()))
-        else:
-            return Box.cube(c, hi, region), {"queries": queries, "note": f"undecided at radius {mid:.4g}"}
+        else:  # a proven radius keeps its proof margin, as below
+            return Box.cube(c, hi + PROOF_MARGIN, region), {"queries": queries, "radius": hi,
+                                                            "note": f"undecided at radius {mid:.4g}"}
     return Box.cube(c, hi + PROOF_MARGIN, region), {"queries": queries, "radius": hi}
 
 
