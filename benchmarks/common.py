@@ -8,7 +8,6 @@ import platform
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import parallelepipedonn as ppn
 from benchmarks.options import REFERENCE, RESULTS  # noqa: F401  (re-exported for the benchmarks)
@@ -41,6 +40,7 @@ def output_dirs(args) -> tuple[Path, Path | None]:
 
 
 def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -51,6 +51,8 @@ def cpu_name() -> str:
 
 
 def machine() -> str:
+    import torch
+
     return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
 

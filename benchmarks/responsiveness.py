@@ -29,19 +29,10 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
+from benchmarks.common import cpu_name
 from benchmarks.options import RESULTS
 
 ENV_STRIP = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PARALLELEPIPEDONN_THREADS")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:
@@ -66,7 +57,7 @@ def clean_env() -> dict[str, str]:
 
 def timed(argv: list[str]) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    proc = subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(),
                           timeout=900)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:

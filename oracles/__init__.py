@@ -7,10 +7,11 @@ Built-in names (the ``--oracle`` values): ``crown`` (default), ``alpha-crown``, 
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from parallelepipedonn._lazy import lazy_attributes
 
 from .registry import ENTRY_POINT_GROUP, accepts_option, make_oracle, oracle_entries, register_oracle
 
@@ -42,23 +43,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is not None:
-        value = getattr(importlib.import_module(module, __name__), name)
-        globals()[name] = value
-        return value
-    if not name.startswith("__"):  # a submodule not imported yet (oracles.milp, ...)
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 class _Package(types.ModuleType):
