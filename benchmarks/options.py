@@ -15,7 +15,7 @@ ALGORITHMS = ("apothem-kary", "apothem-bisection", "apothem-linear", "apothem-to
 
 def add_paper_arguments(ap: argparse.ArgumentParser) -> None:
     """The options of ``bench paper`` (and ``python -m benchmarks.paper``)."""
-    ap.add_argument("--quick", action="store_true", help="CI-sized: a few inputs per part (100 s on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="CI-sized: a few inputs per part (about 2 min on 2 idle cores)")
     ap.add_argument("--out", metavar="DIR", help="output directory (default: benchmarks/results/paper, "
                     "or benchmarks/results/paper-quick with --quick)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
