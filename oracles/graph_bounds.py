@@ -201,40 +201,72 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
 
 def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """Node ``k``'s interval bounds intersected with CROWN's, for the neurons unstable in
-    some box (rows in chunks of :data:`CHUNK_ELEMENTS` coefficients)."""
+    each box (each box its own neurons; rows in chunks of :data:`CHUNK_ELEMENTS`
+    coefficients). When ``k`` is a linear node, the first step of the pass is its rows
+    ``W^T e_i`` (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`), shared by the
+    lower and the upper bound."""
     lo, hi = nb.lower[k].flatten(1), nb.upper[k].flatten(1)
-    idx = ((lo < 0) & (hi > 0)).any(dim=0).nonzero()[:, 0]
-    if idx.numel() == 0:
+    unstable = (lo < 0) & (hi > 0)
+    counts = unstable.sum(dim=1)
+    most = int(counts.max()) if counts.numel() else 0
+    if most == 0:
         return nb.lower[k], nb.upper[k]
     node = gt.graph.nodes[k]
     bsz, n = lo.shape
+    dev = lo.device
+    order = torch.argsort((~unstable).to(torch.int8), dim=1, stable=True)[:, :most]  # each box's unstable first
+    valid = torch.arange(most, device=dev) < counts.unsqueeze(1)
     widest = max(gt.graph.nodes[i].numel for i in gt.ancestors[k] | {k})
     chunk = max(1, CHUNK_ELEMENTS // (2 * bsz * widest))
-    lo, hi = lo.clone(), hi.clone()
-    for start in range(0, idx.numel(), chunk):
-        sel = idx[start:start + chunk]
-        m = sel.numel()
-        eye = torch.zeros(m, n, dtype=gt.dtype, device=gt.device)
-        eye[torch.arange(m, device=gt.device), sel] = 1.0
-        spec = torch.cat([eye, -eye]).expand(bsz, 2 * m, n).reshape(bsz, 2 * m, *node.shape)
-        vals = concretize(backward(gt, nb, k, spec), lower, upper)
-        lo[:, sel] = torch.maximum(vals[:, :m], lo[:, sel])
-        hi[:, sel] = torch.minimum(-vals[:, m:], hi[:, sel])
-    return lo.reshape(nb.lower[k].shape), hi.reshape(nb.upper[k].shape)
+    new_lo, new_hi = lo.clone(), hi.clone()
+    rows = torch.arange(bsz, device=dev).unsqueeze(1)
+    linear = isinstance(node, gn.LinearNode) and not node.exact
+    for start in range(0, most, chunk):
+        sel, ok = order[:, start:start + chunk], valid[:, start:start + chunk]
+        m = sel.shape[1]
+        okf = ok.to(gt.dtype)
+        if linear:
+            u = node.inputs[0]
+            first = node.rows_t(sel, gt.dtype) * okf.view(bsz, m, *([1] * len(node.in_shape)))
+            b = node.bias(gt.dtype, gt.device)
+            const = b.expand(bsz, *node.shape).reshape(bsz, -1).gather(1, sel) * okf if b is not None \
+                else lo.new_zeros(bsz, m)
+            mag = nb.terms[k].reshape(bsz, -1).gather(1, sel) * okf
+            under = nb.scale[u].flatten(1).sum(1, keepdim=True) + 1
+            bound = backward(gt, nb, u, torch.cat([first, -first], dim=1), covered=True,
+                             const=torch.cat([const, -const], dim=1), magnitude=torch.cat([mag, mag], dim=1),
+                             underflow=under)
+        else:
+            eye = torch.zeros(bsz, m, n, dtype=gt.dtype, device=dev)
+            eye.scatter_(2, sel.unsqueeze(-1), okf.unsqueeze(-1))
+            spec = torch.cat([eye, -eye], dim=1).reshape(bsz, 2 * m, *node.shape)
+            bound = backward(gt, nb, k, spec)
+        vals = concretize(bound, lower, upper)
+        cur_lo, cur_hi = new_lo.gather(1, sel), new_hi.gather(1, sel)
+        upd_lo = torch.where(ok, torch.maximum(vals[:, :m], cur_lo), cur_lo)
+        upd_hi = torch.where(ok, torch.minimum(-vals[:, m:], cur_hi), cur_hi)
+        new_lo[rows, sel] = upd_lo
+        new_hi[rows, sel] = upd_hi
+    return new_lo.reshape(nb.lower[k].shape), new_hi.reshape(nb.upper[k].shape)
 
 
-def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor) -> LinearBound:
+def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, covered: bool = False,
+             const: Tensor | None = None, magnitude: Tensor | None = None,
+             underflow: Tensor | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec . z_target`` (``spec`` of
     shape ``(B, m, *shape)``) as a function of the flattened input, valid (once
-    ``error`` is subtracted) on every box whose node bounds are ``nb``."""
+    ``error`` is subtracted) on every box whose node bounds are ``nb``. A pass resumed
+    from a later node passes what it has accumulated (``const``, ``magnitude``,
+    ``underflow``; ``covered``: the rounding of products with ``spec`` is already in
+    ``magnitude``)."""
     g = gt.graph
     bsz, m = spec.shape[:2]
-    const = spec.new_zeros(bsz, m)
-    magnitude = spec.new_zeros(bsz, m)
-    underflow = spec.new_zeros(bsz, 1)
+    const = spec.new_zeros(bsz, m) if const is None else const
+    magnitude = spec.new_zeros(bsz, m) if magnitude is None else magnitude
+    underflow = spec.new_zeros(bsz, 1) if underflow is None else underflow
     lam: dict[int, Tensor] = {target: spec}
     acc_abs: dict[int, Tensor] = {}
-    covered: dict[int, bool] = {target: False}
+    covered_: dict[int, bool] = {target: covered}
 
     def push(u: int, x: Tensor, cov: bool) -> None:
         if u in lam:
@@ -242,9 +274,9 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor) -> Lin
                 acc_abs[u] = lam[u].abs()
             lam[u] = lam[u] + x
             acc_abs[u] = acc_abs[u] + x.abs()
-            covered[u] = covered[u] and cov
+            covered_[u] = covered_[u] and cov
         else:
-            lam[u], covered[u] = x, cov
+            lam[u], covered_[u] = x, cov
 
     coef = None
     for v in sorted(gt.ancestors[target] | {target}, reverse=True):
@@ -255,7 +287,7 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor) -> Lin
         if v in acc_abs:  # the rounding of the sum of several coefficients
             magnitude = magnitude + _bmv(acc_abs.pop(v), nb.scale[v])
         if isinstance(node, gn.Input):
-            if not covered[v]:
+            if not covered_[v]:
                 magnitude = magnitude + _bmv(big.abs(), nb.scale[v])
             coef = big.reshape(bsz, m, -1)
         elif isinstance(node, gn.LinearNode):
@@ -266,11 +298,11 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor) -> Lin
                     const = const + _bmv(big, b.expand(bsz, *node.shape))
                 magnitude = magnitude + _bmv(big.abs(), nb.terms[v])
                 underflow = underflow + nb.scale[u].flatten(1).sum(1, keepdim=True) + 1
-            push(u, _rows(node, big), True if not node.exact else covered[v])
+            push(u, _rows(node, big), True if not node.exact else covered_[v])
         elif isinstance(node, gn.ReLU):
             u, r = node.inputs[0], nb.relax[v]
             flat = big.reshape(bsz, m, -1)
-            if not covered[v]:
+            if not covered_[v]:
                 magnitude = magnitude + _mv_abs(flat, r.scale)
             low = r.lower_slope if r.lower_slope.dim() == 3 else r.lower_slope.unsqueeze(1)
             new = flat * torch.where(flat < 0, r.upper_slope.unsqueeze(1), low)
@@ -287,7 +319,7 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor) -> Lin
         elif isinstance(node, gn.Concat):
             sizes = [g.nodes[i].shape[node.axis] for i in node.inputs]
             for i, part in zip(node.inputs, torch.split(big, sizes, dim=node.axis + 2)):
-                push(i, part, covered[v])
+                push(i, part, covered_[v])
     assert coef is not None, "the target does not depend on the input"
     error = gt.rel * magnitude + gt.tiny * underflow + ABS_SLACK
     return LinearBound(coef, const, error, nb.invalid)

@@ -130,6 +130,15 @@ class LinearNode(Node):
     def apply_abs_t(self, y: Tensor) -> Tensor:
         return self.apply_t(y)
 
+    def rows_t(self, sel: Tensor, dtype: torch.dtype) -> Tensor:
+        """``W^T e_i`` for the flat output indices ``sel`` (``(B, m)``): the rows of ``W``
+        that produce those outputs, shape ``(B, m, *in_shape)`` (by default ``W^T`` applied
+        to one-hot vectors)."""
+        b, m = sel.shape
+        onehot = torch.zeros(b * m, self.numel, dtype=dtype, device=sel.device)
+        onehot[torch.arange(b * m, device=sel.device), sel.reshape(-1)] = 1.0
+        return self.apply_t(onehot.reshape(b * m, *self.shape)).reshape(b, m, *self.in_shape)
+
     def bias_array(self) -> FloatArray | None:
         """The bias, broadcastable to ``(N, *shape)`` after a leading batch axis, or None."""
         return None
@@ -238,6 +247,9 @@ class Dense(LinearNode):
 
     def apply_abs_t(self, y: Tensor) -> Tensor:
         return y @ self._wa(y)
+
+    def rows_t(self, sel: Tensor, dtype: torch.dtype) -> Tensor:
+        return self.tensor("w", self.weight, dtype, sel.device)[sel]
 
     def bias_array(self) -> FloatArray:
         return self.bias_
@@ -354,6 +366,27 @@ class Conv2d(_Window2d):
 
     def apply_abs_t(self, y: Tensor) -> Tensor:
         return self._conv_t(y, self.tensor("wa", np.abs(self.weight), y.dtype, y.device), self.groups)
+
+    def rows_t(self, sel: Tensor, dtype: torch.dtype) -> Tensor:
+        """The kernels of the outputs ``sel`` placed at their windows (a scatter: no
+        arithmetic, nothing of the size of the whole convolution)."""
+        dev = sel.device
+        c_out, _, ho, wo = (self.weight.shape[0], None, *self.shape[1:])
+        c_in = self.in_shape[0]
+        cig = c_in // self.groups
+        kh, kw = self.kernel
+        co, pos = sel // (ho * wo), sel % (ho * wo)
+        i, j = pos // wo, pos % wo
+        ci = (co // (c_out // self.groups)).unsqueeze(-1) * cig + torch.arange(cig, device=dev)  # (B, m, cig)
+        rr = (i * self.stride[0]).unsqueeze(-1) + torch.arange(kh, device=dev) * self.dilation[0]  # (B, m, kh)
+        cc = (j * self.stride[1]).unsqueeze(-1) + torch.arange(kw, device=dev) * self.dilation[1]  # (B, m, kw)
+        b, m = sel.shape
+        out = torch.zeros(b, m, c_in, *self.padded, dtype=dtype, device=dev)
+        bi = torch.arange(b, device=dev).view(b, 1, 1, 1, 1)
+        mi = torch.arange(m, device=dev).view(1, m, 1, 1, 1)
+        w = self.tensor("w", self.weight, dtype, dev)[co]  # (B, m, cig, kh, kw)
+        out[bi, mi, ci[..., :, None, None], rr[..., None, :, None], cc[..., None, None, :]] = w
+        return self._crop(out)
 
     def bias_array(self) -> FloatArray:
         return self.bias_.reshape(-1, 1, 1)
