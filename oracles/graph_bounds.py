@@ -149,8 +149,14 @@ def _interval(gt: GraphTensors, k: int, nb: NodeBounds) -> tuple[Tensor, Tensor]
     mid, rad = node.apply(center), node.apply_abs(radius)
     b = node.bias(gt.dtype, gt.device)
     mid = mid if b is None else mid + b
-    s_in = nb.scale[node.inputs[0]]
-    slack = gt.rel * nb.terms[k] + gt.tiny * (s_in.flatten(1).sum(1) + 1).view(-1, *([1] * len(node.shape))) \
+    u = node.inputs[0]
+    s_in, terms = nb.scale[u], nb.terms[k]
+    if isinstance(gt.graph.nodes[u], gn.ReLU):  # its scale bounds |ReLU input|: larger than needed here
+        s_in = torch.maximum(los[0].abs(), his[0].abs())
+        terms = node.apply_abs(s_in)
+        ab = node.abs_bias(gt.dtype, gt.device)
+        terms = terms if ab is None else terms + ab
+    slack = gt.rel * terms + gt.tiny * (s_in.flatten(1).sum(1) + 1).view(-1, *([1] * len(node.shape))) \
         + ABS_SLACK
     return mid - rad - slack, mid + rad + slack
 
@@ -201,12 +207,16 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
 
 def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """Node ``k``'s interval bounds intersected with CROWN's, for the neurons unstable in
-    each box (each box its own neurons; rows in chunks of :data:`CHUNK_ELEMENTS`
-    coefficients). When ``k`` is a linear node, the first step of the pass is its rows
+    some box — or, where that would more than double the rows, each box its own unstable
+    neurons (rows in chunks of :data:`CHUNK_ELEMENTS` coefficients). When ``k`` is a linear node, the first step of the pass is its rows
     ``W^T e_i`` (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`), shared by the
     lower and the upper bound."""
     lo, hi = nb.lower[k].flatten(1), nb.upper[k].flatten(1)
     unstable = (lo < 0) & (hi > 0)
+    anywhere = unstable.any(dim=0)
+    if int(anywhere.sum()) <= 2 * int(unstable.sum(dim=1).max()):
+        # few more rows: every box tightens the neurons unstable in some box (as the chain code)
+        unstable = anywhere.expand_as(unstable)
     counts = unstable.sum(dim=1)
     most = int(counts.max()) if counts.numel() else 0
     if most == 0:

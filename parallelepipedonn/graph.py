@@ -224,7 +224,7 @@ class Graph:
     def forward(self, x: ArrayLike) -> FloatArray:
         """Logits of each point, float64 (shape ``(k, n_classes)``; ``inf``/``nan`` where
         the float64 pass overflows — :meth:`misclassified` then decides exactly)."""
-        h = torch.from_numpy(self.flatten_inputs(x))
+        h = torch.tensor(self.flatten_inputs(x))
         with torch.no_grad():
             return evaluate(self, h).numpy()  # type: ignore[union-attr]
 
@@ -256,7 +256,7 @@ class Graph:
         errors without adding any. Rounded up generously (x2); not finite where the pass
         overflows."""
         label = self.check_label(label)
-        x64 = torch.from_numpy(self.flatten_inputs(x))
+        x64 = torch.tensor(self.flatten_inputs(x))
         vals: list[Tensor] = []
         errs: list[Tensor] = []
         with torch.no_grad():
