@@ -144,3 +144,24 @@ def test_crown_certifies_an_imported_residual_model_soundly():
     bound = CrownOracle(g).margin_lower_bounds(x - 0.01, x + 0.01, label).min(axis=1)
     pts = x[:, None] + np.random.default_rng(3).uniform(-0.01, 0.01, (3, 500, 36))
     assert (bound <= g.margins(pts.reshape(-1, 36), label).reshape(3, 500).min(axis=1)).all()
+
+
+def test_a_convolution_too_large_to_expand_loads_as_a_graph(tmp_path):
+    """The chain importer refuses it (a dense 524288x1025 matrix); the graph keeps the
+    convolution (issue 14)."""
+    from onnx import helper
+
+    from parallelepipedonn.errors import ModelTooLargeError
+    from parallelepipedonn.onnx_import import network_from_onnx
+    from tests.nets import make_model, tensor
+
+    nodes = [helper.make_node("Conv", ["x", "K"], ["c"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Flatten", ["c"], ["y"])]
+    model = make_model(nodes, [1, 1, 32, 32], initializers=[tensor("K", np.ones((512, 1, 3, 3), np.float32))])
+    with pytest.raises(ModelTooLargeError, match=r"node 'conv1' \(Conv\) would need a dense 524288x1025"):
+        network_from_onnx(model)
+    path = tmp_path / "conv.onnx"
+    path.write_bytes(model.SerializeToString())
+    g = load_onnx(path)
+    assert isinstance(g, Graph) and g.n_classes == 512 * 32 * 32
+    assert max(p.size for n in g.nodes for p in n.params()) == 512 * 9
