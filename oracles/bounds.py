@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_subnormal, unit_roundoff
 
@@ -57,6 +58,14 @@ class NetworkTensors:
     @classmethod
     def of(cls, network: Network, device: str | torch.device = "cpu",
            dtype: torch.dtype = torch.float64) -> NetworkTensors:
+        """Raises :class:`OracleError` for a :class:`~parallelepipedonn.graph.Graph` that is
+        not a chain (the chain oracles read only ``Affine (ReLU Affine)*``)."""
+        if not isinstance(network, Network):
+            chain = network.as_network()
+            if chain is None:
+                raise OracleError(f"this oracle reads only chains of affine maps and ReLUs; {network.describe()} "
+                                  "is not one (use crown)")
+            network = chain
         w = tuple(torch.tensor(a.weight, dtype=dtype, device=device) for a in network.affines)
         b = tuple(torch.tensor(a.bias, dtype=dtype, device=device) for a in network.affines)
         widest = max(max(a.in_features, a.out_features) for a in network.affines)

@@ -47,6 +47,12 @@ class CrownOracle(Oracle):
 
     A box is VERIFIED iff the proven lower bound of ``logit_c - logit_j`` is > 0 for every
     ``j != c``; otherwise UNKNOWN (with the bound as ``margin``).
+
+    ``network`` is a chain :class:`Network` or a :class:`~parallelepipedonn.graph.Graph`:
+    a graph that is a chain runs the chain code; any other graph (convolutions kept as
+    convolutions, residual connections) runs :mod:`oracles.graph_bounds` for
+    :meth:`verify` and :meth:`margin_lower_bounds`. ``class_extremes`` and alpha-CROWN
+    refuse such graphs with :class:`OracleError` for now.
     """
 
     name = "crown"
@@ -67,7 +73,14 @@ class CrownOracle(Oracle):
         self.chunk_size = chunk_size
         self.intermediate = intermediate
         self.dtype = dtype
-        self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
+        self.graph_tensors: Any = None
+        if isinstance(network, Network) or network.as_network() is not None:
+            self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
+        else:  # a DAG with convolutions or residual connections: oracles.graph_bounds
+            from .graph_bounds import GraphTensors
+
+            self.graph_tensors = GraphTensors.of(network, self.device, DTYPES[dtype])
+            self.tensors = None  # type: ignore[assignment]
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "device": str(self.device), "intermediate": self.intermediate,
@@ -79,7 +92,7 @@ class CrownOracle(Oracle):
         out = []
         for start in range(0, len(lower), self.chunk_size):
             lo, hi = box_tensors(lower[start:start + self.chunk_size], upper[start:start + self.chunk_size],
-                                 self.tensors.dtype, self.device)
+                                 self._dtype, self.device)
             with torch.no_grad():
                 out.append(self._bounds(lo, hi, label).to(torch.float64).cpu().numpy())
         return np.concatenate(out)
@@ -88,9 +101,17 @@ class CrownOracle(Oracle):
         """CROWN's margin bounds as a differentiable function of the box (tensors ``(B, n)``
         on the oracle's device, converted to its dtype): for searches that optimise a box
         by gradient (a box they find is verified again by :meth:`verify`)."""
-        return CrownOracle._bounds(self, lower.to(self.tensors.dtype), upper.to(self.tensors.dtype), label)
+        return CrownOracle._bounds(self, lower.to(self._dtype), upper.to(self._dtype), label)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
 
     def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
+        if self.graph_tensors is not None:
+            from .graph_bounds import margin_lower_bounds
+
+            return margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate)
         net = self.tensors
         inter = intermediate_bounds(net, lo, hi, self.intermediate)
         relaxations = [relu_relaxation(lo_k, hi_k) for lo_k, hi_k in inter]
@@ -113,6 +134,8 @@ class CrownOracle(Oracle):
         shrinking box until it moves less than ``tolerance``. ``candidates`` confirmed in
         the class mark the bounds they attain as exact."""
         self.network.check_label(label)
+        if self.graph_tensors is not None:
+            raise OracleError("class_extremes reads only chain networks for now (this one is a DAG)")
         start = time.perf_counter()
         net = self.tensors
         lo, hi = (t[None] for t in box_tensors(region.lower, region.upper, net.dtype, self.device))
@@ -179,6 +202,8 @@ class AlphaCrownOracle(CrownOracle):
                  chunk_size: int = 256, intermediate: str = "crown", time_limit: float | None = None) -> None:
         super().__init__(network, device=device, chunk_size=chunk_size, intermediate=intermediate,
                          time_limit=time_limit)
+        if self.graph_tensors is not None:
+            raise OracleError("alpha-crown reads only chain networks for now; use crown on this DAG")
         if steps < 0 or not lr > 0:
             raise OracleError("alpha-CROWN needs steps >= 0 and lr > 0")
         self.steps, self.lr = steps, lr
