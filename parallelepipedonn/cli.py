@@ -643,9 +643,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .models import DEFAULT_MODELS, data_dir
     from .search import SEARCHES
 
-    print("oracles (--oracle, --falsifier):")
+    print("oracles (--oracle, --falsifier; the queries each answers):")
     for name, entry in sorted(oracle_entries().items()):
-        print(f"  {name:22s} {entry.description}")
+        print(f"  {name:22s} {entry.summary}")
     print("algorithms (--algorithm; a+b composes):")
     for name, entry in SEARCHES.items():
         print(f"  {name:22s} {entry.description}")

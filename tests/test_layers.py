@@ -65,6 +65,7 @@ LAYERS: dict[str, str] = {
     "oracles.bab": "oracles",
     "oracles.base": "oracles",
     "oracles.bounds": "oracles",
+    "oracles.capabilities": "oracles",
     "oracles.cascade": "oracles",
     "oracles.crown": "oracles",
     "oracles.distance": "oracles",

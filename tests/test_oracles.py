@@ -195,3 +195,76 @@ def test_cuda_request_without_cuda_is_a_clear_error(net):
         pytest.skip("this machine has CUDA")
     with pytest.raises(OracleError, match="CUDA is not available"):
         CrownOracle(net, device="cuda")
+
+
+# -- capabilities: what each oracle answers, declared -----------------------------------------------
+def test_every_built_in_oracle_declares_what_it_answers_and_the_registry_agrees(net):
+    from oracles.capabilities import QUERY_METHODS
+
+    for name, entry in oracle_entries().items():
+        if name in ("lirpa", "marabou") or name.startswith("test-"):
+            continue  # optional backends (their classes are checked below) / the tests' plug-ins
+        oracle = make_oracle(name, net)
+        assert oracle.queries == entry.queries and oracle.capabilities.queries == oracle.queries, name
+        assert oracle.supports("verify")
+    from oracles.lirpa import LirpaOracle
+    from oracles.marabou import MarabouOracle
+
+    for cls in (LirpaOracle, MarabouOracle):
+        assert cls.queries == oracle_entries()[cls.name].queries
+    for cls in _oracle_classes():  # a declared query has its method; an undeclared one keeps the default
+        for query, method in QUERY_METHODS.items():
+            overridden = getattr(cls, method) is not getattr(Oracle, method)
+            assert (query in cls.queries) == overridden or query == "verify", (cls.__name__, query)
+
+
+def _oracle_classes():
+    import oracles
+
+    return [getattr(oracles, n) for n in ("AttackOracle", "BabOracle", "CrownOracle", "AlphaCrownOracle",
+                                          "LirpaOracle", "MarabouOracle", "MilpOracle")]
+
+
+def test_an_undeclared_query_says_which_oracle_and_which_query(net):
+    from parallelepipedonn.box import Box
+
+    oracle = CrownOracle(net)
+    assert not oracle.supports("class_region") and oracle.supports("class_extremes")
+    with pytest.raises(OracleError, match="'crown' does not answer class_region queries"):
+        oracle.class_region(np.zeros(3), np.ones(3), 0, Box.unit(3))
+    with pytest.raises(OracleError, match="unknown oracle query"):
+        oracle.supports("teleport")
+
+
+def test_a_cascade_answers_what_its_stages_declare(net):
+    cascade = make_oracle("attack+crown", net)
+    assert cascade.queries == {"verify", "class_extremes"} and cascade.routes["class_extremes"].name == "crown"
+    assert not cascade.supports("distance")
+    from oracles import oracle_queries, require_queries
+
+    assert oracle_queries("crown+milp") == oracle_entries()["milp"].queries
+    with pytest.raises(ConfigError, match="needs an oracle that answers class_region.*oracles that do: cascade, milp"):
+        require_queries("crown+bab", ["class_region"], "rechecking a dual box")
+
+
+def test_plug_ins_answer_what_they_declare_else_verify_only(net):
+    class Quiet(Oracle):
+        name = "test-quiet"
+
+        def _verify(self, lower, upper, label):
+            return [Answer(Verdict.UNKNOWN)] * len(lower)
+
+    def factory(network, **options):
+        return Quiet(network, **options)
+
+    register_oracle("test-quiet", factory, replace=True)
+    register_oracle("test-quiet-class", Quiet, replace=True)
+    register_oracle("test-quiet-declared", factory, queries=("verify", "distance"), replace=True)
+    entries = oracle_entries()
+    assert entries["test-quiet"].queries == entries["test-quiet-class"].queries == {"verify"}
+    assert entries["test-quiet-declared"].queries == {"verify", "distance"}
+    assert make_oracle("test-quiet", net).queries == {"verify"}
+    with pytest.raises(ConfigError, match="unknown queries teleport"):
+        register_oracle("test-bad", factory, queries=("verify", "teleport"))
+    with pytest.raises(OracleError, match="unknown queries"):
+        type("Bad", (Quiet,), {"queries": frozenset({"verify", "teleport"})})
