@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from parallelepipedonn.errors import ConfigError, OracleError
@@ -42,7 +42,7 @@ class OracleEntry:
     declare their description and queries at registration).
     """
 
-    __slots__ = ("name", "_factory", "_target", "_description", "_queries")
+    __slots__ = ("_description", "_factory", "_queries", "_target", "name")
 
     def __init__(self, name: str, factory: OracleFactory | str, description: str = "",
                  queries: Iterable[str] | None = None) -> None:
@@ -157,50 +157,118 @@ def require_queries(name: str, needed: Iterable[str], purpose: str) -> None:
                           f"{', '.join(able) or 'none'})")
 
 
+#: Options that the stages of a composition take under their plain name: each stage that
+#: accepts one gets the same value (and the composition takes ``time_limit`` itself).
+#: Any other option that two or more stages take must name its stage: ``bab.steps=20``.
+SHARED_OPTIONS: frozenset[str] = frozenset({"time_limit", "device", "dtype"})
+
+
 def make_oracle(name: str, network: Network, **options: Any) -> Oracle:
     """Instantiate the oracle registered as ``name`` for ``network``.
 
-    ``"a+b+c"`` builds a :class:`~oracles.cascade.Cascade` of the named oracles (each given
-    the options it accepts). Options no factory accepts are rejected with
+    ``"a+b+c"`` builds a :class:`~oracles.cascade.Cascade` of the named oracles, each
+    given its options (see :func:`stage_options`: ``stage.option`` for one stage, a plain
+    option for the one stage that takes it, or for all if it is shared). Options no
+    factory accepts, and plain options that two stages take, are rejected with
     :class:`ConfigError`.
     """
-    if "+" in name:
+    stages = stage_options(name, options)
+    if len(stages) > 1:
         from .cascade import Cascade
 
-        parts = [p.strip() for p in name.split("+")]
-        if not all(parts):
-            raise ConfigError(f"malformed oracle composition {name!r}")
-        used: set[str] = set()
-        stages = []
-        for part in parts:
-            accepted = _accepted_options(part, options)
-            used |= set(accepted)
-            stages.append(make_oracle(part, network, **accepted))
-        unused = sorted(set(options) - used - {"time_limit"})
-        if unused:
-            raise ConfigError(f"no oracle of {name!r} takes option(s) {', '.join(unused)}")
-        return Cascade(network, stages, time_limit=options.get("time_limit"))
+        built = [make_oracle(part, network, **opts) for part, opts in stages]
+        return Cascade(network, built, time_limit=options.get("time_limit"))
+    part, opts = stages[0]
+    return oracle_entries()[part].factory(network, **opts)
+
+
+def stage_options(name: str, options: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Each oracle of ``name`` (``"a+b+c"``, or one oracle) with the options it is given.
+
+    ``stage.option`` goes to that stage only; a plain option to the one stage that takes
+    it, or to every stage that takes it if it is one of :data:`SHARED_OPTIONS`; a plain
+    option that two or more stages take is ambiguous (a :class:`ConfigError` naming the
+    namespaced forms); a namespaced option beats the plain one for its stage.
+    """
+    parts = [p.strip() for p in name.split("+")]
     entries = oracle_entries()
-    if name not in entries:
-        raise ConfigError(f"unknown oracle {name!r}; available: {', '.join(sorted(entries))}")
-    factory = entries[name].factory
-    unknown = sorted(set(options) - set(_accepted_options(name, options)))
+    if not all(parts):
+        raise ConfigError(f"malformed oracle composition {name!r}")
+    for part in parts:
+        if part not in entries:
+            raise ConfigError(f"unknown oracle {part!r}; available: {', '.join(sorted(entries))}")
+    stages = list(dict.fromkeys(parts))
+    given: dict[str, dict[str, Any]] = {p: {} for p in stages}
+    namespaced, unknown, ambiguous = [], [], []
+    for key, value in options.items():
+        stage, dot, option = key.partition(".")
+        if dot:
+            if stage not in given:
+                raise ConfigError(f"option {key!r} names no oracle of {name!r} (its stages: {', '.join(stages)})")
+            if not _takes(stage, option):
+                raise ConfigError(f"oracle {stage!r} does not take option(s) {option} (given as {key!r})")
+            namespaced.append((stage, option, value))
+            continue
+        takers = [p for p in stages if _takes(p, key)]
+        if len(takers) == 1 or (takers and key in SHARED_OPTIONS):
+            for p in takers:
+                given[p][key] = value
+        elif len(takers) > 1:
+            ambiguous.append(f"{key!r} (write {' or '.join(f'{p}.{key}=...' for p in takers)})")
+        elif not (key == "time_limit" and len(parts) > 1):  # a cascade takes time_limit itself
+            unknown.append(key)
     if unknown:
-        raise ConfigError(f"oracle {name!r} does not take option(s) {', '.join(unknown)}")
-    return factory(network, **options)
+        raise ConfigError(f"oracle {name!r} does not take option(s) {', '.join(sorted(unknown))}" if len(parts) == 1
+                          else f"no oracle of {name!r} takes option(s) {', '.join(sorted(unknown))}")
+    if ambiguous:
+        raise ConfigError(f"several oracles of {name!r} take option(s) {'; '.join(ambiguous)}: give the stage")
+    for stage, option, value in namespaced:
+        given[stage][option] = value
+    return [(p, dict(given[p])) for p in parts]
 
 
-def _accepted_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``options`` that the factory registered as ``name`` accepts."""
-    entries = oracle_entries()
-    if name not in entries:
-        raise ConfigError(f"unknown oracle {name!r}; available: {', '.join(sorted(entries))}")
-    params = inspect.signature(entries[name].factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(options)
-    return {k: v for k, v in options.items() if k in params}
+def _takes(name: str, option: str) -> bool:
+    """Whether the factory registered as ``name`` accepts the keyword ``option``."""
+    params = inspect.signature(oracle_entries()[name].factory).parameters
+    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def accepts_option(name: str, option: str) -> bool:
-    """Whether the oracle ``name`` (or every part of ``a+b``) takes ``option``."""
-    return all(option in _accepted_options(part.strip(), {option: None}) for part in name.split("+"))
+    """Whether the oracle ``name`` (or every part of ``a+b``) takes ``option``; a
+    namespaced ``stage.option``: whether that stage of ``name`` takes it."""
+    entries = oracle_entries()
+    parts = [p.strip() for p in name.split("+")]
+    for part in parts:
+        if part not in entries:
+            raise ConfigError(f"unknown oracle {part!r}; available: {', '.join(sorted(entries))}")
+    stage, dot, plain = option.partition(".")
+    if dot:
+        return stage in parts and _takes(stage, plain)
+    return all(_takes(part, option) for part in parts)
+
+
+def parse_oracle_options(texts: Iterable[str]) -> dict[str, Any]:
+    """``["steps=30", "bab.steps=20", "device=cuda"]`` as options: each ``[STAGE.]KEY=VALUE``,
+    the value an int, a float, true/false/none, or else a string (the command line's
+    ``--oracle-option``)."""
+    out: dict[str, Any] = {}
+    for text in texts:
+        key, eq, raw = (t.strip() for t in text.partition("="))
+        if not eq or not all(part and not any(c.isspace() for c in part) for part in key.split(".")):
+            raise ConfigError(f"an oracle option is KEY=VALUE or STAGE.KEY=VALUE (e.g. bab.steps=20), got {text!r}")
+        if key in out:
+            raise ConfigError(f"oracle option {key!r} given twice")
+        out[key] = _option_value(raw)
+    return out
+
+
+def _option_value(raw: str) -> Any:
+    words = {"true": True, "false": False, "none": None, "null": None}
+    if raw.lower() in words:
+        return words[raw.lower()]
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw

@@ -90,6 +90,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn": "application",
     "parallelepipedonn.batch": "application",
     "parallelepipedonn.cli": "application",
+    "parallelepipedonn.cli_args": "application",
     "parallelepipedonn.datasets": "application",
     "parallelepipedonn.models": "application",
     "parallelepipedonn.plotting": "application",

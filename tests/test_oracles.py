@@ -268,3 +268,52 @@ def test_plug_ins_answer_what_they_declare_else_verify_only(net):
         register_oracle("test-bad", factory, queries=("verify", "teleport"))
     with pytest.raises(OracleError, match="unknown queries"):
         type("Bad", (Quiet,), {"queries": frozenset({"verify", "teleport"})})
+
+
+# -- options of a composition: namespaced per stage ------------------------------------------------
+def test_a_namespaced_option_goes_to_its_stage_only(net):
+    oracle = make_oracle("crown+alpha-crown+bab", net, **{"alpha-crown.steps": 7, "bab.steps": 3, "time_limit": 9})
+    settings = {s["oracle"]: s for s in oracle.settings()["stages"]}
+    assert settings["alpha-crown"]["steps"] == 7 and settings["bab"]["steps"] == 3
+    assert oracle.time_limit == 9 and all(s["time_limit"] == 9 for s in settings.values())  # shared
+    one = make_oracle("alpha-crown+bab", net, max_nodes=5, **{"bab.time_limit": 1, "time_limit": 2})
+    assert one.stages[1].settings()["max_nodes"] == 5  # a plain option one stage takes
+    assert one.stages[1].time_limit == 1 and one.stages[0].time_limit == 2  # the stage's own beats the shared
+    assert make_oracle("attack", net, **{"attack.steps": 4}).settings()["steps"] == 4
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"steps": 3}, r"several oracles .* take option\(s\) 'steps' \(write alpha-crown.steps=... or bab.steps=...\)"),
+    ({"lr": 0.1}, "write alpha-crown.lr=... or bab.lr=..."),
+    ({"milp.steps": 3}, r"names no oracle of 'alpha-crown\+bab'"),
+    ({"bab.restarts": 3}, "oracle 'bab' does not take option"),
+    ({"restarts": 3}, r"no oracle of 'alpha-crown\+bab' takes option"),
+])
+def test_ambiguous_or_unknown_composition_options_are_config_errors(net, options, message):
+    with pytest.raises(ConfigError, match=message):
+        make_oracle("alpha-crown+bab", net, **options)
+
+
+def test_oracle_options_from_text():
+    from oracles.registry import SHARED_OPTIONS, parse_oracle_options
+
+    assert SHARED_OPTIONS == {"time_limit", "device", "dtype"}
+    assert parse_oracle_options(["bab.steps=20", "lr=1e-2", "device=cpu", "x=true", "y=none"]) == {
+        "bab.steps": 20, "lr": 0.01, "device": "cpu", "x": True, "y": None}
+    for bad in (["steps"], ["=3"], ["bab.=3"], ["steps=1", "steps=2"]):
+        with pytest.raises(ConfigError):
+            parse_oracle_options(bad)
+
+
+def test_certify_config_takes_namespaced_options_and_records_them(net):
+    import parallelepipedonn as ppn
+
+    x = np.full(3, 0.5)
+    config = ppn.CertifyConfig(oracle="crown+alpha-crown", oracle_options={"alpha-crown.steps": 5,
+                                                                           "crown.chunk_size": 64})
+    cert = ppn.certify(net, x, config=config)
+    stages = {s["oracle"]: s for s in cert.oracle_settings["stages"]}
+    assert stages["alpha-crown"]["steps"] == 5
+    with pytest.raises(ConfigError, match="write crown.intermediate=... or alpha-crown.intermediate=..."):
+        ppn.certify(net, x, config=ppn.CertifyConfig(oracle="crown+alpha-crown",
+                                                     oracle_options={"intermediate": "ibp"}))
