@@ -205,3 +205,20 @@ def test_oracle_options_on_the_command_line_may_name_a_stage(tmp_path, capsys):
     assert code == 2 and "alpha-crown.steps=... or bab.steps=..." in err
     code, _, err = run(capsys, "certify", "--dataset", "mnist", "--index", "0", "--oracle-option", "steps")
     assert code == 2 and "KEY=VALUE" in err
+
+
+@pytest.mark.parametrize("arch", ["cnn"])
+def test_train_convolutional_architectures(arch, tmp_path, capsys):
+    """``train --arch`` exports a reproducible ONNX model whose IR agrees with onnxruntime."""
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    for out in (a, b):
+        code, text, err = run(capsys, "train", "--dataset", "mnist", "--arch", arch, "--epochs", "1", "--out",
+                              str(out), "--quiet")
+        assert code == 0, err
+        assert "test accuracy" in text
+    assert a.read_bytes() == b.read_bytes()
+    from parallelepipedonn.onnx_import import load_onnx
+    from tests.nets import ort_forward
+
+    x = np.random.default_rng(0).random((4, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(load_onnx(a).forward(x), ort_forward(onnx.load(str(a)), x), rtol=1e-4, atol=1e-5)
