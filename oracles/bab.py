@@ -97,6 +97,7 @@ class BabOracle(Oracle):
     sound = True
     complete = True
     batched = False
+    queries = frozenset({"verify"})
 
     def __init__(self, network: Network, *, time_limit: float | None = 60.0, max_nodes: int = 200_000,
                  batch_nodes: int = 512, steps: int = 5, lr: float = 0.3, leaf_steps: int = 100,

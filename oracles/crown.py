@@ -59,6 +59,7 @@ class CrownOracle(Oracle):
     sound = True
     complete = False
     batched = True
+    queries = frozenset({"verify", "class_extremes"})  # alpha-crown too
 
     def __init__(self, network: Network, *, device: str = "cpu", chunk_size: int = 256,
                  intermediate: str = "crown", dtype: str = "float64", time_limit: float | None = None) -> None:

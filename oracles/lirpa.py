@@ -69,6 +69,7 @@ class LirpaOracle(Oracle):
     sound = True
     complete = False
     batched = True
+    queries = frozenset({"verify"})
 
     def __init__(self, network: Network, *, method: str = "crown", alpha_steps: int = 20, device: str = "cpu",
                  time_limit: float | None = None) -> None:

@@ -140,6 +140,7 @@ class MarabouOracle(Oracle):
     sound = True
     complete = True
     batched = False
+    queries = frozenset({"verify"})
 
     def __init__(self, network: Network, *, time_limit: float | None = 60.0, verbosity: int = 0) -> None:
         super().__init__(network, time_limit=time_limit)

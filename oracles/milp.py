@@ -194,7 +194,7 @@ class MilpOracle(Oracle):
     sound = True
     complete = True
     batched = False
-    distance_query = True
+    queries = frozenset({"verify", "class_region", "coordinate_extreme", "class_extremes", "distance"})
 
     def __init__(self, network: Network, *, time_limit: float | None = 60.0, mip_rel_gap: float = 1e-6,
                  threads: int = 1) -> None:

@@ -14,12 +14,24 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import types
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._version import __version__
+from .cli_args import (
+    add_certify_options,
+    add_model_and_input,
+    certify_config,
+    epsilons,
+    hidden,
+    lazy_help,
+    oracle_names,
+    positive,
+    threads,
+)
 from .errors import ConfigError, ParallelepipedoNNError
 from .io_utils import check_writable, removed_on_failure
 from .progress import Progress
@@ -67,78 +79,8 @@ def _fmt(v: float | None, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
-class _Names:
-    """Names for a help text, looked up only when the help is shown: naming the oracles or
-    the search algorithms imports their registries (and loads oracle plug-ins)."""
-
-    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
-        self._names = names
-
-    def __str__(self) -> str:
-        return ", ".join(self._names())
-
-
-def _lazy_help(action: argparse.Action, text: str, **names: Callable[[], Iterable[str]]) -> None:
-    """Give ``action`` the help ``text``, whose ``%(name)s`` fields are the ``names``."""
-    action.help = text
-    for key, value in names.items():
-        setattr(action, key, _Names(value))
-
-
-def _oracle_names() -> list[str]:
-    from oracles import oracle_entries
-
-    return sorted(oracle_entries())
-
-
-def _search_names() -> list[str]:
-    from .search import SEARCHES
-
-    return list(SEARCHES)
-
-
-def _default_search() -> list[str]:
-    from .search import DEFAULT_SEARCH
-
-    return [DEFAULT_SEARCH]
-
-
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected sizes like 32 or 100,100, got {text!r}") from exc
-    if not sizes or any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"expected positive sizes like 32 or 100,100, got {text!r}")
-    return sizes
-
-
-def _threads(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number of threads, got {text!r}") from exc
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"the number of threads must be >= 0 (0: torch's default), got {text!r}")
-    return n
-
-
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not v > 0 or math.isinf(v):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return v
-
-
-def _epsilons(text: str) -> list[float]:
-    return [_positive(t) for t in text.split(",")]
 
 
 def _check_outputs(args: argparse.Namespace, *paths: str | None) -> None:
@@ -157,41 +99,6 @@ def _check_outputs(args: argparse.Namespace, *paths: str | None) -> None:
 
 
 # -- certify ---------------------------------------------------------------------------------
-def _add_model_and_input(p: argparse.ArgumentParser) -> None:
-    src = p.add_argument_group("model and input")
-    src.add_argument("--model", metavar="M.onnx", help="ONNX classifier (default: the embedded network of --dataset)")
-    src.add_argument("--input", metavar="X", help="input file: .csv (28×28 grid or one line), .npy or grayscale .png")
-    src.add_argument("--dataset", choices=["mnist", "fashion-mnist"], help="take the input from this dataset")
-    src.add_argument("--index", type=int, help="index of the image in the dataset split")
-    src.add_argument("--split", choices=["test", "train"], default="test", help="dataset split (default: test)")
-    src.add_argument("--data-dir", metavar="DIR", help="directory with the dataset's IDX files")
-    src.add_argument("--default-net", choices=["small", "deep"], default="small",
-                     help="which embedded network to use with --dataset (default: small, 784-32-10)")
-    src.add_argument("--label", type=int, help="class to certify (default: the network's prediction)")
-    src.add_argument("--domain", nargs=2, type=float, metavar=("LO", "HI"), default=(0.0, 1.0),
-                     help="input domain [LO, HI]^n (default: 0 1)")
-
-
-def _add_certify_options(p: argparse.ArgumentParser) -> None:
-    how = p.add_argument_group("how to certify")
-    _lazy_help(how.add_argument("--oracle", default=None),
-               "verifier (%(oracle_names)s, or a cascade a+b+c; default: crown, and crown+alpha-crown+bab for "
-               "--algorithm exact)", oracle_names=_oracle_names)
-    _lazy_help(how.add_argument("--algorithm", default=None),  # None: the search package's DEFAULT_SEARCH
-               "search algorithm (%(search_names)s, or a composition a+b; default: %(default_search)s)",
-               search_names=_search_names, default_search=_default_search)
-    how.add_argument("--precision", type=_positive, default=1e-4,
-                     help="precision δ of radii and faces (default: 1e-4; relative for --algorithm exact)")
-    how.add_argument("--device", default="cpu", help="torch device for bound propagation: cpu or cuda (default: cpu)")
-    how.add_argument("--falsifier", default="attack",
-                     help="oracle that looks for counterexamples to bound the best apothem ('none' to skip; "
-                     "default: attack)")
-    how.add_argument("--dual", choices=["milp", "relaxed", "complete-bu", "complete-cubic"],
-                     help="also bound the best apothem by the dual box of the label around the input")
-    how.add_argument("--dual-radius", type=_positive, default=2.0,
-                     help="the dual's ball radius, as a multiple of the certified apothem (default: 2)")
-
-
 def _load_model(args: argparse.Namespace) -> tuple[Network, Box, Path]:
     """The network of ``--model`` (or of ``--dataset``), the ``--domain`` box and the model's path."""
     import numpy as np
@@ -268,16 +175,14 @@ def _summary(cert: Certificate, what: str, model_path: Path, written: list[str])
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
-    from .certify import CertifyConfig, certify
+    from .certify import certify
     from .plotting import plot_certificate
     from .search import DEFAULT_SEARCH, make_search
 
     batch = _is_batch(args)
     _check_outputs(args, args.json, args.plot, args.store)
-    falsifier = None if args.falsifier.lower() == "none" else args.falsifier
     algorithm = args.algorithm if args.algorithm is not None else DEFAULT_SEARCH
-    config = CertifyConfig(oracle=args.oracle, algorithm=algorithm, precision=args.precision,
-                           device=args.device, falsifier=falsifier, dual=args.dual, dual_radius=args.dual_radius)
+    config = certify_config(args, algorithm, dual=args.dual, dual_radius=args.dual_radius)
     make_search(config.algorithm, precision=config.precision)  # reject bad names before any work
     if batch:
         return _certify_batch(args, config)
@@ -387,16 +292,14 @@ DEFAULT_COMPARE = ("apothem-kary,apothem-bisection,apothem-max-box,box-bisection
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from .certify import CertifyConfig, certify
+    from .certify import certify
     from .io_utils import atomic_write_bytes
     from .plotting import plot_comparison
     from .search import make_search
 
     _check_outputs(args, args.json, args.plot)
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    falsifier = None if args.falsifier.lower() == "none" else args.falsifier
-    configs = [CertifyConfig(oracle=args.oracle, algorithm=a, precision=args.precision, device=args.device,
-                             falsifier=falsifier) for a in algorithms]
+    configs = [certify_config(args, a) for a in algorithms]
     for c in configs:
         make_search(c.algorithm, precision=c.precision)  # reject bad names before any work
     network, x, domain, model_path, true_label, what, class_names = _load_problem(args)
@@ -611,17 +514,34 @@ def cmd_store_summary(args: argparse.Namespace) -> int:
 
 
 # -- info / list -----------------------------------------------------------------------------
+def bench_module(name: str) -> types.ModuleType:
+    """``benchmarks.<name>`` from the source checkout this package runs from (an editable
+    install, or ``python -m parallelepipedonn.cli`` in the checkout): the benchmarks are not
+    installed, as ``benchmarks`` is no name for a top-level package of a distribution."""
+    import importlib
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    init = root / "benchmarks" / "__init__.py"
+    if not (init.is_file() and (root / "pyproject.toml").is_file()):
+        raise ConfigError("the benchmarks need a source checkout of ParallelepipedoNN, installed with "
+                          f"pip install -e . (no benchmarks/ beside {Path(__file__).parent})")
+    loaded = sys.modules.get("benchmarks")
+    if loaded is None or Path(getattr(loaded, "__file__", None) or "").resolve() != init.resolve():
+        spec = importlib.util.spec_from_file_location("benchmarks", init, submodule_search_locations=[str(init.parent)])
+        assert spec is not None and spec.loader is not None
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["benchmarks"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"benchmarks.{name}")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """``bench paper``: the original system's experiments and ours (needs a source checkout)."""
-    try:
-        from benchmarks import paper
-    except ImportError as exc:
-        raise ConfigError(f"the benchmarks need a source checkout of ParallelepipedoNN ({exc})") from exc
+    paper = bench_module("paper")
     paper.run(paper.config_from_args(args), echo=print)
     if args.readme:
-        from benchmarks import readme
-
-        readme.main()
+        bench_module("readme").main()
     return EXIT_OK
 
 
@@ -644,9 +564,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .models import DEFAULT_MODELS, data_dir
     from .search import SEARCHES
 
-    print("oracles (--oracle, --falsifier):")
+    print("oracles (--oracle, --falsifier; the queries each answers):")
     for name, entry in sorted(oracle_entries().items()):
-        print(f"  {name:22s} {entry.description}")
+        print(f"  {name:22s} {entry.summary}")
     print("algorithms (--algorithm; a+b composes):")
     for name, entry in SEARCHES.items():
         print(f"  {name:22s} {entry.description}")
@@ -663,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug, -vvv also the solvers' and libraries')")
-    parser.add_argument("--threads", type=_threads, metavar="N",
+    parser.add_argument("--threads", type=threads, metavar="N",
                         help="torch threads (default: $PARALLELEPIPEDONN_THREADS, else 1, the fast choice for the "
                         "tool's small problems, above all on a busy machine; 0: torch's own default)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -673,8 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "network provably keeps the label, with the largest apothem the oracle can prove. With "
                        "--store: certify a batch (--inputs DIR, --indices A:B) into a resumable results store.",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_model_and_input(p)
-    _add_certify_options(p)
+    add_model_and_input(p)
+    add_certify_options(p)
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="write the certificate as JSON")
     out.add_argument("--plot", metavar="PATH", help="write a PNG of the input, the box and its slack")
@@ -683,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--indices", metavar="SPEC",
                        help="dataset indices: A:B (B excluded), A-B (B included), N, or a comma list of these")
     batch.add_argument("--store", metavar="results.db", help="SQLite results store (created if missing)")
-    batch.add_argument("--time-limit", type=_positive, metavar="S",
+    batch.add_argument("--time-limit", type=positive, metavar="S",
                        help="one input: the search stops after S seconds and returns the box proven so far (the "
                        "exact algorithm: not exact, with the bracket reached); a batch: seconds per input, an "
                        "input that runs out of time is stored as unknown")
@@ -702,8 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Certify one input with several algorithms and compare their boxes: apothem, "
                        "min edge length, log-volume, oracle calls, rounds, time, and the gap to the best apothem "
                        "upper bound any of them found.")
-    _add_model_and_input(p)
-    _add_certify_options(p)
+    add_model_and_input(p)
+    add_certify_options(p)
     p.add_argument("--algorithms", default=DEFAULT_COMPARE, help=f"comma-separated (default: {DEFAULT_COMPARE})")
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="write all certificates as a JSON list")
@@ -714,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compute a box that contains every input of the domain (or of the ball of "
                        "--radius around an input) that the network assigns to --label: any certification of an "
                        "input of that class lies inside it.")
-    _add_model_and_input(p)
+    add_model_and_input(p)
     p.add_argument("--radius", type=_radius, help="restrict to the ball of this radius around the input "
                    "(a number, or a multiple of the input's certified apothem such as 2x)")
     p.add_argument("--method", choices=["milp", "relaxed", "complete-bu", "complete-cubic"], default="milp",
@@ -735,12 +655,12 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=RECHECK_EXIT_CODES)
     p.add_argument("certificate", metavar="CERT.json",
                    help="a certificate or dual box written by --json, or a list of them (compare --json)")
-    _lazy_help(p.add_argument("--oracle", default="milp"),
+    lazy_help(p.add_argument("--oracle", default="milp"),
                "verifier (%(oracle_names)s, or a cascade a+b+c; default: milp, complete; dual boxes need milp)",
-               oracle_names=_oracle_names)
+               oracle_names=oracle_names)
     p.add_argument("--model", metavar="M.onnx", help="the model file (default: the one the certificate names); "
                    "its sha256 must be the certificate's")
-    p.add_argument("--time-limit", type=_positive, metavar="S", help="seconds per oracle query (default: the "
+    p.add_argument("--time-limit", type=positive, metavar="S", help="seconds per oracle query (default: the "
                    "oracle's own, 60 for milp and bab)")
     p.add_argument("--device", default="cpu", help="torch device for bound propagation: cpu or cuda (default: cpu)")
     p.set_defaults(func=cmd_recheck)
@@ -751,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=["mlp", "cnn", "resnet"], default="mlp",
                    help="mlp (784-hidden-10), cnn (two strided convolutions) or resnet (one residual block); "
                    "default: mlp")
-    p.add_argument("--hidden", type=_hidden, default=(32,), help="the mlp's hidden layer sizes, e.g. 32 or 100,100")
+    p.add_argument("--hidden", type=hidden, default=(32,), help="the mlp's hidden layer sizes, e.g. 32 or 100,100")
     p.add_argument("--epochs", type=int, default=20, help="default: 20")
     p.add_argument("--batch-size", type=int, default=64, help="default: 64")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
@@ -767,23 +687,25 @@ def build_parser() -> argparse.ArgumentParser:
     store_sub = p.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
     q = store_sub.add_parser("summary", help="counts, accuracies and medians per run configuration")
     q.add_argument("path", metavar="results.db")
-    q.add_argument("--epsilon", type=_epsilons, action="extend", default=[], metavar="E",
+    q.add_argument("--epsilon", type=epsilons, action="extend", default=[], metavar="E",
                    help="also the certified accuracy at E: certified for the true label with an apothem >= E "
                    "(a comma list, or repeat the option)")
     q.set_defaults(func=cmd_store_summary, torch_free=True)
 
     p = sub.add_parser("bench", help="reproducible experiments (needs a source checkout)")
     bench = p.add_subparsers(dest="experiment", required=True, parser_class=_Parser)
+    try:
+        options = bench_module("options")
+    except ConfigError:  # an installation without the benchmarks: any arguments, and cmd_bench says why
+        options = None
     p = bench.add_parser("paper", help="the original system's experiments, ours beside them: tables and plots",
                          description="Run every algorithm on the original system's reference inputs, the dual "
                          "boxes, the audit of its published certificates, certified-accuracy curves and a scaling "
-                         "study; write CSV, Markdown and PNG under --out.")
-    try:
-        from benchmarks.options import add_paper_arguments
-    except ImportError:  # an installation without the benchmarks: cmd_bench says so
-        p.add_argument("args", nargs="*")
+                         "study; write CSV, Markdown and PNG under --out.", prefix_chars="-" if options else "+")
+    if options is not None:
+        options.add_paper_arguments(p)
     else:
-        add_paper_arguments(p)
+        p.add_argument("args", nargs="*")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="describe an ONNX classifier as the tool reads it")
