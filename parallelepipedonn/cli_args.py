@@ -91,8 +91,9 @@ def add_model_and_input(p: argparse.ArgumentParser) -> None:
     src.add_argument("--index", type=int, help="index of the image in the dataset split")
     src.add_argument("--split", choices=["test", "train"], default="test", help="dataset split (default: test)")
     src.add_argument("--data-dir", metavar="DIR", help="directory with the dataset's IDX files")
-    src.add_argument("--default-net", choices=["small", "deep"], default="small",
-                     help="which embedded network to use with --dataset (default: small, 784-32-10)")
+    src.add_argument("--default-net", choices=["small", "deep", "cnn", "resnet"], default="small",
+                     help="which embedded network to use with --dataset (default: small, 784-32-10; deep: "
+                     "784-100-100-10; cnn and resnet: convolutional and residual, MNIST only)")
     src.add_argument("--label", type=int, help="class to certify (default: the network's prediction)")
     src.add_argument("--domain", nargs=2, type=float, metavar=("LO", "HI"), default=(0.0, 1.0),
                      help="input domain [LO, HI]^n (default: 0 1)")

@@ -207,7 +207,7 @@ def test_oracle_options_on_the_command_line_may_name_a_stage(tmp_path, capsys):
     assert code == 2 and "KEY=VALUE" in err
 
 
-@pytest.mark.parametrize("arch", ["cnn"])
+@pytest.mark.parametrize("arch", ["cnn", "resnet"])
 def test_train_convolutional_architectures(arch, tmp_path, capsys):
     """``train --arch`` exports a reproducible ONNX model whose IR agrees with onnxruntime."""
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
