@@ -103,6 +103,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.train": "application",
     "benchmarks": "application",
     "benchmarks.common": "application",
+    "benchmarks.crown_vs_lirpa": "application",
     "benchmarks.graph_crown_cifar": "application",
     "benchmarks.dual_boxes": "application",
     "benchmarks.exact_apothem": "application",
