@@ -83,10 +83,11 @@ def test_the_distribution_does_not_install_a_top_level_benchmarks_package():
 
 
 def test_bench_loads_the_benchmarks_of_the_checkout_or_says_it_needs_one(tmp_path, monkeypatch):
-    from parallelepipedonn import cli
+    from parallelepipedonn.cli import bench
 
-    assert cli.bench_module("options").__file__ == str(paper.__file__).replace("paper.py", "options.py")
-    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "parallelepipedonn" / "cli.py"))
+    assert bench.bench_module("options").__file__ == str(paper.__file__).replace("paper.py", "options.py")
+    installed = tmp_path / "site-packages" / "parallelepipedonn" / "cli" / "bench.py"  # no checkout around it
+    monkeypatch.setattr(bench, "__file__", str(installed))
     with pytest.raises(ppn.ConfigError, match="need a source checkout"):
-        cli.bench_module("paper")
+        bench.bench_module("paper")
     assert build_parser().parse_args(["bench", "paper", "--quick"]).args == ["--quick"]  # cmd_bench says why

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .certify import CertifyConfig
+    from ..certify import CertifyConfig
 
 
 class LazyNames:
@@ -38,13 +38,13 @@ def oracle_names() -> list[str]:
 
 
 def search_names() -> list[str]:
-    from .search import SEARCHES
+    from ..search import SEARCHES
 
     return list(SEARCHES)
 
 
 def default_search() -> list[str]:
-    from .search import DEFAULT_SEARCH
+    from ..search import DEFAULT_SEARCH
 
     return [DEFAULT_SEARCH]
 
@@ -127,7 +127,7 @@ def certify_config(args: argparse.Namespace, algorithm: str, **more: Any) -> Cer
     """The :class:`CertifyConfig` of the "how to certify" options, for ``algorithm``."""
     from oracles.registry import parse_oracle_options
 
-    from .certify import CertifyConfig
+    from ..certify import CertifyConfig
 
     falsifier = None if args.falsifier.lower() == "none" else args.falsifier
     return CertifyConfig(oracle=args.oracle, oracle_options=parse_oracle_options(args.oracle_option),
