@@ -88,7 +88,7 @@ def plain_module(graph, dtype):
     """The graph as a torch module of standard functional ops on flattened inputs (what
     auto_LiRPA traces): convolutions with their own symmetric padding, pooling, linear
     maps, ReLU, Add/Sub, Concat, reshapes and transposes, with the graph's float64
-    weights rounded to ``dtype``."""
+    weights rounded to ``dtype`` (as parameters: auto_LiRPA reads its dtype from them)."""
     import torch
     import torch.nn.functional as F
 
@@ -100,7 +100,8 @@ def plain_module(graph, dtype):
             for k, node in enumerate(graph.nodes):
                 for attr in ("weight", "bias_", "scale", "shift"):
                     if isinstance(getattr(node, attr, None), np.ndarray):
-                        self.register_buffer(f"{attr.strip('_')}{k}", torch.tensor(getattr(node, attr), dtype=dtype))
+                        value = torch.tensor(getattr(node, attr), dtype=dtype)
+                        self.register_parameter(f"{attr.strip('_')}{k}", torch.nn.Parameter(value, requires_grad=False))
 
         def forward(self, x):
             vals = []
