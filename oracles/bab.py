@@ -50,6 +50,7 @@ from .bounds import (
     margin_spec,
     minimizing_corner,
     relu_relaxation,
+    sound_kernels,
     term_magnitude,
 )
 from .crown import resolve_device
@@ -117,7 +118,8 @@ class BabOracle(Oracle):
                 "steps": self.steps, "lr": self.lr, "leaf_steps": self.leaf_steps, "device": str(self.device)}
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
-        return [self.decide(lower[i], upper[i], label) for i in range(len(lower))]
+        with sound_kernels(self.device):
+            return [self.decide(lower[i], upper[i], label) for i in range(len(lower))]
 
     # -- one box ----------------------------------------------------------------------------
     def _trees(self, lo: Tensor, hi: Tensor, label: int) -> _Trees | None:

@@ -28,7 +28,8 @@ the box's bounds ``-inf``; nothing non-finite is ever reported as a bound.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +87,32 @@ class NetworkTensors:
     @property
     def device(self) -> torch.device:
         return self.weights[0].device
+
+
+@contextlib.contextmanager
+def sound_kernels(device: str | torch.device) -> Iterator[None]:
+    """Within the block, products round as the error model assumes (sums of products,
+    each rounded once in the tensors' dtype): float32 matrix products at full precision
+    (no TF32 or bfloat16 passes, whatever ``torch.set_float32_matmul_precision`` says),
+    and on CUDA no cuDNN (its FFT / Winograd convolutions and TF32) and no TF32 matrix
+    products. The previous settings are restored after."""
+    precision = torch.get_float32_matmul_precision()
+    cuda = torch.device(device).type == "cuda"
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    try:
+        if precision != "highest":
+            torch.set_float32_matmul_precision("highest")
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            with torch.backends.cudnn.flags(enabled=False):
+                yield
+        else:
+            yield
+    finally:
+        if precision != "highest":
+            torch.set_float32_matmul_precision(precision)
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def box_tensors(lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype = torch.float64,

@@ -27,6 +27,7 @@ from .bounds import (
     intermediate_bounds,
     margin_spec,
     relu_relaxation,
+    sound_kernels,
 )
 
 #: The dtypes bound propagation runs in (``float32`` for GPUs; the slack follows the dtype).
@@ -94,7 +95,7 @@ class CrownOracle(Oracle):
         for start in range(0, len(lower), self.chunk_size):
             lo, hi = box_tensors(lower[start:start + self.chunk_size], upper[start:start + self.chunk_size],
                                  self._dtype, self.device)
-            with torch.no_grad():
+            with torch.no_grad(), sound_kernels(self.device):
                 out.append(self._bounds(lo, hi, label).to(torch.float64).cpu().numpy())
         return np.concatenate(out)
 
