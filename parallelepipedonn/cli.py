@@ -166,6 +166,10 @@ def _summary(cert: Certificate, what: str, model_path: Path, written: list[str])
         lines.append(f"  dual box    {cert.dual['method']} within radius {_fmt(cert.dual['radius'])}: " +
                      (f"best apothem <= {_fmt(b)}" if b is not None else "the whole ball (no bound below it)"))
     calls = f"  oracle      {cert.oracle}: {cert.oracle_calls} boxes in {cert.rounds} calls"
+    bridge = (cert.oracle_settings or {}).get("bridge")
+    if bridge:  # a graph model, expanded into the chain the oracle reads (oracles.chain)
+        calls += f" (on the graph expanded into {bridge['affine_maps']} dense affine maps, " + \
+            ("exact)" if bridge["exact"] else "composed in float64)")
     if cert.falsifier:
         calls += f"; falsifier {cert.falsifier}: {cert.falsifier_calls} boxes"
     lines += [calls, f"  algorithm   {cert.algorithm} {cert.algorithm_settings}", f"  time        {cert.seconds:.3f} s"]
@@ -426,7 +430,10 @@ def cmd_dual(args: argparse.Namespace) -> int:
             bound = dual.apothem_bound(x, domain)
             print(f"  implies best apothem <= {_fmt(bound)}" if bound is not None else
                   "  implies no apothem bound below the radius")
-    print(f"  model {model_path}; {dual.seconds:.2f} s; {dual.details}")
+    details = {k: v for k, v in dual.details.items() if k != "bridge"}
+    print(f"  model {model_path}; {dual.seconds:.2f} s; {details}")
+    if "bridge" in dual.details:
+        print(f"  chain       {dual.details['bridge']['semantics']}")
     if written:
         print(f"  wrote {', '.join(written)}")
     return EXIT_OK
