@@ -109,7 +109,7 @@ class BabOracle(Oracle):
         self.max_nodes, self.batch_nodes, self.steps, self.lr = max_nodes, batch_nodes, steps, lr
         self.leaf_steps = leaf_steps
         self.device = resolve_device(device)
-        self.tensors = NetworkTensors.of(network, self.device)
+        self.tensors = NetworkTensors.of(self.network, self.device)
         self.last_nodes = 0
         self._floor = math.inf  # the smallest proven sub-domain bound of the current decision
 

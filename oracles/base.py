@@ -40,6 +40,7 @@ from parallelepipedonn.errors import OracleError
 from .capabilities import QUERIES, VERIFY_ONLY, Capabilities, check_queries
 
 if TYPE_CHECKING:  # torch is imported with the oracles that use it, not here
+    from parallelepipedonn.graph import Graph
     from parallelepipedonn.network import Network
 
 log = logging.getLogger(__name__)
@@ -176,13 +177,25 @@ class Oracle(ABC):
     #: the queries (names of :data:`QUERIES`) this oracle answers; ``distance``: it answers
     #: :meth:`min_distance` itself (else the distance is found by root finding on verify)
     queries: ClassVar[frozenset[str]] = VERIFY_ONLY
+    #: whether it reads a :class:`~parallelepipedonn.graph.Graph` as it is; the others are
+    #: bound to its chain expansion (:func:`oracles.chain.chain_network`, recorded in
+    #: :meth:`settings` as ``bridge``) or refuse it (a residual graph) when constructed
+    reads_graphs: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.queries = check_queries(cls.queries, f"oracle class {cls.__name__}")
 
-    def __init__(self, network: Network, *, time_limit: float | None = None) -> None:
-        self.network = network
+    def __init__(self, network: Network | Graph, *, time_limit: float | None = None) -> None:
+        #: the record of the chain expansion of a graph this oracle is bound to (or None)
+        self.bridge: dict[str, Any] | None = None
+        #: the network as given: counterexamples are confirmed on it (a graph, not its chain)
+        self.model: Network | Graph = network
+        if not self.reads_graphs and hasattr(network, "as_network"):  # a Graph
+            from .chain import chain_network
+
+            network, self.bridge = chain_network(network, self.name)
+        self.network: Network = network  # type: ignore[assignment]
         self.time_limit = time_limit
         self.stats = OracleStats()
 
@@ -193,7 +206,7 @@ class Oracle(ABC):
 
     def settings(self) -> dict[str, Any]:
         """The oracle's settings, JSON-serialisable (recorded in certificates)."""
-        return {"time_limit": self.time_limit}
+        return {"time_limit": self.time_limit, **({"bridge": self.bridge} if self.bridge else {})}
 
     # -- optional queries (complete backends) -----------------------------------------------
     def supports(self, query: str) -> bool:
@@ -302,8 +315,8 @@ class Oracle(ABC):
         if cex is None or cex.shape != lo.shape or not ((cex >= lo).all() and (cex <= hi).all()):
             self.stats.rejected_counterexamples += 1
             return Answer(Verdict.UNKNOWN, reason=f"{self.name}: counterexample outside the box")
-        margin = float(self.network.margins(cex, label)[0])
-        if not self.network.misclassified(cex, label)[0]:  # exact where float64 rounding could decide
+        margin = float(self.model.margins(cex, label)[0])
+        if not self.model.misclassified(cex, label)[0]:  # exact where float64 rounding could decide
             self.stats.rejected_counterexamples += 1
             return Answer(Verdict.UNKNOWN, reason=f"{self.name}: counterexample not confirmed (margin {margin:.3g})")
         cex = cex.copy()

@@ -27,6 +27,7 @@ class Cascade(Oracle):
 
     name = "cascade"
     batched = True
+    reads_graphs = True  # as its stages, which must all be bound to the same network
 
     def __init__(self, network: Network, stages: Sequence[Oracle], *, time_limit: float | None = None) -> None:
         super().__init__(network, time_limit=time_limit)

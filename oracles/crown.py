@@ -16,6 +16,7 @@ from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import unit_roundoff
 
 from .base import Answer, ClassBox, FloatArray, Oracle, Verdict
+from .chain import chain_network
 from .bounds import (
     Adam,
     NetworkTensors,
@@ -52,8 +53,10 @@ class CrownOracle(Oracle):
     ``network`` is a chain :class:`Network` or a :class:`~parallelepipedonn.graph.Graph`:
     a graph that is a chain runs the chain code; any other graph (convolutions kept as
     convolutions, residual connections) runs :mod:`oracles.graph_bounds` for
-    :meth:`verify` and :meth:`margin_lower_bounds`. ``class_extremes`` and alpha-CROWN
-    refuse such graphs with :class:`OracleError` for now.
+    :meth:`verify` and :meth:`margin_lower_bounds`. ``class_extremes`` runs on the
+    graph's chain expansion (:mod:`oracles.chain`, recorded in :meth:`settings`); a graph
+    without one (residual) answers ``verify`` only. alpha-CROWN reads chains only: it is
+    bound to the chain expansion of a graph, or refuses a residual one.
     """
 
     name = "crown"
@@ -61,6 +64,7 @@ class CrownOracle(Oracle):
     complete = False
     batched = True
     queries = frozenset({"verify", "class_extremes"})  # alpha-crown too
+    reads_graphs = True
 
     def __init__(self, network: Network, *, device: str = "cpu", chunk_size: int = 256,
                  intermediate: str = "crown", dtype: str = "float64", time_limit: float | None = None) -> None:
@@ -76,13 +80,18 @@ class CrownOracle(Oracle):
         self.intermediate = intermediate
         self.dtype = dtype
         self.graph_tensors: Any = None
+        network = self.network
         if isinstance(network, Network) or network.as_network() is not None:
             self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
         else:  # a DAG with convolutions or residual connections: oracles.graph_bounds
+            from parallelepipedonn.graph_chain import is_relu_chain
+
             from .graph_bounds import GraphTensors
 
             self.graph_tensors = GraphTensors.of(network, self.device, DTYPES[dtype])
             self.tensors = None  # type: ignore[assignment]
+            if not is_relu_chain(network):  # no chain expansion: no class extremes
+                self.queries = frozenset({"verify"})  # type: ignore[misc]
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "device": str(self.device), "intermediate": self.intermediate,
@@ -136,8 +145,15 @@ class CrownOracle(Oracle):
         shrinking box until it moves less than ``tolerance``. ``candidates`` confirmed in
         the class mark the bounds they attain as exact."""
         self.network.check_label(label)
-        if self.graph_tensors is not None:
-            raise OracleError("class_extremes reads only chain networks for now (this one is a DAG)")
+        if self.graph_tensors is not None:  # on the graph's chain expansion (recorded), or refused
+            chain, self.bridge = chain_network(self.network, f"{self.name} (class extremes)")
+            inner = CrownOracle(chain, device=str(self.device), dtype=self.dtype)
+            inner.model = self.model
+            try:
+                return inner.class_extremes(label, region, candidates, rounds=rounds, tolerance=tolerance)
+            finally:
+                self.stats.calls += inner.stats.calls
+                self.stats.seconds += inner.stats.seconds
         start = time.perf_counter()
         net = self.tensors
         lo, hi = (t[None] for t in box_tensors(region.lower, region.upper, net.dtype, self.device))
@@ -199,13 +215,12 @@ class AlphaCrownOracle(CrownOracle):
     """
 
     name = "alpha-crown"
+    reads_graphs = False
 
     def __init__(self, network: Network, *, steps: int = 20, lr: float = 0.1, device: str = "cpu",
                  chunk_size: int = 256, intermediate: str = "crown", time_limit: float | None = None) -> None:
         super().__init__(network, device=device, chunk_size=chunk_size, intermediate=intermediate,
                          time_limit=time_limit)
-        if self.graph_tensors is not None:
-            raise OracleError("alpha-crown reads only chain networks for now; use crown on this DAG")
         if steps < 0 or not lr > 0:
             raise OracleError("alpha-CROWN needs steps >= 0 and lr > 0")
         self.steps, self.lr = steps, lr

@@ -84,6 +84,7 @@ class LirpaOracle(Oracle):
         logging.getLogger("auto_LiRPA").setLevel(logging.WARNING)
         self.method, self.alpha_steps = METHODS[method.lower()], alpha_steps
         self.device = resolve_device(device)
+        network = self.network  # a graph's chain expansion (see oracles.chain)
         self.module = network.to_torch(torch.float64, self.device)
         self.tensors = NetworkTensors.of(network, self.device)
         dummy = torch.zeros(1, network.n_inputs, dtype=torch.float64, device=self.device)

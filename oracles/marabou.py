@@ -149,6 +149,7 @@ class MarabouOracle(Oracle):
         self.verbosity = verbosity
         # Marabou 2.0 answers unsat on boxes of 784-100-100-10 nets that hold confirmed
         # counterexamples (see UNTRUSTED_UNSAT): its unsat is a proof only with one hidden layer
+        network = self.network  # a graph's chain expansion (see oracles.chain)
         self.trusts_unsat = len(network.affines) <= 2
         self.tensors = NetworkTensors.of(network)
         self._worker = _Worker([a.weight for a in network.affines], [a.bias for a in network.affines])

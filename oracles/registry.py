@@ -171,15 +171,35 @@ def make_oracle(name: str, network: Network, **options: Any) -> Oracle:
     option for the one stage that takes it, or for all if it is shared). Options no
     factory accepts, and plain options that two stages take, are rejected with
     :class:`ConfigError`.
+
+    A :class:`~parallelepipedonn.graph.Graph` goes as it is to oracles whose factory sets
+    ``reads_graphs`` (crown, attack); if any stage does not, every stage is bound to the
+    graph's chain expansion (:func:`oracles.chain.chain_network`: refused, naming that
+    stage, for a residual graph), recorded as the oracle's ``bridge``; counterexamples
+    are still confirmed on the graph.
     """
     stages = stage_options(name, options)
+    entries = oracle_entries()
+    graph, bridge = None, None
+    chain_readers = [p for p, _ in stages if not getattr(entries[p].factory, "reads_graphs", False)]
+    if hasattr(network, "as_network") and chain_readers:  # a Graph, for a chain-only stage
+        from .chain import chain_network
+
+        graph = network
+        network, bridge = chain_network(network, chain_readers[0])
     if len(stages) > 1:
         from .cascade import Cascade
 
         built = [make_oracle(part, network, **opts) for part, opts in stages]
-        return Cascade(network, built, time_limit=options.get("time_limit"))
-    part, opts = stages[0]
-    return oracle_entries()[part].factory(network, **opts)
+        oracle = Cascade(network, built, time_limit=options.get("time_limit"))
+    else:
+        part, opts = stages[0]
+        oracle = entries[part].factory(network, **opts)
+    if graph is not None:
+        for o in (oracle, *getattr(oracle, "stages", ())):
+            o.model = graph
+        oracle.bridge = bridge
+    return oracle
 
 
 def stage_options(name: str, options: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:

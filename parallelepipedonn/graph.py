@@ -10,7 +10,9 @@ stored float64 weights. :meth:`Graph.forward` computes it in float64;
 decides, exact integer arithmetic otherwise). The graph exposes the interface the
 searches use on a ``Network`` (``input_shape``, ``n_inputs``, ``forward``, ``margins``,
 ``misclassified``, ...); :meth:`Graph.as_network` gives back the chain ``Network`` when
-the graph is one, for the oracles that only read chains.
+the graph is one (Dense and ReLU nodes), and :meth:`Graph.to_chain` expands a graph whose
+ReLUs form a chain (convolutions, pooling, ... composed into dense affine maps, see
+:mod:`parallelepipedonn.graph_chain`) for the oracles that only read chains.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import graph_nodes as gn
 from .errors import InputDataError, LabelError, ModelError
+from .graph_chain import ChainExpansion
 from .network import Affine, Network
 from .network import ReLU as ChainReLU
 from .tolerances import UNIT_ROUNDOFF_F64, gamma, smallest_subnormal
@@ -170,6 +173,28 @@ class Graph:
     @cached_property
     def is_chain(self) -> bool:
         return self.as_network() is not None
+
+    def chain_expansion(self, max_bytes: int | None = None) -> ChainExpansion:
+        """The graph expanded into a chain :class:`Network` when its ReLUs form one (see
+        :mod:`parallelepipedonn.graph_chain`: one dense float64 affine map per stage, and
+        whether that chain has exactly the graph's semantics); :class:`NotAChainError`
+        for residual graphs, :class:`ModelTooLargeError` over ``max_bytes`` (default
+        ``onnx_import.MAX_DENSE_BYTES``) per dense array. Cached per ``max_bytes``."""
+        from .graph_chain import expand_to_chain
+
+        if max_bytes not in self._chains:
+            chain = self.as_network()  # already a chain: the same weights, nothing composed
+            self._chains[max_bytes] = (expand_to_chain(self, max_bytes) if chain is None else
+                                       ChainExpansion(chain, True, self.digest, 0))
+        return self._chains[max_bytes]
+
+    def to_chain(self, max_bytes: int | None = None) -> Network:
+        """The chain :class:`Network` of :meth:`chain_expansion`."""
+        return self.chain_expansion(max_bytes).network
+
+    @cached_property
+    def _chains(self) -> dict[int | None, ChainExpansion]:
+        return {}
 
     # -- structure ----------------------------------------------------------------------
     @property

@@ -181,7 +181,7 @@ def train_model(config: TrainConfig, data_dir: str | Path | None = None, progres
         onnx_model = _export(model, config, name)
     finally:
         torch.set_num_threads(threads)
-    net = model_from_onnx(onnx_model, name)
+    net = model_from_onnx(onnx_model, name)  # a Graph for cnn and resnet, as load_onnx reads the file
     result = TrainResult(net, onnx_model, accuracy(net, train), accuracy(net, test), len(train), len(test),
                          train.source, config)
     onnx.helper.set_model_props(onnx_model, result.metadata())

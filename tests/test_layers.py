@@ -54,6 +54,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.graph": "core",  # the DAG IR
     "parallelepipedonn.graph_nodes": "core",  # its typed nodes
     "parallelepipedonn.graph_exact": "core",  # its exact evaluation
+    "parallelepipedonn.graph_chain": "core",  # its expansion into a chain Network
     "parallelepipedonn.onnx_graph": "core",  # ONNX to the DAG IR
     "parallelepipedonn.io_utils": "core",
     "parallelepipedonn.network": "core",
@@ -70,6 +71,7 @@ LAYERS: dict[str, str] = {
     "oracles.bounds": "oracles",
     "oracles.capabilities": "oracles",
     "oracles.cascade": "oracles",
+    "oracles.chain": "oracles",  # the bridge from graphs to the chain oracles
     "oracles.crown": "oracles",
     "oracles.distance": "oracles",
     "oracles.graph_bounds": "oracles",  # CROWN over the DAG IR

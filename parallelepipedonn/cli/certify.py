@@ -76,6 +76,10 @@ def _summary(cert: Certificate, what: str, model_path: Path, written: list[str])
         lines.append(f"  dual box    {cert.dual['method']} within radius {fmt(cert.dual['radius'])}: " +
                      (f"best apothem <= {fmt(b)}" if b is not None else "the whole ball (no bound below it)"))
     calls = f"  oracle      {cert.oracle}: {cert.oracle_calls} boxes in {cert.rounds} calls"
+    bridge = (cert.oracle_settings or {}).get("bridge")
+    if bridge:  # a graph model, expanded into the chain the oracle reads (oracles.chain)
+        calls += f" (on the graph expanded into {bridge['affine_maps']} dense affine maps, " + \
+            ("exact)" if bridge["exact"] else "composed in float64)")
     if cert.falsifier:
         calls += f"; falsifier {cert.falsifier}: {cert.falsifier_calls} boxes"
     lines += [calls, f"  algorithm   {cert.algorithm} {cert.algorithm_settings}", f"  time        {cert.seconds:.3f} s"]

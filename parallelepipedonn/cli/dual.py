@@ -116,7 +116,10 @@ def cmd_dual(args: argparse.Namespace) -> int:
             bound = dual.apothem_bound(x, domain)
             print(f"  implies best apothem <= {fmt(bound)}" if bound is not None else
                   "  implies no apothem bound below the radius")
-    print(f"  model {model_path}; {dual.seconds:.2f} s; {dual.details}")
+    details = {k: v for k, v in dual.details.items() if k != "bridge"}
+    print(f"  model {model_path}; {dual.seconds:.2f} s; {details}")
+    if "bridge" in dual.details:
+        print(f"  chain       {dual.details['bridge']['semantics']}")
     if written:
         print(f"  wrote {', '.join(written)}")
     return EXIT_OK
