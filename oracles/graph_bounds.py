@@ -6,7 +6,9 @@ Three passes, all in torch and in one dtype (float64 by default, float32 on requ
   bounds in centre-radius form through linear nodes (``W c +- |W| r``, convolutions
   applied as convolutions), tightened by CROWN for the input of every ReLU whose IBP
   bounds are not already exact (those behind a ReLU, an Add / Sub, or two linear nodes),
-  for the neurons unstable in some box, reusing every bound computed before;
+  for the neurons unstable in some box, reusing every bound computed before (for a
+  convolution over a chain of convolutions and ReLUs, on each row's receptive-field
+  window only: :mod:`oracles.graph_windows`, the same bounds up to summation order);
 * **backward** (:func:`backward`): a linear lower bound of ``spec . z_t`` as a function of
   the input, valid on the box. Coefficients are tensors shaped like each node's output
   ``(B, m, *shape)``, pulled back through linear nodes with their transpose
@@ -41,6 +43,7 @@ from parallelepipedonn.graph import Graph
 from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_subnormal, unit_roundoff
 
 from .bounds import LinearBound, ReluRelaxation, concretize, input_scale, margin_spec, relu_relaxation
+from .graph_windows import Window, window_plan, windowed_bounds
 
 Tensor = torch.Tensor
 
@@ -62,6 +65,7 @@ class GraphTensors:
     needs_crown: tuple[bool, ...]
     ancestors: tuple[frozenset[int], ...]
     relu_inputs: frozenset[int]
+    windows: dict[int, tuple[Window, ...]]
 
     @classmethod
     def of(cls, graph: Graph, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> GraphTensors:
@@ -86,9 +90,11 @@ class GraphTensors:
                 state.append(2)
         n_terms = widest + 4 * steps + 8
         relu_inputs = frozenset(n.inputs[0] for n in nodes if isinstance(n, gn.ReLU))
+        needs = tuple(s == 2 for s in state)
+        plans = {k: window_plan(graph, k) for k in relu_inputs if needs[k]}
         return cls(graph, dtype, torch.device(device), relative_slack(n_terms, dtype),
-                   4.0 * (widest + 2) * smallest_subnormal(dtype), tuple(s == 2 for s in state), tuple(ancestors),
-                   relu_inputs)
+                   4.0 * (widest + 2) * smallest_subnormal(dtype), needs, tuple(ancestors),
+                   relu_inputs, {k: p for k, p in plans.items() if p is not None})
 
 
 @dataclass
@@ -208,8 +214,8 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
 def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """Node ``k``'s interval bounds intersected with CROWN's, for the neurons unstable in
     some box — or, where that would more than double the rows, each box its own unstable
-    neurons (rows in chunks of :data:`CHUNK_ELEMENTS` coefficients). When ``k`` is a linear node, the first step of the pass is its rows
-    ``W^T e_i`` (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`), shared by the
+    neurons (rows in chunks of :data:`CHUNK_ELEMENTS` coefficients). When ``k`` is a linear
+    node, the first step of the pass is its rows ``W^T e_i`` (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`), shared by the
     lower and the upper bound."""
     lo, hi = nb.lower[k].flatten(1), nb.upper[k].flatten(1)
     unstable = (lo < 0) & (hi > 0)
@@ -226,7 +232,11 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
     dev = lo.device
     order = torch.argsort((~unstable).to(torch.int8), dim=1, stable=True)[:, :most]  # each box's unstable first
     valid = torch.arange(most, device=dev) < counts.unsqueeze(1)
-    widest = max(gt.graph.nodes[i].numel for i in gt.ancestors[k] | {k})
+    plan = gt.windows.get(k)
+    if plan is not None:  # rows of one window each (graph_windows)
+        widest = max(gt.graph.nodes[w.node].shape[0] * w.size[0] * w.size[1] for w in plan)
+    else:
+        widest = max(gt.graph.nodes[i].numel for i in gt.ancestors[k] | {k})
     chunk = max(1, CHUNK_ELEMENTS // (2 * bsz * widest))
     new_lo, new_hi = lo.clone(), hi.clone()
     rows = torch.arange(bsz, device=dev).unsqueeze(1)
@@ -235,7 +245,9 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
         sel, ok = order[:, start:start + chunk], valid[:, start:start + chunk]
         m = sel.shape[1]
         okf = ok.to(gt.dtype)
-        if linear:
+        if plan is not None:
+            vals = windowed_bounds(gt, nb, k, plan, sel, ok, lower, upper)
+        elif linear:
             u = node.inputs[0]
             first = node.rows_t(sel, gt.dtype) * okf.view(bsz, m, *([1] * len(node.in_shape)))
             b = node.bias(gt.dtype, gt.device)
@@ -251,7 +263,8 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
             eye.scatter_(2, sel.unsqueeze(-1), okf.unsqueeze(-1))
             spec = torch.cat([eye, -eye], dim=1).reshape(bsz, 2 * m, *node.shape)
             bound = backward(gt, nb, k, spec)
-        vals = concretize(bound, lower, upper)
+        if plan is None:
+            vals = concretize(bound, lower, upper)
         cur_lo, cur_hi = new_lo.gather(1, sel), new_hi.gather(1, sel)
         upd_lo = torch.where(ok, torch.maximum(vals[:, :m], cur_lo), cur_lo)
         upd_hi = torch.where(ok, torch.minimum(-vals[:, m:], cur_hi), cur_hi)

@@ -73,6 +73,7 @@ LAYERS: dict[str, str] = {
     "oracles.crown": "oracles",
     "oracles.distance": "oracles",
     "oracles.graph_bounds": "oracles",  # CROWN over the DAG IR
+    "oracles.graph_windows": "oracles",  # its windowed (patches) intermediate bounds
     "oracles.lirpa": "oracles",
     "oracles.marabou": "oracles",
     "oracles.milp": "oracles",

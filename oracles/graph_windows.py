@@ -1,0 +1,210 @@
+"""Windowed ("patches") CROWN bounds of convolution outputs, for :mod:`oracles.graph_bounds`.
+
+The intermediate bound of one output neuron ``(c, i, j)`` of a convolution starts as the
+unit vector of that neuron; pulled back through a chain of convolutions and ReLUs its
+coefficients are nonzero only on the neuron's receptive field: a window of ``h x w``
+positions (all channels) at offset ``(i S - P, j S' - P')`` of each node's map, where
+through a convolution of kernel ``K``, stride ``s``, padding ``p`` and dilation ``d`` the
+window grows to ``(h - 1) s + d (K - 1) + 1``, the stride to ``S s`` and the offset base to
+``P s + p``. This module runs CROWN's backward pass on those windows only: the ReLU
+relaxations, the node bounds, the rounding terms and the input box are cut out of their
+(zero-padded) maps with ``unfold``, convolutions are pulled back with ``conv_transpose2d``
+on the windows, batched over rows.
+
+Coefficients at positions outside a node's map (a window overhanging the border, the
+convolution's zero padding) are set to exactly zero after every step, so the windowed pass
+computes the same sums as the full pass of :func:`oracles.graph_bounds.backward` minus
+terms that are exactly zero: the same bound up to the order of summation, with the same
+rounding accounting (the magnitude ``|Lambda| . (|W| s_in + |b|)`` of each linear node,
+``|Lambda| . s`` for uncovered ReLUs and the input, the intercepts' shifts, the same
+underflow term), each product now a sum of at most as many terms as in the full pass, so
+the slack of :class:`~oracles.graph_bounds.GraphTensors` still covers it.
+
+Supported chains: a :class:`~parallelepipedonn.graph_nodes.Conv2d` target whose ancestors
+form one chain of ``Conv2d`` and ``ReLU`` nodes down to the input (any groups, strides,
+padding and dilation); other graphs, and windows larger than the maps, take the full path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from parallelepipedonn import graph_nodes as gn
+from parallelepipedonn.graph import Graph
+from parallelepipedonn.tolerances import ABS_SLACK
+
+from .bounds import proven
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Window:
+    """The windows of the rows at node ``node`` (a map ``(C, H, W)``): the row of target
+    position ``(i, j)`` is nonzero only on rows ``i * stride[0] - offset[0] + [0, size[0])``
+    and columns ``j * stride[1] - offset[1] + [0, size[1])`` of the map."""
+
+    node: int
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    offset: tuple[int, int]
+
+
+def window_plan(graph: Graph, k: int) -> tuple[Window, ...] | None:
+    """The windows of the rows of convolution node ``k`` at each of its ancestors (from its
+    input down to the graph's input), or None where the windowed pass does not apply: ``k``
+    not a Conv2d, an ancestor that is not a Conv2d / ReLU on a ``(C, H, W)`` map, or
+    windows that cover a whole map (nothing to gain)."""
+    node = graph.nodes[k]
+    if not isinstance(node, gn.Conv2d):
+        return None
+    size = tuple(d * (kk - 1) + 1 for d, kk in zip(node.dilation, node.kernel))
+    stride, offset = tuple(node.stride), (node.pads[0], node.pads[1])
+    plan: list[Window] = []
+    v = node.inputs[0]
+    while True:
+        nv = graph.nodes[v]
+        if len(nv.shape) != 3 or size[0] * size[1] >= nv.shape[1] * nv.shape[2]:
+            return None
+        plan.append(Window(v, size, stride, offset))  # type: ignore[arg-type]
+        if isinstance(nv, gn.Input):
+            return tuple(plan)
+        if isinstance(nv, gn.Conv2d):
+            size = tuple((size[a] - 1) * nv.stride[a] + nv.dilation[a] * (nv.kernel[a] - 1) + 1 for a in range(2))
+            offset = tuple(offset[a] * nv.stride[a] + nv.pads[a] for a in range(2))
+            stride = tuple(stride[a] * nv.stride[a] for a in range(2))
+        elif not isinstance(nv, gn.ReLU):
+            return None
+        v = nv.inputs[0]
+
+
+def _kernel(node: gn.Conv2d, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The conv's weight as ``(C_out, C_in, h, w)``: each output channel's kernel on all
+    input channels (zero outside its group), dilation spelled out as zeros."""
+    key = ("window_kernel", dtype, str(device))
+    if key not in node._cache:
+        w = node.weight
+        c_out, cig, kh, kw = w.shape
+        dh, dw = node.dilation
+        full = np.zeros((c_out, node.in_shape[0], dh * (kh - 1) + 1, dw * (kw - 1) + 1))
+        per_group = c_out // node.groups
+        for co in range(c_out):
+            g = co // per_group
+            full[co, g * cig:(g + 1) * cig, ::dh, ::dw] = w[co]
+        node._cache[key] = torch.tensor(full, dtype=dtype, device=device)
+    return node._cache[key]
+
+
+#: The largest window matrix (entries) :func:`_pull_back` builds.
+WINDOW_MATRIX_ELEMENTS = 2**21
+
+
+def _pull_back(node: gn.Conv2d, lam: Tensor, size: tuple[int, int]) -> Tensor:
+    """``W^T`` on windows: ``(B, m, C_out, h, w)`` -> ``(B, m, C_in, *size)`` (no padding,
+    no crop: the window of the input that the output window reads). One matrix product
+    with the window's exact matrix of ``W^T`` (each entry a weight or zero) where it is
+    small, else the convolution's input gradient."""
+    bsz, m, c_out, h, w = lam.shape
+    c_in = node.in_shape[0]
+    weight = node.tensor("w", node.weight, lam.dtype, lam.device)
+    if c_out * h * w * c_in * size[0] * size[1] > WINDOW_MATRIX_ELEMENTS:
+        back = torch.nn.grad.conv2d_input((bsz * m, c_in, *size), weight, lam.flatten(0, 1), stride=node.stride,
+                                          dilation=node.dilation, groups=node.groups)
+        return back.reshape(bsz, m, c_in, *size)
+    key = ("window_matrix", h, w, lam.dtype, str(lam.device))
+    if key not in node._cache:
+        eye = torch.eye(c_out * h * w, dtype=lam.dtype, device=lam.device).reshape(-1, c_out, h, w)
+        node._cache[key] = torch.nn.grad.conv2d_input((eye.shape[0], c_in, *size), weight, eye, stride=node.stride,
+                                                      dilation=node.dilation, groups=node.groups).flatten(1)
+    return (lam.reshape(bsz * m, -1) @ node._cache[key]).reshape(bsz, m, c_in, *size)
+
+
+class _Cutter:
+    """Cuts each row's window out of ``(B, C, H, W)`` maps: rows at target positions
+    ``(i, j)`` (``(B, m)`` each), box ``b`` of row ``r`` reading map ``b``."""
+
+    def __init__(self, win: Window, shape: tuple[int, ...], target: tuple[int, ...], i: Tensor, j: Tensor) -> None:
+        _, h_map, w_map = shape
+        (h, w), (sh, sw), (ph, pw) = win.size, win.stride, win.offset
+        self.win, self.shape = win, shape
+        # zero padding so that every window lies in the padded map: before by the offset,
+        # after by what the last window overhangs
+        self.pads = [pw, max(0, (target[2] - 1) * sw - pw + w - w_map), ph,
+                     max(0, (target[1] - 1) * sh - ph + h - h_map)]
+        cols = (w_map + self.pads[0] + self.pads[1] - w) // sw + 1
+        self.pos = i * cols + j  # (B, m): the window's column in unfold's output
+        bsz = i.shape[0]
+        self.boxes = torch.arange(bsz, device=i.device).unsqueeze(1)
+        inside = torch.ones(1, 1, h_map, w_map, dtype=torch.float64, device=i.device)
+        self._inside = self.cut(inside.expand(bsz, 1, h_map, w_map)) > 0  # (B, m, 1, h, w)
+
+    def cut(self, t: Tensor) -> Tensor:
+        """``(B, C, H, W)`` (or flat ``(B, C*H*W)``) -> each row's window ``(B, m, C, h, w)``
+        (zero outside the map)."""
+        bsz = t.shape[0]
+        t = t.reshape(bsz, -1, *self.shape[1:])
+        cols = F.unfold(F.pad(t, self.pads), self.win.size, stride=self.win.stride)  # (B, C h w, L)
+        out = cols.transpose(1, 2)[self.boxes, self.pos]  # (B, m, C h w)
+        return out.reshape(bsz, self.pos.shape[1], t.shape[1], *self.win.size)
+
+    def inside(self, lam: Tensor) -> Tensor:
+        """``lam`` with the coefficients outside the map set to exactly zero."""
+        return torch.where(self._inside, lam, torch.zeros((), dtype=lam.dtype, device=lam.device))
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Sum over each window of ``a * b`` (``(B, m, C, h, w)``, ``b`` broadcast): ``(B, m)``."""
+    return (a * b).flatten(2).sum(-1)
+
+
+def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: Tensor,  # noqa: ANN001
+                    lower: Tensor, upper: Tensor) -> Tensor:
+    """Proven lower bounds of ``z_k[sel]`` and of ``-z_k[sel]`` over each box (``(B, 2m)``,
+    lower bounds first; ``-inf`` where nothing is proven): the values that
+    :func:`~oracles.bounds.concretize` gives for the full pass of
+    :func:`oracles.graph_bounds._tighten`, computed on windows (module docstring). ``sel``
+    are flat output indices of conv node ``k`` (``(B, m)``), ``ok`` marks the real rows."""
+    node = gt.graph.nodes[k]
+    dtype, dev = gt.dtype, lower.device
+    bsz, m = sel.shape
+    _, ho, wo = node.shape
+    co, pos = sel // (ho * wo), sel % (ho * wo)
+    i, j = torch.cat([pos // wo] * 2, 1), torch.cat([pos % wo] * 2, 1)  # rows: lower bounds, then upper
+    cutters = [_Cutter(win, gt.graph.nodes[win.node].shape, node.shape, i, j) for win in plan]
+    okf = torch.cat([ok, ok], 1).to(dtype)
+    sign = torch.cat([okf[:, :m], -okf[:, m:]], 1)
+    lam = cutters[0].inside(_kernel(node, dtype, dev)[torch.cat([co, co], 1)] * sign.view(bsz, 2 * m, 1, 1, 1))
+    const = node.bias(dtype, dev).reshape(-1)[torch.cat([co, co], 1)] * sign
+    mag = nb.terms[k].reshape(bsz, -1).gather(1, torch.cat([sel, sel], 1)) * okf
+    under = nb.scale[node.inputs[0]].flatten(1).sum(1, keepdim=True) + 1
+    covered = True  # the rounding of the products with lam is in mag already
+    for step, (cut, win) in enumerate(zip(cutters, plan)):
+        v = win.node
+        nv = gt.graph.nodes[v]
+        if isinstance(nv, gn.Input):
+            if not covered:
+                mag = mag + _dot(lam.abs(), cut.cut(nb.scale[v]))
+            center, radius = cut.cut((upper + lower) / 2), cut.cut((upper - lower) / 2)
+            value = _dot(lam, center) - _dot(lam.abs(), radius) + const
+            error = gt.rel * mag + gt.tiny * under + ABS_SLACK
+            return proven(value - error, nb.invalid)
+        if isinstance(nv, gn.ReLU):
+            r = nb.relax[v]
+            if not covered:
+                mag = mag + _dot(lam.abs(), cut.cut(r.scale))
+            shift = _dot(lam.clamp(max=0), cut.cut(r.upper_intercept))  # <= 0
+            const, mag = const + shift, mag - shift
+            lam = lam * torch.where(lam < 0, cut.cut(r.upper_slope), cut.cut(r.lower_slope))
+            covered = False
+            continue
+        assert isinstance(nv, gn.Conv2d)
+        const = const + _dot(lam, nv.bias(dtype, dev))
+        mag = mag + _dot(lam.abs(), cut.cut(nb.terms[v]))
+        under = under + nb.scale[nv.inputs[0]].flatten(1).sum(1, keepdim=True) + 1
+        lam = cutters[step + 1].inside(_pull_back(nv, lam, plan[step + 1].size))
+        covered = True
+    raise AssertionError("the window plan does not reach the input")  # pragma: no cover
