@@ -8,8 +8,8 @@ through a convolution of kernel ``K``, stride ``s``, padding ``p`` and dilation 
 window grows to ``(h - 1) s + d (K - 1) + 1``, the stride to ``S s`` and the offset base to
 ``P s + p``. This module runs CROWN's backward pass on those windows only: the ReLU
 relaxations, the node bounds, the rounding terms and the input box are cut out of their
-(zero-padded) maps with ``unfold``, convolutions are pulled back with ``conv_transpose2d``
-on the windows, batched over rows.
+(zero-padded) maps with ``unfold``, convolutions are pulled back on the windows, batched
+over rows (:func:`_pull_back`).
 
 Coefficients at positions outside a node's map (a window overhanging the border, the
 convolution's zero padding) are set to exactly zero after every step, so the windowed pass
@@ -17,8 +17,9 @@ computes the same sums as the full pass of :func:`oracles.graph_bounds.backward`
 terms that are exactly zero: the same bound up to the order of summation, with the same
 rounding accounting (the magnitude ``|Lambda| . (|W| s_in + |b|)`` of each linear node,
 ``|Lambda| . s`` for uncovered ReLUs and the input, the intercepts' shifts, the same
-underflow term), each product now a sum of at most as many terms as in the full pass, so
-the slack of :class:`~oracles.graph_bounds.GraphTensors` still covers it.
+underflow term, the same float64 reductions and per-product slacks of
+:mod:`oracles.graph_rounding`), each product now a sum of at most as many nonzero terms as
+in the full pass, so the same slacks cover it.
 
 Supported chains: a :class:`~parallelepipedonn.graph_nodes.Conv2d` target whose ancestors
 form one chain of ``Conv2d`` and ``ReLU`` nodes down to the input (any groups, strides,
@@ -178,8 +179,9 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
     okf = torch.cat([ok, ok], 1).to(dtype)
     sign = torch.cat([okf[:, :m], -okf[:, m:]], 1)
     lam = cutters[0].inside(_kernel(node, dtype, dev)[torch.cat([co, co], 1)] * sign.view(bsz, 2 * m, 1, 1, 1))
-    const = node.bias(dtype, dev).reshape(-1)[torch.cat([co, co], 1)] * sign
-    mag = nb.terms[k].reshape(bsz, -1).gather(1, torch.cat([sel, sel], 1)) * okf
+    sl, wide = gt.slacks, torch.float64
+    const = (node.bias(dtype, dev).reshape(-1)[torch.cat([co, co], 1)] * sign).to(wide)
+    err = sl.back[k] * (nb.terms[k].reshape(bsz, -1).gather(1, torch.cat([sel, sel], 1)) * okf).to(wide)
     under = nb.scale[node.inputs[0]].flatten(1).sum(1, keepdim=True) + 1
     covered = True  # the rounding of the products with lam is in mag already
     for step, (cut, win) in enumerate(zip(cutters, plan)):
@@ -187,23 +189,24 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
         nv = gt.graph.nodes[v]
         if isinstance(nv, gn.Input):
             if not covered:
-                mag = mag + _dot(lam.abs(), cut.cut(nb.scale[v]))
-            center, radius = cut.cut((upper + lower) / 2), cut.cut((upper - lower) / 2)
+                err = err + sl.one * _dot(lam.abs(), cut.cut(nb.scale[v])).to(wide)
+            lo, hi = lower.to(wide), upper.to(wide)
+            center, radius = cut.cut((hi + lo) / 2), cut.cut((hi - lo) / 2)
+            lam = lam.to(wide)
             value = _dot(lam, center) - _dot(lam.abs(), radius) + const
-            error = gt.rel * mag + gt.tiny * under + ABS_SLACK
-            return proven(value - error, nb.invalid)
+            return proven(value - (err + gt.tiny * under.to(wide) + ABS_SLACK), nb.invalid)
         if isinstance(nv, gn.ReLU):
             r = nb.relax[v]
             if not covered:
-                mag = mag + _dot(lam.abs(), cut.cut(r.scale))
-            shift = _dot(lam.clamp(max=0), cut.cut(r.upper_intercept))  # <= 0
-            const, mag = const + shift, mag - shift
+                err = err + sl.one * _dot(lam.abs(), cut.cut(r.scale)).to(wide)
+            shift = _dot(lam.clamp(max=0).to(wide), cut.cut(r.upper_intercept).to(wide))  # <= 0, in float64
+            const, err = const + shift, err - sl.wide * shift
             lam = lam * torch.where(lam < 0, cut.cut(r.upper_slope), cut.cut(r.lower_slope))
             covered = False
             continue
         assert isinstance(nv, gn.Conv2d)
-        const = const + _dot(lam, nv.bias(dtype, dev))
-        mag = mag + _dot(lam.abs(), cut.cut(nb.terms[v]))
+        const = const + _dot(lam.to(wide), nv.bias(wide, dev))
+        err = err + sl.back[v] * _dot(lam.abs(), cut.cut(nb.terms[v])).to(wide)
         under = under + nb.scale[nv.inputs[0]].flatten(1).sum(1, keepdim=True) + 1
         lam = cutters[step + 1].inside(_pull_back(nv, lam, plan[step + 1].size))
         covered = True
