@@ -105,28 +105,30 @@ WINDOW_MATRIX_ELEMENTS = 2**21
 
 
 def _pull_back(node: gn.Conv2d, lam: Tensor, size: tuple[int, int]) -> Tensor:
-    """``W^T`` on windows: ``(B, m, C_out, h, w)`` -> ``(B, m, C_in, *size)`` (no padding,
+    """``W^T`` on windows: ``(..., C_out, h, w)`` -> ``(..., C_in, *size)`` (no padding,
     no crop: the window of the input that the output window reads). One matrix product
     with the window's exact matrix of ``W^T`` (each entry a weight or zero) where it is
     small, else the convolution's input gradient."""
-    bsz, m, c_out, h, w = lam.shape
+    *lead, c_out, h, w = lam.shape
     c_in = node.in_shape[0]
     weight = node.tensor("w", node.weight, lam.dtype, lam.device)
     if c_out * h * w * c_in * size[0] * size[1] > WINDOW_MATRIX_ELEMENTS:
-        back = torch.nn.grad.conv2d_input((bsz * m, c_in, *size), weight, lam.flatten(0, 1), stride=node.stride,
+        flat = lam.reshape(-1, c_out, h, w)
+        back = torch.nn.grad.conv2d_input((flat.shape[0], c_in, *size), weight, flat, stride=node.stride,
                                           dilation=node.dilation, groups=node.groups)
-        return back.reshape(bsz, m, c_in, *size)
+        return back.reshape(*lead, c_in, *size)
     key = ("window_matrix", h, w, lam.dtype, str(lam.device))
     if key not in node._cache:
         eye = torch.eye(c_out * h * w, dtype=lam.dtype, device=lam.device).reshape(-1, c_out, h, w)
         node._cache[key] = torch.nn.grad.conv2d_input((eye.shape[0], c_in, *size), weight, eye, stride=node.stride,
                                                       dilation=node.dilation, groups=node.groups).flatten(1)
-    return (lam.reshape(bsz * m, -1) @ node._cache[key]).reshape(bsz, m, c_in, *size)
+    return (lam.reshape(-1, c_out * h * w) @ node._cache[key]).reshape(*lead, c_in, *size)
 
 
 class _Cutter:
     """Cuts each row's window out of ``(B, C, H, W)`` maps: rows at target positions
-    ``(i, j)`` (``(B, m)`` each), box ``b`` of row ``r`` reading map ``b``."""
+    ``(i, j)`` (``(B, m)`` each), box ``b`` of row ``r`` reading map ``b``; the result is
+    shared (broadcast) by the lower- and the upper-bound row of each window."""
 
     def __init__(self, win: Window, shape: tuple[int, ...], target: tuple[int, ...], i: Tensor, j: Tensor) -> None:
         _, h_map, w_map = shape
@@ -137,20 +139,21 @@ class _Cutter:
         self.pads = [pw, max(0, (target[2] - 1) * sw - pw + w - w_map), ph,
                      max(0, (target[1] - 1) * sh - ph + h - h_map)]
         cols = (w_map + self.pads[0] + self.pads[1] - w) // sw + 1
-        self.pos = i * cols + j  # (B, m): the window's column in unfold's output
+        rows = (h_map + self.pads[2] + self.pads[3] - h) // sh + 1
         bsz = i.shape[0]
-        self.boxes = torch.arange(bsz, device=i.device).unsqueeze(1)
+        # each row's window: its row of unfold's output, boxes one after the other
+        self.index = (i * cols + j + rows * cols * torch.arange(bsz, device=i.device).unsqueeze(1)).reshape(-1)
         inside = torch.ones(1, 1, h_map, w_map, dtype=torch.float64, device=i.device)
-        self._inside = self.cut(inside.expand(bsz, 1, h_map, w_map)) > 0  # (B, m, 1, h, w)
+        self._inside = self.cut(inside.expand(bsz, 1, h_map, w_map)) > 0  # (B, 1, m, 1, h, w)
 
     def cut(self, t: Tensor) -> Tensor:
-        """``(B, C, H, W)`` (or flat ``(B, C*H*W)``) -> each row's window ``(B, m, C, h, w)``
+        """``(B, C, H, W)`` (or flat ``(B, C*H*W)``) -> each row's window ``(B, 1, m, C, h, w)``
         (zero outside the map)."""
         bsz = t.shape[0]
         t = t.reshape(bsz, -1, *self.shape[1:])
         cols = F.unfold(F.pad(t, self.pads), self.win.size, stride=self.win.stride)  # (B, C h w, L)
-        out = cols.transpose(1, 2)[self.boxes, self.pos]  # (B, m, C h w)
-        return out.reshape(bsz, self.pos.shape[1], t.shape[1], *self.win.size)
+        out = cols.transpose(1, 2).reshape(-1, cols.shape[1]).index_select(0, self.index)  # (B m, C h w)
+        return out.reshape(bsz, 1, -1, t.shape[1], *self.win.size)
 
     def inside(self, lam: Tensor) -> Tensor:
         """``lam`` with the coefficients outside the map set to exactly zero."""
@@ -158,32 +161,32 @@ class _Cutter:
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """Sum over each window of ``a * b`` (``(B, m, C, h, w)``, ``b`` broadcast): ``(B, m)``."""
-    return (a * b).flatten(2).sum(-1)
+    """Sum over each window of ``a * b`` (``(B, 2, m, C, h, w)``, ``b`` broadcast): ``(B, 2, m)``."""
+    return (a * b).flatten(3).sum(-1)
 
 
 def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: Tensor,  # noqa: ANN001
                     lower: Tensor, upper: Tensor) -> Tensor:
     """Proven lower bounds of ``z_k[sel]`` and of ``-z_k[sel]`` over each box (``(B, 2m)``,
-    lower bounds first; ``-inf`` where nothing is proven): the values that
-    :func:`~oracles.bounds.concretize` gives for the full pass of
+    float64, lower bounds first; ``-inf`` where nothing is proven): the values that
+    :func:`~oracles.graph_bounds.concretize_wide` gives for the full pass of
     :func:`oracles.graph_bounds._tighten`, computed on windows (module docstring). ``sel``
-    are flat output indices of conv node ``k`` (``(B, m)``), ``ok`` marks the real rows."""
+    are flat output indices of conv node ``k`` (``(B, m)``), ``ok`` marks the real rows.
+    Coefficients are ``(B, 2, m, C, h, w)``: the rows of ``z`` and of ``-z``."""
     node = gt.graph.nodes[k]
     dtype, dev = gt.dtype, lower.device
+    sl, wide = gt.slacks, torch.float64
     bsz, m = sel.shape
     _, ho, wo = node.shape
     co, pos = sel // (ho * wo), sel % (ho * wo)
-    i, j = torch.cat([pos // wo] * 2, 1), torch.cat([pos % wo] * 2, 1)  # rows: lower bounds, then upper
-    cutters = [_Cutter(win, gt.graph.nodes[win.node].shape, node.shape, i, j) for win in plan]
-    okf = torch.cat([ok, ok], 1).to(dtype)
-    sign = torch.cat([okf[:, :m], -okf[:, m:]], 1)
-    lam = cutters[0].inside(_kernel(node, dtype, dev)[torch.cat([co, co], 1)] * sign.view(bsz, 2 * m, 1, 1, 1))
-    sl, wide = gt.slacks, torch.float64
-    const = (node.bias(dtype, dev).reshape(-1)[torch.cat([co, co], 1)] * sign).to(wide)
-    err = sl.back[k] * (nb.terms[k].reshape(bsz, -1).gather(1, torch.cat([sel, sel], 1)) * okf).to(wide)
-    under = nb.scale[node.inputs[0]].flatten(1).sum(1, keepdim=True) + 1
-    covered = True  # the rounding of the products with lam is in mag already
+    cutters = [_Cutter(win, gt.graph.nodes[win.node].shape, node.shape, pos // wo, pos % wo) for win in plan]
+    okf = ok.to(dtype)
+    sign = torch.stack([okf, -okf], 1)  # (B, 2, m)
+    lam = cutters[0].inside(_kernel(node, dtype, dev)[co].unsqueeze(1) * sign.view(bsz, 2, m, 1, 1, 1))
+    const = (node.bias(dtype, dev).reshape(-1)[co].unsqueeze(1) * sign).to(wide)
+    err = sl.back[k] * (nb.terms[k].reshape(bsz, -1).gather(1, sel) * okf).to(wide).unsqueeze(1).expand(bsz, 2, m)
+    under = nb.scale[node.inputs[0]].flatten(1).sum(1) + 1
+    covered = True  # the rounding of the products with lam is in err already
     for step, (cut, win) in enumerate(zip(cutters, plan)):
         v = win.node
         nv = gt.graph.nodes[v]
@@ -191,10 +194,10 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
             if not covered:
                 err = err + sl.one * _dot(lam.abs(), cut.cut(nb.scale[v])).to(wide)
             lo, hi = lower.to(wide), upper.to(wide)
-            center, radius = cut.cut((hi + lo) / 2), cut.cut((hi - lo) / 2)
             lam = lam.to(wide)
-            value = _dot(lam, center) - _dot(lam.abs(), radius) + const
-            return proven(value - (err + gt.tiny * under.to(wide) + ABS_SLACK), nb.invalid)
+            value = _dot(lam, cut.cut((hi + lo) / 2)) - _dot(lam.abs(), cut.cut((hi - lo) / 2)) + const
+            error = err + (gt.tiny * under.to(wide) + ABS_SLACK).view(bsz, 1, 1)
+            return proven((value - error).reshape(bsz, 2 * m), nb.invalid)
         if isinstance(nv, gn.ReLU):
             r = nb.relax[v]
             if not covered:
@@ -207,7 +210,7 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
         assert isinstance(nv, gn.Conv2d)
         const = const + _dot(lam.to(wide), nv.bias(wide, dev))
         err = err + sl.back[v] * _dot(lam.abs(), cut.cut(nb.terms[v])).to(wide)
-        under = under + nb.scale[nv.inputs[0]].flatten(1).sum(1, keepdim=True) + 1
+        under = under + nb.scale[nv.inputs[0]].flatten(1).sum(1) + 1
         lam = cutters[step + 1].inside(_pull_back(nv, lam, plan[step + 1].size))
         covered = True
     raise AssertionError("the window plan does not reach the input")  # pragma: no cover
