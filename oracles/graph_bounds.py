@@ -52,8 +52,10 @@ from .graph_windows import Window, window_plan, windowed_bounds
 
 Tensor = torch.Tensor
 
-#: Elements of one coefficient tensor ``(B, rows, numel)`` per chunk of intermediate rows.
-CHUNK_ELEMENTS = 2**22
+#: Elements of one coefficient tensor ``(B, rows, numel)`` per chunk of intermediate rows:
+#: small enough (2 MiB in float64) that temporaries are reused from the allocator instead of
+#: fresh zeroed pages (4x faster than 2**22 on the CIFAR convnet's windowed bounds).
+CHUNK_ELEMENTS = 2**18
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,9 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
     """Node ``k``'s interval bounds intersected with CROWN's, for the neurons unstable in
     some box — or, where that would more than double the rows, each box its own unstable
     neurons (rows in chunks of :data:`CHUNK_ELEMENTS` coefficients). When ``k`` is a linear
-    node, the first step of the pass is its rows ``W^T e_i`` (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`), shared by the
-    lower and the upper bound."""
+    node, the first step of the pass is its rows ``W^T e_i``
+    (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`), shared by the lower and the
+    upper bound; a convolution with a window plan runs :mod:`oracles.graph_windows`."""
     lo, hi = nb.lower[k].flatten(1), nb.upper[k].flatten(1)
     unstable = (lo < 0) & (hi > 0)
     anywhere = unstable.any(dim=0)
@@ -245,6 +248,7 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
         widest = max(gt.graph.nodes[i].numel for i in gt.ancestors[k] | {k})
     chunk = max(1, CHUNK_ELEMENTS // (2 * bsz * widest))
     new_lo, new_hi = lo.clone(), hi.clone()
+    maps: dict = {}  # the windows of the maps, cut once for all chunks
     rows = torch.arange(bsz, device=dev).unsqueeze(1)
     linear = isinstance(node, gn.LinearNode) and not node.exact
     for start in range(0, most, chunk):
@@ -252,7 +256,7 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
         m = sel.shape[1]
         okf = ok.to(gt.dtype)
         if plan is not None:
-            vals = windowed_bounds(gt, nb, k, plan, sel, ok, lower, upper)
+            vals = windowed_bounds(gt, nb, k, plan, sel, ok, lower, upper, maps)
         elif linear:
             u = node.inputs[0]
             first = node.rows_t(sel, gt.dtype) * okf.view(bsz, m, *([1] * len(node.in_shape)))
@@ -338,8 +342,11 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
             if not covered_[v]:
                 magnitude = magnitude + sl.one * _mv_abs(flat, r.scale).to(wide)
             low = r.lower_slope if r.lower_slope.dim() == 3 else r.lower_slope.unsqueeze(1)
-            new = flat * torch.where(flat < 0, r.upper_slope.unsqueeze(1), low)
-            shift = wide_dot(flat.clamp(max=0), r.upper_intercept)  # <= 0
+            neg = flat.clamp(max=0)
+            # each coefficient times its slope (upper where negative): one of the two products is
+            # an exact zero, so the sum is that product, rounded once (a broadcast where is slow)
+            new = neg * r.upper_slope.unsqueeze(1) + flat.clamp(min=0) * low
+            shift = wide_dot(neg, r.upper_intercept)  # <= 0
             const = const + shift
             magnitude = magnitude - sl.wide * shift
             push(u, new.reshape(bsz, m, *g.nodes[u].shape), False)

@@ -130,10 +130,11 @@ class _Cutter:
     ``(i, j)`` (``(B, m)`` each), box ``b`` of row ``r`` reading map ``b``; the result is
     shared (broadcast) by the lower- and the upper-bound row of each window."""
 
-    def __init__(self, win: Window, shape: tuple[int, ...], target: tuple[int, ...], i: Tensor, j: Tensor) -> None:
+    def __init__(self, win: Window, shape: tuple[int, ...], target: tuple[int, ...], i: Tensor, j: Tensor,
+                 maps: dict[str, Tensor]) -> None:
         _, h_map, w_map = shape
         (h, w), (sh, sw), (ph, pw) = win.size, win.stride, win.offset
-        self.win, self.shape = win, shape
+        self.win, self.shape, self.maps = win, shape, maps
         # zero padding so that every window lies in the padded map: before by the offset,
         # after by what the last window overhangs
         self.pads = [pw, max(0, (target[2] - 1) * sw - pw + w - w_map), ph,
@@ -144,47 +145,58 @@ class _Cutter:
         # each row's window: its row of unfold's output, boxes one after the other
         self.index = (i * cols + j + rows * cols * torch.arange(bsz, device=i.device).unsqueeze(1)).reshape(-1)
         inside = torch.ones(1, 1, h_map, w_map, dtype=torch.float64, device=i.device)
-        self._inside = self.cut(inside.expand(bsz, 1, h_map, w_map)) > 0  # (B, 1, m, 1, h, w)
+        self._inside = self.cut(inside.expand(bsz, 1, h_map, w_map), "inside")  # (B, m, 1, 1, h, w): 1 or 0
 
-    def cut(self, t: Tensor) -> Tensor:
-        """``(B, C, H, W)`` (or flat ``(B, C*H*W)``) -> each row's window ``(B, 1, m, C, h, w)``
-        (zero outside the map)."""
+    def cut(self, t: Tensor, key: str) -> Tensor:
+        """``(B, C, H, W)`` (or flat ``(B, C*H*W)``) -> each row's window ``(B, m, 1, C, h, w)``
+        (zero outside the map). Every window of the map is cut once (``unfold``) and kept in
+        ``maps`` under ``key`` for the next chunks of rows."""
         bsz = t.shape[0]
-        t = t.reshape(bsz, -1, *self.shape[1:])
-        cols = F.unfold(F.pad(t, self.pads), self.win.size, stride=self.win.stride)  # (B, C h w, L)
-        out = cols.transpose(1, 2).reshape(-1, cols.shape[1]).index_select(0, self.index)  # (B m, C h w)
-        return out.reshape(bsz, 1, -1, t.shape[1], *self.win.size)
+        channels = t.numel() // (bsz * self.shape[1] * self.shape[2])
+        if key not in self.maps:
+            t = t.reshape(bsz, channels, *self.shape[1:])
+            cols = F.unfold(F.pad(t, self.pads), self.win.size, stride=self.win.stride)  # (B, C h w, L)
+            self.maps[key] = cols.transpose(1, 2).reshape(-1, cols.shape[1]).contiguous()  # (B L, C h w)
+        out = self.maps[key].index_select(0, self.index)  # (B m, C h w)
+        return out.reshape(bsz, -1, 1, channels, *self.win.size)
 
     def inside(self, lam: Tensor) -> Tensor:
-        """``lam`` with the coefficients outside the map set to exactly zero."""
-        return torch.where(self._inside, lam, torch.zeros((), dtype=lam.dtype, device=lam.device))
+        """``lam`` with the coefficients outside the map set to exactly zero (times 1 or 0:
+        exact for finite numbers; a non-finite one makes the box's bounds ``-inf`` anyway)."""
+        return lam * self._inside.to(lam.dtype)
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """Sum over each window of ``a * b`` (``(B, 2, m, C, h, w)``, ``b`` broadcast): ``(B, 2, m)``."""
-    return (a * b).flatten(3).sum(-1)
+    """Sum over each window of ``a * b``: ``a`` ``(B, m, 2, C, h, w)``, ``b`` ``(B, m, 1, C, h,
+    w)`` or a map ``(C, 1, 1)`` -> ``(B, m, 2)`` (a batched matrix product: no temporary of
+    the size of ``a``)."""
+    if b.dim() < a.dim():  # a per-channel map: sum the windows first (the same terms, regrouped)
+        return (a.flatten(4).sum(-1) * b.reshape(-1)).sum(-1)
+    return (a.flatten(3) @ b.flatten(3).transpose(-1, -2)).squeeze(-1)
 
 
 def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: Tensor,  # noqa: ANN001
-                    lower: Tensor, upper: Tensor) -> Tensor:
+                    lower: Tensor, upper: Tensor, maps: dict[int, dict[str, Tensor]]) -> Tensor:
     """Proven lower bounds of ``z_k[sel]`` and of ``-z_k[sel]`` over each box (``(B, 2m)``,
     float64, lower bounds first; ``-inf`` where nothing is proven): the values that
     :func:`~oracles.graph_bounds.concretize_wide` gives for the full pass of
     :func:`oracles.graph_bounds._tighten`, computed on windows (module docstring). ``sel``
     are flat output indices of conv node ``k`` (``(B, m)``), ``ok`` marks the real rows.
-    Coefficients are ``(B, 2, m, C, h, w)``: the rows of ``z`` and of ``-z``."""
+    Coefficients are ``(B, m, 2, C, h, w)``: the rows of ``z`` and of ``-z``. ``maps`` keeps
+    the windows of the maps from one chunk of rows to the next (empty at the first)."""
     node = gt.graph.nodes[k]
     dtype, dev = gt.dtype, lower.device
     sl, wide = gt.slacks, torch.float64
     bsz, m = sel.shape
     _, ho, wo = node.shape
     co, pos = sel // (ho * wo), sel % (ho * wo)
-    cutters = [_Cutter(win, gt.graph.nodes[win.node].shape, node.shape, pos // wo, pos % wo) for win in plan]
+    cutters = [_Cutter(win, gt.graph.nodes[win.node].shape, node.shape, pos // wo, pos % wo,
+                       maps.setdefault(step, {})) for step, win in enumerate(plan)]
     okf = ok.to(dtype)
-    sign = torch.stack([okf, -okf], 1)  # (B, 2, m)
-    lam = cutters[0].inside(_kernel(node, dtype, dev)[co].unsqueeze(1) * sign.view(bsz, 2, m, 1, 1, 1))
-    const = (node.bias(dtype, dev).reshape(-1)[co].unsqueeze(1) * sign).to(wide)
-    err = sl.back[k] * (nb.terms[k].reshape(bsz, -1).gather(1, sel) * okf).to(wide).unsqueeze(1).expand(bsz, 2, m)
+    sign = torch.stack([okf, -okf], 2)  # (B, m, 2)
+    lam = cutters[0].inside(_kernel(node, dtype, dev)[co].unsqueeze(2) * sign.view(bsz, m, 2, 1, 1, 1))
+    const = (node.bias(dtype, dev).reshape(-1)[co].unsqueeze(2) * sign).to(wide)
+    err = sl.back[k] * (nb.terms[k].reshape(bsz, -1).gather(1, sel) * okf).to(wide).unsqueeze(2).expand(bsz, m, 2)
     under = nb.scale[node.inputs[0]].flatten(1).sum(1) + 1
     covered = True  # the rounding of the products with lam is in err already
     for step, (cut, win) in enumerate(zip(cutters, plan)):
@@ -192,24 +204,26 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
         nv = gt.graph.nodes[v]
         if isinstance(nv, gn.Input):
             if not covered:
-                err = err + sl.one * _dot(lam.abs(), cut.cut(nb.scale[v])).to(wide)
+                err = err + sl.one * _dot(lam.abs(), cut.cut(nb.scale[v], "scale")).to(wide)
             lo, hi = lower.to(wide), upper.to(wide)
             lam = lam.to(wide)
-            value = _dot(lam, cut.cut((hi + lo) / 2)) - _dot(lam.abs(), cut.cut((hi - lo) / 2)) + const
+            value = _dot(lam, cut.cut((hi + lo) / 2, "center")) - _dot(lam.abs(), cut.cut((hi - lo) / 2, "radius"))
             error = err + (gt.tiny * under.to(wide) + ABS_SLACK).view(bsz, 1, 1)
-            return proven((value - error).reshape(bsz, 2 * m), nb.invalid)
+            return proven((value + const - error).transpose(1, 2).reshape(bsz, 2 * m), nb.invalid)
         if isinstance(nv, gn.ReLU):
             r = nb.relax[v]
             if not covered:
-                err = err + sl.one * _dot(lam.abs(), cut.cut(r.scale)).to(wide)
-            shift = _dot(lam.clamp(max=0).to(wide), cut.cut(r.upper_intercept).to(wide))  # <= 0, in float64
+                err = err + sl.one * _dot(lam.abs(), cut.cut(r.scale, "scale")).to(wide)
+            neg = lam.clamp(max=0)
+            shift = _dot(neg.to(wide), cut.cut(r.upper_intercept, "intercept").to(wide))  # <= 0, in float64
             const, err = const + shift, err - sl.wide * shift
-            lam = lam * torch.where(lam < 0, cut.cut(r.upper_slope), cut.cut(r.lower_slope))
+            # times the upper slope where negative, else the lower one (one product is an exact zero)
+            lam = neg * cut.cut(r.upper_slope, "upper") + lam.clamp(min=0) * cut.cut(r.lower_slope, "lower")
             covered = False
             continue
         assert isinstance(nv, gn.Conv2d)
         const = const + _dot(lam.to(wide), nv.bias(wide, dev))
-        err = err + sl.back[v] * _dot(lam.abs(), cut.cut(nb.terms[v])).to(wide)
+        err = err + sl.back[v] * _dot(lam.abs(), cut.cut(nb.terms[v], "terms")).to(wide)
         under = under + nb.scale[nv.inputs[0]].flatten(1).sum(1) + 1
         lam = cutters[step + 1].inside(_pull_back(nv, lam, plan[step + 1].size))
         covered = True
