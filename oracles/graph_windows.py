@@ -55,11 +55,16 @@ class Window:
     offset: tuple[int, int]
 
 
+#: The most numbers of one map's windows (all target positions, one box) a plan may cut.
+WINDOW_MAP_ELEMENTS = 2**20
+
+
 def window_plan(graph: Graph, k: int) -> tuple[Window, ...] | None:
     """The windows of the rows of convolution node ``k`` at each of its ancestors (from its
     input down to the graph's input), or None where the windowed pass does not apply: ``k``
-    not a Conv2d, an ancestor that is not a Conv2d / ReLU on a ``(C, H, W)`` map, or
-    windows that cover a whole map (nothing to gain)."""
+    not a Conv2d, an ancestor that is not a Conv2d / ReLU on a ``(C, H, W)`` map, windows
+    that cover a whole map (nothing to gain), or windows of all target positions of more
+    than :data:`WINDOW_MAP_ELEMENTS` numbers per box (the cut maps would not fit)."""
     node = graph.nodes[k]
     if not isinstance(node, gn.Conv2d):
         return None
@@ -69,7 +74,8 @@ def window_plan(graph: Graph, k: int) -> tuple[Window, ...] | None:
     v = node.inputs[0]
     while True:
         nv = graph.nodes[v]
-        if len(nv.shape) != 3 or size[0] * size[1] >= nv.shape[1] * nv.shape[2]:
+        if len(nv.shape) != 3 or size[0] * size[1] >= nv.shape[1] * nv.shape[2] \
+                or node.shape[1] * node.shape[2] * nv.shape[0] * size[0] * size[1] > WINDOW_MAP_ELEMENTS:
             return None
         plan.append(Window(v, size, stride, offset))  # type: ignore[arg-type]
         if isinstance(nv, gn.Input):
