@@ -1,19 +1,22 @@
 """CROWN over the DAG IR (:class:`~parallelepipedonn.graph.Graph`), batched over boxes.
 
-Three passes, all in torch and in one dtype (float64 by default, float32 on request):
+Three passes, in torch, in one dtype (float64 by default, float32 on request) except the
+wide reductions (constants, concretisation), always in float64:
 
 * **bounds of every node** (:func:`node_bounds`), in topological order: interval (IBP)
   bounds in centre-radius form through linear nodes (``W c +- |W| r``, convolutions
   applied as convolutions), tightened by CROWN for the input of every ReLU whose IBP
   bounds are not already exact (those behind a ReLU, an Add / Sub, or two linear nodes),
-  for the neurons unstable in some box, reusing every bound computed before;
+  for the neurons unstable in some box, reusing every bound computed before (for a
+  convolution over a chain of convolutions and ReLUs, on each row's receptive-field
+  window only: :mod:`oracles.graph_windows`, the same bounds up to summation order);
 * **backward** (:func:`backward`): a linear lower bound of ``spec . z_t`` as a function of
   the input, valid on the box. Coefficients are tensors shaped like each node's output
   ``(B, m, *shape)``, pulled back through linear nodes with their transpose
-  (``conv_transpose2d`` for convolutions: no convolution is ever a dense matrix), summed
+  (the convolution's transpose: no convolution is ever a dense matrix), summed
   where branches rejoin (Add: both inputs get the coefficient; Sub: negated for the
   second), relaxed at ReLUs with :func:`~oracles.bounds.relu_relaxation`;
-* **concretisation** over the box (:func:`~oracles.bounds.concretize`).
+* **concretisation** over the box (:func:`concretize_wide`).
 
 Rounding (the error model of :mod:`parallelepipedonn.tolerances`, as in
 :mod:`oracles.bounds`): the backward pass carries, per row, the magnitude of the terms
@@ -22,10 +25,13 @@ of every rounded operation — for each linear node ``|Lambda| . (|W| s_in + |b|
 absolute-value apply), for every sum of several coefficients where branches rejoin
 ``(sum of |contributions|) . s``, for a ReLU or the input whose coefficient was not
 produced by a linear node that already covered its product ``|Lambda| . s`` — and every
-bound is moved outward by ``relative_slack(n_terms)`` times it, ``n_terms`` the widest sum
-of the graph (fan-in, fan-out and sizes of the linear nodes) plus four per linear node and
-rejoin; plus an underflow term and ``ABS_SLACK``. Interval bounds are moved outward the
-same way. Any non-finite number makes the box's bounds ``-inf`` (UNKNOWN).
+bound is moved outward by each of these magnitudes times the relative slack of its own
+operation (:mod:`oracles.graph_rounding`: sized by the node's fan-out, the number of
+branches, or, for the float64 reductions, the graph's widest sum; in float64 all are
+``relative_slack(n_terms)``, ``n_terms`` the widest sum of the graph plus four per linear
+node and rejoin); plus an underflow term and ``ABS_SLACK``. Interval bounds are moved
+outward by their own fan-in's slack. Any non-finite number makes the box's bounds ``-inf``
+(UNKNOWN).
 """
 
 from __future__ import annotations
@@ -40,12 +46,16 @@ from parallelepipedonn import graph_nodes as gn
 from parallelepipedonn.graph import Graph
 from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_subnormal, unit_roundoff
 
-from .bounds import LinearBound, ReluRelaxation, concretize, input_scale, margin_spec, relu_relaxation
+from .bounds import LinearBound, ReluRelaxation, input_scale, margin_spec, proven, relu_relaxation
+from .graph_rounding import Slacks, round_down, wide_dot
+from .graph_windows import Window, window_plan, windowed_bounds
 
 Tensor = torch.Tensor
 
-#: Elements of one coefficient tensor ``(B, rows, numel)`` per chunk of intermediate rows.
-CHUNK_ELEMENTS = 2**22
+#: Elements of one coefficient tensor ``(B, rows, numel)`` per chunk of intermediate rows:
+#: small enough (2 MiB in float64) that temporaries are reused from the allocator instead of
+#: fresh zeroed pages (4x faster than 2**22 on the CIFAR convnet's windowed bounds).
+CHUNK_ELEMENTS = 2**18
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,8 @@ class GraphTensors:
     needs_crown: tuple[bool, ...]
     ancestors: tuple[frozenset[int], ...]
     relu_inputs: frozenset[int]
+    windows: dict[int, tuple[Window, ...]]
+    slacks: Slacks
 
     @classmethod
     def of(cls, graph: Graph, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> GraphTensors:
@@ -86,9 +98,11 @@ class GraphTensors:
                 state.append(2)
         n_terms = widest + 4 * steps + 8
         relu_inputs = frozenset(n.inputs[0] for n in nodes if isinstance(n, gn.ReLU))
+        needs = tuple(s == 2 for s in state)
+        plans = {k: window_plan(graph, k) for k in relu_inputs if needs[k]}
         return cls(graph, dtype, torch.device(device), relative_slack(n_terms, dtype),
-                   4.0 * (widest + 2) * smallest_subnormal(dtype), tuple(s == 2 for s in state), tuple(ancestors),
-                   relu_inputs)
+                   4.0 * (widest + 2) * smallest_subnormal(dtype), needs, tuple(ancestors),
+                   relu_inputs, {k: p for k, p in plans.items() if p is not None}, Slacks.of(graph, dtype, n_terms))
 
 
 @dataclass
@@ -140,7 +154,7 @@ def _interval(gt: GraphTensors, k: int, nb: NodeBounds) -> tuple[Tensor, Tensor]
     if isinstance(node, (gn.Add, gn.Sub)):
         lo, hi = (los[0] + los[1], his[0] + his[1]) if isinstance(node, gn.Add) else \
             (los[0] - his[1], his[0] - los[1])
-        slack = gt.rel * (nb.scale[node.inputs[0]] + nb.scale[node.inputs[1]]) + ABS_SLACK
+        slack = gt.slacks.join * (nb.scale[node.inputs[0]] + nb.scale[node.inputs[1]]) + ABS_SLACK
         return lo - slack, hi + slack
     assert isinstance(node, gn.LinearNode)
     if node.exact:
@@ -156,7 +170,7 @@ def _interval(gt: GraphTensors, k: int, nb: NodeBounds) -> tuple[Tensor, Tensor]
         terms = node.apply_abs(s_in)
         ab = node.abs_bias(gt.dtype, gt.device)
         terms = terms if ab is None else terms + ab
-    slack = gt.rel * terms + gt.tiny * (s_in.flatten(1).sum(1) + 1).view(-1, *([1] * len(node.shape))) \
+    slack = gt.slacks.fwd[k] * terms + gt.tiny * (s_in.flatten(1).sum(1) + 1).view(-1, *([1] * len(node.shape))) \
         + ABS_SLACK
     return mid - rad - slack, mid + rad + slack
 
@@ -208,9 +222,10 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
 def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """Node ``k``'s interval bounds intersected with CROWN's, for the neurons unstable in
     some box — or, where that would more than double the rows, each box its own unstable
-    neurons (rows in chunks of :data:`CHUNK_ELEMENTS` coefficients). When ``k`` is a linear node, the first step of the pass is its rows
-    ``W^T e_i`` (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`), shared by the
-    lower and the upper bound."""
+    neurons (rows in chunks of :data:`CHUNK_ELEMENTS` coefficients). When ``k`` is a linear
+    node, the first step of the pass is its rows ``W^T e_i``
+    (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`), shared by the lower and the
+    upper bound; a convolution with a window plan runs :mod:`oracles.graph_windows`."""
     lo, hi = nb.lower[k].flatten(1), nb.upper[k].flatten(1)
     unstable = (lo < 0) & (hi > 0)
     anywhere = unstable.any(dim=0)
@@ -226,16 +241,23 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
     dev = lo.device
     order = torch.argsort((~unstable).to(torch.int8), dim=1, stable=True)[:, :most]  # each box's unstable first
     valid = torch.arange(most, device=dev) < counts.unsqueeze(1)
-    widest = max(gt.graph.nodes[i].numel for i in gt.ancestors[k] | {k})
+    plan = gt.windows.get(k)
+    if plan is not None:  # rows of one window each (graph_windows)
+        widest = max(gt.graph.nodes[w.node].shape[0] * w.size[0] * w.size[1] for w in plan)
+    else:
+        widest = max(gt.graph.nodes[i].numel for i in gt.ancestors[k] | {k})
     chunk = max(1, CHUNK_ELEMENTS // (2 * bsz * widest))
     new_lo, new_hi = lo.clone(), hi.clone()
+    maps: dict = {}  # the windows of the maps, cut once for all chunks
     rows = torch.arange(bsz, device=dev).unsqueeze(1)
     linear = isinstance(node, gn.LinearNode) and not node.exact
     for start in range(0, most, chunk):
         sel, ok = order[:, start:start + chunk], valid[:, start:start + chunk]
         m = sel.shape[1]
         okf = ok.to(gt.dtype)
-        if linear:
+        if plan is not None:
+            vals = windowed_bounds(gt, nb, k, plan, sel, ok, lower, upper, maps)
+        elif linear:
             u = node.inputs[0]
             first = node.rows_t(sel, gt.dtype) * okf.view(bsz, m, *([1] * len(node.in_shape)))
             b = node.bias(gt.dtype, gt.device)
@@ -244,14 +266,17 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
             mag = nb.terms[k].reshape(bsz, -1).gather(1, sel) * okf
             under = nb.scale[u].flatten(1).sum(1, keepdim=True) + 1
             bound = backward(gt, nb, u, torch.cat([first, -first], dim=1), covered=True,
-                             const=torch.cat([const, -const], dim=1), magnitude=torch.cat([mag, mag], dim=1),
+                             const=torch.cat([const, -const], dim=1).to(torch.float64),
+                             error=gt.slacks.back[k] * torch.cat([mag, mag], dim=1).to(torch.float64),
                              underflow=under)
         else:
             eye = torch.zeros(bsz, m, n, dtype=gt.dtype, device=dev)
             eye.scatter_(2, sel.unsqueeze(-1), okf.unsqueeze(-1))
             spec = torch.cat([eye, -eye], dim=1).reshape(bsz, 2 * m, *node.shape)
             bound = backward(gt, nb, k, spec)
-        vals = concretize(bound, lower, upper)
+        if plan is None:
+            vals = concretize_wide(bound, lower, upper)
+        vals = round_down(vals, gt.dtype)
         cur_lo, cur_hi = new_lo.gather(1, sel), new_hi.gather(1, sel)
         upd_lo = torch.where(ok, torch.maximum(vals[:, :m], cur_lo), cur_lo)
         upd_hi = torch.where(ok, torch.minimum(-vals[:, m:], cur_hi), cur_hi)
@@ -261,18 +286,20 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
 
 
 def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, covered: bool = False,
-             const: Tensor | None = None, magnitude: Tensor | None = None,
+             const: Tensor | None = None, error: Tensor | None = None,
              underflow: Tensor | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec . z_target`` (``spec`` of
     shape ``(B, m, *shape)``) as a function of the flattened input, valid (once
     ``error`` is subtracted) on every box whose node bounds are ``nb``. A pass resumed
-    from a later node passes what it has accumulated (``const``, ``magnitude``,
+    from a later node passes what it has accumulated (``const`` and ``error``, float64,
     ``underflow``; ``covered``: the rounding of products with ``spec`` is already in
-    ``magnitude``)."""
+    ``error``). ``const`` and ``error`` are float64 (:mod:`oracles.graph_rounding`)."""
     g = gt.graph
     bsz, m = spec.shape[:2]
-    const = spec.new_zeros(bsz, m) if const is None else const
-    magnitude = spec.new_zeros(bsz, m) if magnitude is None else magnitude
+    sl = gt.slacks
+    wide = torch.float64
+    const = spec.new_zeros(bsz, m, dtype=wide) if const is None else const
+    magnitude = spec.new_zeros(bsz, m, dtype=wide) if error is None else error  # weighted by the slacks
     underflow = spec.new_zeros(bsz, 1) if underflow is None else underflow
     lam: dict[int, Tensor] = {target: spec}
     acc_abs: dict[int, Tensor] = {}
@@ -295,30 +322,33 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
         big = lam.pop(v)
         node = g.nodes[v]
         if v in acc_abs:  # the rounding of the sum of several coefficients
-            magnitude = magnitude + _bmv(acc_abs.pop(v), nb.scale[v])
+            magnitude = magnitude + sl.join * _bmv(acc_abs.pop(v), nb.scale[v]).to(wide)
         if isinstance(node, gn.Input):
             if not covered_[v]:
-                magnitude = magnitude + _bmv(big.abs(), nb.scale[v])
+                magnitude = magnitude + sl.one * _bmv(big.abs(), nb.scale[v]).to(wide)
             coef = big.reshape(bsz, m, -1)
         elif isinstance(node, gn.LinearNode):
             u = node.inputs[0]
             if not node.exact:
                 b = node.bias(gt.dtype, gt.device)
                 if b is not None:
-                    const = const + _bmv(big, b.expand(bsz, *node.shape))
-                magnitude = magnitude + _bmv(big.abs(), nb.terms[v])
+                    const = const + wide_dot(big, b)
+                magnitude = magnitude + sl.back[v] * _bmv(big.abs(), nb.terms[v]).to(wide)
                 underflow = underflow + nb.scale[u].flatten(1).sum(1, keepdim=True) + 1
             push(u, _rows(node, big), True if not node.exact else covered_[v])
         elif isinstance(node, gn.ReLU):
             u, r = node.inputs[0], nb.relax[v]
             flat = big.reshape(bsz, m, -1)
             if not covered_[v]:
-                magnitude = magnitude + _mv_abs(flat, r.scale)
+                magnitude = magnitude + sl.one * _mv_abs(flat, r.scale).to(wide)
             low = r.lower_slope if r.lower_slope.dim() == 3 else r.lower_slope.unsqueeze(1)
-            new = flat * torch.where(flat < 0, r.upper_slope.unsqueeze(1), low)
-            shift = (flat.clamp(max=0) @ r.upper_intercept.unsqueeze(-1)).squeeze(-1)  # <= 0
+            neg = flat.clamp(max=0)
+            # each coefficient times its slope (upper where negative): one of the two products is
+            # an exact zero, so the sum is that product, rounded once (a broadcast where is slow)
+            new = neg * r.upper_slope.unsqueeze(1) + flat.clamp(min=0) * low
+            shift = wide_dot(neg, r.upper_intercept)  # <= 0
             const = const + shift
-            magnitude = magnitude - shift
+            magnitude = magnitude - sl.wide * shift
             push(u, new.reshape(bsz, m, *g.nodes[u].shape), False)
         elif isinstance(node, gn.Add):
             push(node.inputs[0], big, False)
@@ -331,8 +361,16 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
             for i, part in zip(node.inputs, torch.split(big, sizes, dim=node.axis + 2)):
                 push(i, part, covered_[v])
     assert coef is not None, "the target does not depend on the input"
-    error = gt.rel * magnitude + gt.tiny * underflow + ABS_SLACK
+    error = magnitude + gt.tiny * underflow.to(wide) + ABS_SLACK
     return LinearBound(coef, const, error, nb.invalid)
+
+
+def concretize_wide(bound: LinearBound, lower: Tensor, upper: Tensor) -> Tensor:
+    """:func:`~oracles.bounds.concretize` in float64 (``bound.const`` and ``bound.error``
+    are float64; its rounding is charged in ``error``): ``(B, m)`` float64."""
+    lo, hi = lower.to(torch.float64), upper.to(torch.float64)
+    value = wide_dot(bound.coef, (hi + lo) / 2) - wide_dot(bound.coef.abs(), (hi - lo) / 2) + bound.const
+    return proven(value - bound.error, bound.invalid)
 
 
 def _mv_abs(a: Tensor, v: Tensor) -> Tensor:
@@ -358,7 +396,7 @@ def margin_lower_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, label: i
     with sound_kernels(gt.device):
         nb = node_bounds(gt, lower, upper, method)
         spec = margin_spec(gt.graph.n_classes, label, lower.shape[0], lower.dtype, lower.device)
-        return concretize(backward(gt, nb, len(gt.graph.nodes) - 1, spec), lower, upper)
+        return concretize_wide(backward(gt, nb, len(gt.graph.nodes) - 1, spec), lower, upper)
 
 
 __all__ = ["GraphTensors", "NodeBounds", "node_bounds", "backward", "margin_lower_bounds", "unit_roundoff"]

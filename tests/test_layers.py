@@ -75,6 +75,8 @@ LAYERS: dict[str, str] = {
     "oracles.crown": "oracles",
     "oracles.distance": "oracles",
     "oracles.graph_bounds": "oracles",  # CROWN over the DAG IR
+    "oracles.graph_windows": "oracles",  # its windowed (patches) intermediate bounds
+    "oracles.graph_rounding": "oracles",  # its per-product rounding slacks
     "oracles.lirpa": "oracles",
     "oracles.marabou": "oracles",
     "oracles.milp": "oracles",
