@@ -209,7 +209,8 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
             nb.terms[k] = _terms(gt, k, nb.scale[node.inputs[0]])
         lo, hi = _interval(gt, k, nb)
         lo, hi, nb.invalid = _poison(lo, hi, nb.invalid)
-        if k in gt.relu_inputs and gt.needs_crown[k] and method == "crown":
+        if k in gt.relu_inputs and gt.needs_crown[k] and method == "crown" and not isinstance(node, gn.ReLU):
+            # (a ReLU's bounds are its input's, clamped: nothing to tighten, no relaxation yet)
             nb.lower.append(lo)
             nb.upper.append(hi)
             nb.scale.append(torch.maximum(lo.abs(), hi.abs()))

@@ -54,3 +54,21 @@ def test_float32_chain_crown_covers_the_rounding_of_weights_below_float32s_norma
     assert g.is_chain and g.exact_margin([x], 0) == exact < 0
     answer = CrownOracle(g.as_network(), dtype="float32").verify_box([x], [x], 0)
     assert answer.verdict is not Verdict.VERIFIED
+
+
+# -- non-finite intermediate bounds -------------------------------------------------------------
+def test_a_box_that_overflows_is_unknown_without_costing_the_other_boxes_of_its_batch():
+    """``ReLU(ReLU(1e300 x))`` (a ReLU read by a ReLU) overflows on the box around
+    ``x = 1e10``: that box is UNKNOWN; the box ``[0, 1]^2`` of the same batch is still
+    proven (margin >= 1: ``logit_0 = 1 + 2e-300 relu(1e300 x_0) >= 1``, ``logit_1 = 0``),
+    not lost to an error of the whole batch."""
+    nodes = [gn.Input(inputs=(), shape=(2,)), _dense(0, [[1e300, 0], [0, 1e300]], [0.0, 0.0]),
+             gn.ReLU(inputs=(1,), shape=(2,)), gn.ReLU(inputs=(2,), shape=(2,)), gn.Add(inputs=(3, 3), shape=(2,)),
+             _dense(4, [[1e-300, 0], [0, 0]], [1.0, 0.0])]
+    g = Graph((2,), tuple(nodes))
+    for dtype in ("float64", "float32"):
+        oracle = CrownOracle(g, dtype=dtype)
+        ok, overflow = oracle.verify(np.array([[0.0, 0.0], [1e10, 0.0]]), np.array([[1.0, 1.0], [1e10, 1.0]]), 0)
+        assert overflow.verdict is Verdict.UNKNOWN and oracle.stats.errors == 0, dtype
+        if dtype == "float64":
+            assert ok.verdict is Verdict.VERIFIED
