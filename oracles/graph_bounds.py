@@ -100,8 +100,8 @@ class GraphTensors:
 
 def _weight_error(node: gn.Node, dtype: torch.dtype) -> float:
     """The largest absolute rounding error of ``node``'s parameters in ``dtype`` among
-    those below its normal range (the others round within the relative slack); ``inf``
-    if one overflows."""
+    those below its normal range (the others round within the relative slack; those
+    beyond its range become ``inf``, which poisons every bound)."""
     if dtype == torch.float64:
         return 0.0
     tiny = torch.finfo(dtype).tiny
