@@ -40,6 +40,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from parallelepipedonn import graph_nodes as gn
@@ -74,6 +75,11 @@ class GraphTensors:
     relu_inputs: frozenset[int]
     windows: dict[int, tuple[Window, ...]]
     slacks: Slacks
+    #: per node, ``(absolute rounding error of its parameters in dtype) / slacks.smallest``: weights
+    #: below the dtype's normal range (float32: |w| < 2^-126) round with an absolute, not
+    #: a relative, error; ``weight_slack * (sum s_in + 1)`` added to the node's terms covers
+    #: it (0 in float64, where the weights are the stored ones)
+    weight_slack: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, graph: Graph, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> GraphTensors:
@@ -100,9 +106,37 @@ class GraphTensors:
         relu_inputs = frozenset(n.inputs[0] for n in nodes if isinstance(n, gn.ReLU))
         needs = tuple(s == 2 for s in state)
         plans = {k: window_plan(graph, k) for k in relu_inputs if needs[k]}
+        slacks = Slacks.of(graph, dtype, n_terms)
         return cls(graph, dtype, torch.device(device), relative_slack(n_terms, dtype),
                    4.0 * (widest + 2) * smallest_subnormal(dtype), needs, tuple(ancestors),
-                   relu_inputs, {k: p for k, p in plans.items() if p is not None}, Slacks.of(graph, dtype, n_terms))
+                   relu_inputs, {k: p for k, p in plans.items() if p is not None}, slacks,
+                   tuple(_weight_error(n, dtype) / slacks.smallest for n in nodes))
+
+
+def _weight_error(node: gn.Node, dtype: torch.dtype) -> float:
+    """The largest absolute rounding error of ``node``'s parameters in ``dtype`` among
+    those below its normal range (the others round within the relative slack; those
+    beyond its range become ``inf``, which poisons every bound)."""
+    if dtype == torch.float64:
+        return 0.0
+    tiny = torch.finfo(dtype).tiny
+    err = 0.0
+    for p in node.params():
+        small = p[(p != 0) & (np.abs(p) < tiny)]
+        if small.size:
+            err = max(err, float(np.abs(torch.tensor(small).to(dtype).double().numpy() - small).max()))
+    return err
+
+
+def _terms(gt: GraphTensors, k: int, s_in: Tensor) -> Tensor:
+    """``|W| s_in + |b|`` of linear node ``k`` (plus its weights' absolute rounding)."""
+    node = gt.graph.nodes[k]
+    terms = node.apply_abs(s_in)
+    ab = node.abs_bias(gt.dtype, gt.device)
+    terms = terms if ab is None else terms + ab
+    if gt.weight_slack and gt.weight_slack[k]:
+        terms = terms + gt.weight_slack[k] * (s_in.flatten(1).sum(1) + 1).view(-1, *([1] * len(node.shape)))
+    return terms
 
 
 @dataclass
@@ -167,9 +201,7 @@ def _interval(gt: GraphTensors, k: int, nb: NodeBounds) -> tuple[Tensor, Tensor]
     s_in, terms = nb.scale[u], nb.terms[k]
     if isinstance(gt.graph.nodes[u], gn.ReLU):  # its scale bounds |ReLU input|: larger than needed here
         s_in = torch.maximum(los[0].abs(), his[0].abs())
-        terms = node.apply_abs(s_in)
-        ab = node.abs_bias(gt.dtype, gt.device)
-        terms = terms if ab is None else terms + ab
+        terms = _terms(gt, k, s_in)
     slack = gt.slacks.fwd[k] * terms + gt.tiny * (s_in.flatten(1).sum(1) + 1).view(-1, *([1] * len(node.shape))) \
         + ABS_SLACK
     return mid - rad - slack, mid + rad + slack
@@ -189,12 +221,11 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
             nb.scale.append(input_scale(lo, hi))
             continue
         if isinstance(node, gn.LinearNode) and not node.exact:
-            terms = node.apply_abs(nb.scale[node.inputs[0]])
-            ab = node.abs_bias(gt.dtype, gt.device)
-            nb.terms[k] = terms if ab is None else terms + ab
+            nb.terms[k] = _terms(gt, k, nb.scale[node.inputs[0]])
         lo, hi = _interval(gt, k, nb)
         lo, hi, nb.invalid = _poison(lo, hi, nb.invalid)
-        if k in gt.relu_inputs and gt.needs_crown[k] and method == "crown":
+        if k in gt.relu_inputs and gt.needs_crown[k] and method == "crown" and not isinstance(node, gn.ReLU):
+            # (a ReLU's bounds are its input's, clamped: nothing to tighten, no relaxation yet)
             nb.lower.append(lo)
             nb.upper.append(hi)
             nb.scale.append(torch.maximum(lo.abs(), hi.abs()))
@@ -399,4 +430,4 @@ def margin_lower_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, label: i
         return concretize_wide(backward(gt, nb, len(gt.graph.nodes) - 1, spec), lower, upper)
 
 
-__all__ = ["GraphTensors", "NodeBounds", "node_bounds", "backward", "margin_lower_bounds", "unit_roundoff"]
+__all__ = ["GraphTensors", "NodeBounds", "backward", "margin_lower_bounds", "node_bounds", "unit_roundoff"]

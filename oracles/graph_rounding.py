@@ -51,6 +51,12 @@ class Slacks:
     one: float
     wide: float
 
+    @property
+    def smallest(self) -> float:
+        """The smallest of the slacks: an error ``e`` added to terms as ``e / smallest``
+        is covered whichever slack later multiplies them."""
+        return min([*self.back.values(), *self.fwd.values(), self.join, self.one, self.wide])
+
     @classmethod
     def of(cls, graph: Graph, dtype: torch.dtype, widest_terms: int) -> Slacks:
         """``widest_terms``: the longest chain of additions of the graph (its widest sum plus
