@@ -13,14 +13,23 @@ from typing import TYPE_CHECKING, Any
 
 from parallelepipedonn._lazy import lazy_attributes
 
-from .registry import ENTRY_POINT_GROUP, accepts_option, make_oracle, oracle_entries, register_oracle
+from .capabilities import QUERIES, Capabilities
+from .registry import (
+    ENTRY_POINT_GROUP,
+    accepts_option,
+    make_oracle,
+    oracle_entries,
+    oracle_queries,
+    register_oracle,
+    require_queries,
+)
 
 if TYPE_CHECKING:
     from parallelepipedonn.network import Network
 
     from .attack import AttackOracle
     from .bab import BabOracle
-    from .base import Answer, Capabilities, Extreme, Oracle, OracleStats, RegionAnswer, RegionVerdict, Verdict
+    from .base import Answer, Extreme, Oracle, OracleStats, RegionAnswer, RegionVerdict, Verdict
     from .cascade import Cascade
     from .crown import AlphaCrownOracle, CrownOracle
     from .distance import Distance, min_adversarial_distance
@@ -34,7 +43,7 @@ DEFAULT_CASCADE = ("attack", "crown", "alpha-crown", "milp")
 # public name below is loaded from its module when first looked up (PEP 562), and the
 # built-in oracles are registered by dotted path.
 _LAZY = {
-    "AttackOracle": ".attack", "BabOracle": ".bab", "Answer": ".base", "Capabilities": ".base",
+    "AttackOracle": ".attack", "BabOracle": ".bab", "Answer": ".base",
     "Extreme": ".base", "Oracle": ".base", "OracleStats": ".base", "RegionAnswer": ".base",
     "RegionVerdict": ".base", "Verdict": ".base", "Cascade": ".cascade", "AlphaCrownOracle": ".crown",
     "CrownOracle": ".crown", "Distance": ".distance", "min_adversarial_distance": ".distance",
@@ -68,23 +77,52 @@ def cascade(network: Network, *, stages: tuple[str, ...] = DEFAULT_CASCADE, devi
     return make_oracle("+".join(stages), network, **options)  # type: ignore[return-value]
 
 
-register_oracle("crown", "oracles.crown:CrownOracle", "CROWN bound propagation (sound, incomplete, batched)")
+_REGION = ("verify", "class_region", "coordinate_extreme", "class_extremes", "distance")  # milp's queries
+register_oracle("crown", "oracles.crown:CrownOracle", "CROWN bound propagation (sound, incomplete, batched)",
+                queries=("verify", "class_extremes"))
 register_oracle("alpha-crown", "oracles.crown:AlphaCrownOracle",
-                "alpha-CROWN: CROWN with optimised ReLU slopes (sound, incomplete)")
-register_oracle("milp", "oracles.milp:MilpOracle", "exact MILP encoding with pyomo, solved by HiGHS (sound, complete)")
+                "alpha-CROWN: CROWN with optimised ReLU slopes (sound, incomplete)", queries=("verify", "class_extremes"))
+register_oracle("milp", "oracles.milp:MilpOracle", "exact MILP encoding with pyomo, solved by HiGHS (sound, complete)",
+                queries=_REGION)
 register_oracle("bab", "oracles.bab:BabOracle",
-                "branch and bound with alpha/beta-CROWN bounds and LP leaves (sound, complete)")
+                "branch and bound with alpha/beta-CROWN bounds and LP leaves (sound, complete)", queries=("verify",))
 register_oracle("lirpa", "oracles.lirpa:LirpaOracle",
-                "auto_LiRPA IBP/CROWN/alpha-CROWN (optional, from source; sound, incomplete)")
-register_oracle("marabou", "oracles.marabou:MarabouOracle", "Marabou via maraboupy 2.0 (optional; sound, complete)")
+                "auto_LiRPA IBP/CROWN/alpha-CROWN (optional, from source; sound, incomplete)", queries=("verify",))
+register_oracle("marabou", "oracles.marabou:MarabouOracle", "Marabou via maraboupy 2.0 (optional; sound, complete)",
+                queries=("verify",))
 register_oracle("attack", "oracles.attack:AttackOracle",
-                "PGD attack with restarts (falsifier only: FALSIFIED or UNKNOWN)")
-register_oracle("cascade", cascade, "attack, crown, alpha-crown, then milp on what is still unknown")
+                "PGD attack with restarts (falsifier only: FALSIFIED or UNKNOWN)", queries=("verify",))
+register_oracle("cascade", cascade, "attack, crown, alpha-crown, then milp on what is still unknown", queries=_REGION)
 
 __all__ = [
-    "AlphaCrownOracle", "Answer", "AttackOracle", "BabOracle", "Capabilities", "Cascade", "CrownOracle",
-    "DEFAULT_CASCADE", "Distance", "ENTRY_POINT_GROUP", "Extreme", "LirpaOracle", "MarabouOracle", "MilpOracle",
-    "Oracle", "OracleStats", "RegionAnswer", "RegionVerdict", "Verdict", "accepts_option", "cascade",
-    "lirpa_available", "make_oracle", "marabou_available", "min_adversarial_distance", "oracle_entries",
+    "DEFAULT_CASCADE",
+    "ENTRY_POINT_GROUP",
+    "QUERIES",
+    "AlphaCrownOracle",
+    "Answer",
+    "AttackOracle",
+    "BabOracle",
+    "Capabilities",
+    "Cascade",
+    "CrownOracle",
+    "Distance",
+    "Extreme",
+    "LirpaOracle",
+    "MarabouOracle",
+    "MilpOracle",
+    "Oracle",
+    "OracleStats",
+    "RegionAnswer",
+    "RegionVerdict",
+    "Verdict",
+    "accepts_option",
+    "cascade",
+    "lirpa_available",
+    "make_oracle",
+    "marabou_available",
+    "min_adversarial_distance",
+    "oracle_entries",
+    "oracle_queries",
     "register_oracle",
+    "require_queries",
 ]

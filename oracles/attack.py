@@ -28,6 +28,8 @@ class AttackOracle(Oracle):
     sound = True  # it never answers VERIFIED
     complete = False
     batched = True
+    queries = frozenset({"verify"})
+    reads_graphs = True  # a graph runs as its torch module (Graph.to_torch)
 
     def __init__(self, network: Network, *, steps: int = 40, restarts: int = 8, seed: int = 0,
                  device: str = "cpu", time_limit: float | None = None) -> None:

@@ -50,6 +50,7 @@ from .bounds import (
     margin_spec,
     minimizing_corner,
     relu_relaxation,
+    sound_kernels,
     term_magnitude,
 )
 from .crown import resolve_device
@@ -97,6 +98,7 @@ class BabOracle(Oracle):
     sound = True
     complete = True
     batched = False
+    queries = frozenset({"verify"})
 
     def __init__(self, network: Network, *, time_limit: float | None = 60.0, max_nodes: int = 200_000,
                  batch_nodes: int = 512, steps: int = 5, lr: float = 0.3, leaf_steps: int = 100,
@@ -107,7 +109,7 @@ class BabOracle(Oracle):
         self.max_nodes, self.batch_nodes, self.steps, self.lr = max_nodes, batch_nodes, steps, lr
         self.leaf_steps = leaf_steps
         self.device = resolve_device(device)
-        self.tensors = NetworkTensors.of(network, self.device)
+        self.tensors = NetworkTensors.of(self.network, self.device)
         self.last_nodes = 0
         self._floor = math.inf  # the smallest proven sub-domain bound of the current decision
 
@@ -116,7 +118,8 @@ class BabOracle(Oracle):
                 "steps": self.steps, "lr": self.lr, "leaf_steps": self.leaf_steps, "device": str(self.device)}
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
-        return [self.decide(lower[i], upper[i], label) for i in range(len(lower))]
+        with sound_kernels(self.device):
+            return [self.decide(lower[i], upper[i], label) for i in range(len(lower))]
 
     # -- one box ----------------------------------------------------------------------------
     def _trees(self, lo: Tensor, hi: Tensor, label: int) -> _Trees | None:

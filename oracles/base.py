@@ -13,6 +13,11 @@ label ``c``:
 Nothing but a proof is ever reported as ``VERIFIED``: subclasses implement
 :meth:`Oracle._verify` and the base class validates the query, re-checks counterexamples,
 turns exceptions into ``UNKNOWN`` and keeps statistics.
+
+Besides ``verify``, a backend may answer the queries of :data:`QUERIES` on class regions
+and distances; each oracle class declares the ones it answers in ``queries`` and callers
+ask :meth:`Oracle.supports` before they rely on one (an undeclared query raises
+:class:`~parallelepipedonn.errors.OracleError` naming the oracle and the query).
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from numpy.typing import ArrayLike, NDArray
 from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
 
+from .capabilities import QUERIES, VERIFY_ONLY, Capabilities, check_queries
+
 if TYPE_CHECKING:  # torch is imported with the oracles that use it, not here
+    from parallelepipedonn.graph import Graph
     from parallelepipedonn.network import Network
 
 log = logging.getLogger(__name__)
@@ -159,13 +167,6 @@ class OracleStats:
         return dict(self.__dict__)
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    sound: bool
-    complete: bool
-    batched: bool
-
-
 class Oracle(ABC):
     """Base class of every verifier backend (see module docstring)."""
 
@@ -173,11 +174,28 @@ class Oracle(ABC):
     sound: ClassVar[bool] = True
     complete: ClassVar[bool] = False
     batched: ClassVar[bool] = True
-    #: answers :meth:`min_distance` itself (else it is found by root finding on verify)
-    distance_query: ClassVar[bool] = False
+    #: the queries (names of :data:`QUERIES`) this oracle answers; ``distance``: it answers
+    #: :meth:`min_distance` itself (else the distance is found by root finding on verify)
+    queries: ClassVar[frozenset[str]] = VERIFY_ONLY
+    #: whether it reads a :class:`~parallelepipedonn.graph.Graph` as it is; the others are
+    #: bound to its chain expansion (:func:`oracles.chain.chain_network`, recorded in
+    #: :meth:`settings` as ``bridge``) or refuse it (a residual graph) when constructed
+    reads_graphs: ClassVar[bool] = False
 
-    def __init__(self, network: Network, *, time_limit: float | None = None) -> None:
-        self.network = network
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.queries = check_queries(cls.queries, f"oracle class {cls.__name__}")
+
+    def __init__(self, network: Network | Graph, *, time_limit: float | None = None) -> None:
+        #: the record of the chain expansion of a graph this oracle is bound to (or None)
+        self.bridge: dict[str, Any] | None = None
+        #: the network as given: counterexamples are confirmed on it (a graph, not its chain)
+        self.model: Network | Graph = network
+        if not self.reads_graphs and hasattr(network, "as_network"):  # a Graph
+            from .chain import chain_network
+
+            network, self.bridge = chain_network(network, self.name)
+        self.network: Network = network  # type: ignore[assignment]
         self.time_limit = time_limit
         self.stats = OracleStats()
 
@@ -188,19 +206,29 @@ class Oracle(ABC):
 
     def settings(self) -> dict[str, Any]:
         """The oracle's settings, JSON-serialisable (recorded in certificates)."""
-        return {"time_limit": self.time_limit}
+        return {"time_limit": self.time_limit, **({"bridge": self.bridge} if self.bridge else {})}
 
     # -- optional queries (complete backends) -----------------------------------------------
+    def supports(self, query: str) -> bool:
+        """Whether this oracle answers ``query`` (a name of :data:`QUERIES`)."""
+        if query not in QUERIES:
+            raise OracleError(f"unknown oracle query {query!r}; known: {', '.join(sorted(QUERIES))}")
+        return query in self.queries
+
+    def _unsupported(self, query: str) -> OracleError:
+        answered = ", ".join(sorted(self.queries))
+        return OracleError(f"oracle {self.name!r} does not answer {query} queries (it answers: {answered})")
+
     def class_region(self, lower: ArrayLike, upper: ArrayLike, label: int, region: Box,
                      tolerance: float = 1e-4) -> RegionAnswer:
         """Is there a point of ``region`` that the network classifies ``label`` (ties
         included) outside ``[lower, upper]`` by more than ``tolerance``?"""
-        raise OracleError(f"oracle {self.name!r} cannot answer class-region queries")
+        raise self._unsupported("class_region")
 
     def coordinate_extreme(self, label: int, index: int, maximize: bool, region: Box) -> Extreme:
         """Min (or max) of input coordinate ``index`` over the points of ``region`` that the
         network classifies ``label`` (ties included)."""
-        raise OracleError(f"oracle {self.name!r} cannot answer coordinate-extreme queries")
+        raise self._unsupported("coordinate_extreme")
 
     def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0,
                      counterexample: FloatArray | None = None, falsifier: Oracle | None = None,
@@ -210,15 +238,15 @@ class Oracle(ABC):
         a misclassified point, if known — re-checked; ``time_limit`` in seconds for the
         whole query, besides the oracle's own limit; ``progress``, optional, is called with
         the bracket as it closes). Any oracle's can be found with
-        :func:`oracles.min_adversarial_distance`; backends with ``distance_query`` answer
-        it directly."""
-        raise OracleError(f"oracle {self.name!r} cannot answer distance queries")
+        :func:`oracles.min_adversarial_distance`; backends that support ``"distance"``
+        answer it directly."""
+        raise self._unsupported("distance")
 
     def class_extremes(self, label: int, region: Box, candidates: ArrayLike = (), **options: Any) -> ClassBox:
         """Min and max of every input coordinate over the points of ``region`` classified
         ``label`` (ties included): the class region's bounding box, as outer bounds.
         ``candidates`` are points that may belong to the class region (re-checked)."""
-        raise OracleError(f"oracle {self.name!r} cannot bound class regions")
+        raise self._unsupported("class_extremes")
 
     @contextlib.contextmanager
     def time_limited(self, seconds: float | None) -> Iterator[None]:
@@ -237,7 +265,7 @@ class Oracle(ABC):
     # -- the public query ---------------------------------------------------------------
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(self.sound, self.complete, self.batched)
+        return Capabilities(self.sound, self.complete, self.batched, self.queries)
 
     def verify(self, lower: ArrayLike, upper: ArrayLike, label: int) -> tuple[Answer, ...]:
         """Robustness query for a batch of boxes ``[lower[b], upper[b]]`` and one label."""
@@ -287,8 +315,8 @@ class Oracle(ABC):
         if cex is None or cex.shape != lo.shape or not ((cex >= lo).all() and (cex <= hi).all()):
             self.stats.rejected_counterexamples += 1
             return Answer(Verdict.UNKNOWN, reason=f"{self.name}: counterexample outside the box")
-        margin = float(self.network.margins(cex, label)[0])
-        if not self.network.misclassified(cex, label)[0]:  # exact where float64 rounding could decide
+        margin = float(self.model.margins(cex, label)[0])
+        if not self.model.misclassified(cex, label)[0]:  # exact where float64 rounding could decide
             self.stats.rejected_counterexamples += 1
             return Answer(Verdict.UNKNOWN, reason=f"{self.name}: counterexample not confirmed (margin {margin:.3g})")
         cex = cex.copy()

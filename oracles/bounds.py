@@ -28,12 +28,14 @@ the box's bounds ``-inf``; nothing non-finite is ever reported as a bound.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_subnormal, unit_roundoff
 
@@ -57,14 +59,31 @@ class NetworkTensors:
     @classmethod
     def of(cls, network: Network, device: str | torch.device = "cpu",
            dtype: torch.dtype = torch.float64) -> NetworkTensors:
+        """Raises :class:`OracleError` for a :class:`~parallelepipedonn.graph.Graph` that is
+        not a chain (the chain oracles read only ``Affine (ReLU Affine)*``)."""
+        if not isinstance(network, Network):
+            chain = network.as_network()
+            if chain is None:
+                raise OracleError(f"this oracle reads only chains of affine maps and ReLUs; {network.describe()} "
+                                  "is not one (use crown)")
+            network = chain
         w = tuple(torch.tensor(a.weight, dtype=dtype, device=device) for a in network.affines)
         b = tuple(torch.tensor(a.bias, dtype=dtype, device=device) for a in network.affines)
         widest = max(max(a.in_features, a.out_features) for a in network.affines)
         # the longest chain of additions into one result: a product's sum plus the
         # accumulations of the backward pass and of the concretisation (a few per layer)
         n_terms = widest + 4 * len(network.affines) + 8
-        return cls(w, b, tuple(x.abs() for x in w), tuple(x.abs() for x in b),
-                   relative_slack(n_terms, dtype), 4.0 * (widest + 2) * smallest_subnormal(dtype))
+        rel = relative_slack(n_terms, dtype)
+        # a weight below the dtype's normal range (float32: |w| < 2^-126) rounds with an
+        # absolute error, which the relative slack does not cover: the magnitudes get
+        # err / rel more per weight and bias, so that rel * (|W| s + |b|) covers
+        # err * (sum s + 1) as well (0 in float64 and for weights in the normal range)
+        abs_w, abs_b = [x.abs() for x in w], [x.abs() for x in b]
+        for i, a in enumerate(network.affines):
+            err = _subnormal_rounding(a.weight, a.bias, dtype)
+            if err > 0:
+                abs_w[i], abs_b[i] = abs_w[i] + err / rel, abs_b[i] + err / rel
+        return cls(w, b, tuple(abs_w), tuple(abs_b), rel, 4.0 * (widest + 2) * smallest_subnormal(dtype))
 
     @property
     def depth(self) -> int:
@@ -77,6 +96,67 @@ class NetworkTensors:
     @property
     def device(self) -> torch.device:
         return self.weights[0].device
+
+
+def _precision_switches(cuda: bool) -> list[tuple[object, str, object]]:
+    """``(object, attribute, value)`` of every torch setting that lets float32 products
+    round more coarsely than the dtype (TF32, bfloat16 passes), set to full precision;
+    those this torch build lacks are skipped."""
+    backends = torch.backends
+    wanted: list[tuple[object, str, object]] = []
+    for name in ("conv", "matmul", "rnn"):
+        obj = getattr(getattr(backends, "mkldnn", None), name, None)
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            wanted.append((obj, "fp32_precision", "ieee"))
+    if cuda:
+        wanted.append((backends.cuda.matmul, "allow_tf32", False))
+        if hasattr(backends.cuda.matmul, "fp32_precision"):
+            wanted.append((backends.cuda.matmul, "fp32_precision", "ieee"))
+    return wanted
+
+
+@contextlib.contextmanager
+def sound_kernels(device: str | torch.device) -> Iterator[None]:
+    """Within the block, products round as the error model assumes (sums of products,
+    each rounded once in the tensors' dtype): float32 matrix products and oneDNN
+    convolutions at full precision (no TF32 or bfloat16 passes, whatever
+    ``torch.set_float32_matmul_precision`` or the backends' ``fp32_precision`` say), and
+    on CUDA no cuDNN (its FFT / Winograd convolutions and TF32) and no TF32 matrix
+    products. The previous settings are restored after."""
+    precision = torch.get_float32_matmul_precision()
+    cuda = torch.device(device).type == "cuda"
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in _precision_switches(cuda)]
+    try:
+        if precision != "highest":
+            torch.set_float32_matmul_precision("highest")
+        for obj, attr, value in _precision_switches(cuda):
+            if getattr(obj, attr) != value:
+                setattr(obj, attr, value)
+        if cuda:
+            with torch.backends.cudnn.flags(enabled=False):
+                yield
+        else:
+            yield
+    finally:
+        for obj, attr, value in saved:
+            if getattr(obj, attr) != value:
+                setattr(obj, attr, value)
+        if precision != "highest":
+            torch.set_float32_matmul_precision(precision)
+
+
+def _subnormal_rounding(weight: np.ndarray, bias: np.ndarray, dtype: torch.dtype) -> float:
+    """The largest absolute error of rounding to ``dtype`` the entries of ``weight`` and
+    ``bias`` below its normal range (0 in float64: the weights are the stored ones)."""
+    if dtype == torch.float64:
+        return 0.0
+    tiny = torch.finfo(dtype).tiny
+    err = 0.0
+    for p in (weight, bias):
+        small = p[(p != 0) & (np.abs(p) < tiny)]
+        if small.size:
+            err = max(err, float(np.abs(torch.tensor(small).to(dtype).double().numpy() - small).max()))
+    return err
 
 
 def box_tensors(lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype = torch.float64,

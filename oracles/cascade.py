@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
 
-from .base import Answer, Distance, FloatArray, Oracle, Verdict
+from .base import QUERIES, Answer, ClassBox, Distance, Extreme, FloatArray, Oracle, RegionAnswer, Verdict
 
 if TYPE_CHECKING:
     from parallelepipedonn.network import Network
@@ -20,12 +20,14 @@ class Cascade(Oracle):
 
     Sound if every stage is sound (each stage's VERIFIED is its own proof); complete if
     any stage is. The answer for a box is the first definite one (VERIFIED or FALSIFIED),
-    else the last stage's UNKNOWN. ``reason`` says which stage answered. The distance
-    query goes to the last stage that answers it (e.g. ``milp``), if any.
+    else the last stage's UNKNOWN. ``reason`` says which stage answered. It answers the
+    other queries (:data:`~oracles.base.QUERIES`) that any stage declares: each goes to the
+    last stage that declares it (e.g. the distance to ``milp``).
     """
 
     name = "cascade"
     batched = True
+    reads_graphs = True  # as its stages, which must all be bound to the same network
 
     def __init__(self, network: Network, stages: Sequence[Oracle], *, time_limit: float | None = None) -> None:
         super().__init__(network, time_limit=time_limit)
@@ -38,8 +40,9 @@ class Cascade(Oracle):
         self.sound = all(s.sound for s in self.stages)  # type: ignore[misc]
         self.complete = any(s.complete for s in self.stages)  # type: ignore[misc]
         self.name = "+".join(s.name for s in self.stages)  # type: ignore[misc]
-        self._distance = next((s for s in reversed(self.stages) if s.distance_query), None)
-        self.distance_query = self._distance is not None  # type: ignore[misc]
+        #: the stage that answers each query (the last one that declares it)
+        self.routes: dict[str, Oracle] = {q: s for s in self.stages for q in QUERIES if s.supports(q)}
+        self.queries = frozenset(self.routes)  # type: ignore[misc]
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "stages": [{"oracle": s.name, **s.settings()} for s in self.stages]}
@@ -52,10 +55,22 @@ class Cascade(Oracle):
             stack.enter_context(super().time_limited(seconds))
             yield
 
+    def _stage(self, query: str) -> Oracle:
+        if query not in self.routes:
+            raise self._unsupported(query)
+        return self.routes[query]
+
+    def class_region(self, lower: Any, upper: Any, label: int, region: Box, tolerance: float = 1e-4) -> RegionAnswer:
+        return self._stage("class_region").class_region(lower, upper, label, region, tolerance)
+
+    def coordinate_extreme(self, label: int, index: int, maximize: bool, region: Box) -> Extreme:
+        return self._stage("coordinate_extreme").coordinate_extreme(label, index, maximize, region)
+
+    def class_extremes(self, label: int, region: Box, candidates: Any = (), **options: Any) -> ClassBox:
+        return self._stage("class_extremes").class_extremes(label, region, candidates, **options)
+
     def min_distance(self, x: FloatArray, label: int, domain: Box, **options: Any) -> Distance:
-        if self._distance is None:
-            return super().min_distance(x, label, domain, **options)
-        return self._distance.min_distance(x, label, domain, **options)
+        return self._stage("distance").min_distance(x, label, domain, **options)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         answers: list[Answer] = [Answer(Verdict.UNKNOWN, reason="not asked")] * len(lower)

@@ -16,6 +16,7 @@ from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import unit_roundoff
 
 from .base import Answer, ClassBox, FloatArray, Oracle, Verdict
+from .chain import chain_network
 from .bounds import (
     Adam,
     NetworkTensors,
@@ -27,6 +28,7 @@ from .bounds import (
     intermediate_bounds,
     margin_spec,
     relu_relaxation,
+    sound_kernels,
 )
 
 #: The dtypes bound propagation runs in (``float32`` for GPUs; the slack follows the dtype).
@@ -47,12 +49,22 @@ class CrownOracle(Oracle):
 
     A box is VERIFIED iff the proven lower bound of ``logit_c - logit_j`` is > 0 for every
     ``j != c``; otherwise UNKNOWN (with the bound as ``margin``).
+
+    ``network`` is a chain :class:`Network` or a :class:`~parallelepipedonn.graph.Graph`:
+    a graph that is a chain runs the chain code; any other graph (convolutions kept as
+    convolutions, residual connections) runs :mod:`oracles.graph_bounds` for
+    :meth:`verify` and :meth:`margin_lower_bounds`. ``class_extremes`` runs on the
+    graph's chain expansion (:mod:`oracles.chain`, recorded in :meth:`settings`); a graph
+    without one (residual) answers ``verify`` only. alpha-CROWN reads chains only: it is
+    bound to the chain expansion of a graph, or refuses a residual one.
     """
 
     name = "crown"
     sound = True
     complete = False
     batched = True
+    queries = frozenset({"verify", "class_extremes"})  # alpha-crown too
+    reads_graphs = True
 
     def __init__(self, network: Network, *, device: str = "cpu", chunk_size: int = 256,
                  intermediate: str = "crown", dtype: str = "float64", time_limit: float | None = None) -> None:
@@ -67,7 +79,19 @@ class CrownOracle(Oracle):
         self.chunk_size = chunk_size
         self.intermediate = intermediate
         self.dtype = dtype
-        self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
+        self.graph_tensors: Any = None
+        network = self.network
+        if isinstance(network, Network) or network.as_network() is not None:
+            self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
+        else:  # a DAG with convolutions or residual connections: oracles.graph_bounds
+            from parallelepipedonn.graph_chain import is_relu_chain
+
+            from .graph_bounds import GraphTensors
+
+            self.graph_tensors = GraphTensors.of(network, self.device, DTYPES[dtype])
+            self.tensors = None  # type: ignore[assignment]
+            if not is_relu_chain(network):  # no chain expansion: no class extremes
+                self.queries = frozenset({"verify"})  # type: ignore[misc]
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "device": str(self.device), "intermediate": self.intermediate,
@@ -79,8 +103,8 @@ class CrownOracle(Oracle):
         out = []
         for start in range(0, len(lower), self.chunk_size):
             lo, hi = box_tensors(lower[start:start + self.chunk_size], upper[start:start + self.chunk_size],
-                                 self.tensors.dtype, self.device)
-            with torch.no_grad():
+                                 self._dtype, self.device)
+            with torch.no_grad(), sound_kernels(self.device):
                 out.append(self._bounds(lo, hi, label).to(torch.float64).cpu().numpy())
         return np.concatenate(out)
 
@@ -88,9 +112,17 @@ class CrownOracle(Oracle):
         """CROWN's margin bounds as a differentiable function of the box (tensors ``(B, n)``
         on the oracle's device, converted to its dtype): for searches that optimise a box
         by gradient (a box they find is verified again by :meth:`verify`)."""
-        return CrownOracle._bounds(self, lower.to(self.tensors.dtype), upper.to(self.tensors.dtype), label)
+        return CrownOracle._bounds(self, lower.to(self._dtype), upper.to(self._dtype), label)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
 
     def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
+        if self.graph_tensors is not None:
+            from .graph_bounds import margin_lower_bounds
+
+            return margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate)
         net = self.tensors
         inter = intermediate_bounds(net, lo, hi, self.intermediate)
         relaxations = [relu_relaxation(lo_k, hi_k) for lo_k, hi_k in inter]
@@ -113,6 +145,15 @@ class CrownOracle(Oracle):
         shrinking box until it moves less than ``tolerance``. ``candidates`` confirmed in
         the class mark the bounds they attain as exact."""
         self.network.check_label(label)
+        if self.graph_tensors is not None:  # on the graph's chain expansion (recorded), or refused
+            chain, self.bridge = chain_network(self.network, f"{self.name} (class extremes)")
+            inner = CrownOracle(chain, device=str(self.device), dtype=self.dtype)
+            inner.model = self.model
+            try:
+                return inner.class_extremes(label, region, candidates, rounds=rounds, tolerance=tolerance)
+            finally:
+                self.stats.calls += inner.stats.calls
+                self.stats.seconds += inner.stats.seconds
         start = time.perf_counter()
         net = self.tensors
         lo, hi = (t[None] for t in box_tensors(region.lower, region.upper, net.dtype, self.device))
@@ -174,6 +215,7 @@ class AlphaCrownOracle(CrownOracle):
     """
 
     name = "alpha-crown"
+    reads_graphs = False
 
     def __init__(self, network: Network, *, steps: int = 20, lr: float = 0.1, device: str = "cpu",
                  chunk_size: int = 256, intermediate: str = "crown", time_limit: float | None = None) -> None:

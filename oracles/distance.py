@@ -151,7 +151,7 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
     right); a counterexample it returns instead becomes the next upper end. Without a
     falsifier, or once guessing stops making progress, plain bisection.
 
-    An oracle that answers the distance query itself (``oracle.distance_query``, e.g.
+    An oracle that answers the distance query itself (``oracle.supports("distance")``, e.g.
     ``milp``) is asked directly instead; ``rel_precision`` then does not apply (the
     answer is exact up to the solver's gap).
 
@@ -159,7 +159,7 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
     time left (:meth:`Oracle.time_limited`), and the bracket reached is returned.
     ``progress`` (optional) is called with the bracket after each decision.
     """
-    if oracle.distance_query:
+    if oracle.supports("distance"):
         return oracle.min_distance(x, label, domain, lower=lower, counterexample=counterexample,
                                    falsifier=falsifier, time_limit=time_limit, progress=progress)
     start = time.perf_counter()

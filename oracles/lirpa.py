@@ -69,6 +69,7 @@ class LirpaOracle(Oracle):
     sound = True
     complete = False
     batched = True
+    queries = frozenset({"verify"})
 
     def __init__(self, network: Network, *, method: str = "crown", alpha_steps: int = 20, device: str = "cpu",
                  time_limit: float | None = None) -> None:
@@ -83,6 +84,7 @@ class LirpaOracle(Oracle):
         logging.getLogger("auto_LiRPA").setLevel(logging.WARNING)
         self.method, self.alpha_steps = METHODS[method.lower()], alpha_steps
         self.device = resolve_device(device)
+        network = self.network  # a graph's chain expansion (see oracles.chain)
         self.module = network.to_torch(torch.float64, self.device)
         self.tensors = NetworkTensors.of(network, self.device)
         dummy = torch.zeros(1, network.n_inputs, dtype=torch.float64, device=self.device)

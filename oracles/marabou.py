@@ -140,6 +140,7 @@ class MarabouOracle(Oracle):
     sound = True
     complete = True
     batched = False
+    queries = frozenset({"verify"})
 
     def __init__(self, network: Network, *, time_limit: float | None = 60.0, verbosity: int = 0) -> None:
         super().__init__(network, time_limit=time_limit)
@@ -148,6 +149,7 @@ class MarabouOracle(Oracle):
         self.verbosity = verbosity
         # Marabou 2.0 answers unsat on boxes of 784-100-100-10 nets that hold confirmed
         # counterexamples (see UNTRUSTED_UNSAT): its unsat is a proof only with one hidden layer
+        network = self.network  # a graph's chain expansion (see oracles.chain)
         self.trusts_unsat = len(network.affines) <= 2
         self.tensors = NetworkTensors.of(network)
         self._worker = _Worker([a.weight for a in network.affines], [a.bias for a in network.affines])

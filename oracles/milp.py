@@ -194,7 +194,7 @@ class MilpOracle(Oracle):
     sound = True
     complete = True
     batched = False
-    distance_query = True
+    queries = frozenset({"verify", "class_region", "coordinate_extreme", "class_extremes", "distance"})
 
     def __init__(self, network: Network, *, time_limit: float | None = 60.0, mip_rel_gap: float = 1e-6,
                  threads: int = 1) -> None:
@@ -202,8 +202,8 @@ class MilpOracle(Oracle):
         if not 0 <= mip_rel_gap < 1:
             raise OracleError("mip_rel_gap must be in [0, 1)")
         self.mip_rel_gap, self.threads = mip_rel_gap, threads
-        self.tensors = NetworkTensors.of(network)
-        self._prefilter = AlphaCrownOracle(network)
+        self.tensors = NetworkTensors.of(self.network)
+        self._prefilter = AlphaCrownOracle(self.network)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "mip_rel_gap": self.mip_rel_gap, "threads": self.threads,

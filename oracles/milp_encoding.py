@@ -212,8 +212,10 @@ def solve(opt: Highs, enc: Encoding, objective, sense=pe.minimize) -> SolveResul
     if value is not None and res.termination_condition in (
             TerminationCondition.optimal, TerminationCondition.maxTimeLimit, TerminationCondition.objectiveLimit,
             TerminationCondition.maxIterations):
-        primals = opt.get_primals(enc.x)
-        x = np.array([primals[v] for v in enc.x], dtype=np.float64)
+        # an input that appears in no constraint (it only feeds dead neurons, e.g. a pixel
+        # outside every live receptive field) is not in the solver: any value of its bounds
+        primals = opt.get_primals()
+        x = np.array([primals[v] if v in primals else v.lb for v in enc.x], dtype=np.float64)
     if status == "infeasible":
         bound = math.inf if sense == pe.minimize else -math.inf
     elif status not in ("optimal", "maxTimeLimit", "objectiveLimit", "maxIterations"):

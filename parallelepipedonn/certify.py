@@ -16,7 +16,7 @@ from oracles.registry import accepts_option, make_oracle
 
 from .box import Box
 from .certificate import Certificate
-from .errors import ConfigError, InputDataError
+from .errors import ConfigError, InputDataError, OracleError
 from .inputs import as_network_input
 from .io_utils import sha256_file
 from .network import Network
@@ -66,9 +66,16 @@ def _with_device(name: str, options: Mapping[str, Any], device: str) -> dict[str
 
 
 def build_oracles(network: Network, config: CertifyConfig) -> tuple[Oracle, Oracle | None]:
-    """The oracle and falsifier that ``config`` names, bound to ``network``."""
+    """The oracle and falsifier that ``config`` names, bound to ``network`` (a graph that
+    an oracle cannot read is refused by :func:`~oracles.registry.make_oracle` with an
+    :class:`OracleError`, which names the algorithm's default oracle when none was named)."""
     name = config.oracle_name
-    oracle = make_oracle(name, network, **_with_device(name, config.oracle_options, config.device))
+    try:
+        oracle = make_oracle(name, network, **_with_device(name, config.oracle_options, config.device))
+    except OracleError as exc:
+        if config.oracle is not None:
+            raise
+        raise OracleError(f"the {config.algorithm} algorithm uses the oracle {name!r} by default: {exc}") from exc
     falsifier = None
     if config.falsifier:
         options = {k: v for k, v in config.falsifier_options.items() if accepts_option(config.falsifier, k)}

@@ -204,6 +204,7 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
             oracle = CrownOracle(network)
         cb = oracle.class_extremes(label, region, pts, workers=workers, progress=progress)
         details = {"milps": cb.milps, "timeouts": cb.timeouts, "witnesses": len(cb.witnesses)}
+        bridge = oracle.bridge
         box = None if cb.empty else Box(cb.lower, cb.upper)
         exact_lo, exact_hi = cb.exact_lower, cb.exact_upper
         witnesses = cb.witnesses
@@ -214,10 +215,13 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
         run = _complete_bottom_up if method == "complete-bu" else _complete_cubic
         deadline = None if total_time_limit is None else start + total_time_limit
         box, details = run(network, milp, label, region, pts, center, precision, deadline)
+        bridge = milp.bridge
         witnesses = _witness_hull(network, label, region, pts)
         exact_lo = exact_hi = np.zeros(n, bool)
         if box is not None:
             exact_lo, exact_hi = box.lower <= region.lower, box.upper >= region.upper
+    if bridge is not None:  # a graph, expanded into the chain the oracle reads (see oracles.chain)
+        details["bridge"] = bridge
     return DualBox(label, region, box, np.asarray(exact_lo), np.asarray(exact_hi), method,
                    time.perf_counter() - start, center, radius, details, witnesses,
                    domain=domain if domain is not None else Box.unit(n), network=network.describe(),

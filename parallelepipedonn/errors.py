@@ -33,6 +33,12 @@ class ModelTooLargeError(ModelError):
     """A network whose import would build a dense array over the importer's memory limit."""
 
 
+class NotAChainError(ModelError):
+    """A graph whose ReLUs do not form a chain (a residual connection across a ReLU,
+    ReLUs side by side): it has no equivalent chain ``Network``, so only the oracles that
+    read graphs (``crown``, ``attack``) take it."""
+
+
 class InputDataError(ParallelepipedoNNError):
     """An input point (or dataset) that is unreadable, malformed, or outside the domain."""
 

@@ -10,7 +10,8 @@ from .errors import ConfigError
 
 #: dataset -> {size name -> file name}; the first size is the default.
 DEFAULT_MODELS: dict[str, dict[str, str]] = {
-    "mnist": {"small": "mnist-784-32-10.onnx", "deep": "mnist-784-100-100-10.onnx"},
+    "mnist": {"small": "mnist-784-32-10.onnx", "deep": "mnist-784-100-100-10.onnx", "cnn": "mnist-cnn.onnx",
+              "resnet": "mnist-resnet.onnx"},
     "fashion-mnist": {"small": "fashion-mnist-784-32-10.onnx", "deep": "fashion-mnist-784-100-100-10.onnx"},
 }
 
@@ -20,7 +21,8 @@ def data_dir() -> Path:
 
 
 def default_model_path(dataset: str, size: str = "small") -> Path:
-    """Path of the embedded default network for ``dataset`` (``small`` or ``deep``)."""
+    """Path of the embedded default network for ``dataset`` (``small``, ``deep``; for MNIST
+    also ``cnn`` and ``resnet``)."""
     if dataset not in DEFAULT_MODELS:
         raise ConfigError(f"no default network for dataset {dataset!r}; available: {', '.join(DEFAULT_MODELS)}")
     sizes = DEFAULT_MODELS[dataset]

@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -36,6 +37,9 @@ from onnx.reference import ReferenceEvaluator
 
 from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
 from .network import Affine, Layer, Network, ReLU
+
+if TYPE_CHECKING:
+    from .graph import Graph
 
 log = logging.getLogger(__name__)
 
@@ -740,8 +744,10 @@ def _matmul_shape(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(d) for d in out)
 
 
-def load_onnx(path: str | Path, name: str | None = None) -> Network:
-    """Read an ONNX feed-forward ReLU classifier into the IR.
+def load_onnx(path: str | Path, name: str | None = None) -> Network | Graph:
+    """Read an ONNX feed-forward ReLU classifier into the IR: a chain :class:`Network`
+    when the model is one (convolution-free, no residual connections), else a
+    :class:`~parallelepipedonn.graph.Graph` (see :func:`model_from_onnx`).
 
     Raises :class:`ModelError` (or its subclass :class:`UnsupportedOperatorError`) for
     unreadable, malformed, unsupported or too large models.
@@ -751,26 +757,59 @@ def load_onnx(path: str | Path, name: str | None = None) -> Network:
         data = p.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read model file {str(p)!r}: {exc.strerror or exc}") from exc
-    return network_from_onnx_bytes(data, name or p.name)
+    return model_from_onnx(_parse(data, name or p.name), name or p.name)
 
 
-def network_from_onnx_bytes(data: bytes, name: str = "") -> Network:
-    """Like :func:`load_onnx`, from the serialized model."""
+def _parse(data: bytes, name: str) -> onnx.ModelProto:
     if not data:
         raise ModelError(f"model {name!r} is an empty file")
     try:
-        model = onnx.load_from_string(data)
+        return onnx.load_from_string(data)
     except Exception as exc:  # protobuf DecodeError, ...
         raise ModelError(f"model {name!r} is not a valid ONNX model: {_first_line(exc)}") from exc
-    return network_from_onnx(model, name)
+
+
+def network_from_onnx_bytes(data: bytes, name: str = "") -> Network:
+    """Like :func:`network_from_onnx`, from the serialized model."""
+    return network_from_onnx(_parse(data, name), name)
+
+
+def model_from_onnx(model: onnx.ModelProto, name: str = "") -> Network | Graph:
+    """The IR of a loaded ONNX model: models with convolutions or pooling are read as a
+    :class:`~parallelepipedonn.graph.Graph` (convolutions kept as convolutions; if the
+    graph importer refuses one that the chain importer reads, e.g. a 1-D convolution, the
+    chain); others as a chain :class:`Network`, or as a graph where the chain importer
+    finds a residual connection."""
+    from .onnx_graph import graph_from_onnx, wants_graph
+
+    name = name or model.graph.name
+    _check(model, name)
+    if wants_graph(model):
+        try:
+            return graph_from_onnx(model, name)
+        except ModelError as graph_error:
+            try:
+                return _Importer(model, name).run()
+            except ModelError:
+                raise graph_error from None
+    try:
+        return _Importer(model, name).run()
+    except ModelError as exc:
+        if "is not a chain" not in str(exc):
+            raise
+        return graph_from_onnx(model, name)
+
+
+def _check(model: onnx.ModelProto, name: str) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # ValidationError, ...
+        raise ModelError(f"model {name!r} is not a valid ONNX model: {_first_line(exc)}") from exc
 
 
 def network_from_onnx(model: onnx.ModelProto, name: str = "") -> Network:
     """Convert a loaded ONNX model into the IR (checked with ONNX's checker and strict
     type and shape inference first)."""
     name = name or model.graph.name
-    try:
-        onnx.checker.check_model(model)
-    except Exception as exc:  # ValidationError, ...
-        raise ModelError(f"model {name!r} is not a valid ONNX model: {_first_line(exc)}") from exc
+    _check(model, name)
     return _Importer(model, name).run()

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from oracles.base import Oracle, RegionVerdict, Verdict
+from oracles.registry import require_queries
 
 from .box import Box
 from .certificate import FORMAT_NAME as CERTIFICATE_FORMAT
@@ -45,7 +46,7 @@ from .certify import CertifyConfig, build_oracles
 from .dual import FORMAT_NAME as DUAL_FORMAT
 from .dual import FORMAT_VERSION as DUAL_VERSION
 from .dual import DualBox
-from .errors import ConfigError, InputDataError, ModelError, ModelMismatchError, OracleError
+from .errors import ConfigError, InputDataError, ModelError, ModelMismatchError
 from .io_utils import sha256_file
 from .network import Network
 from .search.base import Status
@@ -220,7 +221,17 @@ def recheck(stored: Certificate | DualBox | str | Path, *, model: str | Path | N
     if isinstance(stored, (str, Path)):
         stored_in = Path(stored).parent
         stored, raw = load_stored(stored)
+    check_oracle_answers(oracle, [stored])
     return _recheck_one(stored, raw, stored_in, model, oracle, time_limit, device, network)
+
+
+def check_oracle_answers(oracle: str, stored: list[Certificate | DualBox]) -> None:
+    """A :class:`ConfigError` before any work if the oracle cannot answer what rechecking
+    ``stored`` needs: dual boxes need class-region queries (an empty one, the
+    coordinate-extreme query)."""
+    needed = {"class_region" if d.box is not None else "coordinate_extreme" for d in stored if isinstance(d, DualBox)}
+    if needed:
+        require_queries(oracle, needed, "rechecking a dual box")
 
 
 def recheck_all(path: str | Path, *, model: str | Path | None = None, oracle: str = DEFAULT_RECHECK_ORACLE,
@@ -230,6 +241,7 @@ def recheck_all(path: str | Path, *, model: str | Path | None = None, oracle: st
     network is loaded once per model file."""
     path = Path(path)
     items = load_stored_list(path)
+    check_oracle_answers(oracle, [stored for stored, _ in items])
     networks: dict[Path, Network] = {}
     results = []
     for stored, raw in items:
@@ -431,18 +443,18 @@ def _recheck_dual(dual: DualBox, net: Network, label: int, oracle_name: str, tim
         checks.append("box in region")
     oracle = make_recheck_oracle(net, oracle_name, time_limit, device)
     out["oracle"] = oracle.name
-    try:
-        if dual.box is None:
-            ext = oracle.coordinate_extreme(label, 0, False, region)
-            verdict = (RegionVerdict.NONE if ext.bound == math.inf
-                       else RegionVerdict.WITNESS if ext.witness is not None else RegionVerdict.UNKNOWN)
-            witness, why = ext.witness, ext.reason
-        else:
-            ans = oracle.class_region(dual.box.lower, dual.box.upper, label, region, tolerance=0.0)
-            verdict, witness, why = ans.verdict, ans.witness, ans.reason
-    except OracleError as exc:
-        raise ConfigError(f"{exc}: dual boxes are rechecked with an oracle that answers class-region queries "
-                          "(milp)") from exc
+    query = "coordinate_extreme" if dual.box is None else "class_region"
+    if not oracle.supports(query):
+        raise ConfigError(f"dual boxes are rechecked with an oracle that answers {query} queries (milp, or a "
+                          f"cascade with a milp stage); {oracle.name!r} answers {', '.join(sorted(oracle.queries))}")
+    if dual.box is None:
+        ext = oracle.coordinate_extreme(label, 0, False, region)
+        verdict = (RegionVerdict.NONE if ext.bound == math.inf
+                   else RegionVerdict.WITNESS if ext.witness is not None else RegionVerdict.UNKNOWN)
+        witness, why = ext.witness, ext.reason
+    else:
+        ans = oracle.class_region(dual.box.lower, dual.box.upper, label, region, tolerance=0.0)
+        verdict, witness, why = ans.verdict, ans.witness, ans.reason
     if verdict is RegionVerdict.NONE:
         return {**out, "outcome": Outcome.CONFIRMED, "checks": tuple(checks + [f"class region proven by {oracle.name}"]),
                 "reason": f"{oracle.name} proved it ({why})"}

@@ -26,10 +26,11 @@ from tqdm import tqdm
 from ._version import __version__
 from .datasets import Dataset, load_dataset
 from .errors import ConfigError
+from .graph import Graph
 from .io_utils import atomic_write_bytes
 from .network import Network
 from .onnx_export import network_to_onnx
-from .onnx_import import network_from_onnx
+from .onnx_import import model_from_onnx
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class TrainConfig:
 
 @dataclass(frozen=True, eq=False)
 class TrainResult:
-    network: Network
+    network: Network | Graph
     model: onnx.ModelProto
     train_accuracy: float
     test_accuracy: float
@@ -82,7 +83,7 @@ class TrainResult:
         }
 
 
-def accuracy(network: Network, data: Dataset) -> float:
+def accuracy(network: Network | Graph, data: Dataset) -> float:
     return float((network.predict(data.images.reshape(len(data), -1)) == data.labels).mean())
 
 
@@ -180,7 +181,7 @@ def train_model(config: TrainConfig, data_dir: str | Path | None = None, progres
         onnx_model = _export(model, config, name)
     finally:
         torch.set_num_threads(threads)
-    net = network_from_onnx(onnx_model, name)
+    net = model_from_onnx(onnx_model, name)  # a Graph for cnn and resnet, as load_onnx reads the file
     result = TrainResult(net, onnx_model, accuracy(net, train), accuracy(net, test), len(train), len(test),
                          train.source, config)
     onnx.helper.set_model_props(onnx_model, result.metadata())

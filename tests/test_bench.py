@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,22 @@ def _results_root(out):
     (root / "paper").mkdir(parents=True, exist_ok=True)
     (root / "paper" / "summary.md").write_text((out / "summary.md").read_text())
     return root
+
+
+# -- the benchmarks are not installed: `bench` loads them from the checkout -------------------------
+def test_the_distribution_does_not_install_a_top_level_benchmarks_package():
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "benchmarks" not in project["tool"]["setuptools"]["packages"]
+
+
+def test_bench_loads_the_benchmarks_of_the_checkout_or_says_it_needs_one(tmp_path, monkeypatch):
+    from parallelepipedonn.cli import bench
+
+    assert bench.bench_module("options").__file__ == str(paper.__file__).replace("paper.py", "options.py")
+    installed = tmp_path / "site-packages" / "parallelepipedonn" / "cli" / "bench.py"  # no checkout around it
+    monkeypatch.setattr(bench, "__file__", str(installed))
+    with pytest.raises(ppn.ConfigError, match="need a source checkout"):
+        bench.bench_module("paper")
+    assert build_parser().parse_args(["bench", "paper", "--quick"]).args == ["--quick"]  # cmd_bench says why

@@ -192,7 +192,22 @@ def test_train_is_reproducible_and_exports_onnx(tmp_path, capsys):
     np.testing.assert_allclose(load_onnx(a).forward(x), ort_forward(model, x), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["cnn"])
+def test_oracle_options_on_the_command_line_may_name_a_stage(tmp_path, capsys):
+    j = tmp_path / "c.json"
+    code, _, err = run(capsys, "certify", "--dataset", "mnist", "--index", "0", "--oracle", "crown+alpha-crown",
+                         "--oracle-option", "alpha-crown.steps=3", "--oracle-option", "time_limit=30",
+                         "--json", str(j))
+    assert code == 0, err
+    stages = {s["oracle"]: s for s in json.loads(j.read_text())["oracle_settings"]["stages"]}
+    assert stages["alpha-crown"]["steps"] == 3 and stages["crown"]["time_limit"] == 30
+    code, _, err = run(capsys, "certify", "--dataset", "mnist", "--index", "0", "--oracle", "alpha-crown+bab",
+                       "--oracle-option", "steps=3")
+    assert code == 2 and "alpha-crown.steps=... or bab.steps=..." in err
+    code, _, err = run(capsys, "certify", "--dataset", "mnist", "--index", "0", "--oracle-option", "steps")
+    assert code == 2 and "KEY=VALUE" in err
+
+
+@pytest.mark.parametrize("arch", ["cnn", "resnet"])
 def test_train_convolutional_architectures(arch, tmp_path, capsys):
     """``train --arch`` exports a reproducible ONNX model whose IR agrees with onnxruntime."""
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"

@@ -189,3 +189,29 @@ def test_cubes_just_beyond_the_exact_minimum_adversarial_distance_are_never_veri
     for name in ORACLES:
         verdicts = [a.verdict for a in make_oracle(name, net).verify(lower, upper, label)]
         assert Verdict.VERIFIED not in verdicts, name
+
+
+def test_bounds_run_at_full_float32_precision_whatever_the_global_setting():
+    """``torch.set_float32_matmul_precision('medium')`` lets products use bfloat16 passes,
+    whose rounding the error model does not cover: the oracles switch to full precision
+    while they compute bounds, and restore the caller's setting after."""
+    import torch
+
+    from oracles import CrownOracle
+    from oracles.bounds import sound_kernels
+    from tests.nets import random_network
+
+    net = random_network(0, [6, 8, 3])
+    oracle = CrownOracle(net, dtype="float32")
+    lo, hi = np.full((1, 6), 0.4), np.full((1, 6), 0.6)
+    reference = oracle.margin_lower_bounds(lo, hi, 0)
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        seen = []
+        with sound_kernels("cpu"):
+            seen.append(torch.get_float32_matmul_precision())
+        np.testing.assert_array_equal(oracle.margin_lower_bounds(lo, hi, 0), reference)
+        assert seen == ["highest"] and torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(saved)

@@ -126,7 +126,7 @@ def test_the_distance_query_brackets_the_same_optimum_as_root_finding_and_nothin
     label = int(net.predict(x)[0])
     domain = Box.unit(sizes[0])
     milp = MilpOracle(net)
-    assert milp.distance_query
+    assert milp.supports("distance")
     d = milp.min_distance(x, label, domain, falsifier=AttackOracle(net))
     bab = min_adversarial_distance(BabOracle(net), x, label, domain, rel_precision=1e-6, falsifier=AttackOracle(net))
     if np.isinf(bab.upper):
@@ -156,7 +156,8 @@ def test_cascades_pass_the_distance_query_to_their_milp_stage():
     x = np.random.default_rng(20).random(5)
     label = int(net.predict(x)[0])
     cascade = make_oracle("crown+milp", net)
-    assert cascade.distance_query and not make_oracle("crown+bab", net).distance_query
+    assert cascade.supports("distance") and not make_oracle("crown+bab", net).supports("distance")
+    assert cascade.routes["distance"].name == "milp" and cascade.routes["class_extremes"].name == "milp"
     a = cascade.min_distance(x, label, Box.unit(5))
     b = MilpOracle(net).min_distance(x, label, Box.unit(5))
     assert a.lower == pytest.approx(b.lower, rel=1e-9) and a.upper == pytest.approx(b.upper, rel=1e-9)

@@ -195,3 +195,125 @@ def test_cuda_request_without_cuda_is_a_clear_error(net):
         pytest.skip("this machine has CUDA")
     with pytest.raises(OracleError, match="CUDA is not available"):
         CrownOracle(net, device="cuda")
+
+
+# -- capabilities: what each oracle answers, declared -----------------------------------------------
+def test_every_built_in_oracle_declares_what_it_answers_and_the_registry_agrees(net):
+    from oracles.capabilities import QUERY_METHODS
+
+    for name, entry in oracle_entries().items():
+        if name in ("lirpa", "marabou") or name.startswith("test-"):
+            continue  # optional backends (their classes are checked below) / the tests' plug-ins
+        oracle = make_oracle(name, net)
+        assert oracle.queries == entry.queries and oracle.capabilities.queries == oracle.queries, name
+        assert oracle.supports("verify")
+    from oracles.lirpa import LirpaOracle
+    from oracles.marabou import MarabouOracle
+
+    for cls in (LirpaOracle, MarabouOracle):
+        assert cls.queries == oracle_entries()[cls.name].queries
+    for cls in _oracle_classes():  # a declared query has its method; an undeclared one keeps the default
+        for query, method in QUERY_METHODS.items():
+            overridden = getattr(cls, method) is not getattr(Oracle, method)
+            assert (query in cls.queries) == overridden or query == "verify", (cls.__name__, query)
+
+
+def _oracle_classes():
+    import oracles
+
+    return [getattr(oracles, n) for n in ("AttackOracle", "BabOracle", "CrownOracle", "AlphaCrownOracle",
+                                          "LirpaOracle", "MarabouOracle", "MilpOracle")]
+
+
+def test_an_undeclared_query_says_which_oracle_and_which_query(net):
+    from parallelepipedonn.box import Box
+
+    oracle = CrownOracle(net)
+    assert not oracle.supports("class_region") and oracle.supports("class_extremes")
+    with pytest.raises(OracleError, match="'crown' does not answer class_region queries"):
+        oracle.class_region(np.zeros(3), np.ones(3), 0, Box.unit(3))
+    with pytest.raises(OracleError, match="unknown oracle query"):
+        oracle.supports("teleport")
+
+
+def test_a_cascade_answers_what_its_stages_declare(net):
+    cascade = make_oracle("attack+crown", net)
+    assert cascade.queries == {"verify", "class_extremes"} and cascade.routes["class_extremes"].name == "crown"
+    assert not cascade.supports("distance")
+    from oracles import oracle_queries, require_queries
+
+    assert oracle_queries("crown+milp") == oracle_entries()["milp"].queries
+    with pytest.raises(ConfigError, match="needs an oracle that answers class_region.*oracles that do: cascade, milp"):
+        require_queries("crown+bab", ["class_region"], "rechecking a dual box")
+
+
+def test_plug_ins_answer_what_they_declare_else_verify_only(net):
+    class Quiet(Oracle):
+        name = "test-quiet"
+
+        def _verify(self, lower, upper, label):
+            return [Answer(Verdict.UNKNOWN)] * len(lower)
+
+    def factory(network, **options):
+        return Quiet(network, **options)
+
+    register_oracle("test-quiet", factory, replace=True)
+    register_oracle("test-quiet-class", Quiet, replace=True)
+    register_oracle("test-quiet-declared", factory, queries=("verify", "distance"), replace=True)
+    entries = oracle_entries()
+    assert entries["test-quiet"].queries == entries["test-quiet-class"].queries == {"verify"}
+    assert entries["test-quiet-declared"].queries == {"verify", "distance"}
+    assert make_oracle("test-quiet", net).queries == {"verify"}
+    with pytest.raises(ConfigError, match="unknown queries teleport"):
+        register_oracle("test-bad", factory, queries=("verify", "teleport"))
+    with pytest.raises(OracleError, match="unknown queries"):
+        type("Bad", (Quiet,), {"queries": frozenset({"verify", "teleport"})})
+
+
+# -- options of a composition: namespaced per stage ------------------------------------------------
+def test_a_namespaced_option_goes_to_its_stage_only(net):
+    oracle = make_oracle("crown+alpha-crown+bab", net, **{"alpha-crown.steps": 7, "bab.steps": 3, "time_limit": 9})
+    settings = {s["oracle"]: s for s in oracle.settings()["stages"]}
+    assert settings["alpha-crown"]["steps"] == 7 and settings["bab"]["steps"] == 3
+    assert oracle.time_limit == 9 and all(s["time_limit"] == 9 for s in settings.values())  # shared
+    one = make_oracle("alpha-crown+bab", net, max_nodes=5, **{"bab.time_limit": 1, "time_limit": 2})
+    assert one.stages[1].settings()["max_nodes"] == 5  # a plain option one stage takes
+    assert one.stages[1].time_limit == 1 and one.stages[0].time_limit == 2  # the stage's own beats the shared
+    assert make_oracle("attack", net, **{"attack.steps": 4}).settings()["steps"] == 4
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"steps": 3}, r"several oracles .* take option\(s\) 'steps' \(write alpha-crown.steps=... or bab.steps=...\)"),
+    ({"lr": 0.1}, "write alpha-crown.lr=... or bab.lr=..."),
+    ({"milp.steps": 3}, r"names no oracle of 'alpha-crown\+bab'"),
+    ({"bab.restarts": 3}, "oracle 'bab' does not take option"),
+    ({"restarts": 3}, r"no oracle of 'alpha-crown\+bab' takes option"),
+])
+def test_ambiguous_or_unknown_composition_options_are_config_errors(net, options, message):
+    with pytest.raises(ConfigError, match=message):
+        make_oracle("alpha-crown+bab", net, **options)
+
+
+def test_oracle_options_from_text():
+    from oracles.registry import SHARED_OPTIONS, parse_oracle_options
+
+    assert SHARED_OPTIONS == {"time_limit", "device", "dtype"}
+    assert parse_oracle_options(["bab.steps=20", "lr=1e-2", "device=cpu", "x=true", "y=none"]) == {
+        "bab.steps": 20, "lr": 0.01, "device": "cpu", "x": True, "y": None}
+    for bad in (["steps"], ["=3"], ["bab.=3"], ["steps=1", "steps=2"]):
+        with pytest.raises(ConfigError):
+            parse_oracle_options(bad)
+
+
+def test_certify_config_takes_namespaced_options_and_records_them(net):
+    import parallelepipedonn as ppn
+
+    x = np.full(3, 0.5)
+    config = ppn.CertifyConfig(oracle="crown+alpha-crown", oracle_options={"alpha-crown.steps": 5,
+                                                                           "crown.chunk_size": 64})
+    cert = ppn.certify(net, x, config=config)
+    stages = {s["oracle"]: s for s in cert.oracle_settings["stages"]}
+    assert stages["alpha-crown"]["steps"] == 5
+    with pytest.raises(ConfigError, match="write crown.intermediate=... or alpha-crown.intermediate=..."):
+        ppn.certify(net, x, config=ppn.CertifyConfig(oracle="crown+alpha-crown",
+                                                     oracle_options={"intermediate": "ibp"}))

@@ -183,6 +183,15 @@ def test_dual_boxes_are_confirmed_by_the_class_region_query(small, tmp_path, cap
         assert out.startswith("CONFIRMED: milp proved it") and "dual box" in out
 
 
+def test_dual_boxes_need_an_oracle_that_answers_class_region_queries(small, tmp_path, capsys):
+    j = tmp_path / "d.json"
+    assert run(capsys, "dual", "--model", str(small.path), "--label", str(small.label), "--workers", "1",
+               "--json", str(j))[0] == 0
+    code, _, err = run(capsys, "recheck", str(j), "--oracle", "crown+bab")
+    assert code == 2 and "needs an oracle that answers class_region" in err and "milp" in err
+    assert recheck(j, oracle="attack+milp").outcome is Outcome.CONFIRMED  # a cascade routes it to milp
+
+
 def test_a_dual_box_with_a_face_moved_inwards_is_refuted_by_a_witness(small, tmp_path, capsys):
     j = tmp_path / "d.json"
     assert run(capsys, "dual", "--model", str(small.path), "--label", str(small.label), "--workers", "1",

@@ -1,0 +1,299 @@
+"""CROWN beside auto_LiRPA's CROWN on the same boxes: time per call, peak memory and the
+tightness of the margin bounds, at batch 1, 16 and 256; and the apothem certification
+time and peak memory per input.
+
+    python -m benchmarks.crown_vs_lirpa [--batches 1,16,256] [--nets mlp-deep,cnn,resnet,cifar-cnn]
+
+Networks: the embedded deep MLP (784-100-100-10) and, when present in ``data/``, the
+MNIST CNN and residual net (``parallelepipedonn train --arch cnn|resnet``); a CIFAR-size
+convnet (3x32x32, conv 16 3x3, conv 32 4x4 stride 2, dense 100, dense 10) with seeded
+random weights, exported to ONNX in a temporary directory. Boxes: L-infinity cubes of
+radius ``eps`` (clipped to [0, 1]) around inputs the network classifies as one class c
+(MNIST test images; seeded random points for the CIFAR-size net); the bound computed is
+the lower bound of ``logit_c - logit_j`` for every ``j != c``.
+
+Every configuration runs in a fresh process (one torch thread), so that its peak
+resident memory (``ru_maxrss``) is its own; "base" is that process's peak after loading
+torch, the network and the boxes, before the first bound. Time: median of ``--repeats``
+calls after one warm-up call. Tightness: the median over boxes and classes of our float64 bound
+minus auto_LiRPA's float32 one, relative to ``max(1, |theirs|)`` (positive: ours tighter),
+and the share of bounds where ours is at least theirs minus 1e-6 relative (ours are moved
+outward by a bound of their rounding error, at least 1e-9 of the magnitude of their
+terms; auto_LiRPA's are not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import RESULTS, machine, markdown_table, write_csv
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+NETS = {"mlp-deep": ("mnist-784-100-100-10.onnx", 0.01), "cnn": ("mnist-cnn.onnx", 0.01),
+        "resnet": ("mnist-resnet.onnx", 0.01), "cifar-cnn": ("", 1 / 255)}
+TOOLS = ("ours-float64", "ours-float32", "lirpa-float32", "lirpa-float64")
+
+
+def cifar_convnet(path: Path) -> Path:
+    """The CIFAR-size convnet with seeded random weights (He initialisation), as ONNX."""
+    import torch
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2, padding=1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(32 * 16 * 16, 100), nn.ReLU(), nn.Linear(100, 10))
+    for m in model:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight)
+    torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(path), input_names=["input"],
+                      dynamic_axes={"input": {0: "batch"}}, opset_version=17, dynamo=False)
+    return path
+
+
+def net_path(name: str, tmp: Path) -> Path | None:
+    if name == "cifar-cnn":
+        return cifar_convnet(tmp / "cifar-cnn.onnx")
+    path = DATA / NETS[name][0]
+    return path if path.is_file() else None
+
+
+def boxes(net, name: str, count: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``count`` cubes around points the network classifies as its most frequent class."""
+    if name == "cifar-cnn":
+        points = np.random.default_rng(0).random((max(400, 8 * count), net.n_inputs))
+    else:
+        from parallelepipedonn.datasets import load_dataset
+
+        points = load_dataset("mnist", "test").images.reshape(-1, net.n_inputs).astype(np.float64)
+    pred = net.predict(points)
+    label = int(np.bincount(pred).argmax())
+    chosen = points[pred == label]
+    chosen = chosen[np.arange(count) % len(chosen)]
+    eps = NETS[name][1]
+    return np.clip(chosen - eps, 0, 1), np.clip(chosen + eps, 0, 1), label
+
+
+def plain_module(graph, dtype):
+    """The graph as a torch module of standard functional ops on flattened inputs (what
+    auto_LiRPA traces): convolutions with their own symmetric padding, pooling, linear
+    maps, ReLU, Add/Sub, Concat, reshapes and transposes, with the graph's float64
+    weights rounded to ``dtype`` (as parameters: auto_LiRPA reads its dtype from them)."""
+    import torch
+    import torch.nn.functional as F
+
+    from parallelepipedonn import graph_nodes as gn
+
+    class Plain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for k, node in enumerate(graph.nodes):
+                for attr in ("weight", "bias_", "scale", "shift"):
+                    if isinstance(getattr(node, attr, None), np.ndarray):
+                        value = torch.tensor(getattr(node, attr), dtype=dtype)
+                        self.register_parameter(f"{attr.strip('_')}{k}", torch.nn.Parameter(value, requires_grad=False))
+
+        def forward(self, x):
+            vals = []
+            for k, node in enumerate(graph.nodes):
+                ins = [vals[i] for i in node.inputs]
+                if isinstance(node, gn.Input):
+                    v = x.reshape(x.shape[0], *node.shape)
+                elif isinstance(node, gn.Reshape):
+                    v = ins[0].reshape(ins[0].shape[0], *node.shape)
+                elif isinstance(node, gn.Transpose):
+                    v = ins[0].permute(0, *(p + 1 for p in node.perm))
+                elif isinstance(node, gn.Dense):
+                    v = F.linear(ins[0], getattr(self, f"weight{k}"), getattr(self, f"bias{k}"))
+                elif isinstance(node, (gn.Conv2d, gn.AvgPool2d)):
+                    t, left, b, r = node.pads
+                    h = ins[0] if (t, left) == (b, r) else F.pad(ins[0], [left, r, t, b])
+                    pad = (t, left) if (t, left) == (b, r) else 0
+                    if isinstance(node, gn.Conv2d):
+                        v = F.conv2d(h, getattr(self, f"weight{k}"), getattr(self, f"bias{k}"), stride=node.stride,
+                                     padding=pad, dilation=node.dilation, groups=node.groups)
+                    else:
+                        v = F.avg_pool2d(h, node.kernel, node.stride, padding=pad,
+                                         count_include_pad=node.count_include_pad)
+                elif isinstance(node, gn.Scale):
+                    v = ins[0] * getattr(self, f"scale{k}") + getattr(self, f"shift{k}")
+                elif isinstance(node, gn.ReLU):
+                    v = F.relu(ins[0])
+                elif isinstance(node, gn.Add):
+                    v = ins[0] + ins[1]
+                elif isinstance(node, gn.Sub):
+                    v = ins[0] - ins[1]
+                elif isinstance(node, gn.Concat):
+                    v = torch.cat(ins, dim=node.axis + 1)
+                else:
+                    raise TypeError(f"no plain torch op for {node.kind}")
+                vals.append(v)
+            return vals[-1]
+
+    return Plain().eval()
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(name: str, path: str, tool: str, batch: int, repeats: int) -> dict:
+    """One configuration, in this (fresh) process: seconds per call, memory, bounds."""
+    import torch
+
+    import parallelepipedonn as ppn
+
+    torch.set_num_threads(1)
+    net = ppn.load_onnx(path)
+    lower, upper, label = boxes(net, name, batch)
+    dtype = tool.rsplit("-", 1)[1]
+    if tool.startswith("ours"):
+        from oracles import CrownOracle
+
+        oracle = CrownOracle(net, dtype=dtype, chunk_size=max(256, batch))
+
+        def call() -> np.ndarray:
+            return oracle.margin_lower_bounds(lower, upper, label)
+    else:
+        from auto_LiRPA import BoundedModule, BoundedTensor
+        from auto_LiRPA.perturbations import PerturbationLpNorm
+
+        tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+        module = net.to_torch(dtype=tdtype) if isinstance(net, ppn.Network) else plain_module(net, tdtype)
+        shape = (batch, net.n_inputs)
+        bounded = BoundedModule(module, torch.zeros(shape, dtype=tdtype), verbose=0)
+        others = [j for j in range(net.n_classes) if j != label]
+        spec = torch.zeros(batch, len(others), net.n_classes, dtype=tdtype)
+        spec[:, :, label] = 1.0
+        spec[:, torch.arange(len(others)), others] = -1.0
+        lo, hi = torch.tensor(lower, dtype=tdtype), torch.tensor(upper, dtype=tdtype)
+
+        def call() -> np.ndarray:
+            x = BoundedTensor((lo + hi) / 2, PerturbationLpNorm(x_L=lo, x_U=hi))
+            with torch.no_grad():
+                lb, _ = bounded.compute_bounds(x=(x,), C=spec, method="CROWN", bound_upper=False)
+            return lb.double().numpy()
+    base = peak_mb()
+    bounds = call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(times), "base_mb": base, "peak_mb": peak_mb(),
+            "bounds": np.asarray(bounds, dtype=np.float64).tolist()}
+
+
+def certify_child(name: str, path: str, count: int) -> dict:
+    """Apothem certification (the default search, ``crown``) of ``count`` inputs."""
+    import parallelepipedonn as ppn
+
+    net = ppn.load_onnx(path)
+    lower, upper, label = boxes(net, name, count)
+    base = peak_mb()
+    times, apothems = [], []
+    for lo, hi in zip(lower, upper):
+        x = (lo + hi) / 2
+        start = time.perf_counter()
+        cert = ppn.certify(net, x, config=ppn.CertifyConfig(oracle="crown"))
+        times.append(time.perf_counter() - start)
+        apothems.append(cert.apothem or 0.0)
+    return {"seconds": statistics.median(times), "max_seconds": max(times), "base_mb": base, "peak_mb": peak_mb(),
+            "apothem": statistics.median(apothems)}
+
+
+def run_child(args: list[str]) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.crown_vs_lirpa", "--child", *args], capture_output=True,
+                          text=True, env=env, timeout=1800, check=False)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batches", default="1,16,256")
+    ap.add_argument("--nets", default=",".join(NETS))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--certify-inputs", type=int, default=5)
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        result = certify_child(rest[0], rest[1], int(rest[2])) if kind == "certify" else \
+            child(rest[0], rest[1], rest[2], int(rest[3]), int(rest[4]))
+        print(json.dumps(result))
+        return
+    from oracles import lirpa_available
+
+    tools = [t for t in TOOLS if t.startswith("ours") or lirpa_available()]
+    rows, table = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.nets.split(","):
+            path = net_path(name, Path(tmp))
+            if path is None:
+                print(f"{name}: no network file (train it with parallelepipedonn train), skipped", file=sys.stderr)
+                continue
+            for batch in (int(b) for b in args.batches.split(",")):
+                got = {t: run_child(["bound", name, str(path), t, str(batch), str(args.repeats)]) for t in tools}
+                for t, r in got.items():
+                    print(f"{name} batch {batch} {t}: "
+                          + (r.get("error") or f"{r['seconds'] * 1e3:.2f} ms, peak {r['peak_mb']:.0f} MB"),
+                          file=sys.stderr)
+                rows += [{"net": name, "batch": batch, "tool": t, **{k: v for k, v in r.items() if k != "bounds"}}
+                         for t, r in got.items()]
+                table.append(_table_row(name, batch, got))
+            cert = run_child(["certify", name, str(path), str(args.certify_inputs)])
+            rows.append({"net": name, "batch": "certify", "tool": "ours-float64",
+                         **{k: v for k, v in cert.items() if k != "bounds"}})
+            table.append([name, "certify (per input)", _fmt_s(cert), _fmt_mem(cert), "", "", "", ""])
+    out = Path(args.out)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    write_csv(out / "crown_vs_lirpa.csv", [{k: r.get(k, "") for k in keys} for r in rows])
+    header = ["net", "batch", "ours f64", "ours f32 (peak MB)", "auto_LiRPA f32", "auto_LiRPA f64",
+              "speed-up vs auto_LiRPA f32: ours f64 / f32", "tightness: ours f64 − auto_LiRPA f32, relative (median; share ≥ −1e-6)"]
+    text = (f"CROWN margin bounds, time per call (median of {args.repeats}) and peak resident memory of the "
+            f"process (MB, including torch). Machine: {machine()}; one torch thread per process. "
+            f"Command: `python -m benchmarks.crown_vs_lirpa`.\n\n" + markdown_table(header, table) + "\n")
+    (out / "crown_vs_lirpa.md").write_text(text)
+    print(text)
+
+
+def _fmt_s(r: dict) -> str:
+    if "error" in r:
+        return f"error: {r['error'][:60]}"
+    return f"{r['seconds'] * 1e3:.1f} ms" if r["seconds"] < 1 else f"{r['seconds']:.2f} s"
+
+
+def _fmt_mem(r: dict) -> str:
+    return "" if "error" in r else f"{r['peak_mb']:.0f}"
+
+
+def _table_row(name: str, batch: int, got: dict[str, dict]) -> list[object]:
+    ours64, ours32 = got.get("ours-float64", {}), got.get("ours-float32", {})
+    l32, l64 = got.get("lirpa-float32", {"error": "not installed"}), got.get("lirpa-float64", {"error": "not installed"})
+    speed = tight = ""
+    if "seconds" in l32:
+        speed = " / ".join(f"{l32['seconds'] / r['seconds']:.1f}×" if "seconds" in r else "—" for r in (ours64, ours32))
+    if "bounds" in ours64 and "bounds" in l32:
+        theirs = np.asarray(l32["bounds"])
+        diff = (np.asarray(ours64["bounds"]) - theirs) / np.maximum(1.0, np.abs(theirs))
+        tight = f"{np.median(diff):+.1e}; {np.mean(diff >= -1e-6):.0%}"
+    return [name, batch, f"{_fmt_s(ours64)} ({_fmt_mem(ours64)})", f"{_fmt_s(ours32)} ({_fmt_mem(ours32)})",
+            f"{_fmt_s(l32)} ({_fmt_mem(l32)})", f"{_fmt_s(l64)} ({_fmt_mem(l64)})", speed, tight]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The bridge from the DAG IR to the chain oracles.
+
+Most backends (alpha-crown, milp, bab, marabou, lirpa, class extremes, dual boxes) read
+only a chain :class:`~parallelepipedonn.network.Network`. Given a
+:class:`~parallelepipedonn.graph.Graph`, they call :func:`chain_network`: a graph that is
+a Dense/ReLU chain gives its chain unchanged; a graph whose ReLUs form a chain
+(convolutions, pooling, ...) is expanded into dense affine maps
+(:meth:`Graph.chain_expansion <parallelepipedonn.graph.Graph.chain_expansion>`), and the
+oracle records the expansion in its settings (``bridge``: whether the chain has exactly
+the graph's semantics, the digests of both); a residual graph, or one too large to
+expand, is refused with a one-line error that names the oracle and what it reads.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from parallelepipedonn.errors import ModelTooLargeError, NotAChainError, OracleError
+from parallelepipedonn.network import Network
+
+if TYPE_CHECKING:
+    from parallelepipedonn.graph import Graph
+
+#: The oracles that read any graph as it is (their classes set ``reads_graphs``).
+GRAPH_ORACLES = ("crown", "attack")
+
+
+def chain_network(network: Network | Graph, who: str) -> tuple[Network, dict[str, Any] | None]:
+    """The chain ``who`` (an oracle's name, or what needs the chain) reads for ``network``
+    and the record of the expansion (``None`` when nothing was expanded).
+
+    Raises :class:`OracleError` for a graph whose ReLUs do not form a chain, and
+    :class:`ModelTooLargeError` when its dense expansion exceeds the importer's limits."""
+    if isinstance(network, Network):
+        return network, None
+    chain = network.as_network()
+    if chain is not None:
+        return chain, None
+    try:
+        expansion = network.chain_expansion()
+    except NotAChainError as exc:
+        raise OracleError(f"{who} supports chain networks (convolutions and pooling are expanded into dense "
+                          f"matrices); this model is not one: {exc} — use {' or '.join(GRAPH_ORACLES)}, "
+                          "which read the graph as it is") from exc
+    except ModelTooLargeError as exc:
+        raise ModelTooLargeError(f"{who} reads the model as a chain of dense affine maps: {exc} — use crown, "
+                                 "which reads the graph as it is") from exc
+    return expansion.network, expansion.record()

@@ -1,0 +1,433 @@
+"""CROWN over the DAG IR (:class:`~parallelepipedonn.graph.Graph`), batched over boxes.
+
+Three passes, in torch, in one dtype (float64 by default, float32 on request) except the
+wide reductions (constants, concretisation), always in float64:
+
+* **bounds of every node** (:func:`node_bounds`), in topological order: interval (IBP)
+  bounds in centre-radius form through linear nodes (``W c +- |W| r``, convolutions
+  applied as convolutions), tightened by CROWN for the input of every ReLU whose IBP
+  bounds are not already exact (those behind a ReLU, an Add / Sub, or two linear nodes),
+  for the neurons unstable in some box, reusing every bound computed before (for a
+  convolution over a chain of convolutions and ReLUs, on each row's receptive-field
+  window only: :mod:`oracles.graph_windows`, the same bounds up to summation order);
+* **backward** (:func:`backward`): a linear lower bound of ``spec . z_t`` as a function of
+  the input, valid on the box. Coefficients are tensors shaped like each node's output
+  ``(B, m, *shape)``, pulled back through linear nodes with their transpose
+  (the convolution's transpose: no convolution is ever a dense matrix), summed
+  where branches rejoin (Add: both inputs get the coefficient; Sub: negated for the
+  second), relaxed at ReLUs with :func:`~oracles.bounds.relu_relaxation`;
+* **concretisation** over the box (:func:`concretize_wide`).
+
+Rounding (the error model of :mod:`parallelepipedonn.tolerances`, as in
+:mod:`oracles.bounds`): the backward pass carries, per row, the magnitude of the terms
+of every rounded operation — for each linear node ``|Lambda| . (|W| s_in + |b|)``
+(``s_in`` a proven bound of ``|input|``, from the node bounds; ``|W| s_in`` with the node's
+absolute-value apply), for every sum of several coefficients where branches rejoin
+``(sum of |contributions|) . s``, for a ReLU or the input whose coefficient was not
+produced by a linear node that already covered its product ``|Lambda| . s`` — and every
+bound is moved outward by each of these magnitudes times the relative slack of its own
+operation (:mod:`oracles.graph_rounding`: sized by the node's fan-out, the number of
+branches, or, for the float64 reductions, the graph's widest sum; in float64 all are
+``relative_slack(n_terms)``, ``n_terms`` the widest sum of the graph plus four per linear
+node and rejoin); plus an underflow term and ``ABS_SLACK``. Interval bounds are moved
+outward by their own fan-in's slack. Any non-finite number makes the box's bounds ``-inf``
+(UNKNOWN).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from parallelepipedonn import graph_nodes as gn
+from parallelepipedonn.graph import Graph
+from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_subnormal, unit_roundoff
+
+from .bounds import LinearBound, ReluRelaxation, input_scale, margin_spec, proven, relu_relaxation
+from .graph_rounding import Slacks, round_down, wide_dot
+from .graph_windows import Window, window_plan, windowed_bounds
+
+Tensor = torch.Tensor
+
+#: Elements of one coefficient tensor ``(B, rows, numel)`` per chunk of intermediate rows:
+#: small enough (2 MiB in float64) that temporaries are reused from the allocator instead of
+#: fresh zeroed pages (4x faster than 2**22 on the CIFAR convnet's windowed bounds).
+CHUNK_ELEMENTS = 2**18
+
+
+@dataclass(frozen=True)
+class GraphTensors:
+    """A graph prepared for bound propagation in ``dtype`` on ``device``: the relative
+    slack ``rel`` and underflow unit ``tiny`` of its widest sums, and, per node, whether
+    its interval bounds need CROWN (``needs_crown``) and its ancestors."""
+
+    graph: Graph
+    dtype: torch.dtype
+    device: torch.device
+    rel: float
+    tiny: float
+    needs_crown: tuple[bool, ...]
+    ancestors: tuple[frozenset[int], ...]
+    relu_inputs: frozenset[int]
+    windows: dict[int, tuple[Window, ...]]
+    slacks: Slacks
+    #: per node, ``(absolute rounding error of its parameters in dtype) / slacks.smallest``: weights
+    #: below the dtype's normal range (float32: |w| < 2^-126) round with an absolute, not
+    #: a relative, error; ``weight_slack * (sum s_in + 1)`` added to the node's terms covers
+    #: it (0 in float64, where the weights are the stored ones)
+    weight_slack: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, graph: Graph, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> GraphTensors:
+        nodes = graph.nodes
+        widest, steps = graph.n_inputs, 0
+        state: list[int] = []  # 0: the input moved, 1: one linear map of it, 2: anything else
+        ancestors: list[frozenset[int]] = []
+        for k, node in enumerate(nodes):
+            ancestors.append(frozenset().union(*(ancestors[i] | {i} for i in node.inputs)))
+            if isinstance(node, gn.LinearNode) and not node.exact:
+                widest = max(widest, node.fan_in, node.fan_out, node.numel, int(torch.Size(node.in_shape).numel()))
+                steps += 1
+            if isinstance(node, (gn.Add, gn.Sub, gn.Concat)) or len(graph.consumers[k]) > 1:
+                steps += 1
+            if isinstance(node, gn.Input):
+                state.append(0)
+            elif isinstance(node, gn.LinearNode):
+                state.append(min(2, state[node.inputs[0]] + (0 if node.exact else 1)))
+            elif isinstance(node, gn.Concat):
+                state.append(max(state[i] for i in node.inputs))
+            else:
+                state.append(2)
+        n_terms = widest + 4 * steps + 8
+        relu_inputs = frozenset(n.inputs[0] for n in nodes if isinstance(n, gn.ReLU))
+        needs = tuple(s == 2 for s in state)
+        plans = {k: window_plan(graph, k) for k in relu_inputs if needs[k]}
+        slacks = Slacks.of(graph, dtype, n_terms)
+        return cls(graph, dtype, torch.device(device), relative_slack(n_terms, dtype),
+                   4.0 * (widest + 2) * smallest_subnormal(dtype), needs, tuple(ancestors),
+                   relu_inputs, {k: p for k, p in plans.items() if p is not None}, slacks,
+                   tuple(_weight_error(n, dtype) / slacks.smallest for n in nodes))
+
+
+def _weight_error(node: gn.Node, dtype: torch.dtype) -> float:
+    """The largest absolute rounding error of ``node``'s parameters in ``dtype`` among
+    those below its normal range (the others round within the relative slack; those
+    beyond its range become ``inf``, which poisons every bound)."""
+    if dtype == torch.float64:
+        return 0.0
+    tiny = torch.finfo(dtype).tiny
+    err = 0.0
+    for p in node.params():
+        small = p[(p != 0) & (np.abs(p) < tiny)]
+        if small.size:
+            err = max(err, float(np.abs(torch.tensor(small).to(dtype).double().numpy() - small).max()))
+    return err
+
+
+def _terms(gt: GraphTensors, k: int, s_in: Tensor) -> Tensor:
+    """``|W| s_in + |b|`` of linear node ``k`` (plus its weights' absolute rounding)."""
+    node = gt.graph.nodes[k]
+    terms = node.apply_abs(s_in)
+    ab = node.abs_bias(gt.dtype, gt.device)
+    terms = terms if ab is None else terms + ab
+    if gt.weight_slack and gt.weight_slack[k]:
+        terms = terms + gt.weight_slack[k] * (s_in.flatten(1).sum(1) + 1).view(-1, *([1] * len(node.shape)))
+    return terms
+
+
+@dataclass
+class NodeBounds:
+    """Per node (index): proven bounds ``lower``/``upper`` of its output (``(B, *shape)``),
+    a bound ``scale`` of its absolute value (for ReLU outputs: the relaxation's scale, a
+    bound of ``|input|`` where the neuron is not dead), ``terms`` ``|W| s_in + |b|`` of its
+    linear map; per ReLU node, the relaxation of its input; ``invalid`` boxes (``(B,)``)."""
+
+    lower: list[Tensor]
+    upper: list[Tensor]
+    scale: list[Tensor]
+    terms: dict[int, Tensor]
+    relax: dict[int, ReluRelaxation]
+    invalid: Tensor
+
+
+def _bmv(a: Tensor, v: Tensor) -> Tensor:
+    """``sum over the shape of a * v``: ``a`` ``(B, m, *shape)``, ``v`` ``(B, *shape)`` -> ``(B, m)``."""
+    return (a.flatten(2) @ v.flatten(1).unsqueeze(-1)).squeeze(-1)
+
+
+def _rows(node: gn.LinearNode, lam: Tensor, transpose: bool = True) -> Tensor:
+    """``W^T`` applied to each row of ``lam`` (``(B, m, *shape)`` -> ``(B, m, *in_shape)``)."""
+    b, m = lam.shape[:2]
+    out = node.apply_t(lam.reshape(b * m, *node.shape))
+    return out.reshape(b, m, *node.in_shape)
+
+
+def _poison(lo: Tensor, hi: Tensor, bad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Boxes with a non-finite bound (or already ``bad``) get ``(-inf, inf)``."""
+    bad = bad | ~(torch.isfinite(lo) & torch.isfinite(hi)).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        shape = (-1, *([1] * (lo.dim() - 1)))
+        lo = torch.where(bad.view(shape), torch.full_like(lo, -torch.inf), lo)
+        hi = torch.where(bad.view(shape), torch.full_like(hi, torch.inf), hi)
+    return lo, hi, bad
+
+
+def _interval(gt: GraphTensors, k: int, nb: NodeBounds) -> tuple[Tensor, Tensor]:
+    """Interval bounds of node ``k`` from its inputs' bounds, moved outward by their
+    rounding error."""
+    node = gt.graph.nodes[k]
+    los, his = [nb.lower[i] for i in node.inputs], [nb.upper[i] for i in node.inputs]
+    if isinstance(node, gn.ReLU):
+        return los[0].clamp(min=0), his[0].clamp(min=0)
+    if isinstance(node, gn.Concat):
+        return torch.cat(los, dim=node.axis + 1), torch.cat(his, dim=node.axis + 1)
+    if isinstance(node, (gn.Add, gn.Sub)):
+        lo, hi = (los[0] + los[1], his[0] + his[1]) if isinstance(node, gn.Add) else \
+            (los[0] - his[1], his[0] - los[1])
+        slack = gt.slacks.join * (nb.scale[node.inputs[0]] + nb.scale[node.inputs[1]]) + ABS_SLACK
+        return lo - slack, hi + slack
+    assert isinstance(node, gn.LinearNode)
+    if node.exact:
+        return node.apply(los[0]), node.apply(his[0])
+    center, radius = (los[0] + his[0]) / 2, (his[0] - los[0]) / 2
+    mid, rad = node.apply(center), node.apply_abs(radius)
+    b = node.bias(gt.dtype, gt.device)
+    mid = mid if b is None else mid + b
+    u = node.inputs[0]
+    s_in, terms = nb.scale[u], nb.terms[k]
+    if isinstance(gt.graph.nodes[u], gn.ReLU):  # its scale bounds |ReLU input|: larger than needed here
+        s_in = torch.maximum(los[0].abs(), his[0].abs())
+        terms = _terms(gt, k, s_in)
+    slack = gt.slacks.fwd[k] * terms + gt.tiny * (s_in.flatten(1).sum(1) + 1).view(-1, *([1] * len(node.shape))) \
+        + ABS_SLACK
+    return mid - rad - slack, mid + rad + slack
+
+
+def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "crown") -> NodeBounds:
+    """Bounds of every node over each box ``[lower, upper]`` (``(B, n)``): see the module
+    docstring. ``method="ibp"``: interval bounds only."""
+    g = gt.graph
+    bsz = lower.shape[0]
+    nb = NodeBounds([], [], [], {}, {}, torch.zeros(bsz, dtype=torch.bool, device=lower.device))
+    for k, node in enumerate(g.nodes):
+        if isinstance(node, gn.Input):
+            lo, hi = lower.reshape(bsz, *node.shape), upper.reshape(bsz, *node.shape)
+            nb.lower.append(lo)
+            nb.upper.append(hi)
+            nb.scale.append(input_scale(lo, hi))
+            continue
+        if isinstance(node, gn.LinearNode) and not node.exact:
+            nb.terms[k] = _terms(gt, k, nb.scale[node.inputs[0]])
+        lo, hi = _interval(gt, k, nb)
+        lo, hi, nb.invalid = _poison(lo, hi, nb.invalid)
+        if k in gt.relu_inputs and gt.needs_crown[k] and method == "crown" and not isinstance(node, gn.ReLU):
+            # (a ReLU's bounds are its input's, clamped: nothing to tighten, no relaxation yet)
+            nb.lower.append(lo)
+            nb.upper.append(hi)
+            nb.scale.append(torch.maximum(lo.abs(), hi.abs()))
+            lo, hi = _tighten(gt, k, nb, lower, upper)
+            lo, hi, nb.invalid = _poison(lo, hi, nb.invalid)
+            nb.lower.pop(), nb.upper.pop(), nb.scale.pop()
+        if isinstance(node, gn.ReLU):
+            u = node.inputs[0]
+            r = relu_relaxation(nb.lower[u].flatten(1), nb.upper[u].flatten(1))
+            nb.relax[k] = r
+            nb.invalid = nb.invalid | r.invalid
+            scale = r.scale.reshape(bsz, *node.shape)
+        elif isinstance(node, gn.LinearNode) and node.exact:
+            scale = node.apply(nb.scale[node.inputs[0]])
+        elif isinstance(node, gn.Concat):
+            scale = torch.cat([nb.scale[i] for i in node.inputs], dim=node.axis + 1)
+        else:
+            scale = torch.maximum(lo.abs(), hi.abs())
+        nb.lower.append(lo)
+        nb.upper.append(hi)
+        nb.scale.append(scale)
+    return nb
+
+
+def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """Node ``k``'s interval bounds intersected with CROWN's, for the neurons unstable in
+    some box — or, where that would more than double the rows, each box its own unstable
+    neurons (rows in chunks of :data:`CHUNK_ELEMENTS` coefficients). When ``k`` is a linear
+    node, the first step of the pass is its rows ``W^T e_i``
+    (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`), shared by the lower and the
+    upper bound; a convolution with a window plan runs :mod:`oracles.graph_windows`."""
+    lo, hi = nb.lower[k].flatten(1), nb.upper[k].flatten(1)
+    unstable = (lo < 0) & (hi > 0)
+    anywhere = unstable.any(dim=0)
+    if int(anywhere.sum()) <= 2 * int(unstable.sum(dim=1).max()):
+        # few more rows: every box tightens the neurons unstable in some box (as the chain code)
+        unstable = anywhere.expand_as(unstable)
+    counts = unstable.sum(dim=1)
+    most = int(counts.max()) if counts.numel() else 0
+    if most == 0:
+        return nb.lower[k], nb.upper[k]
+    node = gt.graph.nodes[k]
+    bsz, n = lo.shape
+    dev = lo.device
+    order = torch.argsort((~unstable).to(torch.int8), dim=1, stable=True)[:, :most]  # each box's unstable first
+    valid = torch.arange(most, device=dev) < counts.unsqueeze(1)
+    plan = gt.windows.get(k)
+    if plan is not None:  # rows of one window each (graph_windows)
+        widest = max(gt.graph.nodes[w.node].shape[0] * w.size[0] * w.size[1] for w in plan)
+    else:
+        widest = max(gt.graph.nodes[i].numel for i in gt.ancestors[k] | {k})
+    chunk = max(1, CHUNK_ELEMENTS // (2 * bsz * widest))
+    new_lo, new_hi = lo.clone(), hi.clone()
+    maps: dict = {}  # the windows of the maps, cut once for all chunks
+    rows = torch.arange(bsz, device=dev).unsqueeze(1)
+    linear = isinstance(node, gn.LinearNode) and not node.exact
+    for start in range(0, most, chunk):
+        sel, ok = order[:, start:start + chunk], valid[:, start:start + chunk]
+        m = sel.shape[1]
+        okf = ok.to(gt.dtype)
+        if plan is not None:
+            vals = windowed_bounds(gt, nb, k, plan, sel, ok, lower, upper, maps)
+        elif linear:
+            u = node.inputs[0]
+            first = node.rows_t(sel, gt.dtype) * okf.view(bsz, m, *([1] * len(node.in_shape)))
+            b = node.bias(gt.dtype, gt.device)
+            const = b.expand(bsz, *node.shape).reshape(bsz, -1).gather(1, sel) * okf if b is not None \
+                else lo.new_zeros(bsz, m)
+            mag = nb.terms[k].reshape(bsz, -1).gather(1, sel) * okf
+            under = nb.scale[u].flatten(1).sum(1, keepdim=True) + 1
+            bound = backward(gt, nb, u, torch.cat([first, -first], dim=1), covered=True,
+                             const=torch.cat([const, -const], dim=1).to(torch.float64),
+                             error=gt.slacks.back[k] * torch.cat([mag, mag], dim=1).to(torch.float64),
+                             underflow=under)
+        else:
+            eye = torch.zeros(bsz, m, n, dtype=gt.dtype, device=dev)
+            eye.scatter_(2, sel.unsqueeze(-1), okf.unsqueeze(-1))
+            spec = torch.cat([eye, -eye], dim=1).reshape(bsz, 2 * m, *node.shape)
+            bound = backward(gt, nb, k, spec)
+        if plan is None:
+            vals = concretize_wide(bound, lower, upper)
+        vals = round_down(vals, gt.dtype)
+        cur_lo, cur_hi = new_lo.gather(1, sel), new_hi.gather(1, sel)
+        upd_lo = torch.where(ok, torch.maximum(vals[:, :m], cur_lo), cur_lo)
+        upd_hi = torch.where(ok, torch.minimum(-vals[:, m:], cur_hi), cur_hi)
+        new_lo[rows, sel] = upd_lo
+        new_hi[rows, sel] = upd_hi
+    return new_lo.reshape(nb.lower[k].shape), new_hi.reshape(nb.upper[k].shape)
+
+
+def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, covered: bool = False,
+             const: Tensor | None = None, error: Tensor | None = None,
+             underflow: Tensor | None = None) -> LinearBound:
+    """CROWN's backward pass: a linear lower bound of ``spec . z_target`` (``spec`` of
+    shape ``(B, m, *shape)``) as a function of the flattened input, valid (once
+    ``error`` is subtracted) on every box whose node bounds are ``nb``. A pass resumed
+    from a later node passes what it has accumulated (``const`` and ``error``, float64,
+    ``underflow``; ``covered``: the rounding of products with ``spec`` is already in
+    ``error``). ``const`` and ``error`` are float64 (:mod:`oracles.graph_rounding`)."""
+    g = gt.graph
+    bsz, m = spec.shape[:2]
+    sl = gt.slacks
+    wide = torch.float64
+    const = spec.new_zeros(bsz, m, dtype=wide) if const is None else const
+    magnitude = spec.new_zeros(bsz, m, dtype=wide) if error is None else error  # weighted by the slacks
+    underflow = spec.new_zeros(bsz, 1) if underflow is None else underflow
+    lam: dict[int, Tensor] = {target: spec}
+    acc_abs: dict[int, Tensor] = {}
+    covered_: dict[int, bool] = {target: covered}
+
+    def push(u: int, x: Tensor, cov: bool) -> None:
+        if u in lam:
+            if u not in acc_abs:
+                acc_abs[u] = lam[u].abs()
+            lam[u] = lam[u] + x
+            acc_abs[u] = acc_abs[u] + x.abs()
+            covered_[u] = covered_[u] and cov
+        else:
+            lam[u], covered_[u] = x, cov
+
+    coef = None
+    for v in sorted(gt.ancestors[target] | {target}, reverse=True):
+        if v not in lam:
+            continue
+        big = lam.pop(v)
+        node = g.nodes[v]
+        if v in acc_abs:  # the rounding of the sum of several coefficients
+            magnitude = magnitude + sl.join * _bmv(acc_abs.pop(v), nb.scale[v]).to(wide)
+        if isinstance(node, gn.Input):
+            if not covered_[v]:
+                magnitude = magnitude + sl.one * _bmv(big.abs(), nb.scale[v]).to(wide)
+            coef = big.reshape(bsz, m, -1)
+        elif isinstance(node, gn.LinearNode):
+            u = node.inputs[0]
+            if not node.exact:
+                b = node.bias(gt.dtype, gt.device)
+                if b is not None:
+                    const = const + wide_dot(big, b)
+                magnitude = magnitude + sl.back[v] * _bmv(big.abs(), nb.terms[v]).to(wide)
+                underflow = underflow + nb.scale[u].flatten(1).sum(1, keepdim=True) + 1
+            push(u, _rows(node, big), True if not node.exact else covered_[v])
+        elif isinstance(node, gn.ReLU):
+            u, r = node.inputs[0], nb.relax[v]
+            flat = big.reshape(bsz, m, -1)
+            if not covered_[v]:
+                magnitude = magnitude + sl.one * _mv_abs(flat, r.scale).to(wide)
+            low = r.lower_slope if r.lower_slope.dim() == 3 else r.lower_slope.unsqueeze(1)
+            neg = flat.clamp(max=0)
+            # each coefficient times its slope (upper where negative): one of the two products is
+            # an exact zero, so the sum is that product, rounded once (a broadcast where is slow)
+            new = neg * r.upper_slope.unsqueeze(1) + flat.clamp(min=0) * low
+            shift = wide_dot(neg, r.upper_intercept)  # <= 0
+            const = const + shift
+            magnitude = magnitude - sl.wide * shift
+            push(u, new.reshape(bsz, m, *g.nodes[u].shape), False)
+        elif isinstance(node, gn.Add):
+            push(node.inputs[0], big, False)
+            push(node.inputs[1], big, False)
+        elif isinstance(node, gn.Sub):
+            push(node.inputs[0], big, False)
+            push(node.inputs[1], -big, False)
+        elif isinstance(node, gn.Concat):
+            sizes = [g.nodes[i].shape[node.axis] for i in node.inputs]
+            for i, part in zip(node.inputs, torch.split(big, sizes, dim=node.axis + 2)):
+                push(i, part, covered_[v])
+    assert coef is not None, "the target does not depend on the input"
+    error = magnitude + gt.tiny * underflow.to(wide) + ABS_SLACK
+    return LinearBound(coef, const, error, nb.invalid)
+
+
+def concretize_wide(bound: LinearBound, lower: Tensor, upper: Tensor) -> Tensor:
+    """:func:`~oracles.bounds.concretize` in float64 (``bound.const`` and ``bound.error``
+    are float64; its rounding is charged in ``error``): ``(B, m)`` float64."""
+    lo, hi = lower.to(torch.float64), upper.to(torch.float64)
+    value = wide_dot(bound.coef, (hi + lo) / 2) - wide_dot(bound.coef.abs(), (hi - lo) / 2) + bound.const
+    return proven(value - bound.error, bound.invalid)
+
+
+def _mv_abs(a: Tensor, v: Tensor) -> Tensor:
+    return (a.abs() @ v.unsqueeze(-1)).squeeze(-1)
+
+
+@contextlib.contextmanager
+def sound_kernels(device: torch.device) -> Iterator[None]:
+    """On CUDA, convolutions without cuDNN: its FFT / Winograd algorithms and TF32 do not
+    follow the error model (sums of products, each rounded once)."""
+    if device.type == "cuda":
+        with torch.backends.cudnn.flags(enabled=False):
+            yield
+    else:
+        yield
+
+
+def margin_lower_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, label: int,
+                        method: str = "crown") -> Tensor:
+    """Proven lower bounds of ``logit_label - logit_j`` (``j != label``) over each box
+    (``(B, n)`` tensors in ``gt.dtype``): shape ``(B, n_classes - 1)``; ``-inf`` where
+    nothing is proven."""
+    with sound_kernels(gt.device):
+        nb = node_bounds(gt, lower, upper, method)
+        spec = margin_spec(gt.graph.n_classes, label, lower.shape[0], lower.dtype, lower.device)
+        return concretize_wide(backward(gt, nb, len(gt.graph.nodes) - 1, spec), lower, upper)
+
+
+__all__ = ["GraphTensors", "NodeBounds", "backward", "margin_lower_bounds", "node_bounds", "unit_roundoff"]

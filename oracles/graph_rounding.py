@@ -1,0 +1,94 @@
+"""The rounding slacks of CROWN over the DAG IR (:mod:`oracles.graph_bounds`), per product.
+
+The error model (:mod:`parallelepipedonn.tolerances`): a sum of ``n`` rounded products, in
+any order, is off by at most ``gamma_n`` times the sum of the absolute values of its
+terms; additions of an exact zero are exact, so ``n`` counts the terms that can be
+nonzero. Each bound is moved outward by the sum, over the rounded operations that
+produced it, of that operation's relative slack times the magnitude of its terms:
+
+* pulling coefficients back through a linear node (``Lambda W``): every coefficient is a
+  sum of at most ``fan_out`` products (``fan_in`` for an interval bound's ``W x``), so its
+  terms ``|Lambda| . (|W| s_in + |b|)`` get ``relative_slack(fan_out)``, not the slack of the
+  graph's widest sum;
+* sums of the coefficients of several branches: ``relative_slack(branches)``; a ReLU slope
+  times a coefficient: ``relative_slack(1)``;
+* the wide reductions (``Lambda . b``, the ReLU intercepts' shift, the concretisation over
+  the box), sums of as many terms as a whole map: in float64 whatever the dtype (products
+  of float32 numbers are exact in float64), slack ``relative_slack(widest, float64)``.
+
+The magnitudes ``|Lambda| . t`` are themselves sums over whole maps, computed in the
+dtype; for non-negative terms the computed sum is at least ``(1 - gamma_widest)`` times the
+exact one, so every per-product slack is divided by ``1 - gamma_widest`` (``inf`` when
+that is not positive: nothing is proven). In float64 every slack is the graph's widest
+(``relative_slack`` is floored at 1e-9, far above any ``gamma_n`` of an ordinary network),
+as before: the per-product slacks matter for float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from parallelepipedonn import graph_nodes as gn
+from parallelepipedonn.graph import Graph
+from parallelepipedonn.tolerances import gamma, relative_slack
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Slacks:
+    """Relative slacks of one graph in one dtype: ``back[k]`` (``W^T`` of linear node ``k``,
+    plus ``wide``), ``fwd[k]`` (``W x`` of an interval bound), ``join`` (branch sums and
+    Add / Sub), ``one`` (a single product, plus ``wide``), ``wide`` (the float64 reductions).
+    In float64 all of them are the graph's one slack."""
+
+    back: dict[int, float]
+    fwd: dict[int, float]
+    join: float
+    one: float
+    wide: float
+
+    @property
+    def smallest(self) -> float:
+        """The smallest of the slacks: an error ``e`` added to terms as ``e / smallest``
+        is covered whichever slack later multiplies them."""
+        return min([*self.back.values(), *self.fwd.values(), self.join, self.one, self.wide])
+
+    @classmethod
+    def of(cls, graph: Graph, dtype: torch.dtype, widest_terms: int) -> Slacks:
+        """``widest_terms``: the longest chain of additions of the graph (its widest sum plus
+        the accumulations), the one slack of every sum in float64."""
+        linear = {k: n for k, n in enumerate(graph.nodes) if isinstance(n, gn.LinearNode) and not n.exact}
+        if dtype == torch.float64:
+            rel = relative_slack(widest_terms, dtype)
+            return cls({k: rel for k in linear}, {k: rel for k in linear}, rel, rel, rel)
+        g_w = gamma(widest_terms, dtype)
+        shrink = 1.0 / (1.0 - g_w) if g_w < 1.0 else math.inf
+        branches = max([len(c) for c in graph.consumers] + [2])
+        wide = relative_slack(widest_terms, torch.float64)
+
+        def per(n: int) -> float:
+            return relative_slack(n, dtype) * shrink
+
+        return cls({k: per(n.fan_out) + wide for k, n in linear.items()},
+                   {k: per(n.fan_in + 1) for k, n in linear.items()},  # + 1: the bias
+                   per(branches + 1), per(2) + wide, wide)
+
+
+def wide_dot(a: Tensor, v: Tensor) -> Tensor:
+    """``sum over the shape of a * v`` in float64 (``a`` ``(B, m, *shape)``, ``v``
+    broadcastable to ``(B, *shape)``) -> ``(B, m)``."""
+    a = a.to(torch.float64)
+    v = v.to(torch.float64).expand(a.shape[0], *a.shape[2:])
+    return (a.flatten(2) @ v.reshape(a.shape[0], -1, 1)).squeeze(-1)
+
+
+def round_down(v: Tensor, dtype: torch.dtype) -> Tensor:
+    """float64 ``v`` as ``dtype``, rounded towards ``-inf`` (a lower bound stays one)."""
+    if dtype == torch.float64:
+        return v
+    r = v.to(dtype)
+    return torch.where(r.to(torch.float64) > v, torch.nextafter(r, torch.full_like(r, -math.inf)), r)

@@ -1,0 +1,89 @@
+"""Helpers the commands share: the argument parser class (one-line errors), number
+formatting, the checks of output paths, and loading a model and an input."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from ..io_utils import check_writable
+from .exits import EXIT_USAGE
+
+if TYPE_CHECKING:
+    from ..box import Box
+    from ..network import Network
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def fmt(v: float | None, digits: int = 4) -> str:
+    if v is None:
+        return "unknown"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.{digits}g}"
+
+
+def check_outputs(args: argparse.Namespace, *paths: str | None) -> None:
+    """Fail before any work if an output cannot be written, or would overwrite another
+    output or an input file."""
+    given = [p for p in paths if p]
+    for p in given:
+        check_writable(p)
+    resolved = [Path(p).resolve() for p in given]
+    if len(set(resolved)) < len(resolved):
+        raise ConfigError(f"two outputs name the same file: {', '.join(given)}")
+    inputs = {Path(p).resolve() for p in (args.model, args.input) if p}
+    for p, r in zip(given, resolved):
+        if r in inputs:
+            raise ConfigError(f"the output {p!r} would overwrite an input file")
+
+
+def load_model(args: argparse.Namespace) -> tuple[Network, Box, Path]:
+    """The network of ``--model`` (or of ``--dataset``), the ``--domain`` box and the model's path."""
+    import numpy as np
+
+    from ..box import Box
+    from ..models import default_model_path
+    from ..onnx_import import load_onnx
+
+    lo, hi = args.domain
+    if not (lo < hi and math.isfinite(lo) and math.isfinite(hi)):
+        raise ConfigError(f"the domain [{lo}, {hi}] must be a non-empty finite interval")
+    model_path = Path(args.model) if args.model else default_model_path(args.dataset, args.default_net)
+    network = load_onnx(model_path)
+    n = network.n_inputs
+    return network, Box(np.full(n, lo), np.full(n, hi)), model_path
+
+
+def load_problem(args: argparse.Namespace):
+    """Network, input point, domain, model path, true label and a description of the input."""
+    from ..datasets import CLASS_NAMES, load_dataset
+    from ..inputs import as_network_input, read_input_file
+
+    if (args.input is None) == (args.dataset is None):
+        raise ConfigError("give either --input X (with --model) or --dataset D --index N")
+    if args.dataset is not None and args.index is None:
+        raise ConfigError("--dataset needs --index N")
+    if args.input is not None and args.model is None:
+        raise ConfigError("--input needs --model M.onnx")
+    network, domain, model_path = load_model(args)
+    true_label, class_names = None, None
+    if args.input is not None:
+        x = as_network_input(read_input_file(args.input), network.input_shape, domain, f"input {args.input!r}")
+        what = args.input
+    else:
+        data = load_dataset(args.dataset, args.split, args.data_dir)
+        image, true_label = data[args.index]
+        x = as_network_input(image, network.input_shape, domain, f"{args.dataset} {args.split} image {args.index}")
+        what = f"{data.describe(args.index)}, true label {true_label}"
+        class_names = CLASS_NAMES.get(args.dataset)
+    return network, x, domain, model_path, true_label, what, class_names

@@ -1,0 +1,82 @@
+"""``parallelepipedonn compare``: several algorithms on the same input, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from ..io_utils import removed_on_failure
+from ..progress import Progress
+from .args import add_certify_options, add_model_and_input, certify_config
+from .common import check_outputs, fmt, load_problem
+from .exits import EXIT_OK
+
+DEFAULT_COMPARE = ("apothem-kary,apothem-bisection,apothem-max-box,box-bisection,topdown-box,volume-greedy,"
+                   "volume-gradient,exact")
+
+
+def add_arguments(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="run several algorithms on the same input, side by side",
+                       description="Certify one input with several algorithms and compare their boxes: apothem, "
+                       "min edge length, log-volume, oracle calls, rounds, time, and the gap to the best apothem "
+                       "upper bound any of them found.")
+    add_model_and_input(p)
+    add_certify_options(p)
+    p.add_argument("--algorithms", default=DEFAULT_COMPARE, help=f"comma-separated (default: {DEFAULT_COMPARE})")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", metavar="PATH", help="write all certificates as a JSON list")
+    out.add_argument("--plot", metavar="PATH", help="write a PNG of every algorithm's box")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from ..certify import certify
+    from ..io_utils import atomic_write_bytes
+    from ..plotting import plot_comparison
+    from ..search import make_search
+
+    check_outputs(args, args.json, args.plot)
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    configs = [certify_config(args, a) for a in algorithms]
+    for c in configs:
+        make_search(c.algorithm, precision=c.precision)  # reject bad names before any work
+    network, x, domain, model_path, true_label, what, class_names = load_problem(args)
+    certs = []
+    with Progress("compare") as progress:
+        for k, c in enumerate(configs):
+            def report(message: str, k: int = k, c=c) -> None:
+                progress(f"{k + 1}/{len(configs)} {c.algorithm}: {message}")
+
+            report("starting")
+            certs.append(certify(network, x, args.label, domain=domain, config=c, model_path=str(model_path),
+                                 true_label=true_label, progress=report))
+    bounds = [c.apothem_upper_bound for c in certs if c.apothem_upper_bound is not None]
+    best = min(bounds) if bounds else None
+    print(f"input {what}; model {model_path} ({network.describe()}); label {certs[0].label}")
+    if best is not None:
+        closest = min((c for c in certs if c.apothem_upper_bound is not None), key=lambda c: c.apothem_upper_bound)
+        cls = "" if closest.counterexample_class is None else f", class {closest.counterexample_class}"
+        print(f"best apothem <= {fmt(best)} (closest confirmed counterexample of all runs{cls})")
+    header = ["algorithm", "oracle", "status", "apothem", "min edge", "log-volume", "calls", "rounds", "seconds",
+              "gap"]
+    rows = [[c.algorithm, c.oracle, c.status.value, fmt(c.apothem), fmt(c.min_edge), fmt(c.log_volume, 6),
+             str(c.oracle_calls), str(c.rounds), f"{c.seconds:.3f}",
+             fmt(None if best is None or c.apothem is None or math.isinf(c.apothem) else max(best - c.apothem, 0))]
+            for c in certs]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for line in [header] + rows:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
+    written = []
+    with removed_on_failure(args.json, args.plot):
+        if args.json:
+            atomic_write_bytes(Path(args.json), (json.dumps([c.to_dict() for c in certs], indent=1) + "\n").encode())
+            written.append(args.json)
+        if args.plot:
+            plot_comparison(certs, args.plot, class_names)
+            written.append(args.plot)
+    if written:
+        print(f"wrote {', '.join(written)}")
+    return EXIT_OK

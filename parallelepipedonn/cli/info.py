@@ -1,0 +1,26 @@
+"""``parallelepipedonn info``: describe an ONNX classifier as the tool reads it."""
+
+from __future__ import annotations
+
+import argparse
+
+from .exits import EXIT_OK
+
+
+def add_arguments(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe an ONNX classifier as the tool reads it")
+    p.add_argument("--model", required=True, metavar="M.onnx")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..io_utils import sha256_file
+    from ..onnx_import import load_onnx
+    from ..train import model_metadata
+
+    net = load_onnx(args.model)
+    print(f"{args.model}: {net.describe()}, input shape {list(net.input_shape)}, {net.n_classes} classes")
+    print(f"  sha256 {sha256_file(args.model)}")
+    for k, v in model_metadata(args.model).items():
+        print(f"  {k}: {v}")
+    return EXIT_OK

@@ -1,0 +1,489 @@
+"""The typed nodes of the DAG IR (:mod:`parallelepipedonn.graph`).
+
+Every node is a frozen dataclass with the per-sample ``shape`` of its output and the
+indices of its ``inputs`` (earlier nodes of the graph). Weights are frozen float64 numpy
+arrays; the IR's semantics is the graph evaluated in exact arithmetic on them.
+
+A :class:`LinearNode` ``y = W x (+ bias)`` applies ``W`` (without the bias), its
+transpose ``W^T`` and its absolute value ``|W|`` to batches ``(N, *shape)`` in torch, in
+any floating dtype, never building ``W`` densely for convolutions and pooling (those use
+``conv2d`` / ``conv_transpose2d``). ``fan_in`` is the largest number of products summed
+into one output, ``fan_out`` the largest number of outputs one input feeds (the number of
+terms of one sum of ``W^T y``); ``exact`` marks the nodes that only move values (reshape,
+transpose, zero padding), which round nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelError
+
+Tensor = torch.Tensor
+FloatArray = np.ndarray
+
+
+def frozen_array(a: Any, ndim: int | None = None, what: str = "weights") -> FloatArray:
+    """A read-only float64 copy of ``a``, checked finite (and of ``ndim`` dimensions)."""
+    arr = np.array(a, dtype=np.float64)
+    if ndim is not None and arr.ndim != ndim:
+        raise ModelError(f"{what}: expected a {ndim}-D array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ModelError(f"{what} contain NaN or infinite values")
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Node:
+    """A node: its output's per-sample ``shape`` and the indices of its ``inputs``."""
+
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...]
+    name: str = ""
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    kind: ClassVar[str] = "node"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(int(i) for i in self.inputs))
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def tensor(self, key: str, value: FloatArray, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+        """``value`` as a cached tensor of ``dtype`` on ``device``."""
+        k = (key, dtype, str(device))
+        if k not in self._cache:
+            self._cache[k] = torch.tensor(value, dtype=dtype, device=device)
+        return self._cache[k]
+
+    def params(self) -> tuple[FloatArray, ...]:
+        """The node's float64 parameters (for the digest)."""
+        return ()
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Input(Node):
+    kind: ClassVar[str] = "input"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ReLU(Node):
+    kind: ClassVar[str] = "relu"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Add(Node):
+    """``a + b`` of two tensors of the same shape."""
+
+    kind: ClassVar[str] = "add"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Sub(Node):
+    """``a - b`` of two tensors of the same shape."""
+
+    kind: ClassVar[str] = "sub"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Concat(Node):
+    """Concatenation of the inputs along per-sample ``axis``."""
+
+    axis: int
+    kind: ClassVar[str] = "concat"
+
+    def sizes(self, shapes: list[tuple[int, ...]]) -> list[int]:
+        return [s[self.axis] for s in shapes]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LinearNode(Node):
+    """``y = W x + bias`` of one input of shape ``in_shape``."""
+
+    in_shape: tuple[int, ...]
+    exact: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "in_shape", tuple(int(d) for d in self.in_shape))
+
+    # -- subclasses implement (batches: (N, *in_shape) -> (N, *shape) and back) ----------
+    def apply(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def apply_t(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def apply_abs(self, x: Tensor) -> Tensor:
+        return self.apply(x)
+
+    def apply_abs_t(self, y: Tensor) -> Tensor:
+        return self.apply_t(y)
+
+    def rows_t(self, sel: Tensor, dtype: torch.dtype) -> Tensor:
+        """``W^T e_i`` for the flat output indices ``sel`` (``(B, m)``): the rows of ``W``
+        that produce those outputs, shape ``(B, m, *in_shape)`` (by default ``W^T`` applied
+        to one-hot vectors)."""
+        b, m = sel.shape
+        onehot = torch.zeros(b * m, self.numel, dtype=dtype, device=sel.device)
+        onehot[torch.arange(b * m, device=sel.device), sel.reshape(-1)] = 1.0
+        return self.apply_t(onehot.reshape(b * m, *self.shape)).reshape(b, m, *self.in_shape)
+
+    def bias_array(self) -> FloatArray | None:
+        """The bias, broadcastable to ``(N, *shape)`` after a leading batch axis, or None."""
+        return None
+
+    def bias(self, dtype: torch.dtype, device: torch.device | str) -> Tensor | None:
+        b = self.bias_array()
+        return None if b is None else self.tensor("bias", b, dtype, device)
+
+    def abs_bias(self, dtype: torch.dtype, device: torch.device | str) -> Tensor | None:
+        b = self.bias_array()
+        return None if b is None else self.tensor("abs_bias", np.abs(b), dtype, device)
+
+    @property
+    def fan_in(self) -> int:
+        return 1
+
+    @property
+    def fan_out(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Reshape(LinearNode):
+    """Row-major reshape (ONNX Reshape / Flatten / Squeeze / Unsqueeze)."""
+
+    kind: ClassVar[str] = "reshape"
+    exact: ClassVar[bool] = True
+
+    def apply(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def apply_t(self, y: Tensor) -> Tensor:
+        return y.reshape(y.shape[0], *self.in_shape)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Transpose(LinearNode):
+    """Permutation ``perm`` of the per-sample axes."""
+
+    perm: tuple[int, ...]
+    kind: ClassVar[str] = "transpose"
+    exact: ClassVar[bool] = True
+
+    def apply(self, x: Tensor) -> Tensor:
+        return x.permute(0, *(p + 1 for p in self.perm))
+
+    def apply_t(self, y: Tensor) -> Tensor:
+        inv = np.argsort(self.perm)
+        return y.permute(0, *(int(p) + 1 for p in inv))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Pad(LinearNode):
+    """Zero padding: ``pads`` = (begin of each per-sample axis..., end of each...), >= 0."""
+
+    pads: tuple[int, ...]
+    kind: ClassVar[str] = "pad"
+    exact: ClassVar[bool] = True
+
+    def _torch_pads(self) -> list[int]:
+        r = len(self.in_shape)
+        out: list[int] = []
+        for i in reversed(range(r)):
+            out += [self.pads[i], self.pads[i + r]]
+        return out
+
+    def apply(self, x: Tensor) -> Tensor:
+        return F.pad(x, self._torch_pads())
+
+    def apply_t(self, y: Tensor) -> Tensor:
+        r = len(self.in_shape)
+        idx = [slice(None)] + [slice(self.pads[i], self.pads[i] + self.in_shape[i]) for i in range(r)]
+        return y[tuple(idx)]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Dense(LinearNode):
+    """``y = weight @ x + bias`` on a flat vector (``weight`` of shape ``(out, in)``)."""
+
+    weight: FloatArray
+    bias_: FloatArray
+    kind: ClassVar[str] = "dense"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        w, b = frozen_array(self.weight, 2), frozen_array(self.bias_, 1, "biases")
+        if w.shape[0] != b.shape[0] or self.in_shape != (w.shape[1],) or self.shape != (w.shape[0],):
+            raise ModelError(f"dense node {self.name!r}: weight {w.shape}, bias {b.shape}, input {self.in_shape}")
+        object.__setattr__(self, "weight", w)
+        object.__setattr__(self, "bias_", b)
+
+    def _w(self, x: Tensor) -> Tensor:
+        return self.tensor("w", self.weight, x.dtype, x.device)
+
+    def _wa(self, x: Tensor) -> Tensor:
+        return self.tensor("wa", np.abs(self.weight), x.dtype, x.device)
+
+    def apply(self, x: Tensor) -> Tensor:
+        return x @ self._w(x).T
+
+    def apply_t(self, y: Tensor) -> Tensor:
+        return y @ self._w(y)
+
+    def apply_abs(self, x: Tensor) -> Tensor:
+        return x @ self._wa(x).T
+
+    def apply_abs_t(self, y: Tensor) -> Tensor:
+        return y @ self._wa(y)
+
+    def rows_t(self, sel: Tensor, dtype: torch.dtype) -> Tensor:
+        return self.tensor("w", self.weight, dtype, sel.device)[sel]
+
+    def bias_array(self) -> FloatArray:
+        return self.bias_
+
+    def params(self) -> tuple[FloatArray, ...]:
+        return self.weight, self.bias_
+
+    @property
+    def fan_in(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def fan_out(self) -> int:
+        return int(self.weight.shape[0])
+
+
+def conv_output_size(size: int, kernel: int, stride: int, dilation: int, pad_total: int) -> int:
+    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class _Window2d(LinearNode):
+    """Shared geometry of 2-D windowed operators: ``pads`` = (top, left, bottom, right)."""
+
+    kernel: tuple[int, int] = (0, 0)
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+
+    def _check_geometry(self, channels_out: int) -> None:
+        for f in ("kernel", "stride", "pads", "dilation"):
+            object.__setattr__(self, f, tuple(int(v) for v in getattr(self, f)))
+        if len(self.in_shape) != 3:
+            raise ModelError(f"{self.kind} node {self.name!r}: input of shape {self.in_shape}, expected (C, H, W)")
+        if min(self.stride) < 1 or min(self.dilation) < 1 or min(self.pads) < 0 or min(self.kernel) < 1:
+            raise ModelError(f"{self.kind} node {self.name!r}: invalid strides, dilations, pads or kernel")
+        _, h, w = self.in_shape
+        out = (channels_out,
+               conv_output_size(h, self.kernel[0], self.stride[0], self.dilation[0], self.pads[0] + self.pads[2]),
+               conv_output_size(w, self.kernel[1], self.stride[1], self.dilation[1], self.pads[1] + self.pads[3]))
+        if min(out) < 1 or tuple(self.shape) != out:
+            raise ModelError(f"{self.kind} node {self.name!r}: output shape {self.shape}, expected {out}")
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        _, h, w = self.in_shape
+        return h + self.pads[0] + self.pads[2], w + self.pads[1] + self.pads[3]
+
+    def _pad(self, x: Tensor) -> Tensor:
+        t, l, b, r = self.pads
+        return F.pad(x, [l, r, t, b]) if any(self.pads) else x
+
+    def _crop(self, x: Tensor) -> Tensor:
+        t, l, _, _ = self.pads
+        _, h, w = self.in_shape
+        return x[..., t:t + h, l:l + w]
+
+    def _conv(self, x: Tensor, weight: Tensor, groups: int) -> Tensor:
+        return F.conv2d(self._pad(x), weight, stride=self.stride, dilation=self.dilation, groups=groups)
+
+    def _conv_t(self, y: Tensor, weight: Tensor, groups: int) -> Tensor:
+        # the convolution's input gradient: conv_transpose2d's sums, computed batched (on CPU
+        # in float64, conv_transpose2d loops over the batch: 3x slower)
+        full = torch.nn.grad.conv2d_input((y.shape[0], weight.shape[1] * groups, *self.padded), weight, y,
+                                          stride=self.stride, dilation=self.dilation, groups=groups)
+        return self._crop(full)
+
+    @property
+    def fan_out(self) -> int:
+        """Outputs one input feeds: at most ``ceil(k / stride)`` windows per axis."""
+        return math.prod(-(-self.kernel[i] // self.stride[i]) for i in range(2)) * self._out_per_in_channel
+
+    @property
+    def _out_per_in_channel(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Conv2d(_Window2d):
+    """2-D convolution (cross-correlation, as ONNX Conv) with ``weight`` of shape
+    ``(C_out, C_in / groups, kh, kw)`` and ``bias_`` of shape ``(C_out,)``."""
+
+    weight: FloatArray
+    bias_: FloatArray
+    groups: int = 1
+    kind: ClassVar[str] = "conv2d"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        w, b = frozen_array(self.weight, 4), frozen_array(self.bias_, 1, "biases")
+        object.__setattr__(self, "weight", w)
+        object.__setattr__(self, "bias_", b)
+        object.__setattr__(self, "kernel", tuple(w.shape[2:]))
+        c_in = self.in_shape[0] if self.in_shape else -1
+        g = int(self.groups)
+        if g < 1 or c_in % g or w.shape[0] % g or w.shape[1] * g != c_in or b.shape != (w.shape[0],):
+            raise ModelError(f"conv node {self.name!r}: weight {w.shape}, bias {b.shape}, groups {g}, "
+                             f"input {self.in_shape}")
+        self._check_geometry(w.shape[0])
+
+    def apply(self, x: Tensor) -> Tensor:
+        return self._conv(x, self.tensor("w", self.weight, x.dtype, x.device), self.groups)
+
+    def apply_t(self, y: Tensor) -> Tensor:
+        return self._conv_t(y, self.tensor("w", self.weight, y.dtype, y.device), self.groups)
+
+    def apply_abs(self, x: Tensor) -> Tensor:
+        return self._conv(x, self.tensor("wa", np.abs(self.weight), x.dtype, x.device), self.groups)
+
+    def apply_abs_t(self, y: Tensor) -> Tensor:
+        return self._conv_t(y, self.tensor("wa", np.abs(self.weight), y.dtype, y.device), self.groups)
+
+    def rows_t(self, sel: Tensor, dtype: torch.dtype) -> Tensor:
+        """The kernels of the outputs ``sel`` placed at their windows (a scatter: no
+        arithmetic, nothing of the size of the whole convolution)."""
+        dev = sel.device
+        c_out, _, ho, wo = (self.weight.shape[0], None, *self.shape[1:])
+        c_in = self.in_shape[0]
+        cig = c_in // self.groups
+        kh, kw = self.kernel
+        co, pos = sel // (ho * wo), sel % (ho * wo)
+        i, j = pos // wo, pos % wo
+        ci = (co // (c_out // self.groups)).unsqueeze(-1) * cig + torch.arange(cig, device=dev)  # (B, m, cig)
+        rr = (i * self.stride[0]).unsqueeze(-1) + torch.arange(kh, device=dev) * self.dilation[0]  # (B, m, kh)
+        cc = (j * self.stride[1]).unsqueeze(-1) + torch.arange(kw, device=dev) * self.dilation[1]  # (B, m, kw)
+        b, m = sel.shape
+        out = torch.zeros(b, m, c_in, *self.padded, dtype=dtype, device=dev)
+        bi = torch.arange(b, device=dev).view(b, 1, 1, 1, 1)
+        mi = torch.arange(m, device=dev).view(1, m, 1, 1, 1)
+        w = self.tensor("w", self.weight, dtype, dev)[co]  # (B, m, cig, kh, kw)
+        out[bi, mi, ci[..., :, None, None], rr[..., None, :, None], cc[..., None, None, :]] = w
+        return self._crop(out)
+
+    def bias_array(self) -> FloatArray:
+        return self.bias_.reshape(-1, 1, 1)
+
+    def params(self) -> tuple[FloatArray, ...]:
+        return self.weight, self.bias_
+
+    @property
+    def fan_in(self) -> int:
+        return int(np.prod(self.weight.shape[1:]))
+
+    @property
+    def _out_per_in_channel(self) -> int:
+        return int(self.weight.shape[0] // self.groups)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class AvgPool2d(_Window2d):
+    """Average pooling: the sum of each window times ``inv_count`` (float64 ``1 / n`` of
+    the window's ``n`` counted values: all of them with ``count_include_pad``, else only
+    those inside the input — ONNX's default). Global pooling is a window of the whole
+    input."""
+
+    count_include_pad: bool = False
+    inv_count: FloatArray = field(init=False, repr=False)
+    kind: ClassVar[str] = "avgpool2d"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_geometry(self.in_shape[0] if len(self.in_shape) == 3 else -1)
+        ones = torch.ones(1, 1, *self.in_shape[1:], dtype=torch.float64)
+        if self.count_include_pad:
+            ones = F.pad(ones, [self.pads[1], self.pads[3], self.pads[0], self.pads[2]], value=1.0)
+            counts = F.conv2d(ones, torch.ones(1, 1, *self.kernel, dtype=torch.float64), stride=self.stride,
+                              dilation=self.dilation)
+        else:
+            counts = self._conv(ones, torch.ones(1, 1, *self.kernel, dtype=torch.float64), 1)
+        inv = 1.0 / counts[0, 0].numpy()
+        object.__setattr__(self, "inv_count", frozen_array(inv, 2, "pooling weights"))
+
+    def _ones(self, x: Tensor) -> Tensor:
+        c = self.in_shape[0]
+        return self.tensor("ones", np.ones((c, 1, *self.kernel)), x.dtype, x.device)
+
+    def _inv(self, x: Tensor) -> Tensor:
+        return self.tensor("inv", self.inv_count, x.dtype, x.device)
+
+    def apply(self, x: Tensor) -> Tensor:
+        return self._conv(x, self._ones(x), self.in_shape[0]) * self._inv(x)
+
+    def apply_t(self, y: Tensor) -> Tensor:
+        return self._conv_t(y * self._inv(y), self._ones(y), self.in_shape[0])
+
+    def params(self) -> tuple[FloatArray, ...]:
+        return (self.inv_count,)
+
+    @property
+    def fan_in(self) -> int:
+        return math.prod(self.kernel) + 1  # the window's sum, then one product
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Scale(LinearNode):
+    """Element-wise ``y = scale * x + shift`` (``scale`` and ``shift`` broadcastable to
+    ``shape``): input normalisation, a BatchNormalization that could not be folded, Mul /
+    Div / Add / Sub by constants."""
+
+    scale: FloatArray
+    shift: FloatArray
+    kind: ClassVar[str] = "scale"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        r = len(self.shape)
+        s, b = frozen_array(self.scale), frozen_array(self.shift, what="shifts")
+        if s.ndim > r or b.ndim > r or np.broadcast_shapes(self.shape, s.shape, b.shape) != self.shape \
+                or self.in_shape != self.shape:
+            raise ModelError(f"scale node {self.name!r}: scale {s.shape} and shift {b.shape} for shape {self.shape}")
+        object.__setattr__(self, "scale", s)
+        object.__setattr__(self, "shift", b)
+
+    def _s(self, x: Tensor, key: str = "s") -> Tensor:
+        return self.tensor(key, self.scale if key == "s" else np.abs(self.scale), x.dtype, x.device)
+
+    def apply(self, x: Tensor) -> Tensor:
+        return x * self._s(x)
+
+    def apply_t(self, y: Tensor) -> Tensor:
+        return y * self._s(y)
+
+    def apply_abs(self, x: Tensor) -> Tensor:
+        return x * self._s(x, "sa")
+
+    def apply_abs_t(self, y: Tensor) -> Tensor:
+        return y * self._s(y, "sa")
+
+    def bias_array(self) -> FloatArray:
+        return self.shift
+
+    def params(self) -> tuple[FloatArray, ...]:
+        return self.scale, self.shift
+
+    @property
+    def fan_in(self) -> int:
+        return 1

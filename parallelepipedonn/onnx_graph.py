@@ -1,0 +1,386 @@
+"""ONNX models → the DAG IR (:class:`~parallelepipedonn.graph.Graph`), convolutions kept.
+
+The importer walks the ONNX graph once: every tensor that depends on the input becomes a
+node of the IR (per-sample shapes: the ONNX batch axis, of size 1, is dropped), every other
+tensor is constant-folded with ONNX's reference evaluator (as
+:mod:`parallelepipedonn.onnx_import` does, whose checks it shares). Supported on
+input-dependent tensors: Conv (2-D), Gemm and MatMul by a constant on a vector, Add / Sub
+of two tensors or of a constant, Mul / Div by a constant, Neg, BatchNormalization (folded
+into the Conv or Gemm before it when nothing else reads that one's output, else a
+per-channel affine node), Relu, Flatten / Reshape / Squeeze / Unsqueeze, Transpose, Pad
+(constant 0), AveragePool and GlobalAveragePool, Concat, Identity, inference Dropout,
+widening Cast, and a final Softmax over the class scores. MaxPool and anything else raise
+:class:`UnsupportedOperatorError`.
+
+Constants are rounded once to float64 where the IR stores a product of ONNX constants
+(``alpha * B`` of Gemm, ``1 / b`` of Div, a folded BatchNormalization): the graph's weights
+are the IR, whose exact semantics is what is certified.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from . import graph_nodes as gn
+from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
+from .graph import Graph
+from .onnx_import import _RESHAPING_OPS, MAX_MODEL_BYTES, _attr_str, _gib, _Importer, _Lin
+
+#: Operators whose presence sends a model to the graph importer (``load_onnx``).
+GRAPH_OPS = frozenset({"Conv", "AveragePool", "GlobalAveragePool", "Pad", "MaxPool", "GlobalMaxPool"})
+
+
+@dataclass(frozen=True, eq=False)
+class _Sym(_Lin):
+    """An input-dependent tensor: the output of IR node ``node``, of ONNX shape ``full``."""
+
+    node: int = 0
+    full: tuple[int, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.full
+
+
+class GraphImporter(_Importer):
+    """ONNX → :class:`Graph` (see the module docstring)."""
+
+    def __init__(self, model: onnx.ModelProto, name: str) -> None:
+        super().__init__(model, name)
+        self.nodes: list[gn.Node] = []
+        self.producer_readers: dict[str, int] = {}
+
+    # -- entry point --------------------------------------------------------------------
+    def run(self) -> Graph:  # type: ignore[override]
+        g = self.graph
+        if self.onnx_opset < 7:
+            raise ModelError(f"the model uses ai.onnx opset {self.onnx_opset}: not supported")
+        init_names = {t.name for t in g.initializer}
+        inputs = [i for i in g.input if i.name not in init_names]
+        if len(inputs) != 1 or len(g.output) != 1:
+            raise ModelError("the model must have exactly one input and one output")
+        onnx_shape, ir_shape, dtype = self._input_shape(inputs[0])
+        if len(onnx_shape) == len(ir_shape):
+            raise ModelError(f"input {inputs[0].name!r} has no batch axis: not supported by the graph importer")
+        self._infer_shapes()
+        for t in g.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                raise ModelError(f"initializer {t.name!r} keeps its data in an external file: not supported")
+            self.values[t.name] = onnx.numpy_helper.to_array(t)
+        self.nodes.append(gn.Input(inputs=(), shape=ir_shape, name=inputs[0].name))
+        self.values[inputs[0].name] = _Sym(None, 0, dtype, 0, onnx_shape)  # type: ignore[arg-type]
+        consumers = self._consumers()
+        self.producer_readers = consumers
+        for index, node in enumerate(g.node):
+            self._run_node(node, index, consumers)
+        out = self.values.get(g.output[0].name)
+        if not isinstance(out, _Sym):
+            raise ModelError("the model's output does not depend on its input")
+        shape = out.full[1:]
+        if sum(d > 1 for d in shape) > 1 or math.prod(shape) < 2:
+            raise ModelError(f"the model's output has shape {list(out.full)}: not a vector of class scores")
+        if len(shape) != 1:
+            self._append(gn.Reshape(inputs=(out.node,), shape=(math.prod(shape),), in_shape=shape), out.dtype)
+        total = sum(p.nbytes for n in self.nodes for p in n.params())
+        if total > MAX_MODEL_BYTES:
+            raise ModelTooLargeError(f"the network's weights take {_gib(total)} as float64, over the importer's "
+                                     f"limit of {_gib(MAX_MODEL_BYTES)}")
+        return Graph(ir_shape, tuple(self.nodes), self.name)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _check_range(self, label: str, op: str, v: _Lin) -> None:
+        """The weights are checked finite by the nodes themselves."""
+
+    def _append(self, node: gn.Node, dtype: np.dtype) -> _Sym:
+        self.nodes.append(node)
+        return _Sym(None, 0, dtype, len(self.nodes) - 1, (1, *node.shape))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _per_sample(label: str, op: str, v: _Sym) -> tuple[int, ...]:
+        if not v.full or v.full[0] != 1:
+            raise UnsupportedOperatorError(label, op, f"a tensor of shape {list(v.full)}: the batch axis must stay "
+                                           "first, of size 1")
+        return v.full[1:]
+
+    def _broadcast_const(self, label: str, op: str, v: _Sym, c: object) -> np.ndarray:
+        """A constant operand as a per-sample array of ``v``'s shape (refused if it would
+        broadcast ``v`` to a larger shape)."""
+        c = self._const(c)
+        if np.broadcast_shapes(v.full, c.shape) != v.full:
+            raise UnsupportedOperatorError(label, op, f"constant of shape {list(c.shape)} broadcasts the "
+                                           f"input-dependent tensor of shape {list(v.full)}")
+        return np.array(np.broadcast_to(c, v.full)[0])
+
+    def _scale(self, label: str, op: str, v: _Sym, scale: object, shift: object = 0.0) -> _Sym:  # type: ignore[override]
+        s = self._per_sample(label, op, v)
+        sc, sh = self._broadcast_const(label, op, v, scale), self._broadcast_const(label, op, v, shift)
+        return self._append(gn.Scale(inputs=(v.node,), shape=s, in_shape=s, scale=sc, shift=sh, name=label), v.dtype)
+
+    def _handlers(self) -> dict[str, Callable[..., _Lin | list]]:
+        return {
+            "Relu": self._g_relu, "Add": self._g_add, "Sub": self._g_sub, "Mul": self._g_mul, "Div": self._g_div,
+            "Neg": lambda label, args, attrs: self._scale(label, "Neg", args[0], -1.0),
+            "MatMul": self._g_matmul, "Gemm": self._g_gemm, "Conv": self._g_conv,
+            "BatchNormalization": self._g_batchnorm, "Transpose": self._g_transpose,
+            "Identity": self._identity, "Dropout": self._dropout, "Cast": self._g_cast, "CastLike": self._g_cast,
+            "Shape": self._shape, "Size": self._size, "Pad": self._g_pad, "AveragePool": self._g_avgpool,
+            "GlobalAveragePool": self._g_avgpool, "Concat": self._g_concat,
+            "MaxPool": self._g_maxpool, "GlobalMaxPool": self._g_maxpool,
+            **{op: (lambda op: lambda label, args, attrs: self._g_reshape(op, label, args, attrs))(op)
+               for op in _RESHAPING_OPS},
+        }
+
+    # -- operators ------------------------------------------------------------------------
+    def _g_maxpool(self, label: str, args: list, attrs: dict) -> _Sym:
+        raise UnsupportedOperatorError(label, "MaxPool", "max pooling is not supported by the graph IR yet "
+                                       "(it is not linear; replace it by a strided convolution or AveragePool)")
+
+    def _g_relu(self, label: str, args: list, attrs: dict) -> _Sym:
+        v = args[0]
+        s = self._per_sample(label, "Relu", v)
+        return self._append(gn.ReLU(inputs=(v.node,), shape=s, name=label), v.dtype)
+
+    def _g_add(self, label: str, args: list, attrs: dict, op: str = "Add") -> _Sym:
+        a, b = args
+        if isinstance(a, _Sym) and isinstance(b, _Sym):
+            if a.full != b.full:
+                raise UnsupportedOperatorError(label, op, f"operands of shapes {list(a.full)} and {list(b.full)}: "
+                                               "broadcasting between input-dependent tensors is not supported")
+            kind = gn.Add if op == "Add" else gn.Sub
+            return self._append(kind(inputs=(a.node, b.node), shape=self._per_sample(label, op, a), name=label),
+                                a.dtype)
+        if isinstance(a, _Sym):
+            c = self._const(b)
+            return self._scale(label, op, a, 1.0, c if op == "Add" else -c)
+        return self._scale(label, op, b, 1.0 if op == "Add" else -1.0, self._const(a))
+
+    def _g_sub(self, label: str, args: list, attrs: dict) -> _Sym:
+        return self._g_add(label, args, attrs, "Sub")
+
+    def _g_mul(self, label: str, args: list, attrs: dict) -> _Sym:
+        a, b = args
+        if isinstance(a, _Sym) and isinstance(b, _Sym):
+            raise UnsupportedOperatorError(label, "Mul", "product of two input-dependent tensors is not affine")
+        return self._scale(label, "Mul", a, b) if isinstance(a, _Sym) else self._scale(label, "Mul", b, a)
+
+    def _g_div(self, label: str, args: list, attrs: dict) -> _Sym:
+        a, b = args
+        if not isinstance(a, _Sym) or isinstance(b, _Sym):
+            raise UnsupportedOperatorError(label, "Div", "only division of an input-dependent tensor by a constant")
+        b = self._const(b)
+        if (b == 0).any():
+            raise ModelError(f"node {label!r} (Div) divides by zero")
+        return self._scale(label, "Div", a, 1.0 / b)
+
+    def _dense(self, label: str, op: str, v: _Sym, weight: np.ndarray, bias: np.ndarray) -> _Sym:
+        if len(v.full) != 2 or v.full[0] != 1:
+            raise UnsupportedOperatorError(label, op, f"input of shape {list(v.full)}: only a batch of vectors")
+        return self._append(gn.Dense(inputs=(v.node,), shape=(weight.shape[0],), in_shape=(weight.shape[1],),
+                                     weight=weight, bias_=bias, name=label), v.dtype)
+
+    def _g_matmul(self, label: str, args: list, attrs: dict) -> _Sym:
+        a, b = args
+        if not isinstance(a, _Sym) or isinstance(b, _Sym) or np.ndim(b) != 2:
+            raise UnsupportedOperatorError(label, "MatMul", "only an input-dependent vector times a constant matrix")
+        w = self._const(b).T
+        if a.full[-1] != w.shape[1]:
+            raise UnsupportedOperatorError(label, "MatMul", f"shapes {list(a.full)} and {list(np.shape(b))}")
+        return self._dense(label, "MatMul", a, w, np.zeros(w.shape[0]))
+
+    def _g_gemm(self, label: str, args: list, attrs: dict) -> _Sym:
+        a, b = args[0], args[1]
+        c = args[2] if len(args) > 2 else None
+        if not isinstance(a, _Sym) or isinstance(b, _Sym) or isinstance(c, _Sym) or int(attrs.get("transA", 0)):
+            raise UnsupportedOperatorError(label, "Gemm", "only an input-dependent A (not transposed) and constant "
+                                           "B and C")
+        w = self._const(b)
+        w = w if int(attrs.get("transB", 0)) else w.T
+        alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+        if w.ndim != 2 or a.full[-1] != w.shape[1]:
+            raise UnsupportedOperatorError(label, "Gemm", f"A {list(a.full)} and B {list(np.shape(b))} do not match")
+        bias = np.zeros(w.shape[0]) if c is None else beta * self._const(c)
+        if bias.size not in (1, w.shape[0]) or bias.ndim > 2 or (bias.ndim == 2 and bias.shape[0] != 1):
+            raise UnsupportedOperatorError(label, "Gemm", f"C of shape {list(bias.shape)}")
+        return self._dense(label, "Gemm", a, alpha * w if alpha != 1.0 else w,
+                           np.broadcast_to(bias.reshape(-1), (w.shape[0],)))
+
+    def _g_conv(self, label: str, args: list, attrs: dict) -> _Sym:
+        x, w = args[0], args[1]
+        bias = args[2] if len(args) > 2 else None
+        if not isinstance(x, _Sym) or isinstance(w, _Sym) or isinstance(bias, _Sym):
+            raise UnsupportedOperatorError(label, "Conv", "input-dependent weights")
+        w = self._const(w)
+        if w.ndim != 4 or len(x.full) != 4 or x.full[0] != 1:
+            raise UnsupportedOperatorError(label, "Conv", f"input {list(x.full)}, weight {list(w.shape)}: the graph "
+                                           "importer reads 2-D convolutions")
+        size, kernel = x.full[2:], list(w.shape[2:])
+        if list(attrs.get("kernel_shape", kernel)) != kernel:
+            raise UnsupportedOperatorError(label, "Conv", "kernel_shape differs from the weight's")
+        strides = [int(s) for s in attrs.get("strides", [1, 1])]
+        dil = [int(d) for d in attrs.get("dilations", [1, 1])]
+        pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+        auto_pad = _attr_str(attrs.get("auto_pad", "NOTSET"))
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            if any(d != 1 for d in dil):
+                raise UnsupportedOperatorError(label, "Conv", f"dilations with auto_pad {auto_pad}")
+            for i in range(2):  # as onnxruntime's ComputePadAndOutputShape
+                out = -(-size[i] // strides[i])
+                total = max((out - 1) * strides[i] + kernel[i] - size[i], 0)
+                head = (total + 1) // 2 if auto_pad == "SAME_LOWER" else total // 2
+                pads[i], pads[i + 2] = head, total - head
+        elif auto_pad == "VALID":
+            pads = [0, 0, 0, 0]
+        elif auto_pad != "NOTSET":
+            raise UnsupportedOperatorError(label, "Conv", f"unknown auto_pad {auto_pad!r}")
+        b = np.zeros(w.shape[0]) if bias is None else self._const(bias)
+        if b.shape != (w.shape[0],):
+            raise UnsupportedOperatorError(label, "Conv", f"bias of shape {list(b.shape)}")
+        in_shape = x.full[1:]
+        out = (w.shape[0], *(gn.conv_output_size(size[i], kernel[i], strides[i], dil[i], pads[i] + pads[i + 2])
+                             for i in range(2)))
+        try:
+            node = gn.Conv2d(inputs=(x.node,), shape=out, in_shape=in_shape, weight=w, bias_=b, stride=tuple(strides),
+                             pads=(pads[0], pads[1], pads[2], pads[3]), dilation=tuple(dil),
+                             groups=int(attrs.get("group", 1)), name=label)
+        except ModelError as exc:
+            raise UnsupportedOperatorError(label, "Conv", str(exc)) from exc
+        return self._append(node, x.dtype)
+
+    def _g_batchnorm(self, label: str, args: list, attrs: dict) -> _Sym:
+        x = args[0]
+        if not isinstance(x, _Sym) or any(isinstance(a, _Sym) for a in args[1:]) or len(args) != 5:
+            raise UnsupportedOperatorError(label, "BatchNormalization", "input-dependent statistics")
+        if attrs.get("training_mode", 0) or not attrs.get("spatial", 1) or len(x.full) < 2:
+            raise UnsupportedOperatorError(label, "BatchNormalization", "only inference mode, per channel")
+        c = x.full[1]
+        scale, bias, mean, var = (self._const(a) for a in args[1:5])
+        if any(a.shape != (c,) for a in (scale, bias, mean, var)):
+            raise UnsupportedOperatorError(label, "BatchNormalization", "statistics of the wrong shapes")
+        denom = var + float(attrs.get("epsilon", 1e-5))
+        if (denom <= 0).any():
+            raise ModelError(f"node {label!r} (BatchNormalization): variance + epsilon is not positive")
+        a = scale / np.sqrt(denom)
+        shift = bias - mean * a
+        prev = self.nodes[x.node]
+        outputs = {o.name for o in self.graph.output}
+        aliases = [n for n, val in self.values.items() if isinstance(val, _Sym) and val.node == x.node]
+        readers = sum(self.producer_readers.get(n, 0) + (n in outputs) for n in aliases)
+        if isinstance(prev, (gn.Conv2d, gn.Dense)) and readers == 1 and x.node == len(self.nodes) - 1:
+            wshape = (-1, *([1] * (prev.weight.ndim - 1)))
+            folded = {"weight": prev.weight * a.reshape(wshape), "bias_": prev.bias_ * a + shift}
+            fields = {k: v for k, v in vars(prev).items() if k not in ("_cache", "weight", "bias_", "inv_count")}
+            self.nodes[-1] = type(prev)(**fields, **folded)
+            return x
+        bshape = (-1, *([1] * (len(x.full) - 2)))
+        return self._scale(label, "BatchNormalization", x, a.reshape(1, *bshape), shift.reshape(1, *bshape))
+
+    def _g_reshape(self, op: str, label: str, args: list, attrs: dict) -> _Sym:
+        v = args[0]
+        if not isinstance(v, _Sym):
+            raise UnsupportedOperatorError(label, op, "the shape argument depends on the input")
+        probe = _Lin(np.empty((1, *v.full)), 0, v.dtype)
+        out = self._reshape_like(op, label, [probe, *args[1:]], attrs).shape
+        if not out or out[0] != 1:
+            raise UnsupportedOperatorError(label, op, f"shape {list(v.full)} to {list(out)}: the batch axis must stay "
+                                           "first")
+        s = self._per_sample(label, op, v)
+        if tuple(out[1:]) == s:
+            return v
+        return self._append(gn.Reshape(inputs=(v.node,), shape=tuple(out[1:]), in_shape=s, name=label), v.dtype)
+
+    def _g_transpose(self, label: str, args: list, attrs: dict) -> _Sym:
+        v = args[0]
+        r = len(v.full)
+        perm = [int(p) for p in attrs.get("perm", list(range(r))[::-1])]
+        if sorted(perm) != list(range(r)) or perm[0] != 0:
+            raise UnsupportedOperatorError(label, "Transpose", f"perm {perm}: the batch axis must stay first")
+        s = self._per_sample(label, "Transpose", v)
+        p = tuple(q - 1 for q in perm[1:])
+        return self._append(gn.Transpose(inputs=(v.node,), shape=tuple(s[q] for q in p), in_shape=s, perm=p,
+                                         name=label), v.dtype)
+
+    def _g_cast(self, label: str, args: list, attrs: dict) -> _Sym:
+        v = args[0]
+        to = int(attrs.get("to", 0)) if len(args) == 1 else \
+            {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.float64): onnx.TensorProto.DOUBLE}.get(
+                np.asarray(args[1]).dtype, 0)
+        target = {onnx.TensorProto.FLOAT: np.dtype(np.float32), onnx.TensorProto.DOUBLE: np.dtype(np.float64)}.get(to)
+        if target is None or target.itemsize < v.dtype.itemsize:
+            raise UnsupportedOperatorError(label, "Cast", "only widening casts between float32 and float64")
+        return _Sym(None, 0, target, v.node, v.full)  # type: ignore[arg-type]
+
+    def _g_pad(self, label: str, args: list, attrs: dict) -> _Sym:
+        v = args[0]
+        mode = _attr_str(attrs.get("mode", "constant"))
+        pads = self._const_ints(label, "Pad", args[1], "pads") if len(args) > 1 and args[1] is not None \
+            else [int(p) for p in attrs.get("pads", [])]
+        value = float(np.asarray(args[2]).reshape(-1)[0]) if len(args) > 2 and args[2] is not None and \
+            np.size(args[2]) else float(attrs.get("value", 0.0))
+        r = len(v.full)
+        if mode != "constant" or value != 0.0 or (len(args) > 3 and args[3] is not None):
+            raise UnsupportedOperatorError(label, "Pad", "only constant padding with 0 on all axes")
+        if pads is None or len(pads) != 2 * r or min(pads) < 0 or pads[0] or pads[r]:
+            raise UnsupportedOperatorError(label, "Pad", f"pads {pads}: non-negative, none on the batch axis")
+        s = self._per_sample(label, "Pad", v)
+        per = tuple(pads[1:r]) + tuple(pads[r + 1:])
+        out = tuple(s[i] + per[i] + per[i + r - 1] for i in range(r - 1))
+        return self._append(gn.Pad(inputs=(v.node,), shape=out, in_shape=s, pads=per, name=label), v.dtype)
+
+    def _g_avgpool(self, label: str, args: list, attrs: dict) -> _Sym:
+        v = args[0]
+        if len(v.full) != 4:
+            raise UnsupportedOperatorError(label, "AveragePool", f"input of shape {list(v.full)}: only 2-D pooling")
+        s = self._per_sample(label, "AveragePool", v)
+        if "kernel_shape" not in attrs:  # GlobalAveragePool
+            kernel, strides, pads, include = list(s[1:]), [1, 1], [0, 0, 0, 0], False
+        else:
+            kernel = [int(k) for k in attrs["kernel_shape"]]
+            strides = [int(q) for q in attrs.get("strides", [1, 1])]
+            pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+            include = bool(attrs.get("count_include_pad", 0))
+            if int(attrs.get("ceil_mode", 0)) or any(int(d) != 1 for d in attrs.get("dilations", [1, 1])) or \
+                    _attr_str(attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
+                raise UnsupportedOperatorError(label, "AveragePool", "ceil_mode, dilations and auto_pad SAME are not "
+                                               "supported")
+            if _attr_str(attrs.get("auto_pad", "NOTSET")) == "VALID":
+                pads = [0, 0, 0, 0]
+        out = (s[0], *(gn.conv_output_size(s[1 + i], kernel[i], strides[i], 1, pads[i] + pads[i + 2]) for i in range(2)))
+        try:
+            node = gn.AvgPool2d(inputs=(v.node,), shape=out, in_shape=s, kernel=tuple(kernel), stride=tuple(strides),
+                                pads=tuple(pads), count_include_pad=include, name=label)
+        except ModelError as exc:
+            raise UnsupportedOperatorError(label, "AveragePool", str(exc)) from exc
+        return self._append(node, v.dtype)
+
+    def _g_concat(self, label: str, args: list, attrs: dict) -> _Sym:
+        if not all(isinstance(a, _Sym) for a in args):
+            raise UnsupportedOperatorError(label, "Concat", "only of input-dependent tensors")
+        r = len(args[0].full)
+        axis = int(attrs.get("axis", 0))
+        axis = axis + r if axis < 0 else axis
+        if not 1 <= axis < r:
+            raise UnsupportedOperatorError(label, "Concat", f"axis {axis}: not along the batch axis")
+        shapes = [self._per_sample(label, "Concat", a) for a in args]
+        out = list(shapes[0])
+        out[axis - 1] = sum(q[axis - 1] for q in shapes)
+        try:
+            return self._append(gn.Concat(inputs=tuple(a.node for a in args), shape=tuple(out), axis=axis - 1,
+                                          name=label), args[0].dtype)
+        except ModelError as exc:
+            raise UnsupportedOperatorError(label, "Concat", str(exc)) from exc
+
+
+def wants_graph(model: onnx.ModelProto) -> bool:
+    """Whether ``load_onnx`` should read the model as a graph first (it has convolutions
+    or pooling)."""
+    return any(n.op_type in GRAPH_OPS for n in model.graph.node)
+
+
+def graph_from_onnx(model: onnx.ModelProto, name: str = "") -> Graph:
+    """Convert a loaded (and checked) ONNX model into the DAG IR."""
+    return GraphImporter(model, name or model.graph.name).run()

@@ -1,0 +1,254 @@
+"""CROWN over the DAG IR (oracles.graph_bounds): the chain's bounds on chains, sound
+bounds on convolutional and residual graphs in float64 and float32 (below every sampled
+and attacked margin), no wrong proof on a cancelling residual, no dense convolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import parallelepipedonn
+from oracles.bounds import box_tensors
+from oracles.crown import AlphaCrownOracle, CrownOracle
+from oracles.graph_bounds import GraphTensors, margin_lower_bounds
+from parallelepipedonn import graph_nodes as gn
+from parallelepipedonn.certify import CertifyConfig
+from parallelepipedonn.errors import OracleError
+from parallelepipedonn.graph import Graph
+from tests.graph_nets import Builder, mixed, residual, small_cnn
+from tests.nets import random_network
+
+GRAPHS = {"small_cnn": small_cnn, "residual": residual, "mixed": mixed}
+
+
+def _sampled_margins(g: Graph, x: np.ndarray, eps: float, label: int, rng: np.random.Generator,
+                     k: int = 2000) -> np.ndarray:
+    """The smallest float64 margin of ``label`` over ``k`` points of each box (vertices
+    included): ``(B,)``."""
+    pts = x[:, None] + rng.uniform(-eps, eps, (len(x), k, g.n_inputs))
+    pts[:, : k // 4] = x[:, None] + eps * np.sign(pts[:, : k // 4] - x[:, None])
+    return g.margins(pts.reshape(-1, g.n_inputs), label).reshape(len(x), k).min(axis=1)
+
+
+def _pgd_margins(g: Graph, x: np.ndarray, eps: float, label: int, steps: int = 30) -> np.ndarray:
+    """Margins at points of each box found by projected gradient descent on the margin."""
+    module = g.to_torch(torch.float64)
+    lo, hi = torch.tensor(x - eps), torch.tensor(x + eps)
+    z = (lo + hi) / 2 + eps * (2 * torch.rand(lo.shape, generator=torch.Generator().manual_seed(0),
+                                               dtype=torch.float64) - 1) / 2
+    for _ in range(steps):
+        z.requires_grad_(True)
+        logits = module(z)
+        others = torch.cat([logits[:, :label], logits[:, label + 1:]], dim=1)
+        margin = logits[:, label] - others.max(dim=1).values
+        (grad,) = torch.autograd.grad(margin.sum(), z)
+        z = torch.minimum(torch.maximum(z.detach() - eps / 10 * grad.sign(), lo), hi)
+    return g.margins(z.detach().numpy(), label)
+
+
+# -- chains -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed,sizes,shape", [(0, [6, 20, 15, 3], (2, 3)), (1, [10, 30, 4], None),
+                                              (2, [8, 16, 16, 16, 5], (8,))])
+def test_on_chains_the_graph_crown_gives_the_chain_crown_bounds(seed, sizes, shape):
+    net = random_network(seed, sizes, input_shape=shape)
+    x = np.random.default_rng(seed).random((6, net.n_inputs))
+    lo, hi = x - 0.05, x + 0.05
+    for label in (0, sizes[-1] - 1):
+        chain = CrownOracle(net).margin_lower_bounds(lo, hi, label)
+        gt = GraphTensors.of(Graph.from_network(net))
+        for i in range(len(x)):  # box by box: the chain code tightens neurons unstable in any box of a batch
+            graph = margin_lower_bounds(gt, *box_tensors(lo[i:i + 1], hi[i:i + 1]), label).numpy()
+            np.testing.assert_allclose(graph, CrownOracle(net).margin_lower_bounds(lo[i:i + 1], hi[i:i + 1], label),
+                                       rtol=1e-9, atol=1e-12)
+        # a chain graph given to CrownOracle runs the chain code itself
+        np.testing.assert_array_equal(CrownOracle(Graph.from_network(net)).margin_lower_bounds(lo, hi, label), chain)
+
+
+# -- soundness ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", GRAPHS)
+def test_proven_margin_bounds_are_below_every_sampled_and_attacked_margin(name, dtype):
+    rng = np.random.default_rng(7)
+    for seed in range(3):
+        g = GRAPHS[name](seed=seed)
+        oracle = CrownOracle(g, dtype=dtype)
+        x = rng.random((4, g.n_inputs))
+        for eps in (0.003, 0.05):
+            for label in range(g.n_classes):
+                worst = oracle.margin_lower_bounds(x - eps, x + eps, label).min(axis=1)
+                assert np.isfinite(worst).all()
+                assert (worst <= _sampled_margins(g, x, eps, label, rng)).all()
+                assert (worst <= _pgd_margins(g, x, eps, label)).all()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", GRAPHS)
+def test_a_verified_box_contains_no_misclassified_point(name, dtype):
+    rng = np.random.default_rng(3)
+    verified = 0
+    for seed in range(4):
+        g = GRAPHS[name](seed=seed)
+        x = rng.random((6, g.n_inputs))
+        labels = g.predict(x)
+        oracle = CrownOracle(g, dtype=dtype)
+        for i, label in enumerate(labels):
+            for eps in (0.001, 0.01):
+                answer = oracle.verify_box(x[i] - eps, x[i] + eps, int(label))
+                if answer.verified:
+                    verified += 1
+                    pts = x[i] + rng.uniform(-eps, eps, (500, g.n_inputs))
+                    assert not g.misclassified(pts, int(label)).any()
+    assert verified > 0
+
+
+def test_a_cancelling_residual_with_huge_weights_is_not_verified():
+    """``s = A x + C x`` with weights ``1e12 + 1/3`` and ``-1e12`` (exactly ``w x``, ``w``
+    the stored difference), minus ``w x + 1e-7``: the exact margin is ``-1e-7`` at every
+    point, far below the rounding of the 1e12 terms."""
+    big = 1e12 + 1 / 3
+    w = big - 1e12  # exact (Sterbenz)
+    b = Builder((1, 2, 2))
+    a = b._add(gn.Conv2d(inputs=(0,), shape=(1, 2, 2), in_shape=(1, 2, 2), weight=np.full((1, 1, 1, 1), big),
+                         bias_=np.zeros(1)))
+    c = b._add(gn.Conv2d(inputs=(0,), shape=(1, 2, 2), in_shape=(1, 2, 2), weight=np.full((1, 1, 1, 1), -1e12),
+                         bias_=np.zeros(1)))
+    s = b.add(a, c)
+    t = b.scale(0, np.full((1, 1, 1), w), np.full((1, 1, 1), 1e-7))
+    d = b.flatten(b.sub(s, t))
+    b.dense(d, 2, weight=np.vstack([np.ones((1, 4)), np.zeros((1, 4))]), bias=np.zeros(2))
+    g = b.graph("cancel")
+    x = np.full((1, 4), 0.7)
+    assert g.misclassified(x, 0)[0] and g.exact_margin(x[0], 0) < 0
+    for dtype in ("float64", "float32"):
+        for eps in (0.0, 1e-9, 0.01):
+            answer = CrownOracle(g, dtype=dtype).verify_box(x[0] - eps, x[0] + eps, 0)
+            assert not answer.verified and answer.margin <= -4e-7
+
+
+def test_overflowing_bounds_prove_nothing():
+    b = Builder((1, 2, 2))
+    h = b.relu(b.conv(0, 2, 1, scale=1e300))
+    b.dense(b.flatten(b.relu(b.conv(h, 2, 1, scale=1e300))), 2)
+    g = b.graph()
+    bounds = CrownOracle(g).margin_lower_bounds(np.zeros((1, 4)), np.ones((1, 4)), 0)
+    assert (bounds == -np.inf).all()
+
+
+# -- no dense convolution -----------------------------------------------------------------------
+class _Largest(TorchDispatchMode):
+    """Records the largest tensor any torch operation returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_crown_on_a_cifar_size_convnet_never_builds_a_dense_convolution():
+    b = Builder((3, 32, 32), seed=0)
+    h = b.relu(b.conv(0, 8, 3, pad=1))
+    h = b.relu(b.conv(h, 8, 4, stride=2, pad=1))
+    b.dense(b.flatten(h), 10)
+    g = b.graph()
+    x = np.random.default_rng(0).random((2, g.n_inputs))
+    oracle = CrownOracle(g)
+    with _Largest() as mode:
+        oracle.margin_lower_bounds(x - 2 / 255, x + 2 / 255, 0)
+    dense_first = 3 * 32 * 32 * 8 * 32 * 32
+    assert mode.largest <= 2**23 and mode.largest < dense_first / 4, mode.largest
+
+
+# -- the oracle interface -----------------------------------------------------------------------
+def test_oracles_that_read_only_chains_refuse_other_graphs_clearly():
+    from oracles.registry import make_oracle
+
+    g = residual()
+    with pytest.raises(OracleError, match="chain"):
+        AlphaCrownOracle(g)
+    with pytest.raises(OracleError, match="chain"):
+        CrownOracle(g).class_extremes(0, parallelepipedonn.Box(np.zeros(25), np.ones(25)))
+    for name in ("milp", "bab"):
+        with pytest.raises(OracleError, match="chain"):
+            make_oracle(name, g)
+
+
+def test_certify_runs_end_to_end_on_a_graph():
+    g = small_cnn()
+    x = np.random.default_rng(0).random(g.n_inputs)
+    cert = parallelepipedonn.certify(g, x, config=CertifyConfig(oracle="crown"))
+    assert cert.status.value == "certified" and cert.apothem > 0
+    lo, hi = cert.box.lower, cert.box.upper
+    pts = lo + (hi - lo) * np.random.default_rng(1).random((300, g.n_inputs))
+    assert not g.misclassified(pts, cert.label).any()
+
+
+# -- windowed intermediate bounds (oracles.graph_windows) ----------------------------------------
+def _conv_chain(seed: int) -> Graph:
+    """Convolutions of odd sizes, strides, asymmetric paddings, dilations and groups (and
+    for odd seeds two of them with nothing in between)."""
+    rng = np.random.default_rng(seed)
+    b = Builder((2, 11 + seed, 9 + 2 * seed), seed)
+    h = b.conv(0, 4, (3, 2), stride=1 + seed % 2, pad=(1, 0, 2, 1), dilation=1 + (seed + 1) % 2)
+    h = h if seed % 2 else b.relu(h)  # odd seeds: two convolutions in a row (windows over padding)
+    h = b.relu(b.conv(h, 6, 3, stride=2, pad=(0, 1, 1, 0), groups=2))
+    h = b.relu(b.conv(h, 4, (2, 3), stride=(1 + seed) % 2 + 1, pad=int(rng.integers(0, 2))))
+    b.dense(b.flatten(h), 3)
+    return b.graph(f"conv-chain-{seed}")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_windowed_intermediate_bounds_equal_the_full_pass(seed):
+    import dataclasses
+
+    from oracles.graph_bounds import node_bounds
+
+    g = _conv_chain(seed)
+    gt = GraphTensors.of(g)
+    assert gt.windows, "the windowed pass applies to a chain of convolutions"
+    full = dataclasses.replace(gt, windows={})
+    x = np.random.default_rng(seed).random((3, g.n_inputs))
+    lo, hi = box_tensors(x - 0.04, x + 0.04)
+    a, b = node_bounds(gt, lo, hi), node_bounds(full, lo, hi)
+    for k in range(len(g.nodes)):
+        for p, q in ((a.lower[k], b.lower[k]), (a.upper[k], b.upper[k])):
+            np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-9, atol=1e-9 * float(q.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_windowed_bounds_are_below_every_sampled_margin(dtype):
+    rng = np.random.default_rng(11)
+    for seed in range(4):
+        g = _conv_chain(seed)
+        oracle = CrownOracle(g, dtype=dtype)
+        assert oracle.graph_tensors.windows
+        x = rng.random((3, g.n_inputs))
+        for eps in (0.01, 0.1):
+            for label in range(g.n_classes):
+                worst = oracle.margin_lower_bounds(x - eps, x + eps, label).min(axis=1)
+                assert np.isfinite(worst).all()
+                assert (worst <= _sampled_margins(g, x, eps, label, rng)).all()
+                assert (worst <= _pgd_margins(g, x, eps, label)).all()
+
+
+def test_float32_bounds_are_close_to_float64_bounds():
+    """Per-product slacks (oracles.graph_rounding): float32 loses little to float64 where
+    a slack sized by the widest sum (16384 terms on this map: ~4e-3 of every magnitude)
+    lost margins of order 10."""
+    b = Builder((3, 32, 32), seed=0)
+    h = b.relu(b.conv(0, 16, 3, pad=1))
+    h = b.relu(b.conv(h, 8, 4, stride=2, pad=1))
+    b.dense(b.relu(b.dense(b.flatten(h), 20)), 10)
+    g = b.graph()
+    x = np.random.default_rng(0).random((2, g.n_inputs))
+    m64 = CrownOracle(g).margin_lower_bounds(x - 1 / 255, x + 1 / 255, 0)
+    m32 = CrownOracle(g, dtype="float32").margin_lower_bounds(x - 1 / 255, x + 1 / 255, 0)
+    assert np.isfinite(m32).all()
+    np.testing.assert_allclose(m32, m64, rtol=0, atol=0.05 * (1 + np.abs(m64).max()))

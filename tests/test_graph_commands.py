@@ -1,0 +1,269 @@
+"""Graph models (convolutional and residual) through the chain bridge, the oracles and the commands.
+
+A convolutional chain is expanded into dense affine maps for the chain-only oracles
+(``Graph.to_chain``, ``oracles.chain``); a residual graph is refused by them up front, in
+one line, and certified with crown; certificates of graph models recheck.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from oracles.base import Verdict
+from oracles.chain import chain_network
+from oracles.crown import CrownOracle
+from oracles.registry import make_oracle
+from parallelepipedonn.cli import main
+from parallelepipedonn.errors import ModelTooLargeError, NotAChainError, OracleError
+from parallelepipedonn.graph import Graph
+from parallelepipedonn.onnx_import import load_onnx
+from tests.graph_nets import Builder, residual
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's TorchScript exporter
+
+
+# -- tiny models --------------------------------------------------------------------------------
+class SmallCnn(nn.Module):
+    """conv 4x4 s2 p1, relu, conv 4x4 s2 p1, relu, flatten, dense: the MNIST CNN, narrow."""
+
+    def __init__(self, c_in: int = 1, side: int = 28, classes: int = 3) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(c_in, 2, 4, 2, 1), nn.Conv2d(2, 2, 4, 2, 1)
+        self.head = nn.Linear(2 * (side // 4) ** 2, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(1))
+
+
+class SmallResidual(nn.Module):
+    """conv, relu, relu(h + conv(relu(conv h))), avgpool 2, flatten, dense."""
+
+    def __init__(self, side: int = 28, classes: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 4, 4)
+        self.a, self.b = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1)
+        self.head = nn.Linear(2 * (side // 8) ** 2, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        h = torch.relu(h + self.b(torch.relu(self.a(h))))
+        return self.head(nn.functional.avg_pool2d(h, 2).flatten(1))
+
+
+def export(module: nn.Module, shape: tuple[int, ...], path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    for p in module.parameters():  # deterministic weights, whatever torch's init
+        nn.init.normal_(p, 0.0, 0.4)
+    module.eval()
+    buf = io.BytesIO()
+    torch.onnx.export(module, torch.zeros(1, *shape), buf, dynamo=False, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("graph-models")
+    return {"cnn": export(SmallCnn(), (1, 28, 28), d / "cnn.onnx"),
+            "cnn-rgb": export(SmallCnn(3, 32), (3, 32, 32), d / "cnn-rgb.onnx"),
+            "cnn-8": export(SmallCnn(1, 8), (1, 8, 8), d / "cnn-8.onnx"),  # small enough for MILPs
+            "resnet": export(SmallResidual(), (1, 28, 28), d / "resnet.onnx")}
+
+
+def an_input(graph: Graph, path: Path, seed: int = 1) -> tuple[Path, np.ndarray]:
+    x = np.random.default_rng(seed).random(graph.input_shape)
+    np.save(path, x)
+    return path, x.reshape(-1)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- the expansion ----------------------------------------------------------------------------
+def test_conv_chain_expands_exactly(models):
+    graph = load_onnx(models["cnn"])
+    assert isinstance(graph, Graph) and graph.as_network() is None
+    expansion = graph.chain_expansion()
+    chain = expansion.network
+    assert expansion.exact and [a.weight.shape for a in chain.affines] == [(392, 784), (98, 392), (3, 98)]
+    x = np.random.default_rng(0).random((20, 784))
+    np.testing.assert_allclose(chain.forward(x), graph.forward(x), rtol=0, atol=1e-12)
+    assert graph.to_chain() is chain  # cached
+    record = expansion.record()
+    assert record["exact"] and record["graph_sha256"] == graph.digest and record["chain_sha256"] == chain.digest
+
+
+def test_composing_two_rounding_nodes_is_flagged_inexact():
+    b = Builder((2, 6, 6), seed=3)
+    h = b.scale(0, np.array([[[0.3]], [[1 / 3]]]), np.array([[[0.1]], [[-0.2]]]))  # input normalisation
+    h = b.relu(b.conv(h, 3, 3))
+    b.dense(b.flatten(b.avgpool(b.conv(h, 2, 3), 2, 2)), 3)  # conv then pooling: composed, rounded
+    graph = b.graph()
+    expansion = graph.chain_expansion()
+    assert not expansion.exact and "last bits" in expansion.record()["semantics"]
+    x = np.random.default_rng(1).random((10, graph.n_inputs))
+    np.testing.assert_allclose(expansion.network.forward(x), graph.forward(x), rtol=1e-12, atol=1e-12)
+
+
+def test_duplicating_concat_and_segment_adds():
+    b = Builder((4,), seed=2)
+    cat = b.concat([0, 0])  # every input twice: a dense layer after it sums two products
+    b.dense(b.relu(b.dense(cat, 5)), 3)
+    assert not b.graph().chain_expansion().exact
+    b = Builder((4,), seed=2)
+    h = b.relu(b.dense(0, 5))
+    b.dense(b.add(h, b.transpose(h, (0,))), 3)  # an Add of two values of one stage: still a chain
+    expansion = b.graph().chain_expansion()
+    x = np.random.default_rng(0).random((8, 4))
+    np.testing.assert_allclose(expansion.network.forward(x), b.graph().forward(x), atol=1e-12)
+    assert len(expansion.network.affines) == 2
+
+
+def test_residual_and_side_by_side_relus_are_not_chains():
+    with pytest.raises(NotAChainError, match="residual connection"):
+        residual().to_chain()
+    b = Builder((4,), seed=0)
+    b.dense(b.concat([b.relu(b.dense(0, 3)), b.relu(b.dense(0, 3))]), 2)
+    with pytest.raises(NotAChainError, match="side by side"):
+        b.graph().to_chain()
+
+
+def test_size_guard(models):
+    graph = load_onnx(models["cnn"])
+    with pytest.raises(ModelTooLargeError, match="MAX_DENSE_BYTES"):
+        graph.to_chain(max_bytes=100_000)
+    with pytest.raises(ModelTooLargeError, match="milp reads the model as a chain"):
+        import parallelepipedonn.onnx_import as imp
+
+        saved = imp.MAX_MODEL_BYTES
+        imp.MAX_MODEL_BYTES = 1000
+        try:
+            chain_network(load_onnx(models["cnn"]), "milp")
+        finally:
+            imp.MAX_MODEL_BYTES = saved
+
+
+# -- oracles ----------------------------------------------------------------------------------
+def test_chain_oracles_take_a_conv_graph_and_refuse_a_residual_one(models):
+    cnn, res = load_onnx(models["cnn"]), load_onnx(models["resnet"])
+    milp = make_oracle("milp", cnn)
+    assert milp.model is cnn and milp.settings()["bridge"]["exact"]
+    cascade = make_oracle("crown+milp", cnn)
+    assert "bridge" in cascade.settings() and all(s.network is cascade.network for s in cascade.stages)
+    for name in ("milp", "bab", "alpha-crown", "crown+milp", "cascade"):
+        with pytest.raises(OracleError, match=r"supports chain networks.*residual connection.*use crown"):
+            make_oracle(name, res)
+    assert not CrownOracle(res).supports("class_extremes") and CrownOracle(cnn).supports("class_extremes")
+
+
+def test_milp_and_bab_agree_with_crown_on_a_conv_graph(models):
+    graph = load_onnx(models["cnn-8"])
+    x = np.random.default_rng(5).random(64)
+    label = int(graph.predict(x)[0])
+    radii = np.array([1e-4, 3e-3, 1e-2, 3e-2, 0.1, 0.3])
+    lo, hi = np.clip(x - radii[:, None], 0, 1), np.clip(x + radii[:, None], 0, 1)
+    crown = make_oracle("crown", graph).verify(lo, hi, label)
+    decided = 0
+    for name in ("milp", "bab"):
+        answers = make_oracle(name, graph, time_limit=20).verify(lo, hi, label)
+        for c, a in zip(crown, answers):
+            assert not (c.verdict is Verdict.VERIFIED and a.verdict is Verdict.FALSIFIED)
+            if c.verdict is Verdict.VERIFIED:
+                decided += 1
+                assert a.verdict is Verdict.VERIFIED, name
+            if a.verdict is Verdict.FALSIFIED:
+                assert graph.misclassified(a.counterexample, label)[0]
+    assert decided >= 2
+
+
+def test_attack_runs_on_a_residual_graph(models):
+    graph = load_onnx(models["resnet"])
+    x = np.random.default_rng(2).random(784)
+    label = int(graph.predict(x)[0])
+    answer = make_oracle("attack", graph).verify_box(np.zeros(784), np.ones(784), label)
+    assert answer.verdict is Verdict.FALSIFIED and graph.misclassified(answer.counterexample, label)[0]
+
+
+# -- commands ---------------------------------------------------------------------------------
+def _sound(cert: dict, graph: Graph, seed: int = 0) -> None:
+    """No point sampled in the certified box (corners included) is misclassified."""
+    lo, hi = np.array(cert["lower"], dtype=float).reshape(-1), np.array(cert["upper"], dtype=float).reshape(-1)
+    rng = np.random.default_rng(seed)
+    pts = lo + rng.random((200, lo.size)) * (hi - lo)
+    corners = np.where(rng.random((50, lo.size)) < 0.5, lo, hi)
+    assert not graph.misclassified(np.concatenate([pts, corners]), cert["label"]).any()
+
+
+@pytest.mark.parametrize("kind", ["cnn", "resnet"])
+def test_certify_with_crown_plots_and_rechecks(kind, models, tmp_path, capsys):
+    graph = load_onnx(models[kind])
+    inp, _ = an_input(graph, tmp_path / "x.npy")
+    cert_path, png = tmp_path / "c.json", tmp_path / "c.png"
+    code, out, err = run(capsys, "certify", "--model", str(models[kind]), "--input", str(inp), "--json",
+                         str(cert_path), "--plot", str(png))
+    assert code == 0, err
+    cert = json.loads(cert_path.read_text())
+    assert cert["status"] == "certified" and cert["network"] == graph.describe() and png.stat().st_size > 0
+    _sound(cert, graph)
+    code, out, err = run(capsys, "recheck", str(cert_path), "--oracle", "crown")
+    assert code == 0 and out.startswith("CONFIRMED"), out + err
+    if kind == "resnet":
+        code, out, err = run(capsys, "certify", "--model", str(models[kind]), "--input", str(inp), "--oracle", "milp")
+        assert code == 2 and err.count("\n") == 1 and "milp supports chain networks" in err and "use crown" in err
+        code, out, err = run(capsys, "recheck", str(cert_path))  # its default oracle, milp
+        assert code == 2 and "residual connection" in err
+    else:
+        code, out, err = run(capsys, "recheck", str(cert_path))  # milp, through the bridge
+        assert code == 0 and out.startswith("CONFIRMED"), out + err
+
+
+@pytest.mark.parametrize("oracle", ["crown+milp", "bab"])
+def test_certify_complete_on_a_conv_graph_records_the_bridge(oracle, models, tmp_path, capsys):
+    graph = load_onnx(models["cnn-8"])
+    inp, _ = an_input(graph, tmp_path / "x.npy")
+    cert_path = tmp_path / "c.json"
+    code, out, err = run(capsys, "certify", "--model", str(models["cnn-8"]), "--input", str(inp), "--oracle",
+                         oracle, "--precision", "1e-2", "--time-limit", "3", "--json", str(cert_path))
+    assert code == 0, err
+    cert = json.loads(cert_path.read_text())
+    bridge = cert["oracle_settings"]["bridge"]
+    assert bridge["exact"] and bridge["graph_sha256"] == graph.digest
+    if cert["lower"] is not None:
+        _sound(cert, graph)
+
+
+def test_plot_of_a_colour_cnn(models, tmp_path, capsys):
+    graph = load_onnx(models["cnn-rgb"])
+    assert graph.input_shape == (3, 32, 32)
+    inp, _ = an_input(graph, tmp_path / "x.npy")
+    png = tmp_path / "c.png"
+    code, out, err = run(capsys, "certify", "--model", str(models["cnn-rgb"]), "--input", str(inp), "--plot",
+                         str(png))
+    assert code == 0 and png.stat().st_size > 0, err
+
+
+def test_info_and_dual_of_a_conv_graph(models, tmp_path, capsys):
+    code, out, err = run(capsys, "info", "--model", str(models["resnet"]))
+    assert code == 0 and "graph" in out, err
+    graph = load_onnx(models["cnn"])
+    inp, _ = an_input(graph, tmp_path / "x.npy")
+    dual = tmp_path / "d.json"
+    code, out, err = run(capsys, "dual", "--model", str(models["cnn"]), "--input", str(inp), "--radius", "0.01",
+                         "--method", "relaxed", "--json", str(dual))
+    assert code == 0, err
+    assert json.loads(dual.read_text())["details"]["bridge"]["exact"]
+    code, out, err = run(capsys, "dual", "--model", str(models["resnet"]), "--input", str(inp), "--radius", "0.01",
+                         "--method", "relaxed")
+    assert code == 2 and "residual connection" in err, err
