@@ -80,7 +80,7 @@ class NetworkTensors:
         # err * (sum s + 1) as well (0 in float64 and for weights in the normal range)
         abs_w, abs_b = [x.abs() for x in w], [x.abs() for x in b]
         for i, a in enumerate(network.affines):
-            err = _subnormal_rounding(a.weight, a.bias, dtype)
+            err = subnormal_rounding((a.weight, a.bias), dtype)
             if err > 0:
                 abs_w[i], abs_b[i] = abs_w[i] + err / rel, abs_b[i] + err / rel
         return cls(w, b, tuple(abs_w), tuple(abs_b), rel, 4.0 * (widest + 2) * smallest_subnormal(dtype))
@@ -145,14 +145,16 @@ def sound_kernels(device: str | torch.device) -> Iterator[None]:
             torch.set_float32_matmul_precision(precision)
 
 
-def _subnormal_rounding(weight: np.ndarray, bias: np.ndarray, dtype: torch.dtype) -> float:
-    """The largest absolute error of rounding to ``dtype`` the entries of ``weight`` and
-    ``bias`` below its normal range (0 in float64: the weights are the stored ones)."""
+def subnormal_rounding(arrays: Sequence[np.ndarray], dtype: torch.dtype) -> float:
+    """The largest absolute error of rounding to ``dtype`` the entries of ``arrays`` below
+    its normal range (float32: ``|w| < 2^-126``, where rounding has an absolute, not a
+    relative, error; those beyond its range become ``inf``, which poisons every bound); 0
+    in float64, where the weights are the stored ones."""
     if dtype == torch.float64:
         return 0.0
     tiny = torch.finfo(dtype).tiny
     err = 0.0
-    for p in (weight, bias):
+    for p in arrays:
         small = p[(p != 0) & (np.abs(p) < tiny)]
         if small.size:
             err = max(err, float(np.abs(torch.tensor(small).to(dtype).double().numpy() - small).max()))

@@ -40,14 +40,21 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from parallelepipedonn import graph_nodes as gn
 from parallelepipedonn.graph import Graph
 from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_subnormal, unit_roundoff
 
-from .bounds import LinearBound, ReluRelaxation, input_scale, margin_spec, proven, relu_relaxation
+from .bounds import (
+    LinearBound,
+    ReluRelaxation,
+    input_scale,
+    margin_spec,
+    proven,
+    relu_relaxation,
+    subnormal_rounding,
+)
 from .graph_rounding import Slacks, round_down, wide_dot
 from .graph_windows import Window, window_plan, windowed_bounds
 
@@ -110,22 +117,7 @@ class GraphTensors:
         return cls(graph, dtype, torch.device(device), relative_slack(n_terms, dtype),
                    4.0 * (widest + 2) * smallest_subnormal(dtype), needs, tuple(ancestors),
                    relu_inputs, {k: p for k, p in plans.items() if p is not None}, slacks,
-                   tuple(_weight_error(n, dtype) / slacks.smallest for n in nodes))
-
-
-def _weight_error(node: gn.Node, dtype: torch.dtype) -> float:
-    """The largest absolute rounding error of ``node``'s parameters in ``dtype`` among
-    those below its normal range (the others round within the relative slack; those
-    beyond its range become ``inf``, which poisons every bound)."""
-    if dtype == torch.float64:
-        return 0.0
-    tiny = torch.finfo(dtype).tiny
-    err = 0.0
-    for p in node.params():
-        small = p[(p != 0) & (np.abs(p) < tiny)]
-        if small.size:
-            err = max(err, float(np.abs(torch.tensor(small).to(dtype).double().numpy() - small).max()))
-    return err
+                   tuple(subnormal_rounding(n.params(), dtype) / slacks.smallest for n in nodes))
 
 
 def _terms(gt: GraphTensors, k: int, s_in: Tensor) -> Tensor:

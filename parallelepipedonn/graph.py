@@ -28,7 +28,8 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from . import graph_nodes as gn
-from .errors import InputDataError, LabelError, ModelError
+from .classifier import Classifier
+from .errors import ModelError
 from .graph_chain import ChainExpansion
 from .network import Affine, Network
 from .network import ReLU as ChainReLU
@@ -74,12 +75,12 @@ class _TorchGraph(torch.nn.Module):
         super().__init__()
         self.graph, self.dtype, self.device = graph, dtype, torch.device(device)
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
         return evaluate(self.graph, x.to(self.dtype))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, eq=False)
-class Graph:
+class Graph(Classifier):
     """A ReLU classifier as a DAG of typed nodes (see module docstring)."""
 
     input_shape: tuple[int, ...]
@@ -237,38 +238,12 @@ class Graph:
         return h.hexdigest()
 
     # -- semantics ----------------------------------------------------------------------
-    def flatten_inputs(self, x: ArrayLike) -> FloatArray:
-        """Points as a ``(k, n)`` float64 array (accepts ``(n,)``, ``(k, n)`` or
-        ``(k, *input_shape)``)."""
-        a = np.asarray(x, dtype=np.float64)
-        n = self.n_inputs
-        if a.size % n != 0 or a.size == 0:
-            raise InputDataError(f"got {a.size} values, the network expects a multiple of {n}")
-        return a.reshape(-1, n)
-
     def forward(self, x: ArrayLike) -> FloatArray:
         """Logits of each point, float64 (shape ``(k, n_classes)``; ``inf``/``nan`` where
         the float64 pass overflows — :meth:`misclassified` then decides exactly)."""
         h = torch.tensor(self.flatten_inputs(x))
         with torch.no_grad():
             return evaluate(self, h).numpy()  # type: ignore[union-attr]
-
-    def predict(self, x: ArrayLike) -> NDArray[np.int64]:
-        """Arg-max class of each point (lowest index on ties)."""
-        return np.argmax(self.forward(x), axis=1)
-
-    def check_label(self, label: int) -> int:
-        if not (isinstance(label, (int, np.integer)) and 0 <= int(label) < self.n_classes):
-            raise LabelError(f"label {label!r} is not a class of the network (0..{self.n_classes - 1})")
-        return int(label)
-
-    def margins(self, x: ArrayLike, label: int) -> FloatArray:
-        """``logit_label - max_{j != label} logit_j`` per point (float64)."""
-        label = self.check_label(label)
-        logits = self.forward(x)
-        others = np.delete(logits, label, axis=1)
-        with np.errstate(invalid="ignore"):
-            return logits[:, label] - others.max(axis=1)
 
     def margin_errors(self, x: ArrayLike, label: int) -> tuple[FloatArray, FloatArray]:
         """:meth:`margins` and, per point, a bound of its rounding error: the exact margin
@@ -328,19 +303,6 @@ class Graph:
         best = max(int(v) for j, v in enumerate(ints) if j != label)
         return Fraction(int(ints[label]) - best) * Fraction(2) ** exp
 
-    def misclassified(self, x: ArrayLike, label: int) -> NDArray[np.bool_]:
-        """Per point: is its exact margin ``<= 0``? Decided by the float64 margin where it
-        is farther from 0 than its rounding error (:meth:`margin_errors`), in exact
-        arithmetic otherwise."""
-        pts = self.flatten_inputs(x)
-        with np.errstate(over="ignore", invalid="ignore"):
-            margin, err = self.margin_errors(pts, label)
-            decided = np.isfinite(margin) & np.isfinite(err) & (np.abs(margin) > err)
-        out = margin <= 0
-        for i in np.flatnonzero(~decided):
-            out[i] = self.exact_margin(pts[i], label) <= 0
-        return out
-
     def to_torch(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.nn.Module:
         """An equivalent torch module on flattened inputs ``(k, n)``, computing in ``dtype``."""
         module = _TorchGraph(self, dtype, device)
@@ -360,4 +322,4 @@ def as_graph(network: Network | Graph) -> Graph:
     return network if isinstance(network, Graph) else Graph.from_network(network)
 
 
-__all__: Sequence[str] = ["Graph", "evaluate", "chain_of", "as_graph"]
+__all__: Sequence[str] = ["Graph", "as_graph", "chain_of", "evaluate"]

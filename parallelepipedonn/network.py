@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from .errors import InputDataError, LabelError, ModelError
+from .classifier import Classifier
+from .errors import ModelError
 from .tolerances import UNIT_ROUNDOFF_F64, smallest_subnormal
 
 FloatArray = NDArray[np.float64]
@@ -75,7 +76,7 @@ Layer = Affine | ReLU
 
 
 @dataclass(frozen=True, eq=False)
-class Network:
+class Network(Classifier):
     """A ReLU classifier ``Affine (ReLU Affine)*`` on inputs of shape ``input_shape``."""
 
     input_shape: tuple[int, ...]
@@ -157,15 +158,6 @@ class Network:
         return h.hexdigest()
 
     # -- semantics ----------------------------------------------------------------------
-    def flatten_inputs(self, x: ArrayLike) -> FloatArray:
-        """Points as a ``(k, n)`` float64 array (accepts ``(n,)``, ``(k, n)`` or
-        ``(k, *input_shape)``)."""
-        a = np.asarray(x, dtype=np.float64)
-        n = self.n_inputs
-        if a.size % n != 0 or a.size == 0:
-            raise InputDataError(f"got {a.size} values, the network expects a multiple of {n}")
-        return a.reshape(-1, n)
-
     def forward(self, x: ArrayLike) -> FloatArray:
         """Logits of each point, float64 (shape ``(k, n_classes)``; ``inf``/``nan`` where the
         float64 pass overflows — :meth:`misclassified` then decides in exact arithmetic)."""
@@ -177,24 +169,6 @@ class Network:
                 else:
                     h = np.maximum(h, 0.0)
         return h
-
-    def predict(self, x: ArrayLike) -> NDArray[np.int64]:
-        """Arg-max class of each point (lowest index on ties)."""
-        return np.argmax(self.forward(x), axis=1)
-
-    def check_label(self, label: int) -> int:
-        if not (isinstance(label, (int, np.integer)) and 0 <= int(label) < self.n_classes):
-            raise LabelError(f"label {label!r} is not a class of the network (0..{self.n_classes - 1})")
-        return int(label)
-
-    def margins(self, x: ArrayLike, label: int) -> FloatArray:
-        """``logit_label - max_{j != label} logit_j`` per point: the point is classified
-        ``label`` robustly (no ties) iff its margin is > 0."""
-        label = self.check_label(label)
-        logits = self.forward(x)
-        others = np.delete(logits, label, axis=1)
-        with np.errstate(invalid="ignore"):
-            return logits[:, label] - others.max(axis=1)
 
     def margin_errors(self, x: ArrayLike, label: int) -> tuple[FloatArray, FloatArray]:
         """:meth:`margins` and, per point, a bound of its rounding error: the exact margin
@@ -235,20 +209,6 @@ class Network:
             else:
                 h = [max(v, Fraction(0)) for v in h]
         return h[label] - max(v for j, v in enumerate(h) if j != label)
-
-    def misclassified(self, x: ArrayLike, label: int) -> NDArray[np.bool_]:
-        """Per point: is its exact margin ``<= 0`` (not classified ``label`` with a strictly
-        larger logit)? Decided by the float64 margin where it is farther from 0 than its
-        rounding error (:meth:`margin_errors`), in exact arithmetic otherwise — also where
-        the float64 pass overflows (a margin or error bound that is not a finite number)."""
-        pts = self.flatten_inputs(x)
-        with np.errstate(over="ignore", invalid="ignore"):
-            margin, err = self.margin_errors(pts, label)
-            decided = np.isfinite(margin) & np.isfinite(err) & (np.abs(margin) > err)
-        out = margin <= 0
-        for i in np.flatnonzero(~decided):
-            out[i] = self.exact_margin(pts[i], label) <= 0
-        return out
 
     def to_torch(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.nn.Sequential:
         """An equivalent torch module on flattened inputs ``(k, n)``."""

@@ -51,6 +51,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn._version": "core",
     "parallelepipedonn.box": "core",
     "parallelepipedonn.errors": "core",
+    "parallelepipedonn.classifier": "core",  # what both IRs derive from their forward pass
     "parallelepipedonn.graph": "core",  # the DAG IR
     "parallelepipedonn.graph_nodes": "core",  # its typed nodes
     "parallelepipedonn.graph_exact": "core",  # its exact evaluation
