@@ -49,6 +49,17 @@ class LabelError(InputDataError):
     """A label that is not a class of the network."""
 
 
+class PropertyError(InputDataError):
+    """A property file (VNN-LIB) that is unreadable, malformed, unsupported, or does not fit
+    the model or the domain. ``path`` and ``line`` (1-based, ``None`` for the whole file)
+    say where; the message starts with ``path:line:``."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path = path
+        self.line = line
+        super().__init__(f"{path}:{line}: {message}" if line is not None else f"{path}: {message}")
+
+
 class DatasetNotFoundError(InputDataError):
     """The dataset files cannot be found on this machine."""
 

@@ -1,0 +1,545 @@
+"""VNN-LIB 1.0 properties, as the VNN-COMP benchmarks write them: read, checked and exact.
+
+A property file declares the network's inputs ``X_0 .. X_(n-1)`` and outputs ``Y_0 ..
+Y_(m-1)`` (``(declare-const X_0 Real)``) and asserts constraints over them that together
+describe the **unsafe** points: the property *holds* (``unsat``) when no input of the
+input region has outputs satisfying the output constraints, and is *violated* (``sat``)
+by any such input, a counterexample. Supported:
+
+* atoms ``(<= a b)``, ``(>= a b)``, ``(< a b)``, ``(> a b)``, ``(= a b)`` (also chained,
+  ``(<= a b c)``) between linear expressions: numbers, variables, ``(+ ...)``, ``(- ...)``,
+  ``(* c e)`` with constant factors, ``(/ e c)``;
+* ``(and ...)`` and ``(or ...)`` nested freely, over inputs and outputs alike: the
+  conjunction of all ``assert`` commands is put in disjunctive normal form (at most
+  :data:`MAX_CASES` cases);
+* constraints on inputs must be bounds of one input each (a box; several boxes through
+  disjunctions); constraints on outputs are linear inequalities over the outputs; an
+  atom mixing inputs and outputs, a linear constraint over several inputs, ``not`` and
+  anything else are refused with a :class:`~parallelepipedonn.errors.PropertyError`
+  naming the file and the line.
+
+The result, a :class:`VnnlibProperty`, is a list of :class:`Region` s: an input box (its
+bounds as exact rationals, with their lines) and the unsafe set over it, a disjunction of
+conjunctions of :class:`OutputConstraint` s ``c . y <= d`` (or ``<``). Numbers are kept
+as exact fractions of the decimal text; :meth:`Region.outer_box` rounds the box outward
+to float64 (for proofs), :meth:`Region.contains` and :meth:`OutputConstraint.holds`
+decide exactly (for counterexamples). No numpy array is built here beyond the float
+boxes, and no torch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .errors import PropertyError
+
+FloatArray = NDArray[np.float64]
+
+#: The most cases the disjunctive normal form of a property may have.
+MAX_CASES = 10_000
+
+#: Integer coefficients up to this magnitude are exact in float64.
+_EXACT_INT = 2**53
+
+_TOKEN = re.compile(r"[()]|[^\s()]+")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_VARIABLE = re.compile(r"([XY])_(\d+)")
+_IGNORED_COMMANDS = {"check-sat", "get-model", "set-logic", "set-info", "set-option", "exit"}
+
+
+# -- exact <-> float64 ------------------------------------------------------------------------
+def float_down(q: Fraction) -> float:
+    """The largest float64 ``<= q`` (:class:`OverflowError` beyond float64's range)."""
+    num, den = q.numerator, q.denominator
+    f = num / den  # correctly rounded to nearest (OverflowError beyond the range)
+    if math.isinf(f):
+        raise OverflowError(f"{q} is beyond float64's range")
+    fn, fd = f.as_integer_ratio()
+    return f if fn * den <= num * fd else math.nextafter(f, -math.inf)
+
+
+def float_up(q: Fraction) -> float:
+    """The smallest float64 ``>= q`` (:class:`OverflowError` beyond float64's range)."""
+    return -float_down(-q) + 0.0  # + 0.0: 0.0 rather than -0.0
+
+
+def exact_dot(coefficients: Sequence[tuple[int, Fraction]], values: Sequence[Fraction]) -> Fraction:
+    return sum((c * values[j] for j, c in coefficients), Fraction(0))
+
+
+# -- the parsed property ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bound:
+    """One side of an input's interval: ``value`` (exact), ``strict`` (``<`` rather than
+    ``<=``), and the ``line`` that asserts it."""
+
+    value: Fraction
+    strict: bool
+    line: int
+
+
+@dataclass(frozen=True)
+class OutputConstraint:
+    """``sum_j c_j Y_j <= rhs`` (``< rhs`` when ``strict``): one atom of the unsafe set.
+    ``coefficients`` are the nonzero ``(j, c_j)``, by increasing ``j``."""
+
+    coefficients: tuple[tuple[int, Fraction], ...]
+    rhs: Fraction
+    strict: bool
+    line: int
+
+    def holds(self, y: Sequence[Fraction]) -> bool:
+        """Whether outputs ``y`` (exact) satisfy the constraint, exactly."""
+        value = exact_dot(self.coefficients, y)
+        return value < self.rhs if self.strict else value <= self.rhs
+
+    def integer_row(self, n_outputs: int, path: str) -> tuple[list[int], Fraction]:
+        """The constraint scaled by a positive number so that its coefficients are coprime
+        integers (exact in float64): ``(row, rhs)`` with ``row`` dense over the outputs."""
+        scale = math.lcm(*(c.denominator for _, c in self.coefficients))
+        ints = [int(c * scale) for _, c in self.coefficients]
+        g = math.gcd(*ints)
+        row = [0] * n_outputs
+        for (j, _), v in zip(self.coefficients, ints):
+            row[j] = v // g
+        if max(abs(v) for v in row) > _EXACT_INT:
+            raise PropertyError(path, self.line, "an output coefficient is too large to be exact in float64 "
+                                "once the constraint is scaled to integers")
+        return row, self.rhs * scale / g
+
+    def describe(self) -> str:
+        terms = " ".join(f"{'+' if c > 0 else '-'} {'' if abs(c) == 1 else f'{abs(c)}*'}Y_{j}"
+                         for j, c in self.coefficients).lstrip("+ ")
+        return f"{terms} {'<' if self.strict else '<='} {self.rhs}"
+
+
+@dataclass(frozen=True)
+class Region:
+    """An input box and the unsafe outputs over it: a point ``x`` of the box violates the
+    property when, for some disjunct, the outputs at ``x`` satisfy every constraint of it
+    (a disjunct without constraints: every point of the box is unsafe)."""
+
+    lower: tuple[Bound, ...]
+    upper: tuple[Bound, ...]
+    disjuncts: tuple[tuple[OutputConstraint, ...], ...]
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.lower)
+
+    def outer_box(self) -> tuple[FloatArray, FloatArray]:
+        """The box rounded outward to float64 (it contains the exact box): what proofs use."""
+        return (np.array([float_down(b.value) for b in self.lower], dtype=np.float64),
+                np.array([float_up(b.value) for b in self.upper], dtype=np.float64))
+
+    def inner_box(self) -> tuple[FloatArray, FloatArray] | None:
+        """The float64 points of the exact box (strict bounds excluded), as a box; ``None``
+        when some input's interval holds no float64 number."""
+        lo, hi = [], []
+        for a, b in zip(self.lower, self.upper):
+            x = float_up(a.value)
+            if a.strict and Fraction(x) == a.value:
+                x = math.nextafter(x, math.inf)
+            y = float_down(b.value)
+            if b.strict and Fraction(y) == b.value:
+                y = math.nextafter(y, -math.inf)
+            if x > y:
+                return None
+            lo.append(x)
+            hi.append(y)
+        return np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+
+    def contains(self, x: ArrayLike) -> bool:
+        """Whether the float64 point ``x`` lies in the exact box (decided exactly)."""
+        pts = np.asarray(x, dtype=np.float64).reshape(-1)
+        if pts.size != self.n_inputs or not np.isfinite(pts).all():
+            return False
+        for v, a, b in zip(pts.tolist(), self.lower, self.upper):
+            q = Fraction(v)
+            if (q <= a.value if a.strict else q < a.value) or (q >= b.value if b.strict else q > b.value):
+                return False
+        return True
+
+    def violated_disjunct(self, y: Sequence[Fraction]) -> int | None:
+        """The first disjunct whose constraints the exact outputs ``y`` all satisfy, or ``None``."""
+        for i, disjunct in enumerate(self.disjuncts):
+            if all(c.holds(y) for c in disjunct):
+                return i
+        return None
+
+
+@dataclass(frozen=True)
+class VnnlibProperty:
+    """A parsed VNN-LIB property: ``n_inputs`` and ``n_outputs`` declared, the lines of the
+    declarations, and the :class:`Region` s whose union is the unsafe set (none: the
+    assertions are unsatisfiable, the property holds trivially)."""
+
+    path: str
+    n_inputs: int
+    n_outputs: int
+    regions: tuple[Region, ...]
+    input_lines: tuple[int, ...]
+    output_lines: tuple[int, ...]
+
+    def check_model(self, n_inputs: int, n_outputs: int) -> None:
+        """:class:`PropertyError` unless the property has the model's numbers of inputs and
+        outputs (naming the line of the last declaration)."""
+        for kind, declared, lines, actual in (("inputs", self.n_inputs, self.input_lines, n_inputs),
+                                              ("outputs", self.n_outputs, self.output_lines, n_outputs)):
+            if declared != actual:
+                name = "X" if kind == "inputs" else "Y"
+                raise PropertyError(self.path, max(lines) if lines else None,
+                                    f"the property declares {declared} {kind} ({name}_0 .. {name}_{declared - 1}), "
+                                    f"the model has {actual}")
+
+    def check_domain(self, lower: FloatArray, upper: FloatArray) -> None:
+        """:class:`PropertyError` (naming the bound's line) unless every input box lies in
+        the domain ``[lower, upper]`` (one value per input)."""
+        for region in self.regions:
+            for i, (a, b) in enumerate(zip(region.lower, region.upper)):
+                lo, hi = Fraction(float(lower[i])), Fraction(float(upper[i]))
+                if a.value < lo:
+                    raise PropertyError(self.path, a.line, f"X_{i} >= {float(a.value)!r} reaches outside the "
+                                        f"domain [{float(lo):g}, {float(hi):g}]")
+                if b.value > hi:
+                    raise PropertyError(self.path, b.line, f"X_{i} <= {float(b.value)!r} reaches outside the "
+                                        f"domain [{float(lo):g}, {float(hi):g}]")
+
+    def describe(self) -> str:
+        boxes = len(self.regions)
+        cases = sum(len(r.disjuncts) for r in self.regions)
+        return (f"{self.n_inputs} inputs, {self.n_outputs} outputs; {boxes} input box{'es' if boxes != 1 else ''}, "
+                f"{cases} unsafe case{'s' if cases != 1 else ''}")
+
+
+# -- reading ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Tok:
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class _List:
+    items: tuple
+    line: int
+
+
+Sexp = _Tok | _List
+
+
+@dataclass(frozen=True)
+class _InputBound:
+    index: int
+    is_upper: bool
+    bound: Bound
+
+
+_Atom = _InputBound | OutputConstraint
+_Linear = tuple[dict[tuple[str, int], Fraction], Fraction]  # coefficients by variable, constant
+
+
+def read_vnnlib(path: str | Path) -> VnnlibProperty:
+    """Read a VNN-LIB file (``.vnnlib``, or gzip-compressed ``.vnnlib.gz``)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+        if p.suffix == ".gz":
+            data = gzip.decompress(data)
+        text = data.decode("utf-8")
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise PropertyError(str(p), None, f"cannot read the property file: {detail}") from exc
+    except UnicodeDecodeError as exc:
+        raise PropertyError(str(p), None, f"not a text file: {exc}") from exc
+    return parse_vnnlib(text, str(p))
+
+
+def parse_vnnlib(text: str, path: str = "<property>") -> VnnlibProperty:
+    """Parse VNN-LIB text (``path`` names it in error messages)."""
+    return _Parser(path).run(text)
+
+
+class _Parser:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.variables: dict[str, tuple[str, int, int]] = {}  # name -> (kind, index, line)
+
+    def error(self, line: int | None, message: str) -> PropertyError:
+        return PropertyError(self.path, line, message)
+
+    # -- s-expressions ------------------------------------------------------------------------
+    def tokens(self, text: str) -> Iterator[_Tok]:
+        for number, line in enumerate(text.splitlines(), start=1):
+            code = line.split(";", 1)[0]
+            for m in _TOKEN.finditer(code):
+                yield _Tok(m.group(0), number)
+
+    def sexps(self, text: str) -> list[Sexp]:
+        stack: list[tuple[list, int]] = []
+        top: list[Sexp] = []
+        for tok in self.tokens(text):
+            if tok.text == "(":
+                stack.append(([], tok.line))
+            elif tok.text == ")":
+                if not stack:
+                    raise self.error(tok.line, "unbalanced ')'")
+                items, line = stack.pop()
+                node = _List(tuple(items), line)
+                (stack[-1][0] if stack else top).append(node)
+            elif stack:
+                stack[-1][0].append(tok)
+            else:
+                raise self.error(tok.line, f"unexpected {tok.text!r} outside parentheses")
+        if stack:
+            raise self.error(stack[-1][1], "this '(' is never closed")
+        return top
+
+    # -- commands ---------------------------------------------------------------------------
+    def run(self, text: str) -> VnnlibProperty:
+        asserts: list[_List] = []
+        for cmd in self.sexps(text):
+            assert isinstance(cmd, _List)
+            if not cmd.items or not isinstance(cmd.items[0], _Tok):
+                raise self.error(cmd.line, "expected a command such as (declare-const X_0 Real) or (assert ...)")
+            head = cmd.items[0].text
+            if head in ("declare-const", "declare-fun"):
+                self.declare(cmd)
+            elif head == "assert":
+                if len(cmd.items) != 2:
+                    raise self.error(cmd.line, "(assert F) takes exactly one formula")
+                asserts.append(cmd.items[1])
+            elif head not in _IGNORED_COMMANDS:
+                raise self.error(cmd.line, f"unsupported command {head!r}")
+        n_in, in_lines = self.declared("X")
+        n_out, out_lines = self.declared("Y")
+        if n_in == 0:
+            raise self.error(None, "the property declares no input variable X_0")
+        if n_out == 0:
+            raise self.error(None, "the property declares no output variable Y_0")
+        cases = self.conjunction([self.dnf(a) for a in asserts], asserts[0].line if asserts else 1)
+        regions = self.regions(cases, n_in, in_lines)
+        return VnnlibProperty(self.path, n_in, n_out, regions, in_lines, out_lines)
+
+    def declare(self, cmd: _List) -> None:
+        items = cmd.items
+        fun = items[0].text == "declare-fun"
+        ok = (len(items) == 3 and not fun) or (len(items) == 4 and fun and isinstance(items[2], _List)
+                                                 and not items[2].items)
+        if not ok or not isinstance(items[1], _Tok) or not isinstance(items[-1], _Tok):
+            raise self.error(cmd.line, "expected (declare-const NAME Real)")
+        name, sort = items[1].text, items[-1].text
+        if sort != "Real":
+            raise self.error(cmd.line, f"variable {name} is of sort {sort}: only Real is supported")
+        m = _VARIABLE.fullmatch(name)
+        if m is None:
+            raise self.error(cmd.line, f"variable {name!r}: VNN-LIB names inputs X_i and outputs Y_i")
+        if name in self.variables:
+            raise self.error(cmd.line, f"{name} is declared twice (first on line {self.variables[name][2]})")
+        self.variables[name] = (m.group(1), int(m.group(2)), cmd.line)
+
+    def declared(self, kind: str) -> tuple[int, tuple[int, ...]]:
+        found = sorted((index, line) for k, index, line in self.variables.values() if k == kind)
+        for expected, (index, line) in enumerate(found):
+            if index != expected:
+                raise self.error(line, f"{kind}_{index} is declared but {kind}_{expected} is not: the {kind} "
+                                 f"variables must be {kind}_0, {kind}_1, ... without gaps")
+        return len(found), tuple(line for _, line in found)
+
+    # -- formulas ---------------------------------------------------------------------------
+    def conjunction(self, parts: list[list[tuple[_Atom, ...]]], line: int) -> list[tuple[_Atom, ...]]:
+        """The cases of the conjunction of formulas with cases ``parts`` (in linear time in the
+        atoms of the parts that have one case)."""
+        common: list[_Atom] = []
+        cases: list[tuple[_Atom, ...]] = [()]
+        for part in parts:
+            if len(part) == 1:
+                common.extend(part[0])
+                continue
+            if len(cases) * len(part) > MAX_CASES:
+                raise self.error(line, f"the property expands to more than {MAX_CASES:,} cases (disjunctive normal "
+                                 "form): not supported")
+            cases = [x + y for x in cases for y in part]
+        head = tuple(common)
+        return [head + c for c in cases]
+
+    def dnf(self, f: Sexp) -> list[tuple[_Atom, ...]]:
+        """The cases of formula ``f``: a list (disjunction) of tuples (conjunctions) of atoms."""
+        if not isinstance(f, _List) or not f.items or not isinstance(f.items[0], _Tok):
+            raise self.error(f.line, f"expected a formula, got {self._show(f)}")
+        head, args = f.items[0].text, f.items[1:]
+        if head == "and":
+            return self.conjunction([self.dnf(a) for a in args], f.line)
+        if head == "or":
+            out: list[tuple[_Atom, ...]] = []
+            for a in args:
+                out += self.dnf(a)
+                if len(out) > MAX_CASES:
+                    raise self.error(f.line, f"the property expands to more than {MAX_CASES:,} cases: not supported")
+            return out
+        if head in ("<=", ">=", "<", ">", "="):
+            if len(args) < 2:
+                raise self.error(f.line, f"({head} ...) needs at least two terms")
+            exprs = [self.linear(a) for a in args]
+            atoms: list[_Atom] = []
+            for lhs, rhs in itertools.pairwise(exprs):
+                diff = self.sub(lhs, rhs)
+                if head in ("<=", "<"):
+                    parts = [(diff, head == "<")]
+                elif head in (">=", ">"):
+                    parts = [(self.neg(diff), head == ">")]
+                else:
+                    parts = [(diff, False), (self.neg(diff), False)]
+                for expr, strict in parts:
+                    atom = self.atom(expr, strict, f.line)
+                    if atom is False:
+                        return []
+                    if atom is not True:
+                        atoms.append(atom)
+            return [tuple(atoms)]
+        if head == "not":
+            raise self.error(f.line, "negation (not ...) is not supported: write the constraint the other way round")
+        raise self.error(f.line, f"unsupported operator {head!r} in a formula")
+
+    def atom(self, expr: _Linear, strict: bool, line: int) -> _Atom | bool:
+        """The atom ``expr <= 0`` (``< 0`` when strict), classified."""
+        coef, const = expr
+        coef = {v: c for v, c in coef.items() if c != 0}
+        if not coef:
+            return const < 0 if strict else const <= 0
+        xs = sorted((i, c) for (k, i), c in coef.items() if k == "X")
+        ys = sorted((i, c) for (k, i), c in coef.items() if k == "Y")
+        if xs and ys:
+            raise self.error(line, "a constraint mixing inputs and outputs is not supported")
+        if len(xs) > 1:
+            names = ", ".join(f"X_{i}" for i, _ in xs[:3])
+            raise self.error(line, f"a linear constraint over several inputs ({names}) is not a box: not supported")
+        if xs:
+            (i, a), = xs
+            value = -const / a
+            try:
+                float_down(value), float_up(value)
+            except OverflowError as exc:
+                raise self.error(line, f"the bound of X_{i} is beyond float64's range") from exc
+            return _InputBound(i, a > 0, Bound(value, strict, line))
+        return OutputConstraint(tuple(ys), -const, strict, line)
+
+    # -- linear expressions -------------------------------------------------------------------
+    @staticmethod
+    def _show(f: Sexp) -> str:
+        return repr(f.text) if isinstance(f, _Tok) else "(" + " ".join(
+            i.text if isinstance(i, _Tok) else "(...)" for i in f.items[:4]) + (" ...)" if len(f.items) > 4 else ")")
+
+    @staticmethod
+    def sub(a: _Linear, b: _Linear) -> _Linear:
+        coef = dict(a[0])
+        for v, c in b[0].items():
+            coef[v] = coef.get(v, Fraction(0)) - c
+        return coef, a[1] - b[1]
+
+    @staticmethod
+    def neg(a: _Linear) -> _Linear:
+        return {v: -c for v, c in a[0].items()}, -a[1]
+
+    @staticmethod
+    def scale(a: _Linear, k: Fraction) -> _Linear:
+        return {v: c * k for v, c in a[0].items()}, a[1] * k
+
+    def linear(self, e: Sexp) -> _Linear:
+        if isinstance(e, _Tok):
+            if _NUMBER.fullmatch(e.text):
+                return {}, Fraction(e.text)
+            if e.text in self.variables:
+                kind, index, _ = self.variables[e.text]
+                return {(kind, index): Fraction(1)}, Fraction(0)
+            if _VARIABLE.fullmatch(e.text):
+                raise self.error(e.line, f"{e.text} is not declared")
+            raise self.error(e.line, f"unexpected {e.text!r}: expected a number or a declared variable")
+        if not e.items or not isinstance(e.items[0], _Tok):
+            raise self.error(e.line, f"expected a term, got {self._show(e)}")
+        head, args = e.items[0].text, [self.linear(a) for a in e.items[1:]]
+        if not args:
+            raise self.error(e.line, f"({head}) without arguments")
+        if head == "+":
+            out: _Linear = ({}, Fraction(0))
+            for a in args:
+                out = self.sub(out, self.neg(a))
+            return out
+        if head == "-":
+            if len(args) == 1:
+                return self.neg(args[0])
+            out = args[0]
+            for a in args[1:]:
+                out = self.sub(out, a)
+            return out
+        if head == "*":
+            variable = [k for k, a in enumerate(args) if any(c != 0 for c in a[0].values())]
+            if len(variable) > 1:
+                raise self.error(e.line, "a product of variables is not linear: not supported")
+            k = math.prod((a[1] for i, a in enumerate(args) if i not in variable), start=Fraction(1))
+            return self.scale(args[variable[0]], k) if variable else ({}, k)
+        if head == "/":
+            if len(args) != 2 or args[1][0] or args[1][1] == 0:
+                raise self.error(e.line, "(/ e c) needs a nonzero constant divisor")
+            return self.scale(args[0], 1 / args[1][1])
+        raise self.error(e.line, f"unsupported operator {head!r} in a term")
+
+    # -- cases to regions ---------------------------------------------------------------------
+    def regions(self, cases: list[tuple[_Atom, ...]], n: int, lines: tuple[int, ...]) -> tuple[Region, ...]:
+        grouped: dict[tuple, tuple[tuple[Bound, ...], tuple[Bound, ...], list]] = {}
+        for case in cases:
+            lower: list[Bound | None] = [None] * n
+            upper: list[Bound | None] = [None] * n
+            outputs: list[OutputConstraint] = []
+            for atom in case:
+                if isinstance(atom, OutputConstraint):
+                    if atom not in outputs:
+                        outputs.append(atom)
+                    continue
+                side = upper if atom.is_upper else lower
+                old, new = side[atom.index], atom.bound
+                if old is None or (new.value < old.value if atom.is_upper else new.value > old.value) or \
+                        (new.value == old.value and new.strict and not old.strict):
+                    side[atom.index] = new
+            for i in range(n):
+                for side, what in ((lower, "lower"), (upper, "upper")):
+                    if side[i] is None:
+                        raise self.error(lines[i], f"X_{i} has no {what} bound" +
+                                         (" in one of the cases of the property" if len(cases) > 1 else ""))
+                lo, hi = lower[i], upper[i]
+                assert lo is not None and hi is not None
+                if lo.value > hi.value or (lo.value == hi.value and (lo.strict or hi.strict)):
+                    raise self.error(max(lo.line, hi.line), f"the bounds of X_{i} leave it no value (line {lo.line}: "
+                                     f">{'' if lo.strict else '='} {float(lo.value)!r}; line {hi.line}: "
+                                     f"<{'' if hi.strict else '='} {float(hi.value)!r}): an empty input box")
+            lows, highs = tuple(lower), tuple(upper)
+            key = tuple((b.value, b.strict) for b in lows + highs)  # type: ignore[union-attr]
+            entry = grouped.setdefault(key, (lows, highs, []))  # type: ignore[arg-type]
+            disjunct = tuple(outputs)
+            if disjunct not in entry[2]:
+                entry[2].append(disjunct)
+        return tuple(Region(lo, hi, tuple(ds)) for lo, hi, ds in grouped.values())
+
+
+
+def format_counterexample(x: ArrayLike, y: ArrayLike) -> str:
+    """A counterexample in VNN-COMP's result format, after the ``sat`` line:
+    ``((X_0 v)\\n (X_1 v)\\n ... (Y_0 v) ...)`` (each value float64's shortest repr, which
+    reads back exactly)."""
+    xs = [f"(X_{i} {float(v)!r})" for i, v in enumerate(np.asarray(x, dtype=np.float64).reshape(-1))]
+    ys = [f"(Y_{j} {float(v)!r})" for j, v in enumerate(np.asarray(y, dtype=np.float64).reshape(-1))]
+    return "(" + "\n ".join(xs + ys) + ")\n"
+
+
+__all__ = ["MAX_CASES", "Bound", "OutputConstraint", "Region", "VnnlibProperty", "float_down", "float_up",
+           "format_counterexample", "parse_vnnlib", "read_vnnlib"]
