@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         OracleError,
         OutputPathError,
         ParallelepipedoNNError,
+        PropertyError,
         UnsupportedOperatorError,
     )
     from .inputs import load_input
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from .search import Problem, SearchResult, Status, make_search
     from .store import ResultStore, StoredResult
     from .threads import configure_threads
+    from .verify import Verification, VerifyConfig, verify_epsilon, verify_property
+    from .vnnlib import VnnlibProperty, read_vnnlib
 
 # Importing the package is cheap: each public name is imported from its module on first
 # use (PEP 562), so that ``parallelepipedonn --version`` or reading a certificate never
@@ -64,6 +67,8 @@ _LAZY = {
     "network_from_onnx": ".onnx_import", "plot_certificate": ".plotting", "Recheck": ".recheck",
     "recheck": ".recheck", "Problem": ".search", "SearchResult": ".search", "Status": ".search",
     "make_search": ".search", "ResultStore": ".store", "StoredResult": ".store", "configure_threads": ".threads",
+    "PropertyError": ".errors", "Verification": ".verify", "VerifyConfig": ".verify", "verify_epsilon": ".verify",
+    "verify_property": ".verify", "VnnlibProperty": ".vnnlib", "read_vnnlib": ".vnnlib",
 }
 
 
@@ -85,8 +90,9 @@ sys.modules[__name__].__class__ = _Package
 __all__ = [
     "Affine", "BatchInput", "BatchReport", "Box", "Certificate", "CertifyConfig", "ConfigError", "Dataset",
     "DatasetNotFoundError", "DualBox", "InputDataError", "LabelError", "ModelError", "ModelMismatchError", "Network",
-    "OracleError", "OutputPathError", "ParallelepipedoNNError", "Problem", "ReLU", "Recheck", "ResultStore",
-    "SearchResult", "Status", "StoredResult", "UnsupportedOperatorError", "__version__", "certify", "certify_batch",
-    "configure_threads", "default_model_path", "dual_box", "load_dataset", "load_input", "load_onnx", "make_search",
-    "network_from_onnx", "network_to_onnx", "plot_certificate", "recheck", "save_onnx",
+    "OracleError", "OutputPathError", "ParallelepipedoNNError", "Problem", "PropertyError", "ReLU", "Recheck",
+    "ResultStore", "SearchResult", "Status", "StoredResult", "UnsupportedOperatorError", "Verification",
+    "VerifyConfig", "VnnlibProperty", "__version__", "certify", "certify_batch", "configure_threads",
+    "default_model_path", "dual_box", "load_dataset", "load_input", "load_onnx", "make_search", "network_from_onnx",
+    "network_to_onnx", "plot_certificate", "read_vnnlib", "recheck", "save_onnx", "verify_epsilon", "verify_property",
 ]

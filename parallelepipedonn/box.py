@@ -69,6 +69,22 @@ class Box:
         xa = np.asarray(x, dtype=np.float64).reshape(-1)
         return cls(np.maximum(domain.lower, xa - radius), np.minimum(domain.upper, xa + radius))
 
+    @classmethod
+    def outer_cube(cls, x: ArrayLike, radius: float, domain: Box) -> Box:
+        """The smallest float64 box containing ``{x' in domain : ||x' - x||_inf <= radius}``
+        in exact arithmetic: :meth:`cube` with ``x - radius`` and ``x + radius`` rounded
+        outward instead of to nearest (their rounding errors found exactly, by TwoSum)."""
+        if not radius >= 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        xa = np.asarray(x, dtype=np.float64).reshape(-1)
+        r = np.float64(radius)
+        with np.errstate(over="ignore", invalid="ignore"):
+            lo, lo_err = _two_sum(xa, -r)
+            hi, hi_err = _two_sum(xa, r)
+        lo = np.where(lo_err < 0, np.nextafter(lo, -np.inf), lo)
+        hi = np.where(hi_err > 0, np.nextafter(hi, np.inf), hi)
+        return cls(np.maximum(domain.lower, lo), np.minimum(domain.upper, hi))
+
     # -- basic properties -------------------------------------------------------------
     @property
     def n(self) -> int:
@@ -149,6 +165,13 @@ class Box:
         """``k`` random vertices of the box (shape ``(k, n)``)."""
         bits = rng.random((k, self.n)) < 0.5
         return np.where(bits, self.upper, self.lower)
+
+
+def _two_sum(a: FloatArray, b: FloatArray | np.float64) -> tuple[FloatArray, FloatArray]:
+    """``(s, e)`` with ``s = fl(a + b)`` and ``a + b = s + e`` exactly (Knuth's TwoSum)."""
+    s = a + b
+    bp = s - a
+    return s, (a - (s - bp)) + (b - bp)
 
 
 def check_in_domain(x: FloatArray, domain: Box, what: str = "input") -> None:

@@ -27,15 +27,17 @@ from .search.base import Status
 FORMAT_VERSION = 1
 FORMAT_NAME = "parallelepipedonn-certificate"
 #: The JSON Schemas of the stored formats (package data, ``parallelepipedonn/schemas``).
-SCHEMA_FILES = {"certificate": "certificate-v1.schema.json", "dual": "dual-box-v1.schema.json"}
+SCHEMA_FILES = {"certificate": "certificate-v1.schema.json", "dual": "dual-box-v1.schema.json",
+                "verification": "verification-v1.schema.json"}
 
 FloatArray = NDArray[np.float64]
 T = TypeVar("T")
 
 
 def json_schema(kind: str = "certificate") -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a stored certificate (``"certificate"``) or dual
-    box (``"dual"``), as shipped with the package."""
+    """The JSON Schema (draft 2020-12) of a stored certificate (``"certificate"``), dual
+    box (``"dual"``) or verification result (``"verification"``, ``verify --json``), as
+    shipped with the package."""
     from importlib import resources
 
     if kind not in SCHEMA_FILES:
@@ -73,6 +75,9 @@ class Certificate:
     ``exact`` (algorithms that aim at the best apothem, e.g. ``exact``): whether the
     certified apothem is the best one to the algorithm's precision (``False``: the
     budget ran out first, and ``reason`` gives the bracket reached); ``None`` otherwise.
+    ``epsilon`` (with ``certify --epsilon``): whether the ball of that radius around the
+    input is certified (``epsilon``, ``status``, ``reason``, ``decided_by``, ``timed_out``;
+    see :func:`parallelepipedonn.certify.decide_epsilon`); ``None`` otherwise.
     """
 
     status: Status
@@ -101,6 +106,7 @@ class Certificate:
     falsifier_calls: int = 0
     dual: dict[str, Any] | None = None
     exact: bool | None = None
+    epsilon: dict[str, Any] | None = None
     tool_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -169,6 +175,7 @@ class Certificate:
             "seconds": self.seconds,
             "dual": self.dual,
             "exact": self.exact,
+            "epsilon": self.epsilon,
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -201,6 +208,7 @@ class Certificate:
                 model_path=d.get("model_path"), model_sha256=d.get("model_sha256"), network=d.get("network", ""),
                 true_label=d.get("true_label"), falsifier=d.get("falsifier"),
                 falsifier_calls=int(d.get("falsifier_calls", 0)), dual=d.get("dual"), exact=d.get("exact"),
+                epsilon=d.get("epsilon"),
                 tool_version=d.get("tool_version", ""),
                 created=d.get("created", ""),
             )

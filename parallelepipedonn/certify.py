@@ -6,12 +6,13 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
-from oracles.base import Oracle
+from oracles.base import Oracle, Verdict
 from oracles.registry import accepts_option, make_oracle
 
 from .box import Box
@@ -21,6 +22,8 @@ from .inputs import as_network_input
 from .io_utils import sha256_file
 from .network import Network
 from .search import DEFAULT_SEARCH, Problem, Status, default_oracle, make_search
+
+FloatArray = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,10 @@ class CertifyConfig:
     the best one from above too (see :mod:`parallelepipedonn.dual`).
     ``search_time_limit`` (seconds): box searches stop growing their box then and return
     what they have certified so far (see :class:`~parallelepipedonn.search.Problem`).
+    ``epsilon``: also answer "is the L-infinity ball of radius ``epsilon`` around the input
+    (within the domain) certified?" (see :func:`decide_epsilon`); what the search, its
+    oracle and the falsifier leave open is asked of ``epsilon_oracle`` (a complete cascade
+    by default; ``None``: nothing more) when the search's oracle is not complete.
     """
 
     @property
@@ -51,6 +58,8 @@ class CertifyConfig:
     dual: str | None = None
     dual_radius: float = 2.0
     search_time_limit: float | None = None
+    epsilon: float | None = None
+    epsilon_oracle: str | None = "crown+alpha-crown+bab"
 
 
 def _with_device(name: str, options: Mapping[str, Any], device: str) -> dict[str, Any]:
@@ -104,6 +113,100 @@ def counterexample_class(network: Network, point: ArrayLike | None, label: int) 
     return int(np.argmax(logits))
 
 
+def within_distance(point: ArrayLike, x: ArrayLike, radius: float) -> bool:
+    """Whether ``||point - x||_inf <= radius``, decided exactly (float64 values as rationals)."""
+    r = Fraction(float(radius))
+    return all(abs(Fraction(float(p)) - Fraction(float(c))) <= r
+               for p, c in zip(np.asarray(point, dtype=np.float64).reshape(-1), np.asarray(x, dtype=np.float64).reshape(-1)))
+
+
+def confirm_in_ball(network: Network, x: ArrayLike, radius: float, domain: Box, label: int,
+                    point: ArrayLike | None) -> FloatArray | None:
+    """A confirmed counterexample of the ball ``{x' in domain : ||x' - x||_inf <= radius}``
+    (exact arithmetic): ``point`` if it lies in the ball and is misclassified, else
+    ``point`` clipped into the ball's float64 points if that still is; ``None`` otherwise.
+    (Oracles asked about :meth:`Box.outer_cube` may answer with a point one unit in the
+    last place outside the exact ball.)"""
+    if point is None:
+        return None
+    p = np.asarray(point, dtype=np.float64).reshape(-1)
+    xa = np.asarray(x, dtype=np.float64).reshape(-1)
+    if not (domain.contains(p) and within_distance(p, xa, radius)):
+        outer = Box.outer_cube(xa, radius, domain)
+        lo = np.where(outer.lower > domain.lower, np.nextafter(outer.lower, np.inf), outer.lower)
+        hi = np.where(outer.upper < domain.upper, np.nextafter(outer.upper, -np.inf), outer.upper)
+        p = np.clip(p, lo, np.maximum(lo, hi))
+        if not (domain.contains(p) and within_distance(p, xa, radius)):
+            return None
+    return p if network.misclassified(p, label)[0] else None
+
+
+@dataclass(frozen=True)
+class EpsilonAnswer:
+    """Whether the ball of radius ``epsilon`` around the input (within the domain) is
+    certified for the label: ``status`` ``certified`` (proven), ``not-robust`` (a confirmed
+    counterexample in the ball: ``counterexample``), or ``unknown``; ``decided_by`` says
+    how (``search``: the certified box contains the ball, or the search's counterexample
+    lies in it; else the oracle or the falsifier asked about the ball itself)."""
+
+    epsilon: float
+    status: Status
+    reason: str
+    decided_by: str | None
+    counterexample: FloatArray | None = None
+    timed_out: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epsilon": self.epsilon, "status": self.status.value, "reason": self.reason,
+                "decided_by": self.decided_by, "timed_out": self.timed_out}
+
+
+def decide_epsilon(network: Network, x: FloatArray, label: int, domain: Box, epsilon: float, *,
+                   box: Box | None, counterexample: FloatArray | None, oracle: Oracle, falsifier: Oracle | None,
+                   complete: Callable[[], Oracle | None] | None = None,
+                   time_limit: float | None = None) -> EpsilonAnswer:
+    """Is the ball ``{x' in domain : ||x' - x||_inf <= epsilon}`` certified for ``label``?
+    From what a search found first (its certified ``box`` contains the ball — the ball
+    rounded outward, :meth:`Box.outer_cube` —, or its confirmed ``counterexample`` lies in
+    the ball, exactly), else by asking ``oracle`` about the ball, then ``falsifier``, then
+    the oracle ``complete()`` returns (built only if needed; ``None``: none).
+    Only a proof answers ``certified``; only a confirmed counterexample, ``not-robust``."""
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ConfigError(f"epsilon must be a positive number, got {epsilon}")
+    ball = Box.outer_cube(x, epsilon, domain)
+    if box is not None and box.contains_box(ball):
+        return EpsilonAnswer(epsilon, Status.CERTIFIED, "the certified box contains the ball", "search")
+    if counterexample is not None and within_distance(counterexample, x, epsilon) and \
+            network.misclassified(counterexample, label)[0]:
+        return EpsilonAnswer(epsilon, Status.NOT_ROBUST, "the search's counterexample lies in the ball", "search",
+                             np.asarray(counterexample, dtype=np.float64))
+    reasons, timed_out = [], False
+    for k, who in enumerate((oracle, falsifier, complete)):
+        if k == 2 and who is not None:
+            try:
+                who = who()  # type: ignore[operator]
+            except OracleError as exc:  # e.g. a residual graph, which the complete oracles do not read
+                reasons.append(str(exc))
+                continue
+        if who is None:
+            continue
+        with who.time_limited(time_limit):
+            answer = who.verify_box(ball.lower, ball.upper, label)
+        if answer.verdict is Verdict.VERIFIED:
+            return EpsilonAnswer(epsilon, Status.CERTIFIED, f"{who.name} verified the ball", who.name)
+        if answer.verdict is Verdict.FALSIFIED:
+            cex = confirm_in_ball(network, x, epsilon, domain, label, answer.counterexample)
+            if cex is not None:
+                return EpsilonAnswer(epsilon, Status.NOT_ROBUST, f"{who.name} found a counterexample in the ball",
+                                     who.name, cex)
+            reasons.append(f"{who.name}: a counterexample just outside the ball")
+        else:
+            reasons.append(f"{who.name}: {answer.reason or 'unknown'}")
+            timed_out = timed_out or answer.timed_out
+    return EpsilonAnswer(epsilon, Status.UNKNOWN, "; ".join(reasons) or "nothing decided", None,
+                         timed_out=timed_out)
+
+
 def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain: Box | None = None,
             config: CertifyConfig | None = None, oracle: Oracle | None = None, falsifier: Oracle | None = None,
             model_path: str | None = None, model_sha256: str | None = None,
@@ -144,9 +247,11 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
         else:
             reason = (f"tie at the input: class {label} does not strictly beat class(es) {ties}" if ties else
                       f"tie at the input: class {label} does not strictly beat every other class in exact arithmetic")
+        eps = None if config.epsilon is None else EpsilonAnswer(
+            config.epsilon, Status.NOT_ROBUST, "the input itself is not robust", "search", xa).to_dict()
         return Certificate(status=Status.NOT_ROBUST, box=None, apothem_upper_bound=0.0, oracle_calls=0, rounds=0,
                            seconds=time.perf_counter() - start, reason=reason, counterexample=xa,
-                           counterexample_class=counterexample_class(network, xa, label), **common)
+                           counterexample_class=counterexample_class(network, xa, label), epsilon=eps, **common)
     deadline = start + config.search_time_limit if config.search_time_limit is not None else None
     result = search.run(Problem(xa, label, dom, deadline=deadline, progress=progress), oracle, falsifier)
     upper = result.apothem_upper_bound
@@ -162,9 +267,25 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
                      "covers_ball": dual.covers_region, "exact_bounds": dual.exact_count, "seconds": dual.seconds}
         if bound is not None:
             upper = min(upper, bound)
+    cex, eps = result.counterexample, None
+    if config.epsilon is not None:
+        def complete() -> Oracle | None:
+            name = config.epsilon_oracle
+            if name is None or oracle.complete:
+                return None
+            return make_oracle(name, network, **_with_device(name, {}, config.device))
+
+        answer = decide_epsilon(network, xa, label, dom, config.epsilon, box=result.box, counterexample=cex,
+                                oracle=oracle, falsifier=falsifier, complete=complete,
+                                time_limit=None if deadline is None else max(0.01, deadline - time.perf_counter()))
+        eps = answer.to_dict()
+        if answer.counterexample is not None:  # a counterexample in the ball: maybe closer than the search's
+            d = float(np.max(np.abs(answer.counterexample - xa)))
+            if d < upper:
+                upper, cex = d, answer.counterexample
     return Certificate(
         status=result.status, box=result.box, apothem_upper_bound=upper if np.isfinite(upper) else None,
         oracle_calls=result.oracle_calls, rounds=result.rounds, falsifier_calls=result.falsifier_calls,
-        seconds=time.perf_counter() - start, reason=result.reason, counterexample=result.counterexample,
-        counterexample_class=counterexample_class(network, result.counterexample, label),
-        dual=dual_info, exact=result.exact, **common)
+        seconds=time.perf_counter() - start, reason=result.reason, counterexample=cex,
+        counterexample_class=counterexample_class(network, cex, label),
+        dual=dual_info, exact=result.exact, epsilon=eps, **common)

@@ -15,7 +15,11 @@ was computed:
   stored radius around the stored centre) and the class-region query: the oracle must
   prove that no point of the region classified ``label`` lies outside the box (``NONE``,
   asked with tolerance 0); a witness refutes it once a forward pass confirms it (in the
-  region, outside the box, classified ``label`` in exact arithmetic near ties).
+  region, outside the box, classified ``label`` in exact arithmetic near ties);
+* a **verification** (``verify --json``) — against its model and, for a VNN-LIB property,
+  its property file (found as the model is; its sha256 must be the recorded one): ``sat``
+  needs its counterexample confirmed exactly, ``unsat`` the oracle to verify every input
+  box again (:func:`parallelepipedonn.verify.recheck_verification`).
 
 Anything the oracle cannot decide (``UNKNOWN``, time-out) is reported as undecided,
 never as confirmed.
@@ -50,6 +54,9 @@ from .errors import ConfigError, InputDataError, ModelError, ModelMismatchError
 from .io_utils import sha256_file
 from .network import Network
 from .search.base import Status
+from .verify import FORMAT_NAME as VERIFICATION_FORMAT
+from .verify import FORMAT_VERSION as VERIFICATION_VERSION
+from .verify import Verification, VerifyConfig, load_model_file, recheck_verification
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +106,16 @@ class Recheck:
 #: Per stored format: its kind of JSON Schema (:func:`~parallelepipedonn.certificate.json_schema`),
 #: the format version the schema describes, and its name in messages.
 _FORMATS = {CERTIFICATE_FORMAT: ("certificate", CERTIFICATE_VERSION, "certificate"),
-            DUAL_FORMAT: ("dual", DUAL_VERSION, "dual box")}
+            DUAL_FORMAT: ("dual", DUAL_VERSION, "dual box"),
+            VERIFICATION_FORMAT: ("verification", VERIFICATION_VERSION, "verification result")}
+
+Stored = Certificate | DualBox | Verification
+
+
+def _parse(d: dict[str, Any]) -> Stored:
+    fmt = d["format"]
+    return (Certificate.from_dict(d) if fmt == CERTIFICATE_FORMAT else DualBox.from_dict(d) if fmt == DUAL_FORMAT
+            else Verification.from_dict(d))
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -135,19 +151,19 @@ def validate_stored(d: dict[str, Any], where: str) -> None:
                          f"field {field!r}: {message}")
 
 
-def load_stored(path: str | Path) -> tuple[Certificate | DualBox, dict[str, Any]]:
-    """The certificate or dual box stored in ``path`` (told apart by its ``format``, then
-    validated against its JSON Schema), and the raw JSON object."""
+def load_stored(path: str | Path) -> tuple[Stored, dict[str, Any]]:
+    """The certificate, dual box or verification result stored in ``path`` (told apart by
+    its ``format``, then validated against its JSON Schema), and the raw JSON object."""
     d = read_json_object(path, "certificate")
     fmt = d.get("format")
     if fmt not in _FORMATS:
-        raise InputDataError(f"{str(path)!r} is neither a parallelepipedonn certificate nor a dual box "
-                             f"(format {fmt!r})")
+        raise InputDataError(f"{str(path)!r} is neither a parallelepipedonn certificate, a dual box nor a "
+                             f"verification result (format {fmt!r})")
     validate_stored(d, repr(str(path)))
-    return (Certificate.from_dict(d) if fmt == CERTIFICATE_FORMAT else DualBox.from_dict(d)), d
+    return _parse(d), d
 
 
-def load_stored_list(path: str | Path) -> list[tuple[Certificate | DualBox, dict[str, Any]]]:
+def load_stored_list(path: str | Path) -> list[tuple[Stored, dict[str, Any]]]:
     """What :func:`load_stored` reads, for a file holding one result or a JSON list of them."""
     try:
         d = json.loads(Path(path).read_text())
@@ -161,21 +177,25 @@ def load_stored_list(path: str | Path) -> list[tuple[Certificate | DualBox, dict
     for k, item in enumerate(d):
         fmt = item.get("format") if isinstance(item, dict) else None
         if fmt not in _FORMATS:
-            raise InputDataError(f"item {k} of {str(path)!r} is neither a parallelepipedonn certificate nor a "
-                                 f"dual box (format {fmt!r})")
+            raise InputDataError(f"item {k} of {str(path)!r} is neither a parallelepipedonn certificate, a dual "
+                                 f"box nor a verification result (format {fmt!r})")
         validate_stored(item, f"item {k} of {str(path)!r}")
-        items.append((Certificate.from_dict(item) if fmt == CERTIFICATE_FORMAT else DualBox.from_dict(item), item))
+        items.append((_parse(item), item))
     return items
 
 
-def resolve_model(stored: Certificate | DualBox, model: str | Path | None, stored_in: Path | None) -> Path:
+def resolve_model(stored: Stored, model: str | Path | None, stored_in: Path | None) -> Path:
     """The model file to recheck against: ``model`` if given, else the one the result
     names (a relative path is tried from the working directory, then from ``stored_in``)."""
     if model is not None:
         return Path(model)
     if not stored.model_path:
         raise ConfigError("the certificate names no model file: give one with --model M.onnx")
-    path = Path(stored.model_path)
+    return _stored_path(stored.model_path, stored_in)
+
+
+def _stored_path(name: str, stored_in: Path | None) -> Path:
+    path = Path(name)
     if not path.is_absolute() and not path.exists() and stored_in is not None and (stored_in / path).exists():
         return stored_in / path
     return path
@@ -206,10 +226,11 @@ def make_recheck_oracle(network: Network, name: str, time_limit: float | None, d
     return oracle
 
 
-def recheck(stored: Certificate | DualBox | str | Path, *, model: str | Path | None = None,
+def recheck(stored: Stored | str | Path, *, model: str | Path | None = None,
             oracle: str = DEFAULT_RECHECK_ORACLE, time_limit: float | None = None, device: str = "cpu",
             network: Network | None = None) -> Recheck:
-    """Re-verify a stored certificate or dual box (a path to its JSON, or the object).
+    """Re-verify a stored certificate, dual box or verification result (a path to its
+    JSON, or the object).
 
     ``model`` (a path) replaces the model file the result names; its sha256 must match
     the recorded one (else :class:`ModelMismatchError`). ``oracle`` is any registered
@@ -225,7 +246,7 @@ def recheck(stored: Certificate | DualBox | str | Path, *, model: str | Path | N
     return _recheck_one(stored, raw, stored_in, model, oracle, time_limit, device, network)
 
 
-def check_oracle_answers(oracle: str, stored: list[Certificate | DualBox]) -> None:
+def check_oracle_answers(oracle: str, stored: list[Stored]) -> None:
     """A :class:`ConfigError` before any work if the oracle cannot answer what rechecking
     ``stored`` needs: dual boxes need class-region queries (an empty one, the
     coordinate-extreme query)."""
@@ -247,27 +268,30 @@ def recheck_all(path: str | Path, *, model: str | Path | None = None, oracle: st
     for stored, raw in items:
         model_path = resolve_model(stored, model, path.parent)
         if model_path not in networks:
-            from .onnx_import import load_onnx
-
             check_model_hash(model_path, stored.model_sha256)
-            networks[model_path] = load_onnx(model_path)
+            networks[model_path] = load_model_file(model_path)
         results.append(_recheck_one(stored, raw, path.parent, model, oracle, time_limit, device,
                                     networks[model_path]))
     return results
 
 
-def _recheck_one(stored: Certificate | DualBox, raw: dict[str, Any] | None, stored_in: Path | None,
+def _recheck_one(stored: Stored, raw: dict[str, Any] | None, stored_in: Path | None,
                  model: str | Path | None, oracle: str, time_limit: float | None, device: str,
                  network: Network | None) -> Recheck:
-    from .onnx_import import load_onnx
-
     start = time.perf_counter()
     model_path = resolve_model(stored, model, stored_in)
     notes = [n for n in [check_model_hash(model_path, stored.model_sha256)] if n]
-    net = network if network is not None else load_onnx(model_path)
+    net = network if network is not None else load_model_file(model_path)
+    if isinstance(stored, Verification):
+        result = _recheck_verification(stored, net, stored_in, oracle, time_limit, device)
+        label = int(stored.property.get("label", 0))
+        return Recheck(**{**result, "model_path": str(model_path), "label": label,
+                          "seconds": time.perf_counter() - start, "notes": tuple(notes)})
     label = net.check_label(stored.label)
     if isinstance(stored, Certificate):
         result = _recheck_certificate(stored, raw, net, label, oracle, time_limit, device)
+        if stored.epsilon is not None and result["outcome"] is Outcome.CONFIRMED:
+            result = _recheck_epsilon(stored, net, label, oracle, time_limit, device, result)
     else:
         result = _recheck_dual(stored, net, label, oracle, time_limit, device)
     return Recheck(**{**result, "model_path": str(model_path), "label": label, "seconds": time.perf_counter() - start,
@@ -393,6 +417,40 @@ def _recheck_certificate(cert: Certificate, raw: dict[str, Any] | None, net: Net
             "reason": f"{oracle.name} could not decide{' (time-out)' if answer.timed_out else ''}: {answer.reason}"}
 
 
+def _recheck_epsilon(cert: Certificate, net: Network, label: int, oracle_name: str, time_limit: float | None,
+                     device: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The ``epsilon`` claim of a certificate whose other claims were confirmed: ``certified``
+    needs the ball (rounded outward) inside the rechecked box or verified by the oracle;
+    ``not-robust`` needs the (rechecked) counterexample inside the exact ball."""
+    from .certify import confirm_in_ball, within_distance
+
+    assert cert.epsilon is not None
+    eps, claim = float(cert.epsilon["epsilon"]), cert.epsilon["status"]
+    checks = tuple(result.get("checks", ()))
+    if claim == Status.NOT_ROBUST.value:
+        if cert.counterexample is None or not within_distance(cert.counterexample, cert.input, eps):
+            return {**result, "outcome": Outcome.REFUTED,
+                    "reason": f"the certificate says not robust at epsilon {eps:g}, but its counterexample is not "
+                    "within that distance"}
+        return {**result, "checks": checks + (f"counterexample within epsilon {eps:g}",)}
+    if claim != Status.CERTIFIED.value:
+        return result
+    ball = Box.outer_cube(cert.input, eps, cert.domain)
+    if cert.status is Status.CERTIFIED and cert.box is not None and cert.box.contains_box(ball):
+        return {**result, "checks": checks + (f"the ball of radius {eps:g} lies in the box",)}
+    oracle = make_recheck_oracle(net, oracle_name, time_limit, device)
+    answer = oracle.verify_box(ball.lower, ball.upper, label)
+    if answer.verdict is Verdict.VERIFIED:
+        return {**result, "checks": checks + (f"the ball of radius {eps:g} verified by {oracle.name}",)}
+    if answer.verdict is Verdict.FALSIFIED:
+        cex = confirm_in_ball(net, cert.input, eps, cert.domain, label, answer.counterexample)
+        if cex is not None:
+            return {**result, **_refutation(net, cert.input, label, f"{oracle.name} found a counterexample in the "
+                                            f"ball of radius {eps:g} the certificate says is certified", cex)}
+    return {**result, "outcome": Outcome.UNDECIDED,
+            "reason": f"{oracle.name} could not decide the ball of radius {eps:g}: {answer.reason}"}
+
+
 def _refutation(net: Network, x: FloatArray | None, label: int, reason: str,
                 point: FloatArray | None) -> dict[str, Any]:
     """A refuted outcome, with the refuting point, its distance from ``x`` and its logits."""
@@ -402,6 +460,36 @@ def _refutation(net: Network, x: FloatArray | None, label: int, reason: str,
         out.update(counterexample=p, logits=net.forward(p)[0],
                    distance=None if x is None else float(np.abs(p - x).max()))
     return out
+
+
+# -- verification results ----------------------------------------------------------------------------
+def _recheck_verification(result: Verification, net: Network, stored_in: Path | None, oracle: str,
+                          time_limit: float | None, device: str) -> dict[str, Any]:
+    from .vnnlib import read_vnnlib
+
+    p = result.property
+    prop = None
+    if p.get("kind") == "vnnlib":
+        path = _stored_path(str(p["path"]), stored_in)
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise InputDataError(f"cannot read the property file {str(path)!r}: {exc.strerror or exc}") from exc
+        if p.get("sha256") is not None and actual != str(p["sha256"]).lower():
+            raise ModelMismatchError(f"property file {str(path)!r} has sha256 {actual[:16]}..., the result was "
+                                     f"made with {str(p['sha256'])[:16]}...: refusing to recheck against another "
+                                     "property")
+        prop = read_vnnlib(path)
+        claim = {"unsat": f"the property of {path} holds", "sat": f"the property of {path} is violated"}.get(
+            result.answer.value, f"nothing proven ({result.answer.value})")
+    else:
+        claim = {"unsat": f"the input is robust at epsilon {p.get('epsilon')} for label {p.get('label')}",
+                 "sat": f"the input is not robust at epsilon {p.get('epsilon')}"}.get(
+            result.answer.value, f"nothing proven ({result.answer.value})")
+    check = recheck_verification(result, net, prop, config=VerifyConfig(oracle=oracle, device=device),
+                                 time_limit=time_limit)
+    return {"kind": "verification", "claim": claim, "oracle": check.oracle, "outcome": Outcome(check.outcome),
+            "reason": check.reason, "checks": check.checks}
 
 
 # -- dual boxes --------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.onnx_import": "core",
     "parallelepipedonn.threads": "core",
     "parallelepipedonn.tolerances": "core",
+    "parallelepipedonn.vnnlib": "core",  # VNN-LIB properties (pure Python, exact)
     # oracles: the verifier backends, on the IR only
     "oracles": "oracles",
     "oracles._marabou_worker": "oracles",
@@ -89,12 +90,14 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.certify": "methods",
     "parallelepipedonn.dual": "methods",
     "parallelepipedonn.inputs": "methods",
+    "parallelepipedonn.property_net": "methods",  # a VNN-LIB region as a robustness query
     "parallelepipedonn.search": "methods",
     "parallelepipedonn.search.apothem": "methods",
     "parallelepipedonn.search.base": "methods",
     "parallelepipedonn.search.box": "methods",
     "parallelepipedonn.search.exact": "methods",
     "parallelepipedonn.search.volume": "methods",
+    "parallelepipedonn.verify": "methods",
     # application: commands, batches, storage, plots, training, data, the public facade
     "parallelepipedonn": "application",
     "parallelepipedonn.batch": "application",
@@ -113,7 +116,9 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.cli.recheck": "application",
     "parallelepipedonn.cli.store": "application",
     "parallelepipedonn.cli.train": "application",
+    "parallelepipedonn.cli.verify": "application",
     "parallelepipedonn.datasets": "application",
+    "parallelepipedonn.instances": "application",  # VNN-COMP instances into the results store
     "parallelepipedonn.models": "application",
     "parallelepipedonn.plotting": "application",
     "parallelepipedonn.progress": "application",

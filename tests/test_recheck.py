@@ -212,7 +212,7 @@ def test_unreadable_or_foreign_files_are_usage_errors(tmp_path, capsys):
     assert code == 2 and "cannot read certificate" in err
     (tmp_path / "other.json").write_text(json.dumps({"format": "something-else"}))
     code, _, err = run(capsys, "recheck", str(tmp_path / "other.json"))
-    assert code == 2 and "neither a parallelepipedonn certificate nor a dual box" in err
+    assert code == 2 and "neither a parallelepipedonn certificate, a dual box nor a verification result" in err
 
 
 def test_unknown_oracles_are_usage_errors(small, tmp_path, capsys):

@@ -2,7 +2,8 @@
 also ``python -m parallelepipedonn.cli``).
 
 One module per command, each with its options (``add_arguments``) and its handler:
-:mod:`.certify` (one input, or a batch into a results store), :mod:`.compare`,
+:mod:`.certify` (one input, or a batch into a results store), :mod:`.verify` (a
+VNN-LIB property, robustness at a radius, or VNN-COMP instances), :mod:`.compare`,
 :mod:`.dual`, :mod:`.recheck`, :mod:`.train`, :mod:`.store`, :mod:`.bench`, :mod:`.info`
 and :mod:`.listing` (``list``). :mod:`.parser` builds the parser from them, :mod:`.args`
 holds the shared argument types and option groups, :mod:`.common` the helpers the commands

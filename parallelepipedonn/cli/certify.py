@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError
 from ..io_utils import removed_on_failure
 from ..progress import Progress
-from .args import add_certify_options, add_model_and_input, certify_config, positive
+from .args import add_certify_options, add_model_and_input, certify_config, lazy_help, oracle_names, positive
 from .common import check_outputs, fmt, load_model, load_problem
 from .exits import EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 
@@ -27,6 +27,14 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_and_input(p)
     add_certify_options(p)
+    p.add_argument("--epsilon", type=positive, metavar="E",
+                   help="also answer: is the L-infinity ball of radius E around the input (within the domain) "
+                   "certified? (certified, not-robust or unknown; from the box and counterexample found, else by "
+                   "asking the oracle, the falsifier, then --epsilon-oracle about the ball)")
+    lazy_help(p.add_argument("--epsilon-oracle", default="crown+alpha-crown+bab", metavar="NAME"),
+              "with --epsilon and an incomplete --oracle: the verifier asked about the ball when the search, "
+              "its oracle and the falsifier leave it open (%(oracle_names)s or a cascade; default: "
+              "crown+alpha-crown+bab, complete; 'none': nothing more)", oracle_names=oracle_names)
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="write the certificate as JSON")
     out.add_argument("--plot", metavar="PATH", help="write a PNG of the input, the box and its slack")
@@ -71,6 +79,10 @@ def _summary(cert: Certificate, what: str, model_path: Path, written: list[str])
     if cert.gap is not None:
         bound += f"   gap {fmt(cert.gap)}"
     lines.append(bound)
+    if cert.epsilon is not None:
+        e = cert.epsilon
+        how = {"certified": "certified", "not-robust": "NOT robust", "unknown": "unknown"}[e["status"]]
+        lines.append(f"  epsilon     {fmt(e['epsilon'])}: {how} ({e['reason']})")
     if cert.dual is not None:
         b = cert.dual["apothem_bound"]
         lines.append(f"  dual box    {cert.dual['method']} within radius {fmt(cert.dual['radius'])}: " +
@@ -96,7 +108,9 @@ def cmd_certify(args: argparse.Namespace) -> int:
     batch = _is_batch(args)
     check_outputs(args, args.json, args.plot, args.store)
     algorithm = args.algorithm if args.algorithm is not None else DEFAULT_SEARCH
-    config = certify_config(args, algorithm, dual=args.dual, dual_radius=args.dual_radius)
+    epsilon_oracle = None if args.epsilon_oracle.lower() == "none" else args.epsilon_oracle
+    config = certify_config(args, algorithm, dual=args.dual, dual_radius=args.dual_radius, epsilon=args.epsilon,
+                            epsilon_oracle=epsilon_oracle)
     make_search(config.algorithm, precision=config.precision)  # reject bad names before any work
     if batch:
         return _certify_batch(args, config)

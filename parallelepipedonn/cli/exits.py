@@ -1,6 +1,7 @@
 """The command line's exit codes, and what each failure of a command exits with.
 
-Exit codes: 0 the command ran (whatever the certification status); 1 internal error;
+Exit codes: 0 the command ran (whatever the certification status, or ``verify``'s answer:
+unsat, sat, unknown or timeout); 1 internal error;
 2 bad input or usage (unreadable/unsupported model, malformed input, unknown option
 value); 4 an output file cannot be written; 130 interrupted. ``recheck`` also: 3 the
 model file's sha256 differs from the certificate's; 5 refuted; 6 undecided. 141 broken
@@ -23,11 +24,15 @@ EXIT_REFUTED, EXIT_UNDECIDED = 5, 6  # recheck (3, a model hash mismatch: ModelM
 
 EXIT_CODES = """exit codes:
   0    the command ran (a certificate's status says what was proven: certified,
-       not-robust or unknown; a batch: every input has a result in the store)
+       not-robust or unknown; verify's answer: unsat, sat, unknown or timeout; a
+       batch: every input or instance has a result in the store)
   1    internal error (also: an input of a batch hit one)
   2    bad model, input or usage: unreadable, empty, malformed or unsupported model,
        not a classifier, wrong input size, NaN/inf or values outside the domain,
-       label out of range, unknown option value (a batch: an input could not be read)
+       label out of range, unknown option value; a malformed VNN-LIB file, one over
+       the wrong number of inputs or outputs, an input box outside the domain or
+       empty (the message names the file and line; nothing is written) (a batch: an
+       input or instance could not be read)
   3    recheck: the model file's sha256 differs from the certificate's
   4    an output file (--json, --plot, --store) cannot be written
   5, 6 recheck: refuted, undecided

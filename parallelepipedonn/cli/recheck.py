@@ -12,20 +12,25 @@ from .exits import EXIT_OK, EXIT_REFUTED, EXIT_UNDECIDED
 RECHECK_EXIT_CODES = """exit codes: 0 confirmed (every claim re-verified); 5 refuted (a claim is false: a
 counterexample inside the box, a class point outside a dual box, a box not containing the
 input or outside the domain, ...); 6 undecided (the oracle answered unknown or timed out:
-never counted as confirmed); 3 the model file's sha256 differs from the certificate's;
+never counted as confirmed); 3 the model file's (or, for a verification result, the
+property file's) sha256 differs from the recorded one;
 2 unreadable or malformed certificate or model, unknown oracle; 1 internal error; 130
 interrupted. For a list of results: 5 if any is refuted, else 6 if any is undecided."""
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("recheck", help="re-verify a stored certificate or dual box with an oracle of your choice",
+    p = sub.add_parser("recheck", help="re-verify a stored certificate, dual box or verification result with an "
+                       "oracle of your choice",
                        description="Re-verify a certificate (or dual box) written by --json against its model "
                        "file, independently of how it was computed: the box contains the input and lies in the "
                        "domain, its metrics are the box's, its counterexample is misclassified, and the oracle "
-                       "proves the box robust (a dual box: proves that no point of its class lies outside it).",
+                       "proves the box robust (a dual box: proves that no point of its class lies outside it; a "
+                       "verification result of verify --json: its counterexample is confirmed, or the oracle "
+                       "proves every input box of its property again).",
                        epilog=RECHECK_EXIT_CODES)
     p.add_argument("certificate", metavar="CERT.json",
-                   help="a certificate or dual box written by --json, or a list of them (compare --json)")
+                   help="a certificate, dual box or verification result written by --json, or a list of them "
+                   "(compare --json)")
     lazy_help(p.add_argument("--oracle", default="milp"),
                "verifier (%(oracle_names)s, or a cascade a+b+c; default: milp, complete; dual boxes need milp)",
                oracle_names=oracle_names)

@@ -1,0 +1,505 @@
+"""Verify a property: a VNN-LIB file, or L-infinity robustness at a given radius.
+
+The answers are VNN-COMP's: ``unsat`` (the property holds: proven — no unsafe input
+exists), ``sat`` (a counterexample, confirmed), ``unknown``, ``timeout``. What counts:
+
+* ``unsat`` only when an oracle VERIFIED every region of the property (its
+  :class:`~parallelepipedonn.property_net.Reduction`: a proof about the region's box
+  rounded outward, with the property's constants rounded toward the safe side), or when
+  the assertions admit no unsafe point at all;
+* ``sat`` only for a counterexample confirmed on the **original model** against the
+  property's **own** (decimal, exact) constants: inside the input box and satisfying every
+  output constraint of a disjunct of the unsafe set, decided in exact rational arithmetic
+  on the model's float64 weights (:func:`exact_outputs`) — a verifier's candidate that
+  fails this (one unit in the last place outside the box, a tie) is not a counterexample;
+* ``timeout`` when the time ran out (a time-out answer, or no time left for a region)
+  before anything was decided; ``unknown`` otherwise.
+
+:func:`verify_property` answers a VNN-LIB property, :func:`verify_epsilon` the robustness
+of an input at radius ``epsilon`` (the same answers: ``unsat`` = robust). Both return a
+:class:`Verification`, stored as JSON (``parallelepipedonn-verification``, JSON Schema
+``verification-v1.schema.json``) and re-checked by :func:`recheck_verification`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from oracles.base import Oracle, Verdict
+
+from ._version import __version__
+from .box import Box
+from .certificate import parse_stored
+from .certify import CertifyConfig, build_oracles, confirm_in_ball, resolve_domain, within_distance
+from .errors import ConfigError, InputDataError
+from .inputs import as_network_input
+from .io_utils import atomic_write_bytes
+from .network import Network
+from .search.base import Status
+from .vnnlib import Region, VnnlibProperty, format_counterexample
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+log = logging.getLogger(__name__)
+
+FloatArray = NDArray[np.float64]
+
+FORMAT_NAME = "parallelepipedonn-verification"
+FORMAT_VERSION = 1
+
+#: The oracle ``verify`` asks by default: the attack first (``sat`` cheaply), then the
+#: bound propagations, then branch and bound (complete).
+DEFAULT_VERIFY_ORACLE = "attack+crown+alpha-crown+bab"
+
+
+class Answer(str, enum.Enum):
+    """VNN-COMP's answers."""
+
+    UNSAT = "unsat"  # the property holds (proven)
+    SAT = "sat"  # a confirmed counterexample
+    UNKNOWN = "unknown"
+    TIMEOUT = "timeout"
+
+    @property
+    def status(self) -> Status:
+        """The certificate vocabulary: unsat is ``certified``, sat ``not-robust``."""
+        return {Answer.UNSAT: Status.CERTIFIED, Answer.SAT: Status.NOT_ROBUST}.get(self, Status.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Which oracle (any name or cascade ``a+b+c``, with its options) and torch device."""
+
+    oracle: str = DEFAULT_VERIFY_ORACLE
+    oracle_options: Mapping[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+
+    def build(self, network: Network | Graph) -> Oracle:
+        oracle, _ = build_oracles(network, CertifyConfig(oracle=self.oracle, oracle_options=self.oracle_options,
+                                                         device=self.device, falsifier=None))
+        return oracle
+
+
+@dataclass(frozen=True, eq=False)
+class Verification:
+    """The answer to one property (see the module docstring), with what a recheck needs:
+    the model (path and sha256), the ``property`` (``kind`` ``vnnlib``: its file, sha256
+    and domain; ``epsilon``: the input, radius, label and domain), the confirmed
+    ``counterexample`` and the model's float64 ``outputs`` there, and per region (input
+    box) of the property what was asked and answered."""
+
+    answer: Answer
+    reason: str
+    property: dict[str, Any]
+    model_path: str | None
+    model_sha256: str | None
+    network: str
+    input_shape: tuple[int, ...]
+    oracle: str
+    oracle_settings: dict[str, Any]
+    counterexample: FloatArray | None
+    outputs: FloatArray | None
+    regions: tuple[dict[str, Any], ...]
+    timeout: float | None
+    seconds: float
+    tool_version: str = __version__
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def status(self) -> Status:
+        return self.answer.status
+
+    @property
+    def queries(self) -> int:
+        return sum(1 for r in self.regions if r.get("verdict") != "not asked")
+
+    def vnncomp_result(self) -> str:
+        """The result file of VNN-COMP: the answer on the first line, then, for ``sat``,
+        the counterexample ``((X_0 v) ... (Y_0 v) ...)``."""
+        text = f"{self.answer.value}\n"
+        if self.answer is Answer.SAT and self.counterexample is not None and self.outputs is not None:
+            text += format_counterexample(self.counterexample, self.outputs)
+        return text
+
+    # -- JSON ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "tool": "parallelepipedonn",
+            "tool_version": self.tool_version, "created": self.created, "result": self.answer.value,
+            "status": self.status.value, "reason": self.reason, "model_path": self.model_path,
+            "model_sha256": self.model_sha256, "network": self.network, "input_shape": list(self.input_shape),
+            "property": self.property, "oracle": self.oracle, "oracle_settings": self.oracle_settings,
+            "counterexample": None if self.counterexample is None else self.counterexample.tolist(),
+            "outputs": None if self.outputs is None else self.outputs.tolist(),
+            "regions": list(self.regions), "timeout": self.timeout, "seconds": self.seconds,
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def save(self, path: str | Path) -> None:
+        """Write the result as JSON, atomically."""
+        atomic_write_bytes(Path(path), (self.to_json() + "\n").encode())
+
+    def save_vnncomp(self, path: str | Path) -> None:
+        """Write :meth:`vnncomp_result`, atomically."""
+        atomic_write_bytes(Path(path), self.vnncomp_result().encode())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Verification:
+        def build(d: dict[str, Any]) -> Verification:
+            cex, out = d.get("counterexample"), d.get("outputs")
+            return cls(answer=Answer(d["result"]), reason=d.get("reason", ""), property=dict(d["property"]),
+                       model_path=d.get("model_path"), model_sha256=d.get("model_sha256"),
+                       network=d.get("network", ""), input_shape=tuple(d["input_shape"]), oracle=d["oracle"],
+                       oracle_settings=d.get("oracle_settings", {}),
+                       counterexample=None if cex is None else np.asarray(cex, dtype=np.float64),
+                       outputs=None if out is None else np.asarray(out, dtype=np.float64),
+                       regions=tuple(d.get("regions", ())), timeout=d.get("timeout"), seconds=float(d["seconds"]),
+                       tool_version=d.get("tool_version", ""), created=d.get("created", ""))
+
+        return parse_stored(d, FORMAT_NAME, FORMAT_VERSION, "verification result", build)
+
+
+def load_model_file(path: str | Path) -> Network | Graph:
+    """:func:`~parallelepipedonn.onnx_import.load_onnx`, also for gzip-compressed models
+    (``.onnx.gz``, as VNN-COMP's benchmarks ship them)."""
+    from .errors import ModelError
+    from .onnx_import import load_onnx, model_from_onnx
+
+    p = Path(path)
+    if p.suffix != ".gz":
+        return load_onnx(p)
+    import gzip
+
+    import onnx
+
+    try:
+        data = gzip.decompress(p.read_bytes())
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ModelError(f"cannot read model file {str(p)!r}: {getattr(exc, 'strerror', None) or exc}") from exc
+    name = p.name[:-3]
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf DecodeError, ...
+        raise ModelError(f"model {name!r} is not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}") \
+            from exc
+    return model_from_onnx(model, name)
+
+
+# -- exact checks ---------------------------------------------------------------------------------
+def exact_outputs(model: Network | Graph, x: ArrayLike) -> list[Fraction]:
+    """The model's outputs at the float64 point ``x`` in exact arithmetic on its float64
+    weights (integer arithmetic on scaled mantissas, :mod:`parallelepipedonn.graph_exact`)."""
+    from .graph import as_graph
+    from .graph_exact import exact_logits
+
+    ints, exp = exact_logits(as_graph(model), np.asarray(x, dtype=np.float64).reshape(-1))
+    scale = Fraction(2) ** exp
+    return [Fraction(int(v)) * scale for v in ints]
+
+
+def confirm_counterexample(model: Network | Graph, region: Region, point: ArrayLike | None) -> FloatArray | None:
+    """``point`` (or, if it lies just outside, its projection on the region's float64
+    points) when it lies in the region's box and its outputs satisfy every constraint of
+    one of its disjuncts, both decided exactly; else ``None``."""
+    if point is None:
+        return None
+    x = np.asarray(point, dtype=np.float64).reshape(-1)
+    if x.size != region.n_inputs or not np.isfinite(x).all():
+        return None
+    if not region.contains(x):
+        inner = region.inner_box()
+        if inner is None:
+            return None
+        x = np.clip(x, *inner)
+        if not region.contains(x):
+            return None
+    return x if region.violated_disjunct(exact_outputs(model, x)) is not None else None
+
+
+def _center(region: Region) -> FloatArray | None:
+    inner = region.inner_box()
+    if inner is None:
+        return None
+    lo, hi = inner
+    return np.clip(lo + (hi - lo) / 2, lo, hi)
+
+
+# -- verification -------------------------------------------------------------------------------------
+class _Clock:
+    def __init__(self, timeout: float | None) -> None:
+        self.start = time.perf_counter()
+        self.deadline = None if timeout is None else self.start + timeout
+
+    @property
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.perf_counter()
+
+    @property
+    def expired(self) -> bool:
+        r = self.remaining
+        return r is not None and r <= 0
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _ask(oracle: Oracle, lower: FloatArray, upper: FloatArray, label: int, clock: _Clock):
+    remaining = clock.remaining
+    with oracle.time_limited(None if remaining is None else max(0.01, remaining)):
+        return oracle.verify_box(lower, upper, label)
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"the timeout must be a positive number of seconds, got {timeout}")
+
+
+def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: VerifyConfig | None = None,
+                    timeout: float | None = None, domain: Box | None = None, model_path: str | None = None,
+                    model_sha256: str | None = None, property_sha256: str | None = None,
+                    progress: Callable[[str], None] | None = None) -> Verification:
+    """Answer the VNN-LIB property ``prop`` for ``model`` within ``timeout`` seconds (see
+    the module docstring). ``domain`` (optional): every input box must lie in it
+    (:class:`~parallelepipedonn.errors.PropertyError` naming the bound's line otherwise).
+    The regions (input boxes) are asked in turn; the first confirmed counterexample
+    answers ``sat``."""
+    config = config or VerifyConfig()
+    _check_timeout(timeout)
+    clock = _Clock(timeout)
+    prop.check_model(model.n_inputs, model.n_classes)
+    if domain is not None:
+        prop.check_domain(domain.lower, domain.upper)
+    from .property_net import ReductionError, reduce_region
+
+    records: list[dict[str, Any]] = []
+    oracle_name, settings = config.oracle, {}
+    timed_out = False
+
+    def result(answer: Answer, reason: str, cex: FloatArray | None = None) -> Verification:
+        outputs = None if cex is None else model.forward(cex)[0]
+        info = {"kind": "vnnlib", "path": prop.path, "sha256": property_sha256, "inputs": prop.n_inputs,
+                "outputs": prop.n_outputs, "regions": len(prop.regions),
+                "domain": None if domain is None else _domain_json(domain)}
+        return Verification(answer, reason, info, model_path, model_sha256, model.describe(), model.input_shape,
+                            oracle_name, settings, cex, outputs, tuple(records), timeout, clock.elapsed)
+
+    if not prop.regions:
+        return result(Answer.UNSAT, "the assertions admit no unsafe point")
+    for k, region in enumerate(prop.regions):
+        if clock.expired:
+            timed_out = True
+            records.append({"index": k, "verdict": "not asked", "reason": "time out", "timed_out": True})
+            continue
+        if progress is not None:
+            progress(f"region {k + 1} of {len(prop.regions)}")
+        start = time.perf_counter()
+        if any(not d for d in region.disjuncts):  # every point of the box is unsafe
+            cex = confirm_counterexample(model, region, _center(region))
+            records.append({"index": k, "verdict": "falsified" if cex is not None else "unknown", "form": "trivial",
+                            "reason": "every point of the box is unsafe", "timed_out": False,
+                            "seconds": time.perf_counter() - start})
+            if cex is not None:
+                return result(Answer.SAT, f"every point of input box {k + 1} is unsafe (its center, confirmed)", cex)
+            continue
+        try:
+            reduction = reduce_region(model, region, config.oracle, prop.path)
+        except ReductionError as exc:
+            records.append({"index": k, "verdict": "unknown", "reason": str(exc), "timed_out": False,
+                            "seconds": time.perf_counter() - start})
+            continue
+        oracle = config.build(reduction.network)
+        oracle_name, settings = oracle.name, oracle.settings()
+        answer = _ask(oracle, reduction.lower, reduction.upper, reduction.label, clock)
+        record = {"index": k, "verdict": answer.verdict.value, **reduction.describe(), "reason": answer.reason,
+                  "margin": answer.margin if answer.margin is None or np.isfinite(answer.margin) else None,
+                  "timed_out": bool(answer.timed_out), "seconds": time.perf_counter() - start}
+        if answer.verdict is Verdict.FALSIFIED:
+            cex = confirm_counterexample(model, region, answer.counterexample)
+            if cex is not None:
+                records.append(record)
+                return result(Answer.SAT, f"{oracle.name} found a counterexample in input box {k + 1}, confirmed "
+                              "exactly against the property", cex)
+            record = {**record, "verdict": "unknown",
+                      "reason": "a counterexample of the reduction that the property's own constants do not confirm"}
+        records.append(record)
+        if answer.verdict is Verdict.UNKNOWN and (answer.timed_out or clock.expired):
+            timed_out = True
+    if all(r["verdict"] == "verified" for r in records):
+        return result(Answer.UNSAT, f"{oracle_name} verified every input box ({len(records)})")
+    if timed_out:
+        return result(Answer.TIMEOUT, "the time ran out before every input box was decided")
+    open_ = [r for r in records if r["verdict"] != "verified"]
+    return result(Answer.UNKNOWN, f"{len(open_)} of {len(records)} input box(es) undecided: {open_[0]['reason']}")
+
+
+def _domain_json(domain: Box) -> dict[str, Any]:
+    def one(a: FloatArray) -> float | list[float]:
+        return float(a[0]) if a.size and (a == a[0]).all() else a.tolist()
+
+    return {"lower": one(domain.lower), "upper": one(domain.upper)}
+
+
+def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, label: int | None = None,
+                   domain: Box | None = None, config: VerifyConfig | None = None, timeout: float | None = None,
+                   model_path: str | None = None, model_sha256: str | None = None) -> Verification:
+    """Is ``model`` robust at radius ``epsilon`` around ``x`` for ``label`` (default: its
+    prediction), within ``domain`` (default ``[0, 1]^n``)? ``unsat``: every point of the
+    ball (rounded outward, :meth:`Box.outer_cube`) is classified ``label`` with a strictly
+    larger logit, proven; ``sat``: a confirmed point of the exact ball is not."""
+    config = config or VerifyConfig()
+    _check_timeout(timeout)
+    if not (epsilon > 0 and np.isfinite(epsilon)):
+        raise ConfigError(f"epsilon must be a positive number, got {epsilon}")
+    clock = _Clock(timeout)
+    dom = resolve_domain(domain, model.n_inputs)
+    xa = as_network_input(np.asarray(x, dtype=np.float64), model.input_shape, dom)
+    predicted = int(model.predict(xa)[0])
+    label = predicted if label is None else model.check_label(label)
+    info = {"kind": "epsilon", "input": xa.tolist(), "epsilon": float(epsilon), "label": label,
+            "predicted_label": predicted, "domain": _domain_json(dom)}
+    records: list[dict[str, Any]] = []
+    oracle_name, settings = config.oracle, {}
+
+    def result(answer: Answer, reason: str, cex: FloatArray | None = None) -> Verification:
+        outputs = None if cex is None else model.forward(cex)[0]
+        return Verification(answer, reason, info, model_path, model_sha256, model.describe(), model.input_shape,
+                            oracle_name, settings, cex, outputs, tuple(records), timeout, clock.elapsed)
+
+    if model.misclassified(xa, label)[0]:
+        why = f"classifies it as {predicted}" if predicted != label else "has a tie there"
+        return result(Answer.SAT, f"the input itself is a counterexample: the network {why}, not strictly {label}",
+                      xa)
+    ball = Box.outer_cube(xa, epsilon, dom)
+    oracle = config.build(model)
+    oracle_name, settings = oracle.name, oracle.settings()
+    answer = _ask(oracle, ball.lower, ball.upper, label, clock)
+    records.append({"index": 0, "verdict": answer.verdict.value, "form": "robustness", "label": label,
+                    "reason": answer.reason, "timed_out": bool(answer.timed_out), "seconds": clock.elapsed,
+                    "margin": answer.margin if answer.margin is None or np.isfinite(answer.margin) else None})
+    if answer.verdict is Verdict.VERIFIED:
+        return result(Answer.UNSAT, f"{oracle.name} verified the ball")
+    if answer.verdict is Verdict.FALSIFIED:
+        cex = confirm_in_ball(model, xa, epsilon, dom, label, answer.counterexample)
+        if cex is not None:
+            return result(Answer.SAT, f"{oracle.name} found a counterexample in the ball, confirmed", cex)
+        return result(Answer.UNKNOWN, f"{oracle.name}'s counterexample lies just outside the exact ball")
+    if answer.timed_out or clock.expired:
+        return result(Answer.TIMEOUT, f"{oracle.name} ran out of time: {answer.reason}")
+    return result(Answer.UNKNOWN, answer.reason or f"{oracle.name} could not decide")
+
+
+# -- recheck ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClaimCheck:
+    """What rechecking a :class:`Verification` found: ``outcome`` ``confirmed``,
+    ``refuted`` or ``undecided`` (the vocabulary of :mod:`parallelepipedonn.recheck`)."""
+
+    outcome: str
+    reason: str
+    checks: tuple[str, ...] = ()
+    oracle: str | None = None
+
+
+def recheck_verification(result: Verification, model: Network | Graph, prop: VnnlibProperty | None, *,
+                         config: VerifyConfig, time_limit: float | None = None) -> ClaimCheck:
+    """Re-verify the claim of ``result`` against ``model`` (and, for a VNN-LIB property, the
+    parsed file ``prop``), independently of how it was found: ``sat`` — the counterexample
+    is confirmed exactly; ``unsat`` — ``config``'s oracle verifies every region again;
+    ``unknown``/``timeout`` claim nothing."""
+    kind = result.property.get("kind")
+    if kind == "vnnlib" and prop is None:
+        raise InputDataError("rechecking a VNN-LIB verification needs its property file")
+    if kind == "epsilon":
+        p = result.property
+        dom = Box(np.broadcast_to(np.asarray(p["domain"]["lower"], dtype=np.float64), (model.n_inputs,)),
+                  np.broadcast_to(np.asarray(p["domain"]["upper"], dtype=np.float64), (model.n_inputs,)))
+        xa = as_network_input(np.asarray(p["input"], dtype=np.float64), model.input_shape, dom, "the stored input")
+        label, eps = model.check_label(int(p["label"])), float(p["epsilon"])
+    elif kind == "vnnlib":
+        assert prop is not None
+        prop.check_model(model.n_inputs, model.n_classes)
+    else:
+        raise InputDataError(f"unknown property kind {kind!r}")
+    cex = result.counterexample
+    if result.answer is Answer.SAT:
+        if cex is None:
+            return ClaimCheck("refuted", "a sat result without a counterexample")
+        if kind == "epsilon":
+            if not (dom.contains(cex) and within_distance(cex, xa, eps)):
+                return ClaimCheck("refuted", "the counterexample is not in the ball")
+            if not model.misclassified(cex, label)[0]:
+                return ClaimCheck("refuted", f"the counterexample is classified {label}")
+            return ClaimCheck("confirmed", "the counterexample is confirmed (exact forward pass)",
+                              ("counterexample in the ball", f"not classified {label} (exact)"))
+        assert prop is not None
+        for region in prop.regions:
+            if region.contains(cex) and region.violated_disjunct(exact_outputs(model, cex)) is not None:
+                return ClaimCheck("confirmed", "the counterexample is confirmed against the property (exact)",
+                                  ("counterexample in an input box", "its outputs are unsafe (exact)"))
+        return ClaimCheck("refuted", "the counterexample does not violate the property (exact check)")
+    if result.answer is not Answer.UNSAT:
+        return ClaimCheck("confirmed", f"the result ({result.answer.value}) claims nothing")
+    if kind == "epsilon":
+        ball = Box.outer_cube(xa, eps, dom)
+        if model.misclassified(xa, label)[0]:
+            return ClaimCheck("refuted", f"the input itself is not classified {label}")
+    else:
+        assert prop is not None
+        if not prop.regions:
+            return ClaimCheck("confirmed", "the assertions admit no unsafe point", ("no unsafe case",))
+        from .property_net import ReductionError, reduce_region
+
+        for region in prop.regions:
+            if any(not d for d in region.disjuncts):
+                return ClaimCheck("refuted", "an input box where every point is unsafe")
+            try:
+                red = reduce_region(model, region, config.oracle, prop.path)
+            except ReductionError as exc:
+                return ClaimCheck("undecided", str(exc))
+            oracle = config.build(red.network)
+            answer = _recheck_ask(oracle, red.lower, red.upper, red.label, time_limit)
+            outcome = _region_outcome(answer, oracle, lambda a, r=region: confirm_counterexample(model, r, a))
+            if outcome is not None:
+                return outcome
+        return ClaimCheck("confirmed", f"{config.oracle} verified every input box ({len(prop.regions)})",
+                          (f"{len(prop.regions)} input box(es) verified",), config.oracle)
+    oracle = config.build(model)
+    answer = _recheck_ask(oracle, ball.lower, ball.upper, label, time_limit)
+    outcome = _region_outcome(answer, oracle, lambda a: confirm_in_ball(model, xa, eps, dom, label, a))
+    return outcome or ClaimCheck("confirmed", f"{oracle.name} verified the ball", ("ball verified",), oracle.name)
+
+
+def _recheck_ask(oracle: Oracle, lower: FloatArray, upper: FloatArray, label: int, time_limit: float | None):
+    with oracle.time_limited(time_limit):
+        return oracle.verify_box(lower, upper, label)
+
+
+def _region_outcome(answer, oracle: Oracle, confirm: Callable[[Any], FloatArray | None]) -> ClaimCheck | None:
+    """``None`` for VERIFIED; else refuted (a confirmed counterexample) or undecided."""
+    if answer.verdict is Verdict.VERIFIED:
+        return None
+    if answer.verdict is Verdict.FALSIFIED and confirm(answer.counterexample) is not None:
+        return ClaimCheck("refuted", f"{oracle.name} found a confirmed counterexample", oracle=oracle.name)
+    why = " (time-out)" if answer.timed_out else ""
+    return ClaimCheck("undecided", f"{oracle.name} could not decide{why}: {answer.reason}", oracle=oracle.name)
+
+
+__all__ = ["DEFAULT_VERIFY_ORACLE", "FORMAT_NAME", "FORMAT_VERSION", "Answer", "ClaimCheck", "Verification",
+           "VerifyConfig", "confirm_counterexample", "exact_outputs", "load_model_file", "recheck_verification",
+           "verify_epsilon", "verify_property"]

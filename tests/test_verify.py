@@ -1,0 +1,438 @@
+"""verify: a VNN-LIB property (or robustness at a radius) answered unsat, sat, unknown or
+timeout — unsat only when proven, sat only with a counterexample confirmed exactly on the
+model against the property's own constants; the answers agree with the exact best
+apothem; bad property files are one-line errors naming the line, with nothing written."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from parallelepipedonn.certify import CertifyConfig, certify
+from parallelepipedonn.errors import OracleError
+from parallelepipedonn.network import Affine, Network, ReLU
+from parallelepipedonn.property_net import _rows as integer_rows
+from parallelepipedonn.property_net import composed_chain, reduce_region, shifted_chain
+from parallelepipedonn.store import ResultStore
+from parallelepipedonn.verify import (
+    Answer,
+    Verification,
+    VerifyConfig,
+    exact_outputs,
+    verify_epsilon,
+    verify_property,
+)
+from parallelepipedonn.vnnlib import parse_vnnlib
+from tests.graph_nets import residual
+from tests.nets import make_model, ort_forward, random_network, saved_classifier, tensor
+from tests.test_cli import run
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPLETE = "crown+alpha-crown+bab"
+
+
+def property_text(lower, upper, outputs: str, m: int) -> str:
+    n = len(lower)
+    lines = [f"(declare-const X_{i} Real)" for i in range(n)] + [f"(declare-const Y_{j} Real)" for j in range(m)]
+    for i, (lo, hi) in enumerate(zip(lower, upper)):
+        lines += [f"(assert (>= X_{i} {float(lo)!r}))", f"(assert (<= X_{i} {float(hi)!r}))"]
+    return "\n".join(lines) + "\n" + outputs + "\n"
+
+
+def robustness(label: int, m: int) -> str:
+    return "(assert (or " + " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(m) if j != label) + "))"
+
+
+def ball(x: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    return np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> SimpleNamespace:
+    """A 6-12-12-3 classifier (m.onnx), an input x.npy, and properties around it."""
+    s = saved_classifier(tmp_path_factory.mktemp("verify"))
+    m = s.net.n_classes
+    for name, eps in (("near", 0.001), ("far", 0.5)):
+        (s.dir / f"{name}.vnnlib").write_text(property_text(*ball(s.x, eps), robustness(s.label, m), m))
+    return s
+
+
+def property_value(region, y: list[Fraction]) -> Fraction:
+    """min over disjuncts of max over constraints of (c . y - d): > 0 iff the outputs are safe."""
+    return min(max(sum((c * y[j] for j, c in con.coefficients), Fraction(0)) - con.rhs for con in d)
+               for d in region.disjuncts)
+
+
+# -- the reductions ---------------------------------------------------------------------------------
+#: Unsafe sets, with thresholds ``{q[j]}``, ``{q1[j]}``, ``{q0[j]}``: quantiles 0.5, 0.25, 0.1 of ``Y_j``
+#: on the box (``{s}``: 0.1 of ``Y_2 + Y_1 / 2``), so that the box has safe and unsafe points; and
+#: the form each reduces to for a chain.
+OUTPUTS = {
+    "robustness": ("(assert (or (and (>= Y_1 Y_0)) (and (>= Y_2 Y_0))))", "robustness"),
+    "targeted": ("(assert (or (and (>= Y_1 Y_0)) (and (<= Y_2 {q1[2]}))))", "composed"),
+    "conjunction": ("(assert (<= Y_0 {q[0]}))\n(assert (>= (+ Y_1 0.1) {q1[1]}))", "shifted"),
+    "mixed": (("(assert (or (and (>= Y_1 Y_0) (<= Y_1 {q0[1]})) (and (<= (+ Y_2 (* 0.5 Y_1)) {s}))\n"
+               "            (and (>= Y_0 {q1[0]}) (>= Y_0 Y_2) (< (* 0.3 Y_0) (* 0.3 {q[0]})))))"), "shifted"),
+}
+
+
+@pytest.mark.parametrize("model_kind", ["chain", "residual graph"])
+@pytest.mark.parametrize("case", sorted(OUTPUTS))
+def test_a_reduction_never_calls_an_unsafe_point_safe(case, model_kind):
+    """The reduction's margin is > 0 only where the property's exact value is > 0, and
+    every point whose outputs are unsafe is misclassified by the reduction (exactly)."""
+    model = random_network(3, [4, 8, 8, 3]) if model_kind == "chain" else residual(1, side=2, channels=2)
+    n = model.n_inputs
+    lo, hi = np.full(n, 0.1), np.full(n, 0.6)
+    rng = np.random.default_rng(0)
+    points = np.vstack([lo + rng.random((150, n)) * (hi - lo), lo, hi, np.where(rng.random((20, n)) < 0.5, lo, hi)])
+    ys = model.forward(points)
+    quantiles = {"q": [float(v) for v in np.quantile(ys, 0.5, axis=0)],
+                 "q1": [float(v) for v in np.quantile(ys, 0.25, axis=0)],
+                 "q0": [float(v) for v in np.quantile(ys, 0.1, axis=0)],
+                 "s": float(np.quantile(ys[:, 2] + ys[:, 1] / 2, 0.1))}
+    outputs, form = OUTPUTS[case]
+    (region,) = parse_vnnlib(property_text(lo, hi, outputs.format(**quantiles), 3), "p").regions
+    red = reduce_region(model, region, "crown")
+    assert red.form == (form if model_kind == "chain" or form == "robustness" else "graph")
+    margins = red.network.margins(points, red.label)
+    unsafe_seen = 0
+    for x, margin in zip(points, margins):
+        value = property_value(region, exact_outputs(model, x))
+        if margin > 0:
+            assert value > 0
+        if value <= 0:
+            unsafe_seen += 1
+            assert red.network.misclassified(x, red.label)[0]
+    assert 0 < unsafe_seen < len(points) or case == "robustness"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_composed_and_shifted_forms_get_the_same_answers_from_a_complete_oracle(seed):
+    from oracles import make_oracle
+
+    net = random_network(seed, [3, 10, 10, 4])
+    x = np.random.default_rng(seed).random(3)
+    for eps in (0.02, 0.1, 0.3):
+        lo, hi = ball(x, eps)
+        text = property_text(lo, hi, "(assert (or (and (>= Y_1 Y_0)) (and (<= (- Y_3 Y_2) -0.2))))", 4)
+        (region,) = parse_vnnlib(text, "p").regions
+        groups = integer_rows(region, 4, "p")
+        lo, hi = region.outer_box()
+        verdicts = set()
+        for reduction in (composed_chain(net, [g[0] for g in groups]), shifted_chain(net, groups, lo, hi)):
+            verdicts.add(make_oracle("milp", reduction).verify_box(lo, hi, 0).verdict.value)
+        assert len(verdicts) == 1, (seed, eps, verdicts)
+
+
+def identity_net() -> Network:
+    """Y_0 = X_0 exactly (as relu(x) - relu(-x)), Y_1 = 0."""
+    return Network((1,), (Affine(np.array([[1.0], [-1.0]]), np.zeros(2)), ReLU(),
+                          Affine(np.array([[1.0, -1.0], [0.0, 0.0]]), np.zeros(2))))
+
+
+@pytest.mark.parametrize("outputs", [
+    "(assert (<= Y_0 0.1))",  # unsafe only at the real number 1/10, which no float64 is
+    "(assert (< Y_0 0.1))",  # no unsafe point at all, but one at distance 0 of the box
+    "(assert (<= (* 0.1 Y_0) 0.01))",
+    "(assert (<= Y_0 0.1))\n(assert (<= Y_1 0))",  # the shifted form
+    "(assert (or (and (<= Y_0 0.1)) (and (>= Y_0 0.3))))",
+])
+@pytest.mark.parametrize("oracle", ["crown", "milp", COMPLETE, "attack+crown"])
+def test_a_property_on_the_edge_of_float64_is_neither_proven_nor_refuted(outputs, oracle):
+    prop = parse_vnnlib("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+                        "(assert (>= X_0 0.1))\n(assert (<= X_0 0.2))\n" + outputs, "edge.vnnlib")
+    result = verify_property(identity_net(), prop, config=VerifyConfig(oracle=oracle))
+    assert result.answer is Answer.UNKNOWN, result.reason
+
+
+def test_ties_count_for_non_strict_constraints_and_not_for_strict_ones():
+    net = identity_net()
+    text = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n" \
+           "(assert (>= X_0 0.25))\n(assert (<= X_0 0.5))\n"
+    tie = verify_property(net, parse_vnnlib(text + "(assert (<= Y_0 0.25))", "p"), config=VerifyConfig(oracle="milp"))
+    assert tie.answer is Answer.SAT and tie.counterexample.tolist() == [0.25]  # Y_0 = 0.25 <= 0.25
+    strict = verify_property(net, parse_vnnlib(text + "(assert (< Y_0 0.25))", "p"), config=VerifyConfig(oracle="milp"))
+    assert strict.answer is Answer.UNKNOWN  # no unsafe point, but none is 1e-4 away either
+
+
+def test_trivial_properties():
+    net = identity_net()
+    head = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n(assert (>= X_0 0))\n" \
+           "(assert (<= X_0 1))\n"
+    holds = verify_property(net, parse_vnnlib(head + "(assert (<= 1 0))", "p"))
+    assert holds.answer is Answer.UNSAT and "no unsafe point" in holds.reason
+    violated = verify_property(net, parse_vnnlib(head + "(assert (<= 0 1))", "p"))
+    assert violated.answer is Answer.SAT and violated.counterexample.tolist() == [0.5]
+
+
+# -- answers ---------------------------------------------------------------------------------------------
+def test_unsat_near_the_input_and_sat_far_from_it_with_an_exactly_confirmed_counterexample(small):
+    from parallelepipedonn.vnnlib import read_vnnlib
+
+    near = verify_property(small.net, read_vnnlib(small.dir / "near.vnnlib"))
+    assert near.answer is Answer.UNSAT and near.status.value == "certified" and near.counterexample is None
+    assert near.vnncomp_result() == "unsat\n"
+    prop = read_vnnlib(small.dir / "far.vnnlib")
+    far = verify_property(small.net, prop)
+    assert far.answer is Answer.SAT and far.status.value == "not-robust"
+    cex = far.counterexample
+    (region,) = prop.regions
+    assert region.contains(cex) and region.violated_disjunct(exact_outputs(small.net, cex)) is not None
+    assert far.outputs.tolist() == small.net.forward(cex)[0].tolist()
+    lines = far.vnncomp_result().splitlines()
+    assert lines[0] == "sat" and lines[1] == f"((X_0 {float(cex[0])!r})" and lines[-1].endswith("))")
+    assert len(lines) == 1 + small.net.n_inputs + small.net.n_classes
+
+
+def test_the_time_running_out_is_timeout_never_a_proof():
+    import parallelepipedonn as ppn
+
+    net = ppn.load_onnx(ppn.default_model_path("mnist", "deep"))
+    x, _ = ppn.load_dataset("mnist", "test")[0]
+    # a radius just below the exact best apothem (0.0868): far too hard for 0.05 s of branch and bound
+    r = verify_epsilon(net, x, 0.0865, config=VerifyConfig(oracle="bab", oracle_options={"time_limit": 0.05}))
+    assert r.answer is Answer.TIMEOUT and r.status.value == "unknown" and r.regions[0]["timed_out"]
+    text = property_text(*ball(x.reshape(-1), 0.0865), robustness(int(net.predict(x)[0]), 10), 10)
+    r = verify_property(net, parse_vnnlib(text, "p"), timeout=1e-6)
+    assert r.answer is Answer.TIMEOUT and r.regions[0]["verdict"] == "not asked"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_robustness_at_epsilon_agrees_with_the_exact_best_apothem(seed):
+    """verify --epsilon and certify --epsilon: robust at epsilon iff epsilon is below the
+    exact best apothem (bracketed by --algorithm exact to 1e-4)."""
+    net = random_network(seed, [5, 12, 12, 3], scale=2.0)
+    x = np.random.default_rng(seed + 10).random(5)
+    exact = certify(net, x, config=CertifyConfig(algorithm="exact", precision=1e-4))
+    low, high = exact.apothem, exact.apothem_upper_bound  # proven bracket (exact to 1e-4, or close)
+    assert high <= 1.01 * low, exact.reason
+    for eps, robust in ((0.97 * low, True), (1.03 * high, False)):
+        v = verify_epsilon(net, x, eps, config=VerifyConfig(oracle=COMPLETE))
+        assert v.answer is (Answer.UNSAT if robust else Answer.SAT), (eps, low, high, v.reason)
+        c = certify(net, x, config=CertifyConfig(epsilon=eps, precision=1e-2))
+        assert c.epsilon["status"] == ("certified" if robust else "not-robust"), c.epsilon
+        if not robust:
+            assert np.max(np.abs(v.counterexample - x)) <= eps and net.misclassified(v.counterexample, exact.label)[0]
+
+
+@pytest.mark.parametrize("name", ["7-1", "2-2"])
+def test_reference_inputs_agree_with_the_exact_best_apothem(reference, name, tmp_path, capsys):
+    import parallelepipedonn as ppn
+
+    model = reference / "nets" / "mnist_nn-32.onnx"
+    net = ppn.load_onnx(model)
+    x = ppn.load_input(reference / "inputs" / "mnist" / f"{name}.csv", net.input_shape)
+    exact = certify(net, x, config=CertifyConfig(algorithm="exact"))
+    assert exact.exact
+    for eps, robust in ((0.98 * exact.apothem, True), (1.02 * exact.apothem_upper_bound, False)):
+        code, out, err = run(capsys, "verify", "--model", str(model), "--input",
+                             str(reference / "inputs" / "mnist" / f"{name}.csv"), "--epsilon", repr(eps))
+        assert code == 0 and out.splitlines()[0] == ("unsat" if robust else "sat"), out + err
+        c = certify(net, x, config=CertifyConfig(epsilon=eps))
+        assert c.epsilon["status"] == ("certified" if robust else "not-robust")
+
+
+def test_a_residual_graph_is_verified_by_the_oracles_that_read_graphs_and_refused_by_the_others():
+    g = residual(0)
+    x = np.full(g.n_inputs, 0.35)
+    label = int(g.predict(x)[0])
+    text = property_text(*ball(x, 0.002), "(assert (or (and (>= Y_1 Y_0) (<= Y_2 5)) (and (<= Y_2 -30))))", 3)
+    assert label == 0
+    result = verify_property(g, parse_vnnlib(text, "p"), config=VerifyConfig(oracle="attack+crown"))
+    assert result.answer is Answer.UNSAT and result.regions[0]["form"] == "graph"
+    with pytest.raises(OracleError, match="bab supports chain networks"):
+        verify_property(g, parse_vnnlib(text, "p"), config=VerifyConfig(oracle="crown+bab"))
+
+
+# -- the command line ------------------------------------------------------------------------------------
+def test_verify_writes_json_and_the_vnncomp_result_and_recheck_confirms_them(small, tmp_path, capsys):
+    from tests.test_certificate_schema import conforms
+
+    m, d = str(small.path), small.dir
+    for name, answer in (("near", "unsat"), ("far", "sat")):
+        j, r = tmp_path / f"{name}.json", tmp_path / f"{name}.txt"
+        code, out, err = run(capsys, "verify", "--model", m, "--vnnlib", str(d / f"{name}.vnnlib"), "--json", str(j),
+                             "--result-file", str(r), "--timeout", "60")
+        assert code == 0, err
+        assert out.splitlines()[0] == answer and r.read_text().splitlines()[0] == answer
+        stored = json.loads(j.read_text())
+        conforms(stored, "verification")
+        assert stored["result"] == answer and stored["property"]["sha256"] and stored["model_sha256"]
+        code, out, err = run(capsys, "recheck", str(j))
+        assert code == 0 and out.startswith("CONFIRMED"), out + err
+    stored = json.loads((tmp_path / "far.json").read_text())
+    stored["counterexample"] = small.x.tolist()  # the input is no counterexample
+    (tmp_path / "edited.json").write_text(json.dumps(stored))
+    code, out, _ = run(capsys, "recheck", str(tmp_path / "edited.json"))
+    assert code == 5 and out.startswith("REFUTED")
+    changed = tmp_path / "changed.vnnlib"
+    shutil.copy(d / "near.vnnlib", changed)
+    code, _, err = run(capsys, "verify", "--model", m, "--vnnlib", str(changed), "--json", str(tmp_path / "c.json"))
+    changed.write_text(changed.read_text() + "; edited\n")
+    code, _, err = run(capsys, "recheck", str(tmp_path / "c.json"))
+    assert code == 3 and "property file" in err
+
+
+def bad_property(small, kind: str) -> tuple[str, int]:
+    """A property file that is wrong for the small model, and the line to blame."""
+    lines = (small.dir / "near.vnnlib").read_text().splitlines()
+    if kind == "malformed":
+        lines[20] = lines[20].rstrip(")")
+        return "\n".join(lines), 21
+    if kind == "inputs":
+        return "\n".join(lines[:5] + lines[6:]), 19  # X_5 not declared: its first use
+    if kind == "outputs":
+        return "\n".join(lines[:9] + ["(declare-const Y_3 Real)"] + lines[9:]), 10
+    if kind == "domain":
+        lines[9] = "(assert (>= X_0 -0.25))"
+        return "\n".join(lines), 10
+    lines[10] = "(assert (<= X_0 -0.5))"  # empty: below X_0's lower bound (line 10)
+    return "\n".join(lines), 11
+
+
+@pytest.mark.parametrize("kind", ["malformed", "inputs", "outputs", "domain", "empty"])
+def test_a_bad_property_is_one_line_naming_the_line_exit_2_and_nothing_written(small, tmp_path, capsys, kind):
+    text, line = bad_property(small, kind)
+    p = tmp_path / "bad.vnnlib"
+    p.write_text(text + "\n")
+    outputs = [tmp_path / "r.json", tmp_path / "r.txt"]
+    code, out, err = run(capsys, "verify", "--model", str(small.path), "--vnnlib", str(p), "--domain", "0", "1",
+                         "--json", str(outputs[0]), "--result-file", str(outputs[1]))
+    assert code == 2 and out == ""
+    assert err.startswith(f"parallelepipedonn: error: {p}:{line}: ") and err.count("\n") == 1, err
+    assert not any(o.exists() for o in outputs)
+    csv = tmp_path / "instances.csv"
+    csv.write_text(f"{small.path},{p},10\n")
+    code, _, err = run(capsys, "verify", "--instances", str(csv), "--check", "--domain", "0", "1")
+    assert code == 2 and f"{p}:{line}: " in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--vnnlib", "p.vnnlib"], "--vnnlib needs --model"),
+    (["--model", "m.onnx"], "give one property"),
+    (["--model", "m.onnx", "--vnnlib", "p.vnnlib", "--epsilon", "0.1"], "give one of --vnnlib, --epsilon"),
+    (["--model", "m.onnx", "--vnnlib", "p.vnnlib", "--label", "1"], "--label does not go with --vnnlib"),
+    (["--instances", "i.csv"], "--instances needs --store"),
+    (["--instances", "i.csv", "--store", "r.db", "--timeout", "5"], "--timeout does not go with --instances"),
+    (["--model", "m.onnx", "--vnnlib", "p.vnnlib", "--store", "r.db"], "--store is for --instances"),
+    (["--model", "m.onnx", "--vnnlib", "p.vnnlib", "--timeout", "0"], "must be a positive number"),
+])
+def test_usage_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "verify", *argv)
+    assert code == 2 and message in err and out == ""
+
+
+def test_verify_and_certify_at_epsilon_on_the_command_line(small, tmp_path, capsys):
+    from tests.test_certificate_schema import conforms
+
+    j = tmp_path / "e.json"
+    code, out, err = run(capsys, "verify", "--model", str(small.path), "--input", str(small.dir / "x.npy"),
+                         "--epsilon", "0.01", "--json", str(j))
+    assert code == 0 and out.splitlines()[0] == "unsat", err
+    stored = json.loads(j.read_text())
+    conforms(stored, "verification")
+    assert stored["property"]["kind"] == "epsilon" and stored["property"]["label"] == small.label
+    assert run(capsys, "recheck", str(j))[0] == 0
+    c = tmp_path / "c.json"
+    code, out, err = run(capsys, "certify", "--model", str(small.path), "--input", str(small.dir / "x.npy"),
+                         "--epsilon", "0.6", "--json", str(c))
+    assert code == 0 and "  epsilon     0.6: NOT robust" in out, out + err
+    cert = json.loads(c.read_text())
+    conforms(cert, "certificate")
+    assert cert["epsilon"]["status"] == "not-robust" and cert["apothem_upper_bound"] <= 0.6
+    assert run(capsys, "recheck", str(c))[0] == 0
+    cert["epsilon"]["epsilon"] = cert["apothem_upper_bound"] / 2  # the counterexample is not that close
+    c.write_text(json.dumps(cert))
+    assert run(capsys, "recheck", str(c))[0] == 5
+
+
+def test_instances_go_into_the_store_and_a_second_run_resumes(small, tmp_path, capsys):
+    d = tmp_path / "bench"
+    (d / "onnx").mkdir(parents=True)
+    (d / "vnnlib").mkdir()
+    shutil.copy(small.path, d / "onnx" / "m.onnx")
+    for name in ("near", "far"):
+        shutil.copy(small.dir / f"{name}.vnnlib", d / "vnnlib" / f"{name}.vnnlib")
+    (d / "vnnlib" / "broken.vnnlib").write_text("(declare-const X_0 Real\n")
+    (d / "instances.csv").write_text("onnx/m.onnx,vnnlib/near.vnnlib,60\nonnx/m.onnx,vnnlib/far.vnnlib,60\n"
+                                     "onnx/m.onnx,vnnlib/broken.vnnlib,60\n")
+    db = tmp_path / "r.db"
+    code, out, err = run(capsys, "verify", "--instances", str(d / "instances.csv"), "--store", str(db))
+    assert code == 2 and "3 instance(s): 0 already in" in out and "1 unsat, 1 sat, 1 error" in out, out + err
+    with ResultStore(db, read_only=True) as store:
+        rows = {Path(r.input_id.split("::")[1]).stem: r for r in store.rows()}
+    assert rows["near"].status == "certified" and rows["near"].reason.startswith("unsat: ")
+    assert rows["far"].status == "not-robust" and rows["broken"].status == "error"
+    assert Verification.from_dict(json.loads(rows["far"].certificate)).answer is Answer.SAT
+    (d / "vnnlib" / "broken.vnnlib").write_text((small.dir / "near.vnnlib").read_text())
+    code, out, err = run(capsys, "verify", "--instances", str(d / "instances.csv"), "--store", str(db))
+    assert code == 0 and "2 already in" in out and "1 run now" in out and "2 unsat, 1 sat" in out, out + err
+    code, out, _ = run(capsys, "store", "summary", str(db))
+    assert code == 0 and "verify / attack+crown+alpha-crown+bab" in out and "2 certified, 1 not-robust" in out
+
+
+def normalised_model(tmp_path: Path) -> tuple[Path, Network]:
+    """An ONNX classifier on a (1, 1, 2, 3) input with a Sub/Div normalisation, as gzip."""
+
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Sub", ["x", "mean"], ["c"]), helper.make_node("Div", ["c", "std"], ["n"]),
+             helper.make_node("Flatten", ["n"], ["f"]), helper.make_node("Gemm", ["f", "W1", "B1"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["r"]), helper.make_node("Gemm", ["r", "W2", "B2"], ["y"], transB=1)]
+    model = make_model(nodes, [1, 1, 2, 3], initializers=[
+        tensor("mean", np.float32(0.5)), tensor("std", np.float32(0.25)),
+        tensor("W1", rng.normal(0, 0.5, (8, 6)).astype(np.float32)), tensor("B1", rng.normal(0, 0.1, 8).astype(np.float32)),
+        tensor("W2", rng.normal(0, 0.5, (3, 8)).astype(np.float32)), tensor("B2", np.zeros(3, np.float32))])
+    path = tmp_path / "net.onnx.gz"
+    path.write_bytes(gzip.compress(model.SerializeToString()))
+    return path, model
+
+
+def test_a_vnncomp_style_onnx_and_vnnlib_gz_and_the_counterexample_holds_in_onnxruntime(tmp_path, capsys):
+    path, model = normalised_model(tmp_path)
+    x = np.full(6, 0.5)
+    net = __import__("parallelepipedonn.verify", fromlist=["load_model_file"]).load_model_file(path)
+    assert net.input_shape == (1, 2, 3)
+    label = int(net.predict(x)[0])
+    p = tmp_path / "p.vnnlib.gz"
+    p.write_bytes(gzip.compress(property_text(*ball(x, 0.5), robustness(label, 3), 3).encode()))
+    r = tmp_path / "out.txt"
+    code, out, err = run(capsys, "verify", "--model", str(path), "--vnnlib", str(p), "--result-file", str(r))
+    assert code == 0 and out.splitlines()[0] == "sat", out + err
+    values = dict(line.strip().strip("()").split() for line in r.read_text().splitlines()[1:])
+    cex = np.array([float(values[f"X_{i}"]) for i in range(6)])
+    y = ort_forward(model, cex.reshape(1, 1, 2, 3))[0]
+    assert np.allclose(y, [float(values[f"Y_{j}"]) for j in range(3)], atol=1e-5)
+    assert max(y[j] for j in range(3) if j != label) >= y[label] - 1e-5
+
+
+def test_the_vnncomp_scripts(small, tmp_path):
+    env = {**os.environ, "PARALLELEPIPEDONN": f"{sys.executable} -m parallelepipedonn.cli",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = tmp_path / "result.txt"
+    proc = subprocess.run([str(ROOT / "vnncomp" / "run_instance.sh"), "v1", "test", str(small.path),
+                           str(small.dir / "far.vnnlib"), str(result), "30"], capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = result.read_text().splitlines()
+    assert lines[0] == "sat" and lines[1].startswith("((X_0 ") and len(lines) == 1 + 6 + 3
+    bad = tmp_path / "bad.vnnlib"
+    bad.write_text("(declare-const X_0 Real)\n")
+    proc = subprocess.run([str(ROOT / "vnncomp" / "prepare_instance.sh"), "v1", "test", str(small.path), str(bad)],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 2 and "bad.vnnlib" in proc.stderr
+    proc = subprocess.run([str(ROOT / "vnncomp" / "run_instance.sh"), "v2", "test", str(small.path), str(bad),
+                           str(result), "30"], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 1 and "v1" in proc.stderr
