@@ -73,6 +73,8 @@ class Certificate:
     ``exact`` (algorithms that aim at the best apothem, e.g. ``exact``): whether the
     certified apothem is the best one to the algorithm's precision (``False``: the
     budget ran out first, and ``reason`` gives the bracket reached); ``None`` otherwise.
+    ``gmm`` (latent-mixture classifiers, ``parallelepipedonn gmm certify``): the closed-form
+    radii, each proven (:mod:`parallelepipedonn.gmm.certify`); ``None`` otherwise.
     """
 
     status: Status
@@ -101,6 +103,7 @@ class Certificate:
     falsifier_calls: int = 0
     dual: dict[str, Any] | None = None
     exact: bool | None = None
+    gmm: dict[str, Any] | None = None
     tool_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -169,6 +172,7 @@ class Certificate:
             "seconds": self.seconds,
             "dual": self.dual,
             "exact": self.exact,
+            "gmm": self.gmm,
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -200,7 +204,7 @@ class Certificate:
                 counterexample_class=None if cex is None or cex_class is None else int(cex_class),
                 model_path=d.get("model_path"), model_sha256=d.get("model_sha256"), network=d.get("network", ""),
                 true_label=d.get("true_label"), falsifier=d.get("falsifier"),
-                falsifier_calls=int(d.get("falsifier_calls", 0)), dual=d.get("dual"), exact=d.get("exact"),
+                falsifier_calls=int(d.get("falsifier_calls", 0)), dual=d.get("dual"), exact=d.get("exact"), gmm=d.get("gmm"),
                 tool_version=d.get("tool_version", ""),
                 created=d.get("created", ""),
             )
