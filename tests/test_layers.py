@@ -147,7 +147,7 @@ LAYERS: dict[str, str] = {
 }
 
 #: Modules named in :data:`LAYERS` before they exist (work under way elsewhere).
-PLANNED: frozenset[str] = frozenset({"benchmarks.gmm"})
+PLANNED: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,9 @@ class KLEstimate:
     @property
     def pinsker(self) -> float:
         """``sqrt(KL / 2)``: the bound on how much any probability (the certified accuracy)
-        can differ between the data and the mixture, if the estimate were exact."""
-        return math.sqrt(self.value / 2) if math.isfinite(self.value) else math.inf
+        can differ between the data and the mixture, if the estimate were exact (a
+        negative estimate, an estimation error, counts as 0)."""
+        return math.sqrt(max(self.value, 0.0) / 2) if math.isfinite(self.value) else math.inf
 
 
 def _digamma_int(n: int) -> float:

@@ -38,6 +38,7 @@ the exact radius is bracketed.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +48,7 @@ from oracles.gmm import affine_box_min, margin_rows
 
 from ..box import Box
 from ..network import Network
-from ..tolerances import ABS_SLACK, UNIT_ROUNDOFF_F64, relative_slack, smallest_subnormal
+from ..tolerances import ABS_SLACK, UNIT_ROUNDOFF_F64, gamma, relative_slack, smallest_subnormal
 from .lipschitz import div_down
 
 FloatArray = NDArray[np.float64]
@@ -155,10 +156,42 @@ class ExactRadius:
     closest_class: int | None
 
 
-def _rooms(a: FloatArray, x: FloatArray, domain: Box) -> FloatArray:
-    """How far each coordinate can move against the sign of its coefficient (per row)."""
-    down, up = x - domain.lower, domain.upper - x
-    return np.where(a > 0, down, np.where(a < 0, up, 0.0))
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """A linear classifier's margins ``a_j x + c_j`` for one label (rows: the other
+    classes), with what the radii reuse: ``|a|``, the float64 L1 and L2 norms, the
+    proven L2 norms, and the direction that lowers each margin fastest (``-sign(a)``)."""
+
+    a: FloatArray
+    c: FloatArray
+    others: NDArray[np.int64]
+    w: FloatArray
+    l1: FloatArray
+    l2: FloatArray
+    l2_up: FloatArray
+    step: FloatArray
+
+
+_ROWS: weakref.WeakKeyDictionary[Network, dict[int, _Rows]] = weakref.WeakKeyDictionary()
+
+
+def _rows(net: Network, label: int) -> _Rows:
+    """The margin rows of a one-layer network for ``label`` (cached per network)."""
+    cache = _ROWS.setdefault(net, {})
+    if label not in cache:
+        a, c, others = margin_rows(net.layers[0].weight, net.layers[0].bias, label)
+        w = np.abs(a)
+        l2 = np.sqrt((w * w).sum(axis=1))
+        l2_up = l2 * (1 + relative_slack(a.shape[1] + 2)) + _TINY
+        cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a))
+    return cache[label]
+
+
+def _rooms(rows: _Rows, k: NDArray[np.int64], x: FloatArray, domain: Box) -> FloatArray:
+    """How far each coordinate can move in the lowering direction of rows ``k``, within
+    the domain."""
+    step = rows.step[k]
+    return (step < 0) * (x - domain.lower) + (step > 0) * (domain.upper - x)
 
 
 def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iterations: int = 64) -> FloatArray:
@@ -170,15 +203,18 @@ def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iter
     the root (a tangent lies above ``f``) and ends in the root's linear piece after
     crossing at most one breakpoint per step, usually within a few steps; rows not done
     after ``iterations`` steps are solved by sorting the breakpoints."""
-    t = np.zeros(len(targets))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(targets > 0, targets / weights.sum(axis=1), 0.0)  # the first Newton step from 0
+    t = np.where(np.isfinite(t), t, 0.0)
     active = targets > 0
     for _ in range(iterations):
         if not active.any():
             break
         rows = np.flatnonzero(active)
         tr, w, r = t[rows, None], weights[rows], rooms[rows]
-        drop = (w * np.minimum(tr, r)).sum(axis=1)
-        slope = (w * (r > tr)).sum(axis=1)
+        beyond = r > tr
+        drop = (w * np.where(beyond, tr, r)).sum(axis=1)
+        slope = (w * beyond).sum(axis=1)
         gap = targets[rows] - drop
         with np.errstate(divide="ignore", invalid="ignore"):
             step = np.where(slope > 0, gap / slope, np.inf)
@@ -210,53 +246,109 @@ def _crossings_sorted(weights: FloatArray, rooms: FloatArray, targets: FloatArra
     return np.where(targets <= 0, 0.0, t)
 
 
-def linf_proven(a: FloatArray, c: FloatArray, x: FloatArray, radius: float, domain: Box) -> bool:
+def _nearest_rows(r0: FloatArray, solve) -> FloatArray:
+    """Exact radii of the rows that can be the nearest: ``solve(rows)`` gives the exact
+    radii of some rows, ``r0`` (a lower bound of each, the radius in all of R^n) orders
+    them; a row whose ``r0`` is at least the best exact radius found cannot be nearer
+    and keeps ``r0``."""
+    radius = r0.copy()
+    done = np.zeros(len(r0), bool)
+    best = math.inf
+    while True:
+        todo = np.flatnonzero(~done & (r0 < best))
+        if not todo.size:
+            return radius
+        todo = todo[np.argsort(r0[todo])][:1] if not done.any() else todo
+        radius[todo] = solve(todo)
+        done[todo] = True
+        best = min(best, float(radius[todo].min()))
+
+
+def _margins_lower(rows: _Rows, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The float64 margins at ``x`` and proven lower bounds of the exact ones."""
+    m = rows.a @ x + rows.c
+    mag = rows.w @ np.abs(x) + np.abs(rows.c)
+    # a dot product of n + 1 terms, on rows and offsets each one rounding off the exact differences
+    return m, m - 2 * gamma(x.size + 3) * mag - (x.size + 3) * _TINY - 1e-300
+
+
+def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box) -> tuple[bool, float]:
     """Whether every point of the domain within L-infinity ``radius`` of ``x`` has every
-    margin ``a_j x + c_j`` > 0, proven: the closed-form minimum over the cube's box, its
-    corners rounded outward, lowered by its rounding error."""
+    margin > 0, proven: the closed-form minimum over the cube's box, its corners rounded
+    outward, lowered by its rounding error (:func:`oracles.gmm.affine_box_min`). Also a
+    smaller radius where the proof should hold (each margin's deficit over its slope
+    there, twice)."""
     if radius == math.inf:
         lo, hi = domain.lower, domain.upper
     else:
         lo = np.maximum(domain.lower, np.nextafter(x - radius, -np.inf))
         hi = np.minimum(domain.upper, np.nextafter(x + radius, np.inf))
-    low, _, _ = affine_box_min(a, c, lo[None], hi[None])
-    return bool(low.min() > 0)
+    low = affine_box_min(rows.a, rows.c, lo[None], hi[None])[0][0]
+    if (low > 0).all() or radius == math.inf:
+        return bool((low > 0).all()), radius if (low > 0).all() else 0.0
+    short = np.flatnonzero(~(low > 0))
+    slope = (rows.w[short] * (_rooms(rows, short, x, domain) > radius)).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(slope > 0, -2 * low[short] / slope, np.inf)
+    return False, max(radius - float(need.max()), 0.0)
 
 
-def l2_proven(a: FloatArray, c: FloatArray, x: FloatArray, radius: float, domain: Box,
-              lambdas: FloatArray) -> bool:
+def l2_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray) -> tuple[bool, float]:
     """Whether every point of the domain within L2 ``radius`` of ``x`` has every margin
-    > 0, proven by the Lagrangian dual bound at ``nu_j = 1 / lambdas[j]`` (``lambdas[j] =
-    inf``: ``nu = 0``, the bound over the whole domain), rounding errors covered."""
-    n = a.shape[1]
-    w = np.abs(a)
-    room = _rooms(a, x, domain)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        nu = np.where(np.isfinite(lambdas), 1.0 / lambdas, 0.0)[:, None]
-        vertex = np.where(nu > 0, w / np.where(nu > 0, nu, 1.0), np.inf)  # where the unclipped minimum lies
-        clipped = room < vertex * (1 - 1e-12)
-        at_edge = -w * room + nu * room * room / 2
-        inside = -(w * w) / (2 * np.where(nu > 0, nu, 1.0))
-        q = np.where(clipped, at_edge, inside)
-        q_mag = np.where(clipped, w * room + nu * room * room / 2, -inside)
-        ball = nu[:, 0] * radius * radius / 2 if math.isfinite(radius) else np.where(nu[:, 0] > 0, np.inf, 0.0)
-        scale = np.maximum(np.abs(domain.lower), np.abs(domain.upper))
-        magnitude = w @ scale + np.abs(c) + q_mag.sum(axis=1) + ball
-        bound = (a @ x + c) + q.sum(axis=1) - ball
-        proven = bound - relative_slack(n + 4) * magnitude - (n + 4) * _TINY - ABS_SLACK
-    return bool(np.isfinite(proven).all() and (proven > 0).all())
+    > 0, proven: a margin whose lower bound exceeds ``radius`` times its proven norm holds
+    on the whole ball; the others by the Lagrangian dual bound at ``nu_j = 1 /
+    lambdas[j]`` (``inf``: ``nu = 0``, the bound over the whole domain), rounding errors
+    covered. Also the largest radius where the same bounds should prove it."""
+    n = x.size
+    _, m_low = _margins_lower(rows, x)
+    reach = np.where(m_low > 0, div_down(np.maximum(m_low, 0.0), rows.l2_up), 0.0)
+    dual = np.flatnonzero(~(reach >= radius))
+    if dual.size:
+        w, room, lam = rows.w[dual], _rooms(rows, dual, x, domain), lambdas[dual]
+        slack = relative_slack(n + 4)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            nu = np.where(np.isfinite(lam), 1.0 / lam, 0.0)
+            nuc = nu[:, None]
+            vertex = np.where(nuc > 0, w / np.where(nuc > 0, nuc, 1.0), np.inf)  # where the unclipped minimum lies
+            clipped = room < vertex * (1 - 1e-12)
+            inside = -(w * w) / (2 * np.where(nuc > 0, nuc, 1.0))
+            edge_quad = nuc * room * room / 2
+            q = np.where(clipped, -w * room + edge_quad, inside)
+            q_mag = np.where(clipped, w * room + edge_quad, -inside)
+            scale = np.maximum(np.abs(domain.lower), np.abs(domain.upper))
+            # what the dual bound has before the ball's term, lowered by the rounding error of its terms
+            available = (rows.a[dual] @ x + rows.c[dual]) + q.sum(axis=1) \
+                - slack * (w @ scale + np.abs(rows.c[dual]) + q_mag.sum(axis=1)) - (n + 4) * _TINY - ABS_SLACK
+            reach_dual = np.where(nu > 0, np.sqrt(np.maximum(available, 0.0) * 2 / (nu * (1 + slack))),
+                                  np.where(available > 0, np.inf, 0.0))
+        reach[dual] = np.maximum(reach[dual], np.nan_to_num(reach_dual, nan=0.0))
+        if math.isinf(radius):
+            ok = bool((available > 0).all() and (nu == 0).all())
+        else:
+            ok = bool((available - nu * radius * radius / 2 * (1 + slack) > 0).all())
+    else:
+        ok = True
+    return ok, min(float(reach.min()), radius)
 
 
 def _prove(estimate: float, check) -> float:
-    """The largest of ``estimate * (1 - s)`` (``s`` in :data:`SHRINKS`) that ``check``
-    proves, ``inf`` if ``estimate`` is and ``check(inf)`` holds, else 0."""
+    """A proven radius at most ``estimate``: ``estimate (1 - 1e-12)``, else the radius
+    ``check`` suggests, else the first of that radius times ``1 - s`` (``s`` in
+    :data:`SHRINKS`) that ``check`` proves; ``inf`` if ``estimate`` is and ``check(inf)``
+    holds; 0 if nothing is proven. ``check(r)`` returns whether ``r`` is proven and a
+    smaller radius where it should be."""
     if estimate == math.inf:
-        if check(math.inf):
-            return math.inf
-        return 0.0
+        return math.inf if check(math.inf)[0] else 0.0
+    first = estimate * (1 - 1e-12)
+    ok, suggested = check(first)
+    if ok:
+        return float(first)
+    start = suggested * (1 - 1e-12) if 0 < suggested < first else first
+    if start < first and check(start)[0]:
+        return float(start)
     for s in SHRINKS:
-        r = estimate * (1 - s)
-        if r > 0 and check(r):
+        r = start * (1 - s)
+        if r > 0 and check(r)[0]:
             return float(r)
     return 0.0
 
@@ -269,66 +361,63 @@ def _confirmed(net: Network, label: int, points: list[FloatArray]) -> FloatArray
     return None
 
 
-def _exact_rows(a: FloatArray, c: FloatArray, x: FloatArray, domain: Box, norm: str
-                ) -> tuple[FloatArray, FloatArray]:
-    """Per margin row, float64 estimates: the exact radius in the domain (``norm`` ``linf``
-    or ``l2``), and for L2 the KKT multiplier ``lambda`` of each row (the dual variable
-    :func:`l2_proven` uses)."""
-    m = a @ x + c
-    if norm == "linf":
-        return _crossings(np.abs(a), _rooms(a, x, domain), m), np.full(len(a), np.nan)
-    lam, dist = l2_multipliers(a, x, m, domain)
-    return dist, lam
-
-
 def linear_linf_radius(net: Network, x: FloatArray, label: int, domain: Box) -> ExactRadius:
     """The exact L-infinity radius of a linear classifier's label around ``x`` in the
     domain (module docstring), proven, with a confirmed counterexample beyond it."""
-    weight, bias = net.layers[0].weight, net.layers[0].bias
-    a, c, others = margin_rows(weight, bias, label)
-    if not others.size:
+    rows = _rows(net, label)
+    if not rows.others.size:
         return ExactRadius(math.inf, math.inf, math.inf, None, None)
-    ts, _ = _exact_rows(a, c, x, domain, "linf")
+    m = rows.a @ x + rows.c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r0 = np.where(m > 0, m / rows.l1, 0.0)
+    ts = _nearest_rows(r0, lambda k: _crossings(rows.w[k], _rooms(rows, k, x, domain), m[k]))
     j = int(np.argmin(ts))
     estimate = float(ts[j])
-    radius = _prove(estimate, lambda r: linf_proven(a, c, x, r, domain))
+    radius = _prove(estimate, lambda r: linf_proven(rows, x, r, domain))
     cex = None
     if math.isfinite(estimate):
-        room = _rooms(a[j], x, domain)
-        step = -np.sign(a[j])
-        cex = _confirmed(net, label, [x + step * np.minimum(estimate * (1 + s), room) for s in PUSHES])
+        room = _rooms(rows, np.array([j]), x, domain)[0]
+        cex = _confirmed(net, label, [x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES])
     upper = math.inf if cex is None else float(np.abs(cex - x).max())
-    return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(others[j]))
+    return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
 
 
-def l2_multipliers(a: FloatArray, x: FloatArray, m: FloatArray, domain: Box) -> tuple[FloatArray, FloatArray]:
-    """Per margin row: the KKT multiplier ``lambda`` of the projection of ``x`` onto
-    ``{margin <= 0} ∩ D`` (``inf`` where the class never wins in the domain, 0 where it
-    already does) and the projection's distance (float64 estimates)."""
-    w = np.abs(a)
-    room = _rooms(a, x, domain)
+def l2_multipliers(w: FloatArray, rooms: FloatArray, m: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Per margin row (``w = |a|``, the rooms of its lowering direction, the margin at the
+    input): the KKT multiplier ``lambda`` of the projection of the input onto ``{margin
+    <= 0} ∩ D`` (``inf`` where the class never wins in the domain, 0 where it already
+    does) and the projection's distance (float64 estimates)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        lam = _crossings(w * w, np.where(w > 0, room / np.where(w > 0, w, 1.0), 0.0), m)
-        d = np.minimum(np.where(np.isfinite(lam[:, None]), lam[:, None], 0.0) * w, room)
+        lam = _crossings(w * w, np.where(w > 0, rooms / np.where(w > 0, w, 1.0), 0.0), m)
+        d = np.minimum(np.where(np.isfinite(lam[:, None]), lam[:, None], 0.0) * w, rooms)
     dist = np.where(np.isfinite(lam), np.sqrt(np.sum(d * d, axis=1)), np.inf)
     return lam, dist
 
 
 def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> ExactRadius:
     """The exact L2 radius of a linear classifier's label around ``x`` in the domain
-    (module docstring), proven by the Lagrangian dual bound, with a confirmed
-    counterexample beyond it."""
-    weight, bias = net.layers[0].weight, net.layers[0].bias
-    a, c, others = margin_rows(weight, bias, label)
-    if not others.size:
+    (module docstring), proven by the margins' norms or the Lagrangian dual bound, with a
+    confirmed counterexample beyond it."""
+    rows = _rows(net, label)
+    if not rows.others.size:
         return ExactRadius(math.inf, math.inf, math.inf, None, None)
-    dist, lam = _exact_rows(a, c, x, domain, "l2")
+    m = rows.a @ x + rows.c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r0 = np.where(m > 0, m / rows.l2, 0.0)
+        lam = np.where(m > 0, r0 / rows.l2, 0.0)  # the multiplier in all of R^n: a valid dual point
+
+    def solve(k: NDArray[np.int64]) -> FloatArray:
+        lam[k], dist = l2_multipliers(rows.w[k], _rooms(rows, k, x, domain), m[k])
+        return dist
+
+    dist = _nearest_rows(r0, solve)
     j = int(np.argmin(dist))
     estimate = float(dist[j])
-    radius = _prove(estimate, lambda r: l2_proven(a, c, x, r, domain, lam))
+    radius = _prove(estimate, lambda r: l2_proven(rows, x, r, domain, lam))
     cex = None
     if math.isfinite(estimate):
-        w, room, step = np.abs(a[j]), _rooms(a[j], x, domain), -np.sign(a[j])
-        cex = _confirmed(net, label, [x + step * np.minimum(lam[j] * (1 + s) * w, room) for s in PUSHES])
+        room = _rooms(rows, np.array([j]), x, domain)[0]
+        cex = _confirmed(net, label, [x + rows.step[j] * np.minimum(lam[j] * (1 + s) * rows.w[j], room)
+                                      for s in PUSHES])
     upper = math.inf if cex is None else float(np.sqrt(np.sum((cex - x) ** 2)))
-    return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(others[j]))
+    return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
