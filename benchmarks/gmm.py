@@ -203,12 +203,11 @@ def l2_pgd(net: ppn.Network, x: np.ndarray, label: int, radius: float, steps: in
 def part_sound(dataset: str, n: int, bar: bool) -> list[dict[str, Any]]:
     rows = []
     rng = np.random.default_rng(0)
-    xs, ys = _data(dataset, n)
+    xs, _ys = _data(dataset, n)
     for enc, c in _models(dataset).items():
         if c.linear:
             continue
         net = c.network
-        dom = ppn.Box.unit(net.n_inputs)
         exact_cfg = ppn.CertifyConfig(algorithm="exact", oracle="milp", precision=1e-4)
         from parallelepipedonn.certify import build_oracles
 
@@ -257,8 +256,8 @@ def sound_markdown(rows: list[dict[str, Any]]) -> str:
             "with the `gmm` oracle; the closed-form input L2 ball) against the exact apothem (`milp`) and the "
             "confirmed counterexamples' L2 distances; 2,500 samples (uniform and vertices) and PGD (100 steps, 20 "
             "restarts) in each box, 2,000 samples and L2 PGD (50 steps, 5 restarts) in each ball.\n\n" + markdown_table(
-                ["dataset", "encoder", "inputs", "box apothem <= exact", "median box / exact", "L2 ball <= nearest "
-                 "counterexample", "misclassified box samples", "PGD counterexamples in boxes",
+                ["dataset", "encoder", "inputs", "box apothem <= exact", "median box / exact",
+                 "L2 ball <= nearest counterexample", "misclassified box samples", "PGD counterexamples in boxes",
                  "misclassified ball samples", "L2 PGD points misclassified"], table) + "\n")
 
 

@@ -452,6 +452,6 @@ def test_gmm_bad_input_is_a_one_line_error_exit_2(argv, message, tmp_path, capsy
 
     names = {"DEFAULT_NET": str(default_model_path("mnist")), "DEEP_NET": str(default_model_path("mnist", "deep")),
              "RESNET": str(default_model_path("mnist", "resnet")), "OUT": str(tmp_path / "o.onnx")}
-    code, out, err = run(capsys, *[names.get(a, a) for a in argv])
+    code, _out, err = run(capsys, *[names.get(a, a) for a in argv])
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "o.onnx").exists()

@@ -232,14 +232,14 @@ def _summary(cert, classifier, what: str, model_path: Path, norm: str, written: 
     labels = f"label {cert.label} (network predicts {cert.predicted_label}"
     labels += f", true label {cert.true_label})" if cert.true_label is not None else ")"
     lines = head + [f"  input       {what}",
-                    f"  model       {model_path} ({cert.network}; {classifier.encoder_kind} encoder, latent dimension "
-                    f"{classifier.latent_dim})", f"  {labels}",
+                    (f"  model       {model_path} ({cert.network}; {classifier.encoder_kind} encoder, latent dimension "
+                    f"{classifier.latent_dim})"), f"  {labels}",
                     f"  radius      {fmt(best)} {'L∞' if norm == 'linf' else 'L2'} (the best proven input radius)",
                     f"  closed form ({1e3 * g['seconds']:.3f} ms; every radius proven):",
-                    f"    latent        L2 {fmt(num(lat['l2']))}, Mahalanobis {fmt(num(lat['mahalanobis']))}, "
-                    f"L∞ {fmt(num(lat['linf']))} (nearest face: class {lat['closest_class']})",
-                    f"    input L2      {fmt(num(g['input_l2_global']))} (global: encoder Lipschitz <= "
-                    f"{fmt(num(g['encoder_lipschitz']))})"]
+                    (f"    latent        L2 {fmt(num(lat['l2']))}, Mahalanobis {fmt(num(lat['mahalanobis']))}, "
+                    f"L∞ {fmt(num(lat['linf']))} (nearest face: class {lat['closest_class']})"),
+                    (f"    input L2      {fmt(num(g['input_l2_global']))} (global: encoder Lipschitz <= "
+                    f"{fmt(num(g['encoder_lipschitz']))})")]
     for name, part in (("input L∞", linf), ("input L2", l2)):
         if part is not None:
             lines.append(f"    {name:13s} {fmt(num(part['radius']), 6)} (exact in the domain: a counterexample at "

@@ -34,7 +34,7 @@ def pca_encoder(x: FloatArray, dim: int, input_shape: tuple[int, ...]) -> Networ
                           f"inputs of {n} values has at most {min(n, n_samples - 1)} directions")
     mean = x.mean(axis=0)
     centred = x - mean
-    evals, evecs = np.linalg.eigh(centred.T @ centred / (n_samples - 1))
+    _evals, evecs = np.linalg.eigh(centred.T @ centred / (n_samples - 1))
     top = evecs[:, ::-1][:, :dim]
     top = top * np.where(top[np.abs(top).argmax(axis=0), np.arange(dim)] < 0, -1.0, 1.0)
     return round_to_float32(Network(tuple(input_shape), (Affine(top.T, -top.T @ mean),), f"pca-{dim}"))

@@ -54,7 +54,7 @@ def fit_classifier(encoder: Network, train_x: FloatArray, train_y: NDArray[np.in
     diag = diagnostics(mixture, classifier.head_weight, classifier.head_bias, z_test, test_y,
                        samples=diagnostic_samples)
     stored = {**classifier.info, "train_accuracy": round(train_acc, 6), "test_accuracy": round(test_acc, 6),
-              "train_size": int(len(train_y)), "test_size": int(len(test_y)), "network": net.describe(),
+              "train_size": len(train_y), "test_size": len(test_y), "network": net.describe(),
               "encoder_lipschitz": classifier.encoder_lipschitz, "diagnostics": diag}
     set_metadata(model, stored, mixture)
     classifier = GmmClassifier(net, classifier.encoder, classifier.head_weight, classifier.head_bias, mixture, stored)

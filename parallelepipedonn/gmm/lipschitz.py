@@ -22,6 +22,7 @@ The L2 Lipschitz constant of ``x -> s^T f(x)`` for a ReLU chain ``f`` (ReLU is
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -103,6 +104,21 @@ def _gram_power_bound(w: FloatArray, squarings: int) -> float:
 
 
 def spectral_norm_upper(w: FloatArray, squarings: int = SQUARINGS) -> float:
+    """:func:`_spectral_norm_upper`, memoised on the matrix's bytes (an encoder and the
+    classifier that contains it share their first layers)."""
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    key = (w.shape, hashlib.sha256(w.tobytes()).hexdigest(), squarings)
+    if key not in _MEMO:
+        if len(_MEMO) >= 256:
+            _MEMO.clear()
+        _MEMO[key] = _spectral_norm_upper(w, squarings)
+    return _MEMO[key]
+
+
+_MEMO: dict[tuple, float] = {}
+
+
+def _spectral_norm_upper(w: FloatArray, squarings: int = SQUARINGS) -> float:
     """A proven upper bound of the spectral norm ``||w||_2`` (module docstring): the
     smallest of the Gram-power, Frobenius and ``sqrt(||w||_1 ||w||_inf)`` bounds, computed
     on ``w`` scaled by a power of two (exact, but for entries that become subnormal: a
