@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .cascade import Cascade
     from .crown import AlphaCrownOracle, CrownOracle
     from .distance import Distance, min_adversarial_distance
+    from .gmm import GmmOracle
     from .lirpa import LirpaOracle, lirpa_available
     from .marabou import MarabouOracle, marabou_available
     from .milp import MilpOracle
@@ -46,7 +47,7 @@ _LAZY = {
     "AttackOracle": ".attack", "BabOracle": ".bab", "Answer": ".base",
     "Extreme": ".base", "Oracle": ".base", "OracleStats": ".base", "RegionAnswer": ".base",
     "RegionVerdict": ".base", "Verdict": ".base", "Cascade": ".cascade", "AlphaCrownOracle": ".crown",
-    "CrownOracle": ".crown", "Distance": ".distance", "min_adversarial_distance": ".distance",
+    "CrownOracle": ".crown", "Distance": ".distance", "GmmOracle": ".gmm", "min_adversarial_distance": ".distance",
     "LirpaOracle": ".lirpa", "lirpa_available": ".lirpa", "MarabouOracle": ".marabou",
     "marabou_available": ".marabou", "MilpOracle": ".milp",
 }
@@ -92,6 +93,9 @@ register_oracle("marabou", "oracles.marabou:MarabouOracle", "Marabou via marabou
                 queries=("verify",))
 register_oracle("attack", "oracles.attack:AttackOracle",
                 "PGD attack with restarts (falsifier only: FALSIFIED or UNKNOWN)", queries=("verify",))
+register_oracle("gmm", "oracles.gmm:GmmOracle",
+                "closed form on linear classifiers (latent-mixture models with a linear encoder; exact), CROWN otherwise "
+                "(sound)", queries=("verify",))
 register_oracle("cascade", cascade, "attack, crown, alpha-crown, then milp on what is still unknown", queries=_REGION)
 
 __all__ = [
@@ -107,6 +111,7 @@ __all__ = [
     "CrownOracle",
     "Distance",
     "Extreme",
+    "GmmOracle",
     "LirpaOracle",
     "MarabouOracle",
     "MilpOracle",

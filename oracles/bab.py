@@ -184,7 +184,8 @@ class BabOracle(Oracle):
                 continue
             batch, scores = batch.take(keep), [s[keep] for s in scores]
             free = [(p == 0) & u[batch.tree] for p, u in zip(batch.phases, trees.unstable)]
-            has_free = torch.stack([f.any(dim=1) for f in free], dim=1).any(dim=1)
+            has_free = (torch.stack([f.any(dim=1) for f in free], dim=1).any(dim=1) if free else
+                        torch.zeros(len(batch), dtype=torch.bool, device=dev))
             leaves = (~has_free).nonzero()[:, 0]
             if leaves.numel():
                 answer = self._decide_leaves(batch.take(leaves), trees, label, deadline)
@@ -233,7 +234,7 @@ class BabOracle(Oracle):
                 best = torch.maximum(best, value.detach())
                 if step == 0:
                     keep, first = kept, bound
-                if step == steps or bool((best > 0).all()):
+                if step == steps or not (alphas or betas) or bool((best > 0).all()):  # nothing to optimise: no ReLU
                     break
                 opt.ascend(value.sum())
                 with torch.no_grad():

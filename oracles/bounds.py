@@ -350,8 +350,10 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor,
     The first layer's are exact interval bounds; deeper ones are CROWN bounds intersected
     with interval (IBP) bounds (``method="crown"``), or IBP bounds alone (``"ibp"``).
     A box whose bounds overflow gets ``(-inf, inf)`` from that layer on (see
-    :func:`bounds_valid`).
+    :func:`bounds_valid`). None for a network without ReLU (one affine map).
     """
+    if net.depth < 2:
+        return []
     bad = torch.zeros(lower.shape[0], dtype=torch.bool, device=lower.device)
     first, bad = _poison(_interval_affine(net, 0, lower, upper), bad)
     bounds = [first]

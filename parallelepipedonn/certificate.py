@@ -78,6 +78,8 @@ class Certificate:
     ``epsilon`` (with ``certify --epsilon``): whether the ball of that radius around the
     input is certified (``epsilon``, ``status``, ``reason``, ``decided_by``, ``timed_out``;
     see :func:`parallelepipedonn.certify.decide_epsilon`); ``None`` otherwise.
+    ``gmm`` (latent-mixture classifiers, ``parallelepipedonn gmm certify``): the closed-form
+    radii, each proven (:mod:`parallelepipedonn.gmm.certify`); ``None`` otherwise.
     """
 
     status: Status
@@ -107,6 +109,7 @@ class Certificate:
     dual: dict[str, Any] | None = None
     exact: bool | None = None
     epsilon: dict[str, Any] | None = None
+    gmm: dict[str, Any] | None = None
     tool_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -176,6 +179,7 @@ class Certificate:
             "dual": self.dual,
             "exact": self.exact,
             "epsilon": self.epsilon,
+            "gmm": self.gmm,
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -208,7 +212,7 @@ class Certificate:
                 model_path=d.get("model_path"), model_sha256=d.get("model_sha256"), network=d.get("network", ""),
                 true_label=d.get("true_label"), falsifier=d.get("falsifier"),
                 falsifier_calls=int(d.get("falsifier_calls", 0)), dual=d.get("dual"), exact=d.get("exact"),
-                epsilon=d.get("epsilon"),
+                epsilon=d.get("epsilon"), gmm=d.get("gmm"),
                 tool_version=d.get("tool_version", ""),
                 created=d.get("created", ""),
             )

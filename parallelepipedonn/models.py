@@ -16,6 +16,13 @@ DEFAULT_MODELS: dict[str, dict[str, str]] = {
 }
 
 
+#: dataset -> {encoder -> file name}: the embedded latent-mixture classifiers (``gmm fit``).
+DEFAULT_GMM_MODELS: dict[str, dict[str, str]] = {
+    dataset: {encoder: f"{dataset}-gmm-{encoder}.onnx" for encoder in ("pca", "penultimate", "trained")}
+    for dataset in ("mnist", "fashion-mnist")
+}
+
+
 def data_dir() -> Path:
     return Path(str(files("parallelepipedonn.data")))
 
@@ -31,4 +38,18 @@ def default_model_path(dataset: str, size: str = "small") -> Path:
     path = data_dir() / sizes[size]
     if not path.is_file():
         raise ConfigError(f"the default network {path} is missing from this installation")
+    return path
+
+
+def default_gmm_path(dataset: str, encoder: str = "pca") -> Path:
+    """Path of the embedded latent-mixture classifier of ``dataset`` with ``encoder``."""
+    if dataset not in DEFAULT_GMM_MODELS:
+        raise ConfigError(f"no default mixture classifier for dataset {dataset!r}; available: "
+                          f"{', '.join(DEFAULT_GMM_MODELS)}")
+    encoders = DEFAULT_GMM_MODELS[dataset]
+    if encoder not in encoders:
+        raise ConfigError(f"no default mixture classifier with encoder {encoder!r}; available: {', '.join(encoders)}")
+    path = data_dir() / encoders[encoder]
+    if not path.is_file():
+        raise ConfigError(f"the default mixture classifier {path} is missing from this installation")
     return path

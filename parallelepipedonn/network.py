@@ -170,29 +170,42 @@ class Network(Classifier):
                     h = np.maximum(h, 0.0)
         return h
 
-    def margin_errors(self, x: ArrayLike, label: int) -> tuple[FloatArray, FloatArray]:
-        """:meth:`margins` and, per point, a bound of its rounding error: the exact margin
-        (real arithmetic on the float64 weights and inputs) lies within that distance.
+    def forward_errors(self, x: ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """:meth:`forward` and, per point and output, a bound of its rounding error: the
+        exact output (real arithmetic on the float64 weights and inputs) lies within that
+        distance of the float64 one.
 
         Each affine map's float64 result differs from the exact one on the computed
         activations by at most ``gamma_(m+1) (|W| |a| + |b|)`` (``m`` terms, any summation
         order), plus ``|W| e`` for the error ``e`` already in ``a``, plus ``m + 1``
-        subnormal spacings for products that underflow; ReLU does not increase it; the
-        bound is rounded up generously (x2). Not a finite number where the pass overflows.
+        subnormal spacings for products that underflow; ReLU does not increase it. Not a
+        finite number where the pass overflows.
         """
-        label = self.check_label(label)
         h = self.flatten_inputs(x)
         err = np.zeros_like(h)
-        for layer in self.layers:
-            if isinstance(layer, Affine):
-                m = layer.in_features + 1
-                gamma = m * _UNIT_ROUNDOFF / (1 - m * _UNIT_ROUNDOFF)
-                w_abs = np.abs(layer.weight)
-                # (m + 1) subnormal spacings: the absolute error of products that underflow
-                err = err @ w_abs.T + gamma * (np.abs(h) @ w_abs.T + np.abs(layer.bias)) + (m + 1) * _SUBNORMAL
-                h = h @ layer.weight.T + layer.bias
-            else:
-                h = np.maximum(h, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for layer in self.layers:
+                if isinstance(layer, Affine):
+                    m = layer.in_features + 1
+                    gamma = m * _UNIT_ROUNDOFF / (1 - m * _UNIT_ROUNDOFF)
+                    w_abs = np.abs(layer.weight)
+                    # (m + 1) subnormal spacings: the absolute error of products that underflow
+                    err = err @ w_abs.T + gamma * (np.abs(h) @ w_abs.T + np.abs(layer.bias)) + (m + 1) * _SUBNORMAL
+                    h = h @ layer.weight.T + layer.bias
+                else:
+                    h = np.maximum(h, 0.0)
+        return h, err
+
+    def margin_errors(self, x: ArrayLike, label: int) -> tuple[FloatArray, FloatArray]:
+        """:meth:`margins` and, per point, a bound of its rounding error: the exact margin
+        (real arithmetic on the float64 weights and inputs) lies within that distance.
+
+        The outputs' error bounds of :meth:`forward_errors`, for the two logits of the
+        margin, plus the rounding of the subtraction; the bound is rounded up generously
+        (x2). Not a finite number where the pass overflows.
+        """
+        label = self.check_label(label)
+        h, err = self.forward_errors(x)
         diffs = h[:, label, None] - np.delete(h, label, axis=1)
         bound = err[:, label] + np.delete(err, label, axis=1).max(axis=1) + _UNIT_ROUNDOFF * np.abs(diffs).max(axis=1)
         return diffs.min(axis=1), 2 * bound + 1e-300

@@ -14,35 +14,43 @@ from .network import Affine, Network
 OPSET = 17
 
 
-def network_to_onnx(net: Network, doc: str = "") -> onnx.ModelProto:
-    """An ONNX model with input ``[N, *input_shape]`` and output ``[N, n_classes]``.
-
-    Weights are rounded to float32; re-importing the model gives the IR of that rounding.
-    """
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = []
-    current = "input"
-    if len(net.input_shape) != 1:
-        nodes.append(helper.make_node("Flatten", [current], ["flat"], axis=1, name="flatten"))
-        current = "flat"
+def chain_nodes(net: Network, current: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto],
+                prefix: str = "") -> str:
+    """Append the nodes of ``net``'s layers (Gemm with float32 weights, Relu) after the
+    tensor ``current`` (the flattened input); the name of the last tensor."""
     k = 0
     for layer in net.layers:
         if isinstance(layer, Affine):
-            w, b = f"W{k}", f"B{k}"
+            w, b = f"{prefix}W{k}", f"{prefix}B{k}"
             inits.append(numpy_helper.from_array(layer.weight.astype(np.float32), w))
             inits.append(numpy_helper.from_array(layer.bias.astype(np.float32), b))
-            out = f"gemm{k}"
-            nodes.append(helper.make_node("Gemm", [current, w, b], [out], transB=1, name=f"dense{k}"))
+            out = f"{prefix}gemm{k}"
+            nodes.append(helper.make_node("Gemm", [current, w, b], [out], transB=1, name=f"{prefix}dense{k}"))
             current, k = out, k + 1
         else:
-            out = f"relu{k - 1}"
+            out = f"{prefix}relu{k - 1}"
             nodes.append(helper.make_node("Relu", [current], [out], name=out))
             current = out
+    return current
+
+
+def input_nodes(net: Network, nodes: list[onnx.NodeProto]) -> str:
+    """The Flatten of an input of several dimensions (appended to ``nodes``); the name of
+    the flattened input."""
+    if len(net.input_shape) != 1:
+        nodes.append(helper.make_node("Flatten", ["input"], ["flat"], axis=1, name="flatten"))
+        return "flat"
+    return "input"
+
+
+def finish_model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], name: str,
+                 input_shape: tuple[int, ...], n_outputs: int, doc: str = "") -> onnx.ModelProto:
+    """The checked model of ``nodes`` whose last node's output is renamed ``logits``."""
     nodes[-1].output[0] = "logits"
     graph = helper.make_graph(
-        nodes, net.name or "parallelepipedonn",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *net.input_shape])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", net.n_classes])],
+        nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", n_outputs])],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -50,6 +58,17 @@ def network_to_onnx(net: Network, doc: str = "") -> onnx.ModelProto:
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def network_to_onnx(net: Network, doc: str = "") -> onnx.ModelProto:
+    """An ONNX model with input ``[N, *input_shape]`` and output ``[N, n_classes]``.
+
+    Weights are rounded to float32; re-importing the model gives the IR of that rounding.
+    """
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    chain_nodes(net, input_nodes(net, nodes), nodes, inits)
+    return finish_model(nodes, inits, net.name or "parallelepipedonn", net.input_shape, net.n_classes, doc)
 
 
 def save_onnx(net: Network, path: str | Path, doc: str = "") -> None:

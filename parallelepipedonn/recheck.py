@@ -289,7 +289,7 @@ def _recheck_one(stored: Stored, raw: dict[str, Any] | None, stored_in: Path | N
                           "seconds": time.perf_counter() - start, "notes": tuple(notes)})
     label = net.check_label(stored.label)
     if isinstance(stored, Certificate):
-        result = _recheck_certificate(stored, raw, net, label, oracle, time_limit, device)
+        result = _recheck_certificate(stored, raw, net, label, oracle, time_limit, device, model_path)
         if stored.epsilon is not None and result["outcome"] is Outcome.CONFIRMED:
             result = _recheck_epsilon(stored, net, label, oracle, time_limit, device, result)
     else:
@@ -381,7 +381,41 @@ def _check_counterexample(cert: Certificate, net: Network) -> list[str]:
 
 
 def _recheck_certificate(cert: Certificate, raw: dict[str, Any] | None, net: Network, label: int, oracle_name: str,
-                         time_limit: float | None, device: str) -> dict[str, Any]:
+                         time_limit: float | None, device: str, model_path: Path | None = None) -> dict[str, Any]:
+    """Every claim of a certificate: its geometry, counterexample and box
+    (:func:`_recheck_claims`), and the closed-form radii of a latent-mixture classifier's
+    certificate (its ``gmm`` section), recomputed from the model file."""
+    result = _recheck_claims(cert, raw, net, label, oracle_name, time_limit, device)
+    if cert.gmm is None or result["outcome"] is Outcome.REFUTED:
+        return result
+    part = _recheck_gmm(cert, model_path, label)
+    checks = tuple(result.get("checks", ())) + part.checks
+    if part.outcome == "refuted":
+        return {**result, **_refutation(net, cert.input, label, f"closed form: {part.reason}", part.point),
+                "checks": checks}
+    if part.outcome == "undecided" and result["outcome"] is Outcome.CONFIRMED:
+        return {**result, "outcome": Outcome.UNDECIDED, "checks": checks, "reason": f"closed form: {part.reason}"}
+    return {**result, "checks": checks}
+
+
+def _recheck_gmm(cert: Certificate, model_path: Path | None, label: int):
+    """The closed-form part of a latent-mixture classifier's certificate, recomputed from
+    the model file (:func:`parallelepipedonn.gmm.certify.recheck_closed_form`)."""
+    from .gmm.certify import ClosedFormCheck, recheck_closed_form
+    from .gmm.model import load_gmm
+
+    if model_path is None:
+        return ClosedFormCheck("undecided", (), "no model file to recompute the closed-form radii from")
+    try:
+        classifier = load_gmm(model_path)
+    except ModelError as exc:
+        return ClosedFormCheck("refuted", (), f"the certificate has closed-form radii of a latent-mixture classifier, "
+                               f"but {exc}")
+    return recheck_closed_form(cert.gmm or {}, classifier, cert.input, label, cert.domain)
+
+
+def _recheck_claims(cert: Certificate, raw: dict[str, Any] | None, net: Network, label: int, oracle_name: str,
+                    time_limit: float | None, device: str) -> dict[str, Any]:
     claim = (f"the box is robust for label {label}" if cert.status is Status.CERTIFIED
              else f"the input is not robust for label {label}" if cert.status is Status.NOT_ROBUST
              else "nothing proven (status unknown)")

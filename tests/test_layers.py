@@ -76,6 +76,7 @@ LAYERS: dict[str, str] = {
     "oracles.chain": "oracles",  # the bridge from graphs to the chain oracles
     "oracles.crown": "oracles",
     "oracles.distance": "oracles",
+    "oracles.gmm": "oracles",  # closed form on linear classifiers, CROWN otherwise
     "oracles.graph_bounds": "oracles",  # CROWN over the DAG IR
     "oracles.graph_windows": "oracles",  # its windowed (patches) intermediate bounds
     "oracles.graph_rounding": "oracles",  # its per-product rounding slacks
@@ -89,6 +90,15 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.certificate": "methods",
     "parallelepipedonn.certify": "methods",
     "parallelepipedonn.dual": "methods",
+    "parallelepipedonn.gmm": "methods",  # latent Gaussian-mixture classifiers
+    "parallelepipedonn.gmm.certify": "methods",
+    "parallelepipedonn.gmm.diagnostics": "methods",
+    "parallelepipedonn.gmm.encoders": "methods",
+    "parallelepipedonn.gmm.fit": "methods",
+    "parallelepipedonn.gmm.lipschitz": "methods",
+    "parallelepipedonn.gmm.mixture": "methods",
+    "parallelepipedonn.gmm.model": "methods",
+    "parallelepipedonn.gmm.radii": "methods",
     "parallelepipedonn.inputs": "methods",
     "parallelepipedonn.property_net": "methods",  # a VNN-LIB region as a robustness query
     "parallelepipedonn.search": "methods",
@@ -109,6 +119,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.cli.common": "application",
     "parallelepipedonn.cli.compare": "application",
     "parallelepipedonn.cli.dual": "application",
+    "parallelepipedonn.cli.gmm": "application",
     "parallelepipedonn.cli.exits": "application",
     "parallelepipedonn.cli.info": "application",
     "parallelepipedonn.cli.listing": "application",
@@ -131,6 +142,7 @@ LAYERS: dict[str, str] = {
     "benchmarks.graph_crown_cifar": "application",
     "benchmarks.dual_boxes": "application",
     "benchmarks.exact_apothem": "application",
+    "benchmarks.gmm": "application",
     "benchmarks.options": "application",
     "benchmarks.oracle_throughput": "application",
     "benchmarks.paper": "application",

@@ -6,6 +6,9 @@ import argparse
 
 from .exits import EXIT_OK
 
+#: Metadata values longer than this are shown cut (a mixture's covariance, ...).
+LONG = 300
+
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe an ONNX classifier as the tool reads it")
@@ -22,5 +25,5 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{args.model}: {net.describe()}, input shape {list(net.input_shape)}, {net.n_classes} classes")
     print(f"  sha256 {sha256_file(args.model)}")
     for k, v in model_metadata(args.model).items():
-        print(f"  {k}: {v}")
+        print(f"  {k}: {v if len(v) <= LONG else v[:LONG] + f'... ({len(v)} characters)'}")
     return EXIT_OK

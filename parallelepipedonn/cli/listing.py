@@ -15,7 +15,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     from oracles import oracle_entries
 
-    from ..models import DEFAULT_MODELS, data_dir
+    from ..models import DEFAULT_GMM_MODELS, DEFAULT_MODELS, data_dir
     from ..search import SEARCHES
 
     print("oracles (--oracle, --falsifier; the queries each answers):")
@@ -28,4 +28,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for dataset, sizes in DEFAULT_MODELS.items():
         for size, fname in sizes.items():
             print(f"  {dataset:14s} {size:6s} {fname}")
+    print("default latent-mixture classifiers (gmm certify --dataset D --encoder E):")
+    for dataset, encoders in DEFAULT_GMM_MODELS.items():
+        for encoder, fname in encoders.items():
+            print(f"  {dataset:14s} {encoder:11s} {fname}")
     return EXIT_OK

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 
 from .._version import __version__
-from . import bench, certify, compare, dual, info, listing, recheck, store, train, verify
+from . import bench, certify, compare, dual, gmm, info, listing, recheck, store, train, verify
 from .args import threads
 from .common import Parser
 from .exits import EXIT_CODES
 
 #: The command modules, in the order of ``--help``.
-COMMANDS = (certify, verify, compare, dual, recheck, train, store, bench, info, listing)
+COMMANDS = (certify, verify, compare, dual, recheck, train, gmm, store, bench, info, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,423 @@
+"""Closed-form certified radii, each a proven lower bound (rounding errors covered).
+
+**Latent** (the mixture head ``s(z) = W z + b`` alone, around the exact latent ``z`` of the
+input, known up to a proven error bound): with ``g_j(z) = (w_c - w_j)^T z + (b_c - b_j)``
+and ``a_j = w_c - w_j``, the exact radius of the polyhedral decision region around ``z``
+is ``min_j g_j(z) / ||a_j||_*`` — ``||.||_2`` for L2, ``||.||_1`` for L-infinity (the dual
+norms), ``sqrt(a_j^T Sigma a_j)`` for the Mahalanobis distance of ``Sigma``
+(``= ||Sigma^(-1/2) (mu_c - mu_j)||_2`` when ``a_j = Sigma^-1 (mu_c - mu_j)``).
+:func:`latent_radii` returns it with the margins lowered and the norms raised by their
+rounding errors, and the quotient rounded down.
+
+**Input, any ReLU chain** (:func:`global_l2_radius`): the margin at the input, lowered by
+its rounding error, divided by a proven upper bound of the margin's L2 Lipschitz constant
+(:func:`~parallelepipedonn.gmm.lipschitz.margin_lipschitz`): every point of the L2 ball
+(in all of R^n) keeps the label.
+
+**Input, a linear classifier** (the IR is one affine map: a linear encoder and the head),
+exact within the domain box ``D``:
+
+* L-infinity (:func:`linear_linf_radius`): the minimum of the margin ``m_j + a_j d`` over
+  ``{d : ||d||_inf <= t, x + d in D}`` is ``m_j - sum_i |a_ji| min(t, room_ji)``
+  (``room``: how far coordinate ``i`` can move against its coefficient's sign), piecewise
+  linear in ``t``: its root is found exactly after sorting the rooms;
+* L2 (:func:`linear_l2_radius`): the projection of ``x`` onto ``{margin_j <= 0} ∩ D`` is
+  ``d(lambda) = clip(-lambda a_j, lo - x, hi - x)`` (KKT), ``lambda`` again the root of a
+  piecewise-linear function.
+
+The float64 roots are estimates; what is reported is *proven*: a radius slightly below
+the estimate (relative ``1e-10``, else ``1e-8``, ... until the proof holds) whose proof
+is checked with rounding errors covered — for L-infinity the closed-form minimum over the
+cube's box rounded outward (:func:`oracles.gmm.affine_box_min`), for L2 the Lagrangian
+dual bound ``min_(d in D-x, ||d|| <= r) a d >= sum_i min_(d_i) (a_i d_i + nu d_i^2 / 2) -
+nu r^2 / 2`` at ``nu = 1 / lambda``. Each comes with a confirmed counterexample just
+beyond the estimate (misclassified in exact arithmetic where float64 cannot decide), so
+the exact radius is bracketed.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from oracles.gmm import affine_box_min, margin_rows
+
+from ..box import Box
+from ..network import Network
+from ..tolerances import ABS_SLACK, UNIT_ROUNDOFF_F64, gamma, relative_slack, smallest_subnormal
+from .lipschitz import div_down
+
+FloatArray = NDArray[np.float64]
+
+_U = UNIT_ROUNDOFF_F64
+_TINY = smallest_subnormal()
+#: The relative shrinks tried, in order, until a radius is proven.
+SHRINKS = (1e-10, 1e-8, 1e-6, 1e-4, 1e-2)
+#: The relative steps beyond an estimate tried for a counterexample.
+PUSHES = (1e-9, 1e-7, 1e-5, 1e-3)
+
+
+# -- latent ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LatentRadii:
+    """Proven radii of the head's decision region around the exact latent point, in the
+    L2, Mahalanobis and L-infinity distances, and the class of the nearest L2 face."""
+
+    l2: float
+    mahalanobis: float
+    linf: float
+    closest_class: int | None
+
+
+def head_margin_lower(weight: FloatArray, bias: FloatArray, z: FloatArray, z_err: FloatArray,
+                      label: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Proven lower bounds of ``g_j`` at the exact latent (within ``z_err`` of ``z``), the
+    rows ``a_j`` (float64) and the classes ``j != label``."""
+    a, c, others = margin_rows(weight, bias, label)
+    d = z.size
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = a @ z + c
+        pair = np.abs(weight[label]) + np.abs(weight[others])
+        magnitude = pair @ (np.abs(z) + z_err) + np.abs(bias[label]) + np.abs(bias[others])
+        lower = value - relative_slack(d + 2) * magnitude - (pair @ z_err) * (1 + relative_slack(d)) \
+            - (d + 3) * _TINY - ABS_SLACK
+    return np.where(np.isfinite(lower), lower, -np.inf), a, others
+
+
+def dual_norms_upper(a: FloatArray, covariance: FloatArray | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per row of ``a`` (each entry one rounding off the exact difference of two weights):
+    proven upper bounds of ``||a||_2``, ``||a||_1`` and ``sqrt(a^T Sigma a)`` (``nan``
+    without ``Sigma``)."""
+    d = a.shape[1]
+    grow = 1 + relative_slack(d + 2)
+    l2 = np.sqrt(np.sum(a * a, axis=1)) * grow + _TINY
+    l1 = np.sum(np.abs(a), axis=1) * grow + _TINY
+    if covariance is None:
+        return l2, l1, np.full(len(a), np.nan)
+    quad = np.einsum("jd,de,je->j", a, covariance, a)
+    mag = np.einsum("jd,de,je->j", np.abs(a), np.abs(covariance), np.abs(a))
+    quad_up = np.maximum(quad, 0.0) + relative_slack(d * d + 4) * mag + _TINY
+    return l2, l1, np.sqrt(quad_up) * (1 + 4 * _U) + _TINY
+
+
+def latent_radii(weight: FloatArray, bias: FloatArray, z: FloatArray, z_err: FloatArray, label: int,
+                 covariance: FloatArray | None = None) -> LatentRadii:
+    """The proven latent radii (module docstring); 0 where a margin is not proven > 0,
+    ``inf`` when no other class has a face (``a_j = 0`` with ``g_j > 0``)."""
+    lower, a, others = head_margin_lower(weight, bias, z, z_err, label)
+    if not others.size:
+        return LatentRadii(math.inf, math.inf, math.inf, None)
+    positive = np.maximum(lower, 0.0)
+    l2n, l1n, mahn = dual_norms_upper(a, covariance)
+    r2, r1 = div_down(positive, l2n), div_down(positive, l1n)
+    rm = div_down(positive, mahn) if covariance is not None else np.full(len(a), np.nan)
+    return LatentRadii(float(r2.min()), float(rm.min()), float(r1.min()), int(others[int(np.argmin(r2))]))
+
+
+# -- input, any chain -------------------------------------------------------------------------
+def margin_lower(net: Network, x: FloatArray, label: int) -> FloatArray:
+    """Proven lower bounds of ``logit_label - logit_j`` (``j != label``, increasing) at
+    ``x`` in exact arithmetic: the float64 margins minus their rounding error bounds (as
+    :meth:`Network.margin_errors` bounds them, per class)."""
+    h, err = net.forward_errors(x)
+    others = [j for j in range(net.n_classes) if j != label]
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = h[0, label] - h[0, others]
+        lower = m - 2 * (err[0, label] + err[0, others] + _U * np.abs(m)) - 1e-300
+    return np.where(np.isfinite(lower), lower, -np.inf)
+
+
+def global_l2_radius(net: Network, x: FloatArray, label: int, lipschitz: FloatArray) -> float:
+    """A proven L2 radius around ``x`` (in all of R^n): ``min_j`` margin lower bound over
+    ``lipschitz[j]``, the margins' proven Lipschitz bounds (``margin_lipschitz``)."""
+    lower = margin_lower(net, x, label)
+    if not lower.size:
+        return math.inf
+    return float(div_down(np.maximum(lower, 0.0), lipschitz).min())
+
+
+# -- input, a linear classifier: exact in the domain --------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ExactRadius:
+    """A linear classifier's radius in one norm: ``radius`` is proven (every point of the
+    domain within it keeps the label), ``estimate`` the float64 closed form of the exact
+    radius, ``upper`` the distance of ``counterexample`` (a confirmed misclassified point
+    of the domain; ``inf`` and ``None`` if none exists or none was confirmed), and
+    ``closest_class`` the class that wins there."""
+
+    radius: float
+    estimate: float
+    upper: float
+    counterexample: FloatArray | None
+    closest_class: int | None
+
+
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """A linear classifier's margins ``a_j x + c_j`` for one label (rows: the other
+    classes), with what the radii reuse: ``|a|``, the float64 L1 and L2 norms, the
+    proven L2 norms, and the direction that lowers each margin fastest (``-sign(a)``)."""
+
+    a: FloatArray
+    c: FloatArray
+    others: NDArray[np.int64]
+    w: FloatArray
+    l1: FloatArray
+    l2: FloatArray
+    l2_up: FloatArray
+    step: FloatArray
+
+
+_ROWS: weakref.WeakKeyDictionary[Network, dict[int, _Rows]] = weakref.WeakKeyDictionary()
+
+
+def _rows(net: Network, label: int) -> _Rows:
+    """The margin rows of a one-layer network for ``label`` (cached per network)."""
+    cache = _ROWS.setdefault(net, {})
+    if label not in cache:
+        a, c, others = margin_rows(net.layers[0].weight, net.layers[0].bias, label)
+        w = np.abs(a)
+        l2 = np.sqrt((w * w).sum(axis=1))
+        l2_up = l2 * (1 + relative_slack(a.shape[1] + 2)) + _TINY
+        cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a))
+    return cache[label]
+
+
+def _rooms(rows: _Rows, k: NDArray[np.int64], x: FloatArray, domain: Box) -> FloatArray:
+    """How far each coordinate can move in the lowering direction of rows ``k``, within
+    the domain."""
+    step = rows.step[k]
+    return (step < 0) * (x - domain.lower) + (step > 0) * (domain.upper - x)
+
+
+def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iterations: int = 64) -> FloatArray:
+    """Per row: the least ``t >= 0`` with ``f(t) = sum_i weights_i min(t, rooms_i) >=
+    target`` (``weights, rooms >= 0``); 0 for a target ``<= 0``, ``inf`` if it is never
+    reached. Float64: an estimate of the exact root.
+
+    ``f`` is concave, increasing and piecewise linear: Newton's method from 0 stays below
+    the root (a tangent lies above ``f``) and ends in the root's linear piece after
+    crossing at most one breakpoint per step, usually within a few steps; rows not done
+    after ``iterations`` steps are solved by sorting the breakpoints."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(targets > 0, targets / weights.sum(axis=1), 0.0)  # the first Newton step from 0
+    t = np.where(np.isfinite(t), t, 0.0)
+    active = targets > 0
+    for _ in range(iterations):
+        if not active.any():
+            break
+        rows = np.flatnonzero(active)
+        tr, w, r = t[rows, None], weights[rows], rooms[rows]
+        beyond = r > tr
+        drop = (w * np.where(beyond, tr, r)).sum(axis=1)
+        slope = (w * beyond).sum(axis=1)
+        gap = targets[rows] - drop
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(slope > 0, gap / slope, np.inf)
+        finished = (gap <= 1e-15 * targets[rows]) | ~(step > 1e-15 * tr[:, 0])
+        t[rows] = np.where(gap > 0, t[rows] + step, t[rows])
+        active[rows[finished]] = False
+    if active.any():
+        rows = np.flatnonzero(active)
+        t[rows] = _crossings_sorted(weights[rows], rooms[rows], targets[rows])
+    return np.where(targets <= 0, 0.0, t)
+
+
+def _crossings_sorted(weights: FloatArray, rooms: FloatArray, targets: FloatArray) -> FloatArray:
+    """:func:`_crossings` by sorting each row's breakpoints (``O(n log n)``)."""
+    rooms = np.where(weights > 0, rooms, 0.0)
+    order = np.argsort(rooms, axis=1, kind="stable")
+    r = np.take_along_axis(rooms, order, axis=1)
+    w = np.take_along_axis(weights, order, axis=1)
+    at_least = np.cumsum(w[:, ::-1], axis=1)[:, ::-1]  # sum_(i >= k) w_i
+    value = np.cumsum(w * r, axis=1) - w * r + r * at_least  # f(r_k)
+    rows = np.arange(len(r))
+    reach = value[:, -1] >= targets
+    k = np.argmax(value >= targets[:, None], axis=1)
+    prev_t = np.where(k > 0, r[rows, k - 1], 0.0)
+    prev_v = np.where(k > 0, value[rows, k - 1], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = prev_t + (targets - prev_v) / at_least[rows, k]
+    t = np.where(reach, np.maximum(t, 0.0), np.inf)
+    return np.where(targets <= 0, 0.0, t)
+
+
+def _nearest_rows(r0: FloatArray, solve) -> FloatArray:
+    """Exact radii of the rows that can be the nearest: ``solve(rows)`` gives the exact
+    radii of some rows, ``r0`` (a lower bound of each, the radius in all of R^n) orders
+    them; a row whose ``r0`` is at least the best exact radius found cannot be nearer
+    and keeps ``r0``."""
+    radius = r0.copy()
+    done = np.zeros(len(r0), bool)
+    best = math.inf
+    while True:
+        todo = np.flatnonzero(~done & (r0 < best))
+        if not todo.size:
+            return radius
+        todo = todo[np.argsort(r0[todo])][:1] if not done.any() else todo
+        radius[todo] = solve(todo)
+        done[todo] = True
+        best = min(best, float(radius[todo].min()))
+
+
+def _margins_lower(rows: _Rows, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The float64 margins at ``x`` and proven lower bounds of the exact ones."""
+    m = rows.a @ x + rows.c
+    mag = rows.w @ np.abs(x) + np.abs(rows.c)
+    # a dot product of n + 1 terms, on rows and offsets each one rounding off the exact differences
+    return m, m - 2 * gamma(x.size + 3) * mag - (x.size + 3) * _TINY - 1e-300
+
+
+def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box) -> tuple[bool, float]:
+    """Whether every point of the domain within L-infinity ``radius`` of ``x`` has every
+    margin > 0, proven: the closed-form minimum over the cube's box, its corners rounded
+    outward, lowered by its rounding error (:func:`oracles.gmm.affine_box_min`). Also a
+    smaller radius where the proof should hold (each margin's deficit over its slope
+    there, twice)."""
+    if radius == math.inf:
+        lo, hi = domain.lower, domain.upper
+    else:
+        lo = np.maximum(domain.lower, np.nextafter(x - radius, -np.inf))
+        hi = np.minimum(domain.upper, np.nextafter(x + radius, np.inf))
+    low = affine_box_min(rows.a, rows.c, lo[None], hi[None])[0][0]
+    if (low > 0).all() or radius == math.inf:
+        return bool((low > 0).all()), radius if (low > 0).all() else 0.0
+    short = np.flatnonzero(~(low > 0))
+    slope = (rows.w[short] * (_rooms(rows, short, x, domain) > radius)).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(slope > 0, -2 * low[short] / slope, np.inf)
+    return False, max(radius - float(need.max()), 0.0)
+
+
+def l2_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray) -> tuple[bool, float]:
+    """Whether every point of the domain within L2 ``radius`` of ``x`` has every margin
+    > 0, proven: a margin whose lower bound exceeds ``radius`` times its proven norm holds
+    on the whole ball; the others by the Lagrangian dual bound at ``nu_j = 1 /
+    lambdas[j]`` (``inf``: ``nu = 0``, the bound over the whole domain), rounding errors
+    covered. Also the largest radius where the same bounds should prove it."""
+    n = x.size
+    _, m_low = _margins_lower(rows, x)
+    reach = np.where(m_low > 0, div_down(np.maximum(m_low, 0.0), rows.l2_up), 0.0)
+    dual = np.flatnonzero(~(reach >= radius))
+    if dual.size:
+        w, room, lam = rows.w[dual], _rooms(rows, dual, x, domain), lambdas[dual]
+        slack = relative_slack(n + 4)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            nu = np.where(np.isfinite(lam), 1.0 / lam, 0.0)
+            nuc = nu[:, None]
+            vertex = np.where(nuc > 0, w / np.where(nuc > 0, nuc, 1.0), np.inf)  # where the unclipped minimum lies
+            clipped = room < vertex * (1 - 1e-12)
+            inside = -(w * w) / (2 * np.where(nuc > 0, nuc, 1.0))
+            edge_quad = nuc * room * room / 2
+            q = np.where(clipped, -w * room + edge_quad, inside)
+            q_mag = np.where(clipped, w * room + edge_quad, -inside)
+            scale = np.maximum(np.abs(domain.lower), np.abs(domain.upper))
+            # what the dual bound has before the ball's term, lowered by the rounding error of its terms
+            available = (rows.a[dual] @ x + rows.c[dual]) + q.sum(axis=1) \
+                - slack * (w @ scale + np.abs(rows.c[dual]) + q_mag.sum(axis=1)) - (n + 4) * _TINY - ABS_SLACK
+            reach_dual = np.where(nu > 0, np.sqrt(np.maximum(available, 0.0) * 2 / (nu * (1 + slack))),
+                                  np.where(available > 0, np.inf, 0.0))
+        reach[dual] = np.maximum(reach[dual], np.nan_to_num(reach_dual, nan=0.0))
+        if math.isinf(radius):
+            ok = bool((available > 0).all() and (nu == 0).all())
+        else:
+            ok = bool((available - nu * radius * radius / 2 * (1 + slack) > 0).all())
+    else:
+        ok = True
+    return ok, min(float(reach.min()), radius)
+
+
+def _prove(estimate: float, check) -> float:
+    """A proven radius at most ``estimate``: ``estimate (1 - 1e-12)``, else the radius
+    ``check`` suggests, else the first of that radius times ``1 - s`` (``s`` in
+    :data:`SHRINKS`) that ``check`` proves; ``inf`` if ``estimate`` is and ``check(inf)``
+    holds; 0 if nothing is proven. ``check(r)`` returns whether ``r`` is proven and a
+    smaller radius where it should be."""
+    if estimate == math.inf:
+        return math.inf if check(math.inf)[0] else 0.0
+    first = estimate * (1 - 1e-12)
+    ok, suggested = check(first)
+    if ok:
+        return float(first)
+    start = suggested * (1 - 1e-12) if 0 < suggested < first else first
+    if start < first and check(start)[0]:
+        return float(start)
+    for s in SHRINKS:
+        r = start * (1 - s)
+        if r > 0 and check(r)[0]:
+            return float(r)
+    return 0.0
+
+
+def _confirmed(net: Network, label: int, points: list[FloatArray]) -> FloatArray | None:
+    """The first of ``points`` the classifier misclassifies (exact decision), if any."""
+    for p in points:
+        if net.misclassified(p, label)[0]:
+            return p
+    return None
+
+
+def linear_linf_radius(net: Network, x: FloatArray, label: int, domain: Box) -> ExactRadius:
+    """The exact L-infinity radius of a linear classifier's label around ``x`` in the
+    domain (module docstring), proven, with a confirmed counterexample beyond it."""
+    rows = _rows(net, label)
+    if not rows.others.size:
+        return ExactRadius(math.inf, math.inf, math.inf, None, None)
+    m = rows.a @ x + rows.c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r0 = np.where(m > 0, m / rows.l1, 0.0)
+    ts = _nearest_rows(r0, lambda k: _crossings(rows.w[k], _rooms(rows, k, x, domain), m[k]))
+    j = int(np.argmin(ts))
+    estimate = float(ts[j])
+    radius = _prove(estimate, lambda r: linf_proven(rows, x, r, domain))
+    cex = None
+    if math.isfinite(estimate):
+        room = _rooms(rows, np.array([j]), x, domain)[0]
+        cex = _confirmed(net, label, [x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES])
+    upper = math.inf if cex is None else float(np.abs(cex - x).max())
+    return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
+
+
+def l2_multipliers(w: FloatArray, rooms: FloatArray, m: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Per margin row (``w = |a|``, the rooms of its lowering direction, the margin at the
+    input): the KKT multiplier ``lambda`` of the projection of the input onto ``{margin
+    <= 0} ∩ D`` (``inf`` where the class never wins in the domain, 0 where it already
+    does) and the projection's distance (float64 estimates)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = _crossings(w * w, np.where(w > 0, rooms / np.where(w > 0, w, 1.0), 0.0), m)
+        d = np.minimum(np.where(np.isfinite(lam[:, None]), lam[:, None], 0.0) * w, rooms)
+    dist = np.where(np.isfinite(lam), np.sqrt(np.sum(d * d, axis=1)), np.inf)
+    return lam, dist
+
+
+def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> ExactRadius:
+    """The exact L2 radius of a linear classifier's label around ``x`` in the domain
+    (module docstring), proven by the margins' norms or the Lagrangian dual bound, with a
+    confirmed counterexample beyond it."""
+    rows = _rows(net, label)
+    if not rows.others.size:
+        return ExactRadius(math.inf, math.inf, math.inf, None, None)
+    m = rows.a @ x + rows.c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r0 = np.where(m > 0, m / rows.l2, 0.0)
+        lam = np.where(m > 0, r0 / rows.l2, 0.0)  # the multiplier in all of R^n: a valid dual point
+
+    def solve(k: NDArray[np.int64]) -> FloatArray:
+        lam[k], dist = l2_multipliers(rows.w[k], _rooms(rows, k, x, domain), m[k])
+        return dist
+
+    dist = _nearest_rows(r0, solve)
+    j = int(np.argmin(dist))
+    estimate = float(dist[j])
+    radius = _prove(estimate, lambda r: l2_proven(rows, x, r, domain, lam))
+    cex = None
+    if math.isfinite(estimate):
+        room = _rooms(rows, np.array([j]), x, domain)[0]
+        cex = _confirmed(net, label, [x + rows.step[j] * np.minimum(lam[j] * (1 + s) * rows.w[j], room)
+                                      for s in PUSHES])
+    upper = math.inf if cex is None else float(np.sqrt(np.sum((cex - x) ** 2)))
+    return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))

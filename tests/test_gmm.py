@@ -1,0 +1,457 @@
+"""Latent Gaussian-mixture classifiers: the fit, the closed-form radii (checked against brute
+force and the exact MILP on tiny mixtures), the proven spectral-norm bounds, the ``gmm``
+oracle, the ONNX file with the fit in its metadata, certificates and their recheck, the
+diagnostics, and the ``gmm`` commands with their one-line errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+
+from oracles import make_oracle
+from oracles.base import Verdict
+from oracles.gmm import GmmOracle, affine_box_min
+from parallelepipedonn.box import Box
+from parallelepipedonn.certify import CertifyConfig
+from parallelepipedonn.errors import ConfigError, ModelError
+from parallelepipedonn.gmm.certify import certify_gmm, closed_form
+from parallelepipedonn.gmm.diagnostics import (
+    binary_isotropic_prediction,
+    kl_estimate,
+    predicted_certified_accuracy,
+)
+from parallelepipedonn.gmm.encoders import EncoderTraining, pca_encoder, penultimate_encoder, train_encoder
+from parallelepipedonn.gmm.fit import fit_classifier
+from parallelepipedonn.gmm.lipschitz import margin_lipschitz, spectral_norm_upper
+from parallelepipedonn.gmm.mixture import Mixture, fit_mixture
+from parallelepipedonn.gmm.model import classifier_from_onnx, load_gmm, save_model
+from parallelepipedonn.gmm.radii import (
+    global_l2_radius,
+    latent_radii,
+    linear_l2_radius,
+    linear_linf_radius,
+)
+from parallelepipedonn.network import Affine, Network
+from parallelepipedonn.recheck import Outcome, recheck
+from tests.nets import random_network
+from tests.test_cli import run
+
+
+# -- fixtures: tiny synthetic mixtures ---------------------------------------------------------
+def blobs(seed: int, n: int, k: int = 3, dim: int = 6, spread: float = 0.08) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points in [0, 1]^dim around ``k`` class centres (clipped), labels."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).uniform(0.25, 0.75, (k, dim))
+    y = np.arange(n) % k
+    return np.clip(centres[y] + rng.normal(0, spread, (n, dim)), 0, 1), y
+
+
+def fitted(tmp_path, encoder: Network, name: str = "m") -> SimpleNamespace:
+    x, y = blobs(0, 300)
+    xt, yt = blobs(1, 60)
+    result = fit_classifier(encoder, x, y, xt, yt, 3, name=name, diagnostic_samples=2000, info={"encoder": name})
+    path = tmp_path / f"{name}.onnx"
+    save_model(result.model, path)
+    return SimpleNamespace(path=path, classifier=load_gmm(path), x=xt, y=yt, result=result)
+
+
+@pytest.fixture(scope="module")
+def linear(tmp_path_factory) -> SimpleNamespace:
+    x, _ = blobs(0, 300)
+    return fitted(tmp_path_factory.mktemp("gmm"), pca_encoder(x, 3, (6,)), "pca")
+
+
+@pytest.fixture(scope="module")
+def relu(tmp_path_factory) -> SimpleNamespace:
+    return fitted(tmp_path_factory.mktemp("gmm"), penultimate_encoder(random_network(3, [6, 12, 8, 3], bias=0.5)),
+                  "penultimate")
+
+
+# -- the fit -------------------------------------------------------------------------------------
+def test_the_fit_recovers_a_mixture_and_its_head_is_the_bayes_rule():
+    rng = np.random.default_rng(0)
+    means = np.array([[0.0, 0.0], [3.0, 1.0], [-1.0, 4.0]])
+    cov = np.array([[1.0, 0.3], [0.3, 0.5]])
+    true = Mixture(means, cov, np.array([0.5, 0.3, 0.2]), 0.0, (1, 1, 1))
+    z, y = true.sample(20000, rng)
+    fit = fit_mixture(z, y, 3, shrinkage=0.0)
+    assert np.allclose(fit.means, means, atol=0.05) and np.allclose(fit.covariance, cov, atol=0.05)
+    assert np.allclose(fit.priors, [0.5, 0.3, 0.2], atol=0.02)
+    # the affine scores order the classes as the posterior does
+    posterior = np.stack([fit.log_density(z[:500], np.full(500, k)) + np.log(fit.priors[k]) for k in range(3)], 1)
+    assert np.array_equal(fit.scores(z[:500]).argmax(1), posterior.argmax(1))
+    assert np.allclose(fit.scores(z[:500]) - posterior, (fit.scores(z[:500]) - posterior)[:, :1])
+
+
+def test_shrinkage_pulls_the_covariance_towards_a_multiple_of_the_identity():
+    z, y = np.random.default_rng(1).normal(size=(200, 3)) * [1.0, 2.0, 3.0], np.arange(200) % 2
+    raw, shrunk = fit_mixture(z, y, 2, shrinkage=0.0), fit_mixture(z, y, 2, shrinkage=0.3)
+    expected = 0.7 * raw.covariance + 0.3 * np.trace(raw.covariance) / 3 * np.eye(3)
+    assert np.allclose(shrunk.covariance, expected) and shrunk.shrinkage == 0.3
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda z, y: fit_mixture(z[:, [0, 0, 1]], y, 2, shrinkage=0.0), "singular.*--shrinkage"),
+    (lambda z, y: fit_mixture(z[:5], y[:5], 2), "larger than the training set supports"),
+    (lambda z, y: fit_mixture(z, np.zeros_like(y), 2), "class 1 has no training latent"),
+    (lambda z, y: fit_mixture(z, y, 2, shrinkage=1.5), r"shrinkage must lie in \[0, 1\]"),
+])
+def test_bad_fits_are_one_line_errors(make, message):
+    z, y = np.random.default_rng(2).normal(size=(50, 4)), np.arange(50) % 2
+    with pytest.raises(ConfigError, match=message):
+        make(z, y)
+
+
+def test_a_singular_covariance_is_fitted_with_shrinkage():
+    z, y = np.random.default_rng(2).normal(size=(50, 4)), np.arange(50) % 2
+    fit = fit_mixture(z[:, [0, 0, 1]], y, 2, shrinkage=0.01)
+    assert np.linalg.eigvalsh(fit.covariance)[0] > 0
+
+
+# -- spectral norms and Lipschitz bounds --------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 7), (7, 1), (5, 5), (12, 40), (40, 12), (3, 200)])
+def test_the_spectral_norm_bound_is_above_the_norm_and_tight(shape):
+    rng = np.random.default_rng(sum(shape))
+    for scale in (1e-150, 1.0, 1e150):
+        w = rng.normal(size=shape) * scale
+        sigma = np.linalg.norm(w, 2)
+        bound = spectral_norm_upper(w)
+        assert sigma <= bound <= 1.01 * sigma
+
+
+def test_the_spectral_norm_bound_is_above_what_power_iteration_finds_from_below():
+    w = np.random.default_rng(5).normal(size=(30, 50))
+    v = np.ones(50)
+    for _ in range(100):
+        v = w.T @ (w @ v)
+        v /= np.linalg.norm(v)
+    assert np.linalg.norm(w @ v) <= spectral_norm_upper(w)
+    assert spectral_norm_upper(np.zeros((3, 3))) == 0 and spectral_norm_upper(np.full((2, 2), np.inf)) == math.inf
+
+
+def test_margin_lipschitz_bounds_every_difference_quotient():
+    net = random_network(7, [5, 9, 7, 4])
+    rng = np.random.default_rng(0)
+    bound = margin_lipschitz(net, 2)
+    x, y = rng.uniform(-1, 1, (400, 5)), rng.uniform(-1, 1, (400, 5))
+    logits_x, logits_y = net.forward(x), net.forward(y)
+    for col, j in enumerate(c for c in range(4) if c != 2):
+        diff = np.abs((logits_x[:, 2] - logits_x[:, j]) - (logits_y[:, 2] - logits_y[:, j]))
+        assert (diff <= bound[col] * np.linalg.norm(x - y, axis=1) + 1e-12).all()
+
+
+# -- latent radii ---------------------------------------------------------------------------------
+def _sphere(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    v = rng.normal(size=(n, d))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_latent_radii_are_the_exact_distance_to_the_decision_polyhedron():
+    rng = np.random.default_rng(3)
+    w, b = rng.normal(size=(4, 3)), rng.normal(size=4)
+    cov = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 0.5]])
+    for _ in range(10):
+        z = rng.normal(size=3)
+        label = int(np.argmax(w @ z + b))
+        r = latent_radii(w, b, z, np.zeros(3), label, cov)
+        chol = np.linalg.cholesky(cov)
+        shells = {"l2": _sphere(rng, 4000, 3),
+                  "mahalanobis": _sphere(rng, 4000, 3) @ chol.T,  # the unit sphere of (z' - z)^T Sigma^-1 (z' - z)
+                  "linf": np.array(list(itertools.product([-1.0, 1.0], repeat=3)))}
+        for norm, shell in shells.items():
+            radius = getattr(r, norm)
+            inside = z + radius * (1 - 1e-9) * shell
+            assert (np.argmax(inside @ w.T + b, axis=1) == label).all(), norm
+        # just beyond the L2 radius, towards the nearest face, another class wins
+        j = r.closest_class
+        a = w[label] - w[j]
+        beyond = z - a / np.linalg.norm(a) * r.l2 * (1 + 1e-6)
+        assert np.argmax(w @ beyond + b) != label
+
+
+def test_the_latent_error_bound_shrinks_the_radius():
+    w, b = np.eye(2), np.zeros(2)
+    z = np.array([1.0, 0.0])
+    exact = latent_radii(w, b, z, np.zeros(2), 0)
+    fuzzy = latent_radii(w, b, z, np.full(2, 0.1), 0)
+    assert exact.l2 == pytest.approx(1 / math.sqrt(2), rel=1e-8) and fuzzy.l2 < exact.l2 - 0.1
+    assert latent_radii(w, b, np.array([0.5, 0.5]), np.zeros(2), 0).l2 == 0.0  # a tie: nothing proven
+
+
+# -- a linear classifier: exact radii in the domain -----------------------------------------------
+def _affine_net(seed: int, n: int = 4, k: int = 3) -> Network:
+    rng = np.random.default_rng(seed)
+    return Network((n,), (Affine(rng.normal(size=(k, n)), rng.normal(0, 0.5, k)),))
+
+
+def _brute_linf(net: Network, x: np.ndarray, label: int, domain: Box) -> float:
+    """The exact in-domain L-infinity radius by bisection on the cube's vertex minimum."""
+    w, b = net.layers[0].weight, net.layers[0].bias
+    lo, hi = 0.0, 2.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        box = Box.cube(x, mid, domain)
+        worst = min(float(np.min(np.where(w[label] - w[j] > 0, box.lower, box.upper) @ (w[label] - w[j])
+                                 + b[label] - b[j])) for j in range(len(b)) if j != label)
+        lo, hi = (mid, hi) if worst > 0 else (lo, mid)
+    return lo
+
+
+def _brute_l2(net: Network, x: np.ndarray, label: int, domain: Box, rng) -> float:
+    """The in-domain L2 radius by dense sampling of misclassified domain points near x."""
+    pts = rng.uniform(domain.lower, domain.upper, (400000, x.size))
+    margins = net.margins(pts, label)
+    bad = pts[margins <= 0]
+    return float(np.linalg.norm(bad - x, axis=1).min()) if len(bad) else math.inf
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_linear_linf_radius_is_exact_in_the_domain(seed):
+    net = _affine_net(seed)
+    domain = Box.unit(4)
+    x = np.random.default_rng(seed).uniform(0, 1, 4)
+    label = int(net.predict(x)[0])
+    r = linear_linf_radius(net, x, label, domain)
+    brute = _brute_linf(net, x, label, domain)
+    if math.isinf(brute) or brute > 1.99:
+        assert r.radius >= min(brute, 1.0)
+        return
+    assert r.radius <= r.estimate <= r.upper and r.radius == pytest.approx(brute, rel=1e-6)
+    assert net.misclassified(r.counterexample, label)[0] and domain.contains(r.counterexample)
+    box = Box.cube(x, r.radius, domain)
+    assert make_oracle("gmm", net).verify_box(box.lower, box.upper, label).verified
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_linear_l2_radius_is_exact_in_the_domain(seed):
+    net = Network((2,), (Affine(np.random.default_rng(seed).normal(size=(3, 2)), np.array([0.1, -0.2, 0.05])),))
+    domain = Box.unit(2)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, 2)
+    label = int(net.predict(x)[0])
+    r = linear_l2_radius(net, x, label, domain)
+    brute = _brute_l2(net, x, label, domain, rng)
+    if math.isinf(r.estimate):
+        assert math.isinf(brute)
+        return
+    assert r.radius <= r.estimate <= r.upper <= brute + 1e-9
+    assert r.radius == pytest.approx(brute, abs=5e-3) and r.upper == pytest.approx(r.radius, rel=1e-6)
+    # every sampled domain point inside the proven ball keeps the label
+    ball = x + r.radius * _sphere(rng, 20000, 2) * rng.uniform(0, 1, (20000, 1)) ** 0.5
+    ball = ball[domain.contains_points(ball)]
+    assert not net.misclassified(ball, label).any()
+
+
+def test_the_exact_l2_radius_in_the_domain_is_at_least_the_unconstrained_one():
+    net = _affine_net(11, n=6)
+    x = np.random.default_rng(0).uniform(0, 1, 6)
+    label = int(net.predict(x)[0])
+    exact = linear_l2_radius(net, x, label, Box.unit(6)).radius
+    unconstrained = global_l2_radius(net, x, label, margin_lipschitz(net, label))
+    assert unconstrained <= exact * (1 + 1e-9)
+
+
+def test_closed_form_linf_radius_is_the_exact_algorithms_milp_distance():
+    pytest.importorskip("highspy")
+    net = _affine_net(4, n=5)
+    oracle = make_oracle("milp", net)
+    domain = Box.unit(5)
+    for seed in range(3):
+        x = np.random.default_rng(seed).uniform(0, 1, 5)
+        label = int(net.predict(x)[0])
+        r = linear_linf_radius(net, x, label, domain)
+        d = oracle.min_distance(x, label, domain)
+        assert d.lower <= r.upper * (1 + 1e-9) and r.radius <= d.upper * (1 + 1e-9)
+        assert r.radius == pytest.approx(d.upper, rel=1e-4)
+
+
+# -- the gmm oracle --------------------------------------------------------------------------------
+def test_affine_box_min_is_the_minimum_over_the_vertices():
+    rng = np.random.default_rng(8)
+    a, c = rng.normal(size=(3, 4)), rng.normal(size=3)
+    lo = rng.uniform(-1, 0, (2, 4))
+    hi = lo + rng.uniform(0, 1, (2, 4))
+    low, high, value = affine_box_min(a, c, lo, hi)
+    for b in range(2):
+        vertices = np.array(list(itertools.product(*zip(lo[b], hi[b]))))
+        exact = (vertices @ a.T + c).min(axis=0)
+        assert (low[b] <= exact).all() and (exact <= high[b]).all() and np.allclose(value[b], exact)
+
+
+def test_the_gmm_oracle_decides_every_box_of_a_linear_classifier():
+    net = _affine_net(2)
+    oracle = GmmOracle(net)
+    assert oracle.complete and oracle.settings()["method"] == "closed-form"
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (40, 4))
+    r = rng.uniform(0, 0.5, (40, 1))
+    for label in range(3):
+        answers = oracle.verify(np.clip(x - r, 0, 1), np.clip(x + r, 0, 1), label)
+        assert all(a.verdict is not Verdict.UNKNOWN for a in answers)
+        for a, xi, ri in zip(answers, x, r):
+            box = Box.cube(xi, float(ri[0]), Box.unit(4))
+            corners = np.array(list(itertools.product(*zip(box.lower, box.upper))))
+            assert a.verified == (not net.misclassified(corners, label).any())
+
+
+def test_the_gmm_oracle_is_crown_on_a_relu_classifier(relu):
+    net = relu.classifier.network
+    oracle, crown = make_oracle("gmm", net), make_oracle("crown", net)
+    assert not oracle.complete and oracle.settings()["method"] == "crown"
+    lo, hi = np.clip(relu.x[:5] - 0.02, 0, 1), np.clip(relu.x[:5] + 0.02, 0, 1)
+    label = int(net.predict(relu.x[0])[0])
+    assert [a.verdict for a in oracle.verify(lo, hi, label)] == [a.verdict for a in crown.verify(lo, hi, label)]
+
+
+# -- the ONNX file ---------------------------------------------------------------------------------
+def test_the_classifier_file_is_an_ordinary_onnx_classifier_with_its_fit(linear, relu):
+    from parallelepipedonn.onnx_import import load_onnx
+
+    for m in (linear, relu):
+        c = m.classifier
+        assert np.array_equal(load_onnx(m.path).forward(m.x), c.network.forward(m.x))
+        z = c.encoder.forward(m.x)
+        assert np.allclose(c.network.forward(m.x), z @ c.head_weight.T + c.head_bias, atol=1e-9)
+        assert c.info["test_accuracy"] > 0.9 and c.info["diagnostics"]["latent_radii"]
+    assert linear.classifier.linear and not relu.classifier.linear
+    assert relu.classifier.encoder_kind == "penultimate" and relu.classifier.info["encoder_digest"]
+
+
+def test_a_tampered_file_is_refused(linear, tmp_path):
+    model = onnx.load(str(linear.path))
+    head = next(t for t in model.graph.initializer if t.name == "gmm_head_B")
+    head.float_data[:] = []
+    head.raw_data = (onnx.numpy_helper.to_array(head) + 1).astype(np.float32).tobytes()
+    with pytest.raises(ModelError, match="not the Bayes rule"):
+        classifier_from_onnx(model)
+    plain = onnx.load(str(linear.path))
+    del plain.metadata_props[:]
+    with pytest.raises(ModelError, match="no mixture metadata"):
+        classifier_from_onnx(plain)
+
+
+# -- certificates ---------------------------------------------------------------------------------
+def test_a_linear_certificate_is_exact_and_rechecked(linear, tmp_path):
+    c = linear.classifier
+    x = linear.x[0]
+    cert = certify_gmm(c, x, config=CertifyConfig(oracle="gmm", precision=1e-5), model_path=str(linear.path))
+    g = cert.gmm
+    assert g["linear"] and g["input_linf"]["radius"] <= g["input_linf"]["upper"] <= g["input_linf"]["radius"] * 1.001
+    assert cert.apothem <= g["input_linf"]["upper"] and cert.apothem == pytest.approx(g["input_linf"]["radius"],
+                                                                                        rel=1e-3)
+    assert g["input_l2"]["radius"] >= g["input_l2_global"] * (1 - 1e-9)
+    path = tmp_path / "c.json"
+    cert.save(path)
+    assert recheck(path, oracle="gmm").outcome is Outcome.CONFIRMED
+    d = json.loads(path.read_text())
+    d["gmm"]["input_linf"]["radius"] = g["input_linf"]["upper"] * 1.01  # beyond the exact radius
+    path.write_text(json.dumps(d))
+    result = recheck(path, oracle="gmm")
+    assert result.outcome is Outcome.REFUTED and "closed form" in result.reason
+
+
+def test_a_relu_certificate_is_below_the_exact_apothem_and_rechecked(relu, tmp_path):
+    c = relu.classifier
+    for x in relu.x[:3]:
+        cert = certify_gmm(c, x, config=CertifyConfig(oracle="gmm", precision=1e-4), model_path=str(relu.path))
+        exact = certify_gmm(c, x, config=CertifyConfig(algorithm="exact", oracle="milp", precision=1e-5))
+        assert cert.apothem <= exact.apothem_upper_bound + 1e-12
+        assert cert.gmm["input_linf"] is None and cert.gmm["input_l2_global"] <= exact.apothem_upper_bound * 3
+        form = closed_form(c, x, cert.label, Box.unit(6))
+        rng = np.random.default_rng(0)
+        ball = x + form.input_l2_global * _sphere(rng, 5000, 6) * rng.uniform(0, 1, (5000, 1))
+        assert not c.network.misclassified(ball, cert.label).any()
+    path = tmp_path / "r.json"
+    cert.save(path)
+    assert recheck(path, oracle="crown+alpha-crown+bab").outcome is Outcome.CONFIRMED
+    d = json.loads(path.read_text())
+    d["gmm"]["latent"]["l2"] = 1e6
+    path.write_text(json.dumps(d))
+    assert recheck(path, oracle="crown+alpha-crown+bab").outcome is Outcome.UNDECIDED
+
+
+# -- encoders ---------------------------------------------------------------------------------------
+def test_the_trained_encoder_is_reproducible():
+    x, y = blobs(0, 120)
+    config = EncoderTraining(hidden=(8,), latent_dim=3, epochs=2, batch_size=30, epsilon=0.05)
+    a, b = (train_encoder(x, y, 3, (6,), config) for _ in range(2))
+    assert a.digest == b.digest and a.n_classes == 3
+    with pytest.raises(ConfigError, match="at least the number of classes"):
+        train_encoder(x, y, 3, (6,), EncoderTraining(hidden=(8,), latent_dim=2, epochs=1))
+
+
+def test_pca_and_penultimate_encoders():
+    x, _ = blobs(0, 100)
+    enc = pca_encoder(x, 2, (6,))
+    assert enc.n_classes == 2 and np.allclose(enc.forward(x).mean(axis=0), 0, atol=1e-5)
+    with pytest.raises(ConfigError, match="larger than the training set supports"):
+        pca_encoder(x, 7, (6,))
+    with pytest.raises(ModelError, match="no hidden layer"):
+        penultimate_encoder(_affine_net(0))
+
+
+# -- diagnostics --------------------------------------------------------------------------------------
+def test_the_predicted_certified_accuracy_matches_the_binary_isotropic_formula():
+    sigma, delta = 0.7, 2.0
+    mixture = Mixture(np.array([[0.0, 0.0], [delta, 0.0]]), sigma ** 2 * np.eye(2), np.array([0.5, 0.5]), 0.0, (1, 1))
+    w, b = mixture.head
+    rhos = np.array([0.0, 0.3, 0.8])
+    predicted = predicted_certified_accuracy(mixture, w, b, rhos, samples=40000)
+    expected = [binary_isotropic_prediction(delta, sigma, r) for r in rhos]
+    assert np.allclose(predicted, expected, atol=0.01)
+
+
+def test_the_kl_estimate_is_near_zero_on_the_mixture_and_infinite_on_degenerate_latents():
+    mixture = Mixture(np.array([[0.0, 0.0], [3.0, 0.0]]), np.eye(2), np.array([0.5, 0.5]), 0.0, (1, 1))
+    z, y = mixture.sample(4000, np.random.default_rng(0))
+    kl = kl_estimate(z, y, mixture)
+    assert abs(kl.value) < 0.05 and kl.pinsker < 0.2
+    relu = np.maximum(z, 0.0)
+    assert kl_estimate(relu, y, mixture).value == math.inf and "atom" in kl_estimate(relu, y, mixture).reason
+
+
+# -- the commands ---------------------------------------------------------------------------------
+def test_gmm_fit_and_certify_on_mnist(tmp_path, capsys):
+    out, j = tmp_path / "g.onnx", tmp_path / "c.json"
+    code, text, err = run(capsys, "gmm", "fit", "--dataset", "mnist", "--encoder", "pca", "--latent-dim", "8",
+                          "--out", str(out))
+    assert code == 0, err
+    assert "test accuracy" in text and load_gmm(out).latent_dim == 8
+    code, text, err = run(capsys, "gmm", "certify", "--model", str(out), "--dataset", "mnist", "--index", "1",
+                          "--json", str(j), "--norm", "l2")
+    assert code == 0, err
+    assert "input L∞" in text and "L2 (the best proven input radius)" in text
+    from tests.test_certificate_schema import conforms
+
+    d = json.loads(j.read_text())
+    conforms(d, "certificate")
+    assert d["gmm"]["linear"] and d["oracle"] == "gmm"
+    code, text, err = run(capsys, "recheck", str(j), "--oracle", "gmm")
+    assert code == 0, text + err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["gmm", "certify", "--model", "DEFAULT_NET", "--dataset", "mnist", "--index", "0"], "no mixture metadata"),
+    (["gmm", "fit", "--dataset", "mnist", "--encoder", "pca", "--latent-dim", "900", "--out", "OUT"],
+     "larger than the training set supports"),
+    (["gmm", "fit", "--dataset", "mnist", "--encoder", "penultimate", "--model", "DEEP_NET", "--shrinkage", "0",
+      "--out", "OUT"], "singular"),
+    (["gmm", "fit", "--dataset", "mnist", "--encoder", "penultimate", "--model", "RESNET", "--out", "OUT"],
+     "needs a ReLU network of dense layers"),
+    (["gmm", "fit", "--dataset", "mnist", "--encoder", "pca", "--model", "DEFAULT_NET", "--out", "OUT"],
+     "takes none"),
+])
+def test_gmm_bad_input_is_a_one_line_error_exit_2(argv, message, tmp_path, capsys):
+    from parallelepipedonn.models import default_model_path
+
+    names = {"DEFAULT_NET": str(default_model_path("mnist")), "DEEP_NET": str(default_model_path("mnist", "deep")),
+             "RESNET": str(default_model_path("mnist", "resnet")), "OUT": str(tmp_path / "o.onnx")}
+    code, _out, err = run(capsys, *[names.get(a, a) for a in argv])
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "o.onnx").exists()
