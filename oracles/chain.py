@@ -1,7 +1,8 @@
 """The bridge from the DAG IR to the chain oracles.
 
-Most backends (alpha-crown, milp, bab, marabou, lirpa, class extremes, dual boxes) read
-only a chain :class:`~parallelepipedonn.network.Network`. Given a
+Most backends (alpha-crown, bab, marabou, lirpa, crown's class extremes, the relaxed
+dual boxes) read only a chain :class:`~parallelepipedonn.network.Network` (``crown``,
+``milp`` and ``attack`` read any graph as it is). Given a
 :class:`~parallelepipedonn.graph.Graph`, they call :func:`chain_network`: a graph that is
 a Dense/ReLU chain gives its chain unchanged; a graph whose ReLUs form a chain
 (convolutions, pooling, ...) is expanded into dense affine maps
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from parallelepipedonn.graph import Graph
 
 #: The oracles that read any graph as it is (their classes set ``reads_graphs``).
-GRAPH_ORACLES = ("crown", "attack")
+GRAPH_ORACLES = ("crown", "milp", "attack")
 
 
 def chain_network(network: Network | Graph, who: str) -> tuple[Network, dict[str, Any] | None]:
@@ -40,9 +41,10 @@ def chain_network(network: Network | Graph, who: str) -> tuple[Network, dict[str
         expansion = network.chain_expansion()
     except NotAChainError as exc:
         raise OracleError(f"{who} supports chain networks (convolutions and pooling are expanded into dense "
-                          f"matrices); this model is not one: {exc} — use {' or '.join(GRAPH_ORACLES)}, "
-                          "which read the graph as it is") from exc
+                          f"matrices); this model is not one: {exc} — use {', '.join(GRAPH_ORACLES[:-1])} or "
+                          f"{GRAPH_ORACLES[-1]} (or a cascade of them, e.g. crown+milp), which read the graph as it "
+                          "is") from exc
     except ModelTooLargeError as exc:
-        raise ModelTooLargeError(f"{who} reads the model as a chain of dense affine maps: {exc} — use crown, "
-                                 "which reads the graph as it is") from exc
+        raise ModelTooLargeError(f"{who} reads the model as a chain of dense affine maps: {exc} — use crown or milp, "
+                                 "which read the graph as it is") from exc
     return expansion.network, expansion.record()

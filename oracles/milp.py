@@ -37,6 +37,7 @@ import torch
 
 from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
+from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network, ReLU
 from parallelepipedonn.tolerances import solver_proof_margin, solver_trusted
 
@@ -52,9 +53,13 @@ from .bounds import (
     shrink_monotone,
     term_magnitude,
 )
-from .crown import AlphaCrownOracle
+from .crown import AlphaCrownOracle, CrownOracle
 from .distance import confirmed_upper, cube, push_counterexample, seed_upper
+from .graph_bounds import GraphTensors
 from .milp_encoding import PROOF_MARGIN, Encoding, encode, make_solver, solve
+from .milp_graph import GraphBoxBounds, box_bounds, crown_margins, encode_graph
+from .milp_graph import margin_gradient as graph_margin_gradient
+from .milp_graph import term_magnitude as graph_term_magnitude
 from .milp_regions import CLASS_SLACK, ClassRegionQueries
 
 log = logging.getLogger(__name__)
@@ -141,22 +146,40 @@ class MilpOracle(ClassRegionQueries, Oracle):
     complete = True
     batched = False
     queries = frozenset({"verify", "class_region", "coordinate_extreme", "class_extremes", "distance"})
+    reads_graphs = True
 
-    def __init__(self, network: Network, *, time_limit: float | None = 60.0, mip_rel_gap: float = 1e-6,
+    def __init__(self, network: Network | Graph, *, time_limit: float | None = 60.0, mip_rel_gap: float = 1e-6,
                  threads: int = 1) -> None:
         super().__init__(network, time_limit=time_limit)
         if not 0 <= mip_rel_gap < 1:
             raise OracleError("mip_rel_gap must be in [0, 1)")
         self.mip_rel_gap, self.threads = mip_rel_gap, threads
-        self.tensors = NetworkTensors.of(self.network)
-        self._prefilter = AlphaCrownOracle(self.network)
+        #: for a graph that is not a Dense/ReLU chain: its CROWN tensors (oracles.graph_bounds)
+        self.graph_tensors: GraphTensors | None = None
+        if isinstance(self.network, Graph):
+            chain = self.network.as_network()
+            if chain is None:
+                self.graph_tensors = GraphTensors.of(self.network)
+            else:  # the same semantics: the chain encoding
+                self.network = chain
+        if self.graph_tensors is None:
+            self.tensors = NetworkTensors.of(self.network)
+            self._prefilter: CrownOracle = AlphaCrownOracle(self.network)
+        else:  # CROWN over the graph rules classes out and bounds the distance per class
+            self.tensors = None  # type: ignore[assignment]
+            self._prefilter = CrownOracle(self.network)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "mip_rel_gap": self.mip_rel_gap, "threads": self.threads,
                 "proof_margin": PROOF_MARGIN, "solver": "HiGHS via pyomo appsi"}
 
     # -- helpers --------------------------------------------------------------------------------
-    def _bounds(self, lower: FloatArray, upper: FloatArray) -> tuple[list[tuple[FloatArray, FloatArray]], list]:
+    def _bounds(self, lower: FloatArray, upper: FloatArray) -> tuple[Any, Any]:
+        """The bounds the encoding takes over the box (chain: per ReLU layer, its input's;
+        graph: :class:`~oracles.milp_graph.GraphBoxBounds`) and the tensors they come from."""
+        if self.graph_tensors is not None:
+            nb, _, _ = box_bounds(self.graph_tensors, lower[None], upper[None])
+            return GraphBoxBounds.of(self.network, nb), nb
         lo = torch.tensor(lower, dtype=torch.float64)[None]
         hi = torch.tensor(upper, dtype=torch.float64)[None]
         inter = intermediate_bounds(self.tensors, lo, hi)
@@ -178,6 +201,9 @@ class MilpOracle(ClassRegionQueries, Oracle):
         the solver error model (:func:`~oracles.bounds.term_magnitude`)."""
         lo, hi = torch.tensor(lower, dtype=torch.float64)[None], torch.tensor(upper, dtype=torch.float64)[None]
         spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
+        if self.graph_tensors is not None:
+            nb = box_bounds(self.graph_tensors, lower[None], upper[None])[0] if inter is None else inter
+            return graph_term_magnitude(self.graph_tensors, nb, spec)[0].numpy()
         with torch.no_grad():
             inter = intermediate_bounds(self.tensors, lo, hi) if inter is None else inter
             return term_magnitude(self.tensors, spec, lo, hi, inter)[0].numpy()
@@ -195,21 +221,31 @@ class MilpOracle(ClassRegionQueries, Oracle):
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         return [self._verify_box(lower[i], upper[i], label) for i in range(len(lower))]
 
-    def _verify_box(self, lower: FloatArray, upper: FloatArray, label: int) -> Answer:
-        deadline = self._deadline()
+    def _prefiltered(self, lower: FloatArray, upper: FloatArray, label: int) -> tuple[FloatArray, FloatArray, Any]:
+        """Per class ``j != label``: a proven lower bound of the margin over the box
+        (alpha-CROWN on a chain, CROWN on a graph), the vertex minimising CROWN's linear
+        bound of it, and the bounds of the box (for :meth:`_scale`)."""
+        if self.graph_tensors is not None:
+            nb, lo_t, hi_t = box_bounds(self.graph_tensors, lower[None], upper[None])
+            margins, corners = crown_margins(self.graph_tensors, nb, lo_t, hi_t, label)
+            return margins[0], corners[0], nb
         _, inter = self._bounds(lower, upper)
         lo = torch.tensor(lower, dtype=torch.float64)[None]
         hi = torch.tensor(upper, dtype=torch.float64)[None]
         spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
-        # classes alpha-CROWN already proves need no MILP
         crown = self._prefilter.margin_lower_bounds(lower[None], upper[None], label)[0]
-        others = [j for j in range(self.network.n_classes) if j != label]
-        # per class, the vertex minimising CROWN's linear bound: its true margin bounds the
-        # minimum from above (a counterexample if <= 0) and orders the MILPs, smallest first
         with torch.no_grad():
             linear = backward(self.tensors, spec, self.tensors.depth - 1, [relu_relaxation(a, b) for a, b in inter],
                               input_scale(lo, hi))
-        corners = torch.where(linear.coef[0] > 0, lo, hi).numpy()
+        return crown, torch.where(linear.coef[0] > 0, lo, hi).numpy(), inter
+
+    def _verify_box(self, lower: FloatArray, upper: FloatArray, label: int) -> Answer:
+        deadline = self._deadline()
+        # classes alpha-CROWN (CROWN on a graph) already proves need no MILP; per class, the
+        # vertex minimising CROWN's linear bound: its true margin bounds the minimum from
+        # above (a counterexample if <= 0) and orders the MILPs, smallest first
+        crown, corners, inter = self._prefiltered(lower, upper, label)
+        others = [j for j in range(self.network.n_classes) if j != label]
         estimate = np.array([self.network.margins(corners[r], label)[0] for r in range(len(others))])
         if (estimate <= 0).any():
             r = int(np.argmin(estimate))
@@ -219,11 +255,16 @@ class MilpOracle(ClassRegionQueries, Oracle):
         # a solver bound proves a margin only beyond the error model's margin at this scale
         scale = [float(v) for v in self._scale(lower, upper, label, inter)]
         needed = [solver_proof_margin(v) for v in scale]
+        bounds = None
+        if self.graph_tensors is not None:
+            bounds = GraphBoxBounds.of(self.network, inter)
+            if not bounds.finite and not (crown > 0).all():
+                return Answer(Verdict.UNKNOWN, reason="the graph's node bounds over the box are not finite numbers")
         for row in np.argsort(estimate):
             if crown[row] > 0:
                 continue
             j = others[row]
-            enc, margin = self._margin_problem(lower, upper, label, j)
+            enc, margin = self._margin_problem(lower, upper, label, j, bounds)
             # once one class is solved exactly, the others only need to be shown above that
             # minimum: with ``margin <= cutoff`` added, nodes whose relaxation exceeds the
             # cutoff are pruned, and "infeasible" proves the class's margin above it
@@ -262,7 +303,8 @@ class MilpOracle(ClassRegionQueries, Oracle):
         p = np.clip(np.asarray(point, dtype=np.float64), lower, upper)
         if net.misclassified(p, label)[0]:
             return p
-        grad = margin_gradient(net, p, label, j)
+        grad = (graph_margin_gradient(net, p, label, j) if self.graph_tensors is not None
+                else margin_gradient(net, p, label, j))
         targets = [np.where(grad > 0, lower, np.where(grad < 0, upper, p))]
         if vertex is not None:
             targets.append(np.asarray(vertex, dtype=np.float64))
@@ -275,12 +317,19 @@ class MilpOracle(ClassRegionQueries, Oracle):
                     return pts[k]
         return None
 
-    def _margin_problem(self, lower: FloatArray, upper: FloatArray, label: int, j: int) -> tuple[Encoding, Any]:
+    def _margin_problem(self, lower: FloatArray, upper: FloatArray, label: int, j: int,
+                        bounds: GraphBoxBounds | None = None) -> tuple[Encoding, Any]:
         """The MILP of ``logit_label - logit_j`` over the box, to be minimised: inputs along
         which the margin is monotone on the box are fixed at its minimising end (the
-        minimum is unchanged, the MILP smaller), and the last layer's convex neurons need
-        no binary. Returns the encoding and the margin expression."""
+        minimum is unchanged, the MILP smaller; chains only), and the last layer's convex
+        neurons need no binary. Returns the encoding and the margin expression. A graph
+        is encoded on the node ``bounds`` of the box (computed when not given)."""
         net = self.network
+        if self.graph_tensors is not None:
+            if bounds is None:
+                bounds = self._bounds(lower, upper)[0]
+            enc = encode_graph(net, lower, upper, bounds, minimize_row=self._margin_row(label, j))
+            return enc, enc.logits[label] - enc.logits[j]
         spec = margin_spec(net.n_classes, label, 1, torch.float64, torch.device("cpu"))
         with torch.no_grad():
             lo_j, hi_j, inter = fix_monotone_inputs(self.tensors, torch.tensor(lower)[None], torch.tensor(upper)[None],
@@ -289,6 +338,12 @@ class MilpOracle(ClassRegionQueries, Oracle):
         w_last = net.affines[-1].weight
         enc = encode(net, lo_j[0].numpy(), hi_j[0].numpy(), bounds, minimize_last=w_last[label] - w_last[j])
         return enc, enc.logits[label] - enc.logits[j]
+
+    def _margin_row(self, label: int, j: int) -> FloatArray:
+        """``e_label - e_j``: the margin's coefficients over the class scores."""
+        row = np.zeros(self.network.n_classes)
+        row[label], row[j] = 1.0, -1.0
+        return row
 
     # -- the minimum adversarial distance ---------------------------------------------------------
     def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0,
@@ -347,7 +402,7 @@ class MilpOracle(ClassRegionQueries, Oracle):
             winner = int(np.argmax(np.delete(net.forward(cex[None])[0], label)))
             winner += winner >= label
             todo.sort(key=lambda j: j != winner)
-        flips = flip_distances(net, x, domain)
+        flips = flip_distances(net, x, domain) if self.graph_tensors is None else {}
         proven = math.inf if math.isinf(hi) else hi  # least proven bound over the classes solved so far
         milps, reason = 0, ""
         untrusted = self._region_scale(lo_r, hi_r, label)[1] if todo else ""
@@ -420,15 +475,20 @@ class MilpOracle(ClassRegionQueries, Oracle):
           from above only).
         """
         net = self.network
-        spec = margin_spec(net.n_classes, label, 1, torch.float64, torch.device("cpu"))
-        row = j - (j > label)
-        with torch.no_grad():
-            lo_t, hi_t, inter, direction = shrink_monotone(
-                self.tensors, torch.tensor(lo_r)[None], torch.tensor(hi_r)[None], spec[0, row], torch.tensor(x)[None])
-        lo_j, hi_j, direction = lo_t[0].numpy(), hi_t[0].numpy(), direction.numpy()
-        bounds = [(a[0].numpy(), b[0].numpy()) for a, b in inter]
-        w_last = net.affines[-1].weight
-        enc = encode(net, lo_j, hi_j, bounds, minimize_last=w_last[label] - w_last[j])
+        if self.graph_tensors is not None:  # a graph: the region as it is
+            lo_j, hi_j, direction = lo_r, hi_r, np.zeros(net.n_inputs, dtype=np.int8)
+            enc = encode_graph(net, lo_j, hi_j, self._bounds(lo_r, hi_r)[0], minimize_row=self._margin_row(label, j))
+        else:
+            spec = margin_spec(net.n_classes, label, 1, torch.float64, torch.device("cpu"))
+            row = j - (j > label)
+            with torch.no_grad():
+                lo_t, hi_t, inter, direction = shrink_monotone(
+                    self.tensors, torch.tensor(lo_r)[None], torch.tensor(hi_r)[None], spec[0, row],
+                    torch.tensor(x)[None])
+            lo_j, hi_j, direction = lo_t[0].numpy(), hi_t[0].numpy(), direction.numpy()
+            bounds = [(a[0].numpy(), b[0].numpy()) for a, b in inter]
+            w_last = net.affines[-1].weight
+            enc = encode(net, lo_j, hi_j, bounds, minimize_last=w_last[label] - w_last[j])
         m = enc.model
         m.t = pe.Var(bounds=(max(lower, 0.0), None if math.isinf(upper) else upper * (1 + DISTANCE_CAP_SLACK)))
         for i in range(net.n_inputs):

@@ -19,10 +19,12 @@ import pyomo.environ as pe
 from numpy.typing import NDArray
 
 from parallelepipedonn.box import Box
+from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network
 
 from .base import ClassBox, Extreme, FloatArray, RegionAnswer, RegionVerdict
-from .milp_encoding import PROOF_MARGIN, Encoding, encode, make_solver, solve
+from .milp_encoding import PROOF_MARGIN, Encoding, make_solver, solve
+from .milp_graph import encode_model
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +39,11 @@ CLASS_SLACK = 1e-6
 #: inside the class, and that point is confirmed by a forward pass.
 INTERIOR_MARGINS = (1e-5, 1e-3)
 
-def class_encoding(network: Network, region: Box, bounds, label: int, margin: float | None = None) -> Encoding:
-    """The network on ``region`` restricted to (a slight superset of) the class region:
-    ``logit_label - logit_j >= margin`` for every ``j`` (``-CLASS_SLACK`` by default; see
-    :func:`set_class_margin`)."""
-    enc = encode(network, region.lower, region.upper, bounds)
+def class_encoding(network: Network | Graph, region: Box, bounds, label: int, margin: float | None = None) -> Encoding:
+    """The network (a chain, or a graph) on ``region`` restricted to (a slight superset
+    of) the class region: ``logit_label - logit_j >= margin`` for every ``j``
+    (``-CLASS_SLACK`` by default; see :func:`set_class_margin`)."""
+    enc = encode_model(network, region.lower, region.upper, bounds)
     set_class_margin(enc, label, -CLASS_SLACK if margin is None else margin)
     return enc
 

@@ -172,21 +172,26 @@ def make_oracle(name: str, network: Network, **options: Any) -> Oracle:
     factory accepts, and plain options that two stages take, are rejected with
     :class:`ConfigError`.
 
-    A :class:`~parallelepipedonn.graph.Graph` goes as it is to oracles whose factory sets
-    ``reads_graphs`` (crown, attack); if any stage does not, every stage is bound to the
-    graph's chain expansion (:func:`oracles.chain.chain_network`: refused, naming that
-    stage, for a residual graph), recorded as the oracle's ``bridge``; counterexamples
-    are still confirmed on the graph.
+    A :class:`~parallelepipedonn.graph.Graph` that is a Dense/ReLU chain is read as that
+    chain by every stage (the same semantics). Any other graph goes as it is to oracles
+    whose factory sets ``reads_graphs`` (crown, milp, attack); if any stage does not, every
+    stage is bound to the graph's chain expansion (:func:`oracles.chain.chain_network`:
+    refused, naming that stage, for a residual graph), recorded as the oracle's
+    ``bridge``; counterexamples are still confirmed on the graph.
     """
     stages = stage_options(name, options)
     entries = oracle_entries()
     graph, bridge = None, None
     chain_readers = [p for p, _ in stages if not getattr(entries[p].factory, "reads_graphs", False)]
-    if hasattr(network, "as_network") and chain_readers:  # a Graph, for a chain-only stage
-        from .chain import chain_network
+    if hasattr(network, "as_network"):  # a Graph
+        chain = network.as_network()
+        if chain is not None:
+            graph, network = network, chain
+        elif chain_readers:  # for a chain-only stage
+            from .chain import chain_network
 
-        graph = network
-        network, bridge = chain_network(network, chain_readers[0])
+            graph = network
+            network, bridge = chain_network(network, chain_readers[0])
     if len(stages) > 1:
         from .cascade import Cascade
 

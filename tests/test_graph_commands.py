@@ -2,7 +2,8 @@
 
 A convolutional chain is expanded into dense affine maps for the chain-only oracles
 (``Graph.to_chain``, ``oracles.chain``); a residual graph is refused by them up front, in
-one line, and certified with crown; certificates of graph models recheck.
+one line, and certified with crown or milp (which read any graph as it is); certificates
+of graph models recheck.
 """
 
 from __future__ import annotations
@@ -158,14 +159,23 @@ def test_size_guard(models):
 # -- oracles ----------------------------------------------------------------------------------
 def test_chain_oracles_take_a_conv_graph_and_refuse_a_residual_one(models):
     cnn, res = load_onnx(models["cnn"]), load_onnx(models["resnet"])
-    milp = make_oracle("milp", cnn)
-    assert milp.model is cnn and milp.settings()["bridge"]["exact"]
-    cascade = make_oracle("crown+milp", cnn)
+    bab = make_oracle("bab", cnn)
+    assert bab.model is cnn and bab.settings()["bridge"]["exact"]
+    cascade = make_oracle("crown+alpha-crown+milp", cnn)  # alpha-crown reads chains: every stage the chain
     assert "bridge" in cascade.settings() and all(s.network is cascade.network for s in cascade.stages)
-    for name in ("milp", "bab", "alpha-crown", "crown+milp", "cascade"):
-        with pytest.raises(OracleError, match=r"supports chain networks.*residual connection.*use crown"):
+    for name in ("bab", "alpha-crown", "crown+alpha-crown", "cascade"):
+        with pytest.raises(OracleError, match=r"supports chain networks.*residual connection.*use crown, milp or attack"):
             make_oracle(name, res)
     assert not CrownOracle(res).supports("class_extremes") and CrownOracle(cnn).supports("class_extremes")
+
+
+def test_milp_reads_conv_and_residual_graphs_as_they_are(models):
+    for kind in ("cnn", "resnet"):
+        graph = load_onnx(models[kind])
+        for name in ("milp", "crown+milp"):
+            oracle = make_oracle(name, graph)
+            assert oracle.network is graph and oracle.model is graph and "bridge" not in oracle.settings()
+            assert oracle.supports("distance") and oracle.supports("class_extremes")
 
 
 def test_milp_and_bab_agree_with_crown_on_a_conv_graph(models):
@@ -220,16 +230,13 @@ def test_certify_with_crown_plots_and_rechecks(kind, models, tmp_path, capsys):
     code, out, err = run(capsys, "recheck", str(cert_path), "--oracle", "crown")
     assert code == 0 and out.startswith("CONFIRMED"), out + err
     if kind == "resnet":
-        code, out, err = run(capsys, "certify", "--model", str(models[kind]), "--input", str(inp), "--oracle", "milp")
-        assert code == 2 and err.count("\n") == 1 and "milp supports chain networks" in err and "use crown" in err
-        code, out, err = run(capsys, "recheck", str(cert_path))  # its default oracle, milp
-        assert code == 2 and "residual connection" in err
-    else:
-        code, out, err = run(capsys, "recheck", str(cert_path))  # milp, through the bridge
-        assert code == 0 and out.startswith("CONFIRMED"), out + err
+        code, out, err = run(capsys, "certify", "--model", str(models[kind]), "--input", str(inp), "--oracle", "bab")
+        assert code == 2 and err.count("\n") == 1 and "bab supports chain networks" in err and "use crown" in err
+    code, out, err = run(capsys, "recheck", str(cert_path))  # its default oracle, milp: reads either graph
+    assert code == 0 and out.startswith("CONFIRMED"), out + err
 
 
-@pytest.mark.parametrize("oracle", ["crown+milp", "bab"])
+@pytest.mark.parametrize("oracle", ["crown+alpha-crown+milp", "bab"])
 def test_certify_complete_on_a_conv_graph_records_the_bridge(oracle, models, tmp_path, capsys):
     graph = load_onnx(models["cnn-8"])
     inp, _ = an_input(graph, tmp_path / "x.npy")

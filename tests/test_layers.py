@@ -84,6 +84,7 @@ LAYERS: dict[str, str] = {
     "oracles.marabou": "oracles",
     "oracles.milp": "oracles",
     "oracles.milp_encoding": "oracles",
+    "oracles.milp_graph": "oracles",  # the MILP encoding of the DAG IR
     "oracles.milp_regions": "oracles",
     "oracles.registry": "oracles",
     # methods: what is computed with the oracles

@@ -37,6 +37,9 @@ class SearchEntry:
     description: str
     family: str
     default_oracle: str = "crown"
+    #: the default for a graph whose ReLUs do not form a chain (a residual net), where
+    #: ``default_oracle`` has stages that read chains only (``None``: the same)
+    graph_oracle: str | None = None
 
 
 def _apothem_max_box(p: float) -> Search:
@@ -83,7 +86,7 @@ SEARCHES: dict[str, SearchEntry] = {
                                    "verified", "volume"),
     "exact": SearchEntry(lambda p: ExactApothem(precision=p),
                          "exact best apothem with a complete oracle (precision is relative)", "exact",
-                         default_oracle="crown+alpha-crown+bab"),
+                         default_oracle="crown+alpha-crown+bab", graph_oracle="crown+milp"),
 }
 
 DEFAULT_SEARCH = "apothem-kary"
@@ -106,10 +109,20 @@ def make_search(name: str, *, precision: float = 1e-4) -> Search:
     return SEARCHES[name].factory(precision)
 
 
-def default_oracle(algorithm: str) -> str:
-    """The oracle an algorithm uses when none is named (the last part's, for ``a+b``)."""
+def default_oracle(algorithm: str, model: Any = None) -> str:
+    """The oracle an algorithm uses when none is named (the last part's, for ``a+b``);
+    for a ``model`` that is a graph whose ReLUs do not form a chain (a residual net), its
+    ``graph_oracle`` when it has one."""
     last = algorithm.split("+")[-1].strip()
-    return SEARCHES[last].default_oracle if last in SEARCHES else "crown"
+    entry = SEARCHES.get(last)
+    if entry is None:
+        return "crown"
+    if entry.graph_oracle is not None and model is not None and hasattr(model, "as_network"):
+        from ..graph_chain import is_relu_chain
+
+        if model.as_network() is None and not is_relu_chain(model):
+            return entry.graph_oracle
+    return entry.default_oracle
 
 
 __all__ = [

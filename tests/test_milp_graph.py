@@ -1,0 +1,281 @@
+"""The MILP encoding of the DAG IR (oracles.milp_graph) and the milp oracle on graphs.
+
+The encoding is the graph (at a fixed input its logits are the forward pass); convolutions
+are sparse rows that compute the convolution (never a dense matrix); milp on
+convolutional and residual graphs agrees with CROWN, with sampling and attacks, and on a
+two-input graph with an enumeration of the input square: its exact distance, class
+extremes and class regions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from oracles import AttackOracle, MilpOracle, Verdict, make_oracle
+from oracles.base import RegionVerdict
+from oracles.graph_bounds import GraphTensors
+from oracles.milp_encoding import make_solver, solve
+from oracles.milp_graph import (
+    GraphBoxBounds,
+    box_bounds,
+    encode_graph,
+    linear_triples,
+    move_map,
+    relu_nodes,
+)
+from parallelepipedonn import graph_nodes as gn
+from parallelepipedonn.box import Box
+from parallelepipedonn.certify import CertifyConfig, certify
+from parallelepipedonn.errors import OracleError
+from parallelepipedonn.graph import Graph
+from parallelepipedonn.search import default_oracle
+from tests.graph_nets import Builder, mixed, residual, small_cnn
+
+
+def two_inputs(seed: int = 0) -> Graph:
+    """Two inputs (1, 1, 2) through zero padding, two convolutions side by side, Concat, a
+    residual Sub across a ReLU, a Transpose and two dense layers: small enough to
+    enumerate its input square."""
+    b = Builder((1, 1, 2), seed)
+    p = b.relu(b.conv(0, 3, (1, 2), pad=(0, 1, 0, 1), scale=2.0))  # (3, 1, 3)
+    q = b.relu(b.conv(b.pad(0, (0, 0, 1, 0, 0, 1)), 3, (1, 2), scale=2.0))  # (3, 1, 3)
+    c = b.concat([p, q], axis=0)  # (6, 1, 3)
+    s = b.relu(b.sub(c, b.conv(b.relu(b.conv(c, 6, 1, scale=2.0)), 6, 1, groups=2)))
+    h = b.relu(b.dense(b.flatten(b.transpose(s, (0, 2, 1))), 8, scale=2.0))
+    b.dense(h, 3, scale=2.0)
+    return b.graph("two-inputs")
+
+
+GRAPHS = {"small_cnn": small_cnn, "residual": residual, "mixed": mixed, "two_inputs": two_inputs}
+
+
+def _bounds(graph: Graph, lo: np.ndarray, hi: np.ndarray) -> GraphBoxBounds:
+    nb, _, _ = box_bounds(GraphTensors.of(graph), lo[None], hi[None])
+    return GraphBoxBounds.of(graph, nb)
+
+
+def _grid(n: int = 301) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, n)
+    return np.stack(np.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+
+
+# -- the encoding ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", GRAPHS)
+def test_the_encoding_at_a_point_is_the_forward_pass(name):
+    graph = GRAPHS[name]()
+    lo, hi = np.zeros(graph.n_inputs), np.ones(graph.n_inputs)
+    enc = encode_graph(graph, lo, hi, _bounds(graph, lo, hi))
+    assert enc.n_unstable > 0 and len(enc.binaries) == enc.n_unstable
+    opt = make_solver(10.0)
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        p = rng.random(graph.n_inputs)
+        for i, v in enumerate(enc.x):
+            v.fix(float(p[i]))
+        logits = graph.forward(p)[0]
+        for j in range(graph.n_classes):
+            res = solve(opt, enc, enc.logits[j])
+            assert res.optimal and res.bound == pytest.approx(logits[j], abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "mixed", "two_inputs"])
+def test_convolution_rows_are_sparse_and_compute_the_node(name):
+    graph = GRAPHS[name]()
+    rng = np.random.default_rng(0)
+    seen = 0
+    for node in graph.nodes:
+        if not isinstance(node, gn.LinearNode) or node.exact:
+            continue
+        x = rng.normal(size=node.in_shape)
+        y = np.zeros(node.numel)
+        count = 0
+        for out, inp, w in linear_triples(node):
+            np.add.at(y, out, w * x.reshape(-1)[inp])
+            count += len(out)
+        assert count <= node.numel * node.fan_in  # each output its window, never all the inputs
+        with torch.no_grad():
+            want = node.apply(torch.tensor(x)[None])[0].reshape(-1).numpy()
+        np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+        seen += isinstance(node, (gn.Conv2d, gn.AvgPool2d))
+    assert seen >= 1
+
+
+def test_moves_copy_the_values_they_move():
+    graph = mixed()
+    rng = np.random.default_rng(2)
+    values = evaluate_all(graph, rng.random((1, graph.n_inputs)))
+    checked = 0
+    for node in graph.nodes:
+        if isinstance(node, gn.Concat) or (isinstance(node, gn.LinearNode) and node.exact):
+            shapes = [graph.nodes[i].shape for i in node.inputs]
+            stacked = np.concatenate([values[i].reshape(-1) for i in node.inputs])
+            idx = move_map(node, shapes)
+            moved = np.where(idx >= 0, stacked[np.maximum(idx, 0)], 0.0)
+            np.testing.assert_array_equal(moved, values[graph.nodes.index(node)].reshape(-1))
+            checked += 1
+    assert checked >= 3
+
+
+def evaluate_all(graph: Graph, x: np.ndarray) -> list[np.ndarray]:
+    from parallelepipedonn.graph import evaluate
+
+    with torch.no_grad():
+        return [v[0].numpy() for v in evaluate(graph, torch.tensor(x), keep=True)]
+
+
+def test_the_convex_last_relus_keep_the_minimum_and_phases_fix_neurons():
+    graph = residual(seed=3)
+    x = np.random.default_rng(3).random(graph.n_inputs)
+    lo, hi = np.clip(x - 0.05, 0, 1), np.clip(x + 0.05, 0, 1)
+    bounds = _bounds(graph, lo, hi)
+    label = int(graph.predict(x)[0])
+    full = encode_graph(graph, lo, hi, bounds)
+    shortcuts = 0
+    for j in range(graph.n_classes):
+        if j == label:
+            continue
+        row = np.zeros(graph.n_classes)
+        row[label], row[j] = 1.0, -1.0
+        fast = encode_graph(graph, lo, hi, bounds, minimize_row=row)
+        shortcuts += len(full.binaries) - len(fast.binaries)
+        a = solve(make_solver(20.0), full, full.logits[label] - full.logits[j])
+        b = solve(make_solver(20.0), fast, fast.logits[label] - fast.logits[j])
+        assert a.optimal and b.optimal and a.bound == pytest.approx(b.bound, abs=1e-6)
+        relaxed = encode_graph(graph, lo, hi, bounds, relax=True)
+        c = solve(make_solver(20.0), relaxed, relaxed.logits[label] - relaxed.logits[j])
+        assert c.bound <= a.bound + 1e-6
+    assert shortcuts > 0
+    # every neuron fixed to its phase at x, and x itself: the forward pass
+    values = evaluate_all(graph, x[None])
+    phases = [np.where(values[graph.nodes[k].inputs[0]].reshape(-1) > 0, 1, -1).astype(np.int8)
+              for k in relu_nodes(graph)]
+    fixed = encode_graph(graph, lo, hi, bounds, phases=phases)
+    fixed.fix_phases(phases)
+    for i, v in enumerate(fixed.x):
+        v.fix(float(x[i]))
+    res = solve(make_solver(10.0), fixed, fixed.logits[label])
+    assert res.optimal and res.bound == pytest.approx(graph.forward(x)[0][label], abs=1e-6)
+
+
+def test_bounds_that_are_not_finite_build_no_milp():
+    b = Builder((1, 2, 2))
+    h = b.relu(b.conv(0, 2, 1, scale=1e300))
+    b.dense(b.flatten(b.relu(b.conv(h, 2, 1, scale=1e300))), 2)
+    graph = b.graph()
+    lo, hi = np.zeros(4), np.ones(4)
+    assert not _bounds(graph, lo, hi).finite
+    with pytest.raises(OracleError, match="not all finite"):
+        encode_graph(graph, lo, hi, _bounds(graph, lo, hi))
+    answer = MilpOracle(graph).verify_box(lo, hi, 0)
+    assert not answer.verified
+
+
+# -- the oracle -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["small_cnn", "residual", "mixed"])
+def test_milp_on_a_graph_agrees_with_crown_sampling_and_attacks(name):
+    graph = GRAPHS[name]()
+    rng = np.random.default_rng(5)
+    x = rng.random(graph.n_inputs)
+    label = int(graph.predict(x)[0])
+    radii = np.array([1e-3, 1e-2, 3e-2, 0.1])
+    lo, hi = np.clip(x - radii[:, None], 0, 1), np.clip(x + radii[:, None], 0, 1)
+    crown = make_oracle("crown", graph).verify(lo, hi, label)
+    milp = make_oracle("milp", graph, time_limit=10)
+    assert milp.network is graph and milp.graph_tensors is not None
+    answers = milp.verify(lo, hi, label)
+    attack = AttackOracle(graph, steps=30, restarts=4)
+    for i, (c, a) in enumerate(zip(crown, answers)):
+        assert a.verdict is not Verdict.UNKNOWN, a.reason
+        if c.verified:
+            assert a.verified and a.margin >= c.margin - 1e-9
+        if a.falsified:
+            assert graph.misclassified(a.counterexample, label)[0]
+        else:
+            pts = rng.uniform(lo[i], hi[i], (2000, graph.n_inputs))
+            corners = np.where(rng.random((200, graph.n_inputs)) < 0.5, lo[i], hi[i])
+            assert not graph.misclassified(np.concatenate([pts, corners]), label).any()
+            assert not attack.verify_box(lo[i], hi[i], label).falsified
+    assert Verdict.VERIFIED in {a.verdict for a in answers}
+
+
+def test_exact_distance_of_a_two_input_graph_matches_an_enumeration():
+    graph = two_inputs(seed=4)
+    x = np.array([0.45, 0.55])
+    label = int(graph.predict(x)[0])
+    domain = Box.unit(2)
+    d = make_oracle("milp", graph).min_distance(x, label, domain, falsifier=AttackOracle(graph))
+    assert np.isfinite(d.upper) and d.exact(1e-4), d.reason
+    assert graph.misclassified(d.counterexample, label)[0]
+    grid = _grid()
+    bad = grid[graph.misclassified(grid, label)]
+    nearest = np.abs(bad - x).max(axis=1).min()
+    assert d.lower <= nearest  # nothing misclassified nearer than the proven radius
+    assert d.upper <= nearest + 1e-12  # and the optimum no farther than the grid's nearest
+    # the exact apothem is at least CROWN's certified one
+    cert = certify(graph, x, label, config=CertifyConfig(precision=1e-4, falsifier=None))
+    assert cert.apothem <= d.upper
+
+
+def test_class_extremes_and_class_regions_of_a_two_input_graph_hold_every_class_point():
+    graph = two_inputs(seed=6)
+    grid = _grid()
+    labels = graph.predict(grid)
+    counts = np.bincount(labels, minlength=3)
+    label = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))  # the smallest class region
+    assert (labels == label).sum() > 10
+    region = Box.unit(2)
+    milp = MilpOracle(graph, time_limit=20)
+    cb = milp.class_extremes(label, region, grid[labels == label][:5])
+    points = grid[labels == label]
+    assert not cb.empty and (points >= cb.lower).all() and (points <= cb.upper).all()
+    assert (graph.margins(cb.witnesses, label) >= 0).all()
+    assert cb.exact_lower.all() and cb.exact_upper.all()
+    assert np.allclose(cb.lower, points.min(axis=0), atol=1e-2) and np.allclose(cb.upper, points.max(axis=0),
+                                                                                   atol=1e-2)
+    assert milp.class_region(cb.lower, cb.upper, label, region).verdict is RegionVerdict.NONE
+    middle = (cb.lower + cb.upper) / 2
+    answer = milp.class_region(middle, middle, label, region)
+    assert answer.verdict is RegionVerdict.WITNESS and graph.margins(answer.witness, label)[0] >= 0
+
+
+def test_a_cancelling_residual_with_huge_weights_is_not_verified():
+    """As for CROWN (tests/test_graph_bounds.py): the exact margin is ``-1e-7`` everywhere,
+    far below the 1e12 terms: the solver error model trusts no claim at that scale."""
+    big = 1e12 + 1 / 3
+    w = big - 1e12
+    b = Builder((1, 2, 2))
+    a = b._add(gn.Conv2d(inputs=(0,), shape=(1, 2, 2), in_shape=(1, 2, 2), weight=np.full((1, 1, 1, 1), big),
+                         bias_=np.zeros(1)))
+    c = b._add(gn.Conv2d(inputs=(0,), shape=(1, 2, 2), in_shape=(1, 2, 2), weight=np.full((1, 1, 1, 1), -1e12),
+                         bias_=np.zeros(1)))
+    t = b.scale(0, np.full((1, 1, 1), w), np.full((1, 1, 1), 1e-7))
+    d = b.flatten(b.relu(b.sub(b.add(a, c), t)))
+    b.dense(d, 2, weight=np.vstack([np.ones((1, 4)), np.zeros((1, 4))]), bias=np.full(2, 0.0))
+    graph = b.graph("cancel")
+    x = np.full(4, 0.7)
+    label = 1  # logit 1 is 0, logit 0 is relu(-1e-7) = 0: a tie, never a robust win
+    for eps in (0.0, 1e-9, 0.01):
+        answer = MilpOracle(graph).verify_box(x - eps, x + eps, label)
+        assert not answer.verified
+        if answer.falsified:
+            assert graph.misclassified(answer.counterexample, label)[0]
+
+
+# -- the registry and the commands' defaults -------------------------------------------------------
+def test_residual_graphs_reach_milp_and_exact_defaults_to_crown_and_milp_on_them():
+    res, cnn = residual(), small_cnn()
+    assert make_oracle("crown+milp", res).network is res
+    with pytest.raises(OracleError, match="bab supports chain networks"):
+        make_oracle("bab", res)
+    assert default_oracle("exact", res) == "crown+milp"
+    assert default_oracle("exact", cnn) == default_oracle("exact") == "crown+alpha-crown+bab"
+    assert default_oracle("apothem-kary", res) == "crown"
+    x = np.random.default_rng(6).random(res.n_inputs)
+    cert = certify(res, x, config=CertifyConfig(algorithm="exact", precision=1e-3))
+    assert cert.oracle == "crown+milp" and cert.exact, cert.reason
+    lo, hi = cert.box.lower, cert.box.upper
+    pts = np.random.default_rng(7).uniform(lo, hi, (2000, res.n_inputs))
+    assert not res.misclassified(pts, cert.label).any()
+    assert res.misclassified(np.asarray(cert.counterexample).reshape(-1), cert.label)[0]
