@@ -204,15 +204,32 @@ def _conv_chain(seed: int) -> Graph:
     return b.graph(f"conv-chain-{seed}")
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_windowed_intermediate_bounds_equal_the_full_pass(seed):
+def _residual_convs(seed: int) -> Graph:
+    """A stride-2 stem, then residual blocks whose branches rejoin by Add and by Sub (the
+    skip's window is smaller than the convolutions'; odd seeds: a 1x1 convolution on the
+    skip, asymmetric padding, two convolutions in a row)."""
+    b = Builder((2, 25 + seed, 24), seed)
+    stem = b.relu(b.conv(0, 4, 3, stride=2, pad=1))
+    r = b.conv(b.relu(b.conv(stem, 4, 3, pad=1)), 4, 3, pad=1)
+    skip = b.conv(stem, 4, 1) if seed % 2 else stem
+    h = b.relu(b.add(r, skip))
+    r = b.conv(b.conv(h, 4, (3, 2), pad=(1, 0, 1, 1)) if seed % 2 else b.relu(b.conv(h, 4, 3, pad=1)), 4, 3, pad=1)
+    h = b.relu(b.sub(h, r))
+    b.dense(b.flatten(h), 3)
+    return b.graph(f"residual-convs-{seed}")
+
+
+@pytest.mark.parametrize("make,seed", [(_conv_chain, s) for s in range(4)] + [(_residual_convs, s) for s in range(2)])
+def test_windowed_intermediate_bounds_equal_the_full_pass(make, seed):
     import dataclasses
 
     from oracles.graph_bounds import node_bounds
 
-    g = _conv_chain(seed)
+    g = make(seed)
     gt = GraphTensors.of(g)
-    assert gt.windows, "the windowed pass applies to a chain of convolutions"
+    assert gt.windows, "the windowed pass applies to convolutions and their residual connections"
+    if make is _residual_convs:  # the Add's and the Sub's rows are windowed through both branches
+        assert {k for k, n in enumerate(g.nodes) if isinstance(n, (gn.Add, gn.Sub))} <= set(gt.windows)
     full = dataclasses.replace(gt, windows={})
     x = np.random.default_rng(seed).random((3, g.n_inputs))
     lo, hi = box_tensors(x - 0.04, x + 0.04)
@@ -225,17 +242,31 @@ def test_windowed_intermediate_bounds_equal_the_full_pass(seed):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_windowed_bounds_are_below_every_sampled_margin(dtype):
     rng = np.random.default_rng(11)
-    for seed in range(4):
-        g = _conv_chain(seed)
+    for g in [_conv_chain(seed) for seed in range(4)] + [_residual_convs(1)]:
         oracle = CrownOracle(g, dtype=dtype)
         assert oracle.graph_tensors.windows
         x = rng.random((3, g.n_inputs))
+        residual = g.name.startswith("residual")  # its forward pass is slower: fewer samples
         for eps in (0.01, 0.1):
-            for label in range(g.n_classes):
+            for label in range(1 if residual else g.n_classes):
                 worst = oracle.margin_lower_bounds(x - eps, x + eps, label).min(axis=1)
                 assert np.isfinite(worst).all()
-                assert (worst <= _sampled_margins(g, x, eps, label, rng)).all()
+                assert (worst <= _sampled_margins(g, x, eps, label, rng, k=400 if residual else 2000)).all()
                 assert (worst <= _pgd_margins(g, x, eps, label)).all()
+
+
+def test_branches_of_different_strides_take_the_full_pass():
+    from oracles.graph_windows import window_plan
+
+    b = Builder((2, 12, 12), 0)
+    a = b.conv(b.relu(b.conv(0, 4, 3, stride=3)), 4, 1)  # (4, 4, 4): the input at stride 3
+    h = b.add(a, b.conv(0, 4, 6, stride=2))  # (4, 4, 4): the input at stride 2
+    b.dense(b.flatten(b.relu(h)), 2)
+    g = b.graph()
+    assert window_plan(g, h) is None and h not in GraphTensors.of(g).windows
+    assert window_plan(g, a) is not None
+    x = np.random.default_rng(0).random((2, g.n_inputs))
+    assert np.isfinite(CrownOracle(g).margin_lower_bounds(x - 0.01, x + 0.01, 0)).all()
 
 
 def test_float32_bounds_are_close_to_float64_bounds():
