@@ -283,3 +283,55 @@ def test_float32_bounds_are_close_to_float64_bounds():
     m32 = CrownOracle(g, dtype="float32").margin_lower_bounds(x - 1 / 255, x + 1 / 255, 0)
     assert np.isfinite(m32).all()
     np.testing.assert_allclose(m32, m64, rtol=0, atol=0.05 * (1 + np.abs(m64).max()))
+
+
+# -- verify: the screen and the reuse of a superset's node bounds (oracles.crown) ------------------
+def _cubes(x: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.clip(x - radii[:, None], 0, 1), np.clip(x + radii[:, None], 0, 1)
+
+
+def test_the_screen_changes_no_verdict_and_skips_boxes_with_a_confirmed_misclassified_point():
+    g = _residual_convs(1)
+    x = np.random.default_rng(3).random(g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    lo, hi = _cubes(x, np.geomspace(1e-4, 0.5, 12))
+    plain = CrownOracle(g, screen=False, reuse=False)
+    screened = CrownOracle(g, reuse=False)
+    a, b = plain.verify(lo, hi, label), screened.verify(lo, hi, label)
+    assert [p.verdict for p in a] == [q.verdict for q in b]
+    skipped = [i for i, q in enumerate(b) if q.margin is None]
+    assert skipped and skipped[-1] == len(b) - 1, "the largest boxes contain misclassified points"
+    kept = [i for i, q in enumerate(b) if q.margin is not None]
+    alone = plain.margin_lower_bounds(lo[kept], hi[kept], label).min(axis=1)  # the batch without them
+    assert [b[i].margin for i in kept] == list(alone)
+    assert all("misclassifies" in b[i].reason and not a[i].verified for i in skipped)
+
+
+def test_boxes_inside_earlier_ones_start_from_their_node_bounds_soundly():
+    g = _residual_convs(0)
+    rng = np.random.default_rng(4)
+    x = rng.random(g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    oracle, fresh = CrownOracle(g, screen=False), CrownOracle(g, screen=False, reuse=False)
+    outer = oracle.verify(*_cubes(x, np.array([0.02, 0.05])), label)  # remembered
+    lo, hi = _cubes(x, np.linspace(0.004, 0.02, 5))
+    reused, alone = oracle.verify(lo, hi, label), fresh.verify(lo, hi, label)
+    assert all(np.isfinite(a.margin) for a in reused + outer)
+    # sound: every sampled point's margin is above the bound
+    pts = lo[:, None] + (hi - lo)[:, None] * rng.random((len(lo), 300, g.n_inputs))
+    sampled = g.margins(pts.reshape(-1, g.n_inputs), label).reshape(len(lo), -1).min(axis=1)
+    assert all(a.margin <= s for a, s in zip(reused, sampled))
+    # a box inside no remembered box gets exactly the bounds computed alone
+    far = np.clip(x + 0.3, 0, 1)
+    assert oracle.verify(far[None] - 1e-3, far[None] + 1e-3, label)[0].margin == \
+        fresh.verify(far[None] - 1e-3, far[None] + 1e-3, label)[0].margin
+    # and the node bounds of the smallest containing box are those started from
+    memory = oracle._memory
+    prior = memory.prior(lo, hi)
+    assert prior is not None and memory.nodes
+    nb_alone = []
+    margin_lower_bounds(oracle.graph_tensors, *box_tensors(lo, hi), label, keep=nb_alone)
+    for k in memory.nodes:
+        assert torch.isfinite(prior[k][0]).all()
+        assert (nb_alone[0].lower[k] <= prior[k][1]).all() and (prior[k][0] <= nb_alone[0].upper[k]).all()
+    assert [a.verdict for a in alone] != [] and len(reused) == len(alone)
