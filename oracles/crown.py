@@ -48,7 +48,10 @@ class CrownOracle(Oracle):
     bound moved outward by its rounding error, see :mod:`oracles.bounds`).
 
     A box is VERIFIED iff the proven lower bound of ``logit_c - logit_j`` is > 0 for every
-    ``j != c``; otherwise UNKNOWN (with the bound as ``margin``).
+    ``j != c``; otherwise UNKNOWN (with the bound as ``margin``). On a graph, ``screen``
+    (default) first evaluates each box's first-order corner: a box where it is confirmed
+    misclassified is answered UNKNOWN without bounds (no sound bound could verify it: the
+    same verdict, no ``margin``), which spares the searches' large boxes.
 
     ``network`` is a chain :class:`Network` or a :class:`~parallelepipedonn.graph.Graph`:
     a graph that is a chain runs the chain code; any other graph (convolutions kept as
@@ -67,8 +70,10 @@ class CrownOracle(Oracle):
     reads_graphs = True
 
     def __init__(self, network: Network, *, device: str = "cpu", chunk_size: int = 256,
-                 intermediate: str = "crown", dtype: str = "float64", time_limit: float | None = None) -> None:
+                 intermediate: str = "crown", dtype: str = "float64", screen: bool = True, reuse: bool = True,
+                 time_limit: float | None = None) -> None:
         super().__init__(network, time_limit=time_limit)
+        self.screen, self.reuse = bool(screen), bool(reuse)
         if intermediate not in ("crown", "ibp"):
             raise OracleError(f"intermediate bounds must be 'crown' or 'ibp', not {intermediate!r}")
         if chunk_size < 1:
@@ -80,6 +85,8 @@ class CrownOracle(Oracle):
         self.intermediate = intermediate
         self.dtype = dtype
         self.graph_tensors: Any = None
+        self._module: Any = None  # the float64 torch module of the screen, built on first use
+        self._memory: _Supersets | None = None  # node bounds of boxes verify bounded (graphs)
         network = self.network
         if isinstance(network, Network) or network.as_network() is not None:
             self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
@@ -90,12 +97,14 @@ class CrownOracle(Oracle):
 
             self.graph_tensors = GraphTensors.of(network, self.device, DTYPES[dtype])
             self.tensors = None  # type: ignore[assignment]
+            self._memory = _Supersets(self.graph_tensors, intermediate)
             if not is_relu_chain(network):  # no chain expansion: no class extremes
                 self.queries = frozenset({"verify"})  # type: ignore[misc]
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "device": str(self.device), "intermediate": self.intermediate,
-                "dtype": self.dtype}
+        out = {**super().settings(), "device": str(self.device), "intermediate": self.intermediate,
+               "dtype": self.dtype}
+        return {**out, "screen": self.screen, "reuse": self.reuse} if self.graph_tensors is not None else out
 
     def margin_lower_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
         """Proven lower bounds of ``logit_label - logit_j`` for every ``j != label`` over each
@@ -130,10 +139,142 @@ class CrownOracle(Oracle):
         return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lo, hi)), lo, hi)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
-        worst = self.margin_lower_bounds(lower, upper, label).min(axis=1)
-        return [Answer(Verdict.VERIFIED, margin=float(m)) if m > 0
-                else Answer(Verdict.UNKNOWN, margin=float(m), reason=f"{self.name} margin bound {m:.3g} <= 0")
-                for m in worst]
+        screened = self._screened(lower, upper, label) if self.screen and self.graph_tensors is not None \
+            else np.zeros(len(lower), dtype=bool)
+        todo = np.flatnonzero(~screened)
+        worst = self._verify_bounds(lower[todo], upper[todo], label).min(axis=1) if len(todo) else []
+        answers = [Answer(Verdict.UNKNOWN, reason=f"{self.name}: the box contains a point the network misclassifies "
+                          "(confirmed), which no sound bound verifies; not bounded")] * len(lower)
+        for i, m in zip(todo, worst):
+            answers[i] = Answer(Verdict.VERIFIED, margin=float(m)) if m > 0 else \
+                Answer(Verdict.UNKNOWN, margin=float(m), reason=f"{self.name} margin bound {m:.3g} <= 0")
+        return answers
+
+    def _verify_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
+        """:meth:`margin_lower_bounds`; on a graph with ``reuse``, each box starts from the
+        node bounds of the smallest box bounded before that contains it (bounds of a
+        superset hold on a subset: sound, and CROWN tightens only the neurons they leave
+        unstable), and its own are remembered for the boxes asked later."""
+        if not self.reuse or self._memory is None:
+            return self.margin_lower_bounds(lower, upper, label)
+        from .graph_bounds import margin_lower_bounds
+
+        out = []
+        for start in range(0, len(lower), self.chunk_size):
+            lo_np, hi_np = lower[start:start + self.chunk_size], upper[start:start + self.chunk_size]
+            lo, hi = box_tensors(lo_np, hi_np, self._dtype, self.device)
+            kept: list[Any] = []
+            with torch.no_grad(), sound_kernels(self.device):
+                bounds = margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate,
+                                             self._memory.prior(lo_np, hi_np), kept)
+            self._memory.remember(lo_np, hi_np, kept[0])
+            out.append(bounds.to(torch.float64).cpu().numpy())
+        return np.concatenate(out)
+
+    def _screened(self, lower: FloatArray, upper: FloatArray, label: int) -> np.ndarray:
+        """Per box: does it contain a point whose exact margin is negative — its
+        first-order corner (the vertex a signed-gradient step from the centre reaches,
+        against the runner-up class), or another box's confirmed one? A corner is confirmed
+        by its float64 margin beyond the margin's proven rounding error
+        (``margin_errors``), smallest boxes first (a point confirmed in one box screens every
+        box containing it); a box where nothing is confirmed is not screened. CROWN's bound
+        of a screened box is at most that margin (it is sound), so its answer would be
+        UNKNOWN too: the screen changes no verdict, it only skips the bounds (the answer has
+        no margin)."""
+        if self._module is None:
+            self._module = self.network.to_torch(torch.float64, self.device)
+        center = torch.tensor((lower + upper) / 2, dtype=torch.float64, device=self.device, requires_grad=True)
+        with torch.enable_grad():
+            logits = self._module(center)
+            others = logits.detach().clone()
+            others[:, label] = -torch.inf
+            runner_up = others.argmax(dim=1, keepdim=True)
+            margin = logits[:, label] - logits.gather(1, runner_up)[:, 0]
+            (grad,) = torch.autograd.grad(margin.sum(), center)
+        corner = np.where(grad.cpu().numpy() > 0, lower, upper)  # a vertex of each box
+        with torch.no_grad():
+            logits = self._module(torch.tensor(corner, dtype=torch.float64, device=self.device))
+            logits[:, label] = -logits[:, label]
+            below = (logits.max(dim=1).values >= -logits[:, label]).cpu().numpy()  # float64 margin <= 0
+        screened = np.zeros(len(lower), dtype=bool)
+        for i in sorted(np.flatnonzero(below), key=lambda i: float((upper[i] - lower[i]).sum())):
+            if screened[i]:
+                continue
+            with np.errstate(over="ignore", invalid="ignore"):
+                m, err = self.network.margin_errors(corner[i:i + 1], label)
+            if np.isfinite(m[0]) and np.isfinite(err[0]) and m[0] < -err[0]:
+                screened |= (lower <= corner[i]).all(axis=1) & (corner[i] <= upper).all(axis=1)
+        return screened
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
+        if self.graph_tensors is not None:
+            from .graph_bounds import margin_lower_bounds
+
+            return margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate)
+        net = self.tensors
+        inter = intermediate_bounds(net, lo, hi, self.intermediate)
+        relaxations = [relu_relaxation(lo_k, hi_k) for lo_k, hi_k in inter]
+        spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
+        return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lo, hi)), lo, hi)
+
+    def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
+        screened = self._screened(lower, upper, label) if self.screen and self.graph_tensors is not None \
+            else np.zeros(len(lower), dtype=bool)
+        todo = np.flatnonzero(~screened)
+        worst = self._verify_bounds(lower[todo], upper[todo], label).min(axis=1) if len(todo) else []
+        answers = [Answer(Verdict.UNKNOWN, reason=f"{self.name}: the box contains a point the network misclassifies "
+                          "(confirmed), which no sound bound verifies; not bounded")] * len(lower)
+        for i, m in zip(todo, worst):
+            answers[i] = Answer(Verdict.VERIFIED, margin=float(m)) if m > 0 else \
+                Answer(Verdict.UNKNOWN, margin=float(m), reason=f"{self.name} margin bound {m:.3g} <= 0")
+        return answers
+
+    def _verify_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
+        """:meth:`margin_lower_bounds`; on a graph with ``reuse``, each box starts from the
+        node bounds of the smallest box bounded before that contains it (bounds of a
+        superset hold on a subset: sound, and CROWN tightens only the neurons they leave
+        unstable), and its own are remembered for the boxes asked later."""
+        if not self.reuse or self._memory is None:
+            return self.margin_lower_bounds(lower, upper, label)
+        from .graph_bounds import margin_lower_bounds
+
+        out = []
+        for start in range(0, len(lower), self.chunk_size):
+            lo_np, hi_np = lower[start:start + self.chunk_size], upper[start:start + self.chunk_size]
+            lo, hi = box_tensors(lo_np, hi_np, self._dtype, self.device)
+            kept: list[Any] = []
+            with torch.no_grad(), sound_kernels(self.device):
+                bounds = margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate,
+                                             self._memory.prior(lo_np, hi_np), kept)
+            self._memory.remember(lo_np, hi_np, kept[0])
+            out.append(bounds.to(torch.float64).cpu().numpy())
+        return np.concatenate(out)
+
+    def _screened(self, lower: FloatArray, upper: FloatArray, label: int) -> np.ndarray:
+        """Per box: does its first-order corner (the vertex a signed-gradient step from the
+        centre reaches, against the runner-up class) have a negative exact margin? Decided
+        by the float64 margin beyond its proven rounding error (``margin_errors``); a
+        box where it is not decided is not screened. CROWN's bound of such a box is at most
+        that margin (it is sound), so its answer would be UNKNOWN too: the screen changes
+        no verdict, it only skips the bounds (the answer has no margin)."""
+        if self._module is None:
+            self._module = self.network.to_torch(torch.float64, self.device)
+        center = torch.tensor((lower + upper) / 2, dtype=torch.float64, device=self.device, requires_grad=True)
+        with torch.enable_grad():
+            logits = self._module(center)
+            others = logits.detach().clone()
+            others[:, label] = -torch.inf
+            runner_up = others.argmax(dim=1, keepdim=True)
+            margin = logits[:, label] - logits.gather(1, runner_up)[:, 0]
+            (grad,) = torch.autograd.grad(margin.sum(), center)
+        corner = np.where(grad.cpu().numpy() > 0, lower, upper)  # a vertex of each box
+        with np.errstate(over="ignore", invalid="ignore"):
+            m, err = self.network.margin_errors(corner, label)
+            return np.isfinite(m) & np.isfinite(err) & (m < -err)
 
     def class_extremes(self, label: int, region: Box, candidates: Any = (), *, rounds: int = 100,
                        tolerance: float = 1e-7, **_: Any) -> ClassBox:
@@ -203,6 +344,53 @@ class CrownOracle(Oracle):
         exact_lo = (witnesses <= lower).any(axis=0) if len(witnesses) else np.zeros(n, bool)
         exact_hi = (witnesses >= upper).any(axis=0) if len(witnesses) else np.zeros(n, bool)
         return ClassBox(lower, upper, exact_lo, exact_hi, witnesses)
+
+
+class _Supersets:
+    """The node bounds that CROWN tightened for the boxes bounded last (at most ``boxes``
+    boxes and ``numbers`` numbers, the most recent kept): :meth:`prior` gives each new box
+    those of the smallest remembered box containing it (``-inf`` / ``inf`` where none)."""
+
+    def __init__(self, gt: Any, method: str, boxes: int = 64, numbers: int = 2**24) -> None:
+        from .graph_bounds import tightened
+
+        self.nodes = tightened(gt, method)
+        per_box = sum(2 * gt.graph.nodes[k].numel for k in self.nodes)
+        self.capacity = min(boxes, numbers // max(1, per_box))
+        self.lower: list[FloatArray] = []
+        self.upper: list[FloatArray] = []
+        self.bounds: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = []
+
+    def prior(self, lower: FloatArray, upper: FloatArray) -> dict[int, tuple[torch.Tensor, torch.Tensor]] | None:
+        if not self.nodes or not self.lower:
+            return None
+        best = np.full(len(lower), -1)
+        width = np.full(len(lower), np.inf)
+        for i, (lo, hi) in enumerate(zip(self.lower, self.upper)):
+            inside = (lo <= lower).all(axis=1) & (upper <= hi).all(axis=1)
+            better = inside & (float((hi - lo).sum()) < width)
+            best[better], width[better] = i, float((hi - lo).sum())
+        if (best < 0).all():
+            return None
+        out = {}
+        for k in self.nodes:
+            ref = self.bounds[0][k][0]
+            lo_k = ref.new_full((len(lower), *ref.shape), -torch.inf)
+            hi_k = ref.new_full((len(lower), *ref.shape), torch.inf)
+            for b in np.flatnonzero(best >= 0):
+                lo_k[b], hi_k[b] = self.bounds[best[b]][k]
+            out[k] = (lo_k, hi_k)
+        return out
+
+    def remember(self, lower: FloatArray, upper: FloatArray, nb: Any) -> None:
+        if not self.nodes or self.capacity < 1:
+            return
+        valid = ~nb.invalid.cpu().numpy()
+        for b in np.flatnonzero(valid)[-self.capacity:]:
+            self.lower.insert(0, lower[b].copy())
+            self.upper.insert(0, upper[b].copy())
+            self.bounds.insert(0, {k: (nb.lower[k][b].clone(), nb.upper[k][b].clone()) for k in self.nodes})
+        del self.lower[self.capacity:], self.upper[self.capacity:], self.bounds[self.capacity:]
 
 
 class AlphaCrownOracle(CrownOracle):

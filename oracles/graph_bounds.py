@@ -199,9 +199,14 @@ def _interval(gt: GraphTensors, k: int, nb: NodeBounds) -> tuple[Tensor, Tensor]
     return mid - rad - slack, mid + rad + slack
 
 
-def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "crown") -> NodeBounds:
+def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "crown",
+                prior: dict[int, tuple[Tensor, Tensor]] | None = None) -> NodeBounds:
     """Bounds of every node over each box ``[lower, upper]`` (``(B, n)``): see the module
-    docstring. ``method="ibp"``: interval bounds only."""
+    docstring. ``method="ibp"``: interval bounds only. ``prior`` (optional): per node
+    tightened by CROWN, bounds ``(B, *shape)`` already proven for each box (e.g. those of
+    a box containing it: bounds of a superset hold on a subset; ``-inf`` / ``inf`` where
+    none), intersected with its interval bounds before CROWN tightens the neurons that are
+    still unstable."""
     g = gt.graph
     bsz = lower.shape[0]
     nb = NodeBounds([], [], [], {}, {}, torch.zeros(bsz, dtype=torch.bool, device=lower.device))
@@ -218,6 +223,8 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
         lo, hi, nb.invalid = _poison(lo, hi, nb.invalid)
         if k in gt.relu_inputs and gt.needs_crown[k] and method == "crown" and not isinstance(node, gn.ReLU):
             # (a ReLU's bounds are its input's, clamped: nothing to tighten, no relaxation yet)
+            if prior is not None and k in prior:
+                lo, hi = torch.maximum(lo, prior[k][0]), torch.minimum(hi, prior[k][1])
             nb.lower.append(lo)
             nb.upper.append(hi)
             nb.scale.append(torch.maximum(lo.abs(), hi.abs()))
@@ -412,14 +419,27 @@ def sound_kernels(device: torch.device) -> Iterator[None]:
 
 
 def margin_lower_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, label: int,
-                        method: str = "crown") -> Tensor:
+                        method: str = "crown", prior: dict[int, tuple[Tensor, Tensor]] | None = None,
+                        keep: list[NodeBounds] | None = None) -> Tensor:
     """Proven lower bounds of ``logit_label - logit_j`` (``j != label``) over each box
     (``(B, n)`` tensors in ``gt.dtype``): shape ``(B, n_classes - 1)``; ``-inf`` where
-    nothing is proven."""
+    nothing is proven. ``prior``: see :func:`node_bounds`; ``keep`` (optional) receives
+    the node bounds."""
     with sound_kernels(gt.device):
-        nb = node_bounds(gt, lower, upper, method)
+        nb = node_bounds(gt, lower, upper, method, prior)
+        if keep is not None:
+            keep.append(nb)
         spec = margin_spec(gt.graph.n_classes, label, lower.shape[0], lower.dtype, lower.device)
         return concretize_wide(backward(gt, nb, len(gt.graph.nodes) - 1, spec), lower, upper)
 
 
-__all__ = ["GraphTensors", "NodeBounds", "backward", "margin_lower_bounds", "node_bounds", "unit_roundoff"]
+def tightened(gt: GraphTensors, method: str = "crown") -> tuple[int, ...]:
+    """The nodes whose bounds CROWN tightens (inputs of ReLUs whose interval bounds are
+    not exact): those a ``prior`` of :func:`node_bounds` can start from."""
+    if method != "crown":
+        return ()
+    return tuple(sorted(k for k in gt.relu_inputs if gt.needs_crown[k] and not isinstance(gt.graph.nodes[k], gn.ReLU)))
+
+
+__all__ = ["GraphTensors", "NodeBounds", "backward", "margin_lower_bounds", "node_bounds", "tightened",
+           "unit_roundoff"]

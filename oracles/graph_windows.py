@@ -1,7 +1,7 @@
 """Windowed ("patches") CROWN bounds of convolution outputs, for :mod:`oracles.graph_bounds`.
 
-The intermediate bound of one output neuron ``(c, i, j)`` of a convolution starts as the
-unit vector of that neuron; pulled back through a chain of convolutions and ReLUs its
+The intermediate bound of one output neuron ``(c, i, j)`` of a convolution (or of a residual
+sum) starts as the unit vector of that neuron; pulled back through convolutions and ReLUs its
 coefficients are nonzero only on the neuron's receptive field: a window of ``h x w``
 positions (all channels) at offset ``(i S - P, j S' - P')`` of each node's map, where
 through a convolution of kernel ``K``, stride ``s``, padding ``p`` and dilation ``d`` the
@@ -21,9 +21,15 @@ underflow term, the same float64 reductions and per-product slacks of
 :mod:`oracles.graph_rounding`), each product now a sum of at most as many nonzero terms as
 in the full pass, so the same slacks cover it.
 
-Supported chains: a :class:`~parallelepipedonn.graph_nodes.Conv2d` target whose ancestors
-form one chain of ``Conv2d`` and ``ReLU`` nodes down to the input (any groups, strides,
-padding and dilation); other graphs, and windows larger than the maps, take the full path.
+Where branches rejoin (Add, Sub: residual connections), a node read by several branches
+gets the smallest window containing every branch's (the same stride on every branch), each
+branch's coefficients embedded in it by zero padding; the accounting is the full pass's
+(the rounding of the branches' sum, ``(sum of |contributions|) . s``, included).
+
+Supported graphs: a :class:`~parallelepipedonn.graph_nodes.Conv2d`, ``Add`` or ``Sub``
+target whose ancestors down to the input are ``Conv2d`` (any groups, strides, padding and
+dilation), ``ReLU``, ``Add`` and ``Sub`` nodes on ``(C, H, W)`` maps; other graphs, branches
+of different strides, and windows as large as the maps take the full path.
 """
 
 from __future__ import annotations
@@ -54,39 +60,85 @@ class Window:
     stride: tuple[int, int]
     offset: tuple[int, int]
 
+    def within(self, other: Window) -> tuple[int, int, int, int]:
+        """Where this window lies in ``other`` (the same stride, containing it): the zero
+        padding ``(left, right, top, bottom)`` that embeds it there."""
+        top, left = other.offset[0] - self.offset[0], other.offset[1] - self.offset[1]
+        return left, other.size[1] - self.size[1] - left, top, other.size[0] - self.size[0] - top
+
 
 #: The most numbers of one map's windows (all target positions, one box) a plan may cut.
 WINDOW_MAP_ELEMENTS = 2**20
 
 
-def window_plan(graph: Graph, k: int) -> tuple[Window, ...] | None:
-    """The windows of the rows of convolution node ``k`` at each of its ancestors (from its
-    input down to the graph's input), or None where the windowed pass does not apply: ``k``
-    not a Conv2d, an ancestor that is not a Conv2d / ReLU on a ``(C, H, W)`` map, windows
-    that cover a whole map (nothing to gain), or windows of all target positions of more
-    than :data:`WINDOW_MAP_ELEMENTS` numbers per box (the cut maps would not fit)."""
-    node = graph.nodes[k]
-    if not isinstance(node, gn.Conv2d):
+def _through(node: gn.Node, win: Window) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """``(size, stride, offset)`` of the window at ``node``'s input that its output
+    window ``win`` reads."""
+    if isinstance(node, gn.Conv2d):
+        size = tuple((win.size[a] - 1) * node.stride[a] + node.dilation[a] * (node.kernel[a] - 1) + 1 for a in range(2))
+        offset = tuple(win.offset[a] * node.stride[a] + node.pads[a] for a in range(2))
+        stride = tuple(win.stride[a] * node.stride[a] for a in range(2))
+        return size, stride, offset  # type: ignore[return-value]
+    return win.size, win.stride, win.offset
+
+
+def _union(node: int, a: Window | None, size: tuple[int, int], stride: tuple[int, int],
+           offset: tuple[int, int]) -> Window | None:
+    """The smallest window at ``node`` containing ``a`` and ``(size, stride, offset)``;
+    None if their strides differ."""
+    if a is None:
+        return Window(node, size, stride, offset)
+    if a.stride != stride:
         return None
-    size = tuple(d * (kk - 1) + 1 for d, kk in zip(node.dilation, node.kernel))
-    stride, offset = tuple(node.stride), (node.pads[0], node.pads[1])
+    off = tuple(max(a.offset[i], offset[i]) for i in range(2))
+    end = tuple(max(a.size[i] - a.offset[i], size[i] - offset[i]) for i in range(2))
+    return Window(node, (end[0] + off[0], end[1] + off[1]), stride, off)  # type: ignore[arg-type]
+
+
+def _ancestors(graph: Graph, k: int) -> set[int]:
+    seen: set[int] = set()
+    todo = list(graph.nodes[k].inputs)
+    while todo:
+        u = todo.pop()
+        if u not in seen:
+            seen.add(u)
+            todo += graph.nodes[u].inputs
+    return seen
+
+
+def window_plan(graph: Graph, k: int) -> tuple[Window, ...] | None:
+    """The windows of the rows of node ``k`` (a 1x1 window at ``k`` itself, first) at
+    each of its ancestors, in reverse topological order (the input last); where branches
+    rejoin, the smallest window containing every branch's. None where the windowed pass
+    does not apply: ``k`` not a Conv2d, Add or Sub, an ancestor that is not a Conv2d /
+    ReLU / Add / Sub / the input, maps not ``(C, H, W)``, branches with different
+    strides, windows that cover a whole map (nothing to gain), or windows of all target
+    positions of more than :data:`WINDOW_MAP_ELEMENTS` numbers per box (the cut maps
+    would not fit)."""
+    node = graph.nodes[k]
+    if not isinstance(node, (gn.Conv2d, gn.Add, gn.Sub)) or len(node.shape) != 3:
+        return None
+    positions = node.shape[1] * node.shape[2]
+    wins: dict[int, Window | None] = {k: Window(k, (1, 1), (1, 1), (0, 0))}
     plan: list[Window] = []
-    v = node.inputs[0]
-    while True:
-        nv = graph.nodes[v]
-        if len(nv.shape) != 3 or size[0] * size[1] >= nv.shape[1] * nv.shape[2] \
-                or node.shape[1] * node.shape[2] * nv.shape[0] * size[0] * size[1] > WINDOW_MAP_ELEMENTS:
+    for v in sorted(_ancestors(graph, k) | {k}, reverse=True):
+        win, nv = wins.get(v), graph.nodes[v]
+        if win is None or len(nv.shape) != 3:
             return None
-        plan.append(Window(v, size, stride, offset))  # type: ignore[arg-type]
+        if v != k and (win.size[0] * win.size[1] >= nv.shape[1] * nv.shape[2]
+                       or positions * nv.shape[0] * win.size[0] * win.size[1] > WINDOW_MAP_ELEMENTS):
+            return None
+        plan.append(win)
         if isinstance(nv, gn.Input):
-            return tuple(plan)
-        if isinstance(nv, gn.Conv2d):
-            size = tuple((size[a] - 1) * nv.stride[a] + nv.dilation[a] * (nv.kernel[a] - 1) + 1 for a in range(2))
-            offset = tuple(offset[a] * nv.stride[a] + nv.pads[a] for a in range(2))
-            stride = tuple(stride[a] * nv.stride[a] for a in range(2))
-        elif not isinstance(nv, gn.ReLU):
+            continue
+        if not isinstance(nv, (gn.Conv2d, gn.ReLU, gn.Add, gn.Sub)):
             return None
-        v = nv.inputs[0]
+        size, stride, offset = _through(nv, win)
+        for u in set(nv.inputs):
+            if u in wins and wins[u] is None:
+                return None
+            wins[u] = _union(u, wins.get(u), size, stride, offset)
+    return tuple(plan)
 
 
 def _kernel(node: gn.Conv2d, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -187,50 +239,83 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
     float64, lower bounds first; ``-inf`` where nothing is proven): the values that
     :func:`~oracles.graph_bounds.concretize_wide` gives for the full pass of
     :func:`oracles.graph_bounds._tighten`, computed on windows (module docstring). ``sel``
-    are flat output indices of conv node ``k`` (``(B, m)``), ``ok`` marks the real rows.
+    are flat output indices of node ``k`` (``(B, m)``), ``ok`` marks the real rows.
     Coefficients are ``(B, m, 2, C, h, w)``: the rows of ``z`` and of ``-z``. ``maps`` keeps
-    the windows of the maps from one chunk of rows to the next (empty at the first)."""
+    the windows of the maps from one chunk of rows to the next (empty at the first).
+
+    The pass visits the plan's nodes in reverse topological order as
+    :func:`oracles.graph_bounds.backward` does, with its accounting: a linear node adds its
+    bias to the constant and ``|Lambda| . terms`` to the error, a ReLU its intercepts'
+    shift and (its coefficient not produced by a linear node) ``|Lambda| . scale``, a node
+    reached by several branches ``(sum of |contributions|) . scale``."""
     node = gt.graph.nodes[k]
     dtype, dev = gt.dtype, lower.device
     sl, wide = gt.slacks, torch.float64
     bsz, m = sel.shape
     _, ho, wo = node.shape
     co, pos = sel // (ho * wo), sel % (ho * wo)
-    cutters = [_Cutter(win, gt.graph.nodes[win.node].shape, node.shape, pos // wo, pos % wo,
-                       maps.setdefault(step, {})) for step, win in enumerate(plan)]
+    windows = {w.node: w for w in plan}
+    cutters = {w.node: _Cutter(w, gt.graph.nodes[w.node].shape, node.shape, pos // wo, pos % wo,
+                               maps.setdefault(w.node, {})) for w in plan}
     okf = ok.to(dtype)
     sign = torch.stack([okf, -okf], 2)  # (B, m, 2)
-    lam = cutters[0].inside(_kernel(node, dtype, dev)[co].unsqueeze(2) * sign.view(bsz, m, 2, 1, 1, 1))
-    const = (node.bias(dtype, dev).reshape(-1)[co].unsqueeze(2) * sign).to(wide)
-    err = sl.back[k] * (nb.terms[k].reshape(bsz, -1).gather(1, sel) * okf).to(wide).unsqueeze(2).expand(bsz, m, 2)
-    under = nb.scale[node.inputs[0]].flatten(1).sum(1) + 1
-    covered = True  # the rounding of the products with lam is in err already
-    for step, (cut, win) in enumerate(zip(cutters, plan)):
-        v = win.node
+    start = torch.zeros(bsz, m, 2, node.shape[0], dtype=dtype, device=dev)
+    start.scatter_(3, co.view(bsz, m, 1, 1).expand(bsz, m, 2, 1), sign.unsqueeze(-1))
+    lam: dict[int, Tensor] = {k: start.view(bsz, m, 2, -1, 1, 1)}
+    acc_abs: dict[int, Tensor] = {}
+    covered: dict[int, bool] = {k: False}
+    const = torch.zeros(bsz, m, 2, dtype=wide, device=dev)
+    err = torch.zeros(bsz, m, 2, dtype=wide, device=dev)
+    under = torch.zeros(bsz, dtype=lower.dtype, device=dev)
+
+    def push(u: int, x: Tensor, win: Window, cov: bool) -> None:
+        """``x`` (coefficients of node ``u`` on window ``win``) added to ``u``'s rows."""
+        if win != windows[u]:
+            x = cutters[u].inside(F.pad(x, win.within(windows[u])))
+        if u in lam:
+            if u not in acc_abs:
+                acc_abs[u] = lam[u].abs()
+            lam[u] = lam[u] + x
+            acc_abs[u] = acc_abs[u] + x.abs()
+            covered[u] = covered[u] and cov
+        else:
+            lam[u], covered[u] = x, cov
+
+    for win in plan:
+        v, cut = win.node, cutters[win.node]
         nv = gt.graph.nodes[v]
+        big = lam.pop(v)
+        if v in acc_abs:  # the rounding of the sum of several coefficients
+            err = err + sl.join * _dot(acc_abs.pop(v), cut.cut(nb.scale[v], "scale")).to(wide)
         if isinstance(nv, gn.Input):
-            if not covered:
-                err = err + sl.one * _dot(lam.abs(), cut.cut(nb.scale[v], "scale")).to(wide)
+            if not covered[v]:
+                err = err + sl.one * _dot(big.abs(), cut.cut(nb.scale[v], "scale")).to(wide)
             lo, hi = lower.to(wide), upper.to(wide)
-            lam = lam.to(wide)
-            value = _dot(lam, cut.cut((hi + lo) / 2, "center")) - _dot(lam.abs(), cut.cut((hi - lo) / 2, "radius"))
+            big = big.to(wide)
+            value = _dot(big, cut.cut((hi + lo) / 2, "center")) - _dot(big.abs(), cut.cut((hi - lo) / 2, "radius"))
             error = err + (gt.tiny * under.to(wide) + ABS_SLACK).view(bsz, 1, 1)
             return proven((value + const - error).transpose(1, 2).reshape(bsz, 2 * m), nb.invalid)
         if isinstance(nv, gn.ReLU):
             r = nb.relax[v]
-            if not covered:
-                err = err + sl.one * _dot(lam.abs(), cut.cut(r.scale, "scale")).to(wide)
-            neg = lam.clamp(max=0)
+            if not covered[v]:
+                err = err + sl.one * _dot(big.abs(), cut.cut(r.scale, "scale")).to(wide)
+            neg = big.clamp(max=0)
             shift = _dot(neg.to(wide), cut.cut(r.upper_intercept, "intercept").to(wide))  # <= 0, in float64
             const, err = const + shift, err - sl.wide * shift
             # times the upper slope where negative, else the lower one (one product is an exact zero)
-            lam = neg * cut.cut(r.upper_slope, "upper") + lam.clamp(min=0) * cut.cut(r.lower_slope, "lower")
-            covered = False
-            continue
-        assert isinstance(nv, gn.Conv2d)
-        const = const + _dot(lam.to(wide), nv.bias(wide, dev))
-        err = err + sl.back[v] * _dot(lam.abs(), cut.cut(nb.terms[v], "terms")).to(wide)
-        under = under + nb.scale[nv.inputs[0]].flatten(1).sum(1) + 1
-        lam = cutters[step + 1].inside(_pull_back(nv, lam, plan[step + 1].size))
-        covered = True
+            new = neg * cut.cut(r.upper_slope, "upper") + big.clamp(min=0) * cut.cut(r.lower_slope, "lower")
+            push(nv.inputs[0], new, win, False)
+        elif isinstance(nv, gn.Conv2d):
+            u = nv.inputs[0]
+            const = const + _dot(big.to(wide), nv.bias(wide, dev))
+            err = err + sl.back[v] * _dot(big.abs(), cut.cut(nb.terms[v], "terms")).to(wide)
+            under = under + nb.scale[u].flatten(1).sum(1) + 1
+            size, stride, offset = _through(nv, win)
+            through = Window(u, size, stride, offset)
+            back = _pull_back(nv, big, size)
+            push(u, back if through != windows[u] else cutters[u].inside(back), through, True)
+        else:  # Add / Sub: both inputs get the coefficient (negated for Sub's second)
+            push(nv.inputs[0], big, Window(nv.inputs[0], win.size, win.stride, win.offset), False)
+            other = -big if isinstance(nv, gn.Sub) else big
+            push(nv.inputs[1], other, Window(nv.inputs[1], win.size, win.stride, win.offset), False)
     raise AssertionError("the window plan does not reach the input")  # pragma: no cover

@@ -204,15 +204,32 @@ def _conv_chain(seed: int) -> Graph:
     return b.graph(f"conv-chain-{seed}")
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_windowed_intermediate_bounds_equal_the_full_pass(seed):
+def _residual_convs(seed: int) -> Graph:
+    """A stride-2 stem, then residual blocks whose branches rejoin by Add and by Sub (the
+    skip's window is smaller than the convolutions'; odd seeds: a 1x1 convolution on the
+    skip, asymmetric padding, two convolutions in a row)."""
+    b = Builder((2, 25 + seed, 24), seed)
+    stem = b.relu(b.conv(0, 4, 3, stride=2, pad=1))
+    r = b.conv(b.relu(b.conv(stem, 4, 3, pad=1)), 4, 3, pad=1)
+    skip = b.conv(stem, 4, 1) if seed % 2 else stem
+    h = b.relu(b.add(r, skip))
+    r = b.conv(b.conv(h, 4, (3, 2), pad=(1, 0, 1, 1)) if seed % 2 else b.relu(b.conv(h, 4, 3, pad=1)), 4, 3, pad=1)
+    h = b.relu(b.sub(h, r))
+    b.dense(b.flatten(h), 3)
+    return b.graph(f"residual-convs-{seed}")
+
+
+@pytest.mark.parametrize("make,seed", [(_conv_chain, s) for s in range(4)] + [(_residual_convs, s) for s in range(2)])
+def test_windowed_intermediate_bounds_equal_the_full_pass(make, seed):
     import dataclasses
 
     from oracles.graph_bounds import node_bounds
 
-    g = _conv_chain(seed)
+    g = make(seed)
     gt = GraphTensors.of(g)
-    assert gt.windows, "the windowed pass applies to a chain of convolutions"
+    assert gt.windows, "the windowed pass applies to convolutions and their residual connections"
+    if make is _residual_convs:  # the Add's and the Sub's rows are windowed through both branches
+        assert {k for k, n in enumerate(g.nodes) if isinstance(n, (gn.Add, gn.Sub))} <= set(gt.windows)
     full = dataclasses.replace(gt, windows={})
     x = np.random.default_rng(seed).random((3, g.n_inputs))
     lo, hi = box_tensors(x - 0.04, x + 0.04)
@@ -225,17 +242,31 @@ def test_windowed_intermediate_bounds_equal_the_full_pass(seed):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_windowed_bounds_are_below_every_sampled_margin(dtype):
     rng = np.random.default_rng(11)
-    for seed in range(4):
-        g = _conv_chain(seed)
+    for g in [_conv_chain(seed) for seed in range(4)] + [_residual_convs(1)]:
         oracle = CrownOracle(g, dtype=dtype)
         assert oracle.graph_tensors.windows
         x = rng.random((3, g.n_inputs))
+        residual = g.name.startswith("residual")  # its forward pass is slower: fewer samples
         for eps in (0.01, 0.1):
-            for label in range(g.n_classes):
+            for label in range(1 if residual else g.n_classes):
                 worst = oracle.margin_lower_bounds(x - eps, x + eps, label).min(axis=1)
                 assert np.isfinite(worst).all()
-                assert (worst <= _sampled_margins(g, x, eps, label, rng)).all()
+                assert (worst <= _sampled_margins(g, x, eps, label, rng, k=400 if residual else 2000)).all()
                 assert (worst <= _pgd_margins(g, x, eps, label)).all()
+
+
+def test_branches_of_different_strides_take_the_full_pass():
+    from oracles.graph_windows import window_plan
+
+    b = Builder((2, 12, 12), 0)
+    a = b.conv(b.relu(b.conv(0, 4, 3, stride=3)), 4, 1)  # (4, 4, 4): the input at stride 3
+    h = b.add(a, b.conv(0, 4, 6, stride=2))  # (4, 4, 4): the input at stride 2
+    b.dense(b.flatten(b.relu(h)), 2)
+    g = b.graph()
+    assert window_plan(g, h) is None and h not in GraphTensors.of(g).windows
+    assert window_plan(g, a) is not None
+    x = np.random.default_rng(0).random((2, g.n_inputs))
+    assert np.isfinite(CrownOracle(g).margin_lower_bounds(x - 0.01, x + 0.01, 0)).all()
 
 
 def test_float32_bounds_are_close_to_float64_bounds():
@@ -252,3 +283,55 @@ def test_float32_bounds_are_close_to_float64_bounds():
     m32 = CrownOracle(g, dtype="float32").margin_lower_bounds(x - 1 / 255, x + 1 / 255, 0)
     assert np.isfinite(m32).all()
     np.testing.assert_allclose(m32, m64, rtol=0, atol=0.05 * (1 + np.abs(m64).max()))
+
+
+# -- verify: the screen and the reuse of a superset's node bounds (oracles.crown) ------------------
+def _cubes(x: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.clip(x - radii[:, None], 0, 1), np.clip(x + radii[:, None], 0, 1)
+
+
+def test_the_screen_changes_no_verdict_and_skips_boxes_with_a_confirmed_misclassified_point():
+    g = _residual_convs(1)
+    x = np.random.default_rng(3).random(g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    lo, hi = _cubes(x, np.geomspace(1e-4, 0.5, 12))
+    plain = CrownOracle(g, screen=False, reuse=False)
+    screened = CrownOracle(g, reuse=False)
+    a, b = plain.verify(lo, hi, label), screened.verify(lo, hi, label)
+    assert [p.verdict for p in a] == [q.verdict for q in b]
+    skipped = [i for i, q in enumerate(b) if q.margin is None]
+    assert skipped and skipped[-1] == len(b) - 1, "the largest boxes contain misclassified points"
+    kept = [i for i, q in enumerate(b) if q.margin is not None]
+    alone = plain.margin_lower_bounds(lo[kept], hi[kept], label).min(axis=1)  # the batch without them
+    assert [b[i].margin for i in kept] == list(alone)
+    assert all("misclassifies" in b[i].reason and not a[i].verified for i in skipped)
+
+
+def test_boxes_inside_earlier_ones_start_from_their_node_bounds_soundly():
+    g = _residual_convs(0)
+    rng = np.random.default_rng(4)
+    x = rng.random(g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    oracle, fresh = CrownOracle(g, screen=False), CrownOracle(g, screen=False, reuse=False)
+    outer = oracle.verify(*_cubes(x, np.array([0.02, 0.05])), label)  # remembered
+    lo, hi = _cubes(x, np.linspace(0.004, 0.02, 5))
+    reused, alone = oracle.verify(lo, hi, label), fresh.verify(lo, hi, label)
+    assert all(np.isfinite(a.margin) for a in reused + outer)
+    # sound: every sampled point's margin is above the bound
+    pts = lo[:, None] + (hi - lo)[:, None] * rng.random((len(lo), 300, g.n_inputs))
+    sampled = g.margins(pts.reshape(-1, g.n_inputs), label).reshape(len(lo), -1).min(axis=1)
+    assert all(a.margin <= s for a, s in zip(reused, sampled))
+    # a box inside no remembered box gets exactly the bounds computed alone
+    far = np.clip(x + 0.3, 0, 1)
+    assert oracle.verify(far[None] - 1e-3, far[None] + 1e-3, label)[0].margin == \
+        fresh.verify(far[None] - 1e-3, far[None] + 1e-3, label)[0].margin
+    # and the node bounds of the smallest containing box are those started from
+    memory = oracle._memory
+    prior = memory.prior(lo, hi)
+    assert prior is not None and memory.nodes
+    nb_alone = []
+    margin_lower_bounds(oracle.graph_tensors, *box_tensors(lo, hi), label, keep=nb_alone)
+    for k in memory.nodes:
+        assert torch.isfinite(prior[k][0]).all()
+        assert (nb_alone[0].lower[k] <= prior[k][1]).all() and (prior[k][0] <= nb_alone[0].upper[k]).all()
+    assert [a.verdict for a in alone] != [] and len(reused) == len(alone)
