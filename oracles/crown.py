@@ -15,10 +15,10 @@ from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import unit_roundoff
 
+from .alpha import AlphaSettings, optimize_bounds
 from .base import Answer, ClassBox, FloatArray, Oracle, Verdict
 from .chain import chain_network
 from .bounds import (
-    Adam,
     NetworkTensors,
     backward,
     bounds_valid,
@@ -394,12 +394,14 @@ class _Supersets:
 
 
 class AlphaCrownOracle(CrownOracle):
-    """alpha-CROWN: CROWN whose lower ReLU slopes (one per neuron, box and specification
-    row) are optimised by ``steps`` Adam steps on the margin bounds.
+    """alpha-CROWN (:mod:`oracles.alpha`): CROWN whose lower ReLU slopes — those of the
+    final specification's backward pass and of every intermediate bound's own pass, one
+    per box, row and neuron — are optimised jointly by at most ``steps`` Adam steps on the
+    margin bounds (``intermediate="ibp"``: the final pass's only, on interval bounds).
 
-    Every slope in [0, 1] gives a valid bound, and the best bound seen per row is kept
-    (starting from CROWN's), so alpha-CROWN is never looser than CROWN. Intermediate
-    (pre-ReLU) bounds are CROWN's. Stops early once every box is verified.
+    Every slope in [0, 1] gives a valid bound; the bounds reported are one sound pass with
+    the best slopes found, never below CROWN's. Stops early once every box is verified,
+    when the bounds stop improving, or at the time limit.
     """
 
     name = "alpha-crown"
@@ -417,26 +419,8 @@ class AlphaCrownOracle(CrownOracle):
         return {**super().settings(), "steps": self.steps, "lr": self.lr}
 
     def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
-        net = self.tensors
-        inter = intermediate_bounds(net, lo, hi, self.intermediate)
-        base = [relu_relaxation(lo_k, hi_k) for lo_k, hi_k in inter]
+        deadline = math.inf if self.time_limit is None else time.perf_counter() + self.time_limit
+        settings = AlphaSettings(steps=self.steps, lr=self.lr, intermediate=self.intermediate == "crown",
+                                 deadline=deadline)
         spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
-        scale_in = input_scale(lo, hi)
-        best = concretize(backward(net, spec, net.depth - 1, base, scale_in), lo, hi)
-        if self.steps == 0 or not base or bool((best.min(dim=1).values > 0).all()):
-            return best
-        m = spec.shape[1]
-        alphas = [r.lower_slope.unsqueeze(1).expand(-1, m, -1).clone().requires_grad_(True) for r in base]
-        opt = Adam(alphas, lr=self.lr)
-        with torch.enable_grad():
-            for _ in range(self.steps):
-                relax = [relu_relaxation(lo_k, hi_k, alpha=a) for (lo_k, hi_k), a in zip(inter, alphas)]
-                value = concretize(backward(net, spec, net.depth - 1, relax, scale_in), lo, hi)
-                best = torch.maximum(best, value.detach())
-                if bool((best.min(dim=1).values > 0).all()):
-                    break
-                opt.ascend(value.sum())
-                with torch.no_grad():
-                    for a in alphas:
-                        a.clamp_(0.0, 1.0)
-        return best
+        return optimize_bounds(self.tensors, lo, hi, spec, settings, reference_method=self.intermediate).final

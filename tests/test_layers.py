@@ -67,6 +67,7 @@ LAYERS: dict[str, str] = {
     # oracles: the verifier backends, on the IR only
     "oracles": "oracles",
     "oracles._marabou_worker": "oracles",
+    "oracles.alpha": "oracles",  # alpha-CROWN with optimised intermediate bounds
     "oracles.attack": "oracles",
     "oracles.bab": "oracles",
     "oracles.base": "oracles",
