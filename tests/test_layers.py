@@ -114,6 +114,10 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.cli.store": "application",
     "parallelepipedonn.cli.train": "application",
     "parallelepipedonn.datasets": "application",
+    "parallelepipedonn.executors": "application",  # batch executors, by name
+    "parallelepipedonn.executors.base": "application",
+    "parallelepipedonn.executors.local": "application",
+    "parallelepipedonn.executors.ray_cluster": "application",
     "parallelepipedonn.models": "application",
     "parallelepipedonn.plotting": "application",
     "parallelepipedonn.progress": "application",
@@ -126,6 +130,7 @@ LAYERS: dict[str, str] = {
     "benchmarks.graph_crown_cifar": "application",
     "benchmarks.dual_boxes": "application",
     "benchmarks.exact_apothem": "application",
+    "benchmarks.executors": "application",
     "benchmarks.options": "application",
     "benchmarks.oracle_throughput": "application",
     "benchmarks.paper": "application",
