@@ -1,14 +1,17 @@
 """Batch certification into a resumable results store (:mod:`parallelepipedonn.store`).
 
 :func:`certify_batch` certifies a list of :class:`BatchInput` (the files of a directory,
-or images of a dataset) one after the other and commits each result to the store as
-soon as it is known. Inputs the store already holds for the same run configuration
-(and the same content) are skipped, so running the same batch again resumes it.
+or images of a dataset) through an executor (:mod:`parallelepipedonn.executors`:
+``local``, one input after the other on this machine, the default; or ``ray``, a Ray
+cluster) and commits the results to the store as they come back: this process is the
+store's only writer, and commits each group of results that are ready together in one
+transaction. Inputs the store already holds for the same run configuration (and the
+same content) are skipped, so running the same batch again resumes it.
 
-The per-input time limit is enforced by running the certifications in a worker process
-(started once, with the network) and killing it when an input overruns the limit: that
-input is stored as ``unknown`` with the reason, never as certified, and a fresh worker
-takes the next input. The worker's start-up is not counted against any input.
+The per-input time limit is enforced by the executor: an input that overruns it is
+stored as ``unknown`` with the reason, never as certified (the local executor runs the
+certifications in a worker process, started once with the network, and kills it; the
+worker's start-up is not counted against any input).
 """
 
 from __future__ import annotations
@@ -16,32 +19,31 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import multiprocessing
 import re
-import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, replace
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .box import Box
 from .certificate import Certificate
-from .certify import CertifyConfig, build_oracles, certify, resolve_domain
+from .certify import CertifyConfig, build_oracles, resolve_domain
 from .datasets import Dataset
-from .errors import ConfigError, InputDataError, LabelError, ParallelepipedoNNError
+from .errors import ConfigError, InputDataError, LabelError
+from .executors import DEFAULT_EXECUTOR, make_executor
+from .executors.base import Executor, Outcome, Setup, Task
 from .inputs import as_network_input, read_input_file
 from .io_utils import sha256_file
 from .network import Network
+from .progress import Progress
 from .search import Status, make_search
 from .store import ERROR, ResultStore, StoredResult
-from .threads import configure_threads, current_threads
+from .threads import current_threads
 
 log = logging.getLogger(__name__)
 
@@ -262,97 +264,6 @@ def run_config(network: Network, config: CertifyConfig, *, label: int | str | No
     }
 
 
-# -- running one input -----------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class _Setup:
-    network: Network
-    config: CertifyConfig
-    domain: Box
-    model_path: str | None
-    model_sha256: str | None
-    threads: int | None = None  # torch threads of the starting process: a worker process uses as many
-
-
-def _certify_one(setup: _Setup, x: FloatArray, label: int | None, true_label: int | None) -> tuple[str, Any]:
-    """``("ok", certificate)``, ``("error", message)`` for an input the library rejects,
-    or ``("internal", message)``."""
-    try:
-        return "ok", certify(setup.network, x, label, domain=setup.domain, config=setup.config,
-                             model_path=setup.model_path, model_sha256=setup.model_sha256, true_label=true_label)
-    except ParallelepipedoNNError as exc:
-        return "error", str(exc)
-    except Exception as exc:  # recorded (as an error, never a result) so that the batch goes on
-        log.debug("internal error", exc_info=True)
-        return "internal", f"internal error: {type(exc).__name__}: {exc}"
-
-
-def _worker_main(conn: Connection, setup: _Setup) -> None:
-    """The worker process: certify each task it receives until the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
-    if setup.threads is not None:  # a spawned process starts with torch's default thread pool
-        configure_threads(setup.threads)
-    conn.send("ready")
-    while True:
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            conn.send(_certify_one(setup, *task))
-        except (BrokenPipeError, OSError):
-            return
-
-
-class _Worker:
-    """A spawned process running :func:`_certify_one`, killed when it overruns a time limit."""
-
-    def __init__(self, setup: _Setup) -> None:
-        self.setup = setup
-        self.proc: Any = None
-        self.conn: Connection | None = None
-
-    def start(self) -> None:
-        """Start the process (if it is not running) and wait until it is ready."""
-        if self.proc is not None:
-            return
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, self.setup), daemon=True)
-        self.proc.start()
-        child.close()
-        try:
-            ready = self.conn.recv()
-        except (EOFError, OSError):
-            ready = None
-        if ready != "ready":
-            self.close()
-            raise RuntimeError("the certification worker process did not start")
-
-    def run(self, task: tuple, time_limit: float) -> tuple[str, Any]:
-        self.start()
-        assert self.conn is not None
-        self.conn.send(task)
-        if not self.conn.poll(time_limit):
-            self.close()
-            return "timeout", f"time limit of {time_limit:g} s reached (the search was stopped)"
-        try:
-            return self.conn.recv()
-        except (EOFError, OSError):
-            self.proc.join(5)
-            code = self.proc.exitcode
-            self.close()
-            return "internal", f"the worker process died (exit code {code})"
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.join()
-            self.proc = None
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-
 # -- the batch -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BatchReport:
@@ -363,26 +274,29 @@ class BatchReport:
     skipped: int
     computed: int
     errors: tuple[tuple[str, str], ...]  # (input_id, reason) of the inputs stored as errors
-    internal_errors: int
+    internal_errors: int  # errors that are not the input's fault (internal, or lost by the executor)
     relabelled: int = 0  # skipped inputs whose stored true label was updated
+    executor: str = DEFAULT_EXECUTOR  # where the inputs were certified (e.g. "ray: 2 nodes, 4 CPUs")
 
 
 def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultStore | str | Path, *,
                   config: CertifyConfig | None = None, label: int | None = None, domain: Box | None = None,
                   model_path: str | None = None, time_limit: float | None = None,
-                  progress: bool | None = False, certify_true_label: bool = False) -> BatchReport:
-    """Certify every input not yet in ``store`` for this configuration; commit each result
-    as soon as it is known.
+                  progress: bool | None = False, certify_true_label: bool = False,
+                  executor: Executor | str | None = None) -> BatchReport:
+    """Certify every input not yet in ``store`` for this configuration; commit the
+    results as they come back (each group that is ready together in one transaction).
 
     ``label`` (default: each input's prediction) and ``domain`` (default ``[0, 1]^n``)
     apply to all inputs; ``certify_true_label`` certifies each input's ``true_label``
     instead (every input needs one). An input's ``true_label`` is recorded in its row (for
     accuracy); an input already stored whose true label changed gets the new one without
     being certified again, unless it is the label certified. ``time_limit`` (seconds per
-    input) runs the certifications in a worker process killed on time-out (the input is
-    then ``unknown``). ``progress``:
-    a progress bar on stderr (``None``: only on a terminal). ``store`` may be a path: it
-    is opened (created) only once the arguments are checked, and closed at the end.
+    input): an input that runs longer is stored as ``unknown``. ``executor``: an
+    :class:`~parallelepipedonn.executors.base.Executor` or its name (default ``local``,
+    see :mod:`parallelepipedonn.executors`). ``progress``: a status line on stderr (inputs
+    done, certified, rate, time left; ``None``: only on a terminal). ``store`` may be a
+    path: it is opened (created) only once the arguments are checked, and closed at the end.
     """
     config = config or CertifyConfig()
     dom = resolve_domain(domain, network.n_inputs)
@@ -403,15 +317,17 @@ def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultS
     ids = [i.input_id for i in inputs]
     if len(set(ids)) != len(ids):
         raise ConfigError("two inputs of the batch have the same identity")
+    if not isinstance(executor, Executor):
+        executor = make_executor(executor or DEFAULT_EXECUTOR)
     if not isinstance(store, ResultStore):
         with ResultStore(store) as opened:
             return certify_batch(network, inputs, opened, config=config, label=label, domain=dom,
                                  model_path=model_path, time_limit=time_limit, progress=progress,
-                                 certify_true_label=certify_true_label)
+                                 certify_true_label=certify_true_label, executor=executor)
     model_sha256 = sha256_file(model_path) if model_path is not None else None
     key = store.add_config(run_config(network, config, label="true" if certify_true_label else label, domain=dom,
                                       model_sha256=model_sha256, time_limit=time_limit))
-    setup = _Setup(network, config, dom, model_path, model_sha256, threads=current_threads())
+    setup = Setup(network, config, dom, model_path, model_sha256, threads=current_threads())
     done = store.done_keys(key)
     stored_labels = store.done_labels(key) if done else {}
     todo, relabelled = [], 0
@@ -434,47 +350,81 @@ def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultS
         log.info("updated the true label of %d stored input(s)", relabelled)
     errors: list[tuple[str, str]] = []
     internal = 0
-    worker = _Worker(setup) if time_limit is not None else None
-    bar = tqdm(total=len(inputs), initial=len(inputs) - len(todo), desc="certify", unit="input",
-               disable=None if progress is None else not progress, dynamic_ncols=True)
-    try:
-        with logging_redirect_tqdm():
-            for item, fp in todo:
-                row, kind = _run_one(item, fp, key, setup, item.true_label if certify_true_label else label,
-                                     worker, time_limit)
-                store.put(row)
+    tally = _Tally(len(inputs), len(inputs) - len(todo), executor.name)
+    tasks = _tasks([item for item, _ in todo], setup, label, certify_true_label)
+    with Progress("certify", enabled=progress, delay=2.0) as status, \
+            closing(executor.run(setup, tasks, time_limit)) as groups:
+        status(tally.message())
+        for group in groups:
+            rows = [_row(key, todo[task.number][1], task, outcome) for task, outcome in group]
+            store.put_many(rows)
+            for (task, outcome), row in zip(group, rows):
+                tally.add(row.status)
                 if row.status == ERROR:
-                    errors.append((item.input_id, row.reason))
-                    internal += kind == "internal"
-                    log.warning("%s", row.reason if item.input_id in row.reason else f"{item.input_id}: {row.reason}")
-                bar.update(1)
-                bar.set_postfix_str(row.status, refresh=False)
-    finally:
-        bar.close()
-        if worker is not None:
-            worker.close()
-    return BatchReport(key, len(inputs), len(inputs) - len(todo), len(todo), tuple(errors), internal, relabelled)
+                    errors.append((task.input_id, row.reason))
+                    internal += outcome.kind in ("internal", "lost")
+                    status.clear()
+                    log.warning("%s", row.reason if task.input_id in row.reason else f"{task.input_id}: {row.reason}")
+            status(tally.message())
+    return BatchReport(key, len(inputs), len(inputs) - len(todo), len(todo), tuple(errors), internal, relabelled,
+                       executor.describe())
 
 
-def _run_one(item: BatchInput, fingerprint: str, key: str, setup: _Setup, label: int | None,
-             worker: _Worker | None, time_limit: float | None) -> tuple[StoredResult, str]:
-    """Read and certify one input (in the worker, if any): its row, and how it ended
-    (``ok``, ``timeout``, ``error`` or ``internal``)."""
-    if worker is not None:
-        worker.start()  # its start-up does not count against the input's time
-    start, predicted = time.perf_counter(), None
-    try:
-        x = as_network_input(item.read(), setup.network.input_shape, setup.domain, f"input {item.input_id!r}")
-    except InputDataError as exc:
-        kind, payload = "error", str(exc)
-    else:
-        predicted = int(setup.network.predict(x)[0])
-        task = (x, label, item.true_label)
-        kind, payload = worker.run(task, time_limit) if worker is not None else _certify_one(setup, *task)
-    if kind == "ok":
-        cert: Certificate = payload
-        return StoredResult.from_certificate(key, item.input_id, fingerprint, cert), kind
-    status = Status.UNKNOWN.value if kind == "timeout" else ERROR
-    return StoredResult(key, item.input_id, fingerprint, status, payload, label=predicted if label is None else label,
-                        predicted_label=predicted, true_label=item.true_label,
-                        seconds=time.perf_counter() - start), kind
+def _tasks(items: Sequence[BatchInput], setup: Setup, label: int | None, certify_true_label: bool) -> Iterator[Task]:
+    """The tasks of ``items``, read one at a time (as the executor asks for them): each
+    input checked against the network and domain, with the network's prediction."""
+    for number, item in enumerate(items):
+        certified = item.true_label if certify_true_label else label
+        try:
+            x = as_network_input(item.read(), setup.network.input_shape, setup.domain, f"input {item.input_id!r}")
+        except InputDataError as exc:
+            yield Task(number, item.input_id, None, certified, item.true_label, None, error=str(exc))
+            continue
+        yield Task(number, item.input_id, x, certified, item.true_label, int(setup.network.predict(x)[0]))
+
+
+def _row(key: str, fingerprint: str, task: Task, outcome: Outcome) -> StoredResult:
+    """The store's row for a task's outcome (no certificate unless ``ok``)."""
+    if outcome.kind == "ok":
+        cert: Certificate = outcome.payload
+        return StoredResult.from_certificate(key, task.input_id, fingerprint, cert)
+    status = Status.UNKNOWN.value if outcome.kind == "timeout" else ERROR
+    return StoredResult(key, task.input_id, fingerprint, status, str(outcome.payload),
+                        label=task.predicted if task.label is None else task.label, predicted_label=task.predicted,
+                        true_label=task.true_label, seconds=outcome.seconds)
+
+
+class _Tally:
+    """The progress of a batch: inputs done, certified, rate and time left."""
+
+    def __init__(self, total: int, skipped: int, executor: str) -> None:
+        self.total, self.skipped, self.executor = total, skipped, executor
+        self.computed = self.certified = 0
+        self.start = time.perf_counter()
+
+    def add(self, status: str) -> None:
+        self.computed += 1
+        self.certified += status == Status.CERTIFIED.value
+
+    def message(self) -> str:
+        done = self.skipped + self.computed
+        text = f"{done}/{self.total} inputs"
+        if self.skipped:
+            text += f" ({self.skipped} stored before)"
+        if not self.computed:
+            return text + f", starting ({self.executor} executor)"
+        rate = self.computed / max(time.perf_counter() - self.start, 1e-9)
+        text += f", {self.certified} certified, {rate:.3g} inputs/s"
+        if done < self.total:
+            text += f", {_duration((self.total - done) / rate)} left"
+        return text
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s`` or ``2 h 07 min``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

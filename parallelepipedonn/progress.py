@@ -53,14 +53,19 @@ class Progress:
         while not self._stop.wait(1.0):
             self._draw(force=True)
 
-    def close(self) -> None:
-        """Stop the ticker and clear the status line (if one was drawn)."""
-        self._stop.set()
+    def clear(self) -> None:
+        """Erase the status line (if one is drawn), e.g. before a log line; the next
+        message draws it again."""
         with self._lock:
             if self._width:
                 self.stream.write("\r" + " " * self._width + "\r")
                 self.stream.flush()
                 self._width = 0
+
+    def close(self) -> None:
+        """Stop the ticker and clear the status line (if one was drawn)."""
+        self._stop.set()
+        self.clear()
 
     def __enter__(self) -> Progress:
         if self.enabled:

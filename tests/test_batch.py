@@ -28,7 +28,7 @@ from parallelepipedonn.batch import (
     parse_indices,
 )
 from parallelepipedonn.certify import CertifyConfig
-from parallelepipedonn.errors import ConfigError, InputDataError, LabelError
+from parallelepipedonn.errors import ConfigError, InputDataError, LabelError, OutputPathError
 from parallelepipedonn.onnx_export import save_onnx
 from parallelepipedonn.store import ResultStore, StoredResult, Summary
 from tests.nets import random_network
@@ -466,3 +466,27 @@ def test_labels_api(tmp_path):
     with pytest.raises(ConfigError, match="not of dataset images"):
         labels_from_file(tmp_path / "l.csv", [BatchInput("d:0", values=np.zeros(4))])
     assert not (tmp_path / "r.db").exists()
+
+
+def test_put_many_commits_a_group_of_rows_in_one_transaction(tmp_path):
+    with ResultStore(tmp_path / "r.db") as s:
+        key = s.add_config({"model_sha256": "abc"})
+        s.put_many([StoredResult(key, name, "h", "unknown") for name in "abc"])
+        assert [r.input_id for r in s.rows(key)] == ["a", "b", "c"]
+        with pytest.raises(OutputPathError):  # a bad row: nothing of its group is written
+            s.put_many([StoredResult(key, "d", "h", "unknown"), StoredResult(key, "e", None, "unknown")])
+        assert [r.input_id for r in s.rows(key)] == ["a", "b", "c"]
+        s.put_many([])
+
+
+def test_the_status_line_counts_inputs_certified_rate_and_time_left(monkeypatch):
+    from parallelepipedonn import batch
+
+    clock = iter([100.0, 110.0])
+    monkeypatch.setattr(batch.time, "perf_counter", lambda: next(clock))
+    tally = batch._Tally(total=40, skipped=10, executor="ray")
+    assert tally.message() == "10/40 inputs (10 stored before), starting (ray executor)"
+    for status in ["certified"] * 4 + ["unknown"]:
+        tally.add(status)
+    assert tally.message() == "15/40 inputs (10 stored before), 4 certified, 0.5 inputs/s, 50 s left"
+    assert batch._duration(3725) == "1 h 02 min" and batch._duration(185) == "3 min 05 s"

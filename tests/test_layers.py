@@ -132,6 +132,10 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.cli.verify": "application",
     "parallelepipedonn.datasets": "application",
     "parallelepipedonn.instances": "application",  # VNN-COMP instances into the results store
+    "parallelepipedonn.executors": "application",  # batch executors, by name
+    "parallelepipedonn.executors.base": "application",
+    "parallelepipedonn.executors.local": "application",
+    "parallelepipedonn.executors.ray_cluster": "application",
     "parallelepipedonn.models": "application",
     "parallelepipedonn.plotting": "application",
     "parallelepipedonn.progress": "application",
@@ -145,6 +149,7 @@ LAYERS: dict[str, str] = {
     "benchmarks.dual_boxes": "application",
     "benchmarks.exact_apothem": "application",
     "benchmarks.gmm": "application",
+    "benchmarks.executors": "application",
     "benchmarks.options": "application",
     "benchmarks.oracle_throughput": "application",
     "benchmarks.paper": "application",

@@ -59,14 +59,23 @@ def hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def threads(text: str) -> int:
+def _whole_number(text: str, minimum: int, expected: str, too_small: str) -> int:
     try:
         n = int(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number of threads, got {text!r}") from exc
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"the number of threads must be >= 0 (0: torch's default), got {text!r}")
+        raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from exc
+    if n < minimum:
+        raise argparse.ArgumentTypeError(f"{too_small}, got {text!r}")
     return n
+
+
+def threads(text: str) -> int:
+    return _whole_number(text, 0, "expected a number of threads",
+                         "the number of threads must be >= 0 (0: torch's default)")
+
+
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1, "expected a whole number", "must be at least 1")
 
 
 def positive(text: str) -> float:

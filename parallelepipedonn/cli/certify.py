@@ -9,9 +9,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..executors import executor_names
 from ..io_utils import removed_on_failure
 from ..progress import Progress
-from .args import add_certify_options, add_model_and_input, certify_config, lazy_help, oracle_names, positive
+from .args import (
+    add_certify_options,
+    add_model_and_input,
+    certify_config,
+    lazy_help,
+    oracle_names,
+    positive,
+    positive_int,
+)
 from .common import check_outputs, fmt, load_model, load_problem
 from .exits import EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 
@@ -56,6 +65,15 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     batch.add_argument("--certify-true-label", action="store_true",
                        help="certify each input's true label (--labels, --label-from-name or the dataset's) "
                        "instead of the network's prediction")
+    batch.add_argument("--executor", choices=executor_names(),
+                       help="where the inputs are certified: local (the default: one after the other on this "
+                       "machine) or ray (a Ray cluster: pip install -e '.[ray]')")
+    batch.add_argument("--address", metavar="local|auto|HOST:PORT",
+                       help="--executor ray: the cluster (default: local, a private cluster on this machine for "
+                       "this run; auto: the one 'ray start' runs here; HOST:PORT: its head node)")
+    batch.add_argument("--workers", type=positive_int, metavar="N",
+                       help="--executor ray: CPUs of the private local cluster (default: all), or the most tasks "
+                       "run at once on a cluster given by --address")
     p.set_defaults(func=cmd_certify)
 
 
@@ -137,10 +155,15 @@ def _is_batch(args: argparse.Namespace) -> bool:
     """Whether ``certify`` runs as a batch into a results store (checks the batch options)."""
     labels = [o for o, v in (("--labels", args.labels), ("--label-from-name", args.label_from_name),
                              ("--certify-true-label", args.certify_true_label)) if v]
+    executor = [o for o, v in (("--executor", args.executor), ("--address", args.address),
+                               ("--workers", args.workers)) if v is not None]
     if args.inputs is None and args.indices is None and args.store is None:
-        if labels:
-            raise ConfigError(f"{labels[0]} is for a batch: use it with --inputs DIR and --store results.db")
+        if labels or executor:
+            raise ConfigError(f"{(labels + executor)[0]} is for a batch: use it with --inputs DIR (or --dataset D "
+                              "--indices A:B) and --store results.db")
         return False
+    if (args.address is not None or args.workers is not None) and args.executor != "ray":
+        raise ConfigError(f"{executor[0]} is for --executor ray")
     if args.labels is not None and args.label_from_name is not None:
         raise ConfigError("give the true labels by --labels FILE or by --label-from-name REGEX, not both")
     if args.dataset is not None and labels and labels[0] != "--certify-true-label":
@@ -176,9 +199,11 @@ def _certify_batch(args: argparse.Namespace, config) -> int:
         parse_indices,
     )
     from ..datasets import load_dataset
+    from ..executors import DEFAULT_EXECUTOR, make_executor
     from ..store import ERROR, ResultStore, Summary
 
     indices = parse_indices(args.indices) if args.indices is not None else (args.index,)
+    executor = make_executor(args.executor or DEFAULT_EXECUTOR, address=args.address, workers=args.workers)
     network, domain, model_path = load_model(args)
     if args.inputs is not None:
         inputs = inputs_from_directory(args.inputs)
@@ -192,12 +217,13 @@ def _certify_batch(args: argparse.Namespace, config) -> int:
         inputs = labels_from_name(args.label_from_name, inputs, n_classes=network.n_classes)
     report = certify_batch(network, inputs, args.store, config=config, label=args.label, domain=domain,
                            model_path=str(model_path), time_limit=args.time_limit, progress=None,
-                           certify_true_label=args.certify_true_label)
+                           certify_true_label=args.certify_true_label, executor=executor)
     ids = {i.input_id for i in inputs}
     with ResultStore(args.store, read_only=True) as store:
         rows = [r for r in store.rows(report.config_key) if r.input_id in ids]
     print(f"batch of {report.total} input(s): {report.skipped} already in {args.store}, {report.computed} "
-          f"run now (model {model_path}, configuration {report.config_key[:12]})")
+          f"run now (model {model_path}, configuration {report.config_key[:12]}"
+          + (f"; {report.executor})" if report.computed and report.executor != DEFAULT_EXECUTOR else ")"))
     summary = Summary.of(rows)
     print(f"  {summary.describe()}")
     for line in summary.describe_accuracy():

@@ -1,0 +1,116 @@
+"""The ``local`` executor (the default): one input after the other, on this machine.
+
+Without a time limit each input is certified in this process. With one, the
+certifications run in a worker process (started once, with the network) that is killed
+when an input overruns the limit: that input ends as ``timeout`` (stored as ``unknown``,
+never certified) and a fresh worker takes the next input. The worker's start-up is not
+counted against any input. Each outcome is its own group: the driver commits every
+result as soon as it is known.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ..errors import ConfigError
+from ..threads import configure_threads
+from .base import Executor, Outcome, Setup, Task, certify_task, timeout_reason
+
+
+def _worker_main(conn: Connection, setup: Setup) -> None:
+    """The worker process: certify each task it receives until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
+    if setup.threads is not None:  # a spawned process starts with torch's default thread pool
+        configure_threads(setup.threads)
+    conn.send("ready")
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            conn.send(certify_task(setup, task))
+        except (BrokenPipeError, OSError):
+            return
+
+
+class _Worker:
+    """A spawned process running :func:`certify_task`, killed when it overruns a time limit."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.proc: Any = None
+        self.conn: Connection | None = None
+
+    def start(self) -> None:
+        """Start the process (if it is not running) and wait until it is ready."""
+        if self.proc is not None:
+            return
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, self.setup), daemon=True)
+        self.proc.start()
+        child.close()
+        try:
+            ready = self.conn.recv()
+        except (EOFError, OSError):
+            ready = None
+        if ready != "ready":
+            self.close()
+            raise RuntimeError("the certification worker process did not start")
+
+    def run(self, task: Task, time_limit: float) -> Outcome:
+        self.start()  # its start-up does not count against the input's time
+        assert self.conn is not None
+        start = time.perf_counter()
+        self.conn.send(task)
+        if not self.conn.poll(time_limit):
+            self.close()
+            return Outcome("timeout", timeout_reason(time_limit), time.perf_counter() - start)
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            self.proc.join(5)
+            code = self.proc.exitcode
+            self.close()
+            return Outcome("internal", f"the worker process died (exit code {code})", time.perf_counter() - start)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.join()
+            self.proc = None
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class LocalExecutor(Executor):
+    """Certify one input at a time on this machine (see the module's docstring)."""
+
+    name = "local"
+
+    def __init__(self, *, address: str | None = None, workers: int | None = None) -> None:
+        if address is not None:
+            raise ConfigError("--address names a Ray cluster: use it with --executor ray")
+        if workers is not None and workers != 1:
+            raise ConfigError(f"the local executor certifies one input at a time (asked for {workers} workers): "
+                              "use --executor ray for more")
+
+    def run(self, setup: Setup, tasks: Iterable[Task], time_limit: float | None) -> Iterator[list[tuple[Task, Outcome]]]:
+        worker = _Worker(setup) if time_limit is not None else None
+        try:
+            for task in tasks:
+                if worker is not None and task.error is None:
+                    outcome = worker.run(task, time_limit)
+                else:
+                    outcome = certify_task(setup, task)
+                yield [(task, outcome)]
+        finally:
+            if worker is not None:
+                worker.close()
