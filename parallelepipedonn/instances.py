@@ -172,11 +172,11 @@ def verify_instances(instances: Sequence[Instance], store: ResultStore | str | P
             model_sha = sha256_file(item.onnx)
             if model_sha not in models:
                 models[model_sha] = load_model_file(item.onnx)
-            prop = read_vnnlib(item.vnnlib)
+            prop = read_vnnlib(item.vnnlib.resolve())  # the result records resolved paths
             model = models[model_sha]
             box = None if domain is None else Box(np.full(model.n_inputs, domain[0]), np.full(model.n_inputs, domain[1]))
             result = verify_property(model, prop, config=config, timeout=item.timeout, domain=box,
-                                     model_path=str(item.onnx), model_sha256=model_sha,
+                                     model_path=str(item.onnx.resolve()), model_sha256=model_sha,
                                      property_sha256=sha256_file(item.vnnlib))
             row = _row(key, item, fp, result)
             answer = result.answer.value

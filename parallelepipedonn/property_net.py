@@ -175,8 +175,10 @@ class _Val:
 
 
 def output_bounds(chain: Network, lower: FloatArray, upper: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Proven bounds of the chain's outputs over the box (CROWN with its rounding slack);
-    :class:`ReductionError` when they are not finite numbers."""
+    """Proven bounds of the chain's outputs over the box (CROWN's backward pass on interval
+    bounds of the hidden layers, with its rounding slack: cheap, and looser than the
+    oracles' own bounds, so that the shifted ReLUs are stable for them); :class:`ReductionError`
+    when they are not finite numbers."""
     import torch
 
     from oracles.bounds import NetworkTensors, box_tensors, crown_bound, intermediate_bounds, sound_kernels
@@ -186,7 +188,7 @@ def output_bounds(chain: Network, lower: FloatArray, upper: FloatArray) -> tuple
     m = chain.n_classes
     eye = torch.eye(m, dtype=torch.float64)
     with torch.no_grad(), sound_kernels("cpu"):
-        inter = intermediate_bounds(net, lo, hi) if net.depth > 1 else []
+        inter = intermediate_bounds(net, lo, hi, method="ibp") if net.depth > 1 else []
         bounds = crown_bound(net, torch.cat([eye, -eye])[None], lo, hi, inter[:net.depth - 1])[0].numpy()
     low, high = bounds[:m], -bounds[m:]
     if not (np.isfinite(low).all() and np.isfinite(high).all()):

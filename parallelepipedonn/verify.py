@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,11 +81,33 @@ class Answer(str, enum.Enum):
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    """Which oracle (any name or cascade ``a+b+c``, with its options) and torch device."""
+    """Which oracle (any name or cascade ``a+b+c``, with its options) and torch device.
+    ``fallback`` (optional): the oracle used instead for a graph model that ``oracle``'s
+    chain stages cannot read (a residual graph, or one whose dense expansion is too large),
+    e.g. ``attack+crown`` when the default was not chosen by the user."""
 
     oracle: str = DEFAULT_VERIFY_ORACLE
     oracle_options: Mapping[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    fallback: str | None = None
+
+    def for_model(self, model: Network | Graph) -> tuple[VerifyConfig, str]:
+        """This configuration, or its ``fallback`` where the model needs it (and why)."""
+        from oracles.chain import chain_network
+
+        from .errors import ModelTooLargeError, OracleError
+        from .property_net import reads_graphs
+
+        if self.fallback is None or isinstance(model, Network) or reads_graphs(self.oracle) or \
+                model.as_network() is not None:
+            return self, ""
+        try:
+            chain_network(model, self.oracle)  # the expansion is cached on the graph
+        except (OracleError, ModelTooLargeError) as exc:
+            note = f"{self.oracle} cannot read this model ({exc}): {self.fallback} used instead"
+            log.info("%s", note)
+            return replace(self, oracle=self.fallback, fallback=None), note
+        return self, ""
 
     def build(self, network: Network | Graph) -> Oracle:
         oracle, _ = build_oracles(network, CertifyConfig(oracle=self.oracle, oracle_options=self.oracle_options,
@@ -279,7 +301,6 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
     (:class:`~parallelepipedonn.errors.PropertyError` naming the bound's line otherwise).
     The regions (input boxes) are asked in turn; the first confirmed counterexample
     answers ``sat``."""
-    config = config or VerifyConfig()
     _check_timeout(timeout)
     clock = _Clock(timeout)
     prop.check_model(model.n_inputs, model.n_classes)
@@ -287,6 +308,7 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
         prop.check_domain(domain.lower, domain.upper)
     from .property_net import ReductionError, reduce_region
 
+    config, note = (config or VerifyConfig()).for_model(model)
     records: list[dict[str, Any]] = []
     oracle_name, settings = config.oracle, {}
     timed_out = False
@@ -297,7 +319,8 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
                 "outputs": prop.n_outputs, "regions": len(prop.regions),
                 "domain": None if domain is None else _domain_json(domain)}
         return Verification(answer, reason, info, model_path, model_sha256, model.describe(), model.input_shape,
-                            oracle_name, settings, cex, outputs, tuple(records), timeout, clock.elapsed)
+                            oracle_name, {**settings, **({"note": note} if note else {})}, cex, outputs,
+                            tuple(records), timeout, clock.elapsed)
 
     if not prop.regions:
         return result(Answer.UNSAT, "the assertions admit no unsafe point")
@@ -321,6 +344,11 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
             reduction = reduce_region(model, region, config.oracle, prop.path)
         except ReductionError as exc:
             records.append({"index": k, "verdict": "unknown", "reason": str(exc), "timed_out": False,
+                            "seconds": time.perf_counter() - start})
+            continue
+        if clock.expired:  # building the reduction took the time that was left
+            timed_out = True
+            records.append({"index": k, "verdict": "not asked", "reason": "time out", "timed_out": True,
                             "seconds": time.perf_counter() - start})
             continue
         oracle = config.build(reduction.network)
@@ -362,7 +390,6 @@ def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, labe
     prediction), within ``domain`` (default ``[0, 1]^n``)? ``unsat``: every point of the
     ball (rounded outward, :meth:`Box.outer_cube`) is classified ``label`` with a strictly
     larger logit, proven; ``sat``: a confirmed point of the exact ball is not."""
-    config = config or VerifyConfig()
     _check_timeout(timeout)
     if not (epsilon > 0 and np.isfinite(epsilon)):
         raise ConfigError(f"epsilon must be a positive number, got {epsilon}")
@@ -373,13 +400,15 @@ def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, labe
     label = predicted if label is None else model.check_label(label)
     info = {"kind": "epsilon", "input": xa.tolist(), "epsilon": float(epsilon), "label": label,
             "predicted_label": predicted, "domain": _domain_json(dom)}
+    config, note = (config or VerifyConfig()).for_model(model)
     records: list[dict[str, Any]] = []
     oracle_name, settings = config.oracle, {}
 
     def result(answer: Answer, reason: str, cex: FloatArray | None = None) -> Verification:
         outputs = None if cex is None else model.forward(cex)[0]
         return Verification(answer, reason, info, model_path, model_sha256, model.describe(), model.input_shape,
-                            oracle_name, settings, cex, outputs, tuple(records), timeout, clock.elapsed)
+                            oracle_name, {**settings, **({"note": note} if note else {})}, cex, outputs,
+                            tuple(records), timeout, clock.elapsed)
 
     if model.misclassified(xa, label)[0]:
         why = f"classifies it as {predicted}" if predicted != label else "has a tie there"

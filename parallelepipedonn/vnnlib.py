@@ -523,7 +523,8 @@ class _Parser:
                                      f">{'' if lo.strict else '='} {float(lo.value)!r}; line {hi.line}: "
                                      f"<{'' if hi.strict else '='} {float(hi.value)!r}): an empty input box")
             lows, highs = tuple(lower), tuple(upper)
-            key = tuple((b.value, b.strict) for b in lows + highs)  # type: ignore[union-attr]
+            key = tuple((b.value.numerator, b.value.denominator, b.strict)  # type: ignore[union-attr]
+                        for b in lows + highs)
             entry = grouped.setdefault(key, (lows, highs, []))  # type: ignore[arg-type]
             disjunct = tuple(outputs)
             if disjunct not in entry[2]:

@@ -359,7 +359,7 @@ def test_verify_and_certify_at_epsilon_on_the_command_line(small, tmp_path, caps
     assert run(capsys, "recheck", str(c))[0] == 5
 
 
-def test_instances_go_into_the_store_and_a_second_run_resumes(small, tmp_path, capsys):
+def test_instances_go_into_the_store_and_a_second_run_resumes(small, tmp_path, capsys, monkeypatch):
     d = tmp_path / "bench"
     (d / "onnx").mkdir(parents=True)
     (d / "vnnlib").mkdir()
@@ -377,6 +377,11 @@ def test_instances_go_into_the_store_and_a_second_run_resumes(small, tmp_path, c
     assert rows["near"].status == "certified" and rows["near"].reason.startswith("unsat: ")
     assert rows["far"].status == "not-robust" and rows["broken"].status == "error"
     assert Verification.from_dict(json.loads(rows["far"].certificate)).answer is Answer.SAT
+    stored = tmp_path / "elsewhere" / "far.json"  # a stored result names its files by resolved paths
+    stored.parent.mkdir()
+    stored.write_text(rows["far"].certificate)
+    monkeypatch.chdir(stored.parent)
+    assert run(capsys, "recheck", "far.json")[0] == 0
     (d / "vnnlib" / "broken.vnnlib").write_text((small.dir / "near.vnnlib").read_text())
     code, out, err = run(capsys, "verify", "--instances", str(d / "instances.csv"), "--store", str(db))
     assert code == 0 and "2 already in" in out and "1 run now" in out and "2 unsat, 1 sat" in out, out + err
@@ -436,3 +441,13 @@ def test_the_vnncomp_scripts(small, tmp_path):
     proc = subprocess.run([str(ROOT / "vnncomp" / "run_instance.sh"), "v2", "test", str(small.path), str(bad),
                            str(result), "30"], capture_output=True, text=True, env=env, timeout=60, check=False)
     assert proc.returncode == 1 and "v1" in proc.stderr
+
+
+def test_the_default_oracle_falls_back_to_the_graph_readers_for_a_residual_model(capsys):
+    code, out, err = run(capsys, "verify", "--dataset", "mnist", "--index", "0", "--default-net", "resnet",
+                         "--epsilon", "0.002")
+    assert code == 0 and out.splitlines()[0] == "unsat", out + err
+    assert "attack+crown used instead" in out
+    code, out, err = run(capsys, "verify", "--dataset", "mnist", "--index", "0", "--default-net", "resnet",
+                         "--epsilon", "0.002", "--oracle", "crown+bab")
+    assert code == 2 and out == "" and "bab supports chain networks" in err and err.count("\n") == 1

@@ -56,7 +56,8 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                       "instance into --store (running it again resumes)")
     how = p.add_argument_group("how to verify")
     lazy_help(how.add_argument("--oracle", default=None),
-              "verifier (%(oracle_names)s, or a cascade a+b+c; default: attack+crown+alpha-crown+bab)",
+              "verifier (%(oracle_names)s, or a cascade a+b+c; default: attack+crown+alpha-crown+bab, and "
+              "attack+crown for a graph model that the other stages cannot read: residual, or too large as a chain)",
               oracle_names=oracle_names)
     how.add_argument("--oracle-option", action="append", default=[], metavar="[STAGE.]KEY=VALUE",
                      help="an option of the oracle (as for certify), e.g. bab.max_nodes=100000; repeatable")
@@ -115,7 +116,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from oracles.registry import parse_oracle_options
 
     config = VerifyConfig(oracle=args.oracle or DEFAULT_VERIFY_ORACLE,
-                          oracle_options=parse_oracle_options(args.oracle_option), device=args.device)
+                          oracle_options=parse_oracle_options(args.oracle_option), device=args.device,
+                          fallback="attack+crown" if args.oracle is None else None)
     if mode == "instances":
         return _instances(args, config)
     if mode == "vnnlib":
@@ -199,7 +201,8 @@ def _summary(result: Verification, what: str, written: list[str]) -> str:
             return f"[{shown}{', ...' if a.size > 6 else ''}]"
 
         lines.append(f"  counterexample X = {short(x)} ({x.size} values); Y = {short(y)}")
-    lines.append(f"  oracle      {result.oracle}")
+    note = result.oracle_settings.get("note")
+    lines.append(f"  oracle      {result.oracle}" + (f" ({note})" if note else ""))
     timeout = "" if result.timeout is None else f" (timeout {fmt(result.timeout)} s)"
     lines.append(f"  time        {result.seconds:.3f} s{timeout}")
     if written:
