@@ -259,9 +259,19 @@ def run_config(network: Network, config: CertifyConfig, *, label: int | str | No
     return {
         "model_sha256": model_sha256 or f"ir:{network.digest}",
         "algorithm": search.name, "algorithm_settings": search.settings(), "oracle": config.oracle_for(network),
-        "certify_config": asdict(config),  # every option, present and future
+        "certify_config": _config_record(config),
         "label": label, "domain": [dom(domain.lower), dom(domain.upper)], "time_limit": time_limit,
     }
+
+
+def _config_record(config: CertifyConfig) -> dict[str, Any]:
+    """Every option of ``config`` (present and future), less the ``epsilon`` question's
+    when it is not asked: stores written before it existed keep their configuration keys."""
+    record = asdict(config)
+    if config.epsilon is None:
+        record.pop("epsilon")
+        record.pop("epsilon_oracle")
+    return record
 
 
 # -- the batch -------------------------------------------------------------------------------

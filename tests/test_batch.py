@@ -490,3 +490,17 @@ def test_the_status_line_counts_inputs_certified_rate_and_time_left(monkeypatch)
         tally.add(status)
     assert tally.message() == "15/40 inputs (10 stored before), 4 certified, 0.5 inputs/s, 50 s left"
     assert batch._duration(3725) == "1 h 02 min" and batch._duration(185) == "3 min 05 s"
+
+
+def test_the_epsilon_question_enters_the_configuration_key_only_when_asked():
+    """Stores written before ``certify --epsilon`` existed keep their keys (and resume)."""
+    from parallelepipedonn.batch import run_config
+    from parallelepipedonn.box import Box
+
+    net = random_network(0, [4, 3, 2])
+    domain = Box(np.zeros(4), np.ones(4))
+    plain = run_config(net, CertifyConfig(), label=None, domain=domain, model_sha256=None, time_limit=None)
+    asked = run_config(net, CertifyConfig(epsilon=0.1), label=None, domain=domain, model_sha256=None,
+                       time_limit=None)
+    assert "epsilon" not in plain["certify_config"] and "epsilon_oracle" not in plain["certify_config"]
+    assert asked["certify_config"]["epsilon"] == 0.1
