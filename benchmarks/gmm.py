@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 import parallelepipedonn as ppn
 from benchmarks.common import RESULTS, machine, markdown_table, write_csv
+from benchmarks.paper import _verify_cubes
 from oracles import AttackOracle, make_oracle
 from oracles.base import Verdict
 from parallelepipedonn.gmm.certify import certify_gmm, closed_form
@@ -303,17 +304,6 @@ def timing_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------ accuracy
-def _verify_cubes(oracle, xs, labels, eps, mask) -> np.ndarray:
-    out = np.zeros(len(xs), bool)
-    for label in np.unique(labels[mask]):
-        idx = np.flatnonzero(mask & (labels == label))
-        for s in range(0, len(idx), 256):
-            part = idx[s:s + 256]
-            answers = oracle.verify(np.clip(xs[part] - eps, 0, 1), np.clip(xs[part] + eps, 0, 1), int(label))
-            out[part] = [a.verdict is Verdict.VERIFIED for a in answers]
-    return out
-
-
 def _exact_radii(net, xs, ys, correct, bar: bool, desc: str) -> np.ndarray:
     config = ppn.CertifyConfig(algorithm="exact", oracle="milp", precision=1e-4)
     from parallelepipedonn.certify import build_oracles
@@ -346,7 +336,7 @@ def part_accuracy(dataset: str, n: int | None, exact_n: int, bar: bool) -> list[
         if c is not None and c.linear:
             method = "gmm oracle (exact closed form)"
         for eps in LINF:
-            ok = _verify_cubes(oracle, xs, ys, eps, correct)
+            ok = _verify_cubes(oracle, xs, ys, eps, correct) == 1
             rows.append({**base, "norm": "linf", "eps": eps, "method": method, "certified": float(ok.mean())})
         # L2: the closed forms (the exact in-domain radius for a linear classifier, else the global bound)
         l2 = np.zeros(len(xs))
@@ -459,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
         load, started = os.getloadavg()[0], time.perf_counter()
         run_part, markdown = runs[part]
         rows = [r for ds in datasets for r in run_part(ds)]
-        _write_rows(out / f"gmm_{part}.csv", rows)
+        write_rows(out / f"gmm_{part}.csv", rows)
         stamp = (f"Machine: {machine()}; 1-minute load average {load:.1f} when the part began; "
                  f"{time.perf_counter() - started:.0f} s. Command: `python -m benchmarks.gmm --parts {part}"
                  f"{' --quick' if args.quick else ''}`.")
@@ -469,7 +459,8 @@ def main(argv: list[str] | None = None) -> None:
     print((out / "gmm.md").read_text())
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """A CSV of rows whose keys differ (the union of their keys, blanks where missing)."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
     write_csv(path, [{k: r.get(k, "") for k in keys} for r in rows])
 

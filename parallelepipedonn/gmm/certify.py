@@ -18,7 +18,6 @@ the closed-form radii (:mod:`parallelepipedonn.gmm.radii`), each a proven lower 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..box import Box
-from ..certificate import Certificate
+from ..certificate import Certificate, _num, _unnum  # the certificates' JSON numbers ("inf" for infinity)
 from ..certify import CertifyConfig, certify, resolve_domain
 from ..inputs import as_network_input
 from .model import GmmClassifier
@@ -42,18 +41,6 @@ DEFAULT_GMM_ORACLE = "gmm"
 #: Relative tolerance of the recheck's comparison of a stored and a recomputed estimate
 #: or distance (they agree to the last bits on the same machine).
 _RTOL = 1e-9
-
-
-def _num(v: float | None) -> float | str | None:
-    if v is None:
-        return None
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return float(v)
-
-
-def _unnum(v: Any) -> float | None:
-    return None if v is None else float(v)
 
 
 @dataclass(frozen=True, eq=False)
