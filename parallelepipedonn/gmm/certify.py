@@ -81,12 +81,13 @@ def closed_form(classifier: GmmClassifier, x: ArrayLike, label: int, domain: Box
     proven positive; the exact input radii only for a linear classifier). ``seconds``:
     the per-input work (the model's Lipschitz bounds are computed once and cached)."""
     label = classifier.network.check_label(label)
-    lipschitz, _ = classifier.margin_lipschitz(label), classifier.encoder_lipschitz  # per model, cached
+    # per model, cached: the Lipschitz bounds and the head's rows and norms
+    lipschitz, rows, _ = classifier.margin_lipschitz(label), classifier.head_rows(label), classifier.encoder_lipschitz
     start = time.perf_counter()
     xa = np.asarray(x, dtype=np.float64).reshape(-1)
     z, z_err = classifier.latent(xa)
     w, b = classifier.head_weight, classifier.head_bias
-    latent = latent_radii(w, b, z[0], z_err[0], label, classifier.mixture.covariance)
+    latent = latent_radii(w, b, z[0], z_err[0], label, classifier.mixture.covariance, rows)
     l2_global = global_l2_radius(classifier.network, xa, label, lipschitz)
     linf = l2 = None
     if classifier.linear:
