@@ -31,7 +31,15 @@ from ..certificate import Certificate, _num, _unnum  # the certificates' JSON nu
 from ..certify import CertifyConfig, certify, resolve_domain
 from ..inputs import as_network_input
 from .model import GmmClassifier
-from .radii import ExactRadius, LatentRadii, global_l2_radius, latent_radii, linear_l2_radius, linear_linf_radius
+from .radii import (
+    ExactRadius,
+    LatentRadii,
+    global_l2_radius,
+    latent_radii,
+    linear_global_l2,
+    linear_l2_radius,
+    linear_linf_radius,
+)
 
 FloatArray = NDArray[np.float64]
 
@@ -88,11 +96,13 @@ def closed_form(classifier: GmmClassifier, x: ArrayLike, label: int, domain: Box
     z, z_err = classifier.latent(xa)
     w, b = classifier.head_weight, classifier.head_bias
     latent = latent_radii(w, b, z[0], z_err[0], label, classifier.mixture.covariance, rows)
-    l2_global = global_l2_radius(classifier.network, xa, label, lipschitz)
     linf = l2 = None
     if classifier.linear:
+        l2_global = linear_global_l2(classifier.network, xa, label)
         linf = linear_linf_radius(classifier.network, xa, label, domain)
         l2 = linear_l2_radius(classifier.network, xa, label, domain)
+    else:
+        l2_global = global_l2_radius(classifier.network, xa, label, lipschitz)
     return ClosedForm(label, int(np.argmax(z[0] @ w.T + b)), latent, classifier.encoder_lipschitz, l2_global,
                       classifier.linear, linf, l2, time.perf_counter() - start, classifier.encoder_kind,
                       classifier.latent_dim)

@@ -184,6 +184,7 @@ class _Rows:
     l2: FloatArray
     l2_up: FloatArray
     step: FloatArray
+    label: int
 
 
 _ROWS: weakref.WeakKeyDictionary[Network, dict[int, _Rows]] = weakref.WeakKeyDictionary()
@@ -197,7 +198,7 @@ def _rows(net: Network, label: int) -> _Rows:
         w = np.abs(a)
         l2 = np.sqrt((w * w).sum(axis=1))
         l2_up = l2 * (1 + relative_slack(a.shape[1] + 2)) + _TINY
-        cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a))
+        cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label)
     return cache[label]
 
 
@@ -367,10 +368,18 @@ def _prove(estimate: float, check) -> float:
     return 0.0
 
 
-def _confirmed(net: Network, label: int, points: list[FloatArray]) -> FloatArray | None:
-    """The first of ``points`` the classifier misclassifies (exact decision), if any."""
+def _confirmed(net: Network, rows: _Rows, points: list[FloatArray]) -> FloatArray | None:
+    """The first of ``points`` that the linear classifier misclassifies, decided exactly:
+    by the margins ``a_j p + c_j`` where they are farther from 0 than their rounding error
+    bound (a margin below it: some class wins or ties), else by
+    :meth:`~parallelepipedonn.network.Network.misclassified` (exact arithmetic)."""
+    n = points[0].size if points else 0
     for p in points:
-        if net.misclassified(p, label)[0]:
+        m = rows.a @ p + rows.c
+        err = 2 * gamma(n + 3) * (rows.w @ np.abs(p) + np.abs(rows.c)) + (n + 3) * _TINY + 1e-300
+        if (m < -err).any():
+            return p
+        if not (m > err).all() and net.misclassified(p, int(rows.label))[0]:
             return p
     return None
 
@@ -391,7 +400,7 @@ def linear_linf_radius(net: Network, x: FloatArray, label: int, domain: Box) -> 
     cex = None
     if math.isfinite(estimate):
         room = _rooms(rows, np.array([j]), x, domain)[0]
-        cex = _confirmed(net, label, [x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES])
+        cex = _confirmed(net, rows, [x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES])
     upper = math.inf if cex is None else float(np.abs(cex - x).max())
     return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
 
@@ -406,6 +415,16 @@ def l2_multipliers(w: FloatArray, rooms: FloatArray, m: FloatArray) -> tuple[Flo
         d = np.minimum(np.where(np.isfinite(lam[:, None]), lam[:, None], 0.0) * w, rooms)
     dist = np.where(np.isfinite(lam), np.sqrt(np.sum(d * d, axis=1)), np.inf)
     return lam, dist
+
+
+def linear_global_l2(net: Network, x: FloatArray, label: int) -> float:
+    """:func:`global_l2_radius` of a linear classifier, from its margin rows: ``min_j``
+    margin lower bound over the proven ``||a_j||_2``."""
+    rows = _rows(net, label)
+    if not rows.others.size:
+        return math.inf
+    _, m_low = _margins_lower(rows, x)
+    return float(div_down(np.maximum(m_low, 0.0), rows.l2_up).min())
 
 
 def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> ExactRadius:
@@ -431,7 +450,7 @@ def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> Ex
     cex = None
     if math.isfinite(estimate):
         room = _rooms(rows, np.array([j]), x, domain)[0]
-        cex = _confirmed(net, label, [x + rows.step[j] * np.minimum(lam[j] * (1 + s) * rows.w[j], room)
+        cex = _confirmed(net, rows, [x + rows.step[j] * np.minimum(lam[j] * (1 + s) * rows.w[j], room)
                                       for s in PUSHES])
     upper = math.inf if cex is None else float(np.sqrt(np.sum((cex - x) ** 2)))
     return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
