@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 import parallelepipedonn as ppn
 from benchmarks.common import RESULTS, machine, markdown_table, write_csv
+from benchmarks.paper import _verify_cubes
 from oracles import AttackOracle, make_oracle
 from oracles.base import Verdict
 from parallelepipedonn.gmm.certify import certify_gmm, closed_form
@@ -303,17 +304,6 @@ def timing_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------ accuracy
-def _verify_cubes(oracle, xs, labels, eps, mask) -> np.ndarray:
-    out = np.zeros(len(xs), bool)
-    for label in np.unique(labels[mask]):
-        idx = np.flatnonzero(mask & (labels == label))
-        for s in range(0, len(idx), 256):
-            part = idx[s:s + 256]
-            answers = oracle.verify(np.clip(xs[part] - eps, 0, 1), np.clip(xs[part] + eps, 0, 1), int(label))
-            out[part] = [a.verdict is Verdict.VERIFIED for a in answers]
-    return out
-
-
 def _exact_radii(net, xs, ys, correct, bar: bool, desc: str) -> np.ndarray:
     config = ppn.CertifyConfig(algorithm="exact", oracle="milp", precision=1e-4)
     from parallelepipedonn.certify import build_oracles
@@ -346,7 +336,7 @@ def part_accuracy(dataset: str, n: int | None, exact_n: int, bar: bool) -> list[
         if c is not None and c.linear:
             method = "gmm oracle (exact closed form)"
         for eps in LINF:
-            ok = _verify_cubes(oracle, xs, ys, eps, correct)
+            ok = _verify_cubes(oracle, xs, ys, eps, correct) == 1
             rows.append({**base, "norm": "linf", "eps": eps, "method": method, "certified": float(ok.mean())})
         # L2: the closed forms (the exact in-domain radius for a linear classifier, else the global bound)
         l2 = np.zeros(len(xs))
@@ -429,6 +419,35 @@ def accuracy_markdown(rows: list[dict[str, Any]]) -> str:
     return text
 
 
+def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
+    """Certified-accuracy curves: one panel per dataset and norm, one line per model and
+    method (L∞: the oracle's verdicts, dashed the exact ones; L2: the closed forms)."""
+    from benchmarks.paper import _figure
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    models = list(dict.fromkeys(r["model"].replace("fashion-mnist", "*").replace("mnist", "*") for r in rows))
+    colour = {m: f"C{k}" for k, m in enumerate(models)}
+    fig = _figure(11, 3.6 * len(datasets))
+    axes = np.atleast_2d(fig.subplots(len(datasets), 2))
+    for row, ds in zip(axes, datasets):
+        for ax, norm, grid in ((row[0], "linf", LINF), (row[1], "l2", L2)):
+            rs = [r for r in rows if r["dataset"] == ds and r["norm"] == norm]
+            for model, method in dict.fromkeys((r["model"], r["method"]) for r in rs):
+                pts = sorted((r["eps"], r["certified"]) for r in rs if (r["model"], r["method"]) == (model, method))
+                first = next(r for r in rs if (r["model"], r["method"]) == (model, method))
+                xs, ys = [0.0] + [p[0] for p in pts], [first["clean"]] + [p[1] for p in pts]
+                ax.plot(xs, ys, "--" if "exact (milp)" in method else "-", marker="o", ms=3,
+                        color=colour[model.replace("fashion-mnist", "*").replace("mnist", "*")],
+                        label=f"{model} ({method}, {first['inputs']} inputs)")
+            ax.set_xticks([0.0, *grid[2:]] if norm == "linf" else [0.0, *grid])
+            ax.set_xlabel("L∞ radius ε" if norm == "linf" else "L2 radius ε")
+            ax.set_ylabel("certified accuracy")
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{ds}: {'L∞' if norm == 'linf' else 'L2'}", fontsize=10)
+            ax.legend(fontsize=6)
+    fig.savefig(path, dpi=110)
+
+
 # ------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -459,7 +478,9 @@ def main(argv: list[str] | None = None) -> None:
         load, started = os.getloadavg()[0], time.perf_counter()
         run_part, markdown = runs[part]
         rows = [r for ds in datasets for r in run_part(ds)]
-        _write_rows(out / f"gmm_{part}.csv", rows)
+        write_rows(out / f"gmm_{part}.csv", rows)
+        if part == "accuracy" and rows:
+            plot_accuracy(rows, out / "gmm_accuracy.png")
         stamp = (f"Machine: {machine()}; 1-minute load average {load:.1f} when the part began; "
                  f"{time.perf_counter() - started:.0f} s. Command: `python -m benchmarks.gmm --parts {part}"
                  f"{' --quick' if args.quick else ''}`.")
@@ -469,7 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     print((out / "gmm.md").read_text())
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """A CSV of rows whose keys differ (the union of their keys, blanks where missing)."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
     write_csv(path, [{k: r.get(k, "") for k in keys} for r in rows])
 

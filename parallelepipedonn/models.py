@@ -27,29 +27,24 @@ def data_dir() -> Path:
     return Path(str(files("parallelepipedonn.data")))
 
 
+def _embedded(table: dict[str, dict[str, str]], dataset: str, kind: str, what: str) -> Path:
+    """The file of ``table[dataset][kind]`` under :func:`data_dir` (:class:`ConfigError` if none)."""
+    if dataset not in table:
+        raise ConfigError(f"no {what} for dataset {dataset!r}; available: {', '.join(table)}")
+    if kind not in table[dataset]:
+        raise ConfigError(f"no {kind!r} {what} for {dataset}; available: {', '.join(table[dataset])}")
+    path = data_dir() / table[dataset][kind]
+    if not path.is_file():
+        raise ConfigError(f"the {what} {path} is missing from this installation")
+    return path
+
+
 def default_model_path(dataset: str, size: str = "small") -> Path:
     """Path of the embedded default network for ``dataset`` (``small``, ``deep``; for MNIST
     also ``cnn`` and ``resnet``)."""
-    if dataset not in DEFAULT_MODELS:
-        raise ConfigError(f"no default network for dataset {dataset!r}; available: {', '.join(DEFAULT_MODELS)}")
-    sizes = DEFAULT_MODELS[dataset]
-    if size not in sizes:
-        raise ConfigError(f"no {size!r} default network for {dataset}; available: {', '.join(sizes)}")
-    path = data_dir() / sizes[size]
-    if not path.is_file():
-        raise ConfigError(f"the default network {path} is missing from this installation")
-    return path
+    return _embedded(DEFAULT_MODELS, dataset, size, "default network")
 
 
 def default_gmm_path(dataset: str, encoder: str = "pca") -> Path:
     """Path of the embedded latent-mixture classifier of ``dataset`` with ``encoder``."""
-    if dataset not in DEFAULT_GMM_MODELS:
-        raise ConfigError(f"no default mixture classifier for dataset {dataset!r}; available: "
-                          f"{', '.join(DEFAULT_GMM_MODELS)}")
-    encoders = DEFAULT_GMM_MODELS[dataset]
-    if encoder not in encoders:
-        raise ConfigError(f"no default mixture classifier with encoder {encoder!r}; available: {', '.join(encoders)}")
-    path = data_dir() / encoders[encoder]
-    if not path.is_file():
-        raise ConfigError(f"the default mixture classifier {path} is missing from this installation")
-    return path
+    return _embedded(DEFAULT_GMM_MODELS, dataset, encoder, "default mixture classifier")

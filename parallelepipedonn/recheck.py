@@ -11,6 +11,11 @@ was computed:
   (inside the domain, misclassified by a float64 forward pass, no farther than the stored
   apothem upper bound), and, when it says ``certified``, the box itself: the oracle must
   answer ``VERIFIED`` (a ``FALSIFIED`` answer refutes it with a confirmed counterexample);
+* the **closed-form radii** of a latent-mixture classifier's certificate (its ``gmm``
+  section, ``parallelepipedonn gmm certify``) — recomputed from the model file: each stored
+  radius must be at most the recomputed proven one; one beyond a linear classifier's exact
+  radius is refuted by the confirmed counterexample there
+  (:func:`parallelepipedonn.gmm.certify.recheck_closed_form`);
 * a **dual box** — its region (the domain, or its intersection with the ball of the
   stored radius around the stored centre) and the class-region query: the oracle must
   prove that no point of the region classified ``label`` lies outside the box (``NONE``,

@@ -271,6 +271,24 @@ def test_closed_form_linf_radius_is_the_exact_algorithms_milp_distance():
         assert r.radius == pytest.approx(d.upper, rel=1e-4)
 
 
+@pytest.mark.parametrize("oracle, algorithm", [
+    ("crown", "apothem-kary"), ("alpha-crown", "apothem-kary"), ("milp", "apothem-kary"), ("bab", "apothem-kary"),
+    ("cascade", "apothem-kary"), ("gmm", "apothem-kary"), (None, "exact"), ("milp", "exact"),
+])
+def test_every_oracle_and_the_exact_algorithm_certify_a_linear_classifier(linear, oracle, algorithm):
+    """A linear classifier is one affine map without ReLU: every oracle reads it, and bound
+    propagation is exact on it."""
+    from parallelepipedonn.certify import certify
+
+    c = linear.classifier
+    x = linear.x[1]
+    label = int(c.network.predict(x)[0])
+    closed = linear_linf_radius(c.network, x, label, Box.unit(6))
+    cert = certify(c.network, x, config=CertifyConfig(oracle=oracle, algorithm=algorithm, precision=1e-4))
+    assert cert.status.value == "certified" and cert.apothem <= closed.upper
+    assert cert.apothem >= closed.radius * (1 - 1e-3) - 1e-4
+
+
 # -- the gmm oracle --------------------------------------------------------------------------------
 def test_affine_box_min_is_the_minimum_over_the_vertices():
     rng = np.random.default_rng(8)

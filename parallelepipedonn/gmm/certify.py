@@ -18,7 +18,6 @@ the closed-form radii (:mod:`parallelepipedonn.gmm.radii`), each a proven lower 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,11 +27,19 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..box import Box
-from ..certificate import Certificate
+from ..certificate import Certificate, _num, _unnum  # the certificates' JSON numbers ("inf" for infinity)
 from ..certify import CertifyConfig, certify, resolve_domain
 from ..inputs import as_network_input
 from .model import GmmClassifier
-from .radii import ExactRadius, LatentRadii, global_l2_radius, latent_radii, linear_l2_radius, linear_linf_radius
+from .radii import (
+    ExactRadius,
+    LatentRadii,
+    global_l2_radius,
+    latent_radii,
+    linear_global_l2,
+    linear_l2_radius,
+    linear_linf_radius,
+)
 
 FloatArray = NDArray[np.float64]
 
@@ -42,18 +49,6 @@ DEFAULT_GMM_ORACLE = "gmm"
 #: Relative tolerance of the recheck's comparison of a stored and a recomputed estimate
 #: or distance (they agree to the last bits on the same machine).
 _RTOL = 1e-9
-
-
-def _num(v: float | None) -> float | str | None:
-    if v is None:
-        return None
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return float(v)
-
-
-def _unnum(v: Any) -> float | None:
-    return None if v is None else float(v)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,17 +89,20 @@ def closed_form(classifier: GmmClassifier, x: ArrayLike, label: int, domain: Box
     proven positive; the exact input radii only for a linear classifier). ``seconds``:
     the per-input work (the model's Lipschitz bounds are computed once and cached)."""
     label = classifier.network.check_label(label)
-    lipschitz, _ = classifier.margin_lipschitz(label), classifier.encoder_lipschitz  # per model, cached
+    # per model, cached: the Lipschitz bounds and the head's rows and norms
+    lipschitz, rows, _ = classifier.margin_lipschitz(label), classifier.head_rows(label), classifier.encoder_lipschitz
     start = time.perf_counter()
     xa = np.asarray(x, dtype=np.float64).reshape(-1)
     z, z_err = classifier.latent(xa)
     w, b = classifier.head_weight, classifier.head_bias
-    latent = latent_radii(w, b, z[0], z_err[0], label, classifier.mixture.covariance)
-    l2_global = global_l2_radius(classifier.network, xa, label, lipschitz)
+    latent = latent_radii(w, b, z[0], z_err[0], label, classifier.mixture.covariance, rows)
     linf = l2 = None
     if classifier.linear:
+        l2_global = linear_global_l2(classifier.network, xa, label)
         linf = linear_linf_radius(classifier.network, xa, label, domain)
         l2 = linear_l2_radius(classifier.network, xa, label, domain)
+    else:
+        l2_global = global_l2_radius(classifier.network, xa, label, lipschitz)
     return ClosedForm(label, int(np.argmax(z[0] @ w.T + b)), latent, classifier.encoder_lipschitz, l2_global,
                       classifier.linear, linf, l2, time.perf_counter() - start, classifier.encoder_kind,
                       classifier.latent_dim)

@@ -37,6 +37,7 @@ from ..onnx_export import chain_nodes, finish_model, input_nodes
 from ..onnx_import import model_from_onnx, network_from_onnx
 from .lipschitz import chain_lipschitz, margin_lipschitz
 from .mixture import Mixture
+from .radii import HeadRows, head_rows
 
 FloatArray = NDArray[np.float64]
 
@@ -99,6 +100,17 @@ class GmmClassifier:
     @cached_property
     def _margin_lipschitz(self) -> dict[int, FloatArray]:
         return {}
+
+    @cached_property
+    def _head_rows(self) -> dict[int, HeadRows]:
+        return {}
+
+    def head_rows(self, label: int) -> HeadRows:
+        """The head's margins for ``label`` with their proven norms (the latent radii's
+        per-model part; cached)."""
+        if label not in self._head_rows:
+            self._head_rows[label] = head_rows(self.head_weight, self.head_bias, label, self.mixture.covariance)
+        return self._head_rows[label]
 
     def margin_lipschitz(self, label: int) -> FloatArray:
         """Proven upper bounds of the L2 Lipschitz constants of the classifier's margins

@@ -73,49 +73,63 @@ class LatentRadii:
     closest_class: int | None
 
 
-def head_margin_lower(weight: FloatArray, bias: FloatArray, z: FloatArray, z_err: FloatArray,
-                      label: int) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Proven lower bounds of ``g_j`` at the exact latent (within ``z_err`` of ``z``), the
-    rows ``a_j`` (float64) and the classes ``j != label``."""
+@dataclass(frozen=True, eq=False)
+class HeadRows:
+    """The head's margins for one label, and what does not depend on the input: the rows
+    ``a_j`` and offsets (float64), the classes ``j``, the magnitudes ``|w_c| + |w_j|`` and
+    ``|b_c| + |b_j|`` of their terms, and proven upper bounds of ``||a_j||_2``,
+    ``||a_j||_1`` and ``sqrt(a_j^T Sigma a_j)`` (``nan`` without ``Sigma``; each entry of
+    ``a_j`` is one rounding off the exact difference of two weights)."""
+
+    a: FloatArray
+    c: FloatArray
+    others: NDArray[np.int64]
+    pair: FloatArray
+    bias_abs: FloatArray
+    norms: FloatArray  # (3, classes - 1): L2, L1, Mahalanobis
+
+
+def head_rows(weight: FloatArray, bias: FloatArray, label: int, covariance: FloatArray | None = None) -> HeadRows:
+    """:class:`HeadRows` of the head ``W z + b`` for ``label``."""
     a, c, others = margin_rows(weight, bias, label)
-    d = z.size
-    with np.errstate(over="ignore", invalid="ignore"):
-        value = a @ z + c
-        pair = np.abs(weight[label]) + np.abs(weight[others])
-        magnitude = pair @ (np.abs(z) + z_err) + np.abs(bias[label]) + np.abs(bias[others])
-        lower = value - relative_slack(d + 2) * magnitude - (pair @ z_err) * (1 + relative_slack(d)) \
-            - (d + 3) * _TINY - ABS_SLACK
-    return np.where(np.isfinite(lower), lower, -np.inf), a, others
-
-
-def dual_norms_upper(a: FloatArray, covariance: FloatArray | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per row of ``a`` (each entry one rounding off the exact difference of two weights):
-    proven upper bounds of ``||a||_2``, ``||a||_1`` and ``sqrt(a^T Sigma a)`` (``nan``
-    without ``Sigma``)."""
     d = a.shape[1]
     grow = 1 + relative_slack(d + 2)
     l2 = np.sqrt(np.sum(a * a, axis=1)) * grow + _TINY
     l1 = np.sum(np.abs(a), axis=1) * grow + _TINY
     if covariance is None:
-        return l2, l1, np.full(len(a), np.nan)
-    quad = np.einsum("jd,de,je->j", a, covariance, a)
-    mag = np.einsum("jd,de,je->j", np.abs(a), np.abs(covariance), np.abs(a))
-    quad_up = np.maximum(quad, 0.0) + relative_slack(d * d + 4) * mag + _TINY
-    return l2, l1, np.sqrt(quad_up) * (1 + 4 * _U) + _TINY
+        mah = np.full(len(a), np.nan)
+    else:
+        quad = np.einsum("jd,de,je->j", a, covariance, a)
+        mag = np.einsum("jd,de,je->j", np.abs(a), np.abs(covariance), np.abs(a))
+        mah = np.sqrt(np.maximum(quad, 0.0) + relative_slack(d * d + 4) * mag + _TINY) * (1 + 4 * _U) + _TINY
+    return HeadRows(a, c, others, np.abs(weight[label]) + np.abs(weight[others]),
+                    np.abs(bias[label]) + np.abs(bias[others]), np.stack([l2, l1, mah]))
+
+
+def head_margin_lower(rows: HeadRows, z: FloatArray, z_err: FloatArray) -> FloatArray:
+    """Proven lower bounds of ``g_j`` at the exact latent (within ``z_err`` of ``z``)."""
+    d = z.size
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = rows.a @ z + rows.c
+        magnitude = rows.pair @ (np.abs(z) + z_err) + rows.bias_abs
+        lower = value - relative_slack(d + 2) * magnitude - (rows.pair @ z_err) * (1 + relative_slack(d)) \
+            - (d + 3) * _TINY - ABS_SLACK
+    return np.where(np.isfinite(lower), lower, -np.inf)
 
 
 def latent_radii(weight: FloatArray, bias: FloatArray, z: FloatArray, z_err: FloatArray, label: int,
-                 covariance: FloatArray | None = None) -> LatentRadii:
+                 covariance: FloatArray | None = None, rows: HeadRows | None = None) -> LatentRadii:
     """The proven latent radii (module docstring); 0 where a margin is not proven > 0,
-    ``inf`` when no other class has a face (``a_j = 0`` with ``g_j > 0``)."""
-    lower, a, others = head_margin_lower(weight, bias, z, z_err, label)
-    if not others.size:
+    ``inf`` when no other class has a face (``a_j = 0`` with ``g_j > 0``). ``rows``: the
+    head's :class:`HeadRows` for ``label``, if already computed (with the same
+    covariance)."""
+    rows = rows if rows is not None else head_rows(weight, bias, label, covariance)
+    if not rows.others.size:
         return LatentRadii(math.inf, math.inf, math.inf, None)
-    positive = np.maximum(lower, 0.0)
-    l2n, l1n, mahn = dual_norms_upper(a, covariance)
-    r2, r1 = div_down(positive, l2n), div_down(positive, l1n)
-    rm = div_down(positive, mahn) if covariance is not None else np.full(len(a), np.nan)
-    return LatentRadii(float(r2.min()), float(rm.min()), float(r1.min()), int(others[int(np.argmin(r2))]))
+    radii = div_down(np.maximum(head_margin_lower(rows, z, z_err), 0.0), rows.norms)
+    best = radii.min(axis=1)
+    mahalanobis = float(best[2]) if not np.isnan(rows.norms[2]).any() else math.nan
+    return LatentRadii(float(best[0]), mahalanobis, float(best[1]), int(rows.others[int(np.argmin(radii[0]))]))
 
 
 # -- input, any chain -------------------------------------------------------------------------
@@ -170,6 +184,7 @@ class _Rows:
     l2: FloatArray
     l2_up: FloatArray
     step: FloatArray
+    label: int
 
 
 _ROWS: weakref.WeakKeyDictionary[Network, dict[int, _Rows]] = weakref.WeakKeyDictionary()
@@ -183,7 +198,7 @@ def _rows(net: Network, label: int) -> _Rows:
         w = np.abs(a)
         l2 = np.sqrt((w * w).sum(axis=1))
         l2_up = l2 * (1 + relative_slack(a.shape[1] + 2)) + _TINY
-        cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a))
+        cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label)
     return cache[label]
 
 
@@ -353,10 +368,18 @@ def _prove(estimate: float, check) -> float:
     return 0.0
 
 
-def _confirmed(net: Network, label: int, points: list[FloatArray]) -> FloatArray | None:
-    """The first of ``points`` the classifier misclassifies (exact decision), if any."""
+def _confirmed(net: Network, rows: _Rows, points: list[FloatArray]) -> FloatArray | None:
+    """The first of ``points`` that the linear classifier misclassifies, decided exactly:
+    by the margins ``a_j p + c_j`` where they are farther from 0 than their rounding error
+    bound (a margin below it: some class wins or ties), else by
+    :meth:`~parallelepipedonn.network.Network.misclassified` (exact arithmetic)."""
+    n = points[0].size if points else 0
     for p in points:
-        if net.misclassified(p, label)[0]:
+        m = rows.a @ p + rows.c
+        err = 2 * gamma(n + 3) * (rows.w @ np.abs(p) + np.abs(rows.c)) + (n + 3) * _TINY + 1e-300
+        if (m < -err).any():
+            return p
+        if not (m > err).all() and net.misclassified(p, int(rows.label))[0]:
             return p
     return None
 
@@ -377,7 +400,7 @@ def linear_linf_radius(net: Network, x: FloatArray, label: int, domain: Box) -> 
     cex = None
     if math.isfinite(estimate):
         room = _rooms(rows, np.array([j]), x, domain)[0]
-        cex = _confirmed(net, label, [x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES])
+        cex = _confirmed(net, rows, [x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES])
     upper = math.inf if cex is None else float(np.abs(cex - x).max())
     return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
 
@@ -392,6 +415,16 @@ def l2_multipliers(w: FloatArray, rooms: FloatArray, m: FloatArray) -> tuple[Flo
         d = np.minimum(np.where(np.isfinite(lam[:, None]), lam[:, None], 0.0) * w, rooms)
     dist = np.where(np.isfinite(lam), np.sqrt(np.sum(d * d, axis=1)), np.inf)
     return lam, dist
+
+
+def linear_global_l2(net: Network, x: FloatArray, label: int) -> float:
+    """:func:`global_l2_radius` of a linear classifier, from its margin rows: ``min_j``
+    margin lower bound over the proven ``||a_j||_2``."""
+    rows = _rows(net, label)
+    if not rows.others.size:
+        return math.inf
+    _, m_low = _margins_lower(rows, x)
+    return float(div_down(np.maximum(m_low, 0.0), rows.l2_up).min())
 
 
 def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> ExactRadius:
@@ -417,7 +450,7 @@ def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> Ex
     cex = None
     if math.isfinite(estimate):
         room = _rooms(rows, np.array([j]), x, domain)[0]
-        cex = _confirmed(net, label, [x + rows.step[j] * np.minimum(lam[j] * (1 + s) * rows.w[j], room)
+        cex = _confirmed(net, rows, [x + rows.step[j] * np.minimum(lam[j] * (1 + s) * rows.w[j], room)
                                       for s in PUSHES])
     upper = math.inf if cex is None else float(np.sqrt(np.sum((cex - x) ** 2)))
     return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
