@@ -245,6 +245,8 @@ def test_a_rerun_computes_only_the_new_inputs(cluster, net, tmp_path):
     assert len(after) == 8 and {k: after[k] for k in before} == before
     with ResultStore(store) as s:
         assert {r.input_id: r.created for r in s.rows() if r.input_id in created} == created  # not rewritten
+    third = certify_batch(net, points(8), store, config=FAST, executor=ray_executor())
+    assert (third.skipped, third.computed, third.executor) == (8, 0, "ray")  # nothing to run: the executor not used
 
 
 def test_a_worker_killed_mid_task_is_retried_and_each_input_stored_once(cluster, net, slow_reference, tmp_path):
@@ -323,7 +325,7 @@ def test_a_node_removed_mid_run_loses_and_duplicates_nothing(cluster, net, slow_
     store, removed = tmp_path / "r.db", []
 
     def remove():
-        cluster.remove_node(node)
+        cluster.remove_node(node, allow_graceful=False)  # its processes killed, as when a machine fails
         removed.append(node)
 
     thread = in_background(remove, lambda: count_rows(store) >= 2 and task_processes(cluster, [node]))
