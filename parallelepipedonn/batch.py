@@ -358,6 +358,8 @@ def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultS
             relabelled += 1
     if relabelled:
         log.info("updated the true label of %d stored input(s)", relabelled)
+    if not todo:  # nothing to compute: no executor (a cluster) is started
+        return BatchReport(key, len(inputs), len(inputs), 0, (), 0, relabelled, executor.name)
     errors: list[tuple[str, str]] = []
     internal = 0
     tally = _Tally(len(inputs), len(inputs) - len(todo), executor.name)

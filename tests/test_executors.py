@@ -3,7 +3,8 @@ the tests start on this machine (one CPU per node, two in all), stores the rows 
 ``local`` executor stores; a rerun computes only the new inputs; a worker process
 SIGKILLed in the middle of a task, or a node removed in the middle of a run, loses and
 duplicates nothing (a task that still fails is stored as ``error`` with Ray's reason and
-certified by the next run); a time limit gives ``unknown``, enforced in the worker or,
+certified by the next run); Ctrl-C cancels the tasks in flight and keeps the rows
+committed; a time limit gives ``unknown``, enforced in the worker or,
 as a backstop, by the driver. The Ray tests are skipped without Ray (``pip install -e
 ".[ray]"``)."""
 
@@ -146,6 +147,8 @@ def cluster():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
         mp.setenv("RAY_TMPDIR", temp)
+        for name, value in [("period_ms", "300"), ("timeout_ms", "300"), ("failure_threshold", "3")]:
+            mp.setenv(f"RAY_health_check_{name}", value)  # a node that dies is known dead within a second or two
         cluster = Cluster()
         try:
             cluster.add_node(num_cpus=1)  # the head
@@ -245,6 +248,8 @@ def test_a_rerun_computes_only_the_new_inputs(cluster, net, tmp_path):
     assert len(after) == 8 and {k: after[k] for k in before} == before
     with ResultStore(store) as s:
         assert {r.input_id: r.created for r in s.rows() if r.input_id in created} == created  # not rewritten
+    third = certify_batch(net, points(8), store, config=FAST, executor=ray_executor())
+    assert (third.skipped, third.computed, third.executor) == (8, 0, "ray")  # nothing to run: the executor not used
 
 
 def test_a_worker_killed_mid_task_is_retried_and_each_input_stored_once(cluster, net, slow_reference, tmp_path):
@@ -262,6 +267,26 @@ def test_a_worker_killed_mid_task_is_retried_and_each_input_stored_once(cluster,
     assert killed, "no task was seen running"
     assert report.computed == len(inputs) and report.errors == ()
     assert count_rows(store) == len(inputs) and rows(store) == expected
+
+
+def test_ctrl_c_cancels_the_tasks_in_flight_and_keeps_the_committed_rows(cluster, net, slow_reference, tmp_path):
+    import _thread
+
+    inputs, expected = slow_reference
+    store = tmp_path / "r.db"
+    thread = in_background(_thread.interrupt_main, lambda: count_rows(store) >= 2)
+    with pytest.raises(KeyboardInterrupt):
+        certify_batch(net, inputs, store, config=SLOW, executor=ray_executor())
+    thread.join()
+    done = rows(store)
+    assert 2 <= len(done) < len(inputs) and done == {k: expected[k] for k in done}
+    deadline = time.monotonic() + 10
+    while task_processes(cluster) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not task_processes(cluster), "a cancelled task still runs"
+    again = certify_batch(net, inputs, store, config=SLOW, executor=ray_executor())
+    assert (again.skipped, again.computed) == (len(done), len(inputs) - len(done))
+    assert rows(store) == expected
 
 
 def test_a_task_that_keeps_failing_is_an_error_that_the_next_run_certifies(cluster, net, slow_reference, tmp_path):
@@ -323,7 +348,7 @@ def test_a_node_removed_mid_run_loses_and_duplicates_nothing(cluster, net, slow_
     store, removed = tmp_path / "r.db", []
 
     def remove():
-        cluster.remove_node(node)
+        cluster.remove_node(node, allow_graceful=False)  # its processes killed, as when a machine fails
         removed.append(node)
 
     thread = in_background(remove, lambda: count_rows(store) >= 2 and task_processes(cluster, [node]))
