@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -16,7 +17,6 @@ from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import unit_roundoff
 
 from .base import Answer, ClassBox, FloatArray, Oracle, Verdict
-from .chain import chain_network
 from .bounds import (
     Adam,
     NetworkTensors,
@@ -31,6 +31,7 @@ from .bounds import (
     relu_relaxation,
     sound_kernels,
 )
+from .chain import chain_network
 
 #: The dtypes bound propagation runs in (``float32`` for GPUs; the slack follows the dtype).
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -405,7 +406,7 @@ def _chain(lower: FloatArray, upper: FloatArray, boxes: np.ndarray) -> list[int]
     """``boxes`` (indices) from the smallest to the largest if each lies inside the next
     (nested cubes of a search), else None."""
     order = sorted(boxes, key=lambda i: float((upper[i] - lower[i]).sum()))
-    for a, b in zip(order, order[1:]):
+    for a, b in itertools.pairwise(order):
         if not ((lower[b] <= lower[a]).all() and (upper[a] <= upper[b]).all()):
             return None
     return [int(i) for i in order]
