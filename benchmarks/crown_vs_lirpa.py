@@ -3,7 +3,7 @@ tightness of the margin bounds, at batch 1, 16 and 256; and the apothem certific
 time and peak memory per input.
 
     python -m benchmarks.crown_vs_lirpa [--batches 1,16,256] [--cifar-batches 1,16]
-                                        [--nets mlp-deep,cnn,resnet,cifar-cnn]
+                                        [--nets mlp-deep,cnn,resnet,cifar-cnn] [--rounds 1]
 
 Networks: the embedded deep MLP (784-100-100-10) and, when present in ``data/``, the
 MNIST CNN and residual net (``parallelepipedonn train --arch cnn|resnet``); a CIFAR-size
@@ -16,7 +16,10 @@ the lower bound of ``logit_c - logit_j`` for every ``j != c``.
 Every configuration runs in a fresh process (one torch thread), so that its peak
 resident memory (``ru_maxrss``) is its own; "base" is that process's peak after loading
 torch, the network and the boxes, before the first bound. Time: median of ``--repeats``
-calls after one warm-up call. Tightness: the median over boxes and classes of our float64 bound
+calls after one warm-up call, as CPU time (the process's, one thread: the figure a
+shared machine's load disturbs least; the wall time is in the CSV); with ``--rounds R``
+the tools of each configuration run R times, interleaved, and each keeps its median.
+The speed-ups are ratios of CPU times. Tightness: the median over boxes and classes of our float64 bound
 minus auto_LiRPA's float32 one, relative to ``max(1, |theirs|)`` (positive: ours tighter),
 and the share of bounds where ours is at least theirs minus 1e-6 relative (ours are moved
 outward by a bound of their rounding error, at least 1e-9 of the magnitude of their
@@ -186,31 +189,53 @@ def child(name: str, path: str, tool: str, batch: int, repeats: int) -> dict:
             return lb.double().numpy()
     base = peak_mb()
     bounds = call()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         call()
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "base_mb": base, "peak_mb": peak_mb(),
-            "bounds": np.asarray(bounds, dtype=np.float64).tolist()}
+        cpu.append(time.process_time() - start_cpu)
+    return {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu), "base_mb": base,
+            "peak_mb": peak_mb(), "load": os.getloadavg()[0], "bounds": np.asarray(bounds, dtype=np.float64).tolist()}
 
 
 def certify_child(name: str, path: str, count: int) -> dict:
-    """Apothem certification (the default search, ``crown``) of ``count`` inputs."""
-    import parallelepipedonn as ppn
+    """Apothem certification (the default search, ``crown``, with the default falsifier)
+    of ``count`` inputs, each with fresh oracles: wall and CPU time per input, and the
+    CPU time of the crown oracle's calls and of the falsifier's."""
+    import torch
 
+    import parallelepipedonn as ppn
+    from oracles.base import Oracle
+
+    torch.set_num_threads(1)
     net = ppn.load_onnx(path)
-    lower, upper, label = boxes(net, name, count)
+    lower, upper, _ = boxes(net, name, count)
     base = peak_mb()
-    times, apothems = [], []
+    config = ppn.CertifyConfig(oracle="crown")
+    spent: dict[str, float] = {}
+    verify = Oracle.verify
+
+    def timed(self: Oracle, *args: object, **kwargs: object) -> object:  # every oracle's calls, CPU-timed
+        start = time.process_time()
+        try:
+            return verify(self, *args, **kwargs)
+        finally:
+            spent[self.name] = spent.get(self.name, 0.0) + time.process_time() - start
+
+    Oracle.verify = timed  # type: ignore[method-assign]
+    rows = []
     for lo, hi in zip(lower, upper):
         x = (lo + hi) / 2
-        start = time.perf_counter()
-        cert = ppn.certify(net, x, config=ppn.CertifyConfig(oracle="crown"))
-        times.append(time.perf_counter() - start)
-        apothems.append(cert.apothem or 0.0)
-    return {"seconds": statistics.median(times), "max_seconds": max(times), "base_mb": base, "peak_mb": peak_mb(),
-            "apothem": statistics.median(apothems)}
+        spent.clear()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        cert = ppn.certify(net, x, config=config)
+        rows.append((time.perf_counter() - start, time.process_time() - start_cpu, spent.get("crown", 0.0),
+                     spent.get(config.falsifier or "", 0.0), cert.apothem or 0.0))
+    wall, cpu, crown, falsifier, apothem = (statistics.median(c) for c in zip(*rows))
+    return {"seconds": wall, "cpu_seconds": cpu, "max_seconds": max(r[0] for r in rows),
+            "max_cpu_seconds": max(r[1] for r in rows), "crown_cpu_seconds": crown, "falsifier_cpu_seconds": falsifier,
+            "base_mb": base, "peak_mb": peak_mb(), "load": os.getloadavg()[0], "apothem": apothem}
 
 
 def run_child(args: list[str]) -> dict:
@@ -229,6 +254,8 @@ def main() -> None:
                     "each tool's call takes minutes)")
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=1, help="run the tools of each configuration this many times, "
+                    "interleaved, and keep each tool's median (a shared machine's load changes under a long run)")
     ap.add_argument("--certify-inputs", type=int, default=5)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -243,6 +270,7 @@ def main() -> None:
 
     tools = [t for t in TOOLS if t.startswith("ours") or lirpa_available()]
     rows, table = [], []
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.nets.split(","):
             path = net_path(name, Path(tmp))
@@ -251,34 +279,67 @@ def main() -> None:
                 continue
             batches = args.cifar_batches if name == "cifar-cnn" else args.batches
             for batch in (int(b) for b in batches.split(",")):
-                got = {t: run_child(["bound", name, str(path), t, str(batch), str(args.repeats)]) for t in tools}
-                for t, r in got.items():
-                    print(f"{name} batch {batch} {t}: "
-                          + (r.get("error") or f"{r['seconds'] * 1e3:.2f} ms, peak {r['peak_mb']:.0f} MB"),
-                          file=sys.stderr)
+                runs: dict[str, list[dict]] = {t: [] for t in tools}
+                for _ in range(args.rounds):
+                    for t in tools:
+                        r = run_child(["bound", name, str(path), t, str(batch), str(args.repeats)])
+                        runs[t].append(r)
+                        print(f"{name} batch {batch} {t}: " + (r.get("error") or (
+                            f"{r['cpu_seconds'] * 1e3:.2f} ms CPU, {r['seconds'] * 1e3:.2f} ms wall, peak "
+                            f"{r['peak_mb']:.0f} MB, load {r['load']:.1f}")), file=sys.stderr)
+                got = {t: _median_run(r) for t, r in runs.items()}
                 rows += [{"net": name, "batch": batch, "tool": t, **{k: v for k, v in r.items() if k != "bounds"}}
                          for t, r in got.items()]
                 table.append(_table_row(name, batch, got))
             cert = run_child(["certify", name, str(path), str(args.certify_inputs)])
             rows.append({"net": name, "batch": "certify", "tool": "ours-float64",
                          **{k: v for k, v in cert.items() if k != "bounds"}})
-            table.append([name, "certify (per input)", _fmt_s(cert), _fmt_mem(cert), "", "", "", ""])
+            detail = "" if "error" in cert else (
+                f"crown {_fmt_s(cert, 'crown_cpu_seconds')}, falsifier {_fmt_s(cert, 'falsifier_cpu_seconds')}; "
+                f"wall {_fmt_s(cert, 'seconds')}; slowest input {_fmt_s(cert, 'max_cpu_seconds')}")
+            table.append([name, "certify (per input)", f"{_fmt_s(cert)} ({_fmt_mem(cert)})", detail, "", "", "", ""])
     out = Path(args.out)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     write_csv(out / "crown_vs_lirpa.csv", [{k: r.get(k, "") for k in keys} for r in rows])
     header = ["net", "batch", "ours f64", "ours f32 (peak MB)", "auto_LiRPA f32", "auto_LiRPA f64",
               "speed-up vs auto_LiRPA f32: ours f64 / f32", "tightness: ours f64 − auto_LiRPA f32, relative (median; share ≥ −1e-6)"]
-    text = (f"CROWN margin bounds, time per call (median of {args.repeats}) and peak resident memory of the "
-            f"process (MB, including torch). Machine: {machine()}; one torch thread per process. "
-            f"Command: `python -m benchmarks.crown_vs_lirpa`.\n\n" + markdown_table(header, table) + "\n")
+    load_end = os.getloadavg()
+    rounds = f", the tools interleaved in {args.rounds} rounds (median)" if args.rounds > 1 else ""
+    text = (f"CROWN margin bounds: CPU time per call (median of {args.repeats}{rounds}; one thread, so on an idle "
+            f"machine about the wall time, which the CSV has too) and peak resident memory of the process (MB, "
+            f"including torch). Certify: CPU time per input (median of {args.certify_inputs}), its crown and "
+            f"falsifier calls, wall time. Machine: {machine()}; one torch thread per process; 1-minute load average "
+            f"{load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end. "
+            f"Command: `python -m benchmarks.crown_vs_lirpa{_command_options(args)}`.\n\n"
+            + markdown_table(header, table) + "\n")
     (out / "crown_vs_lirpa.md").write_text(text)
     print(text)
 
 
-def _fmt_s(r: dict) -> str:
+def _median_run(runs: list[dict]) -> dict:
+    """One tool's runs of a configuration: the median times, the largest peak memory, the
+    first run's bounds (an error if any run failed)."""
+    for r in runs:
+        if "error" in r:
+            return r
+    out = dict(runs[0])
+    for key in ("seconds", "cpu_seconds", "load"):
+        out[key] = statistics.median(r[key] for r in runs)
+    out["peak_mb"] = max(r["peak_mb"] for r in runs)
+    return out
+
+
+def _command_options(args: argparse.Namespace) -> str:
+    defaults = {"batches": "1,16,256", "cifar_batches": "1,16", "nets": ",".join(NETS), "repeats": 5, "rounds": 1,
+                "certify_inputs": 5}
+    return "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k, v in defaults.items()
+                   if getattr(args, k) != v)
+
+
+def _fmt_s(r: dict, key: str = "cpu_seconds") -> str:
     if "error" in r:
         return f"error: {r['error'][:60]}"
-    return f"{r['seconds'] * 1e3:.1f} ms" if r["seconds"] < 1 else f"{r['seconds']:.2f} s"
+    return f"{r[key] * 1e3:.1f} ms" if r[key] < 1 else f"{r[key]:.2f} s"
 
 
 def _fmt_mem(r: dict) -> str:
@@ -289,8 +350,9 @@ def _table_row(name: str, batch: int, got: dict[str, dict]) -> list[object]:
     ours64, ours32 = got.get("ours-float64", {}), got.get("ours-float32", {})
     l32, l64 = got.get("lirpa-float32", {"error": "not installed"}), got.get("lirpa-float64", {"error": "not installed"})
     speed = tight = ""
-    if "seconds" in l32:
-        speed = " / ".join(f"{l32['seconds'] / r['seconds']:.1f}×" if "seconds" in r else "—" for r in (ours64, ours32))
+    if "cpu_seconds" in l32:
+        speed = " / ".join(f"{l32['cpu_seconds'] / r['cpu_seconds']:.1f}×" if "cpu_seconds" in r else "—"
+                           for r in (ours64, ours32))
     if "bounds" in ours64 and "bounds" in l32:
         theirs = np.asarray(l32["bounds"])
         diff = (np.asarray(ours64["bounds"]) - theirs) / np.maximum(1.0, np.abs(theirs))

@@ -55,6 +55,9 @@ class NetworkTensors:
     abs_biases: tuple[Tensor, ...]
     rel: float
     tiny: float
+    #: the positive and negative parts of the weights (interval bounds), computed once
+    pos_weights: tuple[Tensor, ...] = ()
+    neg_weights: tuple[Tensor, ...] = ()
 
     @classmethod
     def of(cls, network: Network, device: str | torch.device = "cpu",
@@ -83,7 +86,8 @@ class NetworkTensors:
             err = subnormal_rounding((a.weight, a.bias), dtype)
             if err > 0:
                 abs_w[i], abs_b[i] = abs_w[i] + err / rel, abs_b[i] + err / rel
-        return cls(w, b, tuple(abs_w), tuple(abs_b), rel, 4.0 * (widest + 2) * smallest_subnormal(dtype))
+        return cls(w, b, tuple(abs_w), tuple(abs_b), rel, 4.0 * (widest + 2) * smallest_subnormal(dtype),
+                   tuple(x.clamp(min=0) for x in w), tuple(x.clamp(max=0) for x in w))
 
     @property
     def depth(self) -> int:
@@ -116,15 +120,19 @@ def _precision_switches(cuda: bool) -> list[tuple[object, str, object]]:
 
 
 @contextlib.contextmanager
-def sound_kernels(device: str | torch.device) -> Iterator[None]:
+def sound_kernels(device: str | torch.device, dtype: torch.dtype | None = None) -> Iterator[None]:
     """Within the block, products round as the error model assumes (sums of products,
     each rounded once in the tensors' dtype): float32 matrix products and oneDNN
     convolutions at full precision (no TF32 or bfloat16 passes, whatever
     ``torch.set_float32_matmul_precision`` or the backends' ``fp32_precision`` say), and
     on CUDA no cuDNN (its FFT / Winograd convolutions and TF32) and no TF32 matrix
-    products. The previous settings are restored after."""
-    precision = torch.get_float32_matmul_precision()
+    products. The previous settings are restored after. float64 on a CPU (``dtype``) needs
+    none of this: the block runs as it is."""
     cuda = torch.device(device).type == "cuda"
+    if dtype == torch.float64 and not cuda:
+        yield
+        return
+    precision = torch.get_float32_matmul_precision()
     saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in _precision_switches(cuda)]
     try:
         if precision != "highest":
@@ -250,7 +258,7 @@ def _mv(a: Tensor, v: Tensor) -> Tensor:
 
 def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequence[ReluRelaxation],
              scale_in: Tensor, split_terms: Sequence[Tensor | None] | None = None,
-             keep_lambdas: list[Tensor] | None = None) -> LinearBound:
+             keep_lambdas: list[Tensor] | None = None, rows: Tensor | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec @ z_layer`` (``spec`` of shape
     ``(B, m, n_layer)``), where ``z_i`` is the output of the ``i``-th affine map, valid for
     all inputs of the box whose ReLU input bounds gave ``relaxations[i]`` (``i < layer``)
@@ -261,6 +269,10 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     ``-1`` inactive) the bound stays valid on the sub-domain where the splits hold
     (beta-CROWN's Lagrangian terms). ``keep_lambdas`` collects the coefficients of each
     ReLU output ``a_i`` (deepest layer first), for branching heuristics.
+
+    ``rows`` (optional, ``(B',)``): the box of each entry of ``spec`` (``(B', m, n_layer)``),
+    the relaxations and ``scale_in`` being per box (``B``): the same bounds as with each
+    entry's box's tensors repeated, without building them.
     """
     lam = spec
     bsz, m = spec.shape[0], spec.shape[1]
@@ -268,13 +280,20 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     magnitude = spec.new_zeros(bsz, m)
     underflow = spec.new_zeros(bsz, 1)
     invalid = torch.zeros(bsz, dtype=torch.bool, device=spec.device)
+
+    def per_row(t: Tensor) -> Tensor:
+        return t if rows is None else t[rows]
+
     for i in range(layer, 0, -1):
         r = relaxations[i - 1]
+        if rows is not None:
+            r = ReluRelaxation(r.lower_slope[rows], r.upper_slope[rows], r.upper_intercept[rows], r.scale,
+                               r.invalid[rows])
         invalid = invalid | r.invalid
         # |z_i| <= |W_i| s_(i-1) + |b_i|: the terms of every product with lam
-        z_terms = r.scale @ net.abs_weights[i].T + net.abs_biases[i]
+        z_terms = per_row(r.scale @ net.abs_weights[i].T + net.abs_biases[i])
         magnitude = magnitude + _mv(lam.abs(), z_terms)
-        underflow = underflow + r.scale.sum(dim=-1, keepdim=True) + 1
+        underflow = underflow + per_row(r.scale.sum(dim=-1, keepdim=True)) + 1
         const = const + lam @ net.biases[i]
         lam_a = lam @ net.weights[i]
         if keep_lambdas is not None:
@@ -287,10 +306,10 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
         magnitude = magnitude - shift
         if split_terms is not None and split_terms[i - 1] is not None:
             lam = lam + split_terms[i - 1]
-            magnitude = magnitude + _mv(lam.abs(), r.scale)
-    z_terms = scale_in @ net.abs_weights[0].T + net.abs_biases[0]
+            magnitude = magnitude + _mv(lam.abs(), per_row(r.scale))
+    z_terms = per_row(scale_in @ net.abs_weights[0].T + net.abs_biases[0])
     magnitude = magnitude + _mv(lam.abs(), z_terms)
-    underflow = underflow + scale_in.sum(dim=-1, keepdim=True) + 1
+    underflow = underflow + per_row(scale_in.sum(dim=-1, keepdim=True)) + 1
     const = const + lam @ net.biases[0]
     error = net.rel * magnitude + net.tiny * underflow + ABS_SLACK
     return LinearBound(lam @ net.weights[0], const, error, invalid)
@@ -309,13 +328,15 @@ def proven(value: Tensor, invalid: Tensor) -> Tensor:
     return torch.where(ok, value, torch.full_like(value, -torch.inf))
 
 
-def concretize(bound: LinearBound, lower: Tensor, upper: Tensor) -> Tensor:
+def concretize(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tensor | None = None) -> Tensor:
     """Sound lower bound of ``coef @ x + const`` over the box (shape ``(B, m)``), moved
     outward by ``bound.error`` (which covers the rounding of this minimum too: the terms
     ``|coef| max(|l|, |u|)`` are part of the backward pass's magnitude); ``-inf`` where
-    anything is not finite."""
+    anything is not finite. ``rows``: as in :func:`backward` (the boxes per entry)."""
     coef = bound.coef
     center, radius = (upper + lower) / 2, (upper - lower) / 2
+    if rows is not None:
+        center, radius = center[rows], radius[rows]
     value = _mv(coef, center) - _mv(coef.abs(), radius) + bound.const
     return proven(value - bound.error, bound.invalid)
 
@@ -323,7 +344,7 @@ def concretize(bound: LinearBound, lower: Tensor, upper: Tensor) -> Tensor:
 def _interval_affine(net: NetworkTensors, k: int, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """Bounds of ``W_k @ x + b_k`` over a box, moved outward by their rounding error."""
     w, b = net.weights[k], net.biases[k]
-    wp, wn = w.clamp(min=0), w.clamp(max=0)
+    wp, wn = (net.pos_weights[k], net.neg_weights[k]) if net.pos_weights else (w.clamp(min=0), w.clamp(max=0))
     lo = lower @ wp.T + upper @ wn.T + b
     hi = upper @ wp.T + lower @ wn.T + b
     scale = input_scale(lower, upper)
@@ -343,14 +364,17 @@ def _poison(bounds: tuple[Tensor, Tensor], bad: Tensor) -> tuple[tuple[Tensor, T
     return (lo, hi), bad
 
 
-def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor,
-                        method: str = "crown") -> list[tuple[Tensor, Tensor]]:
+def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, method: str = "crown",
+                        relaxations_out: list[ReluRelaxation] | None = None) -> list[tuple[Tensor, Tensor]]:
     """Bounds ``(l_i, u_i)`` of the input of every ReLU (``i = 0 .. depth-2``).
 
-    The first layer's are exact interval bounds; deeper ones are CROWN bounds intersected
-    with interval (IBP) bounds (``method="crown"``), or IBP bounds alone (``"ibp"``).
+    The first layer's are exact interval bounds; deeper ones are interval (IBP) bounds,
+    intersected with CROWN bounds (``method="crown"``) for the neurons they leave unstable
+    in that box (each box's bounds are those it gets alone), or IBP bounds alone (``"ibp"``).
     A box whose bounds overflow gets ``(-inf, inf)`` from that layer on (see
-    :func:`bounds_valid`). None for a network without ReLU (one affine map).
+    :func:`bounds_valid`). ``relaxations_out`` (optional) receives their
+    :func:`relu_relaxation` (computed on the way). Empty for a network without ReLU (one
+    affine map).
     """
     if net.depth < 2:
         return []
@@ -363,20 +387,42 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor,
         l_prev, u_prev = bounds[-1]
         l_ibp, u_ibp = _interval_affine(net, k, l_prev.clamp(min=0), u_prev.clamp(min=0))
         l_k, u_k = l_ibp, u_ibp
-        # CROWN only for the neurons that interval bounds leave unstable in some box
-        idx = ((l_ibp < 0) & (u_ibp > 0)).any(dim=0).nonzero()[:, 0]
-        if method == "crown" and idx.numel():
-            n, m = net.weights[k].shape[0], idx.numel()
-            eye = torch.eye(n, dtype=lower.dtype, device=lower.device)[idx]
-            spec = torch.cat([eye, -eye]).expand(lower.shape[0], 2 * m, n)
-            vals = concretize(backward(net, spec, k, relaxations, scale_in), lower, upper)
+        # CROWN only for the neurons that interval bounds leave unstable, each box its own
+        box, neuron = ((l_ibp < 0) & (u_ibp > 0)).nonzero(as_tuple=True)
+        if method == "crown" and box.numel():
+            lo_vals, hi_vals = _neuron_bounds(net, k, box, neuron, relaxations, scale_in, lower, upper)
             l_k, u_k = l_ibp.clone(), u_ibp.clone()
-            l_k[:, idx] = torch.maximum(vals[:, :m], l_ibp[:, idx])
-            u_k[:, idx] = torch.minimum(-vals[:, m:], u_ibp[:, idx])
+            l_k[box, neuron] = torch.maximum(lo_vals, l_ibp[box, neuron])
+            u_k[box, neuron] = torch.minimum(hi_vals, u_ibp[box, neuron])
         layer_bounds, bad = _poison((l_k, u_k), bad)
         bounds.append(layer_bounds)
         relaxations.append(relu_relaxation(*layer_bounds))
+    if relaxations_out is not None:
+        relaxations_out.extend(relaxations)
     return bounds
+
+
+#: Coefficients ``(rows, 2, n_input)`` per chunk of :func:`_neuron_bounds`.
+ROW_CHUNK_ELEMENTS = 2**21
+
+
+def _neuron_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, relaxations: Sequence[ReluRelaxation],
+                   scale_in: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """CROWN's lower and upper bounds of ``z_k[box[r], neuron[r]]`` for each row ``r``:
+    :func:`backward` of the rows ``e_i`` and ``-e_i`` with the box's relaxations, each
+    row pair bounded as a box of its own (so the bounds are those of the box alone,
+    whatever the other boxes of the batch), in chunks of :data:`ROW_CHUNK_ELEMENTS`."""
+    n = net.weights[k].shape[0]
+    eye = torch.eye(n, dtype=lower.dtype, device=lower.device)
+    chunk = max(1, ROW_CHUNK_ELEMENTS // (2 * lower.shape[1]))
+    lows, highs = [], []
+    for start in range(0, box.numel(), chunk):
+        b, i = box[start:start + chunk], neuron[start:start + chunk]
+        spec = torch.stack([eye[i], -eye[i]], dim=1)
+        vals = concretize(backward(net, spec, k, relaxations, scale_in, rows=b), lower, upper, rows=b)
+        lows.append(vals[:, 0])
+        highs.append(-vals[:, 1])
+    return torch.cat(lows), torch.cat(highs)
 
 
 def bounds_valid(bounds: Sequence[tuple[Tensor, Tensor]]) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -17,9 +18,9 @@ from parallelepipedonn.tolerances import unit_roundoff
 
 from .alpha import AlphaSettings, optimize_bounds
 from .base import Answer, ClassBox, FloatArray, Oracle, Verdict
-from .chain import chain_network
 from .bounds import (
     NetworkTensors,
+    ReluRelaxation,
     backward,
     bounds_valid,
     box_tensors,
@@ -30,6 +31,7 @@ from .bounds import (
     relu_relaxation,
     sound_kernels,
 )
+from .chain import chain_network
 
 #: The dtypes bound propagation runs in (``float32`` for GPUs; the slack follows the dtype).
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -51,7 +53,15 @@ class CrownOracle(Oracle):
     ``j != c``; otherwise UNKNOWN (with the bound as ``margin``). On a graph, ``screen``
     (default) first evaluates each box's first-order corner: a box where it is confirmed
     misclassified is answered UNKNOWN without bounds (no sound bound could verify it: the
-    same verdict, no ``margin``), which spares the searches' large boxes.
+    same verdict, no ``margin``), which spares the searches' large boxes. ``reuse``
+    (default): a box inside one bounded before starts from that box's node bounds (sound:
+    bounds of a superset hold on a subset; its answer may be tighter than the box's bounds
+    computed alone). ``bisect`` (default on CPU): boxes that are nested (the cubes of an
+    apothem search) are bounded one at a time, in bisection order; a box inside a verified
+    one is VERIFIED with that box's margin bound (sound), and a box containing one CROWN
+    did not verify is answered UNKNOWN without bounds (CROWN's answers on nested boxes
+    taken as monotone: sound, as every UNKNOWN, and the same answers except where CROWN
+    would verify a box but not a box inside it).
 
     ``network`` is a chain :class:`Network` or a :class:`~parallelepipedonn.graph.Graph`:
     a graph that is a chain runs the chain code; any other graph (convolutions kept as
@@ -71,7 +81,7 @@ class CrownOracle(Oracle):
 
     def __init__(self, network: Network, *, device: str = "cpu", chunk_size: int = 256,
                  intermediate: str = "crown", dtype: str = "float64", screen: bool = True, reuse: bool = True,
-                 time_limit: float | None = None) -> None:
+                 bisect: bool | None = None, time_limit: float | None = None) -> None:
         super().__init__(network, time_limit=time_limit)
         self.screen, self.reuse = bool(screen), bool(reuse)
         if intermediate not in ("crown", "ibp"):
@@ -81,6 +91,7 @@ class CrownOracle(Oracle):
         if dtype not in DTYPES:
             raise OracleError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
         self.device = resolve_device(device)
+        self.bisect = self.device.type == "cpu" if bisect is None else bool(bisect)
         self.chunk_size = chunk_size
         self.intermediate = intermediate
         self.dtype = dtype
@@ -104,7 +115,8 @@ class CrownOracle(Oracle):
     def settings(self) -> dict[str, Any]:
         out = {**super().settings(), "device": str(self.device), "intermediate": self.intermediate,
                "dtype": self.dtype}
-        return {**out, "screen": self.screen, "reuse": self.reuse} if self.graph_tensors is not None else out
+        graph = {"screen": self.screen, "reuse": self.reuse, "bisect": self.bisect}
+        return {**out, **graph} if self.graph_tensors is not None else out
 
     def margin_lower_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
         """Proven lower bounds of ``logit_label - logit_j`` for every ``j != label`` over each
@@ -113,7 +125,7 @@ class CrownOracle(Oracle):
         for start in range(0, len(lower), self.chunk_size):
             lo, hi = box_tensors(lower[start:start + self.chunk_size], upper[start:start + self.chunk_size],
                                  self._dtype, self.device)
-            with torch.no_grad(), sound_kernels(self.device):
+            with torch.no_grad(), sound_kernels(self.device, self._dtype):
                 out.append(self._bounds(lo, hi, label).to(torch.float64).cpu().numpy())
         return np.concatenate(out)
 
@@ -133,21 +145,43 @@ class CrownOracle(Oracle):
 
             return margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate)
         net = self.tensors
-        inter = intermediate_bounds(net, lo, hi, self.intermediate)
-        relaxations = [relu_relaxation(lo_k, hi_k) for lo_k, hi_k in inter]
+        relaxations: list[ReluRelaxation] = []
+        intermediate_bounds(net, lo, hi, self.intermediate, relaxations)
         spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
         return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lo, hi)), lo, hi)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
-        screened = self._screened(lower, upper, label) if self.screen and self.graph_tensors is not None \
-            else np.zeros(len(lower), dtype=bool)
-        todo = np.flatnonzero(~screened)
-        worst = self._verify_bounds(lower[todo], upper[todo], label).min(axis=1) if len(todo) else []
+        graph = self.graph_tensors is not None
+        screened = self._screened(lower, upper, label) if self.screen and graph else np.zeros(len(lower), dtype=bool)
         answers = [Answer(Verdict.UNKNOWN, reason=f"{self.name}: the box contains a point the network misclassifies "
                           "(confirmed), which no sound bound verifies; not bounded")] * len(lower)
-        for i, m in zip(todo, worst):
-            answers[i] = Answer(Verdict.VERIFIED, margin=float(m)) if m > 0 else \
-                Answer(Verdict.UNKNOWN, margin=float(m), reason=f"{self.name} margin bound {m:.3g} <= 0")
+
+        def answer(i: int, m: float) -> Answer:
+            return Answer(Verdict.VERIFIED, margin=m) if m > 0 else \
+                Answer(Verdict.UNKNOWN, margin=m, reason=f"{self.name} margin bound {m:.3g} <= 0")
+
+        todo = np.flatnonzero(~screened)
+        chain = _chain(lower, upper, todo) if self.bisect and graph and len(todo) > 2 else None
+        if chain is None:
+            worst = self._verify_bounds(lower[todo], upper[todo], label).min(axis=1) if len(todo) else []
+            for i, m in zip(todo, worst):
+                answers[i] = answer(i, float(m))
+            return answers
+        first, last = 0, len(chain)  # chain[:first] verified, chain[last:] not
+        while first < last:
+            mid = (first + last) // 2
+            i = chain[mid]
+            m = float(self._verify_bounds(lower[i:i + 1], upper[i:i + 1], label).min())
+            answers[i] = answer(i, m)
+            if m > 0:
+                for j in chain[first:mid]:
+                    answers[j] = Answer(Verdict.VERIFIED, margin=m, reason=f"{self.name}: inside a box it verified")
+                first = mid + 1
+            else:
+                for j in chain[mid + 1:last]:
+                    answers[j] = Answer(Verdict.UNKNOWN, reason=f"{self.name}: contains a box it did not verify; "
+                                        "not bounded")
+                last = mid
         return answers
 
     def _verify_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
@@ -164,7 +198,7 @@ class CrownOracle(Oracle):
             lo_np, hi_np = lower[start:start + self.chunk_size], upper[start:start + self.chunk_size]
             lo, hi = box_tensors(lo_np, hi_np, self._dtype, self.device)
             kept: list[Any] = []
-            with torch.no_grad(), sound_kernels(self.device):
+            with torch.no_grad(), sound_kernels(self.device, self._dtype):
                 bounds = margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate,
                                              self._memory.prior(lo_np, hi_np), kept)
             self._memory.remember(lo_np, hi_np, kept[0])
@@ -216,21 +250,43 @@ class CrownOracle(Oracle):
 
             return margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate)
         net = self.tensors
-        inter = intermediate_bounds(net, lo, hi, self.intermediate)
-        relaxations = [relu_relaxation(lo_k, hi_k) for lo_k, hi_k in inter]
+        relaxations: list[ReluRelaxation] = []
+        intermediate_bounds(net, lo, hi, self.intermediate, relaxations)
         spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
         return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lo, hi)), lo, hi)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
-        screened = self._screened(lower, upper, label) if self.screen and self.graph_tensors is not None \
-            else np.zeros(len(lower), dtype=bool)
-        todo = np.flatnonzero(~screened)
-        worst = self._verify_bounds(lower[todo], upper[todo], label).min(axis=1) if len(todo) else []
+        graph = self.graph_tensors is not None
+        screened = self._screened(lower, upper, label) if self.screen and graph else np.zeros(len(lower), dtype=bool)
         answers = [Answer(Verdict.UNKNOWN, reason=f"{self.name}: the box contains a point the network misclassifies "
                           "(confirmed), which no sound bound verifies; not bounded")] * len(lower)
-        for i, m in zip(todo, worst):
-            answers[i] = Answer(Verdict.VERIFIED, margin=float(m)) if m > 0 else \
-                Answer(Verdict.UNKNOWN, margin=float(m), reason=f"{self.name} margin bound {m:.3g} <= 0")
+
+        def answer(i: int, m: float) -> Answer:
+            return Answer(Verdict.VERIFIED, margin=m) if m > 0 else \
+                Answer(Verdict.UNKNOWN, margin=m, reason=f"{self.name} margin bound {m:.3g} <= 0")
+
+        todo = np.flatnonzero(~screened)
+        chain = _chain(lower, upper, todo) if self.bisect and graph and len(todo) > 2 else None
+        if chain is None:
+            worst = self._verify_bounds(lower[todo], upper[todo], label).min(axis=1) if len(todo) else []
+            for i, m in zip(todo, worst):
+                answers[i] = answer(i, float(m))
+            return answers
+        first, last = 0, len(chain)  # chain[:first] verified, chain[last:] not
+        while first < last:
+            mid = (first + last) // 2
+            i = chain[mid]
+            m = float(self._verify_bounds(lower[i:i + 1], upper[i:i + 1], label).min())
+            answers[i] = answer(i, m)
+            if m > 0:
+                for j in chain[first:mid]:
+                    answers[j] = Answer(Verdict.VERIFIED, margin=m, reason=f"{self.name}: inside a box it verified")
+                first = mid + 1
+            else:
+                for j in chain[mid + 1:last]:
+                    answers[j] = Answer(Verdict.UNKNOWN, reason=f"{self.name}: contains a box it did not verify; "
+                                        "not bounded")
+                last = mid
         return answers
 
     def _verify_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
@@ -247,7 +303,7 @@ class CrownOracle(Oracle):
             lo_np, hi_np = lower[start:start + self.chunk_size], upper[start:start + self.chunk_size]
             lo, hi = box_tensors(lo_np, hi_np, self._dtype, self.device)
             kept: list[Any] = []
-            with torch.no_grad(), sound_kernels(self.device):
+            with torch.no_grad(), sound_kernels(self.device, self._dtype):
                 bounds = margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate,
                                              self._memory.prior(lo_np, hi_np), kept)
             self._memory.remember(lo_np, hi_np, kept[0])
@@ -344,6 +400,16 @@ class CrownOracle(Oracle):
         exact_lo = (witnesses <= lower).any(axis=0) if len(witnesses) else np.zeros(n, bool)
         exact_hi = (witnesses >= upper).any(axis=0) if len(witnesses) else np.zeros(n, bool)
         return ClassBox(lower, upper, exact_lo, exact_hi, witnesses)
+
+
+def _chain(lower: FloatArray, upper: FloatArray, boxes: np.ndarray) -> list[int] | None:
+    """``boxes`` (indices) from the smallest to the largest if each lies inside the next
+    (nested cubes of a search), else None."""
+    order = sorted(boxes, key=lambda i: float((upper[i] - lower[i]).sum()))
+    for a, b in itertools.pairwise(order):
+        if not ((lower[b] <= lower[a]).all() and (upper[a] <= upper[b]).all()):
+            return None
+    return [int(i) for i in order]
 
 
 class _Supersets:

@@ -256,16 +256,12 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
     co, pos = sel // (ho * wo), sel % (ho * wo)
     windows = {w.node: w for w in plan}
     cutters = {w.node: _Cutter(w, gt.graph.nodes[w.node].shape, node.shape, pos // wo, pos % wo,
-                               maps.setdefault(w.node, {})) for w in plan}
+                               maps.setdefault(w.node, {})) for w in plan[1:]}  # plan[0]: k itself
     okf = ok.to(dtype)
     sign = torch.stack([okf, -okf], 2)  # (B, m, 2)
-    start = torch.zeros(bsz, m, 2, node.shape[0], dtype=dtype, device=dev)
-    start.scatter_(3, co.view(bsz, m, 1, 1).expand(bsz, m, 2, 1), sign.unsqueeze(-1))
-    lam: dict[int, Tensor] = {k: start.view(bsz, m, 2, -1, 1, 1)}
+    lam: dict[int, Tensor] = {}
     acc_abs: dict[int, Tensor] = {}
-    covered: dict[int, bool] = {k: False}
-    const = torch.zeros(bsz, m, 2, dtype=wide, device=dev)
-    err = torch.zeros(bsz, m, 2, dtype=wide, device=dev)
+    covered: dict[int, bool] = {}
     under = torch.zeros(bsz, dtype=lower.dtype, device=dev)
 
     def push(u: int, x: Tensor, win: Window, cov: bool) -> None:
@@ -281,7 +277,27 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
         else:
             lam[u], covered[u] = x, cov
 
-    for win in plan:
+    # the target's rows e_i and -e_i: a convolution's are its kernels (exact), its bias the
+    # constant and its terms the error (as the full pass's first step); a sum's go to both inputs
+    if isinstance(node, gn.Conv2d):
+        u = node.inputs[0]
+        const = (node.bias(dtype, dev).reshape(-1)[co].unsqueeze(2) * sign).to(wide)
+        err = sl.back[k] * (nb.terms[k].reshape(bsz, -1).gather(1, sel) * okf).to(wide).unsqueeze(2).expand(bsz, m, 2)
+        under = under + nb.scale[u].flatten(1).sum(1) + 1
+        push(u, cutters[u].inside(_kernel(node, dtype, dev)[co].unsqueeze(2) * sign.view(bsz, m, 2, 1, 1, 1)),
+             windows[u], True)
+    else:
+        const = torch.zeros(bsz, m, 2, dtype=wide, device=dev)
+        err = torch.zeros(bsz, m, 2, dtype=wide, device=dev)
+        start = torch.zeros(bsz, m, 2, node.shape[0], dtype=dtype, device=dev)
+        start.scatter_(3, co.view(bsz, m, 1, 1).expand(bsz, m, 2, 1), sign.unsqueeze(-1))
+        start = start.view(bsz, m, 2, -1, 1, 1)
+        one = plan[0]
+        push(node.inputs[0], start, Window(node.inputs[0], one.size, one.stride, one.offset), False)
+        push(node.inputs[1], -start if isinstance(node, gn.Sub) else start,
+             Window(node.inputs[1], one.size, one.stride, one.offset), False)
+
+    for win in plan[1:]:
         v, cut = win.node, cutters[win.node]
         nv = gt.graph.nodes[v]
         big = lam.pop(v)

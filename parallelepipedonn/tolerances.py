@@ -26,6 +26,7 @@ a priori bound of them exists: :data:`PROOF_MARGIN` and :func:`solver_error_scal
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -71,11 +72,13 @@ def _np_dtype(dtype: Any) -> np.dtype:
         return np.dtype(str(dtype).rsplit(".", 1)[-1])
 
 
+@functools.lru_cache(maxsize=64)
 def unit_roundoff(dtype: Any = np.float64) -> float:
     """The unit roundoff of a floating-point dtype (2^-53 for float64, 2^-24 for float32)."""
     return float(np.finfo(_np_dtype(dtype)).eps) / 2
 
 
+@functools.lru_cache(maxsize=64)
 def smallest_subnormal(dtype: Any = np.float64) -> float:
     """The spacing of the dtype's subnormal numbers: the absolute error of an underflow."""
     return float(np.finfo(_np_dtype(dtype)).smallest_subnormal)

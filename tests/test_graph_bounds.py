@@ -295,8 +295,8 @@ def test_the_screen_changes_no_verdict_and_skips_boxes_with_a_confirmed_misclass
     x = np.random.default_rng(3).random(g.n_inputs)
     label = int(g.predict(x[None])[0])
     lo, hi = _cubes(x, np.geomspace(1e-4, 0.5, 12))
-    plain = CrownOracle(g, screen=False, reuse=False)
-    screened = CrownOracle(g, reuse=False)
+    plain = CrownOracle(g, screen=False, reuse=False, bisect=False)
+    screened = CrownOracle(g, reuse=False, bisect=False)
     a, b = plain.verify(lo, hi, label), screened.verify(lo, hi, label)
     assert [p.verdict for p in a] == [q.verdict for q in b]
     skipped = [i for i, q in enumerate(b) if q.margin is None]
@@ -312,7 +312,7 @@ def test_boxes_inside_earlier_ones_start_from_their_node_bounds_soundly():
     rng = np.random.default_rng(4)
     x = rng.random(g.n_inputs)
     label = int(g.predict(x[None])[0])
-    oracle, fresh = CrownOracle(g, screen=False), CrownOracle(g, screen=False, reuse=False)
+    oracle, fresh = CrownOracle(g, screen=False, bisect=False), CrownOracle(g, screen=False, reuse=False, bisect=False)
     outer = oracle.verify(*_cubes(x, np.array([0.02, 0.05])), label)  # remembered
     lo, hi = _cubes(x, np.linspace(0.004, 0.02, 5))
     reused, alone = oracle.verify(lo, hi, label), fresh.verify(lo, hi, label)
@@ -335,3 +335,24 @@ def test_boxes_inside_earlier_ones_start_from_their_node_bounds_soundly():
         assert torch.isfinite(prior[k][0]).all()
         assert (nb_alone[0].lower[k] <= prior[k][1]).all() and (prior[k][0] <= nb_alone[0].upper[k]).all()
     assert [a.verdict for a in alone] != [] and len(reused) == len(alone)
+
+
+def test_nested_boxes_are_bounded_in_bisection_order_with_the_answers_crown_gives_them():
+    g = _residual_convs(1)
+    rng = np.random.default_rng(5)
+    x = rng.random(g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    radii = np.geomspace(1e-4, 0.3, 16)
+    lo, hi = _cubes(x, radii[rng.permutation(16)])  # in any order
+    plain = CrownOracle(g, screen=False, reuse=False, bisect=False)
+    bisect = CrownOracle(g, screen=False, reuse=False)
+    assert bisect.bisect and bisect.settings()["bisect"]
+    a, b = plain.verify(lo, hi, label), bisect.verify(lo, hi, label)
+    assert [p.verdict for p in a] == [q.verdict for q in b]  # CROWN is monotone on these cubes
+    assert 0 < sum(q.verified for q in b) < len(b)
+    bounded = [q for q in b if q.margin is not None and "inside a box" not in q.reason]
+    assert len(bounded) <= 5, "a bisection bounds about log2(16) boxes"
+    for p, q in zip(a, b):  # an inferred VERIFIED carries a larger box's margin bound: at most the box's own
+        if q.verified:
+            assert q.margin <= p.margin + 1e-9 * abs(p.margin)
+    assert CrownOracle(g, device="cpu", bisect=False).settings()["bisect"] is False
