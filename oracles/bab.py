@@ -19,6 +19,13 @@ prove, a tree is grown (all trees share one frontier, bounded in batches):
 Answers VERIFIED when every sub-domain is proven, FALSIFIED with a confirmed
 counterexample, UNKNOWN when the node or time budget runs out (``timed_out``) or when an
 LP at a leaf is too close to 0 to decide.
+
+A :class:`~parallelepipedonn.graph.Graph` (convolutions, residual connections) is read as
+it is: the sub-domains fix the phases of the neurons of its ReLU nodes, bounded by
+alpha/beta-CROWN over the DAG (:func:`oracles.graph_bounds.backward` with the splits'
+Lagrangian terms, on the box's node bounds clamped by the phases), the leaves decided by
+the LP of :func:`oracles.milp_graph.encode_graph`; the box is not shrunk (step 1 reads
+chains only).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import numpy as np
 import torch
 
 from parallelepipedonn.errors import OracleError
+from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import solver_proof_margin, solver_trusted
 
@@ -54,6 +62,8 @@ from .bounds import (
     term_magnitude,
 )
 from .crown import resolve_device
+from .graph_bounds import GraphTensors, NodeBounds, concretize_wide, node_bounds
+from .graph_bounds import backward as graph_backward
 
 Tensor = torch.Tensor
 
@@ -89,6 +99,7 @@ class _Trees:
     unstable: list[Tensor]  # per layer (T, n_i) bool
     scale: list[float]  # per tree, the margin's scale for the LP error model (term_magnitude)
     leaf_lps: dict[int, list] = field(default_factory=dict)  # tree -> [encoding, solver]
+    graph_bounds: NodeBounds | None = None  # a graph: the box's node bounds (every tree's box)
 
 
 class BabOracle(Oracle):
@@ -99,8 +110,9 @@ class BabOracle(Oracle):
     complete = True
     batched = False
     queries = frozenset({"verify"})
+    reads_graphs = True
 
-    def __init__(self, network: Network, *, time_limit: float | None = 60.0, max_nodes: int = 200_000,
+    def __init__(self, network: Network | Graph, *, time_limit: float | None = 60.0, max_nodes: int = 200_000,
                  batch_nodes: int = 512, steps: int = 5, lr: float = 0.3, leaf_steps: int = 100,
                  device: str = "cpu") -> None:
         super().__init__(network, time_limit=time_limit)
@@ -109,7 +121,15 @@ class BabOracle(Oracle):
         self.max_nodes, self.batch_nodes, self.steps, self.lr = max_nodes, batch_nodes, steps, lr
         self.leaf_steps = leaf_steps
         self.device = resolve_device(device)
-        self.tensors = NetworkTensors.of(self.network, self.device)
+        #: for a graph that is not a Dense/ReLU chain: its CROWN tensors (oracles.graph_bounds)
+        self.graph_tensors: GraphTensors | None = None
+        if isinstance(self.network, Graph):
+            chain = self.network.as_network()
+            if chain is None:
+                self.graph_tensors = GraphTensors.of(self.network, self.device)
+            else:  # the same semantics: the chain code
+                self.network = chain
+        self.tensors = NetworkTensors.of(self.network, self.device) if self.graph_tensors is None else None
         self.last_nodes = 0
         self._floor = math.inf  # the smallest proven sub-domain bound of the current decision
 
@@ -124,6 +144,8 @@ class BabOracle(Oracle):
     # -- one box ----------------------------------------------------------------------------
     def _trees(self, lo: Tensor, hi: Tensor, label: int) -> _Trees | None:
         """One tree per class CROWN cannot rule out on the box (``None`` if none)."""
+        if self.graph_tensors is not None:
+            return self._graph_trees(lo, hi, label)
         net = self.tensors
         root = intermediate_bounds(net, lo, hi)
         spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
@@ -146,6 +168,29 @@ class BabOracle(Oracle):
         scale = term_magnitude(net, rows, lower, upper, bounds)[:, 0].tolist()
         return _Trees(torch.tensor([others[r] for r in order], device=lo.device), lower, upper, bounds,
                       [(a < 0) & (b > 0) for a, b in bounds], scale)
+
+    def _graph_trees(self, lo: Tensor, hi: Tensor, label: int) -> _Trees | None:
+        """:meth:`_trees` of a graph: every tree on the whole box, with its node bounds."""
+        from .milp_graph import relu_nodes, term_magnitude
+
+        gt = self.graph_tensors
+        with torch.no_grad():
+            nb = node_bounds(gt, lo, hi)
+            spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
+            root_bound = concretize_wide(graph_backward(gt, nb, len(gt.graph.nodes) - 1, spec), lo, hi)[0]
+        others = [j for j in range(self.network.n_classes) if j != label]
+        order = [int(r) for r in torch.argsort(root_bound) if float(root_bound[r]) <= 0]
+        self._floor = float(root_bound.min()) if not order else min(
+            [float(v) for v in root_bound if float(v) > 0], default=math.inf)
+        if not order:
+            return None
+        count = len(order)
+        inputs = [gt.graph.nodes[k].inputs[0] for k in relu_nodes(gt.graph)]
+        bounds = [(nb.lower[u].flatten(1).expand(count, -1), nb.upper[u].flatten(1).expand(count, -1))
+                  for u in inputs]
+        scale = term_magnitude(gt, nb, spec[:, order])[0].tolist()
+        return _Trees(torch.tensor([others[r] for r in order], device=lo.device), lo.expand(count, -1),
+                      hi.expand(count, -1), bounds, [(a < 0) & (b > 0) for a, b in bounds], scale, graph_bounds=nb)
 
     def decide(self, lower: FloatArray, upper: FloatArray, label: int) -> Answer:
         """Branch and bound on the box ``[lower, upper]`` (flat arrays)."""
@@ -201,6 +246,8 @@ class BabOracle(Oracle):
         """alpha/beta-CROWN lower bounds of ``logit_label - logit_target`` on each sub-domain
         (shape ``(N,)``), the vertex of its box minimising each bound, and per-layer
         branching scores."""
+        if trees.graph_bounds is not None:
+            return self._graph_bound(nodes, trees, label, steps)
         net = self.tensors
         n = len(nodes)
         t = nodes.tree
@@ -249,6 +296,66 @@ class BabOracle(Oracle):
                   for lam, r in zip(reversed(keep), base)]
         return best[:, 0], corner, scores
 
+    def _graph_bound(self, nodes: _Nodes, trees: _Trees, label: int,
+                     steps: int | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """:meth:`_bound` over a graph: the box's node bounds, each ReLU node's input bounds
+        clamped by the sub-domain's phases, alpha/beta optimised through the graph's
+        backward pass."""
+        from .milp_graph import relu_nodes
+
+        gt, nb0 = self.graph_tensors, trees.graph_bounds
+        relus = relu_nodes(gt.graph)
+        n = len(nodes)
+        t = nodes.tree
+        lo_n, hi_n = trees.lower[t], trees.upper[t]
+        def each(a: Tensor) -> Tensor:  # the box's tensor, for every sub-domain (a view)
+            return a.expand(n, *a.shape[1:])
+
+        nb = NodeBounds([each(a) for a in nb0.lower], [each(a) for a in nb0.upper], [each(a) for a in nb0.scale],
+                        {k: each(a) for k, a in nb0.terms.items()}, {}, each(nb0.invalid))
+        bounds = []
+        for (lb, ub), ph in zip(trees.bounds, nodes.phases):
+            lb_n, ub_n = lb[t], ub[t]
+            bounds.append((torch.where(ph > 0, lb_n.clamp(min=0), lb_n), torch.where(ph < 0, ub_n.clamp(max=0), ub_n)))
+        spec = torch.zeros(n, 1, self.network.n_classes, dtype=lo_n.dtype, device=lo_n.device)
+        spec[:, 0, label] = 1.0
+        spec[torch.arange(n), 0, trees.target[t]] = -1.0
+        base = [relu_relaxation(lb, ub) for lb, ub in bounds]
+        alphas = [r.lower_slope.unsqueeze(1).clone().requires_grad_(True) for r in base]
+        signs = [ph.to(lo_n.dtype).unsqueeze(1) for ph in nodes.phases]
+        betas = [torch.zeros(n, 1, ph.shape[1], dtype=lo_n.dtype, device=lo_n.device, requires_grad=True)
+                 for ph in nodes.phases]
+        steps = self.steps if steps is None else steps
+        opt = Adam(alphas + betas, lr=self.lr)
+        best = torch.full((n, 1), -math.inf, dtype=torch.float64, device=lo_n.device)
+        keep: dict[int, Tensor] = {}
+        first = None
+        last = len(gt.graph.nodes) - 1
+        with torch.enable_grad():
+            for step in range(steps + 1):
+                nb.relax = {k: relu_relaxation(lb, ub, alpha=a) for k, (lb, ub), a in zip(relus, bounds, alphas)}
+                terms = {k: -(b.clamp(min=0)) * s for k, b, s in zip(relus, betas, signs)}
+                kept: dict[int, Tensor] = {}
+                bound = graph_backward(gt, nb, last, spec, split_terms=terms, keep=kept)
+                value = concretize_wide(bound, lo_n, hi_n)
+                best = torch.maximum(best, value.detach())
+                if step == 0:
+                    keep, first = kept, bound
+                if step == steps or bool((best > 0).all()):
+                    break
+                opt.ascend(value.sum())
+                with torch.no_grad():
+                    for a in alphas:
+                        a.clamp_(0.0, 1.0)
+                    for b in betas:
+                        b.clamp_(min=0.0)
+        rows = torch.zeros(n, dtype=torch.long, device=lo_n.device)
+        corner = minimizing_corner(first, lo_n, hi_n, rows).detach()
+        zero = torch.zeros(n, 1, 1, dtype=lo_n.dtype, device=lo_n.device)
+        scores = [keep.get(k, zero).detach()[:, 0].clamp(max=0).abs() * r.upper_intercept
+                  + 1e-9 * (r.upper_intercept > 0) for k, r in zip(relus, base)]
+        return best[:, 0], corner, scores
+
     @staticmethod
     def _split(nodes: _Nodes, scores: list[Tensor], free: list[Tensor]) -> _Nodes:
         """Two children per node: its free unstable ReLU with the largest score, fixed
@@ -291,12 +398,18 @@ class BabOracle(Oracle):
         """The margin is affine on the leaf's polytope: decide by LP (the tree's exact
         encoding with every binary fixed, re-solved per leaf)."""
         from .milp_encoding import encode, make_solver, solve  # pyomo/HiGHS: only when a leaf needs an LP
+        from .milp_graph import GraphBoxBounds, encode_graph
 
         t = int(node.tree[0])
         lower, upper = trees.lower[t].cpu().numpy(), trees.upper[t].cpu().numpy()
         if t not in trees.leaf_lps:
-            bounds = [(lb[t].cpu().numpy(), ub[t].cpu().numpy()) for lb, ub in trees.bounds]
-            trees.leaf_lps[t] = [encode(self.network, lower, upper, bounds), make_solver(None, scale=trees.scale[t])]
+            if trees.graph_bounds is not None:
+                box = GraphBoxBounds.of(self.network, trees.graph_bounds)
+                enc = encode_graph(self.network, lower, upper, box)
+            else:
+                bounds = [(lb[t].cpu().numpy(), ub[t].cpu().numpy()) for lb, ub in trees.bounds]
+                enc = encode(self.network, lower, upper, bounds)
+            trees.leaf_lps[t] = [enc, make_solver(None, scale=trees.scale[t])]
         enc, opt = trees.leaf_lps[t]
         j = int(trees.target[t])
         enc.fix_phases([p[0].cpu().numpy() for p in node.phases])

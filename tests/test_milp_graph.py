@@ -30,7 +30,6 @@ from parallelepipedonn.box import Box
 from parallelepipedonn.certify import CertifyConfig, certify
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.graph import Graph
-from parallelepipedonn.search import default_oracle
 from tests.graph_nets import Builder, mixed, residual, small_cnn
 
 
@@ -263,19 +262,18 @@ def test_a_cancelling_residual_with_huge_weights_is_not_verified():
             assert graph.misclassified(answer.counterexample, label)[0]
 
 
-# -- the registry and the commands' defaults -------------------------------------------------------
-def test_residual_graphs_reach_milp_and_exact_defaults_to_crown_and_milp_on_them():
-    res, cnn = residual(), small_cnn()
-    assert make_oracle("crown+milp", res).network is res
-    with pytest.raises(OracleError, match="bab supports chain networks"):
-        make_oracle("bab", res)
-    assert default_oracle("exact", res) == "crown+milp"
-    assert default_oracle("exact", cnn) == default_oracle("exact") == "crown+alpha-crown+bab"
-    assert default_oracle("apothem-kary", res) == "crown"
-    x = np.random.default_rng(6).random(res.n_inputs)
+# -- the registry and the commands ---------------------------------------------------------------
+def test_exact_runs_on_a_residual_graph_with_its_default_oracle():
+    res = residual()
+    oracle = make_oracle("crown+alpha-crown+bab", res)
+    assert oracle.network is res and all(s.network is res for s in oracle.stages)
+    x = np.random.default_rng(3).random(res.n_inputs)
     cert = certify(res, x, config=CertifyConfig(algorithm="exact", precision=1e-3))
-    assert cert.oracle == "crown+milp" and cert.exact, cert.reason
+    assert cert.oracle == "crown+alpha-crown+bab" and cert.exact, cert.reason
     lo, hi = cert.box.lower, cert.box.upper
     pts = np.random.default_rng(7).uniform(lo, hi, (2000, res.n_inputs))
     assert not res.misclassified(pts, cert.label).any()
-    assert res.misclassified(np.asarray(cert.counterexample).reshape(-1), cert.label)[0]
+    assert res.misclassified(cert.counterexample, cert.label)[0]
+    # the same best apothem as milp's distance query
+    d = make_oracle("milp", res).min_distance(x, cert.label, Box.unit(res.n_inputs), falsifier=AttackOracle(res))
+    assert d.lower <= cert.apothem_upper_bound and cert.apothem <= d.upper
