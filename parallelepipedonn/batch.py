@@ -256,7 +256,7 @@ def run_config(network: Network, config: CertifyConfig, *, label: int | str | No
 
     return {
         "model_sha256": model_sha256 or f"ir:{network.digest}",
-        "algorithm": search.name, "algorithm_settings": search.settings(), "oracle": config.oracle_for(network),
+        "algorithm": search.name, "algorithm_settings": search.settings(), "oracle": config.oracle_name,
         "certify_config": asdict(config),  # every option, present and future
         "label": label, "domain": [dom(domain.lower), dom(domain.upper)], "time_limit": time_limit,
     }
