@@ -152,9 +152,7 @@ class BabOracle(Oracle):
         with torch.no_grad():
             root_bound = crown_bound(net, spec, lo, hi, root)[0]
         others = [j for j in range(self.network.n_classes) if j != label]
-        order = [int(r) for r in torch.argsort(root_bound) if float(root_bound[r]) <= 0]
-        self._floor = float(root_bound.min()) if not order else min(
-            [float(v) for v in root_bound if float(v) > 0], default=math.inf)
+        order = self._unproven(root_bound)
         if not order:
             return None
         parts = []
@@ -169,6 +167,14 @@ class BabOracle(Oracle):
         return _Trees(torch.tensor([others[r] for r in order], device=lo.device), lower, upper, bounds,
                       [(a < 0) & (b > 0) for a, b in bounds], scale)
 
+    def _unproven(self, root_bound: Tensor) -> list[int]:
+        """The rows CROWN's root bound leaves unproven, smallest first; the floor of the
+        proven bounds is set."""
+        order = [int(r) for r in torch.argsort(root_bound) if float(root_bound[r]) <= 0]
+        self._floor = float(root_bound.min()) if not order else min(
+            [float(v) for v in root_bound if float(v) > 0], default=math.inf)
+        return order
+
     def _graph_trees(self, lo: Tensor, hi: Tensor, label: int) -> _Trees | None:
         """:meth:`_trees` of a graph: every tree on the whole box, with its node bounds."""
         from .milp_graph import relu_nodes, term_magnitude
@@ -179,9 +185,7 @@ class BabOracle(Oracle):
             spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
             root_bound = concretize_wide(graph_backward(gt, nb, len(gt.graph.nodes) - 1, spec), lo, hi)[0]
         others = [j for j in range(self.network.n_classes) if j != label]
-        order = [int(r) for r in torch.argsort(root_bound) if float(root_bound[r]) <= 0]
-        self._floor = float(root_bound.min()) if not order else min(
-            [float(v) for v in root_bound if float(v) > 0], default=math.inf)
+        order = self._unproven(root_bound)
         if not order:
             return None
         count = len(order)
@@ -244,11 +248,8 @@ class BabOracle(Oracle):
     def _bound(self, nodes: _Nodes, trees: _Trees, label: int,
                steps: int | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """alpha/beta-CROWN lower bounds of ``logit_label - logit_target`` on each sub-domain
-        (shape ``(N,)``), the vertex of its box minimising each bound, and per-layer
-        branching scores."""
-        if trees.graph_bounds is not None:
-            return self._graph_bound(nodes, trees, label, steps)
-        net = self.tensors
+        (shape ``(N,)``), the vertex of its box minimising each bound, and per-layer (per
+        ReLU node) branching scores."""
         n = len(nodes)
         t = nodes.tree
         bounds = []
@@ -256,10 +257,11 @@ class BabOracle(Oracle):
             lb_n, ub_n = lb[t], ub[t]
             bounds.append((torch.where(ph > 0, lb_n.clamp(min=0), lb_n), torch.where(ph < 0, ub_n.clamp(max=0), ub_n)))
         lo_n, hi_n = trees.lower[t], trees.upper[t]
-        scale_in = input_scale(lo_n, hi_n)
         spec = torch.zeros(n, 1, self.network.n_classes, dtype=lo_n.dtype, device=lo_n.device)
         spec[:, 0, label] = 1.0
         spec[torch.arange(n), 0, trees.target[t]] = -1.0
+        bound_of = self._graph_pass(trees, spec, lo_n, hi_n) if trees.graph_bounds is not None else \
+            self._chain_pass(spec, lo_n, hi_n)
         base = [relu_relaxation(lb, ub) for lb, ub in bounds]
         alphas = [r.lower_slope.unsqueeze(1).clone().requires_grad_(True) for r in base]
         signs = [ph.to(lo_n.dtype).unsqueeze(1) for ph in nodes.phases]
@@ -274,9 +276,7 @@ class BabOracle(Oracle):
             for step in range(steps + 1):
                 relax = [relu_relaxation(lb, ub, alpha=a) for (lb, ub), a in zip(bounds, alphas)]
                 terms = [-(b.clamp(min=0)) * s for b, s in zip(betas, signs)]
-                kept: list[Tensor] = []
-                bound = backward(net, spec, net.depth - 1, relax, scale_in, terms, kept)
-                value = concretize(bound, lo_n, hi_n)
+                bound, value, kept = bound_of(relax, terms)
                 best = torch.maximum(best, value.detach())
                 if step == 0:
                     keep, first = kept, bound
@@ -293,68 +293,47 @@ class BabOracle(Oracle):
         # branching score (BaBSR-like): the negative coefficient on each ReLU output times
         # the chord's intercept, i.e. what the relaxation gap can cost the bound
         scores = [lam.detach()[:, 0].clamp(max=0).abs() * r.upper_intercept + 1e-9 * (r.upper_intercept > 0)
-                  for lam, r in zip(reversed(keep), base)]
+                  for lam, r in zip(keep, base)]
         return best[:, 0], corner, scores
 
-    def _graph_bound(self, nodes: _Nodes, trees: _Trees, label: int,
-                     steps: int | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """:meth:`_bound` over a graph: the box's node bounds, each ReLU node's input bounds
-        clamped by the sub-domain's phases, alpha/beta optimised through the graph's
-        backward pass."""
+    def _chain_pass(self, spec: Tensor, lo_n: Tensor, hi_n: Tensor):
+        """The bound of ``spec`` on each sub-domain, given its relaxations and split terms
+        (per layer), with the coefficients of each ReLU output (per layer) — a chain."""
+        net = self.tensors
+        scale_in = input_scale(lo_n, hi_n)
+
+        def bound_of(relax: list, terms: list[Tensor]) -> tuple[Any, Tensor, list[Tensor]]:
+            kept: list[Tensor] = []
+            bound = backward(net, spec, net.depth - 1, relax, scale_in, terms, kept)
+            return bound, concretize(bound, lo_n, hi_n), kept[::-1]
+
+        return bound_of
+
+    def _graph_pass(self, trees: _Trees, spec: Tensor, lo_n: Tensor, hi_n: Tensor):
+        """:meth:`_chain_pass` over a graph (per ReLU node): the box's node bounds, for
+        every sub-domain; relaxations and the splits' terms through the graph's backward
+        pass."""
         from .milp_graph import relu_nodes
 
         gt, nb0 = self.graph_tensors, trees.graph_bounds
         relus = relu_nodes(gt.graph)
-        n = len(nodes)
-        t = nodes.tree
-        lo_n, hi_n = trees.lower[t], trees.upper[t]
+        n = len(lo_n)
+
         def each(a: Tensor) -> Tensor:  # the box's tensor, for every sub-domain (a view)
             return a.expand(n, *a.shape[1:])
 
         nb = NodeBounds([each(a) for a in nb0.lower], [each(a) for a in nb0.upper], [each(a) for a in nb0.scale],
                         {k: each(a) for k, a in nb0.terms.items()}, {}, each(nb0.invalid))
-        bounds = []
-        for (lb, ub), ph in zip(trees.bounds, nodes.phases):
-            lb_n, ub_n = lb[t], ub[t]
-            bounds.append((torch.where(ph > 0, lb_n.clamp(min=0), lb_n), torch.where(ph < 0, ub_n.clamp(max=0), ub_n)))
-        spec = torch.zeros(n, 1, self.network.n_classes, dtype=lo_n.dtype, device=lo_n.device)
-        spec[:, 0, label] = 1.0
-        spec[torch.arange(n), 0, trees.target[t]] = -1.0
-        base = [relu_relaxation(lb, ub) for lb, ub in bounds]
-        alphas = [r.lower_slope.unsqueeze(1).clone().requires_grad_(True) for r in base]
-        signs = [ph.to(lo_n.dtype).unsqueeze(1) for ph in nodes.phases]
-        betas = [torch.zeros(n, 1, ph.shape[1], dtype=lo_n.dtype, device=lo_n.device, requires_grad=True)
-                 for ph in nodes.phases]
-        steps = self.steps if steps is None else steps
-        opt = Adam(alphas + betas, lr=self.lr)
-        best = torch.full((n, 1), -math.inf, dtype=torch.float64, device=lo_n.device)
-        keep: dict[int, Tensor] = {}
-        first = None
-        last = len(gt.graph.nodes) - 1
-        with torch.enable_grad():
-            for step in range(steps + 1):
-                nb.relax = {k: relu_relaxation(lb, ub, alpha=a) for k, (lb, ub), a in zip(relus, bounds, alphas)}
-                terms = {k: -(b.clamp(min=0)) * s for k, b, s in zip(relus, betas, signs)}
-                kept: dict[int, Tensor] = {}
-                bound = graph_backward(gt, nb, last, spec, split_terms=terms, keep=kept)
-                value = concretize_wide(bound, lo_n, hi_n)
-                best = torch.maximum(best, value.detach())
-                if step == 0:
-                    keep, first = kept, bound
-                if step == steps or bool((best > 0).all()):
-                    break
-                opt.ascend(value.sum())
-                with torch.no_grad():
-                    for a in alphas:
-                        a.clamp_(0.0, 1.0)
-                    for b in betas:
-                        b.clamp_(min=0.0)
-        rows = torch.zeros(n, dtype=torch.long, device=lo_n.device)
-        corner = minimizing_corner(first, lo_n, hi_n, rows).detach()
         zero = torch.zeros(n, 1, 1, dtype=lo_n.dtype, device=lo_n.device)
-        scores = [keep.get(k, zero).detach()[:, 0].clamp(max=0).abs() * r.upper_intercept
-                  + 1e-9 * (r.upper_intercept > 0) for k, r in zip(relus, base)]
-        return best[:, 0], corner, scores
+        last = len(gt.graph.nodes) - 1
+
+        def bound_of(relax: list, terms: list[Tensor]) -> tuple[Any, Tensor, list[Tensor]]:
+            nb.relax = dict(zip(relus, relax))
+            kept: dict[int, Tensor] = {}
+            bound = graph_backward(gt, nb, last, spec, split_terms=dict(zip(relus, terms)), keep=kept)
+            return bound, concretize_wide(bound, lo_n, hi_n), [kept.get(k, zero) for k in relus]
+
+        return bound_of
 
     @staticmethod
     def _split(nodes: _Nodes, scores: list[Tensor], free: list[Tensor]) -> _Nodes:
