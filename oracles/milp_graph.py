@@ -299,26 +299,26 @@ class _Builder:
             a = self.new_vars(f"a{k}", len(idx), np.zeros(len(idx)), hi[idx])
             var[idx, 0], coef[idx, 0] = a, 1.0
             var[idx, 1:], coef[idx, 1:] = -1, 0.0
-            convex = self.convex.get(k)
-            d = pe.Var(range(len(idx)), domain=pe.Binary) if not self.relax else None
-            if d is not None:
-                self.m.add_component(f"d{k}", d)
+            convex = self.convex.get(k, np.zeros(n, dtype=bool))
+            binary = [i for i in idx.tolist() if not convex[i]] if not self.relax else []
+            d = pe.Var(binary, domain=pe.Binary)
+            self.m.add_component(f"d{k}", d)
             self.n_unstable += len(idx)
             for r, i in enumerate(idx.tolist()):
                 zv, zc = form.var[i], form.coef[i]
                 av = np.append(a[r], zv)
                 self.m.cons.add(self.expr(av, np.append(1.0, -zc)) >= 0)  # a >= z
-                if convex is not None and convex[i]:
+                if convex[i]:
                     continue
                 li, ui = float(lo[i]), float(hi[i])
-                if d is None:
+                if self.relax:
                     s = ui / (ui - li)
                     self.m.cons.add(self.expr(av, np.append(1.0, -s * zc), s * li) <= 0)  # a <= s (z - l)
                     continue
-                self.binaries[(ordinal, i)] = d[r]
+                self.binaries[(ordinal, i)] = d[i]
                 # a <= z - l (1 - d), a <= u d
-                self.m.cons.add(self.expr(av, np.append(1.0, -zc), li) - li * d[r] <= 0)
-                self.m.cons.add(self.vars[a[r]] - ui * d[r] <= 0)
+                self.m.cons.add(self.expr(av, np.append(1.0, -zc), li) - li * d[i] <= 0)
+                self.m.cons.add(self.vars[a[r]] - ui * d[i] <= 0)
         return _Form(var, coef)
 
 
