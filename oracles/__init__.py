@@ -78,6 +78,9 @@ def cascade(network: Network, *, stages: tuple[str, ...] = DEFAULT_CASCADE, devi
     return make_oracle("+".join(stages), network, **options)  # type: ignore[return-value]
 
 
+cascade.reads_graphs = True  # type: ignore[attr-defined]  # as its stages do (make_oracle decides)
+
+
 _REGION = ("verify", "class_region", "coordinate_extreme", "class_extremes", "distance")  # milp's queries
 register_oracle("crown", "oracles.crown:CrownOracle", "CROWN bound propagation (sound, incomplete, batched)",
                 queries=("verify", "class_extremes"))

@@ -19,6 +19,13 @@ prove, a tree is grown (all trees share one frontier, bounded in batches):
 Answers VERIFIED when every sub-domain is proven, FALSIFIED with a confirmed
 counterexample, UNKNOWN when the node or time budget runs out (``timed_out``) or when an
 LP at a leaf is too close to 0 to decide.
+
+A :class:`~parallelepipedonn.graph.Graph` (convolutions, residual connections) is read as
+it is: the sub-domains fix the phases of the neurons of its ReLU nodes, bounded by
+alpha/beta-CROWN over the DAG (:func:`oracles.graph_bounds.backward` with the splits'
+Lagrangian terms, on the box's node bounds clamped by the phases), the leaves decided by
+the LP of :func:`oracles.milp_graph.encode_graph`; the box is not shrunk (step 1 reads
+chains only).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import numpy as np
 import torch
 
 from parallelepipedonn.errors import OracleError
+from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import solver_proof_margin, solver_trusted
 
@@ -54,6 +62,8 @@ from .bounds import (
     term_magnitude,
 )
 from .crown import resolve_device
+from .graph_bounds import GraphTensors, NodeBounds, concretize_wide, node_bounds
+from .graph_bounds import backward as graph_backward
 
 Tensor = torch.Tensor
 
@@ -89,6 +99,7 @@ class _Trees:
     unstable: list[Tensor]  # per layer (T, n_i) bool
     scale: list[float]  # per tree, the margin's scale for the LP error model (term_magnitude)
     leaf_lps: dict[int, list] = field(default_factory=dict)  # tree -> [encoding, solver]
+    graph_bounds: NodeBounds | None = None  # a graph: the box's node bounds (every tree's box)
 
 
 class BabOracle(Oracle):
@@ -99,8 +110,9 @@ class BabOracle(Oracle):
     complete = True
     batched = False
     queries = frozenset({"verify"})
+    reads_graphs = True
 
-    def __init__(self, network: Network, *, time_limit: float | None = 60.0, max_nodes: int = 200_000,
+    def __init__(self, network: Network | Graph, *, time_limit: float | None = 60.0, max_nodes: int = 200_000,
                  batch_nodes: int = 512, steps: int = 5, lr: float = 0.3, leaf_steps: int = 100,
                  device: str = "cpu") -> None:
         super().__init__(network, time_limit=time_limit)
@@ -109,7 +121,15 @@ class BabOracle(Oracle):
         self.max_nodes, self.batch_nodes, self.steps, self.lr = max_nodes, batch_nodes, steps, lr
         self.leaf_steps = leaf_steps
         self.device = resolve_device(device)
-        self.tensors = NetworkTensors.of(self.network, self.device)
+        #: for a graph that is not a Dense/ReLU chain: its CROWN tensors (oracles.graph_bounds)
+        self.graph_tensors: GraphTensors | None = None
+        if isinstance(self.network, Graph):
+            chain = self.network.as_network()
+            if chain is None:
+                self.graph_tensors = GraphTensors.of(self.network, self.device)
+            else:  # the same semantics: the chain code
+                self.network = chain
+        self.tensors = NetworkTensors.of(self.network, self.device) if self.graph_tensors is None else None
         self.last_nodes = 0
         self._floor = math.inf  # the smallest proven sub-domain bound of the current decision
 
@@ -124,15 +144,15 @@ class BabOracle(Oracle):
     # -- one box ----------------------------------------------------------------------------
     def _trees(self, lo: Tensor, hi: Tensor, label: int) -> _Trees | None:
         """One tree per class CROWN cannot rule out on the box (``None`` if none)."""
+        if self.graph_tensors is not None:
+            return self._graph_trees(lo, hi, label)
         net = self.tensors
         root = intermediate_bounds(net, lo, hi)
         spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
         with torch.no_grad():
             root_bound = crown_bound(net, spec, lo, hi, root)[0]
         others = [j for j in range(self.network.n_classes) if j != label]
-        order = [int(r) for r in torch.argsort(root_bound) if float(root_bound[r]) <= 0]
-        self._floor = float(root_bound.min()) if not order else min(
-            [float(v) for v in root_bound if float(v) > 0], default=math.inf)
+        order = self._unproven(root_bound)
         if not order:
             return None
         parts = []
@@ -146,6 +166,35 @@ class BabOracle(Oracle):
         scale = term_magnitude(net, rows, lower, upper, bounds)[:, 0].tolist()
         return _Trees(torch.tensor([others[r] for r in order], device=lo.device), lower, upper, bounds,
                       [(a < 0) & (b > 0) for a, b in bounds], scale)
+
+    def _unproven(self, root_bound: Tensor) -> list[int]:
+        """The rows CROWN's root bound leaves unproven, smallest first; the floor of the
+        proven bounds is set."""
+        order = [int(r) for r in torch.argsort(root_bound) if float(root_bound[r]) <= 0]
+        self._floor = float(root_bound.min()) if not order else min(
+            [float(v) for v in root_bound if float(v) > 0], default=math.inf)
+        return order
+
+    def _graph_trees(self, lo: Tensor, hi: Tensor, label: int) -> _Trees | None:
+        """:meth:`_trees` of a graph: every tree on the whole box, with its node bounds."""
+        from .milp_graph import relu_nodes, term_magnitude
+
+        gt = self.graph_tensors
+        with torch.no_grad():
+            nb = node_bounds(gt, lo, hi)
+            spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
+            root_bound = concretize_wide(graph_backward(gt, nb, len(gt.graph.nodes) - 1, spec), lo, hi)[0]
+        others = [j for j in range(self.network.n_classes) if j != label]
+        order = self._unproven(root_bound)
+        if not order:
+            return None
+        count = len(order)
+        inputs = [gt.graph.nodes[k].inputs[0] for k in relu_nodes(gt.graph)]
+        bounds = [(nb.lower[u].flatten(1).expand(count, -1), nb.upper[u].flatten(1).expand(count, -1))
+                  for u in inputs]
+        scale = term_magnitude(gt, nb, spec[:, order])[0].tolist()
+        return _Trees(torch.tensor([others[r] for r in order], device=lo.device), lo.expand(count, -1),
+                      hi.expand(count, -1), bounds, [(a < 0) & (b > 0) for a, b in bounds], scale, graph_bounds=nb)
 
     def decide(self, lower: FloatArray, upper: FloatArray, label: int) -> Answer:
         """Branch and bound on the box ``[lower, upper]`` (flat arrays)."""
@@ -200,9 +249,8 @@ class BabOracle(Oracle):
     def _bound(self, nodes: _Nodes, trees: _Trees, label: int,
                steps: int | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """alpha/beta-CROWN lower bounds of ``logit_label - logit_target`` on each sub-domain
-        (shape ``(N,)``), the vertex of its box minimising each bound, and per-layer
-        branching scores."""
-        net = self.tensors
+        (shape ``(N,)``), the vertex of its box minimising each bound, and per-layer (per
+        ReLU node) branching scores."""
         n = len(nodes)
         t = nodes.tree
         bounds = []
@@ -210,10 +258,11 @@ class BabOracle(Oracle):
             lb_n, ub_n = lb[t], ub[t]
             bounds.append((torch.where(ph > 0, lb_n.clamp(min=0), lb_n), torch.where(ph < 0, ub_n.clamp(max=0), ub_n)))
         lo_n, hi_n = trees.lower[t], trees.upper[t]
-        scale_in = input_scale(lo_n, hi_n)
         spec = torch.zeros(n, 1, self.network.n_classes, dtype=lo_n.dtype, device=lo_n.device)
         spec[:, 0, label] = 1.0
         spec[torch.arange(n), 0, trees.target[t]] = -1.0
+        bound_of = self._graph_pass(trees, spec, lo_n, hi_n) if trees.graph_bounds is not None else \
+            self._chain_pass(spec, lo_n, hi_n)
         base = [relu_relaxation(lb, ub) for lb, ub in bounds]
         alphas = [r.lower_slope.unsqueeze(1).clone().requires_grad_(True) for r in base]
         signs = [ph.to(lo_n.dtype).unsqueeze(1) for ph in nodes.phases]
@@ -228,9 +277,7 @@ class BabOracle(Oracle):
             for step in range(steps + 1):
                 relax = [relu_relaxation(lb, ub, alpha=a) for (lb, ub), a in zip(bounds, alphas)]
                 terms = [-(b.clamp(min=0)) * s for b, s in zip(betas, signs)]
-                kept: list[Tensor] = []
-                bound = backward(net, spec, net.depth - 1, relax, scale_in, terms, kept)
-                value = concretize(bound, lo_n, hi_n)
+                bound, value, kept = bound_of(relax, terms)
                 best = torch.maximum(best, value.detach())
                 if step == 0:
                     keep, first = kept, bound
@@ -247,8 +294,47 @@ class BabOracle(Oracle):
         # branching score (BaBSR-like): the negative coefficient on each ReLU output times
         # the chord's intercept, i.e. what the relaxation gap can cost the bound
         scores = [lam.detach()[:, 0].clamp(max=0).abs() * r.upper_intercept + 1e-9 * (r.upper_intercept > 0)
-                  for lam, r in zip(reversed(keep), base)]
+                  for lam, r in zip(keep, base)]
         return best[:, 0], corner, scores
+
+    def _chain_pass(self, spec: Tensor, lo_n: Tensor, hi_n: Tensor):
+        """The bound of ``spec`` on each sub-domain, given its relaxations and split terms
+        (per layer), with the coefficients of each ReLU output (per layer) — a chain."""
+        net = self.tensors
+        scale_in = input_scale(lo_n, hi_n)
+
+        def bound_of(relax: list, terms: list[Tensor]) -> tuple[Any, Tensor, list[Tensor]]:
+            kept: list[Tensor] = []
+            bound = backward(net, spec, net.depth - 1, relax, scale_in, terms, kept)
+            return bound, concretize(bound, lo_n, hi_n), kept[::-1]
+
+        return bound_of
+
+    def _graph_pass(self, trees: _Trees, spec: Tensor, lo_n: Tensor, hi_n: Tensor):
+        """:meth:`_chain_pass` over a graph (per ReLU node): the box's node bounds, for
+        every sub-domain; relaxations and the splits' terms through the graph's backward
+        pass."""
+        from .milp_graph import relu_nodes
+
+        gt, nb0 = self.graph_tensors, trees.graph_bounds
+        relus = relu_nodes(gt.graph)
+        n = len(lo_n)
+
+        def each(a: Tensor) -> Tensor:  # the box's tensor, for every sub-domain (a view)
+            return a.expand(n, *a.shape[1:])
+
+        nb = NodeBounds([each(a) for a in nb0.lower], [each(a) for a in nb0.upper], [each(a) for a in nb0.scale],
+                        {k: each(a) for k, a in nb0.terms.items()}, {}, each(nb0.invalid))
+        zero = torch.zeros(n, 1, 1, dtype=lo_n.dtype, device=lo_n.device)
+        last = len(gt.graph.nodes) - 1
+
+        def bound_of(relax: list, terms: list[Tensor]) -> tuple[Any, Tensor, list[Tensor]]:
+            nb.relax = dict(zip(relus, relax))
+            kept: dict[int, Tensor] = {}
+            bound = graph_backward(gt, nb, last, spec, split_terms=dict(zip(relus, terms)), keep=kept)
+            return bound, concretize_wide(bound, lo_n, hi_n), [kept.get(k, zero) for k in relus]
+
+        return bound_of
 
     @staticmethod
     def _split(nodes: _Nodes, scores: list[Tensor], free: list[Tensor]) -> _Nodes:
@@ -292,12 +378,18 @@ class BabOracle(Oracle):
         """The margin is affine on the leaf's polytope: decide by LP (the tree's exact
         encoding with every binary fixed, re-solved per leaf)."""
         from .milp_encoding import encode, make_solver, solve  # pyomo/HiGHS: only when a leaf needs an LP
+        from .milp_graph import GraphBoxBounds, encode_graph
 
         t = int(node.tree[0])
         lower, upper = trees.lower[t].cpu().numpy(), trees.upper[t].cpu().numpy()
         if t not in trees.leaf_lps:
-            bounds = [(lb[t].cpu().numpy(), ub[t].cpu().numpy()) for lb, ub in trees.bounds]
-            trees.leaf_lps[t] = [encode(self.network, lower, upper, bounds), make_solver(None, scale=trees.scale[t])]
+            if trees.graph_bounds is not None:
+                box = GraphBoxBounds.of(self.network, trees.graph_bounds)
+                enc = encode_graph(self.network, lower, upper, box)
+            else:
+                bounds = [(lb[t].cpu().numpy(), ub[t].cpu().numpy()) for lb, ub in trees.bounds]
+                enc = encode(self.network, lower, upper, bounds)
+            trees.leaf_lps[t] = [enc, make_solver(None, scale=trees.scale[t])]
         enc, opt = trees.leaf_lps[t]
         j = int(trees.target[t])
         enc.fix_phases([p[0].cpu().numpy() for p in node.phases])

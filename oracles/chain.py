@@ -1,8 +1,8 @@
 """The bridge from the DAG IR to the chain oracles.
 
-Most backends (alpha-crown, bab, marabou, lirpa, crown's class extremes, the relaxed
+Some backends (marabou, lirpa, crown's and alpha-crown's class extremes, the relaxed
 dual boxes) read only a chain :class:`~parallelepipedonn.network.Network` (``crown``,
-``milp`` and ``attack`` read any graph as it is). Given a
+``alpha-crown``, ``milp``, ``bab`` and ``attack`` read any graph as it is). Given a
 :class:`~parallelepipedonn.graph.Graph`, they call :func:`chain_network`: a graph that is
 a Dense/ReLU chain gives its chain unchanged; a graph whose ReLUs form a chain
 (convolutions, pooling, ...) is expanded into dense affine maps
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from parallelepipedonn.graph import Graph
 
 #: The oracles that read any graph as it is (their classes set ``reads_graphs``).
-GRAPH_ORACLES = ("crown", "milp", "attack")
+GRAPH_ORACLES = ("crown", "alpha-crown", "milp", "bab", "attack")
 
 
 def chain_network(network: Network | Graph, who: str) -> tuple[Network, dict[str, Any] | None]:
@@ -45,6 +45,6 @@ def chain_network(network: Network | Graph, who: str) -> tuple[Network, dict[str
                           f"{GRAPH_ORACLES[-1]} (or a cascade of them, e.g. crown+milp), which read the graph as it "
                           "is") from exc
     except ModelTooLargeError as exc:
-        raise ModelTooLargeError(f"{who} reads the model as a chain of dense affine maps: {exc} — use crown or milp, "
+        raise ModelTooLargeError(f"{who} reads the model as a chain of dense affine maps: {exc} — use crown, milp or bab, "
                                  "which read the graph as it is") from exc
     return expansion.network, expansion.record()

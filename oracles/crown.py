@@ -6,6 +6,7 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from parallelepipedonn.tolerances import unit_roundoff
 from .alpha import AlphaSettings, optimize_bounds
 from .base import Answer, ClassBox, FloatArray, Oracle, Verdict
 from .bounds import (
+    Adam,
     NetworkTensors,
     ReluRelaxation,
     backward,
@@ -66,10 +68,9 @@ class CrownOracle(Oracle):
     ``network`` is a chain :class:`Network` or a :class:`~parallelepipedonn.graph.Graph`:
     a graph that is a chain runs the chain code; any other graph (convolutions kept as
     convolutions, residual connections) runs :mod:`oracles.graph_bounds` for
-    :meth:`verify` and :meth:`margin_lower_bounds`. ``class_extremes`` runs on the
-    graph's chain expansion (:mod:`oracles.chain`, recorded in :meth:`settings`); a graph
-    without one (residual) answers ``verify`` only. alpha-CROWN reads chains only: it is
-    bound to the chain expansion of a graph, or refuses a residual one.
+    :meth:`verify` and :meth:`margin_lower_bounds` (alpha-CROWN too). ``class_extremes``
+    runs on the graph's chain expansion (:mod:`oracles.chain`, recorded in
+    :meth:`settings`); a graph without one (residual) answers ``verify`` only.
     """
 
     name = "crown"
@@ -468,10 +469,12 @@ class AlphaCrownOracle(CrownOracle):
     Every slope in [0, 1] gives a valid bound; the bounds reported are one sound pass with
     the best slopes found, never below CROWN's. Stops early once every box is verified,
     when the bounds stop improving, or at the time limit.
+    Reads any graph as CROWN does: there, the slopes of every ReLU node for the final
+    specification are optimised through :func:`oracles.graph_bounds.backward`, its node
+    bounds (CROWN's) fixed.
     """
 
     name = "alpha-crown"
-    reads_graphs = False
 
     def __init__(self, network: Network, *, steps: int = 20, lr: float = 0.1, device: str = "cpu",
                  chunk_size: int = 256, intermediate: str = "crown", time_limit: float | None = None) -> None:
@@ -485,8 +488,43 @@ class AlphaCrownOracle(CrownOracle):
         return {**super().settings(), "steps": self.steps, "lr": self.lr}
 
     def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
+        if self.graph_tensors is not None:
+            return self._graph_bounds(lo, hi, label)
         deadline = math.inf if self.time_limit is None else time.perf_counter() + self.time_limit
         settings = AlphaSettings(steps=self.steps, lr=self.lr, intermediate=self.intermediate == "crown",
                                  deadline=deadline)
         spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
         return optimize_bounds(self.tensors, lo, hi, spec, settings, reference_method=self.intermediate).final
+
+    def _graph_bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
+        """alpha-CROWN over a graph: the lower slopes of every ReLU node (one per neuron,
+        box and specification row) optimised on :mod:`oracles.graph_bounds`' margin
+        bounds, its node bounds (CROWN's) fixed."""
+        from .graph_bounds import backward as graph_backward
+        from .graph_bounds import concretize_wide, node_bounds
+
+        gt = self.graph_tensors
+        last = len(gt.graph.nodes) - 1
+        nb = node_bounds(gt, lo, hi, self.intermediate)
+        spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
+        best = concretize_wide(graph_backward(gt, nb, last, spec), lo, hi)
+        if self.steps == 0 or not nb.relax or bool((best.min(dim=1).values > 0).all()):
+            return best
+        m = spec.shape[1]
+        inputs = {k: gt.graph.nodes[k].inputs[0] for k in nb.relax}
+        alphas = {k: r.lower_slope.unsqueeze(1).expand(-1, m, -1).clone().requires_grad_(True)
+                  for k, r in nb.relax.items()}
+        opt = Adam(list(alphas.values()), lr=self.lr)
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                relax = {k: relu_relaxation(nb.lower[u].flatten(1), nb.upper[u].flatten(1), alpha=alphas[k])
+                         for k, u in inputs.items()}
+                value = concretize_wide(graph_backward(gt, replace(nb, relax=relax), last, spec), lo, hi)
+                best = torch.maximum(best, value.detach())
+                if bool((best.min(dim=1).values > 0).all()):
+                    break
+                opt.ascend(value.sum())
+                with torch.no_grad():
+                    for a in alphas.values():
+                        a.clamp_(0.0, 1.0)
+        return best

@@ -317,13 +317,21 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
 
 def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, covered: bool = False,
              const: Tensor | None = None, error: Tensor | None = None,
-             underflow: Tensor | None = None) -> LinearBound:
+             underflow: Tensor | None = None, split_terms: dict[int, Tensor] | None = None,
+             keep: dict[int, Tensor] | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec . z_target`` (``spec`` of
     shape ``(B, m, *shape)``) as a function of the flattened input, valid (once
     ``error`` is subtracted) on every box whose node bounds are ``nb``. A pass resumed
     from a later node passes what it has accumulated (``const`` and ``error``, float64,
     ``underflow``; ``covered``: the rounding of products with ``spec`` is already in
-    ``error``). ``const`` and ``error`` are float64 (:mod:`oracles.graph_rounding`)."""
+    ``error``). ``const`` and ``error`` are float64 (:mod:`oracles.graph_rounding`).
+
+    ``split_terms[k]`` (optional, for ReLU node ``k``: ``(B, m, *shape)``) is added to the
+    coefficients of the ReLU's input: with ``-beta * s`` (``beta >= 0``, ``s = +1`` for a
+    neuron split active, ``-1`` inactive) the bound stays valid on the sub-domain where
+    the splits hold (beta-CROWN's Lagrangian terms; the sum's rounding is charged like a
+    branch sum's). ``keep`` (optional) collects each ReLU node's output coefficients
+    (``(B, m, n)``), for branching heuristics."""
     g = gt.graph
     bsz, m = spec.shape[:2]
     sl = gt.slacks
@@ -379,6 +387,11 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
             shift = wide_dot(neg, r.upper_intercept)  # <= 0
             const = const + shift
             magnitude = magnitude - sl.wide * shift
+            if keep is not None:
+                keep[v] = flat
+            if split_terms is not None and v in split_terms:
+                new = new + split_terms[v].reshape(bsz, m, -1)
+                magnitude = magnitude + (sl.join + sl.one) * _mv_abs(new, r.scale).to(wide)
             push(u, new.reshape(bsz, m, *g.nodes[u].shape), False)
         elif isinstance(node, gn.Add):
             push(node.inputs[0], big, False)

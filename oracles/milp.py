@@ -21,6 +21,14 @@ failing that, the problem is solved again with the class rows moved *into* the c
 
 Also answers the distance query (the exact best apothem, :meth:`MilpOracle.min_distance`)
 and the class-region and coordinate-extreme queries (see :mod:`oracles.base`).
+
+A :class:`~parallelepipedonn.graph.Graph` is read as it is (a Dense/ReLU chain graph as its
+chain): encoded by :mod:`oracles.milp_graph` on graph CROWN's node bounds, classes ruled
+out by alpha-CROWN over the graph, one encoding of the box shared by the classes' MILPs
+(one persistent solver: the objective and the cutoff row replaced, tolerances and time
+limit retuned per class); the chain-only shortcuts (inputs along which the margin is
+monotone, first-layer flip distances) are skipped. The error model, proof margins and
+confirmations are the same.
 """
 
 from __future__ import annotations
@@ -53,10 +61,10 @@ from .bounds import (
     shrink_monotone,
     term_magnitude,
 )
-from .crown import AlphaCrownOracle, CrownOracle
+from .crown import AlphaCrownOracle
 from .distance import confirmed_upper, cube, push_counterexample, seed_upper
 from .graph_bounds import GraphTensors
-from .milp_encoding import PROOF_MARGIN, Encoding, encode, make_solver, solve
+from .milp_encoding import PROOF_MARGIN, Encoding, encode, make_solver, retune, solve
 from .milp_graph import GraphBoxBounds, box_bounds, crown_margins, encode_graph
 from .milp_graph import margin_gradient as graph_margin_gradient
 from .milp_graph import term_magnitude as graph_term_magnitude
@@ -162,12 +170,8 @@ class MilpOracle(ClassRegionQueries, Oracle):
                 self.graph_tensors = GraphTensors.of(self.network)
             else:  # the same semantics: the chain encoding
                 self.network = chain
-        if self.graph_tensors is None:
-            self.tensors = NetworkTensors.of(self.network)
-            self._prefilter: CrownOracle = AlphaCrownOracle(self.network)
-        else:  # CROWN over the graph rules classes out and bounds the distance per class
-            self.tensors = None  # type: ignore[assignment]
-            self._prefilter = CrownOracle(self.network)
+        self.tensors = NetworkTensors.of(self.network) if self.graph_tensors is None else None
+        self._prefilter = AlphaCrownOracle(self.network)  # over the graph for a graph
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "mip_rel_gap": self.mip_rel_gap, "threads": self.threads,
@@ -189,9 +193,14 @@ class MilpOracle(ClassRegionQueries, Oracle):
                 scale: float | None = None):
         """A solver with the time left before ``deadline``, its tolerances set for a problem
         of ``scale`` (:func:`~parallelepipedonn.tolerances.solver_tolerance`)."""
+        return make_solver(self._remaining(deadline), self.mip_rel_gap if mip_rel_gap is None else mip_rel_gap,
+                           self.threads, options, scale)
+
+    @staticmethod
+    def _remaining(deadline: float) -> float | None:
+        """Seconds left before ``deadline`` (at least 0.01; ``None`` without one)."""
         remaining = deadline - time.perf_counter()
-        return make_solver(None if math.isinf(remaining) else max(remaining, 0.01),
-                           self.mip_rel_gap if mip_rel_gap is None else mip_rel_gap, self.threads, options, scale)
+        return None if math.isinf(remaining) else max(remaining, 0.01)
 
     def _deadline(self) -> float:
         return math.inf if self.time_limit is None else time.perf_counter() + self.time_limit
@@ -223,11 +232,13 @@ class MilpOracle(ClassRegionQueries, Oracle):
 
     def _prefiltered(self, lower: FloatArray, upper: FloatArray, label: int) -> tuple[FloatArray, FloatArray, Any]:
         """Per class ``j != label``: a proven lower bound of the margin over the box
-        (alpha-CROWN on a chain, CROWN on a graph), the vertex minimising CROWN's linear
-        bound of it, and the bounds of the box (for :meth:`_scale`)."""
+        (alpha-CROWN), the vertex minimising CROWN's linear bound of it, and the bounds of
+        the box (for :meth:`_scale`)."""
         if self.graph_tensors is not None:
             nb, lo_t, hi_t = box_bounds(self.graph_tensors, lower[None], upper[None])
             margins, corners = crown_margins(self.graph_tensors, nb, lo_t, hi_t, label)
+            if not (margins > 0).all():
+                margins = np.maximum(margins, self._prefilter.margin_lower_bounds(lower[None], upper[None], label))
             return margins[0], corners[0], nb
         _, inter = self._bounds(lower, upper)
         lo = torch.tensor(lower, dtype=torch.float64)[None]
@@ -241,7 +252,7 @@ class MilpOracle(ClassRegionQueries, Oracle):
 
     def _verify_box(self, lower: FloatArray, upper: FloatArray, label: int) -> Answer:
         deadline = self._deadline()
-        # classes alpha-CROWN (CROWN on a graph) already proves need no MILP; per class, the
+        # classes alpha-CROWN already proves need no MILP; per class, the
         # vertex minimising CROWN's linear bound: its true margin bounds the minimum from
         # above (a counterexample if <= 0) and orders the MILPs, smallest first
         crown, corners, inter = self._prefiltered(lower, upper, label)
@@ -260,18 +271,32 @@ class MilpOracle(ClassRegionQueries, Oracle):
             bounds = GraphBoxBounds.of(self.network, inter)
             if not bounds.finite and not (crown > 0).all():
                 return Answer(Verdict.UNKNOWN, reason="the graph's node bounds over the box are not finite numbers")
+        shared = None  # a graph: one encoding of the box and one persistent solver for every class
         for row in np.argsort(estimate):
             if crown[row] > 0:
                 continue
             j = others[row]
-            enc, margin = self._margin_problem(lower, upper, label, j, bounds)
+            if time.perf_counter() >= deadline:
+                return Answer(Verdict.UNKNOWN, timed_out=True, reason=f"time limit before the MILP for class {j}")
+            if bounds is not None:
+                if shared is None:
+                    shared = (encode_graph(self.network, lower, upper, bounds),
+                              self._solver(deadline, scale=scale[row]))
+                enc, opt = shared
+                retune(opt, self._remaining(deadline), scale[row])
+                margin = enc.logits[label] - enc.logits[j]
+                if enc.model.component("cutoff") is not None:
+                    enc.model.del_component("cutoff")
+            else:
+                enc, margin = self._margin_problem(lower, upper, label, j)
+                opt = self._solver(deadline, scale=scale[row])
             # once one class is solved exactly, the others only need to be shown above that
             # minimum: with ``margin <= cutoff`` added, nodes whose relaxation exceeds the
             # cutoff are pruned, and "infeasible" proves the class's margin above it
             cutoff = max(smallest, 2 * needed[row]) if math.isfinite(smallest) else None
             if cutoff is not None:
-                enc.model.cons.add(margin <= cutoff)
-            res = solve(self._solver(deadline, scale=scale[row]), enc, margin)
+                enc.model.add_component("cutoff", pe.Constraint(expr=margin <= cutoff))
+            res = solve(opt, enc, margin)
             if res.x is not None and res.value is not None and res.value <= needed[row]:
                 # a candidate whatever the sign of the solver's value (rounding noise at the
                 # boundary): it counts only once a forward pass confirms it

@@ -192,6 +192,15 @@ def make_solver(time_limit: float | None, mip_rel_gap: float = 1e-6, threads: in
     return opt
 
 
+def retune(opt: Highs, time_limit: float | None, scale: float | None) -> None:
+    """A solver of :func:`make_solver`, kept for another problem on the same model: its
+    time limit and its feasibility tolerances set for that problem's ``scale``."""
+    tol = solver_tolerance(scale)
+    opt.highs_options.update(primal_feasibility_tolerance=tol, dual_feasibility_tolerance=tol,
+                             mip_feasibility_tolerance=tol)
+    opt.config.time_limit = None if time_limit is None else max(float(time_limit), 0.01)
+
+
 def solve(opt: Highs, enc: Encoding, objective, sense=pe.minimize) -> SolveResult:
     """Set the objective, solve, and read the proven bound and the incumbent."""
     m = enc.model

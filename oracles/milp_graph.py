@@ -21,9 +21,11 @@ nothing where it is dead):
   add them (coefficients +-1; repeated variables merged, exactly).
 
 So the encoding is exact (its feasible ``(x, logits)`` are the graph over the box, in exact
-arithmetic on the stored weights). The big-M constants and the variables' bounds are the
-graph CROWN bounds of every node over the box (:func:`oracles.graph_bounds.node_bounds`,
-moved outward by their rounding slack): sound, so they cut no point of the graph off.
+arithmetic on the stored weights). The big-M constants and the bounds of the ReLU
+variables (``0 <= a <= u``) are the graph CROWN bounds of the ReLU inputs over the box
+(:func:`oracles.graph_bounds.node_bounds`, moved outward by their rounding slack): sound,
+so they cut no point of the graph off. The linear nodes' variables are free (as the
+chain encoding's affine expressions are).
 """
 
 from __future__ import annotations
@@ -67,8 +69,11 @@ class GraphBoxBounds:
     @classmethod
     def of(cls, graph: Graph, nb: NodeBounds, box: int = 0) -> GraphBoxBounds:
         live = live_nodes(graph)
-        lo = tuple(nb.lower[k][box].reshape(-1).numpy().copy() if k in live else None for k in range(len(graph.nodes)))
-        hi = tuple(nb.upper[k][box].reshape(-1).numpy().copy() if k in live else None for k in range(len(graph.nodes)))
+        def flat(t: Tensor) -> FloatArray:
+            return t[box].reshape(-1).to(torch.float64).cpu().numpy().copy()
+
+        lo = tuple(flat(nb.lower[k]) if k in live else None for k in range(len(graph.nodes)))
+        hi = tuple(flat(nb.upper[k]) if k in live else None for k in range(len(graph.nodes)))
         finite = not bool(nb.invalid[box]) and all(np.isfinite(a).all() for a in lo + hi if a is not None)
         return cls(lo, hi, finite)
 
@@ -209,16 +214,18 @@ class _Builder:
         self.binaries: dict[tuple[int, int], Any] = {}
         self.n_unstable = 0
 
-    def new_vars(self, name: str, lo: FloatArray, hi: FloatArray) -> NDArray[np.int64]:
-        """Variables bounded by ``[lo, hi]`` (one per element); their indices."""
-        v = pe.Var(range(len(lo)))
+    def new_vars(self, name: str, n: int, lo: FloatArray | None = None,
+                 hi: FloatArray | None = None) -> NDArray[np.int64]:
+        """``n`` variables, bounded by ``[lo, hi]`` if given (else free); their indices."""
+        v = pe.Var(range(n))
         self.m.add_component(name, v)
         start = len(self.vars)
-        for i in range(len(lo)):
-            v[i].setlb(float(lo[i]))
-            v[i].setub(float(hi[i]))
+        for i in range(n):
+            if lo is not None and hi is not None:
+                v[i].setlb(float(lo[i]))
+                v[i].setub(float(hi[i]))
             self.vars.append(v[i])
-        return np.arange(start, start + len(lo), dtype=np.int64)
+        return np.arange(start, start + n, dtype=np.int64)
 
     def expr(self, var: np.ndarray, coef: np.ndarray, const: float = 0.0) -> LinearExpression:
         """``const + sum coef_i vars[var_i]`` over ``var_i >= 0``, repeated variables merged."""
@@ -234,20 +241,20 @@ class _Builder:
                                 linear_vars=[self.vars[i] for i in var.tolist()])
 
     def materialize(self, k: int, form: _Form) -> _Form:
-        """``form`` (the value of node ``k``) as one variable per element (bounded by the
-        node's bounds), one equality row each where it is not one already."""
+        """``form`` (the value of node ``k``) as one (free) variable per element, one
+        equality row each, where it is not one already."""
         if form.unit:
             return form
-        lo, hi = self.bounds.lower[k], self.bounds.upper[k]
-        idx = self.new_vars(f"v{k}", lo, hi)
+        idx = self.new_vars(f"v{k}", len(form.var))
         for i in range(len(idx)):
             self.m.cons.add(self.expr(np.append(form.var[i], idx[i]), np.append(form.coef[i], -1.0)) == 0)
         return _Form(idx[:, None], np.ones((len(idx), 1)))
 
     def linear(self, k: int, node: gn.LinearNode, form: _Form) -> _Form:
         form = self.materialize(node.inputs[0], form)
-        lo, hi = self.bounds.lower[k], self.bounds.upper[k]
-        y = self.new_vars(f"y{k}", lo, hi)
+        # free: bounds on these columns (the node bounds) kept HiGHS's presolve from
+        # substituting them, and made its search 3-4 times slower on a small CNN
+        y = self.new_vars(f"y{k}", node.numel)
         bias = node.bias_array()
         b = np.zeros(node.numel) if bias is None else np.broadcast_to(bias, node.shape).reshape(-1)
         in_var = form.var[:, 0] if form.var.shape[1] else np.full(len(form.var), -1)
@@ -289,29 +296,29 @@ class _Builder:
             self.m.cons.add(self.expr(form.var[i], form.coef[i]) >= 0)
         idx = np.flatnonzero(unstable)
         if len(idx):
-            a = self.new_vars(f"a{k}", np.zeros(len(idx)), hi[idx])
+            a = self.new_vars(f"a{k}", len(idx), np.zeros(len(idx)), hi[idx])
             var[idx, 0], coef[idx, 0] = a, 1.0
             var[idx, 1:], coef[idx, 1:] = -1, 0.0
-            convex = self.convex.get(k)
-            d = pe.Var(range(len(idx)), domain=pe.Binary) if not self.relax else None
-            if d is not None:
-                self.m.add_component(f"d{k}", d)
+            convex = self.convex.get(k, np.zeros(n, dtype=bool))
+            binary = [i for i in idx.tolist() if not convex[i]] if not self.relax else []
+            d = pe.Var(binary, domain=pe.Binary)
+            self.m.add_component(f"d{k}", d)
             self.n_unstable += len(idx)
             for r, i in enumerate(idx.tolist()):
                 zv, zc = form.var[i], form.coef[i]
                 av = np.append(a[r], zv)
                 self.m.cons.add(self.expr(av, np.append(1.0, -zc)) >= 0)  # a >= z
-                if convex is not None and convex[i]:
+                if convex[i]:
                     continue
                 li, ui = float(lo[i]), float(hi[i])
-                if d is None:
+                if self.relax:
                     s = ui / (ui - li)
                     self.m.cons.add(self.expr(av, np.append(1.0, -s * zc), s * li) <= 0)  # a <= s (z - l)
                     continue
-                self.binaries[(ordinal, i)] = d[r]
+                self.binaries[(ordinal, i)] = d[i]
                 # a <= z - l (1 - d), a <= u d
-                self.m.cons.add(self.expr(av, np.append(1.0, -zc), li) - li * d[r] <= 0)
-                self.m.cons.add(self.vars[a[r]] - ui * d[r] <= 0)
+                self.m.cons.add(self.expr(av, np.append(1.0, -zc), li) - li * d[i] <= 0)
+                self.m.cons.add(self.vars[a[r]] - ui * d[i] <= 0)
         return _Form(var, coef)
 
 

@@ -173,7 +173,8 @@ def make_oracle(name: str, network: Network, **options: Any) -> Oracle:
     :class:`ConfigError`.
 
     A :class:`~parallelepipedonn.graph.Graph` that is a Dense/ReLU chain is read as that
-    chain by every stage (the same semantics). Any other graph goes as it is to oracles
+    chain (the same semantics) by every stage of a cascade, so that they share one
+    network (milp reads such a graph as its chain). Any other graph goes as it is to oracles
     whose factory sets ``reads_graphs`` (crown, milp, attack); if any stage does not, every
     stage is bound to the graph's chain expansion (:func:`oracles.chain.chain_network`:
     refused, naming that stage, for a residual graph), recorded as the oracle's
@@ -186,7 +187,8 @@ def make_oracle(name: str, network: Network, **options: Any) -> Oracle:
     if hasattr(network, "as_network"):  # a Graph
         chain = network.as_network()
         if chain is not None:
-            graph, network = network, chain
+            if chain_readers or len(stages) > 1:
+                graph, network = network, chain
         elif chain_readers:  # for a chain-only stage
             from .chain import chain_network
 

@@ -258,7 +258,7 @@ def run_config(network: Network, config: CertifyConfig, *, label: int | str | No
 
     return {
         "model_sha256": model_sha256 or f"ir:{network.digest}",
-        "algorithm": search.name, "algorithm_settings": search.settings(), "oracle": config.oracle_for(network),
+        "algorithm": search.name, "algorithm_settings": search.settings(), "oracle": config.oracle_name,
         "certify_config": _config_record(config),
         "label": label, "domain": [dom(domain.lower), dom(domain.upper)], "time_limit": time_limit,
     }

@@ -48,12 +48,6 @@ class CertifyConfig:
     def oracle_name(self) -> str:
         return self.oracle if self.oracle is not None else default_oracle(self.algorithm)
 
-    def oracle_for(self, network: Any) -> str:
-        """The oracle's name for ``network``: as named, else the algorithm's default for
-        it (:func:`~parallelepipedonn.search.default_oracle`: e.g. ``exact`` on a residual
-        graph)."""
-        return self.oracle if self.oracle is not None else default_oracle(self.algorithm, network)
-
     oracle: str | None = None
     oracle_options: Mapping[str, Any] = field(default_factory=dict)
     algorithm: str = DEFAULT_SEARCH
@@ -84,7 +78,7 @@ def build_oracles(network: Network, config: CertifyConfig) -> tuple[Oracle, Orac
     """The oracle and falsifier that ``config`` names, bound to ``network`` (a graph that
     an oracle cannot read is refused by :func:`~oracles.registry.make_oracle` with an
     :class:`OracleError`, which names the algorithm's default oracle when none was named)."""
-    name = config.oracle_for(network)
+    name = config.oracle_name
     try:
         oracle = make_oracle(name, network, **_with_device(name, config.oracle_options, config.device))
     except OracleError as exc:

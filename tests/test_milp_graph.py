@@ -30,7 +30,6 @@ from parallelepipedonn.box import Box
 from parallelepipedonn.certify import CertifyConfig, certify
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.graph import Graph
-from parallelepipedonn.search import default_oracle
 from tests.graph_nets import Builder, mixed, residual, small_cnn
 
 
@@ -218,6 +217,51 @@ def test_exact_distance_of_a_two_input_graph_matches_an_enumeration():
     assert cert.apothem <= d.upper
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's TorchScript exporter
+def test_exact_distance_of_an_exported_residual_net_agrees_with_onnxruntime(tmp_path):
+    """A torch residual block exported to ONNX: no point onnxruntime samples in the proven
+    cube is misclassified, and onnxruntime misclassifies the counterexample moved 2 %
+    further out."""
+    import io
+
+    import onnx
+    from torch import nn
+
+    from parallelepipedonn.onnx_import import load_onnx
+    from tests.nets import ort_forward
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.a, self.b = nn.Conv2d(1, 2, 3, 2, 1), nn.Conv2d(2, 2, 3, 1, 1), nn.Conv2d(2, 2, 3, 1, 1)
+            self.head = nn.Linear(2 * 2 * 2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.stem(x))
+            h = torch.relu(h + self.b(torch.relu(self.a(h))))
+            return self.head(nn.functional.avg_pool2d(h, 2, 1).flatten(1))
+
+    torch.manual_seed(0)
+    block = Block().eval()
+    for p in block.parameters():
+        nn.init.normal_(p, 0.0, 0.5)
+    buf = io.BytesIO()
+    torch.onnx.export(block, torch.zeros(1, 1, 6, 6), buf, dynamo=False, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    (tmp_path / "block.onnx").write_bytes(buf.getvalue())
+    graph, model = load_onnx(tmp_path / "block.onnx"), onnx.load(tmp_path / "block.onnx")
+    assert isinstance(graph, Graph) and graph.as_network() is None  # residual: no chain
+    x = np.random.default_rng(3).random(graph.n_inputs)
+    label = int(graph.predict(x)[0])
+    d = make_oracle("milp", graph).min_distance(x, label, Box.unit(graph.n_inputs), falsifier=AttackOracle(graph))
+    assert d.exact(1e-4) and graph.misclassified(d.counterexample, label)[0]
+    further = np.clip(x + 1.02 * (d.counterexample - x), 0, 1)
+    assert int(ort_forward(model, further.reshape(1, 1, 6, 6)).argmax()) != label
+    cube = Box.cube(x, d.lower, Box.unit(graph.n_inputs))
+    pts = np.random.default_rng(4).uniform(cube.lower, cube.upper, (3000, graph.n_inputs))
+    assert (ort_forward(model, pts.reshape(-1, 1, 6, 6)).argmax(axis=1) == label).all()
+
+
 def test_class_extremes_and_class_regions_of_a_two_input_graph_hold_every_class_point():
     graph = two_inputs(seed=6)
     grid = _grid()
@@ -263,19 +307,18 @@ def test_a_cancelling_residual_with_huge_weights_is_not_verified():
             assert graph.misclassified(answer.counterexample, label)[0]
 
 
-# -- the registry and the commands' defaults -------------------------------------------------------
-def test_residual_graphs_reach_milp_and_exact_defaults_to_crown_and_milp_on_them():
-    res, cnn = residual(), small_cnn()
-    assert make_oracle("crown+milp", res).network is res
-    with pytest.raises(OracleError, match="bab supports chain networks"):
-        make_oracle("bab", res)
-    assert default_oracle("exact", res) == "crown+milp"
-    assert default_oracle("exact", cnn) == default_oracle("exact") == "crown+alpha-crown+bab"
-    assert default_oracle("apothem-kary", res) == "crown"
-    x = np.random.default_rng(6).random(res.n_inputs)
+# -- the registry and the commands ---------------------------------------------------------------
+def test_exact_runs_on_a_residual_graph_with_its_default_oracle():
+    res = residual()
+    oracle = make_oracle("crown+alpha-crown+bab", res)
+    assert oracle.network is res and all(s.network is res for s in oracle.stages)
+    x = np.random.default_rng(3).random(res.n_inputs)
     cert = certify(res, x, config=CertifyConfig(algorithm="exact", precision=1e-3))
-    assert cert.oracle == "crown+milp" and cert.exact, cert.reason
+    assert cert.oracle == "crown+alpha-crown+bab" and cert.exact, cert.reason
     lo, hi = cert.box.lower, cert.box.upper
     pts = np.random.default_rng(7).uniform(lo, hi, (2000, res.n_inputs))
     assert not res.misclassified(pts, cert.label).any()
-    assert res.misclassified(np.asarray(cert.counterexample).reshape(-1), cert.label)[0]
+    assert res.misclassified(cert.counterexample, cert.label)[0]
+    # the same best apothem as milp's distance query
+    d = make_oracle("milp", res).min_distance(x, cert.label, Box.unit(res.n_inputs), falsifier=AttackOracle(res))
+    assert d.lower <= cert.apothem_upper_bound and cert.apothem <= d.upper

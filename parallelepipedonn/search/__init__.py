@@ -37,9 +37,6 @@ class SearchEntry:
     description: str
     family: str
     default_oracle: str = "crown"
-    #: the default for a graph whose ReLUs do not form a chain (a residual net), where
-    #: ``default_oracle`` has stages that read chains only (``None``: the same)
-    graph_oracle: str | None = None
 
 
 def _apothem_max_box(p: float) -> Search:
@@ -86,7 +83,7 @@ SEARCHES: dict[str, SearchEntry] = {
                                    "verified", "volume"),
     "exact": SearchEntry(lambda p: ExactApothem(precision=p),
                          "exact best apothem with a complete oracle (precision is relative)", "exact",
-                         default_oracle="crown+alpha-crown+bab", graph_oracle="crown+milp"),
+                         default_oracle="crown+alpha-crown+bab"),
 }
 
 DEFAULT_SEARCH = "apothem-kary"
@@ -109,20 +106,10 @@ def make_search(name: str, *, precision: float = 1e-4) -> Search:
     return SEARCHES[name].factory(precision)
 
 
-def default_oracle(algorithm: str, model: Any = None) -> str:
-    """The oracle an algorithm uses when none is named (the last part's, for ``a+b``);
-    for a ``model`` that is a graph whose ReLUs do not form a chain (a residual net), its
-    ``graph_oracle`` when it has one."""
+def default_oracle(algorithm: str) -> str:
+    """The oracle an algorithm uses when none is named (the last part's, for ``a+b``)."""
     last = algorithm.split("+")[-1].strip()
-    entry = SEARCHES.get(last)
-    if entry is None:
-        return "crown"
-    if entry.graph_oracle is not None and model is not None and hasattr(model, "as_network"):
-        from ..graph_chain import is_relu_chain
-
-        if model.as_network() is None and not is_relu_chain(model):
-            return entry.graph_oracle
-    return entry.default_oracle
+    return SEARCHES[last].default_oracle if last in SEARCHES else "crown"
 
 
 __all__ = [
