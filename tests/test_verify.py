@@ -20,7 +20,6 @@ import pytest
 from onnx import helper
 
 from parallelepipedonn.certify import CertifyConfig, certify
-from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Affine, Network, ReLU
 from parallelepipedonn.property_net import _rows as integer_rows
 from parallelepipedonn.property_net import composed_chain, reduce_region, shifted_chain
@@ -244,7 +243,7 @@ def test_reference_inputs_agree_with_the_exact_best_apothem(reference, name, tmp
         assert c.epsilon["status"] == ("certified" if robust else "not-robust")
 
 
-def test_a_residual_graph_is_verified_by_the_oracles_that_read_graphs_and_refused_by_the_others():
+def test_a_residual_graph_is_verified_on_the_property_graph_by_every_oracle_that_reads_graphs():
     g = residual(0)
     x = np.full(g.n_inputs, 0.35)
     label = int(g.predict(x)[0])
@@ -252,8 +251,9 @@ def test_a_residual_graph_is_verified_by_the_oracles_that_read_graphs_and_refuse
     assert label == 0
     result = verify_property(g, parse_vnnlib(text, "p"), config=VerifyConfig(oracle="attack+crown"))
     assert result.answer is Answer.UNSAT and result.regions[0]["form"] == "graph"
-    with pytest.raises(OracleError, match="bab supports chain networks"):
-        verify_property(g, parse_vnnlib(text, "p"), config=VerifyConfig(oracle="crown+bab"))
+    for oracle in ("crown+bab", "milp"):  # complete oracles read residual graphs as they are
+        result = verify_property(g, parse_vnnlib(text, "p"), config=VerifyConfig(oracle=oracle))
+        assert result.answer is Answer.UNSAT and result.regions[0]["form"] == "graph", oracle
 
 
 # -- the command line ------------------------------------------------------------------------------------
@@ -443,11 +443,9 @@ def test_the_vnncomp_scripts(small, tmp_path):
     assert proc.returncode == 1 and "v1" in proc.stderr
 
 
-def test_the_default_oracle_falls_back_to_the_graph_readers_for_a_residual_model(capsys):
-    code, out, err = run(capsys, "verify", "--dataset", "mnist", "--index", "0", "--default-net", "resnet",
-                         "--epsilon", "0.002")
-    assert code == 0 and out.splitlines()[0] == "unsat", out + err
-    assert "attack+crown used instead" in out
-    code, out, err = run(capsys, "verify", "--dataset", "mnist", "--index", "0", "--default-net", "resnet",
-                         "--epsilon", "0.002", "--oracle", "crown+bab")
-    assert code == 2 and out == "" and "bab supports chain networks" in err and err.count("\n") == 1
+def test_the_default_oracle_reads_a_residual_model_as_it_is(capsys):
+    for oracle in ((), ("--oracle", "crown+bab")):
+        code, out, err = run(capsys, "verify", "--dataset", "mnist", "--index", "0", "--default-net", "resnet",
+                             "--epsilon", "0.002", *oracle)
+        assert code == 0 and out.splitlines()[0] == "unsat", out + err
+        assert "used instead" not in out
