@@ -151,7 +151,7 @@ class _Passes:
         """One bound computation with the given slopes: each pass's row bounds (the final
         specification's keyed ``depth - 1``) and the intermediate bounds used. Each bound is
         the sound concretisation of its pass (see the module docstring)."""
-        bounds, values = [self.reference[0]], {}
+        bounds, values = list(self.reference[:1]), {}  # none without ReLU (one affine map)
         for k in range(1, self.net.depth - 1):
             if k not in self.rows:
                 bounds.append(self.reference[k])
