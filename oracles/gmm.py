@@ -47,7 +47,8 @@ def margin_rows(weight: FloatArray, bias: FloatArray, label: int) -> tuple[Float
     return weight[label] - weight[others], bias[label] - bias[others], others
 
 
-def affine_box_min(a: FloatArray, c: FloatArray, lower: FloatArray, upper: FloatArray
+def affine_box_min(a: FloatArray, c: FloatArray, lower: FloatArray, upper: FloatArray,
+                   parts: tuple[FloatArray, FloatArray, FloatArray] | None = None
                    ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """For rows ``a`` (``(m, n)``) and offsets ``c`` (``(m,)``), over each box
     ``[lower[b], upper[b]]`` (``(B, n)``): proven lower and upper bounds of
@@ -59,11 +60,13 @@ def affine_box_min(a: FloatArray, c: FloatArray, lower: FloatArray, upper: Float
     rounding, one relative ``u`` each) is at most ``relative_slack(n + 1)`` times the
     magnitude ``sum_i |a_i| max(|lo_i|, |hi_i|) + |c|``, plus ``n + 1`` subnormal spacings
     and :data:`~parallelepipedonn.tolerances.ABS_SLACK`. Not finite where the float64 sum
-    overflows (callers treat that as proving nothing)."""
+    overflows (callers treat that as proving nothing). ``parts``: ``(max(a, 0), min(a, 0),
+    |a|)`` if the caller has them."""
     n = a.shape[1]
+    a_pos, a_neg, a_abs = parts if parts is not None else (np.maximum(a, 0.0), np.minimum(a, 0.0), np.abs(a))
     with np.errstate(over="ignore", invalid="ignore"):
-        value = lower @ np.maximum(a, 0.0).T + upper @ np.minimum(a, 0.0).T + c
-        magnitude = np.maximum(np.abs(lower), np.abs(upper)) @ np.abs(a).T + np.abs(c)
+        value = lower @ a_pos.T + upper @ a_neg.T + c
+        magnitude = np.maximum(np.abs(lower), np.abs(upper)) @ a_abs.T + np.abs(c)
         err = relative_slack(n + 1) * magnitude + (n + 2) * smallest_subnormal() + ABS_SLACK
         low, high = value - err, value + err
     bad = ~(np.isfinite(low) & np.isfinite(high))

@@ -58,6 +58,13 @@ class Affine:
     def in_features(self) -> int:
         return int(self.weight.shape[1])
 
+    @cached_property
+    def abs_weight(self) -> FloatArray:
+        """``|weight|`` (read-only; for rounding-error bounds)."""
+        a = np.abs(self.weight)
+        a.setflags(write=False)
+        return a
+
     @property
     def out_features(self) -> int:
         return int(self.weight.shape[0])
@@ -182,15 +189,16 @@ class Network(Classifier):
         finite number where the pass overflows.
         """
         h = self.flatten_inputs(x)
-        err = np.zeros_like(h)
+        err = None  # the inputs are exact
         with np.errstate(over="ignore", invalid="ignore"):
             for layer in self.layers:
                 if isinstance(layer, Affine):
                     m = layer.in_features + 1
                     gamma = m * _UNIT_ROUNDOFF / (1 - m * _UNIT_ROUNDOFF)
-                    w_abs = np.abs(layer.weight)
+                    w_abs = layer.abs_weight
                     # (m + 1) subnormal spacings: the absolute error of products that underflow
-                    err = err @ w_abs.T + gamma * (np.abs(h) @ w_abs.T + np.abs(layer.bias)) + (m + 1) * _SUBNORMAL
+                    new = gamma * (np.abs(h) @ w_abs.T + np.abs(layer.bias)) + (m + 1) * _SUBNORMAL
+                    err = new if err is None else err @ w_abs.T + new
                     h = h @ layer.weight.T + layer.bias
                 else:
                     h = np.maximum(h, 0.0)

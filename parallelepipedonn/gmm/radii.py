@@ -185,6 +185,7 @@ class _Rows:
     l2_up: FloatArray
     step: FloatArray
     label: int
+    parts: tuple[FloatArray, FloatArray, FloatArray]  # max(a, 0), min(a, 0), |a|
 
 
 _ROWS: weakref.WeakKeyDictionary[Network, dict[int, _Rows]] = weakref.WeakKeyDictionary()
@@ -198,7 +199,8 @@ def _rows(net: Network, label: int) -> _Rows:
         w = np.abs(a)
         l2 = np.sqrt((w * w).sum(axis=1))
         l2_up = l2 * (1 + relative_slack(a.shape[1] + 2)) + _TINY
-        cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label)
+        cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label,
+                             (np.maximum(a, 0.0), np.minimum(a, 0.0), w))
     return cache[label]
 
 
@@ -220,22 +222,20 @@ def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iter
     after ``iterations`` steps are solved by sorting the breakpoints."""
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(targets > 0, targets / weights.sum(axis=1), 0.0)  # the first Newton step from 0
-    t = np.where(np.isfinite(t), t, 0.0)
-    active = targets > 0
-    for _ in range(iterations):
-        if not active.any():
-            break
-        rows = np.flatnonzero(active)
-        tr, w, r = t[rows, None], weights[rows], rooms[rows]
-        beyond = r > tr
-        drop = (w * np.where(beyond, tr, r)).sum(axis=1)
-        slope = (w * beyond).sum(axis=1)
-        gap = targets[rows] - drop
-        with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(np.isfinite(t), t, 0.0)
+        active = targets > 0
+        for _ in range(iterations):
+            if not active.any():
+                break
+            rows = np.flatnonzero(active)
+            tr, w, r = t[rows, None], weights[rows], rooms[rows]
+            beyond = r > tr
+            gap = targets[rows] - (w * np.minimum(tr, r)).sum(axis=1)
+            slope = (w * beyond).sum(axis=1)
             step = np.where(slope > 0, gap / slope, np.inf)
-        finished = (gap <= 1e-15 * targets[rows]) | ~(step > 1e-15 * tr[:, 0])
-        t[rows] = np.where(gap > 0, t[rows] + step, t[rows])
-        active[rows[finished]] = False
+            finished = (gap <= 1e-15 * targets[rows]) | ~(step > 1e-15 * tr[:, 0])
+            t[rows] = np.where(gap > 0, t[rows] + step, t[rows])
+            active[rows[finished]] = False
     if active.any():
         rows = np.flatnonzero(active)
         t[rows] = _crossings_sorted(weights[rows], rooms[rows], targets[rows])
@@ -298,7 +298,7 @@ def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box) -> tuple
     else:
         lo = np.maximum(domain.lower, np.nextafter(x - radius, -np.inf))
         hi = np.minimum(domain.upper, np.nextafter(x + radius, np.inf))
-    low = affine_box_min(rows.a, rows.c, lo[None], hi[None])[0][0]
+    low = affine_box_min(rows.a, rows.c, lo[None], hi[None], rows.parts)[0][0]
     if (low > 0).all() or radius == math.inf:
         return bool((low > 0).all()), radius if (low > 0).all() else 0.0
     short = np.flatnonzero(~(low > 0))
@@ -308,14 +308,16 @@ def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box) -> tuple
     return False, max(radius - float(need.max()), 0.0)
 
 
-def l2_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray) -> tuple[bool, float]:
+def l2_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray,
+              margins: tuple[FloatArray, FloatArray] | None = None) -> tuple[bool, float]:
     """Whether every point of the domain within L2 ``radius`` of ``x`` has every margin
     > 0, proven: a margin whose lower bound exceeds ``radius`` times its proven norm holds
     on the whole ball; the others by the Lagrangian dual bound at ``nu_j = 1 /
     lambdas[j]`` (``inf``: ``nu = 0``, the bound over the whole domain), rounding errors
-    covered. Also the largest radius where the same bounds should prove it."""
+    covered. Also the largest radius where the same bounds should prove it. ``margins``:
+    :func:`_margins_lower` at ``x``, if the caller has them."""
     n = x.size
-    _, m_low = _margins_lower(rows, x)
+    m, m_low = margins if margins is not None else _margins_lower(rows, x)
     reach = np.where(m_low > 0, div_down(np.maximum(m_low, 0.0), rows.l2_up), 0.0)
     dual = np.flatnonzero(~(reach >= radius))
     if dual.size:
@@ -332,7 +334,7 @@ def l2_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: F
             q_mag = np.where(clipped, w * room + edge_quad, -inside)
             scale = np.maximum(np.abs(domain.lower), np.abs(domain.upper))
             # what the dual bound has before the ball's term, lowered by the rounding error of its terms
-            available = (rows.a[dual] @ x + rows.c[dual]) + q.sum(axis=1) \
+            available = m[dual] + q.sum(axis=1) \
                 - slack * (w @ scale + np.abs(rows.c[dual]) + q_mag.sum(axis=1)) - (n + 4) * _TINY - ABS_SLACK
             reach_dual = np.where(nu > 0, np.sqrt(np.maximum(available, 0.0) * 2 / (nu * (1 + slack))),
                                   np.where(available > 0, np.inf, 0.0))
@@ -434,7 +436,8 @@ def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> Ex
     rows = _rows(net, label)
     if not rows.others.size:
         return ExactRadius(math.inf, math.inf, math.inf, None, None)
-    m = rows.a @ x + rows.c
+    margins = _margins_lower(rows, x)
+    m = margins[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         r0 = np.where(m > 0, m / rows.l2, 0.0)
         lam = np.where(m > 0, r0 / rows.l2, 0.0)  # the multiplier in all of R^n: a valid dual point
@@ -446,7 +449,7 @@ def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> Ex
     dist = _nearest_rows(r0, solve)
     j = int(np.argmin(dist))
     estimate = float(dist[j])
-    radius = _prove(estimate, lambda r: l2_proven(rows, x, r, domain, lam))
+    radius = _prove(estimate, lambda r: l2_proven(rows, x, r, domain, lam, margins))
     cex = None
     if math.isfinite(estimate):
         room = _rooms(rows, np.array([j]), x, domain)[0]
