@@ -56,7 +56,7 @@ class AlphaSettings:
     intermediate bounds)."""
 
     steps: int = 20
-    lr: float = 0.1
+    lr: float = 0.3
     lr_decay: float = 0.98
     patience: int = 10
     min_gain: float = 1e-4
@@ -82,6 +82,16 @@ class OptimizedBounds:
     intermediate: Bounds
     slopes: list[Tensor]
     steps: int
+
+
+def iterate_tensors(net: NetworkTensors, dtype: torch.dtype) -> NetworkTensors:
+    """``net`` rounded to ``dtype`` with its rounding cover's constants kept: for the
+    iterates of an optimisation, which choose parameters and prove nothing (every bound
+    they lead to is computed again with ``net``)."""
+    if dtype == net.dtype:
+        return net
+    return NetworkTensors(*(tuple(t.to(dtype) for t in ts) for ts in
+                            (net.weights, net.biases, net.abs_weights, net.abs_biases)), net.rel, net.tiny)
 
 
 def _unstable_rows(bounds: Bounds, layer: int) -> Tensor:
@@ -140,9 +150,7 @@ class _Passes:
         constants kept."""
         if dtype == self.net.dtype:
             return self
-        net = NetworkTensors(*(tuple(t.to(dtype) for t in ts) for ts in
-                               (self.net.weights, self.net.biases, self.net.abs_weights, self.net.abs_biases)),
-                             self.net.rel, self.net.tiny)
+        net = iterate_tensors(self.net, dtype)
         ref = [(lo.to(dtype), hi.to(dtype)) for lo, hi in self.reference]
         return _Passes(net, self.lower.to(dtype), self.upper.to(dtype), self.specs[self.final].to(dtype), ref,
                        self.rows)

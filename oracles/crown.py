@@ -476,7 +476,7 @@ class AlphaCrownOracle(CrownOracle):
 
     name = "alpha-crown"
 
-    def __init__(self, network: Network, *, steps: int = 20, lr: float = 0.1, device: str = "cpu",
+    def __init__(self, network: Network, *, steps: int = 20, lr: float = 0.3, device: str = "cpu",
                  chunk_size: int = 256, intermediate: str = "crown", time_limit: float | None = None) -> None:
         super().__init__(network, device=device, chunk_size=chunk_size, intermediate=intermediate,
                          time_limit=time_limit)
