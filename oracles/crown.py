@@ -467,7 +467,8 @@ class AlphaCrownOracle(CrownOracle):
     margin bounds (``intermediate="ibp"``: the final pass's only, on interval bounds).
 
     Every slope in [0, 1] gives a valid bound; the bounds reported are one sound pass with
-    the best slopes found, never below CROWN's. Stops early once every box is verified,
+    the best slopes found, never below the CROWN bound of
+    its own passes (equal to the crown oracle's up to rounding slack). Stops early once every box is verified,
     when the bounds stop improving, or at the time limit.
     Reads any graph as CROWN does: there, the slopes of every ReLU node for the final
     specification are optimised through :func:`oracles.graph_bounds.backward`, its node

@@ -128,7 +128,9 @@ def test_an_expired_deadline_or_a_verified_box_stops_the_optimisation_at_once():
 def test_the_oracle_settings_reach_the_optimisation_and_bad_ones_are_refused():
     lower, upper = random_boxes(np.random.default_rng(5), 5, 4, 0.5)
     none = AlphaCrownOracle(DEEP, steps=0).margin_lower_bounds(lower, upper, 0)
-    assert np.array_equal(none, CrownOracle(DEEP).margin_lower_bounds(lower, upper, 0))
+    # the same CROWN bounds, up to the rounding slack of two sound computations of them
+    # (the crown oracle's intermediate pass tightens each box's unstable neurons on its own)
+    np.testing.assert_allclose(none, CrownOracle(DEEP).margin_lower_bounds(lower, upper, 0), rtol=1e-6, atol=1e-9)
     ibp = AlphaCrownOracle(DEEP, steps=20, intermediate="ibp").margin_lower_bounds(lower, upper, 0)
     assert (ibp >= CrownOracle(DEEP, intermediate="ibp").margin_lower_bounds(lower, upper, 0)).all()
     for bad in ({"steps": -1}, {"lr": 0.0}, {"lr_decay": 1.5}, {"patience": 0}):

@@ -149,6 +149,7 @@ LAYERS: dict[str, str] = {
     "benchmarks.dual_boxes": "application",
     "benchmarks.exact_apothem": "application",
     "benchmarks.gmm": "application",
+    "benchmarks.graph_complete": "application",
     "benchmarks.executors": "application",
     "benchmarks.options": "application",
     "benchmarks.oracle_throughput": "application",
