@@ -258,7 +258,8 @@ def _mv(a: Tensor, v: Tensor) -> Tensor:
 
 def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequence[ReluRelaxation],
              scale_in: Tensor, split_terms: Sequence[Tensor | None] | None = None,
-             keep_lambdas: list[Tensor] | None = None, rows: Tensor | None = None) -> LinearBound:
+             keep_lambdas: list[Tensor] | None = None, rows: Tensor | None = None,
+             first: Tensor | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec @ z_layer`` (``spec`` of shape
     ``(B, m, n_layer)``), where ``z_i`` is the output of the ``i``-th affine map, valid for
     all inputs of the box whose ReLU input bounds gave ``relaxations[i]`` (``i < layer``)
@@ -272,7 +273,8 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
 
     ``rows`` (optional, ``(B',)``): the box of each entry of ``spec`` (``(B', m, n_layer)``),
     the relaxations and ``scale_in`` being per box (``B``): the same bounds as with each
-    entry's box's tensors repeated, without building them.
+    entry's box's tensors repeated, without building them. ``first`` (optional): ``spec @
+    W_layer``, when it is known exactly (rows of ``W`` for unit-vector rows of ``spec``).
     """
     lam = spec
     bsz, m = spec.shape[0], spec.shape[1]
@@ -295,7 +297,7 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
         magnitude = magnitude + _mv(lam.abs(), z_terms)
         underflow = underflow + per_row(r.scale.sum(dim=-1, keepdim=True)) + 1
         const = const + lam @ net.biases[i]
-        lam_a = lam @ net.weights[i]
+        lam_a = first if first is not None and i == layer else lam @ net.weights[i]
         if keep_lambdas is not None:
             keep_lambdas.append(lam_a)
         low = r.lower_slope if r.lower_slope.dim() == 3 else r.lower_slope.unsqueeze(1)
@@ -419,7 +421,9 @@ def _neuron_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, rel
     for start in range(0, box.numel(), chunk):
         b, i = box[start:start + chunk], neuron[start:start + chunk]
         spec = torch.stack([eye[i], -eye[i]], dim=1)
-        vals = concretize(backward(net, spec, k, relaxations, scale_in, rows=b), lower, upper, rows=b)
+        w = net.weights[k][i]  # e_i @ W_k, exactly
+        vals = concretize(backward(net, spec, k, relaxations, scale_in, rows=b, first=torch.stack([w, -w], dim=1)),
+                          lower, upper, rows=b)
         lows.append(vals[:, 0])
         highs.append(-vals[:, 1])
     return torch.cat(lows), torch.cat(highs)

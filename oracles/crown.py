@@ -229,8 +229,9 @@ class CrownOracle(Oracle):
         corner = np.where(grad.cpu().numpy() > 0, lower, upper)  # a vertex of each box
         with torch.no_grad():
             logits = self._module(torch.tensor(corner, dtype=torch.float64, device=self.device))
-            logits[:, label] = -logits[:, label]
-            below = (logits.max(dim=1).values >= -logits[:, label]).cpu().numpy()  # float64 margin <= 0
+            own = logits[:, label].clone()
+            logits[:, label] = -torch.inf
+            below = (logits.max(dim=1).values >= own).cpu().numpy()  # float64 margin <= 0: worth confirming
         screened = np.zeros(len(lower), dtype=bool)
         for i in sorted(np.flatnonzero(below), key=lambda i: float((upper[i] - lower[i]).sum())):
             if screened[i]:
@@ -240,98 +241,6 @@ class CrownOracle(Oracle):
             if np.isfinite(m[0]) and np.isfinite(err[0]) and m[0] < -err[0]:
                 screened |= (lower <= corner[i]).all(axis=1) & (corner[i] <= upper).all(axis=1)
         return screened
-
-    @property
-    def _dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
-
-    def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
-        if self.graph_tensors is not None:
-            from .graph_bounds import margin_lower_bounds
-
-            return margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate)
-        net = self.tensors
-        relaxations: list[ReluRelaxation] = []
-        intermediate_bounds(net, lo, hi, self.intermediate, relaxations)
-        spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
-        return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lo, hi)), lo, hi)
-
-    def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
-        graph = self.graph_tensors is not None
-        screened = self._screened(lower, upper, label) if self.screen and graph else np.zeros(len(lower), dtype=bool)
-        answers = [Answer(Verdict.UNKNOWN, reason=f"{self.name}: the box contains a point the network misclassifies "
-                          "(confirmed), which no sound bound verifies; not bounded")] * len(lower)
-
-        def answer(i: int, m: float) -> Answer:
-            return Answer(Verdict.VERIFIED, margin=m) if m > 0 else \
-                Answer(Verdict.UNKNOWN, margin=m, reason=f"{self.name} margin bound {m:.3g} <= 0")
-
-        todo = np.flatnonzero(~screened)
-        chain = _chain(lower, upper, todo) if self.bisect and graph and len(todo) > 2 else None
-        if chain is None:
-            worst = self._verify_bounds(lower[todo], upper[todo], label).min(axis=1) if len(todo) else []
-            for i, m in zip(todo, worst):
-                answers[i] = answer(i, float(m))
-            return answers
-        first, last = 0, len(chain)  # chain[:first] verified, chain[last:] not
-        while first < last:
-            mid = (first + last) // 2
-            i = chain[mid]
-            m = float(self._verify_bounds(lower[i:i + 1], upper[i:i + 1], label).min())
-            answers[i] = answer(i, m)
-            if m > 0:
-                for j in chain[first:mid]:
-                    answers[j] = Answer(Verdict.VERIFIED, margin=m, reason=f"{self.name}: inside a box it verified")
-                first = mid + 1
-            else:
-                for j in chain[mid + 1:last]:
-                    answers[j] = Answer(Verdict.UNKNOWN, reason=f"{self.name}: contains a box it did not verify; "
-                                        "not bounded")
-                last = mid
-        return answers
-
-    def _verify_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
-        """:meth:`margin_lower_bounds`; on a graph with ``reuse``, each box starts from the
-        node bounds of the smallest box bounded before that contains it (bounds of a
-        superset hold on a subset: sound, and CROWN tightens only the neurons they leave
-        unstable), and its own are remembered for the boxes asked later."""
-        if not self.reuse or self._memory is None:
-            return self.margin_lower_bounds(lower, upper, label)
-        from .graph_bounds import margin_lower_bounds
-
-        out = []
-        for start in range(0, len(lower), self.chunk_size):
-            lo_np, hi_np = lower[start:start + self.chunk_size], upper[start:start + self.chunk_size]
-            lo, hi = box_tensors(lo_np, hi_np, self._dtype, self.device)
-            kept: list[Any] = []
-            with torch.no_grad(), sound_kernels(self.device, self._dtype):
-                bounds = margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate,
-                                             self._memory.prior(lo_np, hi_np), kept)
-            self._memory.remember(lo_np, hi_np, kept[0])
-            out.append(bounds.to(torch.float64).cpu().numpy())
-        return np.concatenate(out)
-
-    def _screened(self, lower: FloatArray, upper: FloatArray, label: int) -> np.ndarray:
-        """Per box: does its first-order corner (the vertex a signed-gradient step from the
-        centre reaches, against the runner-up class) have a negative exact margin? Decided
-        by the float64 margin beyond its proven rounding error (``margin_errors``); a
-        box where it is not decided is not screened. CROWN's bound of such a box is at most
-        that margin (it is sound), so its answer would be UNKNOWN too: the screen changes
-        no verdict, it only skips the bounds (the answer has no margin)."""
-        if self._module is None:
-            self._module = self.network.to_torch(torch.float64, self.device)
-        center = torch.tensor((lower + upper) / 2, dtype=torch.float64, device=self.device, requires_grad=True)
-        with torch.enable_grad():
-            logits = self._module(center)
-            others = logits.detach().clone()
-            others[:, label] = -torch.inf
-            runner_up = others.argmax(dim=1, keepdim=True)
-            margin = logits[:, label] - logits.gather(1, runner_up)[:, 0]
-            (grad,) = torch.autograd.grad(margin.sum(), center)
-        corner = np.where(grad.cpu().numpy() > 0, lower, upper)  # a vertex of each box
-        with np.errstate(over="ignore", invalid="ignore"):
-            m, err = self.network.margin_errors(corner, label)
-            return np.isfinite(m) & np.isfinite(err) & (m < -err)
 
     def class_extremes(self, label: int, region: Box, candidates: Any = (), *, rounds: int = 100,
                        tolerance: float = 1e-7, **_: Any) -> ClassBox:

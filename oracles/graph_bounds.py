@@ -55,7 +55,7 @@ from .bounds import (
     relu_relaxation,
     subnormal_rounding,
 )
-from .graph_rounding import Slacks, round_down, wide_dot
+from .graph_rounding import Slacks, bias_dot, negative_dot, round_down, wide_dot
 from .graph_windows import Window, window_plan, windowed_bounds
 
 Tensor = torch.Tensor
@@ -251,74 +251,59 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
 
 def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """Node ``k``'s interval bounds intersected with CROWN's, for the neurons unstable in
-    some box — or, where that would more than double the rows, each box its own unstable
-    neurons (rows in chunks of :data:`CHUNK_ELEMENTS` coefficients). When ``k`` is a linear
-    node, the first step of the pass is its rows ``W^T e_i``
+    each box (its own: a box's bounds do not depend on the other boxes of the batch), in
+    chunks of :data:`CHUNK_ELEMENTS` coefficients. When ``k`` is a linear node, the first
+    step of the pass is its rows ``W^T e_i``
     (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`), shared by the lower and the
-    upper bound; a convolution with a window plan runs :mod:`oracles.graph_windows`."""
+    upper bound; a node with a window plan runs :mod:`oracles.graph_windows`."""
     lo, hi = nb.lower[k].flatten(1), nb.upper[k].flatten(1)
-    unstable = (lo < 0) & (hi > 0)
-    anywhere = unstable.any(dim=0)
-    if int(anywhere.sum()) <= 2 * int(unstable.sum(dim=1).max()):
-        # few more rows: every box tightens the neurons unstable in some box (as the chain code)
-        unstable = anywhere.expand_as(unstable)
-    counts = unstable.sum(dim=1)
-    most = int(counts.max()) if counts.numel() else 0
-    if most == 0:
+    box, idx = ((lo < 0) & (hi > 0)).nonzero(as_tuple=True)  # (box, neuron) pairs, by box
+    if box.numel() == 0:
         return nb.lower[k], nb.upper[k]
     node = gt.graph.nodes[k]
-    bsz, n = lo.shape
-    dev = lo.device
-    order = torch.argsort((~unstable).to(torch.int8), dim=1, stable=True)[:, :most]  # each box's unstable first
-    valid = torch.arange(most, device=dev) < counts.unsqueeze(1)
+    n = lo.shape[1]
     plan = gt.windows.get(k)
     if plan is not None:  # rows of one window each (graph_windows)
         widest = max(gt.graph.nodes[w.node].shape[0] * w.size[0] * w.size[1] for w in plan)
     else:
         widest = max(gt.graph.nodes[i].numel for i in gt.ancestors[k] | {k})
-    chunk = max(1, CHUNK_ELEMENTS // (2 * bsz * widest))
+    chunk = max(1, CHUNK_ELEMENTS // (2 * widest))
     new_lo, new_hi = lo.clone(), hi.clone()
     maps: dict = {}  # the windows of the maps, cut once for all chunks
-    rows = torch.arange(bsz, device=dev).unsqueeze(1)
     linear = isinstance(node, gn.LinearNode) and not node.exact
-    for start in range(0, most, chunk):
-        sel, ok = order[:, start:start + chunk], valid[:, start:start + chunk]
-        m = sel.shape[1]
-        okf = ok.to(gt.dtype)
+    wide = torch.float64
+    for start in range(0, box.numel(), chunk):
+        b, i = box[start:start + chunk], idx[start:start + chunk]
+        p = b.numel()
         if plan is not None:
-            vals = windowed_bounds(gt, nb, k, plan, sel, ok, lower, upper, maps)
-        elif linear:
-            u = node.inputs[0]
-            first = node.rows_t(sel, gt.dtype) * okf.view(bsz, m, *([1] * len(node.in_shape)))
-            b = node.bias(gt.dtype, gt.device)
-            const = b.expand(bsz, *node.shape).reshape(bsz, -1).gather(1, sel) * okf if b is not None \
-                else lo.new_zeros(bsz, m)
-            mag = nb.terms[k].reshape(bsz, -1).gather(1, sel) * okf
-            under = nb.scale[u].flatten(1).sum(1, keepdim=True) + 1
-            bound = backward(gt, nb, u, torch.cat([first, -first], dim=1), covered=True,
-                             const=torch.cat([const, -const], dim=1).to(torch.float64),
-                             error=gt.slacks.back[k] * torch.cat([mag, mag], dim=1).to(torch.float64),
-                             underflow=under)
+            vals = windowed_bounds(gt, nb, k, plan, b, i, lower, upper, maps)
         else:
-            eye = torch.zeros(bsz, m, n, dtype=gt.dtype, device=dev)
-            eye.scatter_(2, sel.unsqueeze(-1), okf.unsqueeze(-1))
-            spec = torch.cat([eye, -eye], dim=1).reshape(bsz, 2 * m, *node.shape)
-            bound = backward(gt, nb, k, spec)
-        if plan is None:
-            vals = concretize_wide(bound, lower, upper)
+            if linear:
+                u = node.inputs[0]
+                first = node.rows_t(i.view(1, p), gt.dtype).view(p, 1, *node.in_shape)
+                bias = node.bias(gt.dtype, gt.device)
+                const = bias.expand(1, *node.shape).reshape(-1)[i] if bias is not None else lo.new_zeros(p)
+                mag = nb.terms[k].flatten(1)[b, i]
+                under = (nb.scale[u].flatten(1).sum(1) + 1)[b].unsqueeze(1)
+                bound = backward(gt, nb, u, torch.cat([first, -first], dim=1), covered=True,
+                                 const=torch.stack([const, -const], dim=1).to(wide),
+                                 error=gt.slacks.back[k] * torch.stack([mag, mag], dim=1).to(wide),
+                                 underflow=under, rows=b)
+            else:
+                eye = torch.zeros(p, n, dtype=gt.dtype, device=lo.device)
+                eye[torch.arange(p, device=lo.device), i] = 1.0
+                bound = backward(gt, nb, k, torch.stack([eye, -eye], dim=1).reshape(p, 2, *node.shape), rows=b)
+            vals = concretize_wide(bound, lower, upper, rows=b)
         vals = round_down(vals, gt.dtype)
-        cur_lo, cur_hi = new_lo.gather(1, sel), new_hi.gather(1, sel)
-        upd_lo = torch.where(ok, torch.maximum(vals[:, :m], cur_lo), cur_lo)
-        upd_hi = torch.where(ok, torch.minimum(-vals[:, m:], cur_hi), cur_hi)
-        new_lo[rows, sel] = upd_lo
-        new_hi[rows, sel] = upd_hi
+        new_lo[b, i] = torch.maximum(vals[:, 0], new_lo[b, i])
+        new_hi[b, i] = torch.minimum(-vals[:, 1], new_hi[b, i])
     return new_lo.reshape(nb.lower[k].shape), new_hi.reshape(nb.upper[k].shape)
 
 
 def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, covered: bool = False,
              const: Tensor | None = None, error: Tensor | None = None,
              underflow: Tensor | None = None, split_terms: dict[int, Tensor] | None = None,
-             keep: dict[int, Tensor] | None = None) -> LinearBound:
+             keep: dict[int, Tensor] | None = None, rows: Tensor | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec . z_target`` (``spec`` of
     shape ``(B, m, *shape)``) as a function of the flattened input, valid (once
     ``error`` is subtracted) on every box whose node bounds are ``nb``. A pass resumed
@@ -331,8 +316,14 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
     neuron split active, ``-1`` inactive) the bound stays valid on the sub-domain where
     the splits hold (beta-CROWN's Lagrangian terms; the sum's rounding is charged like a
     branch sum's). ``keep`` (optional) collects each ReLU node's output coefficients
-    (``(B, m, n)``), for branching heuristics."""
+    (``(B, m, n)``), for branching heuristics. ``rows`` (optional, ``(B',)``): the box of
+    each entry of ``spec`` (``(B', m, *shape)``), the node bounds being per box: the same
+    pass with each entry's box's bounds."""
     g = gt.graph
+
+    def per(t: Tensor) -> Tensor:
+        return t if rows is None else t.index_select(0, rows)
+
     bsz, m = spec.shape[:2]
     sl = gt.slacks
     wide = torch.float64
@@ -360,22 +351,25 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
         big = lam.pop(v)
         node = g.nodes[v]
         if v in acc_abs:  # the rounding of the sum of several coefficients
-            magnitude = magnitude + sl.join * _bmv(acc_abs.pop(v), nb.scale[v]).to(wide)
+            magnitude = magnitude + sl.join * _bmv(acc_abs.pop(v), per(nb.scale[v])).to(wide)
         if isinstance(node, gn.Input):
             if not covered_[v]:
-                magnitude = magnitude + sl.one * _bmv(big.abs(), nb.scale[v]).to(wide)
+                magnitude = magnitude + sl.one * _bmv(big.abs(), per(nb.scale[v])).to(wide)
             coef = big.reshape(bsz, m, -1)
         elif isinstance(node, gn.LinearNode):
             u = node.inputs[0]
             if not node.exact:
                 b = node.bias(gt.dtype, gt.device)
                 if b is not None:
-                    const = const + wide_dot(big, b)
-                magnitude = magnitude + sl.back[v] * _bmv(big.abs(), nb.terms[v]).to(wide)
-                underflow = underflow + nb.scale[u].flatten(1).sum(1, keepdim=True) + 1
+                    const = const + bias_dot(big, b)
+                magnitude = magnitude + sl.back[v] * _bmv(big.abs(), per(nb.terms[v])).to(wide)
+                underflow = underflow + per(nb.scale[u].flatten(1).sum(1, keepdim=True)) + 1
             push(u, _rows(node, big), True if not node.exact else covered_[v])
         elif isinstance(node, gn.ReLU):
             u, r = node.inputs[0], nb.relax[v]
+            if rows is not None:
+                r = ReluRelaxation(per(r.lower_slope), per(r.upper_slope), per(r.upper_intercept), per(r.scale),
+                                   per(r.invalid))
             flat = big.reshape(bsz, m, -1)
             if not covered_[v]:
                 magnitude = magnitude + sl.one * _mv_abs(flat, r.scale).to(wide)
@@ -384,7 +378,7 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
             # each coefficient times its slope (upper where negative): one of the two products is
             # an exact zero, so the sum is that product, rounded once (a broadcast where is slow)
             new = neg * r.upper_slope.unsqueeze(1) + flat.clamp(min=0) * low
-            shift = wide_dot(neg, r.upper_intercept)  # <= 0
+            shift = negative_dot(neg, r.upper_intercept)  # <= 0
             const = const + shift
             magnitude = magnitude - sl.wide * shift
             if keep is not None:
@@ -405,12 +399,15 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
                 push(i, part, covered_[v])
     assert coef is not None, "the target does not depend on the input"
     error = magnitude + gt.tiny * underflow.to(wide) + ABS_SLACK
-    return LinearBound(coef, const, error, nb.invalid)
+    return LinearBound(coef, const, error, per(nb.invalid))
 
 
-def concretize_wide(bound: LinearBound, lower: Tensor, upper: Tensor) -> Tensor:
+def concretize_wide(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tensor | None = None) -> Tensor:
     """:func:`~oracles.bounds.concretize` in float64 (``bound.const`` and ``bound.error``
-    are float64; its rounding is charged in ``error``): ``(B, m)`` float64."""
+    are float64; its rounding is charged in ``error``): ``(B, m)`` float64. ``rows``: the
+    box of each entry, as in :func:`backward`."""
+    if rows is not None:
+        lower, upper = lower.index_select(0, rows), upper.index_select(0, rows)
     lo, hi = lower.to(torch.float64), upper.to(torch.float64)
     value = wide_dot(bound.coef, (hi + lo) / 2) - wide_dot(bound.coef.abs(), (hi - lo) / 2) + bound.const
     return proven(value - bound.error, bound.invalid)

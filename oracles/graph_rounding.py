@@ -86,6 +86,27 @@ def wide_dot(a: Tensor, v: Tensor) -> Tensor:
     return (a.flatten(2) @ v.reshape(a.shape[0], -1, 1)).squeeze(-1)
 
 
+def bias_dot(a: Tensor, bias: Tensor) -> Tensor:
+    """:func:`wide_dot` of coefficients ``a`` ``(B, m, C, *rest)`` with a per-channel
+    ``bias`` ``(C, 1, ...)``: each channel's coefficients summed first (in float64), then
+    times its bias — the same terms regrouped, a sum of at most as many roundings of
+    terms no larger than ``|a| |bias|``, so the same slack covers it."""
+    if bias.dim() >= 2 and all(d == 1 for d in bias.shape[1:]) and a.dim() == bias.dim() + 2:
+        sums = torch.sum(a, dim=tuple(range(3, a.dim())), dtype=torch.float64)  # (B, m, C)
+        return sums @ bias.reshape(-1).to(torch.float64)
+    return wide_dot(a, bias)
+
+
+def negative_dot(neg: Tensor, intercept: Tensor) -> Tensor:
+    """``wide_dot(neg, intercept)`` for ``neg`` ``(B, m, n)`` and ``intercept`` ``(B, n)``
+    zero outside a few positions (a ReLU layer's unstable neurons): the sum over the
+    positions where some box's intercept is nonzero (the others' terms are exact zeros)."""
+    where = (intercept != 0).any(dim=0).nonzero()[:, 0]
+    if 2 * where.numel() >= intercept.shape[1]:
+        return wide_dot(neg, intercept)
+    return wide_dot(neg.index_select(2, where), intercept.index_select(1, where))
+
+
 def round_down(v: Tensor, dtype: torch.dtype) -> Tensor:
     """float64 ``v`` as ``dtype``, rounded towards ``-inf`` (a lower bound stays one)."""
     if dtype == torch.float64:

@@ -184,12 +184,12 @@ def _pull_back(node: gn.Conv2d, lam: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 class _Cutter:
-    """Cuts each row's window out of ``(B, C, H, W)`` maps: rows at target positions
-    ``(i, j)`` (``(B, m)`` each), box ``b`` of row ``r`` reading map ``b``; the result is
-    shared (broadcast) by the lower- and the upper-bound row of each window."""
+    """Cuts each row's window out of ``(B, C, H, W)`` maps: row ``r`` at target position
+    ``(i[r], j[r])`` of box ``box[r]`` reads that box's map; the result ``(1, p, 1, C, h, w)``
+    is shared (broadcast) by the lower- and the upper-bound row of each window."""
 
-    def __init__(self, win: Window, shape: tuple[int, ...], target: tuple[int, ...], i: Tensor, j: Tensor,
-                 maps: dict[str, Tensor]) -> None:
+    def __init__(self, win: Window, shape: tuple[int, ...], target: tuple[int, ...], box: Tensor, i: Tensor,
+                 j: Tensor, maps: dict[str, Tensor]) -> None:
         _, h_map, w_map = shape
         (h, w), (sh, sw), (ph, pw) = win.size, win.stride, win.offset
         self.win, self.shape, self.maps = win, shape, maps
@@ -199,14 +199,14 @@ class _Cutter:
                      max(0, (target[1] - 1) * sh - ph + h - h_map)]
         cols = (w_map + self.pads[0] + self.pads[1] - w) // sw + 1
         rows = (h_map + self.pads[2] + self.pads[3] - h) // sh + 1
-        bsz = i.shape[0]
         # each row's window: its row of unfold's output, boxes one after the other
-        self.index = (i * cols + j + rows * cols * torch.arange(bsz, device=i.device).unsqueeze(1)).reshape(-1)
+        self.position = (i * cols + j).reshape(-1)
+        self.index = self.position + rows * cols * box.reshape(-1)
         inside = torch.ones(1, 1, h_map, w_map, dtype=torch.float64, device=i.device)
-        self._inside = self.cut(inside.expand(bsz, 1, h_map, w_map), "inside")  # (B, m, 1, 1, h, w): 1 or 0
+        self._inside = self.cut(inside, "inside", self.position)  # (1, p, 1, 1, h, w): 1 or 0
 
-    def cut(self, t: Tensor, key: str) -> Tensor:
-        """``(B, C, H, W)`` (or flat ``(B, C*H*W)``) -> each row's window ``(B, m, 1, C, h, w)``
+    def cut(self, t: Tensor, key: str, index: Tensor | None = None) -> Tensor:
+        """``(B, C, H, W)`` (or flat ``(B, C*H*W)``) -> each row's window ``(1, p, 1, C, h, w)``
         (zero outside the map). Every window of the map is cut once (``unfold``) and kept in
         ``maps`` under ``key`` for the next chunks of rows."""
         bsz = t.shape[0]
@@ -215,8 +215,8 @@ class _Cutter:
             t = t.reshape(bsz, channels, *self.shape[1:])
             cols = F.unfold(F.pad(t, self.pads), self.win.size, stride=self.win.stride)  # (B, C h w, L)
             self.maps[key] = cols.transpose(1, 2).reshape(-1, cols.shape[1]).contiguous()  # (B L, C h w)
-        out = self.maps[key].index_select(0, self.index)  # (B m, C h w)
-        return out.reshape(bsz, -1, 1, channels, *self.win.size)
+        out = self.maps[key].index_select(0, self.index if index is None else index)  # (p, C h w)
+        return out.reshape(1, -1, 1, channels, *self.win.size)
 
     def inside(self, lam: Tensor) -> Tensor:
         """``lam`` with the coefficients outside the map set to exactly zero (times 1 or 0:
@@ -233,14 +233,14 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a.flatten(3) @ b.flatten(3).transpose(-1, -2)).squeeze(-1)
 
 
-def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: Tensor,  # noqa: ANN001
+def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: Tensor,  # noqa: ANN001
                     lower: Tensor, upper: Tensor, maps: dict[int, dict[str, Tensor]]) -> Tensor:
-    """Proven lower bounds of ``z_k[sel]`` and of ``-z_k[sel]`` over each box (``(B, 2m)``,
-    float64, lower bounds first; ``-inf`` where nothing is proven): the values that
+    """Proven lower bounds of ``z_k[box[r], idx[r]]`` and of its negation for each row ``r``
+    (``(p, 2)``, float64; ``-inf`` where nothing is proven): the values that
     :func:`~oracles.graph_bounds.concretize_wide` gives for the full pass of
-    :func:`oracles.graph_bounds._tighten`, computed on windows (module docstring). ``sel``
-    are flat output indices of node ``k`` (``(B, m)``), ``ok`` marks the real rows.
-    Coefficients are ``(B, m, 2, C, h, w)``: the rows of ``z`` and of ``-z``. ``maps`` keeps
+    :func:`oracles.graph_bounds._tighten`, computed on windows (module docstring). ``idx``
+    are flat output indices of node ``k``, ``box`` the box of each (``(p,)``).
+    Coefficients are ``(1, p, 2, C, h, w)``: the rows of ``z`` and of ``-z``. ``maps`` keeps
     the windows of the maps from one chunk of rows to the next (empty at the first).
 
     The pass visits the plan's nodes in reverse topological order as
@@ -251,18 +251,22 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
     node = gt.graph.nodes[k]
     dtype, dev = gt.dtype, lower.device
     sl, wide = gt.slacks, torch.float64
-    bsz, m = sel.shape
+    bsz, m = 1, idx.numel()  # one row of m windows, each reading its own box's maps
+    sel = idx.view(1, m)
     _, ho, wo = node.shape
     co, pos = sel // (ho * wo), sel % (ho * wo)
     windows = {w.node: w for w in plan}
-    cutters = {w.node: _Cutter(w, gt.graph.nodes[w.node].shape, node.shape, pos // wo, pos % wo,
+    cutters = {w.node: _Cutter(w, gt.graph.nodes[w.node].shape, node.shape, box.view(1, m), pos // wo, pos % wo,
                                maps.setdefault(w.node, {})) for w in plan[1:]}  # plan[0]: k itself
-    okf = ok.to(dtype)
-    sign = torch.stack([okf, -okf], 2)  # (B, m, 2)
+    sign = torch.tensor([1.0, -1.0], dtype=dtype, device=dev).expand(1, m, 2)
     lam: dict[int, Tensor] = {}
     acc_abs: dict[int, Tensor] = {}
     covered: dict[int, bool] = {}
-    under = torch.zeros(bsz, dtype=lower.dtype, device=dev)
+    under = torch.zeros(bsz, m, dtype=lower.dtype, device=dev)
+
+    def per_row(t: Tensor) -> Tensor:
+        """A per-box ``(B,)`` tensor for each row: ``(1, m)``."""
+        return t.index_select(0, box).view(1, m)
 
     def push(u: int, x: Tensor, win: Window, cov: bool) -> None:
         """``x`` (coefficients of node ``u`` on window ``win``) added to ``u``'s rows."""
@@ -282,8 +286,8 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
     if isinstance(node, gn.Conv2d):
         u = node.inputs[0]
         const = (node.bias(dtype, dev).reshape(-1)[co].unsqueeze(2) * sign).to(wide)
-        err = sl.back[k] * (nb.terms[k].reshape(bsz, -1).gather(1, sel) * okf).to(wide).unsqueeze(2).expand(bsz, m, 2)
-        under = under + nb.scale[u].flatten(1).sum(1) + 1
+        err = sl.back[k] * nb.terms[k].flatten(1)[box, idx].view(1, m).to(wide).unsqueeze(2).expand(bsz, m, 2)
+        under = under + per_row(nb.scale[u].flatten(1).sum(1) + 1)
         push(u, cutters[u].inside(_kernel(node, dtype, dev)[co].unsqueeze(2) * sign.view(bsz, m, 2, 1, 1, 1)),
              windows[u], True)
     else:
@@ -309,8 +313,8 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
             lo, hi = lower.to(wide), upper.to(wide)
             big = big.to(wide)
             value = _dot(big, cut.cut((hi + lo) / 2, "center")) - _dot(big.abs(), cut.cut((hi - lo) / 2, "radius"))
-            error = err + (gt.tiny * under.to(wide) + ABS_SLACK).view(bsz, 1, 1)
-            return proven((value + const - error).transpose(1, 2).reshape(bsz, 2 * m), nb.invalid)
+            error = err + (gt.tiny * under.to(wide) + ABS_SLACK).view(bsz, m, 1)
+            return proven((value + const - error).reshape(m, 2), nb.invalid.index_select(0, box))
         if isinstance(nv, gn.ReLU):
             r = nb.relax[v]
             if not covered[v]:
@@ -325,7 +329,7 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], sel: Tensor, ok: T
             u = nv.inputs[0]
             const = const + _dot(big.to(wide), nv.bias(wide, dev))
             err = err + sl.back[v] * _dot(big.abs(), cut.cut(nb.terms[v], "terms")).to(wide)
-            under = under + nb.scale[u].flatten(1).sum(1) + 1
+            under = under + per_row(nb.scale[u].flatten(1).sum(1) + 1)
             size, stride, offset = _through(nv, win)
             through = Window(u, size, stride, offset)
             back = _pull_back(nv, big, size)

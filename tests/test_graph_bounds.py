@@ -254,6 +254,16 @@ def test_windowed_bounds_are_below_every_sampled_margin(dtype):
                 assert (worst <= _pgd_margins(g, x, eps, label)).all()
 
 
+def test_a_box_gets_the_bounds_it_gets_alone_whatever_the_batch():
+    g = _residual_convs(0)
+    x = np.random.default_rng(6).random((4, g.n_inputs))
+    lo, hi = np.clip(x - np.array([[0.002], [0.01], [0.03], [0.05]]), 0, 1), np.clip(x + 0.01, 0, 1)
+    oracle = CrownOracle(g)
+    batch = oracle.margin_lower_bounds(lo, hi, 1)
+    alone = np.concatenate([oracle.margin_lower_bounds(lo[i:i + 1], hi[i:i + 1], 1) for i in range(len(x))])
+    np.testing.assert_allclose(batch, alone, rtol=1e-12, atol=1e-12)
+
+
 def test_branches_of_different_strides_take_the_full_pass():
     from oracles.graph_windows import window_plan
 

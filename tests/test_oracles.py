@@ -48,6 +48,17 @@ def test_crown_is_exact_on_a_point(rng):
     np.testing.assert_allclose(bounds, logits[:, [label]] - np.delete(logits, label, axis=1), atol=1e-8)
 
 
+def test_crown_bounds_of_a_box_do_not_depend_on_the_other_boxes_of_the_batch(rng):
+    """Each box tightens its own unstable neurons (oracles.bounds.intermediate_bounds): a
+    batch gives every box the bounds it gets alone (up to the order of summation)."""
+    net = random_network(9, [6, 16, 16, 16, 4])
+    lower, upper = random_boxes(rng, 6, 24, 0.4)
+    oracle = CrownOracle(net)
+    batch = oracle.margin_lower_bounds(lower, upper, 1)
+    alone = np.concatenate([oracle.margin_lower_bounds(lower[i:i + 1], upper[i:i + 1], 1) for i in range(24)])
+    np.testing.assert_allclose(batch, alone, rtol=1e-12, atol=1e-12)
+
+
 def test_crown_ibp_intermediate_bounds_are_looser_but_sound(rng):
     net = random_network(8, [5, 12, 12, 12, 3])
     lower, upper = random_boxes(rng, 5, 32, 0.3)
