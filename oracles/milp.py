@@ -282,6 +282,7 @@ class MilpOracle(ClassRegionQueries, Oracle):
                 if shared is None:
                     shared = (encode_graph(self.network, lower, upper, bounds),
                               self._solver(deadline, scale=scale[row]))
+                    shared[1].set_instance(shared[0].model)  # loaded now: the time limit is the solver's
                 enc, opt = shared
                 retune(opt, self._remaining(deadline), scale[row])
                 margin = enc.logits[label] - enc.logits[j]

@@ -174,9 +174,10 @@ def make_oracle(name: str, network: Network, **options: Any) -> Oracle:
 
     A :class:`~parallelepipedonn.graph.Graph` that is a Dense/ReLU chain is read as that
     chain (the same semantics) by every stage of a cascade, so that they share one
-    network (milp reads such a graph as its chain). Any other graph goes as it is to oracles
-    whose factory sets ``reads_graphs`` (crown, milp, attack); if any stage does not, every
-    stage is bound to the graph's chain expansion (:func:`oracles.chain.chain_network`:
+    network (milp and bab read such a graph as its chain). Any other graph goes as it is to
+    oracles whose factory sets ``reads_graphs`` (crown, alpha-crown, milp, bab, attack); if
+    any stage does not, every stage is bound to the graph's chain expansion
+    (:func:`oracles.chain.chain_network`:
     refused, naming that stage, for a residual graph), recorded as the oracle's
     ``bridge``; counterexamples are still confirmed on the graph.
     """

@@ -1,5 +1,5 @@
 """A graph whose ReLUs form a chain, expanded into the chain :class:`~parallelepipedonn.network.Network`
-that the chain-only oracles read (milp, bab, alpha-crown, marabou, lirpa, class extremes).
+that the chain-only oracles read (marabou, lirpa, class extremes, plug-ins that read chains).
 
 Every value of a :class:`~parallelepipedonn.graph.Graph` belongs to a *stage*: the input
 is stage 0, a ReLU opens the stage after its input's, any other node belongs to the stage

@@ -145,6 +145,7 @@ LAYERS: dict[str, str] = {
     "benchmarks": "application",
     "benchmarks.common": "application",
     "benchmarks.crown_vs_lirpa": "application",
+    "benchmarks.graph_complete": "application",
     "benchmarks.graph_crown_cifar": "application",
     "benchmarks.dual_boxes": "application",
     "benchmarks.exact_apothem": "application",
