@@ -19,15 +19,17 @@ exact within the domain box ``D``:
 
 * L-infinity (:func:`linear_linf_radius`): the minimum of the margin ``m_j + a_j d`` over
   ``{d : ||d||_inf <= t, x + d in D}`` is ``m_j - sum_i |a_ji| min(t, room_ji)``
-  (``room``: how far coordinate ``i`` can move against its coefficient's sign), piecewise
-  linear in ``t``: its root is found exactly after sorting the rooms;
+  (``room``: how far coordinate ``i`` can move against its coefficient's sign), concave
+  and piecewise linear in ``t``: Newton's method from below reaches its root's linear
+  piece in a few steps (sorting the rooms is the fallback);
 * L2 (:func:`linear_l2_radius`): the projection of ``x`` onto ``{margin_j <= 0} ∩ D`` is
   ``d(lambda) = clip(-lambda a_j, lo - x, hi - x)`` (KKT), ``lambda`` again the root of a
   piecewise-linear function.
 
 The float64 roots are estimates; what is reported is *proven*: a radius slightly below
-the estimate (relative ``1e-10``, else ``1e-8``, ... until the proof holds) whose proof
-is checked with rounding errors covered — for L-infinity the closed-form minimum over the
+the estimate (``1 - 1e-12`` times it, else the radius the failed proof's deficit
+suggests, else that one shrunk by ``1e-10``, ``1e-8``, ... until the proof holds) whose
+proof is checked with rounding errors covered — for L-infinity the closed-form minimum over the
 cube's box rounded outward (:func:`oracles.gmm.affine_box_min`), for L2 the Lagrangian
 dual bound ``min_(d in D-x, ||d|| <= r) a d >= sum_i min_(d_i) (a_i d_i + nu d_i^2 / 2) -
 nu r^2 / 2`` at ``nu = 1 / lambda``. Each comes with a confirmed counterexample just
