@@ -310,44 +310,84 @@ def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box) -> tuple
     return False, max(radius - float(need.max()), 0.0)
 
 
+@dataclass(frozen=True, eq=False)
+class _L2Bound:
+    """The L2 proof's parts that do not depend on the radius: per margin row the radius its
+    lower bound and proven norm reach in all of ``R^n`` (``reach``), and for the rows in
+    ``dual`` the Lagrangian dual bound's value before its ball term (``available``, lowered
+    by the rounding error of its terms) at ``nu``."""
+
+    reach: FloatArray
+    dual: NDArray[np.int64]
+    available: FloatArray
+    nu: FloatArray
+    slack: float
+
+    def proven(self, radius: float) -> bool:
+        """Whether every margin is proven > 0 on the domain's points within ``radius``."""
+        need = ~(self.reach >= radius)
+        in_dual = np.zeros(len(self.reach), bool)
+        in_dual[self.dual] = True
+        if (need & ~in_dual).any():
+            return False
+        sel = need[self.dual]
+        avail, nu = self.available[sel], self.nu[sel]
+        if math.isinf(radius):
+            return bool((avail > 0).all() and (nu == 0).all())
+        with np.errstate(over="ignore", invalid="ignore"):
+            return bool((avail - nu * radius * radius / 2 * (1 + self.slack) > 0).all())
+
+    @property
+    def suggestion(self) -> float:
+        """The largest radius where these bounds should prove every margin."""
+        reach = self.reach.copy()
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            dual_reach = np.where(self.nu > 0, np.sqrt(np.maximum(self.available, 0.0) * 2 /
+                                                       (self.nu * (1 + self.slack))),
+                                  np.where(self.available > 0, np.inf, 0.0))
+        reach[self.dual] = np.maximum(reach[self.dual], np.nan_to_num(dual_reach, nan=0.0))
+        return float(reach.min())
+
+
+def _l2_bound(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray,
+              margins: tuple[FloatArray, FloatArray]) -> _L2Bound:
+    """:class:`_L2Bound` for radii up to ``radius``: the dual bound for the rows whose
+    norm bound does not reach it."""
+    n = x.size
+    m, m_low = margins
+    reach = np.where(m_low > 0, div_down(np.maximum(m_low, 0.0), rows.l2_up), 0.0)
+    dual = np.flatnonzero(~(reach >= radius))
+    slack = relative_slack(n + 4)
+    if not dual.size:
+        return _L2Bound(reach, dual, np.zeros(0), np.zeros(0), slack)
+    w, room, lam = rows.w[dual], _rooms(rows, dual, x, domain), lambdas[dual]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        nu = np.where(np.isfinite(lam), 1.0 / lam, 0.0)
+        nuc = nu[:, None]
+        vertex = np.where(nuc > 0, w / np.where(nuc > 0, nuc, 1.0), np.inf)  # where the unclipped minimum lies
+        clipped = room < vertex * (1 - 1e-12)
+        inside = -(w * w) / (2 * np.where(nuc > 0, nuc, 1.0))
+        edge_quad = nuc * room * room / 2
+        q = np.where(clipped, -w * room + edge_quad, inside)
+        q_mag = np.where(clipped, w * room + edge_quad, -inside)
+        scale = np.maximum(np.abs(domain.lower), np.abs(domain.upper))
+        # what the dual bound has before the ball's term, lowered by the rounding error of its terms
+        available = m[dual] + q.sum(axis=1) \
+            - slack * (w @ scale + np.abs(rows.c[dual]) + q_mag.sum(axis=1)) - (n + 4) * _TINY - ABS_SLACK
+    return _L2Bound(reach, dual, np.where(np.isfinite(available), available, -np.inf), nu, slack)
+
+
 def l2_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray,
               margins: tuple[FloatArray, FloatArray] | None = None) -> tuple[bool, float]:
     """Whether every point of the domain within L2 ``radius`` of ``x`` has every margin
     > 0, proven: a margin whose lower bound exceeds ``radius`` times its proven norm holds
-    on the whole ball; the others by the Lagrangian dual bound at ``nu_j = 1 /
+    on the whole ball; the others by the Lagrangian dual bound ``min_(d in D - x, ||d|| <=
+    r) a d >= sum_i min_(d_i) (a_i d_i + nu d_i^2 / 2) - nu r^2 / 2`` at ``nu_j = 1 /
     lambdas[j]`` (``inf``: ``nu = 0``, the bound over the whole domain), rounding errors
     covered. Also the largest radius where the same bounds should prove it. ``margins``:
     :func:`_margins_lower` at ``x``, if the caller has them."""
-    n = x.size
-    m, m_low = margins if margins is not None else _margins_lower(rows, x)
-    reach = np.where(m_low > 0, div_down(np.maximum(m_low, 0.0), rows.l2_up), 0.0)
-    dual = np.flatnonzero(~(reach >= radius))
-    if dual.size:
-        w, room, lam = rows.w[dual], _rooms(rows, dual, x, domain), lambdas[dual]
-        slack = relative_slack(n + 4)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            nu = np.where(np.isfinite(lam), 1.0 / lam, 0.0)
-            nuc = nu[:, None]
-            vertex = np.where(nuc > 0, w / np.where(nuc > 0, nuc, 1.0), np.inf)  # where the unclipped minimum lies
-            clipped = room < vertex * (1 - 1e-12)
-            inside = -(w * w) / (2 * np.where(nuc > 0, nuc, 1.0))
-            edge_quad = nuc * room * room / 2
-            q = np.where(clipped, -w * room + edge_quad, inside)
-            q_mag = np.where(clipped, w * room + edge_quad, -inside)
-            scale = np.maximum(np.abs(domain.lower), np.abs(domain.upper))
-            # what the dual bound has before the ball's term, lowered by the rounding error of its terms
-            available = m[dual] + q.sum(axis=1) \
-                - slack * (w @ scale + np.abs(rows.c[dual]) + q_mag.sum(axis=1)) - (n + 4) * _TINY - ABS_SLACK
-            reach_dual = np.where(nu > 0, np.sqrt(np.maximum(available, 0.0) * 2 / (nu * (1 + slack))),
-                                  np.where(available > 0, np.inf, 0.0))
-        reach[dual] = np.maximum(reach[dual], np.nan_to_num(reach_dual, nan=0.0))
-        if math.isinf(radius):
-            ok = bool((available > 0).all() and (nu == 0).all())
-        else:
-            ok = bool((available - nu * radius * radius / 2 * (1 + slack) > 0).all())
-    else:
-        ok = True
-    return ok, min(float(reach.min()), radius)
+    bound = _l2_bound(rows, x, radius, domain, lambdas, margins if margins is not None else _margins_lower(rows, x))
+    return bound.proven(radius), min(bound.suggestion, radius)
 
 
 def _prove(estimate: float, check) -> float:
@@ -451,7 +491,9 @@ def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> Ex
     dist = _nearest_rows(r0, solve)
     j = int(np.argmin(dist))
     estimate = float(dist[j])
-    radius = _prove(estimate, lambda r: l2_proven(rows, x, r, domain, lam, margins))
+    bound = _l2_bound(rows, x, estimate, domain, lam, margins)  # holds for every radius up to the estimate
+    suggestion = bound.suggestion
+    radius = _prove(estimate, lambda r: (bound.proven(r), min(suggestion, r)))
     cex = None
     if math.isfinite(estimate):
         room = _rooms(rows, np.array([j]), x, domain)[0]
