@@ -188,6 +188,8 @@ class _Rows:
     step: FloatArray
     label: int
     parts: tuple[FloatArray, FloatArray, FloatArray]  # max(a, 0), min(a, 0), |a|
+    point_error: float  # 2 gamma_(n + 3): the relative rounding bound of a margin at a point
+    slack: float  # relative_slack(n + 4): of the L2 dual bound's terms
 
 
 _ROWS: weakref.WeakKeyDictionary[Network, dict[int, _Rows]] = weakref.WeakKeyDictionary()
@@ -201,8 +203,9 @@ def _rows(net: Network, label: int) -> _Rows:
         w = np.abs(a)
         l2 = np.sqrt((w * w).sum(axis=1))
         l2_up = l2 * (1 + relative_slack(a.shape[1] + 2)) + _TINY
+        n = a.shape[1]
         cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label,
-                             (np.maximum(a, 0.0), np.minimum(a, 0.0), w))
+                             (np.maximum(a, 0.0), np.minimum(a, 0.0), w), 2 * gamma(n + 3), relative_slack(n + 4))
     return cache[label]
 
 
@@ -222,6 +225,8 @@ def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iter
     the root (a tangent lies above ``f``) and ends in the root's linear piece after
     crossing at most one breakpoint per step, usually within a few steps; rows not done
     after ``iterations`` steps are solved by sorting the breakpoints."""
+    if len(targets) == 1:
+        return np.array([_crossing(weights[0], rooms[0], float(targets[0]), iterations)])
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(targets > 0, targets / weights.sum(axis=1), 0.0)  # the first Newton step from 0
         t = np.where(np.isfinite(t), t, 0.0)
@@ -242,6 +247,28 @@ def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iter
         rows = np.flatnonzero(active)
         t[rows] = _crossings_sorted(weights[rows], rooms[rows], targets[rows])
     return np.where(targets <= 0, 0.0, t)
+
+
+def _crossing(w: FloatArray, r: FloatArray, target: float, iterations: int) -> float:
+    """:func:`_crossings` for one row (the same Newton steps, on scalars)."""
+    if target <= 0:
+        return 0.0
+    total = float(w.sum())
+    if not total > 0:
+        return math.inf
+    t = target / total
+    for _ in range(iterations):
+        gap = target - float((w * np.minimum(t, r)).sum())
+        if gap <= 1e-15 * target:
+            return t
+        slope = float(w[r > t].sum())
+        if not slope > 0:
+            return math.inf
+        step = gap / slope
+        t += step
+        if not step > 1e-15 * t:
+            return t
+    return float(_crossings_sorted(w[None], r[None], np.array([target]))[0])
 
 
 def _crossings_sorted(weights: FloatArray, rooms: FloatArray, targets: FloatArray) -> FloatArray:
@@ -286,7 +313,7 @@ def _margins_lower(rows: _Rows, x: FloatArray) -> tuple[FloatArray, FloatArray]:
     m = rows.a @ x + rows.c
     mag = rows.w @ np.abs(x) + np.abs(rows.c)
     # a dot product of n + 1 terms, on rows and offsets each one rounding off the exact differences
-    return m, m - 2 * gamma(x.size + 3) * mag - (x.size + 3) * _TINY - 1e-300
+    return m, m - rows.point_error * mag - (x.size + 3) * _TINY - 1e-300
 
 
 def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box) -> tuple[bool, float]:
@@ -357,7 +384,7 @@ def _l2_bound(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: F
     m, m_low = margins
     reach = np.where(m_low > 0, div_down(np.maximum(m_low, 0.0), rows.l2_up), 0.0)
     dual = np.flatnonzero(~(reach >= radius))
-    slack = relative_slack(n + 4)
+    slack = rows.slack
     if not dual.size:
         return _L2Bound(reach, dual, np.zeros(0), np.zeros(0), slack)
     w, room, lam = rows.w[dual], _rooms(rows, dual, x, domain), lambdas[dual]
@@ -420,7 +447,7 @@ def _confirmed(net: Network, rows: _Rows, points: list[FloatArray]) -> FloatArra
     n = points[0].size if points else 0
     for p in points:
         m = rows.a @ p + rows.c
-        err = 2 * gamma(n + 3) * (rows.w @ np.abs(p) + np.abs(rows.c)) + (n + 3) * _TINY + 1e-300
+        err = rows.point_error * (rows.w @ np.abs(p) + np.abs(rows.c)) + (n + 3) * _TINY + 1e-300
         if (m < -err).any():
             return p
         if not (m > err).all() and net.misclassified(p, int(rows.label))[0]:
