@@ -72,18 +72,19 @@ def _np_dtype(dtype: Any) -> np.dtype:
         return np.dtype(str(dtype).rsplit(".", 1)[-1])
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=4096)  # pure; called per bound in hot loops
 def unit_roundoff(dtype: Any = np.float64) -> float:
     """The unit roundoff of a floating-point dtype (2^-53 for float64, 2^-24 for float32)."""
     return float(np.finfo(_np_dtype(dtype)).eps) / 2
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=4096)  # pure; called per bound in hot loops
 def smallest_subnormal(dtype: Any = np.float64) -> float:
     """The spacing of the dtype's subnormal numbers: the absolute error of an underflow."""
     return float(np.finfo(_np_dtype(dtype)).smallest_subnormal)
 
 
+@functools.lru_cache(maxsize=4096)  # pure; called per bound in hot loops
 def gamma(n: int, dtype: Any = np.float64) -> float:
     """``gamma_n = n u / (1 - n u)``: the relative error bound of a sum of ``n`` terms."""
     nu = n * unit_roundoff(dtype)
@@ -92,6 +93,7 @@ def gamma(n: int, dtype: Any = np.float64) -> float:
     return nu / (1 - nu)
 
 
+@functools.lru_cache(maxsize=4096)  # pure; called per bound in hot loops
 def relative_slack(n_terms: int, dtype: Any = np.float64) -> float:
     """The factor applied to the magnitude of a bound's terms to cover its rounding error:
     ``4 gamma_(n_terms)`` (float64: at least :data:`REL_SLACK_FLOOR`). ``n_terms`` is the

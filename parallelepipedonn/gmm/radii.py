@@ -19,15 +19,17 @@ exact within the domain box ``D``:
 
 * L-infinity (:func:`linear_linf_radius`): the minimum of the margin ``m_j + a_j d`` over
   ``{d : ||d||_inf <= t, x + d in D}`` is ``m_j - sum_i |a_ji| min(t, room_ji)``
-  (``room``: how far coordinate ``i`` can move against its coefficient's sign), piecewise
-  linear in ``t``: its root is found exactly after sorting the rooms;
+  (``room``: how far coordinate ``i`` can move against its coefficient's sign), concave
+  and piecewise linear in ``t``: Newton's method from below reaches its root's linear
+  piece in a few steps (sorting the rooms is the fallback);
 * L2 (:func:`linear_l2_radius`): the projection of ``x`` onto ``{margin_j <= 0} ∩ D`` is
   ``d(lambda) = clip(-lambda a_j, lo - x, hi - x)`` (KKT), ``lambda`` again the root of a
   piecewise-linear function.
 
 The float64 roots are estimates; what is reported is *proven*: a radius slightly below
-the estimate (relative ``1e-10``, else ``1e-8``, ... until the proof holds) whose proof
-is checked with rounding errors covered — for L-infinity the closed-form minimum over the
+the estimate (``1 - 1e-12`` times it, else the radius the failed proof's deficit
+suggests, else that one shrunk by ``1e-10``, ``1e-8``, ... until the proof holds) whose
+proof is checked with rounding errors covered — for L-infinity the closed-form minimum over the
 cube's box rounded outward (:func:`oracles.gmm.affine_box_min`), for L2 the Lagrangian
 dual bound ``min_(d in D-x, ||d|| <= r) a d >= sum_i min_(d_i) (a_i d_i + nu d_i^2 / 2) -
 nu r^2 / 2`` at ``nu = 1 / lambda``. Each comes with a confirmed counterexample just
@@ -186,6 +188,8 @@ class _Rows:
     step: FloatArray
     label: int
     parts: tuple[FloatArray, FloatArray, FloatArray]  # max(a, 0), min(a, 0), |a|
+    point_error: float  # 2 gamma_(n + 3): the relative rounding bound of a margin at a point
+    slack: float  # relative_slack(n + 4): of the L2 dual bound's terms
 
 
 _ROWS: weakref.WeakKeyDictionary[Network, dict[int, _Rows]] = weakref.WeakKeyDictionary()
@@ -199,8 +203,9 @@ def _rows(net: Network, label: int) -> _Rows:
         w = np.abs(a)
         l2 = np.sqrt((w * w).sum(axis=1))
         l2_up = l2 * (1 + relative_slack(a.shape[1] + 2)) + _TINY
+        n = a.shape[1]
         cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label,
-                             (np.maximum(a, 0.0), np.minimum(a, 0.0), w))
+                             (np.maximum(a, 0.0), np.minimum(a, 0.0), w), 2 * gamma(n + 3), relative_slack(n + 4))
     return cache[label]
 
 
@@ -220,6 +225,8 @@ def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iter
     the root (a tangent lies above ``f``) and ends in the root's linear piece after
     crossing at most one breakpoint per step, usually within a few steps; rows not done
     after ``iterations`` steps are solved by sorting the breakpoints."""
+    if len(targets) == 1:
+        return np.array([_crossing(weights[0], rooms[0], float(targets[0]), iterations)])
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(targets > 0, targets / weights.sum(axis=1), 0.0)  # the first Newton step from 0
         t = np.where(np.isfinite(t), t, 0.0)
@@ -240,6 +247,28 @@ def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iter
         rows = np.flatnonzero(active)
         t[rows] = _crossings_sorted(weights[rows], rooms[rows], targets[rows])
     return np.where(targets <= 0, 0.0, t)
+
+
+def _crossing(w: FloatArray, r: FloatArray, target: float, iterations: int) -> float:
+    """:func:`_crossings` for one row (the same Newton steps, on scalars)."""
+    if target <= 0:
+        return 0.0
+    total = float(w.sum())
+    if not total > 0:
+        return math.inf
+    t = target / total
+    for _ in range(iterations):
+        gap = target - float((w * np.minimum(t, r)).sum())
+        if gap <= 1e-15 * target:
+            return t
+        slope = float(w[r > t].sum())
+        if not slope > 0:
+            return math.inf
+        step = gap / slope
+        t += step
+        if not step > 1e-15 * t:
+            return t
+    return float(_crossings_sorted(w[None], r[None], np.array([target]))[0])
 
 
 def _crossings_sorted(weights: FloatArray, rooms: FloatArray, targets: FloatArray) -> FloatArray:
@@ -284,7 +313,7 @@ def _margins_lower(rows: _Rows, x: FloatArray) -> tuple[FloatArray, FloatArray]:
     m = rows.a @ x + rows.c
     mag = rows.w @ np.abs(x) + np.abs(rows.c)
     # a dot product of n + 1 terms, on rows and offsets each one rounding off the exact differences
-    return m, m - 2 * gamma(x.size + 3) * mag - (x.size + 3) * _TINY - 1e-300
+    return m, m - rows.point_error * mag - (x.size + 3) * _TINY - 1e-300
 
 
 def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box) -> tuple[bool, float]:
@@ -308,44 +337,84 @@ def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box) -> tuple
     return False, max(radius - float(need.max()), 0.0)
 
 
+@dataclass(frozen=True, eq=False)
+class _L2Bound:
+    """The L2 proof's parts that do not depend on the radius: per margin row the radius its
+    lower bound and proven norm reach in all of ``R^n`` (``reach``), and for the rows in
+    ``dual`` the Lagrangian dual bound's value before its ball term (``available``, lowered
+    by the rounding error of its terms) at ``nu``."""
+
+    reach: FloatArray
+    dual: NDArray[np.int64]
+    available: FloatArray
+    nu: FloatArray
+    slack: float
+
+    def proven(self, radius: float) -> bool:
+        """Whether every margin is proven > 0 on the domain's points within ``radius``."""
+        need = ~(self.reach >= radius)
+        in_dual = np.zeros(len(self.reach), bool)
+        in_dual[self.dual] = True
+        if (need & ~in_dual).any():
+            return False
+        sel = need[self.dual]
+        avail, nu = self.available[sel], self.nu[sel]
+        if math.isinf(radius):
+            return bool((avail > 0).all() and (nu == 0).all())
+        with np.errstate(over="ignore", invalid="ignore"):
+            return bool((avail - nu * radius * radius / 2 * (1 + self.slack) > 0).all())
+
+    @property
+    def suggestion(self) -> float:
+        """The largest radius where these bounds should prove every margin."""
+        reach = self.reach.copy()
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            dual_reach = np.where(self.nu > 0, np.sqrt(np.maximum(self.available, 0.0) * 2 /
+                                                       (self.nu * (1 + self.slack))),
+                                  np.where(self.available > 0, np.inf, 0.0))
+        reach[self.dual] = np.maximum(reach[self.dual], np.nan_to_num(dual_reach, nan=0.0))
+        return float(reach.min())
+
+
+def _l2_bound(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray,
+              margins: tuple[FloatArray, FloatArray]) -> _L2Bound:
+    """:class:`_L2Bound` for radii up to ``radius``: the dual bound for the rows whose
+    norm bound does not reach it."""
+    n = x.size
+    m, m_low = margins
+    reach = np.where(m_low > 0, div_down(np.maximum(m_low, 0.0), rows.l2_up), 0.0)
+    dual = np.flatnonzero(~(reach >= radius))
+    slack = rows.slack
+    if not dual.size:
+        return _L2Bound(reach, dual, np.zeros(0), np.zeros(0), slack)
+    w, room, lam = rows.w[dual], _rooms(rows, dual, x, domain), lambdas[dual]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        nu = np.where(np.isfinite(lam), 1.0 / lam, 0.0)
+        nuc = nu[:, None]
+        vertex = np.where(nuc > 0, w / np.where(nuc > 0, nuc, 1.0), np.inf)  # where the unclipped minimum lies
+        clipped = room < vertex * (1 - 1e-12)
+        inside = -(w * w) / (2 * np.where(nuc > 0, nuc, 1.0))
+        edge_quad = nuc * room * room / 2
+        q = np.where(clipped, -w * room + edge_quad, inside)
+        q_mag = np.where(clipped, w * room + edge_quad, -inside)
+        scale = np.maximum(np.abs(domain.lower), np.abs(domain.upper))
+        # what the dual bound has before the ball's term, lowered by the rounding error of its terms
+        available = m[dual] + q.sum(axis=1) \
+            - slack * (w @ scale + np.abs(rows.c[dual]) + q_mag.sum(axis=1)) - (n + 4) * _TINY - ABS_SLACK
+    return _L2Bound(reach, dual, np.where(np.isfinite(available), available, -np.inf), nu, slack)
+
+
 def l2_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray,
               margins: tuple[FloatArray, FloatArray] | None = None) -> tuple[bool, float]:
     """Whether every point of the domain within L2 ``radius`` of ``x`` has every margin
     > 0, proven: a margin whose lower bound exceeds ``radius`` times its proven norm holds
-    on the whole ball; the others by the Lagrangian dual bound at ``nu_j = 1 /
+    on the whole ball; the others by the Lagrangian dual bound ``min_(d in D - x, ||d|| <=
+    r) a d >= sum_i min_(d_i) (a_i d_i + nu d_i^2 / 2) - nu r^2 / 2`` at ``nu_j = 1 /
     lambdas[j]`` (``inf``: ``nu = 0``, the bound over the whole domain), rounding errors
     covered. Also the largest radius where the same bounds should prove it. ``margins``:
     :func:`_margins_lower` at ``x``, if the caller has them."""
-    n = x.size
-    m, m_low = margins if margins is not None else _margins_lower(rows, x)
-    reach = np.where(m_low > 0, div_down(np.maximum(m_low, 0.0), rows.l2_up), 0.0)
-    dual = np.flatnonzero(~(reach >= radius))
-    if dual.size:
-        w, room, lam = rows.w[dual], _rooms(rows, dual, x, domain), lambdas[dual]
-        slack = relative_slack(n + 4)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            nu = np.where(np.isfinite(lam), 1.0 / lam, 0.0)
-            nuc = nu[:, None]
-            vertex = np.where(nuc > 0, w / np.where(nuc > 0, nuc, 1.0), np.inf)  # where the unclipped minimum lies
-            clipped = room < vertex * (1 - 1e-12)
-            inside = -(w * w) / (2 * np.where(nuc > 0, nuc, 1.0))
-            edge_quad = nuc * room * room / 2
-            q = np.where(clipped, -w * room + edge_quad, inside)
-            q_mag = np.where(clipped, w * room + edge_quad, -inside)
-            scale = np.maximum(np.abs(domain.lower), np.abs(domain.upper))
-            # what the dual bound has before the ball's term, lowered by the rounding error of its terms
-            available = m[dual] + q.sum(axis=1) \
-                - slack * (w @ scale + np.abs(rows.c[dual]) + q_mag.sum(axis=1)) - (n + 4) * _TINY - ABS_SLACK
-            reach_dual = np.where(nu > 0, np.sqrt(np.maximum(available, 0.0) * 2 / (nu * (1 + slack))),
-                                  np.where(available > 0, np.inf, 0.0))
-        reach[dual] = np.maximum(reach[dual], np.nan_to_num(reach_dual, nan=0.0))
-        if math.isinf(radius):
-            ok = bool((available > 0).all() and (nu == 0).all())
-        else:
-            ok = bool((available - nu * radius * radius / 2 * (1 + slack) > 0).all())
-    else:
-        ok = True
-    return ok, min(float(reach.min()), radius)
+    bound = _l2_bound(rows, x, radius, domain, lambdas, margins if margins is not None else _margins_lower(rows, x))
+    return bound.proven(radius), min(bound.suggestion, radius)
 
 
 def _prove(estimate: float, check) -> float:
@@ -378,7 +447,7 @@ def _confirmed(net: Network, rows: _Rows, points: list[FloatArray]) -> FloatArra
     n = points[0].size if points else 0
     for p in points:
         m = rows.a @ p + rows.c
-        err = 2 * gamma(n + 3) * (rows.w @ np.abs(p) + np.abs(rows.c)) + (n + 3) * _TINY + 1e-300
+        err = rows.point_error * (rows.w @ np.abs(p) + np.abs(rows.c)) + (n + 3) * _TINY + 1e-300
         if (m < -err).any():
             return p
         if not (m > err).all() and net.misclassified(p, int(rows.label))[0]:
@@ -449,7 +518,9 @@ def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> Ex
     dist = _nearest_rows(r0, solve)
     j = int(np.argmin(dist))
     estimate = float(dist[j])
-    radius = _prove(estimate, lambda r: l2_proven(rows, x, r, domain, lam, margins))
+    bound = _l2_bound(rows, x, estimate, domain, lam, margins)  # holds for every radius up to the estimate
+    suggestion = bound.suggestion
+    radius = _prove(estimate, lambda r: (bound.proven(r), min(suggestion, r)))
     cex = None
     if math.isfinite(estimate):
         room = _rooms(rows, np.array([j]), x, domain)[0]
