@@ -44,6 +44,11 @@ from .bounds import (
 Tensor = torch.Tensor
 Bounds = list[tuple[Tensor, Tensor]]
 
+#: The most slopes one optimisation holds (over its boxes, rows and neurons): a larger
+#: batch is split (the iterates keep several copies of them, and the backward passes'
+#: coefficients are as many).
+MAX_SLOPES = 2 ** 24
+
 
 @dataclass(frozen=True)
 class AlphaSettings:
@@ -183,13 +188,25 @@ def optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Ten
 
     ``reference``: proven bounds of every ReLU's input to stay within (default: CROWN's and
     interval bounds, :func:`~oracles.bounds.intermediate_bounds` with ``reference_method``);
-    the neurons they leave unstable get optimised bounds.
+    the neurons they leave unstable get optimised bounds. A batch whose slopes would
+    exceed :data:`MAX_SLOPES` numbers is optimised in halves.
     """
     with torch.no_grad():
         ref = [(lo.detach(), hi.detach()) for lo, hi in
                (reference if reference is not None else intermediate_bounds(net, lower, upper, reference_method))]
         rows = {k: idx for k in range(1, net.depth - 1) if settings.intermediate
                 for idx in [_unstable_rows(ref, k)] if idx.numel()}
+        widths = [w.shape[0] for w in net.weights[:-1]]
+        per_box = sum(2 * idx.numel() * sum(widths[:k]) for k, idx in rows.items()) + spec.shape[1] * sum(widths)
+        if lower.shape[0] > 1 and lower.shape[0] * per_box > MAX_SLOPES and settings.steps:
+            half = lower.shape[0] // 2
+            parts = [optimize_bounds(net, lower[s], upper[s], spec[s], settings, [(lo[s], hi[s]) for lo, hi in ref])
+                     for s in (slice(0, half), slice(half, None))]
+            return OptimizedBounds(torch.cat([p.final for p in parts]),
+                                   [(torch.cat([a[0] for a in layer]), torch.cat([a[1] for a in layer]))
+                                    for layer in zip(*(p.intermediate for p in parts))],
+                                   [torch.cat(layer) for layer in zip(*(p.slopes for p in parts))],
+                                   max(p.steps for p in parts))
         sound = _Passes(net, lower, upper, spec, ref, rows)
         crown = sound.run(sound.slopes)[0][sound.final]
     if settings.steps == 0 or not ref or _done(crown, settings):

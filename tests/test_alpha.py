@@ -136,3 +136,16 @@ def test_the_oracle_settings_reach_the_optimisation_and_bad_ones_are_refused():
     for bad in ({"steps": -1}, {"lr": 0.0}, {"lr_decay": 1.5}, {"patience": 0}):
         with pytest.raises(OracleError):
             AlphaSettings(**bad)
+
+
+def test_a_batch_too_large_for_one_optimisation_is_split_with_the_same_bounds(monkeypatch):
+    lower, upper = random_boxes(np.random.default_rng(6), 5, 8, 0.5)
+    settings = {"steps": 15, "stop_above": None, "patience": 100}
+    *_, whole = _bounds(DEEP, lower, upper, 1, **settings)
+    monkeypatch.setattr("oracles.alpha.MAX_SLOPES", 2000)  # a few boxes' worth
+    *_, split = _bounds(DEEP, lower, upper, 1, **settings)
+    assert split.final.shape == whole.final.shape and len(split.slopes) == len(whole.slopes)
+    assert torch.allclose(split.final, whole.final, atol=1e-9)
+    for (a, b), (c, d) in zip(split.intermediate, whole.intermediate):
+        unstable = (c < 0) & (d > 0)  # (a stable neuron's row exists only where some box of its batch needs it)
+        assert torch.allclose(a[unstable], c[unstable], atol=1e-9) and torch.allclose(b[unstable], d[unstable], atol=1e-9)
