@@ -116,8 +116,26 @@ class StoredResult:
                    cert.oracle_calls, cert.seconds, cert.to_json(indent=None))
 
     def to_certificate(self) -> Certificate | None:
-        """The stored certificate (``None`` for a time-out or an error)."""
-        return None if self.certificate is None else Certificate.from_dict(json.loads(self.certificate))
+        """The stored certificate (``None`` for a time-out or an error); a row of ``verify
+        --instances`` holds a verification result instead: :meth:`to_result` reads both."""
+        result = self.to_result()
+        if result is not None and not isinstance(result, Certificate):
+            raise InputDataError(f"the row of {self.input_id!r} holds a verification result, not a certificate: "
+                                 f"read it with to_result()")
+        return result
+
+    def to_result(self) -> Any:
+        """The stored result: a :class:`Certificate` (``certify``), a
+        :class:`~parallelepipedonn.verify.Verification` (``verify --instances``), or ``None``
+        for a time-out or an error."""
+        if self.certificate is None:
+            return None
+        from .verify import FORMAT_NAME, Verification  # lazy: the verify module loads the oracles' base
+
+        data = json.loads(self.certificate)
+        if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
+            return Verification.from_dict(data)
+        return Certificate.from_dict(data)
 
 
 _COLUMNS = tuple(f.name for f in fields(StoredResult))

@@ -20,6 +20,7 @@ import pytest
 from onnx import helper
 
 from parallelepipedonn.certify import CertifyConfig, certify
+from parallelepipedonn.errors import InputDataError
 from parallelepipedonn.network import Affine, Network, ReLU
 from parallelepipedonn.property_net import _rows as integer_rows
 from parallelepipedonn.property_net import composed_chain, reduce_region, shifted_chain
@@ -377,6 +378,9 @@ def test_instances_go_into_the_store_and_a_second_run_resumes(small, tmp_path, c
     assert rows["near"].status == "certified" and rows["near"].reason.startswith("unsat: ")
     assert rows["far"].status == "not-robust" and rows["broken"].status == "error"
     assert Verification.from_dict(json.loads(rows["far"].certificate)).answer is Answer.SAT
+    assert rows["far"].to_result().answer is Answer.SAT and rows["near"].to_result().answer is Answer.UNSAT
+    with pytest.raises(InputDataError, match="holds a verification result"):
+        rows["far"].to_certificate()
     stored = tmp_path / "elsewhere" / "far.json"  # a stored result names its files by resolved paths
     stored.parent.mkdir()
     stored.write_text(rows["far"].certificate)
