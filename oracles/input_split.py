@@ -149,7 +149,7 @@ class InputSplitOracle(Oracle):
                 return Answer(Verdict.UNKNOWN, reason=f"more than {self.max_domains} open sub-boxes")
             elapsed = time.perf_counter() - start
             per_box = elapsed / k
-            if elapsed < 0.5 and k == size:
+            if elapsed < 1.0 and k == size:
                 size = min(2 * size, self.batch)
         self.last = {"bounded": bounded, "rounds": rounds}
         return Answer(Verdict.VERIFIED, margin=smallest,

@@ -151,6 +151,7 @@ LAYERS: dict[str, str] = {
     "benchmarks.dual_boxes": "application",
     "benchmarks.exact_apothem": "application",
     "benchmarks.gmm": "application",
+    "benchmarks.acasxu": "application",
     "benchmarks.graph_complete": "application",
     "benchmarks.executors": "application",
     "benchmarks.options": "application",
