@@ -27,6 +27,7 @@ sub-boxes are bounded: the class declares itself incomplete.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -44,6 +45,8 @@ from .crown import DTYPES, AlphaCrownOracle, CrownOracle, resolve_device
 if TYPE_CHECKING:
     from parallelepipedonn.graph import Graph
     from parallelepipedonn.network import Network
+
+log = logging.getLogger(__name__)
 
 #: The branching heuristics: ``smear`` (width times |d margin / d input| at the centre), ``bound`` (width
 #: times the input's weight in CROWN's linear bound, from the bound's gradient), ``width``.
@@ -149,6 +152,8 @@ class InputSplitOracle(Oracle):
                 return Answer(Verdict.UNKNOWN, reason=f"more than {self.max_domains} open sub-boxes")
             elapsed = time.perf_counter() - start
             per_box = elapsed / k
+            log.debug("input-split round %d: %d sub-boxes in %.3f s, %d verified, %d open", rounds, k, elapsed,
+                      int(done.sum()), len(open_lo))
             if elapsed < 1.0 and k == size:
                 size = min(2 * size, self.batch)
         self.last = {"bounded": bounded, "rounds": rounds}
