@@ -93,6 +93,19 @@ def test_the_time_limit_and_the_budget_give_unknown_never_a_proof():
     assert not b.verified
 
 
+def test_a_cascade_shares_its_time_limit_among_its_stages():
+    net = random_network(8, [4, 64, 64, 64, 3])
+    x = np.full(4, 0.5)
+    label = int(net.predict(x[None])[0])
+    lo, hi = x - 0.3, x + 0.3
+    assert sampled_margins(net, lo, hi, label).min() > 0  # robust, but not proven in 1.5 s
+    cascade = make_oracle("input-split+input-split", net, time_limit=1.5)
+    start = time.perf_counter()
+    a = cascade.verify_box(lo, hi, label)
+    assert time.perf_counter() - start < 2.9  # two stages of 1.5 s each would take 3 s at least
+    assert not a.verified and a.timed_out
+
+
 def test_reads_a_residual_graph_and_confirms_on_it():
     graph = residual()
     rng = np.random.default_rng(0)
