@@ -36,9 +36,9 @@ from parallelepipedonn.vnnlib import parse_vnnlib
 
 #: Properties whose unsafe set is reached (``sat``) on some networks; every other instance of
 #: properties 1-10 is ``unsat``. Property 2: all but N_1,x, N_3,3 and N_4,2; properties 3 and 4:
-#: N_1,7, N_1,8, N_1,9; property 7: its one network (N_1,9).
+#: N_1,7, N_1,8, N_1,9; properties 7 and 8: their one network (N_1,9, N_2,9).
 SAT = {("prop_2", f"{i}_{j}") for i in range(2, 6) for j in range(1, 10)} - {("prop_2", "3_3"), ("prop_2", "4_2")}
-SAT |= {(p, f"1_{j}") for p in ("prop_3", "prop_4") for j in (7, 8, 9)} | {("prop_7", "1_9")}
+SAT |= {(p, f"1_{j}") for p in ("prop_3", "prop_4") for j in (7, 8, 9)} | {("prop_7", "1_9"), ("prop_8", "2_9")}
 
 
 def expected(net: str, prop: str) -> str:
