@@ -115,7 +115,11 @@ class InputSplitOracle(Oracle):
         bounded = rounds = 0
         size = 1  # sub-boxes per call: doubled while calls are fast, at most ``batch``
         per_box = 0.0  # seconds per sub-box, measured
+        alpha_on = False
         while len(open_lo):
+            if not alpha_on and self.alpha is not None and bounded >= self.alpha_after:
+                # alpha-CROWN from now on: the time per sub-box is not known, start small again
+                alpha_on, size, per_box = True, min(size, 16), per_box * 2 * (self.alpha_steps + 1)
             now = time.perf_counter()
             if now >= deadline or (per_box and deadline - now < per_box):
                 self.last = {"bounded": bounded, "rounds": rounds}
@@ -130,7 +134,7 @@ class InputSplitOracle(Oracle):
             keep[take] = False
             open_lo, open_hi, keys = open_lo[keep], open_hi[keep], keys[keep]
             start = time.perf_counter()
-            bounds, score, corner = self._bound(lo, hi, label, alpha=bounded >= self.alpha_after)
+            bounds, score, corner = self._bound(lo, hi, label, alpha=alpha_on)
             rounds += 1
             bounded += k
             cex = self._falsify(lo, hi, corner, label)
