@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .crown import AlphaCrownOracle, CrownOracle
     from .distance import Distance, min_adversarial_distance
     from .gmm import GmmOracle
+    from .input_split import InputSplitOracle
     from .lirpa import LirpaOracle, lirpa_available
     from .marabou import MarabouOracle, marabou_available
     from .milp import MilpOracle
@@ -48,7 +49,7 @@ _LAZY = {
     "Extreme": ".base", "Oracle": ".base", "OracleStats": ".base", "RegionAnswer": ".base",
     "RegionVerdict": ".base", "Verdict": ".base", "Cascade": ".cascade", "AlphaCrownOracle": ".crown",
     "CrownOracle": ".crown", "Distance": ".distance", "GmmOracle": ".gmm", "min_adversarial_distance": ".distance",
-    "LirpaOracle": ".lirpa", "lirpa_available": ".lirpa", "MarabouOracle": ".marabou",
+    "InputSplitOracle": ".input_split", "LirpaOracle": ".lirpa", "lirpa_available": ".lirpa", "MarabouOracle": ".marabou",
     "marabou_available": ".marabou", "MilpOracle": ".milp",
 }
 
@@ -90,6 +91,9 @@ register_oracle("milp", "oracles.milp:MilpOracle", "exact MILP encoding with pyo
                 queries=_REGION)
 register_oracle("bab", "oracles.bab:BabOracle",
                 "branch and bound with alpha/beta-CROWN bounds and LP leaves (sound, complete)", queries=("verify",))
+register_oracle("input-split", "oracles.input_split:InputSplitOracle",
+                "branch and bound on the input box with batched CROWN bounds, for few inputs (sound)",
+                queries=("verify",))
 register_oracle("lirpa", "oracles.lirpa:LirpaOracle",
                 "auto_LiRPA IBP/CROWN/alpha-CROWN (optional, from source; sound, incomplete)", queries=("verify",))
 register_oracle("marabou", "oracles.marabou:MarabouOracle", "Marabou via maraboupy 2.0 (optional; sound, complete)",
@@ -115,6 +119,7 @@ __all__ = [
     "Distance",
     "Extreme",
     "GmmOracle",
+    "InputSplitOracle",
     "LirpaOracle",
     "MarabouOracle",
     "MilpOracle",

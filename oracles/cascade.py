@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,8 @@ class Cascade(Oracle):
 
     Sound if every stage is sound (each stage's VERIFIED is its own proof); complete if
     any stage is. The answer for a box is the first definite one (VERIFIED or FALSIFIED),
-    else the last stage's UNKNOWN. ``reason`` says which stage answered. It answers the
+    else the last stage's UNKNOWN. ``reason`` says which stage answered. The cascade's
+    ``time_limit`` bounds the whole call: each stage gets what the previous ones left. It answers the
     other queries (:data:`~oracles.base.QUERIES`) that any stage declares: each goes to the
     last stage that declares it (e.g. the distance to ``milp``).
     """
@@ -75,10 +77,18 @@ class Cascade(Oracle):
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         answers: list[Answer] = [Answer(Verdict.UNKNOWN, reason="not asked")] * len(lower)
         pending = list(range(len(lower)))
+        deadline = None if self.time_limit is None else time.perf_counter() + self.time_limit
         for stage in self.stages:
             if not pending:
                 break
-            got = stage.verify(lower[pending], upper[pending], label)
+            remaining = None if deadline is None else deadline - time.perf_counter()
+            if remaining is not None and remaining <= 0:  # the stages share the cascade's limit
+                for i in pending:
+                    answers[i] = Answer(Verdict.UNKNOWN, reason=f"{stage.name}: not asked, the time limit ran out",
+                                        timed_out=True)
+                break
+            with stage.time_limited(remaining):
+                got = stage.verify(lower[pending], upper[pending], label)
             still = []
             for i, a in zip(pending, got):
                 reason = f"{stage.name}: {a.reason}" if a.reason else stage.name

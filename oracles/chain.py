@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from parallelepipedonn.graph import Graph
 
 #: The oracles that read any graph as it is (their classes set ``reads_graphs``).
-GRAPH_ORACLES = ("crown", "alpha-crown", "milp", "bab", "attack")
+GRAPH_ORACLES = ("crown", "alpha-crown", "milp", "bab", "input-split", "attack")
 
 
 def chain_network(network: Network | Graph, who: str) -> tuple[Network, dict[str, Any] | None]:

@@ -63,6 +63,14 @@ FORMAT_VERSION = 1
 #: The oracle ``verify`` asks by default: the attack first (``sat`` cheaply), then the
 #: bound propagations, then branch and bound (complete).
 DEFAULT_VERIFY_ORACLE = "attack+crown+alpha-crown+bab"
+#: Models with at most :data:`FEW_INPUTS` inputs are asked :data:`FEW_INPUTS_ORACLE` instead
+#: of the default: branch and bound on the input box (:mod:`oracles.input_split`) needs a
+#: number of sub-boxes that grows exponentially with the number of inputs it splits, and
+#: beats splitting ReLUs where there are few (ACAS Xu: 5). 16 leaves room for every input
+#: to be halved a few times within the sub-box budget; beyond, the ReLU splits of ``bab``
+#: are the better bet.
+FEW_INPUTS = 16
+FEW_INPUTS_ORACLE = "attack+crown+input-split+bab"
 
 
 class Answer(str, enum.Enum):
@@ -84,20 +92,30 @@ class VerifyConfig:
     """Which oracle (any name or cascade ``a+b+c``, with its options) and torch device.
     ``fallback`` (optional): the oracle used instead for a graph model that ``oracle``'s
     chain stages cannot read (a residual graph, or one whose dense expansion is too large),
-    e.g. ``attack+crown`` when the default was not chosen by the user."""
+    e.g. ``attack+crown`` when the default was not chosen by the user. ``few_inputs``
+    (default :data:`FEW_INPUTS_ORACLE`): the oracle asked instead of the default one
+    (:data:`DEFAULT_VERIFY_ORACLE`, and only that one) for a model with at most
+    :data:`FEW_INPUTS` inputs; ``None``: never."""
 
     oracle: str = DEFAULT_VERIFY_ORACLE
     oracle_options: Mapping[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     fallback: str | None = None
+    few_inputs: str | None = FEW_INPUTS_ORACLE
 
     def for_model(self, model: Network | Graph) -> tuple[VerifyConfig, str]:
-        """This configuration, or its ``fallback`` where the model needs it (and why)."""
+        """This configuration, or its ``few_inputs`` or ``fallback`` oracle where the model
+        needs it (and why)."""
         from oracles.chain import chain_network
 
         from .errors import ModelTooLargeError, OracleError
         from .property_net import reads_graphs
 
+        if self.few_inputs is not None and self.oracle == DEFAULT_VERIFY_ORACLE and model.n_inputs <= FEW_INPUTS \
+                and self._takes_options(self.few_inputs):
+            note = f"{model.n_inputs} inputs: input splitting instead of the default {self.oracle}"
+            log.info("%s", note)
+            return replace(self, oracle=self.few_inputs, few_inputs=None, fallback=None), note
         if self.fallback is None or isinstance(model, Network) or reads_graphs(self.oracle) or \
                 model.as_network() is not None:
             return self, ""
@@ -108,6 +126,15 @@ class VerifyConfig:
             log.info("%s", note)
             return replace(self, oracle=self.fallback, fallback=None), note
         return self, ""
+
+    def _takes_options(self, oracle: str) -> bool:
+        from oracles.registry import stage_options
+
+        try:
+            stage_options(oracle, self.oracle_options)
+        except ConfigError:
+            return False
+        return True
 
     def build(self, network: Network | Graph) -> Oracle:
         oracle, _ = build_oracles(network, CertifyConfig(oracle=self.oracle, oracle_options=self.oracle_options,
@@ -529,6 +556,6 @@ def _region_outcome(answer, oracle: Oracle, confirm: Callable[[Any], FloatArray 
     return ClaimCheck("undecided", f"{oracle.name} could not decide{why}: {answer.reason}", oracle=oracle.name)
 
 
-__all__ = ["DEFAULT_VERIFY_ORACLE", "FORMAT_NAME", "FORMAT_VERSION", "Answer", "ClaimCheck", "Verification",
+__all__ = ["DEFAULT_VERIFY_ORACLE", "FEW_INPUTS", "FEW_INPUTS_ORACLE", "FORMAT_NAME", "FORMAT_VERSION", "Answer", "ClaimCheck", "Verification",
            "VerifyConfig", "confirm_counterexample", "exact_outputs", "load_model_file", "recheck_verification",
            "verify_epsilon", "verify_property"]

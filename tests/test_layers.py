@@ -76,6 +76,7 @@ LAYERS: dict[str, str] = {
     "oracles.cascade": "oracles",
     "oracles.chain": "oracles",  # the bridge from graphs to the chain oracles
     "oracles.crown": "oracles",
+    "oracles.input_split": "oracles",
     "oracles.distance": "oracles",
     "oracles.gmm": "oracles",  # closed form on linear classifiers, CROWN otherwise
     "oracles.graph_bounds": "oracles",  # CROWN over the DAG IR
@@ -151,6 +152,7 @@ LAYERS: dict[str, str] = {
     "benchmarks.exact_apothem": "application",
     "benchmarks.epsilon_agreement": "application",
     "benchmarks.gmm": "application",
+    "benchmarks.acasxu": "application",
     "benchmarks.executors": "application",
     "benchmarks.options": "application",
     "benchmarks.oracle_throughput": "application",

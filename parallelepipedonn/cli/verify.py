@@ -56,8 +56,9 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                       "instance into --store (running it again resumes)")
     how = p.add_argument_group("how to verify")
     lazy_help(how.add_argument("--oracle", default=None),
-              "verifier (%(oracle_names)s, or a cascade a+b+c; default: attack+crown+alpha-crown+bab, and "
-              "attack+crown for a graph model that the other stages cannot read: residual, or too large as a chain)",
+              "verifier (%(oracle_names)s, or a cascade a+b+c; default: attack+crown+alpha-crown+bab, "
+              "attack+crown+input-split+bab for a model with at most 16 inputs, and attack+crown for a graph model "
+              "that the other stages cannot read: residual, or too large as a chain)",
               oracle_names=oracle_names)
     how.add_argument("--oracle-option", action="append", default=[], metavar="[STAGE.]KEY=VALUE",
                      help="an option of the oracle (as for certify), e.g. bab.max_nodes=100000; repeatable")
@@ -106,7 +107,7 @@ def _mode(args: argparse.Namespace) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ..verify import DEFAULT_VERIFY_ORACLE, VerifyConfig
+    from ..verify import DEFAULT_VERIFY_ORACLE, FEW_INPUTS_ORACLE, VerifyConfig
 
     mode = _mode(args)
     check_outputs(args, args.json, args.result_file, args.store)
@@ -117,7 +118,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     config = VerifyConfig(oracle=args.oracle or DEFAULT_VERIFY_ORACLE,
                           oracle_options=parse_oracle_options(args.oracle_option), device=args.device,
-                          fallback="attack+crown" if args.oracle is None else None)
+                          fallback="attack+crown" if args.oracle is None else None,
+                          few_inputs=FEW_INPUTS_ORACLE if args.oracle is None else None)
     if mode == "instances":
         return _instances(args, config)
     if mode == "vnnlib":

@@ -1,0 +1,147 @@
+"""input-split: branch and bound on the input box. VERIFIED only when every leaf of a
+partition of the box is verified by CROWN (never on a box holding a misclassified sample,
+and its margin a lower bound of every sampled margin); FALSIFIED only with a confirmed
+counterexample; it agrees with milp (complete) on small nets, proves boxes CROWN alone
+cannot, honours its time limit and sub-box budget with UNKNOWN, and ``verify`` asks it
+for models with few inputs."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from oracles import Verdict, make_oracle
+from oracles.crown import CrownOracle
+from oracles.input_split import InputSplitOracle
+from parallelepipedonn.errors import OracleError
+from parallelepipedonn.verify import DEFAULT_VERIFY_ORACLE, FEW_INPUTS, FEW_INPUTS_ORACLE, VerifyConfig
+from tests.graph_nets import residual
+from tests.nets import random_network
+
+
+def sampled_margins(net, lo, hi, label, n=4000, seed=0):
+    pts = np.random.default_rng(seed).uniform(lo, hi, (n, len(lo)))
+    pts = np.concatenate([pts, lo[None], hi[None]])
+    logits = net.forward(pts)
+    return logits[:, label] - np.delete(logits, label, axis=1).max(axis=1)
+
+
+def boxes(net, seed, radii):
+    """Boxes of the given radii around a random point, and the label predicted there."""
+    x = np.random.default_rng(seed).uniform(0.2, 0.8, net.n_inputs)
+    label = int(net.predict(x)[0])
+    return [(np.clip(x - r, 0, 1), np.clip(x + r, 0, 1)) for r in radii], label
+
+
+@pytest.mark.parametrize("branching", ["bound", "smear", "width"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_verified_boxes_hold_no_misclassified_sample_and_falsified_ones_a_confirmed_point(seed, branching):
+    net = random_network(seed, [2, 16, 16, 3])
+    oracle = InputSplitOracle(net, branching=branching, time_limit=10)
+    for lo, hi in boxes(net, seed, [0.02, 0.1, 0.3])[0]:
+        for label in range(3):
+            a = oracle.verify_box(lo, hi, label)
+            margins = sampled_margins(net, lo, hi, label)
+            if a.verified:
+                assert margins.min() > 0 and a.margin <= margins.min()
+            elif a.falsified:
+                assert (lo <= a.counterexample).all() and (a.counterexample <= hi).all()
+                assert net.misclassified(a.counterexample, label)[0]
+            else:
+                assert not a.timed_out  # these tiny problems are decided well within the limit
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_agrees_with_milp_on_small_nets(seed):
+    net = random_network(seed, [3, 10, 10, 3])
+    split = InputSplitOracle(net, time_limit=20)
+    milp = make_oracle("milp", net, time_limit=20)
+    radii = [0.01, 0.05, 0.15, 0.4]
+    decided = 0
+    for lo, hi in boxes(net, seed, radii)[0]:
+        for label in range(3):
+            a, b = split.verify_box(lo, hi, label), milp.verify_box(lo, hi, label)
+            if Verdict.UNKNOWN not in (a.verdict, b.verdict):
+                assert a.verified == b.verified
+                decided += 1
+    assert decided >= 10
+
+
+def test_proves_a_box_that_crown_alone_cannot_by_splitting():
+    net = random_network(9, [2, 24, 24, 2])
+    ((lo, hi),), label = boxes(net, 9, [0.3])
+    sampled = sampled_margins(net, lo, hi, label).min()
+    assert sampled > 0 and CrownOracle(net).margin_lower_bounds(lo[None], hi[None], label).min() <= 0
+    oracle = InputSplitOracle(net, time_limit=20, alpha_steps=0)  # CROWN on every sub-box
+    a = oracle.verify_box(lo, hi, label)
+    assert a.verified and oracle.last["bounded"] > 1
+    assert 0 < a.margin <= sampled
+
+
+def test_the_time_limit_and_the_budget_give_unknown_never_a_proof():
+    net = random_network(6, [4, 32, 32, 3])
+    lo, hi = np.zeros(4), np.ones(4)
+    label = int(np.argmax(np.bincount(net.predict(np.random.default_rng(0).random((500, 4))), minlength=3)))
+    assert sampled_margins(net, lo, hi, label).min() < 0  # no proof exists
+    start = time.perf_counter()
+    a = InputSplitOracle(net, time_limit=0.5, batch=4).verify_box(lo, hi, label)
+    assert time.perf_counter() - start < 3
+    assert not a.verified
+    b = InputSplitOracle(net, max_domains=2, batch=1).verify_box(lo, hi, label)
+    assert not b.verified
+
+
+def test_a_cascade_shares_its_time_limit_among_its_stages():
+    net = random_network(8, [4, 64, 64, 64, 3])
+    x = np.full(4, 0.5)
+    label = int(net.predict(x[None])[0])
+    lo, hi = x - 0.3, x + 0.3
+    assert sampled_margins(net, lo, hi, label).min() > 0  # robust, but not proven in 1.5 s
+    cascade = make_oracle("input-split+input-split", net, time_limit=1.5)
+    start = time.perf_counter()
+    a = cascade.verify_box(lo, hi, label)
+    assert time.perf_counter() - start < 2.9  # two stages of 1.5 s each would take 3 s at least
+    assert not a.verified and a.timed_out
+
+
+def test_reads_a_residual_graph_and_confirms_on_it():
+    graph = residual()
+    rng = np.random.default_rng(0)
+    x = rng.random(graph.n_inputs)
+    label = int(graph.predict(x)[0])
+    oracle = InputSplitOracle(graph, time_limit=10, batch=64)
+    for r in (0.001, 0.5):
+        lo, hi = np.clip(x - r, 0, 1), np.clip(x + r, 0, 1)
+        a = oracle.verify_box(lo, hi, label)
+        if a.verified:
+            assert sampled_margins(graph, lo, hi, label, n=500).min() > 0
+        if a.falsified:
+            assert graph.misclassified(a.counterexample, label)[0]
+
+
+def test_bad_options_are_refused():
+    net = random_network(0, [2, 4, 2])
+    for options in ({"batch": 0}, {"branching": "random"}, {"alpha_steps": -1}, {"dtype": "float16"}):
+        with pytest.raises(OracleError):
+            InputSplitOracle(net, **options)
+
+
+def test_alpha_crown_on_open_sub_boxes_is_sound():
+    net = random_network(7, [2, 16, 16, 3])
+    (box,), label = boxes(net, 7, [0.15])
+    a = InputSplitOracle(net, alpha_steps=5, alpha_after=0, time_limit=10).verify_box(*box, label)
+    if a.verified:
+        assert a.margin <= sampled_margins(net, *box, label).min()
+
+
+def test_verify_asks_input_splitting_for_models_with_few_inputs_and_only_by_default():
+    few, many = random_network(0, [FEW_INPUTS, 4, 2]), random_network(0, [FEW_INPUTS + 1, 4, 2])
+    config, note = VerifyConfig().for_model(few)
+    assert config.oracle == FEW_INPUTS_ORACLE and "input splitting" in note
+    assert VerifyConfig().for_model(many)[0].oracle == DEFAULT_VERIFY_ORACLE
+    assert VerifyConfig(oracle="crown").for_model(few)[0].oracle == "crown"
+    assert VerifyConfig(few_inputs=None).for_model(few)[0].oracle == DEFAULT_VERIFY_ORACLE
+    # options for a stage the few-inputs cascade lacks keep the default
+    assert VerifyConfig(oracle_options={"alpha-crown.steps": 3}).for_model(few)[0].oracle == DEFAULT_VERIFY_ORACLE
