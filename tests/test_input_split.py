@@ -98,11 +98,11 @@ def test_a_cascade_shares_its_time_limit_among_its_stages():
     x = np.full(4, 0.5)
     label = int(net.predict(x[None])[0])
     lo, hi = x - 0.3, x + 0.3
-    assert sampled_margins(net, lo, hi, label).min() > 0  # robust, but not proven in 1.5 s
-    cascade = make_oracle("input-split+input-split", net, time_limit=1.5)
+    assert sampled_margins(net, lo, hi, label).min() > 0  # robust, but not proven in 2 s
+    cascade = make_oracle("input-split+input-split", net, time_limit=2.0)
     start = time.perf_counter()
     a = cascade.verify_box(lo, hi, label)
-    assert time.perf_counter() - start < 2.9  # two stages of 1.5 s each would take 3 s at least
+    assert time.perf_counter() - start < 3.8  # two stages of 2 s each would take 4 s at least
     assert not a.verified and a.timed_out
 
 
