@@ -62,6 +62,7 @@ from .bounds import (
     bounds_valid,
     concretize,
     fix_monotone_inputs,
+    gradient_bounds,
     input_scale,
     margin_spec,
     minimizing_corner,
@@ -199,7 +200,13 @@ class BabOracle(Oracle):
         parts = []
         for row in order:
             with torch.no_grad():
-                parts.append(fix_monotone_inputs(net, lo, hi, spec[0, row]))
+                # the root's bounds are at least as tight as CROWN's, with which the shrinking
+                # starts: where they show no input monotone, the box stays as it is
+                g_lo, g_hi = gradient_bounds(net, root, spec[0, row])
+                if bool((((g_lo > 0) | (g_hi < 0)) & (hi > lo)[0]).any()):
+                    parts.append(fix_monotone_inputs(net, lo, hi, spec[0, row]))
+                else:
+                    parts.append((lo, hi, root))
         # the root's bounds hold on every shrunk box inside it: intersected
         bounds = [(torch.maximum(torch.cat([p[2][i][0] for p in parts]), root[i][0]),
                    torch.minimum(torch.cat([p[2][i][1] for p in parts]), root[i][1])) for i in range(len(root))]
