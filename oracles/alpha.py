@@ -26,7 +26,6 @@ import hashlib
 import math
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, replace
 
@@ -52,7 +51,7 @@ Bounds = list[tuple[Tensor, Tensor]]
 #: coefficients are as many).
 MAX_SLOPES = 2 ** 24
 
-#: How many boxes' optimised bounds :func:`optimize_bounds` remembers (the latest ones).
+#: The largest batch whose optimised bounds :func:`optimize_bounds` remembers (its last call's).
 REMEMBERED = 32
 
 
@@ -197,22 +196,21 @@ def optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Ten
     the neurons they leave unstable get optimised bounds. A batch whose slopes would
     exceed :data:`MAX_SLOPES` numbers is optimised in halves.
 
-    Without ``reference``, for a batch of at most :data:`REMEMBERED` boxes, the results of
-    the last :data:`REMEMBERED` boxes optimised to the end (not stopped by the deadline) are
-    remembered, keyed by the exact network (its
-    tensors' bytes and rounding constants), box, specification rows, settings (but the
-    deadline) and ``reference_method``: a batch whose every box is remembered gets those
-    proven bounds again without optimising (in a cascade ``alpha-crown+bab``, bab's root
-    is the alpha-crown stage's). A remembered result is the proof computed for exactly that
-    question: sound.
+    Without ``reference``, the results of the last call that optimised to the end (not
+    stopped by the deadline) a batch of at most :data:`REMEMBERED` boxes are remembered,
+    keyed by the exact network (its tensors' bytes and rounding constants), box,
+    specification rows, settings (but the deadline) and ``reference_method``: a batch whose
+    every box is remembered gets those proven bounds again without optimising (in a
+    cascade ``alpha-crown+bab``, bab's root is the alpha-crown stage's bound of the box,
+    not a second optimisation). A remembered result is the proof computed for exactly that
+    question: sound. Only the last call is kept, so that a benchmark asking oracles the
+    same boxes one after the other measures each.
     """
     if reference is not None or settings.steps == 0 or lower.shape[0] > REMEMBERED:
         return _optimize_bounds(net, lower, upper, spec, settings, reference, reference_method)
     keys = _keys(net, lower, upper, spec, settings, reference_method)
     rows = [_MEMORY.get(k) for k in keys]
     if all(r is not None for r in rows):
-        for k in keys:
-            _MEMORY.move_to_end(k)
         return OptimizedBounds(torch.stack([r.final for r in rows]),
                                [(torch.stack([r.intermediate[i][0] for r in rows]),
                                  torch.stack([r.intermediate[i][1] for r in rows])) for i in range(len(rows[0].intermediate))],
@@ -220,12 +218,10 @@ def optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Ten
                                max(r.steps for r in rows))
     out = _optimize_bounds(net, lower, upper, spec, settings, reference, reference_method)
     if time.perf_counter() <= settings.deadline:  # optimised to the end: the answer to remember
+        _MEMORY.clear()
         for b, k in enumerate(keys):
             _MEMORY[k] = OptimizedBounds(out.final[b].clone(), [(lo[b].clone(), hi[b].clone()) for lo, hi in out.intermediate],
                                          [s[b].clone() for s in out.slopes], out.steps)
-            _MEMORY.move_to_end(k)
-        while len(_MEMORY) > REMEMBERED:
-            _MEMORY.popitem(last=False)
     return out
 
 
@@ -248,8 +244,9 @@ def _digest(net: NetworkTensors) -> str:
     return _DIGESTS[key][1]
 
 
-#: key -> one box's :class:`OptimizedBounds` (see :func:`optimize_bounds`), oldest first
-_MEMORY: OrderedDict[tuple, OptimizedBounds] = OrderedDict()
+#: key -> one box's :class:`OptimizedBounds`: the boxes of the last call remembered (see
+#: :func:`optimize_bounds`)
+_MEMORY: dict[tuple, OptimizedBounds] = {}
 
 
 def _keys(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Tensor, settings: AlphaSettings,

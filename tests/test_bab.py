@@ -1,9 +1,11 @@
-"""Branch and bound (oracles/bab.py): alpha-CROWN at the root, sub-domains warm-started from
-their parent, FSB-style branching.
+"""Branch and bound (oracles/bab.py) on chains: alpha-CROWN at the root, sub-domains
+warm-started from their parent, FSB-style branching (graphs: tests/test_bab_graph.py).
 
 What it must do: decide every small query, agree with MILP and with sampled
 counterexamples whatever the branching, prove at the root what optimised intermediate
-bounds prove, and never need more sub-domains with its optimised root than with CROWN's.
+bounds prove, never need more sub-domains with its optimised root than with CROWN's, and,
+after an alpha-crown stage in a cascade, start from that stage's bounds without
+optimising the root again.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oracles import BabOracle, MilpOracle, Verdict
+import oracles.alpha
+from oracles import BabOracle, MilpOracle, Verdict, make_oracle
 from oracles.crown import AlphaCrownOracle, CrownOracle
 from parallelepipedonn.errors import OracleError
 from tests.nets import random_network
@@ -38,7 +41,8 @@ def test_every_small_query_is_decided_and_agrees_with_milp(candidates):
             assert ((lo <= cex) & (cex <= hi)).all() and NET.misclassified(cex, label)[0]
 
 
-def test_the_optimised_root_proves_what_alpha_crown_proves_without_branching():
+def test_the_optimised_root_proves_what_alpha_crown_proves_without_branching(monkeypatch):
+    monkeypatch.setattr("oracles.alpha.REMEMBERED", 0)  # bab's root optimised by bab, not alpha-crown's remembered
     for lo, hi, label in _queries(40, 1, 0.5):
         crown = CrownOracle(NET).verify_box(lo, hi, label)
         alpha = AlphaCrownOracle(NET, steps=20, lr=0.3).verify_box(lo, hi, label)
@@ -62,7 +66,22 @@ def test_branching_with_candidates_and_an_optimised_root_needs_no_more_sub_domai
     assert sum(counts[(20, 3)]) <= sum(counts[(0, 1)])
 
 
-@pytest.mark.parametrize("options", [{"candidates": 0}, {"root_steps": -1}])
+def test_after_an_alpha_crown_stage_the_root_is_not_optimised_again(monkeypatch):
+    optimised = []
+    run = oracles.alpha._optimize
+    monkeypatch.setattr("oracles.alpha._optimize", lambda *a: optimised.append(1) or run(*a))
+    for lo, hi, label in _queries(40, 3, 0.6):
+        cascade = make_oracle("alpha-crown+bab", NET)
+        count = len(optimised)
+        answer = cascade.verify_box(lo, hi, label)
+        if answer.verdict is Verdict.VERIFIED and answer.reason.startswith("bab") and cascade.stages[1].last_nodes:
+            assert len(optimised) == count + 1  # the alpha-crown stage's only
+            assert answer.verdict is MilpOracle(NET).verify_box(lo, hi, label).verdict
+            return
+    pytest.fail("no box that bab verifies by branching after alpha-crown")
+
+
+@pytest.mark.parametrize("options", [{"candidates": 0}, {"root_steps": -1}, {"iterates": "float16"}])
 def test_bad_options_are_refused(options):
     with pytest.raises(OracleError):
         BabOracle(NET, **options)
