@@ -171,6 +171,7 @@ class BabOracle(Oracle):
         self._iterate = None if self.tensors is None else iterate_tensors(self.tensors, DTYPES[iterates])
         self.last_nodes = 0
         self._floor = math.inf  # the smallest proven sub-domain bound of the current decision
+        self._deadline = math.inf  # of the current decision (time.perf_counter())
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "max_nodes": self.max_nodes, "batch_nodes": self.batch_nodes,
@@ -250,6 +251,7 @@ class BabOracle(Oracle):
         """Branch and bound on the box ``[lower, upper]`` (flat arrays)."""
         start = time.perf_counter()
         deadline = math.inf if self.time_limit is None else start + self.time_limit
+        self._deadline = deadline
         dev = self.device
         trees = self._trees(torch.tensor(lower, dtype=torch.float64, device=dev)[None],
                             torch.tensor(upper, dtype=torch.float64, device=dev)[None], label, deadline)
@@ -376,7 +378,8 @@ class BabOracle(Oracle):
         """alpha/beta-CROWN lower bounds of ``logit_label - logit_target`` on each sub-domain:
         ``steps`` Adam steps (in the ``iterates`` dtype on a chain) on its slopes and
         multipliers from where its parent left them choose, per sub-domain, those of its
-        best step; the bound returned is one sound pass with them."""
+        best step (fewer past the deadline); the bound returned is one sound pass with
+        them."""
         bounds = self._node_bounds(nodes, trees)
         best_alphas, best_betas = [a.detach().clone() for a in nodes.alphas], [b.detach().clone() for b in nodes.betas]
         steps = self.steps if steps is None else steps
@@ -395,7 +398,7 @@ class BabOracle(Oracle):
                         best = torch.where(better, value[:, 0], best)
                         for kept, now in zip(best_alphas + best_betas, alphas + betas):
                             kept.copy_(torch.where(better.unsqueeze(1), now[:, 0].to(kept.dtype), kept))
-                    if step == steps or bool((best > 0).all()):
+                    if step == steps or bool((best > 0).all()) or time.perf_counter() > self._deadline:
                         break
                     opt.ascend(value.sum())
                     with torch.no_grad():
@@ -422,10 +425,11 @@ class BabOracle(Oracle):
         ``candidates`` best-scored is tried by bounding its two children once with the
         parent's slopes and multipliers (a sound pass), and the one whose better child has
         the larger bound is taken (measured on MNIST nets: about half the sub-domains of
-        the largest score alone). Children already proven by that bound are left out."""
+        the largest score alone; past the deadline, the largest score). Children already
+        proven by that bound are left out."""
         flat = torch.cat([torch.where(f, s, torch.full_like(s, -1.0)) for s, f in zip(scores, free)], dim=1)
         k = min(self.candidates, flat.shape[1])
-        if k == 1:
+        if k == 1 or time.perf_counter() > self._deadline:  # past the deadline: no more passes than needed
             return self._children(nodes, flat.argmax(dim=1))
         top = flat.topk(k, dim=1)
         with torch.no_grad():
