@@ -22,10 +22,12 @@ Non-finite numbers prove nothing (``-inf``), exactly as in :mod:`oracles.bounds`
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, replace
 
 import torch
 
@@ -48,6 +50,9 @@ Bounds = list[tuple[Tensor, Tensor]]
 #: batch is split (the iterates keep several copies of them, and the backward passes'
 #: coefficients are as many).
 MAX_SLOPES = 2 ** 24
+
+#: The largest batch whose optimised bounds :func:`optimize_bounds` remembers (its last call's).
+REMEMBERED = 32
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,80 @@ def optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Ten
     interval bounds, :func:`~oracles.bounds.intermediate_bounds` with ``reference_method``);
     the neurons they leave unstable get optimised bounds. A batch whose slopes would
     exceed :data:`MAX_SLOPES` numbers is optimised in halves.
+
+    Without ``reference``, the results of the last call that optimised to the end (not
+    stopped by the deadline) a batch of at most :data:`REMEMBERED` boxes are remembered,
+    keyed by the exact network (its tensors' bytes and rounding constants), box,
+    specification rows, settings (but the deadline) and ``reference_method``: a batch whose
+    every box is remembered gets those proven bounds again without optimising (in a
+    cascade ``alpha-crown+bab``, bab's root is the alpha-crown stage's bound of the box,
+    not a second optimisation). A remembered result is the proof computed for exactly that
+    question: sound. Only the last call is kept, so that a benchmark asking oracles the
+    same boxes one after the other measures each.
+    """
+    if reference is not None or settings.steps == 0 or lower.shape[0] > REMEMBERED:
+        return _optimize_bounds(net, lower, upper, spec, settings, reference, reference_method)
+    keys = _keys(net, lower, upper, spec, settings, reference_method)
+    rows = [_MEMORY.get(k) for k in keys]
+    if all(r is not None for r in rows):
+        return OptimizedBounds(torch.stack([r.final for r in rows]),
+                               [(torch.stack([r.intermediate[i][0] for r in rows]),
+                                 torch.stack([r.intermediate[i][1] for r in rows])) for i in range(len(rows[0].intermediate))],
+                               [torch.stack([r.slopes[i] for r in rows]) for i in range(len(rows[0].slopes))],
+                               max(r.steps for r in rows))
+    out = _optimize_bounds(net, lower, upper, spec, settings, reference, reference_method)
+    if time.perf_counter() <= settings.deadline:  # optimised to the end: the answer to remember
+        _MEMORY.clear()
+        for b, k in enumerate(keys):
+            _MEMORY[k] = OptimizedBounds(out.final[b].clone(), [(lo[b].clone(), hi[b].clone()) for lo, hi in out.intermediate],
+                                         [s[b].clone() for s in out.slopes], out.steps)
+    return out
+
+
+#: id(net) -> (a weak reference to it, the digest of its tensors), computed once per object
+_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _digest(net: NetworkTensors) -> str:
+    """sha256 of the network's tensors (weights, biases, their rounding magnitudes)."""
+    known = _DIGESTS.get(id(net))
+    if known is not None and known[0]() is net:
+        return known[1]
+    digest = hashlib.sha256()
+    for ts in (net.weights, net.biases, net.abs_weights, net.abs_biases):
+        for t in ts:
+            digest.update(repr((t.dtype, tuple(t.shape))).encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    key = id(net)
+    _DIGESTS[key] = (weakref.ref(net, lambda _: _DIGESTS.pop(key, None)), digest.hexdigest())
+    return _DIGESTS[key][1]
+
+
+#: key -> one box's :class:`OptimizedBounds`: the boxes of the last call remembered (see
+#: :func:`optimize_bounds`)
+_MEMORY: dict[tuple, OptimizedBounds] = {}
+
+
+def _keys(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Tensor, settings: AlphaSettings,
+          reference_method: str) -> list[tuple]:
+    """Per box, what its optimised bounds depend on, exactly (bytes of every tensor)."""
+    common = (_digest(net), net.rel, net.tiny, str(lower.device), str(lower.dtype), str(spec.dtype),
+              astuple(replace(settings, deadline=math.inf)), reference_method)
+    lo, hi, sp = (x.detach().cpu().contiguous().numpy() for x in (lower, upper, spec))
+    return [(common, lo[b].tobytes(), hi[b].tobytes(), sp[b].shape, sp[b].tobytes()) for b in range(lo.shape[0])]
+
+
+def _optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Tensor,
+                    settings: AlphaSettings = AlphaSettings(), reference: Sequence[tuple[Tensor, Tensor]] | None = None,
+                    reference_method: str = "crown") -> OptimizedBounds:
+    """:func:`optimize_bounds` without its memory: alpha-CROWN bounds of ``spec @ logits`` (``spec`` of shape ``(B, m, n_classes)``) over
+    each box ``[lower, upper]`` (``(B, n)``), with every pass's slopes optimised jointly (see
+    the module docstring for what is proven).
+
+    ``reference``: proven bounds of every ReLU's input to stay within (default: CROWN's and
+    interval bounds, :func:`~oracles.bounds.intermediate_bounds` with ``reference_method``);
+    the neurons they leave unstable get optimised bounds. A batch whose slopes would
+    exceed :data:`MAX_SLOPES` numbers is optimised in halves.
     """
     with torch.no_grad():
         ref = [(lo.detach(), hi.detach()) for lo, hi in
@@ -200,7 +279,7 @@ def optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Ten
         per_box = sum(2 * idx.numel() * sum(widths[:k]) for k, idx in rows.items()) + spec.shape[1] * sum(widths)
         if lower.shape[0] > 1 and lower.shape[0] * per_box > MAX_SLOPES and settings.steps:
             half = lower.shape[0] // 2
-            parts = [optimize_bounds(net, lower[s], upper[s], spec[s], settings, [(lo[s], hi[s]) for lo, hi in ref])
+            parts = [_optimize_bounds(net, lower[s], upper[s], spec[s], settings, [(lo[s], hi[s]) for lo, hi in ref])
                      for s in (slice(0, half), slice(half, None))]
             return OptimizedBounds(torch.cat([p.final for p in parts]),
                                    [(torch.cat([a[0] for a in layer]), torch.cat([a[1] for a in layer]))

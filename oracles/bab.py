@@ -1,18 +1,25 @@
 """Branch and bound on ReLU phases with optimised linear bounds: a complete verifier.
 
-For one box and each class ``j`` whose margin ``logit_label - logit_j`` CROWN cannot
-prove, a tree is grown (all trees share one frontier, bounded in batches):
+For one box, alpha-CROWN with optimised intermediate bounds (:mod:`oracles.alpha`,
+``root_steps`` Adam steps) bounds every margin ``logit_label - logit_j`` first; for each
+class ``j`` it cannot rule out, a tree is grown (all trees share one frontier, bounded in
+batches):
 
 1. the box is first shrunk without changing the margin's minimum
    (:func:`~oracles.bounds.fix_monotone_inputs`: inputs along which the margin is
-   monotone on the whole box are fixed at the minimising end);
+   monotone on the whole box are fixed at the minimising end); its ReLU input bounds are
+   CROWN's on the shrunk box intersected with the root's optimised ones;
 2. a sub-domain fixes the phase of some unstable ReLUs (``z >= 0`` or ``z <= 0``); it is
    bounded by alpha/beta-CROWN — lower ReLU slopes ``alpha`` and Lagrange multipliers
-   ``beta >= 0`` of its split constraints, optimised by a few Adam steps; every value of
-   them gives a sound bound, and the best one is kept;
-3. an unproven sub-domain is split on the free unstable ReLU with the largest BaBSR-like
-   score; a sub-domain with every ReLU fixed gets many more multiplier steps, and what
-   they cannot prove is decided exactly by an LP (pyomo + HiGHS);
+   ``beta >= 0`` of its split constraints, optimised by a few Adam steps (in the
+   ``iterates`` dtype, float32 by default) from its parent's best ones (the root's slopes
+   for the first); every value of them gives a sound bound, and the bound kept is one
+   sound float64 pass with the best;
+3. an unproven sub-domain is split on a free unstable ReLU: among the ``candidates`` with
+   the largest BaBSR-like scores, the one whose two children's bounds (one sound pass each
+   with the parent's parameters) leave the least unproven (FSB-style); children proven
+   by that pass are done. A sub-domain with every ReLU fixed gets many more multiplier
+   steps, and what they cannot prove is decided exactly by an LP (pyomo + HiGHS);
 4. the vertex minimising each bound, and each LP optimum, is checked by a forward pass as
    a counterexample.
 
@@ -25,11 +32,13 @@ it is: the sub-domains fix the phases of the neurons of its ReLU nodes, bounded 
 alpha/beta-CROWN over the DAG (:func:`oracles.graph_bounds.backward` with the splits'
 Lagrangian terms, on the box's node bounds clamped by the phases), the leaves decided by
 the LP of :func:`oracles.milp_graph.encode_graph`; the box is not shrunk (step 1 reads
-chains only).
+chains only), the root is CROWN's (its slopes the start of the first sub-domains'), and
+the iterates are float64 (the graph's passes are in one dtype).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -44,6 +53,7 @@ from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import solver_proof_margin, solver_trusted
 
+from .alpha import AlphaSettings, iterate_tensors, optimize_bounds
 from .base import Answer, FloatArray, Oracle, Verdict
 from .bounds import (
     Adam,
@@ -51,41 +61,64 @@ from .bounds import (
     backward,
     bounds_valid,
     concretize,
-    crown_bound,
     fix_monotone_inputs,
+    gradient_bounds,
     input_scale,
-    intermediate_bounds,
     margin_spec,
     minimizing_corner,
     relu_relaxation,
     sound_kernels,
     term_magnitude,
 )
-from .crown import resolve_device
+from .crown import DTYPES, resolve_device
 from .graph_bounds import GraphTensors, NodeBounds, concretize_wide, node_bounds
 from .graph_bounds import backward as graph_backward
 
 Tensor = torch.Tensor
 
+#: The dtype the sub-domains' slopes and multipliers are kept in (any values give sound
+#: bounds: they only choose the relaxation; float32 halves the frontier's memory).
+STORE = torch.float32
+
 
 @dataclass
 class _Nodes:
-    """A batch of sub-domains: per hidden layer, phases in {-1, 0, +1} (``(N, n_i)``), and
-    the tree (class) each belongs to (``(N,)``)."""
+    """A batch of sub-domains: per hidden layer (ReLU node of a graph), phases in
+    {-1, 0, +1} (``(N, n_i)``), the lower ReLU slopes and split multipliers its bound
+    starts from (its parent's best, or the root's slopes; ``(N, n_i)``), and the tree
+    (class) each belongs to (``(N,)``)."""
 
     phases: list[Tensor]
+    alphas: list[Tensor]
+    betas: list[Tensor]
     tree: Tensor
 
     def __len__(self) -> int:
         return int(self.tree.shape[0])
 
     def take(self, idx: Tensor) -> _Nodes:
-        return _Nodes([p[idx] for p in self.phases], self.tree[idx])
+        return _Nodes([p[idx] for p in self.phases], [a[idx] for a in self.alphas], [b[idx] for b in self.betas],
+                      self.tree[idx])
 
     @staticmethod
     def cat(parts: Sequence[_Nodes]) -> _Nodes:
-        return _Nodes([torch.cat([p.phases[i] for p in parts]) for i in range(len(parts[0].phases))],
-                      torch.cat([p.tree for p in parts]))
+        def join(name: str) -> list[Tensor]:
+            return [torch.cat([getattr(p, name)[i] for p in parts]) for i in range(len(parts[0].phases))]
+
+        return _Nodes(join("phases"), join("alphas"), join("betas"), torch.cat([p.tree for p in parts]))
+
+
+@dataclass(frozen=True)
+class _Bounded:
+    """What bounding a batch of sub-domains gives: per sub-domain, the proven lower bound
+    of its margin (``(N,)``), the vertex of its box minimising the bound, branching scores
+    per layer (``(N, n_i)``), and the slopes and multipliers of its best bound."""
+
+    value: Tensor
+    corner: Tensor
+    scores: list[Tensor]
+    alphas: list[Tensor]
+    betas: list[Tensor]
 
 
 @dataclass
@@ -98,6 +131,7 @@ class _Trees:
     bounds: list[tuple[Tensor, Tensor]]  # per layer (T, n_i) lower and upper
     unstable: list[Tensor]  # per layer (T, n_i) bool
     scale: list[float]  # per tree, the margin's scale for the LP error model (term_magnitude)
+    slopes: list[Tensor]  # per layer (T, n_i): the root's lower ReLU slopes, to start from
     leaf_lps: dict[int, list] = field(default_factory=dict)  # tree -> [encoding, solver]
     graph_bounds: NodeBounds | None = None  # a graph: the box's node bounds (every tree's box)
 
@@ -113,13 +147,16 @@ class BabOracle(Oracle):
     reads_graphs = True
 
     def __init__(self, network: Network | Graph, *, time_limit: float | None = 60.0, max_nodes: int = 200_000,
-                 batch_nodes: int = 512, steps: int = 5, lr: float = 0.3, leaf_steps: int = 100,
-                 device: str = "cpu") -> None:
+                 batch_nodes: int = 512, steps: int = 5, lr: float = 0.1, leaf_steps: int = 100,
+                 root_steps: int = 20, candidates: int = 3, iterates: str = "float32", device: str = "cpu") -> None:
         super().__init__(network, time_limit=time_limit)
-        if max_nodes < 1 or batch_nodes < 1 or steps < 0 or leaf_steps < 0:
-            raise OracleError("max_nodes and batch_nodes must be >= 1, steps and leaf_steps >= 0")
+        if max_nodes < 1 or batch_nodes < 1 or steps < 0 or leaf_steps < 0 or root_steps < 0 or candidates < 1:
+            raise OracleError("max_nodes, batch_nodes and candidates must be >= 1, steps, leaf_steps and root_steps "
+                              ">= 0")
+        if iterates not in DTYPES:
+            raise OracleError(f"iterates must be one of {', '.join(DTYPES)}, not {iterates!r}")
         self.max_nodes, self.batch_nodes, self.steps, self.lr = max_nodes, batch_nodes, steps, lr
-        self.leaf_steps = leaf_steps
+        self.leaf_steps, self.root_steps, self.candidates, self.iterates = leaf_steps, root_steps, candidates, iterates
         self.device = resolve_device(device)
         #: for a graph that is not a Dense/ReLU chain: its CROWN tensors (oracles.graph_bounds)
         self.graph_tensors: GraphTensors | None = None
@@ -130,27 +167,33 @@ class BabOracle(Oracle):
             else:  # the same semantics: the chain code
                 self.network = chain
         self.tensors = NetworkTensors.of(self.network, self.device) if self.graph_tensors is None else None
+        #: a chain's tensors for the optimisation iterates (they choose parameters, prove nothing)
+        self._iterate = None if self.tensors is None else iterate_tensors(self.tensors, DTYPES[iterates])
         self.last_nodes = 0
         self._floor = math.inf  # the smallest proven sub-domain bound of the current decision
+        self._deadline = math.inf  # of the current decision (time.perf_counter())
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "max_nodes": self.max_nodes, "batch_nodes": self.batch_nodes,
-                "steps": self.steps, "lr": self.lr, "leaf_steps": self.leaf_steps, "device": str(self.device)}
+                "steps": self.steps, "lr": self.lr, "leaf_steps": self.leaf_steps, "root_steps": self.root_steps,
+                "candidates": self.candidates, "iterates": self.iterates, "device": str(self.device)}
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         with sound_kernels(self.device):
             return [self.decide(lower[i], upper[i], label) for i in range(len(lower))]
 
     # -- one box ----------------------------------------------------------------------------
-    def _trees(self, lo: Tensor, hi: Tensor, label: int) -> _Trees | None:
-        """One tree per class CROWN cannot rule out on the box (``None`` if none)."""
+    def _trees(self, lo: Tensor, hi: Tensor, label: int, deadline: float) -> _Trees | None:
+        """One tree per class that alpha-CROWN (``root_steps`` steps, intermediate bounds
+        optimised too; CROWN if 0; CROWN on a graph) cannot rule out on the box (``None``
+        if none)."""
         if self.graph_tensors is not None:
             return self._graph_trees(lo, hi, label)
         net = self.tensors
-        root = intermediate_bounds(net, lo, hi)
         spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
-        with torch.no_grad():
-            root_bound = crown_bound(net, spec, lo, hi, root)[0]
+        opt = optimize_bounds(net, lo, hi, spec, AlphaSettings(steps=self.root_steps, deadline=deadline,
+                                                               iterate_dtype=DTYPES[self.iterates]))
+        root, root_bound = opt.intermediate, opt.final[0]
         others = [j for j in range(self.network.n_classes) if j != label]
         order = self._unproven(root_bound)
         if not order:
@@ -158,18 +201,25 @@ class BabOracle(Oracle):
         parts = []
         for row in order:
             with torch.no_grad():
-                parts.append(fix_monotone_inputs(net, lo, hi, spec[0, row]))
-        bounds = [(torch.cat([p[2][i][0] for p in parts]), torch.cat([p[2][i][1] for p in parts]))
-                  for i in range(len(root))]
+                # the root's bounds are at least as tight as CROWN's, with which the shrinking
+                # starts: where they show no input monotone, the box stays as it is
+                g_lo, g_hi = gradient_bounds(net, root, spec[0, row])
+                if bool((((g_lo > 0) | (g_hi < 0)) & (hi > lo)[0]).any()):
+                    parts.append(fix_monotone_inputs(net, lo, hi, spec[0, row]))
+                else:
+                    parts.append((lo, hi, root))
+        # the root's bounds hold on every shrunk box inside it: intersected
+        bounds = [(torch.maximum(torch.cat([p[2][i][0] for p in parts]), root[i][0]),
+                   torch.minimum(torch.cat([p[2][i][1] for p in parts]), root[i][1])) for i in range(len(root))]
         lower, upper = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         rows = spec[0, order].unsqueeze(1)  # (T, 1, n_classes)
         scale = term_magnitude(net, rows, lower, upper, bounds)[:, 0].tolist()
         return _Trees(torch.tensor([others[r] for r in order], device=lo.device), lower, upper, bounds,
-                      [(a < 0) & (b > 0) for a, b in bounds], scale)
+                      [(a < 0) & (b > 0) for a, b in bounds], scale, [s[0, order] for s in opt.slopes])
 
     def _unproven(self, root_bound: Tensor) -> list[int]:
-        """The rows CROWN's root bound leaves unproven, smallest first; the floor of the
-        proven bounds is set."""
+        """The rows the root bound leaves unproven, smallest first; the floor of the proven
+        bounds is set."""
         order = [int(r) for r in torch.argsort(root_bound) if float(root_bound[r]) <= 0]
         self._floor = float(root_bound.min()) if not order else min(
             [float(v) for v in root_bound if float(v) > 0], default=math.inf)
@@ -194,22 +244,26 @@ class BabOracle(Oracle):
                   for u in inputs]
         scale = term_magnitude(gt, nb, spec[:, order])[0].tolist()
         return _Trees(torch.tensor([others[r] for r in order], device=lo.device), lo.expand(count, -1),
-                      hi.expand(count, -1), bounds, [(a < 0) & (b > 0) for a, b in bounds], scale, graph_bounds=nb)
+                      hi.expand(count, -1), bounds, [(a < 0) & (b > 0) for a, b in bounds], scale,
+                      [relu_relaxation(lb, ub).lower_slope for lb, ub in bounds], graph_bounds=nb)
 
     def decide(self, lower: FloatArray, upper: FloatArray, label: int) -> Answer:
         """Branch and bound on the box ``[lower, upper]`` (flat arrays)."""
         start = time.perf_counter()
         deadline = math.inf if self.time_limit is None else start + self.time_limit
+        self._deadline = deadline
         dev = self.device
         trees = self._trees(torch.tensor(lower, dtype=torch.float64, device=dev)[None],
-                            torch.tensor(upper, dtype=torch.float64, device=dev)[None], label)
+                            torch.tensor(upper, dtype=torch.float64, device=dev)[None], label, deadline)
         self.last_nodes = explored = 0
         if trees is None:
-            return Answer(Verdict.VERIFIED, margin=self._floor, reason="bab: CROWN at the root")
+            root = "CROWN" if self.graph_tensors is not None or not self.root_steps else "alpha-CROWN"
+            return Answer(Verdict.VERIFIED, margin=self._floor, reason=f"bab: {root} at the root")
         if not bool(bounds_valid(trees.bounds).all()):
             return Answer(Verdict.UNKNOWN, reason="bab: the ReLU input bounds overflow (not finite numbers)")
         count = len(trees.target)
         queue = [_Nodes([torch.zeros(count, u.shape[1], dtype=torch.int8, device=dev) for u in trees.unstable],
+                        [s.to(STORE) for s in trees.slopes], [torch.zeros_like(s, dtype=STORE) for s in trees.slopes],
                         torch.arange(count, device=dev))]
         while queue:
             if time.perf_counter() > deadline or explored >= self.max_nodes:
@@ -221,17 +275,17 @@ class BabOracle(Oracle):
             queue = [nodes.take(torch.arange(self.batch_nodes, len(nodes)))] if len(nodes) > self.batch_nodes else []
             explored += len(batch)
             self.last_nodes = explored
-            value, corner, scores = self._bound(batch, trees, label)
-            cex = self._confirm(corner, label)
+            bounded = self._bound(batch, trees, label)
+            cex = self._confirm(bounded.corner, label)
             if cex is not None:
                 return Answer(Verdict.FALSIFIED, counterexample=cex, reason=f"bab vertex after {explored} sub-domains")
-            proven = value[value > 0]
-            if proven.numel():
-                self._floor = min(self._floor, float(proven.min()))
-            keep = (value <= 0).nonzero()[:, 0]
+            self._record(bounded.value)
+            keep = (bounded.value <= 0).nonzero()[:, 0]
             if not keep.numel():
                 continue
-            batch, scores = batch.take(keep), [s[keep] for s in scores]
+            # the children start from their parent's best slopes and multipliers
+            batch = _Nodes(batch.phases, bounded.alphas, bounded.betas, batch.tree).take(keep)
+            scores = [s[keep] for s in bounded.scores]
             free = [(p == 0) & u[batch.tree] for p, u in zip(batch.phases, trees.unstable)]
             has_free = (torch.stack([f.any(dim=1) for f in free], dim=1).any(dim=1) if free else
                         torch.zeros(len(batch), dtype=torch.bool, device=dev))
@@ -242,114 +296,176 @@ class BabOracle(Oracle):
                     return answer
             branch = has_free.nonzero()[:, 0]
             if branch.numel():
-                queue.append(self._split(batch.take(branch), [s[branch] for s in scores],
-                                         [f[branch] for f in free]))
+                children = self._branch(batch.take(branch), [s[branch] for s in scores], [f[branch] for f in free],
+                                        trees, label)
+                if len(children):
+                    queue.append(children)
         return Answer(Verdict.VERIFIED, margin=self._floor, reason=f"bab: {explored} sub-domains")
 
-    def _bound(self, nodes: _Nodes, trees: _Trees, label: int,
-               steps: int | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """alpha/beta-CROWN lower bounds of ``logit_label - logit_target`` on each sub-domain
-        (shape ``(N,)``), the vertex of its box minimising each bound, and per-layer (per
-        ReLU node) branching scores."""
-        n = len(nodes)
-        t = nodes.tree
+    def _record(self, value: Tensor) -> None:
+        """Lower the floor (the smallest proven sub-domain bound) by the proven ``value``."""
+        proven = value[value > 0]
+        if proven.numel():
+            self._floor = min(self._floor, float(proven.min()))
+
+    @staticmethod
+    def _node_bounds(nodes: _Nodes, trees: _Trees) -> list[tuple[Tensor, Tensor]]:
+        """Each sub-domain's ReLU input bounds: its tree's, with the split neurons' clamped
+        at 0 (valid where the splits hold)."""
         bounds = []
         for (lb, ub), ph in zip(trees.bounds, nodes.phases):
-            lb_n, ub_n = lb[t], ub[t]
+            lb_n, ub_n = lb[nodes.tree], ub[nodes.tree]
             bounds.append((torch.where(ph > 0, lb_n.clamp(min=0), lb_n), torch.where(ph < 0, ub_n.clamp(max=0), ub_n)))
-        lo_n, hi_n = trees.lower[t], trees.upper[t]
-        spec = torch.zeros(n, 1, self.network.n_classes, dtype=lo_n.dtype, device=lo_n.device)
+        return bounds
+
+    def _pass(self, nodes: _Nodes, trees: _Trees, label: int, bounds: list[tuple[Tensor, Tensor]],
+              alphas: Sequence[Tensor], betas: Sequence[Tensor], sound: bool) -> tuple[Tensor, Any, list[Tensor]]:
+        """The lower bound of ``logit_label - logit_target`` on each sub-domain (``(N, 1)``)
+        with slopes ``alphas`` and multipliers ``betas`` (``(N, 1, n_i)``; any values: they
+        are clamped into [0, 1] and [0, inf)): one backward pass and its concretisation,
+        with its rounding cover (:mod:`oracles.bounds`, :mod:`oracles.graph_bounds`) —
+        sound when ``sound`` (float64; else a chain's pass is in the ``iterates`` dtype
+        and proves nothing); its linear bound; and the coefficients of each layer's ReLU
+        outputs (``(N, 1, n_i)``, for branching scores)."""
+        t = nodes.tree
+        if self.graph_tensors is not None:  # one dtype (float64): always sound
+            return self._graph_pass(trees, nodes, label, bounds, alphas, betas)
+        net = self.tensors if sound else self._iterate
+        lo_n, hi_n = trees.lower[t].to(net.dtype), trees.upper[t].to(net.dtype)
+        spec = self._spec(nodes, trees, label, net.dtype)
+        relax = [relu_relaxation(lb.to(net.dtype), ub.to(net.dtype), alpha=a.to(net.dtype))
+                 for (lb, ub), a in zip(bounds, alphas)]
+        terms = [-(b.to(net.dtype).clamp(min=0)) * ph.to(net.dtype).unsqueeze(1) for b, ph in zip(betas, nodes.phases)]
+        kept: list[Tensor] = []
+        bound = backward(net, spec, net.depth - 1, relax, input_scale(lo_n, hi_n), terms, kept)
+        return concretize(bound, lo_n, hi_n), bound, kept[::-1]
+
+    def _spec(self, nodes: _Nodes, trees: _Trees, label: int, dtype: torch.dtype) -> Tensor:
+        """``logit_label - logit_target`` of each sub-domain's tree, ``(N, 1, n_classes)``."""
+        n = len(nodes)
+        spec = torch.zeros(n, 1, self.network.n_classes, dtype=dtype, device=nodes.tree.device)
         spec[:, 0, label] = 1.0
-        spec[torch.arange(n), 0, trees.target[t]] = -1.0
-        bound_of = self._graph_pass(trees, spec, lo_n, hi_n) if trees.graph_bounds is not None else \
-            self._chain_pass(spec, lo_n, hi_n)
-        base = [relu_relaxation(lb, ub) for lb, ub in bounds]
-        alphas = [r.lower_slope.unsqueeze(1).clone().requires_grad_(True) for r in base]
-        signs = [ph.to(lo_n.dtype).unsqueeze(1) for ph in nodes.phases]
-        betas = [torch.zeros(n, 1, ph.shape[1], dtype=lo_n.dtype, device=lo_n.device, requires_grad=True)
-                 for ph in nodes.phases]
-        steps = self.steps if steps is None else steps
-        opt = Adam(alphas + betas, lr=self.lr)
-        best = torch.full((n, 1), -math.inf, dtype=lo_n.dtype, device=lo_n.device)
-        keep: list[Tensor] = []
-        first = None
-        with torch.enable_grad():
-            for step in range(steps + 1):
-                relax = [relu_relaxation(lb, ub, alpha=a) for (lb, ub), a in zip(bounds, alphas)]
-                terms = [-(b.clamp(min=0)) * s for b, s in zip(betas, signs)]
-                bound, value, kept = bound_of(relax, terms)
-                best = torch.maximum(best, value.detach())
-                if step == 0:
-                    keep, first = kept, bound
-                if step == steps or not (alphas or betas) or bool((best > 0).all()):  # nothing to optimise: no ReLU
-                    break
-                opt.ascend(value.sum())
-                with torch.no_grad():
-                    for a in alphas:
-                        a.clamp_(0.0, 1.0)
-                    for b in betas:
-                        b.clamp_(min=0.0)
-        rows = torch.zeros(n, dtype=torch.long, device=lo_n.device)
-        corner = minimizing_corner(first, lo_n, hi_n, rows).detach()
-        # branching score (BaBSR-like): the negative coefficient on each ReLU output times
-        # the chord's intercept, i.e. what the relaxation gap can cost the bound
-        scores = [lam.detach()[:, 0].clamp(max=0).abs() * r.upper_intercept + 1e-9 * (r.upper_intercept > 0)
-                  for lam, r in zip(keep, base)]
-        return best[:, 0], corner, scores
+        spec[torch.arange(n), 0, trees.target[nodes.tree]] = -1.0
+        return spec
 
-    def _chain_pass(self, spec: Tensor, lo_n: Tensor, hi_n: Tensor):
-        """The bound of ``spec`` on each sub-domain, given its relaxations and split terms
-        (per layer), with the coefficients of each ReLU output (per layer) — a chain."""
-        net = self.tensors
-        scale_in = input_scale(lo_n, hi_n)
-
-        def bound_of(relax: list, terms: list[Tensor]) -> tuple[Any, Tensor, list[Tensor]]:
-            kept: list[Tensor] = []
-            bound = backward(net, spec, net.depth - 1, relax, scale_in, terms, kept)
-            return bound, concretize(bound, lo_n, hi_n), kept[::-1]
-
-        return bound_of
-
-    def _graph_pass(self, trees: _Trees, spec: Tensor, lo_n: Tensor, hi_n: Tensor):
-        """:meth:`_chain_pass` over a graph (per ReLU node): the box's node bounds, for
-        every sub-domain; relaxations and the splits' terms through the graph's backward
-        pass."""
+    def _graph_pass(self, trees: _Trees, nodes: _Nodes, label: int, bounds: list[tuple[Tensor, Tensor]],
+                    alphas: Sequence[Tensor], betas: Sequence[Tensor]) -> tuple[Tensor, Any, list[Tensor]]:
+        """:meth:`_pass` over a graph (per ReLU node): the box's node bounds, for every
+        sub-domain; relaxations and the splits' terms through the graph's backward pass."""
         from .milp_graph import relu_nodes
 
         gt, nb0 = self.graph_tensors, trees.graph_bounds
         relus = relu_nodes(gt.graph)
-        n = len(lo_n)
+        t = nodes.tree
+        lo_n, hi_n = trees.lower[t], trees.upper[t]
+        n = len(nodes)
 
         def each(a: Tensor) -> Tensor:  # the box's tensor, for every sub-domain (a view)
             return a.expand(n, *a.shape[1:])
 
         nb = NodeBounds([each(a) for a in nb0.lower], [each(a) for a in nb0.upper], [each(a) for a in nb0.scale],
                         {k: each(a) for k, a in nb0.terms.items()}, {}, each(nb0.invalid))
+        nb.relax = {k: relu_relaxation(lb, ub, alpha=a.to(lb.dtype)) for k, (lb, ub), a in zip(relus, bounds, alphas)}
+        terms = {k: -(b.to(lo_n.dtype).clamp(min=0)) * ph.to(lo_n.dtype).unsqueeze(1)
+                 for k, b, ph in zip(relus, betas, nodes.phases)}
+        kept: dict[int, Tensor] = {}
+        spec = self._spec(nodes, trees, label, lo_n.dtype)
+        bound = graph_backward(gt, nb, len(gt.graph.nodes) - 1, spec, split_terms=terms, keep=kept)
         zero = torch.zeros(n, 1, 1, dtype=lo_n.dtype, device=lo_n.device)
-        last = len(gt.graph.nodes) - 1
+        return concretize_wide(bound, lo_n, hi_n), bound, [kept.get(k, zero) for k in relus]
 
-        def bound_of(relax: list, terms: list[Tensor]) -> tuple[Any, Tensor, list[Tensor]]:
-            nb.relax = dict(zip(relus, relax))
-            kept: dict[int, Tensor] = {}
-            bound = graph_backward(gt, nb, last, spec, split_terms=dict(zip(relus, terms)), keep=kept)
-            return bound, concretize_wide(bound, lo_n, hi_n), [kept.get(k, zero) for k in relus]
+    def _bound(self, nodes: _Nodes, trees: _Trees, label: int, steps: int | None = None) -> _Bounded:
+        """alpha/beta-CROWN lower bounds of ``logit_label - logit_target`` on each sub-domain:
+        ``steps`` Adam steps (in the ``iterates`` dtype on a chain) on its slopes and
+        multipliers from where its parent left them choose, per sub-domain, those of its
+        best step (fewer past the deadline); the bound returned is one sound pass with
+        them."""
+        bounds = self._node_bounds(nodes, trees)
+        best_alphas, best_betas = [a.detach().clone() for a in nodes.alphas], [b.detach().clone() for b in nodes.betas]
+        steps = self.steps if steps is None else steps
+        if steps and nodes.alphas:  # nothing to optimise without a ReLU
+            work = torch.float64 if self._iterate is None else self._iterate.dtype
+            work_bounds = [(lb.to(work), ub.to(work)) for lb, ub in bounds]
+            alphas = [a.to(work).unsqueeze(1).clone().requires_grad_(True) for a in nodes.alphas]
+            betas = [b.to(work).unsqueeze(1).clone().requires_grad_(True) for b in nodes.betas]
+            opt = Adam(alphas + betas, lr=self.lr)
+            best = torch.full((len(nodes),), -math.inf, dtype=work, device=self.device)
+            with torch.enable_grad():
+                for step in range(steps + 1):
+                    value = self._pass(nodes, trees, label, work_bounds, alphas, betas, sound=False)[0]
+                    with torch.no_grad():
+                        better = value[:, 0] > best
+                        best = torch.where(better, value[:, 0], best)
+                        for kept, now in zip(best_alphas + best_betas, alphas + betas):
+                            kept.copy_(torch.where(better.unsqueeze(1), now[:, 0].to(kept.dtype), kept))
+                    if step == steps or bool((best > 0).all()) or time.perf_counter() > self._deadline:
+                        break
+                    opt.ascend(value.sum())
+                    with torch.no_grad():
+                        for a in alphas:
+                            a.clamp_(0.0, 1.0)
+                        for b in betas:
+                            b.clamp_(min=0.0)
+        with torch.no_grad():  # the proof: one sound pass with the chosen parameters
+            value, bound, lambdas = self._pass(nodes, trees, label, bounds, [a.unsqueeze(1) for a in best_alphas],
+                                               [b.unsqueeze(1) for b in best_betas], sound=True)
+            t = nodes.tree
+            corner = minimizing_corner(bound, trees.lower[t], trees.upper[t], torch.zeros_like(t))
+        # branching score (BaBSR-like): the negative coefficient on each ReLU output times
+        # the chord's intercept, i.e. what the relaxation gap can cost the bound
+        scores = []
+        for lam, (lb, ub) in zip(lambdas, bounds):
+            intercept = relu_relaxation(lb, ub).upper_intercept
+            scores.append(lam[:, 0].clamp(max=0).abs() * intercept + 1e-9 * (intercept > 0))
+        return _Bounded(value[:, 0], corner, scores, best_alphas, best_betas)
 
-        return bound_of
+    def _branch(self, nodes: _Nodes, scores: list[Tensor], free: list[Tensor], trees: _Trees, label: int) -> _Nodes:
+        """Two children per node, split on one of its free unstable ReLUs: with
+        ``candidates`` 1 the one with the largest score; else (FSB-style) each of the
+        ``candidates`` best-scored is tried by bounding its two children once with the
+        parent's slopes and multipliers (a sound pass), and the one whose better child has
+        the larger bound is taken (measured on MNIST nets: about half the sub-domains of
+        the largest score alone; past the deadline, the largest score). Children already
+        proven by that bound are left out."""
+        flat = torch.cat([torch.where(f, s, torch.full_like(s, -1.0)) for s, f in zip(scores, free)], dim=1)
+        k = min(self.candidates, flat.shape[1])
+        if k == 1 or time.perf_counter() > self._deadline:  # past the deadline: no more passes than needed
+            return self._children(nodes, flat.argmax(dim=1))
+        top = flat.topk(k, dim=1)
+        with torch.no_grad():
+            values = torch.stack([self._children_bounds(nodes, top.indices[:, c], trees, label) for c in range(k)])
+        # (k, 2, N): per candidate, the better child's bound; candidates that are not free never win
+        score = torch.where(top.values.T > 0, values.max(dim=1).values, torch.full_like(values[:, 0], -math.inf))
+        pick = score.argmax(dim=0)
+        choice = top.indices.gather(1, pick[:, None])[:, 0]
+        values = values[pick, :, torch.arange(len(nodes))].T  # (2, N), the children's order
+        children = self._children(nodes, choice)
+        values = values.reshape(-1)
+        self._record(values)
+        return children.take((values <= 0).nonzero()[:, 0])
+
+    def _children_bounds(self, nodes: _Nodes, choice: Tensor, trees: _Trees, label: int) -> Tensor:
+        """The sound bounds (``(2, N)``) of the two children of each node split on ``choice``,
+        with the parent's slopes and multipliers: one pass each."""
+        children = self._children(nodes, choice)
+        alphas, betas = [a.unsqueeze(1) for a in children.alphas], [b.unsqueeze(1) for b in children.betas]
+        bounds = self._node_bounds(children, trees)
+        value = self._pass(children, trees, label, bounds, alphas, betas, sound=True)[0]
+        return value[:, 0].view(2, len(nodes))
 
     @staticmethod
-    def _split(nodes: _Nodes, scores: list[Tensor], free: list[Tensor]) -> _Nodes:
-        """Two children per node: its free unstable ReLU with the largest score, fixed
-        active and inactive."""
-        flat = torch.cat([torch.where(f, s, torch.full_like(s, -1.0)) for s, f in zip(scores, free)], dim=1)
-        choice = flat.argmax(dim=1)
+    def _children(nodes: _Nodes, choice: Tensor) -> _Nodes:
+        """Two children per node (all ``+1`` ones first): the ReLU ``choice`` (an index into
+        the concatenated layers) fixed active and inactive; they inherit its slopes and
+        multipliers."""
         offsets = np.cumsum([0] + [p.shape[1] for p in nodes.phases])
         children = []
         for sign in (1, -1):
             phases = [p.clone() for p in nodes.phases]
-            for layer, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+            for layer, (a, b) in enumerate(itertools.pairwise(offsets)):
                 idx = ((choice >= a) & (choice < b)).nonzero()[:, 0]
                 phases[layer][idx, choice[idx] - int(a)] = sign
-            children.append(_Nodes(phases, nodes.tree))
+            children.append(_Nodes(phases, nodes.alphas, nodes.betas, nodes.tree))
         return _Nodes.cat(children)
 
     def _confirm(self, points: Tensor, label: int) -> FloatArray | None:
@@ -362,13 +478,12 @@ class BabOracle(Oracle):
         """Every ReLU fixed: the relaxation is exact and only the multipliers of the split
         constraints are left to optimise (batched); the LP decides what they cannot prove.
         ``None`` if every leaf is proven."""
-        value, corner, _ = self._bound(leaves, trees, label, steps=self.leaf_steps)
-        cex = self._confirm(corner, label)
+        bounded = self._bound(leaves, trees, label, steps=self.leaf_steps)
+        cex = self._confirm(bounded.corner, label)
         if cex is not None:
             return Answer(Verdict.FALSIFIED, counterexample=cex, reason="bab: leaf vertex")
-        if bool((value > 0).any()):
-            self._floor = min(self._floor, float(value[value > 0].min()))
-        for i in (value <= 0).nonzero()[:, 0].tolist():
+        self._record(bounded.value)
+        for i in (bounded.value <= 0).nonzero()[:, 0].tolist():
             answer = self._leaf_lp(leaves.take(torch.tensor([i])), trees, label, deadline)
             if answer.verdict is not Verdict.VERIFIED:
                 return answer

@@ -3,7 +3,8 @@
 What it must do: never be looser than CROWN, nor than optimising the final slopes alone;
 stay below every sampled margin and around every sampled pre-activation; stay below the
 exact minimum margin (rational arithmetic) of boxes that reach the decision boundary by
-1e-12; and report only bounds that one sound pass with the returned slopes reproduces.
+1e-12; report only bounds that one sound pass with the returned slopes reproduces; and
+give the last call's proof again, without optimising, only for exactly its question.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import oracles.alpha
 from oracles.alpha import AlphaSettings, optimize_bounds
 from oracles.bounds import (
     NetworkTensors,
@@ -143,9 +145,34 @@ def test_a_batch_too_large_for_one_optimisation_is_split_with_the_same_bounds(mo
     settings = {"steps": 15, "stop_above": None, "patience": 100}
     *_, whole = _bounds(DEEP, lower, upper, 1, **settings)
     monkeypatch.setattr("oracles.alpha.MAX_SLOPES", 2000)  # a few boxes' worth
+    monkeypatch.setattr("oracles.alpha.REMEMBERED", 0)  # optimised again, not remembered
     *_, split = _bounds(DEEP, lower, upper, 1, **settings)
     assert split.final.shape == whole.final.shape and len(split.slopes) == len(whole.slopes)
     assert torch.allclose(split.final, whole.final, atol=1e-9)
     for (a, b), (c, d) in zip(split.intermediate, whole.intermediate):
         unstable = (c < 0) & (d > 0)  # (a stable neuron's row exists only where some box of its batch needs it)
         assert torch.allclose(a[unstable], c[unstable], atol=1e-9) and torch.allclose(b[unstable], d[unstable], atol=1e-9)
+
+
+def test_the_last_call_is_remembered_for_exactly_its_question(monkeypatch):
+    lower, upper = random_boxes(np.random.default_rng(7), 5, 3, 0.5)
+    settings = {"steps": 5, "stop_above": None}
+    *_, first = _bounds(DEEP, lower, upper, 1, **settings)
+    optimised = []
+    run = oracles.alpha._optimize
+    monkeypatch.setattr("oracles.alpha._optimize", lambda *a: optimised.append(1) or run(*a))
+    # one of its boxes, asked again through other tensors of the same network: its proof
+    *_, again = _bounds(DEEP, lower[1:2], upper[1:2], 1, **settings)
+    assert not optimised and torch.equal(again.final[0], first.final[1])
+    for (a, b), (c, d) in zip(again.intermediate, first.intermediate):
+        assert torch.equal(a[0], c[1]) and torch.equal(b[0], d[1])
+    # any other question is optimised: other settings, label, box or weights
+    other = random_network(42, [5, 12, 12, 12, 3], scale=1.6)
+    for net, lo, hi, label, extra in ((DEEP, lower[1:2], upper[1:2], 1, {"lr": 0.2}), (DEEP, lower[1:2], upper[1:2], 0, {}),
+                                      (DEEP, lower[1:2], upper[1:2] + 1e-9, 1, {}), (other, lower[1:2], upper[1:2], 1, {})):
+        count = len(optimised)
+        _bounds(net, lo, hi, label, **settings, **extra)
+        assert len(optimised) == count + 1
+    # only the last call is kept
+    _bounds(DEEP, lower[:1], upper[:1], 1, **settings)
+    assert len(optimised) == 5
