@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -73,12 +74,23 @@ class Cascade(Oracle):
         return self._stage("distance").min_distance(x, label, domain, **options)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
+        """The stages in turn; under a time limit each stage gets what the stages before it
+        left of it (not the whole limit again), and a stage reached with no time left is not
+        asked (its boxes stay UNKNOWN, timed out)."""
         answers: list[Answer] = [Answer(Verdict.UNKNOWN, reason="not asked")] * len(lower)
         pending = list(range(len(lower)))
+        deadline = None if self.time_limit is None else time.perf_counter() + self.time_limit
         for stage in self.stages:
             if not pending:
                 break
-            got = stage.verify(lower[pending], upper[pending], label)
+            left = None if deadline is None else deadline - time.perf_counter()
+            if left is not None and left <= 0:
+                for i in pending:
+                    answers[i] = Answer(Verdict.UNKNOWN, None, answers[i].margin,
+                                        f"{answers[i].reason}; time out before {stage.name}", True)
+                break
+            with stage.time_limited(left):
+                got = stage.verify(lower[pending], upper[pending], label)
             still = []
             for i, a in zip(pending, got):
                 reason = f"{stage.name}: {a.reason}" if a.reason else stage.name
