@@ -216,13 +216,18 @@ def _onnx_bytes(path: Path) -> bytes:
 
 
 def confirm_counterexample(model: Path, vnnlib: Path, x: np.ndarray) -> tuple[bool, str]:
-    """Whether ``x`` lies in an input box of the property and onnxruntime's outputs at ``x``
-    (in the model's input type) satisfy one of that box's unsafe cases, exactly."""
+    """Whether the point ``x`` (as written) lies in an input box of the property, exactly,
+    and onnxruntime's outputs there satisfy one of that box's unsafe cases, exactly. A
+    float32 model is evaluated at ``float32(x)`` (the only input onnxruntime takes; the note
+    says when that rounding crosses the box's edge, by less than a float32 ulp)."""
     import onnxruntime as ort
 
     from parallelepipedonn.vnnlib import read_vnnlib
 
     prop = read_vnnlib(vnnlib)
+    regions = [r for r in prop.regions if r.contains(x)]
+    if not regions:
+        return False, "the point is outside the property's input boxes"
     sess = ort.InferenceSession(_onnx_bytes(model), providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     dtype = np.float64 if "double" in inp.type else np.float32
@@ -232,12 +237,10 @@ def confirm_counterexample(model: Path, vnnlib: Path, x: np.ndarray) -> tuple[bo
         return False, f"the point has {x.size} values, the model's input {shape}"
     y = np.asarray(sess.run(None, {inp.name: fed.reshape(shape)})[0], dtype=np.float64).reshape(-1)
     exact = [Fraction(float(v)) for v in y]
-    for region in prop.regions:
-        if region.contains(x) and region.contains(fed.astype(np.float64)) \
-                and region.violated_disjunct(exact) is not None:
-            return True, "confirmed by onnxruntime"
-    if not any(r.contains(fed.astype(np.float64)) for r in prop.regions):
-        return False, "the point is outside the property's input boxes"
+    for region in regions:
+        if region.violated_disjunct(exact) is not None:
+            crossed = not region.contains(fed.astype(np.float64))
+            return True, "confirmed by onnxruntime" + (" (float32(x) lies just outside the box)" if crossed else "")
     return False, "onnxruntime's outputs satisfy no unsafe case"
 
 
@@ -290,10 +293,18 @@ def run(args, instances: list[Instance], echo=print) -> list[dict]:
     options = shlex.split(args.ours_options)
     out = Path(args.out)
     rows: list[dict] = []
+    done: dict[tuple[str, str, str], list[dict]] = {}
+    if args.resume and (out / "vnncomp.csv").is_file():  # keep what is done, except sat answers (rechecked)
+        for r in read_rows(out / "vnncomp.csv"):
+            done.setdefault((r["category"], r["onnx"], r["vnnlib"]), []).append(r)
+        done = {k: v for k, v in done.items() if all(r["answer"] != "sat" for r in v)}
     with tempfile.TemporaryDirectory(prefix="vnncomp-") as tmp:
         work = Path(tmp)
         for n, inst in enumerate(instances):
             timeout = args.timeout or inst.timeout
+            if (inst.category, inst.onnx, inst.vnnlib) in done:
+                rows += done[inst.category, inst.onnx, inst.vnnlib]
+                continue
             tools = [t for t in TOOLS if t == "ours" or peer is not None]
             if n % 2:
                 tools.reverse()
@@ -325,6 +336,7 @@ def run(args, instances: list[Instance], echo=print) -> list[dict]:
                 echo(f"[{n + 1}/{len(instances)}] {inst.category} {inst.onnx} {inst.vnnlib} {tool}: "
                      f"{r['answer']} {rows[-1]['verify_s']} s / {r['process_s']:.1f} s {cex}")
             write_rows(out / "vnncomp.csv", rows)
+    write_rows(out / "vnncomp.csv", rows)
     return rows
 
 
@@ -465,6 +477,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--published", default=str(PUBLISHED), help="VNN-COMP 2021's results_csv directory "
                    "($VNNCOMP_PUBLISHED; default: %(default)s)")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--resume", action="store_true", help="keep the instances OUT/vnncomp.csv has (but rerun sat "
+                   "answers, to check their counterexamples)")
     p.add_argument("--report", action="store_true", help="only rewrite the Markdown from OUT/vnncomp.csv")
     p.add_argument("--readme", action="store_true", help="also regenerate README.md's result blocks")
     return p
@@ -473,7 +487,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     args.command = "python -m benchmarks.vnncomp " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])
-                                                              if a != "--readme")
+                                                              if a not in ("--readme", "--resume", "--report"))
     if args.report:
         rows = read_rows(Path(args.out) / "vnncomp.csv")
     else:

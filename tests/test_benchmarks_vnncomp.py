@@ -63,6 +63,10 @@ def test_benchmark_runs_verify_confirms_the_counterexample_and_writes_tables(tmp
     summary = (out / "vnncomp.md").read_text()
     assert "| toy | parallelepipedonn verify | 2 | 2 | 1 | 1 | 0 | 0 | 1/1 |" in summary
     assert "holds.vnnlib" in (out / "vnncomp_instances.md").read_text()
+    # --resume keeps what is done (here: everything selected; no process is started)
+    vnncomp.main(["--root", str(tmp_path / "root"), "--select", "toy=holds", "--no-peer", "--resume",
+                  "--published", str(tmp_path / "none"), "--out", str(out)])
+    assert vnncomp.read_rows(out / "vnncomp.csv") == rows[:1]
     # the counterexample check is a real one: a point outside the box, or a safe point, is refused
     spec = c.dir / "specs" / "fails.vnnlib"
     assert vnncomp.confirm_counterexample(c.path, spec, np.full(6, 2.0)) == (
