@@ -69,6 +69,8 @@ def test_benchmark_runs_verify_confirms_the_counterexample_and_writes_tables(tmp
     assert vnncomp.read_rows(out / "vnncomp.csv") == rows[:1]
     # the counterexample check is a real one: a point outside the box, or a safe point, is refused
     spec = c.dir / "specs" / "fails.vnnlib"
+    x = vnncomp.read_counterexample(out.parent / "none.txt")
+    assert x is None
     assert vnncomp.confirm_counterexample(c.path, spec, np.full(6, 2.0)) == (
-        False, "the point is outside the property's input boxes")
-    assert not vnncomp.confirm_counterexample(c.path, c.dir / "specs" / "holds.vnnlib", c.x)[0]
+        "refuted", "the point lies 1 outside the input boxes")
+    assert vnncomp.confirm_counterexample(c.path, c.dir / "specs" / "holds.vnnlib", c.x)[0] == "refuted"
