@@ -511,8 +511,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    args.command = "python -m benchmarks.vnncomp " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])
-                                                              if a not in ("--readme", "--resume", "--report"))
+    args.command = " ".join(["python -m benchmarks.vnncomp", *(shlex.quote(a) for a in (argv or sys.argv[1:])
+                                                             if a not in ("--readme", "--resume", "--report"))])
     if args.report:
         rows = read_rows(Path(args.out) / "vnncomp.csv")
     else:
