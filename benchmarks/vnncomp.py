@@ -231,7 +231,7 @@ def confirm_counterexample(model: Path, vnnlib: Path, x: np.ndarray) -> tuple[st
     """``("confirmed", note)`` when the point ``x`` (as written) lies in an input box of the
     property, exactly, and onnxruntime's outputs there satisfy one of that box's unsafe
     cases, exactly; ``("near", note)`` when the outputs do so but the point lies outside
-    the box by at most ``NEAR`` (e.g. bounds rounded to float32); else ``("refuted", why)``.
+    the box by at most ``NEAR`` (e.g. bounds computed in floating point); else ``("refuted", why)``.
     A float32 model is evaluated at ``float32(x)``, the only input onnxruntime takes (the
     note says when that rounding crosses the box's edge, by less than a float32 ulp)."""
     import onnxruntime as ort
@@ -475,7 +475,7 @@ def report(args, rows: list[dict]) -> str:
                                      if c in CONFIGS) + "). Solved = a `sat` or `unsat` answer not contradicted "
             "(a `sat` needs its counterexample confirmed by onnxruntime: the point in the box exactly and "
             "onnxruntime's outputs unsafe, exactly; *near*: the outputs unsafe but the point outside the box by at "
-            f"most {NEAR:g}, e.g. bounds rounded to float32 — counted as solved); PAR-2 sums the whole process's wall time "
+            f"most {NEAR:g}, e.g. bounds computed in floating point — counted as solved); PAR-2 sums the whole process's wall time "
             "of solved instances and twice the timeout of the others. Per instance: "
             "[`vnncomp_instances.md`](benchmarks/results/vnncomp_instances.md).\n\n")
     text = head + table + "\n"
