@@ -75,6 +75,9 @@ class Cascade(Oracle):
         return self._stage("distance").min_distance(x, label, domain, **options)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
+        """The stages in turn; under a time limit each stage gets what the stages before it
+        left of it (not the whole limit again), and a stage reached with no time left is not
+        asked (its boxes stay UNKNOWN, timed out)."""
         answers: list[Answer] = [Answer(Verdict.UNKNOWN, reason="not asked")] * len(lower)
         pending = list(range(len(lower)))
         deadline = None if self.time_limit is None else time.perf_counter() + self.time_limit
@@ -84,8 +87,8 @@ class Cascade(Oracle):
             remaining = None if deadline is None else deadline - time.perf_counter()
             if remaining is not None and remaining <= 0:  # the stages share the cascade's limit
                 for i in pending:
-                    answers[i] = Answer(Verdict.UNKNOWN, reason=f"{stage.name}: not asked, the time limit ran out",
-                                        timed_out=True)
+                    answers[i] = Answer(Verdict.UNKNOWN, None, answers[i].margin,
+                                        f"{answers[i].reason}; time out before {stage.name}", True)
                 break
             with stage.time_limited(remaining):
                 got = stage.verify(lower[pending], upper[pending], label)

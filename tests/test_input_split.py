@@ -98,12 +98,14 @@ def test_a_cascade_shares_its_time_limit_among_its_stages():
     x = np.full(4, 0.5)
     label = int(net.predict(x[None])[0])
     lo, hi = x - 0.3, x + 0.3
-    assert sampled_margins(net, lo, hi, label).min() > 0  # robust, but not proven in 2 s
+    assert sampled_margins(net, lo, hi, label).min() > 0  # no sample falsifies; 2 s decide nothing
     cascade = make_oracle("input-split+input-split", net, time_limit=2.0)
     start = time.perf_counter()
     a = cascade.verify_box(lo, hi, label)
     assert time.perf_counter() - start < 3.8  # two stages of 2 s each would take 4 s at least
-    assert not a.verified and a.timed_out
+    # on an idle machine the first stage can reach a (confirmed) counterexample inside the
+    # box in time; the sharing itself is tested with sleeping stages in tests/test_oracles.py
+    assert a.timed_out or (a.falsified and net.misclassified(a.counterexample, label)[0])
 
 
 def test_reads_a_residual_graph_and_confirms_on_it():

@@ -160,6 +160,7 @@ LAYERS: dict[str, str] = {
     "benchmarks.readme": "application",
     "benchmarks.responsiveness": "application",
     "benchmarks.search_algorithms": "application",
+    "benchmarks.vnncomp": "application",
 }
 
 #: Modules named in :data:`LAYERS` before they exist (work under way elsewhere).

@@ -328,3 +328,32 @@ def test_certify_config_takes_namespaced_options_and_records_them(net):
     with pytest.raises(ConfigError, match="write crown.intermediate=... or alpha-crown.intermediate=..."):
         ppn.certify(net, x, config=ppn.CertifyConfig(oracle="crown+alpha-crown",
                                                      oracle_options={"intermediate": "ibp"}))
+
+
+def test_a_cascade_under_a_time_limit_gives_each_stage_only_what_is_left(net):
+    """The cascade's limit bounds the whole call: a later stage gets what the earlier ones
+    left (not the whole limit again), and is not asked once nothing is left."""
+    import time
+
+    from oracles.cascade import Cascade
+
+    class Slow(Oracle):
+        name = "test-slow"
+
+        def __init__(self, network, seconds):
+            super().__init__(network)
+            self.seconds, self.limits = seconds, []
+
+        def _verify(self, lower, upper, label):
+            self.limits.append(self.time_limit)
+            time.sleep(self.seconds)
+            return [Answer(Verdict.UNKNOWN, reason="slow")] * len(lower)
+
+    first, second, third = Slow(net, 0.3), Slow(net, 0.3), Slow(net, 0.0)
+    cascade = Cascade(net, [first, second, third])
+    with cascade.time_limited(0.5):
+        (answer,) = cascade.verify(np.zeros((1, net.n_inputs)), np.ones((1, net.n_inputs)), 0)
+    assert 0.45 < first.limits[0] <= 0.5 and 0.0 < second.limits[0] <= 0.2 + 1e-9
+    assert third.limits == [] and answer.verdict is Verdict.UNKNOWN and answer.timed_out
+    assert "time out before test-slow" in answer.reason
+    assert first.time_limit is None and second.time_limit is None      # restored after the block

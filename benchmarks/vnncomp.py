@@ -1,0 +1,532 @@
+"""`verify` beside alpha-beta-CROWN on VNN-COMP 2021 benchmarks fetched locally.
+
+    python -m benchmarks.vnncomp [--root DIR] [--abcrown DIR] [--timeout 60]
+                                 [--select mnistfc=REGEX,...] [--limit N] [--readme]
+
+For each selected instance (``<root>/<category>/<category>_instances.csv``, rows
+``onnx,vnnlib,timeout``; categories that are absent are skipped) both tools run in their
+own fresh process, one after the other (the order alternates from one instance to the
+next), with the same timeout (``--timeout``, else the row's) and one thread each
+(``OMP_NUM_THREADS=1`` and friends). Each process is killed ``--kill-slack`` seconds after
+its timeout. Recorded: the answer (first line of the VNN-COMP result file), the
+verification's own time (ours: the result JSON's ``seconds``; alpha-beta-CROWN: the time it
+prints), the whole process's wall time, and the 1-minute load average before the instance.
+Every ``sat`` counterexample (both tools write VNN-COMP's format) is checked with
+onnxruntime: the point lies in an input box of the property and onnxruntime's outputs
+there satisfy an unsafe case, exactly. Answers are compared between the tools and with
+the published VNN-COMP 2021 results (``--published``: ``results_csv`` of
+github.com/stanleybak/vnncomp2021_results, read locally; skipped when absent).
+
+alpha-beta-CROWN (``--abcrown`` or ``$ABCROWN_DIR``: its ``complete_verifier`` directory;
+``--abcrown-python`` or ``$ABCROWN_PYTHON``) runs on the CPU with the competition's config of
+the category (``CONFIGS``) and ``--complete_verifier bab`` (branch and bound, no MIP
+solver); it is skipped when absent or with ``--no-peer``.
+
+Outputs: ``vnncomp.csv`` (one row per instance and tool, written after each instance),
+``vnncomp.md`` (the summary, README block ``results:vnncomp``) and
+``vnncomp_instances.md`` (every instance). ``--report`` rewrites the Markdown from the CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import os
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import RESULTS, cpu_name, markdown_table
+
+WORK = Path(__file__).resolve().parents[2]
+ROOT = Path(os.environ.get("VNNCOMP_ROOT", WORK / "vnncomp2021" / "benchmarks"))
+PUBLISHED = Path(os.environ.get("VNNCOMP_PUBLISHED", WORK / "vnncomp2021_results" / "results_csv"))
+ABCROWN = Path(os.environ.get("ABCROWN_DIR", WORK / "abcrown" / "complete_verifier"))
+ABCROWN_PYTHON = Path(os.environ.get("ABCROWN_PYTHON", WORK / "abcrown-venv" / "bin" / "python"))
+
+# The competition's alpha-beta-CROWN configs (exp_configs/vnncomp21/) per category; every run
+# adds ``--complete_verifier bab`` (branch and bound without a MIP solver).
+CONFIGS = {"mnistfc": "mnistfc_small.yaml", "verivital": "verivital.yaml", "cifar10_resnet": "cifar10-resnet.yaml",
+           "oval21": "oval21.yaml", "marabou-cifar10": "marabou_cifar10.yaml", "eran": "eran_mlp.yaml",
+           "acasxu": "acasxu.yaml", "nn4sys": "nn4sys.yaml", "test": "test.yaml"}
+# The default selection: 30 MNIST MLP instances (eps 0.03) and 8 CIFAR-10 residual-net instances.
+DEFAULT_SELECT = {"mnistfc": r"256x[24]\.onnx,prop_([0-9]|1[0-4])_0\.03",
+                  "cifar10_resnet": r"resnet_2b\.onnx,.*prop_[0-7]_"}
+THREAD_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                               "NUMEXPR_NUM_THREADS", "PARALLELEPIPEDONN_THREADS")}
+TOOLS = ("ours", "abcrown")
+SOLVED = ("sat", "unsat")
+ANSWERS = {"sat": "sat", "violated": "sat", "unsat": "unsat", "holds": "unsat", "unknown": "unknown",
+           "timeout": "timeout"}
+FIELDS = ["category", "onnx", "vnnlib", "tool", "order", "timeout", "answer", "verify_s", "process_s", "rc",
+          "cex", "published", "abcrown_2021", "load1", "note"]
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One row of a category's instances file; paths relative to the category directory."""
+
+    category: str
+    onnx: str
+    vnnlib: str
+    timeout: float
+
+    def path(self, root: Path, name: str) -> Path:
+        return root / self.category / name
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.category, os.path.normpath(self.onnx), os.path.normpath(self.vnnlib))
+
+
+def read_instances(root: Path, category: str) -> list[Instance]:
+    """The instances of ``category`` under ``root`` (none when the category is absent)."""
+    files = sorted((root / category).glob("*instances.csv"))
+    if not files:
+        return []
+    with open(files[0], newline="") as f:
+        return [Instance(category, r[0].strip(), r[1].strip(), float(r[2])) for r in csv.reader(f) if len(r) >= 3]
+
+
+def select(root: Path, choices: dict[str, str], limit: int | None) -> list[Instance]:
+    """Per category (in ``choices``' order) the instances whose ``onnx,vnnlib`` matches the
+    regular expression (searched), the first ``limit`` of them; absent categories skipped."""
+    out = []
+    for category, pattern in choices.items():
+        rows = [i for i in read_instances(root, category) if re.search(pattern, f"{i.onnx},{i.vnnlib}")]
+        out += rows[:limit] if limit else rows
+    return out
+
+
+def parse_select(text: str) -> dict[str, str]:
+    """``cat=REGEX;cat2=REGEX`` or ``cat,cat2`` (every instance) -> ``{category: regex}``."""
+    out = {}
+    for part in re.split(r";|,(?=[\w.-]+(?:=|$))", text):
+        if part.strip():
+            name, _, pattern = part.partition("=")
+            out[name.strip()] = pattern or "."
+    return out
+
+
+# -- running one tool on one instance ---------------------------------------------------------
+def _answer(result_file: Path) -> str:
+    try:
+        first = result_file.read_text().strip().splitlines()[0].strip().lower()
+    except (OSError, IndexError):
+        return "error"
+    return ANSWERS.get(first, "error")
+
+
+def _run(cmd: list[str], cwd: Path, timeout: float, log: Path) -> tuple[int, float]:
+    """Run ``cmd`` in its own process group, one thread; kill the group after ``timeout``
+    seconds (return code -9) or when interrupted."""
+    env = {**os.environ, **THREAD_ENV}
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = -9
+        finally:
+            if proc.poll() is None or rc == -9:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+    return rc, time.perf_counter() - start
+
+
+def run_ours(inst: Instance, root: Path, timeout: float, work: Path, slack: float, options: list[str]) -> dict:
+    """``parallelepipedonn verify`` in a fresh Python process."""
+    result, js = work / "ours.txt", work / "ours.json"
+    for f in (result, js):
+        f.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "parallelepipedonn.cli", "verify", "--model", str(inst.path(root, inst.onnx)),
+           "--vnnlib", str(inst.path(root, inst.vnnlib)), "--timeout", f"{timeout:g}", "--result-file", str(result),
+           "--json", str(js), *options]
+    rc, wall = _run(cmd, Path.cwd(), timeout + slack, work / "ours.log")
+    verify_s = None
+    if js.is_file():
+        import json
+
+        verify_s = json.loads(js.read_text()).get("seconds")
+    answer = "timeout" if rc == -9 else _answer(result)
+    return {"answer": answer, "verify_s": verify_s, "process_s": wall, "rc": rc, "result_file": result}
+
+
+_ABCROWN_TIME = re.compile(r"^Time: ([0-9.eE+-]+)\s*$", re.MULTILINE)  # single-instance mode: since the instance started
+
+
+def run_abcrown(inst: Instance, root: Path, timeout: float, work: Path, slack: float, abcrown: Path,
+                python: Path) -> dict:
+    """alpha-beta-CROWN's ``abcrown.py`` in a fresh process, on the CPU, branch and bound."""
+    result = work / "abcrown.txt"
+    result.unlink(missing_ok=True)
+    config = CONFIGS.get(inst.category)
+    cmd = [str(python), "abcrown.py", *(["--config", f"exp_configs/vnncomp21/{config}"] if config else []),
+           "--complete_verifier", "bab", "--onnx_path", str(inst.path(root, inst.onnx).resolve()),
+           "--vnnlib_path", str(inst.path(root, inst.vnnlib).resolve()), "--device", "cpu",
+           "--timeout", f"{timeout:g}", "--results_file", str(result.resolve()), "--save_adv_example",
+           "--cex_path", str((work / "abcrown_cex.txt").resolve())]
+    log = work / "abcrown.log"
+    rc, wall = _run(cmd, abcrown, timeout + slack, log)
+    m = _ABCROWN_TIME.search(log.read_text(errors="replace")) if log.is_file() else None
+    answer = "timeout" if rc == -9 else _answer(result)
+    return {"answer": answer, "verify_s": float(m.group(1)) if m else None, "process_s": wall, "rc": rc,
+            "result_file": result}
+
+
+# -- counterexamples ---------------------------------------------------------------------------
+_PAIR = re.compile(r"\(\s*([XY])_(\d+)\s+([^()\s]+)\s*\)")
+
+
+def read_counterexample(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(x, y)`` of a VNN-COMP ``sat`` result file, ``None`` without one."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    values: dict[str, dict[int, float]] = {"X": {}, "Y": {}}
+    for kind, index, value in _PAIR.findall(text):
+        values[kind][int(index)] = float(value)
+    if not values["X"]:
+        return None
+    x = np.array([values["X"][i] for i in range(len(values["X"]))], dtype=np.float64)
+    y = np.array([values["Y"][i] for i in range(len(values["Y"]))], dtype=np.float64)
+    return x, y
+
+
+def _onnx_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+NEAR = 1e-6  # a point this close to an input box (absolute, per input) is "near" it
+
+
+def _outside(region, x: np.ndarray) -> Fraction:
+    """How far the float64 point ``x`` lies outside the region's exact box (0 inside)."""
+    worst = Fraction(0)
+    for v, a, b in zip(x.tolist(), region.lower, region.upper):
+        q = Fraction(v)
+        worst = max(worst, a.value - q, q - b.value)
+    return worst
+
+
+def confirm_counterexample(model: Path, vnnlib: Path, x: np.ndarray) -> tuple[str, str]:
+    """``("confirmed", note)`` when the point ``x`` (as written) lies in an input box of the
+    property, exactly, and onnxruntime's outputs there satisfy one of that box's unsafe
+    cases, exactly; ``("near", note)`` when the outputs do so but the point lies outside
+    the box by at most ``NEAR`` (e.g. bounds computed in floating point); else ``("refuted", why)``.
+    A float32 model is evaluated at ``float32(x)``, the only input onnxruntime takes (the
+    note says when that rounding crosses the box's edge, by less than a float32 ulp)."""
+    import onnxruntime as ort
+
+    from parallelepipedonn.vnnlib import read_vnnlib
+
+    prop = read_vnnlib(vnnlib)
+    if x.size != prop.n_inputs:
+        return "refuted", f"the point has {x.size} values, the property {prop.n_inputs} inputs"
+    distance = {i: _outside(r, x) for i, r in enumerate(prop.regions)}
+    regions = [r for i, r in enumerate(prop.regions) if distance[i] <= NEAR]
+    if not regions:
+        return "refuted", f"the point lies {float(min(distance.values(), default=0)):.3g} outside the input boxes"
+    sess = ort.InferenceSession(_onnx_bytes(model), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    dtype = np.float64 if "double" in inp.type else np.float32
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+    fed = x.astype(dtype)
+    if fed.size != int(np.prod(shape)):
+        return "refuted", f"the point has {x.size} values, the model's input {shape}"
+    y = np.asarray(sess.run(None, {inp.name: fed.reshape(shape)})[0], dtype=np.float64).reshape(-1)
+    exact = [Fraction(float(v)) for v in y]
+    for region in sorted(regions, key=lambda r: _outside(r, x)):
+        if region.violated_disjunct(exact) is not None:
+            gap = _outside(region, x)
+            if gap > 0:
+                return "near", f"onnxruntime's outputs are unsafe; the point lies {float(gap):.3g} outside the box"
+            crossed = _outside(region, fed.astype(np.float64)) > 0
+            return "confirmed", "confirmed by onnxruntime" + (" (float32(x) lies just outside the box)"
+                                                              if crossed else "")
+    return "refuted", "onnxruntime's outputs satisfy no unsafe case"
+
+
+# -- published VNN-COMP 2021 results -----------------------------------------------------------
+def _published_key(category: str, onnx: str, vnnlib: str) -> tuple[str, str, str]:
+    prefix = f"benchmarks/{category}/"
+
+    def strip(p: str) -> str:
+        p = os.path.normpath(p)
+        return os.path.normpath(p[len(prefix):]) if p.startswith(prefix) else p
+    return (category, strip(onnx), strip(vnnlib))
+
+
+def read_published(directory: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    """Instance key -> {tool: answer} (``sat``/``unsat`` only) from the competition's
+    per-tool CSVs (``category,onnx,vnnlib,prepare s,result,run s``)."""
+    out: dict[tuple[str, str, str], dict[str, str]] = {}
+    for f in sorted(directory.glob("*.csv")) if directory.is_dir() else []:
+        with open(f, newline="") as fh:
+            for r in csv.reader(fh):
+                if len(r) >= 5 and ANSWERS.get(r[4].strip().lower()) in SOLVED:
+                    out.setdefault(_published_key(*r[:3]), {})[f.stem] = ANSWERS[r[4].strip().lower()]
+    return out
+
+
+def published_verdict(tools: dict[str, str] | None) -> str:
+    """The published answer by majority of the tools that answered ``sat`` or ``unsat``
+    (the competition's "voting": in 2021 a few tools answered wrongly, e.g. RPM ``sat`` on
+    instances nine others proved), ``conflict`` on a tie, ``-`` when none answered."""
+    votes = list((tools or {}).values())
+    sat, unsat = votes.count("sat"), votes.count("unsat")
+    return "-" if not votes else "sat" if sat > unsat else "unsat" if unsat > sat else "conflict"
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+def load1() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def run(args, instances: list[Instance], echo=print) -> list[dict]:
+    """Both tools on every instance, interleaved; the CSV rewritten after each instance."""
+    peer = None if args.no_peer or not (Path(args.abcrown) / "abcrown.py").is_file() \
+        or not Path(args.abcrown_python).is_file() else Path(args.abcrown)
+    if peer is None:
+        echo(f"alpha-beta-CROWN not run (--no-peer, or absent at {args.abcrown})")
+    published = read_published(Path(args.published))
+    options = shlex.split(args.ours_options)
+    out = Path(args.out)
+    rows: list[dict] = []
+    done: dict[tuple[str, str, str], list[dict]] = {}
+    if args.resume and (out / "vnncomp.csv").is_file():  # keep what is done, except sat answers (rechecked)
+        for r in read_rows(out / "vnncomp.csv"):
+            done.setdefault((r["category"], r["onnx"], r["vnnlib"]), []).append(r)
+        done = {k: v for k, v in done.items() if all(r["answer"] != "sat" for r in v)}
+    with tempfile.TemporaryDirectory(prefix="vnncomp-") as tmp:
+        work = Path(tmp)
+        for n, inst in enumerate(instances):
+            timeout = args.timeout or inst.timeout
+            if (inst.category, inst.onnx, inst.vnnlib) in done:
+                rows += done[inst.category, inst.onnx, inst.vnnlib]
+                continue
+            tools = [t for t in TOOLS if t == "ours" or peer is not None]
+            if n % 2:
+                tools.reverse()
+            pub = published.get(_published_key(*inst.key))
+            load = load1()
+            for order, tool in enumerate(tools):
+                if tool == "ours":
+                    r = run_ours(inst, Path(args.root), timeout, work, args.kill_slack, options)
+                else:
+                    r = run_abcrown(inst, Path(args.root), timeout, work, args.kill_slack, peer,
+                                    Path(args.abcrown_python))
+                cex, note = "", ""
+                if r["answer"] == "sat":
+                    point = read_counterexample(r["result_file"])
+                    if point is None:
+                        cex, note = "missing", "sat without a counterexample"
+                    else:
+                        cex, note = confirm_counterexample(inst.path(Path(args.root), inst.onnx),
+                                                           inst.path(Path(args.root), inst.vnnlib), point[0])
+                if r["answer"] == "error":
+                    note = _last_line(work / f"{tool}.log")
+                rows.append({"category": inst.category, "onnx": inst.onnx, "vnnlib": inst.vnnlib, "tool": tool,
+                             "order": order, "timeout": timeout, "answer": r["answer"],
+                             "verify_s": "" if r["verify_s"] is None else round(float(r["verify_s"]), 3),
+                             "process_s": round(r["process_s"], 3), "rc": r["rc"], "cex": cex,
+                             "published": published_verdict(pub), "abcrown_2021": (pub or {}).get("a-b-CROWN", "-"),
+                             "load1": load, "note": note})
+                echo(f"[{n + 1}/{len(instances)}] {inst.category} {inst.onnx} {inst.vnnlib} {tool}: "
+                     f"{r['answer']} {rows[-1]['verify_s']} s / {r['process_s']:.1f} s {cex}")
+            write_rows(out / "vnncomp.csv", rows)
+    write_rows(out / "vnncomp.csv", rows)
+    return rows
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:160] if lines else ""
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# -- the report --------------------------------------------------------------------------------
+def _num(v) -> float | None:
+    try:
+        return None if v in ("", None) else float(v)
+    except ValueError:
+        return None
+
+
+def _med(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}" if values else "-"
+
+
+def correct(row: dict) -> bool:
+    """Solved and not contradicted: a ``sat`` needs its counterexample confirmed (or near
+    the box: see :func:`confirm_counterexample`), and no answer may contradict the
+    published verdict."""
+    if row["answer"] not in SOLVED or (row["answer"] == "sat" and row["cex"] not in ("confirmed", "near")):
+        return False
+    return row["published"] in ("-", "conflict", row["answer"])
+
+
+def summary(rows: list[dict]) -> tuple[str, str]:
+    """The summary table and the per-instance table (Markdown)."""
+    by_inst: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        by_inst.setdefault((r["category"], r["onnx"], r["vnnlib"]), {})[r["tool"]] = r
+    tools = [t for t in TOOLS if any(r["tool"] == t for r in rows)]
+    table = []
+    for category in dict.fromkeys(r["category"] for r in rows):
+        insts = {k: v for k, v in by_inst.items() if k[0] == category}
+        both = [v for v in insts.values() if all(t in v and correct(v[t]) for t in tools)]
+        for tool in tools:
+            rs = [v[tool] for v in insts.values() if tool in v]
+            par2 = sum(float(r["process_s"]) if correct(r) else 2 * float(r["timeout"]) for r in rs)
+            verify = [_num(v[tool]["verify_s"]) for v in both]
+            process = [float(v[tool]["process_s"]) for v in both]
+            cexs = [r for r in rs if r["answer"] == "sat"]
+            counts = {a: sum(r["answer"] == a for r in rs) for a in ("sat", "unsat", "unknown", "timeout", "error")}
+            table.append([category, "parallelepipedonn verify" if tool == "ours" else "alpha-beta-CROWN", len(rs),
+                          sum(correct(r) for r in rs), counts["sat"], counts["unsat"],
+                          counts["unknown"] + counts["timeout"], counts["error"],
+                          f"{sum(r['cex'] == 'confirmed' for r in cexs)}/{len(cexs)}"
+                          + (f" (+{near} near)" if (near := sum(r["cex"] == "near" for r in cexs)) else ""),
+                          f"{par2:.0f}",
+                          len(both), _med([v for v in verify if v is not None]), _med(process)])
+    header = ["category", "tool", "instances", "solved", "sat", "unsat", "unknown/timeout", "error",
+              "sat confirmed by onnxruntime", "PAR-2 s", "both solved", "median verification s",
+              "median process s"]
+    lines = [markdown_table(header, table), ""]
+    if len(tools) == 2:
+        for category in dict.fromkeys(r["category"] for r in rows):
+            both = [v for k, v in by_inst.items() if k[0] == category and all(t in v and correct(v[t]) for t in TOOLS)]
+            ratios = [_num(v["abcrown"]["verify_s"]) / max(_num(v["ours"]["verify_s"]), 1e-3) for v in both
+                      if _num(v["abcrown"]["verify_s"]) is not None and _num(v["ours"]["verify_s"]) is not None]
+            pratios = [float(v["abcrown"]["process_s"]) / float(v["ours"]["process_s"]) for v in both]
+            lines.append(f"- {category}: on the {len(both)} instances both solved, alpha-beta-CROWN's time over ours: "
+                         f"median {_med(ratios)}× (verification), {_med(pratios)}× (whole process).")
+    disagree = [k for k, v in by_inst.items()
+                if len({v[t]["answer"] for t in v if v[t]["answer"] in SOLVED}) > 1]
+    lines.append(f"- Answers that disagree between the tools: {len(disagree)}"
+                 + (" (" + "; ".join(f"{k[1]} {k[2]}" for k in disagree) + ")" if disagree else "") + ".")
+    compared = [r for r in rows if r["answer"] in SOLVED and r["published"] in SOLVED]
+    against = [r for r in compared if r["answer"] != r["published"]]
+    unpublished = sum(r["answer"] in SOLVED and r["published"] not in SOLVED for r in rows)
+    lines.append(f"- Against the published VNN-COMP 2021 verdicts: {len(compared)} answers compared, "
+                 f"{len(against)} disagree" + (" (" + "; ".join(f"{r['tool']} {r['onnx']} {r['vnnlib']}"
+                                                              for r in against) + ")" if against else "")
+                 + f"; {unpublished} answers without a published verdict (none published, or tools conflicted).")
+    loads = [float(r["load1"]) for r in rows if _num(r["load1"]) is not None]
+    if loads:
+        lines.append(f"- 1-minute load average before each instance: median {statistics.median(loads):.1f}, "
+                     f"min {min(loads):.1f}, max {max(loads):.1f} (on {os.cpu_count()} cores).")
+    inst_rows = [[r["category"], r["onnx"], r["vnnlib"], r["tool"], r["order"], r["answer"], r["verify_s"],
+                  r["process_s"], r["cex"], r["published"], r["abcrown_2021"], r["load1"], r["note"]] for r in rows]
+    per_instance = markdown_table(["category", "onnx", "vnnlib", "tool", "order", "answer", "verification s",
+                                   "process s", "counterexample", "published 2021", "a-b-CROWN 2021", "load",
+                                   "note"], inst_rows)
+    return "\n".join(lines), per_instance
+
+
+def report(args, rows: list[dict]) -> str:
+    out = Path(args.out)
+    table, per_instance = summary(rows)
+    timeouts = sorted({float(r["timeout"]) for r in rows})
+    head = (f"`verify` and alpha-beta-CROWN on VNN-COMP 2021 instances — `{args.command}` "
+            f"({datetime.now(timezone.utc):%Y-%m-%d}, {cpu_name()}, {os.cpu_count()} cores shared with other jobs; "
+            f"timeout {', '.join(f'{t:g}' for t in timeouts)} s; one thread per tool, each instance in a fresh "
+            f"process per tool, interleaved). Ours: `parallelepipedonn verify` "
+            f"{args.ours_options or '(default oracle `attack+crown+alpha-crown+bab`)'}; alpha-beta-CROWN: "
+            "`abcrown.py --config exp_configs/vnncomp21/<category config> --complete_verifier bab --device cpu` "
+            "(configs: " + ", ".join(f"{c} `{CONFIGS[c]}`" for c in dict.fromkeys(r["category"] for r in rows)
+                                     if c in CONFIGS) + "). Solved = a `sat` or `unsat` answer not contradicted "
+            "(a `sat` needs its counterexample confirmed by onnxruntime: the point in the box exactly and "
+            "onnxruntime's outputs unsafe, exactly; *near*: the outputs unsafe but the point outside the box by at "
+            f"most {NEAR:g}, e.g. bounds computed in floating point — counted as solved); PAR-2 sums the whole process's wall time "
+            "of solved instances and twice the timeout of the others. Per instance: "
+            "[`vnncomp_instances.md`](benchmarks/results/vnncomp_instances.md).\n\n")
+    text = head + table + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vnncomp.md").write_text(text)
+    (out / "vnncomp_instances.md").write_text(head + per_instance + "\n")
+    return text
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", default=str(ROOT), help="VNN-COMP 2021 benchmarks directory (default: %(default)s)")
+    p.add_argument("--select", default=";".join(f"{k}={v}" for k, v in DEFAULT_SELECT.items()),
+                   help="CATEGORY=REGEX;... (REGEX searched in 'onnx,vnnlib'; a bare CATEGORY takes all) "
+                        "(default: %(default)s)")
+    p.add_argument("--limit", type=int, help="at most N instances per category")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per instance (0: the instances file's)")
+    p.add_argument("--kill-slack", type=float, default=30.0, help="a process is killed this long after its timeout")
+    p.add_argument("--abcrown", default=str(ABCROWN), help="alpha-beta-CROWN's complete_verifier directory "
+                   "($ABCROWN_DIR; default: %(default)s)")
+    p.add_argument("--abcrown-python", default=str(ABCROWN_PYTHON), help="its Python ($ABCROWN_PYTHON)")
+    p.add_argument("--no-peer", action="store_true", help="run only parallelepipedonn verify")
+    p.add_argument("--ours-options", default="", help="extra options of parallelepipedonn verify (e.g. '--oracle crown+bab')")
+    p.add_argument("--published", default=str(PUBLISHED), help="VNN-COMP 2021's results_csv directory "
+                   "($VNNCOMP_PUBLISHED; default: %(default)s)")
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--resume", action="store_true", help="keep the instances OUT/vnncomp.csv has (but rerun sat "
+                   "answers, to check their counterexamples)")
+    p.add_argument("--report", action="store_true", help="only rewrite the Markdown from OUT/vnncomp.csv")
+    p.add_argument("--readme", action="store_true", help="also regenerate README.md's result blocks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.command = " ".join(["python -m benchmarks.vnncomp", *(shlex.quote(a) for a in (argv or sys.argv[1:])
+                                                             if a not in ("--readme", "--resume", "--report"))])
+    if args.report:
+        rows = read_rows(Path(args.out) / "vnncomp.csv")
+    else:
+        instances = select(Path(args.root), parse_select(args.select), args.limit)
+        if not instances:
+            raise SystemExit(f"no VNN-COMP instances selected under {args.root}")
+        print(f"{len(instances)} instances, timeout {args.timeout or 'per instance'}, load {load1()}", flush=True)
+        rows = run(args, instances, echo=lambda s: print(s, flush=True))
+    print(report(args, rows))
+    if args.readme:
+        from benchmarks import readme
+
+        readme.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""benchmarks.vnncomp: instances read from a VNN-COMP layout (absent categories skipped),
+each verified by a fresh `parallelepipedonn verify` process, a `sat` counterexample
+confirmed by onnxruntime, answers set against the published ones, and the tables written."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from benchmarks import vnncomp
+from tests.nets import saved_classifier
+from tests.test_verify import property_text, robustness
+
+
+def _layout(tmp_path):
+    """A category ``toy``: a 6-12-12-3 classifier, one property that holds (a tiny ball
+    around ``x``) and one that does not (the whole unit box: other classes occur)."""
+    cat = tmp_path / "root" / "toy"
+    (cat / "specs").mkdir(parents=True)
+    c = saved_classifier(cat)
+    (cat / "specs" / "holds.vnnlib").write_text(property_text(c.x - 1e-4, c.x + 1e-4, robustness(c.label, 3), 3))
+    (cat / "specs" / "fails.vnnlib").write_text(property_text(np.zeros(6), np.ones(6), robustness(c.label, 3), 3))
+    with open(cat / "toy_instances.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["m.onnx", "./specs/holds.vnnlib", "30"], ["m.onnx", "./specs/fails.vnnlib", "30"]])
+    return c
+
+
+def test_selection_filters_by_pattern_and_skips_absent_categories(tmp_path):
+    _layout(tmp_path)
+    root = tmp_path / "root"
+    assert vnncomp.parse_select("toy=holds;absent") == {"toy": "holds", "absent": "."}
+    assert vnncomp.parse_select("toy,absent") == {"toy": ".", "absent": "."}
+    (inst,) = vnncomp.select(root, {"toy": r"holds", "absent": "."}, None)
+    assert (inst.category, inst.onnx, inst.vnnlib, inst.timeout) == ("toy", "m.onnx", "./specs/holds.vnnlib", 30.0)
+    assert len(vnncomp.select(root, {"toy": "."}, 1)) == 1
+
+
+def test_published_verdict_is_the_majority_and_a_tie_a_conflict(tmp_path):
+    rows = [["toy", "./benchmarks/toy/m.onnx", "./benchmarks/toy/specs/holds.vnnlib", "0", "holds", "1"],
+            ["toy", "./benchmarks/toy/m.onnx", "./benchmarks/toy/specs/fails.vnnlib", "0", "violated", "1"]]
+    for tool, answers in (("a", ("holds", "violated")), ("b", ("UNSAT", "unknown")), ("c", ("unsat", "holds"))):
+        with open(tmp_path / f"{tool}.csv", "w", newline="") as f:
+            csv.writer(f).writerows([r[:4] + [a] + r[5:] for r, a in zip(rows, answers)])
+    pub = vnncomp.read_published(tmp_path)
+    holds = vnncomp.Instance("toy", "m.onnx", "./specs/holds.vnnlib", 30).key
+    fails = vnncomp.Instance("toy", "m.onnx", "specs/fails.vnnlib", 30).key
+    assert vnncomp.published_verdict(pub[holds]) == "unsat"
+    assert vnncomp.published_verdict(pub[fails]) == "conflict" and pub[fails] == {"a": "sat", "c": "unsat"}
+    assert vnncomp.published_verdict(None) == "-"
+    assert vnncomp.published_verdict({"a": "sat", "b": "unsat", "c": "unsat"}) == "unsat"     # the majority
+
+
+def test_benchmark_runs_verify_confirms_the_counterexample_and_writes_tables(tmp_path):
+    c = _layout(tmp_path)
+    out = tmp_path / "out"
+    vnncomp.main(["--root", str(tmp_path / "root"), "--select", "toy", "--no-peer", "--timeout", "20",
+                  "--published", str(tmp_path / "none"), "--out", str(out)])
+    rows = vnncomp.read_rows(out / "vnncomp.csv")
+    assert [(r["vnnlib"], r["tool"], r["answer"]) for r in rows] == [
+        ("./specs/holds.vnnlib", "ours", "unsat"), ("./specs/fails.vnnlib", "ours", "sat")]
+    assert rows[1]["cex"] == "confirmed" and float(rows[0]["verify_s"]) <= float(rows[0]["process_s"])
+    summary = (out / "vnncomp.md").read_text()
+    assert "| toy | parallelepipedonn verify | 2 | 2 | 1 | 1 | 0 | 0 | 1/1 |" in summary
+    assert "holds.vnnlib" in (out / "vnncomp_instances.md").read_text()
+    # --resume keeps what is done (here: everything selected; no process is started)
+    vnncomp.main(["--root", str(tmp_path / "root"), "--select", "toy=holds", "--no-peer", "--resume",
+                  "--published", str(tmp_path / "none"), "--out", str(out)])
+    assert vnncomp.read_rows(out / "vnncomp.csv") == rows[:1]
+    # the counterexample check is a real one: a point outside the box, or a safe point, is refused
+    spec = c.dir / "specs" / "fails.vnnlib"
+    x = vnncomp.read_counterexample(out.parent / "none.txt")
+    assert x is None
+    assert vnncomp.confirm_counterexample(c.path, spec, np.full(6, 2.0)) == (
+        "refuted", "the point lies 1 outside the input boxes")
+    assert vnncomp.confirm_counterexample(c.path, c.dir / "specs" / "holds.vnnlib", c.x)[0] == "refuted"
