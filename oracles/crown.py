@@ -1,4 +1,5 @@
-"""CROWN: sound, incomplete, batched linear bound propagation (VERIFIED or UNKNOWN)."""
+"""CROWN: sound, incomplete, batched linear bound propagation (VERIFIED or UNKNOWN; on graphs,
+FALSIFIED where its screen confirms a misclassified corner)."""
 
 from __future__ import annotations
 
