@@ -1,4 +1,5 @@
-"""CROWN: sound, incomplete, batched linear bound propagation (VERIFIED or UNKNOWN)."""
+"""CROWN: sound, incomplete, batched linear bound propagation (VERIFIED or UNKNOWN; on graphs,
+FALSIFIED where its screen confirms a misclassified corner)."""
 
 from __future__ import annotations
 
@@ -53,9 +54,11 @@ class CrownOracle(Oracle):
 
     A box is VERIFIED iff the proven lower bound of ``logit_c - logit_j`` is > 0 for every
     ``j != c``; otherwise UNKNOWN (with the bound as ``margin``). On a graph, ``screen``
-    (default) first evaluates each box's first-order corner: a box where it is confirmed
-    misclassified is answered UNKNOWN without bounds (no sound bound could verify it: the
-    same verdict, no ``margin``), which spares the searches' large boxes. ``reuse``
+    (default) first evaluates each box's first-order corner: a box whose corner is
+    confirmed misclassified is answered FALSIFIED with it (confirmed again, exactly, like
+    every counterexample), the larger boxes containing that point UNKNOWN, all without
+    bounds (no sound bound could verify them): it spares the searches' large boxes and
+    tells them where a counterexample is. ``reuse``
     (default): a box inside one bounded before starts from that box's node bounds (sound:
     bounds of a superset hold on a subset; its answer may be tighter than the box's bounds
     computed alone). ``bisect`` (default on CPU): boxes that are nested (the cubes of an
@@ -97,7 +100,8 @@ class CrownOracle(Oracle):
         self.intermediate = intermediate
         self.dtype = dtype
         self.graph_tensors: Any = None
-        self._module: Any = None  # the float64 torch module of the screen, built on first use
+        self._module: Any = None  # the float64 and float32 torch modules of the screen, built on first use
+        self._module32: Any = None
         self._memory: _Supersets | None = None  # node bounds of boxes verify bounded (graphs)
         network = self.network
         if isinstance(network, Network) or network.as_network() is not None:
@@ -153,9 +157,15 @@ class CrownOracle(Oracle):
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         graph = self.graph_tensors is not None
-        screened = self._screened(lower, upper, label) if self.screen and graph else np.zeros(len(lower), dtype=bool)
-        answers = [Answer(Verdict.UNKNOWN, reason=f"{self.name}: the box contains a point the network misclassifies "
-                          "(confirmed), which no sound bound verifies; not bounded")] * len(lower)
+        screened, found, corner_of = self._screened(lower, upper, label) if self.screen and graph else \
+            (np.zeros(len(lower), dtype=bool), lower, lower)
+        answers: list[Answer] = [  # None: not screened, answered below
+            Answer(Verdict.FALSIFIED, counterexample=found[i], reason=f"{self.name}: a corner of the box the network "
+                   "misclassifies (confirmed), which no sound bound verifies; not bounded")
+            if screened[i] and (found[i] == corner_of[i]).all() else
+            Answer(Verdict.UNKNOWN, reason=f"{self.name}: the box contains a point the network misclassifies "
+                   "(confirmed: a smaller box's counterexample), which no sound bound verifies; not bounded")
+            if screened[i] else None for i in range(len(lower))]  # type: ignore[misc]
 
         def answer(i: int, m: float) -> Answer:
             return Answer(Verdict.VERIFIED, margin=m) if m > 0 else \
@@ -206,21 +216,26 @@ class CrownOracle(Oracle):
             out.append(bounds.to(torch.float64).cpu().numpy())
         return np.concatenate(out)
 
-    def _screened(self, lower: FloatArray, upper: FloatArray, label: int) -> np.ndarray:
+    def _screened(self, lower: FloatArray, upper: FloatArray,
+                  label: int) -> tuple[np.ndarray, FloatArray, FloatArray]:
         """Per box: does it contain a point whose exact margin is negative — its
         first-order corner (the vertex a signed-gradient step from the centre reaches,
         against the runner-up class), or another box's confirmed one? A corner is confirmed
         by its float64 margin beyond the margin's proven rounding error
         (``margin_errors``), smallest boxes first (a point confirmed in one box screens every
         box containing it); a box where nothing is confirmed is not screened. CROWN's bound
-        of a screened box is at most that margin (it is sound), so its answer would be
-        UNKNOWN too: the screen changes no verdict, it only skips the bounds (the answer has
-        no margin)."""
+        of a screened box is at most that margin (it is sound), so it would not verify it
+        either. Returns the mask, per screened box the confirmed point, and each box's
+        corner (a box whose own corner was confirmed answers FALSIFIED with it; the larger
+        boxes it screens UNKNOWN, sparing the same point's exact re-check). The gradient
+        that picks the corners is a float32 pass (only a heuristic: the corners' margins
+        are float64, confirmed as above)."""
         if self._module is None:
             self._module = self.network.to_torch(torch.float64, self.device)
-        center = torch.tensor((lower + upper) / 2, dtype=torch.float64, device=self.device, requires_grad=True)
+            self._module32 = self.network.to_torch(torch.float32, self.device)
+        center = torch.tensor((lower + upper) / 2, dtype=torch.float32, device=self.device, requires_grad=True)
         with torch.enable_grad():
-            logits = self._module(center)
+            logits = self._module32(center)
             others = logits.detach().clone()
             others[:, label] = -torch.inf
             runner_up = others.argmax(dim=1, keepdim=True)
@@ -233,14 +248,17 @@ class CrownOracle(Oracle):
             logits[:, label] = -torch.inf
             below = (logits.max(dim=1).values >= own).cpu().numpy()  # float64 margin <= 0: worth confirming
         screened = np.zeros(len(lower), dtype=bool)
+        found = np.empty_like(lower)
         for i in sorted(np.flatnonzero(below), key=lambda i: float((upper[i] - lower[i]).sum())):
             if screened[i]:
                 continue
             with np.errstate(over="ignore", invalid="ignore"):
                 m, err = self.network.margin_errors(corner[i:i + 1], label)
             if np.isfinite(m[0]) and np.isfinite(err[0]) and m[0] < -err[0]:
-                screened |= (lower <= corner[i]).all(axis=1) & (corner[i] <= upper).all(axis=1)
-        return screened
+                inside = ~screened & (lower <= corner[i]).all(axis=1) & (corner[i] <= upper).all(axis=1)
+                screened |= inside
+                found[inside] = corner[i]
+        return screened, found, corner
 
     def class_extremes(self, label: int, region: Box, candidates: Any = (), *, rounds: int = 100,
                        tolerance: float = 1e-7, **_: Any) -> ClassBox:

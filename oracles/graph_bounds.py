@@ -147,7 +147,10 @@ class NodeBounds:
 
 
 def _bmv(a: Tensor, v: Tensor) -> Tensor:
-    """``sum over the shape of a * v``: ``a`` ``(B, m, *shape)``, ``v`` ``(B, *shape)`` -> ``(B, m)``."""
+    """``sum over the shape of a * v``: ``a`` ``(B, m, *shape)``, ``v`` ``(B, *shape)`` -> ``(B, m)``
+    (``v`` one box's, broadcast: one matrix-vector product)."""
+    if v.shape[0] > 1 and v.stride(0) == 0:
+        return a.flatten(2) @ v[0].reshape(-1)
     return (a.flatten(2) @ v.flatten(1).unsqueeze(-1)).squeeze(-1)
 
 
@@ -320,11 +323,16 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
     each entry of ``spec`` (``(B', m, *shape)``), the node bounds being per box: the same
     pass with each entry's box's bounds."""
     g = gt.graph
+    bsz, m = spec.shape[:2]
+    one = int(rows[0]) if rows is not None and rows.numel() and bool((rows == rows[0]).all()) else None
 
     def per(t: Tensor) -> Tensor:
-        return t if rows is None else t.index_select(0, rows)
+        if rows is None:
+            return t
+        if one is not None:  # every entry of one box: a broadcast view, no copy
+            return t.narrow(0, one, 1).expand(bsz, *t.shape[1:])
+        return t.index_select(0, rows)
 
-    bsz, m = spec.shape[:2]
     sl = gt.slacks
     wide = torch.float64
     const = spec.new_zeros(bsz, m, dtype=wide) if const is None else const
@@ -414,7 +422,7 @@ def concretize_wide(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tens
 
 
 def _mv_abs(a: Tensor, v: Tensor) -> Tensor:
-    return (a.abs() @ v.unsqueeze(-1)).squeeze(-1)
+    return _bmv(a.abs(), v)
 
 
 @contextlib.contextmanager

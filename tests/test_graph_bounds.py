@@ -10,6 +10,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import parallelepipedonn
+from oracles.base import Verdict
 from oracles.bounds import box_tensors
 from oracles.crown import CrownOracle
 from oracles.graph_bounds import GraphTensors, margin_lower_bounds
@@ -299,7 +300,7 @@ def _cubes(x: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(x - radii[:, None], 0, 1), np.clip(x + radii[:, None], 0, 1)
 
 
-def test_the_screen_changes_no_verdict_and_skips_boxes_with_a_confirmed_misclassified_point():
+def test_the_screen_falsifies_boxes_with_a_confirmed_misclassified_corner_and_bounds_the_others():
     g = _residual_convs(1)
     x = np.random.default_rng(3).random(g.n_inputs)
     label = int(g.predict(x[None])[0])
@@ -307,13 +308,21 @@ def test_the_screen_changes_no_verdict_and_skips_boxes_with_a_confirmed_misclass
     plain = CrownOracle(g, screen=False, reuse=False, bisect=False)
     screened = CrownOracle(g, reuse=False, bisect=False)
     a, b = plain.verify(lo, hi, label), screened.verify(lo, hi, label)
-    assert [p.verdict for p in a] == [q.verdict for q in b]
-    skipped = [i for i, q in enumerate(b) if q.margin is None]
+    skipped = [i for i, q in enumerate(b) if q.margin is None or q.verdict is Verdict.FALSIFIED]
     assert skipped and skipped[-1] == len(b) - 1, "the largest boxes contain misclassified points"
-    kept = [i for i, q in enumerate(b) if q.margin is not None]
+    kept = [i for i in range(len(b)) if i not in skipped]
+    assert [a[i].verdict for i in kept] == [b[i].verdict for i in kept]
     alone = plain.margin_lower_bounds(lo[kept], hi[kept], label).min(axis=1)  # the batch without them
     assert [b[i].margin for i in kept] == list(alone)
+    # each skipped box contains a point confirmed misclassified (which CROWN does not verify):
+    # its own corner (FALSIFIED, with it) or a smaller skipped box's (UNKNOWN, no bound)
     assert all("misclassifies" in b[i].reason and not a[i].verified for i in skipped)
+    falsified = [i for i in skipped if b[i].verdict is Verdict.FALSIFIED]
+    assert falsified and falsified[0] == skipped[0]
+    assert all(b[i].verdict is Verdict.UNKNOWN and b[i].margin is None for i in skipped if i not in falsified)
+    for i in falsified:
+        cex = b[i].counterexample
+        assert ((lo[i] <= cex) & (cex <= hi[i])).all() and g.misclassified(cex[None], label)[0]
 
 
 def test_boxes_inside_earlier_ones_start_from_their_node_bounds_soundly():
