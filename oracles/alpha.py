@@ -261,15 +261,7 @@ def _keys(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Tensor, setti
 def _optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Tensor,
                     settings: AlphaSettings = AlphaSettings(), reference: Sequence[tuple[Tensor, Tensor]] | None = None,
                     reference_method: str = "crown") -> OptimizedBounds:
-    """:func:`optimize_bounds` without its memory: alpha-CROWN bounds of ``spec @ logits`` (``spec`` of shape ``(B, m, n_classes)``) over
-    each box ``[lower, upper]`` (``(B, n)``), with every pass's slopes optimised jointly (see
-    the module docstring for what is proven).
-
-    ``reference``: proven bounds of every ReLU's input to stay within (default: CROWN's and
-    interval bounds, :func:`~oracles.bounds.intermediate_bounds` with ``reference_method``);
-    the neurons they leave unstable get optimised bounds. A batch whose slopes would
-    exceed :data:`MAX_SLOPES` numbers is optimised in halves.
-    """
+    """:func:`optimize_bounds` without its memory (the same arguments, the same proofs)."""
     with torch.no_grad():
         ref = [(lo.detach(), hi.detach()) for lo, hi in
                (reference if reference is not None else intermediate_bounds(net, lower, upper, reference_method))]
