@@ -179,7 +179,7 @@ def test_chain_oracles_take_a_conv_graph_and_refuse_a_residual_one(models, chain
     assert "bridge" in cascade.settings() and all(s.network is cascade.network for s in cascade.stages)
     for name in (chain_only, f"crown+{chain_only}", "marabou"):
         with pytest.raises(OracleError, match=r"supports chain networks.*residual connection.*use crown, alpha-crown, "
-                                              r"milp, bab or attack"):
+                                              r"milp, bab, input-split or attack"):
             make_oracle(name, res)
     assert not CrownOracle(res).supports("class_extremes") and CrownOracle(cnn).supports("class_extremes")
 
