@@ -216,6 +216,22 @@ def _rooms(rows: _Rows, k: NDArray[np.int64], x: FloatArray, domain: Box) -> Flo
     return (step < 0) * (x - domain.lower) + (step > 0) * (domain.upper - x)
 
 
+class _RoomsOf:
+    """:func:`_rooms` of one input, each row computed once, when first asked for."""
+
+    def __init__(self, rows: _Rows, x: FloatArray, domain: Box) -> None:
+        self.rows, self.x, self.domain = rows, x, domain
+        self.rooms = np.empty_like(rows.a)
+        self.known = np.zeros(len(rows.a), bool)
+
+    def __call__(self, k: NDArray[np.int64]) -> FloatArray:
+        missing = k[~self.known[k]]
+        if missing.size:
+            self.rooms[missing] = _rooms(self.rows, missing, self.x, self.domain)
+            self.known[missing] = True
+        return self.rooms[k]
+
+
 def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iterations: int = 64) -> FloatArray:
     """Per row: the least ``t >= 0`` with ``f(t) = sum_i weights_i min(t, rooms_i) >=
     target`` (``weights, rooms >= 0``); 0 for a target ``<= 0``, ``inf`` if it is never
@@ -316,12 +332,13 @@ def _margins_lower(rows: _Rows, x: FloatArray) -> tuple[FloatArray, FloatArray]:
     return m, m - rows.point_error * mag - (x.size + 3) * _TINY - 1e-300
 
 
-def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box) -> tuple[bool, float]:
+def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box,
+                rooms: _RoomsOf | None = None) -> tuple[bool, float]:
     """Whether every point of the domain within L-infinity ``radius`` of ``x`` has every
     margin > 0, proven: the closed-form minimum over the cube's box, its corners rounded
     outward, lowered by its rounding error (:func:`oracles.gmm.affine_box_min`). Also a
     smaller radius where the proof should hold (each margin's deficit over its slope
-    there, twice)."""
+    there, twice). ``rooms``: :func:`_rooms` of every row, if the caller has them."""
     if radius == math.inf:
         lo, hi = domain.lower, domain.upper
     else:
@@ -331,7 +348,8 @@ def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box) -> tuple
     if (low > 0).all() or radius == math.inf:
         return bool((low > 0).all()), radius if (low > 0).all() else 0.0
     short = np.flatnonzero(~(low > 0))
-    slope = (rows.w[short] * (_rooms(rows, short, x, domain) > radius)).sum(axis=1)
+    room = _rooms(rows, short, x, domain) if rooms is None else rooms(short)
+    slope = (rows.w[short] * (room > radius)).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         need = np.where(slope > 0, -2 * low[short] / slope, np.inf)
     return False, max(radius - float(need.max()), 0.0)
@@ -377,9 +395,9 @@ class _L2Bound:
 
 
 def _l2_bound(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray,
-              margins: tuple[FloatArray, FloatArray]) -> _L2Bound:
+              margins: tuple[FloatArray, FloatArray], rooms: _RoomsOf | None = None) -> _L2Bound:
     """:class:`_L2Bound` for radii up to ``radius``: the dual bound for the rows whose
-    norm bound does not reach it."""
+    norm bound does not reach it (``rooms``: :func:`_rooms` of every row, if known)."""
     n = x.size
     m, m_low = margins
     reach = np.where(m_low > 0, div_down(np.maximum(m_low, 0.0), rows.l2_up), 0.0)
@@ -387,7 +405,7 @@ def _l2_bound(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: F
     slack = rows.slack
     if not dual.size:
         return _L2Bound(reach, dual, np.zeros(0), np.zeros(0), slack)
-    w, room, lam = rows.w[dual], _rooms(rows, dual, x, domain), lambdas[dual]
+    w, room, lam = rows.w[dual], _rooms(rows, dual, x, domain) if rooms is None else rooms(dual), lambdas[dual]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         nu = np.where(np.isfinite(lam), 1.0 / lam, 0.0)
         nuc = nu[:, None]
@@ -464,13 +482,14 @@ def linear_linf_radius(net: Network, x: FloatArray, label: int, domain: Box) -> 
     m = rows.a @ x + rows.c
     with np.errstate(divide="ignore", invalid="ignore"):
         r0 = np.where(m > 0, m / rows.l1, 0.0)
-    ts = _nearest_rows(r0, lambda k: _crossings(rows.w[k], _rooms(rows, k, x, domain), m[k]))
+    rooms = _RoomsOf(rows, x, domain)
+    ts = _nearest_rows(r0, lambda k: _crossings(rows.w[k], rooms(k), m[k]))
     j = int(np.argmin(ts))
     estimate = float(ts[j])
-    radius = _prove(estimate, lambda r: linf_proven(rows, x, r, domain))
+    radius = _prove(estimate, lambda r: linf_proven(rows, x, r, domain, rooms))
     cex = None
     if math.isfinite(estimate):
-        room = _rooms(rows, np.array([j]), x, domain)[0]
+        room = rooms(np.array([j]))[0]
         cex = _confirmed(net, rows, [x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES])
     upper = math.inf if cex is None else float(np.abs(cex - x).max())
     return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
@@ -511,19 +530,21 @@ def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> Ex
         r0 = np.where(m > 0, m / rows.l2, 0.0)
         lam = np.where(m > 0, r0 / rows.l2, 0.0)  # the multiplier in all of R^n: a valid dual point
 
+    rooms = _RoomsOf(rows, x, domain)
+
     def solve(k: NDArray[np.int64]) -> FloatArray:
-        lam[k], dist = l2_multipliers(rows.w[k], _rooms(rows, k, x, domain), m[k])
+        lam[k], dist = l2_multipliers(rows.w[k], rooms(k), m[k])
         return dist
 
     dist = _nearest_rows(r0, solve)
     j = int(np.argmin(dist))
     estimate = float(dist[j])
-    bound = _l2_bound(rows, x, estimate, domain, lam, margins)  # holds for every radius up to the estimate
+    bound = _l2_bound(rows, x, estimate, domain, lam, margins, rooms)  # holds for every radius up to the estimate
     suggestion = bound.suggestion
     radius = _prove(estimate, lambda r: (bound.proven(r), min(suggestion, r)))
     cex = None
     if math.isfinite(estimate):
-        room = _rooms(rows, np.array([j]), x, domain)[0]
+        room = rooms(np.array([j]))[0]
         cex = _confirmed(net, rows, [x + rows.step[j] * np.minimum(lam[j] * (1 + s) * rows.w[j], room)
                                       for s in PUSHES])
     upper = math.inf if cex is None else float(np.sqrt(np.sum((cex - x) ** 2)))
