@@ -27,8 +27,10 @@ exact within the domain box ``D``:
   piecewise-linear function.
 
 The float64 roots are estimates; what is reported is *proven*: a radius slightly below
-the estimate (``1 - 1e-12`` times it, else the radius the failed proof's deficit
-suggests, else that one shrunk by ``1e-10``, ``1e-8``, ... until the proof holds) whose
+the estimate (for L-infinity first the estimate less twice the nearest row's rounding-error
+bound over its slope, usually proven at once; then ``1 - 1e-12`` times the estimate, else
+the radius the failed proof's deficit suggests, else that one shrunk by ``1e-10``,
+``1e-8``, ... until the proof holds) whose
 proof is checked with rounding errors covered — for L-infinity the closed-form minimum over the
 cube's box rounded outward (:func:`oracles.gmm.affine_box_min`), for L2 the Lagrangian
 dual bound ``min_(d in D-x, ||d|| <= r) a d >= sum_i min_(d_i) (a_i d_i + nu d_i^2 / 2) -
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -435,14 +438,16 @@ def l2_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: F
     return bound.proven(radius), min(bound.suggestion, radius)
 
 
-def _prove(estimate: float, check) -> float:
-    """A proven radius at most ``estimate``: ``estimate (1 - 1e-12)``, else the radius
-    ``check`` suggests, else the first of that radius times ``1 - s`` (``s`` in
-    :data:`SHRINKS`) that ``check`` proves; ``inf`` if ``estimate`` is and ``check(inf)``
-    holds; 0 if nothing is proven. ``check(r)`` returns whether ``r`` is proven and a
-    smaller radius where it should be."""
+def _prove(estimate: float, check, guess: float | None = None) -> float:
+    """A proven radius at most ``estimate``: ``guess`` if given, in ``(0, estimate)`` and
+    proven, else ``estimate (1 - 1e-12)``, else the radius ``check`` suggests, else the
+    first of that radius times ``1 - s`` (``s`` in :data:`SHRINKS`) that ``check`` proves;
+    ``inf`` if ``estimate`` is and ``check(inf)`` holds; 0 if nothing is proven.
+    ``check(r)`` returns whether ``r`` is proven and a smaller radius where it should be."""
     if estimate == math.inf:
         return math.inf if check(math.inf)[0] else 0.0
+    if guess is not None and 0 < guess < estimate and check(guess)[0]:
+        return float(guess)
     first = estimate * (1 - 1e-12)
     ok, suggested = check(first)
     if ok:
@@ -457,13 +462,14 @@ def _prove(estimate: float, check) -> float:
     return 0.0
 
 
-def _confirmed(net: Network, rows: _Rows, points: list[FloatArray]) -> FloatArray | None:
+def _confirmed(net: Network, rows: _Rows, points: Iterable[FloatArray]) -> FloatArray | None:
     """The first of ``points`` that the linear classifier misclassifies, decided exactly:
     by the margins ``a_j p + c_j`` where they are farther from 0 than their rounding error
     bound (a margin below it: some class wins or ties), else by
-    :meth:`~parallelepipedonn.network.Network.misclassified` (exact arithmetic)."""
-    n = points[0].size if points else 0
+    :meth:`~parallelepipedonn.network.Network.misclassified` (exact arithmetic). ``points``
+    may be a generator: the later ones are built only if needed."""
     for p in points:
+        n = p.size
         m = rows.a @ p + rows.c
         err = rows.point_error * (rows.w @ np.abs(p) + np.abs(rows.c)) + (n + 3) * _TINY + 1e-300
         if (m < -err).any():
@@ -471,6 +477,21 @@ def _confirmed(net: Network, rows: _Rows, points: list[FloatArray]) -> FloatArra
         if not (m > err).all() and net.misclassified(p, int(rows.label))[0]:
             return p
     return None
+
+
+def _linf_guess(rows: _Rows, x: FloatArray, j: int, estimate: float, domain: Box, rooms: _RoomsOf) -> float | None:
+    """Where :func:`linf_proven` should first succeed (a guess, proven or not by the
+    caller): the estimate less twice the nearest row's rounding-error bound over its slope
+    there (the deficit a proof at the estimate itself would find), so that one proof
+    usually suffices."""
+    if not math.isfinite(estimate):
+        return None
+    hi = np.maximum(np.abs(x - estimate), np.abs(x + estimate))
+    room = rooms(np.array([j]))[0]
+    w = rows.w[j]
+    slope = float(w @ (room > estimate))
+    err = relative_slack(x.size + 1) * (float(w @ hi) + abs(float(rows.c[j]))) + (x.size + 2) * _TINY + ABS_SLACK
+    return estimate - 2 * err / slope if slope > 0 else None
 
 
 def linear_linf_radius(net: Network, x: FloatArray, label: int, domain: Box) -> ExactRadius:
@@ -486,11 +507,12 @@ def linear_linf_radius(net: Network, x: FloatArray, label: int, domain: Box) -> 
     ts = _nearest_rows(r0, lambda k: _crossings(rows.w[k], rooms(k), m[k]))
     j = int(np.argmin(ts))
     estimate = float(ts[j])
-    radius = _prove(estimate, lambda r: linf_proven(rows, x, r, domain, rooms))
+    radius = _prove(estimate, lambda r: linf_proven(rows, x, r, domain, rooms), _linf_guess(rows, x, j, estimate,
+                                                                                          domain, rooms))
     cex = None
     if math.isfinite(estimate):
         room = rooms(np.array([j]))[0]
-        cex = _confirmed(net, rows, [x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES])
+        cex = _confirmed(net, rows, (x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES))
     upper = math.inf if cex is None else float(np.abs(cex - x).max())
     return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
 
@@ -545,7 +567,7 @@ def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> Ex
     cex = None
     if math.isfinite(estimate):
         room = rooms(np.array([j]))[0]
-        cex = _confirmed(net, rows, [x + rows.step[j] * np.minimum(lam[j] * (1 + s) * rows.w[j], room)
-                                      for s in PUSHES])
+        cex = _confirmed(net, rows, (x + rows.step[j] * np.minimum(lam[j] * (1 + s) * rows.w[j], room)
+                                      for s in PUSHES))
     upper = math.inf if cex is None else float(np.sqrt(np.sum((cex - x) ** 2)))
     return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
