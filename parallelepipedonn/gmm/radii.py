@@ -193,6 +193,7 @@ class _Rows:
     parts: tuple[FloatArray, FloatArray, FloatArray]  # max(a, 0), min(a, 0), |a|
     point_error: float  # 2 gamma_(n + 3): the relative rounding bound of a margin at a point
     slack: float  # relative_slack(n + 4): of the L2 dual bound's terms
+    squares: tuple[FloatArray, FloatArray]  # |a|^2, and |a| with 1 where it is 0 (a safe divisor)
 
 
 _ROWS: weakref.WeakKeyDictionary[Network, dict[int, _Rows]] = weakref.WeakKeyDictionary()
@@ -208,7 +209,8 @@ def _rows(net: Network, label: int) -> _Rows:
         l2_up = l2 * (1 + relative_slack(a.shape[1] + 2)) + _TINY
         n = a.shape[1]
         cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label,
-                             (np.maximum(a, 0.0), np.minimum(a, 0.0), w), 2 * gamma(n + 3), relative_slack(n + 4))
+                             (np.maximum(a, 0.0), np.minimum(a, 0.0), w), 2 * gamma(n + 3), relative_slack(n + 4),
+                             (w * w, np.where(w > 0, w, 1.0)))
     return cache[label]
 
 
@@ -414,7 +416,7 @@ def _l2_bound(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: F
         nuc = nu[:, None]
         vertex = np.where(nuc > 0, w / np.where(nuc > 0, nuc, 1.0), np.inf)  # where the unclipped minimum lies
         clipped = room < vertex * (1 - 1e-12)
-        inside = -(w * w) / (2 * np.where(nuc > 0, nuc, 1.0))
+        inside = -rows.squares[0][dual] / (2 * np.where(nuc > 0, nuc, 1.0))
         edge_quad = nuc * room * room / 2
         q = np.where(clipped, -w * room + edge_quad, inside)
         q_mag = np.where(clipped, w * room + edge_quad, -inside)
@@ -517,13 +519,16 @@ def linear_linf_radius(net: Network, x: FloatArray, label: int, domain: Box) -> 
     return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
 
 
-def l2_multipliers(w: FloatArray, rooms: FloatArray, m: FloatArray) -> tuple[FloatArray, FloatArray]:
+def l2_multipliers(w: FloatArray, rooms: FloatArray, m: FloatArray,
+                   squares: tuple[FloatArray, FloatArray] | None = None) -> tuple[FloatArray, FloatArray]:
     """Per margin row (``w = |a|``, the rooms of its lowering direction, the margin at the
     input): the KKT multiplier ``lambda`` of the projection of the input onto ``{margin
     <= 0} ∩ D`` (``inf`` where the class never wins in the domain, 0 where it already
-    does) and the projection's distance (float64 estimates)."""
+    does) and the projection's distance (float64 estimates). ``squares``: ``w * w`` and
+    ``w`` with 1 where it is 0, if the caller has them."""
+    w2, safe = squares if squares is not None else (w * w, np.where(w > 0, w, 1.0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        lam = _crossings(w * w, np.where(w > 0, rooms / np.where(w > 0, w, 1.0), 0.0), m)
+        lam = _crossings(w2, np.where(w > 0, rooms / safe, 0.0), m)
         d = np.minimum(np.where(np.isfinite(lam[:, None]), lam[:, None], 0.0) * w, rooms)
     dist = np.where(np.isfinite(lam), np.sqrt(np.sum(d * d, axis=1)), np.inf)
     return lam, dist
@@ -555,7 +560,7 @@ def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> Ex
     rooms = _RoomsOf(rows, x, domain)
 
     def solve(k: NDArray[np.int64]) -> FloatArray:
-        lam[k], dist = l2_multipliers(rows.w[k], rooms(k), m[k])
+        lam[k], dist = l2_multipliers(rows.w[k], rooms(k), m[k], (rows.squares[0][k], rows.squares[1][k]))
         return dist
 
     dist = _nearest_rows(r0, solve)
