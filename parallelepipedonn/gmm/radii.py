@@ -194,6 +194,7 @@ class _Rows:
     point_error: float  # 2 gamma_(n + 3): the relative rounding bound of a margin at a point
     slack: float  # relative_slack(n + 4): of the L2 dual bound's terms
     squares: tuple[FloatArray, FloatArray]  # |a|^2, and |a| with 1 where it is 0 (a safe divisor)
+    moves: tuple[FloatArray, FloatArray]  # 1.0 where step < 0, resp. > 0, else 0.0
 
 
 _ROWS: weakref.WeakKeyDictionary[Network, dict[int, _Rows]] = weakref.WeakKeyDictionary()
@@ -210,15 +211,15 @@ def _rows(net: Network, label: int) -> _Rows:
         n = a.shape[1]
         cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label,
                              (np.maximum(a, 0.0), np.minimum(a, 0.0), w), 2 * gamma(n + 3), relative_slack(n + 4),
-                             (w * w, np.where(w > 0, w, 1.0)))
+                             (w * w, np.where(w > 0, w, 1.0)), ((a > 0) * 1.0, (a < 0) * 1.0))
     return cache[label]
 
 
 def _rooms(rows: _Rows, k: NDArray[np.int64], x: FloatArray, domain: Box) -> FloatArray:
     """How far each coordinate can move in the lowering direction of rows ``k``, within
     the domain."""
-    step = rows.step[k]
-    return (step < 0) * (x - domain.lower) + (step > 0) * (domain.upper - x)
+    down, up = rows.moves
+    return down[k] * (x - domain.lower) + up[k] * (domain.upper - x)
 
 
 class _RoomsOf:
