@@ -176,6 +176,16 @@ class ExactRadius:
 
 
 @dataclass(frozen=True, eq=False)
+class LinearRadii:
+    """A linear classifier's input radii around one input: the global L2 radius
+    (:func:`linear_global_l2`) and the exact L-infinity and L2 radii in the domain."""
+
+    global_l2: float
+    linf: ExactRadius
+    l2: ExactRadius
+
+
+@dataclass(frozen=True, eq=False)
 class _Rows:
     """A linear classifier's margins ``a_j x + c_j`` for one label (rows: the other
     classes), with what the radii reuse: ``|a|``, the float64 L1 and L2 norms, the
@@ -194,7 +204,10 @@ class _Rows:
     point_error: float  # 2 gamma_(n + 3): the relative rounding bound of a margin at a point
     slack: float  # relative_slack(n + 4): of the L2 dual bound's terms
     squares: tuple[FloatArray, FloatArray]  # |a|^2, and |a| with 1 where it is 0 (a safe divisor)
-    moves: tuple[FloatArray, FloatArray]  # 1.0 where step < 0, resp. > 0, else 0.0
+    moves: tuple[NDArray[np.bool_], NDArray[np.bool_]]  # where step < 0, resp. > 0
+    c_abs: FloatArray  # |c|
+    square_sums: FloatArray  # the row sums of |a|^2 (the L2 multipliers' first Newton step)
+    box_error: float  # relative_slack(n + 1): of a margin's closed-form minimum over a box
 
 
 _ROWS: weakref.WeakKeyDictionary[Network, dict[int, _Rows]] = weakref.WeakKeyDictionary()
@@ -211,71 +224,83 @@ def _rows(net: Network, label: int) -> _Rows:
         n = a.shape[1]
         cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label,
                              (np.maximum(a, 0.0), np.minimum(a, 0.0), w), 2 * gamma(n + 3), relative_slack(n + 4),
-                             (w * w, np.where(w > 0, w, 1.0)), ((a > 0) * 1.0, (a < 0) * 1.0))
+                             (w * w, np.where(w > 0, w, 1.0)), (a > 0, a < 0), np.abs(c),
+                             (w * w).sum(axis=1), relative_slack(n + 1))
     return cache[label]
 
 
-def _rooms(rows: _Rows, k: NDArray[np.int64], x: FloatArray, domain: Box) -> FloatArray:
+def _rooms(rows: _Rows, k: NDArray[np.int64] | slice, x: FloatArray, domain: Box) -> FloatArray:
     """How far each coordinate can move in the lowering direction of rows ``k``, within
-    the domain."""
+    the domain (0 where the row's coefficient is 0)."""
     down, up = rows.moves
-    return down[k] * (x - domain.lower) + up[k] * (domain.upper - x)
+    return np.where(down[k], x - domain.lower, np.where(up[k], domain.upper - x, 0.0))
 
 
-class _RoomsOf:
-    """:func:`_rooms` of one input, each row computed once, when first asked for."""
+class _Point:
+    """What the linear radii of one input share (one label): the float64 margins ``m`` at
+    ``x``, proven lower bounds ``m_low`` of the exact ones, the :func:`_rooms` of every
+    row, and (when first asked for) the radius each margin's lower bound and proven L2
+    norm reach in all of ``R^n``."""
+
+    __slots__ = ("_reach", "domain", "m", "m_low", "rooms", "rows", "x")
 
     def __init__(self, rows: _Rows, x: FloatArray, domain: Box) -> None:
         self.rows, self.x, self.domain = rows, x, domain
-        self.rooms = np.empty_like(rows.a)
-        self.known = np.zeros(len(rows.a), bool)
+        self.m = rows.a @ x + rows.c
+        mag = rows.w @ np.abs(x) + rows.c_abs
+        # a dot product of n + 1 terms, on rows and offsets each one rounding off the exact differences
+        self.m_low = self.m - rows.point_error * mag - (x.size + 3) * _TINY - 1e-300
+        self.rooms = _rooms(rows, slice(None), x, domain)
+        self._reach: FloatArray | None = None
 
-    def __call__(self, k: NDArray[np.int64]) -> FloatArray:
-        missing = k[~self.known[k]]
-        if missing.size:
-            self.rooms[missing] = _rooms(self.rows, missing, self.x, self.domain)
-            self.known[missing] = True
-        return self.rooms[k]
+    @property
+    def reach(self) -> FloatArray:
+        """Per row, ``m_low / ||a_j||_2`` (proven norm) rounded down; 0 where ``m_low <= 0``."""
+        if self._reach is None:
+            self._reach = div_down(np.maximum(self.m_low, 0.0), self.rows.l2_up)
+        return self._reach
 
 
-def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iterations: int = 64) -> FloatArray:
+def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iterations: int = 64,
+               totals: FloatArray | None = None) -> FloatArray:
     """Per row: the least ``t >= 0`` with ``f(t) = sum_i weights_i min(t, rooms_i) >=
     target`` (``weights, rooms >= 0``); 0 for a target ``<= 0``, ``inf`` if it is never
-    reached. Float64: an estimate of the exact root.
+    reached. Float64: an estimate of the exact root. ``totals``: the rows' sums of
+    ``weights``, if the caller has them.
 
     ``f`` is concave, increasing and piecewise linear: Newton's method from 0 stays below
     the root (a tangent lies above ``f``) and ends in the root's linear piece after
     crossing at most one breakpoint per step, usually within a few steps; rows not done
     after ``iterations`` steps are solved by sorting the breakpoints."""
     if len(targets) == 1:
-        return np.array([_crossing(weights[0], rooms[0], float(targets[0]), iterations)])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(targets > 0, targets / weights.sum(axis=1), 0.0)  # the first Newton step from 0
-        t = np.where(np.isfinite(t), t, 0.0)
-        active = targets > 0
-        for _ in range(iterations):
-            if not active.any():
-                break
-            rows = np.flatnonzero(active)
-            tr, w, r = t[rows, None], weights[rows], rooms[rows]
-            beyond = r > tr
-            gap = targets[rows] - (w * np.minimum(tr, r)).sum(axis=1)
-            slope = (w * beyond).sum(axis=1)
-            step = np.where(slope > 0, gap / slope, np.inf)
-            finished = (gap <= 1e-15 * targets[rows]) | ~(step > 1e-15 * tr[:, 0])
-            t[rows] = np.where(gap > 0, t[rows] + step, t[rows])
-            active[rows[finished]] = False
+        total = None if totals is None else float(totals[0])
+        return np.array([_crossing(weights[0], rooms[0], float(targets[0]), iterations, total)])
+    t = np.where(targets > 0, targets / (weights.sum(axis=1) if totals is None else totals), 0.0)  # from 0
+    t = np.where(np.isfinite(t), t, 0.0)
+    active = targets > 0
+    small = 1e-15 * targets
+    for _ in range(iterations):
+        if not active.any():
+            break
+        # every row's step (a finished one keeps its t): row sums as on the active rows alone
+        tr = t[:, None]
+        gap = targets - (weights * np.minimum(tr, rooms)).sum(axis=1)
+        slope = (weights * (rooms > tr)).sum(axis=1)
+        step = np.where(slope > 0, gap / slope, np.inf)
+        finished = (gap <= small) | ~(step > 1e-15 * t)
+        t = np.where(active & (gap > 0), t + step, t)
+        active &= ~finished
     if active.any():
         rows = np.flatnonzero(active)
         t[rows] = _crossings_sorted(weights[rows], rooms[rows], targets[rows])
     return np.where(targets <= 0, 0.0, t)
 
 
-def _crossing(w: FloatArray, r: FloatArray, target: float, iterations: int) -> float:
+def _crossing(w: FloatArray, r: FloatArray, target: float, iterations: int, total: float | None = None) -> float:
     """:func:`_crossings` for one row (the same Newton steps, on scalars)."""
     if target <= 0:
         return 0.0
-    total = float(w.sum())
+    total = float(w.sum()) if total is None else total
     if not total > 0:
         return math.inf
     t = target / total
@@ -314,20 +339,21 @@ def _crossings_sorted(weights: FloatArray, rooms: FloatArray, targets: FloatArra
 
 def _nearest_rows(r0: FloatArray, solve) -> FloatArray:
     """Exact radii of the rows that can be the nearest: ``solve(rows)`` gives the exact
-    radii of some rows, ``r0`` (a lower bound of each, the radius in all of R^n) orders
-    them; a row whose ``r0`` is at least the best exact radius found cannot be nearer
-    and keeps ``r0``."""
+    radii of some rows (an index array, or a slice of one row), ``r0`` (a lower bound of
+    each, the radius in all of R^n) orders them; a row whose ``r0`` is at least the best
+    exact radius found cannot be nearer and keeps ``r0``. The row of the least ``r0`` is
+    solved first, then at once every other row whose ``r0`` is below its radius (the
+    radii found then cannot admit more rows)."""
     radius = r0.copy()
-    done = np.zeros(len(r0), bool)
-    best = math.inf
-    while True:
-        todo = np.flatnonzero(~done & (r0 < best))
-        if not todo.size:
-            return radius
-        todo = todo[np.argsort(r0[todo])][:1] if not done.any() else todo
+    first = int(np.argmin(r0))
+    if not r0[first] < math.inf:
+        return radius
+    best = radius[first] = solve(slice(first, first + 1))[0]
+    todo = np.flatnonzero(r0 < best)
+    todo = todo[todo != first]
+    if todo.size:
         radius[todo] = solve(todo)
-        done[todo] = True
-        best = min(best, float(radius[todo].min()))
+    return radius
 
 
 def _margins_lower(rows: _Rows, x: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -339,7 +365,7 @@ def _margins_lower(rows: _Rows, x: FloatArray) -> tuple[FloatArray, FloatArray]:
 
 
 def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box,
-                rooms: _RoomsOf | None = None) -> tuple[bool, float]:
+                rooms: FloatArray | None = None) -> tuple[bool, float]:
     """Whether every point of the domain within L-infinity ``radius`` of ``x`` has every
     margin > 0, proven: the closed-form minimum over the cube's box, its corners rounded
     outward, lowered by its rounding error (:func:`oracles.gmm.affine_box_min`). Also a
@@ -351,10 +377,12 @@ def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box,
         lo = np.maximum(domain.lower, np.nextafter(x - radius, -np.inf))
         hi = np.minimum(domain.upper, np.nextafter(x + radius, np.inf))
     low = affine_box_min(rows.a, rows.c, lo[None], hi[None], rows.parts)[0][0]
-    if (low > 0).all() or radius == math.inf:
-        return bool((low > 0).all()), radius if (low > 0).all() else 0.0
+    if (low > 0).all():
+        return True, radius
+    if radius == math.inf:
+        return False, 0.0
     short = np.flatnonzero(~(low > 0))
-    room = _rooms(rows, short, x, domain) if rooms is None else rooms(short)
+    room = _rooms(rows, short, x, domain) if rooms is None else rooms[short]
     slope = (rows.w[short] * (room > radius)).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         need = np.where(slope > 0, -2 * low[short] / slope, np.inf)
@@ -363,25 +391,28 @@ def linf_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box,
 
 @dataclass(frozen=True, eq=False)
 class _L2Bound:
-    """The L2 proof's parts that do not depend on the radius: per margin row the radius its
-    lower bound and proven norm reach in all of ``R^n`` (``reach``), and for the rows in
-    ``dual`` the Lagrangian dual bound's value before its ball term (``available``, lowered
-    by the rounding error of its terms) at ``nu``."""
+    """The L2 proof's parts that do not depend on the radius (for radii up to ``radius``):
+    per margin row the radius its lower bound and proven norm reach in all of ``R^n``
+    (``reach``), and for the rows in ``dual`` (those whose ``reach`` is below ``radius``)
+    the Lagrangian dual bound's value before its ball term (``available``, lowered by the
+    rounding error of its terms) at ``nu``."""
 
     reach: FloatArray
     dual: NDArray[np.int64]
     available: FloatArray
     nu: FloatArray
     slack: float
+    radius: float = math.inf
 
     def proven(self, radius: float) -> bool:
         """Whether every margin is proven > 0 on the domain's points within ``radius``."""
-        need = ~(self.reach >= radius)
-        in_dual = np.zeros(len(self.reach), bool)
-        in_dual[self.dual] = True
-        if (need & ~in_dual).any():
-            return False
-        sel = need[self.dual]
+        if not radius <= self.radius:  # rows outside the dual may need it too
+            need = ~(self.reach >= radius)
+            in_dual = np.zeros(len(self.reach), bool)
+            in_dual[self.dual] = True
+            if (need & ~in_dual).any():
+                return False
+        sel = ~(self.reach[self.dual] >= radius)
         avail, nu = self.available[sel], self.nu[sel]
         if math.isinf(radius):
             return bool((avail > 0).all() and (nu == 0).all())
@@ -400,45 +431,45 @@ class _L2Bound:
         return float(reach.min())
 
 
-def _l2_bound(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray,
-              margins: tuple[FloatArray, FloatArray], rooms: _RoomsOf | None = None) -> _L2Bound:
+def _l2_bound(point: _Point, radius: float, lambdas: FloatArray) -> _L2Bound:
     """:class:`_L2Bound` for radii up to ``radius``: the dual bound for the rows whose
-    norm bound does not reach it (``rooms``: :func:`_rooms` of every row, if known)."""
+    norm bound does not reach it (floating-point warnings left to the caller)."""
+    rows, x, domain = point.rows, point.x, point.domain
     n = x.size
-    m, m_low = margins
-    reach = np.where(m_low > 0, div_down(np.maximum(m_low, 0.0), rows.l2_up), 0.0)
+    m, m_low = point.m, point.m_low
+    reach = np.where(m_low > 0, point.reach, 0.0)
     dual = np.flatnonzero(~(reach >= radius))
     slack = rows.slack
     if not dual.size:
-        return _L2Bound(reach, dual, np.zeros(0), np.zeros(0), slack)
-    w, room, lam = rows.w[dual], _rooms(rows, dual, x, domain) if rooms is None else rooms(dual), lambdas[dual]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        nu = np.where(np.isfinite(lam), 1.0 / lam, 0.0)
-        nuc = nu[:, None]
-        vertex = np.where(nuc > 0, w / np.where(nuc > 0, nuc, 1.0), np.inf)  # where the unclipped minimum lies
-        clipped = room < vertex * (1 - 1e-12)
-        inside = -rows.squares[0][dual] / (2 * np.where(nuc > 0, nuc, 1.0))
-        edge_quad = nuc * room * room / 2
-        q = np.where(clipped, -w * room + edge_quad, inside)
-        q_mag = np.where(clipped, w * room + edge_quad, -inside)
-        scale = np.maximum(np.abs(domain.lower), np.abs(domain.upper))
-        # what the dual bound has before the ball's term, lowered by the rounding error of its terms
-        available = m[dual] + q.sum(axis=1) \
-            - slack * (w @ scale + np.abs(rows.c[dual]) + q_mag.sum(axis=1)) - (n + 4) * _TINY - ABS_SLACK
-    return _L2Bound(reach, dual, np.where(np.isfinite(available), available, -np.inf), nu, slack)
+        return _L2Bound(reach, dual, np.zeros(0), np.zeros(0), slack, radius)
+    w, room, lam = rows.w[dual], point.rooms[dual], lambdas[dual]
+    nu = np.where(np.isfinite(lam), 1.0 / lam, 0.0)
+    nuc = nu[:, None]
+    safe_nu = np.where(nuc > 0, nuc, 1.0)
+    vertex = np.where(nuc > 0, w / safe_nu, np.inf)  # where the unclipped minimum lies
+    clipped = room < vertex * (1 - 1e-12)
+    inside = -rows.squares[0][dual] / (2 * safe_nu)
+    edge_quad = nuc * room * room / 2
+    w_room = w * room
+    q = np.where(clipped, -w_room + edge_quad, inside)
+    q_mag = np.where(clipped, w_room + edge_quad, -inside)
+    scale = np.maximum(np.abs(domain.lower), np.abs(domain.upper))
+    # what the dual bound has before the ball's term, lowered by the rounding error of its terms
+    available = m[dual] + q.sum(axis=1) \
+        - slack * (w @ scale + rows.c_abs[dual] + q_mag.sum(axis=1)) - (n + 4) * _TINY - ABS_SLACK
+    return _L2Bound(reach, dual, np.where(np.isfinite(available), available, -np.inf), nu, slack, radius)
 
 
-def l2_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray,
-              margins: tuple[FloatArray, FloatArray] | None = None) -> tuple[bool, float]:
+def l2_proven(rows: _Rows, x: FloatArray, radius: float, domain: Box, lambdas: FloatArray) -> tuple[bool, float]:
     """Whether every point of the domain within L2 ``radius`` of ``x`` has every margin
     > 0, proven: a margin whose lower bound exceeds ``radius`` times its proven norm holds
     on the whole ball; the others by the Lagrangian dual bound ``min_(d in D - x, ||d|| <=
     r) a d >= sum_i min_(d_i) (a_i d_i + nu d_i^2 / 2) - nu r^2 / 2`` at ``nu_j = 1 /
     lambdas[j]`` (``inf``: ``nu = 0``, the bound over the whole domain), rounding errors
-    covered. Also the largest radius where the same bounds should prove it. ``margins``:
-    :func:`_margins_lower` at ``x``, if the caller has them."""
-    bound = _l2_bound(rows, x, radius, domain, lambdas, margins if margins is not None else _margins_lower(rows, x))
-    return bound.proven(radius), min(bound.suggestion, radius)
+    covered. Also the largest radius where the same bounds should prove it."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        bound = _l2_bound(_Point(rows, x, domain), radius, lambdas)
+        return bound.proven(radius), min(bound.suggestion, radius)
 
 
 def _prove(estimate: float, check, guess: float | None = None) -> float:
@@ -474,7 +505,7 @@ def _confirmed(net: Network, rows: _Rows, points: Iterable[FloatArray]) -> Float
     for p in points:
         n = p.size
         m = rows.a @ p + rows.c
-        err = rows.point_error * (rows.w @ np.abs(p) + np.abs(rows.c)) + (n + 3) * _TINY + 1e-300
+        err = rows.point_error * (rows.w @ np.abs(p) + rows.c_abs) + (n + 3) * _TINY + 1e-300
         if (m < -err).any():
             return p
         if not (m > err).all() and net.misclassified(p, int(rows.label))[0]:
@@ -482,19 +513,35 @@ def _confirmed(net: Network, rows: _Rows, points: Iterable[FloatArray]) -> Float
     return None
 
 
-def _linf_guess(rows: _Rows, x: FloatArray, j: int, estimate: float, domain: Box, rooms: _RoomsOf) -> float | None:
+def _linf_guess(rows: _Rows, x: FloatArray, j: int, estimate: float, room: FloatArray) -> float | None:
     """Where :func:`linf_proven` should first succeed (a guess, proven or not by the
     caller): the estimate less twice the nearest row's rounding-error bound over its slope
     there (the deficit a proof at the estimate itself would find), so that one proof
-    usually suffices."""
+    usually suffices. ``room``: the row's :func:`_rooms`."""
     if not math.isfinite(estimate):
         return None
     hi = np.maximum(np.abs(x - estimate), np.abs(x + estimate))
-    room = rooms(np.array([j]))[0]
     w = rows.w[j]
     slope = float(w @ (room > estimate))
-    err = relative_slack(x.size + 1) * (float(w @ hi) + abs(float(rows.c[j]))) + (x.size + 2) * _TINY + ABS_SLACK
+    err = rows.box_error * (float(w @ hi) + abs(float(rows.c[j]))) + (x.size + 2) * _TINY + ABS_SLACK
     return estimate - 2 * err / slope if slope > 0 else None
+
+
+def _linf_radius(net: Network, point: _Point) -> ExactRadius:
+    """:func:`linear_linf_radius` of a prepared input (floating-point warnings off)."""
+    rows, x, domain, m, rooms = point.rows, point.x, point.domain, point.m, point.rooms
+    r0 = np.where(m > 0, m / rows.l1, 0.0)
+    ts = _nearest_rows(r0, lambda k: _crossings(rows.w[k], rooms[k], m[k], totals=rows.l1[k]))
+    j = int(np.argmin(ts))
+    estimate = float(ts[j])
+    room = rooms[j]
+    radius = _prove(estimate, lambda r: linf_proven(rows, x, r, domain, rooms),
+                    _linf_guess(rows, x, j, estimate, room))
+    cex = None
+    if math.isfinite(estimate):
+        cex = _confirmed(net, rows, (x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES))
+    upper = math.inf if cex is None else float(np.abs(cex - x).max())
+    return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
 
 
 def linear_linf_radius(net: Network, x: FloatArray, label: int, domain: Box) -> ExactRadius:
@@ -503,34 +550,30 @@ def linear_linf_radius(net: Network, x: FloatArray, label: int, domain: Box) -> 
     rows = _rows(net, label)
     if not rows.others.size:
         return ExactRadius(math.inf, math.inf, math.inf, None, None)
-    m = rows.a @ x + rows.c
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r0 = np.where(m > 0, m / rows.l1, 0.0)
-    rooms = _RoomsOf(rows, x, domain)
-    ts = _nearest_rows(r0, lambda k: _crossings(rows.w[k], rooms(k), m[k]))
-    j = int(np.argmin(ts))
-    estimate = float(ts[j])
-    radius = _prove(estimate, lambda r: linf_proven(rows, x, r, domain, rooms), _linf_guess(rows, x, j, estimate,
-                                                                                          domain, rooms))
-    cex = None
-    if math.isfinite(estimate):
-        room = rooms(np.array([j]))[0]
-        cex = _confirmed(net, rows, (x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES))
-    upper = math.inf if cex is None else float(np.abs(cex - x).max())
-    return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _linf_radius(net, _Point(rows, x, domain))
 
 
 def l2_multipliers(w: FloatArray, rooms: FloatArray, m: FloatArray,
-                   squares: tuple[FloatArray, FloatArray] | None = None) -> tuple[FloatArray, FloatArray]:
+                   squares: tuple[FloatArray, FloatArray] | None = None,
+                   square_sums: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
     """Per margin row (``w = |a|``, the rooms of its lowering direction, the margin at the
     input): the KKT multiplier ``lambda`` of the projection of the input onto ``{margin
     <= 0} ∩ D`` (``inf`` where the class never wins in the domain, 0 where it already
     does) and the projection's distance (float64 estimates). ``squares``: ``w * w`` and
-    ``w`` with 1 where it is 0, if the caller has them."""
-    w2, safe = squares if squares is not None else (w * w, np.where(w > 0, w, 1.0))
+    ``w`` with 1 where it is 0, and ``square_sums`` the row sums of ``w * w``, if the
+    caller has them."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        lam = _crossings(w2, np.where(w > 0, rooms / safe, 0.0), m)
-        d = np.minimum(np.where(np.isfinite(lam[:, None]), lam[:, None], 0.0) * w, rooms)
+        return _l2_multipliers(w, rooms, m, squares, square_sums)
+
+
+def _l2_multipliers(w: FloatArray, rooms: FloatArray, m: FloatArray,
+                    squares: tuple[FloatArray, FloatArray] | None = None,
+                    square_sums: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+    """:func:`l2_multipliers` (floating-point warnings left to the caller)."""
+    w2, safe = squares if squares is not None else (w * w, np.where(w > 0, w, 1.0))
+    lam = _crossings(w2, np.where(w > 0, rooms / safe, 0.0), m, totals=square_sums)
+    d = np.minimum(np.where(np.isfinite(lam[:, None]), lam[:, None], 0.0) * w, rooms)
     dist = np.where(np.isfinite(lam), np.sqrt(np.sum(d * d, axis=1)), np.inf)
     return lam, dist
 
@@ -545,6 +588,31 @@ def linear_global_l2(net: Network, x: FloatArray, label: int) -> float:
     return float(div_down(np.maximum(m_low, 0.0), rows.l2_up).min())
 
 
+def _l2_radius(net: Network, point: _Point) -> ExactRadius:
+    """:func:`linear_l2_radius` of a prepared input (floating-point warnings off)."""
+    rows, x, m, rooms = point.rows, point.x, point.m, point.rooms
+    r0 = np.where(m > 0, m / rows.l2, 0.0)
+    lam = np.where(m > 0, r0 / rows.l2, 0.0)  # the multiplier in all of R^n: a valid dual point
+    w2, safe = rows.squares
+
+    def solve(k: NDArray[np.int64] | slice) -> FloatArray:
+        lam[k], dist = _l2_multipliers(rows.w[k], rooms[k], m[k], (w2[k], safe[k]), rows.square_sums[k])
+        return dist
+
+    dist = _nearest_rows(r0, solve)
+    j = int(np.argmin(dist))
+    estimate = float(dist[j])
+    bound = _l2_bound(point, estimate, lam)  # holds for every radius up to the estimate
+    suggestion = bound.suggestion
+    radius = _prove(estimate, lambda r: (bound.proven(r), min(suggestion, r)))
+    cex = None
+    if math.isfinite(estimate):
+        room, wj = rooms[j], rows.w[j]
+        cex = _confirmed(net, rows, (x + rows.step[j] * np.minimum(lam[j] * (1 + s) * wj, room) for s in PUSHES))
+    upper = math.inf if cex is None else float(np.sqrt(np.sum((cex - x) ** 2)))
+    return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
+
+
 def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> ExactRadius:
     """The exact L2 radius of a linear classifier's label around ``x`` in the domain
     (module docstring), proven by the margins' norms or the Lagrangian dual bound, with a
@@ -552,28 +620,18 @@ def linear_l2_radius(net: Network, x: FloatArray, label: int, domain: Box) -> Ex
     rows = _rows(net, label)
     if not rows.others.size:
         return ExactRadius(math.inf, math.inf, math.inf, None, None)
-    margins = _margins_lower(rows, x)
-    m = margins[0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r0 = np.where(m > 0, m / rows.l2, 0.0)
-        lam = np.where(m > 0, r0 / rows.l2, 0.0)  # the multiplier in all of R^n: a valid dual point
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _l2_radius(net, _Point(rows, x, domain))
 
-    rooms = _RoomsOf(rows, x, domain)
 
-    def solve(k: NDArray[np.int64]) -> FloatArray:
-        lam[k], dist = l2_multipliers(rows.w[k], rooms(k), m[k], (rows.squares[0][k], rows.squares[1][k]))
-        return dist
-
-    dist = _nearest_rows(r0, solve)
-    j = int(np.argmin(dist))
-    estimate = float(dist[j])
-    bound = _l2_bound(rows, x, estimate, domain, lam, margins, rooms)  # holds for every radius up to the estimate
-    suggestion = bound.suggestion
-    radius = _prove(estimate, lambda r: (bound.proven(r), min(suggestion, r)))
-    cex = None
-    if math.isfinite(estimate):
-        room = rooms(np.array([j]))[0]
-        cex = _confirmed(net, rows, (x + rows.step[j] * np.minimum(lam[j] * (1 + s) * rows.w[j], room)
-                                      for s in PUSHES))
-    upper = math.inf if cex is None else float(np.sqrt(np.sum((cex - x) ** 2)))
-    return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
+def linear_radii(net: Network, x: FloatArray, label: int, domain: Box) -> LinearRadii:
+    """:func:`linear_global_l2`, :func:`linear_linf_radius` and :func:`linear_l2_radius`
+    at once, the input's margins, their bounds and the rooms computed once (the same
+    radii)."""
+    rows = _rows(net, label)
+    if not rows.others.size:
+        none = ExactRadius(math.inf, math.inf, math.inf, None, None)
+        return LinearRadii(math.inf, none, none)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        point = _Point(rows, x, domain)
+        return LinearRadii(float(point.reach.min()), _linf_radius(net, point), _l2_radius(net, point))
