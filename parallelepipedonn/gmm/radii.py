@@ -204,7 +204,7 @@ class _Rows:
     point_error: float  # 2 gamma_(n + 3): the relative rounding bound of a margin at a point
     slack: float  # relative_slack(n + 4): of the L2 dual bound's terms
     squares: tuple[FloatArray, FloatArray]  # |a|^2, and |a| with 1 where it is 0 (a safe divisor)
-    moves: tuple[NDArray[np.bool_], NDArray[np.bool_]]  # where step < 0, resp. > 0
+    moves: tuple[FloatArray, FloatArray]  # 1.0 where step < 0, resp. > 0, else 0.0
     c_abs: FloatArray  # |c|
     square_sums: FloatArray  # the row sums of |a|^2 (the L2 multipliers' first Newton step)
     box_error: float  # relative_slack(n + 1): of a margin's closed-form minimum over a box
@@ -224,16 +224,16 @@ def _rows(net: Network, label: int) -> _Rows:
         n = a.shape[1]
         cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label,
                              (np.maximum(a, 0.0), np.minimum(a, 0.0), w), 2 * gamma(n + 3), relative_slack(n + 4),
-                             (w * w, np.where(w > 0, w, 1.0)), (a > 0, a < 0), np.abs(c),
+                             (w * w, np.where(w > 0, w, 1.0)), ((a > 0) * 1.0, (a < 0) * 1.0), np.abs(c),
                              (w * w).sum(axis=1), relative_slack(n + 1))
     return cache[label]
 
 
 def _rooms(rows: _Rows, k: NDArray[np.int64] | slice, x: FloatArray, domain: Box) -> FloatArray:
     """How far each coordinate can move in the lowering direction of rows ``k``, within
-    the domain (0 where the row's coefficient is 0)."""
+    the domain."""
     down, up = rows.moves
-    return np.where(down[k], x - domain.lower, np.where(up[k], domain.upper - x, 0.0))
+    return down[k] * (x - domain.lower) + up[k] * (domain.upper - x)
 
 
 class _Point:
@@ -345,11 +345,11 @@ def _nearest_rows(r0: FloatArray, solve) -> FloatArray:
     solved first, then at once every other row whose ``r0`` is below its radius (the
     radii found then cannot admit more rows)."""
     radius = r0.copy()
-    first = int(np.argmin(r0))
+    first = int(r0.argmin())
     if not r0[first] < math.inf:
         return radius
     best = radius[first] = solve(slice(first, first + 1))[0]
-    todo = np.flatnonzero(r0 < best)
+    todo = (r0 < best).nonzero()[0]
     todo = todo[todo != first]
     if todo.size:
         radius[todo] = solve(todo)
@@ -395,7 +395,8 @@ class _L2Bound:
     per margin row the radius its lower bound and proven norm reach in all of ``R^n``
     (``reach``), and for the rows in ``dual`` (those whose ``reach`` is below ``radius``)
     the Lagrangian dual bound's value before its ball term (``available``, lowered by the
-    rounding error of its terms) at ``nu``."""
+    rounding error of its terms) at ``nu``. Its methods leave floating-point warnings to
+    the caller."""
 
     reach: FloatArray
     dual: NDArray[np.int64]
@@ -416,17 +417,15 @@ class _L2Bound:
         avail, nu = self.available[sel], self.nu[sel]
         if math.isinf(radius):
             return bool((avail > 0).all() and (nu == 0).all())
-        with np.errstate(over="ignore", invalid="ignore"):
-            return bool((avail - nu * radius * radius / 2 * (1 + self.slack) > 0).all())
+        return bool((avail - nu * radius * radius / 2 * (1 + self.slack) > 0).all())
 
     @property
     def suggestion(self) -> float:
         """The largest radius where these bounds should prove every margin."""
         reach = self.reach.copy()
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            dual_reach = np.where(self.nu > 0, np.sqrt(np.maximum(self.available, 0.0) * 2 /
-                                                       (self.nu * (1 + self.slack))),
-                                  np.where(self.available > 0, np.inf, 0.0))
+        dual_reach = np.where(self.nu > 0, np.sqrt(np.maximum(self.available, 0.0) * 2 /
+                                                   (self.nu * (1 + self.slack))),
+                              np.where(self.available > 0, np.inf, 0.0))
         reach[self.dual] = np.maximum(reach[self.dual], np.nan_to_num(dual_reach, nan=0.0))
         return float(reach.min())
 
@@ -438,7 +437,7 @@ def _l2_bound(point: _Point, radius: float, lambdas: FloatArray) -> _L2Bound:
     n = x.size
     m, m_low = point.m, point.m_low
     reach = np.where(m_low > 0, point.reach, 0.0)
-    dual = np.flatnonzero(~(reach >= radius))
+    dual = (~(reach >= radius)).nonzero()[0]
     slack = rows.slack
     if not dual.size:
         return _L2Bound(reach, dual, np.zeros(0), np.zeros(0), slack, radius)
@@ -532,7 +531,7 @@ def _linf_radius(net: Network, point: _Point) -> ExactRadius:
     rows, x, domain, m, rooms = point.rows, point.x, point.domain, point.m, point.rooms
     r0 = np.where(m > 0, m / rows.l1, 0.0)
     ts = _nearest_rows(r0, lambda k: _crossings(rows.w[k], rooms[k], m[k], totals=rows.l1[k]))
-    j = int(np.argmin(ts))
+    j = int(ts.argmin())
     estimate = float(ts[j])
     room = rooms[j]
     radius = _prove(estimate, lambda r: linf_proven(rows, x, r, domain, rooms),
@@ -600,7 +599,7 @@ def _l2_radius(net: Network, point: _Point) -> ExactRadius:
         return dist
 
     dist = _nearest_rows(r0, solve)
-    j = int(np.argmin(dist))
+    j = int(dist.argmin())
     estimate = float(dist[j])
     bound = _l2_bound(point, estimate, lam)  # holds for every radius up to the estimate
     suggestion = bound.suggestion
