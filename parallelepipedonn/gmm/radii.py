@@ -59,6 +59,7 @@ from .lipschitz import div_down
 FloatArray = NDArray[np.float64]
 
 _U = UNIT_ROUNDOFF_F64
+_sum = np.add.reduce  # ndarray.sum without its Python wrapper (the same reduction)
 _TINY = smallest_subnormal()
 #: The relative shrinks tried, in order, until a radius is proven.
 SHRINKS = (1e-10, 1e-8, 1e-6, 1e-4, 1e-2)
@@ -208,6 +209,7 @@ class _Rows:
     c_abs: FloatArray  # |c|
     square_sums: FloatArray  # the row sums of |a|^2 (the L2 multipliers' first Newton step)
     box_error: float  # relative_slack(n + 1): of a margin's closed-form minimum over a box
+    positive: NDArray[np.bool_]  # |a| > 0
 
 
 _ROWS: weakref.WeakKeyDictionary[Network, dict[int, _Rows]] = weakref.WeakKeyDictionary()
@@ -225,7 +227,7 @@ def _rows(net: Network, label: int) -> _Rows:
         cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label,
                              (np.maximum(a, 0.0), np.minimum(a, 0.0), w), 2 * gamma(n + 3), relative_slack(n + 4),
                              (w * w, np.where(w > 0, w, 1.0)), ((a > 0) * 1.0, (a < 0) * 1.0), np.abs(c),
-                             (w * w).sum(axis=1), relative_slack(n + 1))
+                             (w * w).sum(axis=1), relative_slack(n + 1), w > 0)
     return cache[label]
 
 
@@ -284,8 +286,8 @@ def _crossings(weights: FloatArray, rooms: FloatArray, targets: FloatArray, iter
             break
         # every row's step (a finished one keeps its t): row sums as on the active rows alone
         tr = t[:, None]
-        gap = targets - (weights * np.minimum(tr, rooms)).sum(axis=1)
-        slope = (weights * (rooms > tr)).sum(axis=1)
+        gap = targets - _sum(weights * np.minimum(tr, rooms), axis=1)
+        slope = _sum(weights * (rooms > tr), axis=1)
         step = np.where(slope > 0, gap / slope, np.inf)
         finished = (gap <= small) | ~(step > 1e-15 * t)
         t = np.where(active & (gap > 0), t + step, t)
@@ -305,10 +307,10 @@ def _crossing(w: FloatArray, r: FloatArray, target: float, iterations: int, tota
         return math.inf
     t = target / total
     for _ in range(iterations):
-        gap = target - float((w * np.minimum(t, r)).sum())
+        gap = target - float(_sum(w * np.minimum(t, r)))
         if gap <= 1e-15 * target:
             return t
-        slope = float(w[r > t].sum())
+        slope = float(_sum(w[r > t]))
         if not slope > 0:
             return math.inf
         step = gap / slope
@@ -430,6 +432,19 @@ class _L2Bound:
         return float(reach.min())
 
 
+_SCALE: list[tuple[Box, FloatArray]] = []
+
+
+def _scale(domain: Box) -> FloatArray:
+    """``max(|lower|, |upper|)`` of the domain (the last domain's kept, by identity; one
+    read of the entry, so threads sharing it see a matching pair)."""
+    entry = _SCALE[0] if _SCALE else None
+    if entry is None or entry[0] is not domain:
+        entry = (domain, np.maximum(np.abs(domain.lower), np.abs(domain.upper)))
+        _SCALE[:] = [entry]
+    return entry[1]
+
+
 def _l2_bound(point: _Point, radius: float, lambdas: FloatArray) -> _L2Bound:
     """:class:`_L2Bound` for radii up to ``radius``: the dual bound for the rows whose
     norm bound does not reach it (floating-point warnings left to the caller)."""
@@ -444,15 +459,20 @@ def _l2_bound(point: _Point, radius: float, lambdas: FloatArray) -> _L2Bound:
     w, room, lam = rows.w[dual], point.rooms[dual], lambdas[dual]
     nu = np.where(np.isfinite(lam), 1.0 / lam, 0.0)
     nuc = nu[:, None]
-    safe_nu = np.where(nuc > 0, nuc, 1.0)
-    vertex = np.where(nuc > 0, w / safe_nu, np.inf)  # where the unclipped minimum lies
+    if (nu > 0).all():  # the usual case: the guarded forms below, without their guards
+        vertex = w / nuc
+        inside = -rows.squares[0][dual] / (2 * nuc)
+    else:
+        positive = nuc > 0
+        safe_nu = np.where(positive, nuc, 1.0)
+        vertex = np.where(positive, w / safe_nu, np.inf)  # where the unclipped minimum lies
+        inside = -rows.squares[0][dual] / (2 * safe_nu)
     clipped = room < vertex * (1 - 1e-12)
-    inside = -rows.squares[0][dual] / (2 * safe_nu)
     edge_quad = nuc * room * room / 2
     w_room = w * room
     q = np.where(clipped, -w_room + edge_quad, inside)
     q_mag = np.where(clipped, w_room + edge_quad, -inside)
-    scale = np.maximum(np.abs(domain.lower), np.abs(domain.upper))
+    scale = _scale(domain)
     # what the dual bound has before the ball's term, lowered by the rounding error of its terms
     available = m[dual] + q.sum(axis=1) \
         - slack * (w @ scale + rows.c_abs[dual] + q_mag.sum(axis=1)) - (n + 4) * _TINY - ABS_SLACK
@@ -568,10 +588,13 @@ def l2_multipliers(w: FloatArray, rooms: FloatArray, m: FloatArray,
 
 def _l2_multipliers(w: FloatArray, rooms: FloatArray, m: FloatArray,
                     squares: tuple[FloatArray, FloatArray] | None = None,
-                    square_sums: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
-    """:func:`l2_multipliers` (floating-point warnings left to the caller)."""
+                    square_sums: FloatArray | None = None,
+                    positive: NDArray[np.bool_] | None = None) -> tuple[FloatArray, FloatArray]:
+    """:func:`l2_multipliers` (floating-point warnings left to the caller; ``positive``:
+    ``w > 0``, if the caller has it)."""
     w2, safe = squares if squares is not None else (w * w, np.where(w > 0, w, 1.0))
-    lam = _crossings(w2, np.where(w > 0, rooms / safe, 0.0), m, totals=square_sums)
+    positive = w > 0 if positive is None else positive
+    lam = _crossings(w2, np.where(positive, rooms / safe, 0.0), m, totals=square_sums)
     d = np.minimum(np.where(np.isfinite(lam[:, None]), lam[:, None], 0.0) * w, rooms)
     dist = np.where(np.isfinite(lam), np.sqrt(np.sum(d * d, axis=1)), np.inf)
     return lam, dist
@@ -595,7 +618,8 @@ def _l2_radius(net: Network, point: _Point) -> ExactRadius:
     w2, safe = rows.squares
 
     def solve(k: NDArray[np.int64] | slice) -> FloatArray:
-        lam[k], dist = _l2_multipliers(rows.w[k], rooms[k], m[k], (w2[k], safe[k]), rows.square_sums[k])
+        lam[k], dist = _l2_multipliers(rows.w[k], rooms[k], m[k], (w2[k], safe[k]), rows.square_sums[k],
+                                       rows.positive[k])
         return dist
 
     dist = _nearest_rows(r0, solve)
