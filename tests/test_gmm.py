@@ -34,8 +34,10 @@ from parallelepipedonn.gmm.model import classifier_from_onnx, load_gmm, save_mod
 from parallelepipedonn.gmm.radii import (
     global_l2_radius,
     latent_radii,
+    linear_global_l2,
     linear_l2_radius,
     linear_linf_radius,
+    linear_radii,
 )
 from parallelepipedonn.network import Affine, Network
 from parallelepipedonn.recheck import Outcome, recheck
@@ -246,6 +248,24 @@ def test_linear_l2_radius_is_exact_in_the_domain(seed):
     ball = x + r.radius * _sphere(rng, 20000, 2) * rng.uniform(0, 1, (20000, 1)) ** 0.5
     ball = ball[domain.contains_points(ball)]
     assert not net.misclassified(ball, label).any()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_linear_radii_at_once_are_each_radius_on_its_own(seed):
+    net = _affine_net(seed, n=6)
+    rng = np.random.default_rng(seed)
+    domain = Box(np.zeros(6), np.full(6, 0.8))
+    for x in rng.uniform(0, 0.8, (5, 6)):
+        for label in range(net.n_classes):  # the predicted label and labels the input does not have
+            both = linear_radii(net, x, label, domain)
+            assert both.global_l2 == linear_global_l2(net, x, label)
+            for mine, alone in ((both.linf, linear_linf_radius(net, x, label, domain)),
+                                (both.l2, linear_l2_radius(net, x, label, domain))):
+                assert (mine.radius, mine.estimate, mine.upper, mine.closest_class) == \
+                    (alone.radius, alone.estimate, alone.upper, alone.closest_class)
+                assert (mine.counterexample is None) == (alone.counterexample is None)
+                if mine.counterexample is not None:
+                    assert np.array_equal(mine.counterexample, alone.counterexample)
 
 
 def test_the_exact_l2_radius_in_the_domain_is_at_least_the_unconstrained_one():

@@ -36,9 +36,7 @@ from .radii import (
     LatentRadii,
     global_l2_radius,
     latent_radii,
-    linear_global_l2,
-    linear_l2_radius,
-    linear_linf_radius,
+    linear_radii,
 )
 
 FloatArray = NDArray[np.float64]
@@ -98,9 +96,8 @@ def closed_form(classifier: GmmClassifier, x: ArrayLike, label: int, domain: Box
     latent = latent_radii(w, b, z[0], z_err[0], label, classifier.mixture.covariance, rows)
     linf = l2 = None
     if classifier.linear:
-        l2_global = linear_global_l2(classifier.network, xa, label)
-        linf = linear_linf_radius(classifier.network, xa, label, domain)
-        l2 = linear_l2_radius(classifier.network, xa, label, domain)
+        exact = linear_radii(classifier.network, xa, label, domain)
+        l2_global, linf, l2 = exact.global_l2, exact.linf, exact.l2
     else:
         l2_global = global_l2_radius(classifier.network, xa, label, lipschitz)
     return ClosedForm(label, int(np.argmax(z[0] @ w.T + b)), latent, classifier.encoder_lipschitz, l2_global,
