@@ -103,6 +103,8 @@ class CrownOracle(Oracle):
         self._module: Any = None  # the float64 and float32 torch modules of the screen, built on first use
         self._module32: Any = None
         self._memory: _Supersets | None = None  # node bounds of boxes verify bounded (graphs)
+        # boxes with their margin bounds (or a confirmed point's margin, above any bound): the bisection's order
+        self._seen: list[tuple[int, FloatArray, FloatArray, float]] = []
         network = self.network
         if isinstance(network, Network) or network.as_network() is not None:
             self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
@@ -179,10 +181,15 @@ class CrownOracle(Oracle):
                 answers[i] = answer(i, float(m))
             return answers
         first, last = 0, len(chain)  # chain[:first] verified, chain[last:] not
+        halved = True  # did the last probe halve the bracket? (else the next one bisects)
         while first < last:
-            mid = (first + last) // 2
+            guess = self._interpolated(lower, upper, label, chain, first, last) if halved else None
+            mid = (first + last) // 2 if guess is None else guess
             i = chain[mid]
             m = float(self._verify_bounds(lower[i:i + 1], upper[i:i + 1], label).min())
+            self._seen.insert(0, (label, lower[i].copy(), upper[i].copy(), m))
+            del self._seen[_SEEN:]
+            halved = (mid + 1 - first if m > 0 else last - mid) * 2 >= last - first
             answers[i] = answer(i, m)
             if m > 0:
                 for j in chain[first:mid]:
@@ -194,6 +201,32 @@ class CrownOracle(Oracle):
                                         "not bounded")
                 last = mid
         return answers
+
+    def _interpolated(self, lower: FloatArray, upper: FloatArray, label: int, chain: list[int], first: int,
+                      last: int) -> int | None:
+        """The probe order of the bisection (a heuristic: it changes which boxes are bounded,
+        never what a bound proves): where the margin bounds of the nearest boxes bounded
+        before, one verified inside ``chain[first]`` and one not containing
+        ``chain[last - 1]`` (or the screen's confirmed corner's margin there), interpolated linearly in the boxes' total width, cross zero —
+        the largest box of ``chain[first:last]`` below that width (the crossing's box is
+        then usually settled in two bounds rather than log2 of the bracket). None where
+        there are no such boxes."""
+        lo_in, hi_in = lower[chain[first]], upper[chain[first]]
+        lo_out, hi_out = lower[chain[last - 1]], upper[chain[last - 1]]
+        below = above = None
+        for lab, lo, hi, m in self._seen:
+            if lab != label:
+                continue
+            width = float((hi - lo).sum())
+            if m > 0 and (lo_in <= lo).all() and (hi <= hi_in).all() and (below is None or width > below[0]):
+                below = (width, m)
+            elif m <= 0 and (lo <= lo_out).all() and (hi_out <= hi).all() and (above is None or width < above[0]):
+                above = (width, m)
+        if below is None or above is None or not above[0] > below[0] or not below[1] - above[1] > 0:
+            return None
+        cross = below[0] + below[1] * (above[0] - below[0]) / (below[1] - above[1])
+        widths = np.array([float((upper[i] - lower[i]).sum()) for i in chain[first:last]])
+        return first + max(0, int(np.searchsorted(widths, cross, side="right")) - 1)
 
     def _verify_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
         """:meth:`margin_lower_bounds`; on a graph with ``reuse``, each box starts from the
@@ -255,6 +288,8 @@ class CrownOracle(Oracle):
             with np.errstate(over="ignore", invalid="ignore"):
                 m, err = self.network.margin_errors(corner[i:i + 1], label)
             if np.isfinite(m[0]) and np.isfinite(err[0]) and m[0] < -err[0]:
+                self._seen.insert(0, (label, lower[i].copy(), upper[i].copy(), float(m[0])))  # orders the bisection
+                del self._seen[_SEEN:]
                 inside = ~screened & (lower <= corner[i]).all(axis=1) & (corner[i] <= upper).all(axis=1)
                 screened |= inside
                 found[inside] = corner[i]
@@ -328,6 +363,10 @@ class CrownOracle(Oracle):
         exact_lo = (witnesses <= lower).any(axis=0) if len(witnesses) else np.zeros(n, bool)
         exact_hi = (witnesses >= upper).any(axis=0) if len(witnesses) else np.zeros(n, bool)
         return ClassBox(lower, upper, exact_lo, exact_hi, witnesses)
+
+
+#: Boxes (with their margin bounds) the bisection remembers, to order its probes.
+_SEEN = 32
 
 
 def _chain(lower: FloatArray, upper: FloatArray, boxes: np.ndarray) -> list[int] | None:
