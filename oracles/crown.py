@@ -100,8 +100,7 @@ class CrownOracle(Oracle):
         self.intermediate = intermediate
         self.dtype = dtype
         self.graph_tensors: Any = None
-        self._module: Any = None  # the float64 and float32 torch modules of the screen, built on first use
-        self._module32: Any = None
+        self._module32: Any = None  # the float32 torch module of the screen, built on first use
         self._memory: _Supersets | None = None  # node bounds of boxes verify bounded (graphs)
         # boxes with their margin bounds (or a confirmed point's margin, above any bound): the bisection's order
         self._seen: list[tuple[int, FloatArray, FloatArray, float]] = []
@@ -261,10 +260,9 @@ class CrownOracle(Oracle):
         either. Returns the mask, per screened box the confirmed point, and each box's
         corner (a box whose own corner was confirmed answers FALSIFIED with it; the larger
         boxes it screens UNKNOWN, sparing the same point's exact re-check). The gradient
-        that picks the corners is a float32 pass (only a heuristic: the corners' margins
-        are float64, confirmed as above)."""
-        if self._module is None:
-            self._module = self.network.to_torch(torch.float64, self.device)
+        that picks the corners and the margins that pick the corners worth confirming are
+        float32 passes (only heuristics: the corners are confirmed as above)."""
+        if self._module32 is None:
             self._module32 = self.network.to_torch(torch.float32, self.device)
         center = torch.tensor((lower + upper) / 2, dtype=torch.float32, device=self.device, requires_grad=True)
         with torch.enable_grad():
@@ -275,11 +273,12 @@ class CrownOracle(Oracle):
             margin = logits[:, label] - logits.gather(1, runner_up)[:, 0]
             (grad,) = torch.autograd.grad(margin.sum(), center)
         corner = np.where(grad.cpu().numpy() > 0, lower, upper)  # a vertex of each box
-        with torch.no_grad():
-            logits = self._module(torch.tensor(corner, dtype=torch.float64, device=self.device))
+        with torch.no_grad():  # candidates: float32 margin <= SCREEN_SLACK x the logits' scale (a heuristic)
+            logits = self._module32(torch.tensor(corner, dtype=torch.float32, device=self.device)).to(torch.float64)
             own = logits[:, label].clone()
+            scale = logits.abs().max(dim=1).values
             logits[:, label] = -torch.inf
-            below = (logits.max(dim=1).values >= own).cpu().numpy()  # float64 margin <= 0: worth confirming
+            below = (logits.max(dim=1).values + SCREEN_SLACK * (1 + scale) >= own).cpu().numpy()
         screened = np.zeros(len(lower), dtype=bool)
         found = np.empty_like(lower)
         for i in sorted(np.flatnonzero(below), key=lambda i: float((upper[i] - lower[i]).sum())):
@@ -364,6 +363,11 @@ class CrownOracle(Oracle):
         exact_hi = (witnesses >= upper).any(axis=0) if len(witnesses) else np.zeros(n, bool)
         return ClassBox(lower, upper, exact_lo, exact_hi, witnesses)
 
+
+#: The screen confirms (float64, with its rounding error) the corners whose float32 margin is at
+#: most this times ``1 + max |logit|`` (a heuristic filter; a float32 margin is far closer to the
+#: float64 one than that).
+SCREEN_SLACK = 1e-5
 
 #: Boxes (with their margin bounds) the bisection remembers, to order its probes.
 _SEEN = 32
