@@ -100,9 +100,10 @@ class CrownOracle(Oracle):
         self.intermediate = intermediate
         self.dtype = dtype
         self.graph_tensors: Any = None
-        self._module: Any = None  # the float64 and float32 torch modules of the screen, built on first use
-        self._module32: Any = None
+        self._module32: Any = None  # the float32 torch module of the screen, built on first use
         self._memory: _Supersets | None = None  # node bounds of boxes verify bounded (graphs)
+        # boxes with their margin bounds (or a confirmed point's margin, above any bound): the bisection's order
+        self._seen: list[tuple[int, FloatArray, FloatArray, float]] = []
         network = self.network
         if isinstance(network, Network) or network.as_network() is not None:
             self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
@@ -179,10 +180,15 @@ class CrownOracle(Oracle):
                 answers[i] = answer(i, float(m))
             return answers
         first, last = 0, len(chain)  # chain[:first] verified, chain[last:] not
+        halved = True  # did the last probe halve the bracket? (else the next one bisects)
         while first < last:
-            mid = (first + last) // 2
+            guess = self._interpolated(lower, upper, label, chain, first, last) if halved else None
+            mid = (first + last) // 2 if guess is None else guess
             i = chain[mid]
             m = float(self._verify_bounds(lower[i:i + 1], upper[i:i + 1], label).min())
+            self._seen.insert(0, (label, lower[i].copy(), upper[i].copy(), m))
+            del self._seen[_SEEN:]
+            halved = (mid + 1 - first if m > 0 else last - mid) * 2 >= last - first
             answers[i] = answer(i, m)
             if m > 0:
                 for j in chain[first:mid]:
@@ -194,6 +200,32 @@ class CrownOracle(Oracle):
                                         "not bounded")
                 last = mid
         return answers
+
+    def _interpolated(self, lower: FloatArray, upper: FloatArray, label: int, chain: list[int], first: int,
+                      last: int) -> int | None:
+        """The probe order of the bisection (a heuristic: it changes which boxes are bounded,
+        never what a bound proves): where the margin bounds of the nearest boxes bounded
+        before, one verified inside ``chain[first]`` and one not containing
+        ``chain[last - 1]`` (or the screen's confirmed corner's margin there), interpolated linearly in the boxes' total width, cross zero —
+        the largest box of ``chain[first:last]`` below that width (the crossing's box is
+        then usually settled in two bounds rather than log2 of the bracket). None where
+        there are no such boxes."""
+        lo_in, hi_in = lower[chain[first]], upper[chain[first]]
+        lo_out, hi_out = lower[chain[last - 1]], upper[chain[last - 1]]
+        below = above = None
+        for lab, lo, hi, m in self._seen:
+            if lab != label:
+                continue
+            width = float((hi - lo).sum())
+            if m > 0 and (lo_in <= lo).all() and (hi <= hi_in).all() and (below is None or width > below[0]):
+                below = (width, m)
+            elif m <= 0 and (lo <= lo_out).all() and (hi_out <= hi).all() and (above is None or width < above[0]):
+                above = (width, m)
+        if below is None or above is None or not above[0] > below[0] or not below[1] - above[1] > 0:
+            return None
+        cross = below[0] + below[1] * (above[0] - below[0]) / (below[1] - above[1])
+        widths = np.array([float((upper[i] - lower[i]).sum()) for i in chain[first:last]])
+        return first + max(0, int(np.searchsorted(widths, cross, side="right")) - 1)
 
     def _verify_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
         """:meth:`margin_lower_bounds`; on a graph with ``reuse``, each box starts from the
@@ -228,10 +260,9 @@ class CrownOracle(Oracle):
         either. Returns the mask, per screened box the confirmed point, and each box's
         corner (a box whose own corner was confirmed answers FALSIFIED with it; the larger
         boxes it screens UNKNOWN, sparing the same point's exact re-check). The gradient
-        that picks the corners is a float32 pass (only a heuristic: the corners' margins
-        are float64, confirmed as above)."""
-        if self._module is None:
-            self._module = self.network.to_torch(torch.float64, self.device)
+        that picks the corners and the margins that pick the corners worth confirming are
+        float32 passes (only heuristics: the corners are confirmed as above)."""
+        if self._module32 is None:
             self._module32 = self.network.to_torch(torch.float32, self.device)
         center = torch.tensor((lower + upper) / 2, dtype=torch.float32, device=self.device, requires_grad=True)
         with torch.enable_grad():
@@ -242,11 +273,12 @@ class CrownOracle(Oracle):
             margin = logits[:, label] - logits.gather(1, runner_up)[:, 0]
             (grad,) = torch.autograd.grad(margin.sum(), center)
         corner = np.where(grad.cpu().numpy() > 0, lower, upper)  # a vertex of each box
-        with torch.no_grad():
-            logits = self._module(torch.tensor(corner, dtype=torch.float64, device=self.device))
+        with torch.no_grad():  # candidates: float32 margin <= SCREEN_SLACK x the logits' scale (a heuristic)
+            logits = self._module32(torch.tensor(corner, dtype=torch.float32, device=self.device)).to(torch.float64)
             own = logits[:, label].clone()
+            scale = logits.abs().max(dim=1).values
             logits[:, label] = -torch.inf
-            below = (logits.max(dim=1).values >= own).cpu().numpy()  # float64 margin <= 0: worth confirming
+            below = (logits.max(dim=1).values + SCREEN_SLACK * (1 + scale) >= own).cpu().numpy()
         screened = np.zeros(len(lower), dtype=bool)
         found = np.empty_like(lower)
         for i in sorted(np.flatnonzero(below), key=lambda i: float((upper[i] - lower[i]).sum())):
@@ -255,6 +287,8 @@ class CrownOracle(Oracle):
             with np.errstate(over="ignore", invalid="ignore"):
                 m, err = self.network.margin_errors(corner[i:i + 1], label)
             if np.isfinite(m[0]) and np.isfinite(err[0]) and m[0] < -err[0]:
+                self._seen.insert(0, (label, lower[i].copy(), upper[i].copy(), float(m[0])))  # orders the bisection
+                del self._seen[_SEEN:]
                 inside = ~screened & (lower <= corner[i]).all(axis=1) & (corner[i] <= upper).all(axis=1)
                 screened |= inside
                 found[inside] = corner[i]
@@ -328,6 +362,15 @@ class CrownOracle(Oracle):
         exact_lo = (witnesses <= lower).any(axis=0) if len(witnesses) else np.zeros(n, bool)
         exact_hi = (witnesses >= upper).any(axis=0) if len(witnesses) else np.zeros(n, bool)
         return ClassBox(lower, upper, exact_lo, exact_hi, witnesses)
+
+
+#: The screen confirms (float64, with its rounding error) the corners whose float32 margin is at
+#: most this times ``1 + max |logit|`` (a heuristic filter; a float32 margin is far closer to the
+#: float64 one than that).
+SCREEN_SLACK = 1e-5
+
+#: Boxes (with their margin bounds) the bisection remembers, to order its probes.
+_SEEN = 32
 
 
 def _chain(lower: FloatArray, upper: FloatArray, boxes: np.ndarray) -> list[int] | None:

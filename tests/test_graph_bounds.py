@@ -374,3 +374,22 @@ def test_nested_boxes_are_bounded_in_bisection_order_with_the_answers_crown_give
         if q.verified:
             assert q.margin <= p.margin + 1e-9 * abs(p.margin)
     assert CrownOracle(g, device="cpu", bisect=False).settings()["bisect"] is False
+
+
+def test_a_bisection_inside_a_bracket_bounded_before_probes_where_the_margins_interpolate_to_zero():
+    g = _residual_convs(1)
+    rng = np.random.default_rng(5)
+    x = rng.random(g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    oracle = CrownOracle(g, screen=False, reuse=False)
+    coarse = np.geomspace(1e-4, 0.3, 8)
+    first = oracle.verify(*_cubes(x, coarse), label)
+    ok = [q.verified for q in first]
+    k = ok.index(False)
+    assert k > 0, "a verified cube below an unverified one"
+    fine = np.linspace(coarse[k - 1], coarse[k], 18)[1:-1]  # the bracket's inside, as a k-ary round asks
+    plain = CrownOracle(g, screen=False, reuse=False, bisect=False).verify(*_cubes(x, fine), label)
+    again = oracle.verify(*_cubes(x, fine), label)
+    assert [p.verdict for p in plain] == [q.verdict for q in again]  # the same answers
+    bounded = [q for q in again if q.margin is not None and "inside a box" not in q.reason]
+    assert len(bounded) <= 3, "interpolated probes settle the crossing in fewer bounds than log2(16)"
