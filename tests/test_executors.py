@@ -269,15 +269,23 @@ def test_a_worker_killed_mid_task_is_retried_and_each_input_stored_once(cluster,
     assert count_rows(store) == len(inputs) and rows(store) == expected
 
 
-def test_ctrl_c_cancels_the_tasks_in_flight_and_keeps_the_committed_rows(cluster, net, slow_reference, tmp_path):
-    import _thread
-
+def test_ctrl_c_cancels_the_tasks_in_flight_and_keeps_the_committed_rows(cluster, net, slow_reference, tmp_path,
+                                                                          monkeypatch):
     inputs, expected = slow_reference
     store = tmp_path / "r.db"
-    thread = in_background(_thread.interrupt_main, lambda: count_rows(store) >= 2)
+    put_many = ResultStore.put_many
+
+    def commit_then_ctrl_c(self, results):  # Ctrl-C in the driver once two rows are committed
+        put_many(self, results)
+        if count_rows(store) >= 2:
+            raise KeyboardInterrupt
+
+    # deterministic, unlike a timed _thread.interrupt_main: inputs certified faster than
+    # the interrupt arrives would finish the batch first, and the interrupt hit later code
+    monkeypatch.setattr(ResultStore, "put_many", commit_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         certify_batch(net, inputs, store, config=SLOW, executor=ray_executor())
-    thread.join()
+    monkeypatch.undo()
     done = rows(store)
     assert 2 <= len(done) < len(inputs) and done == {k: expected[k] for k in done}
     deadline = time.monotonic() + 10
