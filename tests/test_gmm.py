@@ -28,17 +28,11 @@ from parallelepipedonn.gmm.diagnostics import (
 )
 from parallelepipedonn.gmm.encoders import EncoderTraining, pca_encoder, penultimate_encoder, train_encoder
 from parallelepipedonn.gmm.fit import fit_classifier
+from parallelepipedonn.gmm.linear import linear_global_l2, linear_l2_radius, linear_linf_radius, linear_radii
 from parallelepipedonn.gmm.lipschitz import margin_lipschitz, spectral_norm_upper
 from parallelepipedonn.gmm.mixture import Mixture, fit_mixture
 from parallelepipedonn.gmm.model import classifier_from_onnx, load_gmm, save_model
-from parallelepipedonn.gmm.radii import (
-    global_l2_radius,
-    latent_radii,
-    linear_global_l2,
-    linear_l2_radius,
-    linear_linf_radius,
-    linear_radii,
-)
+from parallelepipedonn.gmm.radii import global_l2_radius, latent_radii
 from parallelepipedonn.network import Affine, Network
 from parallelepipedonn.recheck import Outcome, recheck
 from tests.nets import random_network

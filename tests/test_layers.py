@@ -102,6 +102,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.gmm.mixture": "methods",
     "parallelepipedonn.gmm.model": "methods",
     "parallelepipedonn.gmm.radii": "methods",
+    "parallelepipedonn.gmm.linear": "methods",
     "parallelepipedonn.inputs": "methods",
     "parallelepipedonn.property_net": "methods",  # a VNN-LIB region as a robustness query
     "parallelepipedonn.search": "methods",

@@ -5,7 +5,7 @@ the re-check of the closed-form part by recomputation (``parallelepipedonn reche
 The certificate's box (L-infinity apothem) comes from :func:`parallelepipedonn.certify`
 with the ``gmm`` oracle (closed form on linear classifiers, CROWN otherwise) and the
 default search: it is rechecked by any oracle, like every box. Its ``gmm`` section holds
-the closed-form radii (:mod:`parallelepipedonn.gmm.radii`), each a proven lower bound:
+the closed-form radii (:mod:`parallelepipedonn.gmm.radii`, :mod:`parallelepipedonn.gmm.linear`), each a proven lower bound:
 
 * ``latent``: the head's decision region around the input's exact latent, in the L2,
   Mahalanobis (the fitted covariance) and L-infinity distances;
@@ -30,14 +30,9 @@ from ..box import Box
 from ..certificate import Certificate, _num, _unnum  # the certificates' JSON numbers ("inf" for infinity)
 from ..certify import CertifyConfig, certify, resolve_domain
 from ..inputs import as_network_input
+from .linear import ExactRadius, linear_radii
 from .model import GmmClassifier
-from .radii import (
-    ExactRadius,
-    LatentRadii,
-    global_l2_radius,
-    latent_radii,
-    linear_radii,
-)
+from .radii import LatentRadii, global_l2_radius, latent_radii
 
 FloatArray = NDArray[np.float64]
 
