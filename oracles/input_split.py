@@ -19,7 +19,9 @@ CROWN's linear lower bound is smallest are evaluated in float64, and a point wit
 <= 0 is confirmed exactly (:meth:`Classifier.misclassified`, then again by the base class)
 before FALSIFIED is answered. Anything else — the time limit (checked before every batch,
 and a batch is sized from the measured time per sub-box to fit what is left), more than
-``max_domains`` open sub-boxes, a sub-box too thin to split — is UNKNOWN, never a proof.
+``max_domains`` open sub-boxes, a sub-box too thin to split, bounds that are not finite
+even on the box's centre point (overflow, where splitting gives up at once) — is UNKNOWN,
+never a proof.
 
 It is complete in the limit on ReLU networks whose minimum margin over the box is not 0
 (small boxes make every ReLU stable, where CROWN is exact), but the time and the number of
@@ -143,6 +145,10 @@ class InputSplitOracle(Oracle):
                 return Answer(Verdict.FALSIFIED, counterexample=cex,
                               reason=f"a confirmed counterexample after {bounded} sub-boxes")
             worst = bounds.min(axis=1)
+            if rounds == 1 and not np.isfinite(worst).all() and not self._finite_at_center(lo, hi, label):
+                self.last = {"bounded": bounded, "rounds": rounds}
+                return Answer(Verdict.UNKNOWN, reason="the bounds are not finite even on the box's centre "
+                              "point (overflow): splitting gives up")
             done = np.isfinite(worst) & (worst > 0)
             if done.any():
                 smallest = min(smallest, float(worst[done].min()))
@@ -209,6 +215,13 @@ class InputSplitOracle(Oracle):
         # a linear function a . x + c is smallest at x_i = lower_i where a_i > 0
         corner = np.where(slope > 0, lo, np.where(slope < 0, hi, lo + (hi - lo) / 2))
         return bounds, score, np.clip(corner, lo, hi)
+
+    def _finite_at_center(self, lo: FloatArray, hi: FloatArray, label: int) -> bool:
+        """Whether CROWN's bounds are finite on the point box at the centre of each box:
+        when they are not (overflowing weights or values), the leaf holding the centre is not
+        expected to get finite bounds either, so splitting gives up (UNKNOWN: always sound)."""
+        center = np.clip(lo + (hi - lo) / 2, lo, hi)
+        return bool(np.isfinite(self._bound(center, center, label, alpha=False)[0]).all())
 
     def _center_gradient(self, lo: FloatArray, hi: FloatArray, label: int) -> FloatArray:
         """The gradient of ``logit_label - logit_r`` at each box's centre (``r`` the runner-up there)."""

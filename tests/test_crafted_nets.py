@@ -55,9 +55,6 @@ SEARCH_KINDS = [k for k in KINDS if k not in ("a-margin-1e+06", "m-underflow-1e-
 
 #: Seconds per oracle query (``time_limit`` of the oracles that take one).
 LIMIT = 5.0
-#: ... but input-split, which splits a box whose bounds are not finite until its limit:
-#: the same soundness question, asked for a shorter time
-LIMITS = {"input-split": 1.0}
 
 OPTIONAL = {"lirpa": lirpa_available, "marabou": marabou_available}
 CASCADES = ["crown+alpha-crown+bab", "attack+crown+milp", "crown+alpha-crown+milp"]
@@ -73,7 +70,7 @@ def build_oracle(spec: str, net):
     for part in name.split("+"):
         if part in OPTIONAL and not OPTIONAL[part]():
             pytest.skip(f"{part} is not installed")
-    options = {"time_limit": LIMITS.get(name, LIMIT)} if accepts_option(name, "time_limit") else {}
+    options = {"time_limit": LIMIT} if accepts_option(name, "time_limit") else {}
     if dtype:
         options["dtype"] = dtype
     return make_oracle(name, net, **options)
@@ -255,7 +252,7 @@ def test_recheck_never_confirms_a_box_holding_a_point_misclassified_in_exact_ari
 
     path = certificates[key]
     assert load_onnx(path.parent / "m.onnx").digest == case.net.digest  # the file is the crafted IR, exactly
-    result = recheck(path, oracle=name, time_limit=LIMITS.get(name, LIMIT))
+    result = recheck(path, oracle=name, time_limit=LIMIT)
     assert result.outcome is not Outcome.CONFIRMED, f"recheck --oracle {name} confirmed the box: {result.reason}; " \
                                                     f"but {claim(case)}"
     if result.counterexample is not None and result.outcome is Outcome.REFUTED:

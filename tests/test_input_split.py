@@ -147,3 +147,17 @@ def test_verify_asks_input_splitting_for_models_with_few_inputs_and_only_by_defa
     assert VerifyConfig(few_inputs=None).for_model(few)[0].oracle == DEFAULT_VERIFY_ORACLE
     # options for a stage the few-inputs cascade lacks keep the default
     assert VerifyConfig(oracle_options={"alpha-crown.steps": 3}).for_model(few)[0].oracle == DEFAULT_VERIFY_ORACLE
+
+
+@pytest.mark.parametrize("key", ["b-nan-neuron-1e+160", "b-overflow-1e+301x1e-300"])
+def test_it_gives_up_at_once_when_bounds_overflow_even_at_the_centre(key):
+    # splitting cannot make such bounds finite: UNKNOWN (never a proof) well before the limit
+    from tests.crafted_nets import all_cases
+    case = next(c for c in all_cases() if c.key == key)
+    oracle = make_oracle("input-split", case.net, time_limit=30.0)
+    start = time.perf_counter()
+    answer = oracle.verify(case.box.lower[None], case.box.upper[None], case.label)[0]
+    assert answer.verdict is not Verdict.VERIFIED
+    if answer.verdict is Verdict.UNKNOWN:
+        assert "not finite even on the box's centre" in answer.reason
+    assert time.perf_counter() - start < 10.0
