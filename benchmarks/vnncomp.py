@@ -20,7 +20,9 @@ github.com/stanleybak/vnncomp2021_results, read locally; skipped when absent).
 alpha-beta-CROWN (``--abcrown`` or ``$ABCROWN_DIR``: its ``complete_verifier`` directory;
 ``--abcrown-python`` or ``$ABCROWN_PYTHON``) runs on the CPU with the competition's config of
 the category (``CONFIGS``) and ``--complete_verifier bab`` (branch and bound, no MIP
-solver); it is skipped when absent or with ``--no-peer``.
+solver); it is skipped when absent or with ``--no-peer``. Its loader fails on ``Pad`` nodes
+in the opset-9 attribute form, so a model whose Pads pad nothing (verivital's avgpool net)
+reaches it without them (:func:`peer_model`: the same function; the row's note says so).
 
 Outputs: ``vnncomp.csv`` (one row per instance and tool, written after each instance),
 ``vnncomp.md`` (the summary, README block ``results:vnncomp``) and
@@ -171,14 +173,50 @@ def run_ours(inst: Instance, root: Path, timeout: float, work: Path, slack: floa
 _ABCROWN_TIME = re.compile(r"^Time: ([0-9.eE+-]+)\s*$", re.MULTILINE)  # single-instance mode: since the instance started
 
 
+def _zero_pads(node) -> bool:
+    """Whether an ONNX ``Pad`` node pads nothing (its ``pads``, an attribute before opset 11,
+    all zero) — the identity."""
+    import onnx
+
+    pads = [a for a in node.attribute if a.name == "pads"]
+    return len(node.input) == 1 and len(pads) == 1 and not any(onnx.helper.get_attribute_value(pads[0]))
+
+
+def peer_model(onnx_path: Path, work: Path) -> tuple[Path, str]:
+    """The model file alpha-beta-CROWN is given, and a note: the instance's own, except that
+    ``Pad`` nodes padding nothing (opset-9 attribute form, e.g. verivital's avgpool net, which
+    alpha-beta-CROWN's loader fails on: ``BoundPad.forward() missing ... 'pad'``) are removed
+    from a copy — the same function."""
+    import onnx
+
+    model = onnx.load_from_string(_onnx_bytes(onnx_path))
+    identity = [n for n in model.graph.node if n.op_type == "Pad" and _zero_pads(n)]
+    if not identity:
+        return onnx_path, ""
+    for pad in identity:
+        model.graph.node.remove(pad)
+        for n in model.graph.node:
+            for i, name in enumerate(n.input):
+                if name == pad.output[0]:
+                    n.input[i] = pad.input[0]
+        for out in model.graph.output:
+            if out.name == pad.output[0]:
+                raise ValueError(f"{onnx_path.name}: a Pad writes the graph's output")
+    copy = work / f"peer_{onnx_path.name.removesuffix('.gz')}"
+    onnx.save(model, copy)
+    return copy, f"given the model without its {len(identity)} zero Pad node(s)"
+
+
 def run_abcrown(inst: Instance, root: Path, timeout: float, work: Path, slack: float, abcrown: Path,
                 python: Path) -> dict:
-    """alpha-beta-CROWN's ``abcrown.py`` in a fresh process, on the CPU, branch and bound."""
+    """alpha-beta-CROWN's ``abcrown.py`` in a fresh process, on the CPU, branch and bound (on
+    :func:`peer_model`'s file)."""
     result = work / "abcrown.txt"
     result.unlink(missing_ok=True)
     config = CONFIGS.get(inst.category)
+    model, model_note = peer_model(inst.path(root, inst.onnx), work)
     cmd = [str(python), "abcrown.py", *(["--config", f"exp_configs/vnncomp21/{config}"] if config else []),
-           "--complete_verifier", "bab", "--onnx_path", str(inst.path(root, inst.onnx).resolve()),
+           "--complete_verifier", "bab", "--onnx_path", str(model.resolve()),
            "--vnnlib_path", str(inst.path(root, inst.vnnlib).resolve()), "--device", "cpu",
            "--timeout", f"{timeout:g}", "--results_file", str(result.resolve()), "--save_adv_example",
            "--cex_path", str((work / "abcrown_cex.txt").resolve())]
@@ -187,7 +225,7 @@ def run_abcrown(inst: Instance, root: Path, timeout: float, work: Path, slack: f
     m = _ABCROWN_TIME.search(log.read_text(errors="replace")) if log.is_file() else None
     answer = "timeout" if rc == -9 else _answer(result)
     return {"answer": answer, "verify_s": float(m.group(1)) if m else None, "process_s": wall, "rc": rc,
-            "result_file": result}
+            "result_file": result, "note": model_note}
 
 
 # -- counterexamples ---------------------------------------------------------------------------
@@ -347,6 +385,7 @@ def run(args, instances: list[Instance], echo=print) -> list[dict]:
                                                            inst.path(Path(args.root), inst.vnnlib), point[0])
                 if r["answer"] == "error":
                     note = _last_line(work / f"{tool}.log")
+                note = "; ".join(x for x in (r.get("note", ""), note) if x)
                 rows.append({"category": inst.category, "onnx": inst.onnx, "vnnlib": inst.vnnlib, "tool": tool,
                              "order": order, "timeout": timeout, "answer": r["answer"],
                              "verify_s": "" if r["verify_s"] is None else round(float(r["verify_s"]), 3),

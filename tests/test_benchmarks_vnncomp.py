@@ -74,3 +74,27 @@ def test_benchmark_runs_verify_confirms_the_counterexample_and_writes_tables(tmp
     assert vnncomp.confirm_counterexample(c.path, spec, np.full(6, 2.0)) == (
         "refuted", "the point lies 1 outside the input boxes")
     assert vnncomp.confirm_counterexample(c.path, c.dir / "specs" / "holds.vnnlib", c.x)[0] == "refuted"
+
+
+def test_the_peer_gets_the_same_function_without_opset_9_pads_that_pad_nothing(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(2, 1, 2, 2)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Pad", ["r"], ["p"], pads=[0] * 8, mode="constant"),
+             helper.make_node("AveragePool", ["p"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["a"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [w])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)]), path)
+    copy, note = vnncomp.peer_model(path, tmp_path)
+    assert copy != path and "1 zero Pad" in note
+    assert [n.op_type for n in onnx.load(copy).graph.node] == ["Conv", "Relu", "AveragePool", "Flatten"]
+    x = np.random.default_rng(1).uniform(size=(1, 1, 5, 5)).astype(np.float32)
+    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0] for p in (path, copy)]
+    assert np.array_equal(*run)
+    # a model without such Pads is given as it is
+    assert vnncomp.peer_model(copy, tmp_path) == (copy, "")
