@@ -127,6 +127,16 @@ class VerifyConfig:
             return replace(self, oracle=self.fallback, fallback=None), note
         return self, ""
 
+    def within(self, timeout: float | None) -> VerifyConfig:
+        """This configuration for a call with ``timeout`` seconds: unless the options set a
+        ``time_limit`` (plain or ``stage.time_limit``), no stage keeps its own default limit
+        (e.g. bab's 60 s), so the call's deadline alone bounds each stage, which gets what
+        the earlier ones left."""
+        if timeout is None or any(k.rpartition(".")[2] == "time_limit" for k in self.oracle_options):
+            return self
+        unlimited = replace(self, oracle_options={**self.oracle_options, "time_limit": None})
+        return unlimited if unlimited._takes_options(self.oracle) else self
+
     def _takes_options(self, oracle: str) -> bool:
         from oracles.registry import stage_options
 
@@ -335,7 +345,7 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
         prop.check_domain(domain.lower, domain.upper)
     from .property_net import ReductionError, reduce_region
 
-    config, note = (config or VerifyConfig()).for_model(model)
+    config, note = (config or VerifyConfig()).within(timeout).for_model(model)
     records: list[dict[str, Any]] = []
     oracle_name, settings = config.oracle, {}
     timed_out = False
@@ -427,7 +437,7 @@ def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, labe
     label = predicted if label is None else model.check_label(label)
     info = {"kind": "epsilon", "input": xa.tolist(), "epsilon": float(epsilon), "label": label,
             "predicted_label": predicted, "domain": _domain_json(dom)}
-    config, note = (config or VerifyConfig()).for_model(model)
+    config, note = (config or VerifyConfig()).within(timeout).for_model(model)
     records: list[dict[str, Any]] = []
     oracle_name, settings = config.oracle, {}
 

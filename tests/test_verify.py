@@ -209,6 +209,16 @@ def test_the_time_running_out_is_timeout_never_a_proof():
     assert r.answer is Answer.TIMEOUT and r.regions[0]["verdict"] == "not asked"
 
 
+def test_a_timeout_lifts_the_stages_own_default_limits_but_not_the_users():
+    # verify --timeout 240 must not stop at bab's default 60 s: the call's deadline bounds it
+    net = random_network(0, [4, 8, 3])
+    limits = {s.name: s.time_limit for s in VerifyConfig().within(240.0).build(net).stages}
+    assert limits["bab"] is None and limits["attack"] is None
+    assert {s.name: s.time_limit for s in VerifyConfig().within(None).build(net).stages}["bab"] == 60.0
+    mine = VerifyConfig(oracle_options={"bab.time_limit": 5.0}).within(240.0)
+    assert {s.name: s.time_limit for s in mine.build(net).stages}["bab"] == 5.0
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_robustness_at_epsilon_agrees_with_the_exact_best_apothem(seed):
     """verify --epsilon and certify --epsilon: robust at epsilon iff epsilon is below the
