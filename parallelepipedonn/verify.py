@@ -174,6 +174,7 @@ class Verification:
     regions: tuple[dict[str, Any], ...]
     timeout: float | None
     seconds: float
+    load_seconds: float | None = None
     tool_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -204,6 +205,7 @@ class Verification:
             "counterexample": None if self.counterexample is None else self.counterexample.tolist(),
             "outputs": None if self.outputs is None else self.outputs.tolist(),
             "regions": list(self.regions), "timeout": self.timeout, "seconds": self.seconds,
+            **({} if self.load_seconds is None else {"load_seconds": self.load_seconds}),
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -228,7 +230,7 @@ class Verification:
                        counterexample=None if cex is None else np.asarray(cex, dtype=np.float64),
                        outputs=None if out is None else np.asarray(out, dtype=np.float64),
                        regions=tuple(d.get("regions", ())), timeout=d.get("timeout"), seconds=float(d["seconds"]),
-                       tool_version=d.get("tool_version", ""), created=d.get("created", ""))
+                       load_seconds=d.get("load_seconds"), tool_version=d.get("tool_version", ""), created=d.get("created", ""))
 
         return parse_stored(d, FORMAT_NAME, FORMAT_VERSION, "verification result", build)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,6 +151,7 @@ def _vnnlib(args: argparse.Namespace, config) -> tuple[Verification | None, str]
     from ..verify import load_model_file, verify_property
     from ..vnnlib import read_vnnlib
 
+    start = time.perf_counter()
     model = load_model_file(args.model)
     prop = read_vnnlib(args.vnnlib)
     prop.check_model(model.n_inputs, model.n_classes)
@@ -162,11 +165,13 @@ def _vnnlib(args: argparse.Namespace, config) -> tuple[Verification | None, str]
     what = f"{args.vnnlib} ({prop.describe()})\n  model       {args.model} ({model.describe()})"
     if args.check:
         return None, f"ok: {what}"
+    hashes = sha256_file(args.model), sha256_file(args.vnnlib)
+    loaded = time.perf_counter() - start
     with Progress("verify") as progress:
         result = verify_property(model, prop, config=config, timeout=args.timeout, domain=domain,
-                                 model_path=str(args.model), model_sha256=sha256_file(args.model),
-                                 property_sha256=sha256_file(args.vnnlib), progress=progress)
-    return result, what
+                                 model_path=str(args.model), model_sha256=hashes[0],
+                                 property_sha256=hashes[1], progress=progress)
+    return replace(result, load_seconds=loaded), what
 
 
 def _epsilon(args: argparse.Namespace, config) -> tuple[Verification | None, str]:
@@ -175,14 +180,17 @@ def _epsilon(args: argparse.Namespace, config) -> tuple[Verification | None, str
 
     if args.domain is None:
         args.domain = (0.0, 1.0)
+    start = time.perf_counter()
     network, x, domain, model_path, _, what, _ = load_problem(args)
     text = (f"{what}: the ball of radius {fmt(args.epsilon, 6)} within the domain\n"
             f"  model       {model_path} ({network.describe()})")
     if args.check:
         return None, f"ok: {text}"
+    digest = sha256_file(model_path)
+    loaded = time.perf_counter() - start
     result = verify_epsilon(network, x, args.epsilon, label=args.label, domain=domain, config=config,
-                            timeout=args.timeout, model_path=str(model_path), model_sha256=sha256_file(model_path))
-    return result, text
+                            timeout=args.timeout, model_path=str(model_path), model_sha256=digest)
+    return replace(result, load_seconds=loaded), text
 
 
 def _summary(result: Verification, what: str, written: list[str]) -> str:
