@@ -61,6 +61,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.network": "core",
     "parallelepipedonn.onnx_export": "core",
     "parallelepipedonn.onnx_import": "core",
+    "parallelepipedonn.onnx_read": "core",  # reading and checking ONNX models, for both importers
     "parallelepipedonn.threads": "core",
     "parallelepipedonn.tolerances": "core",
     "parallelepipedonn.vnnlib": "core",  # VNN-LIB properties (pure Python, exact)
