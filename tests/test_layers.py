@@ -159,6 +159,8 @@ LAYERS: dict[str, str] = {
     "benchmarks.options": "application",
     "benchmarks.oracle_throughput": "application",
     "benchmarks.paper": "application",
+    "benchmarks.paper_report": "application",  # bench paper: tables and figures
+    "benchmarks.paper_runs": "application",  # bench paper: the experiments
     "benchmarks.readme": "application",
     "benchmarks.responsiveness": "application",
     "benchmarks.search_algorithms": "application",
