@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 import parallelepipedonn as ppn
 from benchmarks.common import RESULTS, machine, markdown_table, write_csv
-from benchmarks.paper import _verify_cubes
+from benchmarks.paper_runs import verify_cubes
 from oracles import AttackOracle, make_oracle
 from oracles.base import Verdict
 from parallelepipedonn.gmm.certify import certify_gmm, closed_form
@@ -349,7 +349,7 @@ def part_accuracy(dataset: str, n: int | None, exact_n: int, bar: bool) -> list[
         m = min(exact_n, len(xs))
         sub = {**base, "inputs": m, "clean": float(correct[:m].mean()), "norm": "linf"}
         for eps in LINF:
-            ok = _verify_cubes(oracle, xs, ys, eps, correct) == 1
+            ok = verify_cubes(oracle, xs, ys, eps, correct) == 1
             rows.append({**base, "norm": "linf", "eps": eps, "method": method, "certified": float(ok.mean())})
             if exact_n and m < len(xs):  # the same verdicts on the inputs of the exact algorithm's rows
                 rows.append({**sub, "eps": eps, "method": f"{method}, first {m}", "certified": float(ok[:m].mean())})
@@ -374,7 +374,7 @@ def part_accuracy(dataset: str, n: int | None, exact_n: int, bar: bool) -> list[
             # inputs whose cube the attack does not falsify (confirmed counterexamples)
             attack = AttackOracle(net, steps=100, restarts=10, seed=0)
             for eps in LINF:
-                falsified = _verify_cubes(attack, xs[:m], ys[:m], eps, correct[:m]) == -1
+                falsified = verify_cubes(attack, xs[:m], ys[:m], eps, correct[:m]) == -1
                 rows.append({**sub, "eps": eps, "method": "attack (upper bound)",
                              "certified": float((correct[:m] & ~falsified).mean())})
         for r in rows:
@@ -447,12 +447,12 @@ def accuracy_markdown(rows: list[dict[str, Any]]) -> str:
 def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
     """Certified-accuracy curves: one panel per dataset and norm, one line per model and
     method (L∞: the oracle's verdicts, dashed the exact ones; L2: the closed forms)."""
-    from benchmarks.paper import _figure
+    from benchmarks.paper_report import figure
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     models = list(dict.fromkeys(r["model"].replace("fashion-mnist", "*").replace("mnist", "*") for r in rows))
     colour = {m: f"C{k}" for k, m in enumerate(models)}
-    fig = _figure(11, 3.6 * len(datasets))
+    fig = figure(11, 3.6 * len(datasets))
     axes = np.atleast_2d(fig.subplots(len(datasets), 2))
     for row, ds in zip(axes, datasets):
         for ax, norm, grid in ((row[0], "linf", LINF), (row[1], "l2", L2)):

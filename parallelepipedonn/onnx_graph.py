@@ -29,14 +29,15 @@ import onnx
 from . import graph_nodes as gn
 from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
 from .graph import Graph
-from .onnx_import import _RESHAPING_OPS, MAX_MODEL_BYTES, _attr_str, _gib, _Importer, _Lin
+from .onnx_import import MAX_MODEL_BYTES
+from .onnx_read import RESHAPING_OPS, Lin, OnnxWalker, attr_str, gib
 
 #: Operators whose presence sends a model to the graph importer (``load_onnx``).
 GRAPH_OPS = frozenset({"Conv", "AveragePool", "GlobalAveragePool", "Pad", "MaxPool", "GlobalMaxPool"})
 
 
 @dataclass(frozen=True, eq=False)
-class _Sym(_Lin):
+class _Sym(Lin):
     """An input-dependent tensor: the output of IR node ``node``, of ONNX shape ``full``."""
 
     node: int = 0
@@ -47,7 +48,7 @@ class _Sym(_Lin):
         return self.full
 
 
-class GraphImporter(_Importer):
+class GraphImporter(OnnxWalker):
     """ONNX → :class:`Graph` (see the module docstring)."""
 
     def __init__(self, model: onnx.ModelProto, name: str) -> None:
@@ -88,12 +89,12 @@ class GraphImporter(_Importer):
             self._append(gn.Reshape(inputs=(out.node,), shape=(math.prod(shape),), in_shape=shape), out.dtype)
         total = sum(p.nbytes for n in self.nodes for p in n.params())
         if total > MAX_MODEL_BYTES:
-            raise ModelTooLargeError(f"the network's weights take {_gib(total)} as float64, over the importer's "
-                                     f"limit of {_gib(MAX_MODEL_BYTES)}")
+            raise ModelTooLargeError(f"the network's weights take {gib(total)} as float64, over the importer's "
+                                     f"limit of {gib(MAX_MODEL_BYTES)}")
         return Graph(ir_shape, tuple(self.nodes), self.name)
 
     # -- helpers ------------------------------------------------------------------------
-    def _check_range(self, label: str, op: str, v: _Lin) -> None:
+    def _check_range(self, label: str, op: str, v: Lin) -> None:
         """The weights are checked finite by the nodes themselves."""
 
     def _append(self, node: gn.Node, dtype: np.dtype) -> _Sym:
@@ -121,7 +122,7 @@ class GraphImporter(_Importer):
         sc, sh = self._broadcast_const(label, op, v, scale), self._broadcast_const(label, op, v, shift)
         return self._append(gn.Scale(inputs=(v.node,), shape=s, in_shape=s, scale=sc, shift=sh, name=label), v.dtype)
 
-    def _handlers(self) -> dict[str, Callable[..., _Lin | list]]:
+    def _handlers(self) -> dict[str, Callable[..., Lin | list]]:
         return {
             "Relu": self._g_relu, "Add": self._g_add, "Sub": self._g_sub, "Mul": self._g_mul, "Div": self._g_div,
             "Neg": lambda label, args, attrs: self._scale(label, "Neg", args[0], -1.0),
@@ -132,7 +133,7 @@ class GraphImporter(_Importer):
             "GlobalAveragePool": self._g_avgpool, "Concat": self._g_concat,
             "MaxPool": self._g_maxpool, "GlobalMaxPool": self._g_maxpool,
             **{op: (lambda op: lambda label, args, attrs: self._g_reshape(op, label, args, attrs))(op)
-               for op in _RESHAPING_OPS},
+               for op in RESHAPING_OPS},
         }
 
     # -- operators ------------------------------------------------------------------------
@@ -224,7 +225,7 @@ class GraphImporter(_Importer):
         strides = [int(s) for s in attrs.get("strides", [1, 1])]
         dil = [int(d) for d in attrs.get("dilations", [1, 1])]
         pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
-        auto_pad = _attr_str(attrs.get("auto_pad", "NOTSET"))
+        auto_pad = attr_str(attrs.get("auto_pad", "NOTSET"))
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             if any(d != 1 for d in dil):
                 raise UnsupportedOperatorError(label, "Conv", f"dilations with auto_pad {auto_pad}")
@@ -283,7 +284,7 @@ class GraphImporter(_Importer):
         v = args[0]
         if not isinstance(v, _Sym):
             raise UnsupportedOperatorError(label, op, "the shape argument depends on the input")
-        probe = _Lin(np.empty((1, *v.full)), 0, v.dtype)
+        probe = Lin(np.empty((1, *v.full)), 0, v.dtype)
         out = self._reshape_like(op, label, [probe, *args[1:]], attrs).shape
         if not out or out[0] != 1:
             raise UnsupportedOperatorError(label, op, f"shape {list(v.full)} to {list(out)}: the batch axis must stay "
@@ -316,7 +317,7 @@ class GraphImporter(_Importer):
 
     def _g_pad(self, label: str, args: list, attrs: dict) -> _Sym:
         v = args[0]
-        mode = _attr_str(attrs.get("mode", "constant"))
+        mode = attr_str(attrs.get("mode", "constant"))
         pads = self._const_ints(label, "Pad", args[1], "pads") if len(args) > 1 and args[1] is not None \
             else [int(p) for p in attrs.get("pads", [])]
         value = float(np.asarray(args[2]).reshape(-1)[0]) if len(args) > 2 and args[2] is not None and \
@@ -344,10 +345,10 @@ class GraphImporter(_Importer):
             pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
             include = bool(attrs.get("count_include_pad", 0))
             if int(attrs.get("ceil_mode", 0)) or any(int(d) != 1 for d in attrs.get("dilations", [1, 1])) or \
-                    _attr_str(attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
+                    attr_str(attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
                 raise UnsupportedOperatorError(label, "AveragePool", "ceil_mode, dilations and auto_pad SAME are not "
                                                "supported")
-            if _attr_str(attrs.get("auto_pad", "NOTSET")) == "VALID":
+            if attr_str(attrs.get("auto_pad", "NOTSET")) == "VALID":
                 pads = [0, 0, 0, 0]
         out = (s[0], *(gn.conv_output_size(s[1 + i], kernel[i], strides[i], 1, pads[i] + pads[i + 2]) for i in range(2)))
         try:

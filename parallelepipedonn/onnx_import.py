@@ -12,6 +12,10 @@ with ONNX's reference evaluator. Anything else that depends on the input — or 
 supported operator whose semantics the IR cannot express exactly (a Cast that rounds, a
 Softmax that is not over the class scores, a configuration onnxruntime rejects) — raises
 :class:`UnsupportedOperatorError` or :class:`ModelError` naming the node and its op.
+Reading and checking the model, the walk over its nodes, constant folding and the
+shape-only operators are :mod:`parallelepipedonn.onnx_read`'s (shared with the graph
+importer); this module builds the chain: the affine maps (Gemm, MatMul and Conv expanded
+to dense matrices) and the ReLU stages, and chooses between the chain and the graph IR.
 
 The semantics is that of onnxruntime on a batch of one point. Every dense array the
 import builds is sized first: one over :data:`MAX_DENSE_BYTES` (e.g. the identity matrix
@@ -22,10 +26,8 @@ a :class:`ModelError` before anything is allocated.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,83 +35,39 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
-from onnx.reference import ReferenceEvaluator
 
 from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
 from .network import Affine, Layer, Network, ReLU
+from .onnx_read import (
+    INPUT_TYPES,
+    MIN_OPSET,
+    RESHAPING_OPS,
+    Lin,
+    OnnxWalker,
+    attr_str,
+    check_model,
+    gib,
+    parse_model,
+    type_name,
+)
 
 if TYPE_CHECKING:
     from .graph import Graph
-
-log = logging.getLogger(__name__)
 
 #: The largest dense float64 array the importer builds (bytes): one affine map of the IR,
 #: a convolution expanded to a dense matrix, the identity after a Relu, ...
 MAX_DENSE_BYTES = 2 * 2**30
 #: The largest total size of the IR's weights (bytes).
 MAX_MODEL_BYTES = 4 * 2**30
-#: The oldest ``ai.onnx`` opset onnxruntime implements.
-MIN_OPSET = 7
-
-_GIB = 2**30
-_INPUT_TYPES = {onnx.TensorProto.FLOAT: np.dtype(np.float32), onnx.TensorProto.DOUBLE: np.dtype(np.float64)}
-_RESHAPING_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
-_FINAL_MONOTONE_OPS = {"Softmax", "LogSoftmax"}
-#: Operators whose value onnxruntime draws at random at every run: never folded.
-_RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-
-@dataclass(frozen=True, eq=False)
-class _Lin:
-    """A tensor that is an affine function of the current stage's variables ``z``,
-    of element type ``dtype`` (float32 or float64) in the ONNX graph."""
-
-    rows: np.ndarray  # (1 + n_z, *shape) float64
-    stage: int
-    dtype: np.dtype
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.rows.shape[1:])
-
-    def like(self, rows: np.ndarray) -> _Lin:
-        return _Lin(rows, self.stage, self.dtype)
 
 
-def _node_label(node: onnx.NodeProto, index: int) -> str:
-    return node.name or f"#{index} ({node.output[0] if node.output else 'no output'})"
+class _Importer(OnnxWalker):
+    """ONNX → chain :class:`Network` (see the module docstring)."""
 
-
-def _gib(nbytes: int) -> str:
-    return f"{nbytes / _GIB:.3g} GiB"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _type_name(elem_type: int) -> str:
-    """``float16`` for ``TensorProto.FLOAT16``, ..."""
-    if elem_type in onnx.TensorProto.DataType.values():
-        return onnx.TensorProto.DataType.Name(elem_type).lower()
-    return f"type {elem_type}"
-
-
-def _attr_str(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class _Importer:
     def __init__(self, model: onnx.ModelProto, name: str) -> None:
-        self.model = model
-        self.graph = model.graph
-        self.name = name
-        self.opset = {o.domain: o.version for o in model.opset_import}
-        self.onnx_opset = self.opset.get("", self.opset.get("ai.onnx", 0))
+        super().__init__(model, name)
         self.layers: list[Layer] = []
         self.stage = 0
-        self.values: dict[str, _Lin | np.ndarray] = {}
-        self.static_shapes: dict[str, tuple[int, ...]] = {}
         self.model_bytes = 0
 
     # -- entry point --------------------------------------------------------------------
@@ -132,12 +90,12 @@ class _Importer:
             if t.data_location == onnx.TensorProto.EXTERNAL:
                 raise ModelError(f"initializer {t.name!r} keeps its data in an external file: not supported")
             self.values[t.name] = numpy_helper.to_array(t)
-        self.values[inputs[0].name] = _Lin(_identity_rows(n, onnx_shape), 0, dtype)
+        self.values[inputs[0].name] = Lin(_identity_rows(n, onnx_shape), 0, dtype)
         consumers = self._consumers()
         for index, node in enumerate(g.node):
             self._run_node(node, index, consumers)
         out = self.values.get(g.output[0].name)
-        if not isinstance(out, _Lin):
+        if not isinstance(out, Lin):
             raise ModelError("the model's output does not depend on its input")
         self._check_stage(out, g.output[0].name)
         shape = out.shape
@@ -146,260 +104,28 @@ class _Importer:
         self._close_affine(out)
         return Network.from_layers(ir_shape, self.layers, self.name)
 
-    def _infer_shapes(self) -> None:
-        """Type-check the graph as onnxruntime does, and note every statically known shape."""
-        try:
-            inferred = onnx.shape_inference.infer_shapes(self.model, check_type=True, strict_mode=True,
-                                                         data_prop=True)
-        except Exception:  # InferenceError, ValidationError, ...: again without data propagation
-            try:
-                inferred = onnx.shape_inference.infer_shapes(self.model, check_type=True, strict_mode=True)
-            except Exception as exc:
-                raise ModelError(f"model {self.name!r} is not a valid ONNX model: type and shape inference "
-                                 f"fails: {_first_line(exc)}") from exc
-        g = inferred.graph
-        for vi in [*g.value_info, *g.output]:
-            tt = vi.type.tensor_type
-            if vi.type.HasField("tensor_type") and tt.HasField("shape") and \
-                    all(d.HasField("dim_value") for d in tt.shape.dim):
-                self.static_shapes[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
-
-    def _input_shape(self, vi: onnx.ValueInfoProto) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype]:
-        tt = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type") or tt.elem_type not in _INPUT_TYPES:
-            kind = _type_name(tt.elem_type) if vi.type.HasField("tensor_type") else "not a tensor"
-            raise ModelError(f"input {vi.name!r} is of type {kind}: only float32 and float64 inputs are supported")
-        dtype = _INPUT_TYPES[tt.elem_type]
-        if not tt.HasField("shape"):
-            raise ModelError(f"input {vi.name!r} has no shape in the model")
-        dims: list[int | None] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                                  for d in tt.shape.dim]
-        if not dims:
-            raise ModelError(f"input {vi.name!r} is a scalar")
-        if any(d is None for d in dims[1:]):
-            raise ModelError(f"input {vi.name!r} has shape {dims}: only the batch dimension may be symbolic")
-        if len(dims) == 1:
-            if dims[0] is None:
-                raise ModelError(f"input {vi.name!r} has an unknown size")
-            return (int(dims[0]),), (int(dims[0]),), dtype
-        if dims[0] not in (None, 1):
-            raise ModelError(f"input {vi.name!r} has a fixed batch size of {dims[0]}; expected 1 or symbolic")
-        rest = tuple(int(d) for d in dims[1:])  # type: ignore[arg-type]
-        return (1, *rest), rest, dtype
-
-    def _consumers(self) -> dict[str, int]:
-        count: dict[str, int] = {}
-        for node in self.graph.node:
-            for name in node.input:
-                count[name] = count.get(name, 0) + 1
-        return count
-
-    # -- memory guard -------------------------------------------------------------------
-    @staticmethod
-    def _need(what: str, rows: int, cols: int) -> None:
-        """Refuse before allocating a dense ``rows x cols`` float64 array over the limit."""
-        nbytes = 8 * rows * cols
-        if nbytes > MAX_DENSE_BYTES:
-            raise ModelTooLargeError(
-                f"{what} would need a dense {rows}x{cols} float64 matrix ({_gib(nbytes)}), over the importer's "
-                f"limit of {_gib(MAX_DENSE_BYTES)} (parallelepipedonn.onnx_import.MAX_DENSE_BYTES)")
-
-    def _need_rows(self, label: str, op: str, v: _Lin, shape: Sequence[int]) -> None:
+    def _need_rows(self, label: str, op: str, v: Lin, shape: Sequence[int]) -> None:
         self._need(f"node {label!r} ({op})", math.prod(shape), v.rows.shape[0])
 
     # -- node dispatch ------------------------------------------------------------------
-    def _run_node(self, node: onnx.NodeProto, index: int, consumers: dict[str, int]) -> None:
-        label = _node_label(node, index)
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-            raise UnsupportedOperatorError(label, node.op_type, "operators with sub-graphs (control flow) "
-                                           "are not supported")
-        args: list[_Lin | np.ndarray | None] = []
-        for name in node.input:
-            if name == "":
-                args.append(None)
-                continue
-            if name not in self.values:
-                raise ModelError(f"node {label!r} ({node.op_type}) reads undefined tensor {name!r}")
-            args.append(self.values[name])
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "BatchNormalization" and len([o for o in node.output if o]) > 1:
-            # onnxruntime then normalises with the batch's own statistics (training mode)
-            raise UnsupportedOperatorError(label, node.op_type, "the running statistics are outputs: training mode")
-        if not any(isinstance(a, _Lin) for a in args):
-            outputs: list = self._fold(node, label, args, attrs)
-        else:
-            if node.domain not in ("", "ai.onnx"):
-                raise UnsupportedOperatorError(label, f"{node.domain}.{node.op_type}", "custom domain")
-            for a in args:
-                if isinstance(a, _Lin):
-                    self._check_stage(a, label)
-            handler = self._handlers().get(node.op_type)
-            try:
-                if node.op_type in _FINAL_MONOTONE_OPS:
-                    outputs = [self._final_softmax(node, label, args, attrs, consumers)]
-                elif handler is None:
-                    raise UnsupportedOperatorError(
-                        label, node.op_type, "this operator on an input-dependent tensor is not supported "
-                        "(supported: affine operators and Relu)")
-                else:
-                    outputs = handler(label, args, attrs)
-                    outputs = outputs if isinstance(outputs, list) else [outputs]
-            except (ValueError, RuntimeError, IndexError) as exc:  # numpy / torch shape errors
-                raise UnsupportedOperatorError(label, node.op_type, f"cannot import: {_first_line(exc)}") from exc
-            for value in outputs:
-                if isinstance(value, _Lin):
-                    self._check_range(label, node.op_type, value)
-            if len(outputs) < len([o for o in node.output if o]):
-                for extra in node.output[len(outputs):]:
-                    if extra and (consumers.get(extra, 0) or extra in {o.name for o in self.graph.output}):
-                        raise UnsupportedOperatorError(label, node.op_type, f"its output {extra!r} is not supported")
-        for name, value in zip(node.output, outputs):
-            if name:
-                self.values[name] = value
-
-    def _handlers(self) -> dict[str, Callable[..., _Lin | list]]:
+    def _handlers(self) -> dict[str, Callable[..., Lin | list]]:
         return {
             "Relu": self._relu, "Add": self._add, "Sub": self._sub, "Mul": self._mul, "Div": self._div,
             "Neg": self._neg, "MatMul": self._matmul, "Gemm": self._gemm, "Conv": self._conv,
             "BatchNormalization": self._batchnorm, "Transpose": self._transpose, "Identity": self._identity,
             "Dropout": self._dropout, "Cast": self._cast, "CastLike": self._cast_like,
             "Shape": self._shape, "Size": self._size,
-            **{op: functools.partial(self._reshape_like, op) for op in _RESHAPING_OPS},
+            **{op: functools.partial(self._reshape_like, op) for op in RESHAPING_OPS},
         }
 
-    def _check_stage(self, v: _Lin, where: str) -> None:
+    def _check_stage(self, v: Lin, where: str) -> None:
         if v.stage != self.stage:
             raise ModelError(
                 f"{where!r}: the graph is not a chain of affine maps and ReLUs "
                 "(a tensor from before a Relu is used after it)")
 
-    def _check_range(self, label: str, op: str, v: _Lin) -> None:
-        """The tensor's coefficients must be finite numbers of its ONNX type: one out of
-        range means onnxruntime's intermediate values overflow to infinity (e.g. ``x * 1e30
-        * 1e30 * 1e-40`` in float32), which the IR, folding the products, would not see."""
-        info = np.finfo(v.dtype)
-        flat = v.rows.ravel(order="K")  # a view where the layout allows
-        step = 2**22
-        for lo in range(0, flat.size, step):
-            block = flat[lo:lo + step]
-            if not np.isfinite(block).all():
-                raise UnsupportedOperatorError(label, op, "its values are NaN or infinite")
-            if block.max() > info.max or block.min() < -info.max:
-                raise UnsupportedOperatorError(label, op, f"its coefficients overflow {v.dtype}: onnxruntime's "
-                                               "values would be infinite")
-
-    def _fold(self, node: onnx.NodeProto, label: str, args: list, attrs: dict) -> list[np.ndarray]:
-        """Evaluate a node that does not depend on the input."""
-        if node.op_type in _RANDOM_OPS or (node.op_type == "Dropout" and self._dropout_training(label, args, attrs)):
-            raise UnsupportedOperatorError(label, node.op_type, "random values (onnxruntime draws new ones at "
-                                           "every run)")
-        for name in node.output:
-            shape = self.static_shapes.get(name)
-            if name and shape is not None:
-                self._need(f"constant {name!r} of node {label!r} ({node.op_type}) of shape {list(shape)}",
-                           math.prod(shape), 1)
-        return self._eval(node, label, args)
-
-    def _eval(self, node: onnx.NodeProto, label: str, args: Sequence[np.ndarray | None]) -> list[np.ndarray]:
-        names = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
-        node2 = onnx.helper.make_node(node.op_type, names, [f"out{i}" for i in range(len(node.output))],
-                                      domain=node.domain)
-        node2.attribute.extend(node.attribute)
-        undef = onnx.TensorProto.UNDEFINED
-        graph = onnx.helper.make_graph(
-            [node2], "fold", [onnx.helper.make_tensor_value_info(nm, undef, None) for nm in names if nm],
-            [onnx.helper.make_tensor_value_info(o, undef, None) for o in node2.output])
-        opsets = [onnx.helper.make_opsetid(d, v) for d, v in self.opset.items()]
-        model = onnx.helper.make_model(graph, opset_imports=opsets)
-        feeds = {nm: a for nm, a in zip(names, args) if nm}
-        try:
-            return list(ReferenceEvaluator(model).run(None, feeds))
-        except Exception as exc:  # the reference evaluator raises many kinds (MemoryError too)
-            raise ModelError(f"cannot evaluate constant node {label!r} ({node.op_type}): {_first_line(exc)}") from exc
-
     # -- shape-only operators -----------------------------------------------------------
-    def _const_ints(self, label: str, op: str, value: object, what: str) -> list[int] | None:
-        if value is None:
-            return None
-        if isinstance(value, _Lin):
-            raise UnsupportedOperatorError(label, op, f"the {what} depends on the input")
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "iu" or arr.ndim > 1:
-            raise UnsupportedOperatorError(label, op, f"the {what} must be a 1-D integer tensor")
-        return [int(a) for a in arr.reshape(-1)]
-
-    def _reshape_like(self, op: str, label: str, args: list, attrs: dict) -> _Lin:
-        data = args[0]
-        if not isinstance(data, _Lin):
-            raise UnsupportedOperatorError(label, op, "the shape argument depends on the input")
-        shape = list(data.shape)
-        r = len(shape)
-
-        def bad(why: str) -> UnsupportedOperatorError:
-            return UnsupportedOperatorError(label, op, f"{why} (input shape {shape})")
-
-        if op == "Flatten":
-            axis = int(attrs.get("axis", 1))
-            if not -r <= axis <= r:
-                raise bad(f"axis {axis} out of range")
-            axis = axis + r if axis < 0 else axis
-            out = [math.prod(shape[:axis]), math.prod(shape[axis:])]
-        elif op == "Reshape":
-            target = self._const_ints(label, op, args[1] if len(args) > 1 else None, "shape")
-            if target is None:
-                raise bad("no shape")
-            allowzero = int(attrs.get("allowzero", 0))
-            out = []
-            for i, d in enumerate(target):
-                if d == 0 and not allowzero:
-                    if i >= r:
-                        raise bad(f"shape {target}: a 0 entry past the input's rank")
-                    d = shape[i]
-                out.append(d)
-            if out.count(-1) > 1 or any(d < -1 for d in out) or (allowzero and -1 in out and 0 in target):
-                raise bad(f"invalid shape {target}")
-            if -1 in out:
-                known = math.prod(d for d in out if d != -1)
-                if known == 0 or math.prod(shape) % known:
-                    raise bad(f"shape {target} does not fit")
-                out[out.index(-1)] = math.prod(shape) // known
-            if math.prod(out) != math.prod(shape):
-                raise bad(f"shape {target} does not fit")
-        elif op == "Squeeze":
-            axes = self._const_ints(label, op, args[1] if len(args) > 1 else None, "axes") \
-                if self.onnx_opset >= 13 else attrs.get("axes")
-            if axes is None:
-                out = [d for d in shape if d != 1]
-            else:
-                norm = [int(a) + r if int(a) < 0 else int(a) for a in axes]
-                if any(not 0 <= a < r for a in norm) or len(set(norm)) != len(norm):
-                    raise bad(f"axes {list(axes)} out of range or repeated")
-                if any(shape[a] != 1 for a in norm):
-                    raise bad(f"axes {list(axes)}: only dimensions of size 1 can be squeezed")
-                out = [d for i, d in enumerate(shape) if i not in norm]
-        else:  # Unsqueeze
-            axes = self._const_ints(label, op, args[1] if len(args) > 1 else None, "axes") \
-                if self.onnx_opset >= 13 else attrs.get("axes")
-            if not axes:
-                raise bad("no axes")
-            rank = r + len(axes)
-            norm = [int(a) + rank if int(a) < 0 else int(a) for a in axes]
-            if any(not 0 <= a < rank for a in norm) or len(set(norm)) != len(norm):
-                raise bad(f"axes {list(axes)} out of range or repeated")
-            rest = iter(shape)
-            out = [1 if i in norm else next(rest) for i in range(rank)]
-        return data.like(data.rows.reshape(data.rows.shape[0], *out))
-
-    def _shape(self, label: str, args: list, attrs: dict) -> np.ndarray:
-        shape = args[0].shape
-        start = int(attrs.get("start", 0))
-        end = attrs.get("end")
-        return np.array(shape[start:None if end is None else int(end)], dtype=np.int64)
-
-    def _size(self, label: str, args: list, attrs: dict) -> np.ndarray:
-        return np.array(math.prod(args[0].shape), dtype=np.int64)
-
-    def _transpose(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _transpose(self, label: str, args: list, attrs: dict) -> Lin:
         v = args[0]
         r = len(v.shape)
         perm = [int(p) for p in attrs.get("perm", list(range(r))[::-1])]
@@ -414,11 +140,7 @@ class _Importer:
         extra = ndim - (rows.ndim - 1)
         return rows.reshape(rows.shape[0], *([1] * extra), *rows.shape[1:]) if extra > 0 else rows
 
-    @staticmethod
-    def _const(c: object) -> np.ndarray:
-        return np.asarray(c, dtype=np.float64)
-
-    def _lin_plus_const(self, label: str, op: str, v: _Lin, c: np.ndarray, sign: float = 1.0) -> _Lin:
+    def _lin_plus_const(self, label: str, op: str, v: Lin, c: np.ndarray, sign: float = 1.0) -> Lin:
         c = self._const(c)
         shape = np.broadcast_shapes(v.shape, c.shape)
         self._need_rows(label, op, v, shape)
@@ -427,41 +149,41 @@ class _Importer:
         out[0] += c
         return v.like(out)
 
-    def _lin_plus_lin(self, label: str, op: str, a: _Lin, b: _Lin, sign: float) -> _Lin:
+    def _lin_plus_lin(self, label: str, op: str, a: Lin, b: Lin, sign: float) -> Lin:
         shape = np.broadcast_shapes(a.shape, b.shape)
         self._need_rows(label, op, a, shape)
         ndim = len(shape)
         return a.like(self._align(a.rows, ndim) + sign * self._align(b.rows, ndim))
 
-    def _add(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _add(self, label: str, args: list, attrs: dict) -> Lin:
         a, b = args
-        if isinstance(a, _Lin) and isinstance(b, _Lin):
+        if isinstance(a, Lin) and isinstance(b, Lin):
             return self._lin_plus_lin(label, "Add", a, b, 1.0)
-        return self._lin_plus_const(label, "Add", a, b) if isinstance(a, _Lin) else \
+        return self._lin_plus_const(label, "Add", a, b) if isinstance(a, Lin) else \
             self._lin_plus_const(label, "Add", b, a)
 
-    def _sub(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _sub(self, label: str, args: list, attrs: dict) -> Lin:
         a, b = args
-        if isinstance(a, _Lin) and isinstance(b, _Lin):
+        if isinstance(a, Lin) and isinstance(b, Lin):
             return self._lin_plus_lin(label, "Sub", a, b, -1.0)
-        if isinstance(a, _Lin):
+        if isinstance(a, Lin):
             return self._lin_plus_const(label, "Sub", a, -self._const(b))
         return self._lin_plus_const(label, "Sub", b, a, sign=-1.0)
 
-    def _scale(self, label: str, op: str, v: _Lin, c: object) -> _Lin:
+    def _scale(self, label: str, op: str, v: Lin, c: object) -> Lin:
         c = self._const(c)
         self._need_rows(label, op, v, np.broadcast_shapes(v.shape, c.shape))
         return v.like(self._align(v.rows, c.ndim) * c)
 
-    def _mul(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _mul(self, label: str, args: list, attrs: dict) -> Lin:
         a, b = args
-        if isinstance(a, _Lin) and isinstance(b, _Lin):
+        if isinstance(a, Lin) and isinstance(b, Lin):
             raise UnsupportedOperatorError(label, "Mul", "product of two input-dependent tensors is not affine")
-        return self._scale(label, "Mul", a, b) if isinstance(a, _Lin) else self._scale(label, "Mul", b, a)
+        return self._scale(label, "Mul", a, b) if isinstance(a, Lin) else self._scale(label, "Mul", b, a)
 
-    def _div(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _div(self, label: str, args: list, attrs: dict) -> Lin:
         a, b = args
-        if not isinstance(a, _Lin) or isinstance(b, _Lin):
+        if not isinstance(a, Lin) or isinstance(b, Lin):
             raise UnsupportedOperatorError(label, "Div", "only division of an input-dependent tensor by a constant")
         b = self._const(b)
         if (b == 0).any():
@@ -470,62 +192,39 @@ class _Importer:
         self._need_rows(label, "Div", a, np.broadcast_shapes(a.shape, b.shape))
         return a.like(self._align(a.rows, b.ndim) / b)
 
-    def _neg(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _neg(self, label: str, args: list, attrs: dict) -> Lin:
         return args[0].like(-args[0].rows)
 
-    def _identity(self, label: str, args: list, attrs: dict) -> _Lin:
-        return args[0]
-
-    def _dropout_training(self, label: str, args: list, attrs: dict) -> bool:
-        """Whether a Dropout node drops values (training mode): onnxruntime then draws a
-        random mask at every run."""
-        if self.onnx_opset < 12:
-            return False  # Dropout-7/10: always inference in onnxruntime
-        training = args[2] if len(args) > 2 else None
-        if training is None:
-            return False
-        if isinstance(training, _Lin):
-            raise UnsupportedOperatorError(label, "Dropout", "training_mode depends on the input")
-        return bool(np.asarray(training).any())
-
-    def _dropout(self, label: str, args: list, attrs: dict) -> _Lin:
-        if self._dropout_training(label, args, attrs):
-            raise UnsupportedOperatorError(label, "Dropout", "training_mode is true: onnxruntime drops random "
-                                           "values at every run")
-        if any(isinstance(a, _Lin) for a in args[1:]):
-            raise UnsupportedOperatorError(label, "Dropout", "the ratio depends on the input")
-        return args[0]
-
-    def _cast_to(self, label: str, op: str, v: _Lin, target: np.dtype | None, name: str) -> _Lin:
+    def _cast_to(self, label: str, op: str, v: Lin, target: np.dtype | None, name: str) -> Lin:
         if target is None:
             raise UnsupportedOperatorError(label, op, f"cast to {name}: the IR computes in float64 and cannot "
                                            "express its rounding (only casts to float32 or float64)")
         if target.itemsize < v.dtype.itemsize:
             raise UnsupportedOperatorError(label, op, f"cast of a {v.dtype} tensor to {target}: a rounding the IR "
                                            "cannot express")
-        return _Lin(v.rows, v.stage, target)  # widening (or no-op): exact
+        return Lin(v.rows, v.stage, target)  # widening (or no-op): exact
 
-    def _cast(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _cast(self, label: str, args: list, attrs: dict) -> Lin:
         to = int(attrs.get("to", 0))
-        return self._cast_to(label, "Cast", args[0], _INPUT_TYPES.get(to), _type_name(to))
+        return self._cast_to(label, "Cast", args[0], INPUT_TYPES.get(to), type_name(to))
 
-    def _cast_like(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _cast_like(self, label: str, args: list, attrs: dict) -> Lin:
         v, like = args[0], args[1]
-        if not isinstance(v, _Lin):
+        if not isinstance(v, Lin):
             raise UnsupportedOperatorError(label, "CastLike", "only the cast tensor may depend on the input")
-        dtype = like.dtype if isinstance(like, _Lin) else np.asarray(like).dtype
-        target = dtype if dtype in _INPUT_TYPES.values() else None
+        dtype = like.dtype if isinstance(like, Lin) else np.asarray(like).dtype
+        target = dtype if dtype in INPUT_TYPES.values() else None
         return self._cast_to(label, "CastLike", v, target, str(dtype))
 
-    def _matmul(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _matmul(self, label: str, args: list, attrs: dict) -> Lin:
         """ONNX MatMul (numpy semantics) with one constant operand: linear in the other,
         so every row of the input-dependent operand is multiplied the same way."""
         a, b = args
-        if isinstance(a, _Lin) and isinstance(b, _Lin):
+        if isinstance(a, Lin) and isinstance(b, Lin):
             raise UnsupportedOperatorError(label, "MatMul", "product of two input-dependent tensors is not affine")
-        lin, const_ = (a, self._const(b)) if isinstance(a, _Lin) else (b, self._const(a))
-        a_shape = a.shape if isinstance(a, _Lin) else const_.shape
-        b_shape = b.shape if isinstance(b, _Lin) else const_.shape
+        lin, const_ = (a, self._const(b)) if isinstance(a, Lin) else (b, self._const(a))
+        a_shape = a.shape if isinstance(a, Lin) else const_.shape
+        b_shape = b.shape if isinstance(b, Lin) else const_.shape
         if not a_shape or not b_shape:
             raise UnsupportedOperatorError(label, "MatMul", "scalar operand")
         out_shape = _matmul_shape(a_shape, b_shape)
@@ -535,7 +234,7 @@ class _Importer:
         b2 = (*b_shape, 1) if len(b_shape) == 1 else b_shape
         nd = max(len(a2), len(b2))
         p = lin.rows.shape[0]
-        if isinstance(a, _Lin):
+        if isinstance(a, Lin):
             left = lin.rows.reshape(p, *([1] * (nd - len(a2))), *a2)
             right = const_.reshape(1, *([1] * (nd - len(b2))), *b2)
         else:
@@ -544,22 +243,22 @@ class _Importer:
         out = np.matmul(left, right)
         return lin.like(out.reshape(p, *out_shape))
 
-    def _gemm(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _gemm(self, label: str, args: list, attrs: dict) -> Lin:
         a, b = args[0], args[1]
         c = args[2] if len(args) > 2 else None
         alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
         trans_a, trans_b = int(attrs.get("transA", 0)), int(attrs.get("transB", 0))
-        if isinstance(a, _Lin) and isinstance(b, _Lin):
+        if isinstance(a, Lin) and isinstance(b, Lin):
             raise UnsupportedOperatorError(label, "Gemm", "product of two input-dependent tensors is not affine")
-        a_shape = a.shape if isinstance(a, _Lin) else np.shape(a)
-        b_shape = b.shape if isinstance(b, _Lin) else np.shape(b)
+        a_shape = a.shape if isinstance(a, Lin) else np.shape(a)
+        b_shape = b.shape if isinstance(b, Lin) else np.shape(b)
         if len(a_shape) != 2 or len(b_shape) != 2:
             raise UnsupportedOperatorError(label, "Gemm", f"A {list(a_shape)} and B {list(b_shape)} must be 2-D")
         m, k = (a_shape[1], a_shape[0]) if trans_a else a_shape
         k2, n = (b_shape[1], b_shape[0]) if trans_b else b_shape
         if k != k2:
             raise UnsupportedOperatorError(label, "Gemm", f"A {list(a_shape)} and B {list(b_shape)} do not match")
-        c_shape = c.shape if isinstance(c, _Lin) else np.shape(c) if c is not None else ()
+        c_shape = c.shape if isinstance(c, Lin) else np.shape(c) if c is not None else ()
         if len(c_shape) > 2 or any(cd not in (1, d) for cd, d in zip(c_shape[::-1], (n, m))):
             raise UnsupportedOperatorError(label, "Gemm", f"C of shape {list(c_shape)} does not broadcast to "
                                            f"{[m, n]}")
@@ -567,11 +266,11 @@ class _Importer:
         def t(x: np.ndarray, flag: int) -> np.ndarray:
             return np.swapaxes(x, -1, -2) if flag else x
 
-        product: _Lin | np.ndarray
-        if isinstance(a, _Lin) or isinstance(b, _Lin):
-            lin = a if isinstance(a, _Lin) else b
+        product: Lin | np.ndarray
+        if isinstance(a, Lin) or isinstance(b, Lin):
+            lin = a if isinstance(a, Lin) else b
             self._need_rows(label, "Gemm", lin, (m, n))
-            if isinstance(a, _Lin):
+            if isinstance(a, Lin):
                 rows = np.matmul(t(a.rows, trans_a), t(self._const(b), trans_b))
             else:
                 rows = np.matmul(t(self._const(a), trans_a), t(b.rows, trans_b))
@@ -579,21 +278,21 @@ class _Importer:
         else:
             product = alpha * np.matmul(t(self._const(a), trans_a), t(self._const(b), trans_b))
         if c is None:
-            assert isinstance(product, _Lin)
+            assert isinstance(product, Lin)
             return product
-        if isinstance(c, _Lin):
+        if isinstance(c, Lin):
             self._need_rows(label, "Gemm", c, (m, n))
             scaled_c = c.like(beta * np.array(np.broadcast_to(self._align(c.rows, 2), (c.rows.shape[0], m, n))))
-            if isinstance(product, _Lin):
+            if isinstance(product, Lin):
                 return self._lin_plus_lin(label, "Gemm", product, scaled_c, 1.0)
             return self._lin_plus_const(label, "Gemm", scaled_c, product)
-        assert isinstance(product, _Lin)
+        assert isinstance(product, Lin)
         return self._lin_plus_const(label, "Gemm", product, beta * self._const(c))
 
-    def _conv(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _conv(self, label: str, args: list, attrs: dict) -> Lin:
         x, w = args[0], args[1]
         bias = args[2] if len(args) > 2 else None
-        if not isinstance(x, _Lin) or isinstance(w, _Lin) or isinstance(bias, _Lin):
+        if not isinstance(x, Lin) or isinstance(w, Lin) or isinstance(bias, Lin):
             raise UnsupportedOperatorError(label, "Conv", "input-dependent weights")
         w = self._const(w)
         spatial = w.ndim - 2
@@ -618,7 +317,7 @@ class _Importer:
             raise bad("strides, dilations or pads of the wrong length")
         if min(strides) < 1 or min(dil) < 1 or min(pads) < 0:
             raise bad("strides and dilations must be positive, pads non-negative")
-        auto_pad = _attr_str(attrs.get("auto_pad", "NOTSET"))
+        auto_pad = attr_str(attrs.get("auto_pad", "NOTSET"))
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             if any(d != 1 for d in dil):
                 raise bad(f"dilations with auto_pad {auto_pad} (onnxruntime rejects them)")
@@ -657,9 +356,9 @@ class _Importer:
             rows[0] += self._const(bias).reshape(1, -1, *([1] * spatial))
         return x.like(rows)
 
-    def _batchnorm(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _batchnorm(self, label: str, args: list, attrs: dict) -> Lin:
         x = args[0]
-        if not isinstance(x, _Lin) or any(isinstance(a, _Lin) for a in args[1:]):
+        if not isinstance(x, Lin) or any(isinstance(a, Lin) for a in args[1:]):
             raise UnsupportedOperatorError(label, "BatchNormalization", "input-dependent statistics")
         if attrs.get("training_mode", 0) or not attrs.get("spatial", 1):
             raise UnsupportedOperatorError(label, "BatchNormalization", "only inference mode with per-channel "
@@ -679,48 +378,24 @@ class _Importer:
         scaled = self._scale(label, "BatchNormalization", x, a.reshape(bshape))
         return self._lin_plus_const(label, "BatchNormalization", scaled, (bias - mean * a).reshape(bshape))
 
-    def _relu(self, label: str, args: list, attrs: dict) -> _Lin:
+    def _relu(self, label: str, args: list, attrs: dict) -> Lin:
         v = args[0]
         n = math.prod(v.shape)
         self._need(f"node {label!r} (Relu) on {n} values", n + 1, n)
         self._close_affine(v)
         self.layers.append(ReLU())
         self.stage += 1
-        return _Lin(_identity_rows(n, v.shape), self.stage, v.dtype)
+        return Lin(_identity_rows(n, v.shape), self.stage, v.dtype)
 
-    def _close_affine(self, v: _Lin) -> None:
+    def _close_affine(self, v: Lin) -> None:
         p = v.rows.shape[0]
         flat = v.rows.reshape(p, -1)
         self.model_bytes += flat.nbytes
         if self.model_bytes > MAX_MODEL_BYTES:
-            raise ModelTooLargeError(f"the network's weights would take {_gib(self.model_bytes)} as float64, over the "
-                             f"importer's limit of {_gib(MAX_MODEL_BYTES)} (parallelepipedonn.onnx_import."
+            raise ModelTooLargeError(f"the network's weights would take {gib(self.model_bytes)} as float64, over the "
+                             f"importer's limit of {gib(MAX_MODEL_BYTES)} (parallelepipedonn.onnx_import."
                              "MAX_MODEL_BYTES)")
         self.layers.append(Affine(flat[1:].T, flat[0]))  # Affine copies
-
-    def _final_softmax(self, node: onnx.NodeProto, label: str, args: list, attrs: dict,
-                       consumers: dict[str, int]) -> _Lin:
-        """A final Softmax or LogSoftmax keeps the order of the class scores — if it
-        normalises all of them together. It is dropped then, refused otherwise."""
-        outputs = {o.name for o in self.graph.output}
-        v = args[0]
-        if node.output[0] not in outputs or consumers.get(node.output[0], 0):
-            raise UnsupportedOperatorError(label, node.op_type, "only as the last node, over the class scores")
-        shape, r = list(v.shape), len(v.shape)
-        n = math.prod(shape)
-        axis = int(attrs.get("axis", -1 if self.onnx_opset >= 13 else 1))
-        if r == 0 or not -r <= axis < r:
-            raise UnsupportedOperatorError(label, node.op_type, f"axis {axis} out of range for shape {shape}")
-        axis %= r
-        # opset < 13: over the flattened dimensions [axis:], one softmax per index of [:axis]
-        group = math.prod(shape[axis:]) if self.onnx_opset < 13 else shape[axis]
-        if group != n or n < 2:
-            raise UnsupportedOperatorError(
-                label, node.op_type, f"over axis {axis} of shape {shape} it normalises groups of {group} of the "
-                f"{n} scores separately (a group of 1 is a constant 1): not order-preserving for the class scores")
-        log.info("dropping final %s %r: it preserves the order of the class scores", node.op_type, label)
-        return v
-
 
 def _identity_rows(n: int, shape: Sequence[int]) -> np.ndarray:
     """Rows of the tensor ``z`` itself (of ``shape``, ``n`` values): zero offset, identity."""
@@ -757,21 +432,15 @@ def load_onnx(path: str | Path, name: str | None = None) -> Network | Graph:
         data = p.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read model file {str(p)!r}: {exc.strerror or exc}") from exc
-    return model_from_onnx(_parse(data, name or p.name), name or p.name)
+    return model_from_onnx(parse_model(data, name or p.name), name or p.name)
 
 
-def _parse(data: bytes, name: str) -> onnx.ModelProto:
-    if not data:
-        raise ModelError(f"model {name!r} is an empty file")
-    try:
-        return onnx.load_from_string(data)
-    except Exception as exc:  # protobuf DecodeError, ...
-        raise ModelError(f"model {name!r} is not a valid ONNX model: {_first_line(exc)}") from exc
+
 
 
 def network_from_onnx_bytes(data: bytes, name: str = "") -> Network:
     """Like :func:`network_from_onnx`, from the serialized model."""
-    return network_from_onnx(_parse(data, name), name)
+    return network_from_onnx(parse_model(data, name), name)
 
 
 def model_from_onnx(model: onnx.ModelProto, name: str = "") -> Network | Graph:
@@ -783,7 +452,7 @@ def model_from_onnx(model: onnx.ModelProto, name: str = "") -> Network | Graph:
     from .onnx_graph import graph_from_onnx, wants_graph
 
     name = name or model.graph.name
-    _check(model, name)
+    check_model(model, name)
     if wants_graph(model):
         try:
             return graph_from_onnx(model, name)
@@ -800,16 +469,11 @@ def model_from_onnx(model: onnx.ModelProto, name: str = "") -> Network | Graph:
         return graph_from_onnx(model, name)
 
 
-def _check(model: onnx.ModelProto, name: str) -> None:
-    try:
-        onnx.checker.check_model(model)
-    except Exception as exc:  # ValidationError, ...
-        raise ModelError(f"model {name!r} is not a valid ONNX model: {_first_line(exc)}") from exc
 
 
 def network_from_onnx(model: onnx.ModelProto, name: str = "") -> Network:
     """Convert a loaded ONNX model into the IR (checked with ONNX's checker and strict
     type and shape inference first)."""
     name = name or model.graph.name
-    _check(model, name)
+    check_model(model, name)
     return _Importer(model, name).run()

@@ -46,7 +46,7 @@ def test_audit_finds_the_published_unsound_cube_and_confirms_the_point():
     rows = paper.audit(cfg, "fashion-mnist", net, [item], {"0-1": cert}, {})
     (row,) = [r for r in rows if r["claim"] == "c-bu-d cube"]
     assert row["verdict"] == "unsound"
-    point = paper._AUDIT_POINTS["fashion-mnist", "0-1"]
+    point = paper.AUDIT_POINTS["fashion-mnist", "0-1"]
     assert np.abs(point - item.x).max() <= 0.125 and ((0 <= point) & (point <= 1)).all()
     assert net.margins(point, 0)[0] <= 0                  # not classified 0 (a tie counts as not robust)
 

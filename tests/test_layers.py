@@ -61,6 +61,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.network": "core",
     "parallelepipedonn.onnx_export": "core",
     "parallelepipedonn.onnx_import": "core",
+    "parallelepipedonn.onnx_read": "core",  # reading and checking ONNX models, for both importers
     "parallelepipedonn.threads": "core",
     "parallelepipedonn.tolerances": "core",
     "parallelepipedonn.vnnlib": "core",  # VNN-LIB properties (pure Python, exact)
@@ -158,6 +159,8 @@ LAYERS: dict[str, str] = {
     "benchmarks.options": "application",
     "benchmarks.oracle_throughput": "application",
     "benchmarks.paper": "application",
+    "benchmarks.paper_report": "application",  # bench paper: tables and figures
+    "benchmarks.paper_runs": "application",  # bench paper: the experiments
     "benchmarks.readme": "application",
     "benchmarks.responsiveness": "application",
     "benchmarks.search_algorithms": "application",

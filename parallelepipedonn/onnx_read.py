@@ -1,0 +1,415 @@
+"""Reading and validating ONNX models: what the two importers share.
+
+:class:`OnnxWalker` walks an ONNX graph node by node for the chain importer
+(:mod:`parallelepipedonn.onnx_import`) and the graph importer
+(:mod:`parallelepipedonn.onnx_graph`): it reads the input's type and shape, type-checks the
+graph as onnxruntime does (ONNX's strict shape inference), constant-folds every node that
+does not depend on the input with ONNX's reference evaluator (its output sized first
+against ``onnx_import.MAX_DENSE_BYTES``; random operators refused), hands the others to the
+subclass's handlers (refusing control flow, custom domains and training-mode nodes), and
+implements the operators both importers read the same way: the shape-only ones (Flatten,
+Reshape, Squeeze, Unsqueeze, Shape, Size, Identity, inference Dropout) and a final Softmax
+over the class scores. Also here: parsing and checking a serialized model, and the small
+helpers both importers use.
+
+Input-dependent tensors are :class:`Lin` values: affine functions of the current stage's
+variables (rows of coefficients; see :mod:`parallelepipedonn.onnx_import`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx.reference import ReferenceEvaluator
+
+from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
+
+log = logging.getLogger(__name__)
+
+#: The oldest ``ai.onnx`` opset onnxruntime implements.
+MIN_OPSET = 7
+
+_GIB = 2**30
+#: The input (and cast) element types the importers read, as numpy types.
+INPUT_TYPES = {onnx.TensorProto.FLOAT: np.dtype(np.float32), onnx.TensorProto.DOUBLE: np.dtype(np.float64)}
+#: The operators that only reshape a tensor (read by :meth:`OnnxWalker._reshape_like`).
+RESHAPING_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+_FINAL_MONOTONE_OPS = {"Softmax", "LogSoftmax"}
+#: Operators whose value onnxruntime draws at random at every run: never folded.
+_RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+@dataclass(frozen=True, eq=False)
+class Lin:
+    """A tensor that is an affine function of the current stage's variables ``z``,
+    of element type ``dtype`` (float32 or float64) in the ONNX graph."""
+
+    rows: np.ndarray  # (1 + n_z, *shape) float64
+    stage: int
+    dtype: np.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.rows.shape[1:])
+
+    def like(self, rows: np.ndarray) -> Lin:
+        return Lin(rows, self.stage, self.dtype)
+
+
+def _node_label(node: onnx.NodeProto, index: int) -> str:
+    return node.name or f"#{index} ({node.output[0] if node.output else 'no output'})"
+
+
+def gib(nbytes: int) -> str:
+    return f"{nbytes / _GIB:.3g} GiB"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def type_name(elem_type: int) -> str:
+    """``float16`` for ``TensorProto.FLOAT16``, ..."""
+    if elem_type in onnx.TensorProto.DataType.values():
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    return f"type {elem_type}"
+
+
+def attr_str(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class OnnxWalker:
+    """Walks an ONNX model's nodes in order (see the module docstring). Subclasses give
+    :meth:`_handlers`, the operators they read on input-dependent tensors, and their
+    ``run``, which seeds :attr:`values` with the input and calls :meth:`_run_node` on
+    every node."""
+
+    def __init__(self, model: onnx.ModelProto, name: str) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.name = name
+        self.opset = {o.domain: o.version for o in model.opset_import}
+        self.onnx_opset = self.opset.get("", self.opset.get("ai.onnx", 0))
+        self.values: dict[str, Lin | np.ndarray] = {}
+        self.static_shapes: dict[str, tuple[int, ...]] = {}
+
+    # -- reading the model --------------------------------------------------------------
+    def _infer_shapes(self) -> None:
+        """Type-check the graph as onnxruntime does, and note every statically known shape."""
+        try:
+            inferred = onnx.shape_inference.infer_shapes(self.model, check_type=True, strict_mode=True,
+                                                         data_prop=True)
+        except Exception:  # InferenceError, ValidationError, ...: again without data propagation
+            try:
+                inferred = onnx.shape_inference.infer_shapes(self.model, check_type=True, strict_mode=True)
+            except Exception as exc:
+                raise ModelError(f"model {self.name!r} is not a valid ONNX model: type and shape inference "
+                                 f"fails: {_first_line(exc)}") from exc
+        g = inferred.graph
+        for vi in [*g.value_info, *g.output]:
+            tt = vi.type.tensor_type
+            if vi.type.HasField("tensor_type") and tt.HasField("shape") and \
+                    all(d.HasField("dim_value") for d in tt.shape.dim):
+                self.static_shapes[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
+
+    def _input_shape(self, vi: onnx.ValueInfoProto) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype]:
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or tt.elem_type not in INPUT_TYPES:
+            kind = type_name(tt.elem_type) if vi.type.HasField("tensor_type") else "not a tensor"
+            raise ModelError(f"input {vi.name!r} is of type {kind}: only float32 and float64 inputs are supported")
+        dtype = INPUT_TYPES[tt.elem_type]
+        if not tt.HasField("shape"):
+            raise ModelError(f"input {vi.name!r} has no shape in the model")
+        dims: list[int | None] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                                  for d in tt.shape.dim]
+        if not dims:
+            raise ModelError(f"input {vi.name!r} is a scalar")
+        if any(d is None for d in dims[1:]):
+            raise ModelError(f"input {vi.name!r} has shape {dims}: only the batch dimension may be symbolic")
+        if len(dims) == 1:
+            if dims[0] is None:
+                raise ModelError(f"input {vi.name!r} has an unknown size")
+            return (int(dims[0]),), (int(dims[0]),), dtype
+        if dims[0] not in (None, 1):
+            raise ModelError(f"input {vi.name!r} has a fixed batch size of {dims[0]}; expected 1 or symbolic")
+        rest = tuple(int(d) for d in dims[1:])  # type: ignore[arg-type]
+        return (1, *rest), rest, dtype
+
+    def _consumers(self) -> dict[str, int]:
+        count: dict[str, int] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                count[name] = count.get(name, 0) + 1
+        return count
+
+    # -- memory guard -------------------------------------------------------------------
+    @staticmethod
+    def _need(what: str, rows: int, cols: int) -> None:
+        """Refuse before allocating a dense ``rows x cols`` float64 array over the limit."""
+        from . import onnx_import  # the limit is its public setting, read at each check
+
+        nbytes = 8 * rows * cols
+        limit = onnx_import.MAX_DENSE_BYTES
+        if nbytes > limit:
+            raise ModelTooLargeError(
+                f"{what} would need a dense {rows}x{cols} float64 matrix ({gib(nbytes)}), over the importer's "
+                f"limit of {gib(limit)} (parallelepipedonn.onnx_import.MAX_DENSE_BYTES)")
+
+    # -- node dispatch ------------------------------------------------------------------
+    def _run_node(self, node: onnx.NodeProto, index: int, consumers: dict[str, int]) -> None:
+        label = _node_label(node, index)
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            raise UnsupportedOperatorError(label, node.op_type, "operators with sub-graphs (control flow) "
+                                           "are not supported")
+        args: list[Lin | np.ndarray | None] = []
+        for name in node.input:
+            if name == "":
+                args.append(None)
+                continue
+            if name not in self.values:
+                raise ModelError(f"node {label!r} ({node.op_type}) reads undefined tensor {name!r}")
+            args.append(self.values[name])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "BatchNormalization" and len([o for o in node.output if o]) > 1:
+            # onnxruntime then normalises with the batch's own statistics (training mode)
+            raise UnsupportedOperatorError(label, node.op_type, "the running statistics are outputs: training mode")
+        if not any(isinstance(a, Lin) for a in args):
+            outputs: list = self._fold(node, label, args, attrs)
+        else:
+            if node.domain not in ("", "ai.onnx"):
+                raise UnsupportedOperatorError(label, f"{node.domain}.{node.op_type}", "custom domain")
+            for a in args:
+                if isinstance(a, Lin):
+                    self._check_stage(a, label)
+            handler = self._handlers().get(node.op_type)
+            try:
+                if node.op_type in _FINAL_MONOTONE_OPS:
+                    outputs = [self._final_softmax(node, label, args, attrs, consumers)]
+                elif handler is None:
+                    raise UnsupportedOperatorError(
+                        label, node.op_type, "this operator on an input-dependent tensor is not supported "
+                        "(supported: affine operators and Relu)")
+                else:
+                    outputs = handler(label, args, attrs)
+                    outputs = outputs if isinstance(outputs, list) else [outputs]
+            except (ValueError, RuntimeError, IndexError) as exc:  # numpy / torch shape errors
+                raise UnsupportedOperatorError(label, node.op_type, f"cannot import: {_first_line(exc)}") from exc
+            for value in outputs:
+                if isinstance(value, Lin):
+                    self._check_range(label, node.op_type, value)
+            if len(outputs) < len([o for o in node.output if o]):
+                for extra in node.output[len(outputs):]:
+                    if extra and (consumers.get(extra, 0) or extra in {o.name for o in self.graph.output}):
+                        raise UnsupportedOperatorError(label, node.op_type, f"its output {extra!r} is not supported")
+        for name, value in zip(node.output, outputs):
+            if name:
+                self.values[name] = value
+
+    def _handlers(self) -> dict[str, Callable[..., Lin | list]]:
+        """The subclass's readers of input-dependent tensors, by ONNX operator."""
+        raise NotImplementedError
+
+    def _check_stage(self, v: Lin, where: str) -> None:
+        """A hook on every input-dependent operand before its node is read (the chain
+        importer refuses tensors from before the last Relu)."""
+
+    def _check_range(self, label: str, op: str, v: Lin) -> None:
+        """The tensor's coefficients must be finite numbers of its ONNX type: one out of
+        range means onnxruntime's intermediate values overflow to infinity (e.g. ``x * 1e30
+        * 1e30 * 1e-40`` in float32), which the IR, folding the products, would not see."""
+        info = np.finfo(v.dtype)
+        flat = v.rows.ravel(order="K")  # a view where the layout allows
+        step = 2**22
+        for lo in range(0, flat.size, step):
+            block = flat[lo:lo + step]
+            if not np.isfinite(block).all():
+                raise UnsupportedOperatorError(label, op, "its values are NaN or infinite")
+            if block.max() > info.max or block.min() < -info.max:
+                raise UnsupportedOperatorError(label, op, f"its coefficients overflow {v.dtype}: onnxruntime's "
+                                               "values would be infinite")
+
+    def _fold(self, node: onnx.NodeProto, label: str, args: list, attrs: dict) -> list[np.ndarray]:
+        """Evaluate a node that does not depend on the input."""
+        if node.op_type in _RANDOM_OPS or (node.op_type == "Dropout" and self._dropout_training(label, args, attrs)):
+            raise UnsupportedOperatorError(label, node.op_type, "random values (onnxruntime draws new ones at "
+                                           "every run)")
+        for name in node.output:
+            shape = self.static_shapes.get(name)
+            if name and shape is not None:
+                self._need(f"constant {name!r} of node {label!r} ({node.op_type}) of shape {list(shape)}",
+                           math.prod(shape), 1)
+        return self._eval(node, label, args)
+
+    def _eval(self, node: onnx.NodeProto, label: str, args: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+        names = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
+        node2 = onnx.helper.make_node(node.op_type, names, [f"out{i}" for i in range(len(node.output))],
+                                      domain=node.domain)
+        node2.attribute.extend(node.attribute)
+        undef = onnx.TensorProto.UNDEFINED
+        graph = onnx.helper.make_graph(
+            [node2], "fold", [onnx.helper.make_tensor_value_info(nm, undef, None) for nm in names if nm],
+            [onnx.helper.make_tensor_value_info(o, undef, None) for o in node2.output])
+        opsets = [onnx.helper.make_opsetid(d, v) for d, v in self.opset.items()]
+        model = onnx.helper.make_model(graph, opset_imports=opsets)
+        feeds = {nm: a for nm, a in zip(names, args) if nm}
+        try:
+            return list(ReferenceEvaluator(model).run(None, feeds))
+        except Exception as exc:  # the reference evaluator raises many kinds (MemoryError too)
+            raise ModelError(f"cannot evaluate constant node {label!r} ({node.op_type}): {_first_line(exc)}") from exc
+
+    # -- operators both importers read alike --------------------------------------------
+    @staticmethod
+    def _const(c: object) -> np.ndarray:
+        return np.asarray(c, dtype=np.float64)
+
+    def _const_ints(self, label: str, op: str, value: object, what: str) -> list[int] | None:
+        if value is None:
+            return None
+        if isinstance(value, Lin):
+            raise UnsupportedOperatorError(label, op, f"the {what} depends on the input")
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "iu" or arr.ndim > 1:
+            raise UnsupportedOperatorError(label, op, f"the {what} must be a 1-D integer tensor")
+        return [int(a) for a in arr.reshape(-1)]
+
+    def _reshape_like(self, op: str, label: str, args: list, attrs: dict) -> Lin:
+        data = args[0]
+        if not isinstance(data, Lin):
+            raise UnsupportedOperatorError(label, op, "the shape argument depends on the input")
+        shape = list(data.shape)
+        r = len(shape)
+
+        def bad(why: str) -> UnsupportedOperatorError:
+            return UnsupportedOperatorError(label, op, f"{why} (input shape {shape})")
+
+        if op == "Flatten":
+            axis = int(attrs.get("axis", 1))
+            if not -r <= axis <= r:
+                raise bad(f"axis {axis} out of range")
+            axis = axis + r if axis < 0 else axis
+            out = [math.prod(shape[:axis]), math.prod(shape[axis:])]
+        elif op == "Reshape":
+            target = self._const_ints(label, op, args[1] if len(args) > 1 else None, "shape")
+            if target is None:
+                raise bad("no shape")
+            allowzero = int(attrs.get("allowzero", 0))
+            out = []
+            for i, d in enumerate(target):
+                if d == 0 and not allowzero:
+                    if i >= r:
+                        raise bad(f"shape {target}: a 0 entry past the input's rank")
+                    d = shape[i]
+                out.append(d)
+            if out.count(-1) > 1 or any(d < -1 for d in out) or (allowzero and -1 in out and 0 in target):
+                raise bad(f"invalid shape {target}")
+            if -1 in out:
+                known = math.prod(d for d in out if d != -1)
+                if known == 0 or math.prod(shape) % known:
+                    raise bad(f"shape {target} does not fit")
+                out[out.index(-1)] = math.prod(shape) // known
+            if math.prod(out) != math.prod(shape):
+                raise bad(f"shape {target} does not fit")
+        elif op == "Squeeze":
+            axes = self._const_ints(label, op, args[1] if len(args) > 1 else None, "axes") \
+                if self.onnx_opset >= 13 else attrs.get("axes")
+            if axes is None:
+                out = [d for d in shape if d != 1]
+            else:
+                norm = [int(a) + r if int(a) < 0 else int(a) for a in axes]
+                if any(not 0 <= a < r for a in norm) or len(set(norm)) != len(norm):
+                    raise bad(f"axes {list(axes)} out of range or repeated")
+                if any(shape[a] != 1 for a in norm):
+                    raise bad(f"axes {list(axes)}: only dimensions of size 1 can be squeezed")
+                out = [d for i, d in enumerate(shape) if i not in norm]
+        else:  # Unsqueeze
+            axes = self._const_ints(label, op, args[1] if len(args) > 1 else None, "axes") \
+                if self.onnx_opset >= 13 else attrs.get("axes")
+            if not axes:
+                raise bad("no axes")
+            rank = r + len(axes)
+            norm = [int(a) + rank if int(a) < 0 else int(a) for a in axes]
+            if any(not 0 <= a < rank for a in norm) or len(set(norm)) != len(norm):
+                raise bad(f"axes {list(axes)} out of range or repeated")
+            rest = iter(shape)
+            out = [1 if i in norm else next(rest) for i in range(rank)]
+        return data.like(data.rows.reshape(data.rows.shape[0], *out))
+
+    def _shape(self, label: str, args: list, attrs: dict) -> np.ndarray:
+        shape = args[0].shape
+        start = int(attrs.get("start", 0))
+        end = attrs.get("end")
+        return np.array(shape[start:None if end is None else int(end)], dtype=np.int64)
+
+    def _size(self, label: str, args: list, attrs: dict) -> np.ndarray:
+        return np.array(math.prod(args[0].shape), dtype=np.int64)
+
+    def _identity(self, label: str, args: list, attrs: dict) -> Lin:
+        return args[0]
+
+    def _dropout_training(self, label: str, args: list, attrs: dict) -> bool:
+        """Whether a Dropout node drops values (training mode): onnxruntime then draws a
+        random mask at every run."""
+        if self.onnx_opset < 12:
+            return False  # Dropout-7/10: always inference in onnxruntime
+        training = args[2] if len(args) > 2 else None
+        if training is None:
+            return False
+        if isinstance(training, Lin):
+            raise UnsupportedOperatorError(label, "Dropout", "training_mode depends on the input")
+        return bool(np.asarray(training).any())
+
+    def _dropout(self, label: str, args: list, attrs: dict) -> Lin:
+        if self._dropout_training(label, args, attrs):
+            raise UnsupportedOperatorError(label, "Dropout", "training_mode is true: onnxruntime drops random "
+                                           "values at every run")
+        if any(isinstance(a, Lin) for a in args[1:]):
+            raise UnsupportedOperatorError(label, "Dropout", "the ratio depends on the input")
+        return args[0]
+
+    def _final_softmax(self, node: onnx.NodeProto, label: str, args: list, attrs: dict,
+                       consumers: dict[str, int]) -> Lin:
+        """A final Softmax or LogSoftmax keeps the order of the class scores — if it
+        normalises all of them together. It is dropped then, refused otherwise."""
+        outputs = {o.name for o in self.graph.output}
+        v = args[0]
+        if node.output[0] not in outputs or consumers.get(node.output[0], 0):
+            raise UnsupportedOperatorError(label, node.op_type, "only as the last node, over the class scores")
+        shape, r = list(v.shape), len(v.shape)
+        n = math.prod(shape)
+        axis = int(attrs.get("axis", -1 if self.onnx_opset >= 13 else 1))
+        if r == 0 or not -r <= axis < r:
+            raise UnsupportedOperatorError(label, node.op_type, f"axis {axis} out of range for shape {shape}")
+        axis %= r
+        # opset < 13: over the flattened dimensions [axis:], one softmax per index of [:axis]
+        group = math.prod(shape[axis:]) if self.onnx_opset < 13 else shape[axis]
+        if group != n or n < 2:
+            raise UnsupportedOperatorError(
+                label, node.op_type, f"over axis {axis} of shape {shape} it normalises groups of {group} of the "
+                f"{n} scores separately (a group of 1 is a constant 1): not order-preserving for the class scores")
+        log.info("dropping final %s %r: it preserves the order of the class scores", node.op_type, label)
+        return v
+
+
+def parse_model(data: bytes, name: str) -> onnx.ModelProto:
+    """The model serialized in ``data`` (``name`` for the messages), or :class:`ModelError`."""
+    if not data:
+        raise ModelError(f"model {name!r} is an empty file")
+    try:
+        return onnx.load_from_string(data)
+    except Exception as exc:  # protobuf DecodeError, ...
+        raise ModelError(f"model {name!r} is not a valid ONNX model: {_first_line(exc)}") from exc
+
+
+def check_model(model: onnx.ModelProto, name: str) -> None:
+    """ONNX's checker on the model, its failure as a :class:`ModelError`."""
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # ValidationError, ...
+        raise ModelError(f"model {name!r} is not a valid ONNX model: {_first_line(exc)}") from exc
