@@ -146,6 +146,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _vnnlib(args: argparse.Namespace, config) -> tuple[Verification | None, str]:
     import numpy as np
 
+    from .. import onnx_graph, onnx_import  # noqa: F401  (module imports: before the loading clock, as torch's)
     from ..box import Box
     from ..io_utils import sha256_file
     from ..verify import load_model_file, verify_property
