@@ -55,6 +55,10 @@ _TOKEN = re.compile(r"[()]|[^\s()]+")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _VARIABLE = re.compile(r"([XY])_(\d+)")
 _IGNORED_COMMANDS = {"check-sat", "get-model", "set-logic", "set-info", "set-option", "exit"}
+#: One-line commands most properties are made of — ``(declare-const X_0 Real)`` and
+#: ``(assert (<= X_0 0.5))`` — read without the tokenizer (the same s-expressions).
+_SIMPLE_LINE = re.compile(r"\s*\(\s*(?:(declare-const)\s+([XY]_\d+)\s+(Real)|(assert)\s*\(\s*(<=|>=)\s+([XY]_\d+)\s+("
+                          + _NUMBER.pattern + r")\s*\))\s*\)\s*")
 
 
 # -- exact <-> float64 ------------------------------------------------------------------------
@@ -286,6 +290,31 @@ class _Parser:
                 yield _Tok(m.group(0), number)
 
     def sexps(self, text: str) -> list[Sexp]:
+        """The top-level s-expressions of ``text``, in order (one-line declarations and bound
+        assertions at the top level read by :data:`_SIMPLE_LINE`, the rest tokenized)."""
+        simple: list[_List] = []
+        rest: list[str] = []
+        depth = 0
+        for number, line in enumerate(text.splitlines(), start=1):
+            code = line.split(";", 1)[0]
+            m = _SIMPLE_LINE.fullmatch(code) if depth == 0 else None
+            if m is None:
+                rest.append(line)
+                depth += code.count("(") - code.count(")")
+                continue
+            rest.append("")
+            if m.group(1):
+                simple.append(_List((_Tok(m.group(1), number), _Tok(m.group(2), number), _Tok(m.group(3), number)),
+                                    number))
+            else:
+                atom = _List((_Tok(m.group(5), number), _Tok(m.group(6), number), _Tok(m.group(7), number)), number)
+                simple.append(_List((_Tok(m.group(4), number), atom), number))
+        parsed = self._sexps("\n".join(rest)) if depth or any(rest) else []
+        if not simple:
+            return parsed
+        return sorted(parsed + simple, key=lambda c: c.line)  # stable: one command per line at most among these
+
+    def _sexps(self, text: str) -> list[Sexp]:
         stack: list[tuple[list, int]] = []
         top: list[Sexp] = []
         for tok in self.tokens(text):
@@ -387,6 +416,15 @@ class _Parser:
                 if len(out) > MAX_CASES:
                     raise self.error(f.line, f"the property expands to more than {MAX_CASES:,} cases: not supported")
             return out
+        if head in ("<=", ">=") and len(args) == 2 and isinstance(args[0], _Tok) and isinstance(args[1], _Tok) \
+                and self.variables.get(args[0].text, ("Y",))[0] == "X" and _NUMBER.fullmatch(args[1].text):
+            # (<= X_i c) / (>= X_i c), the bulk of most properties: the atom the general case below makes
+            value = Fraction(args[1].text)
+            try:
+                float_down(value), float_up(value)
+            except OverflowError as exc:
+                raise self.error(f.line, f"the bound of {args[0].text} is beyond float64's range") from exc
+            return [(_InputBound(self.variables[args[0].text][1], head == "<=", Bound(value, False, f.line)),)]
         if head in ("<=", ">=", "<", ">", "="):
             if len(args) < 2:
                 raise self.error(f.line, f"({head} ...) needs at least two terms")
@@ -497,39 +535,52 @@ class _Parser:
     # -- cases to regions ---------------------------------------------------------------------
     def regions(self, cases: list[tuple[_Atom, ...]], n: int, lines: tuple[int, ...]) -> tuple[Region, ...]:
         grouped: dict[tuple, tuple[tuple[Bound, ...], tuple[Bound, ...], list]] = {}
+        boxes: dict[tuple[int, ...], tuple] = {}  # the cases' input atoms (by identity) -> box and key
         for case in cases:
-            lower: list[Bound | None] = [None] * n
-            upper: list[Bound | None] = [None] * n
             outputs: list[OutputConstraint] = []
+            inputs: list[_InputBound] = []
             for atom in case:
-                if isinstance(atom, OutputConstraint):
-                    if atom not in outputs:
-                        outputs.append(atom)
-                    continue
-                side = upper if atom.is_upper else lower
-                old, new = side[atom.index], atom.bound
-                if old is None or (new.value < old.value if atom.is_upper else new.value > old.value) or \
-                        (new.value == old.value and new.strict and not old.strict):
-                    side[atom.index] = new
-            for i in range(n):
-                for side, what in ((lower, "lower"), (upper, "upper")):
-                    if side[i] is None:
-                        raise self.error(lines[i], f"X_{i} has no {what} bound" +
-                                         (" in one of the cases of the property" if len(cases) > 1 else ""))
-                lo, hi = lower[i], upper[i]
-                assert lo is not None and hi is not None
-                if lo.value > hi.value or (lo.value == hi.value and (lo.strict or hi.strict)):
-                    raise self.error(max(lo.line, hi.line), f"the bounds of X_{i} leave it no value (line {lo.line}: "
-                                     f">{'' if lo.strict else '='} {float(lo.value)!r}; line {hi.line}: "
-                                     f"<{'' if hi.strict else '='} {float(hi.value)!r}): an empty input box")
-            lows, highs = tuple(lower), tuple(upper)
-            key = tuple((b.value.numerator, b.value.denominator, b.strict)  # type: ignore[union-attr]
-                        for b in lows + highs)
+                if not isinstance(atom, OutputConstraint):
+                    inputs.append(atom)
+                elif atom not in outputs:
+                    outputs.append(atom)
+            ids = tuple(map(id, inputs))
+            if ids not in boxes:
+                boxes[ids] = self._box(inputs, n, lines, len(cases))
+            lows, highs, key = boxes[ids]
             entry = grouped.setdefault(key, (lows, highs, []))  # type: ignore[arg-type]
             disjunct = tuple(outputs)
             if disjunct not in entry[2]:
                 entry[2].append(disjunct)
         return tuple(Region(lo, hi, tuple(ds)) for lo, hi, ds in grouped.values())
+
+    def _box(self, inputs: list[_InputBound], n: int, lines: tuple[int, ...], cases: int) -> tuple:
+        """The tightest lower and upper bound of each input among ``inputs``, and a key
+        identifying that box (a :class:`PropertyError` for an input without both, or an
+        empty box)."""
+        lower: list[Bound | None] = [None] * n
+        upper: list[Bound | None] = [None] * n
+        for atom in inputs:
+            side = upper if atom.is_upper else lower
+            old, new = side[atom.index], atom.bound
+            if old is None or (new.value < old.value if atom.is_upper else new.value > old.value) or \
+                    (new.value == old.value and new.strict and not old.strict):
+                side[atom.index] = new
+        for i in range(n):
+            for side, what in ((lower, "lower"), (upper, "upper")):
+                if side[i] is None:
+                    raise self.error(lines[i], f"X_{i} has no {what} bound" +
+                                     (" in one of the cases of the property" if cases > 1 else ""))
+            lo, hi = lower[i], upper[i]
+            assert lo is not None and hi is not None
+            if lo.value > hi.value or (lo.value == hi.value and (lo.strict or hi.strict)):
+                raise self.error(max(lo.line, hi.line), f"the bounds of X_{i} leave it no value (line {lo.line}: "
+                                 f">{'' if lo.strict else '='} {float(lo.value)!r}; line {hi.line}: "
+                                 f"<{'' if hi.strict else '='} {float(hi.value)!r}): an empty input box")
+        lows, highs = tuple(lower), tuple(upper)
+        key = tuple((b.value.numerator, b.value.denominator, b.strict)  # type: ignore[union-attr]
+                    for b in lows + highs)
+        return lows, highs, key
 
 
 

@@ -223,3 +223,31 @@ def test_counterexamples_are_written_in_vnncomp_format_and_read_back_exactly():
     pairs = [line.strip().strip("()").split() for line in text.strip().splitlines()]
     values = {name: float(v) for name, v in pairs}
     assert [values[f"X_{i}"] for i in range(3)] == x.tolist() and [values[f"Y_{j}"] for j in range(2)] == y.tolist()
+
+
+def _split_lines(text: str) -> str:
+    """The same property with every command broken over two lines (no one-line command left)."""
+    return text.replace("(assert (", "(assert\n (").replace("(declare-const ", "(declare-const\n ")
+
+
+def _shape(prop):
+    return [([(b.value, b.strict) for b in r.lower], [(b.value, b.strict) for b in r.upper],
+             [[(c.coefficients, c.rhs, c.strict) for c in d] for d in r.disjuncts]) for r in prop.regions]
+
+
+@pytest.mark.parametrize("bounds", [(["0.0", "0.25", "-1e-3"], ["0.1", "0.5", "+2.5E2"]),
+                                    (["0.01", ".5", "0"], ["1", "0.75", "3."])])
+def test_one_line_commands_read_as_the_same_property_as_the_general_parser_reads(bounds):
+    # the one-line fast path (declarations and bounds of one input) changes nothing but the speed
+    text = robustness_text(1, *bounds, m=4) + "(assert (<= X_0 0.09)) ; a tighter bound, commented\n"
+    fast, general = parse_vnnlib(text, "p"), parse_vnnlib(_split_lines(text), "p")
+    assert _shape(fast) == _shape(general)
+    assert fast.regions[0].upper[0].value == Fraction(9, 100) and fast.input_lines == (3, 4, 5)
+
+
+def test_a_one_line_command_inside_an_open_expression_is_not_read_as_a_command():
+    text = declarations(1, 2) + "(assert (or\n(assert (<= X_0 1))\n))\n"
+    with pytest.raises(PropertyError, match="line 4"):
+        parse_vnnlib(text, "p")
+    with pytest.raises(PropertyError, match="X_0 is not declared|never closed|line"):
+        parse_vnnlib("(assert (<= X_0 1))\n(declare-const Y_0 Real)\n", "p")
