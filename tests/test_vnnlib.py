@@ -247,7 +247,7 @@ def test_one_line_commands_read_as_the_same_property_as_the_general_parser_reads
 
 def test_a_one_line_command_inside_an_open_expression_is_not_read_as_a_command():
     text = declarations(1, 2) + "(assert (or\n(assert (<= X_0 1))\n))\n"
-    with pytest.raises(PropertyError, match="line 4"):
+    with pytest.raises(PropertyError, match="p:5: unsupported operator 'assert'"):
         parse_vnnlib(text, "p")
     with pytest.raises(PropertyError, match="X_0 is not declared|never closed|line"):
         parse_vnnlib("(assert (<= X_0 1))\n(declare-const Y_0 Real)\n", "p")
