@@ -9,7 +9,9 @@ of two tensors or of a constant, Mul / Div by a constant, Neg, BatchNormalizatio
 into the Conv or Gemm before it when nothing else reads that one's output, else a
 per-channel affine node), Relu, Flatten / Reshape / Squeeze / Unsqueeze, Transpose, Pad
 (constant 0), AveragePool and GlobalAveragePool, Concat, Identity, inference Dropout,
-widening Cast, and a final Softmax over the class scores. MaxPool and anything else raise
+widening Cast, and a final Softmax over the class scores. MaxPool and GlobalMaxPool (2-D,
+no padding) are lowered exactly to grouped convolutions, ReLU and Add:
+``max(a, b) = b + relu(a - b)`` over a balanced tree. Anything else raises
 :class:`UnsupportedOperatorError`.
 
 Constants are rounded once to float64 where the IR stores a product of ONNX constants

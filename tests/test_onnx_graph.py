@@ -15,7 +15,6 @@ from torch import nn
 
 from oracles.crown import CrownOracle
 from parallelepipedonn import graph_nodes as gn
-from parallelepipedonn.errors import UnsupportedOperatorError
 from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network
 from parallelepipedonn.onnx_import import load_onnx, model_from_onnx
