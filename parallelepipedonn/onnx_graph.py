@@ -140,9 +140,9 @@ class GraphImporter(_Importer):
     # -- operators ------------------------------------------------------------------------
     def _g_maxpool(self, label: str, args: list, attrs: dict) -> _Sym:
         """MaxPool / GlobalMaxPool lowered to convolutions and ReLUs, exactly:
-        ``max(a, b) = b + relu(a - b)``, reduced over each window by a balanced tree (see
-        :meth:`_max_tree`). ONNX pads MaxPool with -inf, which a zero-padded selection would
-        get wrong: padding is refused."""
+        ``max(a, b) = b + relu(a - b)``, reduced over each window by balanced trees, one
+        per spatial axis (see :meth:`_separable_max`). ONNX pads MaxPool with -inf, which a
+        zero-padded selection would get wrong: padding is refused."""
         v = args[0]
         op = "MaxPool" if "kernel_shape" in attrs else "GlobalMaxPool"
         if len(v.full) != 4:
@@ -168,9 +168,32 @@ class GraphImporter(_Importer):
         if min(out) < 1:
             raise UnsupportedOperatorError(label, op, f"kernel {kernel} larger than the input {list(s[1:])}")
         try:
-            return self._max_tree(label, v, kernel, strides, dil, out)
+            return self._separable_max(label, v, kernel, strides, dil, out)
         except ModelError as exc:
             raise UnsupportedOperatorError(label, op, str(exc)) from exc
+
+    def _separable_max(self, label: str, v: _Sym, kernel: list[int], strides: list[int], dil: list[int],
+                       out: tuple[int, ...]) -> _Sym:
+        """The window maximum as the maximum along one axis of the maxima along the other
+        (exact for any windows: a window is a product of a row range and a column range),
+        each by :meth:`_max_tree`; in the order that costs fewer ReLU neurons.
+        A window of one element along an axis with stride 1 costs nothing there."""
+        size = v.full[2:]
+        stages = [(a, kernel[a], strides[a], dil[a]) for a in range(2) if kernel[a] > 1 or strides[a] > 1]
+        if not stages:
+            return v
+        # ReLU neurons per channel of the two orders (one fewer than the window, per output)
+        first_h = (kernel[0] - 1) * out[0] * size[1] + (kernel[1] - 1) * out[0] * out[1]
+        first_w = (kernel[1] - 1) * size[0] * out[1] + (kernel[0] - 1) * out[0] * out[1]
+        if len(stages) == 2 and first_w < first_h:
+            stages.reverse()
+        x, shape = v, list(size)
+        for n, (a, k, st, d) in enumerate(stages):
+            ks, ss, ds = [1, 1], [1, 1], [1, 1]
+            ks[a], ss[a], ds[a], shape[a] = k, st, d, out[a]
+            x = self._max_tree(label if n == len(stages) - 1 else f"{label}/axis{a + 2}", x, ks, ss, ds,
+                               (shape[0], shape[1]))
+        return x
 
     def _max_tree(self, label: str, v: _Sym, kernel: list[int], strides: list[int], dil: list[int],
                   out: tuple[int, int]) -> _Sym:
