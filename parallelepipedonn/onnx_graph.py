@@ -11,8 +11,8 @@ per-channel affine node), Relu, Flatten / Reshape / Squeeze / Unsqueeze, Transpo
 (constant 0), AveragePool and GlobalAveragePool, Concat, Identity, inference Dropout,
 widening Cast, and a final Softmax over the class scores. MaxPool and GlobalMaxPool (2-D,
 no padding) are lowered exactly to grouped convolutions, ReLU and Add:
-``max(a, b) = b + relu(a - b)`` over a balanced tree. Anything else raises
-:class:`UnsupportedOperatorError`.
+``max(a, b) = b + relu(a - b)`` over balanced trees, one window axis after the other.
+Anything else raises :class:`UnsupportedOperatorError`.
 
 Constants are rounded once to float64 where the IR stores a product of ONNX constants
 (``alpha * B`` of Gemm, ``1 / b`` of Div, a folded BatchNormalization): the graph's weights

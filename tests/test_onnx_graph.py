@@ -150,7 +150,7 @@ def test_max_pooling_is_lowered_to_grouped_one_hot_convolutions_and_relus():
     model = export(make(), shape)
     assert "MaxPool" in [n.op_type for n in model.graph.node]
     g = model_from_onnx(model)
-    # a 2x2 window: 4 entries, two tree levels of "b + relu(a - b)"
+    # a 2x2 window: "b + relu(a - b)" along one axis, then along the other
     assert [n.kind for n in g.nodes] == ["input", "conv2d", "relu", "conv2d", "conv2d", "relu", "add", "conv2d",
                                          "conv2d", "relu", "add", "reshape", "dense"]
     pools = [n for n in g.nodes[3:] if isinstance(n, gn.Conv2d)]
