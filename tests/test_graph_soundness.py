@@ -217,3 +217,21 @@ def test_imported_window_geometry_is_the_one_onnxruntime_runs(name, model):
     ref = np.concatenate([sess.run(None, {"x": x[i:i + 1]})[0] for i in range(3)])
     ours = g.forward(x.astype(np.float64).reshape(3, -1))
     assert np.abs(ref - ours).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("name,model", [m for m in _geometry_models() if "maxpool" in m[0]],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_crown_bounds_of_a_lowered_max_pooling_hold_every_sampled_margin(name, model):
+    """On inputs of both signs, so that the window maxima switch entries inside the box."""
+    from parallelepipedonn.onnx_import import model_from_onnx
+
+    g = model_from_onnx(model, name)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    for r in (0.01, 0.3):
+        bound = CrownOracle(g).margin_lower_bounds((x - r)[None], (x + r)[None], label)[0]
+        pts = np.concatenate([rng.uniform(x - r, x + r, (2000, g.n_inputs)), x - r + 2 * r * (rng.random(
+            (500, g.n_inputs)) < 0.5)])
+        logits = g.forward(pts)
+        assert (bound <= (logits[:, [label]] - np.delete(logits, label, axis=1)).min(axis=0)).all()

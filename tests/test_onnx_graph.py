@@ -262,3 +262,28 @@ def test_milp_and_bab_agree_on_a_max_pooling_model_and_with_sampling():
                       label) > 0).all()
     outside = bab.verify_box(np.clip(x - 1.01 * d.upper, 0, 1), np.clip(x + 1.01 * d.upper, 0, 1), label)
     assert outside.verdict is Verdict.FALSIFIED and g.misclassified(outside.counterexample, label)[0]
+
+
+def test_verify_on_a_max_pooling_model_proves_what_sampling_holds_and_refutes_with_a_point_onnxruntime_confirms():
+    from parallelepipedonn.verify import Answer, exact_outputs, verify_property
+    from parallelepipedonn.vnnlib import parse_vnnlib
+    from tests.test_verify import ball, property_text, robustness
+
+    make, shape = MODELS["maxpool_overlapping"]
+    model = export(_seeded(make, 1), shape)
+    g = model_from_onnx(model)
+    x = np.random.default_rng(0).random(g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    near, far = ball(x, 0.002), ball(x, 0.5)
+    unsat = verify_property(g, parse_vnnlib(property_text(*near, robustness(label, 3), 3), "near"))
+    assert unsat.answer is Answer.UNSAT
+    pts = np.random.default_rng(1).uniform(*near, (3000, g.n_inputs))
+    assert (g.predict(pts) == label).all()
+    prop = parse_vnnlib(property_text(*far, robustness(label, 3), 3), "far")
+    sat = verify_property(g, prop)
+    assert sat.answer is Answer.SAT
+    (region,) = prop.regions
+    cex = sat.counterexample
+    assert region.contains(cex) and region.violated_disjunct(exact_outputs(g, cex)) is not None
+    y = ort_forward(model, cex.reshape(1, *shape).astype(np.float32))[0]
+    assert np.delete(y, label).max() >= y[label] - 1e-5 * np.abs(y).max()
