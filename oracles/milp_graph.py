@@ -350,7 +350,9 @@ def encode_graph(graph: Graph, lower: FloatArray, upper: FloatArray, bounds: Gra
         elif isinstance(node, gn.LinearNode) and node.exact:
             f = ins[0].take(move_map(node, [node.in_shape]))
         elif isinstance(node, gn.LinearNode):
-            f = b.linear(k, node, ins[0])
+            u = node.inputs[0]  # variables once per tensor, shared by all its readers
+            forms[u] = b.materialize(u, forms[u])
+            f = b.linear(k, node, forms[u])
         elif isinstance(node, gn.ReLU):
             f = b.relu(k, ordinals[k], ins[0])
         elif isinstance(node, (gn.Add, gn.Sub)):

@@ -9,8 +9,10 @@ of two tensors or of a constant, Mul / Div by a constant, Neg, BatchNormalizatio
 into the Conv or Gemm before it when nothing else reads that one's output, else a
 per-channel affine node), Relu, Flatten / Reshape / Squeeze / Unsqueeze, Transpose, Pad
 (constant 0), AveragePool and GlobalAveragePool, Concat, Identity, inference Dropout,
-widening Cast, and a final Softmax over the class scores. MaxPool and anything else raise
-:class:`UnsupportedOperatorError`.
+widening Cast, and a final Softmax over the class scores. MaxPool and GlobalMaxPool (2-D,
+no padding) are lowered exactly to grouped convolutions, ReLU and Add:
+``max(a, b) = b + relu(a - b)`` over balanced trees, one window axis after the other.
+Anything else raises :class:`UnsupportedOperatorError`.
 
 Constants are rounded once to float64 where the IR stores a product of ONNX constants
 (``alpha * B`` of Gemm, ``1 / b`` of Div, a folded BatchNormalization): the graph's weights
@@ -138,8 +140,97 @@ class GraphImporter(OnnxWalker):
 
     # -- operators ------------------------------------------------------------------------
     def _g_maxpool(self, label: str, args: list, attrs: dict) -> _Sym:
-        raise UnsupportedOperatorError(label, "MaxPool", "max pooling is not supported by the graph IR yet "
-                                       "(it is not linear; replace it by a strided convolution or AveragePool)")
+        """MaxPool / GlobalMaxPool lowered to convolutions and ReLUs, exactly:
+        ``max(a, b) = b + relu(a - b)``, reduced over each window by balanced trees, one
+        per spatial axis (see :meth:`_separable_max`). ONNX pads MaxPool with -inf, which a
+        zero-padded selection would get wrong: padding is refused."""
+        v = args[0]
+        op = "MaxPool" if "kernel_shape" in attrs else "GlobalMaxPool"
+        if len(v.full) != 4:
+            raise UnsupportedOperatorError(label, op, f"input of shape {list(v.full)}: only 2-D pooling")
+        s = self._per_sample(label, op, v)
+        kernel, strides, dil = list(s[1:]), [1, 1], [1, 1]
+        if op == "MaxPool":
+            kernel = [int(k) for k in attrs["kernel_shape"]]
+            strides = [int(q) for q in attrs.get("strides", [1, 1])]
+            dil = [int(d) for d in attrs.get("dilations", [1, 1])]
+            auto_pad = _attr_str(attrs.get("auto_pad", "NOTSET"))
+            if auto_pad not in ("NOTSET", "VALID"):
+                raise UnsupportedOperatorError(label, op, f"auto_pad {auto_pad}: padding (with -inf) is not supported")
+            if auto_pad == "NOTSET" and any(int(p) for p in attrs.get("pads", [])):
+                raise UnsupportedOperatorError(label, op, f"pads {list(attrs['pads'])}: padding (with -inf) is not "
+                                               "supported")
+            if len(kernel) != 2 or len(strides) != 2 or len(dil) != 2 or min(kernel + strides + dil) < 1:
+                raise UnsupportedOperatorError(label, op, f"kernel {kernel}, strides {strides}, dilations {dil}")
+            if int(attrs.get("ceil_mode", 0)) and any(
+                    (s[1 + i] - dil[i] * (kernel[i] - 1) - 1) % strides[i] for i in range(2)):
+                raise UnsupportedOperatorError(label, op, "ceil_mode 1 with a partial last window is not supported")
+        out = tuple(gn.conv_output_size(s[1 + i], kernel[i], strides[i], dil[i], 0) for i in range(2))
+        if min(out) < 1:
+            raise UnsupportedOperatorError(label, op, f"kernel {kernel} larger than the input {list(s[1:])}")
+        try:
+            return self._separable_max(label, v, kernel, strides, dil, out)
+        except ModelError as exc:
+            raise UnsupportedOperatorError(label, op, str(exc)) from exc
+
+    def _separable_max(self, label: str, v: _Sym, kernel: list[int], strides: list[int], dil: list[int],
+                       out: tuple[int, ...]) -> _Sym:
+        """The window maximum as the maximum along one axis of the maxima along the other
+        (exact for any windows: a window is a product of a row range and a column range),
+        each by :meth:`_max_tree`; in the order that costs fewer ReLU neurons.
+        A window of one element along an axis with stride 1 costs nothing there."""
+        size = v.full[2:]
+        stages = [(a, kernel[a], strides[a], dil[a]) for a in range(2) if kernel[a] > 1 or strides[a] > 1]
+        if not stages:
+            return v
+        # ReLU neurons per channel of the two orders (one fewer than the window, per output)
+        first_h = (kernel[0] - 1) * out[0] * size[1] + (kernel[1] - 1) * out[0] * out[1]
+        first_w = (kernel[1] - 1) * size[0] * out[1] + (kernel[0] - 1) * out[0] * out[1]
+        if len(stages) == 2 and first_w < first_h:
+            stages.reverse()
+        x, shape = v, list(size)
+        for n, (a, k, st, d) in enumerate(stages):
+            ks, ss, ds = [1, 1], [1, 1], [1, 1]
+            ks[a], ss[a], ds[a], shape[a] = k, st, d, out[a]
+            x = self._max_tree(label if n == len(stages) - 1 else f"{label}/axis{a + 2}", x, ks, ss, ds,
+                               (shape[0], shape[1]))
+        return x
+
+    def _max_tree(self, label: str, v: _Sym, kernel: list[int], strides: list[int], dil: list[int],
+                  out: tuple[int, int]) -> _Sym:
+        """The maximum over each window of ``v``, a balanced tree of pairwise maxima: level 1
+        takes the ``n = kh*kw`` window entries in pairs ``(a, b)`` as channels ``c*n1 + p``
+        of two depthwise convolutions (one-hot kernels, the pool's strides): ``a - b`` and
+        ``b``; then ``b + relu(a - b)``. Each later level pairs the ``n_l`` channels of a
+        group the same way with 1x1 grouped convolutions. An odd one out passes through
+        (its difference channel is 0). All weights are 0 and +-1: the IR is ``max`` exactly."""
+        c = v.full[1]
+        slots = [(0, i, j) for i in range(kernel[0]) for j in range(kernel[1])]
+        shape, geometry = v.full[1:], {"stride": tuple(strides), "dilation": tuple(dil)}
+        x, level = v, 1
+        while True:
+            n, m = len(slots), (len(slots) + 1) // 2
+            cig, kh, kw = (1, *kernel) if level == 1 else (n, 1, 1)
+            diff, base = np.zeros((c * m, cig, kh, kw)), np.zeros((c * m, cig, kh, kw))
+            for p in range(m):
+                rows = np.arange(c) * m + p
+                base[(rows, *slots[min(2 * p + 1, n - 1)])] = 1.0
+                if 2 * p + 1 < n:
+                    diff[(rows, *slots[2 * p])] = 1.0
+                    diff[(rows, *slots[2 * p + 1])] = -1.0
+            conv = dict(in_shape=shape, shape=(c * m, *out), bias_=np.zeros(c * m), pads=(0, 0, 0, 0), groups=c,
+                        **geometry)
+            b = self._append(gn.Conv2d(inputs=(x.node,), weight=base, name=f"{label}/max{level}_b", **conv), v.dtype)
+            if n == 1:
+                return b
+            d = self._append(gn.Conv2d(inputs=(x.node,), weight=diff, name=f"{label}/max{level}_d", **conv), v.dtype)
+            r = self._append(gn.ReLU(inputs=(d.node,), shape=conv["shape"], name=f"{label}/max{level}_r"), v.dtype)
+            x = self._append(gn.Add(inputs=(b.node, r.node), shape=conv["shape"],
+                                    name=label if m == 1 else f"{label}/max{level}"), v.dtype)
+            if m == 1:
+                return x
+            slots = [(q, 0, 0) for q in range(m)]
+            shape, geometry, level = conv["shape"], {"stride": (1, 1), "dilation": (1, 1)}, level + 1
 
     def _g_relu(self, label: str, args: list, attrs: dict) -> _Sym:
         v = args[0]

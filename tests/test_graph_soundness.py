@@ -95,12 +95,33 @@ def _kernel(*shape: int) -> np.ndarray:
     return np.random.default_rng(sum(shape)).normal(size=shape).astype(np.float32)
 
 
+def _refused_maxpools():
+    """MaxPool the lowering to ``b + relu(a - b)`` does not cover: name, model, the reason."""
+    from onnx import TensorProto, helper
+
+    n = helper.make_node
+    yield "maxpool pads", _onnx_model([n("MaxPool", ["x"], ["z"], kernel_shape=[2, 2], pads=[1, 1, 0, 0])], {},
+                                      [1, 2, 5, 5], 50), "pads [1, 1, 0, 0]: padding (with -inf)"
+    yield "maxpool SAME_UPPER", _onnx_model([n("MaxPool", ["x"], ["z"], kernel_shape=[2, 2], strides=[2, 2],
+                                               auto_pad="SAME_UPPER")], {}, [1, 2, 5, 5], 18), "auto_pad SAME_UPPER"
+    yield "maxpool ceil_mode", _onnx_model([n("MaxPool", ["x"], ["z"], kernel_shape=[2, 2], strides=[2, 2],
+                                              ceil_mode=1)], {}, [1, 2, 5, 5], 18), "ceil_mode 1 with a partial"
+    yield "maxpool 1-D", _onnx_model([n("MaxPool", ["x"], ["z"], kernel_shape=[2])], {}, [1, 2, 5], 8), \
+        "only 2-D pooling"
+    yield "globalmaxpool 3-D", _onnx_model([n("GlobalMaxPool", ["x"], ["z"])], {}, [1, 2, 3, 3, 3], 2), \
+        "(op GlobalMaxPool): input of shape [1, 2, 3, 3, 3]"
+    yield "maxpool indices read", _onnx_model(
+        [n("MaxPool", ["x"], ["m", "i"], kernel_shape=[2, 2], storage_order=1), n("Cast", ["i"], ["c"], to=TensorProto.FLOAT),
+         n("Add", ["m", "c"], ["z"])], {}, [1, 2, 5, 5], 32), "its output 'i' is not supported"
+
+
 def _refused_models():
     from onnx import TensorProto, helper
 
     n = helper.make_node
     pads = np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)
-    yield "maxpool", _onnx_model([n("MaxPool", ["x"], ["z"], kernel_shape=[2, 2])], {}, [1, 2, 5, 5], 32)
+    for name, model, _ in _refused_maxpools():
+        yield name, model
     yield "avgpool ceil_mode", _onnx_model([n("AveragePool", ["x"], ["z"], kernel_shape=[2, 2], strides=[2, 2],
                                               ceil_mode=1)], {}, [1, 2, 5, 5], 18)
     yield "avgpool SAME_UPPER", _onnx_model([n("AveragePool", ["x"], ["z"], kernel_shape=[2, 2], strides=[2, 2],
@@ -132,6 +153,18 @@ def test_the_importer_refuses_what_the_ir_cannot_represent(name, model):
         model_from_onnx(model, name)
 
 
+@pytest.mark.parametrize("name,model,reason", list(_refused_maxpools()), ids=[c[0] for c in _refused_maxpools()])
+def test_a_max_pooling_the_lowering_does_not_cover_exits_2_with_its_reason_in_one_line(name, model, reason,
+                                                                                      tmp_path, capsys):
+    from tests.test_cli import run
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    code, stdout, err = run(capsys, "info", "--model", str(path))
+    assert code == 2 and stdout == "", err
+    assert err.startswith("parallelepipedonn: error: ") and err.count("\n") == 1 and reason in err, err
+
+
 def _geometry_models():
     from onnx import helper
 
@@ -151,6 +184,22 @@ def _geometry_models():
     yield "conv grouped dilated strided padded", _onnx_model(
         [n("Conv", ["x", "K"], ["z"], group=2, dilations=[2, 1], pads=[2, 0, 1, 1], strides=[1, 2])],
         {"K": _kernel(4, 2, 2, 3)}, [1, 4, 7, 5], 64)
+    # MaxPool on a tensor of any sign (x is normal): overlapping windows of 9, a ceil_mode that
+    # adds no window, dilations, auto_pad VALID, a 1x1 kernel, unread Indices, GlobalMaxPool
+    yield "maxpool kernel 3 stride 2", _onnx_model([n("MaxPool", ["x"], ["z"], kernel_shape=[3, 3], strides=[2, 2])],
+                                                   {}, [1, 2, 7, 7], 18)
+    yield "maxpool ceil_mode exact fit", _onnx_model(
+        [n("MaxPool", ["x"], ["z"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)], {}, [1, 2, 7, 7], 18)
+    yield "maxpool dilated VALID", _onnx_model(
+        [n("MaxPool", ["x"], ["z"], kernel_shape=[2, 3], dilations=[2, 1], strides=[1, 2], auto_pad="VALID")],
+        {}, [1, 2, 6, 7], 24)
+    yield "maxpool 1x1 stride 2", _onnx_model([n("MaxPool", ["x"], ["z"], kernel_shape=[1, 1], strides=[2, 2])],
+                                              {}, [1, 2, 5, 5], 18)
+    yield "maxpool unread indices", _onnx_model(
+        [n("MaxPool", ["x"], ["z", "i"], kernel_shape=[2, 2], storage_order=1)], {}, [1, 2, 5, 5], 32)
+    yield "globalmaxpool", _onnx_model([n("GlobalMaxPool", ["x"], ["z"])], {}, [1, 2, 5, 6], 2)
+    yield "conv then globalmaxpool", _onnx_model([n("Conv", ["x", "K"], ["c"]), n("GlobalMaxPool", ["c"], ["z"])],
+                                                 {"K": _kernel(3, 2, 2, 2)}, [1, 2, 5, 4], 3)
     yield "pad then avgpool", _onnx_model(
         [n("Pad", ["x", "p"], ["q"]), n("AveragePool", ["q"], ["z"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
         {"p": np.array([0, 0, 1, 0, 0, 0, 0, 1], np.int64)}, [1, 2, 5, 5], 2 * 6 * 6)
@@ -168,3 +217,21 @@ def test_imported_window_geometry_is_the_one_onnxruntime_runs(name, model):
     ref = np.concatenate([sess.run(None, {"x": x[i:i + 1]})[0] for i in range(3)])
     ours = g.forward(x.astype(np.float64).reshape(3, -1))
     assert np.abs(ref - ours).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("name,model", [m for m in _geometry_models() if "maxpool" in m[0]],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_crown_bounds_of_a_lowered_max_pooling_hold_every_sampled_margin(name, model):
+    """On inputs of both signs, so that the window maxima switch entries inside the box."""
+    from parallelepipedonn.onnx_import import model_from_onnx
+
+    g = model_from_onnx(model, name)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    for r in (0.01, 0.3):
+        bound = CrownOracle(g).margin_lower_bounds((x - r)[None], (x + r)[None], label)[0]
+        pts = np.concatenate([rng.uniform(x - r, x + r, (2000, g.n_inputs)), x - r + 2 * r * (rng.random(
+            (500, g.n_inputs)) < 0.5)])
+        logits = g.forward(pts)
+        assert (bound <= (logits[:, [label]] - np.delete(logits, label, axis=1)).min(axis=0)).all()

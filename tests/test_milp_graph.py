@@ -79,6 +79,26 @@ def test_the_encoding_at_a_point_is_the_forward_pass(name):
             assert res.optimal and res.bound == pytest.approx(logits[j], abs=1e-6)
 
 
+def test_a_sum_read_by_two_linear_nodes_gets_one_set_of_variables():
+    """An Add's value (a combination of variables) read by two convolutions (as in a
+    lowered MaxPool) is materialised once; the encoding is still the forward pass."""
+    b = Builder((1, 4, 4), 3)
+    h = b.relu(b.conv(0, 2, 2))
+    s = b.add(h, b.conv(h, 2, 1))
+    b.dense(b.flatten(b.add(b.relu(b.conv(s, 2, 2)), b.conv(s, 2, 2))), 3)
+    graph = b.graph("shared-sum")
+    lo, hi = np.zeros(graph.n_inputs), np.ones(graph.n_inputs)
+    enc = encode_graph(graph, lo, hi, _bounds(graph, lo, hi))
+    p = np.random.default_rng(2).random(graph.n_inputs)
+    for i, v in enumerate(enc.x):
+        v.fix(float(p[i]))
+    logits = graph.forward(p)[0]
+    opt = make_solver(10.0)
+    for j in range(graph.n_classes):
+        res = solve(opt, enc, enc.logits[j])
+        assert res.optimal and res.bound == pytest.approx(logits[j], abs=1e-6)
+
+
 @pytest.mark.parametrize("name", ["small_cnn", "mixed", "two_inputs"])
 def test_convolution_rows_are_sparse_and_compute_the_node(name):
     graph = GRAPHS[name]()

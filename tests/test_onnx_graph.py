@@ -1,6 +1,7 @@
 """ONNX → DAG IR: convolutional and residual models exported from torch become graphs
 (convolutions kept) that compute what onnxruntime and torch compute; chains stay chains;
-max pooling is refused clearly."""
+max pooling becomes ReLUs (``max(a, b) = b + relu(a - b)``) that the exact evaluation,
+CROWN, milp and bab read soundly."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from torch import nn
 
 from oracles.crown import CrownOracle
 from parallelepipedonn import graph_nodes as gn
-from parallelepipedonn.errors import UnsupportedOperatorError
 from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network
 from parallelepipedonn.onnx_import import load_onnx, model_from_onnx
@@ -89,7 +89,23 @@ MODELS = {
     "cifar": (lambda: nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2, padding=1),
                                     nn.ReLU(), nn.Flatten(), nn.Linear(32 * 16 * 16, 100), nn.ReLU(),
                                     nn.Linear(100, 10)), (3, 32, 32)),
+    "maxpool": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                      nn.Linear(8, 3)), (1, 6, 6)),
+    # overlapping windows of 9 (odd: one passes a tree level unpaired), on a tensor of any sign
+    "maxpool_overlapping": (lambda: nn.Sequential(nn.Conv2d(2, 3, 3), nn.MaxPool2d(3, stride=2), nn.ReLU(),
+                                                  nn.Flatten(), nn.Linear(27, 3)), (2, 9, 9)),
+    "maxpool_dilated": (lambda: nn.Sequential(nn.Conv2d(1, 2, 2), nn.MaxPool2d((2, 3), stride=(1, 2), dilation=(2, 1)),
+                                              nn.Flatten(), nn.Linear(24, 3)), (1, 7, 8)),
+    "maxpool_whole_map": (lambda: nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 3, 2), nn.AdaptiveMaxPool2d(1),
+                                             nn.Flatten(), nn.Linear(3, 3)), (1, 6, 5)),
 }
+MAXPOOLS = [name for name in MODELS if "maxpool" in name]
+
+
+def _seeded(make, seed: int) -> nn.Module:
+    """``make()`` with weights drawn from ``seed`` (whatever ran before)."""
+    torch.manual_seed(seed)
+    return make()
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -129,11 +145,68 @@ def test_chains_stay_chain_networks(tmp_path):
     assert isinstance(load_onnx(path), Network)
 
 
-def test_max_pooling_is_refused_with_the_node_named():
-    model = export(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 2)),
-                   (1, 6, 6))
-    with pytest.raises(UnsupportedOperatorError, match=r"\(op MaxPool\): max pooling is not supported"):
-        model_from_onnx(model)
+def test_max_pooling_is_lowered_to_grouped_one_hot_convolutions_and_relus():
+    make, shape = MODELS["maxpool"]
+    model = export(make(), shape)
+    assert "MaxPool" in [n.op_type for n in model.graph.node]
+    g = model_from_onnx(model)
+    # a 2x2 window: "b + relu(a - b)" along one axis, then along the other
+    assert [n.kind for n in g.nodes] == ["input", "conv2d", "relu", "conv2d", "conv2d", "relu", "add", "conv2d",
+                                         "conv2d", "relu", "add", "reshape", "dense"]
+    pools = [n for n in g.nodes[3:] if isinstance(n, gn.Conv2d)]
+    assert all(n.groups == 2 and set(np.unique(n.weight)) <= {-1.0, 0.0, 1.0} and not n.bias_.any() for n in pools)
+    whole = model_from_onnx(export(MODELS["maxpool_whole_map"][0](), MODELS["maxpool_whole_map"][1]))
+    assert whole.nodes[-3].shape == (3, 1, 1)  # torch exports the adaptive pooling as a 4x4 MaxPool
+
+
+@pytest.mark.parametrize("name", MAXPOOLS)
+def test_the_exact_evaluation_of_a_lowered_max_pooling_is_the_max(name):
+    make, shape = MODELS[name]
+    module = _seeded(make, 7)
+    g = model_from_onnx(export(module, shape))
+    module.double()
+    x = np.random.default_rng(4).random((2, int(np.prod(shape))))
+    x[1] = 0.5  # every window a tie
+    for xi in x:
+        label = int(g.predict(xi[None])[0])
+        with torch.no_grad():
+            ref = module(torch.tensor(xi.reshape(1, *shape)))[0].numpy()
+        exact = float(g.exact_margin(xi, label))
+        assert exact == pytest.approx(ref[label] - np.delete(ref, label).max(), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", MAXPOOLS)
+def test_crown_and_alpha_crown_bound_every_sampled_and_attacked_margin_of_a_max_pooling_model(name):
+    from oracles import AttackOracle
+    from oracles.crown import AlphaCrownOracle
+
+    make, shape = MODELS[name]
+    g = model_from_onnx(export(_seeded(make, 5), shape))
+    n = g.n_inputs
+    rng = np.random.default_rng(2)
+    x = rng.random(n)
+    label = int(g.predict(x[None])[0])
+    radii = np.array([0.003, 0.01, 0.03, 0.1])
+    lo, hi = np.clip(x - radii[:, None], 0, 1), np.clip(x + radii[:, None], 0, 1)
+    crown = CrownOracle(g).margin_lower_bounds(lo, hi, label).min(axis=1)
+    alpha = AlphaCrownOracle(g).margin_lower_bounds(lo, hi, label).min(axis=1)
+    assert (alpha >= crown - 1e-9).all() and crown[0] > 0
+    points, _ = AttackOracle(g, steps=50, restarts=4).search(lo, hi, label)
+    for i in range(len(radii)):
+        pts = np.concatenate([rng.uniform(lo[i], hi[i], (1000, n)), points[i][None]])
+        assert max(crown[i], alpha[i]) <= g.margins(pts, label).min()
+
+
+def test_a_certified_box_of_a_max_pooling_model_is_robust_under_sampling_and_attack():
+    from parallelepipedonn.certify import certify
+    from parallelepipedonn.search import Status
+    from tests.test_search import assert_robust_everywhere
+
+    make, shape = MODELS["maxpool_overlapping"]
+    g = model_from_onnx(export(_seeded(make, 1), shape))
+    cert = certify(g, np.random.default_rng(0).random(g.n_inputs))
+    assert cert.status is Status.CERTIFIED and cert.box.contains(cert.input.reshape(-1))
+    assert_robust_everywhere(g, cert.box, cert.label)
 
 
 def test_crown_certifies_an_imported_residual_model_soundly():
@@ -165,3 +238,52 @@ def test_a_convolution_too_large_to_expand_loads_as_a_graph(tmp_path):
     g = load_onnx(path)
     assert isinstance(g, Graph) and g.n_classes == 512 * 32 * 32
     assert max(p.size for n in g.nodes for p in n.params()) == 512 * 9
+
+
+def test_milp_and_bab_agree_on_a_max_pooling_model_and_with_sampling():
+    """milp's exact distance: bab proves the cube just inside, falsifies the one just
+    outside; no sampled point of the inside cube is misclassified."""
+    from oracles import AttackOracle, Verdict, make_oracle
+    from parallelepipedonn.box import Box
+
+    module = _seeded(lambda: nn.Sequential(nn.Conv2d(1, 2, 2), nn.MaxPool2d(2, stride=1), nn.ReLU(), nn.MaxPool2d(2),
+                                           nn.Flatten(), nn.Linear(2, 3)), 0)
+    g = model_from_onnx(export(module, (1, 4, 4)))
+    x = np.random.default_rng(5).random(g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    d = make_oracle("milp", g, time_limit=30).min_distance(x, label, Box.unit(g.n_inputs), falsifier=AttackOracle(g))
+    assert d.exact(1e-4) and d.lower > 0
+    bab = make_oracle("bab", g, time_limit=30)
+    lo, hi = np.clip(x - 0.99 * d.lower, 0, 1), np.clip(x + 0.99 * d.lower, 0, 1)
+    inside = bab.verify_box(lo, hi, label)
+    assert inside.verdict is Verdict.VERIFIED, inside.reason
+    pts = np.random.default_rng(6).uniform(lo, hi, (5000, g.n_inputs))
+    assert (g.margins(np.concatenate([pts, np.array(list(Box(lo, hi).vertices_sample(500, np.random.default_rng(7))))]),
+                      label) > 0).all()
+    outside = bab.verify_box(np.clip(x - 1.01 * d.upper, 0, 1), np.clip(x + 1.01 * d.upper, 0, 1), label)
+    assert outside.verdict is Verdict.FALSIFIED and g.misclassified(outside.counterexample, label)[0]
+
+
+def test_verify_on_a_max_pooling_model_proves_what_sampling_holds_and_refutes_with_a_point_onnxruntime_confirms():
+    from parallelepipedonn.verify import Answer, exact_outputs, verify_property
+    from parallelepipedonn.vnnlib import parse_vnnlib
+    from tests.test_verify import ball, property_text, robustness
+
+    make, shape = MODELS["maxpool_overlapping"]
+    model = export(_seeded(make, 1), shape)
+    g = model_from_onnx(model)
+    x = np.random.default_rng(0).random(g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    near, far = ball(x, 0.002), ball(x, 0.5)
+    unsat = verify_property(g, parse_vnnlib(property_text(*near, robustness(label, 3), 3), "near"))
+    assert unsat.answer is Answer.UNSAT
+    pts = np.random.default_rng(1).uniform(*near, (3000, g.n_inputs))
+    assert (g.predict(pts) == label).all()
+    prop = parse_vnnlib(property_text(*far, robustness(label, 3), 3), "far")
+    sat = verify_property(g, prop)
+    assert sat.answer is Answer.SAT
+    (region,) = prop.regions
+    cex = sat.counterexample
+    assert region.contains(cex) and region.violated_disjunct(exact_outputs(g, cex)) is not None
+    y = ort_forward(model, cex.reshape(1, *shape).astype(np.float32))[0]
+    assert np.delete(y, label).max() >= y[label] - 1e-5 * np.abs(y).max()
