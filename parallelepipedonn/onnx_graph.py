@@ -2,8 +2,8 @@
 
 The importer walks the ONNX graph once: every tensor that depends on the input becomes a
 node of the IR (per-sample shapes: the ONNX batch axis, of size 1, is dropped), every other
-tensor is constant-folded with ONNX's reference evaluator (as
-:mod:`parallelepipedonn.onnx_import` does, whose checks it shares). Supported on
+tensor is constant-folded with ONNX's reference evaluator (the walking, folding and checks
+are :class:`~parallelepipedonn.onnx_read.OnnxWalker`'s, shared with the chain importer). Supported on
 input-dependent tensors: Conv (2-D), Gemm and MatMul by a constant on a vector, Add / Sub
 of two tensors or of a constant, Mul / Div by a constant, Neg, BatchNormalization (folded
 into the Conv or Gemm before it when nothing else reads that one's output, else a
@@ -154,7 +154,7 @@ class GraphImporter(OnnxWalker):
             kernel = [int(k) for k in attrs["kernel_shape"]]
             strides = [int(q) for q in attrs.get("strides", [1, 1])]
             dil = [int(d) for d in attrs.get("dilations", [1, 1])]
-            auto_pad = _attr_str(attrs.get("auto_pad", "NOTSET"))
+            auto_pad = attr_str(attrs.get("auto_pad", "NOTSET"))
             if auto_pad not in ("NOTSET", "VALID"):
                 raise UnsupportedOperatorError(label, op, f"auto_pad {auto_pad}: padding (with -inf) is not supported")
             if auto_pad == "NOTSET" and any(int(p) for p in attrs.get("pads", [])):
