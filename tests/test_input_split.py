@@ -16,7 +16,13 @@ from oracles import Verdict, make_oracle
 from oracles.crown import CrownOracle
 from oracles.input_split import InputSplitOracle
 from parallelepipedonn.errors import OracleError
-from parallelepipedonn.verify import DEFAULT_VERIFY_ORACLE, FEW_INPUTS, FEW_INPUTS_ORACLE, VerifyConfig
+from parallelepipedonn.verify import (
+    DEFAULT_VERIFY_ORACLE,
+    FEW_INPUTS,
+    FEW_INPUTS_OPTIONS,
+    FEW_INPUTS_ORACLE,
+    VerifyConfig,
+)
 from tests.graph_nets import residual
 from tests.nets import random_network
 
@@ -147,6 +153,12 @@ def test_verify_asks_input_splitting_for_models_with_few_inputs_and_only_by_defa
     assert VerifyConfig(few_inputs=None).for_model(few)[0].oracle == DEFAULT_VERIFY_ORACLE
     # options for a stage the few-inputs cascade lacks keep the default
     assert VerifyConfig(oracle_options={"alpha-crown.steps": 3}).for_model(few)[0].oracle == DEFAULT_VERIFY_ORACLE
+    # its attack starts from many points, unless the user says otherwise (plainly or for the stage)
+    attack = {s.name: s for s in config.build(few).stages}["attack"]
+    assert (attack.restarts, attack.steps) == (FEW_INPUTS_OPTIONS["attack.restarts"], FEW_INPUTS_OPTIONS["attack.steps"])
+    for given in ({"restarts": 5}, {"attack.restarts": 5}):
+        mine = {s.name: s for s in VerifyConfig(oracle_options=given).for_model(few)[0].build(few).stages}["attack"]
+        assert (mine.restarts, mine.steps) == (5, FEW_INPUTS_OPTIONS["attack.steps"])
 
 
 @pytest.mark.parametrize("key", ["b-nan-neuron-1e+160", "b-overflow-1e+301x1e-300"])
