@@ -375,6 +375,7 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
             push(u, _rows(node, big), True if not node.exact else covered_[v])
         elif isinstance(node, gn.ReLU):
             u, r = node.inputs[0], nb.relax[v]
+            support = r.upper_intercept  # per box: its nonzero positions are those of every row's
             if rows is not None:
                 r = ReluRelaxation(per(r.lower_slope), per(r.upper_slope), per(r.upper_intercept), per(r.scale),
                                    per(r.invalid))
@@ -386,7 +387,7 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
             # each coefficient times its slope (upper where negative): one of the two products is
             # an exact zero, so the sum is that product, rounded once (a broadcast where is slow)
             new = neg * r.upper_slope.unsqueeze(1) + flat.clamp(min=0) * low
-            shift = negative_dot(neg, r.upper_intercept)  # <= 0
+            shift = negative_dot(neg, r.upper_intercept, support)  # <= 0
             const = const + shift
             magnitude = magnitude - sl.wide * shift
             if keep is not None:
