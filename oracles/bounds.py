@@ -187,6 +187,20 @@ def box_tensors(lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype = torch
     return lo, hi
 
 
+def nonfinite_rows(*tensors: Tensor, dim: int | None = None) -> Tensor:
+    """Per box (the leading axis; with ``dim``, per entry of the other axes): does any of
+    ``tensors`` hold a non-finite number there? ``x - x`` is an exact zero for a finite
+    ``x`` and NaN for an infinite or NaN one; a sum of exact zeros is zero and a sum with
+    a NaN term is NaN: one subtraction and one sum per tensor (``isfinite`` is several
+    passes)."""
+    total = None
+    for t in tensors:
+        z = (t - t).sum(dim=dim) if dim is not None else (t - t).flatten(1).sum(dim=1)
+        total = z if total is None else total + z
+    assert total is not None
+    return torch.isnan(total)
+
+
 def input_scale(lower: Tensor, upper: Tensor) -> Tensor:
     """A bound of ``|x|`` on the box: ``max(|lower|, |upper|)``."""
     return torch.maximum(lower.abs(), upper.abs())
@@ -219,12 +233,11 @@ def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -
     ``alpha`` (clamped to [0, 1]) if given, else CROWN's adaptive choice (1 if
     ``u >= -l`` else 0).
     """
-    finite = torch.isfinite(lower) & torch.isfinite(upper)
     active = lower >= 0
     unstable = (lower < 0) & (upper > 0)
     active_f = active.to(lower.dtype)
     denom = torch.where(unstable, upper - lower, torch.ones_like(lower))
-    invalid = ~(finite & torch.isfinite(denom)).all(dim=-1)
+    invalid = nonfinite_rows(lower, upper, denom, dim=-1)
     slope = torch.where(unstable, upper / denom, active_f)
     intercept = -slope * lower
     # s l + t >= 0 and s u + t >= u in exact arithmetic: the rounding of s and t is
@@ -399,7 +412,7 @@ def _poison(bounds: tuple[Tensor, Tensor], bad: Tensor) -> tuple[tuple[Tensor, T
     """Mark the boxes with a non-finite bound (or already ``bad``): their bounds become
     ``(-inf, inf)``, which no relaxation accepts."""
     lo, hi = bounds
-    bad = bad | ~(torch.isfinite(lo) & torch.isfinite(hi)).all(dim=-1)
+    bad = bad | nonfinite_rows(lo, hi, dim=-1)
     if bool(bad.any()):
         lo = torch.where(bad.unsqueeze(-1), torch.full_like(lo, -torch.inf), lo)
         hi = torch.where(bad.unsqueeze(-1), torch.full_like(hi, torch.inf), hi)

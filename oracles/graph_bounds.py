@@ -51,6 +51,7 @@ from .bounds import (
     ReluRelaxation,
     input_scale,
     margin_spec,
+    nonfinite_rows,
     proven,
     relu_relaxation,
     subnormal_rounding,
@@ -163,7 +164,7 @@ def _rows(node: gn.LinearNode, lam: Tensor, transpose: bool = True) -> Tensor:
 
 def _poison(lo: Tensor, hi: Tensor, bad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Boxes with a non-finite bound (or already ``bad``) get ``(-inf, inf)``."""
-    bad = bad | ~(torch.isfinite(lo) & torch.isfinite(hi)).flatten(1).all(dim=1)
+    bad = bad | nonfinite_rows(lo, hi)
     if bool(bad.any()):
         shape = (-1, *([1] * (lo.dim() - 1)))
         lo = torch.where(bad.view(shape), torch.full_like(lo, -torch.inf), lo)
