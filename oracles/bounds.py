@@ -58,6 +58,9 @@ class NetworkTensors:
     #: the positive and negative parts of the weights (interval bounds), computed once
     pos_weights: tuple[Tensor, ...] = ()
     neg_weights: tuple[Tensor, ...] = ()
+    #: per layer ``[W+^T, W-^T]`` (``(n_in, 2 n_out)``): the four products of an interval
+    #: bound as one matrix product (empty: built on the way)
+    pos_neg_t: tuple[Tensor, ...] = ()
 
     @classmethod
     def of(cls, network: Network, device: str | torch.device = "cpu",
@@ -86,8 +89,9 @@ class NetworkTensors:
             err = subnormal_rounding((a.weight, a.bias), dtype)
             if err > 0:
                 abs_w[i], abs_b[i] = abs_w[i] + err / rel, abs_b[i] + err / rel
-        return cls(w, b, tuple(abs_w), tuple(abs_b), rel, 4.0 * (widest + 2) * smallest_subnormal(dtype),
-                   tuple(x.clamp(min=0) for x in w), tuple(x.clamp(max=0) for x in w))
+        pos, neg = tuple(x.clamp(min=0) for x in w), tuple(x.clamp(max=0) for x in w)
+        return cls(w, b, tuple(abs_w), tuple(abs_b), rel, 4.0 * (widest + 2) * smallest_subnormal(dtype), pos, neg,
+                   tuple(torch.cat([p.T, q.T], dim=1).contiguous() for p, q in zip(pos, neg)))
 
     @property
     def depth(self) -> int:
@@ -183,6 +187,20 @@ def box_tensors(lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype = torch
     return lo, hi
 
 
+def nonfinite_rows(*tensors: Tensor, dim: int | None = None) -> Tensor:
+    """Per box (the leading axis; with ``dim``, per entry of the other axes): does any of
+    ``tensors`` hold a non-finite number there? ``x - x`` is an exact zero for a finite
+    ``x`` and NaN for an infinite or NaN one; a sum of exact zeros is zero and a sum with
+    a NaN term is NaN: one subtraction and one sum per tensor (``isfinite`` is several
+    passes)."""
+    total = None
+    for t in tensors:
+        z = (t - t).sum(dim=dim) if dim is not None else (t - t).flatten(1).sum(dim=1)
+        total = z if total is None else total + z
+    assert total is not None
+    return torch.isnan(total)
+
+
 def input_scale(lower: Tensor, upper: Tensor) -> Tensor:
     """A bound of ``|x|`` on the box: ``max(|lower|, |upper|)``."""
     return torch.maximum(lower.abs(), upper.abs())
@@ -215,12 +233,11 @@ def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -
     ``alpha`` (clamped to [0, 1]) if given, else CROWN's adaptive choice (1 if
     ``u >= -l`` else 0).
     """
-    finite = torch.isfinite(lower) & torch.isfinite(upper)
     active = lower >= 0
     unstable = (lower < 0) & (upper > 0)
     active_f = active.to(lower.dtype)
     denom = torch.where(unstable, upper - lower, torch.ones_like(lower))
-    invalid = ~(finite & torch.isfinite(denom)).all(dim=-1)
+    invalid = nonfinite_rows(lower, upper, denom, dim=-1)
     slope = torch.where(unstable, upper / denom, active_f)
     intercept = -slope * lower
     # s l + t >= 0 and s u + t >= u in exact arithmetic: the rounding of s and t is
@@ -252,14 +269,24 @@ class LinearBound:
 
 
 def _mv(a: Tensor, v: Tensor) -> Tensor:
-    """``a @ v`` for ``a`` of shape ``(B, m, n)`` and ``v`` of shape ``(B, n)``: ``(B, m)``."""
+    """``a @ v`` for ``a`` of shape ``(B, m, n)`` and ``v`` of shape ``(B, n)``: ``(B, m)`` (``v``
+    one box's, broadcast: one matrix-vector product)."""
+    if v.shape[0] > 1 and v.stride(0) == 0:
+        return a @ v[0]
     return (a @ v.unsqueeze(-1)).squeeze(-1)
+
+
+def _per_row(t: Tensor, rows: Tensor | None, single: bool) -> Tensor:
+    """``t[rows]`` (per box -> per entry); a broadcast view when there is one box."""
+    if rows is None:
+        return t
+    return t.expand(rows.shape[0], *t.shape[1:]) if single else t.index_select(0, rows)
 
 
 def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequence[ReluRelaxation],
              scale_in: Tensor, split_terms: Sequence[Tensor | None] | None = None,
              keep_lambdas: list[Tensor] | None = None, rows: Tensor | None = None,
-             first: Tensor | None = None) -> LinearBound:
+             first: Tensor | None = None, terms: list[Tensor | None] | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec @ z_layer`` (``spec`` of shape
     ``(B, m, n_layer)``), where ``z_i`` is the output of the ``i``-th affine map, valid for
     all inputs of the box whose ReLU input bounds gave ``relaxations[i]`` (``i < layer``)
@@ -275,6 +302,9 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     the relaxations and ``scale_in`` being per box (``B``): the same bounds as with each
     entry's box's tensors repeated, without building them. ``first`` (optional): ``spec @
     W_layer``, when it is known exactly (rows of ``W`` for unit-vector rows of ``spec``).
+    ``terms`` (optional, one entry per layer): a cache of each layer's per-box terms
+    ``|W_i| s_(i-1) + |b_i|`` for these relaxations and ``scale_in``, read where an
+    entry is set and filled where it is None (the passes of one box's bounds share them).
     """
     lam = spec
     bsz, m = spec.shape[0], spec.shape[1]
@@ -283,17 +313,28 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     underflow = spec.new_zeros(bsz, 1)
     invalid = torch.zeros(bsz, dtype=torch.bool, device=spec.device)
 
+    single = scale_in.shape[0] == 1  # one box: every entry's
+
     def per_row(t: Tensor) -> Tensor:
-        return t if rows is None else t[rows]
+        return _per_row(t, rows, single)
+
+    def layer_terms(i: int, s: Tensor) -> Tensor:
+        """``|W_i| s + |b_i|`` per box (``s`` the bound of ``|z_(i-1)|``), cached in ``terms``."""
+        if terms is not None and terms[i] is not None:
+            return terms[i]  # type: ignore[return-value]
+        t = s @ net.abs_weights[i].T + net.abs_biases[i]
+        if terms is not None:
+            terms[i] = t
+        return t
 
     for i in range(layer, 0, -1):
         r = relaxations[i - 1]
         if rows is not None:
-            r = ReluRelaxation(r.lower_slope[rows], r.upper_slope[rows], r.upper_intercept[rows], r.scale,
-                               r.invalid[rows])
+            r = ReluRelaxation(per_row(r.lower_slope), per_row(r.upper_slope), per_row(r.upper_intercept), r.scale,
+                               per_row(r.invalid))
         invalid = invalid | r.invalid
         # |z_i| <= |W_i| s_(i-1) + |b_i|: the terms of every product with lam
-        z_terms = per_row(r.scale @ net.abs_weights[i].T + net.abs_biases[i])
+        z_terms = per_row(layer_terms(i, r.scale))
         magnitude = magnitude + _mv(lam.abs(), z_terms)
         underflow = underflow + per_row(r.scale.sum(dim=-1, keepdim=True)) + 1
         const = const + lam @ net.biases[i]
@@ -309,7 +350,7 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
         if split_terms is not None and split_terms[i - 1] is not None:
             lam = lam + split_terms[i - 1]
             magnitude = magnitude + _mv(lam.abs(), per_row(r.scale))
-    z_terms = per_row(scale_in @ net.abs_weights[0].T + net.abs_biases[0])
+    z_terms = per_row(layer_terms(0, scale_in))
     magnitude = magnitude + _mv(lam.abs(), z_terms)
     underflow = underflow + per_row(scale_in.sum(dim=-1, keepdim=True)) + 1
     const = const + lam @ net.biases[0]
@@ -330,27 +371,39 @@ def proven(value: Tensor, invalid: Tensor) -> Tensor:
     return torch.where(ok, value, torch.full_like(value, -torch.inf))
 
 
-def concretize(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tensor | None = None) -> Tensor:
+def concretize(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tensor | None = None,
+               consume: bool = False) -> Tensor:
     """Sound lower bound of ``coef @ x + const`` over the box (shape ``(B, m)``), moved
     outward by ``bound.error`` (which covers the rounding of this minimum too: the terms
     ``|coef| max(|l|, |u|)`` are part of the backward pass's magnitude); ``-inf`` where
-    anything is not finite. ``rows``: as in :func:`backward` (the boxes per entry)."""
+    anything is not finite. ``rows``: as in :func:`backward` (the boxes per entry).
+    ``consume``: ``bound.coef`` is not read again by the caller, so ``|coef|`` overwrites it
+    (no temporary of its size; the same numbers; not where autograd records it)."""
     coef = bound.coef
     center, radius = (upper + lower) / 2, (upper - lower) / 2
-    if rows is not None:
-        center, radius = center[rows], radius[rows]
-    value = _mv(coef, center) - _mv(coef.abs(), radius) + bound.const
+    center, radius = _per_row(center, rows, lower.shape[0] == 1), _per_row(radius, rows, lower.shape[0] == 1)
+    value = _mv(coef, center)
+    value = value - _mv(coef.abs_() if consume and not coef.requires_grad else coef.abs(), radius) + bound.const
     return proven(value - bound.error, bound.invalid)
 
 
-def _interval_affine(net: NetworkTensors, k: int, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-    """Bounds of ``W_k @ x + b_k`` over a box, moved outward by their rounding error."""
+def _interval_affine(net: NetworkTensors, k: int, lower: Tensor, upper: Tensor,
+                     terms_out: list[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
+    """Bounds of ``W_k @ x + b_k`` over a box, moved outward by their rounding error:
+    ``lower W+^T + upper W-^T + b`` and ``upper W+^T + lower W-^T + b``, the four
+    products computed as one (``[lower; upper] [W+^T, W-^T]``). ``terms_out`` (optional):
+    its entry ``k`` receives the terms ``|W_k| max(|lower|, |upper|) + |b_k|`` (those of
+    :func:`backward` at layer ``k`` with that input scale)."""
     w, b = net.weights[k], net.biases[k]
-    wp, wn = (net.pos_weights[k], net.neg_weights[k]) if net.pos_weights else (w.clamp(min=0), w.clamp(max=0))
-    lo = lower @ wp.T + upper @ wn.T + b
-    hi = upper @ wp.T + lower @ wn.T + b
+    bsz, n = lower.shape[0], w.shape[0]
+    both = net.pos_neg_t[k] if net.pos_neg_t else torch.cat([w.clamp(min=0).T, w.clamp(max=0).T], dim=1)
+    prod = torch.cat([lower, upper]) @ both  # rows: [l W+^T, l W-^T] then [u W+^T, u W-^T]
+    lo = prod[:bsz, :n] + prod[bsz:, n:] + b
+    hi = prod[bsz:, :n] + prod[:bsz, n:] + b
     scale = input_scale(lower, upper)
     terms = scale @ net.abs_weights[k].T + net.abs_biases[k]
+    if terms_out is not None:
+        terms_out[k] = terms
     slack = net.rel * terms + net.tiny * (scale.sum(-1, keepdim=True) + 1) + ABS_SLACK
     return lo - slack, hi + slack
 
@@ -359,7 +412,7 @@ def _poison(bounds: tuple[Tensor, Tensor], bad: Tensor) -> tuple[tuple[Tensor, T
     """Mark the boxes with a non-finite bound (or already ``bad``): their bounds become
     ``(-inf, inf)``, which no relaxation accepts."""
     lo, hi = bounds
-    bad = bad | ~(torch.isfinite(lo) & torch.isfinite(hi)).all(dim=-1)
+    bad = bad | nonfinite_rows(lo, hi, dim=-1)
     if bool(bad.any()):
         lo = torch.where(bad.unsqueeze(-1), torch.full_like(lo, -torch.inf), lo)
         hi = torch.where(bad.unsqueeze(-1), torch.full_like(hi, torch.inf), hi)
@@ -367,7 +420,8 @@ def _poison(bounds: tuple[Tensor, Tensor], bad: Tensor) -> tuple[tuple[Tensor, T
 
 
 def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, method: str = "crown",
-                        relaxations_out: list[ReluRelaxation] | None = None) -> list[tuple[Tensor, Tensor]]:
+                        relaxations_out: list[ReluRelaxation] | None = None,
+                        terms: list[Tensor | None] | None = None) -> list[tuple[Tensor, Tensor]]:
     """Bounds ``(l_i, u_i)`` of the input of every ReLU (``i = 0 .. depth-2``).
 
     The first layer's are exact interval bounds; deeper ones are interval (IBP) bounds,
@@ -375,13 +429,16 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, metho
     in that box (each box's bounds are those it gets alone), or IBP bounds alone (``"ibp"``).
     A box whose bounds overflow gets ``(-inf, inf)`` from that layer on (see
     :func:`bounds_valid`). ``relaxations_out`` (optional) receives their
-    :func:`relu_relaxation` (computed on the way). Empty for a network without ReLU (one
+    :func:`relu_relaxation` (computed on the way). ``terms`` (optional, ``depth`` entries,
+    None at first): the cache of :func:`backward`'s terms for these relaxations, filled on
+    the way (a final pass given it reuses them). Empty for a network without ReLU (one
     affine map).
     """
     if net.depth < 2:
         return []
+    terms = [None] * net.depth if terms is None else terms
     bad = torch.zeros(lower.shape[0], dtype=torch.bool, device=lower.device)
-    first, bad = _poison(_interval_affine(net, 0, lower, upper), bad)
+    first, bad = _poison(_interval_affine(net, 0, lower, upper, terms), bad)
     bounds = [first]
     relaxations = [relu_relaxation(*bounds[0])]
     scale_in = input_scale(lower, upper)
@@ -392,7 +449,7 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, metho
         # CROWN only for the neurons that interval bounds leave unstable, each box its own
         box, neuron = ((l_ibp < 0) & (u_ibp > 0)).nonzero(as_tuple=True)
         if method == "crown" and box.numel():
-            lo_vals, hi_vals = _neuron_bounds(net, k, box, neuron, relaxations, scale_in, lower, upper)
+            lo_vals, hi_vals = _neuron_bounds(net, k, box, neuron, relaxations, scale_in, lower, upper, terms)
             l_k, u_k = l_ibp.clone(), u_ibp.clone()
             l_k[box, neuron] = torch.maximum(lo_vals, l_ibp[box, neuron])
             u_k[box, neuron] = torch.minimum(hi_vals, u_ibp[box, neuron])
@@ -409,24 +466,27 @@ ROW_CHUNK_ELEMENTS = 2**21
 
 
 def _neuron_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, relaxations: Sequence[ReluRelaxation],
-                   scale_in: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+                   scale_in: Tensor, lower: Tensor, upper: Tensor,
+                   terms: list[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
     """CROWN's lower and upper bounds of ``z_k[box[r], neuron[r]]`` for each row ``r``:
     :func:`backward` of the rows ``e_i`` and ``-e_i`` with the box's relaxations, each
     row pair bounded as a box of its own (so the bounds are those of the box alone,
-    whatever the other boxes of the batch), in chunks of :data:`ROW_CHUNK_ELEMENTS`."""
+    whatever the other boxes of the batch), in chunks of :data:`ROW_CHUNK_ELEMENTS`.
+    ``terms``: :func:`backward`'s cache."""
     n = net.weights[k].shape[0]
-    eye = torch.eye(n, dtype=lower.dtype, device=lower.device)
     chunk = max(1, ROW_CHUNK_ELEMENTS // (2 * lower.shape[1]))
     lows, highs = [], []
     for start in range(0, box.numel(), chunk):
         b, i = box[start:start + chunk], neuron[start:start + chunk]
-        spec = torch.stack([eye[i], -eye[i]], dim=1)
+        spec = lower.new_zeros(i.numel(), 2, n)
+        spec[:, 0].scatter_(1, i.unsqueeze(1), 1.0)
+        spec[:, 1].scatter_(1, i.unsqueeze(1), -1.0)
         w = net.weights[k][i]  # e_i @ W_k, exactly
-        vals = concretize(backward(net, spec, k, relaxations, scale_in, rows=b, first=torch.stack([w, -w], dim=1)),
-                          lower, upper, rows=b)
+        vals = concretize(backward(net, spec, k, relaxations, scale_in, rows=b, first=torch.stack([w, -w], dim=1),
+                                   terms=terms), lower, upper, rows=b, consume=True)
         lows.append(vals[:, 0])
         highs.append(-vals[:, 1])
-    return torch.cat(lows), torch.cat(highs)
+    return (lows[0], highs[0]) if len(lows) == 1 else (torch.cat(lows), torch.cat(highs))
 
 
 def bounds_valid(bounds: Sequence[tuple[Tensor, Tensor]]) -> Tensor:

@@ -51,6 +51,7 @@ from .bounds import (
     ReluRelaxation,
     input_scale,
     margin_spec,
+    nonfinite_rows,
     proven,
     relu_relaxation,
     subnormal_rounding,
@@ -163,7 +164,7 @@ def _rows(node: gn.LinearNode, lam: Tensor, transpose: bool = True) -> Tensor:
 
 def _poison(lo: Tensor, hi: Tensor, bad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Boxes with a non-finite bound (or already ``bad``) get ``(-inf, inf)``."""
-    bad = bad | ~(torch.isfinite(lo) & torch.isfinite(hi)).flatten(1).all(dim=1)
+    bad = bad | nonfinite_rows(lo, hi)
     if bool(bad.any()):
         shape = (-1, *([1] * (lo.dim() - 1)))
         lo = torch.where(bad.view(shape), torch.full_like(lo, -torch.inf), lo)
@@ -375,6 +376,7 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
             push(u, _rows(node, big), True if not node.exact else covered_[v])
         elif isinstance(node, gn.ReLU):
             u, r = node.inputs[0], nb.relax[v]
+            support = r.upper_intercept  # per box: its nonzero positions are those of every row's
             if rows is not None:
                 r = ReluRelaxation(per(r.lower_slope), per(r.upper_slope), per(r.upper_intercept), per(r.scale),
                                    per(r.invalid))
@@ -386,7 +388,7 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
             # each coefficient times its slope (upper where negative): one of the two products is
             # an exact zero, so the sum is that product, rounded once (a broadcast where is slow)
             new = neg * r.upper_slope.unsqueeze(1) + flat.clamp(min=0) * low
-            shift = negative_dot(neg, r.upper_intercept)  # <= 0
+            shift = negative_dot(neg, r.upper_intercept, support)  # <= 0
             const = const + shift
             magnitude = magnitude - sl.wide * shift
             if keep is not None:

@@ -97,11 +97,13 @@ def bias_dot(a: Tensor, bias: Tensor) -> Tensor:
     return wide_dot(a, bias)
 
 
-def negative_dot(neg: Tensor, intercept: Tensor) -> Tensor:
+def negative_dot(neg: Tensor, intercept: Tensor, support: Tensor | None = None) -> Tensor:
     """``wide_dot(neg, intercept)`` for ``neg`` ``(B, m, n)`` and ``intercept`` ``(B, n)``
     zero outside a few positions (a ReLU layer's unstable neurons): the sum over the
-    positions where some box's intercept is nonzero (the others' terms are exact zeros)."""
-    where = (intercept != 0).any(dim=0).nonzero()[:, 0]
+    positions where some box's intercept is nonzero (the others' terms are exact zeros).
+    ``support`` (optional): the intercepts ``intercept``'s rows are taken from (per box,
+    before they are repeated per row), whose nonzero positions are the same and fewer to scan."""
+    where = (intercept if support is None else support).ne(0).any(dim=0).nonzero()[:, 0]
     if 2 * where.numel() >= intercept.shape[1]:
         return wide_dot(neg, intercept)
     return wide_dot(neg.index_select(2, where), intercept.index_select(1, where))

@@ -215,3 +215,21 @@ def test_bounds_run_at_full_float32_precision_whatever_the_global_setting():
         assert seen == ["highest"] and torch.get_float32_matmul_precision() == "medium"
     finally:
         torch.set_float32_matmul_precision(saved)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_boxes_with_a_non_finite_bound_are_found_whatever_their_finite_numbers(dtype):
+    """``nonfinite_rows`` marks a box with any infinite or NaN entry, and no box of finite
+    numbers, even where their sum would overflow (the largest floats, of one sign)."""
+    import torch
+
+    from oracles.bounds import nonfinite_rows
+
+    big = torch.finfo(getattr(torch, dtype)).max
+    lo = torch.tensor([[1.0, 2.0], [big, big], [-big, 0.0], [1.0, -torch.inf], [torch.nan, 0.0], [0.0, 0.0]],
+                      dtype=getattr(torch, dtype))
+    hi = lo.clone()
+    hi[5, 1] = torch.inf
+    assert nonfinite_rows(lo, hi).tolist() == [False, False, False, True, True, True]
+    assert nonfinite_rows(lo, hi, dim=-1).tolist() == [False, False, False, True, True, True]
+    assert nonfinite_rows(lo.reshape(6, 1, 2)).tolist() == [False, False, False, True, True, False]
