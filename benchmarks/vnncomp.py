@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, cpu_name, markdown_table
+from parallelepipedonn.verify import DEFAULT_VERIFY_ORACLE
 
 WORK = Path(__file__).resolve().parents[2]
 ROOT = Path(os.environ.get("VNNCOMP_ROOT", WORK / "vnncomp2021" / "benchmarks"))
@@ -515,7 +516,7 @@ def report(args, rows: list[dict]) -> str:
             f"({datetime.now(timezone.utc):%Y-%m-%d}, {cpu_name()}, {os.cpu_count()} cores shared with other jobs; "
             f"timeout {', '.join(f'{t:g}' for t in timeouts)} s; one thread per tool, each instance in a fresh "
             f"process per tool, interleaved). Ours: `parallelepipedonn verify` "
-            f"{args.ours_options or '(default oracle `attack+crown+alpha-crown+bab`)'}; alpha-beta-CROWN: "
+            f"{args.ours_options or f'(default oracle `{DEFAULT_VERIFY_ORACLE}`)'}; alpha-beta-CROWN: "
             "`abcrown.py --config exp_configs/vnncomp21/<category config> --complete_verifier bab --device cpu` "
             "(configs: " + ", ".join(f"{c} `{CONFIGS[c]}`" for c in dict.fromkeys(r["category"] for r in rows)
                                      if c in CONFIGS) + "). Solved = a `sat` or `unsat` answer not contradicted "
