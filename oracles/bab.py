@@ -39,6 +39,7 @@ the iterates are float64 (the graph's passes are in one dtype).
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -79,6 +80,8 @@ Tensor = torch.Tensor
 #: The dtype the sub-domains' slopes and multipliers are kept in (any values give sound
 #: bounds: they only choose the relaxation; float32 halves the frontier's memory).
 STORE = torch.float32
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -265,14 +268,26 @@ class BabOracle(Oracle):
         queue = [_Nodes([torch.zeros(count, u.shape[1], dtype=torch.int8, device=dev) for u in trees.unstable],
                         [s.to(STORE) for s in trees.slopes], [torch.zeros_like(s, dtype=STORE) for s in trees.slopes],
                         torch.arange(count, device=dev))]
+        per_node, last = 0.0, None  # seconds per sub-domain of the last batch (bounding and branching)
         while queue:
-            if time.perf_counter() > deadline or explored >= self.max_nodes:
+            now = time.perf_counter()
+            if last is not None:
+                per_node = (now - last[0]) / last[1]
+            if now > deadline or deadline - now < per_node or explored >= self.max_nodes:
                 self.last_nodes = explored
                 return Answer(Verdict.UNKNOWN, timed_out=True, reason=f"bab budget exhausted after {explored} "
                               "sub-domains")
             nodes = _Nodes.cat(queue)
-            batch = nodes.take(torch.arange(min(len(nodes), self.batch_nodes)))
-            queue = [nodes.take(torch.arange(self.batch_nodes, len(nodes)))] if len(nodes) > self.batch_nodes else []
+            # a batch sized to end well before the deadline at the last batch's pace (a deadline is
+            # checked between batches: a batch of slow sub-domains, e.g. on a convolutional graph,
+            # overshot a 60 s limit by 15 s)
+            size = self.batch_nodes if not per_node or math.isinf(deadline) else \
+                max(1, min(self.batch_nodes, int(0.75 * (deadline - now) / per_node)))
+            batch = nodes.take(torch.arange(min(len(nodes), size)))
+            queue = [nodes.take(torch.arange(size, len(nodes)))] if len(nodes) > size else []
+            last = (now, len(batch))
+            log.debug("bab: a batch of %d sub-domains (%.3g s each before), %.3g s left", len(batch), per_node,
+                      deadline - now)
             explored += len(batch)
             self.last_nodes = explored
             bounded = self._bound(batch, trees, label)
