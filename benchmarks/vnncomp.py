@@ -485,6 +485,13 @@ def summary(rows: list[dict]) -> tuple[str, str]:
             pratios = [float(v["abcrown"]["process_s"]) / float(v["ours"]["process_s"]) for v in both]
             lines.append(f"- {category}: on the {len(both)} instances both solved, alpha-beta-CROWN's time over ours: "
                          f"median {_med(ratios)}× (verification), {_med(pratios)}× (whole process).")
+        both = [v for v in by_inst.values() if all(t in v and correct(v[t]) for t in TOOLS)]
+        solved = {t: sum(correct(v[t]) for v in by_inst.values() if t in v) for t in TOOLS}
+        med = {t: _med([x for v in both if (x := _num(v[t]["verify_s"])) is not None]) for t in TOOLS}
+        pmed = {t: _med([float(v[t]["process_s"]) for v in both]) for t in TOOLS}
+        lines.append(f"- All {len(by_inst)} instances: solved {solved['ours']} (ours) and {solved['abcrown']} "
+                     f"(alpha-beta-CROWN); on the {len(both)} both solved, median verification {med['ours']} s against "
+                     f"{med['abcrown']} s, whole process {pmed['ours']} s against {pmed['abcrown']} s.")
     disagree = [k for k, v in by_inst.items()
                 if len({v[t]["answer"] for t in v if v[t]["answer"] in SOLVED}) > 1]
     lines.append(f"- Answers that disagree between the tools: {len(disagree)}"
