@@ -29,9 +29,9 @@ import numpy as np
 import onnx
 
 from . import graph_nodes as gn
+from . import onnx_import
 from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
 from .graph import Graph
-from .onnx_import import MAX_MODEL_BYTES
 from .onnx_read import RESHAPING_OPS, Lin, OnnxWalker, attr_str, gib
 
 #: Operators whose presence sends a model to the graph importer (``load_onnx``).
@@ -90,9 +90,10 @@ class GraphImporter(OnnxWalker):
         if len(shape) != 1:
             self._append(gn.Reshape(inputs=(out.node,), shape=(math.prod(shape),), in_shape=shape), out.dtype)
         total = sum(p.nbytes for n in self.nodes for p in n.params())
-        if total > MAX_MODEL_BYTES:
+        limit = onnx_import.MAX_MODEL_BYTES  # the setting, read when it applies (as the chain importer does)
+        if total > limit:
             raise ModelTooLargeError(f"the network's weights take {gib(total)} as float64, over the importer's "
-                                     f"limit of {gib(MAX_MODEL_BYTES)}")
+                                     f"limit of {gib(limit)} (parallelepipedonn.onnx_import.MAX_MODEL_BYTES)")
         return Graph(ir_shape, tuple(self.nodes), self.name)
 
     # -- helpers ------------------------------------------------------------------------

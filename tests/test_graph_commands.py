@@ -144,15 +144,24 @@ def test_size_guard(models):
     graph = load_onnx(models["cnn"])
     with pytest.raises(ModelTooLargeError, match="MAX_DENSE_BYTES"):
         graph.to_chain(max_bytes=100_000)
+    fresh = load_onnx(models["cnn"])  # loaded under the default limit; its chain expansion checked under 1000 bytes
     with pytest.raises(ModelTooLargeError, match="milp reads the model as a chain"):
         import parallelepipedonn.onnx_import as imp
 
         saved = imp.MAX_MODEL_BYTES
         imp.MAX_MODEL_BYTES = 1000
         try:
-            chain_network(load_onnx(models["cnn"]), "milp")
+            chain_network(fresh, "milp")
         finally:
             imp.MAX_MODEL_BYTES = saved
+
+
+def test_the_graph_importer_reads_the_model_size_setting_when_it_applies(models, monkeypatch):
+    import parallelepipedonn.onnx_import as imp
+
+    monkeypatch.setattr(imp, "MAX_MODEL_BYTES", 1000)
+    with pytest.raises(ModelTooLargeError, match=r"onnx_import\.MAX_MODEL_BYTES"):
+        load_onnx(models["cnn"])
 
 
 # -- oracles ----------------------------------------------------------------------------------
