@@ -6,7 +6,7 @@ class ``j`` it cannot rule out, a tree is grown (all trees share one frontier, b
 batches):
 
 1. the box is first shrunk without changing the margin's minimum
-   (:func:`~oracles.bounds.fix_monotone_inputs`: inputs along which the margin is
+   (:func:`~oracles.monotone.fix_monotone_inputs`: inputs along which the margin is
    monotone on the whole box are fixed at the minimising end); its ReLU input bounds are
    CROWN's on the shrunk box intersected with the root's optimised ones;
 2. a sub-domain fixes the phase of some unstable ReLUs (``z >= 0`` or ``z <= 0``); it is
@@ -62,8 +62,6 @@ from .bounds import (
     backward,
     bounds_valid,
     concretize,
-    fix_monotone_inputs,
-    gradient_bounds,
     input_scale,
     margin_spec,
     minimizing_corner,
@@ -74,6 +72,7 @@ from .bounds import (
 from .crown import DTYPES, resolve_device
 from .graph_bounds import GraphTensors, NodeBounds, concretize_wide, node_bounds
 from .graph_bounds import backward as graph_backward
+from .monotone import fix_monotone_inputs, gradient_bounds
 
 Tensor = torch.Tensor
 

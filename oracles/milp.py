@@ -53,12 +53,10 @@ from .base import Answer, Distance, FloatArray, Oracle, Verdict
 from .bounds import (
     NetworkTensors,
     backward,
-    fix_monotone_inputs,
     input_scale,
     intermediate_bounds,
     margin_spec,
     relu_relaxation,
-    shrink_monotone,
     term_magnitude,
 )
 from .crown import AlphaCrownOracle
@@ -69,6 +67,7 @@ from .milp_graph import GraphBoxBounds, box_bounds, crown_margins, encode_graph
 from .milp_graph import margin_gradient as graph_margin_gradient
 from .milp_graph import term_magnitude as graph_term_magnitude
 from .milp_regions import CLASS_SLACK, ClassRegionQueries
+from .monotone import fix_monotone_inputs, shrink_monotone
 
 log = logging.getLogger(__name__)
 
@@ -491,7 +490,7 @@ class MilpOracle(ClassRegionQueries, Oracle):
         that the cap lets in do no harm: ``t`` is their distance all the same):
 
         * the region shrinks towards ``x`` along the inputs in which the margin is
-          monotone (:func:`~oracles.bounds.shrink_monotone`): a nearest point of class
+          monotone (:func:`~oracles.monotone.shrink_monotone`): a nearest point of class
           ``j`` has a counterpart no further away in the shrunk region; where the room
           left lets it, such an input is tied to ``t`` (``x'_i = x_i -/+ t``), since the
           counterpart may take it as far as the distance allows;

@@ -73,6 +73,7 @@ LAYERS: dict[str, str] = {
     "oracles.bab": "oracles",
     "oracles.base": "oracles",
     "oracles.bounds": "oracles",
+    "oracles.monotone": "oracles",  # input-gradient bounds, monotone inputs fixed
     "oracles.capabilities": "oracles",
     "oracles.cascade": "oracles",
     "oracles.chain": "oracles",  # the bridge from graphs to the chain oracles
