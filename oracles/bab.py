@@ -9,12 +9,15 @@ batches):
    (:func:`~oracles.monotone.fix_monotone_inputs`: inputs along which the margin is
    monotone on the whole box are fixed at the minimising end); its ReLU input bounds are
    CROWN's on the shrunk box intersected with the root's optimised ones;
-2. a sub-domain fixes the phase of some unstable ReLUs (``z >= 0`` or ``z <= 0``); it is
-   bounded by alpha/beta-CROWN — lower ReLU slopes ``alpha`` and Lagrange multipliers
-   ``beta >= 0`` of its split constraints, optimised by a few Adam steps (in the
-   ``iterates`` dtype, float32 by default) from its parent's best ones (the root's slopes
-   for the first); every value of them gives a sound bound, and the bound kept is one
-   sound float64 pass with the best;
+2. a sub-domain fixes the phase of some unstable ReLUs (``z >= 0`` or ``z <= 0``). On a
+   chain, the ReLU input bounds of the layers after its newest split are first computed
+   again by CROWN (``refine``; sound passes in :data:`REFINE`) from its parent's, with
+   the split neurons' relaxations exact, and a neuron they make stable gets that phase.
+   It is then bounded by alpha/beta-CROWN — lower ReLU slopes ``alpha`` and Lagrange
+   multipliers ``beta >= 0`` of its split constraints, optimised by ``steps`` Adam steps
+   (in the ``iterates`` dtype, float32 by default; a proven sub-domain leaves them) from
+   its parent's best ones (the root's slopes for the first); every value of them gives
+   a sound bound, and the bound kept is one sound float64 pass with the best;
 3. an unproven sub-domain is split on a free unstable ReLU: among the ``candidates`` with
    the largest BaBSR-like scores, the one whose two children's bounds (one sound pass each
    with the parent's parameters) leave the least unproven (FSB-style); children proven
@@ -65,6 +68,7 @@ from .bounds import (
     input_scale,
     margin_spec,
     minimizing_corner,
+    neuron_bounds,
     relu_relaxation,
     sound_kernels,
     term_magnitude,
@@ -80,6 +84,16 @@ Tensor = torch.Tensor
 #: bounds: they only choose the relaxation; float32 halves the frontier's memory).
 STORE = torch.float32
 
+#: The default Adam steps per sub-domain, on a chain and on another graph (measured on MNIST
+#: 256x4, VNN-COMP 2021 props 0 and 5: 20 steps with refined intermediate bounds needed a
+#: fifth of the sub-domains of 5 steps, and proved prop 5 in 28 s where 5 steps left it
+#: open at 120 s).
+CHAIN_STEPS, GRAPH_STEPS = 20, 5
+
+#: The dtype of the sub-domains' intermediate-bound passes (sound in either: the rounding
+#: cover follows the dtype, :class:`~oracles.bounds.NetworkTensors`; float32 halves their time).
+REFINE = torch.float32
+
 log = logging.getLogger(__name__)
 
 
@@ -87,27 +101,43 @@ log = logging.getLogger(__name__)
 class _Nodes:
     """A batch of sub-domains: per hidden layer (ReLU node of a graph), phases in
     {-1, 0, +1} (``(N, n_i)``), the lower ReLU slopes and split multipliers its bound
-    starts from (its parent's best, or the root's slopes; ``(N, n_i)``), and the tree
-    (class) each belongs to (``(N,)``)."""
+    starts from (its parent's best, or the root's slopes; ``(N, n_i)``), the tree
+    (class) each belongs to (``(N,)``), proven bounds of its ReLU inputs (its parent's
+    refined ones, or its tree's; ``(N, n_i)`` in :data:`STORE`, rounded outward) and
+    ``since`` (``(N,)``), the first layer whose bounds its newest split may tighten."""
 
     phases: list[Tensor]
     alphas: list[Tensor]
     betas: list[Tensor]
     tree: Tensor
+    lower: list[Tensor]
+    upper: list[Tensor]
+    since: Tensor
 
     def __len__(self) -> int:
         return int(self.tree.shape[0])
 
     def take(self, idx: Tensor) -> _Nodes:
-        return _Nodes([p[idx] for p in self.phases], [a[idx] for a in self.alphas], [b[idx] for b in self.betas],
-                      self.tree[idx])
+        return _Nodes(*([t[idx] for t in ts] for ts in (self.phases, self.alphas, self.betas)), self.tree[idx],
+                      [t[idx] for t in self.lower], [t[idx] for t in self.upper], self.since[idx])
 
     @staticmethod
     def cat(parts: Sequence[_Nodes]) -> _Nodes:
         def join(name: str) -> list[Tensor]:
             return [torch.cat([getattr(p, name)[i] for p in parts]) for i in range(len(parts[0].phases))]
 
-        return _Nodes(join("phases"), join("alphas"), join("betas"), torch.cat([p.tree for p in parts]))
+        return _Nodes(join("phases"), join("alphas"), join("betas"), torch.cat([p.tree for p in parts]),
+                      join("lower"), join("upper"), torch.cat([p.since for p in parts]))
+
+
+def _stored(bounds: Sequence[tuple[Tensor, Tensor]], dtype: torch.dtype = STORE) -> tuple[list[Tensor], list[Tensor]]:
+    """Bounds in ``dtype``, rounded outward (they still hold)."""
+    lower, upper = [], []
+    for lb, ub in bounds:
+        lo, hi = lb.to(dtype), ub.to(dtype)
+        lower.append(torch.where(lo.to(lb.dtype) > lb, torch.nextafter(lo, torch.full_like(lo, -math.inf)), lo))
+        upper.append(torch.where(hi.to(ub.dtype) < ub, torch.nextafter(hi, torch.full_like(hi, math.inf)), hi))
+    return lower, upper
 
 
 @dataclass(frozen=True)
@@ -121,6 +151,7 @@ class _Bounded:
     scores: list[Tensor]
     alphas: list[Tensor]
     betas: list[Tensor]
+    bounds: list[tuple[Tensor, Tensor]]
 
 
 @dataclass
@@ -149,9 +180,12 @@ class BabOracle(Oracle):
     reads_graphs = True
 
     def __init__(self, network: Network | Graph, *, time_limit: float | None = 60.0, max_nodes: int = 200_000,
-                 batch_nodes: int = 512, steps: int = 5, lr: float = 0.1, leaf_steps: int = 100,
-                 root_steps: int = 20, candidates: int = 3, iterates: str = "float32", device: str = "cpu") -> None:
+                 batch_nodes: int = 512, steps: int | None = None, lr: float = 0.1, leaf_steps: int = 100,
+                 root_steps: int = 20, candidates: int = 3, iterates: str = "float32", refine: bool = True,
+                 device: str = "cpu") -> None:
         super().__init__(network, time_limit=time_limit)
+        if steps is None:  # a graph's passes are float64 and slower: fewer steps per sub-domain
+            steps = GRAPH_STEPS if isinstance(network, Graph) and network.as_network() is None else CHAIN_STEPS
         if max_nodes < 1 or batch_nodes < 1 or steps < 0 or leaf_steps < 0 or root_steps < 0 or candidates < 1:
             raise OracleError("max_nodes, batch_nodes and candidates must be >= 1, steps, leaf_steps and root_steps "
                               ">= 0")
@@ -159,6 +193,8 @@ class BabOracle(Oracle):
             raise OracleError(f"iterates must be one of {', '.join(DTYPES)}, not {iterates!r}")
         self.max_nodes, self.batch_nodes, self.steps, self.lr = max_nodes, batch_nodes, steps, lr
         self.leaf_steps, self.root_steps, self.candidates, self.iterates = leaf_steps, root_steps, candidates, iterates
+        self.refine = refine
+        self._refine_tensors: NetworkTensors | None = None  # built on the first refinement
         self.device = resolve_device(device)
         #: for a graph that is not a Dense/ReLU chain: its CROWN tensors (oracles.graph_bounds)
         self.graph_tensors: GraphTensors | None = None
@@ -178,7 +214,7 @@ class BabOracle(Oracle):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "max_nodes": self.max_nodes, "batch_nodes": self.batch_nodes,
                 "steps": self.steps, "lr": self.lr, "leaf_steps": self.leaf_steps, "root_steps": self.root_steps,
-                "candidates": self.candidates, "iterates": self.iterates, "device": str(self.device)}
+                "candidates": self.candidates, "iterates": self.iterates, "refine": self.refine, "device": str(self.device)}
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         with sound_kernels(self.device):
@@ -266,7 +302,8 @@ class BabOracle(Oracle):
         count = len(trees.target)
         queue = [_Nodes([torch.zeros(count, u.shape[1], dtype=torch.int8, device=dev) for u in trees.unstable],
                         [s.to(STORE) for s in trees.slopes], [torch.zeros_like(s, dtype=STORE) for s in trees.slopes],
-                        torch.arange(count, device=dev))]
+                        torch.arange(count, device=dev), *_stored(trees.bounds),
+                        torch.full((count,), len(trees.bounds), dtype=torch.long, device=dev))]
         per_node, last = 0.0, None  # seconds per sub-domain of the last batch (bounding and branching)
         while queue:
             now = time.perf_counter()
@@ -295,12 +332,20 @@ class BabOracle(Oracle):
                 return Answer(Verdict.FALSIFIED, counterexample=cex, reason=f"bab vertex after {explored} sub-domains")
             self._record(bounded.value)
             keep = (bounded.value <= 0).nonzero()[:, 0]
+            log.debug("bab: %d of %d proven, worst bound %.4g, %d queued", len(batch) - keep.numel(), len(batch),
+                      float(bounded.value.min()), sum(len(q) for q in queue))
             if not keep.numel():
                 continue
             # the children start from their parent's best slopes and multipliers
-            batch = _Nodes(batch.phases, bounded.alphas, bounded.betas, batch.tree).take(keep)
+            batch = _Nodes(batch.phases, bounded.alphas, bounded.betas, batch.tree, *_stored(bounded.bounds),
+                           torch.full_like(batch.since, len(trees.bounds))).take(keep)
             scores = [s[keep] for s in bounded.scores]
-            free = [(p == 0) & u[batch.tree] for p, u in zip(batch.phases, trees.unstable)]
+            # a neuron the refined bounds make stable on a sub-domain gets that phase (it holds
+            # there): the leaves' LPs are then exact, and no split is spent on it
+            refined = [(lb[keep], ub[keep]) for lb, ub in bounded.bounds]
+            batch.phases = [torch.where((p == 0) & (lb >= 0) & u[batch.tree], 1, torch.where((p == 0) & (ub <= 0) & u[batch.tree], -1, p)).to(p.dtype)
+                            for p, (lb, ub), u in zip(batch.phases, refined, trees.unstable)]
+            free = [(p == 0) & (lb < 0) & (ub > 0) for p, (lb, ub) in zip(batch.phases, refined)]
             has_free = (torch.stack([f.any(dim=1) for f in free], dim=1).any(dim=1) if free else
                         torch.zeros(len(batch), dtype=torch.bool, device=dev))
             leaves = (~has_free).nonzero()[:, 0]
@@ -323,13 +368,44 @@ class BabOracle(Oracle):
             self._floor = min(self._floor, float(proven.min()))
 
     @staticmethod
-    def _node_bounds(nodes: _Nodes, trees: _Trees) -> list[tuple[Tensor, Tensor]]:
-        """Each sub-domain's ReLU input bounds: its tree's, with the split neurons' clamped
-        at 0 (valid where the splits hold)."""
-        bounds = []
-        for (lb, ub), ph in zip(trees.bounds, nodes.phases):
-            lb_n, ub_n = lb[nodes.tree], ub[nodes.tree]
-            bounds.append((torch.where(ph > 0, lb_n.clamp(min=0), lb_n), torch.where(ph < 0, ub_n.clamp(max=0), ub_n)))
+    def _node_bounds(nodes: _Nodes, trees: _Trees,
+                     given: Sequence[tuple[Tensor, Tensor]] | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Each sub-domain's ReLU input bounds: its tree's (or ``given`` ones, valid on it),
+        with the split neurons' clamped at 0 (valid where the splits hold)."""
+        if given is None:  # the tree's, intersected with the sub-domain's own
+            given = [(torch.maximum(lb[nodes.tree], lo.to(lb.dtype)), torch.minimum(ub[nodes.tree], hi.to(ub.dtype)))
+                     for (lb, ub), lo, hi in zip(trees.bounds, nodes.lower, nodes.upper)]
+        return [(torch.where(ph > 0, lb.clamp(min=0), lb), torch.where(ph < 0, ub.clamp(max=0), ub))
+                for (lb, ub), ph in zip(given, nodes.phases)]
+
+    def _refined_bounds(self, nodes: _Nodes, trees: _Trees) -> list[tuple[Tensor, Tensor]]:
+        """:meth:`_node_bounds`, with the bounds of a chain's layers from the sub-domain's
+        ``since`` on computed again by CROWN (sound float64 passes, :func:`neuron_bounds`)
+        from the clamped bounds of the layers before them, intersected with its own: a
+        split neuron's relaxation is exact, which tightens every later layer (as
+        beta-CROWN's sub-domain bounds do). Only the free neurons unstable in the bounds
+        are bounded again; a child starts from its parent's refined bounds."""
+        bounds = self._node_bounds(nodes, trees)
+        if self.graph_tensors is not None or not self.refine or len(bounds) < 2:
+            return bounds
+        if self._refine_tensors is None:
+            self._refine_tensors = NetworkTensors.of(self.network, self.device, REFINE)
+        net, t = self._refine_tensors, nodes.tree
+        (lo_n,), (hi_n,) = _stored([(trees.lower[t], trees.upper[t])], REFINE)
+        scale_in = input_scale(lo_n, hi_n)
+        relax = [relu_relaxation(*(b[0] for b in _stored(bounds[:1], REFINE)))]
+        terms: list[Tensor | None] = [None] * net.depth
+        for k in range(1, len(bounds)):
+            lb, ub = bounds[k]
+            box, neuron = ((nodes.since <= k).unsqueeze(1) & (lb < 0) & (ub > 0)
+                           & (nodes.phases[k] == 0)).nonzero(as_tuple=True)
+            if box.numel():
+                low, high = neuron_bounds(net, k, box, neuron, relax, scale_in, lo_n, hi_n, terms)
+                lb, ub = lb.clone(), ub.clone()
+                lb[box, neuron] = torch.maximum(low.to(lb.dtype), lb[box, neuron])
+                ub[box, neuron] = torch.minimum(high.to(ub.dtype), ub[box, neuron])
+                bounds[k] = (lb, ub)
+            relax.append(relu_relaxation(*(b[0] for b in _stored([(lb, ub)], REFINE))))
         return bounds
 
     def _pass(self, nodes: _Nodes, trees: _Trees, label: int, bounds: list[tuple[Tensor, Tensor]],
@@ -392,9 +468,9 @@ class BabOracle(Oracle):
         """alpha/beta-CROWN lower bounds of ``logit_label - logit_target`` on each sub-domain:
         ``steps`` Adam steps (in the ``iterates`` dtype on a chain) on its slopes and
         multipliers from where its parent left them choose, per sub-domain, those of its
-        best step (fewer past the deadline); the bound returned is one sound pass with
-        them."""
-        bounds = self._node_bounds(nodes, trees)
+        best step (fewer past the deadline; a sub-domain whose bound is positive leaves the
+        steps); the bound returned is one sound pass with them."""
+        bounds = self._refined_bounds(nodes, trees)
         best_alphas, best_betas = [a.detach().clone() for a in nodes.alphas], [b.detach().clone() for b in nodes.betas]
         steps = self.steps if steps is None else steps
         if steps and nodes.alphas:  # nothing to optimise without a ReLU
@@ -404,15 +480,17 @@ class BabOracle(Oracle):
             betas = [b.to(work).unsqueeze(1).clone().requires_grad_(True) for b in nodes.betas]
             opt = Adam(alphas + betas, lr=self.lr)
             best = torch.full((len(nodes),), -math.inf, dtype=work, device=self.device)
+            live, sub = torch.arange(len(nodes), device=self.device), nodes  # the sub-domains still optimised
             with torch.enable_grad():
                 for step in range(steps + 1):
-                    value = self._pass(nodes, trees, label, work_bounds, alphas, betas, sound=False)[0]
+                    value = self._pass(sub, trees, label, work_bounds, alphas, betas, sound=False)[0][:, 0]
                     with torch.no_grad():
-                        better = value[:, 0] > best
-                        best = torch.where(better, value[:, 0], best)
+                        better = value > best[live]
+                        best[live] = torch.where(better, value, best[live])
                         for kept, now in zip(best_alphas + best_betas, alphas + betas):
-                            kept.copy_(torch.where(better.unsqueeze(1), now[:, 0].to(kept.dtype), kept))
-                    if step == steps or bool((best > 0).all()) or time.perf_counter() > self._deadline:
+                            kept[live] = torch.where(better.unsqueeze(1), now[:, 0].to(kept.dtype), kept[live])
+                        done = best[live] > 0
+                    if step == steps or bool(done.all()) or time.perf_counter() > self._deadline:
                         break
                     opt.ascend(value.sum())
                     with torch.no_grad():
@@ -420,18 +498,27 @@ class BabOracle(Oracle):
                             a.clamp_(0.0, 1.0)
                         for b in betas:
                             b.clamp_(min=0.0)
+                    if bool(done.any()):  # proven ones leave the optimisation (their best is kept)
+                        keep = (~done).nonzero()[:, 0]
+                        live, sub = live[keep], sub.take(keep)
+                        work_bounds = [(lb[keep], ub[keep]) for lb, ub in work_bounds]
+                        alphas = [a[keep].detach().requires_grad_(True) for a in alphas]
+                        betas = [b[keep].detach().requires_grad_(True) for b in betas]
+                        opt.params, opt.m, opt.v = alphas + betas, [m[keep] for m in opt.m], [v[keep] for v in opt.v]
         with torch.no_grad():  # the proof: one sound pass with the chosen parameters
             value, bound, lambdas = self._pass(nodes, trees, label, bounds, [a.unsqueeze(1) for a in best_alphas],
                                                [b.unsqueeze(1) for b in best_betas], sound=True)
             t = nodes.tree
             corner = minimizing_corner(bound, trees.lower[t], trees.upper[t], torch.zeros_like(t))
         # branching score (BaBSR-like): the negative coefficient on each ReLU output times
-        # the chord's intercept, i.e. what the relaxation gap can cost the bound
+        # the chord's intercept, i.e. what the relaxation gap can cost the bound (measured on
+        # MNIST 256x4: BaBSR's bias term, and kFSB's candidates from both scores, needed more
+        # sub-domains)
         scores = []
         for lam, (lb, ub) in zip(lambdas, bounds):
             intercept = relu_relaxation(lb, ub).upper_intercept
             scores.append(lam[:, 0].clamp(max=0).abs() * intercept + 1e-9 * (intercept > 0))
-        return _Bounded(value[:, 0], corner, scores, best_alphas, best_betas)
+        return _Bounded(value[:, 0], corner, scores, best_alphas, best_betas, bounds)
 
     def _branch(self, nodes: _Nodes, scores: list[Tensor], free: list[Tensor], trees: _Trees, label: int) -> _Nodes:
         """Two children per node, split on one of its free unstable ReLUs: with
@@ -473,13 +560,15 @@ class BabOracle(Oracle):
         the concatenated layers) fixed active and inactive; they inherit its slopes and
         multipliers."""
         offsets = np.cumsum([0] + [p.shape[1] for p in nodes.phases])
+        since = torch.bucketize(choice.contiguous(), torch.tensor(offsets[1:], device=choice.device), right=True) + 1
         children = []
         for sign in (1, -1):
             phases = [p.clone() for p in nodes.phases]
             for layer, (a, b) in enumerate(itertools.pairwise(offsets)):
                 idx = ((choice >= a) & (choice < b)).nonzero()[:, 0]
                 phases[layer][idx, choice[idx] - int(a)] = sign
-            children.append(_Nodes(phases, nodes.alphas, nodes.betas, nodes.tree))
+            children.append(_Nodes(phases, nodes.alphas, nodes.betas, nodes.tree, nodes.lower, nodes.upper,
+                                   torch.minimum(nodes.since, since)))
         return _Nodes.cat(children)
 
     def _confirm(self, points: Tensor, label: int) -> FloatArray | None:

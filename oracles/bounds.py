@@ -449,7 +449,7 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, metho
         # CROWN only for the neurons that interval bounds leave unstable, each box its own
         box, neuron = ((l_ibp < 0) & (u_ibp > 0)).nonzero(as_tuple=True)
         if method == "crown" and box.numel():
-            lo_vals, hi_vals = _neuron_bounds(net, k, box, neuron, relaxations, scale_in, lower, upper, terms)
+            lo_vals, hi_vals = neuron_bounds(net, k, box, neuron, relaxations, scale_in, lower, upper, terms)
             l_k, u_k = l_ibp.clone(), u_ibp.clone()
             l_k[box, neuron] = torch.maximum(lo_vals, l_ibp[box, neuron])
             u_k[box, neuron] = torch.minimum(hi_vals, u_ibp[box, neuron])
@@ -461,11 +461,11 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, metho
     return bounds
 
 
-#: Coefficients ``(rows, 2, n_input)`` per chunk of :func:`_neuron_bounds`.
+#: Coefficients ``(rows, 2, n_input)`` per chunk of :func:`neuron_bounds`.
 ROW_CHUNK_ELEMENTS = 2**21
 
 
-def _neuron_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, relaxations: Sequence[ReluRelaxation],
+def neuron_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, relaxations: Sequence[ReluRelaxation],
                    scale_in: Tensor, lower: Tensor, upper: Tensor,
                    terms: list[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
     """CROWN's lower and upper bounds of ``z_k[box[r], neuron[r]]`` for each row ``r``:

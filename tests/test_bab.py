@@ -10,11 +10,15 @@ optimising the root again.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+import torch
 
 import oracles.alpha
 from oracles import BabOracle, MilpOracle, Verdict, make_oracle
+from oracles.bab import _Nodes, _stored
 from oracles.crown import AlphaCrownOracle, CrownOracle
 from parallelepipedonn.errors import OracleError
 from tests.nets import random_network
@@ -85,3 +89,48 @@ def test_after_an_alpha_crown_stage_the_root_is_not_optimised_again(monkeypatch)
 def test_bad_options_are_refused(options):
     with pytest.raises(OracleError):
         BabOracle(NET, **options)
+
+
+def test_a_sub_domains_refined_bounds_hold_where_its_splits_hold_and_tighten_later_layers():
+    """After splits, the deeper layers' ReLU input bounds are computed again (float32 sound
+    passes): every sampled point of the box that satisfies the splits has its ReLU inputs
+    inside them, and the splits make some later bound strictly tighter than the tree's."""
+    rng = np.random.default_rng(7)
+    bab = BabOracle(NET, root_steps=0)
+    tightened = checked = 0
+    for lo, hi, label in _queries(30, 4, 0.6):
+        trees = bab._trees(torch.tensor(lo)[None], torch.tensor(hi)[None], label, math.inf)
+        if trees is None:
+            continue
+        count = len(trees.target)
+        phases = [torch.zeros(count, u.shape[1], dtype=torch.int8) for u in trees.unstable]
+        for layer in (0, 1):  # split two unstable neurons of each of the first two layers
+            for t in range(count):
+                idx = trees.unstable[layer][t].nonzero()[:, 0]
+                pick = idx[torch.randperm(idx.numel())[:2]]
+                phases[layer][t, pick] = torch.tensor(rng.choice([-1, 1], pick.numel()), dtype=torch.int8)
+        lower, upper = _stored(trees.bounds)
+        nodes = _Nodes(phases, [s.float() for s in trees.slopes], [torch.zeros_like(s, dtype=torch.float32)
+                                                                    for s in trees.slopes],
+                       torch.arange(count), lower, upper, torch.ones(count, dtype=torch.long))
+        refined = bab._refined_bounds(nodes, trees)
+        for t in range(count):
+            box_lo, box_hi = trees.lower[t].numpy(), trees.upper[t].numpy()
+            pts = box_lo + rng.random((20000, box_lo.size)) * (box_hi - box_lo)
+            z, ok = [], np.ones(len(pts), dtype=bool)
+            a = pts
+            for layer, affine in enumerate(NET.affines[:-1]):
+                z.append(a @ affine.weight.T + affine.bias)
+                ph = phases[layer][t].numpy()
+                ok &= ((z[-1] >= 0) | (ph <= 0)).all(axis=1) & ((z[-1] <= 0) | (ph >= 0)).all(axis=1)
+                a = np.maximum(z[-1], 0)
+            if not ok.any():  # the splits leave no sampled point (maybe none at all)
+                continue
+            checked += int(ok.sum())
+            for layer, (lb, ub) in enumerate(refined):
+                inside = z[layer][ok]
+                assert (inside >= lb[t].numpy() - 1e-12).all() and (inside <= ub[t].numpy() + 1e-12).all()
+                if layer >= 1:
+                    tree_lb, tree_ub = trees.bounds[layer][0][t], trees.bounds[layer][1][t]
+                    tightened += int(((lb[t] > tree_lb) | (ub[t] < tree_ub)).sum())
+    assert tightened > 0 and checked > 1000
