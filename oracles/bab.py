@@ -409,14 +409,16 @@ class BabOracle(Oracle):
         return bounds
 
     def _pass(self, nodes: _Nodes, trees: _Trees, label: int, bounds: list[tuple[Tensor, Tensor]],
-              alphas: Sequence[Tensor], betas: Sequence[Tensor], sound: bool) -> tuple[Tensor, Any, list[Tensor]]:
+              alphas: Sequence[Tensor], betas: Sequence[Tensor], sound: bool,
+              cache: list[Tensor | None] | None = None) -> tuple[Tensor, Any, list[Tensor]]:
         """The lower bound of ``logit_label - logit_target`` on each sub-domain (``(N, 1)``)
         with slopes ``alphas`` and multipliers ``betas`` (``(N, 1, n_i)``; any values: they
         are clamped into [0, 1] and [0, inf)): one backward pass and its concretisation,
         with its rounding cover (:mod:`oracles.bounds`, :mod:`oracles.graph_bounds`) —
         sound when ``sound`` (float64; else a chain's pass is in the ``iterates`` dtype
         and proves nothing); its linear bound; and the coefficients of each layer's ReLU
-        outputs (``(N, 1, n_i)``, for branching scores)."""
+        outputs (``(N, 1, n_i)``, for branching scores). ``cache``: :func:`backward`'s
+        ``terms`` (per sub-domain; they depend on the bounds only, not on the parameters)."""
         t = nodes.tree
         if self.graph_tensors is not None:  # one dtype (float64): always sound
             return self._graph_pass(trees, nodes, label, bounds, alphas, betas)
@@ -427,7 +429,7 @@ class BabOracle(Oracle):
                  for (lb, ub), a in zip(bounds, alphas)]
         terms = [-(b.to(net.dtype).clamp(min=0)) * ph.to(net.dtype).unsqueeze(1) for b, ph in zip(betas, nodes.phases)]
         kept: list[Tensor] = []
-        bound = backward(net, spec, net.depth - 1, relax, input_scale(lo_n, hi_n), terms, kept)
+        bound = backward(net, spec, net.depth - 1, relax, input_scale(lo_n, hi_n), terms, kept, terms=cache)
         return concretize(bound, lo_n, hi_n), bound, kept[::-1]
 
     def _spec(self, nodes: _Nodes, trees: _Trees, label: int, dtype: torch.dtype) -> Tensor:
@@ -481,9 +483,10 @@ class BabOracle(Oracle):
             opt = Adam(alphas + betas, lr=self.lr)
             best = torch.full((len(nodes),), -math.inf, dtype=work, device=self.device)
             live, sub = torch.arange(len(nodes), device=self.device), nodes  # the sub-domains still optimised
+            cache: list[Tensor | None] = [None] * len(bounds) + [None]  # the passes' rounding terms, per layer
             with torch.enable_grad():
                 for step in range(steps + 1):
-                    value = self._pass(sub, trees, label, work_bounds, alphas, betas, sound=False)[0][:, 0]
+                    value = self._pass(sub, trees, label, work_bounds, alphas, betas, sound=False, cache=cache)[0][:, 0]
                     with torch.no_grad():
                         better = value > best[live]
                         best[live] = torch.where(better, value, best[live])
@@ -502,6 +505,7 @@ class BabOracle(Oracle):
                         keep = (~done).nonzero()[:, 0]
                         live, sub = live[keep], sub.take(keep)
                         work_bounds = [(lb[keep], ub[keep]) for lb, ub in work_bounds]
+                        cache = [None if c is None else c[keep] for c in cache]
                         alphas = [a[keep].detach().requires_grad_(True) for a in alphas]
                         betas = [b[keep].detach().requires_grad_(True) for b in betas]
                         opt.params, opt.m, opt.v = alphas + betas, [m[keep] for m in opt.m], [v[keep] for v in opt.v]

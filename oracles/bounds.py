@@ -273,7 +273,14 @@ def _mv(a: Tensor, v: Tensor) -> Tensor:
     one box's, broadcast: one matrix-vector product)."""
     if v.shape[0] > 1 and v.stride(0) == 0:
         return a @ v[0]
+    if a.numel() <= _SMALL_MV:  # a product and a sum: faster than a batch of tiny matrix products
+        return (a * v.unsqueeze(1)).sum(-1)
     return (a @ v.unsqueeze(-1)).squeeze(-1)
+
+
+#: Up to this many coefficients, :func:`_mv` multiplies and sums (measured on 2 CPU cores,
+#: one thread: 2-3x faster than ``bmm`` at (512, 1, 784); slower once out of cache).
+_SMALL_MV = 2 ** 20
 
 
 def _per_row(t: Tensor, rows: Tensor | None, single: bool) -> Tensor:
