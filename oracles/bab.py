@@ -84,11 +84,15 @@ Tensor = torch.Tensor
 #: bounds: they only choose the relaxation; float32 halves the frontier's memory).
 STORE = torch.float32
 
-#: The default Adam steps per sub-domain, on a chain and on another graph (measured on MNIST
-#: 256x4, VNN-COMP 2021 props 0 and 5: 20 steps with refined intermediate bounds needed a
-#: fifth of the sub-domains of 5 steps, and proved prop 5 in 28 s where 5 steps left it
-#: open at 120 s).
-CHAIN_STEPS, GRAPH_STEPS = 20, 5
+#: The default Adam steps per sub-domain: on a chain, ``CHAIN_STEPS[1]`` when its trees have
+#: at least :data:`MANY_UNSTABLE` unstable ReLUs (deep trees: tighter bounds per sub-domain
+#: pay), else ``CHAIN_STEPS[0]`` (20 steps on small nets doubled the time of the exact
+#: apothem's many small decisions; 5 steps for the first 1,024 sub-domains and 20 after
+#: left MNIST 256x4 prop 5 open at 120 s); on another graph, ``GRAPH_STEPS``. Measured on
+#: MNIST 256x4, VNN-COMP 2021 prop 5 (166 unstable ReLUs): 20 steps with refined
+#: intermediate bounds left 61 sub-domains open after 6,400 where 5 steps left 894, and
+#: proved it in 21 s where 5 steps left it open at 120 s.
+CHAIN_STEPS, GRAPH_STEPS, MANY_UNSTABLE = (5, 20), 5, 64
 
 #: The dtype of the sub-domains' intermediate-bound passes (sound in either: the rounding
 #: cover follows the dtype, :class:`~oracles.bounds.NetworkTensors`; float32 halves their time).
@@ -184,9 +188,8 @@ class BabOracle(Oracle):
                  root_steps: int = 20, candidates: int = 3, iterates: str = "float32", refine: bool = True,
                  device: str = "cpu") -> None:
         super().__init__(network, time_limit=time_limit)
-        if steps is None:  # a graph's passes are float64 and slower: fewer steps per sub-domain
-            steps = GRAPH_STEPS if isinstance(network, Graph) and network.as_network() is None else CHAIN_STEPS
-        if max_nodes < 1 or batch_nodes < 1 or steps < 0 or leaf_steps < 0 or root_steps < 0 or candidates < 1:
+        if max_nodes < 1 or batch_nodes < 1 or (steps is not None and steps < 0) or leaf_steps < 0 or root_steps < 0 \
+                or candidates < 1:
             raise OracleError("max_nodes, batch_nodes and candidates must be >= 1, steps, leaf_steps and root_steps "
                               ">= 0")
         if iterates not in DTYPES:
@@ -214,7 +217,8 @@ class BabOracle(Oracle):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "max_nodes": self.max_nodes, "batch_nodes": self.batch_nodes,
                 "steps": self.steps, "lr": self.lr, "leaf_steps": self.leaf_steps, "root_steps": self.root_steps,
-                "candidates": self.candidates, "iterates": self.iterates, "refine": self.refine, "device": str(self.device)}
+                "candidates": self.candidates, "iterates": self.iterates, "refine": self.refine,
+                "device": str(self.device)}
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         with sound_kernels(self.device):
@@ -299,7 +303,7 @@ class BabOracle(Oracle):
             return Answer(Verdict.VERIFIED, margin=self._floor, reason=f"bab: {root} at the root")
         if not bool(bounds_valid(trees.bounds).all()):
             return Answer(Verdict.UNKNOWN, reason="bab: the ReLU input bounds overflow (not finite numbers)")
-        count = len(trees.target)
+        count, steps = len(trees.target), self._steps(trees)
         queue = [_Nodes([torch.zeros(count, u.shape[1], dtype=torch.int8, device=dev) for u in trees.unstable],
                         [s.to(STORE) for s in trees.slopes], [torch.zeros_like(s, dtype=STORE) for s in trees.slopes],
                         torch.arange(count, device=dev), *_stored(trees.bounds),
@@ -326,7 +330,7 @@ class BabOracle(Oracle):
                       deadline - now)
             explored += len(batch)
             self.last_nodes = explored
-            bounded = self._bound(batch, trees, label)
+            bounded = self._bound(batch, trees, label, steps)
             cex = self._confirm(bounded.corner, label)
             if cex is not None:
                 return Answer(Verdict.FALSIFIED, counterexample=cex, reason=f"bab vertex after {explored} sub-domains")
@@ -343,7 +347,8 @@ class BabOracle(Oracle):
             # a neuron the refined bounds make stable on a sub-domain gets that phase (it holds
             # there): the leaves' LPs are then exact, and no split is spent on it
             refined = [(lb[keep], ub[keep]) for lb, ub in bounded.bounds]
-            batch.phases = [torch.where((p == 0) & (lb >= 0) & u[batch.tree], 1, torch.where((p == 0) & (ub <= 0) & u[batch.tree], -1, p)).to(p.dtype)
+            batch.phases = [torch.where((p == 0) & (lb >= 0) & u[batch.tree], 1,
+                                        torch.where((p == 0) & (ub <= 0) & u[batch.tree], -1, p)).to(p.dtype)
                             for p, (lb, ub), u in zip(batch.phases, refined, trees.unstable)]
             free = [(p == 0) & (lb < 0) & (ub > 0) for p, (lb, ub) in zip(batch.phases, refined)]
             has_free = (torch.stack([f.any(dim=1) for f in free], dim=1).any(dim=1) if free else
@@ -466,7 +471,16 @@ class BabOracle(Oracle):
         zero = torch.zeros(n, 1, 1, dtype=lo_n.dtype, device=lo_n.device)
         return concretize_wide(bound, lo_n, hi_n), bound, [kept.get(k, zero) for k in relus]
 
-    def _bound(self, nodes: _Nodes, trees: _Trees, label: int, steps: int | None = None) -> _Bounded:
+    def _steps(self, trees: _Trees) -> int:
+        """Adam steps per sub-domain of these trees (``steps``, or the defaults above)."""
+        if self.steps is not None:
+            return self.steps
+        if self.graph_tensors is not None:
+            return GRAPH_STEPS
+        unstable = max(int(sum(u[t].sum() for u in trees.unstable)) for t in range(len(trees.target)))
+        return CHAIN_STEPS[1] if unstable >= MANY_UNSTABLE else CHAIN_STEPS[0]
+
+    def _bound(self, nodes: _Nodes, trees: _Trees, label: int, steps: int) -> _Bounded:
         """alpha/beta-CROWN lower bounds of ``logit_label - logit_target`` on each sub-domain:
         ``steps`` Adam steps (in the ``iterates`` dtype on a chain) on its slopes and
         multipliers from where its parent left them choose, per sub-domain, those of its
@@ -474,7 +488,6 @@ class BabOracle(Oracle):
         steps); the bound returned is one sound pass with them."""
         bounds = self._refined_bounds(nodes, trees)
         best_alphas, best_betas = [a.detach().clone() for a in nodes.alphas], [b.detach().clone() for b in nodes.betas]
-        steps = self.steps if steps is None else steps
         if steps and nodes.alphas:  # nothing to optimise without a ReLU
             work = torch.float64 if self._iterate is None else self._iterate.dtype
             work_bounds = [(lb.to(work), ub.to(work)) for lb, ub in bounds]

@@ -107,7 +107,7 @@ def test_a_sub_domains_refined_bounds_hold_where_its_splits_hold_and_tighten_lat
         for layer in (0, 1):  # split two unstable neurons of each of the first two layers
             for t in range(count):
                 idx = trees.unstable[layer][t].nonzero()[:, 0]
-                pick = idx[torch.randperm(idx.numel())[:2]]
+                pick = idx[torch.from_numpy(rng.permutation(idx.numel())[:2])]
                 phases[layer][t, pick] = torch.tensor(rng.choice([-1, 1], pick.numel()), dtype=torch.int8)
         lower, upper = _stored(trees.bounds)
         nodes = _Nodes(phases, [s.float() for s in trees.slopes], [torch.zeros_like(s, dtype=torch.float32)
