@@ -373,19 +373,18 @@ class BabOracle(Oracle):
             self._floor = min(self._floor, float(proven.min()))
 
     @staticmethod
-    def _node_bounds(nodes: _Nodes, trees: _Trees,
-                     given: Sequence[tuple[Tensor, Tensor]] | None = None) -> list[tuple[Tensor, Tensor]]:
-        """Each sub-domain's ReLU input bounds: its tree's (or ``given`` ones, valid on it),
-        with the split neurons' clamped at 0 (valid where the splits hold)."""
-        if given is None:  # the tree's, intersected with the sub-domain's own
-            given = [(torch.maximum(lb[nodes.tree], lo.to(lb.dtype)), torch.minimum(ub[nodes.tree], hi.to(ub.dtype)))
-                     for (lb, ub), lo, hi in zip(trees.bounds, nodes.lower, nodes.upper)]
+    def _node_bounds(nodes: _Nodes, trees: _Trees) -> list[tuple[Tensor, Tensor]]:
+        """Each sub-domain's ReLU input bounds: its tree's intersected with its own (its
+        parent's refined ones), with the split neurons' clamped at 0 (valid where the
+        splits hold)."""
+        given = [(torch.maximum(lb[nodes.tree], lo.to(lb.dtype)), torch.minimum(ub[nodes.tree], hi.to(ub.dtype)))
+                 for (lb, ub), lo, hi in zip(trees.bounds, nodes.lower, nodes.upper)]
         return [(torch.where(ph > 0, lb.clamp(min=0), lb), torch.where(ph < 0, ub.clamp(max=0), ub))
                 for (lb, ub), ph in zip(given, nodes.phases)]
 
     def _refined_bounds(self, nodes: _Nodes, trees: _Trees) -> list[tuple[Tensor, Tensor]]:
         """:meth:`_node_bounds`, with the bounds of a chain's layers from the sub-domain's
-        ``since`` on computed again by CROWN (sound float64 passes, :func:`neuron_bounds`)
+        ``since`` on computed again by CROWN (sound passes in :data:`REFINE`, :func:`neuron_bounds`)
         from the clamped bounds of the layers before them, intersected with its own: a
         split neuron's relaxation is exact, which tightens every later layer (as
         beta-CROWN's sub-domain bounds do). Only the free neurons unstable in the bounds
