@@ -46,7 +46,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,6 +57,7 @@ from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import solver_proof_margin, solver_trusted
 
 from .alpha import AlphaSettings, iterate_tensors, optimize_bounds
+from .bab_domains import STORE, Bounded, Nodes, Trees, stored
 from .base import Answer, FloatArray, Oracle, Verdict
 from .bounds import (
     Adam,
@@ -80,10 +80,6 @@ from .monotone import fix_monotone_inputs, gradient_bounds
 
 Tensor = torch.Tensor
 
-#: The dtype the sub-domains' slopes and multipliers are kept in (any values give sound
-#: bounds: they only choose the relaxation; float32 halves the frontier's memory).
-STORE = torch.float32
-
 #: The default Adam steps per sub-domain: on a chain, ``CHAIN_STEPS[1]`` when its trees have
 #: at least :data:`MANY_UNSTABLE` unstable ReLUs (deep trees: tighter bounds per sub-domain
 #: pay), else ``CHAIN_STEPS[0]`` (20 steps on small nets doubled the time of the exact
@@ -99,78 +95,6 @@ CHAIN_STEPS, GRAPH_STEPS, MANY_UNSTABLE = (5, 20), 5, 64
 REFINE = torch.float32
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Nodes:
-    """A batch of sub-domains: per hidden layer (ReLU node of a graph), phases in
-    {-1, 0, +1} (``(N, n_i)``), the lower ReLU slopes and split multipliers its bound
-    starts from (its parent's best, or the root's slopes; ``(N, n_i)``), the tree
-    (class) each belongs to (``(N,)``), proven bounds of its ReLU inputs (its parent's
-    refined ones, or its tree's; ``(N, n_i)`` in :data:`STORE`, rounded outward) and
-    ``since`` (``(N,)``), the first layer whose bounds its newest split may tighten."""
-
-    phases: list[Tensor]
-    alphas: list[Tensor]
-    betas: list[Tensor]
-    tree: Tensor
-    lower: list[Tensor]
-    upper: list[Tensor]
-    since: Tensor
-
-    def __len__(self) -> int:
-        return int(self.tree.shape[0])
-
-    def take(self, idx: Tensor) -> _Nodes:
-        return _Nodes(*([t[idx] for t in ts] for ts in (self.phases, self.alphas, self.betas)), self.tree[idx],
-                      [t[idx] for t in self.lower], [t[idx] for t in self.upper], self.since[idx])
-
-    @staticmethod
-    def cat(parts: Sequence[_Nodes]) -> _Nodes:
-        def join(name: str) -> list[Tensor]:
-            return [torch.cat([getattr(p, name)[i] for p in parts]) for i in range(len(parts[0].phases))]
-
-        return _Nodes(join("phases"), join("alphas"), join("betas"), torch.cat([p.tree for p in parts]),
-                      join("lower"), join("upper"), torch.cat([p.since for p in parts]))
-
-
-def _stored(bounds: Sequence[tuple[Tensor, Tensor]], dtype: torch.dtype = STORE) -> tuple[list[Tensor], list[Tensor]]:
-    """Bounds in ``dtype``, rounded outward (they still hold)."""
-    lower, upper = [], []
-    for lb, ub in bounds:
-        lo, hi = lb.to(dtype), ub.to(dtype)
-        lower.append(torch.where(lo.to(lb.dtype) > lb, torch.nextafter(lo, torch.full_like(lo, -math.inf)), lo))
-        upper.append(torch.where(hi.to(ub.dtype) < ub, torch.nextafter(hi, torch.full_like(hi, math.inf)), hi))
-    return lower, upper
-
-
-@dataclass(frozen=True)
-class _Bounded:
-    """What bounding a batch of sub-domains gives: per sub-domain, the proven lower bound
-    of its margin (``(N,)``), the vertex of its box minimising the bound, branching scores
-    per layer (``(N, n_i)``), and the slopes and multipliers of its best bound."""
-
-    value: Tensor
-    corner: Tensor
-    scores: list[Tensor]
-    alphas: list[Tensor]
-    betas: list[Tensor]
-    bounds: list[tuple[Tensor, Tensor]]
-
-
-@dataclass
-class _Trees:
-    """Per tree (one class ``j`` each): its (shrunk) box and ReLU input bounds, stacked."""
-
-    target: Tensor  # (T,) classes
-    lower: Tensor  # (T, n)
-    upper: Tensor  # (T, n)
-    bounds: list[tuple[Tensor, Tensor]]  # per layer (T, n_i) lower and upper
-    unstable: list[Tensor]  # per layer (T, n_i) bool
-    scale: list[float]  # per tree, the margin's scale for the LP error model (term_magnitude)
-    slopes: list[Tensor]  # per layer (T, n_i): the root's lower ReLU slopes, to start from
-    leaf_lps: dict[int, list] = field(default_factory=dict)  # tree -> [encoding, solver]
-    graph_bounds: NodeBounds | None = None  # a graph: the box's node bounds (every tree's box)
 
 
 class BabOracle(Oracle):
@@ -225,7 +149,7 @@ class BabOracle(Oracle):
             return [self.decide(lower[i], upper[i], label) for i in range(len(lower))]
 
     # -- one box ----------------------------------------------------------------------------
-    def _trees(self, lo: Tensor, hi: Tensor, label: int, deadline: float) -> _Trees | None:
+    def _trees(self, lo: Tensor, hi: Tensor, label: int, deadline: float) -> Trees | None:
         """One tree per class that alpha-CROWN (``root_steps`` steps, intermediate bounds
         optimised too; CROWN if 0; CROWN on a graph) cannot rule out on the box (``None``
         if none)."""
@@ -256,7 +180,7 @@ class BabOracle(Oracle):
         lower, upper = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         rows = spec[0, order].unsqueeze(1)  # (T, 1, n_classes)
         scale = term_magnitude(net, rows, lower, upper, bounds)[:, 0].tolist()
-        return _Trees(torch.tensor([others[r] for r in order], device=lo.device), lower, upper, bounds,
+        return Trees(torch.tensor([others[r] for r in order], device=lo.device), lower, upper, bounds,
                       [(a < 0) & (b > 0) for a, b in bounds], scale, [s[0, order] for s in opt.slopes])
 
     def _unproven(self, root_bound: Tensor) -> list[int]:
@@ -267,7 +191,7 @@ class BabOracle(Oracle):
             [float(v) for v in root_bound if float(v) > 0], default=math.inf)
         return order
 
-    def _graph_trees(self, lo: Tensor, hi: Tensor, label: int) -> _Trees | None:
+    def _graph_trees(self, lo: Tensor, hi: Tensor, label: int) -> Trees | None:
         """:meth:`_trees` of a graph: every tree on the whole box, with its node bounds."""
         from .milp_graph import relu_nodes, term_magnitude
 
@@ -285,7 +209,7 @@ class BabOracle(Oracle):
         bounds = [(nb.lower[u].flatten(1).expand(count, -1), nb.upper[u].flatten(1).expand(count, -1))
                   for u in inputs]
         scale = term_magnitude(gt, nb, spec[:, order])[0].tolist()
-        return _Trees(torch.tensor([others[r] for r in order], device=lo.device), lo.expand(count, -1),
+        return Trees(torch.tensor([others[r] for r in order], device=lo.device), lo.expand(count, -1),
                       hi.expand(count, -1), bounds, [(a < 0) & (b > 0) for a, b in bounds], scale,
                       [relu_relaxation(lb, ub).lower_slope for lb, ub in bounds], graph_bounds=nb)
 
@@ -304,9 +228,9 @@ class BabOracle(Oracle):
         if not bool(bounds_valid(trees.bounds).all()):
             return Answer(Verdict.UNKNOWN, reason="bab: the ReLU input bounds overflow (not finite numbers)")
         count, steps = len(trees.target), self._steps(trees)
-        queue = [_Nodes([torch.zeros(count, u.shape[1], dtype=torch.int8, device=dev) for u in trees.unstable],
+        queue = [Nodes([torch.zeros(count, u.shape[1], dtype=torch.int8, device=dev) for u in trees.unstable],
                         [s.to(STORE) for s in trees.slopes], [torch.zeros_like(s, dtype=STORE) for s in trees.slopes],
-                        torch.arange(count, device=dev), *_stored(trees.bounds),
+                        torch.arange(count, device=dev), *stored(trees.bounds),
                         torch.full((count,), len(trees.bounds), dtype=torch.long, device=dev))]
         per_node, last = 0.0, None  # seconds per sub-domain of the last batch (bounding and branching)
         while queue:
@@ -317,7 +241,7 @@ class BabOracle(Oracle):
                 self.last_nodes = explored
                 return Answer(Verdict.UNKNOWN, timed_out=True, reason=f"bab budget exhausted after {explored} "
                               "sub-domains")
-            nodes = _Nodes.cat(queue)
+            nodes = Nodes.cat(queue)
             # a batch sized to end well before the deadline at the last batch's pace (a deadline is
             # checked between batches: a batch of slow sub-domains, e.g. on a convolutional graph,
             # overshot a 60 s limit by 15 s)
@@ -341,7 +265,7 @@ class BabOracle(Oracle):
             if not keep.numel():
                 continue
             # the children start from their parent's best slopes and multipliers
-            batch = _Nodes(batch.phases, bounded.alphas, bounded.betas, batch.tree, *_stored(bounded.bounds),
+            batch = Nodes(batch.phases, bounded.alphas, bounded.betas, batch.tree, *stored(bounded.bounds),
                            torch.full_like(batch.since, len(trees.bounds))).take(keep)
             scores = [s[keep] for s in bounded.scores]
             # a neuron the refined bounds make stable on a sub-domain gets that phase (it holds
@@ -373,7 +297,7 @@ class BabOracle(Oracle):
             self._floor = min(self._floor, float(proven.min()))
 
     @staticmethod
-    def _node_bounds(nodes: _Nodes, trees: _Trees) -> list[tuple[Tensor, Tensor]]:
+    def _node_bounds(nodes: Nodes, trees: Trees) -> list[tuple[Tensor, Tensor]]:
         """Each sub-domain's ReLU input bounds: its tree's intersected with its own (its
         parent's refined ones), with the split neurons' clamped at 0 (valid where the
         splits hold)."""
@@ -382,7 +306,7 @@ class BabOracle(Oracle):
         return [(torch.where(ph > 0, lb.clamp(min=0), lb), torch.where(ph < 0, ub.clamp(max=0), ub))
                 for (lb, ub), ph in zip(given, nodes.phases)]
 
-    def _refined_bounds(self, nodes: _Nodes, trees: _Trees) -> list[tuple[Tensor, Tensor]]:
+    def _refined_bounds(self, nodes: Nodes, trees: Trees) -> list[tuple[Tensor, Tensor]]:
         """:meth:`_node_bounds`, with the bounds of a chain's layers from the sub-domain's
         ``since`` on computed again by CROWN (sound passes in :data:`REFINE`, :func:`neuron_bounds`)
         from the clamped bounds of the layers before them, intersected with its own: a
@@ -395,9 +319,9 @@ class BabOracle(Oracle):
         if self._refine_tensors is None:
             self._refine_tensors = NetworkTensors.of(self.network, self.device, REFINE)
         net, t = self._refine_tensors, nodes.tree
-        (lo_n,), (hi_n,) = _stored([(trees.lower[t], trees.upper[t])], REFINE)
+        (lo_n,), (hi_n,) = stored([(trees.lower[t], trees.upper[t])], REFINE)
         scale_in = input_scale(lo_n, hi_n)
-        relax = [relu_relaxation(*(b[0] for b in _stored(bounds[:1], REFINE)))]
+        relax = [relu_relaxation(*(b[0] for b in stored(bounds[:1], REFINE)))]
         terms: list[Tensor | None] = [None] * net.depth
         for k in range(1, len(bounds)):
             lb, ub = bounds[k]
@@ -409,10 +333,10 @@ class BabOracle(Oracle):
                 lb[box, neuron] = torch.maximum(low.to(lb.dtype), lb[box, neuron])
                 ub[box, neuron] = torch.minimum(high.to(ub.dtype), ub[box, neuron])
                 bounds[k] = (lb, ub)
-            relax.append(relu_relaxation(*(b[0] for b in _stored([(lb, ub)], REFINE))))
+            relax.append(relu_relaxation(*(b[0] for b in stored([(lb, ub)], REFINE))))
         return bounds
 
-    def _pass(self, nodes: _Nodes, trees: _Trees, label: int, bounds: list[tuple[Tensor, Tensor]],
+    def _pass(self, nodes: Nodes, trees: Trees, label: int, bounds: list[tuple[Tensor, Tensor]],
               alphas: Sequence[Tensor], betas: Sequence[Tensor], sound: bool,
               cache: list[Tensor | None] | None = None) -> tuple[Tensor, Any, list[Tensor]]:
         """The lower bound of ``logit_label - logit_target`` on each sub-domain (``(N, 1)``)
@@ -436,7 +360,7 @@ class BabOracle(Oracle):
         bound = backward(net, spec, net.depth - 1, relax, input_scale(lo_n, hi_n), terms, kept, terms=cache)
         return concretize(bound, lo_n, hi_n), bound, kept[::-1]
 
-    def _spec(self, nodes: _Nodes, trees: _Trees, label: int, dtype: torch.dtype) -> Tensor:
+    def _spec(self, nodes: Nodes, trees: Trees, label: int, dtype: torch.dtype) -> Tensor:
         """``logit_label - logit_target`` of each sub-domain's tree, ``(N, 1, n_classes)``."""
         n = len(nodes)
         spec = torch.zeros(n, 1, self.network.n_classes, dtype=dtype, device=nodes.tree.device)
@@ -444,7 +368,7 @@ class BabOracle(Oracle):
         spec[torch.arange(n), 0, trees.target[nodes.tree]] = -1.0
         return spec
 
-    def _graph_pass(self, trees: _Trees, nodes: _Nodes, label: int, bounds: list[tuple[Tensor, Tensor]],
+    def _graph_pass(self, trees: Trees, nodes: Nodes, label: int, bounds: list[tuple[Tensor, Tensor]],
                     alphas: Sequence[Tensor], betas: Sequence[Tensor]) -> tuple[Tensor, Any, list[Tensor]]:
         """:meth:`_pass` over a graph (per ReLU node): the box's node bounds, for every
         sub-domain; relaxations and the splits' terms through the graph's backward pass."""
@@ -470,7 +394,7 @@ class BabOracle(Oracle):
         zero = torch.zeros(n, 1, 1, dtype=lo_n.dtype, device=lo_n.device)
         return concretize_wide(bound, lo_n, hi_n), bound, [kept.get(k, zero) for k in relus]
 
-    def _steps(self, trees: _Trees) -> int:
+    def _steps(self, trees: Trees) -> int:
         """Adam steps per sub-domain of these trees (``steps``, or the defaults above)."""
         if self.steps is not None:
             return self.steps
@@ -479,7 +403,7 @@ class BabOracle(Oracle):
         unstable = max(int(sum(u[t].sum() for u in trees.unstable)) for t in range(len(trees.target)))
         return CHAIN_STEPS[1] if unstable >= MANY_UNSTABLE else CHAIN_STEPS[0]
 
-    def _bound(self, nodes: _Nodes, trees: _Trees, label: int, steps: int) -> _Bounded:
+    def _bound(self, nodes: Nodes, trees: Trees, label: int, steps: int) -> Bounded:
         """alpha/beta-CROWN lower bounds of ``logit_label - logit_target`` on each sub-domain:
         ``steps`` Adam steps (in the ``iterates`` dtype on a chain) on its slopes and
         multipliers from where its parent left them choose, per sub-domain, those of its
@@ -534,9 +458,9 @@ class BabOracle(Oracle):
         for lam, (lb, ub) in zip(lambdas, bounds):
             intercept = relu_relaxation(lb, ub).upper_intercept
             scores.append(lam[:, 0].clamp(max=0).abs() * intercept + 1e-9 * (intercept > 0))
-        return _Bounded(value[:, 0], corner, scores, best_alphas, best_betas, bounds)
+        return Bounded(value[:, 0], corner, scores, best_alphas, best_betas, bounds)
 
-    def _branch(self, nodes: _Nodes, scores: list[Tensor], free: list[Tensor], trees: _Trees, label: int) -> _Nodes:
+    def _branch(self, nodes: Nodes, scores: list[Tensor], free: list[Tensor], trees: Trees, label: int) -> Nodes:
         """Two children per node, split on one of its free unstable ReLUs: with
         ``candidates`` 1 the one with the largest score; else (FSB-style) each of the
         ``candidates`` best-scored is tried by bounding its two children once with the
@@ -561,7 +485,7 @@ class BabOracle(Oracle):
         self._record(values)
         return children.take((values <= 0).nonzero()[:, 0])
 
-    def _children_bounds(self, nodes: _Nodes, choice: Tensor, trees: _Trees, label: int) -> Tensor:
+    def _children_bounds(self, nodes: Nodes, choice: Tensor, trees: Trees, label: int) -> Tensor:
         """The sound bounds (``(2, N)``) of the two children of each node split on ``choice``,
         with the parent's slopes and multipliers: one pass each."""
         children = self._children(nodes, choice)
@@ -571,7 +495,7 @@ class BabOracle(Oracle):
         return value[:, 0].view(2, len(nodes))
 
     @staticmethod
-    def _children(nodes: _Nodes, choice: Tensor) -> _Nodes:
+    def _children(nodes: Nodes, choice: Tensor) -> Nodes:
         """Two children per node (all ``+1`` ones first): the ReLU ``choice`` (an index into
         the concatenated layers) fixed active and inactive; they inherit its slopes and
         multipliers."""
@@ -583,9 +507,9 @@ class BabOracle(Oracle):
             for layer, (a, b) in enumerate(itertools.pairwise(offsets)):
                 idx = ((choice >= a) & (choice < b)).nonzero()[:, 0]
                 phases[layer][idx, choice[idx] - int(a)] = sign
-            children.append(_Nodes(phases, nodes.alphas, nodes.betas, nodes.tree, nodes.lower, nodes.upper,
+            children.append(Nodes(phases, nodes.alphas, nodes.betas, nodes.tree, nodes.lower, nodes.upper,
                                    torch.minimum(nodes.since, since)))
-        return _Nodes.cat(children)
+        return Nodes.cat(children)
 
     def _confirm(self, points: Tensor, label: int) -> FloatArray | None:
         pts = points.cpu().numpy()
@@ -593,7 +517,7 @@ class BabOracle(Oracle):
         bad = np.flatnonzero(margins <= 0)
         return pts[bad[0]].copy() if bad.size else None
 
-    def _decide_leaves(self, leaves: _Nodes, trees: _Trees, label: int, deadline: float) -> Answer | None:
+    def _decide_leaves(self, leaves: Nodes, trees: Trees, label: int, deadline: float) -> Answer | None:
         """Every ReLU fixed: the relaxation is exact and only the multipliers of the split
         constraints are left to optimise (batched); the LP decides what they cannot prove.
         ``None`` if every leaf is proven."""
@@ -608,7 +532,7 @@ class BabOracle(Oracle):
                 return answer
         return None
 
-    def _leaf_lp(self, node: _Nodes, trees: _Trees, label: int, deadline: float) -> Answer:
+    def _leaf_lp(self, node: Nodes, trees: Trees, label: int, deadline: float) -> Answer:
         """The margin is affine on the leaf's polytope: decide by LP (the tree's exact
         encoding with every binary fixed, re-solved per leaf)."""
         from .milp_encoding import encode, make_solver, solve  # pyomo/HiGHS: only when a leaf needs an LP

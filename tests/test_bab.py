@@ -18,7 +18,7 @@ import torch
 
 import oracles.alpha
 from oracles import BabOracle, MilpOracle, Verdict, make_oracle
-from oracles.bab import _Nodes, _stored
+from oracles.bab_domains import Nodes, stored
 from oracles.crown import AlphaCrownOracle, CrownOracle
 from parallelepipedonn.errors import OracleError
 from tests.nets import random_network
@@ -109,8 +109,8 @@ def test_a_sub_domains_refined_bounds_hold_where_its_splits_hold_and_tighten_lat
                 idx = trees.unstable[layer][t].nonzero()[:, 0]
                 pick = idx[torch.from_numpy(rng.permutation(idx.numel())[:2])]
                 phases[layer][t, pick] = torch.tensor(rng.choice([-1, 1], pick.numel()), dtype=torch.int8)
-        lower, upper = _stored(trees.bounds)
-        nodes = _Nodes(phases, [s.float() for s in trees.slopes], [torch.zeros_like(s, dtype=torch.float32)
+        lower, upper = stored(trees.bounds)
+        nodes = Nodes(phases, [s.float() for s in trees.slopes], [torch.zeros_like(s, dtype=torch.float32)
                                                                     for s in trees.slopes],
                        torch.arange(count), lower, upper, torch.ones(count, dtype=torch.long))
         refined = bab._refined_bounds(nodes, trees)

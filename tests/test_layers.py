@@ -71,6 +71,7 @@ LAYERS: dict[str, str] = {
     "oracles.alpha": "oracles",  # alpha-CROWN with optimised intermediate bounds
     "oracles.attack": "oracles",
     "oracles.bab": "oracles",
+    "oracles.bab_domains": "oracles",
     "oracles.base": "oracles",
     "oracles.bounds": "oracles",
     "oracles.monotone": "oracles",  # input-gradient bounds, monotone inputs fixed
