@@ -89,3 +89,7 @@ class Trees:
     slopes: list[Tensor]  # per layer (T, n_i): the root's lower ReLU slopes, to start from
     leaf_lps: dict[int, list] = field(default_factory=dict)  # tree -> [encoding, solver]
     graph_bounds: NodeBounds | None = None  # a graph: the box's node bounds (every tree's box)
+    #: a graph: per ReLU node, the flat positions of the box's unstable neurons, the only
+    #: ones ``bounds``, ``unstable``, ``slopes`` and the sub-domains keep (the others' are exact)
+    columns: list[Tensor] | None = None
+    graph_iterate: NodeBounds | None = None  # a graph: graph_bounds in the iterates' dtype (prove nothing)

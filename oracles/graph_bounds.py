@@ -307,7 +307,8 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
 def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, covered: bool = False,
              const: Tensor | None = None, error: Tensor | None = None,
              underflow: Tensor | None = None, split_terms: dict[int, Tensor] | None = None,
-             keep: dict[int, Tensor] | None = None, rows: Tensor | None = None) -> LinearBound:
+             keep: dict[int, Tensor] | None = None, rows: Tensor | None = None,
+             compact: dict[int, tuple[Tensor, ReluRelaxation]] | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec . z_target`` (``spec`` of
     shape ``(B, m, *shape)``) as a function of the flattened input, valid (once
     ``error`` is subtracted) on every box whose node bounds are ``nb``. A pass resumed
@@ -322,7 +323,17 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
     branch sum's). ``keep`` (optional) collects each ReLU node's output coefficients
     (``(B, m, n)``), for branching heuristics. ``rows`` (optional, ``(B',)``): the box of
     each entry of ``spec`` (``(B', m, *shape)``), the node bounds being per box: the same
-    pass with each entry's box's bounds."""
+    pass with each entry's box's bounds.
+
+    ``compact[k]`` (optional, for ReLU node ``k``, without ``rows``): ``(columns, relaxation)``
+    — the flat positions of every neuron unstable in ``nb.relax[k]`` (which may be one box's,
+    broadcast) and, per box of ``spec``, the relaxation of those neurons only (``(B, n_u)``,
+    from bounds inside the box's: branch and bound's sub-domains). The other neurons keep
+    ``nb.relax[k]``'s exact slopes (0 or 1, no intercept); ``split_terms[k]`` and ``keep[k]``
+    are then on ``columns`` only (``(B, m, n_u)``). The same bound as the full relaxation,
+    with the per-box work on the unstable neurons alone; the products' rounding is charged
+    with ``nb.relax[k]``'s scale, at least the sub-domain's."""
+    assert compact is None or rows is None, "compact relaxations are per box of spec"
     g = gt.graph
     bsz, m = spec.shape[:2]
     one = int(rows[0]) if rows is not None and rows.numel() and bool((rows == rows[0]).all()) else None
@@ -374,6 +385,27 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
                 magnitude = magnitude + sl.back[v] * _bmv(big.abs(), per(nb.terms[v])).to(wide)
                 underflow = underflow + per(nb.scale[u].flatten(1).sum(1, keepdim=True)) + 1
             push(u, _rows(node, big), True if not node.exact else covered_[v])
+        elif isinstance(node, gn.ReLU) and compact is not None and v in compact:
+            u, r = node.inputs[0], nb.relax[v]
+            cols, sub = compact[v]
+            flat = big.reshape(bsz, m, -1)
+            if not covered_[v]:
+                magnitude = magnitude + sl.one * _mv_abs(flat, r.scale).to(wide)
+            part = flat.index_select(2, cols)
+            low = sub.lower_slope if sub.lower_slope.dim() == 3 else sub.lower_slope.unsqueeze(1)
+            neg = part.clamp(max=0)
+            fresh = neg * sub.upper_slope.unsqueeze(1) + part.clamp(min=0) * low  # as below, on the columns
+            shift = wide_dot(neg, sub.upper_intercept)  # <= 0; every other intercept is 0
+            const = const + shift
+            magnitude = magnitude - sl.wide * shift
+            if keep is not None:
+                keep[v] = part
+            if split_terms is not None and v in split_terms:
+                fresh = fresh + split_terms[v]
+                magnitude = magnitude + (sl.join + sl.one) * _mv_abs(fresh, r.scale.index_select(1, cols)).to(wide)
+            # the stable neurons' slopes are 0 or 1: exact products
+            new = (flat * r.lower_slope.unsqueeze(1)).index_copy(2, cols, fresh)
+            push(u, new.reshape(bsz, m, *g.nodes[u].shape), False)
         elif isinstance(node, gn.ReLU):
             u, r = node.inputs[0], nb.relax[v]
             support = r.upper_intercept  # per box: its nonzero positions are those of every row's

@@ -393,3 +393,61 @@ def test_a_bisection_inside_a_bracket_bounded_before_probes_where_the_margins_in
     assert [p.verdict for p in plain] == [q.verdict for q in again]  # the same answers
     bounded = [q for q in again if q.margin is not None and "inside a box" not in q.reason]
     assert len(bounded) <= 3, "interpolated probes settle the crossing in fewer bounds than log2(16)"
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_compact_sub_domain_relaxations_give_the_full_relaxations_bound(name):
+    """Branch and bound's sub-domains keep only the box's unstable neurons: the backward
+    pass with those compact relaxations (and split terms) gives the coefficients of the
+    full-width pass, and a bound as sound (its rounding charged at the box's scale)."""
+    from oracles.bounds import relu_relaxation
+    from oracles.graph_bounds import NodeBounds, backward, concretize_wide, node_bounds
+    from oracles.milp_graph import relu_nodes
+
+    g = GRAPHS[name]()
+    gt = GraphTensors.of(g)
+    rng = np.random.default_rng(5)
+    x = rng.random((1, g.n_inputs))
+    lo, hi = box_tensors(x - 0.1, x + 0.1)
+    nb = node_bounds(gt, lo, hi)
+    n = 6
+    spec = torch.tensor(rng.normal(size=(n, 2, g.n_classes)))
+    full_relax, compact, full_terms, terms = {}, {}, {}, {}
+    for k in relu_nodes(g):
+        u = g.nodes[k].inputs[0]
+        lb, ub = nb.lower[u].flatten(1).expand(n, -1).clone(), nb.upper[u].flatten(1).expand(n, -1).clone()
+        cols = nb.relax[k].upper_intercept[0].ne(0).nonzero()[:, 0]
+        assert cols.numel(), "the box leaves some neuron unstable"
+        phase = torch.tensor(rng.integers(-1, 2, size=(n, cols.numel())), dtype=torch.float64)
+        sub_lb = torch.where(phase > 0, lb[:, cols].clamp(min=0), lb[:, cols])
+        sub_ub = torch.where(phase < 0, ub[:, cols].clamp(max=0), ub[:, cols])
+        alpha = torch.tensor(rng.random((n, 2, cols.numel())))
+        beta = torch.tensor(rng.random((n, 2, cols.numel())))
+        lb[:, cols], ub[:, cols] = sub_lb, sub_ub
+        full_alpha = torch.zeros(n, 2, lb.shape[1], dtype=torch.float64)
+        full_alpha[:, :, cols] = alpha
+        full_relax[k] = relu_relaxation(lb, ub, alpha=full_alpha)
+        compact[k] = (cols, relu_relaxation(sub_lb, sub_ub, alpha=alpha))
+        terms[k] = -beta * phase.unsqueeze(1)
+        full_terms[k] = torch.zeros(n, 2, lb.shape[1], dtype=torch.float64)
+        full_terms[k][:, :, cols] = terms[k]
+
+    def each(t):
+        return t.expand(n, *t.shape[1:])
+
+    wide = NodeBounds([each(a) for a in nb.lower], [each(a) for a in nb.upper], [each(a) for a in nb.scale],
+                      {k: each(a) for k, a in nb.terms.items()}, full_relax, each(nb.invalid))
+    box = NodeBounds(wide.lower, wide.upper, wide.scale, wide.terms, nb.relax, wide.invalid)
+    target = len(g.nodes) - 1
+    kept_full, kept = {}, {}
+    a = backward(gt, wide, target, spec, split_terms=full_terms, keep=kept_full)
+    b = backward(gt, box, target, spec, split_terms=terms, keep=kept, compact=compact)
+    np.testing.assert_allclose(b.coef.numpy(), a.coef.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(b.const.numpy(), a.const.numpy(), rtol=1e-12, atol=1e-14)
+    # the same rounding cover but for the split terms' sums, charged on the unstable neurons
+    # only (the full pass charges every neuron, where most add an exact zero)
+    assert torch.allclose(b.error, a.error, rtol=0.5)
+    for k, (cols, _) in compact.items():
+        np.testing.assert_array_equal(kept[k].numpy(), kept_full[k].flatten(2)[:, :, cols].numpy())
+    va, vb = concretize_wide(a, each(lo), each(hi)), concretize_wide(b, each(lo), each(hi))
+    assert torch.allclose(vb, va, rtol=1e-9, atol=1e-7)  # apart from the rounding covers
