@@ -1,7 +1,8 @@
 """`verify` beside alpha-beta-CROWN on VNN-COMP 2021 benchmarks fetched locally.
 
     python -m benchmarks.vnncomp [--root DIR] [--abcrown DIR] [--timeout 60]
-                                 [--select mnistfc=REGEX,...] [--limit N] [--readme]
+                                 [--select mnistfc=REGEX,...] [--limit N] [--sample N [--seed S]]
+                                 [--readme]
 
 For each selected instance (``<root>/<category>/<category>_instances.csv``, rows
 ``onnx,vnnlib,timeout``; categories that are absent are skipped) both tools run in their
@@ -36,6 +37,7 @@ import argparse
 import csv
 import gzip
 import os
+import random
 import re
 import shlex
 import signal
@@ -108,12 +110,18 @@ def read_instances(root: Path, category: str) -> list[Instance]:
         return [Instance(category, r[0].strip(), r[1].strip(), float(r[2])) for r in csv.reader(f) if len(r) >= 3]
 
 
-def select(root: Path, choices: dict[str, str], limit: int | None) -> list[Instance]:
+def select(root: Path, choices: dict[str, str], limit: int | None, sample: int | None = None,
+           seed: int = 0) -> list[Instance]:
     """Per category (in ``choices``' order) the instances whose ``onnx,vnnlib`` matches the
-    regular expression (searched), the first ``limit`` of them; absent categories skipped."""
+    regular expression (searched), the first ``limit`` of them, or ``sample`` of them drawn
+    at random (``random.Random(seed)``, an unbiased subset; kept in the file's order);
+    absent categories skipped."""
     out = []
     for category, pattern in choices.items():
         rows = [i for i in read_instances(root, category) if re.search(pattern, f"{i.onnx},{i.vnnlib}")]
+        if sample is not None and sample < len(rows):
+            keep = set(random.Random(seed).sample(range(len(rows)), sample))
+            rows = [r for k, r in enumerate(rows) if k in keep]
         out += rows[:limit] if limit else rows
     return out
 
@@ -548,6 +556,8 @@ def parser() -> argparse.ArgumentParser:
                    help="CATEGORY=REGEX;... (REGEX searched in 'onnx,vnnlib'; a bare CATEGORY takes all) "
                         "(default: %(default)s)")
     p.add_argument("--limit", type=int, help="at most N instances per category")
+    p.add_argument("--sample", type=int, help="N instances per category drawn at random from the selected ones")
+    p.add_argument("--seed", type=int, default=0, help="the seed of --sample (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per instance (0: the instances file's)")
     p.add_argument("--kill-slack", type=float, default=30.0, help="a process is killed this long after its timeout")
     p.add_argument("--abcrown", default=str(ABCROWN), help="alpha-beta-CROWN's complete_verifier directory "
@@ -572,7 +582,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         rows = read_rows(Path(args.out) / "vnncomp.csv")
     else:
-        instances = select(Path(args.root), parse_select(args.select), args.limit)
+        instances = select(Path(args.root), parse_select(args.select), args.limit, args.sample, args.seed)
         if not instances:
             raise SystemExit(f"no VNN-COMP instances selected under {args.root}")
         print(f"{len(instances)} instances, timeout {args.timeout or 'per instance'}, load {load1()}", flush=True)

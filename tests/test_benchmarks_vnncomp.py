@@ -34,6 +34,12 @@ def test_selection_filters_by_pattern_and_skips_absent_categories(tmp_path):
     (inst,) = vnncomp.select(root, {"toy": r"holds", "absent": "."}, None)
     assert (inst.category, inst.onnx, inst.vnnlib, inst.timeout) == ("toy", "m.onnx", "./specs/holds.vnnlib", 30.0)
     assert len(vnncomp.select(root, {"toy": "."}, 1)) == 1
+    # a seeded random sample, in the file's order
+    picks = [vnncomp.select(root, {"toy": "."}, None, sample=1, seed=s)[0].vnnlib for s in range(8)]
+    assert set(picks) == {"./specs/holds.vnnlib", "./specs/fails.vnnlib"}
+    assert picks == [vnncomp.select(root, {"toy": "."}, None, sample=1, seed=s)[0].vnnlib for s in range(8)]
+    assert [i.vnnlib for i in vnncomp.select(root, {"toy": "."}, None, sample=5)] == \
+        ["./specs/holds.vnnlib", "./specs/fails.vnnlib"]
 
 
 def test_published_verdict_is_the_majority_and_a_tie_a_conflict(tmp_path):
