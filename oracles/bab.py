@@ -15,7 +15,8 @@ batches):
    the split neurons' relaxations exact, and a neuron they make stable gets that phase.
    It is then bounded by alpha/beta-CROWN — lower ReLU slopes ``alpha`` and Lagrange
    multipliers ``beta >= 0`` of its split constraints, optimised by ``steps`` Adam steps
-   (in the ``iterates`` dtype, float32 by default; a proven sub-domain leaves them) from
+   (learning rates ``lr`` and ``beta_lr``, default ``lr``, times ``lr_decay`` after each
+   step; in the ``iterates`` dtype, float32 by default; a proven sub-domain leaves them) from
    its parent's best ones (the root's slopes for the first); every value of them gives
    a sound bound, and the bound kept is one sound float64 pass with the best;
 3. an unproven sub-domain is split on a free unstable ReLU: among the ``candidates`` with
@@ -116,17 +117,19 @@ class BabOracle(Oracle):
     def __init__(self, network: Network | Graph, *, time_limit: float | None = 60.0, max_nodes: int = 200_000,
                  batch_nodes: int = 512, steps: int | None = None, lr: float = 0.1, leaf_steps: int = 100,
                  root_steps: int = 20, candidates: int = 3, iterates: str = "float32", refine: bool = True,
-                 device: str = "cpu") -> None:
+                 beta_lr: float | None = None, lr_decay: float = 1.0, device: str = "cpu") -> None:
         super().__init__(network, time_limit=time_limit)
         if max_nodes < 1 or batch_nodes < 1 or (steps is not None and steps < 0) or leaf_steps < 0 or root_steps < 0 \
                 or candidates < 1:
             raise OracleError("max_nodes, batch_nodes and candidates must be >= 1, steps, leaf_steps and root_steps "
                               ">= 0")
+        if not lr > 0 or (beta_lr is not None and not beta_lr > 0) or not 0 < lr_decay <= 1:
+            raise OracleError("lr and beta_lr must be > 0, lr_decay in (0, 1]")
         if iterates not in DTYPES:
             raise OracleError(f"iterates must be one of {', '.join(DTYPES)}, not {iterates!r}")
         self.max_nodes, self.batch_nodes, self.steps, self.lr = max_nodes, batch_nodes, steps, lr
         self.leaf_steps, self.root_steps, self.candidates, self.iterates = leaf_steps, root_steps, candidates, iterates
-        self.refine = refine
+        self.refine, self.beta_lr, self.lr_decay = refine, beta_lr, lr_decay
         self._refine_tensors: NetworkTensors | None = None  # built on the first refinement
         self.device = resolve_device(device)
         #: for a graph that is not a Dense/ReLU chain: its CROWN tensors (oracles.graph_bounds)
@@ -151,6 +154,7 @@ class BabOracle(Oracle):
         return {**super().settings(), "max_nodes": self.max_nodes, "batch_nodes": self.batch_nodes,
                 "steps": self.steps, "lr": self.lr, "leaf_steps": self.leaf_steps, "root_steps": self.root_steps,
                 "candidates": self.candidates, "iterates": self.iterates, "refine": self.refine,
+                "beta_lr": self.beta_lr, "lr_decay": self.lr_decay,
                 "device": str(self.device)}
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
@@ -443,7 +447,8 @@ class BabOracle(Oracle):
             work_bounds = [(lb.to(work), ub.to(work)) for lb, ub in bounds]
             alphas = [a.to(work).unsqueeze(1).clone().requires_grad_(True) for a in nodes.alphas]
             betas = [b.to(work).unsqueeze(1).clone().requires_grad_(True) for b in nodes.betas]
-            opt = Adam(alphas + betas, lr=self.lr)
+            beta_lr = self.lr if self.beta_lr is None else self.beta_lr
+            opt = Adam(alphas + betas, lr=self.lr, scales=[1.0] * len(alphas) + [beta_lr / self.lr] * len(betas))
             best = torch.full((len(nodes),), -math.inf, dtype=work, device=self.device)
             live, sub = torch.arange(len(nodes), device=self.device), nodes  # the sub-domains still optimised
             cache: list[Tensor | None] = [None] * len(bounds) + [None]  # the passes' rounding terms, per layer
@@ -459,6 +464,7 @@ class BabOracle(Oracle):
                     if step == steps or bool(done.all()) or time.perf_counter() > self._deadline:
                         break
                     opt.ascend(value.sum())
+                    opt.lr *= self.lr_decay
                     with torch.no_grad():
                         for a in alphas:
                             a.clamp_(0.0, 1.0)

@@ -545,8 +545,10 @@ class Adam:
     """
 
     def __init__(self, params: Sequence[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+                 eps: float = 1e-8, scales: Sequence[float] | None = None) -> None:
         self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
+        #: per parameter, its learning rate over ``lr`` (1 for each if not given)
+        self.scales = [1.0] * len(self.params) if scales is None else list(scales)
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = 0
@@ -557,12 +559,12 @@ class Adam:
         self.t += 1
         b1, b2 = self.betas
         with torch.no_grad():
-            for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            for p, g, m, v, c in zip(self.params, grads, self.m, self.v, self.scales):
                 if g is None:
                     continue
                 m.mul_(b1).add_(g, alpha=1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                step = self.lr * (m / (1 - b1 ** self.t)) / ((v / (1 - b2 ** self.t)).sqrt() + self.eps)
+                step = c * self.lr * (m / (1 - b1 ** self.t)) / ((v / (1 - b2 ** self.t)).sqrt() + self.eps)
                 p.add_(step)
 
 

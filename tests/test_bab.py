@@ -33,9 +33,10 @@ def _queries(count: int, seed: int, width: float = 0.5) -> list[tuple[np.ndarray
     return [(lo, hi, int(c)) for lo, hi, c in zip(lower, upper, labels)]
 
 
-@pytest.mark.parametrize("candidates", [1, 3])
-def test_every_small_query_is_decided_and_agrees_with_milp(candidates):
-    bab, milp = BabOracle(NET, candidates=candidates), MilpOracle(NET)
+@pytest.mark.parametrize("options", [{"candidates": 1}, {"candidates": 3},
+                                     {"steps": 20, "lr": 0.01, "beta_lr": 0.03, "lr_decay": 0.98}])
+def test_every_small_query_is_decided_and_agrees_with_milp(options):
+    bab, milp = BabOracle(NET, **options), MilpOracle(NET)
     for lo, hi, label in _queries(10, 0):
         ours, exact = bab.verify_box(lo, hi, label), milp.verify_box(lo, hi, label)
         assert ours.verdict is not Verdict.UNKNOWN, ours.reason
@@ -85,7 +86,8 @@ def test_after_an_alpha_crown_stage_the_root_is_not_optimised_again(monkeypatch)
     pytest.fail("no box that bab verifies by branching after alpha-crown")
 
 
-@pytest.mark.parametrize("options", [{"candidates": 0}, {"root_steps": -1}, {"iterates": "float16"}])
+@pytest.mark.parametrize("options", [{"candidates": 0}, {"root_steps": -1}, {"iterates": "float16"}, {"lr": 0},
+                                     {"beta_lr": -0.1}, {"lr_decay": 0}, {"lr_decay": 1.5}])
 def test_bad_options_are_refused(options):
     with pytest.raises(OracleError):
         BabOracle(NET, **options)
