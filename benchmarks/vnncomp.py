@@ -68,11 +68,11 @@ CONFIGS = {"mnistfc": "mnistfc_small.yaml", "verivital": "verivital.yaml", "cifa
            "oval21": "oval21.yaml", "marabou-cifar10": "marabou_cifar10.yaml", "eran": "eran_mlp.yaml",
            "acasxu": "acasxu.yaml", "nn4sys": "nn4sys.yaml", "test": "test.yaml"}
 # The default selection: 30 MNIST MLP instances (eps 0.03), 8 CIFAR-10 residual-net instances,
-# 26 ACAS Xu instances (properties 1-4 on the first net of each of the 5 groups, and 5-10) and
-# the 60 verivital instances (MNIST convnets with average and max pooling).
+# the whole ACAS Xu category (186 instances: properties 1-4 on the 45 nets, and 5-10) and the
+# 60 verivital instances (MNIST convnets with average and max pooling).
 DEFAULT_SELECT = {"mnistfc": r"256x[24]\.onnx,prop_([0-9]|1[0-4])_0\.03",
                   "cifar10_resnet": r"resnet_2b\.onnx,.*prop_[0-7]_",
-                  "acasxu": r"ACASXU_run2a_[1-5]_1_batch_2000\.onnx,prop_[1-4]\.|,prop_([5-9]|10)\.",
+                  "acasxu": r".",
                   "verivital": r"."}
 THREAD_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                "NUMEXPR_NUM_THREADS", "PARALLELEPIPEDONN_THREADS")}
