@@ -42,7 +42,7 @@ exact and the box's: ``compact`` in :func:`oracles.graph_bounds.backward`), and 
 iterates' passes are in the ``iterates`` dtype (a float32 copy of the graph's tensors and
 of the box's node bounds). Measured on verivital's average-pooling net (23,328 ReLUs,
 5,299 unstable, prop 7 at 0.04): 1,797 sub-domains in 30 s where the full-width float64
-sub-domains explored 837 in 60 s.
+sub-domains explored 837 in 60 s (2,646 with the batches capped, :data:`GRAPH_BATCH_ELEMENTS`).
 """
 
 from __future__ import annotations
@@ -97,6 +97,12 @@ Tensor = torch.Tensor
 #: proved it in 21 s where 5 steps left it open at 120 s.
 CHAIN_STEPS, GRAPH_STEPS, MANY_UNSTABLE = (5, 20), 5, 64
 
+#: On a graph, a batch of sub-domains times its widest node's size is at most this many
+#: elements (at least 16 sub-domains): fresh large tensors cost page faults. Measured on
+#: verivital's avgpool net (23,328 ReLUs, so 89 sub-domains a batch): 64 a batch explored
+#: 2,545 sub-domains in 30 s, 128 2,301, 512 1,899.
+GRAPH_BATCH_ELEMENTS = 2**21
+
 #: The dtype of the sub-domains' intermediate-bound passes (sound in either: the rounding
 #: cover follows the dtype, :class:`~oracles.bounds.NetworkTensors`; float32 halves their time).
 REFINE = torch.float32
@@ -144,6 +150,10 @@ class BabOracle(Oracle):
             else:  # the same semantics: the chain code
                 self.network = chain
         self.tensors = NetworkTensors.of(self.network, self.device) if self.graph_tensors is None else None
+        #: sub-domains bounded together: on a graph, few enough that a coefficient tensor of its
+        #: widest node stays within GRAPH_BATCH_ELEMENTS
+        self._batch = batch_nodes if self.graph_tensors is None else min(batch_nodes, max(
+            16, GRAPH_BATCH_ELEMENTS // max(int(n.numel) for n in self.network.nodes)))
         #: a chain's tensors for the optimisation iterates (they choose parameters, prove nothing)
         self._iterate = None if self.tensors is None else iterate_tensors(self.tensors, DTYPES[iterates])
         self.last_nodes = 0
@@ -268,8 +278,8 @@ class BabOracle(Oracle):
             # a batch sized to end well before the deadline at the last batch's pace (a deadline is
             # checked between batches: a batch of slow sub-domains, e.g. on a convolutional graph,
             # overshot a 60 s limit by 15 s)
-            size = self.batch_nodes if not per_node or math.isinf(deadline) else \
-                max(1, min(self.batch_nodes, int(0.75 * (deadline - now) / per_node)))
+            size = self._batch if not per_node or math.isinf(deadline) else \
+                max(1, min(self._batch, int(0.75 * (deadline - now) / per_node)))
             batch = nodes.take(torch.arange(min(len(nodes), size)))
             queue = [nodes.take(torch.arange(size, len(nodes)))] if len(nodes) > size else []
             last = (now, len(batch))

@@ -383,7 +383,7 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
                 if b is not None:
                     const = const + bias_dot(big, b)
                 magnitude = magnitude + sl.back[v] * _bmv(big.abs(), per(nb.terms[v])).to(wide)
-                underflow = underflow + per(nb.scale[u].flatten(1).sum(1, keepdim=True)) + 1
+                underflow = underflow + per(_row_sums(nb.scale[u])) + 1
             push(u, _rows(node, big), True if not node.exact else covered_[v])
         elif isinstance(node, gn.ReLU) and compact is not None and v in compact:
             u, r = node.inputs[0], nb.relax[v]
@@ -453,6 +453,14 @@ def concretize_wide(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tens
     lo, hi = lower.to(torch.float64), upper.to(torch.float64)
     value = wide_dot(bound.coef, (hi + lo) / 2) - wide_dot(bound.coef.abs(), (hi - lo) / 2) + bound.const
     return proven(value - bound.error, bound.invalid)
+
+
+def _row_sums(t: Tensor) -> Tensor:
+    """Each box's sum of ``t`` (``(B, *shape)`` -> ``(B, 1)``); one box's, broadcast (a
+    stride-0 view, as branch and bound's sub-domains share the box's), summed once."""
+    if t.shape[0] > 1 and t.stride(0) == 0:
+        return t.narrow(0, 0, 1).flatten(1).sum(1, keepdim=True).expand(t.shape[0], 1)
+    return t.flatten(1).sum(1, keepdim=True)
 
 
 def _mv_abs(a: Tensor, v: Tensor) -> Tensor:
