@@ -35,7 +35,7 @@ A :class:`~parallelepipedonn.graph.Graph` (convolutions, residual connections) i
 it is: the sub-domains fix the phases of the neurons of its ReLU nodes, bounded by
 alpha/beta-CROWN over the DAG (:func:`oracles.graph_bounds.backward` with the splits'
 Lagrangian terms, on the box's node bounds clamped by the phases), the leaves decided by
-the LP of :func:`oracles.milp_graph.encode_graph`; the box is not shrunk (step 1 reads
+the LP of :func:`oracles.milp_graph.encode_graph` (:mod:`oracles.bab_graph`); the box is not shrunk (step 1 reads
 chains only), the root is CROWN's (its slopes the start of the first sub-domains'). The
 sub-domains keep the box's unstable neurons only (the other neurons' relaxations are
 exact and the box's: ``compact`` in :func:`oracles.graph_bounds.backward`), and the
@@ -64,11 +64,11 @@ from parallelepipedonn.tolerances import solver_proof_margin, solver_trusted
 
 from .alpha import AlphaSettings, iterate_tensors, optimize_bounds
 from .bab_domains import STORE, Bounded, Nodes, Trees, stored
+from .bab_graph import full_phases, graph_pass, graph_trees, root_bounds
 from .base import Answer, FloatArray, Oracle, Verdict
 from .bounds import (
     Adam,
     NetworkTensors,
-    ReluRelaxation,
     backward,
     bounds_valid,
     concretize,
@@ -81,8 +81,7 @@ from .bounds import (
     term_magnitude,
 )
 from .crown import DTYPES, resolve_device
-from .graph_bounds import GraphTensors, NodeBounds, concretize_wide, node_bounds
-from .graph_bounds import backward as graph_backward
+from .graph_bounds import GraphTensors
 from .monotone import fix_monotone_inputs, gradient_bounds
 
 Tensor = torch.Tensor
@@ -215,36 +214,15 @@ class BabOracle(Oracle):
         return order
 
     def _graph_trees(self, lo: Tensor, hi: Tensor, label: int) -> Trees | None:
-        """:meth:`_trees` of a graph: every tree on the whole box, with its node bounds."""
-        from .milp_graph import relu_nodes, term_magnitude
-
-        gt = self.graph_tensors
-        with torch.no_grad():
-            nb = node_bounds(gt, lo, hi)
-            spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
-            root_bound = concretize_wide(graph_backward(gt, nb, len(gt.graph.nodes) - 1, spec), lo, hi)[0]
+        """:meth:`_trees` of a graph: every tree on the whole box, with its node bounds
+        (:mod:`oracles.bab_graph`)."""
+        nb, spec, root_bound = root_bounds(self.graph_tensors, lo, hi, label, self.network.n_classes)
         others = [j for j in range(self.network.n_classes) if j != label]
         order = self._unproven(root_bound)
         if not order:
             return None
-        count = len(order)
-        relus = relu_nodes(gt.graph)
-        # the sub-domains keep the box's unstable neurons only (the others' relaxations are exact)
-        columns = [nb.relax[k].upper_intercept[0].ne(0).nonzero()[:, 0] for k in relus]
-        bounds = [(nb.lower[gt.graph.nodes[k].inputs[0]].flatten(1)[:, c].expand(count, -1),
-                   nb.upper[gt.graph.nodes[k].inputs[0]].flatten(1)[:, c].expand(count, -1))
-                  for k, c in zip(relus, columns)]
-        scale = term_magnitude(gt, nb, spec[:, order])[0].tolist()
-        work = self._graph_iterate.dtype
-        iterate = NodeBounds(*([a.to(work) for a in ts] for ts in (nb.lower, nb.upper, nb.scale)),
-                             {k: a.to(work) for k, a in nb.terms.items()},
-                             {k: ReluRelaxation(r.lower_slope.to(work), r.upper_slope.to(work),
-                                                r.upper_intercept.to(work), r.scale.to(work), r.invalid)
-                              for k, r in nb.relax.items()}, nb.invalid)
-        return Trees(torch.tensor([others[r] for r in order], device=lo.device), lo.expand(count, -1),
-                      hi.expand(count, -1), bounds, [(a < 0) & (b > 0) for a, b in bounds], scale,
-                      [relu_relaxation(lb, ub).lower_slope for lb, ub in bounds], graph_bounds=nb, columns=columns,
-                      graph_iterate=iterate)
+        return graph_trees(self.graph_tensors, nb, spec, order, torch.tensor([others[r] for r in order],
+                           device=lo.device), lo, hi, self._graph_iterate.dtype)
 
     def decide(self, lower: FloatArray, upper: FloatArray, label: int) -> Answer:
         """Branch and bound on the box ``[lower, upper]`` (flat arrays)."""
@@ -381,8 +359,9 @@ class BabOracle(Oracle):
         outputs (``(N, 1, n_i)``, for branching scores). ``cache``: :func:`backward`'s
         ``terms`` (per sub-domain; they depend on the bounds only, not on the parameters)."""
         t = nodes.tree
-        if self.graph_tensors is not None:
-            return self._graph_pass(trees, nodes, label, bounds, alphas, betas, sound)
+        if self.graph_tensors is not None:  # float64 when sound, else the iterates' dtype (proves nothing)
+            gt, nb = (self.graph_tensors, trees.graph_bounds) if sound else (self._graph_iterate, trees.graph_iterate)
+            return graph_pass(gt, nb, trees, nodes, self._spec(nodes, trees, label, gt.dtype), bounds, alphas, betas)
         net = self.tensors if sound else self._iterate
         lo_n, hi_n = trees.lower[t].to(net.dtype), trees.upper[t].to(net.dtype)
         spec = self._spec(nodes, trees, label, net.dtype)
@@ -400,40 +379,6 @@ class BabOracle(Oracle):
         spec[:, 0, label] = 1.0
         spec[torch.arange(n), 0, trees.target[nodes.tree]] = -1.0
         return spec
-
-    def _graph_pass(self, trees: Trees, nodes: Nodes, label: int, bounds: list[tuple[Tensor, Tensor]],
-                    alphas: Sequence[Tensor], betas: Sequence[Tensor], sound: bool) -> tuple[Tensor, Any, list[Tensor]]:
-        """:meth:`_pass` over a graph (per ReLU node): the box's node bounds, for every
-        sub-domain; relaxations and the splits' terms through the graph's backward pass
-        (float64 when ``sound``, else in the ``iterates`` dtype, the box's node bounds
-        rounded to it: proves nothing)."""
-        from .milp_graph import relu_nodes
-
-        gt, nb0 = (self.graph_tensors, trees.graph_bounds) if sound else (self._graph_iterate, trees.graph_iterate)
-        relus = relu_nodes(gt.graph)
-        t = nodes.tree
-        lo_n, hi_n = trees.lower[t].to(gt.dtype), trees.upper[t].to(gt.dtype)
-        bounds = [(lb.to(gt.dtype), ub.to(gt.dtype)) for lb, ub in bounds]
-        n = len(nodes)
-
-        def each(a: Tensor) -> Tensor:  # the box's tensor, for every sub-domain (a view)
-            return a.expand(n, *a.shape[1:])
-
-        # the sub-domains' relaxations, on the box's unstable neurons (trees.columns)
-        sub = {k: relu_relaxation(lb, ub, alpha=a.to(lb.dtype)) for k, (lb, ub), a in zip(relus, bounds, alphas)}
-        invalid = each(nb0.invalid)
-        for r in sub.values():
-            invalid = invalid | r.invalid
-        nb = NodeBounds([each(a) for a in nb0.lower], [each(a) for a in nb0.upper], [each(a) for a in nb0.scale],
-                        {k: each(a) for k, a in nb0.terms.items()}, nb0.relax, invalid)
-        terms = {k: -(b.to(lo_n.dtype).clamp(min=0)) * ph.to(lo_n.dtype).unsqueeze(1)
-                 for k, b, ph in zip(relus, betas, nodes.phases)}
-        kept: dict[int, Tensor] = {}
-        spec = self._spec(nodes, trees, label, lo_n.dtype)
-        bound = graph_backward(gt, nb, len(gt.graph.nodes) - 1, spec, split_terms=terms, keep=kept,
-                               compact={k: (c, sub[k]) for k, c in zip(relus, trees.columns)})
-        zero = torch.zeros(n, 1, 1, dtype=lo_n.dtype, device=lo_n.device)
-        return concretize_wide(bound, lo_n, hi_n), bound, [kept.get(k, zero) for k in relus]
 
     def _steps(self, trees: Trees) -> int:
         """Adam steps per sub-domain of these trees (``steps``, or the defaults above)."""
@@ -579,7 +524,7 @@ class BabOracle(Oracle):
         """The margin is affine on the leaf's polytope: decide by LP (the tree's exact
         encoding with every binary fixed, re-solved per leaf)."""
         from .milp_encoding import encode, make_solver, solve  # pyomo/HiGHS: only when a leaf needs an LP
-        from .milp_graph import GraphBoxBounds, encode_graph, relu_nodes
+        from .milp_graph import GraphBoxBounds, encode_graph
 
         t = int(node.tree[0])
         lower, upper = trees.lower[t].cpu().numpy(), trees.upper[t].cpu().numpy()
@@ -594,13 +539,7 @@ class BabOracle(Oracle):
         enc, opt = trees.leaf_lps[t]
         j = int(trees.target[t])
         phases = [p[0].cpu().numpy() for p in node.phases]
-        if trees.columns is not None:  # a graph's sub-domains: on the box's unstable neurons
-            full = [np.zeros(trees.graph_bounds.relax[k].upper_intercept.shape[1], dtype=np.int8)
-                    for k in relu_nodes(self.network)]
-            for f, c, p in zip(full, trees.columns, phases):
-                f[c.cpu().numpy()] = p
-            phases = full
-        enc.fix_phases(phases)
+        enc.fix_phases(phases if trees.columns is None else full_phases(self.network, trees, phases))
         remaining = deadline - time.perf_counter()
         opt.config.time_limit = None if math.isinf(remaining) else max(remaining, 0.01)
         res = solve(opt, enc, enc.logits[label] - enc.logits[j])

@@ -72,6 +72,7 @@ LAYERS: dict[str, str] = {
     "oracles.attack": "oracles",
     "oracles.bab": "oracles",
     "oracles.bab_domains": "oracles",
+    "oracles.bab_graph": "oracles",
     "oracles.base": "oracles",
     "oracles.bounds": "oracles",
     "oracles.monotone": "oracles",  # input-gradient bounds, monotone inputs fixed
