@@ -24,7 +24,6 @@ from .bab_domains import Nodes, Trees
 from .bounds import ReluRelaxation, margin_spec, relu_relaxation
 from .graph_bounds import GraphTensors, NodeBounds, concretize_wide, node_bounds
 from .graph_bounds import backward as graph_backward
-from .milp_graph import relu_nodes, term_magnitude
 
 Tensor = torch.Tensor
 
@@ -44,6 +43,8 @@ def graph_trees(gt: GraphTensors, nb: NodeBounds, spec: Tensor, order: list[int]
                 hi: Tensor, work: torch.dtype) -> Trees:
     """Every tree (the margin rows ``order``, classes ``targets``) on the whole box
     ``[lo, hi]``, with its node bounds; the iterates' copy in ``work``."""
+    from .milp_graph import relu_nodes, term_magnitude  # pyomo: not at import
+
     count = len(order)
     relus = relu_nodes(gt.graph)
     # the sub-domains keep the box's unstable neurons only (the others' relaxations are exact)
@@ -69,6 +70,8 @@ def graph_pass(gt: GraphTensors, nb0: NodeBounds, trees: Trees, nodes: Nodes, sp
     on the box's node bounds ``nb0`` (for every sub-domain) with the sub-domains' own
     relaxations and the splits' terms: the lower bounds (``(N, 1)``), the linear bound,
     and each ReLU node's output coefficients (``(N, 1, n_u)``)."""
+    from .milp_graph import relu_nodes
+
     relus = relu_nodes(gt.graph)
     t = nodes.tree
     lo_n, hi_n = trees.lower[t].to(gt.dtype), trees.upper[t].to(gt.dtype)
@@ -97,6 +100,8 @@ def graph_pass(gt: GraphTensors, nb0: NodeBounds, trees: Trees, nodes: Nodes, sp
 def full_phases(graph: Graph, trees: Trees, phases: list[np.ndarray]) -> list[np.ndarray]:
     """A sub-domain's phases (on the box's unstable neurons) on every neuron of each ReLU
     node (0 elsewhere), as the graph's encoding reads them."""
+    from .milp_graph import relu_nodes
+
     assert trees.columns is not None
     full = [np.zeros(graph.nodes[k].numel, dtype=np.int8) for k in relu_nodes(graph)]
     for f, c, p in zip(full, trees.columns, phases):
