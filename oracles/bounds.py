@@ -29,6 +29,7 @@ the box's bounds ``-inf``; nothing non-finite is ever reported as a bound.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -223,6 +224,20 @@ class ReluRelaxation:
     upper_intercept: Tensor
     scale: Tensor
     invalid: Tensor
+
+    @functools.cached_property
+    def exact(self) -> Tensor:
+        """``(B, n)``: the neurons relaxed to ``relu(z) = s z`` with one slope ``s`` exactly 0
+        or 1 for every row and no intercept (every stable neuron): their products round nothing."""
+        lo, up = self.lower_slope, self.upper_slope
+        same = (lo == up.unsqueeze(1)).all(dim=1) if lo.dim() == 3 else lo == up
+        return same & (self.upper_intercept == 0) & ((up == 0) | (up == 1))
+
+    @functools.cached_property
+    def charged(self) -> Tensor:
+        """``scale`` where a product with the neuron's slope rounds (0 where :attr:`exact`):
+        the magnitude the products' rounding is charged on."""
+        return torch.where(self.exact, torch.zeros_like(self.scale), self.scale)
 
 
 def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -> ReluRelaxation:

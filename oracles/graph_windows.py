@@ -317,8 +317,8 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: 
             return proven((value + const - error).reshape(m, 2), nb.invalid.index_select(0, box))
         if isinstance(nv, gn.ReLU):
             r = nb.relax[v]
-            if not covered[v]:
-                err = err + sl.one * _dot(big.abs(), cut.cut(r.scale, "scale")).to(wide)
+            if not covered[v]:  # the products with exact slopes (0, 1) round nothing
+                err = err + sl.one * _dot(big.abs(), cut.cut(r.charged, "charged")).to(wide)
             neg = big.clamp(max=0)
             shift = _dot(neg.to(wide), cut.cut(r.upper_intercept, "intercept").to(wide))  # <= 0, in float64
             const, err = const + shift, err - sl.wide * shift

@@ -91,3 +91,15 @@ def test_bench_loads_the_benchmarks_of_the_checkout_or_says_it_needs_one(tmp_pat
     with pytest.raises(ppn.ConfigError, match="need a source checkout"):
         bench.bench_module("paper")
     assert build_parser().parse_args(["bench", "paper", "--quick"]).args == ["--quick"]  # cmd_bench says why
+
+
+def test_crown_vs_lirpa_rows_give_both_dtypes_speed_ups_and_tightness():
+    from benchmarks.crown_vs_lirpa import _table_row
+
+    theirs = {"cpu_seconds": 0.3, "peak_mb": 400, "bounds": [[1.0, -2.0]]}
+    ours64 = {"cpu_seconds": 0.1, "peak_mb": 300, "bounds": [[1.0, -2.0 - 4e-9]]}
+    ours32 = {"cpu_seconds": 0.15, "peak_mb": 300, "bounds": [[0.97, -2.1]]}
+    row = _table_row("net", 1, {"ours-float64": ours64, "ours-float32": ours32, "lirpa-float32": theirs})
+    assert row[6] == "3.0× / 2.0×"
+    assert row[7] == "-1.0e-09; 100% / -4.0e-02; 0%"  # relative to max(1, |theirs|); f32 loses 3% and 5%
+    assert "not installed" in row[5]

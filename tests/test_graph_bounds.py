@@ -451,3 +451,35 @@ def test_compact_sub_domain_relaxations_give_the_full_relaxations_bound(name):
         np.testing.assert_array_equal(kept[k].numpy(), kept_full[k].flatten(2)[:, :, cols].numpy())
     va, vb = concretize_wide(a, each(lo), each(hi)), concretize_wide(b, each(lo), each(hi))
     assert torch.allclose(vb, va, rtol=1e-9, atol=1e-7)  # apart from the rounding covers
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_relu_layers_with_few_unstable_neurons_are_pulled_back_on_their_columns_with_the_same_bounds(
+        dtype, monkeypatch):
+    """A ReLU layer whose unstable neurons are few is pulled back on their columns only (the
+    other slopes are exact 0s and 1s): the dense pass's bounds, a little tighter where the
+    dense pass charged rounding to exact products (float64: by its 1e-9 slack floor)."""
+    import oracles.graph_bounds as gb
+
+    sparse_layers = []
+    columns = gb._inexact_columns
+
+    def counted(*args):
+        cols = columns(*args)
+        sparse_layers.append(cols is not None)
+        return cols
+
+    monkeypatch.setattr(gb, "_inexact_columns", counted)
+    rng = np.random.default_rng(5)
+    for g in [small_cnn(), residual(), _conv_chain(1), _residual_convs(1)]:
+        x = rng.random((3, g.n_inputs))
+        lo, hi = np.clip(x - 0.01, 0, 1), np.clip(x + 0.01, 0, 1)
+        monkeypatch.setattr(gb, "SPARSE_SHARE", 0.25)
+        sparse = CrownOracle(g, dtype=dtype).margin_lower_bounds(lo, hi, 0)
+        monkeypatch.setattr(gb, "SPARSE_SHARE", -1.0)
+        dense = CrownOracle(g, dtype=dtype).margin_lower_bounds(lo, hi, 0)
+        assert np.isfinite(sparse).all()
+        scale = 1 + np.abs(dense)
+        assert (sparse >= dense - 1e-12 * scale).all()
+        assert (sparse <= dense + (1e-8 if dtype == "float64" else 1e-3) * scale).all()
+    assert any(sparse_layers), "some layer took the columns' pass"
