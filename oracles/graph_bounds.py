@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 
 from parallelepipedonn import graph_nodes as gn
-from parallelepipedonn.graph import Graph
+from parallelepipedonn.graph import Graph, evaluate
 from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_subnormal, unit_roundoff
 
 from .bounds import (
@@ -71,6 +71,10 @@ CHUNK_ELEMENTS = {4: 2**20, 8: 2**18}
 #: A ReLU layer whose unstable neurons are at most this share of it is pulled back through
 #: on their columns only (:func:`_inexact_columns`).
 SPARSE_SHARE = 0.25
+
+#: Whether CROWN bounds an unstable neuron's more promising side first and the other only
+#: where the first leaves it unstable (:func:`_tighten`); off: both sides of each.
+ONE_SIDE_FIRST = True
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,7 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
     g = gt.graph
     bsz = lower.shape[0]
     nb = NodeBounds([], [], [], {}, {}, torch.zeros(bsz, dtype=torch.bool, device=lower.device))
+    centers: list[Tensor] | None = None
     for k, node in enumerate(g.nodes):
         if isinstance(node, gn.Input):
             lo, hi = lower.reshape(bsz, *node.shape), upper.reshape(bsz, *node.shape)
@@ -238,7 +243,9 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
             nb.lower.append(lo)
             nb.upper.append(hi)
             nb.scale.append(torch.maximum(lo.abs(), hi.abs()))
-            lo, hi = _tighten(gt, k, nb, lower, upper)
+            if centers is None:  # every node's value at each box's center: which side to bound first
+                centers = evaluate(g, (lower + upper) / 2, keep=True)
+            lo, hi = _tighten(gt, k, nb, lower, upper, centers[k] if ONE_SIDE_FIRST else None)
             lo, hi, nb.invalid = _poison(lo, hi, nb.invalid)
             nb.lower.pop(), nb.upper.pop(), nb.scale.pop()
         if isinstance(node, gn.ReLU):
@@ -259,55 +266,93 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
     return nb
 
 
-def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor,
+             center: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Node ``k``'s interval bounds intersected with CROWN's, for the neurons unstable in
     each box (its own: a box's bounds do not depend on the other boxes of the batch), in
     chunks of :data:`CHUNK_ELEMENTS` coefficients. When ``k`` is a linear node, the first
     step of the pass is its rows ``W^T e_i``
-    (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`), shared by the lower and the
-    upper bound; a node with a window plan runs :mod:`oracles.graph_windows`."""
+    (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`); a node with a window plan
+    runs :mod:`oracles.graph_windows`.
+
+    With ``center`` (node ``k``'s value at each box's center), in each box whose rows of
+    both sides would fill more than one chunk, one side first: the lower bound of a neuron
+    positive at the center (it cannot be dead there: proving it active settles it), the
+    upper bound of the others (proving it dead settles it); the other side only for the
+    neurons still unstable. A neuron proven stable keeps its interval bound on the other
+    side (sound; its relaxation, exact, does not read it). Decided per box: a box's bounds
+    do not depend on the batch."""
     lo, hi = nb.lower[k].flatten(1), nb.upper[k].flatten(1)
     box, idx = ((lo < 0) & (hi > 0)).nonzero(as_tuple=True)  # (box, neuron) pairs, by box
     if box.numel() == 0:
         return nb.lower[k], nb.upper[k]
-    node = gt.graph.nodes[k]
-    n = lo.shape[1]
+    new_lo, new_hi = lo.clone(), hi.clone()
+    maps: dict = {}  # the windows of the maps, cut once for all chunks
+    one = torch.zeros_like(box, dtype=torch.bool)
+    if center is not None:  # one side first in the boxes whose rows fill more than a chunk (else: one pass)
+        one = (2 * torch.bincount(box, minlength=lo.shape[0]) > _chunk(gt, k, 1))[box]
+    if not bool(one.all()):
+        both = torch.tensor([1.0, -1.0], dtype=gt.dtype, device=lo.device).expand(int((~one).sum()), 2)
+        _signed_bounds(gt, k, nb, lower, upper, box[~one], idx[~one], both, new_lo, new_hi, maps)
+    if bool(one.any()):
+        box, idx = box[one], idx[one]
+        first = torch.where(center.flatten(1)[box, idx] >= 0, 1.0, -1.0).to(gt.dtype).unsqueeze(1)
+        _signed_bounds(gt, k, nb, lower, upper, box, idx, first, new_lo, new_hi, maps)
+        still = (new_lo[box, idx] < 0) & (new_hi[box, idx] > 0)
+        if bool(still.any()):
+            _signed_bounds(gt, k, nb, lower, upper, box[still], idx[still], -first[still], new_lo, new_hi, maps)
+    return new_lo.reshape(nb.lower[k].shape), new_hi.reshape(nb.upper[k].shape)
+
+
+def _chunk(gt: GraphTensors, k: int, n_signs: int) -> int:
+    """Neurons of node ``k`` per chunk of :func:`_signed_bounds` with ``n_signs`` rows each."""
     plan = gt.windows.get(k)
     if plan is not None:  # rows of one window each (graph_windows)
         widest = max(gt.graph.nodes[w.node].shape[0] * w.size[0] * w.size[1] for w in plan)
     else:
         widest = max(gt.graph.nodes[i].numel for i in gt.ancestors[k] | {k})
-    chunk = max(1, CHUNK_ELEMENTS.get(gt.dtype.itemsize, 2**18) // (2 * widest))
-    new_lo, new_hi = lo.clone(), hi.clone()
-    maps: dict = {}  # the windows of the maps, cut once for all chunks
+    return max(1, CHUNK_ELEMENTS.get(gt.dtype.itemsize, 2**18) // (n_signs * widest))
+
+
+def _signed_bounds(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor, box: Tensor,
+                   idx: Tensor, signs: Tensor, new_lo: Tensor, new_hi: Tensor, maps: dict) -> None:
+    """CROWN's lower bound of ``s z_k[box[r], idx[r]]`` for each sign ``s`` of ``signs[r]``
+    (``(p, S)``, ±1): ``new_lo`` raised to it where ``s = 1``, ``new_hi`` lowered to its
+    negation where ``s = -1`` (flat ``(B, n)``, in place)."""
+    node = gt.graph.nodes[k]
+    n, n_signs = new_lo.shape[1], signs.shape[1]
+    plan = gt.windows.get(k)
+    chunk = _chunk(gt, k, n_signs)
     linear = isinstance(node, gn.LinearNode) and not node.exact
     wide = torch.float64
     for start in range(0, box.numel(), chunk):
-        b, i = box[start:start + chunk], idx[start:start + chunk]
+        b, i, sg = box[start:start + chunk], idx[start:start + chunk], signs[start:start + chunk]
         p = b.numel()
         if plan is not None:
-            vals = windowed_bounds(gt, nb, k, plan, b, i, lower, upper, maps)
+            vals = windowed_bounds(gt, nb, k, plan, b, i, lower, upper, maps, sg)
         else:
             if linear:
                 u = node.inputs[0]
                 first = node.rows_t(i.view(1, p), gt.dtype).view(p, 1, *node.in_shape)
                 bias = node.bias(gt.dtype, gt.device)
-                const = bias.expand(1, *node.shape).reshape(-1)[i] if bias is not None else lo.new_zeros(p)
+                const = bias.expand(1, *node.shape).reshape(-1)[i] if bias is not None else new_lo.new_zeros(p)
                 mag = nb.terms[k].flatten(1)[b, i]
                 under = (nb.scale[u].flatten(1).sum(1) + 1)[b].unsqueeze(1)
-                bound = backward(gt, nb, u, torch.cat([first, -first], dim=1), covered=True,
-                                 const=torch.stack([const, -const], dim=1).to(wide),
-                                 error=gt.slacks.back[k] * torch.stack([mag, mag], dim=1).to(wide),
+                spec = first * sg.view(p, n_signs, *([1] * len(node.in_shape)))  # exact: times 1 or -1
+                bound = backward(gt, nb, u, spec, covered=True, const=(const.unsqueeze(1) * sg).to(wide),
+                                 error=gt.slacks.back[k] * mag.unsqueeze(1).expand(p, n_signs).to(wide),
                                  underflow=under, rows=b)
             else:
-                eye = torch.zeros(p, n, dtype=gt.dtype, device=lo.device)
-                eye[torch.arange(p, device=lo.device), i] = 1.0
-                bound = backward(gt, nb, k, torch.stack([eye, -eye], dim=1).reshape(p, 2, *node.shape), rows=b)
+                eye = torch.zeros(p, n_signs, n, dtype=gt.dtype, device=new_lo.device)
+                eye[torch.arange(p, device=new_lo.device), :, i] = sg
+                bound = backward(gt, nb, k, eye.reshape(p, n_signs, *node.shape), rows=b)
             vals = concretize_wide(bound, lower, upper, rows=b)
         vals = round_down(vals, gt.dtype)
-        new_lo[b, i] = torch.maximum(vals[:, 0], new_lo[b, i])
-        new_hi[b, i] = torch.minimum(-vals[:, 1], new_hi[b, i])
-    return new_lo.reshape(nb.lower[k].shape), new_hi.reshape(nb.upper[k].shape)
+        up = sg > 0
+        for j in range(n_signs):
+            pos, neg = up[:, j], ~up[:, j]
+            new_lo[b[pos], i[pos]] = torch.maximum(vals[pos, j], new_lo[b[pos], i[pos]])
+            new_hi[b[neg], i[neg]] = torch.minimum(-vals[neg, j], new_hi[b[neg], i[neg]])
 
 
 def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, covered: bool = False,

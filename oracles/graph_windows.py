@@ -225,8 +225,8 @@ class _Cutter:
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """Sum over each window of ``a * b``: ``a`` ``(B, m, 2, C, h, w)``, ``b`` ``(B, m, 1, C, h,
-    w)`` or a map ``(C, 1, 1)`` -> ``(B, m, 2)`` (a batched matrix product: no temporary of
+    """Sum over each window of ``a * b``: ``a`` ``(B, m, S, C, h, w)``, ``b`` ``(B, m, 1, C, h,
+    w)`` or a map ``(C, 1, 1)`` -> ``(B, m, S)`` (a batched matrix product: no temporary of
     the size of ``a``)."""
     if b.dim() < a.dim():  # a per-channel map: sum the windows first (the same terms, regrouped)
         return (a.flatten(4).sum(-1) * b.reshape(-1)).sum(-1)
@@ -234,13 +234,15 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
 
 
 def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: Tensor,  # noqa: ANN001
-                    lower: Tensor, upper: Tensor, maps: dict[int, dict[str, Tensor]]) -> Tensor:
-    """Proven lower bounds of ``z_k[box[r], idx[r]]`` and of its negation for each row ``r``
-    (``(p, 2)``, float64; ``-inf`` where nothing is proven): the values that
+                    lower: Tensor, upper: Tensor, maps: dict[int, dict[str, Tensor]],
+                    signs: Tensor | None = None) -> Tensor:
+    """Proven lower bounds of ``s z_k[box[r], idx[r]]`` for each row ``r`` and sign ``s`` of
+    ``signs[r]`` (``(p, S)``, ±1; by default ``(1, -1)``: the lower and the upper bound)
+    (``(p, S)``, float64; ``-inf`` where nothing is proven): the values that
     :func:`~oracles.graph_bounds.concretize_wide` gives for the full pass of
     :func:`oracles.graph_bounds._tighten`, computed on windows (module docstring). ``idx``
     are flat output indices of node ``k``, ``box`` the box of each (``(p,)``).
-    Coefficients are ``(1, p, 2, C, h, w)``: the rows of ``z`` and of ``-z``. ``maps`` keeps
+    Coefficients are ``(1, p, S, C, h, w)``: the rows of ``s z``. ``maps`` keeps
     the windows of the maps from one chunk of rows to the next (empty at the first).
 
     The pass visits the plan's nodes in reverse topological order as
@@ -258,7 +260,9 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: 
     windows = {w.node: w for w in plan}
     cutters = {w.node: _Cutter(w, gt.graph.nodes[w.node].shape, node.shape, box.view(1, m), pos // wo, pos % wo,
                                maps.setdefault(w.node, {})) for w in plan[1:]}  # plan[0]: k itself
-    sign = torch.tensor([1.0, -1.0], dtype=dtype, device=dev).expand(1, m, 2)
+    sign = (torch.tensor([1.0, -1.0], dtype=dtype, device=dev).expand(1, m, 2) if signs is None
+            else signs.to(dtype).view(1, m, -1))
+    n_signs = sign.shape[2]
     lam: dict[int, Tensor] = {}
     acc_abs: dict[int, Tensor] = {}
     covered: dict[int, bool] = {}
@@ -286,16 +290,16 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: 
     if isinstance(node, gn.Conv2d):
         u = node.inputs[0]
         const = (node.bias(dtype, dev).reshape(-1)[co].unsqueeze(2) * sign).to(wide)
-        err = sl.back[k] * nb.terms[k].flatten(1)[box, idx].view(1, m).to(wide).unsqueeze(2).expand(bsz, m, 2)
+        err = sl.back[k] * nb.terms[k].flatten(1)[box, idx].view(1, m).to(wide).unsqueeze(2).expand(bsz, m, n_signs)
         under = under + per_row(nb.scale[u].flatten(1).sum(1) + 1)
-        push(u, cutters[u].inside(_kernel(node, dtype, dev)[co].unsqueeze(2) * sign.view(bsz, m, 2, 1, 1, 1)),
+        push(u, cutters[u].inside(_kernel(node, dtype, dev)[co].unsqueeze(2) * sign.view(bsz, m, n_signs, 1, 1, 1)),
              windows[u], True)
     else:
-        const = torch.zeros(bsz, m, 2, dtype=wide, device=dev)
-        err = torch.zeros(bsz, m, 2, dtype=wide, device=dev)
-        start = torch.zeros(bsz, m, 2, node.shape[0], dtype=dtype, device=dev)
-        start.scatter_(3, co.view(bsz, m, 1, 1).expand(bsz, m, 2, 1), sign.unsqueeze(-1))
-        start = start.view(bsz, m, 2, -1, 1, 1)
+        const = torch.zeros(bsz, m, n_signs, dtype=wide, device=dev)
+        err = torch.zeros(bsz, m, n_signs, dtype=wide, device=dev)
+        start = torch.zeros(bsz, m, n_signs, node.shape[0], dtype=dtype, device=dev)
+        start.scatter_(3, co.view(bsz, m, 1, 1).expand(bsz, m, n_signs, 1), sign.unsqueeze(-1))
+        start = start.view(bsz, m, n_signs, -1, 1, 1)
         one = plan[0]
         push(node.inputs[0], start, Window(node.inputs[0], one.size, one.stride, one.offset), False)
         push(node.inputs[1], -start if isinstance(node, gn.Sub) else start,
@@ -314,7 +318,7 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: 
             big = big.to(wide)
             value = _dot(big, cut.cut((hi + lo) / 2, "center")) - _dot(big.abs(), cut.cut((hi - lo) / 2, "radius"))
             error = err + (gt.tiny * under.to(wide) + ABS_SLACK).view(bsz, m, 1)
-            return proven((value + const - error).reshape(m, 2), nb.invalid.index_select(0, box))
+            return proven((value + const - error).reshape(m, n_signs), nb.invalid.index_select(0, box))
         if isinstance(nv, gn.ReLU):
             r = nb.relax[v]
             if not covered[v]:  # the products with exact slopes (0, 1) round nothing

@@ -220,11 +220,14 @@ def _residual_convs(seed: int) -> Graph:
 
 
 @pytest.mark.parametrize("make,seed", [(_conv_chain, s) for s in range(4)] + [(_residual_convs, s) for s in range(2)])
-def test_windowed_intermediate_bounds_equal_the_full_pass(make, seed):
+def test_windowed_intermediate_bounds_equal_the_full_pass(make, seed, monkeypatch):
     import dataclasses
 
+    import oracles.graph_bounds as gb
     from oracles.graph_bounds import node_bounds
 
+    # both sides of every neuron on both paths (their rows fill chunks of different widths)
+    monkeypatch.setattr(gb, "ONE_SIDE_FIRST", False)
     g = make(seed)
     gt = GraphTensors.of(g)
     assert gt.windows, "the windowed pass applies to convolutions and their residual connections"
@@ -483,3 +486,35 @@ def test_relu_layers_with_few_unstable_neurons_are_pulled_back_on_their_columns_
         assert (sparse >= dense - 1e-12 * scale).all()
         assert (sparse <= dense + (1e-8 if dtype == "float64" else 1e-3) * scale).all()
     assert any(sparse_layers), "some layer took the columns' pass"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_one_side_first_bounds_fewer_rows_with_the_same_margins_below_every_sampled_margin(dtype, monkeypatch):
+    """CROWN bounds the side a neuron's value at the box's center favours first (the lower
+    bound of one positive there: proving it active settles it) and the other side only
+    where the neuron is still unstable: fewer rows; the same margins up to the rounding
+    charged on a stable neuron's looser other side; below every sampled margin."""
+    import oracles.graph_bounds as gb
+
+    rows: dict[bool, int] = {True: 0, False: 0}
+    signed = gb._signed_bounds
+
+    def counted(*args):
+        rows[gb.ONE_SIDE_FIRST] += args[7].numel()  # the (neuron, sign) rows bounded
+        return signed(*args)
+
+    monkeypatch.setattr(gb, "_signed_bounds", counted)
+    monkeypatch.setattr(gb, "CHUNK_ELEMENTS", {4: 2**12, 8: 2**12})  # several chunks: one side first applies
+    rng = np.random.default_rng(2)
+    for g in [small_cnn(), residual(), _conv_chain(0), _residual_convs(1)]:
+        x = rng.random((2, g.n_inputs))
+        lo, hi = x - 0.02, x + 0.02
+        monkeypatch.setattr(gb, "ONE_SIDE_FIRST", False)
+        both = CrownOracle(g, dtype=dtype).margin_lower_bounds(lo, hi, 0)
+        monkeypatch.setattr(gb, "ONE_SIDE_FIRST", True)
+        first = CrownOracle(g, dtype=dtype).margin_lower_bounds(lo, hi, 0)
+        assert np.isfinite(first).all()
+        scale = 1 + np.abs(both)
+        np.testing.assert_allclose(first, both, rtol=0, atol=(1e-6 if dtype == "float64" else 1e-2) * scale.max())
+        assert (first.min(axis=1) <= _sampled_margins(g, x, 0.02, 0, rng, k=300)).all()
+    assert rows[True] < rows[False]
