@@ -37,7 +37,7 @@ outward by their own fan-in's slack. Any non-finite number makes the box's bound
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -224,7 +224,13 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
     g = gt.graph
     bsz = lower.shape[0]
     nb = NodeBounds([], [], [], {}, {}, torch.zeros(bsz, dtype=torch.bool, device=lower.device))
-    centers: list[Tensor] | None = None
+    centers: list[Tensor] = []
+
+    def center() -> list[Tensor]:  # every node's value at each box's center: which side to bound first
+        if not centers:
+            centers.extend(evaluate(g, (lower + upper) / 2, keep=True))
+        return centers
+
     for k, node in enumerate(g.nodes):
         if isinstance(node, gn.Input):
             lo, hi = lower.reshape(bsz, *node.shape), upper.reshape(bsz, *node.shape)
@@ -243,9 +249,7 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
             nb.lower.append(lo)
             nb.upper.append(hi)
             nb.scale.append(torch.maximum(lo.abs(), hi.abs()))
-            if centers is None:  # every node's value at each box's center: which side to bound first
-                centers = evaluate(g, (lower + upper) / 2, keep=True)
-            lo, hi = _tighten(gt, k, nb, lower, upper, centers[k] if ONE_SIDE_FIRST else None)
+            lo, hi = _tighten(gt, k, nb, lower, upper, center if ONE_SIDE_FIRST else None)
             lo, hi, nb.invalid = _poison(lo, hi, nb.invalid)
             nb.lower.pop(), nb.upper.pop(), nb.scale.pop()
         if isinstance(node, gn.ReLU):
@@ -267,7 +271,7 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
 
 
 def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor,
-             center: Tensor | None = None) -> tuple[Tensor, Tensor]:
+             center: Callable[[], list[Tensor]] | None = None) -> tuple[Tensor, Tensor]:
     """Node ``k``'s interval bounds intersected with CROWN's, for the neurons unstable in
     each box (its own: a box's bounds do not depend on the other boxes of the batch), in
     chunks of :data:`CHUNK_ELEMENTS` coefficients. When ``k`` is a linear node, the first
@@ -275,11 +279,11 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
     (:meth:`~parallelepipedonn.graph_nodes.LinearNode.rows_t`); a node with a window plan
     runs :mod:`oracles.graph_windows`.
 
-    With ``center`` (node ``k``'s value at each box's center), in each box whose rows of
-    both sides would fill more than one chunk, one side first: the lower bound of a neuron
-    positive at the center (it cannot be dead there: proving it active settles it), the
-    upper bound of the others (proving it dead settles it); the other side only for the
-    neurons still unstable. A neuron proven stable keeps its interval bound on the other
+    With ``center`` (called: every node's value at each box's center), in each box whose
+    rows of both sides would fill more than one chunk, one side first: the lower bound of a
+    neuron positive at the center (it cannot be dead there: proving it active settles it),
+    the upper bound of the others (proving it dead settles it); the other side only for
+    the neurons still unstable. A neuron proven stable keeps its interval bound on the other
     side (sound; its relaxation, exact, does not read it). Decided per box: a box's bounds
     do not depend on the batch."""
     lo, hi = nb.lower[k].flatten(1), nb.upper[k].flatten(1)
@@ -288,15 +292,18 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
         return nb.lower[k], nb.upper[k]
     new_lo, new_hi = lo.clone(), hi.clone()
     maps: dict = {}  # the windows of the maps, cut once for all chunks
-    one = torch.zeros_like(box, dtype=torch.bool)
-    if center is not None:  # one side first in the boxes whose rows fill more than a chunk (else: one pass)
-        one = (2 * torch.bincount(box, minlength=lo.shape[0]) > _chunk(gt, k, 1))[box]
-    if not bool(one.all()):
-        both = torch.tensor([1.0, -1.0], dtype=gt.dtype, device=lo.device).expand(int((~one).sum()), 2)
-        _signed_bounds(gt, k, nb, lower, upper, box[~one], idx[~one], both, new_lo, new_hi, maps)
-    if bool(one.any()):
+    if center is None:
+        one = None
+    else:  # one side first in the boxes whose rows fill more than a chunk (else: one pass)
+        counts = torch.bincount(box, minlength=lo.shape[0])
+        one = (2 * counts > _chunk(gt, k, 1))[box] if 2 * int(counts.max()) > _chunk(gt, k, 1) else None
+    if one is None or not bool(one.all()):
+        rest = (box, idx) if one is None else (box[~one], idx[~one])
+        both = torch.tensor([1.0, -1.0], dtype=gt.dtype, device=lo.device).expand(rest[0].numel(), 2)
+        _signed_bounds(gt, k, nb, lower, upper, *rest, both, new_lo, new_hi, maps)
+    if one is not None and bool(one.any()):
         box, idx = box[one], idx[one]
-        first = torch.where(center.flatten(1)[box, idx] >= 0, 1.0, -1.0).to(gt.dtype).unsqueeze(1)
+        first = torch.where(center()[k].flatten(1)[box, idx] >= 0, 1.0, -1.0).to(gt.dtype).unsqueeze(1)
         _signed_bounds(gt, k, nb, lower, upper, box, idx, first, new_lo, new_hi, maps)
         still = (new_lo[box, idx] < 0) & (new_hi[box, idx] > 0)
         if bool(still.any()):
@@ -348,11 +355,14 @@ def _signed_bounds(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, uppe
                 bound = backward(gt, nb, k, eye.reshape(p, n_signs, *node.shape), rows=b)
             vals = concretize_wide(bound, lower, upper, rows=b)
         vals = round_down(vals, gt.dtype)
-        up = sg > 0
-        for j in range(n_signs):
-            pos, neg = up[:, j], ~up[:, j]
-            new_lo[b[pos], i[pos]] = torch.maximum(vals[pos, j], new_lo[b[pos], i[pos]])
-            new_hi[b[neg], i[neg]] = torch.minimum(-vals[neg, j], new_hi[b[neg], i[neg]])
+        if n_signs == 2:  # (1, -1): the lower and the upper bound
+            lows, highs = vals[:, 0], -vals[:, 1]
+        else:  # one side each: the other bound stays
+            up = sg[:, 0] > 0
+            lows = torch.where(up, vals[:, 0], -torch.inf)
+            highs = torch.where(up, torch.inf, -vals[:, 0])
+        new_lo[b, i] = torch.maximum(lows, new_lo[b, i])
+        new_hi[b, i] = torch.minimum(highs, new_hi[b, i])
 
 
 def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, covered: bool = False,
