@@ -84,6 +84,7 @@ LAYERS: dict[str, str] = {
     "oracles.distance": "oracles",
     "oracles.gmm": "oracles",  # closed form on linear classifiers, CROWN otherwise
     "oracles.graph_bounds": "oracles",  # CROWN over the DAG IR
+    "oracles.graph_backward": "oracles",  # its backward pass and concretisation
     "oracles.graph_windows": "oracles",  # its windowed (patches) intermediate bounds
     "oracles.graph_rounding": "oracles",  # its per-product rounding slacks
     "oracles.lirpa": "oracles",
