@@ -275,8 +275,8 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
     if center is None:
         one = None
     else:  # one side first in the boxes whose rows fill more than a chunk (else: one pass)
-        counts = torch.bincount(box, minlength=lo.shape[0])
-        one = (2 * counts > _chunk(gt, k, 1))[box] if 2 * int(counts.max()) > _chunk(gt, k, 1) else None
+        counts, fits = torch.bincount(box, minlength=lo.shape[0]), _chunk(gt, k, 1)
+        one = (2 * counts > fits)[box] if 2 * int(counts.max()) > fits else None
     if one is None or not bool(one.all()):
         rest = (box, idx) if one is None else (box[~one], idx[~one])
         both = torch.tensor([1.0, -1.0], dtype=gt.dtype, device=lo.device).expand(rest[0].numel(), 2)
