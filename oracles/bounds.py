@@ -38,7 +38,7 @@ import torch
 
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
-from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_subnormal, unit_roundoff
+from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_normal, smallest_subnormal, unit_roundoff
 
 Tensor = torch.Tensor
 
@@ -244,7 +244,8 @@ def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -
     """Relaxation of ``relu`` on ``[lower, upper]`` (shape ``(B, n)``).
 
     Stable neurons are exact. For unstable ones (``l < 0 < u``) the upper line is the
-    chord ``u / (u - l) * (z - l)``, its intercept rounded up; the lower slope is
+    chord ``u / (u - l) * (z - l)``, its intercept rounded up (where that slope would
+    fall below the normal range, the flat line ``u``); the lower slope is
     ``alpha`` (clamped to [0, 1]) if given, else CROWN's adaptive choice (1 if
     ``u >= -l`` else 0).
     """
@@ -259,6 +260,10 @@ def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -
     # at most a few units of roundoff of |s l| + |u|
     intercept = torch.where(unstable, intercept + 8 * unit_roundoff(lower.dtype) * (intercept.abs() + upper.abs()),
                             torch.zeros_like(lower))
+    # a chord slope below the normal range (u tiny against -l) carries an absolute error that
+    # times (u - l) no relative slack covers: the flat line relu(z) <= u instead (exact)
+    flat = unstable & (slope < smallest_normal(lower.dtype))
+    slope, intercept = torch.where(flat, 0.0, slope), torch.where(flat, upper, intercept)
     scale = torch.where(upper <= 0, torch.zeros_like(lower), torch.maximum(upper, -lower))
     if alpha is None:
         lower_slope = torch.where(unstable, (upper >= -lower).to(lower.dtype), active_f)

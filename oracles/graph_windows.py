@@ -34,6 +34,7 @@ of different strides, and windows as large as the maps take the full path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,11 +189,11 @@ class _Cutter:
     ``(i[r], j[r])`` of box ``box[r]`` reads that box's map; the result ``(1, p, 1, C, h, w)``
     is shared (broadcast) by the lower- and the upper-bound row of each window."""
 
-    def __init__(self, win: Window, shape: tuple[int, ...], target: tuple[int, ...], box: Tensor, i: Tensor,
-                 j: Tensor, maps: dict[str, Tensor]) -> None:
-        _, h_map, w_map = shape
+    def __init__(self, node: gn.Node, win: Window, target: tuple[int, ...], box: Tensor, i: Tensor, j: Tensor,
+                 maps: dict[tuple[str, ...], list], dtype: torch.dtype) -> None:
+        _, h_map, w_map = node.shape
         (h, w), (sh, sw), (ph, pw) = win.size, win.stride, win.offset
-        self.win, self.shape, self.maps = win, shape, maps
+        self.win, self.shape, self.maps = win, node.shape, maps
         # zero padding so that every window lies in the padded map: before by the offset,
         # after by what the last window overhangs
         self.pads = [pw, max(0, (target[2] - 1) * sw - pw + w - w_map), ph,
@@ -200,28 +201,44 @@ class _Cutter:
         cols = (w_map + self.pads[0] + self.pads[1] - w) // sw + 1
         rows = (h_map + self.pads[2] + self.pads[3] - h) // sh + 1
         # each row's window: its row of unfold's output, boxes one after the other
-        self.position = (i * cols + j).reshape(-1)
-        self.index = self.position + rows * cols * box.reshape(-1)
-        inside = torch.ones(1, 1, h_map, w_map, dtype=torch.float64, device=i.device)
-        self._inside = self.cut(inside, "inside", self.position)  # (1, p, 1, 1, h, w): 1 or 0
+        position = (i * cols + j).reshape(-1)
+        self.index = position + rows * cols * box.reshape(-1)
+        key = ("window_inside", win, tuple(target), dtype, str(i.device))
+        if key not in node._cache:  # every window's 1 (inside the map) or 0: the same for every box
+            inside = torch.ones(1, 1, h_map, w_map, dtype=dtype, device=i.device)
+            node._cache[key] = self._unfold(inside)
+        self._inside = node._cache[key].index_select(0, position).reshape(1, -1, 1, 1, h, w)
 
-    def cut(self, t: Tensor, key: str, index: Tensor | None = None) -> Tensor:
-        """``(B, C, H, W)`` (or flat ``(B, C*H*W)``) -> each row's window ``(1, p, 1, C, h, w)``
-        (zero outside the map). Every window of the map is cut once (``unfold``) and kept in
-        ``maps`` under ``key`` for the next chunks of rows."""
-        bsz = t.shape[0]
-        channels = t.numel() // (bsz * self.shape[1] * self.shape[2])
+    def _unfold(self, t: Tensor) -> Tensor:
+        """``(B, C, H, W)`` -> every window of the map, ``(B L, C h w)`` (boxes one after the other)."""
+        cols = F.unfold(F.pad(t, self.pads), self.win.size, stride=self.win.stride)  # (B, C h w, L)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1]).contiguous()
+
+    def cut(self, named: dict[str, Callable[[], Tensor]]) -> dict[str, Tensor]:
+        """Each named ``(B, C, H, W)`` (or flat ``(B, C*H*W)``) map, given by the function that
+        computes it -> each row's window ``(1, p, 1, C, h, w)`` (zero outside the map). The
+        maps of one dtype are cut together (stacked along the channels: one ``unfold``), every
+        window of them once, kept in ``maps`` for the next chunks of rows."""
+        key = tuple(named)
         if key not in self.maps:
-            t = t.reshape(bsz, channels, *self.shape[1:])
-            cols = F.unfold(F.pad(t, self.pads), self.win.size, stride=self.win.stride)  # (B, C h w, L)
-            self.maps[key] = cols.transpose(1, 2).reshape(-1, cols.shape[1]).contiguous()  # (B L, C h w)
-        out = self.maps[key].index_select(0, self.index if index is None else index)  # (p, C h w)
-        return out.reshape(1, -1, 1, channels, *self.win.size)
+            by_dtype: dict[torch.dtype, list[tuple[str, Tensor]]] = {}
+            for name, make in named.items():
+                t = make()
+                by_dtype.setdefault(t.dtype, []).append((name, t.reshape(t.shape[0], -1, *self.shape[1:])))
+            self.maps[key] = [(self._unfold(torch.cat([t for _, t in items], 1) if len(items) > 1 else items[0][1]),
+                               [(name, t.shape[1]) for name, t in items]) for items in by_dtype.values()]
+        size = self.win.size[0] * self.win.size[1]
+        out: dict[str, Tensor] = {}
+        for flat, channels in self.maps[key]:
+            pieces = flat.index_select(0, self.index).split([c * size for _, c in channels], dim=1)  # (p, C h w) each
+            for (name, c), piece in zip(channels, pieces):
+                out[name] = piece.reshape(1, -1, 1, c, *self.win.size)
+        return out
 
     def inside(self, lam: Tensor) -> Tensor:
         """``lam`` with the coefficients outside the map set to exactly zero (times 1 or 0:
         exact for finite numbers; a non-finite one makes the box's bounds ``-inf`` anyway)."""
-        return lam * self._inside.to(lam.dtype)
+        return lam * self._inside
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -231,6 +248,29 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     if b.dim() < a.dim():  # a per-channel map: sum the windows first (the same terms, regrouped)
         return (a.flatten(4).sum(-1) * b.reshape(-1)).sum(-1)
     return (a.flatten(3) @ b.flatten(3).transpose(-1, -2)).squeeze(-1)
+
+
+def _needs(node: gn.Node, relax, scale: Tensor, terms: Tensor | None, joined: bool, covered: bool,  # noqa: ANN001
+           lower: Tensor, upper: Tensor) -> dict[str, Callable[[], Tensor]]:
+    """The maps :func:`windowed_bounds` reads at ``node`` (by name, each as the function that
+    computes it): ``scale`` where branches rejoin there (or at an uncovered input), the box's
+    ``center`` and ``radius`` (float64) at the input, a ReLU's relaxation (``charged`` where
+    its coefficient was not produced by a linear node), a convolution's ``terms``."""
+    need: dict[str, Callable[[], Tensor]] = {}
+    if joined or (isinstance(node, gn.Input) and not covered):
+        need["scale"] = lambda: scale
+    if isinstance(node, gn.Input):
+        wide = torch.float64
+        need["center"] = lambda: (upper.to(wide) + lower.to(wide)) / 2
+        need["radius"] = lambda: (upper.to(wide) - lower.to(wide)) / 2
+    elif isinstance(node, gn.ReLU):
+        if not covered:
+            need["charged"] = lambda: relax.charged
+        need.update(intercept=lambda: relax.upper_intercept, upper=lambda: relax.upper_slope,
+                    lower=lambda: relax.lower_slope)
+    elif isinstance(node, gn.Conv2d):
+        need["terms"] = lambda: terms
+    return need
 
 
 def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: Tensor,  # noqa: ANN001
@@ -258,8 +298,8 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: 
     _, ho, wo = node.shape
     co, pos = sel // (ho * wo), sel % (ho * wo)
     windows = {w.node: w for w in plan}
-    cutters = {w.node: _Cutter(w, gt.graph.nodes[w.node].shape, node.shape, box.view(1, m), pos // wo, pos % wo,
-                               maps.setdefault(w.node, {})) for w in plan[1:]}  # plan[0]: k itself
+    cutters = {w.node: _Cutter(gt.graph.nodes[w.node], w, node.shape, box.view(1, m), pos // wo, pos % wo,
+                               maps.setdefault(w.node, {}), dtype) for w in plan[1:]}  # plan[0]: k itself
     sign = (torch.tensor([1.0, -1.0], dtype=dtype, device=dev).expand(1, m, 2) if signs is None
             else signs.to(dtype).view(1, m, -1))
     n_signs = sign.shape[2]
@@ -306,33 +346,33 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: 
              Window(node.inputs[1], one.size, one.stride, one.offset), False)
 
     for win in plan[1:]:
-        v, cut = win.node, cutters[win.node]
+        v = win.node
         nv = gt.graph.nodes[v]
         big = lam.pop(v)
+        w = cutters[v].cut(_needs(nv, nb.relax.get(v), nb.scale[v], nb.terms.get(v), v in acc_abs, covered[v],
+                                  lower, upper))
         if v in acc_abs:  # the rounding of the sum of several coefficients
-            err = err + sl.join * _dot(acc_abs.pop(v), cut.cut(nb.scale[v], "scale")).to(wide)
+            err = err + sl.join * _dot(acc_abs.pop(v), w["scale"]).to(wide)
         if isinstance(nv, gn.Input):
             if not covered[v]:
-                err = err + sl.one * _dot(big.abs(), cut.cut(nb.scale[v], "scale")).to(wide)
-            lo, hi = lower.to(wide), upper.to(wide)
+                err = err + sl.one * _dot(big.abs(), w["scale"]).to(wide)
             big = big.to(wide)
-            value = _dot(big, cut.cut((hi + lo) / 2, "center")) - _dot(big.abs(), cut.cut((hi - lo) / 2, "radius"))
+            value = _dot(big, w["center"]) - _dot(big.abs(), w["radius"])
             error = err + (gt.tiny * under.to(wide) + ABS_SLACK).view(bsz, m, 1)
             return proven((value + const - error).reshape(m, n_signs), nb.invalid.index_select(0, box))
         if isinstance(nv, gn.ReLU):
-            r = nb.relax[v]
             if not covered[v]:  # the products with exact slopes (0, 1) round nothing
-                err = err + sl.one * _dot(big.abs(), cut.cut(r.charged, "charged")).to(wide)
+                err = err + sl.one * _dot(big.abs(), w["charged"]).to(wide)
             neg = big.clamp(max=0)
-            shift = _dot(neg.to(wide), cut.cut(r.upper_intercept, "intercept").to(wide))  # <= 0, in float64
+            shift = _dot(neg.to(wide), w["intercept"].to(wide))  # <= 0, in float64
             const, err = const + shift, err - sl.wide * shift
             # times the upper slope where negative, else the lower one (one product is an exact zero)
-            new = neg * cut.cut(r.upper_slope, "upper") + big.clamp(min=0) * cut.cut(r.lower_slope, "lower")
+            new = neg * w["upper"] + big.clamp(min=0) * w["lower"]
             push(nv.inputs[0], new, win, False)
         elif isinstance(nv, gn.Conv2d):
             u = nv.inputs[0]
             const = const + _dot(big.to(wide), nv.bias(wide, dev))
-            err = err + sl.back[v] * _dot(big.abs(), cut.cut(nb.terms[v], "terms")).to(wide)
+            err = err + sl.back[v] * _dot(big.abs(), w["terms"]).to(wide)
             under = under + per_row(nb.scale[u].flatten(1).sum(1) + 1)
             size, stride, offset = _through(nv, win)
             through = Window(u, size, stride, offset)

@@ -85,6 +85,13 @@ def smallest_subnormal(dtype: Any = np.float64) -> float:
 
 
 @functools.lru_cache(maxsize=4096)  # pure; called per bound in hot loops
+def smallest_normal(dtype: Any = np.float64) -> float:
+    """The dtype's smallest normal number: below it, results carry an absolute (underflow)
+    error, no longer a relative one."""
+    return float(np.finfo(_np_dtype(dtype)).tiny)
+
+
+@functools.lru_cache(maxsize=4096)  # pure; called per bound in hot loops
 def gamma(n: int, dtype: Any = np.float64) -> float:
     """``gamma_n = n u / (1 - n u)``: the relative error bound of a sum of ``n`` terms."""
     nu = n * unit_roundoff(dtype)

@@ -233,3 +233,24 @@ def test_boxes_with_a_non_finite_bound_are_found_whatever_their_finite_numbers(d
     assert nonfinite_rows(lo, hi).tolist() == [False, False, False, True, True, True]
     assert nonfinite_rows(lo, hi, dim=-1).tolist() == [False, False, False, True, True, True]
     assert nonfinite_rows(lo.reshape(6, 1, 2)).tolist() == [False, False, False, True, True, False]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_relu_relaxation_holds_in_exact_arithmetic_where_its_slope_underflows(dtype):
+    """The upper line of an unstable ReLU whose chord slope ``u / (u - l)`` falls below the
+    normal range (a subnormal ``u`` against a huge ``-l``), and of ordinary ones, lies above
+    ``relu`` at both ends of ``[l, u]`` in exact arithmetic on the numbers returned."""
+    import torch
+
+    from oracles.bounds import relu_relaxation
+
+    t = getattr(torch, dtype)
+    info = torch.finfo(t)
+    lo = torch.tensor([[-info.max / 2, -1e30, -1.0, -3.0, -info.max / 2]], dtype=t)
+    hi = torch.tensor([[info.tiny / 8, info.tiny / 1e3, 0.5, 1e-30, 1.0]], dtype=t)
+    r = relu_relaxation(lo, hi)
+    for i in range(lo.shape[1]):
+        s, c = Fraction(float(r.upper_slope[0, i])), Fraction(float(r.upper_intercept[0, i]))
+        lf, uf = Fraction(float(lo[0, i])), Fraction(float(hi[0, i]))
+        assert s * lf + c >= 0 and s * uf + c >= uf, (i, float(s), float(c))
+        assert float(r.lower_slope[0, i]) in (0.0, 1.0)
