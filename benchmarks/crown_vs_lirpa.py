@@ -19,6 +19,8 @@ torch, the network and the boxes, before the first bound. Time: median of ``--re
 calls after one warm-up call, as CPU time (the process's, one thread: the figure a
 shared machine's load disturbs least; the wall time is in the CSV); with ``--rounds R``
 the tools of each configuration run R times, interleaved, and each keeps its median.
+Both tools run under ``torch.inference_mode`` (ours sets it itself; auto_LiRPA's call is
+wrapped in it).
 The speed-ups are ratios of CPU times. Tightness, of our float64 and of our float32 bounds:
 the median over boxes and classes of ours minus auto_LiRPA's float32 one, relative to
 ``max(1, |theirs|)`` (positive: ours tighter), and the share of bounds where ours is at
@@ -186,7 +188,7 @@ def child(name: str, path: str, tool: str, batch: int, repeats: int) -> dict:
 
         def call() -> np.ndarray:
             x = BoundedTensor((lo + hi) / 2, PerturbationLpNorm(x_L=lo, x_U=hi))
-            with torch.no_grad():
+            with torch.inference_mode():  # as our CROWN runs: no autograd bookkeeping
                 lb, _ = bounded.compute_bounds(x=(x,), C=spec, method="CROWN", bound_upper=False)
             return lb.double().numpy()
     base = peak_mb()

@@ -3,12 +3,13 @@ FALSIFIED where its screen confirms a misclassified corner)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -131,7 +132,7 @@ class CrownOracle(Oracle):
         for start in range(0, len(lower), self.chunk_size):
             lo, hi = box_tensors(lower[start:start + self.chunk_size], upper[start:start + self.chunk_size],
                                  self._dtype, self.device)
-            with torch.no_grad(), sound_kernels(self.device, self._dtype):
+            with self._no_autograd(), sound_kernels(self.device, self._dtype):
                 out.append(self._bounds(lo, hi, label).to(torch.float64).cpu().numpy())
         return np.concatenate(out)
 
@@ -144,6 +145,14 @@ class CrownOracle(Oracle):
     @property
     def _dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
+
+    #: Whether :meth:`_bounds` differentiates (alpha-CROWN's slopes): it then runs under
+    #: ``no_grad``, which it can leave; else under ``inference_mode`` (no autograd bookkeeping
+    #: at all: about a tenth less time per call on small nets at batch 1).
+    _differentiates: ClassVar[bool] = False
+
+    def _no_autograd(self) -> contextlib.AbstractContextManager:
+        return torch.no_grad() if self._differentiates else torch.inference_mode()
 
     def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
         if self.graph_tensors is not None:
@@ -243,7 +252,7 @@ class CrownOracle(Oracle):
             lo_np, hi_np = lower[start:start + self.chunk_size], upper[start:start + self.chunk_size]
             lo, hi = box_tensors(lo_np, hi_np, self._dtype, self.device)
             kept: list[Any] = []
-            with torch.no_grad(), sound_kernels(self.device, self._dtype):
+            with self._no_autograd(), sound_kernels(self.device, self._dtype):
                 bounds = margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate,
                                              self._memory.prior(lo_np, hi_np), kept)
             self._memory.remember(lo_np, hi_np, kept[0])
@@ -448,6 +457,7 @@ class AlphaCrownOracle(CrownOracle):
     """
 
     name = "alpha-crown"
+    _differentiates = True
 
     def __init__(self, network: Network, *, steps: int = 20, lr: float = 0.3, device: str = "cpu",
                  chunk_size: int = 256, intermediate: str = "crown", time_limit: float | None = None) -> None:

@@ -145,8 +145,7 @@ def window_plan(graph: Graph, k: int) -> tuple[Window, ...] | None:
 def _kernel(node: gn.Conv2d, dtype: torch.dtype, device: torch.device) -> Tensor:
     """The conv's weight as ``(C_out, C_in, h, w)``: each output channel's kernel on all
     input channels (zero outside its group), dilation spelled out as zeros."""
-    key = ("window_kernel", dtype, str(device))
-    if key not in node._cache:
+    def kernel() -> Tensor:
         w = node.weight
         c_out, cig, kh, kw = w.shape
         dh, dw = node.dilation
@@ -155,8 +154,9 @@ def _kernel(node: gn.Conv2d, dtype: torch.dtype, device: torch.device) -> Tensor
         for co in range(c_out):
             g = co // per_group
             full[co, g * cig:(g + 1) * cig, ::dh, ::dw] = w[co]
-        node._cache[key] = torch.tensor(full, dtype=dtype, device=device)
-    return node._cache[key]
+        return torch.tensor(full, dtype=dtype, device=device)
+
+    return node.cached(("window_kernel", dtype, str(device)), kernel)
 
 
 #: The largest window matrix (entries) :func:`_pull_back` builds.
@@ -176,12 +176,13 @@ def _pull_back(node: gn.Conv2d, lam: Tensor, size: tuple[int, int]) -> Tensor:
         back = torch.nn.grad.conv2d_input((flat.shape[0], c_in, *size), weight, flat, stride=node.stride,
                                           dilation=node.dilation, groups=node.groups)
         return back.reshape(*lead, c_in, *size)
-    key = ("window_matrix", h, w, lam.dtype, str(lam.device))
-    if key not in node._cache:
+    def matrix() -> Tensor:
         eye = torch.eye(c_out * h * w, dtype=lam.dtype, device=lam.device).reshape(-1, c_out, h, w)
-        node._cache[key] = torch.nn.grad.conv2d_input((eye.shape[0], c_in, *size), weight, eye, stride=node.stride,
-                                                      dilation=node.dilation, groups=node.groups).flatten(1)
-    return (lam.reshape(-1, c_out * h * w) @ node._cache[key]).reshape(*lead, c_in, *size)
+        return torch.nn.grad.conv2d_input((eye.shape[0], c_in, *size), weight, eye, stride=node.stride,
+                                          dilation=node.dilation, groups=node.groups).flatten(1)
+
+    window = node.cached(("window_matrix", h, w, lam.dtype, str(lam.device)), matrix)
+    return (lam.reshape(-1, c_out * h * w) @ window).reshape(*lead, c_in, *size)
 
 
 class _Cutter:
@@ -203,11 +204,10 @@ class _Cutter:
         # each row's window: its row of unfold's output, boxes one after the other
         position = (i * cols + j).reshape(-1)
         self.index = position + rows * cols * box.reshape(-1)
-        key = ("window_inside", win, tuple(target), dtype, str(i.device))
-        if key not in node._cache:  # every window's 1 (inside the map) or 0: the same for every box
-            inside = torch.ones(1, 1, h_map, w_map, dtype=dtype, device=i.device)
-            node._cache[key] = self._unfold(inside)
-        self._inside = node._cache[key].index_select(0, position).reshape(1, -1, 1, 1, h, w)
+        # every window's 1 (inside the map) or 0: the same for every box
+        inside = node.cached(("window_inside", win, tuple(target), dtype, str(i.device)),
+                             lambda: self._unfold(torch.ones(1, 1, h_map, w_map, dtype=dtype, device=i.device)))
+        self._inside = inside.index_select(0, position).reshape(1, -1, 1, 1, h, w)
 
     def _unfold(self, t: Tensor) -> Tensor:
         """``(B, C, H, W)`` -> every window of the map, ``(B L, C h w)`` (boxes one after the other)."""

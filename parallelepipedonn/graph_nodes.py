@@ -16,6 +16,7 @@ transpose, zero padding), which round nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -61,10 +62,16 @@ class Node:
 
     def tensor(self, key: str, value: FloatArray, dtype: torch.dtype, device: torch.device | str) -> Tensor:
         """``value`` as a cached tensor of ``dtype`` on ``device``."""
-        k = (key, dtype, str(device))
-        if k not in self._cache:
-            self._cache[k] = torch.tensor(value, dtype=dtype, device=device)
-        return self._cache[k]
+        return self.cached((key, dtype, str(device)), lambda: torch.tensor(value, dtype=dtype, device=device))
+
+    def cached(self, key: tuple, make: Callable[[], Tensor]) -> Tensor:
+        """``make()``, computed once per ``key`` and kept with the node: an ordinary tensor
+        without autograd history, even when first asked for in ``torch.inference_mode``
+        (so that every later pass, differentiated or not, can use it)."""
+        if key not in self._cache:
+            with torch.inference_mode(False), torch.no_grad():
+                self._cache[key] = make()
+        return self._cache[key]
 
     def params(self) -> tuple[FloatArray, ...]:
         """The node's float64 parameters (for the digest)."""

@@ -518,3 +518,23 @@ def test_one_side_first_bounds_fewer_rows_with_the_same_margins_below_every_samp
         np.testing.assert_allclose(first, both, rtol=0, atol=(1e-6 if dtype == "float64" else 1e-2) * scale.max())
         assert (first.min(axis=1) <= _sampled_margins(g, x, 0.02, 0, rng, k=300)).all()
     assert rows[True] < rows[False]
+
+
+def test_a_crown_call_leaves_cached_tensors_that_a_differentiated_pass_can_use():
+    """CROWN's margin bounds run under ``torch.inference_mode``; the tensors they cache on the
+    graph's nodes (weights, window kernels and matrices, window masks) are ordinary ones, so
+    a later differentiated pass on the same graph (alpha-CROWN, a gradient search) works."""
+    from oracles.crown import AlphaCrownOracle
+
+    g = _conv_chain(0)
+    x = np.random.default_rng(4).random((2, g.n_inputs))
+    crown = CrownOracle(g)
+    assert crown.graph_tensors.windows
+    first = crown.margin_lower_bounds(x - 0.05, x + 0.05, 0)
+    lo = torch.tensor(x - 0.05, requires_grad=True)
+    bounds = crown.differentiable_margin_bounds(lo, torch.tensor(x + 0.05), 0)
+    bounds.sum().backward()
+    assert lo.grad is not None and bool(torch.isfinite(lo.grad).all())
+    np.testing.assert_allclose(bounds.detach().numpy(), first, rtol=1e-12, atol=1e-12)
+    alpha = AlphaCrownOracle(g, steps=2).margin_lower_bounds(x - 0.05, x + 0.05, 0)
+    assert (alpha >= first - 1e-9 * (1 + np.abs(first))).all()
