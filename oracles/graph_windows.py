@@ -274,7 +274,7 @@ def _needs(node: gn.Node, relax, scale: Tensor, terms: Tensor | None, joined: bo
 
 
 def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: Tensor,  # noqa: ANN001
-                    lower: Tensor, upper: Tensor, maps: dict[int, dict[str, Tensor]],
+                    lower: Tensor, upper: Tensor, maps: dict[int, dict[tuple[str, ...], list]],
                     signs: Tensor | None = None) -> Tensor:
     """Proven lower bounds of ``s z_k[box[r], idx[r]]`` for each row ``r`` and sign ``s`` of
     ``signs[r]`` (``(p, S)``, ±1; by default ``(1, -1)``: the lower and the upper bound)
