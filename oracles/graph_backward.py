@@ -20,7 +20,7 @@ from parallelepipedonn import graph_nodes as gn
 from parallelepipedonn.tolerances import ABS_SLACK
 
 from .bounds import LinearBound, ReluRelaxation, proven
-from .graph_rounding import bias_dot, negative_dot, wide_dot
+from .graph_rounding import Rejoined, bias_dot, negative_dot, wide_dot
 
 if TYPE_CHECKING:
     from .graph_bounds import GraphTensors, NodeBounds
@@ -78,19 +78,9 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
     const = spec.new_zeros(bsz, m, dtype=wide) if const is None else const
     magnitude = spec.new_zeros(bsz, m, dtype=wide) if error is None else error  # weighted by the slacks
     underflow = spec.new_zeros(bsz, 1) if underflow is None else underflow
-    lam: dict[int, Tensor] = {target: spec}
-    acc_abs: dict[int, Tensor] = {}
-    covered_: dict[int, bool] = {target: covered}
-
-    def push(u: int, x: Tensor, cov: bool) -> None:
-        if u in lam:
-            if u not in acc_abs:
-                acc_abs[u] = lam[u].abs()
-            lam[u] = lam[u] + x
-            acc_abs[u] = acc_abs[u] + x.abs()
-            covered_[u] = covered_[u] and cov
-        else:
-            lam[u], covered_[u] = x, cov
+    joined = Rejoined()
+    joined.push(target, spec, covered)
+    lam, acc_abs, covered_, push = joined.lam, joined.acc_abs, joined.covered, joined.push
 
     coef = None
     for v in sorted(gt.ancestors[target] | {target}, reverse=True):

@@ -27,7 +27,7 @@ as before: the per-product slacks matter for float32.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -115,3 +115,27 @@ def round_down(v: Tensor, dtype: torch.dtype) -> Tensor:
         return v
     r = v.to(dtype)
     return torch.where(r.to(torch.float64) > v, torch.nextafter(r, torch.full_like(r, -math.inf)), r)
+
+
+@dataclass
+class Rejoined:
+    """The coefficients of a backward pass per node (``lam``) where branches rejoin: a node
+    reached by several branches gets the sum of their coefficients, the sum of their
+    absolute values (``acc_abs``: the magnitude its rounding is charged on, ``sl.join``) and
+    whether every one of them covered its product's rounding (``covered``)."""
+
+    lam: dict[int, Tensor] = field(default_factory=dict)
+    acc_abs: dict[int, Tensor] = field(default_factory=dict)
+    covered: dict[int, bool] = field(default_factory=dict)
+
+    def push(self, u: int, x: Tensor, cov: bool) -> None:
+        """``x`` added to node ``u``'s coefficients (``cov``: its products' rounding covered)."""
+        lam, acc_abs = self.lam, self.acc_abs
+        if u in lam:
+            if u not in acc_abs:
+                acc_abs[u] = lam[u].abs()
+            lam[u] = lam[u] + x
+            acc_abs[u] = acc_abs[u] + x.abs()
+            self.covered[u] = self.covered[u] and cov
+        else:
+            lam[u], self.covered[u] = x, cov

@@ -46,6 +46,7 @@ from parallelepipedonn.graph import Graph
 from parallelepipedonn.tolerances import ABS_SLACK
 
 from .bounds import proven
+from .graph_rounding import Rejoined
 
 Tensor = torch.Tensor
 
@@ -303,9 +304,8 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: 
     sign = (torch.tensor([1.0, -1.0], dtype=dtype, device=dev).expand(1, m, 2) if signs is None
             else signs.to(dtype).view(1, m, -1))
     n_signs = sign.shape[2]
-    lam: dict[int, Tensor] = {}
-    acc_abs: dict[int, Tensor] = {}
-    covered: dict[int, bool] = {}
+    joined = Rejoined()
+    lam, acc_abs, covered = joined.lam, joined.acc_abs, joined.covered
     under = torch.zeros(bsz, m, dtype=lower.dtype, device=dev)
 
     def per_row(t: Tensor) -> Tensor:
@@ -316,14 +316,7 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: 
         """``x`` (coefficients of node ``u`` on window ``win``) added to ``u``'s rows."""
         if win != windows[u]:
             x = cutters[u].inside(F.pad(x, win.within(windows[u])))
-        if u in lam:
-            if u not in acc_abs:
-                acc_abs[u] = lam[u].abs()
-            lam[u] = lam[u] + x
-            acc_abs[u] = acc_abs[u] + x.abs()
-            covered[u] = covered[u] and cov
-        else:
-            lam[u], covered[u] = x, cov
+        joined.push(u, x, cov)
 
     # the target's rows e_i and -e_i: a convolution's are its kernels (exact), its bias the
     # constant and its terms the error (as the full pass's first step); a sum's go to both inputs
