@@ -20,7 +20,12 @@ calls after one warm-up call, as CPU time (the process's, one thread: the figure
 shared machine's load disturbs least; the wall time is in the CSV); with ``--rounds R``
 the tools of each configuration run R times, interleaved, and each keeps its median.
 Both tools run under ``torch.inference_mode`` (ours sets it itself; auto_LiRPA's call is
-wrapped in it).
+wrapped in it). Every process runs with glibc's ``malloc`` thresholds fixed
+(:data:`STEADY_MALLOC`): with the defaults, the threshold above which ``malloc`` maps fresh
+pages adapts to the sizes freed, so that a tool's large temporaries are mapped, faulted in
+and unmapped on every call in some processes and reused in others (auto_LiRPA's float32
+call on the CIFAR-size net at batch 1 took about 80 ms in some processes and 100-160 ms in
+others on the same machine); ``--default-malloc`` leaves them to glibc.
 The speed-ups are ratios of CPU times. Tightness, of our float64 and of our float32 bounds:
 the median over boxes and classes of ours minus auto_LiRPA's float32 one, relative to
 ``max(1, |theirs|)`` (positive: ours tighter), and the share of bounds where ours is at
@@ -51,6 +56,9 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 NETS = {"mlp-deep": ("mnist-784-100-100-10.onnx", 0.01), "cnn": ("mnist-cnn.onnx", 0.01),
         "resnet": ("mnist-resnet.onnx", 0.01), "cifar-cnn": ("", 1 / 255)}
 TOOLS = ("ours-float64", "ours-float32", "lirpa-float32", "lirpa-float64")
+#: glibc's mmap and trim thresholds, fixed (64 MiB, 256 MiB): the same allocator behaviour
+#: in every process (see the module docstring).
+STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**26), "MALLOC_TRIM_THRESHOLD_": str(2**28)}
 
 
 def cifar_convnet(path: Path) -> Path:
@@ -242,8 +250,8 @@ def certify_child(name: str, path: str, count: int) -> dict:
             "base_mb": base, "peak_mb": peak_mb(), "load": os.getloadavg()[0], "apothem": apothem}
 
 
-def run_child(args: list[str]) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def run_child(args: list[str], steady_malloc: bool = True) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(STEADY_MALLOC if steady_malloc else {})}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.crown_vs_lirpa", "--child", *args], capture_output=True,
                           text=True, env=env, timeout=1800, check=False)
     if proc.returncode != 0:
@@ -261,6 +269,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="run the tools of each configuration this many times, "
                     "interleaved, and keep each tool's median (a shared machine's load changes under a long run)")
     ap.add_argument("--certify-inputs", type=int, default=5, help="inputs certified per net (0: none)")
+    ap.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc thresholds adaptive "
+                    "(default: fixed in every process, see STEADY_MALLOC)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -286,7 +296,7 @@ def main() -> None:
                 runs: dict[str, list[dict]] = {t: [] for t in tools}
                 for _ in range(args.rounds):
                     for t in tools:
-                        r = run_child(["bound", name, str(path), t, str(batch), str(args.repeats)])
+                        r = run_child(["bound", name, str(path), t, str(batch), str(args.repeats)], not args.default_malloc)
                         runs[t].append(r)
                         print(f"{name} batch {batch} {t}: " + (r.get("error") or (
                             f"{r['cpu_seconds'] * 1e3:.2f} ms CPU, {r['seconds'] * 1e3:.2f} ms wall, peak "
@@ -297,7 +307,7 @@ def main() -> None:
                 table.append(_table_row(name, batch, got))
             if args.certify_inputs < 1:  # no certification rows
                 continue
-            cert = run_child(["certify", name, str(path), str(args.certify_inputs)])
+            cert = run_child(["certify", name, str(path), str(args.certify_inputs)], not args.default_malloc)
             rows.append({"net": name, "batch": "certify", "tool": "ours-float64",
                          **{k: v for k, v in cert.items() if k != "bounds"}})
             detail = "" if "error" in cert else (
@@ -315,7 +325,8 @@ def main() -> None:
     text = (f"CROWN margin bounds: CPU time per call (median of {args.repeats}{rounds}; one thread, so on an idle "
             f"machine about the wall time, which the CSV has too) and peak resident memory of the process (MB, "
             f"including torch). Certify: CPU time per input (median of {args.certify_inputs}), its crown and "
-            f"falsifier calls, wall time. Machine: {machine()}; one torch thread per process; 1-minute load average "
+            f"falsifier calls, wall time. Machine: {machine()}; one torch thread per process; glibc malloc thresholds "
+            f"{'adaptive (glibc default)' if args.default_malloc else 'fixed (STEADY_MALLOC)'}; 1-minute load average "
             f"{load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end. "
             f"Command: `python -m benchmarks.crown_vs_lirpa{_command_options(args)}`.\n\n"
             + markdown_table(header, table) + "\n")
@@ -340,7 +351,7 @@ def _command_options(args: argparse.Namespace) -> str:
     defaults = {"batches": "1,16,256", "cifar_batches": "1,16", "nets": ",".join(NETS), "repeats": 5, "rounds": 1,
                 "certify_inputs": 5}
     return "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k, v in defaults.items()
-                   if getattr(args, k) != v)
+                   if getattr(args, k) != v) + (" --default-malloc" if args.default_malloc else "")
 
 
 def _fmt_s(r: dict, key: str = "cpu_seconds") -> str:

@@ -123,26 +123,29 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
                 fresh = fresh + split_terms[v]
                 magnitude = magnitude + (sl.join + sl.one) * _mv_abs(fresh, r.scale.index_select(1, cols)).to(wide)
             # the stable neurons' slopes are 0 or 1: exact products
-            new = (flat * r.lower_slope.unsqueeze(1)).index_copy(2, cols, fresh)
+            new = flat * r.lower_slope.unsqueeze(1)
+            new.index_copy_(2, cols, fresh)
             push(u, new.reshape(bsz, m, *g.nodes[u].shape), False)
         elif isinstance(node, gn.ReLU) and (cols := _inexact_columns(nb.relax[v], one, rows)) is not None:
             # few neurons with a slope other than an exact 0 / 1 or an intercept (the unstable
             # ones): the others' products are exact, the slopes' work is on these columns only
             u, r = node.inputs[0], nb.relax[v]
             flat = big.reshape(bsz, m, -1)
-            low = per(r.lower_slope).index_select(-1, cols)
+            # the box's columns selected before they are repeated per row (a broadcast view would be copied whole)
+            low = per(r.lower_slope.index_select(-1, cols))
             low = low if low.dim() == 3 else low.unsqueeze(1)
             part = flat.index_select(2, cols)
             if not covered_[v]:
-                magnitude = magnitude + sl.one * _mv_abs(part, per(r.charged).index_select(1, cols)).to(wide)
+                magnitude = magnitude + sl.one * _mv_abs(part, per(r.charged.index_select(1, cols))).to(wide)
             neg = part.clamp(max=0)
-            fresh = neg * per(r.upper_slope).index_select(1, cols).unsqueeze(1) + part.clamp(min=0) * low
-            shift = wide_dot(neg, per(r.upper_intercept).index_select(1, cols))  # <= 0
+            fresh = neg * per(r.upper_slope.index_select(1, cols)).unsqueeze(1) + part.clamp(min=0) * low
+            shift = wide_dot(neg, per(r.upper_intercept.index_select(1, cols)))  # <= 0
             const = const + shift
             magnitude = magnitude - sl.wide * shift
             if keep is not None:
                 keep[v] = flat
-            new = (flat * per(r.upper_slope).unsqueeze(1)).index_copy(2, cols, fresh)
+            new = flat * per(r.upper_slope).unsqueeze(1)
+            new.index_copy_(2, cols, fresh)
             if split_terms is not None and v in split_terms:
                 new = new + split_terms[v].reshape(bsz, m, -1)
                 magnitude = magnitude + (sl.join + sl.one) * _mv_abs(new, per(r.scale)).to(wide)
