@@ -181,7 +181,8 @@ class _Passes:
 
     def _concretize(self, k: int, bounds: Bounds, slopes: list[Tensor]) -> Tensor:
         relax = [relu_relaxation(lo, hi, alpha=a) for (lo, hi), a in zip(bounds, slopes)]
-        return concretize(backward(self.net, self.specs[k], k, relax, self.scale_in), self.lower, self.upper)
+        return concretize(backward(self.net, self.specs[k], k, relax, self.scale_in,
+                                   center=(self.upper + self.lower) / 2), self.lower, self.upper)
 
 
 def optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Tensor,

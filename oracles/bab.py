@@ -369,7 +369,8 @@ class BabOracle(Oracle):
                  for (lb, ub), a in zip(bounds, alphas)]
         terms = [-(b.to(net.dtype).clamp(min=0)) * ph.to(net.dtype).unsqueeze(1) for b, ph in zip(betas, nodes.phases)]
         kept: list[Tensor] = []
-        bound = backward(net, spec, net.depth - 1, relax, input_scale(lo_n, hi_n), terms, kept, terms=cache)
+        bound = backward(net, spec, net.depth - 1, relax, input_scale(lo_n, hi_n), terms, kept, terms=cache,
+                         center=(hi_n + lo_n) / 2)
         return concretize(bound, lo_n, hi_n), bound, kept[::-1]
 
     def _spec(self, nodes: Nodes, trees: Trees, label: int, dtype: torch.dtype) -> Tensor:

@@ -280,12 +280,15 @@ class LinearBound:
     subtracted: ``error`` (``(B, m)``) bounds the rounding error of the backward pass
     that computed ``coef`` and ``const`` and of the concretisation of the bound over the
     box (see the module docstring). ``invalid`` (``(B,)``) marks boxes whose
-    intermediate bounds were not finite: their bound proves nothing."""
+    intermediate bounds were not finite: their bound proves nothing. ``center_value``
+    (optional, ``(B, m)``): ``coef @ center`` of the box's center, computed by the pass
+    (:func:`backward`'s ``center``), which :func:`concretize` then reads instead."""
 
     coef: Tensor  # (B, m, n_input)
     const: Tensor  # (B, m)
     error: Tensor  # (B, m)
     invalid: Tensor  # (B,)
+    center_value: Tensor | None = None  # (B, m)
 
 
 def _mv(a: Tensor, v: Tensor) -> Tensor:
@@ -313,7 +316,8 @@ def _per_row(t: Tensor, rows: Tensor | None, single: bool) -> Tensor:
 def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequence[ReluRelaxation],
              scale_in: Tensor, split_terms: Sequence[Tensor | None] | None = None,
              keep_lambdas: list[Tensor] | None = None, rows: Tensor | None = None,
-             first: Tensor | None = None, terms: list[Tensor | None] | None = None) -> LinearBound:
+             first: Tensor | None = None, terms: list[Tensor | None] | None = None,
+             center: Tensor | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec @ z_layer`` (``spec`` of shape
     ``(B, m, n_layer)``), where ``z_i`` is the output of the ``i``-th affine map, valid for
     all inputs of the box whose ReLU input bounds gave ``relaxations[i]`` (``i < layer``)
@@ -332,6 +336,12 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     ``terms`` (optional, one entry per layer): a cache of each layer's per-box terms
     ``|W_i| s_(i-1) + |b_i|`` for these relaxations and ``scale_in``, read where an
     entry is set and filled where it is None (the passes of one box's bounds share them).
+    ``center`` (optional, per box ``(B, n_input)``): the boxes' centers, as :func:`concretize`
+    computes them; the bound then carries ``coef @ center`` computed as ``lam @ (W_0 center)``
+    (``center_value``): the same sums reassociated, a chain of as many roundings of terms
+    no larger than ``|lam| |W_0| |center|``, which the input layer's charged magnitude
+    ``|lam| (|W_0| s + |b_0|)`` covers as it covers ``coef @ center``; one pass over the
+    rows' input coefficients fewer, and no center per row.
     """
     lam = spec
     bsz, m = spec.shape[0], spec.shape[1]
@@ -382,7 +392,8 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     underflow = underflow + per_row(scale_in.sum(dim=-1, keepdim=True)) + 1
     const = const + lam @ net.biases[0]
     error = net.rel * magnitude + net.tiny * underflow + ABS_SLACK
-    return LinearBound(lam @ net.weights[0], const, error, invalid)
+    center_value = None if center is None else _mv(lam, per_row(center @ net.weights[0].T))
+    return LinearBound(lam @ net.weights[0], const, error, invalid, center_value)
 
 
 def minimizing_corner(bound: LinearBound, lower: Tensor, upper: Tensor, row: Tensor) -> Tensor:
@@ -407,9 +418,10 @@ def concretize(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tensor | 
     ``consume``: ``bound.coef`` is not read again by the caller, so ``|coef|`` overwrites it
     (no temporary of its size; the same numbers; not where autograd records it)."""
     coef = bound.coef
-    center, radius = (upper + lower) / 2, (upper - lower) / 2
-    center, radius = _per_row(center, rows, lower.shape[0] == 1), _per_row(radius, rows, lower.shape[0] == 1)
-    value = _mv(coef, center)
+    radius = _per_row((upper - lower) / 2, rows, lower.shape[0] == 1)
+    value = bound.center_value
+    if value is None:
+        value = _mv(coef, _per_row((upper + lower) / 2, rows, lower.shape[0] == 1))
     value = value - _mv(coef.abs_() if consume and not coef.requires_grad else coef.abs(), radius) + bound.const
     return proven(value - bound.error, bound.invalid)
 
@@ -501,6 +513,7 @@ def neuron_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, rela
     whatever the other boxes of the batch), in chunks of :data:`ROW_CHUNK_ELEMENTS`.
     ``terms``: :func:`backward`'s cache."""
     n = net.weights[k].shape[0]
+    center = (upper + lower) / 2  # as concretize computes it
     chunk = max(1, ROW_CHUNK_ELEMENTS // (2 * lower.shape[1]))
     lows, highs = [], []
     for start in range(0, box.numel(), chunk):
@@ -510,7 +523,7 @@ def neuron_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, rela
         spec[:, 1].scatter_(1, i.unsqueeze(1), -1.0)
         w = net.weights[k][i]  # e_i @ W_k, exactly
         vals = concretize(backward(net, spec, k, relaxations, scale_in, rows=b, first=torch.stack([w, -w], dim=1),
-                                   terms=terms), lower, upper, rows=b, consume=True)
+                                   terms=terms, center=center), lower, upper, rows=b, consume=True)
         lows.append(vals[:, 0])
         highs.append(-vals[:, 1])
     return (lows[0], highs[0]) if len(lows) == 1 else (torch.cat(lows), torch.cat(highs))
@@ -529,7 +542,8 @@ def crown_bound(net: NetworkTensors, spec: Tensor, lower: Tensor, upper: Tensor,
     """CROWN's sound lower bound of ``spec @ logits`` over each box, given its ReLU input
     bounds: shape ``(B, m)``."""
     relaxations = [relu_relaxation(lo, hi) for lo, hi in bounds]
-    return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lower, upper)), lower, upper)
+    return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lower, upper),
+                               center=(upper + lower) / 2), lower, upper)
 
 
 def term_magnitude(net: NetworkTensors, spec: Tensor, lower: Tensor, upper: Tensor,

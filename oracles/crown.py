@@ -164,8 +164,8 @@ class CrownOracle(Oracle):
         terms: list[torch.Tensor | None] = [None] * net.depth  # shared by the passes of these boxes
         intermediate_bounds(net, lo, hi, self.intermediate, relaxations, terms)
         spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
-        return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lo, hi), terms=terms), lo, hi,
-                          consume=True)
+        return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lo, hi), terms=terms,
+                                   center=(hi + lo) / 2), lo, hi, consume=True)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         graph = self.graph_tensors is not None

@@ -39,6 +39,35 @@ def test_crown_bounds_are_below_every_sampled_margin(seed, depth):
     assert (bounds <= sampled_margins(net, lower, upper, label, rng) + 1e-12).all()
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_center_term_reassociated_by_the_pass_is_within_the_charged_error(dtype):
+    """``lam @ (W_0 c)`` (the pass's ``center_value``) and ``(lam @ W_0) @ c`` are the same
+    sums in another order: they differ by less than the bound's charged rounding error, on
+    weights spanning many orders of magnitude."""
+    import torch
+
+    import oracles.bounds as ob
+    from parallelepipedonn.network import Affine, Network, ReLU
+
+    rng = np.random.default_rng(0)
+    layers: list = []
+    for a in random_network(3, [12, 16, 16, 4]).affines:  # weights from 1e-6 to 1e6
+        layers += [Affine(a.weight * 10.0 ** rng.integers(-6, 7, a.weight.shape), a.bias), ReLU()]
+    net = Network.from_layers((12,), layers[:-1], name="spread")
+    lower, upper = random_boxes(rng, 12, 8)
+    lo, hi = ob.box_tensors(lower, upper, getattr(torch, dtype))
+    tensors = ob.NetworkTensors.of(net, dtype=getattr(torch, dtype))
+    relax = [ob.relu_relaxation(*b) for b in ob.intermediate_bounds(tensors, lo, hi)]
+    spec = ob.margin_spec(4, 1, 8, lo.dtype, lo.device)
+    with_center = ob.backward(tensors, spec, tensors.depth - 1, relax, ob.input_scale(lo, hi), center=(hi + lo) / 2)
+    plain = (with_center.coef.double() @ ((hi + lo) / 2).double().unsqueeze(-1)).squeeze(-1)
+    assert (torch.abs(with_center.center_value.double() - plain) <= with_center.error.double()).all()
+    without = ob.backward(tensors, spec, tensors.depth - 1, relax, ob.input_scale(lo, hi))
+    both = ob.concretize(with_center, lo, hi), ob.concretize(without, lo, hi)
+    assert (torch.abs(both[0] - both[1]).double() <= 2 * with_center.error.double()).all()
+    assert (both[0].double().numpy() <= sampled_margins(net, lower, upper, 1, rng) + 1e-12).all()
+
+
 def test_crown_is_exact_on_a_point(rng):
     net = random_network(7, [6, 10, 10, 4])
     x = rng.random((5, 6))
