@@ -340,8 +340,9 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     computes them; the bound then carries ``coef @ center`` computed as ``lam @ (W_0 center)``
     (``center_value``): the same sums reassociated, a chain of as many roundings of terms
     no larger than ``|lam| |W_0| |center|``, which the input layer's charged magnitude
-    ``|lam| (|W_0| s + |b_0|)`` covers as it covers ``coef @ center``; one pass over the
-    rows' input coefficients fewer, and no center per row.
+    ``|lam| (|W_0| s + |b_0|)`` covers as it covers ``coef @ center``, plus the underflow of
+    the products ``W_0 c`` times ``|lam|`` (``tiny`` times ``|lam|``'s sum, added to the
+    error); one pass over the rows' input coefficients fewer, and no center per row.
     """
     lam = spec
     bsz, m = spec.shape[0], spec.shape[1]
@@ -392,7 +393,12 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     underflow = underflow + per_row(scale_in.sum(dim=-1, keepdim=True)) + 1
     const = const + lam @ net.biases[0]
     error = net.rel * magnitude + net.tiny * underflow + ABS_SLACK
-    center_value = None if center is None else _mv(lam, per_row(center @ net.weights[0].T))
+    center_value = None
+    if center is not None:
+        center_value = _mv(lam, per_row(center @ net.weights[0].T))
+        # a product W_0 c below the normal range is off by up to half the smallest subnormal,
+        # an error lam then scales: at most tiny times |lam|'s sum (no relative slack covers it)
+        error = error + net.tiny * lam.abs().sum(-1)
     return LinearBound(lam @ net.weights[0], const, error, invalid, center_value)
 
 
