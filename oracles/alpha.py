@@ -33,8 +33,8 @@ import torch
 
 from parallelepipedonn.errors import OracleError
 
+from .adam import Adam
 from .bounds import (
-    Adam,
     NetworkTensors,
     backward,
     concretize,

@@ -62,12 +62,12 @@ from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import solver_proof_margin, solver_trusted
 
+from .adam import Adam
 from .alpha import AlphaSettings, iterate_tensors, optimize_bounds
 from .bab_domains import STORE, Bounded, Nodes, Trees, stored
 from .bab_graph import full_phases, graph_pass, graph_trees, root_bounds
 from .base import Answer, FloatArray, Oracle, Verdict
 from .bounds import (
-    Adam,
     NetworkTensors,
     backward,
     bounds_valid,

@@ -19,10 +19,10 @@ from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import unit_roundoff
 
+from .adam import Adam
 from .alpha import AlphaSettings, optimize_bounds
 from .base import Answer, ClassBox, FloatArray, Oracle, Verdict
 from .bounds import (
-    Adam,
     NetworkTensors,
     ReluRelaxation,
     backward,

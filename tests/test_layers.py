@@ -74,6 +74,7 @@ LAYERS: dict[str, str] = {
     "oracles.bab_domains": "oracles",
     "oracles.bab_graph": "oracles",
     "oracles.base": "oracles",
+    "oracles.adam": "oracles",
     "oracles.bounds": "oracles",
     "oracles.monotone": "oracles",  # input-gradient bounds, monotone inputs fixed
     "oracles.capabilities": "oracles",

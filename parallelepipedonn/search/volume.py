@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from oracles.adam import Adam
 from oracles.base import Oracle, Verdict
-from oracles.bounds import Adam
 
 from ..box import Box
 from ..errors import ConfigError
