@@ -389,7 +389,8 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
             lam = lam + split_terms[i - 1]
             magnitude = magnitude + _mv(lam.abs(), per_row(r.scale))
     z_terms = per_row(layer_terms(0, scale_in))
-    magnitude = magnitude + _mv(lam.abs(), z_terms)
+    lam_abs = lam.abs()
+    magnitude = magnitude + _mv(lam_abs, z_terms)
     underflow = underflow + per_row(scale_in.sum(dim=-1, keepdim=True)) + 1
     const = const + lam @ net.biases[0]
     error = net.rel * magnitude + net.tiny * underflow + ABS_SLACK
@@ -398,7 +399,7 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
         center_value = _mv(lam, per_row(center @ net.weights[0].T))
         # a product W_0 c below the normal range is off by up to half the smallest subnormal,
         # an error lam then scales: at most tiny times |lam|'s sum (no relative slack covers it)
-        error = error + net.tiny * lam.abs().sum(-1)
+        error = error + net.tiny * lam_abs.sum(-1)
     return LinearBound(lam @ net.weights[0], const, error, invalid, center_value)
 
 
