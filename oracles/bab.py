@@ -77,12 +77,12 @@ from .bounds import (
     minimizing_corner,
     neuron_bounds,
     relu_relaxation,
-    sound_kernels,
     term_magnitude,
 )
 from .crown import DTYPES, resolve_device
 from .graph_bounds import GraphTensors
 from .monotone import fix_monotone_inputs, gradient_bounds
+from .precision import sound_kernels
 
 Tensor = torch.Tensor
 

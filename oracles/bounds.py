@@ -28,17 +28,17 @@ the box's bounds ``-inf``; nothing non-finite is ever reported as a bound.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_normal, smallest_subnormal, unit_roundoff
+
+from .precision import subnormal_rounding
 
 Tensor = torch.Tensor
 
@@ -56,12 +56,6 @@ class NetworkTensors:
     abs_biases: tuple[Tensor, ...]
     rel: float
     tiny: float
-    #: the positive and negative parts of the weights (interval bounds), computed once
-    pos_weights: tuple[Tensor, ...] = ()
-    neg_weights: tuple[Tensor, ...] = ()
-    #: per layer ``[W+^T, W-^T]`` (``(n_in, 2 n_out)``): the four products of an interval
-    #: bound as one matrix product (empty: built on the way)
-    pos_neg_t: tuple[Tensor, ...] = ()
 
     @classmethod
     def of(cls, network: Network, device: str | torch.device = "cpu",
@@ -90,9 +84,7 @@ class NetworkTensors:
             err = subnormal_rounding((a.weight, a.bias), dtype)
             if err > 0:
                 abs_w[i], abs_b[i] = abs_w[i] + err / rel, abs_b[i] + err / rel
-        pos, neg = tuple(x.clamp(min=0) for x in w), tuple(x.clamp(max=0) for x in w)
-        return cls(w, b, tuple(abs_w), tuple(abs_b), rel, 4.0 * (widest + 2) * smallest_subnormal(dtype), pos, neg,
-                   tuple(torch.cat([p.T, q.T], dim=1).contiguous() for p, q in zip(pos, neg)))
+        return cls(w, b, tuple(abs_w), tuple(abs_b), rel, 4.0 * (widest + 2) * smallest_subnormal(dtype))
 
     @property
     def depth(self) -> int:
@@ -105,87 +97,6 @@ class NetworkTensors:
     @property
     def device(self) -> torch.device:
         return self.weights[0].device
-
-
-def _precision_switches(cuda: bool) -> list[tuple[object, str, object]]:
-    """``(object, attribute, value)`` of every torch setting that lets float32 products
-    round more coarsely than the dtype (TF32, bfloat16 passes), set to full precision;
-    those this torch build lacks are skipped."""
-    backends = torch.backends
-    wanted: list[tuple[object, str, object]] = []
-    for name in ("conv", "matmul", "rnn"):
-        obj = getattr(getattr(backends, "mkldnn", None), name, None)
-        if obj is not None and hasattr(obj, "fp32_precision"):
-            wanted.append((obj, "fp32_precision", "ieee"))
-    if cuda:
-        wanted.append((backends.cuda.matmul, "allow_tf32", False))
-        if hasattr(backends.cuda.matmul, "fp32_precision"):
-            wanted.append((backends.cuda.matmul, "fp32_precision", "ieee"))
-    return wanted
-
-
-@contextlib.contextmanager
-def sound_kernels(device: str | torch.device, dtype: torch.dtype | None = None) -> Iterator[None]:
-    """Within the block, products round as the error model assumes (sums of products,
-    each rounded once in the tensors' dtype): float32 matrix products and oneDNN
-    convolutions at full precision (no TF32 or bfloat16 passes, whatever
-    ``torch.set_float32_matmul_precision`` or the backends' ``fp32_precision`` say), and
-    on CUDA no cuDNN (its FFT / Winograd convolutions and TF32) and no TF32 matrix
-    products. The previous settings are restored after. float64 on a CPU (``dtype``) needs
-    none of this: the block runs as it is."""
-    cuda = torch.device(device).type == "cuda"
-    if dtype == torch.float64 and not cuda:
-        yield
-        return
-    precision = torch.get_float32_matmul_precision()
-    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in _precision_switches(cuda)]
-    try:
-        if precision != "highest":
-            torch.set_float32_matmul_precision("highest")
-        for obj, attr, value in _precision_switches(cuda):
-            if getattr(obj, attr) != value:
-                setattr(obj, attr, value)
-        if cuda:
-            with torch.backends.cudnn.flags(enabled=False):
-                yield
-        else:
-            yield
-    finally:
-        for obj, attr, value in saved:
-            if getattr(obj, attr) != value:
-                setattr(obj, attr, value)
-        if precision != "highest":
-            torch.set_float32_matmul_precision(precision)
-
-
-def subnormal_rounding(arrays: Sequence[np.ndarray], dtype: torch.dtype) -> float:
-    """The largest absolute error of rounding to ``dtype`` the entries of ``arrays`` below
-    its normal range (float32: ``|w| < 2^-126``, where rounding has an absolute, not a
-    relative, error; those beyond its range become ``inf``, which poisons every bound); 0
-    in float64, where the weights are the stored ones."""
-    if dtype == torch.float64:
-        return 0.0
-    tiny = torch.finfo(dtype).tiny
-    err = 0.0
-    for p in arrays:
-        small = p[(p != 0) & (np.abs(p) < tiny)]
-        if small.size:
-            err = max(err, float(np.abs(torch.tensor(small).to(dtype).double().numpy() - small).max()))
-    return err
-
-
-def box_tensors(lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype = torch.float64,
-                device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
-    """``(lower, upper)`` as tensors of ``dtype``, rounded outward (so that the tensors'
-    box contains the float64 box) when ``dtype`` is narrower than float64."""
-    lo64 = torch.tensor(np.asarray(lower, dtype=np.float64), device=device)
-    hi64 = torch.tensor(np.asarray(upper, dtype=np.float64), device=device)
-    if dtype == torch.float64:
-        return lo64, hi64
-    lo, hi = lo64.to(dtype), hi64.to(dtype)
-    lo = torch.where(lo.to(torch.float64) > lo64, torch.nextafter(lo, torch.full_like(lo, -torch.inf)), lo)
-    hi = torch.where(hi.to(torch.float64) < hi64, torch.nextafter(hi, torch.full_like(hi, torch.inf)), hi)
-    return lo, hi
 
 
 def nonfinite_rows(*tensors: Tensor, dim: int | None = None) -> Tensor:
@@ -317,7 +228,7 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
              scale_in: Tensor, split_terms: Sequence[Tensor | None] | None = None,
              keep_lambdas: list[Tensor] | None = None, rows: Tensor | None = None,
              first: Tensor | None = None, terms: list[Tensor | None] | None = None,
-             center: Tensor | None = None) -> LinearBound:
+             center: Tensor | None = None, center_image: Tensor | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec @ z_layer`` (``spec`` of shape
     ``(B, m, n_layer)``), where ``z_i`` is the output of the ``i``-th affine map, valid for
     all inputs of the box whose ReLU input bounds gave ``relaxations[i]`` (``i < layer``)
@@ -343,6 +254,8 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     ``|lam| (|W_0| s + |b_0|)`` covers as it covers ``coef @ center``, plus the underflow of
     the products ``W_0 c`` times ``|lam|`` (``tiny`` times ``|lam|``'s sum, added to the
     error); one pass over the rows' input coefficients fewer, and no center per row.
+    ``center_image`` (optional, with ``center``): ``W_0 c`` per box (:func:`center_image`),
+    when the caller has it.
     """
     lam = spec
     bsz, m = spec.shape[0], spec.shape[1]
@@ -396,7 +309,7 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     error = net.rel * magnitude + net.tiny * underflow + ABS_SLACK
     center_value = None
     if center is not None:
-        center_value = _mv(lam, per_row(center @ net.weights[0].T))
+        center_value = _mv(lam, per_row(center @ net.weights[0].T if center_image is None else center_image))
         # a product W_0 c below the normal range is off by up to half the smallest subnormal,
         # an error lam then scales: at most tiny times |lam|'s sum (no relative slack covers it)
         error = error + net.tiny * lam_abs.sum(-1)
@@ -436,22 +349,26 @@ def concretize(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tensor | 
 def _interval_affine(net: NetworkTensors, k: int, lower: Tensor, upper: Tensor,
                      terms_out: list[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
     """Bounds of ``W_k @ x + b_k`` over a box, moved outward by their rounding error:
-    ``lower W+^T + upper W-^T + b`` and ``upper W+^T + lower W-^T + b``, the four
-    products computed as one (``[lower; upper] [W+^T, W-^T]``). ``terms_out`` (optional):
-    its entry ``k`` receives the terms ``|W_k| max(|lower|, |upper|) + |b_k|`` (those of
-    :func:`backward` at layer ``k`` with that input scale)."""
-    w, b = net.weights[k], net.biases[k]
-    bsz, n = lower.shape[0], w.shape[0]
-    both = net.pos_neg_t[k] if net.pos_neg_t else torch.cat([w.clamp(min=0).T, w.clamp(max=0).T], dim=1)
-    prod = torch.cat([lower, upper]) @ both  # rows: [l W+^T, l W-^T] then [u W+^T, u W-^T]
-    lo = prod[:bsz, :n] + prod[bsz:, n:] + b
-    hi = prod[bsz:, :n] + prod[:bsz, n:] + b
+    ``((u + l) W^T -+ (u - l) |W|^T) / 2 + b`` (two products; in exact arithmetic the same
+    numbers as ``l W+ + u W-`` and ``u W+ + l W-``; no halving before the products, so no
+    absolute error of a halved subnormal), whose rounding is within ``rel`` times the
+    terms ``|W_k| max(|l|, |u|) + |b_k|`` (``|u + l|``, ``|u - l| <= 2 max(|l|, |u|)``)
+    plus the underflow term. ``terms_out`` (optional): its entry ``k`` receives those terms
+    (:func:`backward`'s at layer ``k`` with that input scale)."""
+    mid = (upper + lower) @ net.weights[k].T
+    rad = (upper - lower) @ net.abs_weights[k].T  # |W| inflated in float32 (subnormal weights): looser, sound
     scale = input_scale(lower, upper)
     terms = scale @ net.abs_weights[k].T + net.abs_biases[k]
     if terms_out is not None:
         terms_out[k] = terms
     slack = net.rel * terms + net.tiny * (scale.sum(-1, keepdim=True) + 1) + ABS_SLACK
-    return lo - slack, hi + slack
+    return (mid - rad) / 2 + net.biases[k] - slack, (mid + rad) / 2 + net.biases[k] + slack
+
+
+def center_image(net: NetworkTensors, lower: Tensor, upper: Tensor) -> Tensor:
+    """``W_0 c`` of the boxes' centers ``c`` (as :func:`concretize` computes them): what
+    :func:`backward`'s ``center_image`` and :func:`intermediate_bounds`' ``image`` take."""
+    return ((upper + lower) / 2) @ net.weights[0].T
 
 
 def _poison(bounds: tuple[Tensor, Tensor], bad: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
@@ -467,38 +384,61 @@ def _poison(bounds: tuple[Tensor, Tensor], bad: Tensor) -> tuple[tuple[Tensor, T
 
 def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, method: str = "crown",
                         relaxations_out: list[ReluRelaxation] | None = None,
-                        terms: list[Tensor | None] | None = None) -> list[tuple[Tensor, Tensor]]:
+                        terms: list[Tensor | None] | None = None,
+                        image: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
     """Bounds ``(l_i, u_i)`` of the input of every ReLU (``i = 0 .. depth-2``).
 
     The first layer's are exact interval bounds; deeper ones are interval (IBP) bounds,
     intersected with CROWN bounds (``method="crown"``) for the neurons they leave unstable
     in that box (each box's bounds are those it gets alone), or IBP bounds alone (``"ibp"``).
+    When a layer has more than :data:`ONE_SIDE_MIN` such neurons, CROWN bounds one side of
+    each first: the lower bound of a neuron positive at its box's center (proving it active
+    settles it), the upper bound of the others (proving it dead settles it), and the other
+    side only for the neurons still unstable; a neuron proven stable keeps its interval bound
+    on the other side (sound; its relaxation, exact, does not read it).
     A box whose bounds overflow gets ``(-inf, inf)`` from that layer on (see
     :func:`bounds_valid`). ``relaxations_out`` (optional) receives their
     :func:`relu_relaxation` (computed on the way). ``terms`` (optional, ``depth`` entries,
     None at first): the cache of :func:`backward`'s terms for these relaxations, filled on
-    the way (a final pass given it reuses them). Empty for a network without ReLU (one
-    affine map).
+    the way (a final pass given it reuses them). ``image`` (optional): ``W_0 c`` of the
+    boxes' centers (:func:`center_image`), computed when not given. Empty for a network
+    without ReLU (one affine map).
     """
     if net.depth < 2:
         return []
     terms = [None] * net.depth if terms is None else terms
     bad = torch.zeros(lower.shape[0], dtype=torch.bool, device=lower.device)
+    if image is None:
+        image = center_image(net, lower, upper)
     first, bad = _poison(_interval_affine(net, 0, lower, upper, terms), bad)
     bounds = [first]
     relaxations = [relu_relaxation(*bounds[0])]
     scale_in = input_scale(lower, upper)
+    at_center = image + net.biases[0]  # the pre-activations at the centers (which side first)
     for k in range(1, net.depth - 1):
         l_prev, u_prev = bounds[-1]
         l_ibp, u_ibp = _interval_affine(net, k, l_prev.clamp(min=0), u_prev.clamp(min=0))
+        at_center = at_center.clamp(min=0) @ net.weights[k].T + net.biases[k]
         l_k, u_k = l_ibp, u_ibp
         # CROWN only for the neurons that interval bounds leave unstable, each box its own
         box, neuron = ((l_ibp < 0) & (u_ibp > 0)).nonzero(as_tuple=True)
         if method == "crown" and box.numel():
-            lo_vals, hi_vals = neuron_bounds(net, k, box, neuron, relaxations, scale_in, lower, upper, terms)
             l_k, u_k = l_ibp.clone(), u_ibp.clone()
-            l_k[box, neuron] = torch.maximum(lo_vals, l_ibp[box, neuron])
-            u_k[box, neuron] = torch.minimum(hi_vals, u_ibp[box, neuron])
+            up_first = at_center[box, neuron] < 0  # the side that can settle the neuron
+            if box.numel() > ONE_SIDE_MIN:
+                side = torch.where(up_first, -1.0, 1.0).to(lower.dtype).unsqueeze(1)
+                _intersect(l_k, u_k, box, neuron, side,
+                           signed_bounds(net, k, box, neuron, side, relaxations, scale_in, lower, upper, terms, image))
+                still = (l_k[box, neuron] < 0) & (u_k[box, neuron] > 0)
+                if bool(still.any()):
+                    b, i, sg = box[still], neuron[still], -side[still]
+                    _intersect(l_k, u_k, b, i, sg,
+                               signed_bounds(net, k, b, i, sg, relaxations, scale_in, lower, upper, terms, image))
+            else:
+                side = torch.tensor([[1.0, -1.0]], dtype=lower.dtype, device=lower.device).expand(box.numel(), 2)
+                _intersect(l_k, u_k, box, neuron, side,
+                           signed_bounds(net, k, box, neuron, side, relaxations, scale_in, lower, upper, terms, image))
+            settle(l_k, u_k, l_ibp, u_ibp, box, neuron)
         layer_bounds, bad = _poison((l_k, u_k), bad)
         bounds.append(layer_bounds)
         relaxations.append(relu_relaxation(*layer_bounds))
@@ -507,33 +447,64 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, metho
     return bounds
 
 
-#: Coefficients ``(rows, 2, n_input)`` per chunk of :func:`neuron_bounds`.
+#: Unstable neurons of a layer above which :func:`intermediate_bounds` bounds one side first.
+ONE_SIDE_MIN = 64
+
+
+def _intersect(l_k: Tensor, u_k: Tensor, box: Tensor, neuron: Tensor, side: Tensor, vals: Tensor) -> None:
+    """Tighten ``l_k``/``u_k`` in place with :func:`signed_bounds`' ``vals`` (a lower bound of
+    ``side * z``: of ``z`` where ``side`` is 1, of ``-z`` where it is -1)."""
+    for s in range(side.shape[1]):
+        up = side[:, s] < 0
+        b, i, v = box[~up], neuron[~up], vals[~up, s]
+        l_k[b, i] = torch.maximum(v, l_k[b, i])
+        b, i, v = box[up], neuron[up], vals[up, s]
+        u_k[b, i] = torch.minimum(-v, u_k[b, i])
+
+
+def settle(lo: Tensor, hi: Tensor, lo_before: Tensor, hi_before: Tensor, box: Tensor, neuron: Tensor) -> None:
+    """Where a neuron's tightened bounds prove it stable, its other side back to its bound
+    ``before`` (in place): the result then does not depend on whether one side was bounded
+    first or both at once (sound either way; a stable neuron's relaxation does not read it)."""
+    lo_new, hi_new = lo[box, neuron], hi[box, neuron]
+    lo[box, neuron] = torch.where(hi_new <= 0, lo_before[box, neuron], lo_new)
+    hi[box, neuron] = torch.where(lo_new >= 0, hi_before[box, neuron], hi_new)
+
+
+#: Coefficients ``(rows, 2, n_input)`` per chunk of :func:`signed_bounds`.
 ROW_CHUNK_ELEMENTS = 2**21
 
 
-def neuron_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, relaxations: Sequence[ReluRelaxation],
-                   scale_in: Tensor, lower: Tensor, upper: Tensor,
-                   terms: list[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
-    """CROWN's lower and upper bounds of ``z_k[box[r], neuron[r]]`` for each row ``r``:
-    :func:`backward` of the rows ``e_i`` and ``-e_i`` with the box's relaxations, each
-    row pair bounded as a box of its own (so the bounds are those of the box alone,
-    whatever the other boxes of the batch), in chunks of :data:`ROW_CHUNK_ELEMENTS`.
-    ``terms``: :func:`backward`'s cache."""
-    n = net.weights[k].shape[0]
+def signed_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, side: Tensor,
+                  relaxations: Sequence[ReluRelaxation], scale_in: Tensor, lower: Tensor, upper: Tensor,
+                  terms: list[Tensor | None] | None = None, image: Tensor | None = None) -> Tensor:
+    """CROWN's lower bound of ``side[r, s] * z_k[box[r], neuron[r]]`` (``side`` of shape
+    ``(rows, S)``, entries 1 or -1): :func:`backward` of the rows ``side[r, s] e_i`` with the
+    box's relaxations, each row group bounded as a box of its own (so the bounds are those
+    of the box alone, whatever the other boxes of the batch), in chunks of
+    :data:`ROW_CHUNK_ELEMENTS`. ``terms``: :func:`backward`'s cache; ``image``: ``W_0 c`` of
+    the boxes' centers (:func:`backward`'s ``center_image``). Shape ``(rows, S)``."""
     center = (upper + lower) / 2  # as concretize computes it
-    chunk = max(1, ROW_CHUNK_ELEMENTS // (2 * lower.shape[1]))
-    lows, highs = [], []
+    chunk = max(1, ROW_CHUNK_ELEMENTS // (side.shape[1] * lower.shape[1]))
+    out = []
     for start in range(0, box.numel(), chunk):
-        b, i = box[start:start + chunk], neuron[start:start + chunk]
-        spec = lower.new_zeros(i.numel(), 2, n)
-        spec[:, 0].scatter_(1, i.unsqueeze(1), 1.0)
-        spec[:, 1].scatter_(1, i.unsqueeze(1), -1.0)
-        w = net.weights[k][i]  # e_i @ W_k, exactly
-        vals = concretize(backward(net, spec, k, relaxations, scale_in, rows=b, first=torch.stack([w, -w], dim=1),
-                                   terms=terms, center=center), lower, upper, rows=b, consume=True)
-        lows.append(vals[:, 0])
-        highs.append(-vals[:, 1])
-    return (lows[0], highs[0]) if len(lows) == 1 else (torch.cat(lows), torch.cat(highs))
+        b, i, sg = box[start:start + chunk], neuron[start:start + chunk], side[start:start + chunk]
+        spec = lower.new_zeros(i.numel(), sg.shape[1], net.weights[k].shape[0])
+        spec.scatter_(2, i.view(-1, 1, 1).expand(-1, sg.shape[1], 1), sg.unsqueeze(-1))
+        first = net.weights[k][i].unsqueeze(1) * sg.unsqueeze(-1)  # side e_i @ W_k, exactly
+        out.append(concretize(backward(net, spec, k, relaxations, scale_in, rows=b, first=first, terms=terms,
+                                       center=center, center_image=image), lower, upper, rows=b, consume=True))
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def neuron_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, relaxations: Sequence[ReluRelaxation],
+                  scale_in: Tensor, lower: Tensor, upper: Tensor,
+                  terms: list[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
+    """CROWN's lower and upper bounds of ``z_k[box[r], neuron[r]]`` for each row ``r``
+    (:func:`signed_bounds` of both sides). ``terms``: :func:`backward`'s cache."""
+    side = torch.tensor([[1.0, -1.0]], dtype=lower.dtype, device=lower.device).expand(box.numel(), 2)
+    vals = signed_bounds(net, k, box, neuron, side, relaxations, scale_in, lower, upper, terms)
+    return vals[:, 0], -vals[:, 1]
 
 
 def bounds_valid(bounds: Sequence[tuple[Tensor, Tensor]]) -> Tensor:

@@ -27,15 +27,15 @@ from .bounds import (
     ReluRelaxation,
     backward,
     bounds_valid,
-    box_tensors,
+    center_image,
     concretize,
     input_scale,
     intermediate_bounds,
     margin_spec,
     relu_relaxation,
-    sound_kernels,
 )
 from .chain import chain_network
+from .precision import box_tensors, sound_kernels
 
 #: The dtypes bound propagation runs in (``float32`` for GPUs; the slack follows the dtype).
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -162,10 +162,11 @@ class CrownOracle(Oracle):
         net = self.tensors
         relaxations: list[ReluRelaxation] = []
         terms: list[torch.Tensor | None] = [None] * net.depth  # shared by the passes of these boxes
-        intermediate_bounds(net, lo, hi, self.intermediate, relaxations, terms)
+        image = center_image(net, lo, hi)  # shared by every pass
+        intermediate_bounds(net, lo, hi, self.intermediate, relaxations, terms, image)
         spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
         return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lo, hi), terms=terms,
-                                   center=(hi + lo) / 2), lo, hi, consume=True)
+                                   center=(hi + lo) / 2, center_image=image), lo, hi, consume=True)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         graph = self.graph_tensors is not None

@@ -52,11 +52,12 @@ from .bounds import (
     margin_spec,
     nonfinite_rows,
     relu_relaxation,
-    subnormal_rounding,
+    settle,
 )
 from .graph_backward import backward, concretize_wide
 from .graph_rounding import Slacks, round_down
 from .graph_windows import Window, window_plan, windowed_bounds
+from .precision import subnormal_rounding
 
 Tensor = torch.Tensor
 
@@ -264,13 +265,14 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
     neuron positive at the center (it cannot be dead there: proving it active settles it),
     the upper bound of the others (proving it dead settles it); the other side only for
     the neurons still unstable. A neuron proven stable keeps its interval bound on the other
-    side (sound; its relaxation, exact, does not read it). Decided per box: a box's bounds
-    do not depend on the batch."""
+    side (sound; its relaxation, exact, does not read it), in both modes
+    (:func:`~oracles.bounds.settle`): a box's bounds do not depend on the batch."""
     lo, hi = nb.lower[k].flatten(1), nb.upper[k].flatten(1)
     box, idx = ((lo < 0) & (hi > 0)).nonzero(as_tuple=True)  # (box, neuron) pairs, by box
     if box.numel() == 0:
         return nb.lower[k], nb.upper[k]
     new_lo, new_hi = lo.clone(), hi.clone()
+    all_rows = box, idx
     maps: dict = {}  # the windows of the maps, cut once for all chunks
     if center is None:
         one = None
@@ -288,6 +290,8 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
         still = (new_lo[box, idx] < 0) & (new_hi[box, idx] > 0)
         if bool(still.any()):
             _signed_bounds(gt, k, nb, lower, upper, box[still], idx[still], -first[still], new_lo, new_hi, maps)
+    box, idx = all_rows
+    settle(new_lo, new_hi, lo, hi, box, idx)
     return new_lo.reshape(nb.lower[k].shape), new_hi.reshape(nb.upper[k].shape)
 
 

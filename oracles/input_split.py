@@ -42,8 +42,8 @@ import torch
 from parallelepipedonn.errors import OracleError
 
 from .base import Answer, FloatArray, Oracle, Verdict
-from .bounds import box_tensors, sound_kernels
 from .crown import DTYPES, AlphaCrownOracle, CrownOracle, resolve_device
+from .precision import box_tensors, sound_kernels
 
 if TYPE_CHECKING:
     from parallelepipedonn.graph import Graph

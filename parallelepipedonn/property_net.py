@@ -181,7 +181,8 @@ def output_bounds(chain: Network, lower: FloatArray, upper: FloatArray) -> tuple
     when they are not finite numbers."""
     import torch
 
-    from oracles.bounds import NetworkTensors, box_tensors, crown_bound, intermediate_bounds, sound_kernels
+    from oracles.bounds import NetworkTensors, crown_bound, intermediate_bounds
+    from oracles.precision import box_tensors, sound_kernels
 
     net = NetworkTensors.of(chain)
     lo, hi = box_tensors(lower[None], upper[None])

@@ -22,7 +22,6 @@ from oracles.alpha import AlphaSettings, optimize_bounds
 from oracles.bounds import (
     NetworkTensors,
     backward,
-    box_tensors,
     concretize,
     input_scale,
     intermediate_bounds,
@@ -30,6 +29,7 @@ from oracles.bounds import (
     relu_relaxation,
 )
 from oracles.crown import AlphaCrownOracle, CrownOracle
+from oracles.precision import box_tensors
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Affine, Network, ReLU
 from tests.nets import random_network

@@ -198,7 +198,7 @@ def test_bounds_run_at_full_float32_precision_whatever_the_global_setting():
     import torch
 
     from oracles import CrownOracle
-    from oracles.bounds import sound_kernels
+    from oracles.precision import sound_kernels
     from tests.nets import random_network
 
     net = random_network(0, [6, 8, 3])
@@ -254,3 +254,69 @@ def test_relu_relaxation_holds_in_exact_arithmetic_where_its_slope_underflows(dt
         lf, uf = Fraction(float(lo[0, i])), Fraction(float(hi[0, i]))
         assert s * lf + c >= 0 and s * uf + c >= uf, (i, float(s), float(c))
         assert float(r.lower_slope[0, i]) in (0.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_interval_bounds_of_an_affine_map_hold_in_exact_arithmetic(dtype):
+    """The interval bounds of ``W x + b`` (from the box's ``u + l`` and ``u - l``) contain
+    the exact extremes over the box, computed with rationals on the numbers used: weights
+    that cancel, from 1e-30 to 1e30 (float32: 1e-18 to 1e18), and box coordinates below
+    the normal range (subnormal), zero-width or far apart."""
+    import torch
+
+    from oracles.bounds import NetworkTensors, _interval_affine
+
+    t = getattr(torch, dtype)
+    big = 1e30 if dtype == "float64" else 1e18
+    tiny = torch.finfo(t).tiny
+    rng = np.random.default_rng(7)
+    n_in, n_out = 6, 40
+    w = rng.choice([-1.0, 1.0], (n_out, n_in)) * np.exp(rng.uniform(-np.log(big), np.log(big), (n_out, n_in)))
+    w[:, 1] = -w[:, 0] * (1 + rng.uniform(-1e-7, 1e-7, n_out))  # cancelling columns
+    b = rng.normal(size=n_out) * np.exp(rng.uniform(-5, 5, n_out))
+    net = Network(input_shape=(n_in,), layers=[Affine(w, b), ReLU(), Affine(np.ones((2, n_out)), np.zeros(2))])
+    tensors = NetworkTensors.of(net, dtype=t)
+    lower = np.array([[0.0, tiny / 8, -tiny / 3, 1.0, -2.0, 0.3],
+                      [tiny / 1024, tiny / 1024, 0.1, 0.1, -1e3, -1e-3],
+                      [-tiny, tiny, 5 * tiny / 7, 1e3, -1.0, 2.0]])
+    upper = lower + np.array([[tiny / 4, tiny / 2, tiny, 1.0, 4.0, 0.0],
+                              [tiny / 512, 3 * tiny, 0.0, 1e-9, 2e3, 2e-3],
+                              [3 * tiny, tiny, tiny / 7, 1.0, 0.5, 0.0]])
+    lo_t, hi_t = torch.tensor(lower, dtype=t), torch.tensor(upper, dtype=t)
+    low, high = _interval_affine(tensors, 0, lo_t, hi_t)
+    wq = [[Fraction(float(v)) for v in row] for row in tensors.weights[0]]
+    bq = [Fraction(float(v)) for v in tensors.biases[0]]
+    for k in range(lower.shape[0]):
+        lq = [Fraction(float(v)) for v in lo_t[k]]
+        uq = [Fraction(float(v)) for v in hi_t[k]]
+        for j in range(n_out):
+            least = bq[j] + sum(min(a * x, a * y) for a, x, y in zip(wq[j], lq, uq))
+            most = bq[j] + sum(max(a * x, a * y) for a, x, y in zip(wq[j], lq, uq))
+            assert Fraction(float(low[k, j])) <= least and most <= Fraction(float(high[k, j])), (k, j)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_boxes_as_tensors_have_exact_centers_and_radii_below_the_normal_range(dtype):
+    """A box's coordinates near zero become even multiples of the smallest subnormal
+    (rounded outward: the tensors' box contains the given one), so that its center
+    ``(u + l) / 2`` and radius ``(u - l) / 2`` are exact (no halving of an odd multiple,
+    whose absolute error no relative slack covers)."""
+    import torch
+
+    from oracles.precision import box_tensors
+
+    t = getattr(torch, dtype)
+    info = torch.finfo(t)
+    sub = float(torch.tensor(info.tiny, dtype=t) * 2.0 ** -(23 if dtype == "float32" else 52))
+    lower = np.array([[0.0, sub, -sub, 3 * sub, -5 * sub, 0.5, info.tiny + sub, -2 * info.tiny, 1.0]])
+    upper = np.array([[sub, 2 * sub, sub, 7 * sub, info.tiny, 0.5, 2 * info.tiny, -info.tiny + sub, 3.0]])
+    lo, hi = box_tensors(lower, upper, t)
+    assert (lo.double().numpy() <= lower).all() and (hi.double().numpy() >= upper).all()
+    for a, b in zip(lo[0].tolist(), hi[0].tolist()):
+        fa, fb = Fraction(a), Fraction(b)
+        center = float(((torch.tensor(b, dtype=t) + torch.tensor(a, dtype=t)) / 2))
+        radius = float(((torch.tensor(b, dtype=t) - torch.tensor(a, dtype=t)) / 2))
+        if abs(fa + fb) < 2 * Fraction(info.tiny):
+            assert Fraction(center) == (fa + fb) / 2, (a, b)
+        if abs(fb - fa) < 2 * Fraction(info.tiny):
+            assert Fraction(radius) == (fb - fa) / 2, (a, b)

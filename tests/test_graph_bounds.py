@@ -11,9 +11,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import parallelepipedonn
 from oracles.base import Verdict
-from oracles.bounds import box_tensors
 from oracles.crown import CrownOracle
 from oracles.graph_bounds import GraphTensors, margin_lower_bounds
+from oracles.precision import box_tensors
 from parallelepipedonn import graph_nodes as gn
 from parallelepipedonn.certify import CertifyConfig
 from parallelepipedonn.errors import OracleError

@@ -1,0 +1,114 @@
+"""Numerics of the oracles' tensors: the kernel settings under which torch's products
+keep their documented rounding (:func:`sound_kernels`), the absolute rounding error of
+narrowing weights below the normal range (:func:`subnormal_rounding`), and boxes as
+tensors rounded outward (:func:`box_tensors`)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from parallelepipedonn.tolerances import smallest_subnormal
+
+Tensor = torch.Tensor
+
+
+def _precision_switches(cuda: bool) -> list[tuple[object, str, object]]:
+    """``(object, attribute, value)`` of every torch setting that lets float32 products
+    round more coarsely than the dtype (TF32, bfloat16 passes), set to full precision;
+    those this torch build lacks are skipped."""
+    backends = torch.backends
+    wanted: list[tuple[object, str, object]] = []
+    for name in ("conv", "matmul", "rnn"):
+        obj = getattr(getattr(backends, "mkldnn", None), name, None)
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            wanted.append((obj, "fp32_precision", "ieee"))
+    if cuda:
+        wanted.append((backends.cuda.matmul, "allow_tf32", False))
+        if hasattr(backends.cuda.matmul, "fp32_precision"):
+            wanted.append((backends.cuda.matmul, "fp32_precision", "ieee"))
+    return wanted
+
+
+@contextlib.contextmanager
+def sound_kernels(device: str | torch.device, dtype: torch.dtype | None = None) -> Iterator[None]:
+    """Within the block, products round as the error model assumes (sums of products,
+    each rounded once in the tensors' dtype): float32 matrix products and oneDNN
+    convolutions at full precision (no TF32 or bfloat16 passes, whatever
+    ``torch.set_float32_matmul_precision`` or the backends' ``fp32_precision`` say), and
+    on CUDA no cuDNN (its FFT / Winograd convolutions and TF32) and no TF32 matrix
+    products. The previous settings are restored after. float64 on a CPU (``dtype``) needs
+    none of this: the block runs as it is."""
+    cuda = torch.device(device).type == "cuda"
+    if dtype == torch.float64 and not cuda:
+        yield
+        return
+    precision = torch.get_float32_matmul_precision()
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in _precision_switches(cuda)]
+    try:
+        if precision != "highest":
+            torch.set_float32_matmul_precision("highest")
+        for obj, attr, value in _precision_switches(cuda):
+            if getattr(obj, attr) != value:
+                setattr(obj, attr, value)
+        if cuda:
+            with torch.backends.cudnn.flags(enabled=False):
+                yield
+        else:
+            yield
+    finally:
+        for obj, attr, value in saved:
+            if getattr(obj, attr) != value:
+                setattr(obj, attr, value)
+        if precision != "highest":
+            torch.set_float32_matmul_precision(precision)
+
+
+def subnormal_rounding(arrays: Sequence[np.ndarray], dtype: torch.dtype) -> float:
+    """The largest absolute error of rounding to ``dtype`` the entries of ``arrays`` below
+    its normal range (float32: ``|w| < 2^-126``, where rounding has an absolute, not a
+    relative, error; those beyond its range become ``inf``, which poisons every bound); 0
+    in float64, where the weights are the stored ones."""
+    if dtype == torch.float64:
+        return 0.0
+    tiny = torch.finfo(dtype).tiny
+    err = 0.0
+    for p in arrays:
+        small = p[(p != 0) & (np.abs(p) < tiny)]
+        if small.size:
+            err = max(err, float(np.abs(torch.tensor(small).to(dtype).double().numpy() - small).max()))
+    return err
+
+
+def box_tensors(lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype = torch.float64,
+                device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+    """``(lower, upper)`` as tensors of ``dtype``, rounded outward (so that the tensors'
+    box contains the float64 box) when ``dtype`` is narrower than float64, and with
+    :func:`even_subnormals`."""
+    lo64 = torch.tensor(np.asarray(lower, dtype=np.float64), device=device)
+    hi64 = torch.tensor(np.asarray(upper, dtype=np.float64), device=device)
+    if dtype == torch.float64:
+        return even_subnormals(lo64, hi64)
+    lo, hi = lo64.to(dtype), hi64.to(dtype)
+    lo = torch.where(lo.to(torch.float64) > lo64, torch.nextafter(lo, torch.full_like(lo, -torch.inf)), lo)
+    hi = torch.where(hi.to(torch.float64) < hi64, torch.nextafter(hi, torch.full_like(hi, torch.inf)), hi)
+    return even_subnormals(lo, hi)
+
+
+def even_subnormals(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """The box with its coordinates below twice the normal range rounded outward to even
+    multiples of the smallest subnormal ``s`` (a superset: bounds over it hold on the box).
+    Every float at or above twice the normal range is such a multiple too, so the sum or
+    difference of two coordinates that lands below the normal range is exact and even,
+    and halving it (a box's center and radius) is exact: the bounds' rounding model, whose
+    errors are relative, needs no term for the absolute error of halving an odd ``s``."""
+    info = torch.finfo(lower.dtype)
+    near = (lower.abs() < 2 * info.tiny) | (upper.abs() < 2 * info.tiny)
+    if not bool(near.any()):
+        return lower, upper
+    unit = torch.tensor(2 * smallest_subnormal(lower.dtype), dtype=lower.dtype, device=lower.device)
+    return (torch.where(lower.abs() < 2 * info.tiny, torch.floor(lower / unit) * unit, lower),
+            torch.where(upper.abs() < 2 * info.tiny, torch.ceil(upper / unit) * unit, upper))
