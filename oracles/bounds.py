@@ -454,12 +454,10 @@ ONE_SIDE_MIN = 64
 def _intersect(l_k: Tensor, u_k: Tensor, box: Tensor, neuron: Tensor, side: Tensor, vals: Tensor) -> None:
     """Tighten ``l_k``/``u_k`` in place with :func:`signed_bounds`' ``vals`` (a lower bound of
     ``side * z``: of ``z`` where ``side`` is 1, of ``-z`` where it is -1)."""
-    for s in range(side.shape[1]):
-        up = side[:, s] < 0
-        b, i, v = box[~up], neuron[~up], vals[~up, s]
-        l_k[b, i] = torch.maximum(v, l_k[b, i])
-        b, i, v = box[up], neuron[up], vals[up, s]
-        u_k[b, i] = torch.minimum(-v, u_k[b, i])
+    low = torch.where(side > 0, vals, -torch.inf).amax(1)
+    high = torch.where(side < 0, -vals, torch.inf).amin(1)
+    l_k[box, neuron] = torch.maximum(low, l_k[box, neuron])
+    u_k[box, neuron] = torch.minimum(high, u_k[box, neuron])
 
 
 def settle(lo: Tensor, hi: Tensor, lo_before: Tensor, hi_before: Tensor, box: Tensor, neuron: Tensor) -> None:

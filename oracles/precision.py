@@ -88,14 +88,19 @@ def box_tensors(lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype = torch
     """``(lower, upper)`` as tensors of ``dtype``, rounded outward (so that the tensors'
     box contains the float64 box) when ``dtype`` is narrower than float64, and with
     :func:`even_subnormals`."""
-    lo64 = torch.tensor(np.asarray(lower, dtype=np.float64), device=device)
-    hi64 = torch.tensor(np.asarray(upper, dtype=np.float64), device=device)
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    lo64, hi64 = torch.tensor(lower, device=device), torch.tensor(upper, device=device)
     if dtype == torch.float64:
-        return even_subnormals(lo64, hi64)
-    lo, hi = lo64.to(dtype), hi64.to(dtype)
-    lo = torch.where(lo.to(torch.float64) > lo64, torch.nextafter(lo, torch.full_like(lo, -torch.inf)), lo)
-    hi = torch.where(hi.to(torch.float64) < hi64, torch.nextafter(hi, torch.full_like(hi, torch.inf)), hi)
-    return even_subnormals(lo, hi)
+        lo, hi = lo64, hi64
+    else:
+        lo, hi = lo64.to(dtype), hi64.to(dtype)
+        lo = torch.where(lo.to(torch.float64) > lo64, torch.nextafter(lo, torch.full_like(lo, -torch.inf)), lo)
+        hi = torch.where(hi.to(torch.float64) < hi64, torch.nextafter(hi, torch.full_like(hi, torch.inf)), hi)
+    # (outward rounding keeps a coordinate at or above twice the normal range there)
+    least = 2 * torch.finfo(dtype).tiny
+    if lower.size and min(np.abs(lower).min(), np.abs(upper).min()) < least:
+        return even_subnormals(lo, hi)
+    return lo, hi
 
 
 def even_subnormals(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
