@@ -525,14 +525,18 @@ class BabOracle(Oracle):
         """The margin is affine on the leaf's polytope: decide by LP (the tree's exact
         encoding with every binary fixed, re-solved per leaf)."""
         from .milp_encoding import encode, make_solver, solve  # pyomo/HiGHS: only when a leaf needs an LP
-        from .milp_graph import GraphBoxBounds, encode_graph
+        from .milp_graph import EncodingTimedOut, GraphBoxBounds, encode_graph
 
         t = int(node.tree[0])
         lower, upper = trees.lower[t].cpu().numpy(), trees.upper[t].cpu().numpy()
         if t not in trees.leaf_lps:
             if trees.graph_bounds is not None:
                 box = GraphBoxBounds.of(self.network, trees.graph_bounds)
-                enc = encode_graph(self.network, lower, upper, box)
+                try:
+                    enc = encode_graph(self.network, lower, upper, box, deadline=deadline)
+                except EncodingTimedOut:
+                    return Answer(Verdict.UNKNOWN, timed_out=True,
+                                  reason="bab: time limit while the leaf LP was being built")
             else:
                 bounds = [(lb[t].cpu().numpy(), ub[t].cpu().numpy()) for lb, ub in trees.bounds]
                 enc = encode(self.network, lower, upper, bounds)

@@ -63,7 +63,7 @@ from .crown import AlphaCrownOracle
 from .distance import confirmed_upper, cube, push_counterexample, seed_upper
 from .graph_bounds import GraphTensors
 from .milp_encoding import PROOF_MARGIN, Encoding, encode, make_solver, retune, solve
-from .milp_graph import GraphBoxBounds, box_bounds, crown_margins, encode_graph
+from .milp_graph import EncodingTimedOut, GraphBoxBounds, box_bounds, crown_margins, encode_graph
 from .milp_graph import margin_gradient as graph_margin_gradient
 from .milp_graph import term_magnitude as graph_term_magnitude
 from .milp_regions import CLASS_SLACK, ClassRegionQueries
@@ -170,7 +170,9 @@ class MilpOracle(ClassRegionQueries, Oracle):
             else:  # the same semantics: the chain encoding
                 self.network = chain
         self.tensors = NetworkTensors.of(self.network) if self.graph_tensors is None else None
-        self._prefilter = AlphaCrownOracle(self.network)  # over the graph for a graph
+        # over the graph for a graph; its optimisation stops at the oracle's time limit (its
+        # bounds hold at any step), so that a query does not run long past it before any MILP
+        self._prefilter = AlphaCrownOracle(self.network, time_limit=time_limit)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "mip_rel_gap": self.mip_rel_gap, "threads": self.threads,
@@ -279,8 +281,12 @@ class MilpOracle(ClassRegionQueries, Oracle):
                 return Answer(Verdict.UNKNOWN, timed_out=True, reason=f"time limit before the MILP for class {j}")
             if bounds is not None:
                 if shared is None:
-                    shared = (encode_graph(self.network, lower, upper, bounds),
-                              self._solver(deadline, scale=scale[row]))
+                    try:
+                        shared = (encode_graph(self.network, lower, upper, bounds, deadline=deadline),
+                                  self._solver(deadline, scale=scale[row]))
+                    except EncodingTimedOut:
+                        return Answer(Verdict.UNKNOWN, timed_out=True,
+                                      reason=f"time limit while the MILP for class {j} was being built")
                     shared[1].set_instance(shared[0].model)  # loaded now: the time limit is the solver's
                 enc, opt = shared
                 retune(opt, self._remaining(deadline), scale[row])
@@ -288,7 +294,7 @@ class MilpOracle(ClassRegionQueries, Oracle):
                 if enc.model.component("cutoff") is not None:
                     enc.model.del_component("cutoff")
             else:
-                enc, margin = self._margin_problem(lower, upper, label, j)
+                enc, margin = self._margin_problem(lower, upper, label, j)  # a chain's: no graph encoding
                 opt = self._solver(deadline, scale=scale[row])
             # once one class is solved exactly, the others only need to be shown above that
             # minimum: with ``margin <= cutoff`` added, nodes whose relaxation exceeds the
@@ -343,17 +349,18 @@ class MilpOracle(ClassRegionQueries, Oracle):
         return None
 
     def _margin_problem(self, lower: FloatArray, upper: FloatArray, label: int, j: int,
-                        bounds: GraphBoxBounds | None = None) -> tuple[Encoding, Any]:
+                        bounds: GraphBoxBounds | None = None, deadline: float = math.inf) -> tuple[Encoding, Any]:
         """The MILP of ``logit_label - logit_j`` over the box, to be minimised: inputs along
         which the margin is monotone on the box are fixed at its minimising end (the
         minimum is unchanged, the MILP smaller; chains only), and the last layer's convex
         neurons need no binary. Returns the encoding and the margin expression. A graph
-        is encoded on the node ``bounds`` of the box (computed when not given)."""
+        is encoded on the node ``bounds`` of the box (computed when not given), before
+        ``deadline`` (else :class:`~oracles.milp_graph.EncodingTimedOut`)."""
         net = self.network
         if self.graph_tensors is not None:
             if bounds is None:
                 bounds = self._bounds(lower, upper)[0]
-            enc = encode_graph(net, lower, upper, bounds, minimize_row=self._margin_row(label, j))
+            enc = encode_graph(net, lower, upper, bounds, minimize_row=self._margin_row(label, j), deadline=deadline)
             return enc, enc.logits[label] - enc.logits[j]
         spec = margin_spec(net.n_classes, label, 1, torch.float64, torch.device("cpu"))
         with torch.no_grad():
@@ -437,20 +444,24 @@ class MilpOracle(ClassRegionQueries, Oracle):
             if time.perf_counter() >= deadline:
                 proven, reason = min(proven, lower), f"time limit before class {j}"
                 break
-            if position > 0 and not math.isinf(hi):
-                # first the cheaper question: can class j win at all within the best distance?
-                lo_c, hi_c = cube(x, hi, domain)
-                enc, margin = self._margin_problem(lo_c, hi_c, label, j)
-                # any proven bound above the proof margin settles it: no need to close the gap
-                res = solve(self._solver(deadline, mip_rel_gap=0.5, options=DISTANCE_OPTIONS), enc, margin)
-                milps += 1
-                needed = solver_proof_margin(float(self._scale(lo_c, hi_c, label).max()))
-                if res.bound is not None and res.bound > needed:
-                    continue  # no point of class j within the distance: it cannot be nearer
-                if res.x is not None:
-                    hi, cex = self._closer(x, res.x, lo_c, hi_c, label, domain, hi, cex)
-            lo_r, hi_r = cube(x, min(hi, rmax), domain)
-            enc = self._distance_encoding(x, lo_r, hi_r, label, j, max(lower, floor[j]), hi, flips)
+            try:
+                if position > 0 and not math.isinf(hi):
+                    # first the cheaper question: can class j win at all within the best distance?
+                    lo_c, hi_c = cube(x, hi, domain)
+                    enc, margin = self._margin_problem(lo_c, hi_c, label, j, deadline=deadline)
+                    # any proven bound above the proof margin settles it: no need to close the gap
+                    res = solve(self._solver(deadline, mip_rel_gap=0.5, options=DISTANCE_OPTIONS), enc, margin)
+                    milps += 1
+                    needed = solver_proof_margin(float(self._scale(lo_c, hi_c, label).max()))
+                    if res.bound is not None and res.bound > needed:
+                        continue  # no point of class j within the distance: it cannot be nearer
+                    if res.x is not None:
+                        hi, cex = self._closer(x, res.x, lo_c, hi_c, label, domain, hi, cex)
+                lo_r, hi_r = cube(x, min(hi, rmax), domain)
+                enc = self._distance_encoding(x, lo_r, hi_r, label, j, max(lower, floor[j]), hi, flips, deadline)
+            except EncodingTimedOut:
+                proven, reason = min(proven, lower), f"time limit while the MILP for class {j} was being built"
+                break
             res = solve(self._solver(deadline, options=DISTANCE_OPTIONS), enc, enc.model.t)
             milps += 1
             if res.x is not None:
@@ -482,7 +493,8 @@ class MilpOracle(ClassRegionQueries, Oracle):
         return best, cex
 
     def _distance_encoding(self, x: FloatArray, lo_r: FloatArray, hi_r: FloatArray, label: int, j: int,
-                           lower: float, upper: float, flips: dict[int, tuple[float, bool]]) -> Encoding:
+                           lower: float, upper: float, flips: dict[int, tuple[float, bool]],
+                           deadline: float = math.inf) -> Encoding:
         """The MILP ``min t`` over the points of the region ``[lo_r, hi_r]`` with
         ``logit_label - logit_j <= CLASS_SLACK`` and ``|x' - x| <= t``, ``lower <= t <=
         upper (1 + DISTANCE_CAP_SLACK)``, in a form with the same optimum but a tighter
@@ -502,7 +514,8 @@ class MilpOracle(ClassRegionQueries, Oracle):
         net = self.network
         if self.graph_tensors is not None:  # a graph: the region as it is
             lo_j, hi_j, direction = lo_r, hi_r, np.zeros(net.n_inputs, dtype=np.int8)
-            enc = encode_graph(net, lo_j, hi_j, self._bounds(lo_r, hi_r)[0], minimize_row=self._margin_row(label, j))
+            enc = encode_graph(net, lo_j, hi_j, self._bounds(lo_r, hi_r)[0], minimize_row=self._margin_row(label, j),
+                               deadline=deadline)
         else:
             spec = margin_spec(net.n_classes, label, 1, torch.float64, torch.device("cpu"))
             row = j - (j > label)

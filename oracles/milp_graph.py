@@ -30,6 +30,8 @@ chain encoding's affine expressions are).
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +56,14 @@ Tensor = torch.Tensor
 
 #: Outputs of a linear node whose triples are built at once (bounds the index arrays).
 TRIPLE_BLOCK = 2**20
+
+#: Rows of an encoding built between two looks at its deadline.
+DEADLINE_ROWS = 256
+
+
+class EncodingTimedOut(OracleError):
+    """The deadline passed while a graph's encoding was being built (a CIFAR-size convnet's
+    takes seconds): nothing is proven; the oracle answers UNKNOWN, timed out."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -204,8 +214,10 @@ class _Builder:
     """Builds the pyomo model of one graph over one box (see module docstring)."""
 
     def __init__(self, graph: Graph, lower: FloatArray, upper: FloatArray, bounds: GraphBoxBounds,
-                 phases: Sequence[NDArray[np.int8]] | None, relax: bool, convex: dict[int, NDArray[np.bool_]]) -> None:
+                 phases: Sequence[NDArray[np.int8]] | None, relax: bool, convex: dict[int, NDArray[np.bool_]],
+                 deadline: float = math.inf) -> None:
         self.graph, self.bounds, self.phases, self.relax, self.convex = graph, bounds, phases, relax, convex
+        self.deadline, self._rows = deadline, 0
         self.m = pe.ConcreteModel()
         n = graph.n_inputs
         self.m.x = pe.Var(range(n), bounds=lambda _, i: (float(lower[i]), float(upper[i])))
@@ -213,6 +225,15 @@ class _Builder:
         self.vars: list[Any] = [self.m.x[i] for i in range(n)]
         self.binaries: dict[tuple[int, int], Any] = {}
         self.n_unstable = 0
+
+    def tick(self, rows: int = 1) -> None:
+        """Count ``rows`` more rows; every :data:`DEADLINE_ROWS`, raise
+        :class:`EncodingTimedOut` if the deadline has passed."""
+        self._rows += rows
+        if self._rows >= DEADLINE_ROWS:
+            self._rows = 0
+            if time.perf_counter() >= self.deadline:
+                raise EncodingTimedOut("the time limit passed while the MILP encoding was being built")
 
     def new_vars(self, name: str, n: int, lo: FloatArray | None = None,
                  hi: FloatArray | None = None) -> NDArray[np.int64]:
@@ -248,6 +269,7 @@ class _Builder:
         idx = self.new_vars(f"v{k}", len(form.var))
         for i in range(len(idx)):
             self.m.cons.add(self.expr(np.append(form.var[i], idx[i]), np.append(form.coef[i], -1.0)) == 0)
+            self.tick()
         return _Form(idx[:, None], np.ones((len(idx), 1)))
 
     def linear(self, k: int, node: gn.LinearNode, form: _Form) -> _Form:
@@ -275,6 +297,7 @@ class _Builder:
                 self.m.cons.add(LinearExpression(
                     constant=float(b[o]), linear_coefs=coef[s:e].tolist() + [-1.0],
                     linear_vars=[self.vars[i] for i in vs] + [self.vars[y[o]]]) == 0)
+                self.tick()
         for o in np.flatnonzero(~done):  # reads nothing but zeros: its bias
             self.vars[y[o]].fix(float(b[o]))
         return _Form(y[:, None], np.ones((len(y), 1)))
@@ -305,6 +328,7 @@ class _Builder:
             self.m.add_component(f"d{k}", d)
             self.n_unstable += len(idx)
             for r, i in enumerate(idx.tolist()):
+                self.tick()
                 zv, zc = form.var[i], form.coef[i]
                 av = np.append(a[r], zv)
                 self.m.cons.add(self.expr(av, np.append(1.0, -zc)) >= 0)  # a >= z
@@ -324,7 +348,7 @@ class _Builder:
 
 def encode_graph(graph: Graph, lower: FloatArray, upper: FloatArray, bounds: GraphBoxBounds,
                  phases: Sequence[NDArray[np.int8]] | None = None, relax: bool = False,
-                 minimize_row: FloatArray | None = None) -> Encoding:
+                 minimize_row: FloatArray | None = None, deadline: float = math.inf) -> Encoding:
     """Encode ``graph`` on the box ``[lower, upper]`` (see module docstring).
 
     ``bounds``: proven bounds of every node over the box (:class:`GraphBoxBounds`, finite).
@@ -333,11 +357,13 @@ def encode_graph(graph: Graph, lower: FloatArray, upper: FloatArray, bounds: Gra
     the class scores' coefficients in an objective that will only be minimised (or
     constrained from above): the neurons of the last ReLUs whose coefficient in it is
     ``>= 0`` then need no binary (:func:`convex_neurons`); such an encoding is exact for
-    that objective only (for any other it is a relaxation)."""
+    that objective only (for any other it is a relaxation). ``deadline`` (a
+    ``time.perf_counter()`` instant): past it, :class:`EncodingTimedOut` is raised (checked
+    every :data:`DEADLINE_ROWS` rows)."""
     if not bounds.finite:
         raise OracleError("the graph's node bounds over the box are not all finite numbers: no MILP on them")
     convex = convex_neurons(graph, minimize_row) if minimize_row is not None else {}
-    b = _Builder(graph, lower, upper, bounds, phases, relax, convex)
+    b = _Builder(graph, lower, upper, bounds, phases, relax, convex, deadline)
     live = live_nodes(graph)
     forms: dict[int, _Form] = {}
     ordinals = {k: r for r, k in enumerate(relu_nodes(graph))}
@@ -345,6 +371,7 @@ def encode_graph(graph: Graph, lower: FloatArray, upper: FloatArray, bounds: Gra
         if k not in live:
             continue
         ins = [forms[i] for i in node.inputs]
+        b.tick(DEADLINE_ROWS)  # a look at the deadline before every node
         if isinstance(node, gn.Input):
             f = _Form(np.arange(graph.n_inputs, dtype=np.int64)[:, None], np.ones((graph.n_inputs, 1)))
         elif isinstance(node, gn.LinearNode) and node.exact:
@@ -498,6 +525,6 @@ def margin_gradient(graph: Graph, x: FloatArray, label: int, j: int) -> FloatArr
     return p.grad[0].numpy().copy()  # type: ignore[union-attr]
 
 
-__all__ = ["GraphBoxBounds", "box_bounds", "convex_neurons", "crown_margins", "encode_graph", "encode_model",
-           "linear_triples",
+__all__ = ["EncodingTimedOut", "GraphBoxBounds", "box_bounds", "convex_neurons", "crown_margins", "encode_graph",
+           "encode_model", "linear_triples",
            "live_nodes", "margin_gradient", "move_map", "relu_nodes", "term_magnitude"]

@@ -9,6 +9,9 @@ extremes and class regions.
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +21,7 @@ from oracles.base import RegionVerdict
 from oracles.graph_bounds import GraphTensors
 from oracles.milp_encoding import make_solver, solve
 from oracles.milp_graph import (
+    EncodingTimedOut,
     GraphBoxBounds,
     box_bounds,
     encode_graph,
@@ -189,6 +193,43 @@ def test_bounds_that_are_not_finite_build_no_milp():
         encode_graph(graph, lo, hi, _bounds(graph, lo, hi))
     answer = MilpOracle(graph).verify_box(lo, hi, 0)
     assert not answer.verified
+
+
+def test_an_encoding_stops_at_its_deadline():
+    graph = small_cnn()
+    lo, hi = np.zeros(graph.n_inputs), np.full(graph.n_inputs, 0.2)
+    bounds = _bounds(graph, lo, hi)
+    with pytest.raises(EncodingTimedOut, match="time limit"):
+        encode_graph(graph, lo, hi, bounds, deadline=time.perf_counter())
+    enc = encode_graph(graph, lo, hi, bounds, deadline=time.perf_counter() + 600)
+    assert len(enc.x) == graph.n_inputs
+
+
+def test_a_time_limit_that_passes_while_the_milp_is_built_proves_nothing(monkeypatch):
+    """The MILP oracle's time limit covers building a graph's encoding (a CIFAR-size
+    convnet's takes seconds): past it, UNKNOWN and timed out, for verify and distance."""
+    import oracles.milp as milp_module
+
+    graph = residual()
+    rng = np.random.default_rng(5)
+    x = rng.random(graph.n_inputs)
+    label = int(graph.predict(x)[0])
+    radii = np.array([0.03, 0.0737, 0.1])  # the middle one needs a MILP
+    lo, hi = np.clip(x - radii[:, None], 0, 1), np.clip(x + radii[:, None], 0, 1)
+    before = MilpOracle(graph, time_limit=10).verify(lo, hi, label)
+    real = milp_module.encode_graph
+    monkeypatch.setattr(milp_module, "encode_graph", lambda *a, **k: real(*a, **{**k, "deadline": -math.inf}))
+    after = MilpOracle(graph, time_limit=10).verify(lo, hi, label)
+    expired = [a for a in after if a.timed_out]
+    assert expired, [b.reason for b in before]
+    for b, a in zip(before, after):
+        if a.timed_out:
+            assert a.verdict is Verdict.UNKNOWN and "being built" in a.reason
+        else:
+            assert a.verdict is b.verdict
+    d = MilpOracle(graph, time_limit=10).min_distance(x, label, Box(np.zeros(graph.n_inputs), np.ones(graph.n_inputs)))
+    assert "being built" in d.reason or d.lower == d.upper, d.reason  # stopped, or decided before any MILP
+    assert d.lower <= d.upper
 
 
 # -- the oracle -----------------------------------------------------------------------------------
