@@ -160,24 +160,26 @@ def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -
     ``alpha`` (clamped to [0, 1]) if given, else CROWN's adaptive choice (1 if
     ``u >= -l`` else 0).
     """
-    active = lower >= 0
+    dt = lower.dtype
     unstable = (lower < 0) & (upper > 0)
-    active_f = active.to(lower.dtype)
-    denom = torch.where(unstable, upper - lower, torch.ones_like(lower))
-    invalid = nonfinite_rows(lower, upper, denom, dim=-1)
-    slope = torch.where(unstable, upper / denom, active_f)
-    intercept = -slope * lower
+    width = upper - lower
+    # non-finite bounds, or a width that overflows: a NaN in ``width - width``
+    invalid = torch.isnan((width - width).sum(-1))
+    active_f = (lower >= 0).to(dt)
+    # (a stable neuron's width may be 0: not divided by, so that no NaN reaches a gradient)
+    slope = torch.where(unstable, upper / torch.where(unstable, width, 1.0), active_f)
     # s l + t >= 0 and s u + t >= u in exact arithmetic: the rounding of s and t is
     # at most a few units of roundoff of |s l| + |u|
-    intercept = torch.where(unstable, intercept + 8 * unit_roundoff(lower.dtype) * (intercept.abs() + upper.abs()),
-                            torch.zeros_like(lower))
+    t = -slope * lower
+    t = t + 8 * unit_roundoff(dt) * (t.abs() + upper.abs())
     # a chord slope below the normal range (u tiny against -l) carries an absolute error that
     # times (u - l) no relative slack covers: the flat line relu(z) <= u instead (exact)
-    flat = unstable & (slope < smallest_normal(lower.dtype))
-    slope, intercept = torch.where(flat, 0.0, slope), torch.where(flat, upper, intercept)
-    scale = torch.where(upper <= 0, torch.zeros_like(lower), torch.maximum(upper, -lower))
+    flat = slope < smallest_normal(dt)
+    intercept = torch.where(unstable, torch.where(flat, upper, t), 0.0)
+    slope = torch.where(unstable & flat, 0.0, slope)
+    scale = torch.where(upper <= 0, 0.0, torch.maximum(upper, -lower))
     if alpha is None:
-        lower_slope = torch.where(unstable, (upper >= -lower).to(lower.dtype), active_f)
+        lower_slope = torch.where(unstable, (upper >= -lower).to(dt), active_f)
     else:
         if alpha.dim() == 3:
             unstable, active_f = unstable.unsqueeze(1), active_f.unsqueeze(1)
