@@ -228,7 +228,7 @@ def test_a_time_limit_that_passes_while_the_milp_is_built_proves_nothing(monkeyp
         else:
             assert a.verdict is b.verdict
     d = MilpOracle(graph, time_limit=10).min_distance(x, label, Box(np.zeros(graph.n_inputs), np.ones(graph.n_inputs)))
-    assert "being built" in d.reason or d.lower == d.upper, d.reason  # stopped, or decided before any MILP
+    assert "being built" in d.reason, d.reason  # its first class's MILP is not built in time
     assert d.lower <= d.upper
 
 
