@@ -98,9 +98,14 @@ def box_tensors(lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype = torch
         hi = torch.where(hi.to(torch.float64) < hi64, torch.nextafter(hi, torch.full_like(hi, torch.inf)), hi)
     # (outward rounding keeps a coordinate at or above twice the normal range there)
     least = 2 * torch.finfo(dtype).tiny
-    if lower.size and min(np.abs(lower).min(), np.abs(upper).min()) < least:
+    if lower.size and (_near_zero(lower, least).any() or _near_zero(upper, least).any()):
         return even_subnormals(lo, hi)
     return lo, hi
+
+
+def _near_zero(x: np.ndarray, least: float) -> np.ndarray:
+    """The nonzero coordinates of ``x`` below ``least`` in magnitude (a zero needs no rounding)."""
+    return (np.abs(x) < least) & (x != 0)
 
 
 def even_subnormals(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
@@ -111,8 +116,8 @@ def even_subnormals(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     and halving it (a box's center and radius) is exact: the bounds' rounding model, whose
     errors are relative, needs no term for the absolute error of halving an odd ``s``."""
     info = torch.finfo(lower.dtype)
-    near = (lower.abs() < 2 * info.tiny) | (upper.abs() < 2 * info.tiny)
-    if not bool(near.any()):
+    near = ((lower.abs() < 2 * info.tiny) & (lower != 0)) | ((upper.abs() < 2 * info.tiny) & (upper != 0))
+    if not bool(near.any()):  # (a zero is an even multiple of s already)
         return lower, upper
     unit = torch.tensor(2 * smallest_subnormal(lower.dtype), dtype=lower.dtype, device=lower.device)
     return (torch.where(lower.abs() < 2 * info.tiny, torch.floor(lower / unit) * unit, lower),

@@ -440,17 +440,24 @@ class AvgPool2d(_Window2d):
         object.__setattr__(self, "inv_count", frozen_array(inv, 2, "pooling weights"))
 
     def _ones(self, x: Tensor) -> Tensor:
-        c = self.in_shape[0]
-        return self.tensor("ones", np.ones((c, 1, *self.kernel)), x.dtype, x.device)
+        return self.tensor("ones", np.ones((1, 1, *self.kernel)), x.dtype, x.device)
 
     def _inv(self, x: Tensor) -> Tensor:
         return self.tensor("inv", self.inv_count, x.dtype, x.device)
 
+    # every channel pooled alike: the channels are moved into the batch, one single-channel
+    # convolution for all of them (a grouped convolution is a loop over channels in float64)
     def apply(self, x: Tensor) -> Tensor:
-        return self._conv(x, self._ones(x), self.in_shape[0]) * self._inv(x)
+        c, h, w = self.in_shape
+        lead = x.shape[:-3]
+        sums = self._conv(x.reshape(-1, 1, h, w), self._ones(x), 1)
+        return sums.reshape(*lead, c, *self.shape[1:]) * self._inv(x)
 
     def apply_t(self, y: Tensor) -> Tensor:
-        return self._conv_t(y * self._inv(y), self._ones(y), self.in_shape[0])
+        c, h, w = self.in_shape
+        lead = y.shape[:-3]
+        back = self._conv_t((y * self._inv(y)).reshape(-1, 1, *self.shape[1:]), self._ones(y), 1)
+        return back.reshape(*lead, c, h, w)
 
     def params(self) -> tuple[FloatArray, ...]:
         return (self.inv_count,)

@@ -320,3 +320,22 @@ def test_boxes_as_tensors_have_exact_centers_and_radii_below_the_normal_range(dt
             assert Fraction(center) == (fa + fb) / 2, (a, b)
         if abs(fb - fa) < 2 * Fraction(info.tiny):
             assert Fraction(radius) == (fb - fa) / 2, (a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_zero_coordinates_are_even_multiples_already(dtype):
+    """A zero coordinate (an image's black pixel, clipped at 0) is an even multiple of the
+    smallest subnormal: the box is kept as given (signed zeros included); a subnormal
+    beside it is still rounded outward."""
+    import torch
+
+    from oracles.precision import box_tensors
+
+    t = getattr(torch, dtype)
+    lower, upper = np.array([[0.0, -0.0, 0.25]]), np.array([[0.01, 0.0, 0.5]])
+    lo, hi = box_tensors(lower, upper, t)
+    assert lo.tolist() == [[0.0, -0.0, 0.25]] and bool(torch.signbit(lo[0, 1]))
+    assert hi[0, 1:].tolist() == [0.0, 0.5] and float(hi[0, 0]) >= 0.01  # (float32: 0.01 rounded up)
+    sub = float(torch.finfo(t).tiny) * 2.0 ** -(23 if dtype == "float32" else 52)
+    lo, hi = box_tensors(np.array([[0.0, sub]]), np.array([[0.01, 0.5]]), t)
+    assert float(lo[0, 0]) == 0.0 and 0.0 <= float(lo[0, 1]) <= sub and float(lo[0, 1]) % (2 * sub) == 0.0
