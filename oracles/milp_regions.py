@@ -24,7 +24,7 @@ from parallelepipedonn.network import Network
 
 from .base import ClassBox, Extreme, FloatArray, RegionAnswer, RegionVerdict
 from .milp_encoding import PROOF_MARGIN, Encoding, make_solver, solve
-from .milp_graph import encode_model
+from .milp_graph import EncodingTimedOut, encode_model
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,15 @@ CLASS_SLACK = 1e-6
 #: inside the class, and that point is confirmed by a forward pass.
 INTERIOR_MARGINS = (1e-5, 1e-3)
 
-def class_encoding(network: Network | Graph, region: Box, bounds, label: int, margin: float | None = None) -> Encoding:
+def class_encoding(network: Network | Graph, region: Box, bounds, label: int, margin: float | None = None,
+                   deadline: float = math.inf) -> Encoding:
     """The network (a chain, or a graph) on ``region`` restricted to (a slight superset
     of) the class region: ``logit_label - logit_j >= margin`` for every ``j``
-    (``-CLASS_SLACK`` by default; see :func:`set_class_margin`)."""
-    enc = encode_model(network, region.lower, region.upper, bounds)
+    (``-CLASS_SLACK`` by default; see :func:`set_class_margin`). A graph's encoding stops
+    at ``deadline`` (:class:`~oracles.milp_graph.EncodingTimedOut`; a chain's, dense
+    matrices, takes no noticeable time)."""
+    timed = {"deadline": deadline} if isinstance(network, Graph) else {}
+    enc = encode_model(network, region.lower, region.upper, bounds, **timed)
     set_class_margin(enc, label, -CLASS_SLACK if margin is None else margin)
     return enc
 
@@ -85,9 +89,9 @@ class ClassRegionQueries:
     ``network``, ``stats``, ``_bounds``, ``_solver``, ``_deadline`` and ``_region_scale``)."""
 
     # -- class region ---------------------------------------------------------------------------
-    def _class_encoding(self, region: Box, label: int) -> Encoding:
+    def _class_encoding(self, region: Box, label: int, deadline: float = math.inf) -> Encoding:
         bounds, _ = self._bounds(region.lower, region.upper)
-        return class_encoding(self.network, region, bounds, label)
+        return class_encoding(self.network, region, bounds, label, deadline=deadline)
 
     def _class_points(self, pts: FloatArray, label: int) -> NDArray[np.bool_]:
         """Per point: is it classified ``label``, ties included (exact margin >= 0)? Decided
@@ -140,7 +144,14 @@ class ClassRegionQueries:
         if untrusted:
             edge = region.upper[index] if maximize else region.lower[index]
             return Extreme(float(edge), None, False, f"no proven bound ({untrusted}); the region's edge")
-        enc = encoding or self._class_encoding(region, label)
+        try:
+            enc = encoding or self._class_encoding(region, label, deadline)
+        except EncodingTimedOut as exc:
+            self.stats.timeouts += 1
+            self.stats.calls += 1
+            self.stats.seconds += time.perf_counter() - start
+            edge = region.upper[index] if maximize else region.lower[index]
+            return Extreme(float(edge), None, False, f"no proven bound ({exc}); the region's edge")
         sense = pe.maximize if maximize else pe.minimize
         res = solve(self._solver(deadline, scale=scale), enc, enc.x[index], sense)
         try:
@@ -309,8 +320,6 @@ class ClassRegionQueries:
         start = time.perf_counter()
         deadline = self._deadline()
         lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
-        enc = self._class_encoding(region, label)
-        m = enc.model
         faces = [(i, +1) for i in range(lo.size) if hi[i] < region.upper[i]] + \
                 [(i, -1) for i in range(lo.size) if lo[i] > region.lower[i]]
         if not faces:
@@ -318,6 +327,14 @@ class ClassRegionQueries:
         scale, untrusted = self._region_scale(region.lower, region.upper, label)
         if untrusted:
             return RegionAnswer(RegionVerdict.UNKNOWN, reason=untrusted)
+        try:
+            enc = self._class_encoding(region, label, deadline)
+        except EncodingTimedOut as exc:
+            self.stats.timeouts += 1
+            self.stats.calls += 1
+            self.stats.seconds += time.perf_counter() - start
+            return RegionAnswer(RegionVerdict.UNKNOWN, reason=f"undecided ({exc})", timed_out=True)
+        m = enc.model
         excess = {(i, s): (region.upper[i] - hi[i]) if s > 0 else (lo[i] - region.lower[i]) for i, s in faces}
         top = max(excess.values())
         m.t = pe.Var(bounds=(-top, top))

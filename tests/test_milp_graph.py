@@ -345,6 +345,25 @@ def test_class_extremes_and_class_regions_of_a_two_input_graph_hold_every_class_
     assert answer.verdict is RegionVerdict.WITNESS and graph.margins(answer.witness, label)[0] >= 0
 
 
+def test_class_region_queries_whose_encoding_outlasts_the_time_limit_prove_nothing(monkeypatch):
+    """The class-region queries' time limit covers building a graph's encoding: past it,
+    ``class_region`` answers UNKNOWN (timed out) and ``coordinate_extreme`` keeps the
+    region's edge, not exact."""
+    import oracles.milp_regions as regions
+
+    graph = two_inputs(seed=6)
+    label = int(graph.predict(np.array([0.5, 0.5]))[0])
+    region = Box.unit(2)
+    real = regions.encode_model
+    monkeypatch.setattr(regions, "encode_model", lambda *a, **k: real(*a, **{**k, "deadline": -math.inf}))
+    milp = MilpOracle(graph, time_limit=20)
+    answer = milp.class_region(np.full(2, 0.5), np.full(2, 0.5), label, region)
+    assert answer.verdict is RegionVerdict.UNKNOWN and answer.timed_out and "being built" in answer.reason
+    ext = milp.coordinate_extreme(label, 0, True, region)
+    assert ext.bound == 1.0 and ext.witness is None and not ext.exact and "being built" in ext.reason
+    assert milp.stats.timeouts == 2
+
+
 def test_a_cancelling_residual_with_huge_weights_is_not_verified():
     """As for CROWN (tests/test_graph_bounds.py): the exact margin is ``-1e-7`` everywhere,
     far below the 1e12 terms: the solver error model trusts no claim at that scale."""
