@@ -169,17 +169,19 @@ def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -
     # (a stable neuron's width may be 0: not divided by, so that no NaN reaches a gradient)
     slope = torch.where(unstable, upper / torch.where(unstable, width, 1.0), active_f)
     # s l + t >= 0 and s u + t >= u in exact arithmetic: the rounding of s and t is
-    # at most a few units of roundoff of |s l| + |u|
-    t = -slope * lower
-    t = t + 8 * unit_roundoff(dt) * (t.abs() + upper.abs())
+    # at most a few units of roundoff of |s l| + |u| (where unstable, both terms are >= 0:
+    # s >= 0, -l > 0, u > 0; elsewhere t is not used)
+    minus = -lower
+    t = slope * minus
+    t = t + 8 * unit_roundoff(dt) * (t + upper)
     # a chord slope below the normal range (u tiny against -l) carries an absolute error that
     # times (u - l) no relative slack covers: the flat line relu(z) <= u instead (exact)
     flat = slope < smallest_normal(dt)
     intercept = torch.where(unstable, torch.where(flat, upper, t), 0.0)
-    slope = torch.where(unstable & flat, 0.0, slope)
-    scale = torch.where(upper <= 0, 0.0, torch.maximum(upper, -lower))
+    slope = torch.where(flat, 0.0, slope)  # (a stable neuron's is 0 or 1: a flat one is 0 already)
+    scale = torch.where(upper <= 0, 0.0, torch.maximum(upper, minus))
     if alpha is None:
-        lower_slope = torch.where(unstable, (upper >= -lower).to(dt), active_f)
+        lower_slope = torch.where(unstable, (upper >= minus).to(dt), active_f)
     else:
         if alpha.dim() == 3:
             unstable, active_f = unstable.unsqueeze(1), active_f.unsqueeze(1)
@@ -550,9 +552,16 @@ def term_magnitude(net: NetworkTensors, spec: Tensor, lower: Tensor, upper: Tens
 
 
 def margin_spec(n_classes: int, label: int, batch: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Rows ``e_label - e_j`` for every ``j != label``: shape ``(batch, n_classes-1, n_classes)``."""
-    others = [j for j in range(n_classes) if j != label]
-    spec = torch.zeros(n_classes - 1, n_classes, dtype=dtype, device=device)
-    spec[:, label] = 1.0
-    spec[torch.arange(n_classes - 1), others] = -1.0
-    return spec.expand(batch, n_classes - 1, n_classes)
+    """Rows ``e_label - e_j`` for every ``j != label``: shape ``(batch, n_classes-1, n_classes)``
+    (a new tensor, expanded over the batch)."""
+    return _margin_rows(n_classes, label, dtype, torch.device(device)).clone().expand(batch, n_classes - 1, n_classes)
+
+
+@functools.lru_cache(maxsize=64)
+def _margin_rows(n_classes: int, label: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`margin_spec`'s rows, built once per class count, label, dtype and device
+    (never handed out: :func:`margin_spec` copies them)."""
+    rows = torch.zeros(n_classes - 1, n_classes, dtype=dtype, device=device)
+    rows[:, label] = 1.0
+    rows[torch.arange(n_classes - 1), [j for j in range(n_classes) if j != label]] = -1.0
+    return rows
