@@ -8,8 +8,8 @@ through a convolution of kernel ``K``, stride ``s``, padding ``p`` and dilation 
 window grows to ``(h - 1) s + d (K - 1) + 1``, the stride to ``S s`` and the offset base to
 ``P s + p``. This module runs CROWN's backward pass on those windows only: the ReLU
 relaxations, the node bounds, the rounding terms and the input box are cut out of their
-(zero-padded) maps (each row's window gathered by index), convolutions are pulled back on the windows, batched
-over rows (:func:`_pull_back`).
+(zero-padded) maps (:class:`_Cutter`), convolutions are pulled back on the windows,
+batched over rows (:func:`_pull_back`).
 
 Coefficients at positions outside a node's map (a window overhanging the border, the
 convolution's zero padding) are set to exactly zero after every step, so the windowed pass
