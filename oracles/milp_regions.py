@@ -144,17 +144,15 @@ class ClassRegionQueries:
         if untrusted:
             edge = region.upper[index] if maximize else region.lower[index]
             return Extreme(float(edge), None, False, f"no proven bound ({untrusted}); the region's edge")
-        try:
-            enc = encoding or self._class_encoding(region, label, deadline)
-        except EncodingTimedOut as exc:
-            self.stats.timeouts += 1
-            self.stats.calls += 1
-            self.stats.seconds += time.perf_counter() - start
-            edge = region.upper[index] if maximize else region.lower[index]
-            return Extreme(float(edge), None, False, f"no proven bound ({exc}); the region's edge")
         sense = pe.maximize if maximize else pe.minimize
-        res = solve(self._solver(deadline, scale=scale), enc, enc.x[index], sense)
         try:
+            try:
+                enc = encoding or self._class_encoding(region, label, deadline)
+            except EncodingTimedOut as exc:
+                self.stats.timeouts += 1
+                edge = region.upper[index] if maximize else region.lower[index]
+                return Extreme(float(edge), None, False, f"no proven bound ({exc}); the region's edge")
+            res = solve(self._solver(deadline, scale=scale), enc, enc.x[index], sense)
             if res.infeasible:
                 return Extreme(-math.inf if maximize else math.inf, None, True, "the class region is empty")
             if res.bound is None:
@@ -328,24 +326,22 @@ class ClassRegionQueries:
         if untrusted:
             return RegionAnswer(RegionVerdict.UNKNOWN, reason=untrusted)
         try:
-            enc = self._class_encoding(region, label, deadline)
-        except EncodingTimedOut as exc:
-            self.stats.timeouts += 1
-            self.stats.calls += 1
-            self.stats.seconds += time.perf_counter() - start
-            return RegionAnswer(RegionVerdict.UNKNOWN, reason=f"undecided ({exc})", timed_out=True)
-        m = enc.model
-        excess = {(i, s): (region.upper[i] - hi[i]) if s > 0 else (lo[i] - region.lower[i]) for i, s in faces}
-        top = max(excess.values())
-        m.t = pe.Var(bounds=(-top, top))
-        m.s = pe.Var(range(len(faces)), domain=pe.Binary)
-        m.cons.add(sum(m.s[k] for k in range(len(faces))) == 1)
-        for k, (i, s) in enumerate(faces):
-            gap = enc.x[i] - hi[i] if s > 0 else lo[i] - enc.x[i]
-            floor = (region.lower[i] - hi[i]) if s > 0 else (lo[i] - region.upper[i])
-            m.cons.add(m.t <= gap + (top - floor) * (1 - m.s[k]))
-        res = solve(self._solver(deadline, scale=scale), enc, m.t, pe.maximize)
-        try:
+            try:
+                enc = self._class_encoding(region, label, deadline)
+            except EncodingTimedOut as exc:
+                self.stats.timeouts += 1
+                return RegionAnswer(RegionVerdict.UNKNOWN, reason=f"undecided ({exc})", timed_out=True)
+            m = enc.model
+            excess = {(i, s): (region.upper[i] - hi[i]) if s > 0 else (lo[i] - region.lower[i]) for i, s in faces}
+            top = max(excess.values())
+            m.t = pe.Var(bounds=(-top, top))
+            m.s = pe.Var(range(len(faces)), domain=pe.Binary)
+            m.cons.add(sum(m.s[k] for k in range(len(faces))) == 1)
+            for k, (i, s) in enumerate(faces):
+                gap = enc.x[i] - hi[i] if s > 0 else lo[i] - enc.x[i]
+                floor = (region.lower[i] - hi[i]) if s > 0 else (lo[i] - region.upper[i])
+                m.cons.add(m.t <= gap + (top - floor) * (1 - m.s[k]))
+            res = solve(self._solver(deadline, scale=scale), enc, m.t, pe.maximize)
             if res.infeasible or (res.bound is not None and res.bound <= tolerance):
                 return RegionAnswer(RegionVerdict.NONE, reason=f"proven max excess {res.bound}")
 
