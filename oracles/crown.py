@@ -63,7 +63,8 @@ class CrownOracle(Oracle):
     (default): a box inside one bounded before starts from that box's node bounds (sound:
     bounds of a superset hold on a subset; its answer may be tighter than the box's bounds
     computed alone). ``bisect`` (default on CPU): boxes that are nested (the cubes of an
-    apothem search) are bounded one at a time, in bisection order; a box inside a verified
+    apothem search) are bounded one at a time, in bisection order (each probe where the
+    margin bounds of boxes bounded before extrapolate to zero); a box inside a verified
     one is VERIFIED with that box's margin bound (sound), and a box containing one CROWN
     did not verify is answered UNKNOWN without bounds (CROWN's answers on nested boxes
     taken as monotone: sound, as every UNKNOWN, and the same answers except where CROWN
@@ -103,7 +104,7 @@ class CrownOracle(Oracle):
         self.graph_tensors: Any = None
         self._module32: Any = None  # the float32 torch module of the screen, built on first use
         self._memory: _Supersets | None = None  # node bounds of boxes verify bounded (graphs)
-        # boxes with their margin bounds (or a confirmed point's margin, above any bound): the bisection's order
+        # boxes with their margin bounds: the bisection's order
         self._seen: list[tuple[int, FloatArray, FloatArray, float]] = []
         network = self.network
         if isinstance(network, Network) or network.as_network() is not None:
@@ -190,17 +191,20 @@ class CrownOracle(Oracle):
             worst = self._verify_bounds(lower[todo], upper[todo], label).min(axis=1) if len(todo) else []
             for i, m in zip(todo, worst):
                 answers[i] = answer(i, float(m))
+                if graph:
+                    self._remember(label, lower[i], upper[i], float(m))
             return answers
         first, last = 0, len(chain)  # chain[:first] verified, chain[last:] not
-        halved = True  # did the last probe halve the bracket? (else the next one bisects)
+        stale = 0  # guesses in a row that did not halve the bracket (at 2, the next probe bisects)
         while first < last:
-            guess = self._interpolated(lower, upper, label, chain, first, last) if halved else None
-            mid = (first + last) // 2 if guess is None else guess
+            guess = self._interpolated(lower, upper, label, chain, first, last) if stale < 2 else None
+            # the box just above the guess first: where it is not verified, its node bounds are the
+            # guess's prior (bounds of a superset), which halves the guess's bound's work
+            mid = (first + last) // 2 if guess is None else min(guess + 1, last - 1)
             i = chain[mid]
             m = float(self._verify_bounds(lower[i:i + 1], upper[i:i + 1], label).min())
-            self._seen.insert(0, (label, lower[i].copy(), upper[i].copy(), m))
-            del self._seen[_SEEN:]
-            halved = (mid + 1 - first if m > 0 else last - mid) * 2 >= last - first
+            self._remember(label, lower[i], upper[i], m)
+            stale = 0 if guess is None or (mid + 1 - first if m > 0 else last - mid) * 2 >= last - first else stale + 1
             answers[i] = answer(i, m)
             if m > 0:
                 for j in chain[first:mid]:
@@ -213,29 +217,53 @@ class CrownOracle(Oracle):
                 last = mid
         return answers
 
+    def _remember(self, label: int, lower: FloatArray, upper: FloatArray, margin: float) -> None:
+        """Keep a box's margin bound, for the bisection's order."""
+        self._seen.insert(0, (label, lower.copy(), upper.copy(), margin))
+        del self._seen[_SEEN:]
+
     def _interpolated(self, lower: FloatArray, upper: FloatArray, label: int, chain: list[int], first: int,
                       last: int) -> int | None:
         """The probe order of the bisection (a heuristic: it changes which boxes are bounded,
-        never what a bound proves): where the margin bounds of the nearest boxes bounded
-        before, one verified inside ``chain[first]`` and one not containing
-        ``chain[last - 1]`` (or the screen's confirmed corner's margin there), interpolated linearly in the boxes' total width, cross zero —
-        the largest box of ``chain[first:last]`` below that width (the crossing's box is
-        then usually settled in two bounds rather than log2 of the bracket). None where
-        there are no such boxes."""
+        never what a bound proves): the largest box of ``chain[first:last]`` whose total
+        width is below where the margin bound, as a function of that width, is estimated to
+        cross zero — so that the crossing is usually settled in two bounds rather than log2
+        of the bracket. The estimate, from the margin bounds of boxes bounded before on the
+        same line (inside ``chain[first]`` and verified, or containing ``chain[last - 1]``
+        and not): the line through the nearest verified one and the nearest unverified one,
+        and the line through the two nearest verified ones (the network's margin at the
+        chain's centre, width 0, standing for a second); their mean where both exist (the
+        bound falls ever faster as the box grows: the first crosses zero before the bound,
+        the second after). None where there are not two such points."""
         lo_in, hi_in = lower[chain[first]], upper[chain[first]]
         lo_out, hi_out = lower[chain[last - 1]], upper[chain[last - 1]]
-        below = above = None
+        below: list[tuple[float, float]] = []  # (width, bound), verified, inside chain[first]
+        above = None  # the smallest not verified containing chain[last - 1]
         for lab, lo, hi, m in self._seen:
             if lab != label:
                 continue
             width = float((hi - lo).sum())
-            if m > 0 and (lo_in <= lo).all() and (hi <= hi_in).all() and (below is None or width > below[0]):
-                below = (width, m)
+            if m > 0 and (lo_in <= lo).all() and (hi <= hi_in).all():
+                below.append((width, m))
             elif m <= 0 and (lo <= lo_out).all() and (hi_out <= hi).all() and (above is None or width < above[0]):
                 above = (width, m)
-        if below is None or above is None or not above[0] > below[0] or not below[1] - above[1] > 0:
+        below = sorted(set(below), reverse=True)[:2]
+        if len(below) < 2:
+            c = (lower[chain[0]] + upper[chain[0]]) / 2
+            with np.errstate(all="ignore"):
+                m0 = float(self.network.margins(c[None], label)[0])
+            if np.isfinite(m0) and m0 > 0 and all(m0 > m for _, m in below):
+                below.append((0.0, m0))
+        crossings = []
+        if above is not None and below and above[0] > below[0][0]:
+            (w1, m1), (w2, m2) = below[0], above
+            crossings.append(w1 + m1 * (w2 - w1) / (m1 - m2))
+        if len(below) == 2 and below[1][1] > below[0][1]:
+            (w1, m1), (w0, m0) = below
+            crossings.append(w1 + m1 * (w1 - w0) / (m0 - m1))
+        if not crossings:
             return None
-        cross = below[0] + below[1] * (above[0] - below[0]) / (below[1] - above[1])
+        cross = sum(crossings) / len(crossings)
         widths = np.array([float((upper[i] - lower[i]).sum()) for i in chain[first:last]])
         return first + max(0, int(np.searchsorted(widths, cross, side="right")) - 1)
 
@@ -299,8 +327,6 @@ class CrownOracle(Oracle):
             with np.errstate(over="ignore", invalid="ignore"):
                 m, err = self.network.margin_errors(corner[i:i + 1], label)
             if np.isfinite(m[0]) and np.isfinite(err[0]) and m[0] < -err[0]:
-                self._seen.insert(0, (label, lower[i].copy(), upper[i].copy(), float(m[0])))  # orders the bisection
-                del self._seen[_SEEN:]
                 inside = ~screened & (lower <= corner[i]).all(axis=1) & (corner[i] <= upper).all(axis=1)
                 screened |= inside
                 found[inside] = corner[i]

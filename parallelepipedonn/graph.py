@@ -55,7 +55,7 @@ def evaluate(graph: Graph, x: Tensor, keep: bool = False) -> list[Tensor] | Tens
             if b is not None:
                 v = v + b
         elif isinstance(node, gn.ReLU):
-            v = ins[0].clamp(min=0)
+            v = torch.relu(ins[0])
         elif isinstance(node, gn.Add):
             v = ins[0] + ins[1]
         elif isinstance(node, gn.Sub):

@@ -398,6 +398,27 @@ def test_a_bisection_inside_a_bracket_bounded_before_probes_where_the_margins_in
     assert len(bounded) <= 3, "interpolated probes settle the crossing in fewer bounds than log2(16)"
 
 
+def test_a_bisection_above_one_verified_box_extrapolates_from_the_margin_at_the_centre():
+    """With only a smaller verified box known on the line (a k-ary round whose larger boxes
+    were screened), the margin at the centre stands for a second point: the crossing is
+    still settled in a few bounds, with the answers CROWN gives every box."""
+    g = _residual_convs(1)
+    rng = np.random.default_rng(5)
+    x = rng.random(g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    plain = CrownOracle(g, screen=False, reuse=False, bisect=False)
+    coarse = np.geomspace(1e-4, 0.3, 8)
+    ok = [q.verified for q in plain.verify(*_cubes(x, coarse), label)]
+    k = ok.index(False)
+    oracle = CrownOracle(g, screen=False, reuse=False)
+    assert oracle.verify(*_cubes(x, coarse[k - 1:k]), label)[0].verified
+    fine = np.linspace(coarse[k - 1], coarse[k], 18)[1:-1]
+    again = oracle.verify(*_cubes(x, fine), label)
+    assert [p.verdict for p in plain.verify(*_cubes(x, fine), label)] == [q.verdict for q in again]
+    bounded = [q for q in again if q.margin is not None and "inside a box" not in q.reason]
+    assert len(bounded) <= 3, "extrapolated probes settle the crossing in fewer bounds than log2(16)"
+
+
 @pytest.mark.parametrize("name", GRAPHS)
 def test_compact_sub_domain_relaxations_give_the_full_relaxations_bound(name):
     """Branch and bound's sub-domains keep only the box's unstable neurons: the backward
