@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -261,9 +262,10 @@ def run_child(args: list[str], steady_malloc: bool = True) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batches", default="1,16,256")
-    ap.add_argument("--cifar-batches", default="1,16", help="batches of the CIFAR-size net (default: 1,16; at 256 "
-                    "each tool's call takes minutes)")
+    ap.add_argument("--batches", default="1,16,256", help='batches of the bound rows ("": none, only the '
+                    "certification rows)")
+    ap.add_argument("--cifar-batches", default="1,16", help='batches of the CIFAR-size net (default: 1,16; "": '
+                    "none; at 256 each tool's call takes minutes)")
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=1, help="run the tools of each configuration this many times, "
@@ -292,7 +294,7 @@ def main() -> None:
                 print(f"{name}: no network file (train it with parallelepipedonn train), skipped", file=sys.stderr)
                 continue
             batches = args.cifar_batches if name == "cifar-cnn" else args.batches
-            for batch in (int(b) for b in batches.split(",")):
+            for batch in (int(b) for b in batches.split(",") if b.strip()):
                 runs: dict[str, list[dict]] = {t: [] for t in tools}
                 for _ in range(args.rounds):
                     for t in tools:
@@ -350,7 +352,7 @@ def _median_run(runs: list[dict]) -> dict:
 def _command_options(args: argparse.Namespace) -> str:
     defaults = {"batches": "1,16,256", "cifar_batches": "1,16", "nets": ",".join(NETS), "repeats": 5, "rounds": 1,
                 "certify_inputs": 5}
-    return "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k, v in defaults.items()
+    return "".join(f" --{k.replace('_', '-')} {shlex.quote(str(getattr(args, k)))}" for k, v in defaults.items()
                    if getattr(args, k) != v) + (" --default-malloc" if args.default_malloc else "")
 
 

@@ -60,9 +60,12 @@ class Node:
     def numel(self) -> int:
         return math.prod(self.shape)
 
-    def tensor(self, key: str, value: FloatArray, dtype: torch.dtype, device: torch.device | str) -> Tensor:
-        """``value`` as a cached tensor of ``dtype`` on ``device``."""
-        return self.cached((key, dtype, str(device)), lambda: torch.tensor(value, dtype=dtype, device=device))
+    def tensor(self, key: str, value: FloatArray | Callable[[], FloatArray], dtype: torch.dtype,
+               device: torch.device | str) -> Tensor:
+        """``value`` as a cached tensor of ``dtype`` on ``device`` (a callable ``value``: what
+        it returns, computed the first time only)."""
+        return self.cached((key, dtype, str(device)),
+                           lambda: torch.tensor(value() if callable(value) else value, dtype=dtype, device=device))
 
     def cached(self, key: tuple, make: Callable[[], Tensor]) -> Tensor:
         """``make()``, computed once per ``key`` and kept with the node: an ordinary tensor
@@ -156,7 +159,7 @@ class LinearNode(Node):
 
     def abs_bias(self, dtype: torch.dtype, device: torch.device | str) -> Tensor | None:
         b = self.bias_array()
-        return None if b is None else self.tensor("abs_bias", np.abs(b), dtype, device)
+        return None if b is None else self.tensor("abs_bias", lambda: np.abs(b), dtype, device)
 
     @property
     def fan_in(self) -> int:
@@ -241,7 +244,7 @@ class Dense(LinearNode):
         return self.tensor("w", self.weight, x.dtype, x.device)
 
     def _wa(self, x: Tensor) -> Tensor:
-        return self.tensor("wa", np.abs(self.weight), x.dtype, x.device)
+        return self.tensor("wa", lambda: np.abs(self.weight), x.dtype, x.device)
 
     def apply(self, x: Tensor) -> Tensor:
         return x @ self._w(x).T
@@ -374,10 +377,10 @@ class Conv2d(_Window2d):
         return self._conv_t(y, self.tensor("w", self.weight, y.dtype, y.device), self.groups)
 
     def apply_abs(self, x: Tensor) -> Tensor:
-        return self._conv(x, self.tensor("wa", np.abs(self.weight), x.dtype, x.device), self.groups)
+        return self._conv(x, self.tensor("wa", lambda: np.abs(self.weight), x.dtype, x.device), self.groups)
 
     def apply_abs_t(self, y: Tensor) -> Tensor:
-        return self._conv_t(y, self.tensor("wa", np.abs(self.weight), y.dtype, y.device), self.groups)
+        return self._conv_t(y, self.tensor("wa", lambda: np.abs(self.weight), y.dtype, y.device), self.groups)
 
     def rows_t(self, sel: Tensor, dtype: torch.dtype) -> Tensor:
         """The kernels of the outputs ``sel`` placed at their windows (a scatter: no
@@ -440,7 +443,7 @@ class AvgPool2d(_Window2d):
         object.__setattr__(self, "inv_count", frozen_array(inv, 2, "pooling weights"))
 
     def _ones(self, x: Tensor, channels: int) -> Tensor:
-        return self.tensor(f"ones{channels}", np.ones((channels, 1, *self.kernel)), x.dtype, x.device)
+        return self.tensor(f"ones{channels}", lambda: np.ones((channels, 1, *self.kernel)), x.dtype, x.device)
 
     def _inv(self, x: Tensor) -> Tensor:
         return self.tensor("inv", self.inv_count, x.dtype, x.device)
@@ -496,7 +499,7 @@ class Scale(LinearNode):
         object.__setattr__(self, "shift", b)
 
     def _s(self, x: Tensor, key: str = "s") -> Tensor:
-        return self.tensor(key, self.scale if key == "s" else np.abs(self.scale), x.dtype, x.device)
+        return self.tensor(key, self.scale if key == "s" else lambda: np.abs(self.scale), x.dtype, x.device)
 
     def apply(self, x: Tensor) -> Tensor:
         return x * self._s(x)
