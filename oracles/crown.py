@@ -106,6 +106,7 @@ class CrownOracle(Oracle):
         self._memory: _Supersets | None = None  # node bounds of boxes verify bounded (graphs)
         # boxes with their margin bounds: the bisection's order
         self._seen: list[tuple[int, FloatArray, FloatArray, float]] = []
+        self._centre: tuple[int, FloatArray, float | None] | None = None  # the margin at the chain's centre
         network = self.network
         if isinstance(network, Network) or network.as_network() is not None:
             self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
@@ -195,16 +196,16 @@ class CrownOracle(Oracle):
                     self._remember(label, lower[i], upper[i], float(m))
             return answers
         first, last = 0, len(chain)  # chain[:first] verified, chain[last:] not
-        stale = 0  # guesses in a row that did not halve the bracket (at 2, the next probe bisects)
+        wrong = 0  # guesses in a row whose probe answered against the estimate (at 2, the next one bisects)
         while first < last:
-            guess = self._interpolated(lower, upper, label, chain, first, last) if stale < 2 else None
-            # the box just above the guess first: where it is not verified, its node bounds are the
-            # guess's prior (bounds of a superset), which halves the guess's bound's work
+            guess = self._interpolated(lower, upper, label, chain, first, last) if wrong < 2 else None
+            # the box just above the guess first (estimated not verified): where it is not, its node
+            # bounds are the guess's prior (bounds of a superset), which halves the guess's bound's work
             mid = (first + last) // 2 if guess is None else min(guess + 1, last - 1)
             i = chain[mid]
             m = float(self._verify_bounds(lower[i:i + 1], upper[i:i + 1], label).min())
             self._remember(label, lower[i], upper[i], m)
-            stale = 0 if guess is None or (mid + 1 - first if m > 0 else last - mid) * 2 >= last - first else stale + 1
+            wrong = 0 if guess is None or (m > 0) == (mid == guess) else wrong + 1
             answers[i] = answer(i, m)
             if m > 0:
                 for j in chain[first:mid]:
@@ -230,42 +231,51 @@ class CrownOracle(Oracle):
         cross zero — so that the crossing is usually settled in two bounds rather than log2
         of the bracket. The estimate, from the margin bounds of boxes bounded before on the
         same line (inside ``chain[first]`` and verified, or containing ``chain[last - 1]``
-        and not): the line through the nearest verified one and the nearest unverified one,
-        and the line through the two nearest verified ones (the network's margin at the
-        chain's centre, width 0, standing for a second); their mean where both exist (the
-        bound falls ever faster as the box grows: the first crosses zero before the bound,
-        the second after). None where there are not two such points."""
+        and not), the network's margin at the chain's centre (width 0) standing for one more
+        verified point: where the crossing is bracketed, the parabola through the nearest
+        verified point, the nearest unverified one and the next nearest (the bound falls
+        ever faster as the box grows: a line through the bracket alone crosses zero too
+        early); else the line through the two nearest verified points. None where there
+        are not two such points."""
         lo_in, hi_in = lower[chain[first]], upper[chain[first]]
         lo_out, hi_out = lower[chain[last - 1]], upper[chain[last - 1]]
-        below: list[tuple[float, float]] = []  # (width, bound), verified, inside chain[first]
-        above = None  # the smallest not verified containing chain[last - 1]
+        below: set[tuple[float, float]] = set()  # (width, bound), verified, inside chain[first]
+        above: set[tuple[float, float]] = set()  # not verified, containing chain[last - 1]
         for lab, lo, hi, m in self._seen:
             if lab != label:
                 continue
-            width = float((hi - lo).sum())
             if m > 0 and (lo_in <= lo).all() and (hi <= hi_in).all():
-                below.append((width, m))
-            elif m <= 0 and (lo <= lo_out).all() and (hi_out <= hi).all() and (above is None or width < above[0]):
-                above = (width, m)
-        below = sorted(set(below), reverse=True)[:2]
-        if len(below) < 2:
-            c = (lower[chain[0]] + upper[chain[0]]) / 2
-            with np.errstate(all="ignore"):
-                m0 = float(self.network.margins(c[None], label)[0])
-            if np.isfinite(m0) and m0 > 0 and all(m0 > m for _, m in below):
-                below.append((0.0, m0))
-        crossings = []
-        if above is not None and below and above[0] > below[0][0]:
-            (w1, m1), (w2, m2) = below[0], above
-            crossings.append(w1 + m1 * (w2 - w1) / (m1 - m2))
-        if len(below) == 2 and below[1][1] > below[0][1]:
-            (w1, m1), (w0, m0) = below
-            crossings.append(w1 + m1 * (w1 - w0) / (m0 - m1))
-        if not crossings:
+                below.add((float((hi - lo).sum()), m))
+            elif m <= 0 and (lo <= lo_out).all() and (hi_out <= hi).all():
+                above.add((float((hi - lo).sum()), m))
+        low, high = sorted(below, reverse=True), sorted(above)
+        if len(low) < 2:
+            m0 = self._centre_margin((lower[chain[0]] + upper[chain[0]]) / 2, label)
+            if m0 is not None and all(m0 > m for _, m in low):
+                low.append((0.0, m0))
+        if high and low and high[0][0] > low[0][0]:
+            (w1, m1), (w2, m2) = low[0], high[0]
+            third = low[1:2] + high[1:2]
+            cross = w1 + m1 * (w2 - w1) / (m1 - m2)  # the secant's
+            if third:
+                w3, m3 = min(third, key=lambda p: min(abs(p[0] - w1), abs(p[0] - w2)))
+                cross = _parabola_root((w1, m1), (w2, m2), (w3, m3), cross)
+        elif len(low) == 2 and low[1][1] > low[0][1]:
+            (w1, m1), (w0, m0) = low
+            cross = w1 + m1 * (w1 - w0) / (m0 - m1)
+        else:
             return None
-        cross = sum(crossings) / len(crossings)
         widths = np.array([float((upper[i] - lower[i]).sum()) for i in chain[first:last]])
         return first + max(0, int(np.searchsorted(widths, cross, side="right")) - 1)
+
+    def _centre_margin(self, centre: FloatArray, label: int) -> float | None:
+        """The network's float64 margin at ``centre`` (the last one asked, kept), or None if
+        it is not a positive number (a heuristic's input: not confirmed)."""
+        if self._centre is None or self._centre[0] != label or not np.array_equal(self._centre[1], centre):
+            with np.errstate(all="ignore"):
+                m0 = float(self.network.margins(centre[None], label)[0])
+            self._centre = (label, centre.copy(), m0 if np.isfinite(m0) and m0 > 0 else None)
+        return self._centre[2]
 
     def _verify_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
         """:meth:`margin_lower_bounds`; on a graph with ``reuse``, each box starts from the
@@ -409,6 +419,26 @@ SCREEN_SLACK = 1e-5
 
 #: Boxes (with their margin bounds) the bisection remembers, to order its probes.
 _SEEN = 32
+
+
+def _parabola_root(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float], default: float) -> float:
+    """Where the parabola through the points ``a``, ``b``, ``c`` (``(width, bound)``, ``a``'s
+    bound > 0 > ``b``'s) crosses zero between ``a`` and ``b`` (bisected), or ``default``
+    where the three widths are not distinct."""
+    (wa, ma), (wb, mb), (wc, mc) = a, b, c
+    if len({wa, wb, wc}) < 3:
+        return default
+    ab, bc = (mb - ma) / (wb - wa), (mc - mb) / (wc - wb)
+    abc = (bc - ab) / (wc - wa)
+
+    def f(w: float) -> float:
+        return ma + ab * (w - wa) + abc * (w - wa) * (w - wb)
+
+    lo, hi = wa, wb  # f(lo) = ma > 0 > mb = f(hi)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
+    return (lo + hi) / 2
 
 
 def _chain(lower: FloatArray, upper: FloatArray, boxes: np.ndarray) -> list[int] | None:
