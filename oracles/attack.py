@@ -20,8 +20,10 @@ class AttackOracle(Oracle):
 
     Starts from the box centre, the best corner of a first-order (FGSM-like) step and
     ``restarts`` uniform random points; takes ``steps`` signed-gradient steps of a size
-    that decays from half the box width. Each candidate is re-checked by the base class
-    with a float64 forward pass of the IR. Deterministic for a given ``seed``.
+    that decays from half the box width, a box's points stopping once one of them is
+    misclassified in a float64 pass too (the box is then falsified). Each candidate is
+    re-checked by the base class with a float64 forward pass of the IR. Deterministic for
+    a given ``seed``.
 
     ``dtype``: the precision of the search (``"float64"``, ``"float32"``, or ``"auto"``:
     float32 on a graph that is not a chain — convolutions, residual connections, where a
@@ -81,24 +83,38 @@ class AttackOracle(Oracle):
         lo_k, hi_k, width_k = (t.repeat(k, 1) for t in (lo, hi, width))
         best_x, best_m = x.detach().clone(), torch.full((k * bsz,), float("inf"), dtype=self._dtype,
                                                          device=self.device)
+        live: torch.Tensor | None = None  # the elements still stepping (None: all)
+        done = np.zeros(bsz, dtype=bool)  # boxes whose best point is a confirmed counterexample
+        tried = np.full(bsz, np.inf)  # each box's best margin when last checked in float64
         for step in range(self.steps + 1):
-            x = x.detach().requires_grad_(True)
-            m = self._margins(x, label)
-            better = m.detach() < best_m
-            best_m = torch.where(better, m.detach(), best_m)
-            best_x = torch.where(better[:, None], x.detach(), best_x)
+            xs = (x if live is None else x.index_select(0, live)).detach().requires_grad_(True)
+            m = self._margins(xs, label)
+            if live is None:
+                better = m.detach() < best_m
+                best_m = torch.where(better, m.detach(), best_m)
+                best_x = torch.where(better[:, None], xs.detach(), best_x)
+            else:
+                old_m, old_x = best_m.index_select(0, live), best_x.index_select(0, live)
+                better = m.detach() < old_m
+                best_m.index_copy_(0, live, torch.where(better, m.detach(), old_m))
+                best_x.index_copy_(0, live, torch.where(better[:, None], xs.detach(), old_x))
             if step == self.steps:
                 break
-            (grad,) = torch.autograd.grad(m.sum(), x)
+            (grad,) = torch.autograd.grad(m.sum(), xs)
             with torch.no_grad():
+                lo_s, hi_s, width_s = (t if live is None else t.index_select(0, live) for t in (lo_k, hi_k, width_k))
                 if step == 0:  # the first-order corner for the second copy of the centre
-                    corner = torch.where(grad > 0, lo_k, hi_k)
-                    x = torch.where(torch.arange(k * bsz, device=self.device)[:, None] // bsz == 1, corner,
-                                    x - 0.5 * width_k * grad.sign())
+                    pos = torch.arange(k * bsz, device=self.device) if live is None else live
+                    new = torch.where((pos // bsz == 1)[:, None], torch.where(grad > 0, lo_s, hi_s),
+                                      xs - 0.5 * width_s * grad.sign())
                 else:
-                    size = 0.5 * width_k * (1 - step / self.steps) + 1e-3 * width_k
-                    x = x - size * grad.sign()
-                x = torch.minimum(torch.maximum(x, lo_k), hi_k)
+                    size = 0.5 * width_s * (1 - step / self.steps) + 1e-3 * width_s
+                    new = xs - size * grad.sign()
+                new = torch.minimum(torch.maximum(new, lo_s), hi_s)
+                x = new if live is None else x.index_copy(0, live, new)
+            live = self._retire(best_x, best_m, lower, upper, label, done, tried, live)
+            if live is not None and live.numel() == 0:
+                break
         best_m = best_m.reshape(k, bsz)
         idx = best_m.argmin(dim=0)
         points = best_x.reshape(k, bsz, n)[idx, torch.arange(bsz)]
@@ -107,6 +123,33 @@ class AttackOracle(Oracle):
         # a lower precision's points, moved into their boxes, with their float64 margins
         out = np.clip(points.to(torch.float64).cpu().numpy(), lower, upper)
         return out, self.network.margins(out, label)
+
+    def _retire(self, best_x: torch.Tensor, best_m: torch.Tensor, lower: FloatArray, upper: FloatArray, label: int,
+                done: np.ndarray, tried: np.ndarray, live: torch.Tensor | None) -> torch.Tensor | None:
+        """The elements to step on: those of the boxes not ``done``. A box is done (``done``
+        updated in place) once its best point's margin is negative in the search's dtype
+        and, moved into the box, in a float64 forward pass (its answer is then settled:
+        further steps would only change which counterexample it returns); a box is checked
+        again only when its best margin fell since (``tried``, in place)."""
+        bsz = len(lower)
+        k = best_m.numel() // bsz
+        margins = best_m.reshape(k, bsz)
+        lowest = margins.min(dim=0).values.to(torch.float64).cpu().numpy()
+        new = ~done & (lowest < 0) & (lowest < tried)
+        if not new.any():
+            return live
+        boxes = np.flatnonzero(new)
+        tried[boxes] = lowest[boxes]
+        copy = margins[:, boxes].argmin(dim=0)
+        points = best_x.reshape(k, bsz, -1)[copy, torch.as_tensor(boxes, device=best_x.device)]
+        points = np.clip(points.to(torch.float64).cpu().numpy(), lower[boxes], upper[boxes])
+        with np.errstate(all="ignore"):
+            confirmed = self.network.margins(points, label) <= 0
+        if not confirmed.any():
+            return live
+        done[boxes[confirmed]] = True
+        keep = np.flatnonzero(~np.tile(done, k))
+        return torch.as_tensor(keep, device=best_x.device)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         points, margins = self.search(lower, upper, label)

@@ -40,3 +40,24 @@ def test_a_float32_search_reports_points_of_the_box_with_their_float64_margins(m
     for a in answers:
         if a.verdict is Verdict.FALSIFIED:
             assert g.misclassified(a.counterexample[None], label)[0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_box_stops_stepping_once_its_counterexample_is_confirmed(dtype):
+    """Boxes whose best point is misclassified (in the search's dtype and in a float64
+    pass) leave the batch: fewer points are evaluated, and each such box still answers
+    FALSIFIED with a confirmed counterexample; the others take every step."""
+    g = small_cnn(seed=0)
+    x = np.random.default_rng(0).random((1, g.n_inputs))
+    label = int(g.predict(x)[0])
+    radii = np.array([1e-6, 0.5])  # the point alone (robust), then nearly the whole domain
+    lo, hi = np.clip(x - radii[:, None], 0, 1), np.clip(x + radii[:, None], 0, 1)
+    attack = AttackOracle(g, dtype=dtype, steps=10, restarts=2)
+    rows = []
+    module_forward = attack.module.forward
+    attack.module.forward = lambda t: rows.append(len(t)) or module_forward(t)
+    answers = attack.verify(lo, hi, label)
+    assert [a.verdict for a in answers] == [Verdict.UNKNOWN, Verdict.FALSIFIED]
+    assert g.misclassified(answers[1].counterexample[None], label)[0]
+    k = attack.restarts + 2
+    assert len(rows) == attack.steps + 1 and rows[0] == 2 * k and rows[-1] == k  # the robust box's copies go on
