@@ -21,7 +21,7 @@ class AttackOracle(Oracle):
     Starts from the box centre, the best corner of a first-order (FGSM-like) step and
     ``restarts`` uniform random points; takes ``steps`` signed-gradient steps of a size
     that decays from half the box width, a box's points stopping once one of them is
-    misclassified in a float64 pass too (the box is then falsified). Each candidate is
+    confirmed misclassified (the box is then falsified). Each candidate is
     re-checked by the base class with a float64 forward pass of the IR. Deterministic for
     a given ``seed``.
 
@@ -70,6 +70,8 @@ class AttackOracle(Oracle):
         ``starts`` (optional, one point per box, projected into it) replaces the box centre
         as a starting point — e.g. a known counterexample of a larger box."""
         bsz, n = lower.shape
+        if bsz == 0:
+            return np.empty((0, n)), np.empty(0)
         lo = torch.tensor(lower, dtype=self._dtype, device=self.device)
         hi = torch.tensor(upper, dtype=self._dtype, device=self.device)
         width = hi - lo
@@ -128,7 +130,7 @@ class AttackOracle(Oracle):
                 done: np.ndarray, tried: np.ndarray, live: torch.Tensor | None) -> torch.Tensor | None:
         """The elements to step on: those of the boxes not ``done``. A box is done (``done``
         updated in place) once its best point's margin is negative in the search's dtype
-        and, moved into the box, in a float64 forward pass (its answer is then settled:
+        and, moved into the box, the point is confirmed misclassified (its answer is then settled:
         further steps would only change which counterexample it returns); a box is checked
         again only when its best margin fell since (``tried``, in place)."""
         bsz = len(lower)
@@ -143,8 +145,7 @@ class AttackOracle(Oracle):
         copy = margins[:, boxes].argmin(dim=0)
         points = best_x.reshape(k, bsz, -1)[copy, torch.as_tensor(boxes, device=best_x.device)]
         points = np.clip(points.to(torch.float64).cpu().numpy(), lower[boxes], upper[boxes])
-        with np.errstate(all="ignore"):
-            confirmed = self.network.margins(points, label) <= 0
+        confirmed = self.network.misclassified(points, label)  # as the answer's counterexample is rechecked
         if not confirmed.any():
             return live
         done[boxes[confirmed]] = True

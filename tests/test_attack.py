@@ -4,6 +4,7 @@ are found, never what is reported as a counterexample."""
 
 import numpy as np
 import pytest
+import torch
 
 from oracles import AttackOracle
 from oracles.base import Verdict
@@ -44,20 +45,40 @@ def test_a_float32_search_reports_points_of_the_box_with_their_float64_margins(m
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_a_box_stops_stepping_once_its_counterexample_is_confirmed(dtype):
-    """Boxes whose best point is misclassified (in the search's dtype and in a float64
-    pass) leave the batch: fewer points are evaluated, and each such box still answers
-    FALSIFIED with a confirmed counterexample; the others take every step."""
+    """Boxes whose best point is confirmed misclassified leave the batch: fewer points are
+    evaluated, such a box still answers FALSIFIED with a confirmed counterexample, and the
+    other boxes take every step with the same points as when no box leaves (float64)."""
     g = small_cnn(seed=0)
-    x = np.random.default_rng(0).random((1, g.n_inputs))
-    label = int(g.predict(x)[0])
-    radii = np.array([1e-6, 0.5])  # the point alone (robust), then nearly the whole domain
+    x = np.random.default_rng(0).random((3, g.n_inputs))
+    label = int(g.predict(x[:1])[0])
+    x[1] = x[0]
+    x[2] = x[0] + np.random.default_rng(1).uniform(-1e-3, 1e-3, g.n_inputs)
+    radii = np.array([1e-6, 0.5, 1e-6])  # the point alone (robust), nearly the whole domain, a point nearby
     lo, hi = np.clip(x - radii[:, None], 0, 1), np.clip(x + radii[:, None], 0, 1)
+    assert (g.predict(np.concatenate([lo[[0, 2]], hi[[0, 2]]])) == label).all()
     attack = AttackOracle(g, dtype=dtype, steps=10, restarts=2)
     rows = []
     module_forward = attack.module.forward
     attack.module.forward = lambda t: rows.append(len(t)) or module_forward(t)
     answers = attack.verify(lo, hi, label)
-    assert [a.verdict for a in answers] == [Verdict.UNKNOWN, Verdict.FALSIFIED]
+    assert [a.verdict for a in answers] == [Verdict.UNKNOWN, Verdict.FALSIFIED, Verdict.UNKNOWN]
     assert g.misclassified(answers[1].counterexample[None], label)[0]
     k = attack.restarts + 2
-    assert len(rows) == attack.steps + 1 and rows[0] == 2 * k and rows[-1] == k  # the robust box's copies go on
+    assert len(rows) == attack.steps + 1 and rows[0] == 3 * k and rows[-1] == 2 * k  # the robust boxes' copies go on
+    # the elements (copy-major: copy * boxes + box) that go on are the other boxes' copies
+    best_x = torch.tensor(np.tile(np.where([[False], [True], [False]], answers[1].counterexample, x), (k, 1)))
+    best_m = torch.tensor(np.tile([1.0, -1.0, 1.0], k))
+    done, tried = np.zeros(3, dtype=bool), np.full(3, np.inf)
+    live = attack._retire(best_x, best_m, lo, hi, label, done, tried, None)
+    assert done.tolist() == [False, True, False] and live.tolist() == [e for e in range(3 * k) if e % 3 != 1]
+    if dtype == "float64":  # the boxes that stay: the points of a search in which no box leaves
+        points, _ = AttackOracle(g, dtype=dtype, steps=10, restarts=2).search(lo, hi, label)
+        kept = AttackOracle(g, dtype=dtype, steps=10, restarts=2)
+        kept._retire = lambda *args: args[-1]  # never retire
+        np.testing.assert_array_equal(points[[0, 2]], kept.search(lo, hi, label)[0][[0, 2]])
+
+
+def test_an_empty_batch_has_no_answers():
+    attack = AttackOracle(small_cnn(seed=0), dtype="float64", steps=3)
+    empty = np.zeros((0, attack.network.n_inputs))
+    assert list(attack.verify(empty, empty, 0)) == [] and attack.stats.errors == 0

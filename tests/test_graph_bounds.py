@@ -412,8 +412,9 @@ def test_the_bisections_estimate_of_the_crossing_is_exact_on_a_parabola():
 
 def test_a_bisection_above_one_verified_box_extrapolates_from_the_margin_at_the_centre():
     """With only a smaller verified box known on the line (a k-ary round whose larger boxes
-    were screened), the margin at the centre stands for a second point: the crossing is
-    still settled in a few bounds, with the answers CROWN gives every box."""
+    were screened), the margin at the centre stands for a second point: the first probe is
+    where the line through the two crosses zero (not the bracket's midpoint), and the
+    crossing is settled in a few bounds, with the answers CROWN gives every box."""
     g = _residual_convs(1)
     rng = np.random.default_rng(5)
     x = rng.random(g.n_inputs)
@@ -424,11 +425,17 @@ def test_a_bisection_above_one_verified_box_extrapolates_from_the_margin_at_the_
     k = ok.index(False)
     oracle = CrownOracle(g, screen=False, reuse=False)
     assert oracle.verify(*_cubes(x, coarse[k - 1:k]), label)[0].verified
-    fine = np.linspace(coarse[k - 1], coarse[k], 18)[1:-1]
+    fine = np.linspace(coarse[k - 1], (coarse[k] + coarse[k + 1]) / 2, 18)[1:-1]
+    probes = []
+    bound = oracle._verify_bounds
+    oracle._verify_bounds = lambda lo, hi, lab: probes.append(float(hi.sum() - lo.sum())) or bound(lo, hi, lab)
     again = oracle.verify(*_cubes(x, fine), label)
     assert [p.verdict for p in plain.verify(*_cubes(x, fine), label)] == [q.verdict for q in again]
-    bounded = [q for q in again if q.margin is not None and "inside a box" not in q.reason]
-    assert len(bounded) <= 3, "extrapolated probes settle the crossing in fewer bounds than log2(16)"
+    lo, hi = _cubes(x, fine)
+    widths = (hi - lo).sum(axis=1)
+    first = int(np.argmin(np.abs(widths - probes[0])))
+    assert first != len(fine) // 2, "the first probe is the estimate's, not the bisection's"
+    assert len(probes) <= 3, "extrapolated probes settle the crossing in fewer bounds than log2(16)"
 
 
 @pytest.mark.parametrize("name", GRAPHS)
