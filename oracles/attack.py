@@ -21,9 +21,9 @@ class AttackOracle(Oracle):
     Starts from the box centre, the best corner of a first-order (FGSM-like) step and
     ``restarts`` uniform random points; takes ``steps`` signed-gradient steps of a size
     that decays from half the box width, a box's points stopping once one of them is
-    confirmed misclassified (the box is then falsified). Each candidate is
-    re-checked by the base class with a float64 forward pass of the IR. Deterministic for
-    a given ``seed``.
+    confirmed misclassified (the box is then falsified). Each candidate is re-checked by
+    the base class with a float64 forward pass of the IR. Deterministic for a given
+    ``seed``.
 
     ``dtype``: the precision of the search (``"float64"``, ``"float32"``, or ``"auto"``:
     float32 on a graph that is not a chain — convolutions, residual connections, where a
@@ -87,7 +87,7 @@ class AttackOracle(Oracle):
                                                          device=self.device)
         live: torch.Tensor | None = None  # the elements still stepping (None: all)
         done = np.zeros(bsz, dtype=bool)  # boxes whose best point is a confirmed counterexample
-        tried = np.full(bsz, np.inf)  # each box's best margin when last checked in float64
+        tried = np.full(bsz, np.inf)  # each box's best margin when last checked
         for step in range(self.steps + 1):
             xs = (x if live is None else x.index_select(0, live)).detach().requires_grad_(True)
             m = self._margins(xs, label)
@@ -130,9 +130,9 @@ class AttackOracle(Oracle):
                 done: np.ndarray, tried: np.ndarray, live: torch.Tensor | None) -> torch.Tensor | None:
         """The elements to step on: those of the boxes not ``done``. A box is done (``done``
         updated in place) once its best point's margin is negative in the search's dtype
-        and, moved into the box, the point is confirmed misclassified (its answer is then settled:
-        further steps would only change which counterexample it returns); a box is checked
-        again only when its best margin fell since (``tried``, in place)."""
+        and that point, moved into the box, is confirmed misclassified (the box's answer is
+        then settled: further steps would only change which counterexample it returns); a
+        box is checked again only when its best margin fell since (``tried``, in place)."""
         bsz = len(lower)
         k = best_m.numel() // bsz
         margins = best_m.reshape(k, bsz)

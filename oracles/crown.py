@@ -423,7 +423,7 @@ _SEEN = 32
 
 def _parabola_root(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float], default: float) -> float:
     """Where the parabola through the points ``a``, ``b``, ``c`` (``(width, bound)``, ``a``'s
-    bound > 0 > ``b``'s) crosses zero between ``a`` and ``b`` (bisected), or ``default``
+    bound > 0 >= ``b``'s) crosses zero between ``a`` and ``b`` (bisected), or ``default``
     where the three widths are not distinct."""
     (wa, ma), (wb, mb), (wc, mc) = a, b, c
     if len({wa, wb, wc}) < 3:
@@ -434,7 +434,7 @@ def _parabola_root(a: tuple[float, float], b: tuple[float, float], c: tuple[floa
     def f(w: float) -> float:
         return ma + ab * (w - wa) + abc * (w - wa) * (w - wb)
 
-    lo, hi = wa, wb  # f(lo) = ma > 0 > mb = f(hi)
+    lo, hi = wa, wb  # f(lo) = ma > 0 >= mb = f(hi)
     for _ in range(60):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)

@@ -1,6 +1,7 @@
 """The attack's search precision: float32 on graphs with convolutions or residual
 connections (``dtype="auto"``), float64 on chains; a lower precision changes which points
-are found, never what is reported as a counterexample."""
+are found, never what is reported as a counterexample. A box leaves the search once its
+counterexample is confirmed."""
 
 import numpy as np
 import pytest
