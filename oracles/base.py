@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -36,6 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from parallelepipedonn.box import Box
 from parallelepipedonn.errors import OracleError
+from parallelepipedonn.tolerances import gradual_underflow
 
 from .capabilities import QUERIES, VERIFY_ONLY, Capabilities, check_queries
 
@@ -167,6 +169,27 @@ class OracleStats:
         return dict(self.__dict__)
 
 
+#: An oracle's constructor (which prepares the constants of its error bounds) and public
+#: queries: each runs with gradual underflow (subnormal numbers kept:
+#: :func:`~parallelepipedonn.tolerances.gradual_underflow`), whichever class defines it.
+NUMERIC_ENTRY_POINTS = ("__init__", "verify", "class_region", "coordinate_extreme", "min_distance",
+                        "class_extremes", "margin_lower_bounds")
+
+
+def _under_gradual_underflow(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` run within :func:`~parallelepipedonn.tolerances.gradual_underflow`."""
+    if getattr(method, "gradual_underflow", False):
+        return method
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with gradual_underflow():
+            return method(*args, **kwargs)
+
+    run.gradual_underflow = True  # type: ignore[attr-defined]
+    return run
+
+
 class Oracle(ABC):
     """Base class of every verifier backend (see module docstring)."""
 
@@ -185,6 +208,10 @@ class Oracle(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.queries = check_queries(cls.queries, f"oracle class {cls.__name__}")
+        for name in NUMERIC_ENTRY_POINTS:  # those it defines or takes from a mixin (Oracle's own are)
+            method = getattr(cls, name, None)
+            if callable(method) and not getattr(method, "gradual_underflow", False):
+                setattr(cls, name, _under_gradual_underflow(method))
 
     def __init__(self, network: Network | Graph, *, time_limit: float | None = None) -> None:
         #: the record of the chain expansion of a graph this oracle is bound to (or None)
@@ -219,17 +246,20 @@ class Oracle(ABC):
         answered = ", ".join(sorted(self.queries))
         return OracleError(f"oracle {self.name!r} does not answer {query} queries (it answers: {answered})")
 
+    @_under_gradual_underflow
     def class_region(self, lower: ArrayLike, upper: ArrayLike, label: int, region: Box,
                      tolerance: float = 1e-4) -> RegionAnswer:
         """Is there a point of ``region`` that the network classifies ``label`` (ties
         included) outside ``[lower, upper]`` by more than ``tolerance``?"""
         raise self._unsupported("class_region")
 
+    @_under_gradual_underflow
     def coordinate_extreme(self, label: int, index: int, maximize: bool, region: Box) -> Extreme:
         """Min (or max) of input coordinate ``index`` over the points of ``region`` that the
         network classifies ``label`` (ties included)."""
         raise self._unsupported("coordinate_extreme")
 
+    @_under_gradual_underflow
     def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0,
                      counterexample: FloatArray | None = None, falsifier: Oracle | None = None,
                      time_limit: float | None = None, progress: Callable[[str], None] | None = None) -> Distance:
@@ -242,6 +272,7 @@ class Oracle(ABC):
         answer it directly."""
         raise self._unsupported("distance")
 
+    @_under_gradual_underflow
     def class_extremes(self, label: int, region: Box, candidates: ArrayLike = (), **options: Any) -> ClassBox:
         """Min and max of every input coordinate over the points of ``region`` classified
         ``label`` (ties included): the class region's bounding box, as outer bounds.
@@ -267,6 +298,7 @@ class Oracle(ABC):
     def capabilities(self) -> Capabilities:
         return Capabilities(self.sound, self.complete, self.batched, self.queries)
 
+    @_under_gradual_underflow
     def verify(self, lower: ArrayLike, upper: ArrayLike, label: int) -> tuple[Answer, ...]:
         """Robustness query for a batch of boxes ``[lower[b], upper[b]]`` and one label."""
         lo, hi = self._check_query(lower, upper, label)

@@ -36,8 +36,7 @@ outward by their own fan-in's slack. Any non-finite number makes the box's bound
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -57,7 +56,7 @@ from .bounds import (
 from .graph_backward import backward, concretize_wide
 from .graph_rounding import Slacks, round_down
 from .graph_windows import Window, window_plan, windowed_bounds
-from .precision import subnormal_rounding
+from .precision import sound_kernels, subnormal_rounding
 
 Tensor = torch.Tensor
 
@@ -349,17 +348,6 @@ def _signed_bounds(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, uppe
         new_hi[b, i] = torch.minimum(highs, new_hi[b, i])
 
 
-@contextlib.contextmanager
-def sound_kernels(device: torch.device) -> Iterator[None]:
-    """On CUDA, convolutions without cuDNN: its FFT / Winograd algorithms and TF32 do not
-    follow the error model (sums of products, each rounded once)."""
-    if device.type == "cuda":
-        with torch.backends.cudnn.flags(enabled=False):
-            yield
-    else:
-        yield
-
-
 def margin_lower_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, label: int,
                         method: str = "crown", prior: dict[int, tuple[Tensor, Tensor]] | None = None,
                         keep: list[NodeBounds] | None = None) -> Tensor:
@@ -367,7 +355,7 @@ def margin_lower_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, label: i
     (``(B, n)`` tensors in ``gt.dtype``): shape ``(B, n_classes - 1)``; ``-inf`` where
     nothing is proven. ``prior``: see :func:`node_bounds`; ``keep`` (optional) receives
     the node bounds."""
-    with sound_kernels(gt.device):
+    with sound_kernels(gt.device, gt.dtype):
         nb = node_bounds(gt, lower, upper, method, prior)
         if keep is not None:
             keep.append(nb)

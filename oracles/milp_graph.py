@@ -48,8 +48,9 @@ from parallelepipedonn.graph import Graph, evaluate
 from parallelepipedonn.network import Network
 
 from .bounds import margin_spec
-from .graph_bounds import GraphTensors, NodeBounds, backward, concretize_wide, node_bounds, sound_kernels
+from .graph_bounds import GraphTensors, NodeBounds, backward, concretize_wide, node_bounds
 from .milp_encoding import Encoding, encode
+from .precision import sound_kernels
 
 FloatArray = NDArray[np.float64]
 Tensor = torch.Tensor
@@ -455,7 +456,7 @@ def _ancestors(graph: Graph) -> list[frozenset[int]]:
 def box_bounds(gt: GraphTensors, lower: FloatArray, upper: FloatArray) -> tuple[NodeBounds, Tensor, Tensor]:
     """Graph CROWN's node bounds over the boxes ``[lower, upper]`` (``(B, n)``)."""
     lo, hi = torch.tensor(lower, dtype=torch.float64), torch.tensor(upper, dtype=torch.float64)
-    with torch.no_grad(), sound_kernels(gt.device):
+    with torch.no_grad(), sound_kernels(gt.device, gt.dtype):
         return node_bounds(gt, lo, hi), lo, hi
 
 
@@ -464,7 +465,7 @@ def crown_margins(gt: GraphTensors, nb: NodeBounds, lo: Tensor, hi: Tensor, labe
     and, per class, the vertex of the box that minimises CROWN's linear bound
     (``(B, m, n)``: its true margin bounds the minimum from above)."""
     spec = margin_spec(gt.graph.n_classes, label, lo.shape[0], lo.dtype, lo.device)
-    with torch.no_grad(), sound_kernels(gt.device):
+    with torch.no_grad(), sound_kernels(gt.device, gt.dtype):
         bound = backward(gt, nb, len(gt.graph.nodes) - 1, spec)
         margins = concretize_wide(bound, lo, hi)
     corners = torch.where(bound.coef > 0, lo[:, None], hi[:, None])

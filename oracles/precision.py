@@ -11,60 +11,71 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from parallelepipedonn.tolerances import smallest_subnormal
+from parallelepipedonn.tolerances import gradual_underflow, smallest_subnormal
 
 Tensor = torch.Tensor
 
 
-def _precision_switches(cuda: bool) -> list[tuple[object, str, object]]:
-    """``(object, attribute, value)`` of every torch setting that lets float32 products
-    round more coarsely than the dtype (TF32, bfloat16 passes), set to full precision;
-    those this torch build lacks are skipped."""
+def _fp32_backends() -> list[object]:
+    """The backends whose ``fp32_precision`` (torch's newer API: ``"ieee"``, ``"tf32"``,
+    ``"bf16"`` or ``"none"``, inheriting) can let float32 products round more coarsely than
+    the dtype: oneDNN's convolutions, matrix products and RNNs, cuBLAS's matrix products,
+    cuDNN's convolutions and RNNs; those this torch build lacks are skipped. All of them are
+    set and restored on any device: ``torch.set_float32_matmul_precision`` moves the CUDA
+    ones too."""
     backends = torch.backends
-    wanted: list[tuple[object, str, object]] = []
-    for name in ("conv", "matmul", "rnn"):
-        obj = getattr(getattr(backends, "mkldnn", None), name, None)
-        if obj is not None and hasattr(obj, "fp32_precision"):
-            wanted.append((obj, "fp32_precision", "ieee"))
-    if cuda:
-        wanted.append((backends.cuda.matmul, "allow_tf32", False))
-        if hasattr(backends.cuda.matmul, "fp32_precision"):
-            wanted.append((backends.cuda.matmul, "fp32_precision", "ieee"))
-    return wanted
+    groups = [("mkldnn", ("conv", "matmul", "rnn")), ("cuda", ("matmul",)), ("cudnn", ("conv", "rnn"))]
+    found = []
+    for parent, names in groups:
+        for name in names:
+            obj = getattr(getattr(backends, parent, None), name, None)
+            if obj is not None and hasattr(obj, "fp32_precision"):
+                found.append(obj)
+    return found
 
 
 @contextlib.contextmanager
 def sound_kernels(device: str | torch.device, dtype: torch.dtype | None = None) -> Iterator[None]:
     """Within the block, products round as the error model assumes (sums of products,
-    each rounded once in the tensors' dtype): float32 matrix products and oneDNN
-    convolutions at full precision (no TF32 or bfloat16 passes, whatever
-    ``torch.set_float32_matmul_precision`` or the backends' ``fp32_precision`` say), and
-    on CUDA no cuDNN (its FFT / Winograd convolutions and TF32) and no TF32 matrix
-    products. The previous settings are restored after. float64 on a CPU (``dtype``) needs
-    none of this: the block runs as it is."""
+    each rounded once in the tensors' dtype): float32 matrix products and convolutions at
+    full precision (no TF32 or bfloat16 passes, whatever ``torch.set_float32_matmul_precision``
+    or the backends' ``fp32_precision`` say, through either API), on CUDA no cuDNN (its FFT /
+    Winograd convolutions and TF32); in any dtype, subnormal results kept on the CPU (not
+    flushed to zero: :func:`~parallelepipedonn.tolerances.gradual_underflow`). The caller's
+    settings are restored after. float64 on a CPU (``dtype``) needs only the last."""
     cuda = torch.device(device).type == "cuda"
     if dtype == torch.float64 and not cuda:
-        yield
+        with gradual_underflow():
+            yield
         return
-    precision = torch.get_float32_matmul_precision()
-    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in _precision_switches(cuda)]
+    fp32 = _fp32_backends()
+    saved = [(obj, obj.fp32_precision) for obj in fp32]
+    try:  # the legacy getter refuses once the newer API was used: then the values above restore it
+        legacy: str | None = torch.get_float32_matmul_precision()
+    except RuntimeError:
+        legacy = None
+    matmul = torch.backends.cuda.matmul
+    tf32 = matmul.allow_tf32 if cuda and not hasattr(matmul, "fp32_precision") else None  # a torch before the newer API
+    cudnn = torch.backends.cudnn.enabled
     try:
-        if precision != "highest":
-            torch.set_float32_matmul_precision("highest")
-        for obj, attr, value in _precision_switches(cuda):
-            if getattr(obj, attr) != value:
-                setattr(obj, attr, value)
+        torch.set_float32_matmul_precision("highest")  # the setter never refuses
+        for obj in fp32:
+            obj.fp32_precision = "ieee"
+        if tf32:
+            matmul.allow_tf32 = False
         if cuda:
-            with torch.backends.cudnn.flags(enabled=False):
-                yield
-        else:
+            torch.backends.cudnn.enabled = False
+        with gradual_underflow():
             yield
     finally:
-        for obj, attr, value in saved:
-            if getattr(obj, attr) != value:
-                setattr(obj, attr, value)
-        if precision != "highest":
-            torch.set_float32_matmul_precision(precision)
+        torch.backends.cudnn.enabled = cudnn
+        if tf32:
+            matmul.allow_tf32 = True
+        if legacy is not None:
+            torch.set_float32_matmul_precision(legacy)
+        for obj, value in saved:
+            if obj.fp32_precision != value:
+                obj.fp32_precision = value
 
 
 def subnormal_rounding(arrays: Sequence[np.ndarray], dtype: torch.dtype) -> float:

@@ -33,7 +33,7 @@ from .errors import ModelError
 from .graph_chain import ChainExpansion
 from .network import Affine, Network
 from .network import ReLU as ChainReLU
-from .tolerances import UNIT_ROUNDOFF_F64, gamma, smallest_subnormal
+from .tolerances import UNIT_ROUNDOFF_F64, gamma, gradual_underflow, smallest_subnormal
 
 FloatArray = NDArray[np.float64]
 Tensor = torch.Tensor
@@ -245,6 +245,7 @@ class Graph(Classifier):
         with torch.no_grad():
             return evaluate(self, h).numpy()  # type: ignore[union-attr]
 
+    @gradual_underflow()  # subnormal results kept, as the error bound assumes
     def margin_errors(self, x: ArrayLike, label: int) -> tuple[FloatArray, FloatArray]:
         """:meth:`margins` and, per point, a bound of its rounding error: the exact margin
         (real arithmetic on the float64 weights and inputs) lies within that distance.

@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .classifier import Classifier
 from .errors import ModelError
-from .tolerances import UNIT_ROUNDOFF_F64, smallest_subnormal
+from .tolerances import UNIT_ROUNDOFF_F64, gradual_underflow, smallest_subnormal
 
 FloatArray = NDArray[np.float64]
 
@@ -177,6 +177,7 @@ class Network(Classifier):
                     h = np.maximum(h, 0.0)
         return h
 
+    @gradual_underflow()  # subnormal results kept, as the error bound assumes
     def forward_errors(self, x: ArrayLike) -> tuple[FloatArray, FloatArray]:
         """:meth:`forward` and, per point and output, a bound of its rounding error: the
         exact output (real arithmetic on the float64 weights and inputs) lies within that
@@ -204,6 +205,7 @@ class Network(Classifier):
                     h = np.maximum(h, 0.0)
         return h, err
 
+    @gradual_underflow()  # subnormal results kept, as the error bound assumes
     def margin_errors(self, x: ArrayLike, label: int) -> tuple[FloatArray, FloatArray]:
         """:meth:`margins` and, per point, a bound of its rounding error: the exact margin
         (real arithmetic on the float64 weights and inputs) lies within that distance.

@@ -17,7 +17,10 @@ the rounding error of every operation that produced it. The model used here:
   ``gamma`` of the longest chain of additions, and never below :data:`REL_SLACK_FLOOR`
   for float64 (a floor far above the model's need on networks of ordinary size);
 * any non-finite number in a bound (overflow, ``inf - inf``) proves nothing: the bound
-  becomes ``-inf`` (UNKNOWN).
+  becomes ``-inf`` (UNKNOWN);
+* results below the normal range are subnormal numbers (gradual underflow, IEEE 754's
+  default), not zero: :func:`gradual_underflow` keeps it so where a setting of the
+  processor (``torch.set_flush_denormal(True)``) would flush them.
 
 Solver tolerances (MILP, Marabou) are not rounding errors of our own arithmetic, and no
 a priori bound of them exists: :data:`PROOF_MARGIN` and :func:`solver_error_scale` are an
@@ -26,11 +29,15 @@ a priori bound of them exists: :data:`PROOF_MARGIN` and :func:`solver_error_scal
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from .errors import ConfigError
 
 #: float64's unit roundoff (2^-53): the relative error of one rounded operation.
 UNIT_ROUNDOFF_F64 = 2.0 ** -53
@@ -150,3 +157,36 @@ def solver_trusted(scale: float) -> bool:
     proof on a problem of this scale: only where the error model's bound stays within
     :data:`PROOF_MARGIN` (scales up to 1e4)."""
     return solver_error(scale) <= PROOF_MARGIN * (1 + 1e-12)
+
+
+def flushes_subnormals() -> bool:
+    """Whether this thread's floating-point unit flushes subnormal results to zero or reads
+    subnormal operands as zero (x86's FTZ / DAZ modes, which ``torch.set_flush_denormal``
+    sets for the calling thread; numpy's arithmetic in that thread runs under them too)."""
+    tiny = np.float64(2.0**-1000)
+    return bool(tiny * np.float64(2.0**-60) == 0.0 or np.float64(2.0**-1060) * np.float64(1.0) == 0.0)
+
+
+@contextlib.contextmanager
+def gradual_underflow() -> Iterator[None]:
+    """Within the block, this thread keeps subnormal numbers, as the error model assumes: a
+    product that underflows is off by at most one subnormal spacing (2^-1074 in float64,
+    2^-149 in float32). Flushed to zero it would be off by up to the smallest normal number
+    (2^-1022, 2^-126), which the bounds do not charge: a product of 2^-1050 lost to a
+    flush, times an input of 2^1020, moves a margin by 2^-30 (``tests/test_float_soundness.py``
+    builds such a network). ``torch.set_flush_denormal(True)`` is turned off for the block
+    and on again after; :class:`~parallelepipedonn.errors.ConfigError` if the flush cannot
+    be turned off."""
+    if not flushes_subnormals():
+        yield
+        return
+    import torch
+
+    torch.set_flush_denormal(False)
+    try:
+        if flushes_subnormals():
+            raise ConfigError("this thread flushes subnormal numbers to zero and torch.set_flush_denormal(False) "
+                                  "does not stop it: bounds and checks would not cover the rounding")
+        yield
+    finally:
+        torch.set_flush_denormal(True)

@@ -12,6 +12,7 @@ binary, so the boundary is not where decimal arithmetic would put it.
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -217,6 +218,60 @@ def test_bounds_run_at_full_float32_precision_whatever_the_global_setting():
         torch.set_float32_matmul_precision(saved)
 
 
+_REDUCED_PRECISION_CHECK = """
+import sys
+import numpy as np
+import torch
+from oracles import CrownOracle
+from tests.graph_nets import small_cnn
+from tests.nets import random_network
+
+def state():
+    try:
+        out = {"legacy": torch.get_float32_matmul_precision()}
+    except RuntimeError:  # torch's newer API was used
+        out = {"legacy": "refused"}
+    for parent in ("mkldnn", "cuda", "cudnn"):
+        for name in ("conv", "matmul", "rnn"):
+            obj = getattr(getattr(torch.backends, parent, None), name, None)
+            if obj is not None and hasattr(obj, "fp32_precision"):
+                out[parent + "." + name] = obj.fp32_precision
+    return out
+
+nets = [random_network(0, [6, 8, 3]), small_cnn(0)]
+boxes = [(np.full((2, n.n_inputs), 0.4), np.full((2, n.n_inputs), 0.6)) for n in nets]
+reference = [CrownOracle(n, dtype="float32").margin_lower_bounds(lo, hi, 0) for n, (lo, hi) in zip(nets, boxes)]
+exec(sys.argv[1])
+before = state()
+for n, (lo, hi), ref in zip(nets, boxes, reference):
+    oracle = CrownOracle(n, dtype="float32")
+    np.testing.assert_array_equal(oracle.margin_lower_bounds(lo, hi, 0), ref)
+    oracle.verify(lo, hi, 0)
+    assert oracle.stats.errors == 0
+assert state() == before, (state(), before)
+"""
+
+
+@pytest.mark.parametrize("setting", ['torch.set_float32_matmul_precision("medium")',
+                                     'torch.backends.mkldnn.matmul.fp32_precision = "bf16"',
+                                     'torch.backends.fp32_precision = "tf32"',
+                                     'torch.backends.cuda.matmul.fp32_precision = "tf32"'])
+def test_float32_bounds_are_the_same_under_every_reduced_precision_setting_of_either_api(setting):
+    """torch sets float32 product precision through a legacy API
+    (``set_float32_matmul_precision``) and a newer one (the backends' ``fp32_precision``),
+    after which the legacy getter refuses to answer. Whichever the caller used, float32
+    CROWN computes the same bounds as at full precision, without error, and leaves the
+    caller's settings as they were (a fresh process per setting: they are global)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _REDUCED_PRECISION_CHECK, setting], cwd=root, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_boxes_with_a_non_finite_bound_are_found_whatever_their_finite_numbers(dtype):
     """``nonfinite_rows`` marks a box with any infinite or NaN entry, and no box of finite
@@ -339,3 +394,80 @@ def test_zero_coordinates_are_even_multiples_already(dtype):
     sub = float(torch.finfo(t).tiny) * 2.0 ** -(23 if dtype == "float32" else 52)
     lo, hi = box_tensors(np.array([[0.0, sub]]), np.array([[0.01, 0.5]]), t)
     assert float(lo[0, 0]) == 0.0 and 0.0 <= float(lo[0, 1]) <= sub and float(lo[0, 1]) % (2 * sub) == 0.0
+
+
+# -- flush to zero: torch.set_flush_denormal(True) ----------------------------------------------
+def _underflow_net(dtype: str, graph: bool):
+    """``margin = c - b relu(a x)`` on ``x in [x0 / 2, 3 x0 / 2]``, where ``b a`` (``2^-1050`` in
+    float64, ``2^-140`` in float32) is a subnormal product: CROWN's input coefficient. Flushed
+    to zero it drops ``b a x``, about ``2^-29`` (float64) or ``2^-20`` (float32), from the
+    margin, whose exact minimum ``-2^-30 + 2^-32`` (``-2^-21 + 2^-23``) is negative: a
+    box holding misclassified points that a flushed pass proves robust by ``2^-32``
+    (``2^-23``). Returns the net, the box and its exact minimum margin."""
+    from parallelepipedonn.graph import Graph
+
+    a, b, k, x0 = (2.0**-500, 2.0**-550, 29, 2.0**1021) if dtype == "float64" else (2.0**-70, 2.0**-70, 20, 2.0**120)
+    c = 2.0**-k + 2.0 ** -(k + 3)
+    net = Network.from_layers((1,), [Affine(np.array([[a]]), np.zeros(1)), ReLU(),
+                                     Affine(np.array([[-b], [0.0]]), np.array([c, 0.0]))])
+    exact = Fraction(c) - Fraction(b) * Fraction(a) * Fraction(1.5 * x0)
+    assert exact == -(Fraction(2) ** -(k + 1)) + Fraction(2) ** -(k + 3)
+    return (Graph.from_network(net) if graph else net), np.array([x0 / 2]), np.array([1.5 * x0]), exact
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["chain", "graph"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["crown", "alpha-crown", "bab", "input-split", "milp"])
+def test_a_flush_to_zero_setting_of_torch_proves_nothing_wrong(name, dtype, graph):
+    """``torch.set_flush_denormal(True)`` makes this thread flush subnormal results to zero:
+    an error the bounds do not charge. Every oracle keeps subnormals while it works (and
+    restores the caller's setting after): the box above stays unproven, with bounds below
+    its exact minimum margin."""
+    import torch
+
+    from oracles.registry import accepts_option
+    from parallelepipedonn.tolerances import flushes_subnormals
+
+    net, lo, hi, exact = _underflow_net(dtype, graph)
+    if dtype == "float32" and not accepts_option(name, "dtype"):
+        pytest.skip(f"{name} has no float32 mode")
+    options = {"dtype": dtype} if dtype == "float32" else {}
+    assert torch.set_flush_denormal(True), "this processor has no flush-to-zero mode"
+    try:
+        assert flushes_subnormals()
+        oracle = make_oracle(name, net, **options)
+        answer = oracle.verify_box(lo, hi, 0)
+        assert flushes_subnormals(), "the caller's setting is restored"
+        if hasattr(oracle, "margin_lower_bounds"):
+            assert Fraction(float(oracle.margin_lower_bounds(lo[None], hi[None], 0)[0, 0])) <= exact
+    finally:
+        torch.set_flush_denormal(False)
+    assert answer.verdict is not Verdict.VERIFIED, (name, answer.margin)
+    if answer.verdict is Verdict.FALSIFIED:
+        assert net.exact_margin(answer.counterexample, 0) <= 0
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["chain", "graph"])
+def test_rounding_error_bounds_of_a_margin_hold_with_torch_flushing_to_zero(graph):
+    """The forward pass's error bound (what confirms counterexamples) assumes subnormals
+    too: at ``x = 2^-1000``, ``relu(2^-60 x) = 2^-1060`` is subnormal, and times ``2^1000``
+    it is the margin's ``2^-60``. With torch flushing to zero the bound still encloses the
+    exact margin, and ``misclassified`` still agrees with exact arithmetic."""
+    import torch
+
+    from parallelepipedonn.graph import Graph
+
+    net = Network.from_layers((1,), [Affine(np.array([[2.0**-60]]), np.zeros(1)), ReLU(),
+                                     Affine(np.array([[-(2.0**1000)], [0.0]]), np.array([2.0**-61, 0.0]))])
+    model = Graph.from_network(net) if graph else net
+    x = np.array([[2.0**-1000]])
+    exact = net.exact_margin(x[0], 0)
+    assert exact == -(Fraction(2) ** -61)
+    torch.set_flush_denormal(True)
+    try:
+        margin, err = model.margin_errors(x, 0)
+        misclassified = model.misclassified(x, 0)
+    finally:
+        torch.set_flush_denormal(False)
+    assert abs(Fraction(float(margin[0])) - exact) <= Fraction(float(err[0]))
+    assert misclassified.tolist() == [True]

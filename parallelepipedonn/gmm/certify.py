@@ -30,6 +30,7 @@ from ..box import Box
 from ..certificate import Certificate, _num, _unnum  # the certificates' JSON numbers ("inf" for infinity)
 from ..certify import CertifyConfig, certify, resolve_domain
 from ..inputs import as_network_input
+from ..tolerances import gradual_underflow
 from .linear import ExactRadius, linear_radii
 from .model import GmmClassifier
 from .radii import LatentRadii, global_l2_radius, latent_radii
@@ -77,6 +78,7 @@ class ClosedForm:
                 "input_linf": exact(self.input_linf), "input_l2": exact(self.input_l2), "seconds": self.seconds}
 
 
+@gradual_underflow()  # subnormal results kept, as the rounding bounds assume
 def closed_form(classifier: GmmClassifier, x: ArrayLike, label: int, domain: Box) -> ClosedForm:
     """Every closed-form radius of ``x`` for ``label`` (0 where the margin at ``x`` is not
     proven positive; the exact input radii only for a linear classifier). ``seconds``:
@@ -100,6 +102,7 @@ def closed_form(classifier: GmmClassifier, x: ArrayLike, label: int, domain: Box
                       classifier.latent_dim)
 
 
+@gradual_underflow()  # subnormal results kept, as the rounding bounds assume
 def certify_gmm(classifier: GmmClassifier, x: ArrayLike, label: int | None = None, *, domain: Box | None = None,
                 config: CertifyConfig | None = None, model_path: str | None = None, true_label: int | None = None,
                 progress: Callable[[str], None] | None = None) -> Certificate:
@@ -139,6 +142,7 @@ def _stored_radii(stored: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+@gradual_underflow()  # subnormal results kept, as the rounding bounds assume
 def recheck_closed_form(stored: dict[str, Any], classifier: GmmClassifier, x: FloatArray, label: int,
                         domain: Box) -> ClosedFormCheck:
     """Recompute the closed-form radii from the model file and compare: a stored radius is
