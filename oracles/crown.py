@@ -42,10 +42,14 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``torch.device`` for ``device``; a clear error if CUDA is asked for but absent."""
+    """``torch.device`` for ``device``; a clear error if CUDA is asked for but absent. A bare
+    ``"cuda"`` becomes the current CUDA device with its index (``cuda:0``), the device
+    tensors report: the graph nodes' tensor caches are keyed by it."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise OracleError(f"device {device!r} requested but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 
@@ -140,9 +144,11 @@ class CrownOracle(Oracle):
 
     def differentiable_margin_bounds(self, lower: torch.Tensor, upper: torch.Tensor, label: int) -> torch.Tensor:
         """CROWN's margin bounds as a differentiable function of the box (tensors ``(B, n)``
-        on the oracle's device, converted to its dtype): for searches that optimise a box
-        by gradient (a box they find is verified again by :meth:`verify`)."""
-        return CrownOracle._bounds(self, lower.to(self._dtype), upper.to(self._dtype), label)
+        on any device, moved to the oracle's and converted to its dtype; the bounds come
+        back on the tensors' device): for searches that optimise a box by gradient (a box
+        they find is verified again by :meth:`verify`)."""
+        bounds = CrownOracle._bounds(self, lower.to(self.device, self._dtype), upper.to(self.device, self._dtype), label)
+        return bounds.to(lower.device)
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -367,7 +373,7 @@ class CrownOracle(Oracle):
         spec = -margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)  # rows e_j - e_label
         u = unit_roundoff(net.dtype)
         empty = False
-        with torch.no_grad():
+        with torch.no_grad(), sound_kernels(self.device, net.dtype):
             for _ in range(rounds):
                 inter = intermediate_bounds(net, lo, hi)
                 if not bool(bounds_valid(inter).all()):
@@ -518,8 +524,9 @@ class AlphaCrownOracle(CrownOracle):
 
     def __init__(self, network: Network, *, steps: int = 20, lr: float = 0.3, device: str = "cpu",
                  chunk_size: int = 256, intermediate: str = "crown", time_limit: float | None = None) -> None:
+        # reuse=False: a superset's node bounds start CROWN's pass, not this class's _bounds
         super().__init__(network, device=device, chunk_size=chunk_size, intermediate=intermediate,
-                         time_limit=time_limit)
+                         reuse=False, time_limit=time_limit)
         if steps < 0 or not lr > 0:
             raise OracleError("alpha-CROWN needs steps >= 0 and lr > 0")
         self.steps, self.lr = steps, lr
