@@ -4,6 +4,7 @@ time and peak memory per input.
 
     python -m benchmarks.crown_vs_lirpa [--batches 1,16,256] [--cifar-batches 1,16]
                                         [--nets mlp-deep,cnn,resnet,cifar-cnn] [--rounds 1]
+                                        [--device cpu|cuda]
 
 Networks: the embedded deep MLP (784-100-100-10) and, when present in ``data/``, the
 MNIST CNN and residual net (``parallelepipedonn train --arch cnn|resnet``); a CIFAR-size
@@ -33,6 +34,11 @@ least theirs minus 1e-6 relative (ours are moved outward by a bound of their rou
 error: in float64 at least 1e-9 of the magnitude of their terms, in float32 about
 ``4 n u`` of it for sums of ``n`` terms, which on nets whose sums cancel is far from
 nothing; auto_LiRPA's are not moved).
+
+``--device cuda``: both tools' bounds and the certification on the GPU (ours with cuDNN
+off, :func:`oracles.precision.sound_kernels`); times are then wall times (each call
+ends by copying its bounds to the host, which waits for the GPU), memory the GPU's peak
+allocation (``torch.cuda.max_memory_allocated``, MB) beside the process's resident peak.
 """
 
 from __future__ import annotations
@@ -164,7 +170,24 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(name: str, path: str, tool: str, batch: int, repeats: int) -> dict:
+def _gpu_reset(device: str) -> None:
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _gpu_peak(device: str) -> dict:
+    """The GPU's peak allocation since :func:`_gpu_reset` (MB), on a GPU."""
+    if device == "cpu":
+        return {}
+    import torch
+
+    return {"gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20, "gpu": torch.cuda.get_device_name()}
+
+
+def child(name: str, path: str, tool: str, batch: int, repeats: int, device: str = "cpu") -> dict:
     """One configuration, in this (fresh) process: seconds per call, memory, bounds."""
     import torch
 
@@ -177,7 +200,7 @@ def child(name: str, path: str, tool: str, batch: int, repeats: int) -> dict:
     if tool.startswith("ours"):
         from oracles import CrownOracle
 
-        oracle = CrownOracle(net, dtype=dtype, chunk_size=max(256, batch))
+        oracle = CrownOracle(net, dtype=dtype, chunk_size=max(256, batch), device=device)
 
         def call() -> np.ndarray:
             return oracle.margin_lower_bounds(lower, upper, label)
@@ -187,20 +210,24 @@ def child(name: str, path: str, tool: str, batch: int, repeats: int) -> dict:
 
         tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
         module = net.to_torch(dtype=tdtype) if isinstance(net, ppn.Network) else plain_module(net, tdtype)
+        module = module.to(device)
         shape = (batch, net.n_inputs)
-        bounded = BoundedModule(module, torch.zeros(shape, dtype=tdtype), verbose=0)
+        bounded = BoundedModule(module, torch.zeros(shape, dtype=tdtype, device=device), verbose=0, device=device)
         others = [j for j in range(net.n_classes) if j != label]
         spec = torch.zeros(batch, len(others), net.n_classes, dtype=tdtype)
         spec[:, :, label] = 1.0
         spec[:, torch.arange(len(others)), others] = -1.0
-        lo, hi = torch.tensor(lower, dtype=tdtype), torch.tensor(upper, dtype=tdtype)
+        spec = spec.to(device)
+        lo = torch.tensor(lower, dtype=tdtype, device=device)
+        hi = torch.tensor(upper, dtype=tdtype, device=device)
 
         def call() -> np.ndarray:
             x = BoundedTensor((lo + hi) / 2, PerturbationLpNorm(x_L=lo, x_U=hi))
             with torch.inference_mode():  # as our CROWN runs: no autograd bookkeeping
                 lb, _ = bounded.compute_bounds(x=(x,), C=spec, method="CROWN", bound_upper=False)
-            return lb.double().numpy()
+            return lb.double().cpu().numpy()
     base = peak_mb()
+    _gpu_reset(device)
     bounds = call()
     times, cpu = [], []
     for _ in range(repeats):
@@ -209,10 +236,11 @@ def child(name: str, path: str, tool: str, batch: int, repeats: int) -> dict:
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu), "base_mb": base,
-            "peak_mb": peak_mb(), "load": os.getloadavg()[0], "bounds": np.asarray(bounds, dtype=np.float64).tolist()}
+            "peak_mb": peak_mb(), "load": os.getloadavg()[0], **_gpu_peak(device),
+            "bounds": np.asarray(bounds, dtype=np.float64).tolist()}
 
 
-def certify_child(name: str, path: str, count: int) -> dict:
+def certify_child(name: str, path: str, count: int, device: str = "cpu") -> dict:
     """Apothem certification (the default search, ``crown``, with the default falsifier)
     of ``count`` inputs, each with fresh oracles: wall and CPU time per input, and the
     CPU time of the crown oracle's calls and of the falsifier's."""
@@ -225,7 +253,8 @@ def certify_child(name: str, path: str, count: int) -> dict:
     net = ppn.load_onnx(path)
     lower, upper, _ = boxes(net, name, count)
     base = peak_mb()
-    config = ppn.CertifyConfig(oracle="crown")
+    _gpu_reset(device)
+    config = ppn.CertifyConfig(oracle="crown", device=device)
     spent: dict[str, float] = {}
     verify = Oracle.verify
 
@@ -248,7 +277,7 @@ def certify_child(name: str, path: str, count: int) -> dict:
     wall, cpu, crown, falsifier, apothem = (statistics.median(c) for c in zip(*rows))
     return {"seconds": wall, "cpu_seconds": cpu, "max_seconds": max(r[0] for r in rows),
             "max_cpu_seconds": max(r[1] for r in rows), "crown_cpu_seconds": crown, "falsifier_cpu_seconds": falsifier,
-            "base_mb": base, "peak_mb": peak_mb(), "load": os.getloadavg()[0], "apothem": apothem}
+            "base_mb": base, "peak_mb": peak_mb(), "load": os.getloadavg()[0], "apothem": apothem, **_gpu_peak(device)}
 
 
 def run_child(args: list[str], steady_malloc: bool = True) -> dict:
@@ -273,15 +302,23 @@ def main() -> None:
     ap.add_argument("--certify-inputs", type=int, default=5, help="inputs certified per net (0: none)")
     ap.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc thresholds adaptive "
                     "(default: fixed in every process, see STEADY_MALLOC)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both tools compute (default: "
+                    "cpu; cuda: times are wall times, memory the GPU's peak allocation)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = certify_child(rest[0], rest[1], int(rest[2])) if kind == "certify" else \
-            child(rest[0], rest[1], rest[2], int(rest[3]), int(rest[4]))
+        result = certify_child(rest[0], rest[1], int(rest[2]), rest[3]) if kind == "certify" else \
+            child(rest[0], rest[1], rest[2], int(rest[3]), int(rest[4]), rest[5])
         print(json.dumps(result))
         return
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            ap.error("--device cuda: torch sees no CUDA device here")
+    key = "cpu_seconds" if args.device == "cpu" else "seconds"
     from oracles import lirpa_available
 
     tools = [t for t in TOOLS if t.startswith("ours") or lirpa_available()]
@@ -298,24 +335,27 @@ def main() -> None:
                 runs: dict[str, list[dict]] = {t: [] for t in tools}
                 for _ in range(args.rounds):
                     for t in tools:
-                        r = run_child(["bound", name, str(path), t, str(batch), str(args.repeats)], not args.default_malloc)
+                        r = run_child(["bound", name, str(path), t, str(batch), str(args.repeats), args.device],
+                                      not args.default_malloc)
                         runs[t].append(r)
                         print(f"{name} batch {batch} {t}: " + (r.get("error") or (
                             f"{r['cpu_seconds'] * 1e3:.2f} ms CPU, {r['seconds'] * 1e3:.2f} ms wall, peak "
-                            f"{r['peak_mb']:.0f} MB, load {r['load']:.1f}")), file=sys.stderr)
+                            f"{_fmt_mem(r)} MB, load {r['load']:.1f}")), file=sys.stderr)
                 got = {t: _median_run(r) for t, r in runs.items()}
                 rows += [{"net": name, "batch": batch, "tool": t, **{k: v for k, v in r.items() if k != "bounds"}}
                          for t, r in got.items()]
-                table.append(_table_row(name, batch, got))
+                table.append(_table_row(name, batch, got, key))
             if args.certify_inputs < 1:  # no certification rows
                 continue
-            cert = run_child(["certify", name, str(path), str(args.certify_inputs)], not args.default_malloc)
+            cert = run_child(["certify", name, str(path), str(args.certify_inputs), args.device],
+                             not args.default_malloc)
             rows.append({"net": name, "batch": "certify", "tool": "ours-float64",
                          **{k: v for k, v in cert.items() if k != "bounds"}})
             detail = "" if "error" in cert else (
-                f"crown {_fmt_s(cert, 'crown_cpu_seconds')}, falsifier {_fmt_s(cert, 'falsifier_cpu_seconds')}; "
-                f"wall {_fmt_s(cert, 'seconds')}; slowest input {_fmt_s(cert, 'max_cpu_seconds')}")
-            table.append([name, "certify (per input)", f"{_fmt_s(cert)} ({_fmt_mem(cert)})", detail, "", "", "", ""])
+                f"crown {_fmt_s(cert, 'crown_cpu_seconds')}, falsifier {_fmt_s(cert, 'falsifier_cpu_seconds')} (CPU "
+                f"time); wall {_fmt_s(cert, 'seconds')}; slowest input {_fmt_s(cert, 'max_' + key)}")
+            table.append([name, "certify (per input)", f"{_fmt_s(cert, key)} ({_fmt_mem(cert)})", detail, "", "", "",
+                          ""])
     out = Path(args.out)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     write_csv(out / "crown_vs_lirpa.csv", [{k: r.get(k, "") for k in keys} for r in rows])
@@ -324,10 +364,18 @@ def main() -> None:
               "tightness vs auto_LiRPA f32: ours f64 / f32, relative (median; share ≥ −1e-6)"]
     load_end = os.getloadavg()
     rounds = f", the tools interleaved in {args.rounds} rounds (median)" if args.rounds > 1 else ""
-    text = (f"CROWN margin bounds: CPU time per call (median of {args.repeats}{rounds}; one thread, so on an idle "
-            f"machine about the wall time, which the CSV has too) and peak resident memory of the process (MB, "
-            f"including torch). Certify: CPU time per input (median of {args.certify_inputs}), its crown and "
-            f"falsifier calls, wall time. Machine: {machine()}; one torch thread per process; glibc malloc thresholds "
+    if args.device == "cpu":
+        what = (f"CROWN margin bounds: CPU time per call (median of {args.repeats}{rounds}; one thread, so on an idle "
+                f"machine about the wall time, which the CSV has too) and peak resident memory of the process (MB, "
+                f"including torch). Certify: CPU time per input (median of {args.certify_inputs}), its crown and "
+                f"falsifier calls, wall time. Machine: {machine()}")
+    else:
+        gpu = next((r["gpu"] for r in rows if "gpu" in r), "the GPU")
+        what = (f"CROWN margin bounds on {gpu} (`--device cuda`): wall time per call (median of {args.repeats}"
+                f"{rounds}; each call ends by copying its bounds to the host) and the GPU's peak allocation (MB). "
+                f"Certify: wall time per input (median of {args.certify_inputs}), the CPU time of its crown and "
+                f"falsifier calls. Host: {machine()}")
+    text = (f"{what}; one torch thread per process; glibc malloc thresholds "
             f"{'adaptive (glibc default)' if args.default_malloc else 'fixed (STEADY_MALLOC)'}; 1-minute load average "
             f"{load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end. "
             f"Command: `python -m benchmarks.crown_vs_lirpa{_command_options(args)}`.\n\n"
@@ -351,7 +399,7 @@ def _median_run(runs: list[dict]) -> dict:
 
 def _command_options(args: argparse.Namespace) -> str:
     defaults = {"batches": "1,16,256", "cifar_batches": "1,16", "nets": ",".join(NETS), "repeats": 5, "rounds": 1,
-                "certify_inputs": 5}
+                "certify_inputs": 5, "device": "cpu"}
     return "".join(f" --{k.replace('_', '-')} {shlex.quote(str(getattr(args, k)))}" for k, v in defaults.items()
                    if getattr(args, k) != v) + (" --default-malloc" if args.default_malloc else "")
 
@@ -363,7 +411,10 @@ def _fmt_s(r: dict, key: str = "cpu_seconds") -> str:
 
 
 def _fmt_mem(r: dict) -> str:
-    return "" if "error" in r else f"{r['peak_mb']:.0f}"
+    """The process's resident peak, or on a GPU its peak allocation (MB)."""
+    if "error" in r:
+        return ""
+    return f"{r['gpu_peak_mb']:.0f} GPU" if "gpu_peak_mb" in r else f"{r['peak_mb']:.0f}"
 
 
 def _tightness(ours: dict, theirs: np.ndarray) -> str:
@@ -375,18 +426,17 @@ def _tightness(ours: dict, theirs: np.ndarray) -> str:
     return f"{np.median(diff):+.1e}; {np.mean(diff >= -1e-6):.0%}"
 
 
-def _table_row(name: str, batch: int, got: dict[str, dict]) -> list[object]:
+def _table_row(name: str, batch: int, got: dict[str, dict], key: str = "cpu_seconds") -> list[object]:
+    """One bound row; times (and speed-ups) by ``key``: ``cpu_seconds``, or ``seconds`` (wall) on a GPU."""
     ours64, ours32 = got.get("ours-float64", {}), got.get("ours-float32", {})
     l32, l64 = got.get("lirpa-float32", {"error": "not installed"}), got.get("lirpa-float64", {"error": "not installed"})
     speed = tight = ""
-    if "cpu_seconds" in l32:
-        speed = " / ".join(f"{l32['cpu_seconds'] / r['cpu_seconds']:.1f}×" if "cpu_seconds" in r else "—"
-                           for r in (ours64, ours32))
+    if key in l32:
+        speed = " / ".join(f"{l32[key] / r[key]:.1f}×" if key in r else "—" for r in (ours64, ours32))
     if "bounds" in l32:
         theirs = np.asarray(l32["bounds"])
         tight = " / ".join(_tightness(r, theirs) for r in (ours64, ours32))
-    return [name, batch, f"{_fmt_s(ours64)} ({_fmt_mem(ours64)})", f"{_fmt_s(ours32)} ({_fmt_mem(ours32)})",
-            f"{_fmt_s(l32)} ({_fmt_mem(l32)})", f"{_fmt_s(l64)} ({_fmt_mem(l64)})", speed, tight]
+    return [name, batch, *(f"{_fmt_s(r, key)} ({_fmt_mem(r)})" for r in (ours64, ours32, l32, l64)), speed, tight]
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from parallelepipedonn.io_utils import sha256_file
 from parallelepipedonn.recheck import Outcome, recheck
 from parallelepipedonn.search import SEARCHES, Status
 from tests.crafted_nets import Crafted, all_cases, fmt, save_float64_onnx, truly_misclassified
+from tests.devices import DEVICES
 
 CASES = all_cases()
 BY_KEY = {c.key: c for c in CASES}
@@ -60,19 +61,25 @@ OPTIONAL = {"lirpa": lirpa_available, "marabou": marabou_available}
 CASCADES = ["crown+alpha-crown+bab", "attack+crown+milp", "crown+alpha-crown+milp"]
 #: float32 bound propagation, where an oracle offers it (``dtype``)
 FLOAT32 = [f"{name}@float32" for name in sorted(oracle_entries()) if accepts_option(name, "dtype")]
-ORACLES = sorted(oracle_entries()) + CASCADES + FLOAT32
+#: on a GPU (where torch sees one: tests/devices.py), every oracle that takes a device, in
+#: float64 and, where it offers it, float32
+ON_GPU = [f"{name}@{where}" for name in sorted(oracle_entries()) if accepts_option(name, "device")
+          for where in ("cuda", "cuda-float32") if where == "cuda" or accepts_option(name, "dtype")
+          ] if "cuda" in DEVICES else []
+ORACLES = sorted(oracle_entries()) + CASCADES + FLOAT32 + ON_GPU
 
 
 def build_oracle(spec: str, net):
-    """The oracle ``spec`` names (``name@float32``: with ``dtype="float32"``), with the
-    per-query time limit; skips an optional backend that is not installed."""
-    name, _, dtype = spec.partition("@")
+    """The oracle ``spec`` names (after ``@``: ``float32`` for ``dtype="float32"``, ``cuda``
+    for ``device="cuda"``, joined by ``-``), with the per-query time limit; skips an optional
+    backend that is not installed."""
+    name, _, how = spec.partition("@")
     for part in name.split("+"):
         if part in OPTIONAL and not OPTIONAL[part]():
             pytest.skip(f"{part} is not installed")
-    options = {"time_limit": LIMIT} if accepts_option(name, "time_limit") else {}
-    if dtype:
-        options["dtype"] = dtype
+    options: dict = {"time_limit": LIMIT} if accepts_option(name, "time_limit") else {}
+    for word in how.split("-") if how else ():
+        options["device" if word == "cuda" else "dtype"] = word
     return make_oracle(name, net, **options)
 
 

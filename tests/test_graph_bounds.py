@@ -18,6 +18,7 @@ from parallelepipedonn import graph_nodes as gn
 from parallelepipedonn.certify import CertifyConfig
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.graph import Graph
+from tests.devices import DEVICES
 from tests.graph_nets import Builder, mixed, residual, small_cnn
 from tests.nets import random_network
 
@@ -68,13 +69,14 @@ def test_on_chains_the_graph_crown_gives_the_chain_crown_bounds(seed, sizes, sha
 
 
 # -- soundness ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", GRAPHS)
-def test_proven_margin_bounds_are_below_every_sampled_and_attacked_margin(name, dtype):
+def test_proven_margin_bounds_are_below_every_sampled_and_attacked_margin(name, dtype, device):
     rng = np.random.default_rng(7)
     for seed in range(3):
         g = GRAPHS[name](seed=seed)
-        oracle = CrownOracle(g, dtype=dtype)
+        oracle = CrownOracle(g, dtype=dtype, device=device)
         x = rng.random((4, g.n_inputs))
         for eps in (0.003, 0.05):
             for label in range(g.n_classes):
@@ -84,16 +86,17 @@ def test_proven_margin_bounds_are_below_every_sampled_and_attacked_margin(name, 
                 assert (worst <= _pgd_margins(g, x, eps, label)).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", GRAPHS)
-def test_a_verified_box_contains_no_misclassified_point(name, dtype):
+def test_a_verified_box_contains_no_misclassified_point(name, dtype, device):
     rng = np.random.default_rng(3)
     verified = 0
     for seed in range(4):
         g = GRAPHS[name](seed=seed)
         x = rng.random((6, g.n_inputs))
         labels = g.predict(x)
-        oracle = CrownOracle(g, dtype=dtype)
+        oracle = CrownOracle(g, dtype=dtype, device=device)
         for i, label in enumerate(labels):
             for eps in (0.001, 0.01):
                 answer = oracle.verify_box(x[i] - eps, x[i] + eps, int(label))
@@ -242,11 +245,12 @@ def test_windowed_intermediate_bounds_equal_the_full_pass(make, seed, monkeypatc
             np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-9, atol=1e-9 * float(q.abs().max()))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_windowed_bounds_are_below_every_sampled_margin(dtype):
+def test_windowed_bounds_are_below_every_sampled_margin(dtype, device):
     rng = np.random.default_rng(11)
     for g in [_conv_chain(seed) for seed in range(4)] + [_residual_convs(1)]:
-        oracle = CrownOracle(g, dtype=dtype)
+        oracle = CrownOracle(g, dtype=dtype, device=device)
         assert oracle.graph_tensors.windows
         x = rng.random((3, g.n_inputs))
         residual = g.name.startswith("residual")  # its forward pass is slower: fewer samples

@@ -14,6 +14,7 @@ from oracles.base import Verdict
 from oracles.crown import CrownOracle
 from parallelepipedonn import graph_nodes as gn
 from parallelepipedonn.graph import Graph
+from tests.devices import DEVICES
 
 F = Fraction
 
@@ -37,24 +38,27 @@ def _subnormal_f32_weight_graph(relu: bool) -> tuple[Graph, float, Fraction]:
     return Graph((1,), tuple(nodes)), x, exact
 
 
-def test_float32_crown_covers_the_rounding_of_weights_below_float32s_normal_range():
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_crown_covers_the_rounding_of_weights_below_float32s_normal_range(device):
     g, x, exact = _subnormal_f32_weight_graph(relu=False)
     assert not g.is_chain and exact == -(F(2) ** 48)
     assert g.exact_margin([x], 0) == exact and g.misclassified([[x]], 0)[0]
     for dtype in ("float64", "float32"):
-        answer = CrownOracle(g, dtype=dtype).verify_box([x], [x], 0)
+        answer = CrownOracle(g, dtype=dtype, device=device).verify_box([x], [x], 0)
         assert answer.verdict is not Verdict.VERIFIED, dtype
 
 
-def test_float32_chain_crown_covers_the_rounding_of_weights_below_float32s_normal_range():
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_chain_crown_covers_the_rounding_of_weights_below_float32s_normal_range(device):
     g, x, exact = _subnormal_f32_weight_graph(relu=True)
     assert g.is_chain and g.exact_margin([x], 0) == exact < 0
-    answer = CrownOracle(g.as_network(), dtype="float32").verify_box([x], [x], 0)
+    answer = CrownOracle(g.as_network(), dtype="float32", device=device).verify_box([x], [x], 0)
     assert answer.verdict is not Verdict.VERIFIED
 
 
 # -- non-finite intermediate bounds -------------------------------------------------------------
-def test_a_box_that_overflows_is_unknown_without_costing_the_other_boxes_of_its_batch():
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_box_that_overflows_is_unknown_without_costing_the_other_boxes_of_its_batch(device):
     """``ReLU(ReLU(1e300 x))`` (a ReLU read by a ReLU) overflows on the box around
     ``x = 1e10``: that box is UNKNOWN; the box ``[0, 1]^2`` of the same batch is still
     proven (margin >= 1: ``logit_0 = 1 + 2e-300 relu(1e300 x_0) >= 1``, ``logit_1 = 0``),
@@ -64,7 +68,7 @@ def test_a_box_that_overflows_is_unknown_without_costing_the_other_boxes_of_its_
              _dense(4, [[1e-300, 0], [0, 0]], [1.0, 0.0])]
     g = Graph((2,), tuple(nodes))
     for dtype in ("float64", "float32"):
-        oracle = CrownOracle(g, dtype=dtype)
+        oracle = CrownOracle(g, dtype=dtype, device=device)
         ok, overflow = oracle.verify(np.array([[0.0, 0.0], [1e10, 0.0]]), np.array([[1.0, 1.0], [1e10, 1.0]]), 0)
         assert overflow.verdict is Verdict.UNKNOWN and oracle.stats.errors == 0, dtype
         if dtype == "float64":
