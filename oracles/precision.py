@@ -39,8 +39,9 @@ def sound_kernels(device: str | torch.device, dtype: torch.dtype | None = None) 
     """Within the block, products round as the error model assumes (sums of products,
     each rounded once in the tensors' dtype): float32 matrix products and convolutions at
     full precision (no TF32 or bfloat16 passes, whatever ``torch.set_float32_matmul_precision``
-    or the backends' ``fp32_precision`` say, through either API), on CUDA no cuDNN (its FFT /
-    Winograd convolutions and TF32); in any dtype, subnormal results kept on the CPU (not
+    or the backends' ``fp32_precision`` say, through either API, and outside any
+    ``torch.autocast`` block of the caller), on CUDA no cuDNN (its FFT / Winograd
+    convolutions and TF32); in any dtype, subnormal results kept on the CPU (not
     flushed to zero: :func:`~parallelepipedonn.tolerances.gradual_underflow`). The caller's
     settings are restored after. float64 on a CPU (``dtype``) needs only the last."""
     cuda = torch.device(device).type == "cuda"
@@ -65,7 +66,8 @@ def sound_kernels(device: str | torch.device, dtype: torch.dtype | None = None) 
             matmul.allow_tf32 = False
         if cuda:
             torch.backends.cudnn.enabled = False
-        with gradual_underflow():
+        # autocast (a caller's ``torch.autocast`` block) would run float32 products in bfloat16 / float16
+        with gradual_underflow(), torch.autocast(torch.device(device).type, enabled=False):
             yield
     finally:
         torch.backends.cudnn.enabled = cudnn

@@ -272,6 +272,24 @@ def test_float32_bounds_are_the_same_under_every_reduced_precision_setting_of_ei
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.mark.parametrize("graph", [False, True], ids=["chain", "graph"])
+def test_float32_bounds_are_the_same_inside_a_callers_autocast_block(graph):
+    """Inside ``torch.autocast("cpu")`` float32 products would run in bfloat16 (bounds off by
+    about 3e-3 on these nets, far beyond float32's slack): the oracles compute outside it."""
+    import torch
+
+    from oracles import CrownOracle
+    from tests.graph_nets import small_cnn
+
+    net = small_cnn(0) if graph else random_network(0, [6, 30, 30, 3])
+    lo, hi = np.full((2, net.n_inputs), 0.4), np.full((2, net.n_inputs), 0.6)
+    oracle = CrownOracle(net, dtype="float32")
+    reference = oracle.margin_lower_bounds(lo, hi, 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        np.testing.assert_array_equal(oracle.margin_lower_bounds(lo, hi, 0), reference)
+        assert torch.is_autocast_enabled("cpu")
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_boxes_with_a_non_finite_bound_are_found_whatever_their_finite_numbers(dtype):
     """``nonfinite_rows`` marks a box with any infinite or NaN entry, and no box of finite
