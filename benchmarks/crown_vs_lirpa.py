@@ -302,6 +302,7 @@ def main() -> None:
     ap.add_argument("--certify-inputs", type=int, default=5, help="inputs certified per net (0: none)")
     ap.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc thresholds adaptive "
                     "(default: fixed in every process, see STEADY_MALLOC)")
+    ap.add_argument("--tools", default=",".join(TOOLS), help=f"which of {', '.join(TOOLS)} to run (default: all)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both tools compute (default: "
                     "cpu; cuda: times are wall times, memory the GPU's peak allocation)")
     ap.add_argument("--out", default=str(RESULTS))
@@ -321,7 +322,10 @@ def main() -> None:
     key = "cpu_seconds" if args.device == "cpu" else "seconds"
     from oracles import lirpa_available
 
-    tools = [t for t in TOOLS if t.startswith("ours") or lirpa_available()]
+    asked = [t for t in args.tools.split(",") if t]
+    if unknown := sorted(set(asked) - set(TOOLS)):
+        ap.error(f"--tools: unknown {', '.join(unknown)} (known: {', '.join(TOOLS)})")
+    tools = [t for t in TOOLS if t in asked and (t.startswith("ours") or lirpa_available())]
     rows, table = [], []
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -399,7 +403,7 @@ def _median_run(runs: list[dict]) -> dict:
 
 def _command_options(args: argparse.Namespace) -> str:
     defaults = {"batches": "1,16,256", "cifar_batches": "1,16", "nets": ",".join(NETS), "repeats": 5, "rounds": 1,
-                "certify_inputs": 5, "device": "cpu"}
+                "certify_inputs": 5, "tools": ",".join(TOOLS), "device": "cpu"}
     return "".join(f" --{k.replace('_', '-')} {shlex.quote(str(getattr(args, k)))}" for k, v in defaults.items()
                    if getattr(args, k) != v) + (" --default-malloc" if args.default_malloc else "")
 
@@ -428,15 +432,16 @@ def _tightness(ours: dict, theirs: np.ndarray) -> str:
 
 def _table_row(name: str, batch: int, got: dict[str, dict], key: str = "cpu_seconds") -> list[object]:
     """One bound row; times (and speed-ups) by ``key``: ``cpu_seconds``, or ``seconds`` (wall) on a GPU."""
-    ours64, ours32 = got.get("ours-float64", {}), got.get("ours-float32", {})
-    l32, l64 = got.get("lirpa-float32", {"error": "not installed"}), got.get("lirpa-float64", {"error": "not installed"})
+    ours64, ours32 = got.get("ours-float64", {"error": "not run"}), got.get("ours-float32", {"error": "not run"})
+    l32, l64 = got.get("lirpa-float32", {"error": "not run"}), got.get("lirpa-float64", {"error": "not run"})
     speed = tight = ""
     if key in l32:
         speed = " / ".join(f"{l32[key] / r[key]:.1f}×" if key in r else "—" for r in (ours64, ours32))
     if "bounds" in l32:
         theirs = np.asarray(l32["bounds"])
         tight = " / ".join(_tightness(r, theirs) for r in (ours64, ours32))
-    return [name, batch, *(f"{_fmt_s(r, key)} ({_fmt_mem(r)})" for r in (ours64, ours32, l32, l64)), speed, tight]
+    cells = ("—" if r.get("error") == "not run" else f"{_fmt_s(r, key)} ({_fmt_mem(r)})" for r in (ours64, ours32, l32, l64))
+    return [name, batch, *cells, speed, tight]
 
 
 if __name__ == "__main__":
