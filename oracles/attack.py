@@ -63,6 +63,8 @@ class AttackOracle(Oracle):
         others = torch.cat([logits[:, :label], logits[:, label + 1:]], dim=1)
         return logits[:, label] - others.max(dim=1).values
 
+    @torch.inference_mode(False)  # gradient steps, whatever the caller's grad mode
+    @torch.enable_grad()
     def search(self, lower: FloatArray, upper: FloatArray, label: int,
                starts: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
         """Best point found in each box and its float64 margin (not yet confirmed).
@@ -159,6 +161,8 @@ class AttackOracle(Oracle):
                 else Answer(Verdict.UNKNOWN, reason=f"no counterexample found (best margin {m:.3g})")
                 for p, m in zip(points, margins)]
 
+    @torch.inference_mode(False)  # gradient steps, whatever the caller's grad mode
+    @torch.enable_grad()
     def class_points(self, lower: FloatArray, upper: FloatArray, label: int, count: int = 64,
                      steps: int = 30) -> FloatArray:
         """Points of the box that the network classifies ``label`` (ties included, checked

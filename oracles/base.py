@@ -26,6 +26,7 @@ import contextlib
 import enum
 import functools
 import logging
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -171,18 +172,24 @@ class OracleStats:
 
 #: An oracle's constructor (which prepares the constants of its error bounds) and public
 #: queries: each runs with gradual underflow (subnormal numbers kept:
-#: :func:`~parallelepipedonn.tolerances.gradual_underflow`), whichever class defines it.
+#: :func:`~parallelepipedonn.tolerances.gradual_underflow`) and outside a caller's
+#: ``torch.inference_mode`` (whose tensors no gradient step can use), whichever class defines it.
 NUMERIC_ENTRY_POINTS = ("__init__", "verify", "class_region", "coordinate_extreme", "min_distance",
                         "class_extremes", "margin_lower_bounds")
 
 
 def _under_gradual_underflow(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``method`` run within :func:`~parallelepipedonn.tolerances.gradual_underflow`."""
+    """``method`` run within :func:`~parallelepipedonn.tolerances.gradual_underflow`, and
+    with inference mode off (where torch is imported and it is on)."""
     if getattr(method, "gradual_underflow", False):
         return method
 
     @functools.wraps(method)
     def run(*args: Any, **kwargs: Any) -> Any:
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.is_inference_mode_enabled():
+            with torch.inference_mode(False), gradual_underflow():
+                return method(*args, **kwargs)
         with gradual_underflow():
             return method(*args, **kwargs)
 

@@ -6,7 +6,8 @@ tensors rounded outward (:func:`box_tensors`)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,21 +35,36 @@ def _fp32_backends() -> list[object]:
     return found
 
 
-@contextlib.contextmanager
-def sound_kernels(device: str | torch.device, dtype: torch.dtype | None = None) -> Iterator[None]:
-    """Within the block, products round as the error model assumes (sums of products,
-    each rounded once in the tensors' dtype): float32 matrix products and convolutions at
-    full precision (no TF32 or bfloat16 passes, whatever ``torch.set_float32_matmul_precision``
-    or the backends' ``fp32_precision`` say, through either API, and outside any
-    ``torch.autocast`` block of the caller), on CUDA no cuDNN (its FFT / Winograd
-    convolutions and TF32); in any dtype, subnormal results kept on the CPU (not
-    flushed to zero: :func:`~parallelepipedonn.tolerances.gradual_underflow`). The caller's
-    settings are restored after. float64 on a CPU (``dtype``) needs only the last."""
-    cuda = torch.device(device).type == "cuda"
-    if dtype == torch.float64 and not cuda:
-        with gradual_underflow():
-            yield
-        return
+class _FullPrecision:
+    """torch's process-wide precision settings at full precision while any thread is inside
+    :func:`sound_kernels`: set when the first enters, the caller's restored when the last
+    leaves (one thread leaving must not hand another, still computing, the caller's reduced
+    precision)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._restore: Callable[[], None] | None = None
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._inside == 0:
+                self._restore = _set_full_precision()
+            self._inside += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0 and self._restore is not None:
+                self._restore()
+                self._restore = None
+
+
+def _set_full_precision() -> Callable[[], None]:
+    """Sets float32 products to full precision through both of torch's APIs (the legacy
+    ``set_float32_matmul_precision``, whose getter refuses once the newer API was used, and
+    the backends' ``fp32_precision``), TF32 off on a torch before the newer API, cuDNN off;
+    returns what restores the caller's settings."""
     fp32 = _fp32_backends()
     saved = [(obj, obj.fp32_precision) for obj in fp32]
     try:  # the legacy getter refuses once the newer API was used: then the values above restore it
@@ -56,20 +72,16 @@ def sound_kernels(device: str | torch.device, dtype: torch.dtype | None = None) 
     except RuntimeError:
         legacy = None
     matmul = torch.backends.cuda.matmul
-    tf32 = matmul.allow_tf32 if cuda and not hasattr(matmul, "fp32_precision") else None  # a torch before the newer API
+    tf32 = not hasattr(matmul, "fp32_precision") and matmul.allow_tf32  # a torch before the newer API
     cudnn = torch.backends.cudnn.enabled
-    try:
-        torch.set_float32_matmul_precision("highest")  # the setter never refuses
-        for obj in fp32:
-            obj.fp32_precision = "ieee"
-        if tf32:
-            matmul.allow_tf32 = False
-        if cuda:
-            torch.backends.cudnn.enabled = False
-        # autocast (a caller's ``torch.autocast`` block) would run float32 products in bfloat16 / float16
-        with gradual_underflow(), torch.autocast(torch.device(device).type, enabled=False):
-            yield
-    finally:
+    torch.set_float32_matmul_precision("highest")  # the setter never refuses
+    for obj in fp32:
+        obj.fp32_precision = "ieee"
+    if tf32:
+        matmul.allow_tf32 = False
+    torch.backends.cudnn.enabled = False
+
+    def restore() -> None:
         torch.backends.cudnn.enabled = cudnn
         if tf32:
             matmul.allow_tf32 = True
@@ -78,6 +90,36 @@ def sound_kernels(device: str | torch.device, dtype: torch.dtype | None = None) 
         for obj, value in saved:
             if obj.fp32_precision != value:
                 obj.fp32_precision = value
+
+    return restore
+
+
+_FULL_PRECISION = _FullPrecision()
+
+
+@contextlib.contextmanager
+def sound_kernels(device: str | torch.device, dtype: torch.dtype | None = None) -> Iterator[None]:
+    """Within the block, products round as the error model assumes (sums of products,
+    each rounded once in the tensors' dtype): float32 matrix products and convolutions at
+    full precision (no TF32 or bfloat16 passes, whatever ``torch.set_float32_matmul_precision``
+    or the backends' ``fp32_precision`` say, through either API, and outside any
+    ``torch.autocast`` block of the caller), no cuDNN (its FFT / Winograd convolutions and
+    TF32 on CUDA); in any dtype, subnormal results kept (not flushed to zero:
+    :func:`~parallelepipedonn.tolerances.gradual_underflow`). The caller's settings are
+    restored after (process-wide ones when the last thread inside leaves:
+    :class:`_FullPrecision`). float64 on a CPU (``dtype``) needs only the last."""
+    cuda = torch.device(device).type == "cuda"
+    if dtype == torch.float64 and not cuda:
+        with gradual_underflow():
+            yield
+        return
+    _FULL_PRECISION.enter()
+    try:
+        # autocast (a caller's ``torch.autocast`` block) would run float32 products in bfloat16 / float16
+        with gradual_underflow(), torch.autocast(torch.device(device).type, enabled=False):
+            yield
+    finally:
+        _FULL_PRECISION.leave()
 
 
 def subnormal_rounding(arrays: Sequence[np.ndarray], dtype: torch.dtype) -> float:

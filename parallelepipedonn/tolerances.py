@@ -159,34 +159,93 @@ def solver_trusted(scale: float) -> bool:
     return solver_error(scale) <= PROOF_MARGIN * (1 + 1e-12)
 
 
+#: 2^-1062, a subnormal number, made from its bits: a literal (``2.0**-1062``) would be
+#: folded to 0 when this module is compiled in a thread that flushes subnormals.
+_SUBNORMAL = np.array([1 << 12], dtype=np.uint64).view(np.float64)
+
+
 def flushes_subnormals() -> bool:
     """Whether this thread's floating-point unit flushes subnormal results to zero or reads
     subnormal operands as zero (x86's FTZ / DAZ modes, which ``torch.set_flush_denormal``
     sets for the calling thread; numpy's arithmetic in that thread runs under them too)."""
-    tiny = np.float64(2.0**-1000)
-    return bool(tiny * np.float64(2.0**-60) == 0.0 or np.float64(2.0**-1060) * np.float64(1.0) == 0.0)
+    return bool(np.float64(2.0**-1000) * np.float64(2.0**-60) == 0.0 or _SUBNORMAL[0] * np.float64(1.0) == 0.0)
+
+
+#: Per torch thread count, whether torch's worker threads flush subnormals; whether numpy's
+#: BLAS threads do (``None``: not checked yet). Checked once each: a worker's mode is its
+#: creator's at creation, and a pool found flushing is kept out for good (a pool resized
+#: after may mix threads of both kinds).
+_TORCH_WORKERS_FLUSH: dict[int, bool] = {}
+_BLAS_FLUSH: list[bool] = []
+
+
+def _torch_workers_flush() -> bool:
+    """Whether torch's intra-op worker threads flush subnormals (they take the mode of the
+    thread that started them: ``torch.set_flush_denormal(True)`` before torch's first
+    parallel operation leaves every worker flushing). False where torch is not imported
+    or runs on one thread."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or (n := torch.get_num_threads()) <= 1:
+        return False
+    if True in _TORCH_WORKERS_FLUSH.values():
+        return True
+    if n not in _TORCH_WORKERS_FLUSH:
+        products = torch.full((n * 2**16,), 2.0**-500, dtype=torch.float64) * 2.0**-550  # 2^-1050: subnormal
+        _TORCH_WORKERS_FLUSH[n] = bool((products == 0).any())
+    return _TORCH_WORKERS_FLUSH[n]
+
+
+def _blas_threads_flush() -> bool:
+    """Whether numpy's BLAS threads flush subnormals (they take the mode of the thread that
+    imported numpy: a flush-to-zero mode set before, e.g. by an extension built with
+    ``-ffast-math``, leaves them flushing)."""
+    if not _BLAS_FLUSH:
+        products = np.full((256, 256), 2.0**-500) @ np.full((256, 256), 2.0**-560)  # sums of 2^-1060: subnormal
+        _BLAS_FLUSH.append(bool((products == 0).any()))
+    return _BLAS_FLUSH[0]
 
 
 @contextlib.contextmanager
 def gradual_underflow() -> Iterator[None]:
-    """Within the block, this thread keeps subnormal numbers, as the error model assumes: a
-    product that underflows is off by at most one subnormal spacing (2^-1074 in float64,
+    """Within the block, the computation keeps subnormal numbers, as the error model assumes:
+    a product that underflows is off by at most one subnormal spacing (2^-1074 in float64,
     2^-149 in float32). Flushed to zero it would be off by up to the smallest normal number
     (2^-1022, 2^-126), which the bounds do not charge: a product of 2^-1050 lost to a
     flush, times an input of 2^1020, moves a margin by 2^-30 (``tests/test_float_soundness.py``
-    builds such a network). ``torch.set_flush_denormal(True)`` is turned off for the block
-    and on again after; :class:`~parallelepipedonn.errors.ConfigError` if the flush cannot
-    be turned off."""
-    if not flushes_subnormals():
-        yield
-        return
-    import torch
+    builds such networks). This thread's ``torch.set_flush_denormal(True)`` is turned off
+    for the block and on again after; torch's worker threads, if they flush (started while
+    it was on), are left out (one torch thread for the block); numpy's BLAS threads, if they
+    flush, are limited to one for the block (``threadpoolctl``). A
+    :class:`~parallelepipedonn.errors.ConfigError` where none of this can be done."""
+    caller = flushes_subnormals()
+    if caller:
+        import torch
 
-    torch.set_flush_denormal(False)
-    try:
-        if flushes_subnormals():
-            raise ConfigError("this thread flushes subnormal numbers to zero and torch.set_flush_denormal(False) "
+        torch.set_flush_denormal(False)
+    with contextlib.ExitStack() as stack:
+        try:
+            if caller and flushes_subnormals():
+                raise ConfigError("this thread flushes subnormal numbers to zero and torch.set_flush_denormal(False) "
                                   "does not stop it: bounds and checks would not cover the rounding")
-        yield
-    finally:
-        torch.set_flush_denormal(True)
+            if _torch_workers_flush():
+                import torch
+
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+                stack.callback(torch.set_num_threads, threads)
+            if _blas_threads_flush():
+                try:
+                    from threadpoolctl import threadpool_limits
+                except ImportError as exc:
+                    raise ConfigError("numpy's BLAS threads flush subnormal numbers to zero (a flush-to-zero mode was "
+                                      "on when numpy was imported) and threadpoolctl is not installed to keep them "
+                                      "out: set OPENBLAS_NUM_THREADS=1, or install threadpoolctl") from exc
+                stack.enter_context(threadpool_limits(1, user_api="blas"))
+            yield
+        finally:
+            if caller:
+                import torch
+
+                torch.set_flush_denormal(True)

@@ -102,4 +102,9 @@ def test_crown_vs_lirpa_rows_give_both_dtypes_speed_ups_and_tightness():
     row = _table_row("net", 1, {"ours-float64": ours64, "ours-float32": ours32, "lirpa-float32": theirs})
     assert row[6] == "3.0× / 2.0×"
     assert row[7] == "-1.0e-09; 100% / -4.0e-02; 0%"  # relative to max(1, |theirs|); f32 loses 3% and 5%
-    assert "not installed" in row[5]
+    assert row[5] == "—"  # a tool not run (not installed, or left out by --tools)
+    gpu = {k: {**r, "seconds": r["cpu_seconds"] / 10, "gpu_peak_mb": 50} for k, r in
+           {"ours-float64": ours64, "ours-float32": ours32, "lirpa-float32": theirs}.items()}
+    gpu["lirpa-float32"]["seconds"] = 0.06  # on a GPU (--device cuda) the ratios are of wall times
+    row = _table_row("net", 1, gpu, "seconds")
+    assert row[6] == "6.0× / 4.0×" and row[2] == "10.0 ms (50 GPU)"

@@ -489,3 +489,145 @@ def test_rounding_error_bounds_of_a_margin_hold_with_torch_flushing_to_zero(grap
         torch.set_flush_denormal(False)
     assert abs(Fraction(float(margin[0])) - exact) <= Fraction(float(err[0]))
     assert misclassified.tolist() == [True]
+
+
+_WORKERS_FLUSH_CHECK = """
+import sys
+import numpy as np
+import torch
+torch.set_flush_denormal(True)           # e.g. at a program's start-up, for speed
+torch.set_num_threads(2)
+torch.ones(1 << 20).mul_(2)               # torch's worker threads start, flushing like their creator
+torch.set_flush_denormal(False)           # the caller's thread is clean again; the workers are not
+from oracles import make_oracle
+from parallelepipedonn.network import Affine, Network, ReLU
+n, a, b, x0 = 1 << 16, 2.0**-500, 2.0**-550, 2.0**1000   # b a = 2^-1050: a subnormal input coefficient
+c = 1.5 * 2.0**-34 - 2.0**-36 + 2.0**-38                  # margin = c - b relu(a sum x)
+net = Network.from_layers((n,), [Affine(np.full((1, n), a), np.zeros(1)), ReLU(),
+                                 Affine(np.array([[-b], [0.0]]), np.array([c, 0.0]))])
+lo, hi = np.full(n, x0 / 2), np.full(n, 1.5 * x0)
+assert net.exact_margin(hi, 0) < 0
+for name in ("crown", "alpha-crown", "input-split"):
+    answer = make_oracle(name, net).verify_box(lo, hi, 0)
+    assert not answer.verified, (name, answer)
+assert torch.get_num_threads() == 2
+"""
+
+
+def test_torch_worker_threads_that_flush_subnormals_are_kept_out_of_the_bounds():
+    """torch's worker threads take the flush-to-zero mode of the thread that started them:
+    turned on at start-up and off again, it stays on in the workers, where a 65,536-input
+    sum's products (``2^-1050`` each) were flushed and the box above proven (crown,
+    alpha-crown, bab, input-split). The bounds then run on one torch thread."""
+    _run_isolated(_WORKERS_FLUSH_CHECK)
+
+
+_BLAS_FLUSH_CHECK = """
+import ctypes, sys
+ctypes.CDLL(sys.argv[1]).set_ftz_daz()    # flush-to-zero before numpy is imported (a -ffast-math extension)
+import numpy as np
+import torch
+torch.set_flush_denormal(False)           # the caller's thread is clean; numpy's BLAS threads are not
+from parallelepipedonn.network import Affine, Network, ReLU
+n, k, a, x0 = 512, 64, 2.0**-540, 2.0**-500   # products 2^-1040, each hidden neuron 2^-1031
+net = Network.from_layers((n,), [Affine(np.full((k, n), a), np.zeros(k)), ReLU(),
+                                 Affine(np.vstack([np.full((1, k), 2.0**1000 / k), np.zeros((1, k))]),
+                                        np.array([-(2.0**-32), 0.0]))])
+x = np.full((256, n), x0)
+assert net.exact_margin(x[0], 0) == 2.0**-32
+for _ in range(3):
+    margin, err = net.margin_errors(x, 0)
+    assert (np.abs(margin - 2.0**-32) <= err).all(), margin.min()
+    assert not net.misclassified(x, 0).any()
+"""
+
+
+def test_numpy_blas_threads_that_flush_subnormals_are_kept_out_of_the_error_bounds(tmp_path):
+    """numpy's BLAS threads take the mode of the thread that imported numpy: with flush-to-
+    zero on then (an extension built with ``-ffast-math`` loaded first), half the rows of a
+    product of subnormal terms came out 0, and ``misclassified`` called correctly
+    classified points misclassified. The error bounds then run on one BLAS thread."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to set the flush-to-zero mode before numpy is imported")
+    src = tmp_path / "ftz.c"
+    src.write_text("#include <xmmintrin.h>\nvoid set_ftz_daz(void) { _mm_setcsr(_mm_getcsr() | 0x8040); }\n")
+    lib = tmp_path / "libftz.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(lib), str(src)], check=True, capture_output=True)
+    _run_isolated(_BLAS_FLUSH_CHECK, str(lib), threads="2")
+
+
+def _run_isolated(script: str, *args: str, threads: str | None = None) -> None:
+    """``script`` in a fresh Python process (its floating-point modes and thread pools are
+    its own), from the repository root; fails with its error output."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    if threads is not None:
+        env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = threads
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=root, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_flush_probe_holds_when_its_module_is_compiled_while_flushing():
+    """Compiled in a thread that flushes subnormals, a literal like ``2.0**-1062`` is folded
+    to 0, and a probe built on it would call every thread flushing (every oracle then
+    refused, and turned the caller's flush back on). The probe's subnormal is made from
+    its bits."""
+    import torch
+
+    from parallelepipedonn import tolerances
+
+    source = open(tolerances.__file__).read()
+    assert torch.set_flush_denormal(True)
+    try:
+        code = compile(source, tolerances.__file__, "exec")
+    finally:
+        torch.set_flush_denormal(False)
+    namespace = {"__name__": "parallelepipedonn.tolerances_copy", "__package__": "parallelepipedonn"}
+    exec(code, namespace)
+    assert not namespace["flushes_subnormals"]()
+    assert torch.set_flush_denormal(True)
+    try:
+        assert namespace["flushes_subnormals"]()
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_threads_inside_the_precision_guard_keep_full_precision_until_the_last_leaves():
+    """The precision settings are process-wide: a thread leaving the guard while another is
+    still computing must not hand that one the caller's reduced precision (nor lose it)."""
+    import threading
+    import time
+
+    import torch
+
+    from oracles.precision import sound_kernels
+
+    saved = torch.get_float32_matmul_precision()
+    seen: dict[str, str] = {}
+
+    def work(name: str, start: float, hold: float) -> None:
+        time.sleep(start)
+        with sound_kernels("cpu", torch.float32):
+            time.sleep(hold)
+            seen[name] = torch.get_float32_matmul_precision()
+
+    try:
+        torch.set_float32_matmul_precision("medium")
+        threads = [threading.Thread(target=work, args=("a", 0.0, 0.2)), threading.Thread(target=work, args=("b", 0.1, 0.3))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == {"a": "highest", "b": "highest"}
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(saved)

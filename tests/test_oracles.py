@@ -435,3 +435,26 @@ def test_a_cascade_under_a_time_limit_gives_each_stage_only_what_is_left(net):
     assert third.limits == [] and answer.verdict is Verdict.UNKNOWN and answer.timed_out
     assert "time out before test-slow" in answer.reason
     assert first.time_limit is None and second.time_limit is None      # restored after the block
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_oracles_answer_the_same_inside_a_callers_torch_grad_mode(mode):
+    """Built and asked inside ``torch.no_grad()`` or ``torch.inference_mode()``, every oracle
+    answers as outside: the attack's gradient steps (it answered UNKNOWN, its gradients
+    refused, under both) and the screen's (crown answered UNKNOWN everywhere on graphs
+    under inference mode) run whatever the caller's mode."""
+    import torch
+
+    from tests.graph_nets import small_cnn
+
+    net = small_cnn()
+    x = np.random.default_rng(1).uniform(0, 1, net.n_inputs)
+    label = int(net.predict(x[None])[0])
+    lower, upper = np.stack([x - 0.002, x - 0.2]), np.stack([x + 0.002, x + 0.2])
+    for name in ("crown", "alpha-crown", "attack", "input-split"):
+        want = [a.verdict for a in make_oracle(name, net).verify(lower, upper, label)]
+        with getattr(torch, mode)():
+            oracle = make_oracle(name, net)
+            got = [a.verdict for a in oracle.verify(lower, upper, label)]
+        assert got == want and oracle.stats.errors == 0, (name, got, want)
+    assert want[1] is Verdict.FALSIFIED
