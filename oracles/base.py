@@ -178,7 +178,7 @@ NUMERIC_ENTRY_POINTS = ("__init__", "verify", "class_region", "coordinate_extrem
                         "class_extremes", "margin_lower_bounds")
 
 
-def _under_gradual_underflow(method: Callable[..., Any]) -> Callable[..., Any]:
+def _numeric_entry(method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` run within :func:`~parallelepipedonn.tolerances.gradual_underflow`, and
     with inference mode off (where torch is imported and it is on)."""
     if getattr(method, "gradual_underflow", False):
@@ -218,7 +218,7 @@ class Oracle(ABC):
         for name in NUMERIC_ENTRY_POINTS:  # those it defines or takes from a mixin (Oracle's own are)
             method = getattr(cls, name, None)
             if callable(method) and not getattr(method, "gradual_underflow", False):
-                setattr(cls, name, _under_gradual_underflow(method))
+                setattr(cls, name, _numeric_entry(method))
 
     def __init__(self, network: Network | Graph, *, time_limit: float | None = None) -> None:
         #: the record of the chain expansion of a graph this oracle is bound to (or None)
@@ -253,20 +253,20 @@ class Oracle(ABC):
         answered = ", ".join(sorted(self.queries))
         return OracleError(f"oracle {self.name!r} does not answer {query} queries (it answers: {answered})")
 
-    @_under_gradual_underflow
+    @_numeric_entry
     def class_region(self, lower: ArrayLike, upper: ArrayLike, label: int, region: Box,
                      tolerance: float = 1e-4) -> RegionAnswer:
         """Is there a point of ``region`` that the network classifies ``label`` (ties
         included) outside ``[lower, upper]`` by more than ``tolerance``?"""
         raise self._unsupported("class_region")
 
-    @_under_gradual_underflow
+    @_numeric_entry
     def coordinate_extreme(self, label: int, index: int, maximize: bool, region: Box) -> Extreme:
         """Min (or max) of input coordinate ``index`` over the points of ``region`` that the
         network classifies ``label`` (ties included)."""
         raise self._unsupported("coordinate_extreme")
 
-    @_under_gradual_underflow
+    @_numeric_entry
     def min_distance(self, x: FloatArray, label: int, domain: Box, *, lower: float = 0.0,
                      counterexample: FloatArray | None = None, falsifier: Oracle | None = None,
                      time_limit: float | None = None, progress: Callable[[str], None] | None = None) -> Distance:
@@ -279,7 +279,7 @@ class Oracle(ABC):
         answer it directly."""
         raise self._unsupported("distance")
 
-    @_under_gradual_underflow
+    @_numeric_entry
     def class_extremes(self, label: int, region: Box, candidates: ArrayLike = (), **options: Any) -> ClassBox:
         """Min and max of every input coordinate over the points of ``region`` classified
         ``label`` (ties included): the class region's bounding box, as outer bounds.
@@ -305,7 +305,7 @@ class Oracle(ABC):
     def capabilities(self) -> Capabilities:
         return Capabilities(self.sound, self.complete, self.batched, self.queries)
 
-    @_under_gradual_underflow
+    @_numeric_entry
     def verify(self, lower: ArrayLike, upper: ArrayLike, label: int) -> tuple[Answer, ...]:
         """Robustness query for a batch of boxes ``[lower[b], upper[b]]`` and one label."""
         lo, hi = self._check_query(lower, upper, label)

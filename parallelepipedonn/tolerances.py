@@ -172,7 +172,7 @@ def flushes_subnormals() -> bool:
 
 
 #: Per torch thread count, whether torch's worker threads flush subnormals; whether numpy's
-#: BLAS threads do (``None``: not checked yet). Checked once each: a worker's mode is its
+#: BLAS threads do (empty: not checked yet). Checked once each: a worker's mode is its
 #: creator's at creation, and a pool found flushing is kept out for good (a pool resized
 #: after may mix threads of both kinds).
 _TORCH_WORKERS_FLUSH: dict[int, bool] = {}
