@@ -6,7 +6,8 @@
 #   device.txt     torch, CUDA and the GPU
 #   tests.log      the CUDA cases: tests/test_cuda.py and every device-parametrised
 #                  specification (soundness by sampling, attack and crafted nets, on the GPU)
-#   crown_vs_lirpa.md / .csv / bench.log   the benchmark with --device cuda (batches 1 and 256,
+#   crown_vs_lirpa.md / .csv / bench.log   the benchmark with --device cuda (written at its end:
+#                  300 s of the call; batches 1 and 256,
 #                  the CIFAR-size net 1 and 16; ours and auto_LiRPA float32: the bar of issue 14)
 # Each step has its own time limit, so that a hang in one leaves the others' results.
 set -uo pipefail
@@ -29,8 +30,8 @@ print("python", platform.python_version(), "torch", torch.__version__, "cuda", t
 print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
 PY
 workers=$($py -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
-timeout 200 $py -m pytest -q -p no:cacheprovider $workers -k cuda \
+timeout 180 $py -m pytest -q -p no:cacheprovider $workers -k cuda \
     tests/test_cuda.py tests/test_graph_bounds.py tests/test_graph_soundness.py tests/test_crafted_nets.py \
     2>&1 | tee "$out/tests.log"
-timeout 360 $py -m benchmarks.crown_vs_lirpa --device cuda --batches 1,256 --cifar-batches 1,16 \
+timeout 300 $py -m benchmarks.crown_vs_lirpa --device cuda --batches 1,256 --cifar-batches 1,16 \
     --tools ours-float64,ours-float32,lirpa-float32 --certify-inputs 5 --out "$out" 2>&1 | tee "$out/bench.log"

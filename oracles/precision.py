@@ -56,8 +56,10 @@ class _FullPrecision:
         with self._lock:
             self._inside -= 1
             if self._inside == 0 and self._restore is not None:
-                self._restore()
-                self._restore = None
+                try:
+                    self._restore()
+                finally:
+                    self._restore = None
 
 
 def _set_full_precision() -> Callable[[], None]:
@@ -74,12 +76,6 @@ def _set_full_precision() -> Callable[[], None]:
     matmul = torch.backends.cuda.matmul
     tf32 = not hasattr(matmul, "fp32_precision") and matmul.allow_tf32  # a torch before the newer API
     cudnn = torch.backends.cudnn.enabled
-    torch.set_float32_matmul_precision("highest")  # the setter never refuses
-    for obj in fp32:
-        obj.fp32_precision = "ieee"
-    if tf32:
-        matmul.allow_tf32 = False
-    torch.backends.cudnn.enabled = False
 
     def restore() -> None:
         torch.backends.cudnn.enabled = cudnn
@@ -91,6 +87,16 @@ def _set_full_precision() -> Callable[[], None]:
             if obj.fp32_precision != value:
                 obj.fp32_precision = value
 
+    try:
+        torch.set_float32_matmul_precision("highest")  # the setter never refuses
+        for obj in fp32:
+            obj.fp32_precision = "ieee"
+        if tf32:
+            matmul.allow_tf32 = False
+        torch.backends.cudnn.enabled = False
+    except BaseException:  # nothing left half set
+        restore()
+        raise
     return restore
 
 

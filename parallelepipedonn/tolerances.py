@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -171,11 +172,12 @@ def flushes_subnormals() -> bool:
     return bool(np.float64(2.0**-1000) * np.float64(2.0**-60) == 0.0 or _SUBNORMAL[0] * np.float64(1.0) == 0.0)
 
 
-#: Per torch thread count, whether torch's worker threads flush subnormals; whether numpy's
-#: BLAS threads do (empty: not checked yet). Checked once each: a worker's mode is its
+#: Per calling thread (OpenMP gives each its own pool of torch workers) and torch thread
+#: count, whether those workers flush subnormals; whether numpy's BLAS threads (one pool
+#: per process) do (empty: not checked yet). Checked once each: a worker's mode is its
 #: creator's at creation, and a pool found flushing is kept out for good (a pool resized
 #: after may mix threads of both kinds).
-_TORCH_WORKERS_FLUSH: dict[int, bool] = {}
+_TORCH_WORKERS = threading.local()
 _BLAS_FLUSH: list[bool] = []
 
 
@@ -189,12 +191,15 @@ def _torch_workers_flush() -> bool:
     torch = sys.modules.get("torch")
     if torch is None or (n := torch.get_num_threads()) <= 1:
         return False
-    if True in _TORCH_WORKERS_FLUSH.values():
+    seen: dict[int, bool] | None = getattr(_TORCH_WORKERS, "flush", None)
+    if seen is None:
+        seen = _TORCH_WORKERS.flush = {}
+    if True in seen.values():
         return True
-    if n not in _TORCH_WORKERS_FLUSH:
-        products = torch.full((n * 2**16,), 2.0**-500, dtype=torch.float64) * 2.0**-550  # 2^-1050: subnormal
-        _TORCH_WORKERS_FLUSH[n] = bool((products == 0).any())
-    return _TORCH_WORKERS_FLUSH[n]
+    if n not in seen:  # on the CPU whatever torch's default device: 2^-1050, a subnormal, per product
+        products = torch.full((n * 2**16,), 2.0**-500, dtype=torch.float64, device="cpu") * 2.0**-550
+        seen[n] = bool((products == 0).any())
+    return seen[n]
 
 
 def _blas_threads_flush() -> bool:
@@ -215,9 +220,11 @@ def gradual_underflow() -> Iterator[None]:
     (2^-1022, 2^-126), which the bounds do not charge: a product of 2^-1050 lost to a
     flush, times an input of 2^1020, moves a margin by 2^-30 (``tests/test_float_soundness.py``
     builds such networks). This thread's ``torch.set_flush_denormal(True)`` is turned off
-    for the block and on again after; torch's worker threads, if they flush (started while
-    it was on), are left out (one torch thread for the block); numpy's BLAS threads, if they
-    flush, are limited to one for the block (``threadpoolctl``). A
+    for the block and on again after (``torch.set_flush_denormal(True)`` then sets both x86
+    modes, flush-to-zero and denormals-are-zero, whichever the caller had); torch's worker
+    threads, if they flush (started while it was on), are left out (one torch thread for
+    the block); numpy's BLAS threads, if they flush, are limited to one for the block
+    (``threadpoolctl``; numpy's OpenBLAS here keeps that limit per calling thread). A
     :class:`~parallelepipedonn.errors.ConfigError` where none of this can be done."""
     caller = flushes_subnormals()
     if caller:
@@ -235,7 +242,7 @@ def gradual_underflow() -> Iterator[None]:
                 threads = torch.get_num_threads()
                 torch.set_num_threads(1)
                 stack.callback(torch.set_num_threads, threads)
-            if _blas_threads_flush():
+            if _blas_threads_flush():  # (this OpenBLAS keeps the limit per calling thread: set in each block)
                 try:
                     from threadpoolctl import threadpool_limits
                 except ImportError as exc:

@@ -499,6 +499,10 @@ torch.set_flush_denormal(True)           # e.g. at a program's start-up, for spe
 torch.set_num_threads(2)
 torch.ones(1 << 20).mul_(2)               # torch's worker threads start, flushing like their creator
 torch.set_flush_denormal(False)           # the caller's thread is clean again; the workers are not
+import threading
+from parallelepipedonn import tolerances
+other = threading.Thread(target=tolerances._torch_workers_flush)  # another thread's pool: clean
+other.start(); other.join()
 from oracles import make_oracle
 from parallelepipedonn.network import Affine, Network, ReLU
 n, a, b, x0 = 1 << 16, 2.0**-500, 2.0**-550, 2.0**1000   # b a = 2^-1050: a subnormal input coefficient
@@ -518,7 +522,9 @@ def test_torch_worker_threads_that_flush_subnormals_are_kept_out_of_the_bounds()
     """torch's worker threads take the flush-to-zero mode of the thread that started them:
     turned on at start-up and off again, it stays on in the workers, where a 65,536-input
     sum's products (``2^-1050`` each) were flushed and the box above proven (crown,
-    alpha-crown, bab, input-split). The bounds then run on one torch thread."""
+    alpha-crown, bab and input-split did; the quick three are asked here). Each calling
+    thread has its own pool (checked per thread: another thread's clean pool says nothing
+    of this one's). The bounds then run on one torch thread."""
     _run_isolated(_WORKERS_FLUSH_CHECK)
 
 
@@ -539,6 +545,20 @@ for _ in range(3):
     margin, err = net.margin_errors(x, 0)
     assert (np.abs(margin - 2.0**-32) <= err).all(), margin.min()
     assert not net.misclassified(x, 0).any()
+import threading, time
+from parallelepipedonn.tolerances import gradual_underflow
+wrong = []
+def hold(start, length):  # overlapping blocks: one leaving does not hand the other its flushing threads
+    time.sleep(start)
+    with gradual_underflow():
+        time.sleep(length)
+        for _ in range(20):
+            margin, err = net.margin_errors(x, 0)
+            wrong.append(not (np.abs(margin - 2.0**-32) <= err).all())
+threads = [threading.Thread(target=hold, args=(0.0, 0.2)), threading.Thread(target=hold, args=(0.1, 0.1))]
+for t in threads: t.start()
+for t in threads: t.join()
+assert len(wrong) == 40 and not any(wrong)
 """
 
 
@@ -547,12 +567,13 @@ def test_numpy_blas_threads_that_flush_subnormals_are_kept_out_of_the_error_boun
     zero on then (an extension built with ``-ffast-math`` loaded first), half the rows of a
     product of subnormal terms came out 0, and ``misclassified`` called correctly
     classified points misclassified. The error bounds then run on one BLAS thread."""
+    import platform
     import shutil
     import subprocess
 
     cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler to set the flush-to-zero mode before numpy is imported")
+    if cc is None or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("no C compiler, or not x86, to set the flush-to-zero mode before numpy is imported")
     src = tmp_path / "ftz.c"
     src.write_text("#include <xmmintrin.h>\nvoid set_ftz_daz(void) { _mm_setcsr(_mm_getcsr() | 0x8040); }\n")
     lib = tmp_path / "libftz.so"
