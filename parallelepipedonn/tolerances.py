@@ -224,7 +224,8 @@ def gradual_underflow() -> Iterator[None]:
     modes, flush-to-zero and denormals-are-zero, whichever the caller had); torch's worker
     threads, if they flush (started while it was on), are left out (one torch thread for
     the block); numpy's BLAS threads, if they flush, are limited to one for the block
-    (``threadpoolctl``; numpy's OpenBLAS here keeps that limit per calling thread). A
+    (``threadpoolctl``; with blocks overlapping in several threads the limit may outlast
+    them: slower, never wrong). A
     :class:`~parallelepipedonn.errors.ConfigError` where none of this can be done."""
     caller = flushes_subnormals()
     if caller:
@@ -242,7 +243,7 @@ def gradual_underflow() -> Iterator[None]:
                 threads = torch.get_num_threads()
                 torch.set_num_threads(1)
                 stack.callback(torch.set_num_threads, threads)
-            if _blas_threads_flush():  # (this OpenBLAS keeps the limit per calling thread: set in each block)
+            if _blas_threads_flush():  # set in each block (a count across threads computed wrong here)
                 try:
                     from threadpoolctl import threadpool_limits
                 except ImportError as exc:
