@@ -211,6 +211,10 @@ class Oracle(ABC):
     #: bound to its chain expansion (:func:`oracles.chain.chain_network`, recorded in
     #: :meth:`settings` as ``bridge``) or refuse it (a residual graph) when constructed
     reads_graphs: ClassVar[bool] = False
+    #: the torch device its computations run on (a ``torch.device`` where it takes one;
+    #: ``"cpu"`` for the backends without a device option): helpers it builds for the same
+    #: query (e.g. the exact search's CROWN floor) run there too
+    device: Any = "cpu"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -45,6 +45,8 @@ class Cascade(Oracle):
         #: the stage that answers each query (the last one that declares it)
         self.routes: dict[str, Oracle] = {q: s for s in self.stages for q in QUERIES if s.supports(q)}
         self.queries = frozenset(self.routes)  # type: ignore[misc]
+        #: the first stage's device other than the CPU (the stages share a device option)
+        self.device = next((s.device for s in self.stages if str(s.device) != "cpu"), self.stages[0].device)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "stages": [{"oracle": s.name, **s.settings()} for s in self.stages]}

@@ -261,7 +261,8 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
 
         apothem = result.box.apothem(xa, dom)
         radius = config.dual_radius * min(apothem if math.isfinite(apothem) and apothem > 0 else 1.0, 1.0)
-        dual = dual_box(network, label, x=xa, radius=radius, domain=dom, method=config.dual, workers=1)
+        dual = dual_box(network, label, x=xa, radius=radius, domain=dom, method=config.dual, workers=1,
+                        device=config.device)
         bound = dual.apothem_bound(xa, dom)
         dual_info = {"method": config.dual, "radius": radius, "apothem_bound": bound,
                      "covers_ball": dual.covers_region, "exact_bounds": dual.exact_count, "seconds": dual.seconds}

@@ -172,7 +172,7 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
              domain: Box | None = None, method: str = "milp", candidates: ArrayLike = (), workers: int = 2,
              time_limit: float | None = 60.0, precision: float = 1e-3,
              progress: Callable[[int], None] | None = None, model_path: str | None = None,
-             total_time_limit: float | None = None) -> DualBox:
+             total_time_limit: float | None = None, device: str = "cpu") -> DualBox:
     """The dual box of ``label`` over the domain, or over the ball of ``radius`` around
     ``x`` (see module docstring). ``candidates`` (e.g. training images of that class) can
     spare MILPs: those that are in the class and the region attain their coordinates.
@@ -180,7 +180,8 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
     solver call; ``total_time_limit`` (the complete methods) bounds the whole computation:
     once it has passed, the box proven so far is returned (for ``complete-bu``, whose
     intermediate boxes are not proven, the region itself). ``model_path`` (the network's
-    file) is recorded with its sha256."""
+    file) is recorded with its sha256. ``device``: the torch device of the attack that finds
+    class points and of ``relaxed``'s bound propagation (the MILPs run on the CPU)."""
     if method not in METHODS:
         raise ConfigError(f"unknown dual method {method!r}; available: {', '.join(METHODS)}")
     label = network.check_label(label)
@@ -193,7 +194,7 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
     from oracles.attack import AttackOracle
     from oracles.crown import CrownOracle
 
-    attack = AttackOracle(network, seed=0)
+    attack = AttackOracle(network, seed=0, device=device)
     pts = np.concatenate([pts, attack.class_points(region.lower, region.upper, label)])
     if method in ("milp", "relaxed"):
         if method == "milp":
@@ -201,7 +202,7 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
 
             oracle = MilpOracle(network, time_limit=time_limit)
         else:
-            oracle = CrownOracle(network)
+            oracle = CrownOracle(network, device=device)
         cb = oracle.class_extremes(label, region, pts, workers=workers, progress=progress)
         details = {"milps": cb.milps, "timeouts": cb.timeouts, "witnesses": len(cb.witnesses)}
         bridge = oracle.bridge

@@ -122,3 +122,23 @@ def test_a_certification_on_cuda_is_the_cpu_one(algorithm):
     lo, hi = certs[1].box.lower, certs[1].box.upper
     pts = lo + (hi - lo) * np.random.default_rng(1).random((500, g.n_inputs))
     assert not g.misclassified(pts, certs[1].label).any()
+
+
+def test_the_exact_search_and_the_relaxed_dual_run_on_cuda():
+    """``--device cuda`` reaches the exact search's CROWN floor and the dual's attack and
+    bound propagation (they ran on the CPU whatever the device, before)."""
+    from parallelepipedonn.dual import dual_box
+
+    net = random_network(1001, [6, 12, 12, 3], scale=3.0)
+    x = np.random.default_rng(1).random(6)
+    certs = [ppn.certify(net, x, config=CertifyConfig(algorithm="exact", device=device)) for device in ("cpu", "cuda")]
+    assert certs[1].status.value == "certified" and certs[1].exact is True
+    assert abs(certs[1].apothem - certs[0].apothem) <= 1e-3 * certs[0].apothem
+    label = certs[1].label
+    duals = [dual_box(net, label, x=x, radius=0.5, method="relaxed", device=device) for device in ("cpu", "cuda")]
+    np.testing.assert_allclose(duals[1].box.lower, duals[0].box.lower, atol=1e-9)
+    np.testing.assert_allclose(duals[1].box.upper, duals[0].box.upper, atol=1e-9)
+    pts = duals[1].region.lower + (duals[1].region.upper - duals[1].region.lower) * \
+        np.random.default_rng(2).random((4000, 6))
+    inside = pts[net.predict(pts) == label]
+    assert duals[1].box.contains_points(inside).all()

@@ -148,3 +148,25 @@ def test_certify_with_dual_folds_its_bound_into_the_gap():
     assert cert.apothem_upper_bound == pytest.approx(0.2, abs=2e-4)  # no counterexample search, yet bounded
     assert cert.apothem <= cert.apothem_upper_bound
     assert json.loads(cert.to_json())["dual"]["method"] == "milp"
+
+
+
+def test_the_dual_builds_its_attack_and_relaxation_on_the_device_asked(monkeypatch, net):
+    seen = {}
+    for cls in (AttackOracle, CrownOracle):
+        def spy(self, network, *, _cls=cls, _real=cls.__init__, **options):
+            seen[_cls.__name__] = options.get("device")
+            _real(self, network, **{**options, "device": "cpu"})  # (computed on the CPU)
+
+        monkeypatch.setattr(cls, "__init__", spy)
+    d = dual_box(net, 0, method="relaxed", device="meta")
+    assert seen == {"AttackOracle": "meta", "CrownOracle": "meta"} and d.box is not None
+
+
+def test_dual_cli_takes_a_device_and_refuses_cuda_where_there_is_none(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["dual", "--dataset", "mnist", "--label", "3", "--method", "relaxed", "--device", "cuda"]) != 0
+    assert "CUDA is not available" in capsys.readouterr().err

@@ -90,3 +90,29 @@ def test_progress_is_silent_off_a_terminal_and_before_its_delay(tty):
     with Progress("certify", stream=quiet, delay=60.0) as progress:
         progress("16 boxes")
     assert quiet.getvalue() == ""
+
+
+class _Built(Exception):
+    """Raised by a spied constructor: the device it was given is all the test needs."""
+
+
+def test_the_exact_searchs_crown_floor_runs_on_the_oracles_device(monkeypatch):
+    from oracles.crown import CrownOracle
+
+    seen = []
+
+    def spy(self, network, **options):
+        seen.append(options.get("device"))
+        raise _Built
+
+    oracle = make_oracle("crown+alpha-crown+bab", NET)
+    oracle.device = "meta"  # any device but the CPU: only its name is read before the spy stops
+    monkeypatch.setattr(CrownOracle, "__init__", spy)
+    with pytest.raises(_Built):
+        ExactApothem().run(Problem(X, int(NET.predict(X)[0]), Box.unit(6)), oracle)
+    assert seen == ["meta"]
+
+
+def test_a_cascade_reports_its_stages_device():
+    assert [str(make_oracle(name, NET).device) for name in ("crown+alpha-crown+bab", "milp+crown", "milp")] == \
+        ["cpu"] * 3  # (milp has no device option: "cpu")

@@ -26,6 +26,8 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                    "the original system's complete algorithms (default: milp)")
     p.add_argument("--workers", type=int, default=2, help="processes for the MILPs (default: 2)")
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds per solver call (default: 60)")
+    p.add_argument("--device", default="cpu", help="torch device of the attack and of --method relaxed's bound "
+                   "propagation: cpu or cuda (the MILPs run on the CPU; default: cpu)")
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="write the dual box as JSON (lower and upper as flat lists)")
     out.add_argument("--plot", metavar="PATH", help="write a PNG of the lower and upper images")
@@ -47,7 +49,7 @@ def cmd_dual(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..box import Box
-    from ..certify import certify
+    from ..certify import CertifyConfig, certify
     from ..datasets import load_dataset
     from ..dual import dual_box
     from ..models import default_model_path
@@ -84,7 +86,7 @@ def cmd_dual(args: argparse.Namespace) -> int:
     radius = None
     if restricted:
         if args.radius.endswith("x"):
-            cert = certify(network, x, label, domain=domain)
+            cert = certify(network, x, label, domain=domain, config=CertifyConfig(device=args.device))
             if cert.apothem is None or cert.apothem <= 0:
                 raise ConfigError(f"no certified apothem at the input to scale the radius by ({cert.reason})")
             radius = float(args.radius[:-1]) * min(cert.apothem, 1.0)
@@ -94,7 +96,7 @@ def cmd_dual(args: argparse.Namespace) -> int:
     with Progress(f"dual ({args.method})") as progress:
         dual = dual_box(network, label, x=x, radius=radius, domain=domain, method=args.method,
                         candidates=candidates if len(candidates) else (), workers=args.workers,
-                        time_limit=args.time_limit, model_path=str(model_path),
+                        time_limit=args.time_limit, model_path=str(model_path), device=args.device,
                         progress=lambda done: progress(f"{done} coordinate problems solved"))
     written = []
     with removed_on_failure(args.json, args.plot):
