@@ -34,7 +34,7 @@ import functools
 import math
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -212,6 +212,92 @@ def _blas_threads_flush() -> bool:
     return _BLAS_FLUSH[0]
 
 
+class _BlasLimit(NamedTuple):
+    """How to keep one BLAS library's threads out of a block's products: ``set_count(n)``
+    sets its thread count, ``get_count()`` reads it; ``per_thread``: the count is the
+    calling thread's own (MKL's ``MKL_Set_Num_Threads_Local``), else the process's
+    (OpenBLAS with its own threads: one count for every thread)."""
+
+    set_count: Any
+    get_count: Any
+    per_thread: bool
+
+
+#: numpy's BLAS libraries' limits (found once), and the process-wide hold: the blocks of
+#: :func:`_one_blas_thread` now running in any thread, and the counts they replaced.
+_BLAS_LIMITS: list[_BlasLimit] = []
+_BLAS_HOLD: dict[str, Any] = {"blocks": 0, "before": []}
+_BLAS_LOCK = threading.Lock()
+_OPENBLAS_AFFIXES = [(p, s) for p in ("", "scipy_") for s in ("", "64_", "_64")]  # (as threadpoolctl lists them)
+
+
+def _blas_limits() -> list[_BlasLimit]:
+    """The thread-count controls of the BLAS libraries loaded; a :class:`ConfigError` for a
+    library whose threads this module cannot keep out (only asked where they flush)."""
+    if not _BLAS_LIMITS:
+        import ctypes
+
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError as exc:
+            raise ConfigError("numpy's BLAS threads flush subnormal numbers to zero (a flush-to-zero mode was on when "
+                              "numpy was imported) and threadpoolctl is not installed to keep them out: set "
+                              "OPENBLAS_NUM_THREADS=1, or install threadpoolctl") from exc
+        found = []
+        for lib in ThreadpoolController().lib_controllers:
+            if lib.user_api != "blas":
+                continue
+            lim = None
+            if lib.internal_api == "mkl" and hasattr(lib.dynlib, "MKL_Set_Num_Threads_Local"):
+                lim = _BlasLimit(lib.dynlib.MKL_Set_Num_Threads_Local, None, True)
+            elif lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) == "pthreads":
+                names = [(f"{p}openblas_set_num_threads{s}", f"{p}openblas_get_num_threads{s}")
+                         for p, s in _OPENBLAS_AFFIXES if hasattr(lib.dynlib, f"{p}openblas_get_num_threads{s}")]
+                if names:
+                    lim = _BlasLimit(getattr(lib.dynlib, names[0][0]), getattr(lib.dynlib, names[0][1]), False)
+            if lim is None:
+                raise ConfigError(f"numpy's BLAS threads flush subnormal numbers to zero (a flush-to-zero mode was on "
+                                  f"when numpy was imported) and this module cannot keep {lib.internal_api}'s "
+                                  f"({getattr(lib, 'threading_layer', '?')} threads) out: set OPENBLAS_NUM_THREADS=1")
+            lim.set_count.argtypes, lim.set_count.restype = [ctypes.c_int], ctypes.c_int if lim.per_thread else None
+            if lim.get_count is not None:
+                lim.get_count.argtypes, lim.get_count.restype = [], ctypes.c_int
+            found.append(lim)
+        _BLAS_LIMITS[:] = found
+    return _BLAS_LIMITS
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """numpy's BLAS products of the calling thread on that thread alone, within the block.
+    A per-thread count (MKL) is set and restored by each block. OpenBLAS's count is the
+    process's: the first block in, in any thread, sets it to 1, and the last one out
+    restores it (a block restoring its own on leaving handed a block still running in
+    another thread the flushing pool back; and ``threadpoolctl.threadpool_limits`` lets
+    only the first thread that set it change OpenBLAS's count, silently ignoring the others:
+    ``tests/test_float_soundness.py``). Another thread's setting the count meanwhile is
+    not guarded against."""
+    limits = _blas_limits()
+    own, shared = [lim for lim in limits if lim.per_thread], [lim for lim in limits if not lim.per_thread]
+    own_before = [lim.set_count(1) for lim in own]
+    with _BLAS_LOCK:
+        if _BLAS_HOLD["blocks"] == 0:
+            _BLAS_HOLD["before"] = [lim.get_count() for lim in shared]
+            for lim in shared:
+                lim.set_count(1)
+        _BLAS_HOLD["blocks"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_HOLD["blocks"] -= 1
+            if _BLAS_HOLD["blocks"] == 0:
+                for lim, n in zip(shared, _BLAS_HOLD["before"]):
+                    lim.set_count(n)
+        for lim, n in zip(own, own_before):
+            lim.set_count(n)
+
+
 @contextlib.contextmanager
 def gradual_underflow() -> Iterator[None]:
     """Within the block, the computation keeps subnormal numbers, as the error model assumes:
@@ -223,9 +309,8 @@ def gradual_underflow() -> Iterator[None]:
     for the block and on again after (``torch.set_flush_denormal(True)`` then sets both x86
     modes, flush-to-zero and denormals-are-zero, whichever the caller had); torch's worker
     threads, if they flush (started while it was on), are left out (one torch thread for
-    the block); numpy's BLAS threads, if they flush, are limited to one for the block
-    (``threadpoolctl``; with blocks overlapping in several threads the limit may outlast
-    them: slower, never wrong). A
+    the block); numpy's BLAS threads, if they flush, are left out of this thread's products
+    for the block (:func:`_one_blas_thread`). A
     :class:`~parallelepipedonn.errors.ConfigError` where none of this can be done."""
     caller = flushes_subnormals()
     if caller:
@@ -243,14 +328,8 @@ def gradual_underflow() -> Iterator[None]:
                 threads = torch.get_num_threads()
                 torch.set_num_threads(1)
                 stack.callback(torch.set_num_threads, threads)
-            if _blas_threads_flush():  # set in each block (a count across threads computed wrong here)
-                try:
-                    from threadpoolctl import threadpool_limits
-                except ImportError as exc:
-                    raise ConfigError("numpy's BLAS threads flush subnormal numbers to zero (a flush-to-zero mode was "
-                                      "on when numpy was imported) and threadpoolctl is not installed to keep them "
-                                      "out: set OPENBLAS_NUM_THREADS=1, or install threadpoolctl") from exc
-                stack.enter_context(threadpool_limits(1, user_api="blas"))
+            if _blas_threads_flush():
+                stack.enter_context(_one_blas_thread())
             yield
         finally:
             if caller:

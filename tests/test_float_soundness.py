@@ -545,6 +545,8 @@ for _ in range(3):
     margin, err = net.margin_errors(x, 0)
     assert (np.abs(margin - 2.0**-32) <= err).all(), margin.min()
     assert not net.misclassified(x, 0).any()
+from threadpoolctl import threadpool_limits
+threadpool_limits(2, user_api="blas")     # a caller sets the pool (threadpoolctl lets only this thread change it)
 import threading, time
 from parallelepipedonn.tolerances import gradual_underflow
 wrong = []
@@ -566,7 +568,10 @@ def test_numpy_blas_threads_that_flush_subnormals_are_kept_out_of_the_error_boun
     """numpy's BLAS threads take the mode of the thread that imported numpy: with flush-to-
     zero on then (an extension built with ``-ffast-math`` loaded first), half the rows of a
     product of subnormal terms came out 0, and ``misclassified`` called correctly
-    classified points misclassified. The error bounds then run on one BLAS thread."""
+    classified points misclassified. The error bounds then run on one BLAS thread, in
+    threads whose blocks overlap too, and after a caller's ``threadpoolctl`` limit (which
+    made that caller's thread the only one whose limits OpenBLAS took: the others' blocks
+    ran on the flushing pool)."""
     import platform
     import shutil
     import subprocess
@@ -579,6 +584,58 @@ def test_numpy_blas_threads_that_flush_subnormals_are_kept_out_of_the_error_boun
     lib = tmp_path / "libftz.so"
     subprocess.run([cc, "-shared", "-fPIC", "-o", str(lib), str(src)], check=True, capture_output=True)
     _run_isolated(_BLAS_FLUSH_CHECK, str(lib), threads="2")
+
+
+def test_the_blas_hold_spans_overlapping_blocks_of_several_threads():
+    """OpenBLAS's thread count is the process's: while any thread is within a block that
+    keeps numpy's BLAS threads out, it stays 1; the last block out restores it (whichever
+    thread entered first)."""
+    import threading
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from parallelepipedonn import tolerances
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["internal_api"] == "openblas"
+                and i.get("threading_layer") == "pthreads"]
+
+    if not blas():
+        pytest.skip("numpy's BLAS is not OpenBLAS with its own threads")
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        entered, leave_first, seen = threading.Event(), threading.Event(), []
+
+        def first() -> None:
+            with tolerances._one_blas_thread():
+                entered.set()
+                leave_first.wait(10)
+
+        t = threading.Thread(target=first)
+        t.start()
+        entered.wait(10)
+        with tolerances._one_blas_thread():
+            seen.append(blas())
+            leave_first.set()
+            t.join(10)
+            seen.append(blas())  # the first thread's block has ended: this one's still holds
+        seen.append(blas())
+    assert seen == [[1], [1], [2]]
+
+
+def test_a_blas_library_whose_threads_cannot_be_kept_out_is_refused(monkeypatch):
+    """Where numpy's BLAS threads flush and its library has no thread count this module can
+    set (e.g. BLIS), the bounds are refused, not computed on the flushing threads."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from parallelepipedonn import tolerances
+    from parallelepipedonn.errors import ConfigError
+
+    class Blis:
+        user_api, internal_api, threading_layer, dynlib = "blas", "blis", "pthreads", object()
+
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", lambda: type("C", (), {"lib_controllers": [Blis()]}))
+    monkeypatch.setattr(tolerances, "_BLAS_LIMITS", [])
+    with pytest.raises(ConfigError, match="cannot keep blis"):
+        with tolerances._one_blas_thread():
+            pass
 
 
 def _run_isolated(script: str, *args: str, threads: str | None = None) -> None:
