@@ -97,6 +97,7 @@ class GmmOracle(Oracle):
             self.crown = CrownOracle(network, device=device, time_limit=time_limit)
         else:
             self.complete = True  # type: ignore[misc]
+        self.device = self.crown.device if self.crown is not None else device
 
     @property
     def method(self) -> str:

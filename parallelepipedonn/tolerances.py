@@ -173,12 +173,12 @@ def flushes_subnormals() -> bool:
 
 
 #: Per calling thread (OpenMP gives each its own pool of torch workers) and torch thread
-#: count, whether those workers flush subnormals; whether numpy's BLAS threads (one pool
-#: per process) do (empty: not checked yet). Checked once each: a worker's mode is its
-#: creator's at creation, and a pool found flushing is kept out for good (a pool resized
-#: after may mix threads of both kinds).
+#: count, whether those workers flush subnormals; per thread count of numpy's BLAS pools
+#: (one per process; ``None``: counts unknown), whether their threads do. Checked once
+#: each: a worker's mode is its creator's at creation, and a pool found flushing is kept
+#: out for good (a pool resized after may mix threads of both kinds).
 _TORCH_WORKERS = threading.local()
-_BLAS_FLUSH: list[bool] = []
+_BLAS_FLUSH: dict[tuple[int, ...] | None, bool] = {}
 
 
 def _torch_workers_flush() -> bool:
@@ -202,14 +202,43 @@ def _torch_workers_flush() -> bool:
     return seen[n]
 
 
+def _blas_probe() -> bool:
+    """Does a numpy product that BLAS shares out among its threads lose subnormal numbers?"""
+    products = np.full((256, 256), 2.0**-500) @ np.full((256, 256), 2.0**-560)  # sums of 2^-1060: subnormal
+    return bool((products == 0).any())
+
+
+#: numpy's BLAS libraries as ``threadpoolctl`` finds them (looked for once: ``[None]`` where
+#: threadpoolctl is not installed).
+_BLAS_LIBS: list[Any] = []
+
+
+def _blas_libraries() -> list[Any] | None:
+    """The BLAS libraries loaded (``threadpoolctl`` controllers), or None without threadpoolctl."""
+    if not _BLAS_LIBS:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _BLAS_LIBS.append(None)
+        else:
+            _BLAS_LIBS.append([lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"])
+    return _BLAS_LIBS[0]
+
+
 def _blas_threads_flush() -> bool:
     """Whether numpy's BLAS threads flush subnormals (they take the mode of the thread that
     imported numpy: a flush-to-zero mode set before, e.g. by an extension built with
-    ``-ffast-math``, leaves them flushing)."""
-    if not _BLAS_FLUSH:
-        products = np.full((256, 256), 2.0**-500) @ np.full((256, 256), 2.0**-560)  # sums of 2^-1060: subnormal
-        _BLAS_FLUSH.append(bool((products == 0).any()))
-    return _BLAS_FLUSH[0]
+    ``-ffast-math``, leaves them flushing). Checked once per thread count of the pools (a
+    pool limited to one thread, e.g. within a caller's ``threadpool_limits(1)``, shows
+    only the calling thread's mode: its other threads are checked once they work again);
+    a pool found flushing is kept out for good."""
+    if True in _BLAS_FLUSH.values():
+        return True
+    libs = _blas_libraries()
+    counts = None if libs is None else tuple(lib.get_num_threads() for lib in libs)
+    if counts not in _BLAS_FLUSH:
+        _BLAS_FLUSH[counts] = _blas_probe()
+    return _BLAS_FLUSH[counts]
 
 
 class _BlasLimit(NamedTuple):
@@ -225,46 +254,50 @@ class _BlasLimit(NamedTuple):
 
 #: numpy's BLAS libraries' limits (found once), and the process-wide hold: the blocks of
 #: :func:`_one_blas_thread` now running in any thread, and the counts they replaced.
-_BLAS_LIMITS: list[_BlasLimit] = []
+_BLAS_LIMITS: list[list[_BlasLimit]] = []
 _BLAS_HOLD: dict[str, Any] = {"blocks": 0, "before": []}
 _BLAS_LOCK = threading.Lock()
 _OPENBLAS_AFFIXES = [(p, s) for p in ("", "scipy_") for s in ("", "64_", "_64")]  # (as threadpoolctl lists them)
+#: MKL threading layers whose threads ``MKL_Set_Num_Threads_Local`` counts (not TBB's)
+_MKL_LAYERS = ("intel", "gnu", "sequential")
+
+
+def _flushing_blas(what: str) -> ConfigError:
+    return ConfigError("numpy's BLAS threads flush subnormal numbers to zero (a flush-to-zero mode was on when numpy "
+                       f"was imported) and {what}: set OPENBLAS_NUM_THREADS=1 before numpy is imported")
 
 
 def _blas_limits() -> list[_BlasLimit]:
-    """The thread-count controls of the BLAS libraries loaded; a :class:`ConfigError` for a
-    library whose threads this module cannot keep out (only asked where they flush)."""
+    """The thread-count controls of the BLAS libraries loaded (asked only where their threads
+    flush); a :class:`ConfigError` where threadpoolctl is missing, finds no BLAS library, or
+    finds one whose threads this module cannot keep out."""
     if not _BLAS_LIMITS:
         import ctypes
 
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError as exc:
-            raise ConfigError("numpy's BLAS threads flush subnormal numbers to zero (a flush-to-zero mode was on when "
-                              "numpy was imported) and threadpoolctl is not installed to keep them out: set "
-                              "OPENBLAS_NUM_THREADS=1, or install threadpoolctl") from exc
+        libs = _blas_libraries()
+        if libs is None:
+            raise _flushing_blas("threadpoolctl, which finds them, is not installed")
+        if not libs:
+            raise _flushing_blas("threadpoolctl finds no BLAS library to keep them out of")
         found = []
-        for lib in ThreadpoolController().lib_controllers:
-            if lib.user_api != "blas":
-                continue
+        for lib in libs:
+            layer = getattr(lib, "threading_layer", None)
             lim = None
-            if lib.internal_api == "mkl" and hasattr(lib.dynlib, "MKL_Set_Num_Threads_Local"):
+            if lib.internal_api == "mkl" and layer in _MKL_LAYERS and hasattr(lib.dynlib, "MKL_Set_Num_Threads_Local"):
                 lim = _BlasLimit(lib.dynlib.MKL_Set_Num_Threads_Local, None, True)
-            elif lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) == "pthreads":
+            elif lib.internal_api == "openblas" and layer == "pthreads":
                 names = [(f"{p}openblas_set_num_threads{s}", f"{p}openblas_get_num_threads{s}")
                          for p, s in _OPENBLAS_AFFIXES if hasattr(lib.dynlib, f"{p}openblas_get_num_threads{s}")]
                 if names:
                     lim = _BlasLimit(getattr(lib.dynlib, names[0][0]), getattr(lib.dynlib, names[0][1]), False)
             if lim is None:
-                raise ConfigError(f"numpy's BLAS threads flush subnormal numbers to zero (a flush-to-zero mode was on "
-                                  f"when numpy was imported) and this module cannot keep {lib.internal_api}'s "
-                                  f"({getattr(lib, 'threading_layer', '?')} threads) out: set OPENBLAS_NUM_THREADS=1")
+                raise _flushing_blas(f"this module cannot keep {lib.internal_api}'s ({layer} threads) out")
             lim.set_count.argtypes, lim.set_count.restype = [ctypes.c_int], ctypes.c_int if lim.per_thread else None
             if lim.get_count is not None:
                 lim.get_count.argtypes, lim.get_count.restype = [], ctypes.c_int
             found.append(lim)
-        _BLAS_LIMITS[:] = found
-    return _BLAS_LIMITS
+        _BLAS_LIMITS.append(found)
+    return _BLAS_LIMITS[0]
 
 
 @contextlib.contextmanager
@@ -275,25 +308,32 @@ def _one_blas_thread() -> Iterator[None]:
     restores it (a block restoring its own on leaving handed a block still running in
     another thread the flushing pool back; and ``threadpoolctl.threadpool_limits`` lets
     only the first thread that set it change OpenBLAS's count, silently ignoring the others:
-    ``tests/test_float_soundness.py``). Another thread's setting the count meanwhile is
-    not guarded against."""
+    ``tests/test_float_soundness.py``). The block that sets a count checks that a product
+    BLAS would share out keeps its subnormal numbers (a :class:`ConfigError` if not). Another
+    thread's setting the count meanwhile is not guarded against."""
     limits = _blas_limits()
     own, shared = [lim for lim in limits if lim.per_thread], [lim for lim in limits if not lim.per_thread]
     own_before = [lim.set_count(1) for lim in own]
-    with _BLAS_LOCK:
-        if _BLAS_HOLD["blocks"] == 0:
-            _BLAS_HOLD["before"] = [lim.get_count() for lim in shared]
-            for lim in shared:
-                lim.set_count(1)
-        _BLAS_HOLD["blocks"] += 1
+    entered = False
     try:
+        with _BLAS_LOCK:
+            first = _BLAS_HOLD["blocks"] == 0
+            if first:
+                _BLAS_HOLD["before"] = [lim.get_count() for lim in shared]
+                for lim in shared:
+                    lim.set_count(1)
+            _BLAS_HOLD["blocks"] += 1
+            entered = True
+        if (first or own) and _blas_probe():  # (a block within a held one: checked by the first)
+            raise _flushing_blas("their thread count, set to 1, did not keep them out")
         yield
     finally:
-        with _BLAS_LOCK:
-            _BLAS_HOLD["blocks"] -= 1
-            if _BLAS_HOLD["blocks"] == 0:
-                for lim, n in zip(shared, _BLAS_HOLD["before"]):
-                    lim.set_count(n)
+        if entered:
+            with _BLAS_LOCK:
+                _BLAS_HOLD["blocks"] -= 1
+                if _BLAS_HOLD["blocks"] == 0:
+                    for lim, n in zip(shared, _BLAS_HOLD["before"]):
+                        lim.set_count(n)
         for lim, n in zip(own, own_before):
             lim.set_count(n)
 

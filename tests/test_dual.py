@@ -163,6 +163,30 @@ def test_the_dual_builds_its_attack_and_relaxation_on_the_device_asked(monkeypat
     assert seen == {"AttackOracle": "meta", "CrownOracle": "meta"} and d.box is not None
 
 
+
+def test_certify_hands_its_device_to_the_dual(monkeypatch, net):
+    import dataclasses
+    import importlib
+
+    certify_module = importlib.import_module("parallelepipedonn.certify")  # (the package's `certify` is the function)
+    dual_module = importlib.import_module("parallelepipedonn.dual")
+
+    build = certify_module.build_oracles  # (the search's own oracles on the CPU: only the dual's device is read)
+    monkeypatch.setattr(certify_module, "build_oracles",
+                        lambda network, config: build(network, dataclasses.replace(config, device="cpu")))
+    seen = []
+    real = dual_module.dual_box
+
+    def spy(*args, device="cpu", **options):
+        seen.append(device)
+        return real(*args, device="cpu", **options)
+
+    monkeypatch.setattr(dual_module, "dual_box", spy)
+    x = np.array([0.3, 0.6])
+    cert = ppn.certify(net, x, config=ppn.CertifyConfig(dual="relaxed", device="meta"))
+    assert seen == ["meta"] and cert.status.value == "certified"
+
+
 def test_dual_cli_takes_a_device_and_refuses_cuda_where_there_is_none(capsys):
     import torch
 

@@ -113,6 +113,12 @@ def test_the_exact_searchs_crown_floor_runs_on_the_oracles_device(monkeypatch):
     assert seen == ["meta"]
 
 
-def test_a_cascade_reports_its_stages_device():
-    assert [str(make_oracle(name, NET).device) for name in ("crown+alpha-crown+bab", "milp+crown", "milp")] == \
-        ["cpu"] * 3  # (milp has no device option: "cpu")
+def test_every_oracle_reports_the_device_it_runs_on():
+    """A cascade reports its stages' device (any but the CPU; milp has no device option), gmm
+    its own (which its CROWN uses, and the exact search's floor then too)."""
+    from oracles.gmm import GmmOracle
+
+    got = [str(make_oracle(name, NET, device="meta").device) for name in ("crown+alpha-crown", "milp+crown")]
+    linear = random_network(3, [6, 3])
+    assert got + [str(make_oracle("milp", NET).device)] == ["meta", "meta", "cpu"]
+    assert [str(GmmOracle(net, device="meta").device) for net in (NET, linear)] == ["meta", "meta"]

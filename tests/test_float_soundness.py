@@ -572,6 +572,12 @@ def test_numpy_blas_threads_that_flush_subnormals_are_kept_out_of_the_error_boun
     threads whose blocks overlap too, and after a caller's ``threadpoolctl`` limit (which
     made that caller's thread the only one whose limits OpenBLAS took: the others' blocks
     ran on the flushing pool)."""
+    _run_isolated(_BLAS_FLUSH_CHECK, _ftz_library(tmp_path), threads="2")
+
+
+def _ftz_library(tmp_path) -> str:  # noqa: ANN001
+    """A shared library whose ``set_ftz_daz()`` turns x86's flush-to-zero modes on (what an
+    extension built with ``-ffast-math`` does when loaded); skips without a C compiler or x86."""
     import platform
     import shutil
     import subprocess
@@ -583,7 +589,7 @@ def test_numpy_blas_threads_that_flush_subnormals_are_kept_out_of_the_error_boun
     src.write_text("#include <xmmintrin.h>\nvoid set_ftz_daz(void) { _mm_setcsr(_mm_getcsr() | 0x8040); }\n")
     lib = tmp_path / "libftz.so"
     subprocess.run([cc, "-shared", "-fPIC", "-o", str(lib), str(src)], check=True, capture_output=True)
-    _run_isolated(_BLAS_FLUSH_CHECK, str(lib), threads="2")
+    return str(lib)
 
 
 def test_the_blas_hold_spans_overlapping_blocks_of_several_threads():
@@ -621,21 +627,55 @@ def test_the_blas_hold_spans_overlapping_blocks_of_several_threads():
     assert seen == [[1], [1], [2]]
 
 
-def test_a_blas_library_whose_threads_cannot_be_kept_out_is_refused(monkeypatch):
-    """Where numpy's BLAS threads flush and its library has no thread count this module can
-    set (e.g. BLIS), the bounds are refused, not computed on the flushing threads."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+class _Blis:
+    """A BLAS library (as threadpoolctl lists one) whose thread count this module cannot set."""
+
+    user_api, internal_api, threading_layer, dynlib = "blas", "blis", "pthreads", object()
+
+
+@pytest.mark.parametrize("libraries, message", [([_Blis()], "cannot keep blis"), ([], "finds no BLAS library"),
+                                                (None, "threadpoolctl, which finds them, is not installed")])
+def test_flushing_blas_threads_that_cannot_be_kept_out_are_refused(monkeypatch, libraries, message):
+    """Where numpy's BLAS threads flush and this module cannot keep them out (a library with
+    no thread count it can set, e.g. BLIS; none found; no threadpoolctl), the bounds are
+    refused, not computed on the flushing threads."""
     from parallelepipedonn import tolerances
     from parallelepipedonn.errors import ConfigError
 
-    class Blis:
-        user_api, internal_api, threading_layer, dynlib = "blas", "blis", "pthreads", object()
-
-    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", lambda: type("C", (), {"lib_controllers": [Blis()]}))
+    monkeypatch.setattr(tolerances, "_BLAS_LIBS", [libraries])
     monkeypatch.setattr(tolerances, "_BLAS_LIMITS", [])
-    with pytest.raises(ConfigError, match="cannot keep blis"):
+    with pytest.raises(ConfigError, match=message):
         with tolerances._one_blas_thread():
             pass
+
+
+_LIMITED_PROBE_CHECK = """
+import ctypes, sys
+ctypes.CDLL(sys.argv[1]).set_ftz_daz()    # flush-to-zero before numpy is imported (a -ffast-math extension)
+import numpy as np
+import torch
+torch.set_flush_denormal(False)
+from threadpoolctl import threadpool_limits
+from parallelepipedonn.network import Affine, Network, ReLU
+n, k, a, x0 = 512, 64, 2.0**-540, 2.0**-500
+net = Network.from_layers((n,), [Affine(np.full((k, n), a), np.zeros(k)), ReLU(),
+                                 Affine(np.vstack([np.full((1, k), 2.0**1000 / k), np.zeros((1, k))]),
+                                        np.array([-(2.0**-32), 0.0]))])
+x = np.full((256, n), x0)
+for limit in (1, 2):                      # the first check within a caller's limit of one thread (joblib's way)
+    with threadpool_limits(limit, user_api="blas"):
+        margin, err = net.margin_errors(x, 0)
+        assert (np.abs(margin - 2.0**-32) <= err).all(), (limit, margin.min())
+        assert not net.misclassified(x, 0).any(), limit
+"""
+
+
+def test_blas_threads_first_checked_on_one_thread_are_checked_again_when_they_work(tmp_path):
+    """A check of numpy's BLAS pool made while it is limited to one thread (a caller's
+    ``threadpool_limits(1)``) sees only the calling thread: it was kept for good, and once
+    the pool worked again its flushing threads computed the error bounds (half the points
+    called misclassified). The check is kept per thread count of the pool."""
+    _run_isolated(_LIMITED_PROBE_CHECK, _ftz_library(tmp_path), threads="2")
 
 
 def _run_isolated(script: str, *args: str, threads: str | None = None) -> None:
