@@ -57,8 +57,8 @@ class ExactApothem:
 
         start = time.perf_counter()
         problem.report("default search (the floor)")
-        floor = ApothemKary(precision=self.precision).run(problem, CrownOracle(oracle.network, device=str(oracle.device)),
-                                                        falsifier)
+        crown = CrownOracle(oracle.network, device=str(oracle.device))  # (on the complete oracle's device)
+        floor = ApothemKary(precision=self.precision).run(problem, crown, falsifier)
         r0 = floor.box.apothem(problem.x, problem.domain) if floor.status is Status.CERTIFIED and floor.box else 0.0
         calls = floor.oracle_calls
         if math.isinf(r0):  # the whole domain is proven already
