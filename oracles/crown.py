@@ -72,7 +72,10 @@ class CrownOracle(Oracle):
     one is VERIFIED with that box's margin bound (sound), and a box containing one CROWN
     did not verify is answered UNKNOWN without bounds (CROWN's answers on nested boxes
     taken as monotone: sound, as every UNKNOWN, and the same answers except where CROWN
-    would verify a box but not a box inside it).
+    would verify a box but not a box inside it). ``float32_first`` (default; graphs in
+    float64): the first side of each neuron CROWN tightens is bounded in float32 (sound,
+    its own rounding slack), both sides in float64 where it leaves the neuron unstable:
+    the same bounds up to rounding, faster where most neurons settle on the first side.
 
     ``network`` is a chain :class:`Network` or a :class:`~parallelepipedonn.graph.Graph`:
     a graph that is a chain runs the chain code; any other graph (convolutions kept as
@@ -91,9 +94,10 @@ class CrownOracle(Oracle):
 
     def __init__(self, network: Network, *, device: str = "cpu", chunk_size: int = 256,
                  intermediate: str = "crown", dtype: str = "float64", screen: bool = True, reuse: bool = True,
-                 bisect: bool | None = None, time_limit: float | None = None) -> None:
+                 bisect: bool | None = None, float32_first: bool = True, time_limit: float | None = None) -> None:
         super().__init__(network, time_limit=time_limit)
         self.screen, self.reuse = bool(screen), bool(reuse)
+        self.float32_first = bool(float32_first) and dtype == "float64"
         if intermediate not in ("crown", "ibp"):
             raise OracleError(f"intermediate bounds must be 'crown' or 'ibp', not {intermediate!r}")
         if chunk_size < 1:
@@ -119,7 +123,7 @@ class CrownOracle(Oracle):
 
             from .graph_bounds import GraphTensors
 
-            self.graph_tensors = GraphTensors.of(network, self.device, DTYPES[dtype])
+            self.graph_tensors = GraphTensors.of(network, self.device, DTYPES[dtype], self.float32_first)
             self.tensors = None  # type: ignore[assignment]
             self._memory = _Supersets(self.graph_tensors, intermediate)
             if not is_relu_chain(network):  # no chain expansion: no class extremes
@@ -128,7 +132,8 @@ class CrownOracle(Oracle):
     def settings(self) -> dict[str, Any]:
         out = {**super().settings(), "device": str(self.device), "intermediate": self.intermediate,
                "dtype": self.dtype}
-        graph = {"screen": self.screen, "reuse": self.reuse, "bisect": self.bisect}
+        graph = {"screen": self.screen, "reuse": self.reuse, "bisect": self.bisect,
+                 "float32_first": self.float32_first}
         return {**out, **graph} if self.graph_tensors is not None else out
 
     def margin_lower_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:

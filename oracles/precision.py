@@ -151,17 +151,23 @@ def box_tensors(lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype = torch
     :func:`even_subnormals`."""
     lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
     lo64, hi64 = torch.tensor(lower, device=device), torch.tensor(upper, device=device)
-    if dtype == torch.float64:
-        lo, hi = lo64, hi64
-    else:
-        lo, hi = lo64.to(dtype), hi64.to(dtype)
-        lo = torch.where(lo.to(torch.float64) > lo64, torch.nextafter(lo, torch.full_like(lo, -torch.inf)), lo)
-        hi = torch.where(hi.to(torch.float64) < hi64, torch.nextafter(hi, torch.full_like(hi, torch.inf)), hi)
+    lo, hi = outward(lo64, hi64, dtype, even=False)
     # (outward rounding keeps a coordinate at or above twice the normal range there)
     least = 2 * torch.finfo(dtype).tiny
     if lower.size and (_near_zero(lower, least).any() or _near_zero(upper, least).any()):
         return even_subnormals(lo, hi)
     return lo, hi
+
+
+def outward(lower: Tensor, upper: Tensor, dtype: torch.dtype, even: bool = True) -> tuple[Tensor, Tensor]:
+    """Float64 bounds as ``dtype``, rounded outward (``lower`` down, ``upper`` up: still
+    bounds); with ``even``, :func:`even_subnormals` too (a box's coordinates)."""
+    if dtype == torch.float64:
+        return lower, upper
+    lo, hi = lower.to(dtype), upper.to(dtype)
+    lo = torch.where(lo.to(torch.float64) > lower, torch.nextafter(lo, torch.full_like(lo, -torch.inf)), lo)
+    hi = torch.where(hi.to(torch.float64) < upper, torch.nextafter(hi, torch.full_like(hi, torch.inf)), hi)
+    return even_subnormals(lo, hi) if even else (lo, hi)
 
 
 def _near_zero(x: np.ndarray, least: float) -> np.ndarray:

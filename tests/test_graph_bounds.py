@@ -554,14 +554,104 @@ def test_one_side_first_bounds_fewer_rows_with_the_same_margins_below_every_samp
         x = rng.random((2, g.n_inputs))
         lo, hi = x - 0.02, x + 0.02
         monkeypatch.setattr(gb, "ONE_SIDE_FIRST", False)
-        both = CrownOracle(g, dtype=dtype).margin_lower_bounds(lo, hi, 0)
+        both = CrownOracle(g, dtype=dtype, float32_first=False).margin_lower_bounds(lo, hi, 0)
         monkeypatch.setattr(gb, "ONE_SIDE_FIRST", True)
-        first = CrownOracle(g, dtype=dtype).margin_lower_bounds(lo, hi, 0)
+        first = CrownOracle(g, dtype=dtype, float32_first=False).margin_lower_bounds(lo, hi, 0)
         assert np.isfinite(first).all()
         scale = 1 + np.abs(both)
         np.testing.assert_allclose(first, both, rtol=0, atol=(1e-6 if dtype == "float64" else 1e-2) * scale.max())
         assert (first.min(axis=1) <= _sampled_margins(g, x, 0.02, 0, rng, k=300)).all()
     assert rows[True] < rows[False]
+
+
+def _float32_first_rows(monkeypatch) -> dict[torch.dtype, int]:
+    """Counts the (neuron, sign) rows :func:`_signed_bounds` bounds, per dtype; chunks small
+    enough that one side first (and so float32 first sides) applies on the tiny nets."""
+    import oracles.graph_bounds as gb
+
+    rows: dict[torch.dtype, int] = {torch.float32: 0, torch.float64: 0}
+    signed = gb._signed_bounds
+
+    def counted(*args):
+        rows[args[0].dtype] += args[7].numel()
+        return signed(*args)
+
+    monkeypatch.setattr(gb, "_signed_bounds", counted)
+    monkeypatch.setattr(gb, "CHUNK_ELEMENTS", {4: 2**10, 8: 2**10})
+    return rows
+
+
+def test_float32_first_sides_settle_the_same_neurons_with_the_float64_margins(monkeypatch):
+    """With ``float32_first``, the first side of each neuron is bounded in float32 (fewer
+    float64 rows) and both sides in float64 where that leaves it unstable: the same
+    neurons proven stable, the float64 bounds of the neurons still unstable, so the
+    margins are the float64 ones up to a settled neuron's proven side, which holds its
+    (looser) float32 bound where it feeds later interval bounds; below every sampled margin."""
+    from oracles.graph_bounds import node_bounds
+
+    rows = _float32_first_rows(monkeypatch)
+    rng = np.random.default_rng(3)
+    f64_rows = {False: 0, True: 0}
+    for g in [small_cnn(), residual(), _conv_chain(0), _conv_chain(2), _residual_convs(1)]:
+        x = rng.random((2, g.n_inputs))
+        lo, hi = box_tensors(x - 0.05, x + 0.05)
+        plain, fast = GraphTensors.of(g), GraphTensors.of(g, float32_first=True)
+        assert fast.float32_first is not None and fast.float32_first.dtype == torch.float32
+        before = rows[torch.float64]
+        a = node_bounds(plain, lo, hi)
+        middle = rows[torch.float64]
+        b = node_bounds(fast, lo, hi)
+        f64_rows[False] += middle - before
+        f64_rows[True] += rows[torch.float64] - middle
+        for k in a.relax:
+            assert torch.equal(a.relax[k].exact, b.relax[k].exact), (g.name, k)
+        m_plain = margin_lower_bounds(plain, lo, hi, 0).numpy()
+        m_fast = margin_lower_bounds(fast, lo, hi, 0).numpy()
+        np.testing.assert_allclose(m_fast, m_plain, rtol=0, atol=1e-6 * (1 + np.abs(m_plain).max()))
+        assert (m_fast.min(axis=1) <= _sampled_margins(g, x, 0.05, 0, rng, k=300)).all()
+    assert rows[torch.float32] > 0 and f64_rows[True] < f64_rows[False]
+
+
+def test_the_float32_first_sides_run_at_full_precision_within_a_callers_autocast(monkeypatch):
+    """The float32 passes of a float64 call run as :func:`~oracles.precision.sound_kernels`
+    orders for float32 (a caller's autocast would run its convolutions in bfloat16): the
+    same bounds inside a caller's ``torch.autocast`` block as outside."""
+    _float32_first_rows(monkeypatch)
+    g = _conv_chain(0)
+    x = np.random.default_rng(8).random((2, g.n_inputs))
+    lo, hi = box_tensors(x - 0.05, x + 0.05)
+    gt = GraphTensors.of(g, float32_first=True)
+    plain = margin_lower_bounds(gt, lo, hi, 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = margin_lower_bounds(gt, lo, hi, 0)
+    assert torch.equal(inside, plain)
+
+
+def test_float32_first_sides_are_the_crown_oracles_default_on_graphs_in_float64():
+    g = small_cnn()
+    assert CrownOracle(g).settings()["float32_first"] is True
+    assert CrownOracle(g).graph_tensors.float32_first is not None
+    assert CrownOracle(g, dtype="float32").settings()["float32_first"] is False
+    assert CrownOracle(g, float32_first=False).graph_tensors.float32_first is None
+
+
+def test_rows_are_chunked_by_box_where_a_box_fills_half_a_chunk():
+    """A box with half a chunk of rows or more gets chunks of its own (its bounds read as a
+    broadcast view, not copied per row); the other boxes' rows share chunks; every row once,
+    in order, no chunk larger than asked."""
+    from oracles.graph_bounds import _box_chunks
+
+    box = torch.tensor([0] * 100 + [1] * 3 + [2] * 5 + [3] * 70 + [4] * 2)
+    chunks = _box_chunks(box, 64)
+    assert chunks == [(0, 64), (64, 100), (100, 108), (108, 172), (172, 178), (178, 180)]
+    for n, chunk in ((0, 8), (1, 1), (25, 8), (300, 16)):
+        b = torch.sort(torch.randint(0, 7, (n,), generator=torch.Generator().manual_seed(n))).values
+        got = _box_chunks(b, chunk)
+        assert [i for s, e in got for i in range(s, e)] == list(range(n))
+        assert all(0 < e - s <= chunk for s, e in got)
+        for s, e in got:
+            if int((b == b[s]).sum()) * 2 >= chunk:
+                assert bool((b[s:e] == b[s]).all())
 
 
 def test_a_crown_call_leaves_cached_tensors_that_a_differentiated_pass_can_use():
