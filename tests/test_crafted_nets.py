@@ -272,3 +272,38 @@ def test_cli_recheck_exits_refuted_or_undecided(key, certificates, capsys):
     code = main(["recheck", str(certificates[key]), "--time-limit", str(LIMIT)])
     out = capsys.readouterr().out
     assert code in (5, 6), f"recheck exit {code}: {out.strip()}"
+
+
+# -- 6. graph CROWN's float32 first sides ------------------------------------------------------------
+@pytest.mark.parametrize("key", KEYS)
+def test_graph_crown_with_float32_first_sides_proves_no_box_holding_a_misclassified_point(key, monkeypatch):
+    """The crafted cases as graphs through :mod:`oracles.graph_bounds` with each neuron's
+    first side bounded in float32 (chunks of one row, so that one side first applies on
+    these tiny nets): no margin bound above 0 on a box holding ``p``, no NaN."""
+    import torch
+
+    import oracles.graph_bounds as gb
+    from oracles.graph_bounds import GraphTensors, margin_lower_bounds
+    from oracles.precision import box_tensors
+    from parallelepipedonn.graph import Graph
+
+    rows = {torch.float32: 0, torch.float64: 0}
+    signed = gb._signed_bounds
+
+    def counted(*args):
+        rows[args[0].dtype] += args[7].numel()
+        return signed(*args)
+
+    monkeypatch.setattr(gb, "_signed_bounds", counted)
+    monkeypatch.setattr(gb, "CHUNK_ELEMENTS", {4: 1, 8: 1})
+    case = BY_KEY[key]
+    gt = GraphTensors.of(Graph.from_network(case.net), float32_first=True)
+    lower, upper = query_boxes(case)
+    lo, hi = box_tensors(lower, upper)
+    with torch.inference_mode():
+        bounds = margin_lower_bounds(gt, lo, hi, case.label)
+    assert not bool(bounds.isnan().any())
+    worst = bounds.min(dim=1).values
+    assert not bool((worst > 0).any()), f"margin bounds {worst.tolist()}, but {claim(case)}"
+    if rows[torch.float64]:  # neurons were tightened: their first sides in float32
+        assert rows[torch.float32]
