@@ -75,7 +75,8 @@ class CrownOracle(Oracle):
     would verify a box but not a box inside it). ``float32_first`` (default; graphs in
     float64): the first side of each neuron CROWN tightens is bounded in float32 (sound,
     its own rounding slack), both sides in float64 where it leaves the neuron unstable:
-    the same bounds up to rounding, faster where most neurons settle on the first side.
+    the same neurons settle, the others get the float64 bounds (a settled neuron's proven
+    side keeps its looser float32 bound); faster where most settle on the first side.
 
     ``network`` is a chain :class:`Network` or a :class:`~parallelepipedonn.graph.Graph`:
     a graph that is a chain runs the chain code; any other graph (convolutions kept as
