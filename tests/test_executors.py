@@ -136,6 +136,39 @@ def test_the_worker_timer_stops_a_search_and_restores_the_signal_handler(net):
     assert fast.kind == "ok" and fast.payload.status.value == "certified"
 
 
+def test_the_worker_timer_stops_a_search_whose_first_alarm_fell_in_a_finaliser(net, monkeypatch):
+    """Python drops an exception raised in a finaliser or a garbage-collector callback
+    ("Exception ignored in ..."): when one runs as the alarm fires, the timer's next alarm
+    stops the search. (One alarm alone left such a search running for minutes and hung the
+    suite: the alarm fell in hypothesis's ``gc.callbacks`` hook, installed in a pytest worker
+    that had run hypothesis tests before.)"""
+    from parallelepipedonn.executors import ray_cluster
+
+    def busy(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    class Finaliser:
+        def __del__(self) -> None:
+            busy(0.5)  # the alarm, at 0.2 s, fires in here
+
+    def search(setup, task):
+        Finaliser()  # collected at once: its finaliser runs now
+        busy(20.0)  # a search that stops only by the timer
+        raise AssertionError("the timer did not stop the search")
+
+    monkeypatch.setattr(ray_cluster, "certify_task", search)
+    monkeypatch.setattr("sys.unraisablehook", lambda unraisable: None)  # the dropped exception, not printed
+    before = signal.getsignal(signal.SIGALRM)
+    start = time.perf_counter()
+    outcome = ray_cluster._with_time_limit(Setup(net, STUCK, None, None, None),
+                                           Task(0, "x", np.zeros(16), None, None, 0), 0.2)
+    assert outcome.kind == "timeout" and outcome.payload == "time limit of 0.2 s reached (the search was stopped)"
+    assert time.perf_counter() - start < 0.2 + 2 * ray_cluster.ALARM_REPEAT
+    assert signal.getsignal(signal.SIGALRM) is before and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
 # -- the ray executor on a two-node cluster --------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster():

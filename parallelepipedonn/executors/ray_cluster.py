@@ -64,6 +64,10 @@ class _TimeLimitReached(BaseException):
 
 _SETUP: dict[str, Setup] = {}  # the setup of the batch this worker process serves, by object id
 _armed = False
+# Seconds between two alarms of one timer, until the task stops: long, so that a search
+# stopped by the first one has finished its cleanup (``finally`` blocks restoring settings)
+# before a second one could interrupt it.
+ALARM_REPEAT = 1.0
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
@@ -73,23 +77,28 @@ def _on_alarm(signum: int, frame: Any) -> None:
 
 def _with_time_limit(setup: Setup, task: Task, time_limit: float | None) -> Outcome:
     """:func:`certify_task`, interrupted by a timer after ``time_limit`` seconds (a
-    ``timeout``; a certificate completed as the timer fired is kept)."""
+    ``timeout``; a certificate completed as the timer fired is kept).
+
+    The timer repeats every :data:`ALARM_REPEAT` seconds until the task stops: Python
+    runs a signal handler in whatever Python code runs at that moment, and where that
+    is a finaliser (``__del__``, a weakref callback, run by the garbage collector in the
+    middle of the search), the handler's exception is printed and dropped ("Exception
+    ignored in ..."); one alarm alone would then leave the search running for minutes."""
     global _armed
     if time_limit is None or threading.current_thread() is not threading.main_thread():
         return certify_task(setup, task)  # off the main thread, only the driver's backstop applies
     start, outcome = time.perf_counter(), None
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     try:
-        try:
-            _armed = True
-            signal.setitimer(signal.ITIMER_REAL, time_limit)
-            outcome = certify_task(setup, task)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            _armed = False
+        _armed = True
+        signal.setitimer(signal.ITIMER_REAL, time_limit, ALARM_REPEAT)
+        outcome = certify_task(setup, task)
     except _TimeLimitReached:
-        _armed = False
+        pass
     finally:
+        # First statement, before any call: from here an alarm still pending does nothing.
+        _armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     if outcome is None:
         return Outcome("timeout", timeout_reason(time_limit), time.perf_counter() - start)
