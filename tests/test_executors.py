@@ -169,6 +169,29 @@ def test_the_worker_timer_stops_a_search_whose_first_alarm_fell_in_a_finaliser(n
     assert signal.getsignal(signal.SIGALRM) is before and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
+class _SetupThatDoesNotPickle(Setup):
+    def __reduce__(self):
+        raise TypeError("this setup does not pickle")
+
+
+class _SetupThatEndsItsWorker(Setup):
+    def __reduce__(self):
+        return os._exit, (3,)  # the worker process exits as it reads the setup
+
+
+@pytest.mark.parametrize("setup_type, reason", [
+    (_SetupThatDoesNotPickle, "the certification worker process could not be started: TypeError: this setup does "
+                              "not pickle"),
+    (_SetupThatEndsItsWorker, "the certification worker process did not start (exit code 3)"),
+])
+def test_a_worker_that_cannot_start_makes_each_input_an_internal_error_and_the_batch_goes_on(net, setup_type, reason):
+    setup = setup_type(net, FAST, None, None, None)
+    tasks = [Task(i, f"p{i}", x, None, None, 0) for i, x in enumerate(np.random.default_rng(0).random((2, 16)))]
+    groups = list(LocalExecutor().run(setup, tasks, 30.0))
+    assert [(task.input_id, outcome.kind, outcome.payload) for [(task, outcome)] in groups] == \
+        [("p0", "internal", reason), ("p1", "internal", reason)]
+
+
 # -- the ray executor on a two-node cluster --------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster():

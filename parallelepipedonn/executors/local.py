@@ -39,6 +39,10 @@ def _worker_main(conn: Connection, setup: Setup) -> None:
             return
 
 
+class _NotStarted(Exception):
+    """The worker process could not be started (the reason in the message)."""
+
+
 class _Worker:
     """A spawned process running :func:`certify_task`, killed when it overruns a time limit."""
 
@@ -48,24 +52,36 @@ class _Worker:
         self.conn: Connection | None = None
 
     def start(self) -> None:
-        """Start the process (if it is not running) and wait until it is ready."""
+        """Start the process (if it is not running) and wait until it is ready; raise
+        :class:`_NotStarted` with the reason if it cannot be."""
         if self.proc is not None:
             return
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, self.setup), daemon=True)
-        self.proc.start()
-        child.close()
+        try:
+            self.proc.start()  # pickles the setup: raises before a process exists if it cannot
+        except Exception as exc:
+            self.close()
+            raise _NotStarted(f"the certification worker process could not be started: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            child.close()
         try:
             ready = self.conn.recv()
         except (EOFError, OSError):
             ready = None
         if ready != "ready":
+            self.proc.join(5)
+            code = self.proc.exitcode
             self.close()
-            raise RuntimeError("the certification worker process did not start")
+            raise _NotStarted(f"the certification worker process did not start (exit code {code})")
 
     def run(self, task: Task, time_limit: float) -> Outcome:
-        self.start()  # its start-up does not count against the input's time
+        try:
+            self.start()  # its start-up does not count against the input's time
+        except _NotStarted as exc:  # this input is an error (retried by the next run); the next input tries again
+            return Outcome("internal", str(exc), 0.0)
         assert self.conn is not None
         start = time.perf_counter()
         self.conn.send(task)
@@ -81,13 +97,17 @@ class _Worker:
             return Outcome("internal", f"the worker process died (exit code {code})", time.perf_counter() - start)
 
     def close(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.join()
-            self.proc = None
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        """Kill the process and close the pipe; safe to call again, and on a process
+        that never started."""
+        proc, conn = self.proc, self.conn
+        self.proc = self.conn = None
+        if proc is not None:
+            if proc.pid is not None:  # None: start() raised before there was a process
+                proc.kill()
+                proc.join()
+            proc.close()
+        if conn is not None:
+            conn.close()
 
 
 class LocalExecutor(Executor):
