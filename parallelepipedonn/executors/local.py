@@ -4,7 +4,9 @@ Without a time limit each input is certified in this process. With one, the
 certifications run in a worker process (started once, with the network) that is killed
 when an input overruns the limit: that input ends as ``timeout`` (stored as ``unknown``,
 never certified) and a fresh worker takes the next input. The worker's start-up is not
-counted against any input. Each outcome is its own group: the driver commits every
+counted against any input; a worker that cannot start (a setup that does not pickle, a
+process that exits at once) makes the input ``internal`` (stored as ``error``, with the
+reason) and the next input tries again. Each outcome is its own group: the driver commits every
 result as soon as it is known.
 """
 
