@@ -66,8 +66,8 @@ class CrownOracle(Oracle):
     tells them where a counterexample is. ``reuse``
     (default): a box inside one bounded before starts from that box's node bounds (sound:
     bounds of a superset hold on a subset; its answer may be tighter than the box's bounds
-    computed alone). ``bisect`` (default on CPU): boxes that are nested (the cubes of an
-    apothem search) are bounded one at a time, in bisection order (each probe where the
+    computed alone). ``bisect`` (default on CPU): boxes that are nested (two or more: the
+    cubes of an apothem search) are bounded one at a time, in bisection order (each probe where the
     margin bounds of boxes bounded before extrapolate to zero); a box inside a verified
     one is VERIFIED with that box's margin bound (sound), and a box containing one CROWN
     did not verify is answered UNKNOWN without bounds (CROWN's answers on nested boxes
@@ -199,7 +199,7 @@ class CrownOracle(Oracle):
                 Answer(Verdict.UNKNOWN, margin=m, reason=f"{self.name} margin bound {m:.3g} <= 0")
 
         todo = np.flatnonzero(~screened)
-        chain = _chain(lower, upper, todo) if self.bisect and graph and len(todo) > 2 else None
+        chain = _chain(lower, upper, todo) if self.bisect and graph and len(todo) > 1 else None
         if chain is None:
             worst = self._verify_bounds(lower[todo], upper[todo], label).min(axis=1) if len(todo) else []
             for i, m in zip(todo, worst):

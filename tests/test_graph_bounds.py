@@ -383,6 +383,39 @@ def test_nested_boxes_are_bounded_in_bisection_order_with_the_answers_crown_give
     assert CrownOracle(g, device="cpu", bisect=False).settings()["bisect"] is False
 
 
+def test_two_nested_boxes_are_bounded_one_at_a_time_the_larger_first():
+    """A pair of nested cubes is a chain too: the larger one bounded first; where it is
+    verified the smaller is VERIFIED with its margin bound, without a bound of its own;
+    where it is not, the smaller starts from its node bounds. The same verdicts as
+    bounding both."""
+    g = _residual_convs(1)
+    rng = np.random.default_rng(5)
+    x = rng.random(g.n_inputs)
+    label = int(g.predict(x[None])[0])
+    plain = CrownOracle(g, screen=False, reuse=False, bisect=False)
+    margins = [a.margin for a in plain.verify(*_cubes(x, np.geomspace(1e-4, 0.3, 16)), label)]
+    verified = np.geomspace(1e-4, 0.3, 16)[[m > 0 for m in margins]]
+    assert 0 < len(verified) < 16
+    small, large = verified[0], verified[-1]
+    not_verified = np.geomspace(1e-4, 0.3, 16)[len(verified)]
+    for radii in ([large, small], [small, not_verified]):
+        lo, hi = _cubes(x, np.array(radii))
+        bisect = CrownOracle(g, screen=False)
+        bounded: list[int] = []
+        original = bisect._verify_bounds
+
+        def spy(lower, upper, lab):
+            bounded.append(len(lower))
+            return original(lower, upper, lab)
+
+        bisect._verify_bounds = spy
+        a, b = plain.verify(lo, hi, label), bisect.verify(lo, hi, label)
+        assert [p.verdict for p in a] == [q.verdict for q in b]
+        assert bounded == ([1] if radii[0] == large else [1, 1])  # one box per bound; the smaller only if needed
+        if radii[0] == large:
+            assert b[1].verified and "inside a box it verified" in b[1].reason and b[1].margin == b[0].margin
+
+
 def test_a_bisection_inside_a_bracket_bounded_before_probes_where_the_margins_interpolate_to_zero():
     g = _residual_convs(1)
     rng = np.random.default_rng(5)
