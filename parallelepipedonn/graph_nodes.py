@@ -339,8 +339,14 @@ class _Window2d(LinearNode):
 
     @property
     def fan_out(self) -> int:
-        """Outputs one input feeds: at most ``ceil(k / stride)`` windows per axis."""
-        return math.prod(-(-self.kernel[i] // self.stride[i]) for i in range(2)) * self._out_per_in_channel
+        """Outputs one input feeds. Per axis, input ``j`` is tap ``t`` of output ``i`` where
+        ``s i + d t = j + pad``: the taps ``t`` in ``[0, k)`` with ``d t`` congruent to
+        ``j + pad`` modulo ``s``, one residue class modulo ``s / gcd(s, d)``, so at most
+        ``ceil(k / (s / gcd(s, d)))`` of them (``ceil(k / s)`` without dilation; all ``k``
+        when ``s`` divides ``d``)."""
+        per_axis = (-(-self.kernel[i] // (self.stride[i] // math.gcd(self.stride[i], self.dilation[i])))
+                    for i in range(2))
+        return math.prod(per_axis) * self._out_per_in_channel
 
     @property
     def _out_per_in_channel(self) -> int:

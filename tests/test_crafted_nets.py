@@ -307,3 +307,63 @@ def test_graph_crown_with_float32_first_sides_proves_no_box_holding_a_misclassif
     assert not bool((worst > 0).any()), f"margin bounds {worst.tolist()}, but {claim(case)}"
     if rows[torch.float64]:  # neurons were tightened: their first sides in float32
         assert rows[torch.float32]
+
+
+# -- 7. float32 sums that round at every term (a convolution whose stride divides its dilation) ----
+def _rounding_convnet(with_relu_neuron: bool):
+    """Kernel, stride and dilation 16 on a (1, 737, 737) input: all 256 taps read one
+    input, so a float32 coefficient of the transposed convolution is a sum of 256 terms —
+    one tap of 1 and 255 of just over half its unit roundoff, which round up one by one
+    (about 255 units of roundoff). Fan-out 1 (ceil(k / s)), as once counted, charged it as
+    one term. Then a ReLU, the 1024 outputs summed: the class-0 score (bias 0: the margin
+    bound must stay below the exact margin); ``with_relu_neuron``: the sum, 1e-3 below 0
+    at the box's lower corner, is a neuron ``z`` whose float32 first side must not settle
+    it, and the margin ``z - relu(z) + 5e-4`` is -5e-4 there."""
+    from parallelepipedonn import graph_nodes as gn
+    from parallelepipedonn.graph import Graph
+
+    k, ho = 16, 32
+    h = (ho - 1) * k + k * (k - 1) + 1
+    delta = 2.0**-24 * (1 + 2.0**-10)
+    w = np.full((1, 1, k, k), delta)
+    w[0, 0, 0, 0] = 1.0
+    n = ho * ho
+    nodes = [gn.Input(inputs=(), shape=(1, h, h)),
+             gn.Conv2d(inputs=(0,), shape=(1, ho, ho), in_shape=(1, h, h), weight=w, bias_=np.zeros(1),
+                       stride=(k, k), dilation=(k, k)),
+             gn.ReLU(inputs=(1,), shape=(1, ho, ho)),
+             gn.Reshape(inputs=(2,), shape=(n,), in_shape=(1, ho, ho))]
+    if not with_relu_neuron:
+        nodes.append(gn.Dense(inputs=(3,), shape=(2,), in_shape=(n,), weight=np.stack([np.ones(n), np.zeros(n)]),
+                              bias_=np.zeros(2)))
+    else:
+        total = n * (1.0 + (k * k - 1) * delta)  # the sum at the lower corner (ones), exact in float64
+        nodes += [gn.Dense(inputs=(3,), shape=(1,), in_shape=(n,), weight=np.ones((1, n)),
+                           bias_=np.array([-(total + 1e-3)])),
+                  gn.ReLU(inputs=(4,), shape=(1,)),
+                  gn.Concat(inputs=(4, 5), shape=(2,), axis=0),
+                  gn.Dense(inputs=(6,), shape=(2,), in_shape=(2,), weight=np.array([[1.0, -1.0], [0.0, 0.0]]),
+                           bias_=np.array([5e-4, 0.0]))]
+    return Graph((1, h, h), tuple(nodes), "rounding-convnet")
+
+
+@pytest.mark.parametrize("with_relu_neuron, dtype", [(False, "float32"), (False, "float64"), (True, "float64")])
+def test_graph_crown_charges_every_tap_that_reads_an_input(with_relu_neuron, dtype):
+    """The margin bound at most the exact margin at the box's lower corner (exact
+    arithmetic), and no VERIFIED where that margin is negative; float64 runs its first
+    sides in float32 (the default)."""
+    from fractions import Fraction
+
+    from oracles.crown import CrownOracle
+    from parallelepipedonn.graph_exact import exact_logits
+
+    g = _rounding_convnet(with_relu_neuron)
+    lo = np.ones((1, g.n_inputs))
+    hi = lo + (1e-5 if with_relu_neuron else 1e-9)
+    ints, e = exact_logits(g, lo[0])
+    exact = Fraction(int(ints[0]) - int(ints[1])) * Fraction(2) ** e
+    oracle = CrownOracle(g, dtype=dtype)
+    bound = oracle.margin_lower_bounds(lo, hi, 0)[0, 0]
+    assert Fraction(float(bound)) <= exact, f"margin bound {bound!r} above the exact margin {float(exact)!r}"
+    if exact < 0:
+        assert oracle.verify(lo, hi, 0)[0].verdict is not Verdict.VERIFIED

@@ -105,6 +105,50 @@ def test_fan_in_and_fan_out_bound_the_terms_of_each_sum():
         assert nnz.sum(axis=0).max() <= node.fan_out
 
 
+@pytest.mark.parametrize("kernel, stride, dilation", [(3, 2, 2), (4, 2, 4), (3, 3, 3), (2, 4, 2), (4, 2, 1),
+                                                      (3, 4, 6), (5, 3, 2), (2, 2, 3)])
+def test_fan_out_counts_every_tap_that_reads_one_input_when_stride_and_dilation_share_a_factor(kernel, stride,
+                                                                                               dilation):
+    """Where the stride and the dilation share a factor, one input is read by more taps
+    than ``ceil(k / s)`` per axis (all ``k`` when ``s`` divides ``d``): the float32 slack of
+    the transposed convolution's sums is sized by this count (it once ignored dilation, and
+    float32 bounds came out above the exact margin)."""
+    b = Builder((2, 30, 30), seed=1)
+    size = (dilation * (kernel - 1) + 1 + stride)  # at least two windows per axis
+    b.conv(0, 2, kernel, stride=stride, dilation=dilation)
+    node = b.nodes[1]
+    pool = gn.AvgPool2d(inputs=(0,), shape=node.shape, in_shape=(2, 30, 30), kernel=(kernel, kernel),
+                        stride=(stride, stride), dilation=(dilation, dilation))
+    assert node.shape[1] >= 2 and 30 >= size
+    for n in (node, pool):
+        taps = (_dense(n) != 0).numpy().sum(axis=0).max()
+        assert taps <= n.fan_out
+        assert taps == n.fan_out  # maps large enough: the count is reached (so it is the count, not a loose bound)
+
+
+@pytest.mark.parametrize("big_tap", [0, -1])
+def test_the_float32_transposed_convolution_rounds_within_the_slack_of_its_fan_out(big_tap):
+    """``W^T y`` in float32 is off by at most ``relative_slack(fan_out)`` times ``|W|^T |y|``
+    (the bound the backward pass charges), on a sum built to round at every term: one tap
+    of 1 and 63 of just over half its unit roundoff, which round up one by one when the 1
+    comes first. Kernel, stride and dilation 8: all 64 taps of the kernel read one input."""
+    from parallelepipedonn.tolerances import relative_slack
+
+    k, ho = 8, 8
+    h = (ho - 1) * k + k * (k - 1) + 1
+    w = np.full((1, 1, k, k), 2.0**-24 * (1 + 2.0**-10))
+    w.reshape(-1)[big_tap] = 1.0
+    node = gn.Conv2d(inputs=(0,), shape=(1, ho, ho), in_shape=(1, h, h), weight=w, bias_=np.zeros(1),
+                     stride=(k, k), dilation=(k, k))
+    y = torch.ones(1, 1, ho, ho)
+    got = node.apply_t(y).double()
+    exact = node.apply_t(y.double())  # sums of 64 products of float32 numbers: exact in float64 here
+    allowed = relative_slack(node.fan_out, torch.float32) * node.apply_abs_t(y.double().abs())
+    assert (got - exact).abs().max() > 0  # the sums did round
+    assert ((got - exact).abs() <= allowed).all()  # 63 units of roundoff with the 1 first: above fan-out 1's 36
+    assert node.fan_out == k * k
+
+
 def test_a_convolution_applies_no_dense_matrix():
     """Conv2d's four applies are convolutions: no tensor of in x out elements, and the
     only weights it keeps are its kernels."""
