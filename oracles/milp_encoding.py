@@ -33,7 +33,7 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 
 from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import PROOF_MARGIN as _PROOF_MARGIN
-from parallelepipedonn.tolerances import solver_tolerance
+from parallelepipedonn.tolerances import DROPPED_ROW_SHARE, HIGHS_SMALL_MATRIX_VALUE, solver_tolerance
 
 FloatArray = NDArray[np.float64]
 
@@ -160,12 +160,61 @@ class SolveResult:
 class _Highs(Highs):
     """pyomo's persistent HiGHS interface, with its options set before the model is
     passed: pyomo sets them only before each solve, after the rows were added, so that
-    HiGHS would drop matrix entries under its default ``small_matrix_value`` (1e-9)."""
+    HiGHS would drop matrix entries under its default ``small_matrix_value`` (1e-9).
+    The entries HiGHS still drops (at or below :data:`HIGHS_SMALL_MATRIX_VALUE`) are kept
+    per row, with their variables, for :meth:`dropped_shift`."""
 
     def add_block(self, block) -> None:
         for key, option in self.highs_options.items():
             self._solver_model.setOptionValue(key, option)
         super().add_block(block)
+
+    def _add_constraints(self, cons: list) -> None:
+        highs, rows = self._solver_model, []
+
+        def watched(n, lbs, ubs, nnz, starts, index, values, add=highs.addRows):
+            rows.append((np.asarray(starts), np.asarray(index), np.asarray(values, dtype=np.float64)))
+            return add(n, lbs, ubs, nnz, starts, index, values)
+
+        highs.addRows = watched  # the rows pyomo passes, as HiGHS receives them
+        try:
+            super()._add_constraints(cons)
+        finally:
+            del highs.addRows
+        dropped = getattr(self, "_dropped", {})
+        self._dropped = dropped
+        by_index = None
+        for starts, index, values in rows:
+            small = np.flatnonzero((values != 0) & (np.abs(values) <= HIGHS_SMALL_MATRIX_VALUE))
+            if not len(small):
+                continue
+            if by_index is None:
+                by_index = {i: self._vars[v][0] for v, i in self._pyomo_var_to_solver_var_map.items()}
+            for r, e in zip((np.searchsorted(starts, small, side="right") - 1).tolist(), small.tolist()):
+                dropped.setdefault(cons[r], []).append((by_index[int(index[e])], float(values[e])))
+
+    def _remove_constraints(self, cons: list) -> None:
+        for con in cons:
+            getattr(self, "_dropped", {}).pop(con, None)
+        super()._remove_constraints(cons)
+
+    def dropped_shift(self) -> float:
+        """The most any row of the model HiGHS solves differs from ours by the entries it
+        dropped: per row, the sum of ``|coefficient| * max(|lb|, |ub|)`` of their variables
+        (a fixed one: its value; an unbounded one: ``inf``)."""
+        worst = 0.0
+        for entries in getattr(self, "_dropped", {}).values():
+            total = 0.0
+            for var, coef in entries:
+                if var.fixed:
+                    reach = abs(float(var.value))
+                elif var.lb is None or var.ub is None:
+                    return math.inf
+                else:
+                    reach = max(abs(float(var.lb)), abs(float(var.ub)))
+                total += abs(coef) * reach
+            worst = max(worst, total)
+        return worst
 
 
 def make_solver(time_limit: float | None, mip_rel_gap: float = 1e-6, threads: int = 1,
@@ -185,7 +234,7 @@ def make_solver(time_limit: float | None, mip_rel_gap: float = 1e-6, threads: in
     opt.config.log_level = logging.DEBUG
     tol = solver_tolerance(scale)
     opt.highs_options = {"output_flag": False, "mip_rel_gap": mip_rel_gap, "threads": threads,
-                         "small_matrix_value": 1e-12, "primal_feasibility_tolerance": tol,
+                         "small_matrix_value": HIGHS_SMALL_MATRIX_VALUE, "primal_feasibility_tolerance": tol,
                          "dual_feasibility_tolerance": tol, "mip_feasibility_tolerance": tol, **(options or {})}
     if time_limit is not None:
         opt.config.time_limit = max(float(time_limit), 0.01)
@@ -213,6 +262,12 @@ def solve(opt: Highs, enc: Encoding, objective, sense=pe.minimize) -> SolveResul
     except Exception as exc:  # solver failure: nothing proven
         return SolveResult(f"error: {exc}", None, None, None, time.perf_counter() - start)
     status = res.termination_condition.name
+    shift = opt.dropped_shift() if isinstance(opt, _Highs) else 0.0
+    allowed = DROPPED_ROW_SHARE * float(opt.highs_options.get("primal_feasibility_tolerance", 0.0)) \
+        if isinstance(opt, _Highs) else 0.0
+    if shift > allowed:  # HiGHS solved another problem: its bound and its claims prove nothing
+        status = (f"error: HiGHS dropped coefficients at or below {HIGHS_SMALL_MATRIX_VALUE:g} that move a row "
+                  f"by up to {shift:.3g}")
     bound = res.best_objective_bound
     if bound is not None and (math.isnan(bound) or (sense == pe.minimize and bound == math.inf and status != "infeasible")):
         bound = None

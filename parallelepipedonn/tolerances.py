@@ -71,6 +71,18 @@ SOLVER_TOLERANCE_RANGE = (1e-9, 1e-7)
 #: get no solver proofs.
 SOLVER_ERROR_FACTOR = 10.0
 
+#: HiGHS drops the matrix entries at or below its ``small_matrix_value``; ours is set to
+#: its minimum, this. A weight this small on a large value (1e-13 times a hidden value of
+#: 1e11) is no small change of its row: a crafted network was verified by milp and bab
+#: with the product gone.
+HIGHS_SMALL_MATRIX_VALUE = 1e-12
+
+#: A solve whose dropped entries (coefficient times the larger magnitude of its variable's
+#: bounds, summed per row; unbounded variable: infinite) move a row by more than this share
+#: of the primal feasibility tolerance proves nothing: within it, the drop is one more slip
+#: of the row inside what the error model (:data:`SOLVER_ERROR_FACTOR`) charges.
+DROPPED_ROW_SHARE = 0.01
+
 
 def _np_dtype(dtype: Any) -> np.dtype:
     """numpy dtype of a numpy or torch dtype (torch's name without importing torch)."""

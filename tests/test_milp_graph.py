@@ -402,3 +402,68 @@ def test_exact_runs_on_a_residual_graph_with_its_default_oracle():
     # the same best apothem as milp's distance query
     d = make_oracle("milp", res).min_distance(x, cert.label, Box.unit(res.n_inputs), falsifier=AttackOracle(res))
     assert d.lower <= cert.apothem_upper_bound and cert.apothem <= d.upper
+
+
+def _tiny_weight_on_a_large_value(graph: bool):
+    """``h = 1e11 x``, ``y = 1e-13 h`` (in [0, 0.01]), margin ``|y - 0.005| - 0.001`` over
+    ``x`` in [0, 1]: 0.004 at both ends, -0.001 at 0.5. HiGHS drops a coefficient of
+    1e-13: with it gone, ``y = 0`` and the margin looks like a constant 0.004."""
+    from parallelepipedonn import graph_nodes as gn
+    from parallelepipedonn.graph import Graph
+    from parallelepipedonn.network import Affine, Network, ReLU
+
+    layers = [([[1e11]], [0.0]), ([[1e-13]], [0.0]), ([[1.0], [-1.0]], [-0.005, 0.005]), None,
+              ([[1.0, 1.0], [0.0, 0.0]], [-0.001, 0.0])]
+    if not graph:  # as a chain: a ReLU after h (>= 0 on the box), the two next maps merged
+        return Network.from_layers((1,), [Affine(*layers[0]), ReLU(), Affine([[1e-13], [-1e-13]], [-0.005, 0.005]),
+                                          ReLU(), Affine(*layers[4])])
+
+    nodes: list = [gn.Input(inputs=(), shape=(1,))]
+    for spec in layers:
+        if spec is None:
+            nodes.append(gn.ReLU(inputs=(len(nodes) - 1,), shape=nodes[-1].shape))
+            continue
+        w, b = np.array(spec[0]), np.array(spec[1])
+        nodes.append(gn.Dense(inputs=(len(nodes) - 1,), shape=(w.shape[0],), in_shape=(w.shape[1],), weight=w, bias_=b))
+    return Graph((1,), tuple(nodes), "tiny-weight")
+
+
+@pytest.mark.parametrize("graph", [True, False], ids=["graph", "chain"])
+@pytest.mark.parametrize("name", ["milp", "bab"])
+def test_a_weight_that_highs_drops_proves_nothing(name, graph):
+    """A solve in which HiGHS dropped entries (at or below its ``small_matrix_value``) that
+    can move a row beyond the error model's share proves nothing: milp and bab answered
+    VERIFIED (margin 0.004) on a box holding a point of exact margin -0.001."""
+    g = _tiny_weight_on_a_large_value(graph)
+    assert (g.as_network() is None) == graph if hasattr(g, "as_network") else not graph
+    assert g.misclassified(np.array([[0.5]]), 0)[0]
+    answer = make_oracle(name, g, time_limit=30.0).verify_box([0.0], [1.0], 0)
+    assert answer.verdict is not Verdict.VERIFIED
+    assert answer.falsified or "dropped coefficients" in answer.reason
+    distance = make_oracle("milp", g, time_limit=30.0).min_distance(np.array([0.0]), 0, Box.unit(1))
+    assert distance.lower <= 0.4
+
+
+def test_dropped_entries_are_measured_per_row_on_the_variables_bounds():
+    """``dropped_shift``: a coefficient HiGHS drops times the larger magnitude of its
+    variable's bounds, summed per row (infinite on an unbounded variable); a solve beyond
+    the share of the feasibility tolerance reports an error, not a bound."""
+    import pyomo.environ as pe
+
+    from oracles.milp_encoding import Encoding
+
+    m = pe.ConcreteModel()
+    m.x = pe.Var(range(2), bounds=(-3.0, 2.0))
+    m.y = pe.Var(bounds=(-1.0, 1.0))
+    m.c = pe.Constraint(expr=m.y - 1e-13 * m.x[0] - 2e-13 * m.x[1] == 0)
+    opt = make_solver(10.0)
+    enc = Encoding(m, [m.x[0], m.x[1]], [m.y], {}, 0)
+    res = solve(opt, enc, m.y)
+    assert opt.dropped_shift() == pytest.approx(3e-13 + 6e-13)  # within 1% of 1e-9: the result stands
+    assert res.optimal and res.bound is not None
+    m.x[1].setlb(-1e6)
+    res = solve(opt, enc, m.y)
+    assert opt.dropped_shift() == pytest.approx(3e-13 + 2e-7)
+    assert res.status.startswith("error: HiGHS dropped coefficients") and res.bound is None and not res.infeasible
+    m.x[1].setlb(None)
+    assert opt.dropped_shift() == math.inf
