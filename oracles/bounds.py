@@ -170,10 +170,15 @@ def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -
     slope = torch.where(unstable, upper / torch.where(unstable, width, 1.0), active_f)
     # s l + t >= 0 and s u + t >= u in exact arithmetic: the rounding of s and t is
     # at most a few units of roundoff of |s l| + |u| (where unstable, both terms are >= 0:
-    # s >= 0, -l > 0, u > 0; elsewhere t is not used)
+    # s >= 0, -l > 0, u > 0; elsewhere t is not used), plus, where t falls below the
+    # normal range, the product's absolute error (less than one smallest subnormal, with
+    # the relative errors, each far below it there)
     minus = -lower
     t = slope * minus
-    t = t + 8 * unit_roundoff(dt) * (t + upper)
+    # below the normal range the product's rounding is absolute (up to half the smallest
+    # subnormal) and the relative nudge underflows: one smallest subnormal more there
+    nudge = torch.where(t < smallest_normal(dt), torch.full_like(t, smallest_subnormal(dt)), 0.0)
+    t = t + 8 * unit_roundoff(dt) * (t + upper) + nudge
     # a chord slope below the normal range (u tiny against -l) carries an absolute error that
     # times (u - l) no relative slack covers: the flat line relu(z) <= u instead (exact)
     flat = slope < smallest_normal(dt)

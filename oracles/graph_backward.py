@@ -90,6 +90,11 @@ def backward(gt: GraphTensors, nb: NodeBounds, target: int, spec: Tensor, *, cov
         node = g.nodes[v]
         if v in acc_abs:  # the rounding of the sum of several coefficients
             magnitude = magnitude + sl.join * _bmv(acc_abs.pop(v), per(nb.scale[v])).to(wide)
+        if isinstance(node, gn.ReLU):
+            # a coefficient times a slope below the normal range is off by up to half the
+            # smallest subnormal, times the ReLU input (at most its scale): charged here, as a
+            # linear node charges its products (a ReLU that feeds an Add is read by no linear node)
+            underflow = underflow + per(_row_sums(nb.scale[v])) + 1
         if isinstance(node, gn.Input):
             if not covered_[v]:
                 magnitude = magnitude + sl.one * _bmv(big.abs(), per(nb.scale[v])).to(wide)

@@ -383,6 +383,7 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: 
             error = err + (gt.tiny * under.to(wide) + ABS_SLACK).view(bsz, m, 1)
             return proven((value + const - error).reshape(m, n_signs), nb.invalid.index_select(0, box))
         if isinstance(nv, gn.ReLU):
+            under = under + per_row(nb.scale[v].flatten(1).sum(1) + 1)  # slope products below the normal range
             if not covered[v]:  # the products with exact slopes (0, 1) round nothing
                 err = err + sl.one * _dot(big.abs(), w["charged"]).to(wide)
             neg = big.clamp(max=0)

@@ -32,8 +32,8 @@ from pyomo.contrib.appsi.solvers.highs import Highs
 from pyomo.core.expr.numeric_expr import LinearExpression
 
 from parallelepipedonn.network import Network
-from parallelepipedonn.tolerances import PROOF_MARGIN as _PROOF_MARGIN
 from parallelepipedonn.tolerances import DROPPED_ROW_SHARE, HIGHS_SMALL_MATRIX_VALUE, solver_tolerance
+from parallelepipedonn.tolerances import PROOF_MARGIN as _PROOF_MARGIN
 
 FloatArray = NDArray[np.float64]
 

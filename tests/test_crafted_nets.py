@@ -367,3 +367,66 @@ def test_graph_crown_charges_every_tap_that_reads_an_input(with_relu_neuron, dty
     assert Fraction(float(bound)) <= exact, f"margin bound {bound!r} above the exact margin {float(exact)!r}"
     if exact < 0:
         assert oracle.verify(lo, hi, 0)[0].verdict is not Verdict.VERIFIED
+
+
+# -- 8. products below float32's normal range (subnormal bounds, underflowing slopes) ---------------
+def _subnormal_relu_net():
+    """x in [-2, 4] smallest float32 subnormals: 512 neurons ``z = -2^120 relu(x) + 3.8
+    2^-29`` (``relu(x)``'s upper line has a subnormal intercept, ``fl(2/3) * 2`` smallest
+    subnormals, which rounded down to 1), and the class-0 margin ``z_0 - relu(z_0) + x +
+    1e-10``: -2.7e-10 at the box's upper end, where ``z_0 < 0``. The intercept rounded down
+    let float32 first sides settle ``z`` active and the default oracle verify the box."""
+    from parallelepipedonn import graph_nodes as gn
+    from parallelepipedonn.graph import Graph
+
+    sub, n = 2.0**-149, 512
+    w = np.zeros((2, 2 * n + 1))
+    w[0, 0], w[0, n], w[0, 2 * n] = 1.0, -1.0, 1.0
+    nodes = [gn.Input(inputs=(), shape=(1, 1, 1)), gn.Reshape(inputs=(0,), shape=(1,), in_shape=(1, 1, 1)),
+             gn.ReLU(inputs=(1,), shape=(1,)),
+             gn.Dense(inputs=(2,), shape=(n,), in_shape=(1,), weight=np.full((n, 1), -2.0**120),
+                      bias_=np.full(n, 3.8 * sub * 2.0**120)),
+             gn.ReLU(inputs=(3,), shape=(n,)), gn.Concat(inputs=(3, 4, 1), shape=(2 * n + 1,), axis=0),
+             gn.Dense(inputs=(5,), shape=(2,), in_shape=(2 * n + 1,), weight=w, bias_=np.array([1e-10, 0.0]))]
+    return Graph((1, 1, 1), tuple(nodes), "subnormal-relu"), np.array([[-2 * sub]]), np.array([[4 * sub]])
+
+
+def _underflowing_slope_net():
+    """x in [0, 1]: ``z = 2^115 x - (2^115 - 2^105)`` (``-l`` about 2^115), ``r = relu(z)``,
+    ``a = r + r`` (an Add: no linear node reads ``r``'s scale), the margin ``w a + 1e-9 x +
+    c`` with ``w = -3.587e-43``: the product ``2 w`` times ``r``'s chord slope lands below
+    float32's normal range, off by half a subnormal, which ``|z|`` (2^115) scales to 1e-11
+    against an exact margin of -1.4e-11 at x = 0."""
+    from parallelepipedonn import graph_nodes as gn
+    from parallelepipedonn.graph import Graph
+
+    nodes = [gn.Input(inputs=(), shape=(1,)),
+             gn.Dense(inputs=(0,), shape=(1,), in_shape=(1,), weight=np.array([[2.0**115]]),
+                      bias_=np.array([-(2.0**115 - 2.0**105)])),
+             gn.ReLU(inputs=(1,), shape=(1,)), gn.Add(inputs=(2, 2), shape=(1,)),
+             gn.Concat(inputs=(3, 0), shape=(2,), axis=0),
+             gn.Dense(inputs=(4,), shape=(2,), in_shape=(2,), weight=np.array([[-3.587e-43, 1e-9], [0.0, 0.0]]),
+                      bias_=np.array([-1.45e-11, 0.0]))]
+    return Graph((1,), tuple(nodes), "underflowing-slope"), np.array([[0.0]]), np.array([[1.0]])
+
+
+@pytest.mark.parametrize("make, dtype", [(_subnormal_relu_net, "float64"), (_subnormal_relu_net, "float32"),
+                                         (_underflowing_slope_net, "float32")],
+                         ids=["subnormal-relu-f64", "subnormal-relu-f32", "underflowing-slope-f32"])
+def test_graph_crown_covers_products_below_the_normal_range(make, dtype):
+    """The margin bound at most the exact margin at the box's ends (exact arithmetic), and
+    no VERIFIED where it is negative (float64: with float32 first sides, the default)."""
+    from fractions import Fraction
+
+    from oracles.crown import CrownOracle
+    from parallelepipedonn.graph_exact import exact_logits
+
+    g, lo, hi = make()
+    exact = []
+    for x in (lo[0], hi[0]):
+        ints, e = exact_logits(g, x)
+        exact.append(Fraction(int(ints[0]) - int(ints[1])) * Fraction(2) ** e)
+    oracle = CrownOracle(g, dtype=dtype)
+    bound = oracle.margin_lower_bounds(lo, hi, 0)[0, 0]
+    assert Fraction(float(bound)) <= min(exact), f"margin bound {bound!r} above the exact {float(min(exact))!r}"
+    assert oracle.verify(lo, hi, 0)[0].verdict is not Verdict.VERIFIED

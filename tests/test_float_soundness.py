@@ -309,6 +309,28 @@ def test_boxes_with_a_non_finite_bound_are_found_whatever_their_finite_numbers(d
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_relu_relaxation_holds_in_exact_arithmetic_where_its_intercept_is_subnormal(dtype):
+    """Bounds a few smallest subnormals wide: the intercept ``s (-l)`` falls below the
+    normal range, where its rounding is absolute (``fl(2/3) * 2`` subnormals rounded down
+    to 1) and the relative nudge underflows; the line still lies above ``relu`` at both
+    ends in exact arithmetic."""
+    import torch
+
+    from oracles.bounds import relu_relaxation
+    from parallelepipedonn.tolerances import smallest_subnormal
+
+    t = getattr(torch, dtype)
+    sub = smallest_subnormal(dtype)
+    lo = torch.tensor([[-2 * sub, -1 * sub, -3 * sub, -5 * sub, -7 * sub, -1e3 * sub]], dtype=t)
+    hi = torch.tensor([[4 * sub, 1 * sub, 2 * sub, 9 * sub, 3 * sub, 7 * sub]], dtype=t)
+    r = relu_relaxation(lo, hi)
+    for i in range(lo.shape[1]):
+        s, c = Fraction(float(r.upper_slope[0, i])), Fraction(float(r.upper_intercept[0, i]))
+        lf, uf = Fraction(float(lo[0, i])), Fraction(float(hi[0, i]))
+        assert s * lf + c >= 0 and s * uf + c >= uf, (i, float(s), float(c))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_relu_relaxation_holds_in_exact_arithmetic_where_its_slope_underflows(dtype):
     """The upper line of an unstable ReLU whose chord slope ``u / (u - l)`` falls below the
     normal range (a subnormal ``u`` against a huge ``-l``), and of ordinary ones, lies above
