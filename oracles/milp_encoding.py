@@ -32,7 +32,13 @@ from pyomo.contrib.appsi.solvers.highs import Highs
 from pyomo.core.expr.numeric_expr import LinearExpression
 
 from parallelepipedonn.network import Network
-from parallelepipedonn.tolerances import DROPPED_ROW_SHARE, HIGHS_SMALL_MATRIX_VALUE, solver_tolerance
+from parallelepipedonn.tolerances import (
+    DROPPED_ROW_SHARE,
+    FRAGILE_ROW_SHIFT,
+    HIGHS_RELIABLE_COEFFICIENT,
+    HIGHS_SMALL_MATRIX_VALUE,
+    solver_tolerance,
+)
 from parallelepipedonn.tolerances import PROOF_MARGIN as _PROOF_MARGIN
 
 FloatArray = NDArray[np.float64]
@@ -161,8 +167,9 @@ class _Highs(Highs):
     """pyomo's persistent HiGHS interface, with its options set before the model is
     passed: pyomo sets them only before each solve, after the rows were added, so that
     HiGHS would drop matrix entries under its default ``small_matrix_value`` (1e-9).
-    The entries HiGHS still drops (at or below :data:`HIGHS_SMALL_MATRIX_VALUE`) are kept
-    per row, with their variables, for :meth:`dropped_shift`."""
+    The entries HiGHS drops (at or below :data:`HIGHS_SMALL_MATRIX_VALUE`) or may lose
+    (below :data:`HIGHS_RELIABLE_COEFFICIENT`) are kept per row, with their variables, for
+    :meth:`dropped_shift`."""
 
     def add_block(self, block) -> None:
         for key, option in self.highs_options.items():
@@ -185,7 +192,7 @@ class _Highs(Highs):
         self._dropped = dropped
         by_index = None
         for starts, index, values in rows:
-            small = np.flatnonzero((values != 0) & (np.abs(values) <= HIGHS_SMALL_MATRIX_VALUE))
+            small = np.flatnonzero((values != 0) & (np.abs(values) < HIGHS_RELIABLE_COEFFICIENT))
             if not len(small):
                 continue
             if by_index is None:
@@ -198,23 +205,24 @@ class _Highs(Highs):
             getattr(self, "_dropped", {}).pop(con, None)
         super()._remove_constraints(cons)
 
-    def dropped_shift(self) -> float:
-        """The most any row of the model HiGHS solves differs from ours by the entries it
-        dropped: per row, the sum of ``|coefficient| * max(|lb|, |ub|)`` of their variables
-        (a fixed one: its value; an unbounded one: ``inf``)."""
-        worst = 0.0
+    def dropped_shift(self) -> tuple[float, float]:
+        """The most the entries HiGHS drops (at or below :data:`HIGHS_SMALL_MATRIX_VALUE`),
+        and those it may lose (below :data:`HIGHS_RELIABLE_COEFFICIENT`), can move a row:
+        per row, the sum of ``|coefficient| * max(|lb|, |ub|)`` of their variables (a fixed
+        one: its value; an unbounded one: ``inf``)."""
+        dropped = fragile = 0.0
         for entries in getattr(self, "_dropped", {}).values():
-            total = 0.0
+            row = [0.0, 0.0]
             for var, coef in entries:
                 if var.fixed:
                     reach = abs(float(var.value))
                 elif var.lb is None or var.ub is None:
-                    return math.inf
+                    reach = math.inf
                 else:
                     reach = max(abs(float(var.lb)), abs(float(var.ub)))
-                total += abs(coef) * reach
-            worst = max(worst, total)
-        return worst
+                row[abs(coef) > HIGHS_SMALL_MATRIX_VALUE] += abs(coef) * reach
+            dropped, fragile = max(dropped, row[0]), max(fragile, row[1])
+        return dropped, fragile
 
 
 def make_solver(time_limit: float | None, mip_rel_gap: float = 1e-6, threads: int = 1,
@@ -262,12 +270,14 @@ def solve(opt: Highs, enc: Encoding, objective, sense=pe.minimize) -> SolveResul
     except Exception as exc:  # solver failure: nothing proven
         return SolveResult(f"error: {exc}", None, None, None, time.perf_counter() - start)
     status = res.termination_condition.name
-    shift = opt.dropped_shift() if isinstance(opt, _Highs) else 0.0
-    allowed = DROPPED_ROW_SHARE * float(opt.highs_options.get("primal_feasibility_tolerance", 0.0)) \
-        if isinstance(opt, _Highs) else 0.0
-    if shift > allowed:  # HiGHS solved another problem: its bound and its claims prove nothing
-        status = (f"error: HiGHS dropped coefficients at or below {HIGHS_SMALL_MATRIX_VALUE:g} that move a row "
-                  f"by up to {shift:.3g}")
+    if isinstance(opt, _Highs):  # HiGHS solved another problem: its bound and its claims prove nothing
+        dropped, fragile = opt.dropped_shift()
+        if dropped > DROPPED_ROW_SHARE * float(opt.highs_options.get("primal_feasibility_tolerance", 0.0)):
+            status = (f"error: coefficients at or below {HIGHS_SMALL_MATRIX_VALUE:g}, which HiGHS drops, move a row "
+                      f"by up to {dropped:.3g}")
+        elif fragile > FRAGILE_ROW_SHIFT:
+            status = (f"error: coefficients below {HIGHS_RELIABLE_COEFFICIENT:g}, which HiGHS may lose, move a row "
+                      f"by up to {fragile:.3g}")
     bound = res.best_objective_bound
     if bound is not None and (math.isnan(bound) or (sense == pe.minimize and bound == math.inf and status != "infeasible")):
         bound = None
