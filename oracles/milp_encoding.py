@@ -228,10 +228,11 @@ class _Highs(Highs):
 def make_solver(time_limit: float | None, mip_rel_gap: float = 1e-6, threads: int = 1,
                 options: dict[str, Any] | None = None, scale: float | None = None) -> Highs:
     """A persistent HiGHS interface. HiGHS ignores matrix entries at or below
-    ``small_matrix_value``; it is set to its minimum (1e-12) before the model is passed,
-    so that the encoding stays exact up to terms far below :data:`PROOF_MARGIN`
-    (reference weights go down to 1e-37; the terms dropped change a 784-input row by at
-    most 784e-12). Feasibility tolerances (primal, dual, MIP) follow the problem's
+    ``small_matrix_value``; it is set to its minimum (1e-12) before the model is passed
+    (reference weights go down to 1e-37), and :func:`solve` proves nothing where the
+    entries dropped, or those below HiGHS's default 1e-9, can move a row by more than
+    :data:`DROPPED_ROW_SHARE` of the tolerance or :data:`FRAGILE_ROW_SHIFT` (a tiny weight
+    on a large value is no small term). Feasibility tolerances (primal, dual, MIP) follow the problem's
     ``scale`` (:func:`~parallelepipedonn.tolerances.solver_tolerance`: 1e-7 on ordinary
     problems, down to 1e-9; 1e-9 when the scale is not given), not HiGHS's 1e-7/1e-6: a
     ReLU row ``a = z`` that slips by 1e-6 moves a margin by 1e-6 times the output weights,
