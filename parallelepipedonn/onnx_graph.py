@@ -27,12 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import torch
 
 from . import graph_nodes as gn
 from . import onnx_import
 from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
 from .graph import Graph
-from .onnx_read import RESHAPING_OPS, Lin, OnnxWalker, attr_str, gib
+from .onnx_read import BN_EPSILON, RESHAPING_OPS, Lin, OnnxWalker, attr_str, gib
 
 #: Operators whose presence sends a model to the graph importer (``load_onnx``).
 GRAPH_OPS = frozenset({"Conv", "AveragePool", "GlobalAveragePool", "Pad", "MaxPool", "GlobalMaxPool"})
@@ -50,12 +51,75 @@ class _Sym(Lin):
         return self.full
 
 
+def check_value_range(graph: Graph, dtypes: list[np.dtype]) -> None:
+    """:class:`ModelError` for a graph whose values leave its ONNX float types' range where
+    onnxruntime computes them (the IR computes exactly, so that the two would differ by far
+    more than rounding):
+
+    * overflow: a node whose values, for inputs of magnitude at most 1 and restarting at 1
+      after each ReLU (the chain importer's bound on a stage's coefficients), may exceed the
+      type's largest number: ``x * 1e30 * 1e30 * 1e-30 * 1e-30`` is ``x`` in the IR and
+      infinite in float32;
+    * underflow: rounding nodes whose results, rounded to 0 below the type's normal range
+      (an error of at most half the smallest subnormal number each), the rest of the graph
+      amplifies by more than the type's unit roundoff: ``x * 1e-30 * 1e-30 * 1e30 * 1e30``
+      is 0 in float32. The amplification is the sum over outputs of ``|W|`` products back to
+      the node (a ReLU passes it on).
+
+    Sums of absolute values in float64, an upper bound up to its own rounding (immaterial
+    at these thresholds)."""
+    nodes = graph.nodes
+    with torch.no_grad():
+        scale: list[torch.Tensor] = []
+        for node in nodes:
+            ins = [scale[i] for i in node.inputs]
+            if isinstance(node, gn.Input | gn.ReLU):
+                s = torch.ones(1, *node.shape, dtype=torch.float64)
+            elif isinstance(node, gn.LinearNode):
+                s = node.apply_abs(ins[0])
+                ab = node.abs_bias(torch.float64, "cpu")
+                s = s if ab is None else s + ab
+            elif isinstance(node, gn.Add | gn.Sub):
+                s = ins[0] + ins[1]
+            else:
+                s = torch.cat(ins, dim=node.axis + 1)  # type: ignore[attr-defined]
+            top = float(s.max())
+            info = np.finfo(dtypes[len(scale)])
+            if not top <= float(info.max):
+                raise ModelError(f"node {node.name or len(scale)!r} ({node.kind}): its values reach {top:.3g} on inputs "
+                                 f"of magnitude 1, beyond {info.dtype}'s range: onnxruntime's would be infinite")
+            scale.append(s)
+        gain: list[torch.Tensor | None] = [None] * len(nodes)
+        gain[-1] = torch.ones(1, *nodes[-1].shape, dtype=torch.float64)
+        shapes = [n.shape for n in nodes]
+        for k in range(len(nodes) - 1, 0, -1):
+            g, node = gain[k], nodes[k]
+            if g is None:
+                continue
+            if isinstance(node, gn.LinearNode | gn.Add | gn.Sub) and not getattr(node, "exact", False):
+                info = np.finfo(dtypes[k])
+                lost = float(g.sum()) * float(info.smallest_subnormal) / 2
+                if not lost <= float(info.eps) / 2:
+                    raise ModelError(f"node {node.name or k!r} ({node.kind}): the graph amplifies the underflow of its "
+                                     f"{info.dtype} values (rounded to 0 below {info.dtype}'s range) into the scores "
+                                     f"by up to {lost:.3g}: onnxruntime's scores would differ from the IR's")
+            if isinstance(node, gn.LinearNode):
+                parts = [node.apply_abs_t(g)]
+            elif isinstance(node, gn.Concat):
+                parts = list(torch.split(g, node.sizes([shapes[i] for i in node.inputs]), dim=node.axis + 1))
+            else:
+                parts = [g] * len(node.inputs)
+            for i, part in zip(node.inputs, parts):
+                gain[i] = part if gain[i] is None else gain[i] + part
+
+
 class GraphImporter(OnnxWalker):
     """ONNX → :class:`Graph` (see the module docstring)."""
 
     def __init__(self, model: onnx.ModelProto, name: str) -> None:
         super().__init__(model, name)
         self.nodes: list[gn.Node] = []
+        self.dtypes: list[np.dtype] = []  # the ONNX float type each node's values have in onnxruntime
         self.producer_readers: dict[str, int] = {}
 
     # -- entry point --------------------------------------------------------------------
@@ -76,6 +140,7 @@ class GraphImporter(OnnxWalker):
                 raise ModelError(f"initializer {t.name!r} keeps its data in an external file: not supported")
             self.values[t.name] = onnx.numpy_helper.to_array(t)
         self.nodes.append(gn.Input(inputs=(), shape=ir_shape, name=inputs[0].name))
+        self.dtypes.append(dtype)
         self.values[inputs[0].name] = _Sym(None, 0, dtype, 0, onnx_shape)  # type: ignore[arg-type]
         consumers = self._consumers()
         self.producer_readers = consumers
@@ -94,7 +159,9 @@ class GraphImporter(OnnxWalker):
         if total > limit:
             raise ModelTooLargeError(f"the network's weights take {gib(total)} as float64, over the importer's "
                                      f"limit of {gib(limit)} (parallelepipedonn.onnx_import.MAX_MODEL_BYTES)")
-        return Graph(ir_shape, tuple(self.nodes), self.name)
+        graph = Graph(ir_shape, tuple(self.nodes), self.name)
+        check_value_range(graph, self.dtypes)
+        return graph
 
     # -- helpers ------------------------------------------------------------------------
     def _check_range(self, label: str, op: str, v: Lin) -> None:
@@ -102,6 +169,7 @@ class GraphImporter(OnnxWalker):
 
     def _append(self, node: gn.Node, dtype: np.dtype) -> _Sym:
         self.nodes.append(node)
+        self.dtypes.append(np.dtype(dtype))
         return _Sym(None, 0, dtype, len(self.nodes) - 1, (1, *node.shape))  # type: ignore[arg-type]
 
     @staticmethod
@@ -354,7 +422,7 @@ class GraphImporter(OnnxWalker):
         scale, bias, mean, var = (self._const(a) for a in args[1:5])
         if any(a.shape != (c,) for a in (scale, bias, mean, var)):
             raise UnsupportedOperatorError(label, "BatchNormalization", "statistics of the wrong shapes")
-        denom = var + float(attrs.get("epsilon", 1e-5))
+        denom = var + float(attrs.get("epsilon", BN_EPSILON))
         if (denom <= 0).any():
             raise ModelError(f"node {label!r} (BatchNormalization): variance + epsilon is not positive")
         a = scale / np.sqrt(denom)

@@ -39,6 +39,7 @@ from onnx import numpy_helper
 from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
 from .network import Affine, Layer, Network, ReLU
 from .onnx_read import (
+    BN_EPSILON,
     INPUT_TYPES,
     MIN_OPSET,
     RESHAPING_OPS,
@@ -370,7 +371,7 @@ class _Importer(OnnxWalker):
         if any(a.shape != (c,) for a in (scale, bias, mean, var)):
             raise UnsupportedOperatorError(label, "BatchNormalization", f"statistics of shapes "
                                            f"{[list(a.shape) for a in (scale, bias, mean, var)]}, expected [{c}]")
-        denom = var + float(attrs.get("epsilon", 1e-5))
+        denom = var + float(attrs.get("epsilon", BN_EPSILON))
         if (denom <= 0).any():
             raise ModelError(f"node {label!r} (BatchNormalization): variance + epsilon is not positive")
         a = scale / np.sqrt(denom)

@@ -39,6 +39,9 @@ _GIB = 2**30
 INPUT_TYPES = {onnx.TensorProto.FLOAT: np.dtype(np.float32), onnx.TensorProto.DOUBLE: np.dtype(np.float64)}
 #: The operators that only reshape a tensor (read by :meth:`OnnxWalker._reshape_like`).
 RESHAPING_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+#: BatchNormalization's default ``epsilon``: the attribute is a float32 (onnxruntime adds
+#: ``float32(1e-5)``, not the float64 1e-5, which differ where the variance is about -1e-5)
+BN_EPSILON = float(np.float32(1e-5))
 _FINAL_MONOTONE_OPS = {"Softmax", "LogSoftmax"}
 #: Operators whose value onnxruntime draws at random at every run: never folded.
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -223,7 +226,9 @@ class OnnxWalker:
     def _check_range(self, label: str, op: str, v: Lin) -> None:
         """The tensor's coefficients must be finite numbers of its ONNX type: one out of
         range means onnxruntime's intermediate values overflow to infinity (e.g. ``x * 1e30
-        * 1e30 * 1e-40`` in float32), which the IR, folding the products, would not see."""
+        * 1e30 * 1e-40`` in float32), which the IR, folding the products, would not see; a
+        nonzero one below the type's smallest subnormal number, that they underflow to 0
+        (``x * 1e-30 * 1e-30 * 1e30 * 1e30``: 0 in float32, ``x`` folded)."""
         info = np.finfo(v.dtype)
         flat = v.rows.ravel(order="K")  # a view where the layout allows
         step = 2**22
@@ -234,6 +239,10 @@ class OnnxWalker:
             if block.max() > info.max or block.min() < -info.max:
                 raise UnsupportedOperatorError(label, op, f"its coefficients overflow {v.dtype}: onnxruntime's "
                                                "values would be infinite")
+            magnitude = np.abs(block)
+            if ((magnitude < info.smallest_subnormal) & (magnitude > 0)).any():
+                raise UnsupportedOperatorError(label, op, f"its coefficients underflow {v.dtype} (below its "
+                                               "smallest subnormal number): onnxruntime's values would be 0")
 
     def _fold(self, node: onnx.NodeProto, label: str, args: list, attrs: dict) -> list[np.ndarray]:
         """Evaluate a node that does not depend on the input."""

@@ -288,3 +288,39 @@ def test_verify_on_a_max_pooling_model_proves_what_sampling_holds_and_refutes_wi
     assert region.contains(cex) and region.violated_disjunct(exact_outputs(g, cex)) is not None
     y = ort_forward(model, cex.reshape(1, *shape).astype(np.float32))[0]
     assert np.delete(y, label).max() >= y[label] - 1e-5 * np.abs(y).max()
+
+
+def scaled_conv_model(factors: list[float]) -> onnx.ModelProto:
+    """Conv (identity) → Mul by each of ``factors`` (float32 constants) → Flatten → Gemm."""
+    from onnx import helper
+
+    from tests.nets import make_model, tensor
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["m0"])]
+    inits = [tensor("w", np.ones((1, 1, 1, 1), np.float32))]
+    for k, f in enumerate(factors):
+        nodes.append(helper.make_node("Mul", [f"m{k}", f"f{k}"], [f"m{k + 1}"], name=f"mul{k + 1}"))
+        inits.append(tensor(f"f{k}", np.array(f, np.float32)))
+    nodes += [helper.make_node("Flatten", [f"m{len(factors)}"], ["flat"]),
+              helper.make_node("Gemm", ["flat", "W", "B"], ["y"], transB=1)]
+    inits += [tensor("W", np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32)), tensor("B", np.array([0.0, 0.5], np.float32))]
+    return make_model(nodes, [1, 1, 1, 2], initializers=inits)
+
+
+@pytest.mark.parametrize("factors, message", [
+    ([1e30, 1e30, 1e-30, 1e-30], r"'mul2'.*reach 1e\+60.*beyond float32's range"),
+    ([1e-30, 1e-30, 1e30, 1e30], r"'mul2'.*amplifies the underflow"),
+], ids=["overflow", "underflow"])
+def test_values_beyond_float32_in_onnxruntime_are_refused(factors, message):
+    """onnxruntime computes the scores in float32 (inf - inf, or 0), the IR exactly (``x``):
+    a certificate would be about another function. (Both were imported; ``verify`` proved a
+    class onnxruntime never predicts.)"""
+    from parallelepipedonn.errors import ModelError
+
+    model = scaled_conv_model(factors)
+    x = np.full((1, 1, 1, 2), 0.5, np.float32)
+    assert not np.isfinite(ort_forward(model, x)).all() or not ort_forward(model, x)[0, 0]
+    with pytest.raises(ModelError, match=message):
+        model_from_onnx(model)
+    assert isinstance(model_from_onnx(scaled_conv_model([1e10, 1e10, 1e-10, 1e-10])), Graph)  # within range
+

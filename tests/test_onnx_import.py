@@ -421,6 +421,46 @@ def test_values_that_overflow_float32_in_onnxruntime_are_refused():
         network_from_onnx(model)
 
 
+def test_values_that_underflow_float32_in_onnxruntime_are_refused():
+    """``h * 1e-30 * 1e-30 * 1e30 * 1e30`` is ``h`` folded in float64, 0 in float32."""
+    nodes = [helper.make_node("Mul", ["h", "small"], ["h1"]),
+             helper.make_node("Mul", ["h1", "small"], ["h2"], name="mul2"),
+             helper.make_node("Mul", ["h2", "big"], ["h3"]), helper.make_node("Mul", ["h3", "big"], ["h4"])]
+    model = _tiny(nodes, "h4", extra=(tensor("big", np.array(1e30, np.float32)),
+                                      tensor("small", np.array(1e-30, np.float32))))
+    rng = np.random.default_rng(0)  # onnxruntime's scores do not depend on the input (they are dense2's bias)
+    assert (ort_forward(model, rng.random((1, 4), np.float32)) == ort_forward(model, rng.random((1, 4), np.float32))).all()
+    with pytest.raises(UnsupportedOperatorError, match=r"'mul2' \(op Mul\).*underflow float32"):
+        network_from_onnx(model)
+
+
+def batchnorm_model(conv: bool) -> onnx.ModelProto:
+    """A BatchNormalization without an ``epsilon`` attribute whose channel 0 has variance
+    ``-float32(1e-5)``: onnxruntime adds ``float32(1e-5)`` (its output is NaN there)."""
+    var = np.array([-np.float32(1e-5), 1.0], np.float32)
+    stats = [tensor("s", np.ones(2, np.float32)), tensor("b", np.zeros(2, np.float32)),
+             tensor("mu", np.zeros(2, np.float32)), tensor("var", var)]
+    if conv:
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+                 helper.make_node("BatchNormalization", ["c", "s", "b", "mu", "var"], ["bn"], name="bn"),
+                 helper.make_node("Flatten", ["bn"], ["y"])]
+        return make_model(nodes, [1, 2, 1, 1], initializers=[tensor("w", np.eye(2, dtype=np.float32).reshape(2, 2, 1, 1)),
+                                                             *stats])
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "mu", "var"], ["y"], name="bn")]
+    return make_model(nodes, [1, 2], initializers=stats)
+
+
+@pytest.mark.parametrize("conv", [False, True], ids=["chain", "graph"])
+def test_batchnorm_default_epsilon_is_onnxs_float32(conv):
+    """(Was the float64 1e-5: a variance of ``-float32(1e-5)`` was scaled by about 2e6.)"""
+    from parallelepipedonn.onnx_import import model_from_onnx
+
+    model = batchnorm_model(conv)
+    assert np.isnan(ort_forward(model, np.ones((1, 2, 1, 1) if conv else (1, 2), np.float32))[0, 0])
+    with pytest.raises(ModelError, match="'bn' .*variance \\+ epsilon is not positive"):
+        model_from_onnx(model)
+
+
 def test_opsets_before_7_are_refused():
     model = _tiny([], "h")
     model.opset_import[0].version = 6
