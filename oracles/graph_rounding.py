@@ -91,7 +91,8 @@ def bias_dot(a: Tensor, bias: Tensor) -> Tensor:
     ``bias`` ``(C, 1, ...)``: each channel's coefficients summed first (in float64), then
     times its bias — the same terms regrouped, a sum of at most as many roundings of
     terms no larger than ``|a| |bias|``, so the same slack covers it."""
-    if bias.dim() >= 2 and all(d == 1 for d in bias.shape[1:]) and a.dim() == bias.dim() + 2:
+    if (bias.dim() >= 2 and all(d == 1 for d in bias.shape[1:]) and a.dim() == bias.dim() + 2
+            and bias.shape[0] == a.shape[2]):  # (a shift of shape (1, 1, ...) broadcasts: the general dot)
         sums = a.to(torch.float64).sum(dim=tuple(range(3, a.dim())))  # (B, m, C); sum(dtype=) is 4x slower
         return sums @ bias.reshape(-1).to(torch.float64)
     return wide_dot(a, bias)

@@ -348,9 +348,12 @@ def reduce_region(model: Network | Graph, region: Region, oracle_name: str, path
     bridge = None
     if chain is None:
         chain, bridge = chain_network(model, oracle_name)
-    if all(len(rows) == 1 for rows in groups) and len(chain.affines) > 1:
-        return Reduction(composed_chain(chain, [rows[0] for rows in groups]), 0, lower, upper, "composed", bridge)
-    return Reduction(shifted_chain(chain, groups, lower, upper), 0, lower, upper, "shifted", bridge)
+    try:
+        if all(len(rows) == 1 for rows in groups) and len(chain.affines) > 1:
+            return Reduction(composed_chain(chain, [rows[0] for rows in groups]), 0, lower, upper, "composed", bridge)
+        return Reduction(shifted_chain(chain, groups, lower, upper), 0, lower, upper, "shifted", bridge)
+    except OverflowError as exc:  # a product of the property's rows and the weights beyond float64
+        raise ReductionError(f"the property's constraints composed with the network overflow float64: {exc}") from None
 
 
 __all__ = ["Reduction", "ReductionError", "output_bounds", "property_graph", "reads_graphs", "reduce_region",

@@ -119,7 +119,13 @@ class OutputConstraint:
         if max(abs(v) for v in row) > _EXACT_INT:
             raise PropertyError(path, self.line, "an output coefficient is too large to be exact in float64 "
                                 "once the constraint is scaled to integers")
-        return row, self.rhs * scale / g
+        rhs = self.rhs * scale / g
+        try:
+            float_down(rhs), float_up(rhs)
+        except OverflowError:
+            raise PropertyError(path, self.line, "the constraint's constant is beyond float64's range once the "
+                                "constraint is scaled to integers") from None
+        return row, rhs
 
     def describe(self) -> str:
         terms = " ".join(f"{'+' if c > 0 else '-'} {'' if abs(c) == 1 else f'{abs(c)}*'}Y_{j}"
@@ -197,7 +203,8 @@ class VnnlibProperty:
 
     def check_model(self, n_inputs: int, n_outputs: int) -> None:
         """:class:`PropertyError` unless the property has the model's numbers of inputs and
-        outputs (naming the line of the last declaration)."""
+        outputs (naming the line of the last declaration) and every output constraint has a
+        form exact in float64 (:meth:`OutputConstraint.integer_row`, naming its line)."""
         for kind, declared, lines, actual in (("inputs", self.n_inputs, self.input_lines, n_inputs),
                                               ("outputs", self.n_outputs, self.output_lines, n_outputs)):
             if declared != actual:
@@ -205,6 +212,10 @@ class VnnlibProperty:
                 raise PropertyError(self.path, max(lines) if lines else None,
                                     f"the property declares {declared} {kind} ({name}_0 .. {name}_{declared - 1}), "
                                     f"the model has {actual}")
+        for region in self.regions:
+            for disjunct in region.disjuncts:
+                for constraint in disjunct:
+                    constraint.integer_row(n_outputs, self.path)
 
     def check_domain(self, lower: FloatArray, upper: FloatArray) -> None:
         """:class:`PropertyError` (naming the bound's line) unless every input box lies in

@@ -107,6 +107,27 @@ def test_a_verified_box_contains_no_misclassified_point(name, dtype, device):
     assert verified > 0
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_scale_whose_shift_broadcasts_over_the_channels_is_bounded(dtype):
+    """A Scale node with a per-channel scale and one shift for all channels (shape (1, 1, 1)):
+    its bias is summed as a broadcast, not as one value per channel (was a size mismatch)."""
+    rng = np.random.default_rng(0)
+    nodes = [gn.Input(inputs=(), shape=(3, 2, 2)),
+             gn.Scale(inputs=(0,), shape=(3, 2, 2), in_shape=(3, 2, 2), scale=np.full((3, 1, 1), 0.5),
+                      shift=np.full((1, 1, 1), 0.25)),
+             gn.Conv2d(inputs=(1,), shape=(2, 1, 1), in_shape=(3, 2, 2), weight=rng.normal(size=(2, 3, 2, 2)),
+                       bias_=np.zeros(2)),
+             gn.ReLU(inputs=(2,), shape=(2, 1, 1)),
+             gn.Reshape(inputs=(3,), shape=(2,), in_shape=(2, 1, 1)),
+             gn.Dense(inputs=(4,), shape=(2,), in_shape=(2,), weight=np.array([[1.0, -1.0], [0.0, 1.0]]),
+                      bias_=np.zeros(2))]
+    g = Graph((3, 2, 2), tuple(nodes), "broadcast shift")
+    x = rng.random((3, 12))
+    for label in (0, 1):
+        worst = CrownOracle(g, dtype=dtype).margin_lower_bounds(x - 0.1, x + 0.1, label).min(axis=1)
+        assert np.isfinite(worst).all() and (worst <= _sampled_margins(g, x, 0.1, label, rng)).all()
+
+
 def test_a_cancelling_residual_with_huge_weights_is_not_verified():
     """``s = A x + C x`` with weights ``1e12 + 1/3`` and ``-1e12`` (exactly ``w x``, ``w``
     the stored difference), minus ``w x + 1e-7``: the exact margin is ``-1e-7`` at every

@@ -309,11 +309,13 @@ def bad_property(small, kind: str) -> tuple[str, int]:
     if kind == "domain":
         lines[9] = "(assert (>= X_0 -0.25))"
         return "\n".join(lines), 10
+    if kind == "constant":  # an output constraint's constant beyond float64 (was an OverflowError, exit 1)
+        return "\n".join(lines + ["(assert (<= (+ Y_0 Y_1) 1e400))"]), len(lines) + 1
     lines[10] = "(assert (<= X_0 -0.5))"  # empty: below X_0's lower bound (line 10)
     return "\n".join(lines), 11
 
 
-@pytest.mark.parametrize("kind", ["malformed", "inputs", "outputs", "domain", "empty"])
+@pytest.mark.parametrize("kind", ["malformed", "inputs", "outputs", "domain", "empty", "constant"])
 def test_a_bad_property_is_one_line_naming_the_line_exit_2_and_nothing_written(small, tmp_path, capsys, kind):
     text, line = bad_property(small, kind)
     p = tmp_path / "bad.vnnlib"
