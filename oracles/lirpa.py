@@ -36,7 +36,7 @@ from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import ABS_SLACK
 
 from .base import Answer, FloatArray, Oracle, Verdict
-from .bounds import NetworkTensors, intermediate_bounds, margin_spec, term_magnitude
+from .bounds import NetworkTensors, input_scale, intermediate_bounds, margin_spec, relu_relaxation, term_magnitude
 from .crown import resolve_device
 
 METHODS = {"ibp": "IBP", "crown": "CROWN", "alpha-crown": "alpha-CROWN"}
@@ -117,17 +117,26 @@ class LirpaOracle(Oracle):
 
     def _rounding_error(self, lo: torch.Tensor, hi: torch.Tensor, spec: torch.Tensor) -> np.ndarray:
         """A bound of the rounding error of auto_LiRPA's margin bounds (``(B, m)``), ``inf``
-        for boxes where a ReLU input bound lies within rounding distance of 0."""
+        for boxes where a ReLU input bound lies within rounding distance of 0.
+
+        Relative: ``rel`` times the terms' magnitude (:func:`term_magnitude`). Absolute: a
+        coefficient of the backward pass that is a sum of products below the normal range is
+        off by up to ``tiny`` (``4 (widest + 2)`` subnormal spacings), an error the values
+        it multiplies scale: ``tiny`` times ``sum s + 1`` per layer (``s`` the layer's
+        input magnitudes on the box, ``+ 1`` its bias), as crown charges it."""
         t = self.tensors
         with torch.no_grad():
             bounds = intermediate_bounds(t, lo, hi)
+            scales = [input_scale(lo, hi)] + [relu_relaxation(lk, uk).scale for lk, uk in bounds]
+            # (B, depth): tiny times each layer's sum first (the sums of huge values may overflow)
+            underflow = torch.cumsum(torch.stack([t.tiny * (s.sum(dim=-1) + 1) for s in scales], dim=-1), dim=-1)
             ambiguous = torch.zeros(lo.shape[0], dtype=torch.bool, device=lo.device)
             for k, (lk, uk) in enumerate(bounds):
                 eye = torch.eye(lk.shape[1], dtype=lo.dtype, device=lo.device).expand(lo.shape[0], -1, -1)
-                err = 3 * t.rel * term_magnitude(t, eye, lo, hi, bounds, layer=k)
+                err = 3 * (t.rel * term_magnitude(t, eye, lo, hi, bounds, layer=k) + underflow[:, k, None])
                 near = (lk.abs() < err) | (uk.abs() < err)
                 ambiguous = ambiguous | near.any(dim=-1)
-            error = t.rel * term_magnitude(t, spec, lo, hi, bounds) + t.tiny + ABS_SLACK
+            error = t.rel * term_magnitude(t, spec, lo, hi, bounds) + underflow[:, -1, None] + ABS_SLACK
             error = torch.where(ambiguous.unsqueeze(-1), torch.full_like(error, torch.inf), error)
         return error.cpu().numpy()
 

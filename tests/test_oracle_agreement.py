@@ -205,6 +205,27 @@ def test_lirpa_crown_matches_our_crown_and_its_alpha_crown_is_tighter():
     assert (alpha <= sampled_margins(net, lower, upper, 0, rng) + 1e-9).all()
 
 
+@pytest.mark.skipif(not lirpa_available(), reason="auto_LiRPA is not installed (optional: install it from source)")
+def test_lirpa_charges_coefficients_below_the_normal_range_times_huge_inputs():
+    """8000 products ``1.49 * -2^-1074`` each lose ``0.49 * 2^-1074`` on the subnormal grid;
+    times inputs of 8.9e307 that is 3.4e-12 of auto_LiRPA's bound, above the exact margin
+    (-1e-13) by more than a flat slack (was VERIFIED, margin 2.3e-12)."""
+    from fractions import Fraction
+
+    from parallelepipedonn.network import Affine, Network, ReLU
+
+    k, n, sub, big = 8000, 2, 5e-324, 8.9e307
+    g_top = Fraction(1e-12) - n * Fraction(sub) * Fraction(big)  # the hidden neurons at the box's point
+    last = np.array([[1.49] * k, [0.0] * k])
+    net = Network.from_layers([n], [Affine(np.eye(n), np.zeros(n)), ReLU(),
+                                    Affine(np.full((k, n), -sub), np.full(k, 1e-12)), ReLU(),
+                                    Affine(last, np.array([-float(k * Fraction(1.49) * g_top) - 1e-13, 0.0]))])
+    p = np.full(n, big)
+    assert net.exact_margin(p, 0) < 0
+    for method in ("crown", "alpha-crown"):
+        assert make_oracle("lirpa", net, method=method).verify_box(p, p, 0).verdict is not Verdict.VERIFIED
+
+
 def test_cascade_asks_later_stages_only_about_unknown_boxes():
     net = random_network(800, [5, 10, 10, 3])
     rng = np.random.default_rng(8)
