@@ -8,8 +8,11 @@ a Dense/ReLU chain gives its chain unchanged; a graph whose ReLUs form a chain
 (convolutions, pooling, ...) is expanded into dense affine maps
 (:meth:`Graph.chain_expansion <parallelepipedonn.graph.Graph.chain_expansion>`), and the
 oracle records the expansion in its settings (``bridge``: whether the chain has exactly
-the graph's semantics, the digests of both); a residual graph, or one too large to
-expand, is refused with a one-line error that names the oracle and what it reads.
+the graph's semantics, the digests of both); a residual graph, one too large to expand,
+or one whose expansion is not exact (composing two rounding nodes of a stage rounds, and
+with cancelling weights a proof about the composed matrices says nothing of the graph:
+an adversarial review had lirpa and marabou verify a box holding a misclassified point),
+is refused with a one-line error that names the oracle and what it reads.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ def chain_network(network: Network | Graph, who: str) -> tuple[Network, dict[str
     """The chain ``who`` (an oracle's name, or what needs the chain) reads for ``network``
     and the record of the expansion (``None`` when nothing was expanded).
 
-    Raises :class:`OracleError` for a graph whose ReLUs do not form a chain, and
-    :class:`ModelTooLargeError` when its dense expansion exceeds the importer's limits."""
+    Raises :class:`OracleError` for a graph whose ReLUs do not form a chain or whose
+    expansion is not exact, and :class:`ModelTooLargeError` when its dense expansion
+    exceeds the importer's limits."""
     if isinstance(network, Network):
         return network, None
     chain = network.as_network()
@@ -47,4 +51,10 @@ def chain_network(network: Network | Graph, who: str) -> tuple[Network, dict[str
     except ModelTooLargeError as exc:
         raise ModelTooLargeError(f"{who} reads the model as a chain of dense affine maps: {exc} — use crown, milp or bab, "
                                  "which read the graph as it is") from exc
+    if not expansion.exact:
+        raise OracleError(f"{who} reads the model as a chain of dense affine maps, and this graph's is not exact: "
+                          "composing its linear nodes between two ReLUs in float64 rounds (e.g. a convolution after an "
+                          "input normalisation, a pooling after a convolution; with cancelling weights by far more "
+                          "than the last bits), so a proof would be about other weights — use "
+                          f"{', '.join(GRAPH_ORACLES[:-1])} or {GRAPH_ORACLES[-1]}, which read the graph as it is")
     return expansion.network, expansion.record()

@@ -20,8 +20,10 @@ the affine maps over :data:`~parallelepipedonn.onnx_import.MAX_MODEL_BYTES`, is 
 Semantics (the importer's contract): the chain's semantics is its own float64 matrices in
 exact arithmetic. Composing two rounding operations rounds — a convolution after an input
 normalisation, a pooling after a convolution, an Add of two convolutions — and the chain
-then differs from the graph in the last bits of its coefficients: a proof about the chain
-is a proof about the composed float64 matrices, not about the graph.
+then differs from the graph, by far more than the last bits where weights cancel (``3 (1e16
++ 2) - 3e16`` composes to 8, not 6): a proof about the chain is a proof about the composed
+float64 matrices, not about the graph, and the chain oracles refuse such an expansion
+(:func:`oracles.chain.chain_network`).
 :attr:`ChainExpansion.exact` says when the chain *is* the graph (the same function in
 exact arithmetic): when every rounding node of every stage (a linear node that does more
 than move values, Add, Sub) only reads unit rows (a zero offset, coefficients in {0, ±1},
@@ -54,7 +56,7 @@ _GIB = 2**30
 class ChainExpansion:
     """The chain of a graph (:func:`expand_to_chain`): ``network``; ``exact`` when it has
     the graph's semantics exactly (else the composed float64 matrices differ from the
-    graph in the last bits); the largest dense array built (bytes)."""
+    graph's composition); the largest dense array built (bytes)."""
 
     network: Network
     exact: bool
@@ -71,8 +73,8 @@ class ChainExpansion:
             "affine_maps": len(self.network.affines),
             "exact": self.exact,
             "semantics": ("the chain is the graph (every composed coefficient is exact)" if self.exact else
-                          "proofs are about the composed float64 matrices, which differ from the graph's "
-                          "composition in the last bits"),
+                          "the composed float64 matrices differ from the graph's composition (rounded; by "
+                          "far more than the last bits where weights cancel): no proof is about the graph"),
         }
 
 

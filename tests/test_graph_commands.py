@@ -117,6 +117,45 @@ def test_composing_two_rounding_nodes_is_flagged_inexact():
     np.testing.assert_allclose(expansion.network.forward(x), graph.forward(x), rtol=1e-12, atol=1e-12)
 
 
+def cancelling_stage() -> Graph:
+    """``3x`` into Dense(1e16 + 2) and Dense(1e16), then Sub: the graph's coefficient is
+    exactly 6, the float64 composition's ``fl(3 (1e16 + 2)) - fl(3e16)`` is 8; the second
+    score 7 sits between them, so that the graph and its expansion disagree at ``x = 1``."""
+    from parallelepipedonn import graph_nodes as gn
+
+    nodes = [gn.Input(inputs=(), shape=(1,)),
+             gn.Scale(inputs=(0,), shape=(1,), in_shape=(1,), scale=np.array([3.0]), shift=np.array([0.0])),
+             gn.Dense(inputs=(1,), shape=(1,), in_shape=(1,), weight=np.array([[1e16 + 2]]), bias_=np.zeros(1)),
+             gn.Dense(inputs=(1,), shape=(1,), in_shape=(1,), weight=np.array([[1e16]]), bias_=np.zeros(1)),
+             gn.Sub(inputs=(2, 3), shape=(1,)), gn.ReLU(inputs=(4,), shape=(1,)),
+             gn.Dense(inputs=(5,), shape=(2,), in_shape=(1,), weight=np.array([[1.0], [0.0]]),
+                      bias_=np.array([0.0, 7.0]))]
+    return Graph((1,), tuple(nodes), "cancel")
+
+
+def test_an_inexact_expansion_is_refused_by_the_oracles_that_read_chains():
+    """The expansion's margin at x = 1 is +1, the graph's -1: lirpa and marabou verified the
+    point (an adversarial review); now they refuse the graph, and the graph readers do not
+    verify it."""
+    g = cancelling_stage()
+    p = np.ones(1)
+    expansion = g.chain_expansion()
+    assert not expansion.exact and g.exact_margin(p, 0) < 0 < expansion.network.exact_margin(p, 0)
+    with pytest.raises(OracleError, match="lirpa reads the model as a chain.*is not exact.*use crown"):
+        chain_network(g, "lirpa")
+    from oracles import lirpa_available, marabou_available
+    from parallelepipedonn.box import Box
+
+    for name, available in (("lirpa", lirpa_available), ("marabou", marabou_available)):
+        if available():
+            with pytest.raises(OracleError, match=f"{name} reads the model as a chain.*not exact"):
+                make_oracle(name, g)
+    with pytest.raises(OracleError, match="class extremes.*not exact"):
+        CrownOracle(g).class_extremes(0, Box(np.zeros(1), np.ones(1)))
+    for name in ("crown", "milp"):
+        assert make_oracle(name, g).verify_box(p, p, 0).verdict is not Verdict.VERIFIED
+
+
 def test_duplicating_concat_and_segment_adds():
     b = Builder((4,), seed=2)
     cat = b.concat([0, 0])  # every input twice: a dense layer after it sums two products
