@@ -9,7 +9,10 @@ UNKNOWN. For each class ``j`` that CROWN
 cannot already rule out, Marabou is asked for a point with
 ``logit_j - logit_label >= -PROOF_MARGIN``:
 
-* ``unsat`` proves ``logit_label - logit_j > PROOF_MARGIN`` on the whole box;
+* ``unsat`` proves ``logit_label - logit_j > PROOF_MARGIN`` on the whole box — on nets with
+  one hidden layer, and only from a Marabou build that does not snap narrow variable
+  ranges to a point (:func:`snaps_narrow_ranges`; the maraboupy 2.0.0 wheel does, so with
+  it the oracle verifies nothing: it falsifies, with confirmed counterexamples);
 * ``sat`` gives a candidate, re-checked by a float64 forward pass (FALSIFIED only if it
   is really misclassified);
 * ``TIMEOUT``/``ERROR``/``UNKNOWN`` are UNKNOWN — unlike the original system, which counted
@@ -21,6 +24,7 @@ Optional: ``pip install maraboupy==2.0.0`` (installed by the ``dev`` and ``marab
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import select
@@ -69,6 +73,35 @@ _TIMEOUT = object()
 #: answer checked so far agreed with milp and branch and bound.
 UNTRUSTED_UNSAT = ("marabou: unsat not trusted on nets with several hidden layers "
                    "(maraboupy 2.0 returned wrong unsat answers there)")
+#: Why no ``unsat`` of a Marabou build that snaps narrow ranges is a proof: its preprocessor
+#: fixes a variable whose bounds lie within PREPROCESSOR_ALMOST_FIXED_THRESHOLD of each other
+#: at its lower bound, dropping the rest of its range — on one-hidden-layer nets too (an
+#: adversarial review: boxes 1e-5 wide, or hidden values spanning less than that on a wide
+#: box, verified while they held points misclassified exactly, also on the embedded
+#: 784-32-10 MNIST net). :func:`snaps_narrow_ranges` probes the installed build once.
+SNAPPED_UNSAT = ("marabou: unsat not trusted: this Marabou build treats variable ranges narrower than its "
+                 "PREPROCESSOR_ALMOST_FIXED_THRESHOLD (1e-5 in the maraboupy 2.0.0 wheel) as fixed, which loses "
+                 "solutions (a probe query with a solution got unsat); Marabou built with a smaller threshold is trusted")
+
+#: The probe: x in [0, 1e-7], logit_1 = 1e7 relu(x) - 0.5, logit_0 = 0; its only points with
+#: logit_1 - logit_0 >= -1e-4 have x >= 0.49999e-7, none at x = 0.
+_PROBE = ([np.array([[1e7]]), np.array([[0.0], [1.0]])], [np.zeros(1), np.array([0.0, -0.5])], 1e-7)
+
+
+@functools.lru_cache(maxsize=1)
+def snaps_narrow_ranges() -> bool:
+    """Whether the installed Marabou misses the solutions of a variable whose range is
+    narrower than 1e-5 (it answers the probe with anything but ``sat``): then none of its
+    ``unsat`` answers is a proof. Asked once per process (a worker process, about 0.2 s)."""
+    weights, biases, width = _PROBE
+    worker = _Worker(weights, biases)
+    try:
+        code, _ = worker.solve(np.zeros(1), np.array([width]), 0, 1, -PROOF_MARGIN, 60.0, 0)
+    except OracleError:
+        return True
+    finally:
+        worker.close()
+    return code != "sat"
 
 
 class _Worker:
@@ -148,15 +181,17 @@ class MarabouOracle(Oracle):
             raise OracleError("the marabou oracle needs maraboupy: pip install maraboupy==2.0.0")
         self.verbosity = verbosity
         # Marabou 2.0 answers unsat on boxes of 784-100-100-10 nets that hold confirmed
-        # counterexamples (see UNTRUSTED_UNSAT): its unsat is a proof only with one hidden layer
+        # counterexamples (see UNTRUSTED_UNSAT): its unsat is a proof only with one hidden layer,
+        # and only from a build that does not snap narrow ranges (SNAPPED_UNSAT)
         network = self.network  # a graph's chain expansion (see oracles.chain)
-        self.trusts_unsat = len(network.affines) <= 2
+        self.snaps = snaps_narrow_ranges()
+        self.trusts_unsat = len(network.affines) <= 2 and not self.snaps
         self.tensors = NetworkTensors.of(network)
         self._worker = _Worker([a.weight for a in network.affines], [a.bias for a in network.affines])
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "proof_margin": PROOF_MARGIN, "solver": "Marabou (maraboupy 2.0)",
-                "process": "separate worker"}
+                "process": "separate worker", "unsat_is_proof": self.trusts_unsat}
 
     def close(self) -> None:
         """Stop the Marabou worker process (it is also stopped when the oracle is deleted)."""
@@ -193,7 +228,7 @@ class MarabouOracle(Oracle):
                 code, values = self._worker.solve(lower, upper, label, j, threshold,
                                                   None if math.isinf(remaining) else remaining, self.verbosity)
                 if code == "unsat" and not self.trusts_unsat:
-                    return Answer(Verdict.UNKNOWN, reason=UNTRUSTED_UNSAT)
+                    return Answer(Verdict.UNKNOWN, reason=SNAPPED_UNSAT if self.snaps else UNTRUSTED_UNSAT)
                 if code == "unsat" and not solver_trusted(float(scale[row])):
                     return Answer(Verdict.UNKNOWN, reason=f"marabou: unsat for class {j} is no proof at this "
                                   f"network's scale ({scale[row]:.3g}; see tolerances.solver_trusted)")

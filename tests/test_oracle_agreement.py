@@ -25,7 +25,7 @@ from oracles import (
     marabou_available,
     min_adversarial_distance,
 )
-from oracles.marabou import UNTRUSTED_UNSAT
+from oracles.marabou import SNAPPED_UNSAT, UNTRUSTED_UNSAT, snaps_narrow_ranges
 from parallelepipedonn.box import Box
 from tests.nets import random_conv_network, random_network
 from tests.test_oracles import random_boxes, sampled_margins
@@ -80,7 +80,7 @@ def test_complete_backends_agree_with_an_exhaustive_grid_on_tiny_nets(seed):
         grid_robust = bool((net.margins(_grid(lo, hi), label) > 0).all())
         for oracle in oracles:
             a = oracle.verify_box(lo, hi, label)
-            if a.reason == UNTRUSTED_UNSAT:  # marabou's unsat, not a proof on deeper nets
+            if a.reason in (UNTRUSTED_UNSAT, SNAPPED_UNSAT):  # marabou's unsat, not a proof (deeper nets, its build)
                 assert grid_robust
                 continue
             assert a.verdict is not Verdict.UNKNOWN, (oracle.name, a.reason)
@@ -188,8 +188,32 @@ def test_marabou_agrees_with_milp_on_small_nets():
     mar = make_oracle("marabou", net).verify(lower, upper, label)
     mil = MilpOracle(net).verify(lower, upper, label)
     for a, b in zip(mar, mil):
+        if a.reason == SNAPPED_UNSAT:  # this build's unsat proves nothing: milp proves the box
+            assert b.verified
+            continue
         assert a.verdict is not Verdict.UNKNOWN
         assert a.verified == b.verified
+
+
+@pytest.mark.skipif(not marabou_available(), reason="maraboupy is not installed")
+@pytest.mark.parametrize("width, slope, margin", [(9e-6, 1000.0, 0.005), (9.9e-6, 20.0, 1.5e-4)])
+def test_marabou_never_verifies_a_box_narrower_than_its_fixing_threshold_holding_a_misclassified_point(
+        width, slope, margin):
+    """maraboupy 2.0.0's preprocessor fixes an input whose range is under 1e-5 wide at its
+    lower bound, where the margin is positive; at the upper bound it is not (was VERIFIED,
+    also with ordinary weights: slope 20). One hidden layer: the depth rule did not apply."""
+    from parallelepipedonn.network import Affine, Network, ReLU
+
+    net = Network.from_layers([1], [Affine(np.array([[slope]]), np.zeros(1)), ReLU(),
+                                    Affine(np.array([[-1.0], [0.0]]), np.array([margin, 0.0]))])
+    lo, hi = np.zeros(1), np.array([width])
+    assert net.exact_margin(lo, 0) > 0 > net.exact_margin(hi, 0)
+    oracle = make_oracle("marabou", net)
+    answer = oracle.verify_box(lo, hi, 0)
+    assert answer.verdict is not Verdict.VERIFIED
+    assert snaps_narrow_ranges() is (answer.reason == SNAPPED_UNSAT)  # the installed wheel snaps
+    assert oracle.settings()["unsat_is_proof"] is not snaps_narrow_ranges()
+    oracle.close()
 
 
 @pytest.mark.skipif(not lirpa_available(), reason="auto_LiRPA is not installed (optional: install it from source)")
