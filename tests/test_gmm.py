@@ -171,6 +171,26 @@ def test_latent_radii_are_the_exact_distance_to_the_decision_polyhedron():
         assert np.argmax(w @ beyond + b) != label
 
 
+def test_the_mahalanobis_norm_bound_covers_the_underflow_of_its_quadratic_form():
+    """``a = 2^-140`` (a float32 subnormal head) and ``Sigma = 2^-796 (I + 1 1^T)`` in 100
+    dimensions: every term of ``a^T Sigma a`` underflows to 0 or one subnormal spacing, the
+    exact form is 2525 spacings (its bound was one spacing: a Mahalanobis radius 50 times
+    the true one, certified and rechecked)."""
+    from fractions import Fraction
+
+    from parallelepipedonn.gmm.radii import head_rows
+
+    d = 100
+    w = np.zeros((2, d))
+    w[1] = 2.0 ** -140
+    cov = 2.0 ** -796 * (np.eye(d) + np.ones((d, d)))
+    rows = head_rows(w, np.zeros(2), 1, cov)
+    a = [Fraction(v) for v in rows.a[0]]
+    exact = sum(a[i] * Fraction(cov[i, j]) * a[j] for i in range(d) for j in range(d))
+    assert exact == 2525 * Fraction(2) ** -1074
+    assert Fraction(float(rows.norms[2, 0])) ** 2 >= exact
+
+
 def test_the_latent_error_bound_shrinks_the_radius():
     w, b = np.eye(2), np.zeros(2)
     z = np.array([1.0, 0.0])
