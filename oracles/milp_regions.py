@@ -97,6 +97,7 @@ class ClassRegionQueries:
         """Per point: is it classified ``label``, ties included (exact margin >= 0)? Decided
         by the float64 margin where it is farther from 0 than its rounding error, in exact
         arithmetic otherwise."""
+        pts = np.asarray(pts, dtype=np.float64).reshape(-1, self.network.n_inputs)  # one point: a batch of one
         margin, err = self.network.margin_errors(pts, label)
         out = margin >= err
         for i in np.flatnonzero(np.abs(margin) < err):

@@ -342,7 +342,10 @@ def _check_geometry(cert: Certificate, raw: dict[str, Any] | None, net: Network)
         for key, actual in (("apothem", cert.apothem), ("min_edge", cert.min_edge), ("log_volume", cert.log_volume)):
             if not _close(raw.get(key), actual):
                 raise _Refuted(f"the stored {key} {raw.get(key)} is not the box's ({actual})")
-        checks.append("apothem, min edge and log-volume are the box's")
+        if "gap" in raw and not _close(raw.get("gap"), cert.gap):
+            raise _Refuted(f"the stored gap {raw.get('gap')} is not the apothem upper bound minus the apothem "
+                           f"({cert.gap})")
+        checks.append("apothem, min edge, log-volume and gap are the box's")
     predicted = int(net.predict(x)[0])
     if predicted != cert.predicted_label:
         raise _Refuted(f"the network predicts {predicted} at the input, not {cert.predicted_label}")
@@ -355,6 +358,10 @@ def _check_counterexample(cert: Certificate, net: Network) -> list[str]:
     from the input than the stored apothem upper bound, of the stored class if one is."""
     cex = cert.counterexample
     if cex is None:
+        bound = cert.apothem_upper_bound
+        if bound is not None and math.isfinite(bound) and (cert.dual or {}).get("apothem_bound") is None:
+            raise _Refuted(f"the stored apothem upper bound {bound:.6g} comes without the counterexample that "
+                           "would prove it")
         return []
     if cex.size != cert.input.size:
         raise InputDataError(f"the counterexample has {cex.size} values, the input {cert.input.size}")

@@ -109,6 +109,20 @@ def test_every_test_image_of_a_class_lies_in_its_dual_box():
     assert len(within) >= 1 and dual.box.contains_points(within).all()
 
 
+def test_a_class_point_within_rounding_of_the_boundary_is_decided_exactly():
+    """Class 1 iff ``0.5 - x0 >= 0``: the extreme ``x0 = 0.5`` is a tie, decided in exact
+    arithmetic for one point (``complete-bu`` crashed: the point was handed on as a vector
+    of values rather than a batch of one)."""
+    from parallelepipedonn.network import Affine, Network, ReLU
+
+    net = Network((2,), (Affine(np.array([[-1.0, 0.0], [1.0, 0.0]]), np.array([0.5, -0.5])), ReLU(),
+                         Affine(np.array([[0.0, 1.0], [1.0, 0.0]]), np.zeros(2))), "sliver")
+    for method in METHODS:
+        box = dual_box(net, 1, method=method, workers=1).box
+        assert box.lower[0] == 0.0 and 0.5 <= box.upper[0], method
+    assert (net.margins(np.array([[0.5, 0.3], [0.0, 1.0]]), 1) >= 0).all()
+
+
 def test_restriction_needs_input_and_radius(net):
     with pytest.raises(ConfigError, match="both an input and a radius"):
         dual_box(net, 0, x=np.array([0.5, 0.5]))

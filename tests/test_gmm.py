@@ -408,6 +408,30 @@ def test_a_linear_certificate_is_exact_and_rechecked(linear, tmp_path):
     assert result.outcome is Outcome.REFUTED and "closed form" in result.reason
 
 
+@pytest.mark.parametrize("tamper, outcome, reason", [
+    # a proven upper bound made smaller: not proven by the recomputation (was confirmed)
+    (lambda d: d["gmm"].update(encoder_lipschitz=1e-30), Outcome.UNDECIDED, "Lipschitz bound"),
+    # distances whose proof (the counterexample) was removed (were confirmed)
+    (lambda d: [d["gmm"][k].update(counterexample=None, upper=1e-300) for k in ("input_linf", "input_l2")],
+     Outcome.REFUTED, "without the counterexample"),
+    (lambda d: d.update(counterexample=None, counterexample_class=None, apothem_upper_bound=1e-300, gap=0.0),
+     Outcome.REFUTED, "without the counterexample"),
+    (lambda d: d.update(gap=0.0), Outcome.REFUTED, "the stored gap"),
+], ids=["lipschitz", "input-upper", "apothem-upper", "gap"])
+def test_claims_of_a_linear_certificate_without_their_proof_are_not_confirmed(linear, tmp_path, tamper, outcome,
+                                                                              reason):
+    cert = certify_gmm(linear.classifier, linear.x[0], config=CertifyConfig(oracle="gmm", precision=1e-5),
+                       model_path=str(linear.path))
+    assert cert.counterexample is not None and cert.gap > 0
+    path = tmp_path / "c.json"
+    cert.save(path)
+    d = json.loads(path.read_text())
+    tamper(d)
+    path.write_text(json.dumps(d))
+    result = recheck(path, oracle="gmm")
+    assert result.outcome is outcome and reason in result.reason, result.reason
+
+
 def test_a_relu_certificate_is_below_the_exact_apothem_and_rechecked(relu, tmp_path):
     c = relu.classifier
     for x in relu.x[:3]:

@@ -18,6 +18,7 @@ the closed-form radii (:mod:`parallelepipedonn.gmm.radii`, :mod:`parallelepipedo
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -171,12 +172,24 @@ def recheck_closed_form(stored: dict[str, Any], classifier: GmmClassifier, x: Fl
             return ClosedFormCheck("refuted", tuple(checks), f"the {name} radius {value:.6g} is beyond the exact "
                                    f"radius: a confirmed counterexample at distance {e.upper:.6g}", e.counterexample)
         undecided.append(f"the {name} radius {value:.6g} is above the recomputed proven {proven}")
+    lipschitz = _unnum(stored.get("encoder_lipschitz"))
+    if lipschitz is not None:  # a proven upper bound: one below the recomputed one is not proven here
+        if lipschitz >= form.encoder_lipschitz * (1 - _RTOL):
+            checks.append(f"encoder Lipschitz bound {lipschitz:.6g} recomputed (proven {form.encoder_lipschitz:.6g})")
+        else:
+            undecided.append(f"the encoder's Lipschitz bound {lipschitz:.6g} is below the recomputed proven "
+                             f"{form.encoder_lipschitz:.6g}")
     for key, name in (("input_linf", "input L-infinity"), ("input_l2", "input L2")):
         part = stored.get(key)
-        if not part or part.get("counterexample") is None:
+        if not part:
+            continue
+        upper = _unnum(part.get("upper"))
+        if part.get("counterexample") is None:
+            if upper is not None and math.isfinite(upper):  # its proof is the counterexample
+                return ClosedFormCheck("refuted", tuple(checks), f"the stored {name} distance {upper:.6g} comes "
+                                       "without the counterexample that would prove it")
             continue
         p = np.asarray(part["counterexample"], dtype=np.float64)
-        upper = _unnum(part.get("upper"))
         if p.shape != x.shape or not domain.contains(p) or not classifier.network.misclassified(p, label)[0]:
             return ClosedFormCheck("refuted", tuple(checks), f"the stored {name} counterexample is not a misclassified "
                                    "point of the domain")
