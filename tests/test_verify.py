@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -370,6 +371,28 @@ def test_verify_and_certify_at_epsilon_on_the_command_line(small, tmp_path, caps
     cert["epsilon"]["epsilon"] = cert["apothem_upper_bound"] / 2  # the counterexample is not that close
     c.write_text(json.dumps(cert))
     assert run(capsys, "recheck", str(c))[0] == 5
+
+
+def test_a_decimal_epsilon_is_read_as_a_ball_that_holds_the_decimal_ball(tmp_path, capsys):
+    """``--epsilon 0.3`` is the smallest float64 >= 3/10 (float("0.3") is below it): the
+    point 5e-17 lies at exact distance <= 3/10 from x = 0.3 + 2^-54 and is misclassified
+    (logit_0 = 1e17 x, logit_1 = 5.2); both commands called the ball robust before."""
+    from fractions import Fraction
+
+    from parallelepipedonn.cli.args import radius
+    from parallelepipedonn.onnx_export import save_onnx
+
+    assert radius("0.3") == math.nextafter(0.3, 1) and radius("0.5") == 0.5 and radius("1e-3") >= Fraction(1, 1000)
+    net = Network((1,), (Affine(np.array([[1e17], [0.0]]), np.array([0.0, 5.2])),))
+    x, q = np.array([math.nextafter(0.3, 1.0)]), np.array([5e-17])
+    assert abs(Fraction(x[0]) - Fraction(q[0])) <= Fraction(3, 10) and net.exact_margin(q, 0) < 0
+    save_onnx(net, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", x)
+    args = ["--model", str(tmp_path / "m.onnx"), "--input", str(tmp_path / "x.npy"), "--epsilon", "0.3", "--label", "0"]
+    code, out, err = run(capsys, "verify", *args)
+    assert out.splitlines()[0] == "sat", out + err
+    code, out, err = run(capsys, "certify", *args)
+    assert "epsilon     0.3: NOT robust" in out, out + err
 
 
 def test_instances_go_into_the_store_and_a_second_run_resumes(small, tmp_path, capsys, monkeypatch):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Iterable
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -88,8 +89,20 @@ def positive(text: str) -> float:
     return v
 
 
+def radius(text: str) -> float:
+    """A positive radius, as the smallest float64 at least the decimal written (``0.3`` is
+    read as 0.30000000000000004, not float("0.3") = 0.29999999999999998...: the ball a
+    claim is about then holds the decimal ball)."""
+    v = positive(text)
+    try:
+        exact = Fraction(text.strip())
+    except ValueError:  # written as float() reads it but Fraction does not (e.g. "1e-3 "?): as read
+        return v
+    return math.nextafter(v, math.inf) if Fraction(v) < exact else v
+
+
 def epsilons(text: str) -> list[float]:
-    return [positive(t) for t in text.split(",")]
+    return [radius(t) for t in text.split(",")]
 
 
 def add_model_and_input(p: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ from .args import (
     oracle_names,
     positive,
     positive_int,
+    radius,
 )
 from .common import check_outputs, fmt, load_model, load_problem
 from .exits import EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
@@ -36,7 +37,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_and_input(p)
     add_certify_options(p)
-    p.add_argument("--epsilon", type=positive, metavar="E",
+    p.add_argument("--epsilon", type=radius, metavar="E",
                    help="also answer: is the L-infinity ball of radius E around the input (within the domain) "
                    "certified? (certified, not-robust or unknown; from the box and counterexample found, else by "
                    "asking the oracle, the falsifier, then --epsilon-oracle about the ball)")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError
 from ..io_utils import removed_on_failure
 from ..progress import Progress
-from .args import add_model_and_input, lazy_help, oracle_names, positive
+from .args import add_model_and_input, lazy_help, oracle_names, positive, radius
 from .common import check_outputs, fmt, load_problem
 from .exits import EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 
@@ -50,7 +50,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     prop = p.add_argument_group("property")
     prop.add_argument("--vnnlib", metavar="P.vnnlib", help="a VNN-LIB property (.vnnlib or .vnnlib.gz), over the "
                       "inputs X_i and outputs Y_i of --model; with --domain LO HI, its input boxes must lie in it")
-    prop.add_argument("--epsilon", type=positive, metavar="E",
+    prop.add_argument("--epsilon", type=radius, metavar="E",
                       help="robustness at radius E: the L-infinity ball around the input, within the domain "
                       "(default 0 1), keeps --label (default: the prediction)")
     prop.add_argument("--instances", metavar="instances.csv",
