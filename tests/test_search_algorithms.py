@@ -136,3 +136,18 @@ def test_certify_uses_each_algorithms_default_oracle():
     assert cert.oracle == "crown+alpha-crown+bab" and cert.status is Status.CERTIFIED
     cert = certify(net, problem.x, config=CertifyConfig(algorithm="apothem-max-box"))
     assert cert.oracle == "crown" and cert.min_edge >= cert.apothem
+
+
+@pytest.mark.parametrize("algorithm", [a for a in SEARCHES if a != "apothem-linear"])  # linear: precision-many steps
+def test_a_precision_below_the_spacing_of_floats_ends_the_search(algorithm):
+    """x = 0.3 + 2^-54 and a face at 5.6e-17 from 0: brackets of radii near 0.3 cannot be
+    split below their float spacing (5.6e-17); a precision of 1e-18 looped forever in
+    apothem-bisection and box-bisection (the midpoint equals an end), now the search
+    stops there with what it verified."""
+    from parallelepipedonn.network import Affine, Network
+
+    net = Network((1,), (Affine(np.array([[1e17], [0.0]]), np.array([0.0, 1.0])),))
+    x = np.array([math.nextafter(0.3, 1.0)])
+    cert = certify(net, x, 0, config=CertifyConfig(algorithm=algorithm, precision=1e-18, search_time_limit=60))
+    assert cert.status is Status.CERTIFIED
+    assert_robust_everywhere(net, cert.box, 0)

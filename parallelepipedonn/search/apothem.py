@@ -116,6 +116,8 @@ class ApothemBisection(_ApothemSearch):
         lo, hi, verified = 0.0, min(rmax, ledger.best_distance), None
         while hi - lo > self.precision:
             mid = (lo + hi) / 2
+            if not lo < mid < hi:  # a precision below the spacing of floats here: nothing between
+                break
             if ledger.ask_radii(np.array([mid]))[0].verdict is Verdict.VERIFIED:
                 lo, verified = mid, mid
             else:
@@ -144,6 +146,8 @@ class ApothemKary(_ApothemSearch):
             # the first round includes the whole domain; later ones only the bracket's inside
             steps = np.arange(1, self.k + 1) / (self.k if first else self.k + 1)
             radii = lo + (hi - lo) * steps
+            if not first and not ((radii > lo) & (radii < hi)).any():  # no float between: precision below it
+                break
             answers = ledger.ask_radii(radii)
             ok = np.array([a.verdict is Verdict.VERIFIED for a in answers])
             if first and ok[-1]:

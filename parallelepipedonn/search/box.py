@@ -117,6 +117,8 @@ class FaceByFace:
         while current != bound and not problem.expired:  # the face stays at its last verified value
             step = current + direction * self.precision
             step = min(step, bound) if direction > 0 else max(step, bound)
+            if step == current:  # a precision below the spacing of floats here
+                break
             los, his = _moved(lo, hi, [face], [step])
             if ledger.ask(los, his)[0].verdict is not Verdict.VERIFIED:
                 break
@@ -128,6 +130,8 @@ class FaceByFace:
         while abs(failed - verified) > self.precision:
             fractions = np.arange(1, k + 1) / (k if first else k + 1)
             values = [verified + (failed - verified) * f for f in fractions]
+            if not first and all(v in (verified, failed) for v in values):  # no float between them
+                break
             answers = ledger.ask(*_moved(lo, hi, [face] * len(values), values))
             ok = [a.verdict is Verdict.VERIFIED for a in answers]
             if first and ok[-1]:

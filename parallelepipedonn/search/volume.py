@@ -83,6 +83,8 @@ class VolumeGradient:
         low = 0.0
         while bad - low > self.precision:
             t = (low + bad) / 2
+            if not low < t < bad:  # a precision below the spacing of floats here
+                break
             if ledger.ask(*[v[None] for v in scaled(t)])[0].verdict is Verdict.VERIFIED:
                 good = low = t
             else:
