@@ -144,12 +144,16 @@ class Box:
 
     def slack(self, x: ArrayLike, domain: Box) -> FloatArray:
         """Per-coordinate distance from ``x`` to the nearest face of the box that is not on
-        the domain's boundary (``inf`` where both faces lie on it)."""
+        the domain's boundary (``inf`` where both faces lie on it), rounded down: the cube
+        of that radius around ``x`` lies in the box, in exact arithmetic."""
         xa = np.asarray(x, dtype=np.float64).reshape(-1)
         if not self.contains(xa):
             raise ValueError("the point is not inside the box")
-        below = np.where(self.lower > domain.lower, xa - self.lower, np.inf)
-        above = np.where(self.upper < domain.upper, self.upper - xa, np.inf)
+        with np.errstate(over="ignore", invalid="ignore"):
+            below = _difference_down(xa, self.lower)
+            above = _difference_down(self.upper, xa)
+        below = np.where(self.lower > domain.lower, below, np.inf)
+        above = np.where(self.upper < domain.upper, above, np.inf)
         return np.minimum(below, above)
 
     def apothem(self, x: ArrayLike, domain: Box) -> float:
@@ -172,6 +176,12 @@ def _two_sum(a: FloatArray, b: FloatArray | np.float64) -> tuple[FloatArray, Flo
     s = a + b
     bp = s - a
     return s, (a - (s - bp)) + (b - bp)
+
+
+def _difference_down(a: FloatArray, b: FloatArray) -> FloatArray:
+    """The largest float64 at most ``a - b`` (``a >= b``; ``inf`` where it overflows)."""
+    d, err = _two_sum(a, -b)
+    return np.where(np.isfinite(d) & (err < 0), np.nextafter(d, -np.inf), d)
 
 
 def check_in_domain(x: FloatArray, domain: Box, what: str = "input") -> None:

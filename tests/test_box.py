@@ -118,3 +118,16 @@ def test_samples_and_vertices_lie_in_the_box(rng):
 def test_check_in_domain_rejects_bad_points(x, message):
     with pytest.raises(InputDataError, match=message):
         check_in_domain(x, UNIT3)
+
+
+def test_the_apothem_is_rounded_down_so_that_its_cube_lies_in_the_box():
+    """``1 - 2^-60`` rounds to 1 in float64: the slack of ``x = 1`` to the face ``2^-60`` was
+    reported as 1, more than the exact distance (a certified accuracy at ``epsilon = 1``
+    would have counted it)."""
+    from fractions import Fraction
+
+    box = Box(np.array([2.0 ** -60]), np.array([2.0]))  # the upper face on the domain's boundary
+    domain = Box(np.array([-1.0]), np.array([2.0]))
+    a = box.apothem(np.array([1.0]), domain)
+    assert Fraction(a) <= 1 - Fraction(2) ** -60 and a == np.nextafter(1.0, 0.0)
+    assert Box.outer_cube(np.array([1.0]), a, domain).lower[0] >= 2.0 ** -60
