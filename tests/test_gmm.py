@@ -189,6 +189,17 @@ def test_the_mahalanobis_norm_bound_covers_the_underflow_of_its_quadratic_form()
     exact = sum(a[i] * Fraction(cov[i, j]) * a[j] for i in range(d) for j in range(d))
     assert exact == 2525 * Fraction(2) ** -1074
     assert Fraction(float(rows.norms[2, 0])) ** 2 >= exact
+    # an underflowed a_d S_de is then multiplied by a_e: its error scaled by |a_e| (a charge of
+    # 2 (d^2 + 4) spacings was 35 times too small here)
+    rng = np.random.default_rng(1)
+    for k in (10, *rng.integers(2, 50, 40)):
+        b = float(10 ** rng.uniform(3, 8))
+        a0 = k * b + float(rng.uniform(-1, 1)) * 10 ** float(rng.uniform(0, 4))
+        cov = np.array([[1.0, -k], [-k, k * k + float(k != 10)]]) * 5e-324  # singular for k = 10
+        rows = head_rows(np.array([[a0, b], [0.0, 0.0]]), np.zeros(2), 0, cov)
+        a = [Fraction(v) for v in rows.a[0]]
+        exact = sum(a[i] * Fraction(cov[i, j]) * a[j] for i in range(2) for j in range(2))
+        assert Fraction(float(rows.norms[2, 0])) ** 2 >= exact, (k, a0, b)
 
 
 def test_the_latent_error_bound_shrinks_the_radius():

@@ -78,9 +78,11 @@ def head_rows(weight: FloatArray, bias: FloatArray, label: int, covariance: Floa
     else:
         quad = np.einsum("jd,de,je->j", a, covariance, a)
         mag = np.einsum("jd,de,je->j", np.abs(a), np.abs(covariance), np.abs(a))
-        # each of the d^2 terms a_d S_de a_e is two products, each off by up to half the smallest
-        # subnormal where it underflows (absolute: no relative slack covers it, and mag underflows too)
-        underflow = 2 * (d * d + 4) * _TINY
+        # each of the d^2 terms a_d S_de a_e is two products: a_d S_de off by up to half the
+        # smallest subnormal where it underflows, an error a_e then scales, and the second
+        # product's own underflow: (|a_e| + 1) tiny / 2 per term (absolute: no relative slack
+        # covers it, and mag underflows too), d (||a||_1 + d) tiny / 2 in all; doubled
+        underflow = (d * (np.abs(a).sum(axis=1) + d) + 4) * _TINY
         mah = np.sqrt(np.maximum(quad, 0.0) + relative_slack(d * d + 4) * mag + underflow) * (1 + 4 * _U) + _TINY
     return HeadRows(a, c, others, np.abs(weight[label]) + np.abs(weight[others]),
                     np.abs(bias[label]) + np.abs(bias[others]), np.stack([l2, l1, mah]))
