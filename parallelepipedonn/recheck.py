@@ -358,10 +358,6 @@ def _check_counterexample(cert: Certificate, net: Network) -> list[str]:
     from the input than the stored apothem upper bound, of the stored class if one is."""
     cex = cert.counterexample
     if cex is None:
-        bound = cert.apothem_upper_bound
-        if bound is not None and math.isfinite(bound) and (cert.dual or {}).get("apothem_bound") is None:
-            raise _Refuted(f"the stored apothem upper bound {bound:.6g} comes without the counterexample that "
-                           "would prove it")
         return []
     if cex.size != cert.input.size:
         raise InputDataError(f"the counterexample has {cex.size} values, the input {cert.input.size}")
@@ -384,12 +380,44 @@ def _check_counterexample(cert: Certificate, net: Network) -> list[str]:
             actual = int(np.argmax(np.where(np.arange(logits.size) == cert.label, -np.inf, logits)))
             raise _Refuted(f"the counterexample is classified {actual}, not {stored} as stored", cex)
     distance = float(np.abs(cex - cert.input).max())
-    bound = cert.apothem_upper_bound
-    if bound is not None and cert.dual is None and distance > bound * (1 + _METRIC_RTOL) + 1e-300:
-        raise _Refuted(f"the counterexample is at distance {distance:.6g}, beyond the stored apothem upper bound "
-                       f"{bound:.6g}", cex)
     cls = "" if stored is None else f"class {stored}, "
     return [f"counterexample confirmed ({cls}distance {distance:.6g}, margin {margin:.3g})"]
+
+
+def _unproven_bounds(cert: Certificate) -> list[str]:
+    """The claims about the best apothem that the file does not prove: ``apothem_upper_bound``
+    is proven by the counterexample (no farther from the input; confirmed by
+    :func:`_check_counterexample`), else it rests on the stored dual box's bound, which is
+    not rechecked (returned, for an undecided outcome); without either it is refuted.
+    ``exact`` claims the apothem within the algorithm's precision of that bound."""
+    bound = cert.apothem_upper_bound
+    if bound is None or math.isinf(bound):
+        unproven = []
+    elif cert.counterexample is not None and \
+            float(np.abs(cert.counterexample - cert.input).max()) <= bound * (1 + _METRIC_RTOL) + 1e-300:
+        unproven = []
+    elif (cert.dual or {}).get("apothem_bound") is not None:
+        unproven = [f"the apothem upper bound {bound:.6g} rests on the stored dual box's bound, which is not rechecked"]
+    elif cert.counterexample is not None:
+        raise _Refuted(f"the counterexample is at distance {float(np.abs(cert.counterexample - cert.input).max()):.6g}"
+                       f", beyond the stored apothem upper bound {bound:.6g}", cert.counterexample)
+    else:
+        raise _Refuted(f"the stored apothem upper bound {bound:.6g} comes without the counterexample that would "
+                       "prove it")
+    if cert.exact:
+        settings = cert.algorithm_settings or {}
+        a, precision = cert.apothem, settings.get("rel_precision")  # the exact search's (relative)
+        if a is not None and not math.isinf(a):
+            if bound is None or math.isinf(bound):
+                raise _Refuted("the certificate claims its apothem is the best one (exact), with no apothem upper "
+                               "bound to show it")
+            if precision is None:
+                unproven.append("the certificate claims its apothem is the best one (exact), with no relative "
+                                "precision recorded to check it against")
+            elif bound - a > float(precision) * bound * (1 + _METRIC_RTOL):
+                raise _Refuted(f"the certificate claims its apothem {a:.6g} is the best one (exact) to precision "
+                               f"{precision:g}, but its apothem upper bound is {bound:.6g}")
+    return unproven
 
 
 def _recheck_certificate(cert: Certificate, raw: dict[str, Any] | None, net: Network, label: int, oracle_name: str,
@@ -435,13 +463,17 @@ def _recheck_claims(cert: Certificate, raw: dict[str, Any] | None, net: Network,
     notes = []
     try:
         checks = _check_geometry(cert, raw, net) + _check_counterexample(cert, net)
+        unproven = _unproven_bounds(cert)
     except _Refuted as exc:
         return {**out, **_refutation(net, cert.input, label, str(exc), exc.point)}
     if cert.status is Status.NOT_ROBUST and cert.counterexample is None:
         return {**out, "outcome": Outcome.REFUTED, "reason": "a not-robust certificate without a counterexample",
                 "checks": tuple(checks)}
-    if cert.dual is not None and cert.dual.get("apothem_bound") is not None:
+    if cert.dual is not None and cert.dual.get("apothem_bound") is not None and not unproven:
         notes.append("the apothem bound of the stored dual box is not rechecked")
+    if unproven and cert.status is not Status.CERTIFIED:
+        return {**out, "outcome": Outcome.UNDECIDED, "checks": tuple(checks), "notes": tuple(notes),
+                "reason": "; ".join(unproven)}
     if cert.status is not Status.CERTIFIED:
         return {**out, "outcome": Outcome.CONFIRMED, "checks": tuple(checks), "notes": tuple(notes),
                 "reason": "the counterexample is confirmed by a forward pass" if cert.counterexample is not None
@@ -454,6 +486,9 @@ def _recheck_claims(cert: Certificate, raw: dict[str, Any] | None, net: Network,
     answer = oracle.verify_box(cert.box.lower, cert.box.upper, label)
     if answer.verdict is Verdict.VERIFIED:
         margin = "" if answer.margin is None else f", margin >= {answer.margin:.3g}"
+        if unproven:
+            return {**out, "outcome": Outcome.UNDECIDED, "checks": tuple(checks + [f"box verified by {oracle.name}"]),
+                    "notes": tuple(notes), "reason": "; ".join(unproven)}
         return {**out, "outcome": Outcome.CONFIRMED, "checks": tuple(checks + [f"box verified by {oracle.name}"]),
                 "reason": f"{oracle.name} verified the box{margin}", "notes": tuple(notes)}
     if answer.verdict is Verdict.FALSIFIED:

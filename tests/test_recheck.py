@@ -384,3 +384,29 @@ def test_a_newer_format_version_is_refused_as_such(small, tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps(d))
     code, _, err = run(capsys, "recheck", str(tmp_path / "c.json"))
     assert code == 2 and "newer than this tool's" in err
+
+
+@pytest.mark.parametrize("tamper, outcome, reason", [
+    # the upper bound pulled down to the apothem, its counterexample removed, a dual bound
+    # that nothing proves added: was confirmed (with a note)
+    (lambda d: d.update(counterexample=None, counterexample_class=None, apothem_upper_bound=d["apothem"], gap=0.0,
+                        dual={"method": "relaxed", "radius": 1.0, "apothem_bound": d["apothem"], "covers_ball": False,
+                              "exact_bounds": 0, "seconds": 0.0}),
+     Outcome.UNDECIDED, "rests on the stored dual box's bound"),
+    # the counterexample kept, the bound below its distance, a dual section claiming it
+    (lambda d: d.update(apothem_upper_bound=d["apothem"], gap=0.0, exact=True,
+                        dual={"method": "relaxed", "radius": 1.0, "apothem_bound": d["apothem"], "covers_ball": False,
+                              "exact_bounds": 0, "seconds": 0.0}),
+     Outcome.UNDECIDED, "rests on the stored dual box's bound"),
+    # exact claimed where the gap is far beyond the precision (was confirmed: exact was never read)
+    (lambda d: d.update(exact=True), Outcome.REFUTED, "is the best one (exact)"),
+], ids=["dual-only", "dual-below-counterexample", "exact"])
+def test_claims_about_the_best_apothem_are_checked(small, tmp_path, tamper, outcome, reason):
+    cert = certificate(small, tmp_path / "c.json", "apothem-kary")
+    assert cert.counterexample is not None and cert.gap > 0.01
+    d = json.loads((tmp_path / "c.json").read_text())
+    d["algorithm_settings"]["rel_precision"] = 1e-3
+    tamper(d)
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    result = recheck(tmp_path / "c.json")
+    assert result.outcome is outcome and reason in result.reason, result.reason
