@@ -51,15 +51,19 @@ class _Sym(Lin):
         return self.full
 
 
-def check_value_range(graph: Graph, dtypes: list[np.dtype]) -> None:
+def check_value_range(graph: Graph, dtypes: list[np.dtype], unfolded: dict[int, np.ndarray] | None = None) -> None:
     """:class:`ModelError` for a graph whose values leave its ONNX float types' range where
     onnxruntime computes them (the IR computes exactly, so that the two would differ by far
     more than rounding):
 
-    * overflow: a node whose values, for inputs of magnitude at most 1 and restarting at 1
-      after each ReLU (the chain importer's bound on a stage's coefficients), may exceed the
-      type's largest number: ``x * 1e30 * 1e30 * 1e-30 * 1e-30`` is ``x`` in the IR and
-      infinite in float32;
+    * overflow: a node whose values, for inputs of magnitude at most 1 (a ReLU passes the
+      bound on in float32; in float64 it restarts at 1, as the chain importer's stages: the
+      IR's exact semantics decide where float64 itself overflows), may exceed the type's
+      largest number: ``x * 1e30 * 1e30 * 1e-30 * 1e-30`` is
+      ``x`` in the IR and infinite in float32; so may what onnxruntime computes on the way
+      and the IR does not: an average pooling's window sum, and the product before a factor
+      the IR folded into the node's weights (``unfolded[k]``: Gemm's ``alpha``, a folded
+      BatchNormalization's per-channel factor; the node's values divided by it);
     * underflow: rounding nodes whose results, rounded to 0 below the type's normal range
       (an error of at most half the smallest subnormal number each), the rest of the graph
       amplifies by more than the type's unit roundoff: ``x * 1e-30 * 1e-30 * 1e30 * 1e30``
@@ -73,8 +77,10 @@ def check_value_range(graph: Graph, dtypes: list[np.dtype]) -> None:
         scale: list[torch.Tensor] = []
         for node in nodes:
             ins = [scale[i] for i in node.inputs]
-            if isinstance(node, gn.Input | gn.ReLU):
+            if isinstance(node, gn.Input):
                 s = torch.ones(1, *node.shape, dtype=torch.float64)
+            elif isinstance(node, gn.ReLU):  # passes the bound on in float32, restarts at 1 in float64 (as chains)
+                s = ins[0] if dtypes[len(scale)] == np.float32 else torch.ones(1, *node.shape, dtype=torch.float64)
             elif isinstance(node, gn.LinearNode):
                 s = node.apply_abs(ins[0])
                 ab = node.abs_bias(torch.float64, "cpu")
@@ -84,7 +90,14 @@ def check_value_range(graph: Graph, dtypes: list[np.dtype]) -> None:
             else:
                 s = torch.cat(ins, dim=node.axis + 1)  # type: ignore[attr-defined]
             top = float(s.max())
-            info = np.finfo(dtypes[len(scale)])
+            k = len(scale)
+            if isinstance(node, gn.AvgPool2d):  # onnxruntime sums the window, then divides
+                top = max(top, float(ins[0].max()) * math.prod(node.kernel))
+            factor = (unfolded or {}).get(k)
+            if factor is not None:
+                pre = s / torch.tensor(np.abs(factor), dtype=torch.float64).reshape(1, *np.shape(factor))
+                top = max(top, float(pre.max()))
+            info = np.finfo(dtypes[k])
             if not top <= float(info.max):
                 raise ModelError(f"node {node.name or len(scale)!r} ({node.kind}): its values reach {top:.3g} on inputs "
                                  f"of magnitude 1, beyond {info.dtype}'s range: onnxruntime's would be infinite")
@@ -120,6 +133,8 @@ class GraphImporter(OnnxWalker):
         super().__init__(model, name)
         self.nodes: list[gn.Node] = []
         self.dtypes: list[np.dtype] = []  # the ONNX float type each node's values have in onnxruntime
+        #: per node, a factor folded into its weights that onnxruntime applies after the product
+        self.unfolded: dict[int, np.ndarray] = {}
         self.producer_readers: dict[str, int] = {}
 
     # -- entry point --------------------------------------------------------------------
@@ -160,7 +175,7 @@ class GraphImporter(OnnxWalker):
             raise ModelTooLargeError(f"the network's weights take {gib(total)} as float64, over the importer's "
                                      f"limit of {gib(limit)} (parallelepipedonn.onnx_import.MAX_MODEL_BYTES)")
         graph = Graph(ir_shape, tuple(self.nodes), self.name)
-        check_value_range(graph, self.dtypes)
+        check_value_range(graph, self.dtypes, self.unfolded)
         return graph
 
     # -- helpers ------------------------------------------------------------------------
@@ -367,8 +382,11 @@ class GraphImporter(OnnxWalker):
         bias = np.zeros(w.shape[0]) if c is None else beta * self._const(c)
         if bias.size not in (1, w.shape[0]) or bias.ndim > 2 or (bias.ndim == 2 and bias.shape[0] != 1):
             raise UnsupportedOperatorError(label, "Gemm", f"C of shape {list(bias.shape)}")
-        return self._dense(label, "Gemm", a, alpha * w if alpha != 1.0 else w,
-                           np.broadcast_to(bias.reshape(-1), (w.shape[0],)))
+        out = self._dense(label, "Gemm", a, alpha * w if alpha != 1.0 else w,
+                          np.broadcast_to(bias.reshape(-1), (w.shape[0],)))
+        if alpha != 1.0:
+            self.unfolded[out.node] = np.full(w.shape[0], alpha)
+        return out
 
     def _g_conv(self, label: str, args: list, attrs: dict) -> _Sym:
         x, w = args[0], args[1]
@@ -426,6 +444,10 @@ class GraphImporter(OnnxWalker):
         if (denom <= 0).any():
             raise ModelError(f"node {label!r} (BatchNormalization): variance + epsilon is not positive")
         a = scale / np.sqrt(denom)
+        info = np.finfo(x.dtype)
+        if not np.abs(a).max() <= info.max:  # onnxruntime's factor: infinite
+            raise ModelError(f"node {label!r} (BatchNormalization): scale / sqrt(variance + epsilon) reaches "
+                             f"{np.abs(a).max():.3g}, beyond {info.dtype}'s range: onnxruntime's values would not be finite")
         shift = bias - mean * a
         prev = self.nodes[x.node]
         outputs = {o.name for o in self.graph.output}
@@ -436,6 +458,9 @@ class GraphImporter(OnnxWalker):
             folded = {"weight": prev.weight * a.reshape(wshape), "bias_": prev.bias_ * a + shift}
             fields = {k: v for k, v in vars(prev).items() if k not in ("_cache", "weight", "bias_", "inv_count")}
             self.nodes[-1] = type(prev)(**fields, **folded)
+            per_channel = (-1, *([1] * (len(prev.shape) - 1)))
+            before = self.unfolded.get(x.node)
+            self.unfolded[x.node] = a.reshape(per_channel) * (1.0 if before is None else before.reshape(per_channel))
             return x
         bshape = (-1, *([1] * (len(x.full) - 2)))
         return self._scale(label, "BatchNormalization", x, a.reshape(1, *bshape), shift.reshape(1, *bshape))

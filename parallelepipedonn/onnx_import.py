@@ -275,6 +275,8 @@ class _Importer(OnnxWalker):
                 rows = np.matmul(t(a.rows, trans_a), t(self._const(b), trans_b))
             else:
                 rows = np.matmul(t(self._const(a), trans_a), t(b.rows, trans_b))
+            if alpha != 1.0:  # onnxruntime multiplies by alpha after the product: that must be finite too
+                self._check_range(label, "Gemm", lin.like(rows))
             product = lin.like(alpha * rows)
         else:
             product = alpha * np.matmul(t(self._const(a), trans_a), t(self._const(b), trans_b))
@@ -375,6 +377,10 @@ class _Importer(OnnxWalker):
         if (denom <= 0).any():
             raise ModelError(f"node {label!r} (BatchNormalization): variance + epsilon is not positive")
         a = scale / np.sqrt(denom)
+        info = np.finfo(x.dtype)
+        if not np.abs(a).max() <= info.max:  # onnxruntime's factor: infinite
+            raise ModelError(f"node {label!r} (BatchNormalization): scale / sqrt(variance + epsilon) reaches "
+                             f"{np.abs(a).max():.3g}, beyond {info.dtype}'s range: onnxruntime's values would not be finite")
         bshape = (1, -1, *([1] * (len(x.shape) - 2)))
         scaled = self._scale(label, "BatchNormalization", x, a.reshape(bshape))
         return self._lin_plus_const(label, "BatchNormalization", scaled, (bias - mean * a).reshape(bshape))
@@ -386,6 +392,10 @@ class _Importer(OnnxWalker):
         self._close_affine(v)
         self.layers.append(ReLU())
         self.stage += 1
+        # float32: a ReLU passes the bound on (onnxruntime's float32 values overflow across layers);
+        # float64 keeps each stage's own bound, as before: the IR's exact semantics decide where
+        # float64 itself overflows (the crafted overflow nets of tests/crafted_nets.py)
+        self.stage_scale = float(self.value_bound(v).max()) if v.rows.size and v.dtype == np.float32 else 1.0
         return Lin(_identity_rows(n, v.shape), self.stage, v.dtype)
 
     def _close_affine(self, v: Lin) -> None:

@@ -102,6 +102,9 @@ class OnnxWalker:
         self.onnx_opset = self.opset.get("", self.opset.get("ai.onnx", 0))
         self.values: dict[str, Lin | np.ndarray] = {}
         self.static_shapes: dict[str, tuple[int, ...]] = {}
+        #: a bound of the current stage's variables for inputs of magnitude at most 1 (a ReLU
+        #: passes the bound of its input on): what the coefficients' values are checked with
+        self.stage_scale = 1.0
 
     # -- reading the model --------------------------------------------------------------
     def _infer_shapes(self) -> None:
@@ -243,6 +246,18 @@ class OnnxWalker:
             if ((magnitude < info.smallest_subnormal) & (magnitude > 0)).any():
                 raise UnsupportedOperatorError(label, op, f"its coefficients underflow {v.dtype} (below its "
                                                "smallest subnormal number): onnxruntime's values would be 0")
+        top = float(self.value_bound(v).max()) if v.rows.size else 0.0
+        if not top <= info.max:
+            raise UnsupportedOperatorError(label, op, f"its values reach {top:.3g} for inputs of magnitude 1, beyond "
+                                           f"{v.dtype}'s range: onnxruntime's would be infinite")
+
+    def value_bound(self, v: Lin) -> np.ndarray:
+        """A bound of ``|v|`` (per value) for inputs of magnitude at most 1: ``|offset| +
+        stage_scale * sum |coefficients|`` (float64; infinite where that overflows)."""
+        p = v.rows.shape[0]
+        flat = v.rows.reshape(p, -1)
+        with np.errstate(over="ignore"):
+            return np.abs(flat[0]) + self.stage_scale * np.abs(flat[1:]).sum(axis=0)
 
     def _fold(self, node: onnx.NodeProto, label: str, args: list, attrs: dict) -> list[np.ndarray]:
         """Evaluate a node that does not depend on the input."""

@@ -324,3 +324,67 @@ def test_values_beyond_float32_in_onnxruntime_are_refused(factors, message):
         model_from_onnx(model)
     assert isinstance(model_from_onnx(scaled_conv_model([1e10, 1e10, 1e-10, 1e-10])), Graph)  # within range
 
+
+
+def _float32_models() -> dict:
+    """Models whose float32 values onnxruntime cannot represent on the way, where the IR's
+    exact values are finite (each was imported, and verify proved a class onnxruntime never
+    predicts): a product across a ReLU, a BatchNormalization factor beyond float32 (folded
+    by the importer in float64), Gemm's ``A B`` before ``alpha`` and an average pooling's
+    window sum. ``conv``: behind a 1x1 convolution (read by whichever importer takes it)."""
+    from onnx import helper
+
+    from tests.nets import make_model, tensor
+
+    def front(conv: bool, channels: int, nodes: list, inits: list) -> tuple[str, list]:
+        if not conv:
+            return "x", [channels]
+        nodes.append(helper.make_node("Conv", ["x", "w"], ["c"]))
+        inits.append(tensor("w", np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)))
+        nodes.append(helper.make_node("Flatten", ["c"], ["xf"]))
+        return "xf", [channels, 1, 1]
+
+    def relu(conv):
+        nodes, inits = [], [tensor("big", np.array([1e30, 1], np.float32)), tensor("small", np.array([1e-30, 1], np.float32))]
+        src, shape = front(conv, 2, nodes, inits)
+        nodes += [helper.make_node("Mul", [src, "big"], ["m1"]), helper.make_node("Relu", ["m1"], ["r"]),
+                  helper.make_node("Mul", ["r", "big"], ["m2"]), helper.make_node("Mul", ["m2", "small"], ["m3"]),
+                  helper.make_node("Mul", ["m3", "small"], ["y"])]
+        return make_model(nodes, [1, *shape], initializers=inits)
+
+    def batchnorm(conv):
+        nodes, inits = [], [tensor("k", np.array([1e-10, 1], np.float32))]
+        src, shape = front(conv, 2, nodes, inits)
+        inits += [tensor("s", np.array([1e38, 1], np.float32)), tensor("b", np.zeros(2, np.float32)),
+                  tensor("mu", np.zeros(2, np.float32)), tensor("var", np.array([0, 1], np.float32))]
+        nodes += [helper.make_node("Mul", [src, "k"], ["c2"]),
+                  helper.make_node("BatchNormalization", ["c2", "s", "b", "mu", "var"], ["y"])]
+        return make_model(nodes, [1, *shape], initializers=inits)
+
+    def gemm(conv):
+        nodes, inits = [], [tensor("B", np.array([[3e38, 3e38], [0, 0]], np.float32))]
+        src, shape = front(conv, 2, nodes, inits)
+        nodes.append(helper.make_node("Gemm", [src, "B"], ["y"], transB=1, alpha=1e-10))
+        return make_model(nodes, [1, *shape], initializers=inits)
+
+    def avgpool(conv):
+        pool = helper.make_node("GlobalAveragePool", ["c"], ["p"]) if conv else \
+            helper.make_node("AveragePool", ["c"], ["p"], kernel_shape=[2, 2])
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), pool, helper.make_node("Flatten", ["p"], ["f"]),
+                 helper.make_node("Gemm", ["f", "W"], ["y"], transB=1)]
+        return make_model(nodes, [1, 1, 2, 2], initializers=[tensor("w", np.full((1, 1, 1, 1), 3e38, np.float32)),
+                                                             tensor("W", np.array([[1.0], [-1.0]], np.float32))])
+
+    return {"relu": relu, "batchnorm": batchnorm, "gemm-alpha": gemm, "avgpool": avgpool}
+
+
+@pytest.mark.parametrize("conv", [False, True], ids=["plain", "conv"])
+@pytest.mark.parametrize("name", ["relu", "batchnorm", "gemm-alpha", "avgpool"])
+def test_values_onnxruntime_computes_on_the_way_beyond_float32_are_refused(name, conv):
+    from parallelepipedonn.errors import ModelError
+
+    model = _float32_models()[name](conv)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert not np.isfinite(ort_forward(model, np.full(shape, 0.9, np.float32))).all()
+    with pytest.raises(ModelError, match="float32's range"):
+        model_from_onnx(model)
