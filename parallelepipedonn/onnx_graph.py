@@ -95,7 +95,9 @@ def check_value_range(graph: Graph, dtypes: list[np.dtype], unfolded: dict[int, 
                 top = max(top, float(ins[0].max()) * math.prod(node.kernel))
             factor = (unfolded or {}).get(k)
             if factor is not None:
-                pre = s / torch.tensor(np.abs(factor), dtype=torch.float64).reshape(1, *np.shape(factor))
+                # (a zero factor, e.g. a pruned batchnorm channel, leaves nothing to divide back: skipped)
+                divisor = np.where(factor == 0, np.inf, np.abs(factor))
+                pre = s / torch.tensor(divisor, dtype=torch.float64).reshape(1, *np.shape(factor))
                 top = max(top, float(pre.max()))
             info = np.finfo(dtypes[k])
             if not top <= float(info.max):
@@ -384,7 +386,7 @@ class GraphImporter(OnnxWalker):
             raise UnsupportedOperatorError(label, "Gemm", f"C of shape {list(bias.shape)}")
         out = self._dense(label, "Gemm", a, alpha * w if alpha != 1.0 else w,
                           np.broadcast_to(bias.reshape(-1), (w.shape[0],)))
-        if alpha != 1.0:
+        if alpha not in (0.0, 1.0):
             self.unfolded[out.node] = np.full(w.shape[0], alpha)
         return out
 

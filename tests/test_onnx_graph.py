@@ -388,3 +388,13 @@ def test_values_onnxruntime_computes_on_the_way_beyond_float32_are_refused(name,
     assert not np.isfinite(ort_forward(model, np.full(shape, 0.9, np.float32))).all()
     with pytest.raises(ModelError, match="float32's range"):
         model_from_onnx(model)
+
+
+def test_a_batchnorm_channel_with_scale_zero_is_folded_and_imported():
+    """(A pruned channel: its factor is 0, nothing to divide back for the range check.)"""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).eval()
+    with torch.no_grad():
+        m[1].weight[0] = 0.0
+    g = model_from_onnx(export(m, (1, 6, 6)))
+    assert [n.kind for n in g.nodes] == ["input", "conv2d", "relu", "reshape", "dense"]
