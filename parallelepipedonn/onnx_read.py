@@ -247,7 +247,7 @@ class OnnxWalker:
                 raise UnsupportedOperatorError(label, op, f"its coefficients underflow {v.dtype} (below its "
                                                "smallest subnormal number): onnxruntime's values would be 0")
         top = float(self.value_bound(v).max()) if v.rows.size else 0.0
-        if not top <= info.max:
+        if not top <= float(info.max):
             raise UnsupportedOperatorError(label, op, f"its values reach {top:.3g} for inputs of magnitude 1, beyond "
                                            f"{v.dtype}'s range: onnxruntime's would be infinite")
 
