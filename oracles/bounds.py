@@ -226,7 +226,7 @@ def _mv(a: Tensor, v: Tensor) -> Tensor:
 _SMALL_MV = 2 ** 20
 
 
-def _per_row(t: Tensor, rows: Tensor | None, single: bool) -> Tensor:
+def per_box_rows(t: Tensor, rows: Tensor | None, single: bool) -> Tensor:
     """``t[rows]`` (per box -> per entry); a broadcast view when there is one box."""
     if rows is None:
         return t
@@ -276,7 +276,7 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     single = scale_in.shape[0] == 1  # one box: every entry's
 
     def per_row(t: Tensor) -> Tensor:
-        return _per_row(t, rows, single)
+        return per_box_rows(t, rows, single)
 
     def layer_terms(i: int, s: Tensor) -> Tensor:
         """``|W_i| s + |b_i|`` per box (``s`` the bound of ``|z_(i-1)|``), cached in ``terms``."""
@@ -347,10 +347,10 @@ def concretize(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tensor | 
     ``consume``: ``bound.coef`` is not read again by the caller, so ``|coef|`` overwrites it
     (no temporary of its size; the same numbers; not where autograd records it)."""
     coef = bound.coef
-    radius = _per_row((upper - lower) / 2, rows, lower.shape[0] == 1)
+    radius = per_box_rows((upper - lower) / 2, rows, lower.shape[0] == 1)
     value = bound.center_value
     if value is None:
-        value = _mv(coef, _per_row((upper + lower) / 2, rows, lower.shape[0] == 1))
+        value = _mv(coef, per_box_rows((upper + lower) / 2, rows, lower.shape[0] == 1))
     value = value - _mv(coef.abs_() if consume and not coef.requires_grad else coef.abs(), radius) + bound.const
     return proven(value - bound.error, bound.invalid)
 

@@ -19,7 +19,7 @@ import torch
 from parallelepipedonn import graph_nodes as gn
 from parallelepipedonn.tolerances import ABS_SLACK
 
-from .bounds import LinearBound, ReluRelaxation, proven
+from .bounds import LinearBound, ReluRelaxation, per_box_rows, proven
 from .graph_rounding import Rejoined, bias_dot, negative_dot, wide_dot
 
 if TYPE_CHECKING:
@@ -198,10 +198,10 @@ def concretize_wide(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tens
     """:func:`~oracles.bounds.concretize` in float64 (``bound.const`` and ``bound.error``
     are float64; its rounding is charged in ``error``): ``(B, m)`` float64. ``rows``: the
     box of each entry, as in :func:`backward`."""
-    if rows is not None:
-        lower, upper = lower.index_select(0, rows), upper.index_select(0, rows)
     lo, hi = lower.to(torch.float64), upper.to(torch.float64)
-    value = wide_dot(bound.coef, (hi + lo) / 2) - wide_dot(bound.coef.abs(), (hi - lo) / 2) + bound.const
+    single = lower.shape[0] == 1
+    center, radius = per_box_rows((hi + lo) / 2, rows, single), per_box_rows((hi - lo) / 2, rows, single)
+    value = wide_dot(bound.coef, center) - wide_dot(bound.coef.abs(), radius) + bound.const
     return proven(value - bound.error, bound.invalid)
 
 

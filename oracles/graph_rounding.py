@@ -83,6 +83,8 @@ def wide_dot(a: Tensor, v: Tensor) -> Tensor:
     broadcastable to ``(B, *shape)``) -> ``(B, m)``."""
     a = a.to(torch.float64)
     v = v.to(torch.float64).expand(a.shape[0], *a.shape[2:])
+    if v.stride(0) == 0:  # one box's, broadcast: one matrix-vector product
+        return a.flatten(2) @ v[0].reshape(-1)
     return (a.flatten(2) @ v.reshape(a.shape[0], -1, 1)).squeeze(-1)
 
 
