@@ -149,6 +149,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.plotting": "application",
     "parallelepipedonn.progress": "application",
     "parallelepipedonn.recheck": "application",
+    "parallelepipedonn.recheck_claims": "application",  # the claims of a stored result, checked
     "parallelepipedonn.store": "application",
     "parallelepipedonn.train": "application",
     "benchmarks": "application",
