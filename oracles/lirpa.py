@@ -19,6 +19,10 @@ three rounding-error bounds of 0 (where any implementation's rounding could flip
 ReLU's phase). For ``crown`` and ``ibp`` this covers auto_LiRPA's intermediate bounds,
 which are the same computation; with ``alpha-crown`` its optimised intermediate bounds
 are tighter than ours, and a flip there stays possible in principle.
+
+A network whose layers auto_LiRPA rewrites when it builds its bounded module (its graph
+optimisation fuses layers that match an identity only up to ``torch.allclose``'s
+tolerances) is refused (:class:`OracleError`): its bounds would be another network's.
 """
 
 from __future__ import annotations
@@ -52,6 +56,22 @@ def _float64_default():
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+def _rewritten(bounded: Any, module: torch.nn.Sequential) -> str:
+    """What auto_LiRPA changed in the network's layers when it built ``bounded`` (``""``:
+    nothing). Its graph optimisation fuses Linear -> ReLU -> Linear -> ReLU into one
+    Linear -> ReLU where the weights match ``ReLU(ReLU(y) - ReLU(-y) + b) = ReLU(y + b)``
+    only up to ``torch.allclose``'s tolerances (relative 1e-5) and drops entries below
+    1e-8: another network, whose bounds prove nothing of this one (found by an adversarial
+    review: a margin of -4.9e-6 was verified)."""
+    from collections import Counter
+
+    expected = Counter("BoundLinear" if isinstance(m, torch.nn.Linear) else "BoundRelu" for m in module)
+    found = Counter(type(n).__name__ for n in bounded.nodes())
+    fused = sorted(n.name for n in bounded.nodes() if "/optimized" in n.name)
+    differ = [f"{k}: {found[k]} for {v}" for k, v in expected.items() if found[k] != v]
+    return "; ".join(differ + ([f"fused nodes {', '.join(fused[:3])}"] if fused else []))
 
 
 def lirpa_available() -> bool:
@@ -91,6 +111,10 @@ class LirpaOracle(Oracle):
         with _float64_default():
             self.bounded = BoundedModule(self.module, dummy, device=str(self.device), verbose=0,
                                          bound_opts={"optimize_bound_args": {"iteration": alpha_steps}})
+        changed = _rewritten(self.bounded, self.module)
+        if changed:
+            raise OracleError(f"auto_LiRPA rewrote the network when it built its bounded module ({changed}): its "
+                              "bounds would be those of another network; use crown or alpha-crown")
 
     def settings(self) -> dict[str, Any]:
         import auto_LiRPA

@@ -250,6 +250,30 @@ def test_lirpa_charges_coefficients_below_the_normal_range_times_huge_inputs():
         assert make_oracle("lirpa", net, method=method).verify_box(p, p, 0).verdict is not Verdict.VERIFIED
 
 
+@pytest.mark.skipif(not lirpa_available(), reason="auto_LiRPA is not installed (optional: install it from source)")
+@pytest.mark.parametrize("a", [1 + 9.9e-6, 1.0])
+def test_lirpa_refuses_a_network_auto_lirpa_rewrites(a):
+    """auto_LiRPA fuses Linear -> ReLU -> Linear -> ReLU into one Linear -> ReLU where the
+    second layer undoes the first's pair of rows ``y, -y`` up to ``torch.allclose`` (relative
+    1e-5): with ``-a y``, ``a = 1 + 9.9e-6``, it bounded ``relu(y + 1)`` and verified a box
+    whose exact margin at ``x = -0.6`` is -4.9e-6 (an adversarial review). The adapter
+    refuses any network whose layers auto_LiRPA changed — the exact identity (``a = 1``)
+    included, which it would not have to, but nothing smaller than the whole rewrite is
+    checked; ``crown`` stays sound on it."""
+    from parallelepipedonn.errors import OracleError
+    from parallelepipedonn.network import Affine, Network, ReLU
+
+    net = Network.from_layers([1], [Affine(np.array([[1.0], [-a]]), np.zeros(2)), ReLU(),
+                                    Affine(np.array([[1.0, -1.0]]), np.array([1.0])), ReLU(),
+                                    Affine(np.array([[1.0], [0.0]]), np.array([-0.4 + 1e-6, 0.0]))])
+    lo, hi = np.array([-0.6]), np.array([-0.4])
+    assert (net.exact_margin(lo, 0) < 0) is (a != 1.0)
+    with pytest.raises(OracleError, match="rewrote the network"):
+        make_oracle("lirpa", net)
+    assert make_oracle("crown", net).verify_box(lo, hi, 0).verdict is (
+        Verdict.UNKNOWN if a != 1.0 else Verdict.VERIFIED)
+
+
 def test_cascade_asks_later_stages_only_about_unknown_boxes():
     net = random_network(800, [5, 10, 10, 3])
     rng = np.random.default_rng(8)
