@@ -243,15 +243,21 @@ def _residual_convs(seed: int) -> Graph:
     return b.graph(f"residual-convs-{seed}")
 
 
+@pytest.mark.parametrize("pull_back", ["window matrices", "convolutions"])
 @pytest.mark.parametrize("make,seed", [(_conv_chain, s) for s in range(4)] + [(_residual_convs, s) for s in range(2)])
-def test_windowed_intermediate_bounds_equal_the_full_pass(make, seed, monkeypatch):
+def test_windowed_intermediate_bounds_equal_the_full_pass(make, seed, pull_back, monkeypatch):
+    """Windows pulled back through a convolution by its exact window matrix (the small
+    ones, here) or by the convolution's input gradient (large, sparse ones): the same bounds."""
     import dataclasses
 
     import oracles.graph_bounds as gb
+    import oracles.graph_windows as gw
     from oracles.graph_bounds import node_bounds
 
     # both sides of every neuron on both paths (their rows fill chunks of different widths)
     monkeypatch.setattr(gb, "ONE_SIDE_FIRST", False)
+    if pull_back == "convolutions":
+        monkeypatch.setattr(gw, "WINDOW_MATRIX_ELEMENTS", 0)
     g = make(seed)
     gt = GraphTensors.of(g)
     assert gt.windows, "the windowed pass applies to convolutions and their residual connections"
