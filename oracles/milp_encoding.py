@@ -259,8 +259,28 @@ def retune(opt: Highs, time_limit: float | None, scale: float | None) -> None:
     opt.config.time_limit = None if time_limit is None else max(float(time_limit), 0.01)
 
 
+def _solve_without_presolve(opt: Highs, m: pe.ConcreteModel):  # noqa: ANN202 (pyomo's Results)
+    """The same problem solved again with HiGHS's presolve off (the options restored after).
+    HiGHS's presolve has called a feasible problem infeasible: an adversarial review found a
+    branch-and-bound leaf (fixed phases of a 14-ReLU residual net, scale 550) with a point of
+    the box 0.03 inside every fixed phase and a margin of -397 that presolve called
+    infeasible, and that the solve without presolve solves (optimal, -397.2998)."""
+    previous = opt.highs_options.get("presolve")
+    opt.highs_options["presolve"] = "off"
+    try:
+        return opt.solve(m)
+    finally:
+        if previous is None:
+            opt.highs_options.pop("presolve", None)
+            opt._solver_model.setOptionValue("presolve", "choose")
+        else:
+            opt.highs_options["presolve"] = previous
+
+
 def solve(opt: Highs, enc: Encoding, objective, sense=pe.minimize) -> SolveResult:
-    """Set the objective, solve, and read the proven bound and the incumbent."""
+    """Set the objective, solve, and read the proven bound and the incumbent. An
+    ``infeasible`` answer counts only when HiGHS finds it without its presolve too
+    (:func:`_solve_without_presolve`)."""
     m = enc.model
     if m.component("objective") is not None:
         m.del_component("objective")
@@ -268,6 +288,9 @@ def solve(opt: Highs, enc: Encoding, objective, sense=pe.minimize) -> SolveResul
     start = time.perf_counter()
     try:
         res = opt.solve(m)
+        if (res.termination_condition is TerminationCondition.infeasible and isinstance(opt, _Highs)
+                and opt.highs_options.get("presolve", "choose") != "off"):
+            res = _solve_without_presolve(opt, m)
     except Exception as exc:  # solver failure: nothing proven
         return SolveResult(f"error: {exc}", None, None, None, time.perf_counter() - start)
     status = res.termination_condition.name

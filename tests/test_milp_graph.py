@@ -484,3 +484,74 @@ def test_coefficients_below_highs_default_small_value_prove_nothing_either(k):
     oracle = make_oracle("milp", net, time_limit=30.0)
     assert oracle.verify_box([0.0], [1.0], 0).verdict is not Verdict.VERIFIED
     assert not oracle.class_extremes(1, Box.unit(1)).empty
+
+
+# -- HiGHS's presolve and infeasible leaves ------------------------------------------------------
+# A residual net, a box and a point of it, from an adversarial review's random search (seed 1,
+# iteration 2049): HiGHS 1.16's presolve called the leaf whose phases are the point's infeasible.
+_PRESOLVE_W0 = [0.0007596925062276295, -0.00023766309096557702, -0.0012404774527919554, -0.0007596925065258207,
+    0.00023766309113964403, 0.0012404774530580987, 0.0009481811070271179, -0.00040082912325384437,
+    -0.0010412308182235282, -0.0009481811064684687, 0.0004008291232084684, 0.001041230817585673,
+    0.0002089086621793009, 0.0008086542200271473, 0.0003622014568298185, -0.00020890866206505398,
+    -0.0008086542202495639, -0.00036220145685516084, -0.0017798896136488383, -0.001956172941472952,
+    0.0004270515938668226]
+_PRESOLVE_B0 = [-0.0009292441296601296, 0.0009292832960299798, -3.786548192053787e-05, 3.788740168624773e-05,
+    -0.0004470533739340629, 0.00044711228904875, -0.0007124647762345883]
+_PRESOLVE_W1 = [-0.019533252700112767, -0.26220011684712086, -0.008241964128801316, -0.6457344609896576,
+    0.16666530548430225, 0.32016809770280225, 0.03613504254967538, -0.34964160457824295,
+    -0.15608926862214328, -0.055799796751435156, -0.018487168442654817, 0.04735299159226659,
+    0.004956434494427881, -0.31675840447265236, 0.06229399383299544, 0.41938424830383053,
+    0.0010284162712987264, 0.11741636646112215, 0.06721018787469761, -0.25785668308209186,
+    0.22846534097795082, 0.047273301149686225, 0.26118833340470266, 0.0005896183394242116,
+    0.044953452518600855, 0.07377993873065285, 0.028594938250317215, 0.22803100226147355,
+    0.03715789362719813, 0.1632412505578227, -0.08748768862593538, 0.024842809367392697,
+    0.04577401728422656, 0.03542309609966145, -0.11223486765670804, -0.16801120886998036,
+    -0.03123531532505353, 0.16553755800565156, 0.0012936051069773287, -0.0264156783755712,
+    -0.14648908729814636, -0.20951135106548588, -0.06494519093756809, -0.0344676264402872,
+    0.37198271464952554, 0.40017840649034575, 0.04937746091560037, 0.054757115212041435,
+    0.27797461792486206]
+_PRESOLVE_B1 = [0.08156294248370279, -0.06122890342053997, -0.05274158511026816, -0.04807067932760612,
+    -0.0098604288377375, 0.0557414993156581, 0.055735044058362895]
+_PRESOLVE_W2 = [10.74514997482088, -0.22087274288387226, 18.520332404442424, 3.949480754625871,
+    2.652655957832859, -5.419019925945032, -0.3322537601141429, 10.745061037628014,
+    -0.22087400340373844, 18.520549621326953, 3.94949132908305, 2.6526626530107755,
+    -5.419049479781794, -0.33225918385996905, -14.502927846738082, -0.11575059136082008,
+    1.6182203875569667, 20.08927115164722, -7.189579010635821, -5.835981790286338,
+    -3.551755701322991]
+_PRESOLVE_B2 = [37.17625917967487, 434.4760586774081, 632.4851680450502]
+_PRESOLVE_LO = [58.28718941720475, -97.30839961060234, -145.5734297369776]
+_PRESOLVE_HI = [87.90784311435523, -64.55584417360554, -96.74083351868482]
+_PRESOLVE_XS = [74.59560983332788, -81.82560598350426, -129.25744520804622]
+_PRESOLVE_PHASES = [[1, -1, 1, -1, -1, 1, -1], [1, -1, 1, -1, -1, 1, 1]]
+
+
+def test_an_infeasible_answer_of_highs_presolve_is_checked_without_it():
+    """The branch-and-bound leaf LP whose ReLU phases are those of a point of the box (every
+    ReLU input at least 0.028 from 0 there, its margin -397.3) was answered ``infeasible``
+    (with HiGHS's presolve) and would have closed the leaf as a proof; the solve without
+    presolve finds its optimum, which is then the answer."""
+    from oracles.bounds import margin_spec
+    from oracles.milp_graph import term_magnitude
+
+    w0, w1, w2 = (np.array(w).reshape(n, -1) for w, n in ((_PRESOLVE_W0, 7), (_PRESOLVE_W1, 7), (_PRESOLVE_W2, 3)))
+    nodes = (gn.Input(inputs=(), shape=(3,), name="x"),
+             gn.Dense(inputs=(0,), shape=(7,), in_shape=(3,), weight=w0, bias_=np.array(_PRESOLVE_B0)),
+             gn.ReLU(inputs=(1,), shape=(7,)),
+             gn.Dense(inputs=(2,), shape=(7,), in_shape=(7,), weight=w1, bias_=np.array(_PRESOLVE_B1)),
+             gn.Add(inputs=(3, 1), shape=(7,)), gn.ReLU(inputs=(4,), shape=(7,)),
+             gn.Dense(inputs=(5,), shape=(3,), in_shape=(7,), weight=w2, bias_=np.array(_PRESOLVE_B2)))
+    g = Graph((3,), nodes, "presolve-infeasible")
+    lo, hi, x = (np.array(v)[None] for v in (_PRESOLVE_LO, _PRESOLVE_HI, _PRESOLVE_XS))
+    phases = [np.array(p, dtype=np.int8) for p in _PRESOLVE_PHASES]
+    z1 = x[0] @ w0.T + _PRESOLVE_B0
+    z2 = np.maximum(z1, 0) @ w1.T + _PRESOLVE_B1 + z1
+    assert ((lo <= x) & (x <= hi)).all() and (np.sign(z1) == phases[0]).all() and (np.sign(z2) == phases[1]).all()
+    assert min(np.abs(z1).min(), np.abs(z2).min()) > 0.028
+    assert g.exact_margin(x[0], 0) < -397  # label 0 against the others, exactly
+    gt = GraphTensors.of(g, "cpu")
+    nb, _, _ = box_bounds(gt, lo, hi)
+    enc = encode_graph(g, lo[0], hi[0], GraphBoxBounds.of(g, nb))
+    scale = term_magnitude(gt, nb, margin_spec(3, 0, 1, torch.float64, "cpu"))[0, 0].item()
+    enc.fix_phases(phases)
+    result = solve(make_solver(None, scale=scale), enc, enc.logits[0] - enc.logits[1])
+    assert result.status == "optimal" and result.bound <= -397.29
