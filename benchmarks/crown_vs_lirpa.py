@@ -3,16 +3,24 @@ tightness of the margin bounds, at batch 1, 16 and 256; and the apothem certific
 time and peak memory per input.
 
     python -m benchmarks.crown_vs_lirpa [--batches 1,16,256] [--cifar-batches 1,16]
-                                        [--nets mlp-deep,cnn,resnet,cifar-cnn] [--rounds 1]
+                                        [--nets mlp-deep,cnn,resnet,cifar-cnn,oval21-wide,resnet-2b]
+                                        [--rounds 1]
                                         [--device cpu|cuda]
 
 Networks: the embedded deep MLP (784-100-100-10) and, when present in ``data/``, the
 MNIST CNN and residual net (``parallelepipedonn train --arch cnn|resnet``); a CIFAR-size
 convnet (3x32x32, conv 16 3x3, conv 32 4x4 stride 2, dense 100, dense 10) with seeded
-random weights, exported to ONNX in a temporary directory. Boxes: L-infinity cubes of
-radius ``eps`` (clipped to [0, 1]) around inputs the network classifies as one class c
-(MNIST test images; seeded random points for the CIFAR-size net); the bound computed is
-the lower bound of ``logit_c - logit_j`` for every ``j != c``.
+random weights, exported to ONNX in a temporary directory; and, where a local copy of
+VNN-COMP 2021's benchmarks is found (``$VNNCOMP_ROOT``, default ``../vnncomp2021/benchmarks``,
+as for :mod:`benchmarks.vnncomp`), two trained CIFAR-10 networks of the competition:
+oval21's ``cifar_wide_kw`` (conv 16 4x4 stride 2, conv 32 4x4 stride 2, dense 100, dense 10)
+and cifar10_resnet's ``resnet_2b`` (a residual net: six 3x3 and 1x1 convolutions, two
+residual additions, dense 100, dense 10). Boxes: L-infinity cubes of radius ``eps``
+(clipped to [0, 1]) around inputs the network classifies as one class c (MNIST test
+images; seeded random points for the CIFAR-size net); for the VNN-COMP networks the input
+boxes of their instances whose centre they classify as the most frequent class c, cycled
+(their inputs are normalised images, outside [0, 1], so they have no certification rows);
+the bound computed is the lower bound of ``logit_c - logit_j`` for every ``j != c``.
 
 Every configuration runs in a fresh process (one torch thread), so that its peak
 resident memory (``ru_maxrss``) is its own; "base" is that process's peak after loading
@@ -61,7 +69,17 @@ from benchmarks.common import RESULTS, machine, markdown_table, write_csv
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NETS = {"mlp-deep": ("mnist-784-100-100-10.onnx", 0.01), "cnn": ("mnist-cnn.onnx", 0.01),
-        "resnet": ("mnist-resnet.onnx", 0.01), "cifar-cnn": ("", 1 / 255)}
+        "resnet": ("mnist-resnet.onnx", 0.01), "cifar-cnn": ("", 1 / 255),
+        "oval21-wide": ("", None), "resnet-2b": ("", None)}
+#: A local copy of VNN-COMP 2021's benchmarks (github.com/stanleybak/vnncomp2021, read in
+#: place, never committed; as for :mod:`benchmarks.vnncomp`).
+VNNCOMP_ROOT = Path(os.environ.get("VNNCOMP_ROOT", Path(__file__).resolve().parents[2] / "vnncomp2021" / "benchmarks"))
+#: Its CIFAR-10 networks measured when present: category and ONNX file. Boxes: the input
+#: boxes of the category's instances of that network.
+VNNCOMP_NETS = {"oval21-wide": ("oval21", "nets/cifar_wide_kw.onnx"),
+                "resnet-2b": ("cifar10_resnet", "onnx/resnet_2b.onnx")}
+#: The nets measured at ``--cifar-batches``.
+CIFAR_NETS = ("cifar-cnn", *VNNCOMP_NETS)
 TOOLS = ("ours-float64", "ours-float32", "lirpa-float32", "lirpa-float64")
 #: glibc's mmap and trim thresholds, fixed (64 MiB, 256 MiB): the same allocator behaviour
 #: in every process (see the module docstring).
@@ -87,12 +105,36 @@ def cifar_convnet(path: Path) -> Path:
 def net_path(name: str, tmp: Path) -> Path | None:
     if name == "cifar-cnn":
         return cifar_convnet(tmp / "cifar-cnn.onnx")
-    path = DATA / NETS[name][0]
+    if name in VNNCOMP_NETS:
+        category, onnx = VNNCOMP_NETS[name]
+        path = VNNCOMP_ROOT / category / onnx
+    else:
+        path = DATA / NETS[name][0]
     return path if path.is_file() else None
 
 
+def vnncomp_boxes(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The input boxes (rounded outward) of the VNN-COMP instances of network ``name``."""
+    import csv
+
+    from parallelepipedonn.vnnlib import read_vnnlib
+
+    category, onnx = VNNCOMP_NETS[name]
+    with open(VNNCOMP_ROOT / category / f"{category}_instances.csv", newline="") as f:
+        props = [row[1].strip() for row in csv.reader(f) if row and row[0].strip() == onnx]
+    pairs = [read_vnnlib(VNNCOMP_ROOT / category / p).regions[0].outer_box() for p in props]
+    return np.stack([lo for lo, _ in pairs]), np.stack([hi for _, hi in pairs])
+
+
 def boxes(net, name: str, count: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """``count`` cubes around points the network classifies as its most frequent class."""
+    """``count`` cubes around points the network classifies as its most frequent class (a
+    VNN-COMP network: its instances' input boxes whose centre it classifies so, cycled)."""
+    if name in VNNCOMP_NETS:
+        lower, upper = vnncomp_boxes(name)
+        pred = net.predict((lower + upper) / 2)
+        label = int(np.bincount(pred).argmax())
+        chosen = np.flatnonzero(pred == label)[np.arange(count) % int((pred == label).sum())]
+        return lower[chosen], upper[chosen], label
     if name == "cifar-cnn":
         points = np.random.default_rng(0).random((max(400, 8 * count), net.n_inputs))
     else:
@@ -293,7 +335,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", default="1,16,256", help='batches of the bound rows ("": none, only the '
                     "certification rows)")
-    ap.add_argument("--cifar-batches", default="1,16", help='batches of the CIFAR-size net (default: 1,16; "": '
+    ap.add_argument("--cifar-batches", default="1,16", help='batches of the CIFAR-10 nets (default: 1,16; "": '
                     "none; at 256 each tool's call takes minutes)")
     ap.add_argument("--nets", default=",".join(NETS))
     ap.add_argument("--repeats", type=int, default=5)
@@ -332,9 +374,10 @@ def main() -> None:
         for name in args.nets.split(","):
             path = net_path(name, Path(tmp))
             if path is None:
-                print(f"{name}: no network file (train it with parallelepipedonn train), skipped", file=sys.stderr)
+                where = f"not under {VNNCOMP_ROOT}" if name in VNNCOMP_NETS else "train it with parallelepipedonn train"
+                print(f"{name}: no network file ({where}), skipped", file=sys.stderr)
                 continue
-            batches = args.cifar_batches if name == "cifar-cnn" else args.batches
+            batches = args.cifar_batches if name in CIFAR_NETS else args.batches
             for batch in (int(b) for b in batches.split(",") if b.strip()):
                 runs: dict[str, list[dict]] = {t: [] for t in tools}
                 for _ in range(args.rounds):
@@ -350,6 +393,10 @@ def main() -> None:
                          for t, r in got.items()]
                 table.append(_table_row(name, batch, got, key))
             if args.certify_inputs < 1:  # no certification rows
+                continue
+            if name in VNNCOMP_NETS:  # normalised inputs: the domain is not [0, 1]^n
+                print(f"{name}: no certification rows (its inputs are normalised images, outside [0, 1])",
+                      file=sys.stderr)
                 continue
             cert = run_child(["certify", name, str(path), str(args.certify_inputs), args.device],
                              not args.default_malloc)

@@ -108,3 +108,27 @@ def test_crown_vs_lirpa_rows_give_both_dtypes_speed_ups_and_tightness():
     gpu["lirpa-float32"]["seconds"] = 0.06  # on a GPU (--device cuda) the ratios are of wall times
     row = _table_row("net", 1, gpu, "seconds")
     assert row[6] == "6.0× / 4.0×" and row[2] == "10.0 ms (50 GPU)"
+
+
+def test_crown_vs_lirpa_boxes_of_a_vnncomp_network_are_its_instances_boxes_of_one_class(tmp_path, monkeypatch):
+    """The boxes of a VNN-COMP network: the input boxes of its instances (not another
+    network's), those whose centre it classifies as the most frequent class, cycled."""
+    import benchmarks.crown_vs_lirpa as cvl
+    from parallelepipedonn.network import Affine, Network
+
+    cat = tmp_path / "oval21"
+    (cat / "vnnlib").mkdir(parents=True)
+    rows, centres = [], {"a": (0.9, 0.1), "b": (0.2, 0.7), "c": (0.8, 0.3), "d": (0.1, 0.9)}
+    for name, (p, q) in centres.items():
+        (cat / "vnnlib" / f"{name}.vnnlib").write_text(
+            "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+            f"(assert (>= X_0 {p - 0.05}))\n(assert (<= X_0 {p + 0.05}))\n"
+            f"(assert (>= X_1 {q - 0.05}))\n(assert (<= X_1 {q + 0.05}))\n(assert (>= Y_1 Y_0))\n")
+        rows.append(f"{'nets/cifar_wide_kw.onnx' if name != 'd' else 'nets/other.onnx'},vnnlib/{name}.vnnlib,720")
+    (cat / "oval21_instances.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(cvl, "VNNCOMP_ROOT", tmp_path)
+    net = Network.from_layers([2], [Affine(np.eye(2), np.zeros(2))])  # class: the larger input
+    lower, upper, label = cvl.boxes(net, "oval21-wide", 3)
+    assert label == 0  # a and c (class 0) against b (class 1); d is another network's
+    np.testing.assert_allclose((lower + upper) / 2, [[0.9, 0.1], [0.8, 0.3], [0.9, 0.1]])
+    assert cvl.net_path("oval21-wide", tmp_path) is None  # no ONNX file there: the net is skipped
