@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from parallelepipedonn.box import Box
+from parallelepipedonn.box import Box, linf_distance_up
 
 from .base import Distance, FloatArray, Oracle, Verdict
 
@@ -49,7 +49,11 @@ def pull_counterexample(network: Network, x: FloatArray, cex: FloatArray, label:
             break
         first = bad[0]
         lo_t, hi_t = (ts[first - 1] if first > 0 else lo_t), ts[first]
-    best = x + hi_t * (cex - x)
+    if hi_t == 1.0:  # nothing closer than cex itself
+        return cex
+    # a point of the segment, rounded: kept between x and cex coordinate-wise (a point of
+    # any box holding both; the rounded segment can step one unit out of the domain)
+    best = np.clip(x + hi_t * (cex - x), np.minimum(x, cex), np.maximum(x, cex))
     return best if network.misclassified(best, label)[0] else cex
 
 
@@ -65,7 +69,7 @@ def confirmed_upper(network: Network, x: FloatArray, label: int, domain: Box,
         log.warning("ignoring a counterexample that is not a misclassified point of the domain")
         return math.inf, None
     cex = pull_counterexample(network, x, cex, label)
-    return float(np.abs(cex - x).max()), cex
+    return linf_distance_up(cex, x), cex
 
 
 def push_counterexample(network: Network, x: FloatArray, point: FloatArray, label: int,
@@ -98,7 +102,7 @@ def seed_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, upper:
         for a in falsifier.verify(los, his, label):
             if a.verdict is Verdict.FALSIFIED:
                 pulled = pull_counterexample(falsifier.network, x, a.counterexample, label)
-                d = float(np.abs(pulled - x).max())
+                d = linf_distance_up(pulled, x)
                 if d < hi:
                     hi, cex = d, pulled
         if math.isinf(hi):
@@ -131,7 +135,7 @@ def _refine_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, lo:
         candidates = [a.counterexample for a in falsifier.verify(los, his, label) if a.verdict is Verdict.FALSIFIED]
     for point in candidates:
         pulled = pull_counterexample(falsifier.network, x, point, label)
-        d = float(np.abs(pulled - x).max())
+        d = linf_distance_up(pulled, x)
         if d < hi:
             hi, cex = d, pulled
     return hi, cex, 1
@@ -180,7 +184,7 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
                             "the whole domain is robust")
         if a.verdict is Verdict.FALSIFIED:
             cex = pull_counterexample(net, x, a.counterexample, label)
-            hi = float(np.abs(cex - x).max())
+            hi = linf_distance_up(cex, x)
         else:
             hi = rmax
     guesses = 8 if falsifier is not None else 0
@@ -215,7 +219,7 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
         elif a.verdict is Verdict.FALSIFIED:
             outside.append((r, float(net.margins(a.counterexample, label)[0])))
             cex = pull_counterexample(net, x, a.counterexample, label)
-            previous, hi = hi, min(hi, r, float(np.abs(cex - x).max()))
+            previous, hi = hi, min(hi, r, linf_distance_up(cex, x))
             top = min(top, hi)
             # keep guessing just inside the best counterexample while that makes progress
             guesses = guesses - 1 if hi < previous * (1 - 10 * rel_precision) else 0

@@ -43,7 +43,7 @@ import numpy as np
 import pyomo.environ as pe
 import torch
 
-from parallelepipedonn.box import Box
+from parallelepipedonn.box import Box, linf_distance_up
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network, ReLU
@@ -488,8 +488,8 @@ class MilpOracle(ClassRegionQueries, Oracle):
                 best: float, cex: FloatArray | None) -> tuple[float, FloatArray | None]:
         """The nearer of the best counterexample and a solver's ``point`` made a confirmed one."""
         found = push_counterexample(self.network, x, np.clip(point, lo, hi), label, domain)
-        if found is not None and float(np.abs(found - x).max()) < best:
-            return float(np.abs(found - x).max()), found
+        if found is not None and linf_distance_up(found, x) < best:
+            return linf_distance_up(found, x), found
         return best, cex
 
     def _distance_encoding(self, x: FloatArray, lo_r: FloatArray, hi_r: FloatArray, label: int, j: int,

@@ -184,6 +184,18 @@ def _difference_down(a: FloatArray, b: FloatArray) -> FloatArray:
     return np.where(np.isfinite(d) & (err < 0), np.nextafter(d, -np.inf), d)
 
 
+def linf_distance_up(a: ArrayLike, b: ArrayLike) -> float:
+    """``||a - b||_inf`` rounded up: the smallest float64 at least the exact distance (an
+    upper bound of a distance stays one; ``inf`` where a difference overflows)."""
+    a64, b64 = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
+    if not a64.size:
+        return 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        d, err = _two_sum(a64, -b64)
+        up = np.where(np.isfinite(d) & (err * d > 0), np.nextafter(np.abs(d), np.inf), np.abs(d))
+    return float(up.max())
+
+
 def check_in_domain(x: FloatArray, domain: Box, what: str = "input") -> None:
     """Raise :class:`InputDataError` unless ``x`` is a finite point of ``domain``."""
     if x.size != domain.n:

@@ -15,7 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 from oracles.base import Oracle, Verdict
 from oracles.registry import accepts_option, make_oracle
 
-from .box import Box
+from .box import Box, linf_distance_up
 from .certificate import Certificate
 from .errors import ConfigError, InputDataError, OracleError
 from .inputs import as_network_input
@@ -176,8 +176,8 @@ def decide_epsilon(network: Network, x: FloatArray, label: int, domain: Box, eps
     ball = Box.outer_cube(x, epsilon, domain)
     if box is not None and box.contains_box(ball):
         return EpsilonAnswer(epsilon, Status.CERTIFIED, "the certified box contains the ball", "search")
-    if counterexample is not None and within_distance(counterexample, x, epsilon) and \
-            network.misclassified(counterexample, label)[0]:
+    if counterexample is not None and domain.contains(counterexample) and \
+            within_distance(counterexample, x, epsilon) and network.misclassified(counterexample, label)[0]:
         return EpsilonAnswer(epsilon, Status.NOT_ROBUST, "the search's counterexample lies in the ball", "search",
                              np.asarray(counterexample, dtype=np.float64))
     reasons, timed_out = [], False
@@ -281,7 +281,7 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
                                 time_limit=None if deadline is None else max(0.01, deadline - time.perf_counter()))
         eps = answer.to_dict()
         if answer.counterexample is not None:  # a counterexample in the ball: maybe closer than the search's
-            d = float(np.max(np.abs(answer.counterexample - xa)))
+            d = linf_distance_up(answer.counterexample, xa)
             if d < upper:
                 upper, cex = d, answer.counterexample
     return Certificate(

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from oracles.base import Oracle, RegionVerdict, Verdict
 
-from .box import Box
+from .box import Box, linf_distance_up
 from .certificate import Certificate
 from .certify import CertifyConfig, build_oracles
 from .dual import DualBox
@@ -288,7 +288,7 @@ def _refutation(net: Network, x: FloatArray | None, label: int, reason: str,
     if point is not None:
         p = np.asarray(point, dtype=np.float64).reshape(-1)
         out.update(counterexample=p, logits=net.forward(p)[0],
-                   distance=None if x is None else float(np.abs(p - x).max()))
+                   distance=None if x is None else linf_distance_up(p, x))
     return out
 
 

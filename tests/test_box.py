@@ -131,3 +131,17 @@ def test_the_apothem_is_rounded_down_so_that_its_cube_lies_in_the_box():
     a = box.apothem(np.array([1.0]), domain)
     assert Fraction(a) <= 1 - Fraction(2) ** -60 and a == np.nextafter(1.0, 0.0)
     assert Box.outer_cube(np.array([1.0]), a, domain).lower[0] >= 2.0 ** -60
+
+
+@given(st.lists(st.floats(-1e300, 1e300, allow_nan=False), min_size=1, max_size=4),
+       st.lists(st.floats(-1e300, 1e300, allow_nan=False), min_size=1, max_size=4))
+def test_the_distance_rounded_up_is_at_least_the_exact_one_and_within_a_unit(a, b):
+    from fractions import Fraction
+
+    from parallelepipedonn.box import linf_distance_up
+
+    n = min(len(a), len(b))
+    a, b = np.array(a[:n]), np.array(b[:n])
+    exact = max(abs(Fraction(p) - Fraction(q)) for p, q in zip(a, b))
+    d = linf_distance_up(a, b)
+    assert Fraction(d) >= exact and (d == 0 or Fraction(np.nextafter(d, 0)) < exact)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -130,3 +131,39 @@ def test_reference_7_1_gets_a_positive_apothem_and_4_1_is_not_robust(reference):
     x4 = ppn.load_input(reference / "inputs" / "mnist" / "4-1.csv", net.input_shape)
     cert4 = certify(net, x4, 4)
     assert cert4.status is Status.NOT_ROBUST and "not 4" in cert4.reason
+
+
+# -- counterexamples near a domain bound whose rounding steps out (an adversarial review) -------
+def test_a_counterexample_pulled_towards_the_input_stays_in_the_domain():
+    """The only misclassified point of ``[0, 0.9]`` is 0.9 (margin ``0.9 - p``); pulled along
+    ``x + t (0.9 - x)``, ``t = 1`` rounds to 0.9000000000000001, outside the domain (was the
+    stored counterexample: a certificate recheck refutes)."""
+    from oracles.distance import pull_counterexample
+    from parallelepipedonn.box import Box
+
+    x = np.array([0.06587407694911368])
+    net = Network.from_layers((1,), [Affine([[-1.0], [0.0]], [0.9, 0.0])])
+    assert x[0] + 1.0 * (0.9 - x[0]) > 0.9
+    assert pull_counterexample(net, x, np.array([0.9]), 0).tolist() == [0.9]
+    dom = Box(np.zeros(1), np.array([0.9]))
+    cert = certify(net, x, 0, domain=dom, config=CertifyConfig(algorithm="exact", oracle="milp", epsilon=0.85))
+    assert dom.contains(cert.counterexample) and cert.epsilon["status"] == "not-robust"
+    assert cert.apothem_upper_bound >= float(Fraction(0.9) - Fraction(x[0]))
+
+
+def test_not_robust_at_epsilon_needs_a_counterexample_inside_the_domain():
+    """On ``[0, 0.9]^2`` the margin ``(0.9 - p0) + (0.9 - p1)`` is 0 only at the corner, at an
+    exact distance above epsilon by 5.6e-17: the ball is robust. The search's pulled point
+    ``(0.8999999999999999, 0.9000000000000001)`` (outside the domain, within epsilon) made it
+    "not robust"."""
+    from parallelepipedonn.box import Box
+
+    x = np.array([0.3701117053014778, 0.39556364581386866])
+    eps = 0.5298882946985222
+    assert Fraction(eps) < Fraction(0.9) - Fraction(x[0])
+    net = Network.from_layers((2,), [Affine([[-1.0, -1.0], [0.0, 0.0]], [0.0, -2 * 0.9])])
+    dom = Box(np.zeros(2), np.full(2, 0.9))
+    for oracle in ("milp", None):
+        cert = certify(net, x, 0, domain=dom, config=CertifyConfig(algorithm="exact", oracle=oracle, epsilon=eps))
+        assert cert.epsilon["status"] != "not-robust"
+        assert cert.counterexample is None or dom.contains(cert.counterexample)

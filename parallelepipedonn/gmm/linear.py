@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 
 from oracles.gmm import affine_box_min, margin_rows
 
-from ..box import Box
+from ..box import Box, linf_distance_up
 from ..network import Network
 from ..tolerances import ABS_SLACK, gamma, relative_slack, smallest_subnormal
 from .lipschitz import div_down
@@ -452,7 +452,7 @@ def _linf_radius(net: Network, point: _Point) -> ExactRadius:
     cex = None
     if math.isfinite(estimate):
         cex = _confirmed(net, rows, (x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES))
-    upper = math.inf if cex is None else float(np.abs(cex - x).max())
+    upper = math.inf if cex is None else linf_distance_up(cex, x)
     return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
 
 

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from oracles.base import Answer, Oracle, Verdict
 
-from ..box import Box
+from ..box import Box, linf_distance_up
 
 FloatArray = NDArray[np.float64]
 
@@ -79,7 +79,8 @@ class Problem:
         return np.maximum(self.domain.lower, self.x - r), np.minimum(self.domain.upper, self.x + r)
 
     def distance(self, point: FloatArray) -> float:
-        return float(np.max(np.abs(np.asarray(point) - self.x)))
+        """``||point - x||_inf``, rounded up (an upper bound of the apothem stays one)."""
+        return linf_distance_up(point, self.x)
 
 
 @dataclass(frozen=True, eq=False)
