@@ -190,13 +190,13 @@ def _pull_back(node: gn.Conv2d, lam: Tensor, size: tuple[int, int]) -> Tensor:
     share = node.kernel[0] * node.kernel[1] / (node.groups * size[0] * size[1])  # that can be nonzero
     if entries > WINDOW_MATRIX_ELEMENTS or (entries > SPARSE_WINDOW_ELEMENTS and share < WINDOW_MATRIX_MIN_SHARE):
         flat = lam.reshape(-1, c_out, h, w)
-        back = torch.nn.grad.conv2d_input((flat.shape[0], c_in, *size), weight, flat, stride=node.stride,
-                                          dilation=node.dilation, groups=node.groups)
+        back = gn.conv2d_input((flat.shape[0], c_in, *size), weight, flat, stride=node.stride,
+                               dilation=node.dilation, groups=node.groups)
         return back.reshape(*lead, c_in, *size)
     def matrix() -> Tensor:
         eye = torch.eye(c_out * h * w, dtype=lam.dtype, device=lam.device).reshape(-1, c_out, h, w)
-        return torch.nn.grad.conv2d_input((eye.shape[0], c_in, *size), weight, eye, stride=node.stride,
-                                          dilation=node.dilation, groups=node.groups).flatten(1)
+        return gn.conv2d_input((eye.shape[0], c_in, *size), weight, eye, stride=node.stride,
+                               dilation=node.dilation, groups=node.groups).flatten(1)
 
     window = node.cached(("window_matrix", h, w, lam.dtype, str(lam.device)), matrix)
     return (lam.reshape(-1, c_out * h * w) @ window).reshape(*lead, c_in, *size)

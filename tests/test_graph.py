@@ -217,3 +217,22 @@ def test_the_graph_answers_the_network_interface_and_refuses_bad_input():
                      gn.Dense(inputs=(0,), shape=(2,), in_shape=(2,), weight=np.ones((2, 2)), bias_=np.zeros(2))))
     with pytest.raises(ModelError, match="NaN"):
         gn.Dense(inputs=(0,), shape=(2,), in_shape=(2,), weight=np.full((2, 2), np.nan), bias_=np.zeros(2))
+
+
+def test_float32_input_gradients_onto_few_channels_are_the_convolutions_sums():
+    """A strided convolution's input gradient onto 3 channels in float32 runs torch's own
+    kernel (faster there than oneDNN's): the same sums as the float64 reference, up to
+    float32 rounding, and oneDNN's settings are left as they were."""
+    import torch
+
+    from parallelepipedonn.graph_nodes import conv2d_input
+
+    g = torch.Generator().manual_seed(0)
+    w, y = torch.randn(8, 3, 3, 3, generator=g), torch.randn(5, 8, 11, 11, generator=g)
+    before = torch.backends.mkldnn.enabled, torch.backends.mkldnn.fp32_precision
+    got = conv2d_input((5, 3, 23, 23), w, y, stride=(2, 2))
+    ref = torch.nn.grad.conv2d_input((5, 3, 23, 23), w.double(), y.double(), stride=(2, 2))
+    assert (torch.backends.mkldnn.enabled, torch.backends.mkldnn.fp32_precision) == before
+    bound = 8 * 9 * 2 ** -23 * torch.nn.grad.conv2d_input((5, 3, 23, 23), w.double().abs(), y.double().abs(),
+                                                          stride=(2, 2))
+    assert got.dtype == torch.float32 and ((got.double() - ref).abs() <= bound).all()
