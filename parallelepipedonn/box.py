@@ -192,7 +192,10 @@ def linf_distance_up(a: ArrayLike, b: ArrayLike) -> float:
         return 0.0
     with np.errstate(over="ignore", invalid="ignore"):
         d, err = _two_sum(a64, -b64)
-        up = np.where(np.isfinite(d) & (err * d > 0), np.nextafter(np.abs(d), np.inf), np.abs(d))
+        # |a - b| = |d + err| > |d| where err has d's sign (signs compared: their product can
+        # underflow); an error that is not a number is taken as one
+        above = (np.sign(err) == np.sign(d)) & (err != 0) | np.isnan(err)
+        up = np.where(np.isfinite(d) & above, np.nextafter(np.abs(d), np.inf), np.abs(d))
     return float(up.max())
 
 

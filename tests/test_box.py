@@ -145,3 +145,13 @@ def test_the_distance_rounded_up_is_at_least_the_exact_one_and_within_a_unit(a, 
     exact = max(abs(Fraction(p) - Fraction(q)) for p, q in zip(a, b))
     d = linf_distance_up(a, b)
     assert Fraction(d) >= exact and (d == 0 or Fraction(np.nextafter(d, 0)) < exact)
+
+
+def test_the_distance_rounded_up_where_the_rounding_error_times_the_difference_underflows():
+    from fractions import Fraction
+
+    from parallelepipedonn.box import linf_distance_up
+
+    a, b = np.array([1e-160 + 1e-176]), np.array([-3e-177])  # d ~ 1e-160, error ~ 1e-177: product 0
+    d = linf_distance_up(a, b)
+    assert Fraction(d) >= Fraction(float(a[0])) - Fraction(float(b[0]))
