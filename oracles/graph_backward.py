@@ -201,7 +201,10 @@ def concretize_wide(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tens
     lo, hi = lower.to(torch.float64), upper.to(torch.float64)
     single = lower.shape[0] == 1
     center, radius = per_box_rows((hi + lo) / 2, rows, single), per_box_rows((hi - lo) / 2, rows, single)
-    value = wide_dot(bound.coef, center) - wide_dot(bound.coef.abs(), radius) + bound.const
+    coef = bound.coef.to(torch.float64)  # (exact: float32 numbers are float64 ones)
+    value = wide_dot(coef, center)
+    # |coef| in place where the conversion made a copy of it (and autograd records nothing)
+    value = value - wide_dot(coef.abs_() if coef is not bound.coef and not coef.requires_grad else coef.abs(), radius) + bound.const
     return proven(value - bound.error, bound.invalid)
 
 

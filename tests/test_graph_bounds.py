@@ -243,11 +243,13 @@ def _residual_convs(seed: int) -> Graph:
     return b.graph(f"residual-convs-{seed}")
 
 
-@pytest.mark.parametrize("pull_back", ["window matrices", "convolutions"])
+@pytest.mark.parametrize("pull_back", ["window matrices", "convolutions", "whole maps early"])
 @pytest.mark.parametrize("make,seed", [(_conv_chain, s) for s in range(4)] + [(_residual_convs, s) for s in range(2)])
 def test_windowed_intermediate_bounds_equal_the_full_pass(make, seed, pull_back, monkeypatch):
     """Windows pulled back through a convolution by its exact window matrix (the small
-    ones, here) or by the convolution's input gradient (large, sparse ones): the same bounds."""
+    ones, here) or by the convolution's input gradient (large, sparse ones), or embedded
+    in the whole maps at the first node where no other branch is pending (the full pass
+    from there): the same bounds."""
     import dataclasses
 
     import oracles.graph_bounds as gb
@@ -258,6 +260,7 @@ def test_windowed_intermediate_bounds_equal_the_full_pass(make, seed, pull_back,
     monkeypatch.setattr(gb, "ONE_SIDE_FIRST", False)
     if pull_back == "convolutions":
         monkeypatch.setattr(gw, "WINDOW_MATRIX_ELEMENTS", 0)
+    monkeypatch.setattr(gw, "FULL_MAP_SHARE", 0.0 if pull_back == "whole maps early" else 2.0)
     g = make(seed)
     gt = GraphTensors.of(g)
     assert gt.windows, "the windowed pass applies to convolutions and their residual connections"
@@ -273,8 +276,11 @@ def test_windowed_intermediate_bounds_equal_the_full_pass(make, seed, pull_back,
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_windowed_bounds_are_below_every_sampled_margin(dtype, device):
+@pytest.mark.parametrize("dtype,whole", [("float64", 0.75), ("float32", 0.75), ("float64", 0.0), ("float32", 0.0)])
+def test_windowed_bounds_are_below_every_sampled_margin(dtype, whole, device, monkeypatch):
+    import oracles.graph_windows as gw
+
+    monkeypatch.setattr(gw, "FULL_MAP_SHARE", whole)  # 0: the whole maps from the first node they can be
     rng = np.random.default_rng(11)
     for g in [_conv_chain(seed) for seed in range(4)] + [_residual_convs(1)]:
         oracle = CrownOracle(g, dtype=dtype, device=device)
