@@ -136,7 +136,7 @@ class InputSplitOracle(Oracle):
             keep[take] = False
             open_lo, open_hi, keys = open_lo[keep], open_hi[keep], keys[keep]
             start = time.perf_counter()
-            bounds, score, corner = self._bound(lo, hi, label, alpha=alpha_on)
+            bounds, score, corner = self._bound(lo, hi, label, alpha=alpha_on, deadline=deadline)
             rounds += 1
             bounded += k
             cex = self._falsify(lo, hi, corner, label)
@@ -177,12 +177,14 @@ class InputSplitOracle(Oracle):
         return Answer(Verdict.VERIFIED, margin=smallest,
                       reason=f"every one of the sub-boxes verified ({bounded} bounded, {rounds} rounds)")
 
-    def _bound(self, lo: FloatArray, hi: FloatArray, label: int, alpha: bool = True) \
+    def _bound(self, lo: FloatArray, hi: FloatArray, label: int, alpha: bool = True, deadline: float = math.inf) \
             -> tuple[FloatArray, FloatArray, FloatArray]:
         """Proven lower bounds of the margins on each box ``(k, classes - 1)``, a branching
         score per input ``(k, n)`` and a vertex of each box worth evaluating ``(k, n)``:
         where CROWN's linear lower bound of the worst margin is smallest (``bound``
-        branching), else where a signed-gradient step from the centre leads."""
+        branching), else where a signed-gradient step from the centre leads. alpha-CROWN
+        (``alpha``) stops optimising at ``deadline`` (its bound then is the best of the
+        steps it took: every step's is proven)."""
         lo_t, hi_t = box_tensors(lo, hi, DTYPES[self.dtype], self.device)
         grads = self.branching == "bound"
         lo_t.requires_grad_(grads)
@@ -199,7 +201,9 @@ class InputSplitOracle(Oracle):
         if self.alpha is not None and alpha:
             open_ = np.flatnonzero(~(np.isfinite(bounds.min(axis=1)) & (bounds.min(axis=1) > 0)))
             if len(open_):
-                better = self.alpha.margin_lower_bounds(lo[open_], hi[open_], label)
+                left = None if math.isinf(deadline) else max(0.0, deadline - time.perf_counter())
+                with self.alpha.time_limited(left):
+                    better = self.alpha.margin_lower_bounds(lo[open_], hi[open_], label)
                 bounds[open_] = np.where(np.isfinite(better), np.fmax(bounds[open_], better), bounds[open_])
         if grads:
             zeros = np.zeros_like(lo)

@@ -136,6 +136,26 @@ def test_bad_options_are_refused():
             InputSplitOracle(net, **options)
 
 
+def test_alpha_crown_on_open_sub_boxes_stops_at_the_callers_deadline(monkeypatch):
+    """The alpha-CROWN stage gets what is left of the call's time (its bound at any step is
+    proven): a short limit is not overrun by a round of alpha-CROWN optimisations."""
+    net = random_network(6, [4, 32, 32, 3])  # the whole unit box: no proof, sub-boxes stay open
+    lo, hi = np.zeros(4), np.ones(4)
+    label = int(np.argmax(np.bincount(net.predict(np.random.default_rng(0).random((500, 4))), minlength=3)))
+    oracle = InputSplitOracle(net, alpha_steps=5, alpha_after=0, time_limit=0.5, batch=4)
+    limits = []
+    bound = type(oracle.alpha).margin_lower_bounds
+
+    def spy(self, *args):
+        limits.append(self.time_limit)
+        return bound(self, *args)
+
+    monkeypatch.setattr(type(oracle.alpha), "margin_lower_bounds", spy)
+    oracle.verify_box(lo, hi, label)
+    assert limits and all(t is not None and t <= 0.5 for t in limits)
+    assert oracle.alpha.time_limit is None  # restored after each stage
+
+
 def test_alpha_crown_on_open_sub_boxes_is_sound():
     net = random_network(7, [2, 16, 16, 3])
     (box,), label = boxes(net, 7, [0.15])
