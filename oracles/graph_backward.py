@@ -204,7 +204,8 @@ def concretize_wide(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tens
     coef = bound.coef.to(torch.float64)  # (exact: float32 numbers are float64 ones)
     value = wide_dot(coef, center)
     # |coef| in place where the conversion made a copy of it (and autograd records nothing)
-    value = value - wide_dot(coef.abs_() if coef is not bound.coef and not coef.requires_grad else coef.abs(), radius) + bound.const
+    absolute = coef.abs_() if coef is not bound.coef and not coef.requires_grad else coef.abs()
+    value = value - wide_dot(absolute, radius) + bound.const
     return proven(value - bound.error, bound.invalid)
 
 

@@ -417,10 +417,11 @@ def windowed_bounds(gt, nb, k: int, plan: tuple[Window, ...], box: Tensor, idx: 
         big = lam.pop(v)
         if not lam and win.size[0] * win.size[1] >= FULL_MAP_SHARE * nv.shape[1] * nv.shape[2]:
             # windows nearly as large as the map (nothing else pending): the full pass from here
-            if v in acc_abs:
-                err = err + sl.join * _dot(acc_abs.pop(v), cutters[v].cut({"scale": lambda: nb.scale[v]})["scale"]).to(wide)
-            bound = backward(gt, nb, v, cutters[v].embed(big), covered=covered[v], const=const.view(m, n_signs),
-                             error=err.view(m, n_signs), underflow=under.view(m, 1), rows=box)
+            if v in acc_abs:  # the rounding of the branches' sum, as below
+                scale = cutters[v].cut({"scale": lambda: nb.scale[v]})["scale"]
+                err = err + sl.join * _dot(acc_abs.pop(v), scale).to(wide)
+            bound = backward(gt, nb, v, cutters[v].embed(big), covered=covered[v], const=const.reshape(m, n_signs),
+                             error=err.reshape(m, n_signs), underflow=under.reshape(m, 1), rows=box)
             return concretize_wide(bound, lower, upper, rows=box)
         w = cutters[v].cut(_needs(nv, nb.relax.get(v), nb.scale[v], nb.terms.get(v), v in acc_abs, covered[v],
                                   lower, upper))
