@@ -203,8 +203,9 @@ def concretize_wide(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tens
     center, radius = per_box_rows((hi + lo) / 2, rows, single), per_box_rows((hi - lo) / 2, rows, single)
     coef = bound.coef.to(torch.float64)  # (exact: float32 numbers are float64 ones)
     value = wide_dot(coef, center)
-    # |coef| in place where the conversion made a copy of it (and autograd records nothing)
-    absolute = coef.abs_() if coef is not bound.coef and not coef.requires_grad else coef.abs()
+    # |coef| in place where the conversion made a copy of it and autograd records nothing (with
+    # gradients on, the product above may have saved the copy for the box's gradient)
+    absolute = coef.abs_() if coef is not bound.coef and not torch.is_grad_enabled() else coef.abs()
     value = value - wide_dot(absolute, radius) + bound.const
     return proven(value - bound.error, bound.invalid)
 

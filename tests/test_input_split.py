@@ -156,6 +156,26 @@ def test_alpha_crown_on_open_sub_boxes_stops_at_the_callers_deadline(monkeypatch
     assert oracle.alpha.time_limit is None  # restored after each stage
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_bound_branching_differentiates_the_bounds_of_every_graph(dtype):
+    """The "bound" branching differentiates CROWN's bounds with respect to the box: also on a
+    graph whose first ReLU reads two linear maps of the input (float32 coefficients; a
+    review found them overwritten in place before autograd read them: UNKNOWN, not an answer)."""
+    from tests.graph_nets import Builder
+
+    b = Builder((6,), 0)
+    b.dense(b.relu(b.dense(b.dense(0, 8), 8)), 3)
+    g = b.graph("dense-dense")
+    x = np.random.default_rng(0).random(g.n_inputs)
+    label = int(np.argmax(g.forward(x)))
+    a = InputSplitOracle(g, dtype=dtype, alpha_steps=0).verify_box(x - 0.02, x + 0.02, label)
+    assert a.verified or a.falsified, a.reason
+    if a.falsified:
+        assert g.misclassified(a.counterexample, label)[0]
+    else:
+        assert a.margin <= sampled_margins(g, x - 0.02, x + 0.02, label).min()
+
+
 def test_alpha_crown_on_open_sub_boxes_is_sound():
     net = random_network(7, [2, 16, 16, 3])
     (box,), label = boxes(net, 7, [0.15])
