@@ -298,8 +298,9 @@ class _Cutter:
 
     def embed(self, lam: Tensor) -> Tensor:
         """Each row's window ``(1, p, S, C, h, w)`` placed in its node's whole map: ``(p, S, C,
-        H, W)``, zero elsewhere (copies: each position is written once; the coefficients
-        outside the map, exact zeros, are dropped)."""
+        H, W)``, zero elsewhere (copies: each position is written once). The coefficients
+        outside the map are dropped: exact zeros (:meth:`inside`), or NaN where a non-finite
+        one was zeroed there, at a position the full pass never computes."""
         _, p, s, c, h, w = lam.shape
         (hp, wp), dev = self.padded, lam.device
         offsets = (torch.arange(c, device=dev).view(-1, 1, 1) * (hp * wp)
