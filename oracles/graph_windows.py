@@ -278,12 +278,9 @@ class _Cutter:
                     self.maps[key].append((self._unfold(stacked), None, 0, channels))
                     continue
                 stacked = F.pad(stacked, self.pads)
-                c_all, (hp, wp), (h, w) = stacked.shape[1], self.padded, self.win.size
-                dev = stacked.device
-                # the offsets of a window's numbers (channel, row, column) from its corner
-                offsets = (torch.arange(c_all, device=dev).view(-1, 1, 1) * (hp * wp)
-                           + torch.arange(h, device=dev).view(1, -1, 1) * wp + torch.arange(w, device=dev)).reshape(-1)
-                self.maps[key].append((stacked.reshape(-1), offsets, c_all * hp * wp, channels))
+                c_all, (hp, wp) = stacked.shape[1], self.padded
+                self.maps[key].append((stacked.reshape(-1), self._offsets(c_all, stacked.device), c_all * hp * wp,
+                                       channels))
         size = self.win.size[0] * self.win.size[1]
         out: dict[str, Tensor] = {}
         for flat, offsets, per_box, channels in self.maps[key]:
@@ -296,16 +293,21 @@ class _Cutter:
                 out[name] = piece.reshape(1, -1, 1, c, *self.win.size)
         return out
 
+    def _offsets(self, channels: int, device: torch.device) -> Tensor:
+        """The flat offsets of a window's numbers (channel, row, column) from its corner in
+        the padded map of ``channels`` channels: ``(channels h w,)``."""
+        (hp, wp), (h, w) = self.padded, self.win.size
+        return (torch.arange(channels, device=device).view(-1, 1, 1) * (hp * wp)
+                + torch.arange(h, device=device).view(1, -1, 1) * wp + torch.arange(w, device=device)).reshape(-1)
+
     def embed(self, lam: Tensor) -> Tensor:
         """Each row's window ``(1, p, S, C, h, w)`` placed in its node's whole map: ``(p, S, C,
         H, W)``, zero elsewhere (copies: each position is written once). The coefficients
         outside the map are dropped: exact zeros (:meth:`inside`), or NaN where a non-finite
         one was zeroed there, at a position the full pass never computes."""
-        _, p, s, c, h, w = lam.shape
-        (hp, wp), dev = self.padded, lam.device
-        offsets = (torch.arange(c, device=dev).view(-1, 1, 1) * (hp * wp)
-                   + torch.arange(h, device=dev).view(1, -1, 1) * wp + torch.arange(w, device=dev)).reshape(-1)
-        index = (self.corner.unsqueeze(1) + offsets).unsqueeze(1).expand(p, s, -1)
+        _, p, s, c, _, _ = lam.shape
+        hp, wp = self.padded
+        index = (self.corner.unsqueeze(1) + self._offsets(c, lam.device)).unsqueeze(1).expand(p, s, -1)
         full = lam.new_zeros(p, s, c * hp * wp).scatter_(2, index, lam.reshape(p, s, -1))
         top, left = self.pads[2], self.pads[0]
         return full.view(p, s, c, hp, wp)[..., top:top + self.shape[1], left:left + self.shape[2]]
