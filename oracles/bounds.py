@@ -226,6 +226,43 @@ def _mv(a: Tensor, v: Tensor) -> Tensor:
 _SMALL_MV = 2 ** 20
 
 
+def rows_dot(a: Tensor, v: Tensor, rows: Tensor | None) -> Tensor:
+    """``a @ v`` row by row: ``out[r, s] = sum_j a[r, s, j] * v[rows[r], j]`` for ``a`` of shape
+    ``(R, m, n)``, ``v`` per box ``(B, n)`` and ``rows`` the box of each row (``None``: one
+    row per box, as :func:`_mv`). Without copying ``v`` per row: the rows of at most
+    :data:`ROWS_DOT_BOXES` consecutive boxes multiply all their boxes' vectors in one matrix
+    product and keep their own box's column (rows sorted by box, as :func:`backward`'s
+    callers build them; unsorted rows are gathered). The same products, summed in another
+    order: the rounding bound of any order of a sum holds."""
+    if rows is None:
+        return _mv(a, v)
+    if v.shape[0] == 1 or v.stride(0) == 0:
+        return a @ v[0]
+    if v.shape[0] <= ROWS_DOT_BOXES:  # every box's vector: one product, in any order of the rows
+        return torch.gather(a @ v.T, 2, rows.view(-1, 1, 1).expand(-1, a.shape[1], 1)).squeeze(2)
+    count = rows.numel()
+    if count == 0 or not bool((rows[1:] >= rows[:-1]).all()):
+        return _mv(a, v.index_select(0, rows))
+    first, last = int(rows[0]), int(rows[-1])
+    cuts = torch.arange(first + ROWS_DOT_BOXES, last + 1, ROWS_DOT_BOXES, device=rows.device) \
+        if last - first >= ROWS_DOT_BOXES else rows.new_zeros(0)
+    edges = [0, *torch.searchsorted(rows, cuts).tolist(), count]
+    out = a.new_empty(a.shape[:2])
+    for g, (start, stop) in enumerate(zip(edges[:-1], edges[1:])):
+        if stop > start:
+            base = first + g * ROWS_DOT_BOXES
+            group = v.narrow(0, base, min(ROWS_DOT_BOXES, last + 1 - base))
+            full = a.narrow(0, start, stop - start) @ group.T  # (rows, m, boxes of the group)
+            pick = (rows.narrow(0, start, stop - start) - base).view(-1, 1, 1).expand(-1, a.shape[1], 1)
+            torch.gather(full, 2, pick, out=out.narrow(0, start, stop - start).unsqueeze(2))
+    return out
+
+
+#: Boxes per matrix product of :func:`rows_dot`: each row's dot product costs this many
+#: (a matrix product's multiply-adds are far cheaper than copying the box's vector per row).
+ROWS_DOT_BOXES = 16
+
+
 def per_box_rows(t: Tensor, rows: Tensor | None, single: bool) -> Tensor:
     """``t[rows]`` (per box -> per entry); a broadcast view when there is one box."""
     if rows is None:
@@ -233,10 +270,10 @@ def per_box_rows(t: Tensor, rows: Tensor | None, single: bool) -> Tensor:
     return t.expand(rows.shape[0], *t.shape[1:]) if single else t.index_select(0, rows)
 
 
-def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequence[ReluRelaxation],
+def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: Sequence[ReluRelaxation],
              scale_in: Tensor, split_terms: Sequence[Tensor | None] | None = None,
              keep_lambdas: list[Tensor] | None = None, rows: Tensor | None = None,
-             first: Tensor | None = None, terms: list[Tensor | None] | None = None,
+             unit: tuple[Tensor, Tensor] | None = None, terms: list[Tensor | None] | None = None,
              center: Tensor | None = None, center_image: Tensor | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec @ z_layer`` (``spec`` of shape
     ``(B, m, n_layer)``), where ``z_i`` is the output of the ``i``-th affine map, valid for
@@ -251,8 +288,10 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
 
     ``rows`` (optional, ``(B',)``): the box of each entry of ``spec`` (``(B', m, n_layer)``),
     the relaxations and ``scale_in`` being per box (``B``): the same bounds as with each
-    entry's box's tensors repeated, without building them. ``first`` (optional): ``spec @
-    W_layer``, when it is known exactly (rows of ``W`` for unit-vector rows of ``spec``).
+    entry's box's tensors repeated, without building them. ``unit`` (optional, with ``spec``
+    None): ``(neuron, signs)``, ``(B',)`` and ``(B', m)``: ``spec``'s rows are ``signs[r, s]
+    e_neuron[r]``, given by their neuron (their first products, with ``W_layer``, ``b_layer``
+    and the layer's terms, pick entries: exact).
     ``terms`` (optional, one entry per layer): a cache of each layer's per-box terms
     ``|W_i| s_(i-1) + |b_i|`` for these relaxations and ``scale_in``, read where an
     entry is set and filled where it is None (the passes of one box's bounds share them).
@@ -266,12 +305,13 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
     ``center_image`` (optional, with ``center``): ``W_0 c`` per box (:func:`center_image`),
     when the caller has it.
     """
+    like = spec if spec is not None else unit[1]  # type: ignore[index]
+    bsz, m = like.shape[0], like.shape[1]
     lam = spec
-    bsz, m = spec.shape[0], spec.shape[1]
-    const = spec.new_zeros(bsz, m)
-    magnitude = spec.new_zeros(bsz, m)
-    underflow = spec.new_zeros(bsz, 1)
-    invalid = torch.zeros(bsz, dtype=torch.bool, device=spec.device)
+    const = like.new_zeros(bsz, m)
+    magnitude = like.new_zeros(bsz, m)
+    underflow = like.new_zeros(bsz, 1)
+    invalid = torch.zeros(bsz, dtype=torch.bool, device=like.device)
 
     single = scale_in.shape[0] == 1  # one box: every entry's
 
@@ -293,12 +333,18 @@ def backward(net: NetworkTensors, spec: Tensor, layer: int, relaxations: Sequenc
             r = ReluRelaxation(per_row(r.lower_slope), per_row(r.upper_slope), per_row(r.upper_intercept), r.scale,
                                per_row(r.invalid))
         invalid = invalid | r.invalid
-        # |z_i| <= |W_i| s_(i-1) + |b_i|: the terms of every product with lam
-        z_terms = per_row(layer_terms(i, r.scale))
-        magnitude = magnitude + _mv(lam.abs(), z_terms)
         underflow = underflow + per_row(r.scale.sum(dim=-1, keepdim=True)) + 1
-        const = const + lam @ net.biases[i]
-        lam_a = first if first is not None and i == layer else lam @ net.weights[i]
+        if lam is None:  # the unit rows: their products pick entries (exact)
+            neuron, signs = unit  # type: ignore[misc]
+            at = (rows if rows is not None else torch.arange(bsz, device=like.device), neuron)
+            magnitude = layer_terms(i, r.scale)[at].unsqueeze(1).expand(bsz, m)
+            const = signs * net.biases[i][neuron].unsqueeze(1)
+            lam_a = net.weights[i][neuron].unsqueeze(1) * signs.unsqueeze(-1)
+        else:
+            # |z_i| <= |W_i| s_(i-1) + |b_i|: the terms of every product with lam
+            magnitude = magnitude + _mv(lam.abs(), per_row(layer_terms(i, r.scale)))
+            const = const + lam @ net.biases[i]
+            lam_a = lam @ net.weights[i]
         if keep_lambdas is not None:
             keep_lambdas.append(lam_a)
         low = r.lower_slope if r.lower_slope.dim() == 3 else r.lower_slope.unsqueeze(1)
@@ -347,11 +393,11 @@ def concretize(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tensor | 
     ``consume``: ``bound.coef`` is not read again by the caller, so ``|coef|`` overwrites it
     (no temporary of its size; the same numbers; not where autograd records it)."""
     coef = bound.coef
-    radius = per_box_rows((upper - lower) / 2, rows, lower.shape[0] == 1)
     value = bound.center_value
     if value is None:
-        value = _mv(coef, per_box_rows((upper + lower) / 2, rows, lower.shape[0] == 1))
-    value = value - _mv(coef.abs_() if consume and not coef.requires_grad else coef.abs(), radius) + bound.const
+        value = rows_dot(coef, (upper + lower) / 2, rows)
+    absolute = coef.abs_() if consume and not coef.requires_grad else coef.abs()
+    value = value - rows_dot(absolute, (upper - lower) / 2, rows) + bound.const
     return proven(value - bound.error, bound.invalid)
 
 
@@ -496,10 +542,7 @@ def signed_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, side
     out = []
     for start in range(0, box.numel(), chunk):
         b, i, sg = box[start:start + chunk], neuron[start:start + chunk], side[start:start + chunk]
-        spec = lower.new_zeros(i.numel(), sg.shape[1], net.weights[k].shape[0])
-        spec.scatter_(2, i.view(-1, 1, 1).expand(-1, sg.shape[1], 1), sg.unsqueeze(-1))
-        first = net.weights[k][i].unsqueeze(1) * sg.unsqueeze(-1)  # side e_i @ W_k, exactly
-        out.append(concretize(backward(net, spec, k, relaxations, scale_in, rows=b, first=first, terms=terms,
+        out.append(concretize(backward(net, None, k, relaxations, scale_in, rows=b, unit=(i, sg), terms=terms,
                                        center=center, center_image=image), lower, upper, rows=b, consume=True))
     return out[0] if len(out) == 1 else torch.cat(out)
 

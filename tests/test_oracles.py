@@ -89,6 +89,30 @@ def test_crown_bounds_of_a_box_do_not_depend_on_the_other_boxes_of_the_batch(rng
     np.testing.assert_allclose(batch, alone, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("boxes", [1, 5, 16, 17, 40, 100])
+@pytest.mark.parametrize("order", ["sorted", "shuffled", "gaps"])
+def test_each_rows_dot_product_reads_its_own_boxs_vector(boxes, order):
+    """``rows_dot`` (the concretisation's and the pass's products of each row with its box's
+    radius, centre or terms) multiplies several boxes' vectors at once and keeps each row's
+    own: the products of the rows with their gathered vectors, up to the order of the sums."""
+    import torch
+
+    from oracles.bounds import rows_dot
+
+    gen = torch.Generator().manual_seed(boxes)
+    rows = torch.randint(0, boxes, (3 * boxes + 7,), generator=gen).sort().values
+    if order == "shuffled":
+        rows = rows[torch.randperm(rows.numel(), generator=gen)]
+    elif order == "gaps":  # boxes without rows, at both ends and between
+        rows = rows[(rows % 3 == 1) & (rows < boxes - 1)]
+    a = torch.randn(rows.numel(), 2, 30, dtype=torch.float64, generator=gen)
+    v = torch.randn(boxes, 30, dtype=torch.float64, generator=gen)
+    expected = (a * v[rows].unsqueeze(1)).sum(-1)
+    got = rows_dot(a, v, rows)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_one_side_first_gives_the_bounds_of_both_sides_at_once_with_fewer_rows(dtype, rng, monkeypatch):
     """Above ONE_SIDE_MIN unstable neurons, CROWN bounds first the side each neuron's value
