@@ -161,13 +161,14 @@ def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -
     ``u >= -l`` else 0).
     """
     dt = lower.dtype
-    unstable = (lower < 0) & (upper > 0)
+    zero = _scalar(0.0, dt, lower.device)  # 0-dim: a comparison or a where without a Python scalar's wrapping
+    unstable = (lower < zero) & (upper > zero)
     width = upper - lower
     # non-finite bounds, or a width that overflows: a NaN in ``width - width``
     invalid = torch.isnan((width - width).sum(-1))
-    active_f = (lower >= 0).to(dt)
+    active_f = (lower >= zero).to(dt)
     # (a stable neuron's width may be 0: not divided by, so that no NaN reaches a gradient)
-    slope = torch.where(unstable, upper / torch.where(unstable, width, 1.0), active_f)
+    slope = torch.where(unstable, upper / torch.where(unstable, width, _scalar(1.0, dt, lower.device)), active_f)
     # s l + t >= 0 and s u + t >= u in exact arithmetic: the rounding of s and t is
     # at most a few units of roundoff of |s l| + |u| (where unstable, both terms are >= 0:
     # s >= 0, -l > 0, u > 0; elsewhere t is not used), plus, where t falls below the
@@ -177,14 +178,15 @@ def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -
     t = slope * minus
     # below the normal range the product's rounding is absolute (up to half the smallest
     # subnormal) and the relative nudge underflows: one smallest subnormal more there
-    nudge = torch.where(t < smallest_normal(dt), torch.full_like(t, smallest_subnormal(dt)), 0.0)
+    normal = _scalar(smallest_normal(dt), dt, lower.device)
+    nudge = torch.where(t < normal, _scalar(smallest_subnormal(dt), dt, lower.device), zero)
     t = t + 8 * unit_roundoff(dt) * (t + upper) + nudge
     # a chord slope below the normal range (u tiny against -l) carries an absolute error that
     # times (u - l) no relative slack covers: the flat line relu(z) <= u instead (exact)
-    flat = slope < smallest_normal(dt)
-    intercept = torch.where(unstable, torch.where(flat, upper, t), 0.0)
-    slope = torch.where(flat, 0.0, slope)  # (a stable neuron's is 0 or 1: a flat one is 0 already)
-    scale = torch.where(upper <= 0, 0.0, torch.maximum(upper, minus))
+    flat = slope < normal
+    intercept = torch.where(unstable, torch.where(flat, upper, t), zero)
+    slope = torch.where(flat, zero, slope)  # (a stable neuron's is 0 or 1: a flat one is 0 already)
+    scale = torch.where(upper <= zero, zero, torch.maximum(upper, minus))
     if alpha is None:
         lower_slope = torch.where(unstable, (upper >= minus).to(dt), active_f)
     else:
@@ -192,6 +194,14 @@ def relu_relaxation(lower: Tensor, upper: Tensor, alpha: Tensor | None = None) -
             unstable, active_f = unstable.unsqueeze(1), active_f.unsqueeze(1)
         lower_slope = torch.where(unstable, alpha.clamp(0.0, 1.0), active_f)
     return ReluRelaxation(lower_slope, slope, intercept, scale, invalid)
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``value`` as a 0-dim tensor (built once, outside any inference mode, so that autograd
+    may save it; never written to)."""
+    with torch.inference_mode(False):
+        return torch.tensor(value, dtype=dtype, device=device)
 
 
 @dataclass(frozen=True)
