@@ -312,16 +312,16 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
     ``|lam| (|W_0| s + |b_0|)`` covers as it covers ``coef @ center``, plus the underflow of
     the products ``W_0 c`` times ``|lam|`` (``tiny`` times ``|lam|``'s sum, added to the
     error); one pass over the rows' input coefficients fewer, and no center per row.
-    ``center_image`` (optional, with ``center``): ``W_0 c`` per box (:func:`center_image`),
-    when the caller has it.
+    ``center_image`` (optional): ``W_0 c`` per box (:func:`center_image`), when the caller
+    has it (the center then need not be given).
     """
     like = spec if spec is not None else unit[1]  # type: ignore[index]
     bsz, m = like.shape[0], like.shape[1]
     lam = spec
     const = like.new_zeros(bsz, m)
     magnitude = like.new_zeros(bsz, m)
-    underflow = like.new_zeros(bsz, 1)
-    invalid = torch.zeros(bsz, dtype=torch.bool, device=like.device)
+    underflow: Tensor | None = None  # per box (gathered per row once, at the end), as invalid
+    invalid: Tensor | None = None
 
     single = scale_in.shape[0] == 1  # one box: every entry's
 
@@ -339,11 +339,12 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
 
     for i in range(layer, 0, -1):
         r = relaxations[i - 1]
+        invalid = r.invalid if invalid is None else invalid | r.invalid
+        underflow = (r.scale.sum(dim=-1, keepdim=True) if underflow is None else
+                     underflow + r.scale.sum(dim=-1, keepdim=True)) + 1
         if rows is not None:
             r = ReluRelaxation(per_row(r.lower_slope), per_row(r.upper_slope), per_row(r.upper_intercept), r.scale,
-                               per_row(r.invalid))
-        invalid = invalid | r.invalid
-        underflow = underflow + per_row(r.scale.sum(dim=-1, keepdim=True)) + 1
+                               r.invalid)
         if lam is None:  # the unit rows: their products pick entries (exact)
             neuron, signs = unit  # type: ignore[misc]
             at = (rows if rows is not None else torch.arange(bsz, device=like.device), neuron)
@@ -369,11 +370,14 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
     z_terms = per_row(layer_terms(0, scale_in))
     lam_abs = lam.abs()
     magnitude = magnitude + _mv(lam_abs, z_terms)
-    underflow = underflow + per_row(scale_in.sum(dim=-1, keepdim=True)) + 1
+    underflow = per_row((scale_in.sum(dim=-1, keepdim=True) if underflow is None else
+                         underflow + scale_in.sum(dim=-1, keepdim=True)) + 1).expand(bsz, 1)
+    invalid = torch.zeros(bsz, dtype=torch.bool, device=like.device) if invalid is None else \
+        per_row(invalid).expand(bsz)
     const = const + lam @ net.biases[0]
     error = net.rel * magnitude + net.tiny * underflow + ABS_SLACK
     center_value = None
-    if center is not None:
+    if center is not None or center_image is not None:
         center_value = _mv(lam, per_row(center @ net.weights[0].T if center_image is None else center_image))
         # a product W_0 c below the normal range is off by up to half the smallest subnormal,
         # an error lam then scales: at most tiny times |lam|'s sum (no relative slack covers it)
@@ -395,35 +399,42 @@ def proven(value: Tensor, invalid: Tensor) -> Tensor:
 
 
 def concretize(bound: LinearBound, lower: Tensor, upper: Tensor, rows: Tensor | None = None,
-               consume: bool = False) -> Tensor:
+               consume: bool = False, radius: Tensor | None = None) -> Tensor:
     """Sound lower bound of ``coef @ x + const`` over the box (shape ``(B, m)``), moved
     outward by ``bound.error`` (which covers the rounding of this minimum too: the terms
     ``|coef| max(|l|, |u|)`` are part of the backward pass's magnitude); ``-inf`` where
     anything is not finite. ``rows``: as in :func:`backward` (the boxes per entry).
     ``consume``: ``bound.coef`` is not read again by the caller, so ``|coef|`` overwrites it
-    (no temporary of its size; the same numbers; not where autograd records it)."""
+    (no temporary of its size; the same numbers; not where autograd records it). ``radius``
+    (optional): ``(upper - lower) / 2``, when the caller has it."""
     coef = bound.coef
     value = bound.center_value
     if value is None:
         value = rows_dot(coef, (upper + lower) / 2, rows)
     absolute = coef.abs_() if consume and not coef.requires_grad else coef.abs()
-    value = value - rows_dot(absolute, (upper - lower) / 2, rows) + bound.const
+    radius = (upper - lower) / 2 if radius is None else radius
+    value = value - rows_dot(absolute, radius, rows) + bound.const
     return proven(value - bound.error, bound.invalid)
 
 
 def _interval_affine(net: NetworkTensors, k: int, lower: Tensor, upper: Tensor,
-                     terms_out: list[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
+                     terms_out: list[Tensor | None] | None = None,
+                     mid_out: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Bounds of ``W_k @ x + b_k`` over a box, moved outward by their rounding error:
     ``((u + l) W^T -+ (u - l) |W|^T) / 2 + b`` (two products; in exact arithmetic the same
     numbers as ``l W+ + u W-`` and ``u W+ + l W-``; no halving before the products, so no
     absolute error of a halved subnormal), whose rounding is within ``rel`` times the
     terms ``|W_k| max(|l|, |u|) + |b_k|`` (``|u + l|``, ``|u - l| <= 2 max(|l|, |u|)``)
     plus the underflow term. ``terms_out`` (optional): its entry ``k`` receives those terms
-    (:func:`backward`'s at layer ``k`` with that input scale)."""
+    (:func:`backward`'s at layer ``k`` with that input scale); ``mid_out`` (optional) receives
+    ``(u + l) W^T``. The two products with ``|W|`` are one (the rows of both stacked)."""
     mid = (upper + lower) @ net.weights[k].T
-    rad = (upper - lower) @ net.abs_weights[k].T  # |W| inflated in float32 (subnormal weights): looser, sound
+    if mid_out is not None:
+        mid_out.append(mid)
     scale = input_scale(lower, upper)
-    terms = scale @ net.abs_weights[k].T + net.abs_biases[k]
+    # |W| inflated in float32 (subnormal weights): looser, sound
+    rad, terms = (torch.cat([upper - lower, scale]) @ net.abs_weights[k].T).split(lower.shape[0])
+    terms = terms + net.abs_biases[k]
     if terms_out is not None:
         terms_out[k] = terms
     slack = net.rel * terms + net.tiny * (scale.sum(-1, keepdim=True) + 1) + ABS_SLACK
@@ -450,7 +461,8 @@ def _poison(bounds: tuple[Tensor, Tensor], bad: Tensor) -> tuple[tuple[Tensor, T
 def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, method: str = "crown",
                         relaxations_out: list[ReluRelaxation] | None = None,
                         terms: list[Tensor | None] | None = None,
-                        image: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+                        image: Tensor | None = None,
+                        image_out: list[Tensor] | None = None) -> list[tuple[Tensor, Tensor]]:
     """Bounds ``(l_i, u_i)`` of the input of every ReLU (``i = 0 .. depth-2``).
 
     The first layer's are exact interval bounds; deeper ones are interval (IBP) bounds,
@@ -466,16 +478,22 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, metho
     :func:`relu_relaxation` (computed on the way). ``terms`` (optional, ``depth`` entries,
     None at first): the cache of :func:`backward`'s terms for these relaxations, filled on
     the way (a final pass given it reuses them). ``image`` (optional): ``W_0 c`` of the
-    boxes' centers (:func:`center_image`), computed when not given. Empty for a network
-    without ReLU (one affine map).
+    boxes' centers (:func:`center_image`), computed when not given as half the first
+    layer's product ``(u + l) W_0^T`` (the same numbers above the normal range, where
+    halving is exact; below it, within the half a smallest subnormal per product that
+    :func:`backward` charges for ``center_image``); ``image_out`` (optional) receives it.
+    Empty for a network without ReLU (one affine map).
     """
     if net.depth < 2:
         return []
     terms = [None] * net.depth if terms is None else terms
     bad = torch.zeros(lower.shape[0], dtype=torch.bool, device=lower.device)
+    mid: list[Tensor] = []
+    first, bad = _poison(_interval_affine(net, 0, lower, upper, terms, mid), bad)
     if image is None:
-        image = center_image(net, lower, upper)
-    first, bad = _poison(_interval_affine(net, 0, lower, upper, terms), bad)
+        image = mid[0] / 2
+    if image_out is not None:
+        image_out.append(image)
     bounds = [first]
     relaxations = [relu_relaxation(*bounds[0])]
     scale_in = input_scale(lower, upper)
@@ -547,13 +565,15 @@ def signed_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, side
     of the box alone, whatever the other boxes of the batch), in chunks of
     :data:`ROW_CHUNK_ELEMENTS`. ``terms``: :func:`backward`'s cache; ``image``: ``W_0 c`` of
     the boxes' centers (:func:`backward`'s ``center_image``). Shape ``(rows, S)``."""
-    center = (upper + lower) / 2  # as concretize computes it
+    center = (upper + lower) / 2 if image is None else None  # as concretize computes it
+    radius = (upper - lower) / 2
     chunk = max(1, ROW_CHUNK_ELEMENTS // (side.shape[1] * lower.shape[1]))
     out = []
     for start in range(0, box.numel(), chunk):
         b, i, sg = box[start:start + chunk], neuron[start:start + chunk], side[start:start + chunk]
         out.append(concretize(backward(net, None, k, relaxations, scale_in, rows=b, unit=(i, sg), terms=terms,
-                                       center=center, center_image=image), lower, upper, rows=b, consume=True))
+                                       center=center, center_image=image), lower, upper, rows=b, consume=True,
+                              radius=radius))
     return out[0] if len(out) == 1 else torch.cat(out)
 
 

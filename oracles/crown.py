@@ -176,8 +176,9 @@ class CrownOracle(Oracle):
         net = self.tensors
         relaxations: list[ReluRelaxation] = []
         terms: list[torch.Tensor | None] = [None] * net.depth  # shared by the passes of these boxes
-        image = center_image(net, lo, hi)  # shared by every pass
-        intermediate_bounds(net, lo, hi, self.intermediate, relaxations, terms, image)
+        images: list[torch.Tensor] = []  # W_0 c, shared by every pass
+        intermediate_bounds(net, lo, hi, self.intermediate, relaxations, terms, image_out=images)
+        image = images[0] if images else center_image(net, lo, hi)
         spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
         return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lo, hi), terms=terms,
                                    center=(hi + lo) / 2, center_image=image), lo, hi, consume=True)

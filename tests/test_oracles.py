@@ -58,11 +58,14 @@ def test_the_center_term_reassociated_by_the_pass_is_within_the_charged_error(dt
     lower, upper = random_boxes(rng, 12, 8)
     lo, hi = box_tensors(lower, upper, getattr(torch, dtype))
     tensors = ob.NetworkTensors.of(net, dtype=getattr(torch, dtype))
-    relax = [ob.relu_relaxation(*b) for b in ob.intermediate_bounds(tensors, lo, hi)]
+    image: list = []  # W_0 c as the intermediate bounds compute it: half of (u + l) W_0^T
+    relax = [ob.relu_relaxation(*b) for b in ob.intermediate_bounds(tensors, lo, hi, image_out=image)]
     spec = ob.margin_spec(4, 1, 8, lo.dtype, lo.device)
     with_center = ob.backward(tensors, spec, tensors.depth - 1, relax, ob.input_scale(lo, hi), center=(hi + lo) / 2)
     plain = (with_center.coef.double() @ ((hi + lo) / 2).double().unsqueeze(-1)).squeeze(-1)
     assert (torch.abs(with_center.center_value.double() - plain) <= with_center.error.double()).all()
+    halved = ob.backward(tensors, spec, tensors.depth - 1, relax, ob.input_scale(lo, hi), center_image=image[0])
+    assert (torch.abs(halved.center_value.double() - plain) <= halved.error.double()).all()
     without = ob.backward(tensors, spec, tensors.depth - 1, relax, ob.input_scale(lo, hi))
     both = ob.concretize(with_center, lo, hi), ob.concretize(without, lo, hi)
     assert (torch.abs(both[0] - both[1]).double() <= 2 * with_center.error.double()).all()
