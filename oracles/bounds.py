@@ -359,9 +359,11 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
         if keep_lambdas is not None:
             keep_lambdas.append(lam_a)
         low = r.lower_slope if r.lower_slope.dim() == 3 else r.lower_slope.unsqueeze(1)
-        negative = lam_a < 0
-        lam = lam_a * torch.where(negative, r.upper_slope.unsqueeze(1), low)
-        shift = _mv(lam_a.clamp(max=0), r.upper_intercept)  # <= 0
+        neg = lam_a.clamp(max=0)
+        # each coefficient times its slope (upper where negative): one of the two products is
+        # an exact zero, so the sum is that product, rounded once (a where is slower)
+        lam = neg * r.upper_slope.unsqueeze(1) + lam_a.clamp(min=0) * low
+        shift = _mv(neg, r.upper_intercept)  # <= 0
         const = const + shift
         magnitude = magnitude - shift
         if split_terms is not None and split_terms[i - 1] is not None:
