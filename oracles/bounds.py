@@ -257,15 +257,15 @@ def rows_dot(a: Tensor, v: Tensor, rows: Tensor | None) -> Tensor:
     cuts = torch.arange(first + ROWS_DOT_BOXES, last + 1, ROWS_DOT_BOXES, device=rows.device) \
         if last - first >= ROWS_DOT_BOXES else rows.new_zeros(0)
     edges = [0, *torch.searchsorted(rows, cuts).tolist(), count]
-    out = a.new_empty(a.shape[:2])
+    out = []  # (a concatenation, not writes into one tensor: autograd may record it)
     for g, (start, stop) in enumerate(zip(edges[:-1], edges[1:])):
         if stop > start:
             base = first + g * ROWS_DOT_BOXES
             group = v.narrow(0, base, min(ROWS_DOT_BOXES, last + 1 - base))
             full = a.narrow(0, start, stop - start) @ group.T  # (rows, m, boxes of the group)
             pick = (rows.narrow(0, start, stop - start) - base).view(-1, 1, 1).expand(-1, a.shape[1], 1)
-            torch.gather(full, 2, pick, out=out.narrow(0, start, stop - start).unsqueeze(2))
-    return out
+            out.append(torch.gather(full, 2, pick).squeeze(2))
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 #: Boxes per matrix product of :func:`rows_dot`: each row's dot product costs this many

@@ -114,6 +114,12 @@ def test_each_rows_dot_product_reads_its_own_boxs_vector(boxes, order):
     got = rows_dot(a, v, rows)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # differentiable, as input-split's gradient steps need it
+    a.requires_grad_(True)
+    v.requires_grad_(True)
+    rows_dot(a, v, rows).sum().backward()
+    torch.testing.assert_close(v.grad, torch.zeros_like(v).index_add_(0, rows, a.detach().sum(1)), rtol=1e-12,
+                               atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
