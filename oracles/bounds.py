@@ -299,9 +299,10 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
     ``rows`` (optional, ``(B',)``): the box of each entry of ``spec`` (``(B', m, n_layer)``),
     the relaxations and ``scale_in`` being per box (``B``): the same bounds as with each
     entry's box's tensors repeated, without building them. ``unit`` (optional, with ``spec``
-    None): ``(neuron, signs)``, ``(B',)`` and ``(B', m)``: ``spec``'s rows are ``signs[r, s]
-    e_neuron[r]``, given by their neuron (their first products, with ``W_layer``, ``b_layer``
-    and the layer's terms, pick entries: exact).
+    None): ``(neuron, signs)``, ``(B',)`` and ``(B', m)``, every sign 1 or -1 (the rows'
+    terms are charged as those of a unit vector), one row per box or ``rows`` given:
+    ``spec``'s rows are ``signs[r, s] e_neuron[r]``, given by their neuron (their first
+    products, with ``W_layer``, ``b_layer`` and the layer's terms, pick entries: exact).
     ``terms`` (optional, one entry per layer): a cache of each layer's per-box terms
     ``|W_i| s_(i-1) + |b_i|`` for these relaxations and ``scale_in``, read where an
     entry is set and filled where it is None (the passes of one box's bounds share them).
