@@ -35,7 +35,7 @@ from .bounds import (
     relu_relaxation,
 )
 from .chain import chain_network
-from .precision import box_tensors, sound_kernels
+from .precision import box_tensors, even_subnormals, outward, sound_kernels
 
 #: The dtypes bound propagation runs in (``float32`` for GPUs; the slack follows the dtype).
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -152,9 +152,29 @@ class CrownOracle(Oracle):
         """CROWN's margin bounds as a differentiable function of the box (tensors ``(B, n)``
         on any device, moved to the oracle's and converted to its dtype; the bounds come
         back on the tensors' device): for searches that optimise a box by gradient (a box
-        they find is verified again by :meth:`verify`)."""
-        bounds = CrownOracle._bounds(self, lower.to(self.device, self._dtype), upper.to(self.device, self._dtype), label)
+        they find is verified again by :meth:`verify`). Proven bounds, as
+        :meth:`margin_lower_bounds`': the box is rounded as
+        :func:`~oracles.precision.box_tensors` rounds it (outward to the dtype, subnormal
+        coordinates to even multiples) and bounded under
+        :func:`~oracles.precision.sound_kernels`; the gradient passes the rounding through
+        unchanged."""
+        lo, hi = self._rounded_box(lower.to(self.device)), self._rounded_box(upper.to(self.device), up=True)
+        with sound_kernels(self.device, self._dtype):
+            bounds = CrownOracle._bounds(self, lo, hi, label)
         return bounds.to(lower.device)
+
+    def _rounded_box(self, x: torch.Tensor, up: bool = False) -> torch.Tensor:
+        """``x`` (a box's lower corner, or upper with ``up``) in the oracle's dtype rounded
+        as :func:`~oracles.precision.box_tensors` rounds it, its gradient that of ``x``
+        (the rounding added as a constant: ``x + (r - x)`` is ``r`` exactly, the two being a
+        few units of the last place apart; checked, else ``r`` without gradient)."""
+        with torch.no_grad():
+            wide = x.detach().to(torch.float64)
+            pair = outward(wide, wide, self._dtype, even=False)
+            r = even_subnormals(pair[0], pair[0])[0] if not up else even_subnormals(pair[1], pair[1])[1]
+        cast = x.to(self._dtype)
+        out = cast + (r - cast.detach())
+        return out if torch.equal(out.detach(), r) else r
 
     @property
     def _dtype(self) -> torch.dtype:

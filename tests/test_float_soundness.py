@@ -391,6 +391,33 @@ def test_interval_bounds_of_an_affine_map_hold_in_exact_arithmetic(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_differentiable_bounds_are_proven_on_boxes_given_as_tensors_in_any_dtype(dtype):
+    """``differentiable_margin_bounds`` rounds the box it is given as ``box_tensors`` rounds
+    it: odd multiples of the smallest subnormal (whose centre and radius do not halve
+    exactly) times a first weight of 3e38, or float64 corners that float32 rounds inward,
+    still give bounds below the exact margin, and the gradient still reaches the box."""
+    import torch
+
+    from oracles import CrownOracle
+
+    tiny = float(np.finfo(np.float32).smallest_subnormal)
+    w, b0 = 3e38, 1e-6
+    net = Network.from_layers((1,), [Affine(np.array([[w]]), np.array([b0])), ReLU(),
+                                     Affine(np.array([[1.0], [0.0]]), np.zeros(2))], name="subnormal")
+    oracle = CrownOracle(net, dtype=dtype)
+    w32, b32 = (Fraction(float(np.float32(v))) if dtype == "float32" else Fraction(v) for v in (w, b0))
+    for lo_x, hi_x, tdt in ((0.0, tiny, torch.float32), (tiny, 2 * tiny, torch.float32),
+                            (3 * tiny, 5 * tiny, torch.float32), (1e-9 + 1e-17, 2e-9 + 1e-17, torch.float64)):
+        lo = torch.tensor([[lo_x]], dtype=tdt, requires_grad=True)
+        hi = torch.tensor([[hi_x]], dtype=tdt, requires_grad=True)
+        bound = oracle.differentiable_margin_bounds(lo, hi, 0)
+        exact = min(max(w32 * Fraction(float(x)) + b32, 0) for x in (lo_x, hi_x))
+        assert Fraction(float(bound.detach()[0, 0])) <= exact, (lo_x, hi_x)
+        bound.sum().backward()
+        assert lo.grad is not None and hi.grad is not None
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_boxes_as_tensors_have_exact_centers_and_radii_below_the_normal_range(dtype):
     """A box's coordinates near zero become even multiples of the smallest subnormal
     (rounded outward: the tensors' box contains the given one), so that its center
