@@ -35,7 +35,7 @@ from .bounds import (
     relu_relaxation,
 )
 from .chain import chain_network
-from .precision import box_tensors, even_subnormals, outward, sound_kernels
+from .precision import box_tensors, rounded_box, sound_kernels
 
 #: The dtypes bound propagation runs in (``float32`` for GPUs; the slack follows the dtype).
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -158,23 +158,13 @@ class CrownOracle(Oracle):
         coordinates to even multiples) and bounded under
         :func:`~oracles.precision.sound_kernels`; the gradient passes the rounding through
         unchanged."""
-        lo, hi = self._rounded_box(lower.to(self.device)), self._rounded_box(upper.to(self.device), up=True)
+        with torch.no_grad():
+            box = rounded_box(lower.detach().to(self.device, torch.float64),
+                              upper.detach().to(self.device, torch.float64), self._dtype)
+        lo, hi = (_through(x.to(self.device, self._dtype), r) for x, r in zip((lower, upper), box))
         with sound_kernels(self.device, self._dtype):
             bounds = CrownOracle._bounds(self, lo, hi, label)
         return bounds.to(lower.device)
-
-    def _rounded_box(self, x: torch.Tensor, up: bool = False) -> torch.Tensor:
-        """``x`` (a box's lower corner, or upper with ``up``) in the oracle's dtype rounded
-        as :func:`~oracles.precision.box_tensors` rounds it, its gradient that of ``x``
-        (the rounding added as a constant: ``x + (r - x)`` is ``r`` exactly, the two being a
-        few units of the last place apart; checked, else ``r`` without gradient)."""
-        with torch.no_grad():
-            wide = x.detach().to(torch.float64)
-            pair = outward(wide, wide, self._dtype, even=False)
-            r = even_subnormals(pair[0], pair[0])[0] if not up else even_subnormals(pair[1], pair[1])[1]
-        cast = x.to(self._dtype)
-        out = cast + (r - cast.detach())
-        return out if torch.equal(out.detach(), r) else r
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -452,6 +442,13 @@ SCREEN_SLACK = 1e-5
 
 #: Boxes (with their margin bounds) the bisection remembers, to order its probes.
 _SEEN = 32
+
+
+def _through(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
+    """``rounded`` (``x`` rounded, a few units of its last place away) with ``x``'s gradient:
+    ``x + (rounded - x)``, which is ``rounded`` exactly (checked; else ``rounded`` alone)."""
+    out = x + (rounded - x.detach())
+    return out if torch.equal(out.detach(), rounded) else rounded
 
 
 def _parabola_root(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float], default: float) -> float:

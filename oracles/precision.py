@@ -151,12 +151,16 @@ def box_tensors(lower: np.ndarray, upper: np.ndarray, dtype: torch.dtype = torch
     :func:`even_subnormals`."""
     lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
     lo64, hi64 = torch.tensor(lower, device=device), torch.tensor(upper, device=device)
-    lo, hi = outward(lo64, hi64, dtype, even=False)
     # (outward rounding keeps a coordinate at or above twice the normal range there)
     least = 2 * torch.finfo(dtype).tiny
-    if lower.size and (_near_zero(lower, least).any() or _near_zero(upper, least).any()):
-        return even_subnormals(lo, hi)
-    return lo, hi
+    near = bool(lower.size) and bool(_near_zero(lower, least).any() or _near_zero(upper, least).any())
+    return rounded_box(lo64, hi64, dtype) if near else outward(lo64, hi64, dtype, even=False)
+
+
+def rounded_box(lower: Tensor, upper: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """A float64 box as ``dtype`` tensors, as :func:`box_tensors` makes them: rounded
+    outward, then :func:`even_subnormals` (in float64 too)."""
+    return even_subnormals(*outward(lower, upper, dtype, even=False))
 
 
 def outward(lower: Tensor, upper: Tensor, dtype: torch.dtype, even: bool = True) -> tuple[Tensor, Tensor]:
