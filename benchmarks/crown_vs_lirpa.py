@@ -39,9 +39,9 @@ The speed-ups are ratios of CPU times. Tightness, of our float64 and of our floa
 the median over boxes and classes of ours minus auto_LiRPA's float32 one, relative to
 ``max(1, |theirs|)`` (positive: ours tighter), and the share of bounds where ours is at
 least theirs minus 1e-6 relative (ours are moved outward by a bound of their rounding
-error: in float64 at least 1e-9 of the magnitude of their terms, in float32 about
-``4 n u`` of it for sums of ``n`` terms, which on nets whose sums cancel is far from
-nothing; auto_LiRPA's are not moved).
+error: ``4 gamma_n`` of the magnitude of their terms for sums of ``n`` terms, in float64
+at least 1e-12 of it, in float32 about ``4 n u``, which on nets whose sums cancel is far
+from nothing; auto_LiRPA's are not moved).
 
 ``--device cuda``: both tools' bounds and the certification on the GPU (ours with cuDNN
 off, :func:`oracles.precision.sound_kernels`); times are then wall times (each call

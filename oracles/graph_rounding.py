@@ -20,7 +20,7 @@ The magnitudes ``|Lambda| . t`` are themselves sums over whole maps, computed in
 dtype; for non-negative terms the computed sum is at least ``(1 - gamma_widest)`` times the
 exact one, so every per-product slack is divided by ``1 - gamma_widest`` (``inf`` when
 that is not positive: nothing is proven). In float64 every slack is the graph's widest
-(``relative_slack`` is floored at 1e-9, far above any ``gamma_n`` of an ordinary network),
+(``relative_slack(widest)`` covers every shorter sum),
 as before: the per-product slacks matter for float32.
 """
 

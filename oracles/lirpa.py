@@ -37,7 +37,7 @@ import torch
 
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
-from parallelepipedonn.tolerances import ABS_SLACK
+from parallelepipedonn.tolerances import ABS_SLACK, FOREIGN_REL_SLACK_FLOOR
 
 from .base import Answer, FloatArray, Oracle, Verdict
 from .bounds import NetworkTensors, input_scale, intermediate_bounds, margin_spec, relu_relaxation, term_magnitude
@@ -143,12 +143,15 @@ class LirpaOracle(Oracle):
         """A bound of the rounding error of auto_LiRPA's margin bounds (``(B, m)``), ``inf``
         for boxes where a ReLU input bound lies within rounding distance of 0.
 
-        Relative: ``rel`` times the terms' magnitude (:func:`term_magnitude`). Absolute: a
+        Relative: ``rel`` (at least :data:`~parallelepipedonn.tolerances.FOREIGN_REL_SLACK_FLOOR`:
+        auto_LiRPA's intermediate bounds are not rounded outward) times the terms' magnitude
+        (:func:`term_magnitude`). Absolute: a
         coefficient of the backward pass that is a sum of products below the normal range is
         off by up to ``tiny`` (``4 (widest + 2)`` subnormal spacings), an error the values
         it multiplies scale: ``tiny`` times ``sum s + 1`` per layer (``s`` the layer's
         input magnitudes on the box, ``+ 1`` its bias), as crown charges it."""
         t = self.tensors
+        rel = max(t.rel, FOREIGN_REL_SLACK_FLOOR)
         with torch.no_grad():
             bounds = intermediate_bounds(t, lo, hi)
             scales = [input_scale(lo, hi)] + [relu_relaxation(lk, uk).scale for lk, uk in bounds]
@@ -157,10 +160,10 @@ class LirpaOracle(Oracle):
             ambiguous = torch.zeros(lo.shape[0], dtype=torch.bool, device=lo.device)
             for k, (lk, uk) in enumerate(bounds):
                 eye = torch.eye(lk.shape[1], dtype=lo.dtype, device=lo.device).expand(lo.shape[0], -1, -1)
-                err = 3 * (t.rel * term_magnitude(t, eye, lo, hi, bounds, layer=k) + underflow[:, k, None])
+                err = 3 * (rel * term_magnitude(t, eye, lo, hi, bounds, layer=k) + underflow[:, k, None])
                 near = (lk.abs() < err) | (uk.abs() < err)
                 ambiguous = ambiguous | near.any(dim=-1)
-            error = t.rel * term_magnitude(t, spec, lo, hi, bounds) + underflow[:, -1, None] + ABS_SLACK
+            error = rel * term_magnitude(t, spec, lo, hi, bounds) + underflow[:, -1, None] + ABS_SLACK
             error = torch.where(ambiguous.unsqueeze(-1), torch.full_like(error, torch.inf), error)
         return error.cpu().numpy()
 

@@ -186,8 +186,11 @@ class Network(Classifier):
         Each affine map's float64 result differs from the exact one on the computed
         activations by at most ``gamma_(m+1) (|W| |a| + |b|)`` (``m`` terms, any summation
         order), plus ``|W| e`` for the error ``e`` already in ``a``, plus ``m + 1``
-        subnormal spacings for products that underflow; ReLU does not increase it. Not a
-        finite number where the pass overflows.
+        subnormal spacings for products that underflow; ReLU does not increase it. These
+        sums of non-negative terms, rounded, are at least ``1 - gamma_m`` times the exact
+        ones: each layer's error is multiplied by ``1 + 4 gamma`` (which also covers the
+        rounding of that product and of the sum). Not a finite number where the pass
+        overflows.
         """
         h = self.flatten_inputs(x)
         err = None  # the inputs are exact
@@ -199,7 +202,7 @@ class Network(Classifier):
                     w_abs = layer.abs_weight
                     # (m + 1) subnormal spacings: the absolute error of products that underflow
                     new = gamma * (np.abs(h) @ w_abs.T + np.abs(layer.bias)) + (m + 1) * _SUBNORMAL
-                    err = new if err is None else err @ w_abs.T + new
+                    err = (new if err is None else err @ w_abs.T + new) * (1 + 4 * gamma)
                     h = h @ layer.weight.T + layer.bias
                 else:
                     h = np.maximum(h, 0.0)

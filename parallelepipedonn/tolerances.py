@@ -43,9 +43,19 @@ from .errors import ConfigError
 #: float64's unit roundoff (2^-53): the relative error of one rounded operation.
 UNIT_ROUNDOFF_F64 = 2.0 ** -53
 
-#: The smallest relative slack applied to float64 bounds: covers ``gamma_n`` for ``n``
-#: up to 2 million terms many times over.
-REL_SLACK_FLOOR = 1e-9
+#: The smallest relative slack applied to float64 bounds: ``4 gamma_(n + 8)`` itself for sums
+#: of more than about 2,200 terms, above it for shorter ones (3.6e-13 at the MNIST MLPs'
+#: 784). It was 1e-9, a margin over the error model of no use to it, which loosened float64
+#: CROWN margins by that times their terms' magnitude: about 1.5e-6 relative on the seeded
+#: CIFAR-size convnet of ``benchmarks.crown_vs_lirpa``, more than float32's own rounding.
+REL_SLACK_FLOOR = 1e-12
+
+#: The smallest relative slack charged on another tool's bound propagation (auto_LiRPA's
+#: results, :mod:`oracles.lirpa`): its intermediate bounds are not rounded outward, so the
+#: chords of every ReLU layer may be off by that layer's own rounding, which compounds with
+#: depth beyond the ``4 gamma_n`` of one pass; this many times the terms' magnitude (as
+#: every float64 bound got before :data:`REL_SLACK_FLOOR` became 1e-12).
+FOREIGN_REL_SLACK_FLOOR = 1e-9
 
 #: An absolute slack added to every proven bound (covers the last subtraction).
 ABS_SLACK = 1e-12

@@ -390,6 +390,63 @@ def test_interval_bounds_of_an_affine_map_hold_in_exact_arithmetic(dtype):
             assert Fraction(float(low[k, j])) <= least and most <= Fraction(float(high[k, j])), (k, j)
 
 
+@pytest.mark.parametrize("path", ["chain", "graph"])
+def test_float64_crown_margins_hold_in_exact_arithmetic_with_the_counted_slack_alone(path, monkeypatch):
+    """CROWN's float64 margin bounds (the chain and the graph pass) stay at or below the
+    exact margin at a point of the box, computed with rationals, with no floor under the
+    relative slack (only ``4 gamma_(n + 8)`` of the counted sums): weights from 1 to 1e8
+    whose columns cancel in pairs to 1e-9 of their size, so that every coefficient is a
+    cancelling sum; boxes of width 0 (the bound is then the margin itself, less its
+    rounding cover), 1e-12 and 1e-9."""
+    import torch
+
+    import oracles.graph_bounds as gb
+    from oracles import CrownOracle
+    from parallelepipedonn import tolerances
+    from parallelepipedonn.graph import as_graph
+
+    def exact_logits(layers, x):
+        v = [Fraction(float(t)) for t in x]
+        for i, (w, b) in enumerate(layers):
+            v = [sum((Fraction(float(a)) * t for a, t in zip(row, v)), Fraction(float(c))) for row, c in zip(w, b)]
+            v = [max(t, Fraction(0)) for t in v] if i < len(layers) - 1 else v
+        return v
+
+    def cancelling(rows, cols, scale):
+        w = rng.standard_normal((rows, cols)) * scale
+        w[:, 1::2] = -w[:, ::2] * (1 + rng.standard_normal((rows, cols // 2)) * 1e-9)
+        return w
+
+    monkeypatch.setattr(tolerances, "REL_SLACK_FLOOR", 0.0)
+    tolerances.relative_slack.cache_clear()
+    rng = np.random.default_rng(11)
+    try:
+        checked = 0
+        for _ in range(8):
+            scale = 10.0 ** rng.integers(0, 9)
+            layers = [(cancelling(16, 20, scale), rng.standard_normal(16) * scale),
+                      (cancelling(16, 16, scale), rng.standard_normal(16)), (rng.standard_normal((3, 16)), np.zeros(3))]
+            net = Network.from_layers((20,), [Affine(*layers[0]), ReLU(), Affine(*layers[1]), ReLU(), Affine(*layers[2])])
+            x = rng.random(20)
+            logits = exact_logits(layers, x)
+            label = max(range(3), key=lambda j: logits[j])
+            gt = gb.GraphTensors.of(as_graph(net)) if path == "graph" else None
+            for width in (0.0, 1e-12, 1e-9):
+                lo, hi = np.clip(x - width, 0, 1)[None], np.clip(x + width, 0, 1)[None]
+                if gt is None:
+                    got = CrownOracle(net, dtype="float64").margin_lower_bounds(lo, hi, label)[0]
+                else:
+                    got = gb.margin_lower_bounds(gt, torch.tensor(lo), torch.tensor(hi), label).numpy()[0]
+                for bound, j in zip(got, [j for j in range(3) if j != label]):
+                    if np.isfinite(bound):
+                        checked += 1
+                        assert Fraction(float(bound)) <= logits[label] - logits[j], (scale, width, j)
+        assert checked >= 24
+    finally:
+        monkeypatch.undo()
+        tolerances.relative_slack.cache_clear()
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_differentiable_bounds_are_proven_on_boxes_given_as_tensors_in_any_dtype(dtype):
     """``differentiable_margin_bounds`` rounds the box it is given as ``box_tensors`` rounds

@@ -571,7 +571,7 @@ def test_relu_layers_with_few_unstable_neurons_are_pulled_back_on_their_columns_
         dtype, monkeypatch):
     """A ReLU layer whose unstable neurons are few is pulled back on their columns only (the
     other slopes are exact 0s and 1s): the dense pass's bounds, a little tighter where the
-    dense pass charged rounding to exact products (float64: by its 1e-9 slack floor)."""
+    dense pass charged rounding to exact products."""
     import oracles.graph_backward as gb
 
     sparse_layers = []
