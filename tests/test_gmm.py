@@ -542,3 +542,25 @@ def test_gmm_bad_input_is_a_one_line_error_exit_2(argv, message, tmp_path, capsy
     code, _out, err = run(capsys, *[names.get(a, a) for a in argv])
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_norm_bounds_of_heads_whose_squares_underflow_stay_above_the_exact_norms():
+    """Rows whose entries are all below 1e-154 have squares that underflow to 0: the L2 norm
+    bounds of the head (radii, the one-layer rows, the Lipschitz bound's last layer) are still
+    at least the exact norms (rationals), not a smallest subnormal."""
+    from fractions import Fraction
+
+    from parallelepipedonn.gmm.lipschitz import margin_lipschitz
+    from parallelepipedonn.gmm.radii import head_rows
+    from parallelepipedonn.network import Affine, Network
+
+    w = np.full((3, 8), 1e-170)
+    w[1] *= -1
+    w[2] = 3e-171
+    rows = w[0] - w[1:]
+    exact = [sum(Fraction(float(x)) ** 2 for x in r) for r in rows]
+    l2 = head_rows(w, np.zeros(3), 0).norms[0]
+    assert all(Fraction(float(n)) ** 2 >= e for n, e in zip(l2, exact))
+    net = Network.from_layers((8,), [Affine(w, np.zeros(3))])
+    bound = margin_lipschitz(net, 0)
+    assert all(Fraction(float(b)) ** 2 >= e for b, e in zip(np.atleast_1d(bound), exact))

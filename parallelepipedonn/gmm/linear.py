@@ -115,8 +115,9 @@ def _rows(net: Network, label: int) -> _Rows:
         a, c, others = margin_rows(net.layers[0].weight, net.layers[0].bias, label)
         w = np.abs(a)
         l2 = np.sqrt((w * w).sum(axis=1))
-        l2_up = l2 * (1 + relative_slack(a.shape[1] + 2)) + _TINY
         n = a.shape[1]
+        # the squares' underflow (up to a smallest subnormal each) added before the root
+        l2_up = np.sqrt((w * w).sum(axis=1) + n * _TINY) * (1 + relative_slack(n + 2)) + _TINY
         cache[label] = _Rows(a, c, others, w, w.sum(axis=1), l2, l2_up, -np.sign(a), label,
                              (np.maximum(a, 0.0), np.minimum(a, 0.0), w), 2 * gamma(n + 3), relative_slack(n + 4),
                              (w * w, np.where(w > 0, w, 1.0)), ((a > 0) * 1.0, (a < 0) * 1.0), np.abs(c),

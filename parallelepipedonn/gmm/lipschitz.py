@@ -162,5 +162,7 @@ def margin_lipschitz(net: Network, label: int, squarings: int = SQUARINGS) -> Fl
     last = net.affines[-1].weight
     others = [j for j in range(net.n_classes) if j != label]
     rows = last[label] - last[others]  # each entry off by one rounding: the slack covers it
-    norms = np.sqrt(np.sum(rows * rows, axis=1)) * (1 + relative_slack(last.shape[1] + 2)) + smallest_subnormal()
+    # the squares' underflow (up to a smallest subnormal each) added before the root
+    squares = np.sum(rows * rows, axis=1) + rows.shape[1] * smallest_subnormal()
+    norms = np.sqrt(squares) * (1 + relative_slack(last.shape[1] + 2)) + smallest_subnormal()
     return norms * hidden * (1 + 4 * UNIT_ROUNDOFF_F64) + smallest_subnormal()

@@ -71,7 +71,10 @@ def head_rows(weight: FloatArray, bias: FloatArray, label: int, covariance: Floa
     a, c, others = margin_rows(weight, bias, label)
     d = a.shape[1]
     grow = 1 + relative_slack(d + 2)
-    l2 = np.sqrt(np.sum(a * a, axis=1)) * grow + _TINY
+    # each square below the normal range is off by up to a smallest subnormal (all of it where
+    # it underflows to 0): d of them added before the root, or rows of entries below 1e-154
+    # would get a norm bound of 0
+    l2 = np.sqrt(np.sum(a * a, axis=1) + d * _TINY) * grow + _TINY
     l1 = np.sum(np.abs(a), axis=1) * grow + _TINY
     if covariance is None:
         mah = np.full(len(a), np.nan)
