@@ -608,7 +608,8 @@ def crown_bound(net: NetworkTensors, spec: Tensor, lower: Tensor, upper: Tensor,
 
 
 def term_magnitude(net: NetworkTensors, spec: Tensor, lower: Tensor, upper: Tensor,
-                   bounds: Sequence[tuple[Tensor, Tensor]], layer: int | None = None) -> Tensor:
+                   bounds: Sequence[tuple[Tensor, Tensor]], layer: int | None = None,
+                   through_dead: bool = False) -> Tensor:
     """The scale of ``spec @ logits`` over each box for the solvers' error model
     (:func:`~parallelepipedonn.tolerances.solver_proof_margin`): ``sum_i S_i (|W_i|
     s_(i-1) + |b_i|)``, where ``S_i = |spec| |W_L| D |W_(L-1)| ... D`` bounds how much a
@@ -617,7 +618,10 @@ def term_magnitude(net: NetworkTensors, spec: Tensor, lower: Tensor, upper: Tens
     those pre-activations. Shape ``(B, m)``; ``inf`` where bounds are not finite.
     ``layer``: ``spec`` applies to that layer's pre-activations instead of the logits.
     Times the relative slack, it also bounds the rounding error of any linear bound
-    propagation of ``spec`` whose ReLU slopes lie in [0, 1]."""
+    propagation of ``spec`` whose ReLU slopes lie in [0, 1] and are 0 on the neurons dead
+    on the box. ``through_dead``: ``D`` keeps those neurons too (``S_i`` then bounds the
+    coefficients of a propagation whose slopes are anywhere in [0, 1], one that takes a
+    neuron dead here as unstable: another tool's, from looser intermediate bounds)."""
     relax = [relu_relaxation(lo, hi) for lo, hi in bounds]
     sens = spec.abs()
     total = spec.new_zeros(spec.shape[:2])
@@ -625,7 +629,9 @@ def term_magnitude(net: NetworkTensors, spec: Tensor, lower: Tensor, upper: Tens
         s_prev = relax[i - 1].scale if i > 0 else input_scale(lower, upper)
         total = total + _mv(sens, s_prev @ net.abs_weights[i].T + net.abs_biases[i])
         if i > 0:
-            sens = (sens @ net.abs_weights[i]) * (s_prev > 0).unsqueeze(1)
+            sens = sens @ net.abs_weights[i]
+            if not through_dead:
+                sens = sens * (s_prev > 0).unsqueeze(1)
     ok = torch.isfinite(total)
     for r in relax[:(net.depth - 1 if layer is None else layer)]:
         ok = ok & ~r.invalid.unsqueeze(-1)

@@ -145,7 +145,9 @@ class LirpaOracle(Oracle):
 
         Relative: ``rel`` (at least :data:`~parallelepipedonn.tolerances.FOREIGN_REL_SLACK_FLOOR`:
         auto_LiRPA's intermediate bounds are not rounded outward) times the terms' magnitude
-        (:func:`term_magnitude`). Absolute: a
+        (:func:`term_magnitude`, through the neurons dead in our bounds too: auto_LiRPA's
+        looser intermediate bounds may leave some of them unstable, with slopes in
+        ``[0, 1]``). Absolute: a
         coefficient of the backward pass that is a sum of products below the normal range is
         off by up to ``tiny`` (``4 (widest + 2)`` subnormal spacings), an error the values
         it multiplies scale: ``tiny`` times ``sum s + 1`` per layer (``s`` the layer's
@@ -160,10 +162,12 @@ class LirpaOracle(Oracle):
             ambiguous = torch.zeros(lo.shape[0], dtype=torch.bool, device=lo.device)
             for k, (lk, uk) in enumerate(bounds):
                 eye = torch.eye(lk.shape[1], dtype=lo.dtype, device=lo.device).expand(lo.shape[0], -1, -1)
-                err = 3 * (rel * term_magnitude(t, eye, lo, hi, bounds, layer=k) + underflow[:, k, None])
+                err = 3 * (rel * term_magnitude(t, eye, lo, hi, bounds, layer=k, through_dead=True)
+                           + underflow[:, k, None])
                 near = (lk.abs() < err) | (uk.abs() < err)
                 ambiguous = ambiguous | near.any(dim=-1)
-            error = rel * term_magnitude(t, spec, lo, hi, bounds) + underflow[:, -1, None] + ABS_SLACK
+            error = rel * term_magnitude(t, spec, lo, hi, bounds, through_dead=True) + underflow[:, -1, None] \
+                + ABS_SLACK
             error = torch.where(ambiguous.unsqueeze(-1), torch.full_like(error, torch.inf), error)
         return error.cpu().numpy()
 

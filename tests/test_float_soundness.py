@@ -390,6 +390,31 @@ def test_interval_bounds_of_an_affine_map_hold_in_exact_arithmetic(dtype):
             assert Fraction(float(low[k, j])) <= least and most <= Fraction(float(high[k, j])), (k, j)
 
 
+def test_term_magnitude_counts_paths_through_dead_neurons_for_another_tools_propagation():
+    """The terms' magnitude that charges a rounding slack: by default a path through a
+    neuron dead on the box counts for nothing (our propagation's slope there is 0); for
+    another tool's propagation (auto_LiRPA's, from intermediate bounds that may leave that
+    neuron unstable, with any slope in [0, 1]) ``through_dead`` counts it as if its slope
+    were 1. Hand-computed on x in [0, 1]: hidden ``z1 = x`` (live), ``z2 = -100 x - 1``
+    (dead), output ``y = z1 + 10 z2``."""
+    import torch
+
+    from oracles.bounds import NetworkTensors, intermediate_bounds, term_magnitude
+
+    net = Network(input_shape=(1,), layers=[Affine(np.array([[1.0], [-100.0]]), np.array([0.0, -1.0])), ReLU(),
+                                            Affine(np.array([[1.0, 10.0], [0.0, 0.0]]), np.zeros(2))])
+    t = NetworkTensors.of(net)
+    lo, hi = torch.zeros(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64)
+    bounds = intermediate_bounds(t, lo, hi)
+    assert float(bounds[0][1][0, 1]) < 0  # z2 is dead on the box
+    spec = torch.tensor([[[1.0, 0.0]]], dtype=torch.float64)
+    # the output's terms: |1| * 1 (relu(z1) <= 1) + |10| * 0 (relu(z2) = 0) = 1; below it:
+    # z1's terms |1| * 1 = 1 through the live neuron; z2's |-100| * 1 + |-1| = 101 times 10
+    assert float(term_magnitude(t, spec, lo, hi, bounds)[0, 0]) == pytest.approx(1.0 + 1.0, rel=1e-9)
+    through = term_magnitude(t, spec, lo, hi, bounds, through_dead=True)
+    assert float(through[0, 0]) == pytest.approx(1.0 + 1.0 + 10 * 101.0, rel=1e-9)
+
+
 @pytest.mark.parametrize("path", ["chain", "graph"])
 def test_float64_crown_margins_hold_in_exact_arithmetic_with_the_counted_slack_alone(path, monkeypatch):
     """CROWN's float64 margin bounds (the chain and the graph pass) stay at or below the
