@@ -39,6 +39,7 @@ from parallelepipedonn.network import Network
 from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_normal, smallest_subnormal, unit_roundoff
 
 from .precision import subnormal_rounding
+from .rows import batched_mv, per_box_rows, rows_dot
 
 Tensor = torch.Tensor
 
@@ -221,65 +222,6 @@ class LinearBound:
     center_value: Tensor | None = None  # (B, m)
 
 
-def _mv(a: Tensor, v: Tensor) -> Tensor:
-    """``a @ v`` for ``a`` of shape ``(B, m, n)`` and ``v`` of shape ``(B, n)``: ``(B, m)`` (``v``
-    one box's, broadcast: one matrix-vector product)."""
-    if v.shape[0] > 1 and v.stride(0) == 0:
-        return a @ v[0]
-    if a.numel() <= _SMALL_MV:  # a product and a sum: faster than a batch of tiny matrix products
-        return (a * v.unsqueeze(1)).sum(-1)
-    return (a @ v.unsqueeze(-1)).squeeze(-1)
-
-
-#: Up to this many coefficients, :func:`_mv` multiplies and sums (measured on 2 CPU cores,
-#: one thread: 2-3x faster than ``bmm`` at (512, 1, 784); slower once out of cache).
-_SMALL_MV = 2 ** 20
-
-
-def rows_dot(a: Tensor, v: Tensor, rows: Tensor | None) -> Tensor:
-    """``a @ v`` row by row: ``out[r, s] = sum_j a[r, s, j] * v[rows[r], j]`` for ``a`` of shape
-    ``(R, m, n)``, ``v`` per box ``(B, n)`` and ``rows`` the box of each row (``None``: one
-    row per box, as :func:`_mv`). Without copying ``v`` per row: the rows of at most
-    :data:`ROWS_DOT_BOXES` consecutive boxes multiply all their boxes' vectors in one matrix
-    product and keep their own box's column (rows sorted by box, as :func:`backward`'s
-    callers build them; unsorted rows are gathered). The same products, summed in another
-    order: the rounding bound of any order of a sum holds."""
-    if rows is None:
-        return _mv(a, v)
-    if v.shape[0] == 1 or v.stride(0) == 0:
-        return a @ v[0]
-    if v.shape[0] <= ROWS_DOT_BOXES:  # every box's vector: one product, in any order of the rows
-        return torch.gather(a @ v.T, 2, rows.view(-1, 1, 1).expand(-1, a.shape[1], 1)).squeeze(2)
-    count = rows.numel()
-    if count == 0 or not bool((rows[1:] >= rows[:-1]).all()):
-        return _mv(a, v.index_select(0, rows))
-    first, last = int(rows[0]), int(rows[-1])
-    cuts = torch.arange(first + ROWS_DOT_BOXES, last + 1, ROWS_DOT_BOXES, device=rows.device) \
-        if last - first >= ROWS_DOT_BOXES else rows.new_zeros(0)
-    edges = [0, *torch.searchsorted(rows, cuts).tolist(), count]
-    out = []  # (a concatenation, not writes into one tensor: autograd may record it)
-    for g, (start, stop) in enumerate(zip(edges[:-1], edges[1:])):
-        if stop > start:
-            base = first + g * ROWS_DOT_BOXES
-            group = v.narrow(0, base, min(ROWS_DOT_BOXES, last + 1 - base))
-            full = a.narrow(0, start, stop - start) @ group.T  # (rows, m, boxes of the group)
-            pick = (rows.narrow(0, start, stop - start) - base).view(-1, 1, 1).expand(-1, a.shape[1], 1)
-            out.append(torch.gather(full, 2, pick).squeeze(2))
-    return out[0] if len(out) == 1 else torch.cat(out)
-
-
-#: Boxes per matrix product of :func:`rows_dot`: each row's dot product costs this many
-#: (a matrix product's multiply-adds are far cheaper than copying the box's vector per row).
-ROWS_DOT_BOXES = 16
-
-
-def per_box_rows(t: Tensor, rows: Tensor | None, single: bool) -> Tensor:
-    """``t[rows]`` (per box -> per entry); a broadcast view when there is one box."""
-    if rows is None:
-        return t
-    return t.expand(rows.shape[0], *t.shape[1:]) if single else t.index_select(0, rows)
-
-
 def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: Sequence[ReluRelaxation],
              scale_in: Tensor, split_terms: Sequence[Tensor | None] | None = None,
              keep_lambdas: list[Tensor] | None = None, rows: Tensor | None = None,
@@ -354,7 +296,7 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
             lam_a = net.weights[i][neuron].unsqueeze(1) * signs.unsqueeze(-1)
         else:
             # |z_i| <= |W_i| s_(i-1) + |b_i|: the terms of every product with lam
-            magnitude = magnitude + _mv(lam.abs(), per_row(layer_terms(i, r.scale)))
+            magnitude = magnitude + batched_mv(lam.abs(), per_row(layer_terms(i, r.scale)))
             const = const + lam @ net.biases[i]
             lam_a = lam @ net.weights[i]
         if keep_lambdas is not None:
@@ -364,15 +306,15 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
         # each coefficient times its slope (upper where negative): one of the two products is
         # an exact zero, so the sum is that product, rounded once (a where is slower)
         lam = neg * r.upper_slope.unsqueeze(1) + lam_a.clamp(min=0) * low
-        shift = _mv(neg, r.upper_intercept)  # <= 0
+        shift = batched_mv(neg, r.upper_intercept)  # <= 0
         const = const + shift
         magnitude = magnitude - shift
         if split_terms is not None and split_terms[i - 1] is not None:
             lam = lam + split_terms[i - 1]
-            magnitude = magnitude + _mv(lam.abs(), per_row(r.scale))
+            magnitude = magnitude + batched_mv(lam.abs(), per_row(r.scale))
     z_terms = per_row(layer_terms(0, scale_in))
     lam_abs = lam.abs()
-    magnitude = magnitude + _mv(lam_abs, z_terms)
+    magnitude = magnitude + batched_mv(lam_abs, z_terms)
     underflow = per_row((scale_in.sum(dim=-1, keepdim=True) if underflow is None else
                          underflow + scale_in.sum(dim=-1, keepdim=True)) + 1).expand(bsz, 1)
     invalid = torch.zeros(bsz, dtype=torch.bool, device=like.device) if invalid is None else \
@@ -381,7 +323,7 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
     error = net.rel * magnitude + net.tiny * underflow + ABS_SLACK
     center_value = None
     if center is not None or center_image is not None:
-        center_value = _mv(lam, per_row(center @ net.weights[0].T if center_image is None else center_image))
+        center_value = batched_mv(lam, per_row(center @ net.weights[0].T if center_image is None else center_image))
         # a product W_0 c below the normal range is off by up to half the smallest subnormal,
         # an error lam then scales: at most tiny times |lam|'s sum (no relative slack covers it)
         error = error + net.tiny * lam_abs.sum(-1)
@@ -627,7 +569,7 @@ def term_magnitude(net: NetworkTensors, spec: Tensor, lower: Tensor, upper: Tens
     total = spec.new_zeros(spec.shape[:2])
     for i in range(net.depth - 1 if layer is None else layer, -1, -1):
         s_prev = relax[i - 1].scale if i > 0 else input_scale(lower, upper)
-        total = total + _mv(sens, s_prev @ net.abs_weights[i].T + net.abs_biases[i])
+        total = total + batched_mv(sens, s_prev @ net.abs_weights[i].T + net.abs_biases[i])
         if i > 0:
             sens = sens @ net.abs_weights[i]
             if not through_dead:

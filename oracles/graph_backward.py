@@ -19,8 +19,9 @@ import torch
 from parallelepipedonn import graph_nodes as gn
 from parallelepipedonn.tolerances import ABS_SLACK
 
-from .bounds import LinearBound, ReluRelaxation, per_box_rows, proven
+from .bounds import LinearBound, ReluRelaxation, proven
 from .graph_rounding import Rejoined, bias_dot, negative_dot, wide_dot
+from .rows import per_box_rows
 
 if TYPE_CHECKING:
     from .graph_bounds import GraphTensors, NodeBounds

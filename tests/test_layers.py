@@ -76,6 +76,7 @@ LAYERS: dict[str, str] = {
     "oracles.base": "oracles",
     "oracles.adam": "oracles",
     "oracles.bounds": "oracles",
+    "oracles.rows": "oracles",  # products of coefficient rows with per-box vectors
     "oracles.precision": "oracles",  # sound kernel settings, boxes as tensors rounded outward
     "oracles.monotone": "oracles",  # input-gradient bounds, monotone inputs fixed
     "oracles.capabilities": "oracles",

@@ -100,7 +100,7 @@ def test_each_rows_dot_product_reads_its_own_boxs_vector(boxes, order):
     own: the products of the rows with their gathered vectors, up to the order of the sums."""
     import torch
 
-    from oracles.bounds import rows_dot
+    from oracles.rows import rows_dot
 
     gen = torch.Generator().manual_seed(boxes)
     rows = torch.randint(0, boxes, (3 * boxes + 7,), generator=gen).sort().values
