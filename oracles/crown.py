@@ -4,7 +4,6 @@ FALSIFIED where its screen confirms a misclassified corner)."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from .bounds import (
     relu_relaxation,
 )
 from .chain import chain_network
+from .nesting import Supersets, nested_chain, parabola_root
 from .precision import box_tensors, rounded_box, sound_kernels
 
 #: The dtypes bound propagation runs in (``float32`` for GPUs; the slack follows the dtype).
@@ -112,7 +112,7 @@ class CrownOracle(Oracle):
         self.dtype = dtype
         self.graph_tensors: Any = None
         self._module32: Any = None  # the float32 torch module of the screen, built on first use
-        self._memory: _Supersets | None = None  # node bounds of boxes verify bounded (graphs)
+        self._memory: Supersets | None = None  # node bounds of boxes verify bounded (graphs)
         # boxes with their margin bounds: the bisection's order
         self._seen: list[tuple[int, FloatArray, FloatArray, float]] = []
         self._centre: tuple[int, FloatArray, float | None] | None = None  # the margin at the chain's centre
@@ -126,7 +126,7 @@ class CrownOracle(Oracle):
 
             self.graph_tensors = GraphTensors.of(network, self.device, DTYPES[dtype], self.float32_first)
             self.tensors = None  # type: ignore[assignment]
-            self._memory = _Supersets(self.graph_tensors, intermediate)
+            self._memory = Supersets(self.graph_tensors, intermediate)
             if not is_relu_chain(network):  # no chain expansion: no class extremes
                 self.queries = frozenset({"verify"})  # type: ignore[misc]
 
@@ -210,7 +210,7 @@ class CrownOracle(Oracle):
                 Answer(Verdict.UNKNOWN, margin=m, reason=f"{self.name} margin bound {m:.3g} <= 0")
 
         todo = np.flatnonzero(~screened)
-        chain = _chain(lower, upper, todo) if self.bisect and graph and len(todo) > 1 else None
+        chain = nested_chain(lower, upper, todo) if self.bisect and graph and len(todo) > 1 else None
         if chain is None:
             worst = self._verify_bounds(lower[todo], upper[todo], label).min(axis=1) if len(todo) else []
             for i, m in zip(todo, worst):
@@ -282,7 +282,7 @@ class CrownOracle(Oracle):
             cross = w1 + m1 * (w2 - w1) / (m1 - m2)  # the secant's
             if third:
                 w3, m3 = min(third, key=lambda p: min(abs(p[0] - w1), abs(p[0] - w2)))
-                cross = _parabola_root((w1, m1), (w2, m2), (w3, m3), cross)
+                cross = parabola_root((w1, m1), (w2, m2), (w3, m3), cross)
         elif len(low) == 2 and low[1][1] > low[0][1]:
             (w1, m1), (w0, m0) = low
             cross = w1 + m1 * (w1 - w0) / (m0 - m1)
@@ -449,83 +449,6 @@ def _through(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
     ``x + (rounded - x)``, which is ``rounded`` exactly (checked; else ``rounded`` alone)."""
     out = x + (rounded - x.detach())
     return out if torch.equal(out.detach(), rounded) else rounded
-
-
-def _parabola_root(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float], default: float) -> float:
-    """Where the parabola through the points ``a``, ``b``, ``c`` (``(width, bound)``, ``a``'s
-    bound > 0 >= ``b``'s) crosses zero between ``a`` and ``b`` (bisected), or ``default``
-    where the three widths are not distinct."""
-    (wa, ma), (wb, mb), (wc, mc) = a, b, c
-    if len({wa, wb, wc}) < 3:
-        return default
-    ab, bc = (mb - ma) / (wb - wa), (mc - mb) / (wc - wb)
-    abc = (bc - ab) / (wc - wa)
-
-    def f(w: float) -> float:
-        return ma + ab * (w - wa) + abc * (w - wa) * (w - wb)
-
-    lo, hi = wa, wb  # f(lo) = ma > 0 >= mb = f(hi)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
-    return (lo + hi) / 2
-
-
-def _chain(lower: FloatArray, upper: FloatArray, boxes: np.ndarray) -> list[int] | None:
-    """``boxes`` (indices) from the smallest to the largest if each lies inside the next
-    (nested cubes of a search), else None."""
-    order = sorted(boxes, key=lambda i: float((upper[i] - lower[i]).sum()))
-    for a, b in itertools.pairwise(order):
-        if not ((lower[b] <= lower[a]).all() and (upper[a] <= upper[b]).all()):
-            return None
-    return [int(i) for i in order]
-
-
-class _Supersets:
-    """The node bounds that CROWN tightened for the boxes bounded last (at most ``boxes``
-    boxes and ``numbers`` numbers, the most recent kept): :meth:`prior` gives each new box
-    those of the smallest remembered box containing it (``-inf`` / ``inf`` where none)."""
-
-    def __init__(self, gt: Any, method: str, boxes: int = 64, numbers: int = 2**24) -> None:
-        from .graph_bounds import tightened
-
-        self.nodes = tightened(gt, method)
-        per_box = sum(2 * gt.graph.nodes[k].numel for k in self.nodes)
-        self.capacity = min(boxes, numbers // max(1, per_box))
-        self.lower: list[FloatArray] = []
-        self.upper: list[FloatArray] = []
-        self.bounds: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = []
-
-    def prior(self, lower: FloatArray, upper: FloatArray) -> dict[int, tuple[torch.Tensor, torch.Tensor]] | None:
-        if not self.nodes or not self.lower:
-            return None
-        best = np.full(len(lower), -1)
-        width = np.full(len(lower), np.inf)
-        for i, (lo, hi) in enumerate(zip(self.lower, self.upper)):
-            inside = (lo <= lower).all(axis=1) & (upper <= hi).all(axis=1)
-            better = inside & (float((hi - lo).sum()) < width)
-            best[better], width[better] = i, float((hi - lo).sum())
-        if (best < 0).all():
-            return None
-        out = {}
-        for k in self.nodes:
-            ref = self.bounds[0][k][0]
-            lo_k = ref.new_full((len(lower), *ref.shape), -torch.inf)
-            hi_k = ref.new_full((len(lower), *ref.shape), torch.inf)
-            for b in np.flatnonzero(best >= 0):
-                lo_k[b], hi_k[b] = self.bounds[best[b]][k]
-            out[k] = (lo_k, hi_k)
-        return out
-
-    def remember(self, lower: FloatArray, upper: FloatArray, nb: Any) -> None:
-        if not self.nodes or self.capacity < 1:
-            return
-        valid = ~nb.invalid.cpu().numpy()
-        for b in np.flatnonzero(valid)[-self.capacity:]:
-            self.lower.insert(0, lower[b].copy())
-            self.upper.insert(0, upper[b].copy())
-            self.bounds.insert(0, {k: (nb.lower[k][b].clone(), nb.upper[k][b].clone()) for k in self.nodes})
-        del self.lower[self.capacity:], self.upper[self.capacity:], self.bounds[self.capacity:]
 
 
 class AlphaCrownOracle(CrownOracle):

@@ -469,15 +469,15 @@ def test_a_bisection_inside_a_bracket_bounded_before_probes_where_the_margins_in
 
 
 def test_the_bisections_estimate_of_the_crossing_is_exact_on_a_parabola():
-    from oracles.crown import _parabola_root
+    from oracles.nesting import parabola_root
 
     def margin(w: float) -> float:  # falls ever faster as the box grows, as CROWN's bounds do
         return 1.0 - 80.0 * w - 1.1e4 * w * w
 
     root = (-80.0 + np.sqrt(80.0**2 + 4 * 1.1e4)) / (2 * 1.1e4)
     points = [(w, margin(w)) for w in (0.004, 0.008, 0.0)]
-    assert _parabola_root(points[0], points[1], points[2], 0.0) == pytest.approx(root, rel=1e-12)
-    assert _parabola_root(points[0], points[1], points[0], 0.123) == 0.123  # two widths the same: the default
+    assert parabola_root(points[0], points[1], points[2], 0.0) == pytest.approx(root, rel=1e-12)
+    assert parabola_root(points[0], points[1], points[0], 0.123) == 0.123  # two widths the same: the default
 
 
 def test_a_bisection_above_one_verified_box_extrapolates_from_the_margin_at_the_centre():

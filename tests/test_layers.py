@@ -77,6 +77,7 @@ LAYERS: dict[str, str] = {
     "oracles.adam": "oracles",
     "oracles.bounds": "oracles",
     "oracles.rows": "oracles",  # products of coefficient rows with per-box vectors
+    "oracles.nesting": "oracles",  # nested boxes: the bisection's order, the superset memory
     "oracles.precision": "oracles",  # sound kernel settings, boxes as tensors rounded outward
     "oracles.monotone": "oracles",  # input-gradient bounds, monotone inputs fixed
     "oracles.capabilities": "oracles",
