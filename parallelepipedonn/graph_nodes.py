@@ -51,19 +51,31 @@ def frozen_array(a: Any, ndim: int | None = None, what: str = "weights") -> Floa
 FEW_CHANNELS = 4
 
 
-def conv2d_input(size: tuple[int, ...], weight: Tensor, y: Tensor, **kwargs: Any) -> Tensor:
-    """``torch.nn.grad.conv2d_input`` (the same sums), with the kernel chosen for speed: of
-    a strided convolution onto :data:`FEW_CHANNELS` channels or fewer, in float32 on a CPU,
-    torch's own rather than oneDNN's (any order of the same float32 sums: the rounding
-    slack covers it)."""
-    stride = kwargs.get("stride", 1)
-    strided = max(stride if isinstance(stride, tuple) else (stride,)) > 1
+def conv2d_input(size: tuple[int, ...], weight: Tensor, y: Tensor, stride: int | tuple[int, int] = 1,
+                 padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1, groups: int = 1) -> Tensor:
+    """``torch.nn.grad.conv2d_input`` (the same kernel, the same sums), with the kernel chosen
+    for speed: of a strided convolution onto :data:`FEW_CHANNELS` channels or fewer, in
+    float32 on a CPU, torch's own rather than oneDNN's (any order of the same float32 sums:
+    the rounding slack covers it). The input that the gradient's kernel asks for only for
+    its shape is an uninitialised contiguous tensor, never read: ``torch.nn.grad``'s
+    broadcast placeholder is copied into a contiguous one of the input's size on every
+    call (measured on one thread: 5-15% of the call; the same numbers)."""
+    def pair(v: int | tuple[int, int]) -> tuple[int, int]:
+        return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+    args = (pair(stride), pair(padding), pair(dilation), False, [0], groups, (True, False, False))
+
+    def grad() -> Tensor:
+        shape_only = torch.empty(size, dtype=y.dtype, device=y.device)
+        return torch.ops.aten.convolution_backward(y, shape_only, weight, None, *args)[0]
+
+    strided = max(pair(stride)) > 1
     if y.dtype == torch.float32 and y.device.type == "cpu" and size[1] <= FEW_CHANNELS and strided:
         mk = torch.backends.mkldnn  # oneDNN off; its other settings (precision) as they are
         with mk.flags(enabled=False, deterministic=mk.deterministic, allow_tf32=mk.allow_tf32,
                       fp32_precision=mk.fp32_precision):
-            return torch.nn.grad.conv2d_input(size, weight, y, **kwargs)
-    return torch.nn.grad.conv2d_input(size, weight, y, **kwargs)
+            return grad()
+    return grad()
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
