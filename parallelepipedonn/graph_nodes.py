@@ -61,7 +61,7 @@ def conv2d_input(size: tuple[int, ...], weight: Tensor, y: Tensor, stride: int |
     broadcast placeholder is copied into a contiguous one of the input's size on every
     call (measured on one thread: 5-15% of the call; the same numbers)."""
     def pair(v: int | tuple[int, int]) -> tuple[int, int]:
-        return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+        return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
     args = (pair(stride), pair(padding), pair(dilation), False, [0], groups, (True, False, False))
 
