@@ -219,6 +219,39 @@ def test_the_graph_answers_the_network_interface_and_refuses_bad_input():
         gn.Dense(inputs=(0,), shape=(2,), in_shape=(2,), weight=np.full((2, 2), np.nan), bias_=np.zeros(2))
 
 
+def test_input_gradients_are_torchs_bit_for_bit():
+    """``conv2d_input`` (which hands the kernel an uninitialised placeholder for the input it
+    reads only for its shape) gives torch.nn.grad's numbers bit for bit, with groups,
+    dilation, strides, asymmetric padding, numpy integers and both dtypes; outside the
+    few-channel float32 strided case, where it picks torch's own kernel on purpose (below)."""
+    import random
+
+    import torch
+
+    from parallelepipedonn.graph_nodes import FEW_CHANNELS, conv2d_input
+
+    rnd, g = random.Random(0), torch.Generator().manual_seed(0)
+    checked = 0
+    for _ in range(60):
+        groups = rnd.choice([1, 2])
+        c_in, c_out = groups * rnd.randint(1, 4), groups * rnd.randint(1, 3)
+        k, s, d, p = ([rnd.randint(1, hi) for _ in range(2)] for hi in (3, 3, 2, 2))
+        size = (rnd.choice([1, 4]), c_in, rnd.randint(k[0] * d[0], 10), rnd.randint(k[1] * d[1], 10))
+        dtype = rnd.choice([torch.float32, torch.float64])
+        if dtype == torch.float32 and c_in <= FEW_CHANNELS and max(s) > 1:
+            continue
+        w = torch.randn(c_out, c_in // groups, *k, generator=g, dtype=dtype)
+        out = torch.nn.functional.conv2d(torch.zeros(size, dtype=dtype), w, stride=s, padding=p, dilation=d,
+                                         groups=groups)
+        y = torch.randn(out.shape, generator=g, dtype=dtype)
+        got = conv2d_input(size, w, y, stride=(np.int64(s[0]), s[1]), padding=p, dilation=d, groups=groups)
+        ref = torch.nn.grad.conv2d_input(size, w, y, stride=tuple(s), padding=tuple(p), dilation=tuple(d),
+                                         groups=groups)
+        assert torch.equal(got, ref)
+        checked += 1
+    assert checked >= 30
+
+
 def test_float32_input_gradients_onto_few_channels_are_the_convolutions_sums():
     """A strided convolution's input gradient onto 3 channels in float32 runs torch's own
     kernel (faster there than oneDNN's): the same sums as the float64 reference, up to
