@@ -109,19 +109,21 @@ def seed_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, upper:
             return hi, cex
     for _ in range(rounds):
         previous = hi
-        hi, cex, _ = _refine_upper(falsifier, x, label, domain, 0.0, hi, cex, 1e-4)
+        hi, cex, _ = _refine_upper(falsifier, x, label, domain, 0.0, hi, hi, cex, 1e-4)
         if hi > previous * (1 - 1e-3):
             break
     return hi, cex
 
 
-def _refine_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, lo: float, hi: float,
+def _refine_upper(falsifier: Oracle, x: FloatArray, label: int, domain: Box, lo: float, top: float, hi: float,
                   cex: FloatArray | None, rel_precision: float) -> tuple[float, FloatArray | None, int]:
     """Ask the falsifier, in one batched call, for counterexamples in cubes just inside the
-    best one known (radii ``hi (1 - rho)`` for rho from ``rel_precision`` up to 1/2). An
-    attack oracle starts from the known counterexample projected into each cube."""
+    search's ceiling ``top`` (radii ``top (1 - rho)`` for rho from ``rel_precision`` up to
+    1/2). An attack oracle starts from the known counterexample (if any) projected into each
+    cube. Returns the upper end ``hi`` (the distance of a confirmed counterexample, rounded
+    up; ``inf`` without one) and its counterexample, each improved by a closer one found."""
     rhos = rel_precision * 2.0 ** np.arange(0, 14)
-    radii = hi * (1 - rhos[rhos < 0.5])
+    radii = top * (1 - rhos[rhos < 0.5])
     radii = radii[radii > lo]
     if not radii.size:
         return hi, cex, 0
@@ -173,6 +175,7 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
         return Distance(0.0, 0.0, x.copy(), 0, 0.0, "x itself is not classified robustly")
     lo = float(lower)
     hi, cex = confirmed_upper(net, x, label, domain, counterexample)
+    reason = ""
     decisions = 0
     rmax = float(np.max(np.maximum(x - domain.lower, domain.upper - x)))
     if math.isinf(hi):
@@ -185,23 +188,24 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
         if a.verdict is Verdict.FALSIFIED:
             cex = pull_counterexample(net, x, a.counterexample, label)
             hi = linf_distance_up(cex, x)
-        else:
-            hi = rmax
+        else:  # no counterexample: the upper end stays inf, the search stays below rmax
+            reason = f"no counterexample: {a.verdict.value} on the whole domain ({a.reason})"
     guesses = 8 if falsifier is not None else 0
-    top = hi  # the smallest radius not proven robust (<= hi, the counterexample's distance)
+    # the smallest radius not proven robust, as far as the search knows (<= hi, the distance
+    # of a confirmed counterexample, which alone is a proven upper end)
+    top = min(hi, rmax)
     # f(r) = min margin over the cube of radius r: continuous and decreasing. Observations:
     # a verified radius gives a proven lower bound of f, a falsified one an upper bound.
     inside: tuple[float, float] | None = None  # (radius, margin bound > 0)
     outside: list[tuple[float, float]] = []  # (radius, margin <= 0), latest last
     undecided = 0
     sides: list[int] = []  # +1 verified, -1 falsified, per decision
-    reason = ""
     while top - lo > max(rel_precision * top, abs_precision):
         if time_limit is not None and time.perf_counter() - start > time_limit:
             reason = "time limit"
             break
         if guesses > 0 and len(outside) < 2:
-            hi, cex, _ = _refine_upper(falsifier, x, label, domain, lo, hi, cex, rel_precision)
+            hi, cex, _ = _refine_upper(falsifier, x, label, domain, lo, top, hi, cex, rel_precision)
             top = min(top, hi)
             r = max(top * (1 - 0.75 * rel_precision), (lo + top) / 2)
         elif undecided or sides[-2:] in ([1, 1], [-1, -1]):
@@ -219,8 +223,10 @@ def min_adversarial_distance(oracle: Oracle, x: FloatArray, label: int, domain: 
         elif a.verdict is Verdict.FALSIFIED:
             outside.append((r, float(net.margins(a.counterexample, label)[0])))
             cex = pull_counterexample(net, x, a.counterexample, label)
-            previous, hi = hi, min(hi, r, linf_distance_up(cex, x))
-            top = min(top, hi)
+            # the cube asked may reach past r (x ± r rounds to nearest): only the point's own
+            # distance, rounded up, is a proven upper end
+            previous, hi = hi, min(hi, linf_distance_up(cex, x))
+            top = min(top, r, hi)
             # keep guessing just inside the best counterexample while that makes progress
             guesses = guesses - 1 if hi < previous * (1 - 10 * rel_precision) else 0
         elif a.timed_out:
