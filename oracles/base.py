@@ -334,7 +334,11 @@ class Oracle(ABC):
                            label)[0]
 
     # -- helpers ------------------------------------------------------------------------
-    def _check_query(self, lower: ArrayLike, upper: ArrayLike, label: int) -> tuple[FloatArray, FloatArray]:
+    def _check_query(self, lower: ArrayLike, upper: ArrayLike, label: int,
+                     finite: bool = True) -> tuple[FloatArray, FloatArray]:
+        """The boxes as float64 arrays ``(B, n)`` (one box may be given as ``(n,)``); typed
+        errors for a wrong shape, non-finite bounds (unless ``finite`` is off), an empty
+        box (lower > upper) or a label the network does not have."""
         n = self.network.n_inputs
         lo = np.asarray(lower, dtype=np.float64)
         hi = np.asarray(upper, dtype=np.float64)
@@ -342,7 +346,7 @@ class Oracle(ABC):
             lo, hi = lo[None], hi[None]
         if lo.shape != hi.shape or lo.ndim != 2 or lo.shape[1] != n:
             raise OracleError(f"boxes must have shape (B, {n}); got {lo.shape} and {hi.shape}")
-        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        if finite and not (np.isfinite(lo).all() and np.isfinite(hi).all()):
             raise OracleError("box bounds must be finite")
         if (lo > hi).any():
             raise OracleError("a box has lower > upper")

@@ -139,8 +139,10 @@ class CrownOracle(Oracle):
 
     def margin_lower_bounds(self, lower: FloatArray, upper: FloatArray, label: int) -> FloatArray:
         """Proven lower bounds of ``logit_label - logit_j`` for every ``j != label`` over each
-        box: shape ``(B, n_classes - 1)`` (classes in increasing order, ``label`` skipped)."""
-        out = []
+        box: shape ``(B, n_classes - 1)`` (classes in increasing order, ``label`` skipped).
+        The boxes are checked as :meth:`verify` checks them, infinite bounds allowed."""
+        lower, upper = self._check_query(lower, upper, label, finite=False)
+        out = [np.empty((0, self.network.n_classes - 1))]
         for start in range(0, len(lower), self.chunk_size):
             lo, hi = box_tensors(lower[start:start + self.chunk_size], upper[start:start + self.chunk_size],
                                  self._dtype, self.device)

@@ -127,6 +127,9 @@ class LirpaOracle(Oracle):
         ``(B, n_classes - 1)``, minus the rounding slack."""
         from auto_LiRPA import BoundedTensor, PerturbationLpNorm
 
+        lower, upper = self._check_query(lower, upper, label, finite=False)
+        if not len(lower):
+            return np.empty((0, self.network.n_classes - 1))
         lo = torch.tensor(lower, dtype=torch.float64, device=self.device)
         hi = torch.tensor(upper, dtype=torch.float64, device=self.device)
         x = BoundedTensor((lo + hi) / 2, PerturbationLpNorm(x_L=lo, x_U=hi))

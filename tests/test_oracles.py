@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from oracles import Answer, AttackOracle, CrownOracle, Oracle, Verdict, make_oracle, oracle_entries, register_oracle
 from oracles.precision import box_tensors
 from parallelepipedonn.errors import ConfigError, LabelError, OracleError
+from tests.graph_nets import small_cnn
 from tests.nets import random_network
 
 
@@ -28,6 +29,24 @@ def sampled_margins(net, lower, upper, label, rng, k=400):
         logits = net.forward(pts)
         out.append((logits[:, [label]] - np.delete(logits, label, axis=1)).min(axis=0))
     return np.array(out)
+
+
+@pytest.mark.parametrize("net", [random_network(3, [5, 8, 3]), small_cnn()],
+                         ids=["chain", "graph"])
+def test_margin_bounds_check_their_boxes_as_verify_does(net):
+    """``margin_lower_bounds`` takes what ``verify`` takes (no boxes, one box as a vector)
+    and refuses what it refuses (an empty box, an unknown label) with typed errors, never
+    a bound for a box that has no points."""
+    oracle, n, k = CrownOracle(net), net.n_inputs, net.n_classes - 1
+    assert oracle.margin_lower_bounds(np.zeros((0, n)), np.zeros((0, n)), 0).shape == (0, k)
+    one = oracle.margin_lower_bounds(np.zeros(n), np.full(n, 0.1), 0)
+    assert one.shape == (1, k) and (one == oracle.margin_lower_bounds(np.zeros((1, n)), np.full((1, n), 0.1), 0)).all()
+    with pytest.raises(OracleError, match="lower > upper"):
+        oracle.margin_lower_bounds(np.ones((1, n)), np.zeros((1, n)), 0)
+    with pytest.raises(LabelError):
+        oracle.margin_lower_bounds(np.zeros((1, n)), np.ones((1, n)), -1)
+    with pytest.raises(OracleError, match="shape"):
+        oracle.margin_lower_bounds(np.zeros((1, n + 1)), np.ones((1, n + 1)), 0)
 
 
 @given(seed=st.integers(0, 10_000), depth=st.integers(1, 3))
