@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from fractions import Fraction
 from types import SimpleNamespace
 
 import numpy as np
@@ -273,6 +274,32 @@ def test_linear_l2_radius_is_exact_in_the_domain(seed):
     ball = x + r.radius * _sphere(rng, 20000, 2) * rng.uniform(0, 1, (20000, 1)) ** 0.5
     ball = ball[domain.contains_points(ball)]
     assert not net.misclassified(ball, label).any()
+
+
+def test_linear_counterexamples_lie_in_the_domain_and_within_their_upper_ends():
+    """On the domain [0.2, 1]^2 the step to a face, ``x - fl(x - 0.2)``, rounds past it at
+    this ``x``: the counterexample is clipped to the domain (still misclassified exactly),
+    and each upper end is at least its counterexample's exact distance (L2: squares
+    compared in rational arithmetic)."""
+    x0 = 0.8506754
+    while not x0 - (x0 - 0.2) < 0.2:
+        x0 = float(np.nextafter(x0, 1.0))
+    x = np.array([x0, 1.0])
+    net = Network((2,), (Affine(np.array([[1.0, 1.0], [0.0, 0.0]]), np.array([0.0, x0 + 1.0 - 1.4])),))
+    domain = Box(np.full(2, 0.2), np.full(2, 1.0))
+    for r, norm in ((linear_linf_radius(net, x, 0, domain), "linf"), (linear_l2_radius(net, x, 0, domain), "l2")):
+        cex = r.counterexample
+        assert cex is not None and domain.contains(cex) and net.misclassified(cex[None], 0)[0]
+        gaps = [Fraction(float(a)) - Fraction(float(b)) for a, b in zip(cex, x)]
+        if norm == "linf":
+            assert Fraction(r.upper) >= max(abs(g) for g in gaps)
+        else:
+            assert Fraction(r.upper) ** 2 >= sum(g * g for g in gaps)
+        assert r.radius <= r.upper
+
+
+def test_spectral_norm_bound_beyond_float64_is_inf_not_an_error():
+    assert spectral_norm_upper(np.array([[1.5e308, 1.5e308], [1.0, 0.0]])) == math.inf
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -41,7 +41,7 @@ from oracles.gmm import affine_box_min, margin_rows
 from ..box import Box, linf_distance_up
 from ..network import Network
 from ..tolerances import ABS_SLACK, gamma, relative_slack, smallest_subnormal
-from .lipschitz import div_down
+from .lipschitz import div_down, round_up
 
 FloatArray = NDArray[np.float64]
 
@@ -123,6 +123,13 @@ def _rows(net: Network, label: int) -> _Rows:
                              (w * w, np.where(w > 0, w, 1.0)), ((a > 0) * 1.0, (a < 0) * 1.0), np.abs(c),
                              (w * w).sum(axis=1), relative_slack(n + 1), w > 0)
     return cache[label]
+
+
+def l2_distance_up(a: FloatArray, b: FloatArray) -> float:
+    """``||a - b||_2`` rounded up: each difference (rounded to nearest) moved up a spacing,
+    the sum of squares by its rounding error, the square root a spacing."""
+    d = np.nextafter(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)), np.inf)
+    return float(np.nextafter(math.sqrt(round_up(float(np.sum(d * d)), d.size + 1)), math.inf))
 
 
 def _rooms(rows: _Rows, k: NDArray[np.int64] | slice, x: FloatArray, domain: Box) -> FloatArray:
@@ -409,13 +416,15 @@ def _prove(estimate: float, check, guess: float | None = None) -> float:
     return 0.0
 
 
-def _confirmed(net: Network, rows: _Rows, points: Iterable[FloatArray]) -> FloatArray | None:
-    """The first of ``points`` that the linear classifier misclassifies, decided exactly:
-    by the margins ``a_j p + c_j`` where they are farther from 0 than their rounding error
-    bound (a margin below it: some class wins or ties), else by
+def _confirmed(net: Network, rows: _Rows, points: Iterable[FloatArray], domain: Box) -> FloatArray | None:
+    """The first of ``points``, each clipped to the domain (a step computed in float64 can
+    end a rounding beyond a face), that the linear classifier misclassifies, decided
+    exactly: by the margins ``a_j p + c_j`` where they are farther from 0 than their
+    rounding error bound (a margin below it: some class wins or ties), else by
     :meth:`~parallelepipedonn.network.Network.misclassified` (exact arithmetic). ``points``
     may be a generator: the later ones are built only if needed."""
     for p in points:
+        p = np.clip(p, domain.lower, domain.upper)
         n = p.size
         m = rows.a @ p + rows.c
         err = rows.point_error * (rows.w @ np.abs(p) + rows.c_abs) + (n + 3) * _TINY + 1e-300
@@ -452,7 +461,8 @@ def _linf_radius(net: Network, point: _Point) -> ExactRadius:
                     _linf_guess(rows, x, j, estimate, room))
     cex = None
     if math.isfinite(estimate):
-        cex = _confirmed(net, rows, (x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES))
+        cex = _confirmed(net, rows, (x + rows.step[j] * np.minimum(estimate * (1 + s), room) for s in PUSHES),
+                         domain)
     upper = math.inf if cex is None else linf_distance_up(cex, x)
     return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
 
@@ -525,8 +535,9 @@ def _l2_radius(net: Network, point: _Point) -> ExactRadius:
     cex = None
     if math.isfinite(estimate):
         room, wj = rooms[j], rows.w[j]
-        cex = _confirmed(net, rows, (x + rows.step[j] * np.minimum(lam[j] * (1 + s) * wj, room) for s in PUSHES))
-    upper = math.inf if cex is None else float(np.sqrt(np.sum((cex - x) ** 2)))
+        cex = _confirmed(net, rows, (x + rows.step[j] * np.minimum(lam[j] * (1 + s) * wj, room) for s in PUSHES),
+                         point.domain)
+    upper = math.inf if cex is None else l2_distance_up(cex, x)
     return ExactRadius(radius, estimate, upper, cex, None if cex is None else int(rows.others[j]))
 
 

@@ -139,7 +139,12 @@ def _spectral_norm_upper(w: FloatArray, squarings: int = SQUARINGS) -> float:
     mixed = round_up(math.sqrt(round_up(norm1 * norm_inf, 1)), 1)
     frobenius = round_up(math.sqrt(round_up(float(np.sum(aw * aw)), w.size)), 2)
     bounds = [b for b in (_gram_power_bound(ws, squarings), frobenius, mixed) if math.isfinite(b)]
-    return round_up(math.ldexp(min(bounds), e), 1) if bounds else math.inf
+    if not bounds:
+        return math.inf
+    try:
+        return round_up(math.ldexp(min(bounds), e), 1)
+    except OverflowError:  # beyond float64's range: no finite bound
+        return math.inf
 
 
 def chain_lipschitz(net: Network, squarings: int = SQUARINGS) -> float:
