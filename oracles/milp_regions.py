@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from parallelepipedonn.box import Box
 from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network
+from parallelepipedonn.tolerances import solver_coordinate_error
 
 from .base import ClassBox, Extreme, FloatArray, RegionAnswer, RegionVerdict
 from .milp_encoding import PROOF_MARGIN, Encoding, make_solver, solve
@@ -97,12 +98,7 @@ class ClassRegionQueries:
         """Per point: is it classified ``label``, ties included (exact margin >= 0)? Decided
         by the float64 margin where it is farther from 0 than its rounding error, in exact
         arithmetic otherwise."""
-        pts = np.asarray(pts, dtype=np.float64).reshape(-1, self.network.n_inputs)  # one point: a batch of one
-        margin, err = self.network.margin_errors(pts, label)
-        out = margin >= err
-        for i in np.flatnonzero(np.abs(margin) < err):
-            out[i] = self.network.exact_margin(pts[i], label) >= 0
-        return out
+        return self.network.class_points(np.asarray(pts, dtype=np.float64).reshape(-1, self.network.n_inputs), label)
 
     def _is_class_point(self, x: FloatArray | None, label: int, region: Box) -> bool:
         return x is not None and region.contains(x) and bool(self._class_points(x, label)[0])
@@ -195,7 +191,7 @@ class ClassRegionQueries:
         lo_r, hi_r = region.lower, region.upper
         pts = np.asarray(candidates, dtype=np.float64).reshape(-1, n) if len(candidates) else np.zeros((0, n))
         pts = pts[region.contains_points(pts)]
-        witnesses = pts[self.network.margins(pts, label) >= 0] if len(pts) else pts
+        witnesses = pts[self._class_points(pts, label)] if len(pts) else pts
         lower, upper = lo_r.copy(), hi_r.copy()  # proven outer bounds
         reached_lo = witnesses.min(axis=0) if len(witnesses) else np.full(n, np.inf)
         reached_hi = witnesses.max(axis=0) if len(witnesses) else np.full(n, -np.inf)
@@ -266,7 +262,7 @@ class ClassRegionQueries:
                     continue
                 pts = np.repeat(witnesses[None], chunk.size, axis=0)  # (coords, witnesses, n)
                 pts[np.arange(chunk.size), :, chunk] = edge[chunk][:, None]
-                ok = (self.network.margins(pts.reshape(-1, pts.shape[-1]), label) >= 0).reshape(chunk.size, -1)
+                ok = self._class_points(pts.reshape(-1, pts.shape[-1]), label).reshape(chunk.size, -1)
                 hit = ok.any(axis=1)
                 reached[chunk[hit]] = edge[chunk[hit]]
                 found += [pts[k, int(np.argmax(ok[k]))] for k in np.flatnonzero(hit)]
@@ -343,8 +339,9 @@ class ClassRegionQueries:
                 floor = (region.lower[i] - hi[i]) if s > 0 else (lo[i] - region.upper[i])
                 m.cons.add(m.t <= gap + (top - floor) * (1 - m.s[k]))
             res = solve(self._solver(deadline, scale=scale), enc, m.t, pe.maximize)
-            if res.infeasible or (res.bound is not None and res.bound <= tolerance):
-                return RegionAnswer(RegionVerdict.NONE, reason=f"proven max excess {res.bound}")
+            needed = tolerance - solver_coordinate_error(scale, float(np.max(region.upper - region.lower)))
+            if res.infeasible or (res.bound is not None and res.bound <= needed):
+                return RegionAnswer(RegionVerdict.NONE, reason=f"proven max excess {res.bound} (at most {needed:.3g})")
 
             def outside(w: FloatArray) -> bool:
                 return bool(((w < lo) | (w > hi)).any())

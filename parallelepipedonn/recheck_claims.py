@@ -348,7 +348,12 @@ def _witness_problem(net: Network, label: int, region: Box, box: Box | None, wit
 def recheck_dual(dual: DualBox, net: Network, label: int, oracle_name: str, time_limit: float | None,
                   device: str) -> dict[str, Any]:
     region = dual.region
-    where = "the domain" if dual.center is None else f"the ball of radius {dual.radius:.6g} around the input"
+    if dual.center is not None and dual.radius is None:
+        raise InputDataError("the dual box has a centre but no radius: its region is not defined")
+    if dual.domain is None:  # nothing to check the region against: the claim is about the region as stored
+        where = "the region as stored (no domain stored to check it against)"
+    else:
+        where = "the domain" if dual.center is None else f"the ball of radius {dual.radius:.6g} around the input"
     out: dict[str, Any] = {"kind": "dual box", "oracle": None,
                            "claim": f"every point of {where} classified {label} lies in the box"
                            if dual.box is not None else f"no point of {where} is classified {label}"}

@@ -3,6 +3,7 @@ how it was computed — confirmed (0), refuted (5), undecided (6), another model
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from onnx import numpy_helper
 import parallelepipedonn as ppn
 from oracles import MilpOracle, min_adversarial_distance
 from parallelepipedonn.recheck import Outcome, recheck
+from tests.crafted_nets import save_float64_onnx
 from tests.nets import saved_classifier
 from tests.test_cli import run
 
@@ -205,6 +207,55 @@ def test_a_dual_box_with_a_face_moved_inwards_is_refuted_by_a_witness(small, tmp
     assert result.outcome is Outcome.REFUTED
     assert result.counterexample[i] > d["upper"][i] and small.net.margins(result.counterexample, small.label)[0] >= 0
     assert run(capsys, "recheck", str(j))[0] == 5
+
+
+def tie_line(tmp_path):
+    """Class 1 is exactly the line x0 = 0.3 (ties count as the class): a net, its file,
+    and its milp dual box."""
+    net = ppn.Network.from_layers((2,), [ppn.Affine(np.array([[1.0, 0.0], [-1.0, 0.0]]), np.array([-0.3, 0.3])),
+                                         ppn.ReLU(), ppn.Affine(np.array([[0.0, 0.0], [-1e3, -1e3]]), np.zeros(2))],
+                                  "tie-line")
+    path = tmp_path / "tie.onnx"
+    save_float64_onnx(net, path)
+    return net, ppn.dual_box(net, 1, method="milp", workers=1, model_path=str(path))
+
+
+def test_a_face_moved_one_ulp_past_a_class_of_ties_is_never_confirmed(tmp_path):
+    """The class region is a line of exact ties; a face moved one float past it cuts the
+    line off, by less than HiGHS's error: a maximum excess of -0.0 from the solver is no
+    proof (it must be below 0 by the solver error model's margin)."""
+    net, d = tie_line(tmp_path)
+    assert d.box.lower[0] <= 0.3 <= d.box.upper[0] and net.exact_margin(np.array([0.3, 0.5]), 1) == 0
+    assert recheck(_saved(d, tmp_path / "d.json")).outcome is Outcome.CONFIRMED
+    for face, value in ((0, np.nextafter(0.3, 1.0)), (1, np.nextafter(0.3, 0.0))):
+        lower, upper = d.box.lower.copy(), d.box.upper.copy()
+        (lower if face == 0 else upper)[0] = value
+        moved = dataclasses.replace(d, box=ppn.Box(lower, upper))
+        assert recheck(_saved(moved, tmp_path / f"m{face}.json")).outcome is not Outcome.CONFIRMED
+
+
+def _saved(d, path):
+    d.save(path)
+    return path
+
+
+def test_a_dual_box_without_its_domain_claims_only_its_stored_region(tmp_path, capsys):
+    """Without a stored domain the region cannot be checked against the ball or the domain
+    it names: what is confirmed is said to be the region as stored; a centre without a
+    radius is a usage error (exit 2), not a crash."""
+    net, d = tie_line(tmp_path)
+    raw = d.to_dict()
+    raw["domain"] = None
+    j = tmp_path / "nodomain.json"
+    j.write_text(json.dumps(raw))
+    result = recheck(j)
+    assert result.outcome is Outcome.CONFIRMED and "region as stored" in result.claim
+    ball = ppn.dual_box(net, 1, x=np.array([0.3, 0.5]), radius=0.2, method="milp", workers=1,
+                        model_path=str(tmp_path / "tie.onnx")).to_dict()
+    ball["radius"] = None
+    j.write_text(json.dumps(ball))
+    code, out, err = run(capsys, "recheck", str(j))
+    assert code == 2 and "no radius" in err
 
 
 def test_unreadable_or_foreign_files_are_usage_errors(tmp_path, capsys):
