@@ -166,7 +166,7 @@ class AttackOracle(Oracle):
     def class_points(self, lower: FloatArray, upper: FloatArray, label: int, count: int = 64,
                      steps: int = 30) -> FloatArray:
         """Points of the box that the network classifies ``label`` (ties included, checked
-        by a float64 forward pass): gradient ascent on the margin from ``count`` random
+        by a forward pass, exactly near ties): gradient ascent on the margin from ``count`` random
         starts. Possibly none."""
         lo = torch.tensor(lower, dtype=self._dtype, device=self.device)
         hi = torch.tensor(upper, dtype=self._dtype, device=self.device)
@@ -179,4 +179,4 @@ class AttackOracle(Oracle):
             with torch.no_grad():
                 x = torch.minimum(torch.maximum(x + 0.25 * (hi - lo) * (1 - step / steps) * grad.sign(), lo), hi)
         points = np.clip(x.detach().to(torch.float64).cpu().numpy(), lower, upper)
-        return points[self.network.margins(points, label) >= 0]
+        return points[self.network.class_points(points, label)]

@@ -431,7 +431,7 @@ class CrownOracle(Oracle):
         upper = np.minimum(hi[0].to(torch.float64).cpu().numpy(), region.upper)
         pts = np.asarray(candidates, dtype=np.float64).reshape(-1, n) if len(candidates) else np.zeros((0, n))
         pts = pts[region.contains_points(pts)]
-        witnesses = pts[self.network.margins(pts, label) >= 0] if len(pts) else pts
+        witnesses = pts[self.network.class_points(pts, label)] if len(pts) else pts  # exact near ties
         exact_lo = (witnesses <= lower).any(axis=0) if len(witnesses) else np.zeros(n, bool)
         exact_hi = (witnesses >= upper).any(axis=0) if len(witnesses) else np.zeros(n, bool)
         return ClassBox(lower, upper, exact_lo, exact_hi, witnesses)

@@ -5,7 +5,10 @@ decision of misclassification."""
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -64,11 +67,21 @@ class Classifier:
         larger logit)? Decided by the float64 margin where it is farther from 0 than its
         rounding error (:meth:`margin_errors`), in exact arithmetic otherwise — also where
         the float64 pass overflows (a margin or error bound that is not a finite number)."""
+        return self._exact_sign(x, label, operator.le)
+
+    def class_points(self, x: ArrayLike, label: int) -> NDArray[np.bool_]:
+        """Per point: is its exact margin ``>= 0`` (classified ``label``, ties included: the
+        points a dual box must hold)? Decided as :meth:`misclassified` decides."""
+        return self._exact_sign(x, label, operator.ge)
+
+    def _exact_sign(self, x: ArrayLike, label: int, compare: Callable[[Any, Any], Any]) -> NDArray[np.bool_]:
+        """Per point, ``compare(exact margin, 0)``: from the float64 margin where it is
+        farther from 0 than its rounding error, in exact arithmetic otherwise."""
         pts = self.flatten_inputs(x)
         with np.errstate(over="ignore", invalid="ignore"):
             margin, err = self.margin_errors(pts, label)
             decided = np.isfinite(margin) & np.isfinite(err) & (np.abs(margin) > err)
-        out = margin <= 0
+        out = np.asarray(compare(margin, 0))
         for i in np.flatnonzero(~decided):
-            out[i] = self.exact_margin(pts[i], label) <= 0
+            out[i] = compare(self.exact_margin(pts[i], label), 0)
         return out

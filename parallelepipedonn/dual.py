@@ -219,8 +219,8 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
         bridge = milp.bridge
         witnesses = _witness_hull(network, label, region, pts)
         exact_lo = exact_hi = np.zeros(n, bool)
-        if box is not None:
-            exact_lo, exact_hi = box.lower <= region.lower, box.upper >= region.upper
+        if box is not None and len(witnesses):  # exact: attained by a class point (on a face the region bounds)
+            exact_lo, exact_hi = (witnesses <= box.lower).any(axis=0), (witnesses >= box.upper).any(axis=0)
     if bridge is not None:  # a graph, expanded into the chain the oracle reads (see oracles.chain)
         details["bridge"] = bridge
     return DualBox(label, region, box, np.asarray(exact_lo), np.asarray(exact_hi), method,
@@ -231,7 +231,7 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
 
 def _witness_hull(network: Network, label: int, region: Box, pts: FloatArray) -> FloatArray:
     inside = pts[region.contains_points(pts)] if len(pts) else pts
-    return inside[network.margins(inside, label) >= 0] if len(inside) else inside
+    return inside[network.class_points(inside, label)] if len(inside) else inside  # exact near ties
 
 
 def _remaining(deadline: float | None) -> float | None:

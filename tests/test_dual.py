@@ -123,6 +123,21 @@ def test_a_class_point_within_rounding_of_the_boundary_is_decided_exactly():
     assert (net.margins(np.array([[0.5, 0.3], [0.0, 1.0]]), 1) >= 0).all()
 
 
+def test_exact_faces_and_witnesses_are_class_points_in_exact_arithmetic():
+    """``logit0 = 1e-17 relu(x0 + 1) + 1``, ``logit1 = 1``: float64 rounds every point to a
+    tie, exactly no point is of class 1. A face is marked exact only where a class point
+    attains it, decided exactly: here no method marks one or hands back a witness."""
+    from parallelepipedonn.network import Affine, Network, ReLU
+
+    net = Network.from_layers((2,), [Affine(np.array([[1.0, 0.0]]), np.array([1.0])), ReLU(),
+                                     Affine(np.array([[1e-17], [0.0]]), np.array([1.0, 1.0]))], "cancel")
+    assert (net.margins(np.array([[0.0, 0.0], [1.0, 1.0]]), 1) == 0).all()
+    assert not net.class_points(np.array([[0.0, 0.0], [1.0, 1.0]]), 1).any()
+    for method in METHODS:
+        d = dual_box(net, 1, method=method, workers=1)
+        assert not d.exact_lower.any() and not d.exact_upper.any() and not len(d.witnesses), method
+
+
 def test_restriction_needs_input_and_radius(net):
     with pytest.raises(ConfigError, match="both an input and a radius"):
         dual_box(net, 0, x=np.array([0.5, 0.5]))
