@@ -246,7 +246,7 @@ def read_json_object(path: str | Path, what: str = "certificate") -> dict[str, A
         d = json.loads(Path(path).read_text())
     except OSError as exc:
         raise InputDataError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # (nesting beyond Python's stack)
         raise InputDataError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
     if not isinstance(d, dict):
         raise InputDataError(f"{what} {str(path)!r} is not a JSON object")

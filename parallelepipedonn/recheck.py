@@ -162,7 +162,7 @@ def load_stored_list(path: str | Path) -> list[tuple[Stored, dict[str, Any]]]:
     """What :func:`load_stored` reads, for a file holding one result or a JSON list of them."""
     try:
         d = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         d = None  # load_stored reports it
     if not isinstance(d, list):
         return [load_stored(path)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +143,13 @@ def _unproven_bounds(cert: Certificate) -> list[str]:
     bound = cert.apothem_upper_bound
     if bound is None or math.isinf(bound):
         unproven = []
-    elif cert.counterexample is not None and \
-            float(np.abs(cert.counterexample - cert.input).max()) <= bound * (1 + _METRIC_RTOL) + 1e-300:
-        unproven = []
+    elif cert.counterexample is not None and _exact_distance(cert.counterexample, cert.input) <= Fraction(bound):
+        unproven = []  # compared exactly: a bound one ulp below the counterexample's distance proves nothing
     elif (cert.dual or {}).get("apothem_bound") is not None:
         unproven = [f"the apothem upper bound {bound:.6g} rests on the stored dual box's bound, which is not rechecked"]
     elif cert.counterexample is not None:
-        raise _Refuted(f"the counterexample is at distance {float(np.abs(cert.counterexample - cert.input).max()):.6g}"
-                       f", beyond the stored apothem upper bound {bound:.6g}", cert.counterexample)
+        raise _Refuted(f"the counterexample is at distance {float(_exact_distance(cert.counterexample, cert.input))!r}"
+                       f" (exactly), beyond the stored apothem upper bound {bound!r}", cert.counterexample)
     else:
         raise _Refuted(f"the stored apothem upper bound {bound:.6g} comes without the counterexample that would "
                        "prove it")
@@ -163,7 +163,7 @@ def _unproven_bounds(cert: Certificate) -> list[str]:
             if precision is None:
                 unproven.append("the certificate claims its apothem is the best one (exact), with no relative "
                                 "precision recorded to check it against")
-            elif bound - a > float(precision) * bound * (1 + _METRIC_RTOL):
+            elif bound - a > _precision(precision) * bound * (1 + _METRIC_RTOL):
                 raise _Refuted(f"the certificate claims its apothem {a:.6g} is the best one (exact) to precision "
                                f"{precision:g}, but its apothem upper bound is {bound:.6g}")
     return unproven
@@ -203,6 +203,23 @@ def _recheck_gmm(cert: Certificate, model_path: Path | None, label: int):
     return recheck_closed_form(cert.gmm or {}, classifier, cert.input, label, cert.domain)
 
 
+def _exact_distance(a: FloatArray, b: FloatArray) -> Fraction:
+    """The exact L-infinity distance of two float64 points."""
+    return max((abs(Fraction(float(u)) - Fraction(float(v))) for u, v in zip(np.ravel(a), np.ravel(b))),
+               default=Fraction(0))
+
+
+def _precision(value: Any) -> float:
+    """A stored relative precision: a number in [0, inf), else the file is malformed."""
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        p = math.nan
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(p) and p >= 0):
+        raise InputDataError(f"the certificate's rel_precision {value!r} is not a non-negative number")
+    return p
+
+
 def _recheck_claims(cert: Certificate, raw: dict[str, Any] | None, net: Network, label: int, oracle_name: str,
                     time_limit: float | None, device: str) -> dict[str, Any]:
     claim = (f"the box is robust for label {label}" if cert.status is Status.CERTIFIED
@@ -235,6 +252,13 @@ def _recheck_claims(cert: Certificate, raw: dict[str, Any] | None, net: Network,
     answer = oracle.verify_box(cert.box.lower, cert.box.upper, label)
     if answer.verdict is Verdict.VERIFIED:
         margin = "" if answer.margin is None else f", margin >= {answer.margin:.3g}"
+        dual_bound = (cert.dual or {}).get("apothem_bound")
+        apothem = cert.box.apothem(cert.input, cert.domain)
+        # the verified box beats the dual's bound (its apothem rounded down: each face's slack is one rounding)
+        if dual_bound is not None and float(dual_bound) < np.nextafter(apothem, 0.0):
+            return {**out, "outcome": Outcome.REFUTED, "checks": tuple(checks + [f"box verified by {oracle.name}"]),
+                    "reason": f"the stored dual box's apothem bound {float(dual_bound):.6g} is below the apothem "
+                    f"{apothem:.6g} of the box {oracle.name} verified"}
         if unproven:
             return {**out, "outcome": Outcome.UNDECIDED, "checks": tuple(checks + [f"box verified by {oracle.name}"]),
                     "notes": tuple(notes), "reason": "; ".join(unproven)}
@@ -256,6 +280,9 @@ def recheck_epsilon(cert: Certificate, net: Network, label: int, oracle_name: st
 
     assert cert.epsilon is not None
     eps, claim = float(cert.epsilon["epsilon"]), cert.epsilon["status"]
+    if not (math.isfinite(eps) and eps >= 0):
+        raise InputDataError(f"the certificate's epsilon {cert.epsilon['epsilon']!r} is not a finite non-negative "
+                             "number")
     checks = tuple(result.get("checks", ()))
     if claim == Status.NOT_ROBUST.value:
         if cert.counterexample is None or not within_distance(cert.counterexample, cert.input, eps):

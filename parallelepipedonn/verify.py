@@ -27,6 +27,7 @@ import datetime as _dt
 import enum
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -43,7 +44,7 @@ from ._version import __version__
 from .box import Box
 from .certificate import parse_stored
 from .certify import CertifyConfig, build_oracles, confirm_in_ball, resolve_domain, within_distance
-from .errors import ConfigError, InputDataError
+from .errors import ConfigError, InputDataError, PropertyError
 from .inputs import as_network_input
 from .io_utils import atomic_write_bytes
 from .network import Network
@@ -503,16 +504,33 @@ def recheck_verification(result: Verification, model: Network | Graph, prop: Vnn
         raise InputDataError("rechecking a VNN-LIB verification needs its property file")
     if kind == "epsilon":
         p = result.property
-        dom = Box(np.broadcast_to(np.asarray(p["domain"]["lower"], dtype=np.float64), (model.n_inputs,)),
-                  np.broadcast_to(np.asarray(p["domain"]["upper"], dtype=np.float64), (model.n_inputs,)))
+        try:
+            dom = Box(np.broadcast_to(np.asarray(p["domain"]["lower"], dtype=np.float64), (model.n_inputs,)),
+                      np.broadcast_to(np.asarray(p["domain"]["upper"], dtype=np.float64), (model.n_inputs,)))
+        except ValueError as exc:  # a wrong length, or an empty box
+            raise InputDataError(f"the stored domain is not a box of the network's {model.n_inputs} inputs: "
+                                 f"{exc}") from None
         xa = as_network_input(np.asarray(p["input"], dtype=np.float64), model.input_shape, dom, "the stored input")
         label, eps = model.check_label(int(p["label"])), float(p["epsilon"])
+        if not (math.isfinite(eps) and eps >= 0):
+            raise InputDataError(f"the stored epsilon {p['epsilon']!r} is not a finite non-negative number")
+        if "predicted_label" in p and p["predicted_label"] != int(model.predict(xa)[0]):
+            return ClaimCheck("refuted", f"the stored predicted label {p['predicted_label']!r} is not the model's "
+                              f"prediction {int(model.predict(xa)[0])} at the input")
     elif kind == "vnnlib":
         assert prop is not None
         prop.check_model(model.n_inputs, model.n_classes)
+        wrong = _stored_property_claims(result.property, prop, model.n_inputs)
+        if wrong is not None:
+            return ClaimCheck("refuted", wrong)
     else:
         raise InputDataError(f"unknown property kind {kind!r}")
     cex = result.counterexample
+    if result.answer is Answer.SAT and cex is not None:
+        stored, actual = result.outputs, model.forward(cex)[0]
+        if stored is None or np.shape(stored) != actual.shape or \
+                not np.allclose(np.asarray(stored, dtype=np.float64), actual, rtol=1e-9, atol=1e-12):
+            return ClaimCheck("refuted", "the stored outputs are not the model's at the counterexample")
     if result.answer is Answer.SAT:
         if cex is None:
             return ClaimCheck("refuted", "a sat result without a counterexample")
@@ -559,6 +577,27 @@ def recheck_verification(result: Verification, model: Network | Graph, prop: Vnn
     answer = _recheck_ask(oracle, ball.lower, ball.upper, label, time_limit)
     outcome = _region_outcome(answer, oracle, lambda a: confirm_in_ball(model, xa, eps, dom, label, a))
     return outcome or ClaimCheck("confirmed", f"{oracle.name} verified the ball", ("ball verified",), oracle.name)
+
+
+def _stored_property_claims(stored: dict[str, Any], prop: VnnlibProperty, n_inputs: int) -> str | None:
+    """What the stored description of a VNN-LIB property claims that its file does not
+    hold (its counts; every input box within the stored domain), or ``None``. The
+    per-region records are a log of what was asked, not rechecked."""
+    for key, actual in (("inputs", prop.n_inputs), ("outputs", prop.n_outputs), ("regions", len(prop.regions))):
+        if key in stored and stored[key] != actual:
+            return f"the stored property has {stored[key]!r} {key}, its file {actual}"
+    domain = stored.get("domain")
+    if domain is not None:
+        try:
+            lower, upper = (np.broadcast_to(np.asarray(domain[k], dtype=np.float64), (n_inputs,))
+                            for k in ("lower", "upper"))
+        except ValueError as exc:
+            raise InputDataError(f"the stored domain is not a box of the network's {n_inputs} inputs: {exc}") from None
+        try:
+            prop.check_domain(lower, upper)
+        except PropertyError as exc:
+            return f"the property's input boxes are not within the stored domain: {exc}"
+    return None
 
 
 def _recheck_ask(oracle: Oracle, lower: FloatArray, upper: FloatArray, label: int, time_limit: float | None):

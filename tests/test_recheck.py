@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -256,6 +257,59 @@ def test_a_dual_box_without_its_domain_claims_only_its_stored_region(tmp_path, c
     j.write_text(json.dumps(ball))
     code, out, err = run(capsys, "recheck", str(j))
     assert code == 2 and "no radius" in err
+
+
+def test_an_apothem_upper_bound_below_its_counterexample_by_any_amount_is_refuted(tmp_path, capsys):
+    """Logits ``[0, x - 0.5]`` at 0.25: the best apothem is exactly 1/4 (the tie at 0.5). A
+    bound 9e-13 relative below the counterexample's distance is false; the distance is
+    compared exactly, with no tolerance."""
+    net = ppn.Network.from_layers((1,), [ppn.Affine(np.array([[0.0], [1.0]]), np.array([0.0, -0.5]))], "lin1")
+    save_float64_onnx(net, tmp_path / "lin1.onnx")
+    cert = ppn.certify(net, np.array([0.25]), config=ppn.CertifyConfig(oracle="milp"),
+                       model_path=str(tmp_path / "lin1.onnx"))
+    bound = 0.25 * (1 - 9e-13)
+    d = cert.to_dict()
+    d.update(counterexample=[0.5], counterexample_class=1, apothem_upper_bound=bound, gap=bound - d["apothem"])
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps(d))
+    assert recheck(j).outcome is Outcome.REFUTED
+    d.update(apothem_upper_bound=0.25, gap=0.25 - d["apothem"])  # the exact distance: true
+    j.write_text(json.dumps(d))
+    assert recheck(j).outcome is Outcome.CONFIRMED
+
+
+def test_a_dual_bound_below_the_verified_boxs_apothem_is_refuted(small, tmp_path):
+    cert = certificate(small, tmp_path / "c.json")
+    d = json.loads((tmp_path / "c.json").read_text())
+    d["dual"] = {"method": "milp", "radius": 1.0, "apothem_bound": cert.apothem / 4, "covers_ball": True,
+                 "exact_bounds": 0, "seconds": 0.0}
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    result = recheck(tmp_path / "c.json")
+    assert result.outcome is Outcome.REFUTED and "dual box's apothem bound" in result.reason
+
+
+@pytest.mark.parametrize("where, value", [("epsilon", math.inf), ("epsilon", math.nan), ("rel_precision", "abc"),
+                                          ("rel_precision", math.nan)])
+def test_stored_numbers_that_are_not_numbers_are_usage_errors(small, tmp_path, capsys, where, value):
+    """Values the schema lets through (NaN, inf, strings where a precision is read) are
+    usage errors (exit 2), never a crash or a confirmation."""
+    certificate(small, tmp_path / "c.json", algorithm="exact")
+    d = json.loads((tmp_path / "c.json").read_text())
+    if where == "epsilon":
+        d["epsilon"] = {"epsilon": value, "status": "certified"}
+    else:
+        d["algorithm_settings"]["rel_precision"] = value
+    (tmp_path / "c.json").write_text(json.dumps(d, allow_nan=True))
+    code, _, err = run(capsys, "recheck", str(tmp_path / "c.json"))
+    assert code == 2 and "not a" in err, err
+
+
+def test_json_nested_beyond_pythons_stack_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "deep.json").write_text("[" * 5000 + "]" * 5000)
+    code, _, err = run(capsys, "recheck", str(tmp_path / "deep.json"))
+    # (a usage error either way: "not valid JSON" where the nesting exceeds the recursion
+    # limit, "neither a ... certificate" where a raised limit lets it parse)
+    assert code == 2 and "internal error" not in err, err
 
 
 def test_unreadable_or_foreign_files_are_usage_errors(tmp_path, capsys):

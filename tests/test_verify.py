@@ -297,6 +297,48 @@ def test_verify_writes_json_and_the_vnncomp_result_and_recheck_confirms_them(sma
     assert code == 3 and "property file" in err
 
 
+@pytest.mark.parametrize("edit", ["epsilon inf", "epsilon nan", "domain inverted", "domain too long"])
+def test_a_stored_epsilon_or_domain_that_is_no_ball_is_a_usage_error(small, tmp_path, capsys, edit):
+    j = tmp_path / "e.json"
+    assert run(capsys, "verify", "--model", str(small.path), "--input", str(small.dir / "x.npy"), "--epsilon", "0.01",
+               "--json", str(j))[0] == 0
+    stored = json.loads(j.read_text())
+    p, n = stored["property"], len(stored["property"]["input"])
+    if edit.startswith("epsilon"):
+        p["epsilon"] = math.inf if edit.endswith("inf") else math.nan
+    elif edit == "domain inverted":
+        p["domain"] = {"lower": [1.0] * n, "upper": [0.0] * n}
+    else:
+        p["domain"] = {"lower": [0.0] * (n + 1), "upper": [1.0] * (n + 1)}
+    j.write_text(json.dumps(stored, allow_nan=True))
+    code, out, err = run(capsys, "recheck", str(j))
+    assert code in (2, 5) and "internal error" not in err, err
+
+
+@pytest.mark.parametrize("edit", ["outputs", "inputs", "regions", "domain", "predicted_label"])
+def test_every_stored_claim_of_a_verification_is_rechecked(small, tmp_path, capsys, edit):
+    """Not only the answer: the outputs at the counterexample, the property's counts, the
+    domain its boxes lie in, the predicted label; a false one is refuted (exit 5)."""
+    j = tmp_path / "v.json"
+    args = (["--input", str(small.dir / "x.npy"), "--epsilon", "0.01"] if edit == "predicted_label"
+            else ["--vnnlib", str(small.dir / "far.vnnlib")])
+    assert run(capsys, "verify", "--model", str(small.path), *args, "--json", str(j))[0] == 0
+    assert run(capsys, "recheck", str(j))[0] == 0
+    stored = json.loads(j.read_text())
+    p = stored["property"]
+    if edit == "outputs":
+        stored["outputs"] = [9.0] * len(stored["outputs"])
+    elif edit in ("inputs", "regions"):
+        p[edit] += 1
+    elif edit == "domain":
+        p["domain"] = {"lower": 0.4, "upper": 0.5}
+    else:
+        p["predicted_label"] = (p["predicted_label"] + 1) % 3
+    j.write_text(json.dumps(stored))
+    code, out, err = run(capsys, "recheck", str(j))
+    assert code == 5 and out.startswith("REFUTED"), out + err
+
+
 def bad_property(small, kind: str) -> tuple[str, int]:
     """A property file that is wrong for the small model, and the line to blame."""
     lines = (small.dir / "near.vnnlib").read_text().splitlines()
