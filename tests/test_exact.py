@@ -103,6 +103,16 @@ def test_the_upper_end_is_at_least_the_exact_distance_of_its_counterexample():
     assert Fraction(cert.apothem_upper_bound) >= distance > Fraction(cert.apothem)
 
 
+def test_the_exact_flag_is_a_json_boolean_on_every_path():
+    """On a steep net (slope 2^33) milp's distance is a numpy number: the flag must still be
+    a Python bool, so that the certificate's JSON can be written."""
+    s = 2.0 ** 33
+    net = Network.from_layers((1,), [Affine(np.array([[0.0], [s]]), np.array([0.0, -s * 0.5]))], "steep")
+    cert = certify(net, np.array([0.25]), config=CertifyConfig(algorithm="exact", oracle="milp"))
+    assert type(cert.exact) is bool
+    json.dumps(cert.to_dict())
+
+
 def test_other_algorithms_leave_exact_unset():
     assert certify(NET, X).exact is None
 

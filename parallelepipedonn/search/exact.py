@@ -78,7 +78,7 @@ class ExactApothem:
                 return SearchResult(Status.UNKNOWN, None, upper, cex, calls, calls, 0,
                                     "the oracle could not verify the input point", exact=False)
         box = problem.domain if math.isinf(radius) else problem.cube(radius)
-        exact = math.isinf(radius) or (math.isfinite(upper) and upper - radius <= self.precision * upper)
+        exact = bool(math.isinf(radius) or (math.isfinite(upper) and upper - radius <= self.precision * upper))
         reason = d.reason
         if not exact:
             why = f" ({d.reason})" if d.reason else ""
