@@ -102,6 +102,12 @@ def test_a_certificate_whose_metrics_were_edited_is_refuted(small, tmp_path, cap
     (tmp_path / "c.json").write_text(json.dumps(d))
     code, out, _ = run(capsys, "recheck", str(tmp_path / "c.json"))
     assert code == 5 and "the stored apothem" in out
+    for key in ("apothem", "min_edge"):  # one ulp above the box's: recomputed bit for bit, no tolerance
+        edited = json.loads(json.dumps(d))
+        edited["apothem"] /= 2
+        edited[key] = float(np.nextafter(edited[key], np.inf))
+        (tmp_path / "c.json").write_text(json.dumps(edited))
+        assert recheck(tmp_path / "c.json").outcome is Outcome.REFUTED, key
 
 
 def test_a_box_that_misses_the_input_or_leaves_the_domain_is_refuted(small, tmp_path):
