@@ -24,7 +24,7 @@ was computed:
 * a **verification** (``verify --json``) — against its model and, for a VNN-LIB property,
   its property file (found as the model is; its sha256 must be the recorded one): ``sat``
   needs its counterexample confirmed exactly, ``unsat`` the oracle to verify every input
-  box again (:func:`parallelepipedonn.verify.recheck_verification`).
+  box again (:func:`parallelepipedonn.verify_recheck.recheck_verification`).
 
 Anything the oracle cannot decide (``UNKNOWN``, time-out) is reported as undecided,
 never as confirmed.

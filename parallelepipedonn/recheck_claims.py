@@ -28,7 +28,8 @@ from .errors import ConfigError, InputDataError, ModelError, ModelMismatchError
 from .io_utils import sha256_file
 from .network import Network
 from .search.base import Status
-from .verify import Verification, VerifyConfig, recheck_verification
+from .verify import Verification, VerifyConfig
+from .verify_recheck import recheck_verification
 
 FloatArray = NDArray[np.float64]
 
@@ -327,7 +328,7 @@ def _refutation(net: Network, x: FloatArray | None, label: int, reason: str,
 # -- verification results ----------------------------------------------------------------------------
 def recheck_verification_claim(result: Verification, net: Network, property_path: Path | None, oracle: str,
                                time_limit: float | None, device: str) -> dict[str, Any]:
-    """A verification result's answer, rechecked (:func:`~parallelepipedonn.verify.recheck_verification`);
+    """A verification result's answer, rechecked (:func:`~parallelepipedonn.verify_recheck.recheck_verification`);
     for a VNN-LIB property, against ``property_path`` (the property file it names, found
     as its model is), whose sha256 must be the recorded one."""
     from .vnnlib import read_vnnlib

@@ -18,7 +18,8 @@ exists), ``sat`` (a counterexample, confirmed), ``unknown``, ``timeout``. What c
 :func:`verify_property` answers a VNN-LIB property, :func:`verify_epsilon` the robustness
 of an input at radius ``epsilon`` (the same answers: ``unsat`` = robust). Both return a
 :class:`Verification`, stored as JSON (``parallelepipedonn-verification``, JSON Schema
-``verification-v1.schema.json``) and re-checked by :func:`recheck_verification`.
+``verification-v1.schema.json``) and re-checked by
+:func:`parallelepipedonn.verify_recheck.recheck_verification`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import datetime as _dt
 import enum
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -43,8 +43,8 @@ from oracles.base import Oracle, Verdict
 from ._version import __version__
 from .box import Box
 from .certificate import parse_stored
-from .certify import CertifyConfig, build_oracles, confirm_in_ball, resolve_domain, within_distance
-from .errors import ConfigError, InputDataError, PropertyError
+from .certify import CertifyConfig, build_oracles, confirm_in_ball, resolve_domain
+from .errors import ConfigError
 from .inputs import as_network_input
 from .io_utils import atomic_write_bytes
 from .network import Network
@@ -481,140 +481,6 @@ def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, labe
     return result(Answer.UNKNOWN, answer.reason or f"{oracle.name} could not decide")
 
 
-# -- recheck ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClaimCheck:
-    """What rechecking a :class:`Verification` found: ``outcome`` ``confirmed``,
-    ``refuted`` or ``undecided`` (the vocabulary of :mod:`parallelepipedonn.recheck`)."""
-
-    outcome: str
-    reason: str
-    checks: tuple[str, ...] = ()
-    oracle: str | None = None
-
-
-def recheck_verification(result: Verification, model: Network | Graph, prop: VnnlibProperty | None, *,
-                         config: VerifyConfig, time_limit: float | None = None) -> ClaimCheck:
-    """Re-verify the claim of ``result`` against ``model`` (and, for a VNN-LIB property, the
-    parsed file ``prop``), independently of how it was found: ``sat`` — the counterexample
-    is confirmed exactly; ``unsat`` — ``config``'s oracle verifies every region again;
-    ``unknown``/``timeout`` claim nothing."""
-    kind = result.property.get("kind")
-    if kind == "vnnlib" and prop is None:
-        raise InputDataError("rechecking a VNN-LIB verification needs its property file")
-    if kind == "epsilon":
-        p = result.property
-        try:
-            dom = Box(np.broadcast_to(np.asarray(p["domain"]["lower"], dtype=np.float64), (model.n_inputs,)),
-                      np.broadcast_to(np.asarray(p["domain"]["upper"], dtype=np.float64), (model.n_inputs,)))
-        except ValueError as exc:  # a wrong length, or an empty box
-            raise InputDataError(f"the stored domain is not a box of the network's {model.n_inputs} inputs: "
-                                 f"{exc}") from None
-        xa = as_network_input(np.asarray(p["input"], dtype=np.float64), model.input_shape, dom, "the stored input")
-        label, eps = model.check_label(int(p["label"])), float(p["epsilon"])
-        if not (math.isfinite(eps) and eps >= 0):
-            raise InputDataError(f"the stored epsilon {p['epsilon']!r} is not a finite non-negative number")
-        if "predicted_label" in p and p["predicted_label"] != int(model.predict(xa)[0]):
-            return ClaimCheck("refuted", f"the stored predicted label {p['predicted_label']!r} is not the model's "
-                              f"prediction {int(model.predict(xa)[0])} at the input")
-    elif kind == "vnnlib":
-        assert prop is not None
-        prop.check_model(model.n_inputs, model.n_classes)
-        wrong = _stored_property_claims(result.property, prop, model.n_inputs)
-        if wrong is not None:
-            return ClaimCheck("refuted", wrong)
-    else:
-        raise InputDataError(f"unknown property kind {kind!r}")
-    cex = result.counterexample
-    if result.answer is Answer.SAT and cex is not None:
-        stored, actual = result.outputs, model.forward(cex)[0]
-        if stored is None or np.shape(stored) != actual.shape or \
-                not np.allclose(np.asarray(stored, dtype=np.float64), actual, rtol=1e-9, atol=1e-12):
-            return ClaimCheck("refuted", "the stored outputs are not the model's at the counterexample")
-    if result.answer is Answer.SAT:
-        if cex is None:
-            return ClaimCheck("refuted", "a sat result without a counterexample")
-        if kind == "epsilon":
-            if not (dom.contains(cex) and within_distance(cex, xa, eps)):
-                return ClaimCheck("refuted", "the counterexample is not in the ball")
-            if not model.misclassified(cex, label)[0]:
-                return ClaimCheck("refuted", f"the counterexample is classified {label}")
-            return ClaimCheck("confirmed", "the counterexample is confirmed (exact forward pass)",
-                              ("counterexample in the ball", f"not classified {label} (exact)"))
-        assert prop is not None
-        for region in prop.regions:
-            if region.contains(cex) and region.violated_disjunct(exact_outputs(model, cex)) is not None:
-                return ClaimCheck("confirmed", "the counterexample is confirmed against the property (exact)",
-                                  ("counterexample in an input box", "its outputs are unsafe (exact)"))
-        return ClaimCheck("refuted", "the counterexample does not violate the property (exact check)")
-    if result.answer is not Answer.UNSAT:
-        return ClaimCheck("confirmed", f"the result ({result.answer.value}) claims nothing")
-    if kind == "epsilon":
-        ball = Box.outer_cube(xa, eps, dom)
-        if model.misclassified(xa, label)[0]:
-            return ClaimCheck("refuted", f"the input itself is not classified {label}")
-    else:
-        assert prop is not None
-        if not prop.regions:
-            return ClaimCheck("confirmed", "the assertions admit no unsafe point", ("no unsafe case",))
-        from .property_net import ReductionError, reduce_region
-
-        for region in prop.regions:
-            if any(not d for d in region.disjuncts):
-                return ClaimCheck("refuted", "an input box where every point is unsafe")
-            try:
-                red = reduce_region(model, region, config.oracle, prop.path)
-            except ReductionError as exc:
-                return ClaimCheck("undecided", str(exc))
-            oracle = config.build(red.network)
-            answer = _recheck_ask(oracle, red.lower, red.upper, red.label, time_limit)
-            outcome = _region_outcome(answer, oracle, lambda a, r=region: confirm_counterexample(model, r, a))
-            if outcome is not None:
-                return outcome
-        return ClaimCheck("confirmed", f"{config.oracle} verified every input box ({len(prop.regions)})",
-                          (f"{len(prop.regions)} input box(es) verified",), config.oracle)
-    oracle = config.build(model)
-    answer = _recheck_ask(oracle, ball.lower, ball.upper, label, time_limit)
-    outcome = _region_outcome(answer, oracle, lambda a: confirm_in_ball(model, xa, eps, dom, label, a))
-    return outcome or ClaimCheck("confirmed", f"{oracle.name} verified the ball", ("ball verified",), oracle.name)
-
-
-def _stored_property_claims(stored: dict[str, Any], prop: VnnlibProperty, n_inputs: int) -> str | None:
-    """What the stored description of a VNN-LIB property claims that its file does not
-    hold (its counts; every input box within the stored domain), or ``None``. The
-    per-region records are a log of what was asked, not rechecked."""
-    for key, actual in (("inputs", prop.n_inputs), ("outputs", prop.n_outputs), ("regions", len(prop.regions))):
-        if key in stored and stored[key] != actual:
-            return f"the stored property has {stored[key]!r} {key}, its file {actual}"
-    domain = stored.get("domain")
-    if domain is not None:
-        try:
-            lower, upper = (np.broadcast_to(np.asarray(domain[k], dtype=np.float64), (n_inputs,))
-                            for k in ("lower", "upper"))
-        except ValueError as exc:
-            raise InputDataError(f"the stored domain is not a box of the network's {n_inputs} inputs: {exc}") from None
-        try:
-            prop.check_domain(lower, upper)
-        except PropertyError as exc:
-            return f"the property's input boxes are not within the stored domain: {exc}"
-    return None
-
-
-def _recheck_ask(oracle: Oracle, lower: FloatArray, upper: FloatArray, label: int, time_limit: float | None):
-    with oracle.time_limited(time_limit):
-        return oracle.verify_box(lower, upper, label)
-
-
-def _region_outcome(answer, oracle: Oracle, confirm: Callable[[Any], FloatArray | None]) -> ClaimCheck | None:
-    """``None`` for VERIFIED; else refuted (a confirmed counterexample) or undecided."""
-    if answer.verdict is Verdict.VERIFIED:
-        return None
-    if answer.verdict is Verdict.FALSIFIED and confirm(answer.counterexample) is not None:
-        return ClaimCheck("refuted", f"{oracle.name} found a confirmed counterexample", oracle=oracle.name)
-    why = " (time-out)" if answer.timed_out else ""
-    return ClaimCheck("undecided", f"{oracle.name} could not decide{why}: {answer.reason}", oracle=oracle.name)
-
-
-__all__ = ["DEFAULT_VERIFY_ORACLE", "FEW_INPUTS", "FEW_INPUTS_OPTIONS", "FEW_INPUTS_ORACLE", "FORMAT_NAME", "FORMAT_VERSION", "Answer", "ClaimCheck", "Verification",
-           "VerifyConfig", "confirm_counterexample", "exact_outputs", "load_model_file", "recheck_verification",
+__all__ = ["DEFAULT_VERIFY_ORACLE", "FEW_INPUTS", "FEW_INPUTS_OPTIONS", "FEW_INPUTS_ORACLE", "FORMAT_NAME", "FORMAT_VERSION", "Answer", "Verification",
+           "VerifyConfig", "confirm_counterexample", "exact_outputs", "load_model_file",
            "verify_epsilon", "verify_property"]

@@ -152,6 +152,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.progress": "application",
     "parallelepipedonn.recheck": "application",
     "parallelepipedonn.recheck_claims": "application",  # the claims of a stored result, checked
+    "parallelepipedonn.verify_recheck": "application",  # the claims of a stored verification, checked
     "parallelepipedonn.store": "application",
     "parallelepipedonn.train": "application",
     "benchmarks": "application",
