@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import math
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from oracles.base import Oracle, RegionVerdict, Verdict
 
 from .box import Box, linf_distance_up
 from .certificate import Certificate
-from .certify import CertifyConfig, build_oracles
+from .certify import CertifyConfig, build_oracles, within_distance
 from .dual import DualBox
 from .errors import ConfigError, InputDataError, ModelError, ModelMismatchError
 from .io_utils import sha256_file
@@ -149,13 +148,13 @@ def _unproven_bounds(cert: Certificate) -> list[str]:
     bound = cert.apothem_upper_bound
     if bound is None or math.isinf(bound):
         unproven = []
-    elif cert.counterexample is not None and _exact_distance(cert.counterexample, cert.input) <= Fraction(bound):
+    elif cert.counterexample is not None and within_distance(cert.counterexample, cert.input, bound):
         unproven = []  # compared exactly: a bound one ulp below the counterexample's distance proves nothing
     elif (cert.dual or {}).get("apothem_bound") is not None:
         unproven = [f"the apothem upper bound {bound:.6g} rests on the stored dual box's bound, which is not rechecked"]
     elif cert.counterexample is not None:
-        raise _Refuted(f"the counterexample is at distance {float(_exact_distance(cert.counterexample, cert.input))!r}"
-                       f" (exactly), beyond the stored apothem upper bound {bound!r}", cert.counterexample)
+        raise _Refuted(f"the counterexample is at distance {linf_distance_up(cert.counterexample, cert.input)!r}"
+                       f" (rounded up), beyond the stored apothem upper bound {bound!r}", cert.counterexample)
     else:
         raise _Refuted(f"the stored apothem upper bound {bound:.6g} comes without the counterexample that would "
                        "prove it")
@@ -207,12 +206,6 @@ def _recheck_gmm(cert: Certificate, model_path: Path | None, label: int):
         return ClosedFormCheck("refuted", (), f"the certificate has closed-form radii of a latent-mixture classifier, "
                                f"but {exc}")
     return recheck_closed_form(cert.gmm or {}, classifier, cert.input, label, cert.domain)
-
-
-def _exact_distance(a: FloatArray, b: FloatArray) -> Fraction:
-    """The exact L-infinity distance of two float64 points."""
-    return max((abs(Fraction(float(u)) - Fraction(float(v))) for u, v in zip(np.ravel(a), np.ravel(b))),
-               default=Fraction(0))
 
 
 def _precision(value: Any) -> float:
@@ -282,7 +275,7 @@ def recheck_epsilon(cert: Certificate, net: Network, label: int, oracle_name: st
     """The ``epsilon`` claim of a certificate whose other claims were confirmed: ``certified``
     needs the ball (rounded outward) inside the rechecked box or verified by the oracle;
     ``not-robust`` needs the (rechecked) counterexample inside the exact ball."""
-    from .certify import confirm_in_ball, within_distance
+    from .certify import confirm_in_ball
 
     assert cert.epsilon is not None
     eps, claim = float(cert.epsilon["epsilon"]), cert.epsilon["status"]
