@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import replace
 from fractions import Fraction
 from types import SimpleNamespace
 
@@ -26,15 +27,16 @@ from parallelepipedonn.gmm.diagnostics import (
     binary_isotropic_prediction,
     kl_estimate,
     predicted_certified_accuracy,
+    shared_covariance_kl,
 )
 from parallelepipedonn.gmm.encoders import EncoderTraining, pca_encoder, penultimate_encoder, train_encoder
 from parallelepipedonn.gmm.fit import fit_classifier
 from parallelepipedonn.gmm.linear import linear_global_l2, linear_l2_radius, linear_linf_radius, linear_radii
-from parallelepipedonn.gmm.lipschitz import margin_lipschitz, spectral_norm_upper
+from parallelepipedonn.gmm.lipschitz import div_down, margin_lipschitz, spectral_norm_upper
 from parallelepipedonn.gmm.mixture import Mixture, fit_mixture
-from parallelepipedonn.gmm.model import classifier_from_onnx, load_gmm, save_model
+from parallelepipedonn.gmm.model import build_model, classifier_from_onnx, load_gmm, round_to_float32, save_model
 from parallelepipedonn.gmm.radii import global_l2_radius, latent_radii
-from parallelepipedonn.network import Affine, Network
+from parallelepipedonn.network import Affine, Network, ReLU
 from parallelepipedonn.recheck import Outcome, recheck
 from tests.nets import random_network
 from tests.test_cli import run
@@ -560,6 +562,10 @@ def test_gmm_fit_and_certify_on_mnist(tmp_path, capsys):
      "needs a ReLU network of dense layers"),
     (["gmm", "fit", "--dataset", "mnist", "--encoder", "pca", "--model", "DEFAULT_NET", "--out", "OUT"],
      "takes none"),
+    (["gmm", "fit", "--dataset", "mnist", "--encoder", "pca", "--latent-dim", "1", "--out", "OUT"],
+     "latent dimension must be >= 2"),
+    (["gmm", "fit", "--dataset", "mnist", "--encoder", "trained", "--epochs", "0", "--out", "OUT"],
+     "epochs, batch size, learning rate must be positive"),
 ])
 def test_gmm_bad_input_is_a_one_line_error_exit_2(argv, message, tmp_path, capsys):
     from parallelepipedonn.models import default_model_path
@@ -591,3 +597,88 @@ def test_norm_bounds_of_heads_whose_squares_underflow_stay_above_the_exact_norms
     net = Network.from_layers((8,), [Affine(w, np.zeros(3))])
     bound = margin_lipschitz(net, 0)
     assert all(Fraction(float(b)) ** 2 >= e for b, e in zip(np.atleast_1d(bound), exact))
+
+
+def test_a_quotient_beyond_float64_is_the_largest_float_not_an_infinite_radius():
+    """``margin / Lipschitz`` overflowing float64 is a finite exact number: the radius built
+    on it is the largest float, a lower bound; ``inf`` only where the bound is 0."""
+    q = div_down(np.array([2e299, 1.0, 0.0, 1.0]), np.array([1e-10, 2**-1074, 1.0, 0.0]))
+    assert q[0] == q[1] == np.finfo(np.float64).max and q[2] == 0 and q[3] == math.inf
+    assert Fraction(float(q[1])) <= Fraction(1) / Fraction(2.0**-1074)
+    w = np.array([[0.0, 0.0], [2.0**-1074, 2.0**-1074]])  # rows differing by subnormals: a finite face
+    lat = latent_radii(w, np.array([1.0, 0.0]), np.zeros(2), np.zeros(2), 0)
+    assert math.isfinite(lat.linf) and math.isfinite(lat.l2)
+    # the face's exact point (2^1074, 2^1074): class 1 scores 2, class 0 scores 1
+    assert Fraction(lat.linf) < Fraction(2) ** 1074
+
+
+def test_a_stored_lipschitz_bound_below_the_recomputed_one_is_not_confirmed(relu, tmp_path):
+    c = relu.classifier
+    cert = certify_gmm(c, relu.x[0], config=CertifyConfig(oracle="gmm", precision=1e-3), model_path=str(relu.path))
+    path = tmp_path / "c.json"
+    cert.save(path)
+    d = json.loads(path.read_text())
+    d["gmm"]["encoder_lipschitz"] = float(np.nextafter(c.encoder_lipschitz, 0))  # one unit below the proven bound
+    path.write_text(json.dumps(d))
+    result = recheck(path, oracle="gmm")
+    assert result.outcome is Outcome.UNDECIDED and "Lipschitz bound" in result.reason
+
+
+def test_the_head_check_holds_at_every_scale_and_a_head_too_big_for_float32_is_refused():
+    rng = np.random.default_rng(0)
+    enc = round_to_float32(Network((3,), (Affine(rng.normal(size=(2, 3)) * 1e34, np.full(2, 1e35)), ReLU(),
+                                          Affine(np.eye(2), np.zeros(2))), "enc"))
+    x = rng.uniform(0, 1, (300, 3))
+    mix = fit_mixture(enc.forward(x), (x[:, 0] > 0.5).astype(np.int64), 2)
+    assert np.abs(mix.head[0]).max() < 1e-30  # latents ~1e35: Bayes-rule weights far below 1e-30
+    model = build_model(enc, mix, {"encoder": "test"}, "t")
+    classifier_from_onnx(model, "t")
+    head = next(t for t in model.graph.initializer if t.name == "gmm_head_W")
+    head.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(head), head.name))
+    with pytest.raises(ModelError, match="not the Bayes rule"):
+        classifier_from_onnx(model, "t")
+    tiny = round_to_float32(Network((3,), (Affine(rng.normal(size=(2, 3)) * 1e-40, np.zeros(2)), ReLU(),
+                                           Affine(np.eye(2), np.zeros(2))), "enc"))
+    with pytest.raises(ConfigError, match="does not fit float32"):
+        build_model(tiny, fit_mixture(tiny.forward(x), (x[:, 0] > 0.5).astype(np.int64), 2), {}, "t")
+
+
+def test_a_stored_singular_covariance_is_a_model_error(linear):
+    model = onnx.load(str(linear.path))
+    prop = next(p for p in model.metadata_props if p.key == "gmm_mixture")
+    d = json.loads(prop.value)
+    d["covariance"] = np.diag([1.0] + [0.0] * (len(d["covariance"]) - 1)).tolist()
+    prop.value = json.dumps(d)
+    with pytest.raises(ModelError, match="covariance in its metadata is singular"):
+        classifier_from_onnx(model)
+
+
+def test_per_class_covariances_give_each_class_its_distance_from_the_shared_covariance():
+    z, y = blobs(0, 600, k=2, dim=3)
+    z[y == 1] = z[y == 1].mean(axis=0) + 3 * (z[y == 1] - z[y == 1].mean(axis=0))  # class 1 three times wider
+    mix = fit_mixture(z, y, 2, per_class=True)
+    kl = shared_covariance_kl(mix)
+    assert kl is not None and len(kl) == 2 and all(v > 0 for v in kl)
+    same = replace(mix, class_covariances=np.stack([mix.covariance, mix.covariance]))
+    assert np.allclose(shared_covariance_kl(same), 0, atol=1e-12)
+    # an isotropic case in closed form: KL(N(0, a I) || N(0, I)) = d (a - 1 - ln a) / 2
+    iso = replace(mix, covariance=np.eye(3), class_covariances=np.stack([2 * np.eye(3), np.eye(3)]))
+    assert shared_covariance_kl(iso)[0] == pytest.approx(1.5 * (2 - 1 - math.log(2)), rel=1e-12)
+    assert shared_covariance_kl(fit_mixture(z, y, 2)) is None
+
+
+@pytest.mark.parametrize("key, value, outcome", [
+    ("encoder", "pca", Outcome.REFUTED), ("latent_dim", 99, Outcome.REFUTED),
+    ("latent_label", 2, Outcome.UNDECIDED), ("closest_class", 0, Outcome.UNDECIDED)])
+def test_the_descriptive_fields_of_a_closed_form_are_rechecked(relu, tmp_path, key, value, outcome):
+    c = relu.classifier
+    cert = certify_gmm(c, relu.x[0], config=CertifyConfig(oracle="gmm", precision=1e-3), model_path=str(relu.path))
+    path = tmp_path / "c.json"
+    cert.save(path)
+    d = json.loads(path.read_text())
+    part = d["gmm"]["latent"] if key == "closest_class" else d["gmm"]
+    if part[key] == value:
+        value = 1
+    part[key] = value
+    path.write_text(json.dumps(d))
+    assert recheck(path, oracle="gmm").outcome is outcome

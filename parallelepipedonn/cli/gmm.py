@@ -118,8 +118,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     check_outputs(argparse.Namespace(model=args.model, input=None), args.out)
     if args.model is not None and args.encoder != "penultimate":
         raise ConfigError(f"--model is the network of the penultimate encoder; the {args.encoder} encoder takes none")
-    if args.latent_dim is not None and args.latent_dim < 1:
-        raise ConfigError(f"the latent dimension must be >= 1, got {args.latent_dim}")
+    if args.latent_dim is not None and args.latent_dim < 2:
+        raise ConfigError(f"the latent dimension must be >= 2 (the encoder is stored as a network, which has at "
+                          f"least two outputs), got {args.latent_dim}")
     trained_only = [o for o, v in (("--epochs", args.epochs), ("--epsilon", args.epsilon)) if v is not None]
     if trained_only and args.encoder != "trained":
         raise ConfigError(f"{trained_only[0]} is an option of the trained encoder")
@@ -150,7 +151,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             raise ConfigError(str(exc)) from exc
         defaults = EncoderTraining()
         config = EncoderTraining(hidden=sizes, latent_dim=args.latent_dim or DEFAULT_LATENT["trained"],
-                                 epochs=args.epochs or default_epochs(len(y)),
+                                 epochs=default_epochs(len(y)) if args.epochs is None else args.epochs,
                                  epsilon=defaults.epsilon if args.epsilon is None else args.epsilon, seed=args.seed)
         encoder = train_encoder(x, y, n_classes, input_shape, config, progress=not args.quiet)
         info["training"] = config.as_dict()
@@ -170,6 +171,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"  encoder Lipschitz <= {fmt(c.encoder_lipschitz)}; KL estimate (test latents vs mixture) "
           f"{kl if isinstance(kl, str) else f'{kl:.3g}'} nats{' (' + diag['kl_reason'] + ')' if diag['kl_reason'] else ''}; "
           f"fit in {result.seconds:.1f} s")
+    if diag.get("shared_covariance_kl") is not None:
+        per = [v if isinstance(v, str) else f"{v:.3g}" for v in diag["shared_covariance_kl"]]
+        print(f"  per-class covariances: KL(own Gaussian || shared-covariance one) per class {', '.join(per)} nats")
     return EXIT_OK
 
 

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -40,11 +41,6 @@ FloatArray = NDArray[np.float64]
 
 #: The oracle ``gmm certify`` uses unless told otherwise.
 DEFAULT_GMM_ORACLE = "gmm"
-
-#: Relative tolerance of the recheck's comparison of a stored and a recomputed estimate
-#: or distance (they agree to the last bits on the same machine).
-_RTOL = 1e-9
-
 
 @dataclass(frozen=True, eq=False)
 class ClosedForm:
@@ -133,6 +129,18 @@ class ClosedFormCheck:
     point: FloatArray | None = None
 
 
+def _within(name: str, point: FloatArray, x: FloatArray, radius: float) -> bool:
+    """Whether ``point`` lies within ``radius`` of ``x`` in the norm of ``name`` (input
+    L-infinity or L2), decided exactly (float64 values as rationals)."""
+    if not math.isfinite(radius):
+        return radius > 0
+    d = [Fraction(float(p)) - Fraction(float(c)) for p, c in zip(np.ravel(point), np.ravel(x))]
+    r = Fraction(float(radius))
+    if name == "input L2":
+        return r >= 0 and sum(v * v for v in d) <= r * r
+    return all(abs(v) <= r for v in d)
+
+
 def _stored_radii(stored: dict[str, Any]) -> dict[str, float | None]:
     lat = stored.get("latent") or {}
     out = {"latent L2": _unnum(lat.get("l2")), "latent Mahalanobis": _unnum(lat.get("mahalanobis")),
@@ -156,10 +164,18 @@ def recheck_closed_form(stored: dict[str, Any], classifier: GmmClassifier, x: Fl
     fresh = _stored_radii(form.to_dict())
     checks, undecided = [], []
     exact = {"input L-infinity": form.input_linf, "input L2": form.input_l2}
-    norms = {"input L-infinity": lambda d: float(np.abs(d).max()), "input L2": lambda d: float(np.sqrt((d * d).sum()))}
     if bool(stored.get("linear")) != form.linear:
         said = "linear" if stored.get("linear") else "not linear"
         return ClosedFormCheck("refuted", (), f"the certificate says the classifier is {said}; it is not")
+    for key, value in (("encoder", form.encoder), ("latent_dim", form.latent_dim)):
+        if key in stored and stored[key] != value:
+            return ClosedFormCheck("refuted", (), f"the certificate's {key} {stored[key]!r} is not the model's {value!r}")
+    # float64 estimates (an argmax, an argmin): another value is not confirmed, not refuted
+    for key, said, value in (("latent_label", stored.get("latent_label"), form.latent_label),
+                             ("latent closest_class", (stored.get("latent") or {}).get("closest_class"),
+                              form.latent.closest_class)):
+        if said is not None and said != value:
+            undecided.append(f"the stored {key} {said!r} is not the recomputed {value!r}")
     for name, value in _stored_radii(stored).items():
         if value is None:
             continue
@@ -168,13 +184,13 @@ def recheck_closed_form(stored: dict[str, Any], classifier: GmmClassifier, x: Fl
             checks.append(f"{name} radius {value:.6g} recomputed (proven {proven:.6g})")
             continue
         e = exact.get(name)
-        if e is not None and e.counterexample is not None and norms[name](e.counterexample - x) <= value:
+        if e is not None and e.counterexample is not None and _within(name, e.counterexample, x, value):
             return ClosedFormCheck("refuted", tuple(checks), f"the {name} radius {value:.6g} is beyond the exact "
                                    f"radius: a confirmed counterexample at distance {e.upper:.6g}", e.counterexample)
         undecided.append(f"the {name} radius {value:.6g} is above the recomputed proven {proven}")
     lipschitz = _unnum(stored.get("encoder_lipschitz"))
     if lipschitz is not None:  # a proven upper bound: one below the recomputed one is not proven here
-        if lipschitz >= form.encoder_lipschitz * (1 - _RTOL):
+        if lipschitz >= form.encoder_lipschitz:
             checks.append(f"encoder Lipschitz bound {lipschitz:.6g} recomputed (proven {form.encoder_lipschitz:.6g})")
         else:
             undecided.append(f"the encoder's Lipschitz bound {lipschitz:.6g} is below the recomputed proven "
@@ -193,7 +209,7 @@ def recheck_closed_form(stored: dict[str, Any], classifier: GmmClassifier, x: Fl
         if p.shape != x.shape or not domain.contains(p) or not classifier.network.misclassified(p, label)[0]:
             return ClosedFormCheck("refuted", tuple(checks), f"the stored {name} counterexample is not a misclassified "
                                    "point of the domain")
-        if upper is None or norms[name](p - x) > upper * (1 + _RTOL):
+        if upper is None or not _within(name, p, x, upper):
             return ClosedFormCheck("refuted", tuple(checks), f"the stored {name} counterexample lies beyond its "
                                    f"stored distance {upper}")
         checks.append(f"{name} counterexample confirmed (distance <= {upper:.6g})")

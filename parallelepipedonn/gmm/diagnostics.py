@@ -12,6 +12,9 @@
   loose (biased in high dimension with few points); **infinite** for degenerate latents
   (a coordinate with an atom, e.g. a ReLU's exact zeros, or latents on a lower-dimensional
   subspace), which have no density.
+* **Shared covariance** (with per-class covariances ``Sigma_k``): per class,
+  ``KL(N(mu_k, Sigma_k) || N(mu_k, Sigma))``, how far the class's own Gaussian is from the
+  shared-covariance one the classifier (affine) assumes (:func:`shared_covariance_kl`).
 * **Pinsker**: any event's probability differs between ``P`` and ``Q`` by at most
   ``TV <= sqrt(KL / 2)``, so the certified accuracy on the data distribution is at least
   the mixture's minus ``sqrt(KL / 2)`` — as good as the KL estimate.
@@ -152,23 +155,47 @@ def kl_estimate(z: FloatArray, labels: NDArray[np.int64], mixture: Mixture, k: i
     return KLEstimate(math.inf if reason else total, tuple(per_class), n, k, reason)
 
 
+def shared_covariance_kl(mixture: Mixture) -> list[float] | None:
+    """Per class ``k``, ``KL(N(mu_k, Sigma_k) || N(mu_k, Sigma))``: how far the class's own
+    Gaussian (its covariance ``Sigma_k``, fitted with ``--per-class-covariance``) is from
+    the shared-covariance one the classifier assumes (0: the same; ``inf`` where
+    ``Sigma_k`` is singular). ``None`` without per-class covariances."""
+    if mixture.class_covariances is None:
+        return None
+    shared = mixture.cholesky
+    logdet = 2 * float(np.log(np.diag(shared)).sum())
+    out = []
+    for cov in mixture.class_covariances:
+        sign, own = np.linalg.slogdet(cov)
+        if sign <= 0:
+            out.append(math.inf)
+            continue
+        solved = np.linalg.solve(shared, np.linalg.solve(shared, cov).T)  # L^-1 (L^-1 Sigma_k)^T
+        out.append(0.5 * (float(np.trace(solved)) - mixture.dim + logdet - float(own)))
+    return out
+
+
 def diagnostics(mixture: Mixture, weight: FloatArray, bias: FloatArray, z_test: FloatArray,
                 y_test: NDArray[np.int64], samples: int = 20000, seed: int = 0) -> dict[str, object]:
     """Predicted (mixture) and measured (held-out latents) certified accuracy at the latent
     L2 radii :data:`RADII_IN_SIGMA` (times the latents' spread), the KL estimate and the
-    Pinsker bound it implies, as a JSON-ready dict."""
+    Pinsker bound it implies, and (with per-class covariances) :func:`shared_covariance_kl`,
+    as a JSON-ready dict."""
     spread = math.sqrt(float(np.trace(mixture.covariance)) / mixture.dim)
     rhos = np.array(RADII_IN_SIGMA) * spread
     predicted = predicted_certified_accuracy(mixture, weight, bias, rhos, samples, seed)
     measured = certified_accuracy(latent_l2_radii(weight, bias, z_test, y_test), rhos)
     kl = kl_estimate(z_test, y_test, mixture)
+    per_class = shared_covariance_kl(mixture)
     bound = np.maximum(predicted - kl.pinsker, 0.0) if math.isfinite(kl.pinsker) else np.zeros_like(predicted)
     return {"latent_spread": spread, "latent_radii": rhos.tolist(), "predicted_certified_accuracy": predicted.tolist(),
             "measured_certified_accuracy": measured.tolist(), "pinsker_lower_bound": bound.tolist(),
             "kl_estimate": kl.value if math.isfinite(kl.value) else "inf", "kl_reason": kl.reason,
             "kl_points": kl.points, "kl_neighbours": kl.k, "samples": samples,
-            "kl_per_class": [v if math.isfinite(v) else str(v) for v in kl.per_class]}
+            "kl_per_class": [v if math.isfinite(v) else str(v) for v in kl.per_class],
+            "shared_covariance_kl": None if per_class is None else [v if math.isfinite(v) else str(v)
+                                                                    for v in per_class]}
 
 
 __all__ = ["KLEstimate", "asdict", "binary_isotropic_prediction", "certified_accuracy", "degenerate", "diagnostics",
-           "kl_estimate", "latent_l2_radii", "predicted_certified_accuracy"]
+           "kl_estimate", "latent_l2_radii", "predicted_certified_accuracy", "shared_covariance_kl"]

@@ -49,14 +49,17 @@ def round_up(value: float, n_terms: int) -> float:
 
 def div_down(a: FloatArray | float, b: FloatArray | float) -> FloatArray:
     """``a / b`` rounded towards 0 (``a >= 0``, ``b >= 0``; ``inf`` where ``b == 0 < a``,
-    0 where ``a == 0``): a proven lower bound of the exact quotient of the two numbers."""
+    0 where ``a == 0``; the largest float where a finite quotient overflows): a proven
+    lower bound of the exact quotient of the two numbers."""
     a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if (b_ > 0).all():  # the usual case: the same quotients without the guards
             q = a_ / b_
         else:
             q = np.where(b_ > 0, a_ / np.where(b_ > 0, b_, 1.0), np.where(a_ > 0, np.inf, 0.0))
-    return np.where(np.isfinite(q) & (q > 0), np.nextafter(q, 0.0), q)
+    overflow = np.isinf(q) & (b_ > 0) & np.isfinite(a_)
+    q = np.where(overflow, np.finfo(np.float64).max, q)
+    return np.where(np.isfinite(q) & (q > 0) & ~overflow, np.nextafter(q, 0.0), q)
 
 
 def _interval_product(ac: FloatArray, ar: FloatArray, bc: FloatArray, br: FloatArray

@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 from onnx import TensorProto, helper, numpy_helper
 
 from .._version import __version__
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ..io_utils import atomic_write_bytes
 from ..network import Affine, Network
 from ..onnx_export import chain_nodes, finish_model, input_nodes
@@ -50,6 +50,9 @@ ENCODERS = ("pca", "penultimate", "trained")
 #: The head must be the mixture's Bayes rule rounded to float32: within this relative
 #: distance (two float32 units, room for another machine's float64 solves).
 _HEAD_RTOL = 2.0 ** -22
+#: float32's smallest subnormal: a head entry rounded to float32 is off by at most half of it
+#: besides its relative rounding.
+_F32_TINY = float(np.finfo(np.float32).smallest_subnormal)
 
 
 def round_to_float32(net: Network) -> Network:
@@ -121,6 +124,19 @@ class GmmClassifier:
 
 
 # -- writing ---------------------------------------------------------------------------------
+def _float32_head(w: FloatArray, b: FloatArray) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The head's weights and offsets in float32, or :class:`ConfigError` where they do not
+    fit it (overflow, or nonzero weights all below its range): the latents' scale is
+    outside what a float32 head can classify."""
+    with np.errstate(over="ignore"):
+        w32, b32 = w.astype(np.float32), b.astype(np.float32)
+    if not (np.isfinite(w32).all() and np.isfinite(b32).all()) or (np.any(w != 0) and not np.any(w32 != 0)):
+        raise ConfigError(f"the mixture's head (weights up to {float(np.abs(w).max()):.3g}, offsets up to "
+                          f"{float(np.abs(b).max()):.3g}) does not fit float32: the encoder's latents are on a scale "
+                          "no float32 head can classify; rescale the encoder")
+    return w32, b32
+
+
 def build_model(encoder: Network, mixture: Mixture, info: dict[str, Any], name: str = "gmm") -> onnx.ModelProto:
     """The ONNX classifier ``head(encoder(x))`` (float32 weights: the encoder as given —
     already rounded, see :func:`round_to_float32` — and the mixture's head rounded), with
@@ -131,8 +147,8 @@ def build_model(encoder: Network, mixture: Mixture, info: dict[str, Any], name: 
     inits: list[onnx.TensorProto] = []
     latent = chain_nodes(encoder, input_nodes(encoder, nodes), nodes, inits, prefix="encoder_")
     w, b = mixture.head
-    inits += [numpy_helper.from_array(w.astype(np.float32), f"{HEAD_NODE}_W"),
-              numpy_helper.from_array(b.astype(np.float32), f"{HEAD_NODE}_B")]
+    w32, b32 = _float32_head(w, b)
+    inits += [numpy_helper.from_array(w32, f"{HEAD_NODE}_W"), numpy_helper.from_array(b32, f"{HEAD_NODE}_B")]
     nodes.append(helper.make_node("Gemm", [latent, f"{HEAD_NODE}_W", f"{HEAD_NODE}_B"], ["scores"], transB=1,
                                   name=HEAD_NODE))
     doc = f"latent Gaussian-mixture classifier ({info.get('encoder', 'encoder')} encoder) written by parallelepipedonn"
@@ -235,8 +251,17 @@ def classifier_from_onnx(model: onnx.ModelProto, name: str = "model") -> GmmClas
             or mixture.dim != dim:
         raise ModelError(f"model {name!r}: head {w.shape}, latent dimension {dim}, encoder output {encoder.n_classes} "
                          f"and mixture ({mixture.n_classes} classes, dimension {mixture.dim}) do not agree")
-    fw, fb = mixture.head
-    if not (np.allclose(w, fw, rtol=_HEAD_RTOL, atol=1e-30) and np.allclose(b, fb, rtol=_HEAD_RTOL, atol=1e-30)):
+    try:
+        fw, fb = mixture.head
+    except ConfigError:  # (its message is advice for fitting)
+        raise ModelError(f"model {name!r}: the covariance in its metadata is singular or not positive definite "
+                         "(not a mixture this tool fits)") from None
+    # absolute room: float32's smallest subnormal, and the relative room of the largest entry
+    # of the row (an entry far below its row's scale may differ in relative terms on another
+    # machine), of all offsets for the offsets
+    atol_w = _HEAD_RTOL * np.abs(fw).max(axis=1, keepdims=True, initial=0.0) + _F32_TINY
+    atol_b = _HEAD_RTOL * float(np.abs(fb).max(initial=0.0)) + _F32_TINY
+    if not (bool(np.all(np.abs(w - fw) <= atol_w + _HEAD_RTOL * np.abs(fw))) and np.allclose(b, fb, rtol=_HEAD_RTOL, atol=atol_b)):
         raise ModelError(f"model {name!r}: its head is not the Bayes rule of the mixture in its metadata")
     return GmmClassifier(network, encoder, w, b, mixture, meta)
 
