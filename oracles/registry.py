@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -286,7 +287,13 @@ def parse_oracle_options(texts: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"an oracle option is KEY=VALUE or STAGE.KEY=VALUE (e.g. bab.steps=20), got {text!r}")
         if key in out:
             raise ConfigError(f"oracle option {key!r} given twice")
-        out[key] = _option_value(raw)
+        value = _option_value(raw)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"oracle option {key!r}: {raw!r} is not a finite number")
+        if key.rsplit(".", 1)[-1] == "time_limit" and not (isinstance(value, (int, float)) and value > 0
+                                                             and not isinstance(value, bool)):
+            raise ConfigError(f"oracle option {key!r}: a time limit is a positive number of seconds, got {raw!r}")
+        out[key] = value
     return out
 
 

@@ -309,7 +309,7 @@ def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultS
     path: it is opened (created) only once the arguments are checked, and closed at the end.
     """
     config = config or CertifyConfig()
-    dom = resolve_domain(domain, network.n_inputs)
+    dom = resolve_domain(domain, network)
     if label is not None:
         if certify_true_label:
             raise ConfigError("give a label to certify, or certify each input's true label, not both")

@@ -17,6 +17,7 @@ from oracles.registry import accepts_option, make_oracle
 
 from .box import Box, linf_distance_up
 from .certificate import Certificate
+from .classifier import Classifier
 from .errors import ConfigError, InputDataError, OracleError
 from .inputs import as_network_input
 from .io_utils import sha256_file
@@ -92,13 +93,16 @@ def build_oracles(network: Network, config: CertifyConfig) -> tuple[Oracle, Orac
     return oracle, falsifier
 
 
-def resolve_domain(domain: Box | None, n: int) -> Box:
-    """``domain`` (default ``[0, 1]^n``), checked: ``n`` dimensions, finite bounds."""
+def resolve_domain(domain: Box | None, model: Classifier) -> Box:
+    """``domain`` (default ``[0, 1]^n``), checked: the model's ``n`` dimensions, finite
+    bounds, within the model's :attr:`~parallelepipedonn.classifier.Classifier.input_bound`."""
+    n = model.n_inputs
     dom = domain if domain is not None else Box.unit(n)
     if dom.n != n:
         raise ConfigError(f"the domain has {dom.n} dimensions, the network {n} inputs")
     if not (np.isfinite(dom.lower).all() and np.isfinite(dom.upper).all()):
         raise ConfigError("the domain must be bounded (finite lower and upper bounds)")
+    model.check_input_range(dom.lower, dom.upper)
     return dom
 
 
@@ -219,8 +223,7 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
     """
     start = time.perf_counter()
     config = config or CertifyConfig()
-    n = network.n_inputs
-    dom = resolve_domain(domain, n)
+    dom = resolve_domain(domain, network)
     try:
         values = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:

@@ -13,9 +13,22 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .errors import InputDataError, LabelError
+from .errors import InputDataError, LabelError, ValueRangeError
 
 FloatArray = NDArray[np.float64]
+
+
+def apply_final(op: str, scores: ArrayLike) -> FloatArray:
+    """A model file's outputs from its IR's scores (float64, along the last axis): the
+    final ``op`` its IR dropped (``"Softmax"``, ``"LogSoftmax"``) applied, or the scores
+    where ``op`` is ``""``. An estimate in float64, not rounded outward."""
+    z = np.asarray(scores, dtype=np.float64)
+    if not op:
+        return z
+    with np.errstate(over="ignore", invalid="ignore"):
+        shifted = z - z.max(axis=-1, keepdims=True)
+        lse = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        return np.exp(shifted - lse) if op == "Softmax" else shifted - lse
 
 
 class Classifier:
@@ -25,9 +38,30 @@ class Classifier:
 
     n_inputs: int
     n_classes: int
+    #: The largest input magnitude for which the ONNX importer proved that the model file's
+    #: float32 values stay in float32's range where onnxruntime computes them (the bounds it
+    #: checks grow at most linearly with the inputs beyond magnitude 1); ``inf`` for a model
+    #: not read from a float32 file. Beyond it onnxruntime's values may overflow where the
+    #: IR's (exact) do not: :meth:`check_input_range` refuses such domains.
+    input_bound: float
+    #: ``"Softmax"`` or ``"LogSoftmax"`` where the model file ends in one that the importer
+    #: dropped (it keeps the order of the class scores, so robustness is the same), else
+    #: ``""``: the IR's outputs are the scores before it, and a property on the outputs
+    #: themselves (not only on their order) is not the file's
+    #: (:meth:`~parallelepipedonn.vnnlib.VnnlibProperty.check_final`).
+    dropped_final: str
 
     def forward(self, x: ArrayLike) -> FloatArray:
         raise NotImplementedError
+
+    def check_input_range(self, lower: ArrayLike, upper: ArrayLike, what: str = "the domain") -> None:
+        """:class:`ValueRangeError` if the box ``[lower, upper]`` reaches inputs beyond
+        :attr:`input_bound` (the IR would then not be what onnxruntime computes there)."""
+        reach = max(float(np.max(np.abs(lower), initial=0.0)), float(np.max(np.abs(upper), initial=0.0)))
+        if not reach <= self.input_bound:
+            raise ValueRangeError(f"{what} reaches inputs of magnitude {reach:.6g}; the model file's float32 values "
+                                  f"are proven in range only up to {self.input_bound:.6g} (onnxruntime's may "
+                                  "overflow beyond it, where the IR computes exactly)")
 
     def margin_errors(self, x: ArrayLike, label: int) -> tuple[FloatArray, FloatArray]:
         raise NotImplementedError

@@ -29,6 +29,13 @@ class UnsupportedOperatorError(ModelError):
         super().__init__(f"{msg}: {detail}" if detail else msg)
 
 
+class ValueRangeError(ModelError):
+    """A model whose values would leave its float type's range in onnxruntime (overflow to
+    infinity, or an underflow to 0 that the rest of the model amplifies): the IR, exact
+    arithmetic on the weights, would not compute what the model computes. A refusal on
+    the numbers, not on the structure: no other importer may accept the model instead."""
+
+
 class ModelTooLargeError(ModelError):
     """A network whose import would build a dense array over the importer's memory limit."""
 

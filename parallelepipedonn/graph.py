@@ -18,6 +18,7 @@ ReLUs form a chain (convolutions, pooling, ... composed into dense affine maps, 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -86,6 +87,10 @@ class Graph(Classifier):
     input_shape: tuple[int, ...]
     nodes: tuple[gn.Node, ...]
     name: str = ""
+    #: see :attr:`Classifier.input_bound`
+    input_bound: float = math.inf
+    #: see :attr:`Classifier.dropped_final`
+    dropped_final: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))

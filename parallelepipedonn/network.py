@@ -11,6 +11,7 @@ float64 weights — :meth:`Network.forward` computes it in float64, and
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -89,6 +90,10 @@ class Network(Classifier):
     input_shape: tuple[int, ...]
     layers: tuple[Layer, ...]
     name: str = ""
+    #: see :attr:`Classifier.input_bound`
+    input_bound: float = math.inf
+    #: see :attr:`Classifier.dropped_final`
+    dropped_final: str = ""
 
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.input_shape)
@@ -111,7 +116,8 @@ class Network(Classifier):
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def from_layers(cls, input_shape: Sequence[int], layers: Iterable[Layer], name: str = "") -> Network:
+    def from_layers(cls, input_shape: Sequence[int], layers: Iterable[Layer], name: str = "",
+                    input_bound: float = math.inf, dropped_final: str = "") -> Network:
         """Build a network from any sequence of affine maps and ReLUs, merging consecutive
         affine maps and repeated ReLUs into the canonical alternating form."""
         n = int(np.prod(tuple(input_shape))) if tuple(input_shape) else 1
@@ -132,7 +138,7 @@ class Network(Classifier):
         if out and isinstance(out[-1], ReLU):
             width = out[-2].out_features  # type: ignore[union-attr]
             out.append(Affine(np.eye(width), np.zeros(width)))
-        return cls(tuple(input_shape), tuple(out), name)
+        return cls(tuple(input_shape), tuple(out), name, input_bound, dropped_final)
 
     # -- structure ----------------------------------------------------------------------
     @property

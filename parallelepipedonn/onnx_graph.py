@@ -22,7 +22,7 @@ are the IR, whose exact semantics is what is certified.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +31,7 @@ import torch
 
 from . import graph_nodes as gn
 from . import onnx_import
-from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
+from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError, ValueRangeError
 from .graph import Graph
 from .onnx_read import BN_EPSILON, RESHAPING_OPS, Lin, OnnxWalker, attr_str, gib
 
@@ -51,8 +51,9 @@ class _Sym(Lin):
         return self.full
 
 
-def check_value_range(graph: Graph, dtypes: list[np.dtype], unfolded: dict[int, np.ndarray] | None = None) -> None:
-    """:class:`ModelError` for a graph whose values leave its ONNX float types' range where
+def check_value_range(nodes: Sequence[gn.Node], dtypes: list[np.dtype],
+                      unfolded: dict[int, np.ndarray] | None = None) -> float:
+    """:class:`ValueRangeError` for a graph whose values leave its ONNX float types' range where
     onnxruntime computes them (the IR computes exactly, so that the two would differ by far
     more than rounding):
 
@@ -71,8 +72,12 @@ def check_value_range(graph: Graph, dtypes: list[np.dtype], unfolded: dict[int, 
       the node (a ReLU passes it on).
 
     Sums of absolute values in float64, an upper bound up to its own rounding (immaterial
-    at these thresholds)."""
-    nodes = graph.nodes
+    at these thresholds).
+
+    Returns the input magnitude up to which the float32 nodes' values stay in range (each
+    bound grows at most linearly with the inputs' magnitude beyond 1: the largest number
+    over the largest bound; ``inf`` without float32 nodes): the graph's ``input_bound``."""
+    headroom = math.inf
     with torch.no_grad():
         scale: list[torch.Tensor] = []
         for node in nodes:
@@ -101,8 +106,11 @@ def check_value_range(graph: Graph, dtypes: list[np.dtype], unfolded: dict[int, 
                 top = max(top, float(pre.max()))
             info = np.finfo(dtypes[k])
             if not top <= float(info.max):
-                raise ModelError(f"node {node.name or len(scale)!r} ({node.kind}): its values reach {top:.3g} on inputs "
-                                 f"of magnitude 1, beyond {info.dtype}'s range: onnxruntime's would be infinite")
+                raise ValueRangeError(f"node {node.name or len(scale)!r} ({node.kind}): its values reach {top:.3g} on "
+                                      f"inputs of magnitude 1, beyond {info.dtype}'s range: onnxruntime's would be "
+                                      "infinite")
+            if dtypes[k] == np.float32 and top > 0:
+                headroom = min(headroom, float(info.max) / top)
             scale.append(s)
         gain: list[torch.Tensor | None] = [None] * len(nodes)
         gain[-1] = torch.ones(1, *nodes[-1].shape, dtype=torch.float64)
@@ -115,9 +123,10 @@ def check_value_range(graph: Graph, dtypes: list[np.dtype], unfolded: dict[int, 
                 info = np.finfo(dtypes[k])
                 lost = float(g.sum()) * float(info.smallest_subnormal) / 2
                 if not lost <= float(info.eps) / 2:
-                    raise ModelError(f"node {node.name or k!r} ({node.kind}): the graph amplifies the underflow of its "
-                                     f"{info.dtype} values (rounded to 0 below {info.dtype}'s range) into the scores "
-                                     f"by up to {lost:.3g}: onnxruntime's scores would differ from the IR's")
+                    raise ValueRangeError(f"node {node.name or k!r} ({node.kind}): the graph amplifies the underflow "
+                                          f"of its {info.dtype} values (rounded to 0 below {info.dtype}'s range) into "
+                                          f"the scores by up to {lost:.3g}: onnxruntime's scores would differ from the "
+                                          "IR's")
             if isinstance(node, gn.LinearNode):
                 parts = [node.apply_abs_t(g)]
             elif isinstance(node, gn.Concat):
@@ -126,6 +135,7 @@ def check_value_range(graph: Graph, dtypes: list[np.dtype], unfolded: dict[int, 
                 parts = [g] * len(node.inputs)
             for i, part in zip(node.inputs, parts):
                 gain[i] = part if gain[i] is None else gain[i] + part
+    return headroom
 
 
 class GraphImporter(OnnxWalker):
@@ -176,9 +186,8 @@ class GraphImporter(OnnxWalker):
         if total > limit:
             raise ModelTooLargeError(f"the network's weights take {gib(total)} as float64, over the importer's "
                                      f"limit of {gib(limit)} (parallelepipedonn.onnx_import.MAX_MODEL_BYTES)")
-        graph = Graph(ir_shape, tuple(self.nodes), self.name)
-        check_value_range(graph, self.dtypes, self.unfolded)
-        return graph
+        bound = check_value_range(self.nodes, self.dtypes, self.unfolded)
+        return Graph(ir_shape, tuple(self.nodes), self.name, input_bound=bound, dropped_final=self.dropped_final)
 
     # -- helpers ------------------------------------------------------------------------
     def _check_range(self, label: str, op: str, v: Lin) -> None:
@@ -448,8 +457,9 @@ class GraphImporter(OnnxWalker):
         a = scale / np.sqrt(denom)
         info = np.finfo(x.dtype)
         if not np.abs(a).max() <= info.max:  # onnxruntime's factor: infinite
-            raise ModelError(f"node {label!r} (BatchNormalization): scale / sqrt(variance + epsilon) reaches "
-                             f"{np.abs(a).max():.3g}, beyond {info.dtype}'s range: onnxruntime's values would not be finite")
+            raise ValueRangeError(f"node {label!r} (BatchNormalization): scale / sqrt(variance + epsilon) reaches "
+                                  f"{np.abs(a).max():.3g}, beyond {info.dtype}'s range: onnxruntime's values would "
+                                  "not be finite")
         shift = bias - mean * a
         prev = self.nodes[x.node]
         outputs = {o.name for o in self.graph.output}

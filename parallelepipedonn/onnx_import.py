@@ -25,6 +25,7 @@ a :class:`ModelError` before anything is allocated.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -36,7 +37,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
+from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError, ValueRangeError
 from .network import Affine, Layer, Network, ReLU
 from .onnx_read import (
     BN_EPSILON,
@@ -103,7 +104,7 @@ class _Importer(OnnxWalker):
         if sum(d > 1 for d in shape) > 1:
             raise ModelError(f"the model's output has shape {list(shape)}: not a vector of class scores")
         self._close_affine(out)
-        return Network.from_layers(ir_shape, self.layers, self.name)
+        return Network.from_layers(ir_shape, self.layers, self.name, self.input_bound, self.dropped_final)
 
     def _need_rows(self, label: str, op: str, v: Lin, shape: Sequence[int]) -> None:
         self._need(f"node {label!r} ({op})", math.prod(shape), v.rows.shape[0])
@@ -235,12 +236,16 @@ class _Importer(OnnxWalker):
         b2 = (*b_shape, 1) if len(b_shape) == 1 else b_shape
         nd = max(len(a2), len(b2))
         p = lin.rows.shape[0]
+        bound = self.value_bound(lin)  # |values| of the input-dependent operand, for its partial sums
         if isinstance(a, Lin):
             left = lin.rows.reshape(p, *([1] * (nd - len(a2))), *a2)
             right = const_.reshape(1, *([1] * (nd - len(b2))), *b2)
+            sums = np.matmul(bound.reshape(left.shape[1:]), np.abs(right[0]))
         else:
             left = const_.reshape(1, *([1] * (nd - len(a2))), *a2)
             right = lin.rows.reshape(p, *([1] * (nd - len(b2))), *b2)
+            sums = np.matmul(np.abs(left[0]), bound.reshape(right.shape[1:]))
+        self.check_bound(label, "MatMul", sums, lin.dtype, "partial sums")
         out = np.matmul(left, right)
         return lin.like(out.reshape(p, *out_shape))
 
@@ -271,10 +276,14 @@ class _Importer(OnnxWalker):
         if isinstance(a, Lin) or isinstance(b, Lin):
             lin = a if isinstance(a, Lin) else b
             self._need_rows(label, "Gemm", lin, (m, n))
+            bound = self.value_bound(lin).reshape(lin.shape)  # for the partial sums of A B
             if isinstance(a, Lin):
                 rows = np.matmul(t(a.rows, trans_a), t(self._const(b), trans_b))
+                sums = np.matmul(t(bound, trans_a), t(np.abs(self._const(b)), trans_b))
             else:
                 rows = np.matmul(t(self._const(a), trans_a), t(b.rows, trans_b))
+                sums = np.matmul(t(np.abs(self._const(a)), trans_a), t(bound, trans_b))
+            self.check_bound(label, "Gemm", sums, lin.dtype, "partial sums of A B")
             if alpha != 1.0:  # onnxruntime multiplies by alpha after the product: that must be finite too
                 self._check_range(label, "Gemm", lin.like(rows))
             product = lin.like(alpha * rows)
@@ -355,6 +364,11 @@ class _Importer(OnnxWalker):
                 inp = torch.from_numpy(np.ascontiguousarray(x.rows[lo:lo + chunk, 0]))
                 inp = torch.nn.functional.pad(inp, torch_pads)
                 rows[lo:lo + chunk, 0] = conv(inp, weight, stride=strides, dilation=dil, groups=group).numpy()
+            # the partial sums: |W| applied to a bound of the input's values
+            bound = torch.from_numpy(self.value_bound(x).reshape(x.shape))
+            sums = conv(torch.nn.functional.pad(bound, torch_pads), weight.abs().double(), stride=strides,
+                        dilation=dil, groups=group).numpy()
+        self.check_bound(label, "Conv", sums, x.dtype, "partial sums")
         if bias is not None:
             rows[0] += self._const(bias).reshape(1, -1, *([1] * spatial))
         return x.like(rows)
@@ -379,8 +393,9 @@ class _Importer(OnnxWalker):
         a = scale / np.sqrt(denom)
         info = np.finfo(x.dtype)
         if not np.abs(a).max() <= info.max:  # onnxruntime's factor: infinite
-            raise ModelError(f"node {label!r} (BatchNormalization): scale / sqrt(variance + epsilon) reaches "
-                             f"{np.abs(a).max():.3g}, beyond {info.dtype}'s range: onnxruntime's values would not be finite")
+            raise ValueRangeError(f"node {label!r} (BatchNormalization): scale / sqrt(variance + epsilon) reaches "
+                                  f"{np.abs(a).max():.3g}, beyond {info.dtype}'s range: onnxruntime's values would "
+                                  "not be finite")
         bshape = (1, -1, *([1] * (len(x.shape) - 2)))
         scaled = self._scale(label, "BatchNormalization", x, a.reshape(bshape))
         return self._lin_plus_const(label, "BatchNormalization", scaled, (bias - mean * a).reshape(bshape))
@@ -467,17 +482,41 @@ def model_from_onnx(model: onnx.ModelProto, name: str = "") -> Network | Graph:
     if wants_graph(model):
         try:
             return graph_from_onnx(model, name)
+        except ValueRangeError:  # a refusal on the numbers, which no other importer may overrule
+            raise
         except ModelError as graph_error:
             try:
                 return _Importer(model, name).run()
             except ModelError:
                 raise graph_error from None
     try:
-        return _Importer(model, name).run()
+        chain = _Importer(model, name).run()
     except ModelError as exc:
         if "is not a chain" not in str(exc):
             raise
         return graph_from_onnx(model, name)
+    return _checked_as_graph(chain, model, name)
+
+
+def _checked_as_graph(chain: Network, model: onnx.ModelProto, name: str) -> Network:
+    """A float32 model the chain importer read, checked by the graph importer's range
+    checks too where it reads the model (the chain importer folds each stage into one
+    affine map, so it cannot see an underflow to 0 that a later factor amplifies): its
+    :class:`ValueRangeError` stands, and the smaller of the two input bounds is kept."""
+    from .onnx_graph import graph_from_onnx
+
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        return chain
+    try:
+        graph = graph_from_onnx(model, name)
+    except ValueRangeError:
+        raise
+    except ModelError:  # a structure only the chain importer reads (e.g. a 1-D convolution)
+        return chain
+    if graph.input_bound >= chain.input_bound:
+        return chain
+    return dataclasses.replace(chain, input_bound=graph.input_bound)
 
 
 

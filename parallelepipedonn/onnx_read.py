@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
 
-from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
+from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError, ValueRangeError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,12 @@ BN_EPSILON = float(np.float32(1e-5))
 _FINAL_MONOTONE_OPS = {"Softmax", "LogSoftmax"}
 #: Operators whose value onnxruntime draws at random at every run: never folded.
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def _range_error(label: str, op: str, why: str) -> ValueRangeError:
+    """A refusal of node ``label`` on its numbers (:class:`ValueRangeError`), worded as the
+    importer's other refusals."""
+    return ValueRangeError(f"unsupported ONNX node {label!r} (op {op}): {why}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,6 +111,11 @@ class OnnxWalker:
         #: a bound of the current stage's variables for inputs of magnitude at most 1 (a ReLU
         #: passes the bound of its input on): what the coefficients' values are checked with
         self.stage_scale = 1.0
+        #: the input magnitude up to which the float32 values checked so far stay in range
+        #: (:attr:`~parallelepipedonn.classifier.Classifier.input_bound`)
+        self.input_bound = math.inf
+        #: the final Softmax or LogSoftmax dropped (:attr:`Classifier.dropped_final`), or ""
+        self.dropped_final = ""
 
     # -- reading the model --------------------------------------------------------------
     def _infer_shapes(self) -> None:
@@ -238,18 +249,29 @@ class OnnxWalker:
         for lo in range(0, flat.size, step):
             block = flat[lo:lo + step]
             if not np.isfinite(block).all():
-                raise UnsupportedOperatorError(label, op, "its values are NaN or infinite")
+                raise _range_error(label, op, "its values are NaN or infinite")
             if block.max() > info.max or block.min() < -info.max:
-                raise UnsupportedOperatorError(label, op, f"its coefficients overflow {v.dtype}: onnxruntime's "
-                                               "values would be infinite")
+                raise _range_error(label, op, f"its coefficients overflow {v.dtype}: onnxruntime's "
+                                   "values would be infinite")
             magnitude = np.abs(block)
             if ((magnitude < info.smallest_subnormal) & (magnitude > 0)).any():
-                raise UnsupportedOperatorError(label, op, f"its coefficients underflow {v.dtype} (below its "
-                                               "smallest subnormal number): onnxruntime's values would be 0")
-        top = float(self.value_bound(v).max()) if v.rows.size else 0.0
+                raise _range_error(label, op, f"its coefficients underflow {v.dtype} (below its "
+                                   "smallest subnormal number): onnxruntime's values would be 0")
+        self.check_bound(label, op, self.value_bound(v), v.dtype)
+
+    def check_bound(self, label: str, op: str, bound: np.ndarray, dtype: np.dtype, what: str = "values") -> None:
+        """``bound``: a bound of values node ``label`` computes (of ``dtype``) for inputs of
+        magnitude 1, which must stay in the type's range (and in float32 set how far the
+        inputs may grow: :attr:`input_bound`)."""
+        info = np.finfo(dtype)
+        top = float(np.max(bound, initial=0.0))
+        if math.isnan(top):  # NaN weights
+            raise _range_error(label, op, "its values are NaN or infinite")
         if not top <= float(info.max):
-            raise UnsupportedOperatorError(label, op, f"its values reach {top:.3g} for inputs of magnitude 1, beyond "
-                                           f"{v.dtype}'s range: onnxruntime's would be infinite")
+            raise _range_error(label, op, f"its {what} reach {top:.3g} for inputs of magnitude 1, beyond "
+                               f"{np.dtype(dtype)}'s range: onnxruntime's would be infinite")
+        if np.dtype(dtype) == np.float32 and top > 0:
+            self.input_bound = min(self.input_bound, float(info.max) / top)
 
     def value_bound(self, v: Lin) -> np.ndarray:
         """A bound of ``|v|`` (per value) for inputs of magnitude at most 1: ``|offset| +
@@ -418,6 +440,7 @@ class OnnxWalker:
                 label, node.op_type, f"over axis {axis} of shape {shape} it normalises groups of {group} of the "
                 f"{n} scores separately (a group of 1 is a constant 1): not order-preserving for the class scores")
         log.info("dropping final %s %r: it preserves the order of the class scores", node.op_type, label)
+        self.dropped_final = node.op_type
         return v
 
 

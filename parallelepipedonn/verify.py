@@ -42,8 +42,9 @@ from oracles.base import Oracle, Verdict
 
 from ._version import __version__
 from .box import Box
-from .certificate import parse_stored
+from .certificate import _num, _unnum, parse_stored
 from .certify import CertifyConfig, build_oracles, confirm_in_ball, resolve_domain
+from .classifier import apply_final
 from .errors import ConfigError
 from .inputs import as_network_input
 from .io_utils import atomic_write_bytes
@@ -186,6 +187,9 @@ class Verification:
     load_seconds: float | None = None
     tool_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    #: the model file's final Softmax / LogSoftmax that its IR drops (``outputs`` are the
+    #: IR's scores, before it; the VNN-COMP result file applies it), or ""
+    dropped_final: str = ""
 
     @property
     def status(self) -> Status:
@@ -200,7 +204,7 @@ class Verification:
         the counterexample ``((X_0 v) ... (Y_0 v) ...)``."""
         text = f"{self.answer.value}\n"
         if self.answer is Answer.SAT and self.counterexample is not None and self.outputs is not None:
-            text += format_counterexample(self.counterexample, self.outputs)
+            text += format_counterexample(self.counterexample, apply_final(self.dropped_final, self.outputs))
         return text
 
     # -- JSON ---------------------------------------------------------------------------
@@ -212,7 +216,8 @@ class Verification:
             "model_sha256": self.model_sha256, "network": self.network, "input_shape": list(self.input_shape),
             "property": self.property, "oracle": self.oracle, "oracle_settings": self.oracle_settings,
             "counterexample": None if self.counterexample is None else self.counterexample.tolist(),
-            "outputs": None if self.outputs is None else self.outputs.tolist(),
+            "outputs": None if self.outputs is None else [_num(float(v)) for v in self.outputs],
+            "dropped_final": self.dropped_final or None,
             "regions": list(self.regions), "timeout": self.timeout, "seconds": self.seconds,
             **({} if self.load_seconds is None else {"load_seconds": self.load_seconds}),
         }
@@ -237,9 +242,10 @@ class Verification:
                        network=d.get("network", ""), input_shape=tuple(d["input_shape"]), oracle=d["oracle"],
                        oracle_settings=d.get("oracle_settings", {}),
                        counterexample=None if cex is None else np.asarray(cex, dtype=np.float64),
-                       outputs=None if out is None else np.asarray(out, dtype=np.float64),
+                       outputs=None if out is None else np.asarray([_unnum(v) for v in out], dtype=np.float64),
                        regions=tuple(d.get("regions", ())), timeout=d.get("timeout"), seconds=float(d["seconds"]),
-                       load_seconds=d.get("load_seconds"), tool_version=d.get("tool_version", ""), created=d.get("created", ""))
+                       load_seconds=d.get("load_seconds"), tool_version=d.get("tool_version", ""), created=d.get("created", ""),
+                       dropped_final=str(d.get("dropped_final") or ""))
 
         return parse_stored(d, FORMAT_NAME, FORMAT_VERSION, "verification result", build)
 
@@ -352,8 +358,12 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
     _check_timeout(timeout)
     clock = _Clock(timeout)
     prop.check_model(model.n_inputs, model.n_classes)
+    if model.dropped_final:
+        prop.check_final(model.dropped_final)
     if domain is not None:
         prop.check_domain(domain.lower, domain.upper)
+    for k, region in enumerate(prop.regions):
+        model.check_input_range(*region.outer_box(), what=f"the property's input box {k + 1}")
     from .property_net import ReductionError, reduce_region
 
     config, note = (config or VerifyConfig()).within(timeout).for_model(model)
@@ -368,7 +378,7 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
                 "domain": None if domain is None else _domain_json(domain)}
         return Verification(answer, reason, info, model_path, model_sha256, model.describe(), model.input_shape,
                             oracle_name, {**settings, **({"note": note} if note else {})}, cex, outputs,
-                            tuple(records), timeout, clock.elapsed)
+                            tuple(records), timeout, clock.elapsed, dropped_final=model.dropped_final)
 
     if not prop.regions:
         return result(Answer.UNSAT, "the assertions admit no unsafe point")
@@ -442,7 +452,7 @@ def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, labe
     if not (epsilon > 0 and np.isfinite(epsilon)):
         raise ConfigError(f"epsilon must be a positive number, got {epsilon}")
     clock = _Clock(timeout)
-    dom = resolve_domain(domain, model.n_inputs)
+    dom = resolve_domain(domain, model)
     xa = as_network_input(np.asarray(x, dtype=np.float64), model.input_shape, dom)
     predicted = int(model.predict(xa)[0])
     label = predicted if label is None else model.check_label(label)
@@ -456,7 +466,7 @@ def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, labe
         outputs = None if cex is None else model.forward(cex)[0]
         return Verification(answer, reason, info, model_path, model_sha256, model.describe(), model.input_shape,
                             oracle_name, {**settings, **({"note": note} if note else {})}, cex, outputs,
-                            tuple(records), timeout, clock.elapsed)
+                            tuple(records), timeout, clock.elapsed, dropped_final=model.dropped_final)
 
     if model.misclassified(xa, label)[0]:
         why = f"classifies it as {predicted}" if predicted != label else "has a tie there"

@@ -131,15 +131,22 @@ def _stored_outputs_claim(stored: FloatArray | None, model: Network | Graph, cex
     logit's); undecided where the model has one output and no such bound."""
     actual = model.forward(cex[None])[0]
     values = None if stored is None else np.asarray(stored, dtype=np.float64)
-    if values is None or values.shape != actual.shape or not np.isfinite(values).all():
+    if values is None or values.shape != actual.shape:
         return ClaimCheck("refuted", "the stored outputs are not the model's at the counterexample")
+    finite = np.isfinite(actual)  # where the pass overflows, the stored value must be the same inf (or NaN)
+    if not (np.array_equal(values[~finite], actual[~finite], equal_nan=True) and np.isfinite(values[finite]).all()):
+        return ClaimCheck("refuted", "the stored outputs are not the model's at the counterexample")
+    if np.array_equal(values, actual, equal_nan=True):
+        return None
     if model.n_classes < 2:
-        if np.array_equal(values, actual):
-            return None
         return ClaimCheck("undecided", "the stored output differs from this machine's forward pass; with one output "
                           "there is no rounding bound to tell whether it can be another machine's")
     _, err = model.margin_errors(cex, 0)
-    if (np.abs(values - actual) > 2 * err[0]).any():
+    bound = float(err[0])  # covers every logit's rounding
+    if not np.isfinite(bound):
+        return ClaimCheck("undecided", "the stored outputs differ from this machine's forward pass, whose rounding "
+                          "error bound is not finite")
+    if (np.abs(values[finite] - actual[finite]) > 2 * bound).any():
         return ClaimCheck("refuted", "the stored outputs are not the model's at the counterexample (beyond the "
                           "forward pass's rounding error)")
     return None

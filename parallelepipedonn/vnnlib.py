@@ -217,6 +217,28 @@ class VnnlibProperty:
                 for constraint in disjunct:
                     constraint.integer_row(n_outputs, self.path)
 
+    def check_final(self, op: str) -> None:
+        """:class:`PropertyError` (naming its line) for an output constraint that a final
+        ``op`` (``"Softmax"`` or ``"LogSoftmax"``) the model's IR dropped changes: the IR
+        reads the scores before it, which keep their order but not their values. Kept:
+        under LogSoftmax (``log p = z - logsumexp(z)``) a constraint whose coefficients sum
+        to 0 (the same on ``z``); under Softmax a comparison of two outputs,
+        ``a (Y_i - Y_j)`` against 0."""
+        for region in self.regions:
+            for disjunct in region.disjuncts:
+                for c in disjunct:
+                    coefs = [v for _, v in c.coefficients]
+                    if op == "LogSoftmax":
+                        kept = sum(coefs) == 0
+                        need = "coefficients that sum to 0 (e.g. Y_0 - Y_1 <= c)"
+                    else:
+                        kept = len(coefs) == 2 and coefs[0] == -coefs[1] and c.rhs == 0
+                        need = "the comparison of two outputs (e.g. Y_0 - Y_1 <= 0)"
+                    if not kept:
+                        raise PropertyError(self.path, c.line, f"the model ends in a {op}, which the IR drops (it "
+                                            f"keeps the order of the scores, not their values): a constraint on its "
+                                            f"outputs must be {need}, not {c.describe()}")
+
     def check_domain(self, lower: FloatArray, upper: FloatArray) -> None:
         """:class:`PropertyError` (naming the bound's line) unless every input box lies in
         the domain ``[lower, upper]`` (one value per input)."""

@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import helper
 
-from parallelepipedonn.errors import ModelError, ModelTooLargeError, UnsupportedOperatorError
+from parallelepipedonn.errors import ModelError, ModelTooLargeError, UnsupportedOperatorError, ValueRangeError
 from parallelepipedonn.models import DEFAULT_MODELS, data_dir
 from parallelepipedonn.onnx_export import network_to_onnx
-from parallelepipedonn.onnx_import import load_onnx, network_from_onnx, network_from_onnx_bytes
+from parallelepipedonn.onnx_import import load_onnx, model_from_onnx, network_from_onnx, network_from_onnx_bytes
 from tests.nets import make_model, ort_forward, random_network, tensor
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is needed to compare outputs")
@@ -417,7 +417,7 @@ def test_values_that_overflow_float32_in_onnxruntime_are_refused():
              helper.make_node("Mul", ["h2", "small"], ["h3"])]
     model = _tiny(nodes, "h3", extra=(tensor("big", np.array(1e30, np.float32)),
                                       tensor("small", np.array(1e-40, np.float32))))
-    with pytest.raises(UnsupportedOperatorError, match=r"'mul2' \(op Mul\).*overflow float32"):
+    with pytest.raises(ValueRangeError, match=r"'mul2' \(op Mul\).*overflow float32"):
         network_from_onnx(model)
 
 
@@ -430,8 +430,73 @@ def test_values_that_underflow_float32_in_onnxruntime_are_refused():
                                       tensor("small", np.array(1e-30, np.float32))))
     rng = np.random.default_rng(0)  # onnxruntime's scores do not depend on the input (they are dense2's bias)
     assert (ort_forward(model, rng.random((1, 4), np.float32)) == ort_forward(model, rng.random((1, 4), np.float32))).all()
-    with pytest.raises(UnsupportedOperatorError, match=r"'mul2' \(op Mul\).*underflow float32"):
+    with pytest.raises(ValueRangeError, match=r"'mul2' \(op Mul\).*underflow float32"):
         network_from_onnx(model)
+
+
+def _scaled_pair(nodes: list[onnx.NodeProto], inits: list, conv_first: bool = False) -> onnx.ModelProto:
+    """Two inputs, two scores; optionally a 1x1 identity convolution first (so that
+    ``load_onnx`` reads the model with the graph importer first)."""
+    if not conv_first:
+        return make_model(nodes, ["N", 2], initializers=inits)
+    pre = [helper.make_node("Conv", ["x", "Wid"], ["xc"]), helper.make_node("Flatten", ["xc"], ["x0"])]
+    nodes = [helper.make_node(n.op_type, ["x0" if i == "x" else i for i in n.input], list(n.output)) for n in nodes]
+    return make_model(pre + nodes, ["N", 1, 1, 2], initializers=[*inits, tensor("Wid", np.ones((1, 1, 1, 1), np.float32))])
+
+
+@pytest.mark.parametrize("conv_first", [False, True])
+def test_an_underflow_a_later_factor_amplifies_is_refused_by_either_importer(conv_first):
+    """``y0 = x0 * 1e-44 * 1e38 * 1e6``: onnxruntime rounds ``x0 * 1e-44`` to float32's
+    subnormal grid (0.49 -> 0.42 after scaling: class 1 at [0.49, 0.45]); folded, the IR
+    computes ``0.98 x0`` (class 0). Neither the chain importer nor the fallback from the
+    graph importer may accept it."""
+    nodes = [helper.make_node("Mul", ["x", "a"], ["h1"]), helper.make_node("Mul", ["h1", "b"], ["h2"]),
+             helper.make_node("Mul", ["h2", "c"], ["y"])]
+    inits = [tensor("a", np.array([1e-44, 1], np.float32)), tensor("b", np.array([1e38, 1], np.float32)),
+             tensor("c", np.array([1e6, 1], np.float32))]
+    model = _scaled_pair(nodes, inits, conv_first)
+    x = np.array([0.49, 0.45], np.float32).reshape((1, 1, 1, 2) if conv_first else (1, 2))
+    assert ort_forward(model, x).argmax() == 1
+    with pytest.raises(ValueRangeError, match="amplifies the underflow"):
+        model_from_onnx(model)
+
+
+@pytest.mark.parametrize("conv_first", [False, True])
+def test_a_partial_sum_that_overflows_float32_is_refused(conv_first):
+    """``s0 = -3e38 x0 - 3e38 x0 + 3e38 x0`` folds to ``-3e38 x0`` (in range), but
+    onnxruntime's running sum reaches ``-6e38 x0``: infinite for ``x0 > 0.57``."""
+    w1 = np.array([[1, 1, 1, 0], [0, 0, 0, 1]], np.float32)
+    w2 = np.array([[-3e38, 0], [-3e38, 0], [3e38, 0], [0, 1]], np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("MatMul", ["h", "W2"], ["s"]),
+             helper.make_node("Mul", ["s", "K"], ["t"]), helper.make_node("Add", ["t", "B"], ["y"])]
+    inits = [tensor("W1", w1), tensor("W2", w2), tensor("K", np.array([1e-38, 1], np.float32)),
+             tensor("B", np.array([0, -5], np.float32))]
+    model = _scaled_pair(nodes, inits, conv_first)
+    x = np.array([0.9, 0.5], np.float32).reshape((1, 1, 1, 2) if conv_first else (1, 2))
+    assert np.isneginf(ort_forward(model, x)).any()
+    with pytest.raises(ValueRangeError, match="reach 9e\\+38"):
+        model_from_onnx(model)
+
+
+@pytest.mark.parametrize("conv_first", [False, True])
+def test_a_domain_beyond_the_inputs_proven_in_range_is_refused(conv_first):
+    """``y0 = 300 - x0 * 1e37 * 1e-37``: in range for inputs up to about 34, infinite in
+    onnxruntime beyond (class 1 at x = [200, 50]), ``100`` in the IR (class 0)."""
+    from parallelepipedonn.box import Box
+    from parallelepipedonn.verify import verify_epsilon
+
+    nodes = [helper.make_node("Mul", ["x", "a"], ["h1"]), helper.make_node("Mul", ["h1", "b"], ["h2"]),
+             helper.make_node("Mul", ["h2", "n"], ["h3"]), helper.make_node("Add", ["h3", "d"], ["y"])]
+    inits = [tensor("a", np.array([1e37, 1], np.float32)), tensor("b", np.array([1e-37, 1], np.float32)),
+             tensor("n", np.array([-1, 1], np.float32)), tensor("d", np.array([300, 0], np.float32))]
+    model = _scaled_pair(nodes, inits, conv_first)
+    x = np.array([200.0, 50.0], np.float32)
+    assert ort_forward(model, x.reshape((1, 1, 1, 2) if conv_first else (1, 2))).argmax() == 1
+    net = model_from_onnx(model)
+    assert net.input_bound == pytest.approx(float(np.finfo(np.float32).max) / 1e37, rel=1e-3)
+    verify_epsilon(net, [0.5, 0.5], 0.1)  # the unit domain is in range
+    with pytest.raises(ValueRangeError, match="magnitude 255"):
+        verify_epsilon(net, x, 1.0, label=0, domain=Box(np.zeros(2), np.full(2, 255.0)))
 
 
 def batchnorm_model(conv: bool) -> onnx.ModelProto:

@@ -530,3 +530,73 @@ def test_the_default_oracle_reads_a_residual_model_as_it_is(capsys):
                              "--epsilon", "0.002", *oracle)
         assert code == 0 and out.splitlines()[0] == "unsat", out + err
         assert "used instead" not in out
+
+
+def _final_op_model(op: str):
+    """Scores ``[X_0, 0]`` (as relu(x) - relu(-x)), then a final ``op`` over the two."""
+    w0, w1 = np.array([[1.0], [-1.0]], np.float32), np.array([[1.0, -1.0], [0.0, 0.0]], np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "W0"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "W1"], ["z"], transB=1), helper.make_node(op, ["z"], ["y"], axis=-1)]
+    return make_model(nodes, ["N", 1], initializers=[tensor("W0", w0), tensor("W1", w1)])
+
+
+@pytest.mark.parametrize("op, changed, kept", [
+    ("Softmax", ["(assert (>= Y_0 0.5))", "(assert (<= Y_0 0.3))", "(assert (<= (- Y_0 Y_1) 0.1))"],
+     "(assert (<= Y_0 Y_1))"),
+    ("LogSoftmax", ["(assert (<= Y_0 0))", "(assert (>= Y_0 -0.5))"], "(assert (<= (- Y_0 Y_1) 0.05))"),
+])
+def test_a_property_on_what_a_dropped_final_softmax_changes_is_refused(op, changed, kept):
+    """The IR drops a final Softmax / LogSoftmax (it keeps the scores' order): a property
+    on the probabilities' values would be answered about the scores (onnxruntime's
+    ``Y_0`` lies in [0.52, 0.55] on the box, the scores' in [0.1, 0.2]). Refused; a
+    comparison the op keeps is answered, and a counterexample's outputs in the result file
+    are the file's (the op applied)."""
+    from parallelepipedonn.errors import PropertyError
+    from parallelepipedonn.onnx_import import model_from_onnx
+
+    model = _final_op_model(op)
+    net = model_from_onnx(model)
+    assert net.dropped_final == op
+    head = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n" \
+           "(assert (>= X_0 0.1))\n(assert (<= X_0 0.2))\n"
+    for outputs in changed:
+        with pytest.raises(PropertyError, match=f"ends in a {op}"):
+            verify_property(net, parse_vnnlib(head + outputs, "p.vnnlib"), config=VerifyConfig(oracle=COMPLETE))
+    result = verify_property(net, parse_vnnlib(head + kept, "p.vnnlib"), config=VerifyConfig(oracle=COMPLETE))
+    assert result.answer is Answer.UNSAT
+    sat = verify_property(net, parse_vnnlib(head + "(assert (>= Y_0 Y_1))", "p.vnnlib"),
+                          config=VerifyConfig(oracle=COMPLETE))
+    assert sat.answer is Answer.SAT and Verification.from_dict(sat.to_dict()).dropped_final == op
+    written = [float(line.split()[-1].rstrip(")")) for line in sat.vnncomp_result().splitlines() if "(Y_" in line]
+    expected = ort_forward(model, sat.counterexample.reshape(1, 1))[0]
+    np.testing.assert_allclose(written, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_outputs_beyond_float64_are_stored_as_inf_and_rechecked():
+    """``Y_0 = 1e200 * 1e200 * relu(X_0)`` is 1e400 exactly at ``X_0 = 1``: infinite in the
+    float64 pass, which the JSON stores as "inf" (not a crash) and a recheck confirms."""
+    from parallelepipedonn.verify_recheck import recheck_verification
+
+    net = Network((1,), (Affine(np.array([[1e200]]), np.zeros(1)), ReLU(),
+                         Affine(np.array([[1e200], [0.0]]), np.array([0.0, 1.0]))))
+    result = verify_epsilon(net, [1.0], 0.5, label=1, config=VerifyConfig(oracle=COMPLETE))
+    assert result.answer is Answer.SAT and np.isinf(result.outputs).any()
+    stored = json.loads(result.to_json())
+    assert "inf" in stored["outputs"]
+    back = Verification.from_dict(stored)
+    check = recheck_verification(back, net, None, config=VerifyConfig(oracle=COMPLETE))
+    assert check.outcome == "confirmed", check.reason
+    stored["outputs"] = ["-inf" if v == "inf" else v for v in stored["outputs"]]
+    tampered = recheck_verification(Verification.from_dict(stored), net, None, config=VerifyConfig(oracle=COMPLETE))
+    assert tampered.outcome == "refuted"
+
+
+@pytest.mark.parametrize("text", ["time_limit=inf", "milp.time_limit=nan", "time_limit=-5", "time_limit=0",
+                                  "steps=inf"])
+def test_oracle_options_are_finite_and_time_limits_positive(text):
+    from oracles.registry import parse_oracle_options
+    from parallelepipedonn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="finite number|positive number"):
+        parse_oracle_options([text])
+    assert parse_oracle_options(["bab.time_limit=2.5"]) == {"bab.time_limit": 2.5}

@@ -109,7 +109,7 @@ def certify_gmm(classifier: GmmClassifier, x: ArrayLike, label: int | None = Non
     if config.oracle is None:
         config = replace(config, oracle=DEFAULT_GMM_ORACLE)
     net = classifier.network
-    dom = resolve_domain(domain, net.n_inputs)
+    dom = resolve_domain(domain, net)
     cert = certify(net, x, label, domain=dom, config=config, model_path=model_path, true_label=true_label,
                    progress=progress)
     form = closed_form(classifier, cert.input, cert.label, dom)
