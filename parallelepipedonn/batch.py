@@ -210,6 +210,10 @@ def labels_from_name(pattern: str, inputs: Sequence[BatchInput], *,
     return out
 
 
+#: The most indices :func:`parse_indices` expands (far more images than any dataset here).
+MAX_INDICES = 10_000_000
+
+
 def parse_indices(spec: str) -> tuple[int, ...]:
     """Dataset indices from ``"0:100"`` (end excluded), ``"0-99"`` (end included),
     ``"7"`` or a comma-separated list of these; in the order given, without repeats."""
@@ -228,6 +232,8 @@ def parse_indices(spec: str) -> tuple[int, ...]:
             raise ConfigError(f"bad index range {part!r} in {spec!r}: expected N, A:B, A-B or a comma list") from exc
         if not items or items.start < 0:
             raise ConfigError(f"bad index range {part!r}: empty, or negative indices")
+        if len(out) + len(items) > MAX_INDICES:
+            raise ConfigError(f"the index range {spec!r} has more than {MAX_INDICES:,} indices")
         out.update(dict.fromkeys(items))
     if not out:
         raise ConfigError(f"the index range {spec!r} is empty")
@@ -326,7 +332,9 @@ def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultS
     build_oracles(network, config)  # reject bad oracle names and options before any work
     ids = [i.input_id for i in inputs]
     if len(set(ids)) != len(ids):
-        raise ConfigError("two inputs of the batch have the same identity")
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise ConfigError(f"two inputs of the batch have the same identity {twice!r} (e.g. a link to another file "
+                          "of the batch)")
     if not isinstance(executor, Executor):
         executor = make_executor(executor or DEFAULT_EXECUTOR)
     if not isinstance(store, ResultStore):
@@ -334,7 +342,7 @@ def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultS
             return certify_batch(network, inputs, opened, config=config, label=label, domain=dom,
                                  model_path=model_path, time_limit=time_limit, progress=progress,
                                  certify_true_label=certify_true_label, executor=executor)
-    model_sha256 = sha256_file(model_path) if model_path is not None else None
+    model_sha256 = network.model_digest(model_path)
     key = store.add_config(run_config(network, config, label="true" if certify_true_label else label, domain=dom,
                                       model_sha256=model_sha256, time_limit=time_limit))
     setup = Setup(network, config, dom, model_path, model_sha256, threads=current_threads())

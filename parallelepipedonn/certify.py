@@ -20,7 +20,6 @@ from .certificate import Certificate
 from .classifier import Classifier
 from .errors import ConfigError, InputDataError, OracleError
 from .inputs import as_network_input
-from .io_utils import sha256_file
 from .network import Network
 from .search import DEFAULT_SEARCH, Problem, Status, default_oracle, make_search
 
@@ -233,7 +232,7 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
     predicted = int(np.argmax(logits))
     label = predicted if label is None else network.check_label(label)
     if model_path is not None and model_sha256 is None:
-        model_sha256 = sha256_file(model_path)
+        model_sha256 = network.model_digest(model_path)
     search = make_search(config.algorithm, precision=config.precision)
     if oracle is None:
         oracle, built_falsifier = build_oracles(network, config)

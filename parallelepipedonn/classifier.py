@@ -50,6 +50,21 @@ class Classifier:
     #: themselves (not only on their order) is not the file's
     #: (:meth:`~parallelepipedonn.vnnlib.VnnlibProperty.check_final`).
     dropped_final: str
+    #: The sha256 of the bytes the model was read from (``load_onnx``): what certificates
+    #: record, so that a file replaced after it was read is not taken for the model; ""
+    #: for a model built in Python.
+    file_sha256: str
+
+    def model_digest(self, path: object | None) -> str | None:
+        """The sha256 to record for the model file ``path``: :attr:`file_sha256` where the
+        model was read from a file, else the file's own (``None`` without a path)."""
+        if self.file_sha256:
+            return self.file_sha256
+        if path is None:
+            return None
+        from .io_utils import sha256_file
+
+        return sha256_file(path)
 
     def forward(self, x: ArrayLike) -> FloatArray:
         raise NotImplementedError

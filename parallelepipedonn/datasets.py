@@ -62,8 +62,9 @@ class Dataset:
         return f"{self.name} {self.split} image #{index}"
 
     def __getitem__(self, index: int) -> tuple[NDArray[np.float64], int]:
-        if not -len(self) <= index < len(self):
-            raise InputDataError(f"index {index} is out of range: {self.name} {self.split} has {len(self)} images")
+        if not 0 <= index < len(self):  # (a negative index would give an image a second name)
+            raise InputDataError(f"index {index} is out of range: {self.name} {self.split} has {len(self)} images "
+                                 f"(0 .. {len(self) - 1})")
         return self.images[index], int(self.labels[index])
 
     @property

@@ -91,6 +91,8 @@ class Graph(Classifier):
     input_bound: float = math.inf
     #: see :attr:`Classifier.dropped_final`
     dropped_final: str = ""
+    #: see :attr:`Classifier.file_sha256`
+    file_sha256: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))

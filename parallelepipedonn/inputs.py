@@ -57,12 +57,15 @@ def read_text_grid(path: Path) -> FloatArray:
 def read_npy(path: Path) -> FloatArray:
     try:
         a = np.load(path, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError) as exc:
         raise InputDataError(f"input {str(path)!r} is not a valid .npy array: {exc}") from exc
+    if not isinstance(a, np.ndarray):  # an .npz archive under a .npy name
+        a.close()
+        raise InputDataError(f"input {str(path)!r} is an .npz archive, not one .npy array")
     if a.size == 0:
         raise InputDataError(f"input {str(path)!r} is empty")
-    if not np.issubdtype(a.dtype, np.number):
-        raise InputDataError(f"input {str(path)!r} holds {a.dtype} values, not numbers")
+    if not (np.issubdtype(a.dtype, np.number) and not np.issubdtype(a.dtype, np.complexfloating)):
+        raise InputDataError(f"input {str(path)!r} holds {a.dtype} values, not real numbers")
     return np.asarray(a, dtype=np.float64)
 
 
@@ -83,7 +86,7 @@ def read_png(path: Path) -> FloatArray:
                 arr = np.asarray(img, dtype=np.float64)
             else:
                 raise InputDataError(f"input {str(path)!r} is a {mode} image; a grayscale PNG is expected")
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise InputDataError(f"input {str(path)!r} is not a readable image: {exc}") from exc
     return arr
 

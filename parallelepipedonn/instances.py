@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .box import Box
-from .errors import InputDataError, ParallelepipedoNNError
+from .errors import InputDataError, ModelError, ParallelepipedoNNError
 from .io_utils import sha256_file
 from .store import ERROR, ResultStore, StoredResult
 from .verify import Verification, VerifyConfig, load_model_file, verify_property
@@ -171,13 +171,16 @@ def verify_instances(instances: Sequence[Instance], store: ResultStore | str | P
         try:
             model_sha = sha256_file(item.onnx)
             if model_sha not in models:
-                models[model_sha] = load_model_file(item.onnx)
+                loaded = load_model_file(item.onnx)
+                if loaded.file_sha256 != model_sha:
+                    raise ModelError(f"model file {str(item.onnx)!r} changed while it was read")
+                models[model_sha] = loaded
             prop = read_vnnlib(item.vnnlib.resolve())  # the result records resolved paths
             model = models[model_sha]
             box = None if domain is None else Box(np.full(model.n_inputs, domain[0]), np.full(model.n_inputs, domain[1]))
             result = verify_property(model, prop, config=config, timeout=item.timeout, domain=box,
                                      model_path=str(item.onnx.resolve()), model_sha256=model_sha,
-                                     property_sha256=sha256_file(item.vnnlib))
+                                     property_sha256=prop.sha256)
             row = _row(key, item, fp, result)
             answer = result.answer.value
         except (ParallelepipedoNNError, OSError) as exc:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -458,7 +459,8 @@ def load_onnx(path: str | Path, name: str | None = None) -> Network | Graph:
         data = p.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read model file {str(p)!r}: {exc.strerror or exc}") from exc
-    return model_from_onnx(parse_model(data, name or p.name), name or p.name)
+    ir = model_from_onnx(parse_model(data, name or p.name), name or p.name)
+    return dataclasses.replace(ir, file_sha256=hashlib.sha256(data).hexdigest())
 
 
 

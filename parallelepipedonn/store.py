@@ -141,6 +141,20 @@ class StoredResult:
 _COLUMNS = tuple(f.name for f in fields(StoredResult))
 
 
+_NUMBERS = ("apothem", "min_edge", "log_volume", "apothem_upper_bound", "seconds")
+_INTEGERS = ("label", "predicted_label", "true_label", "oracle_calls")
+_TEXTS = ("config_key", "input_id", "input_sha256", "status", "reason")
+
+
+def _well_typed(r: StoredResult) -> bool:
+    """Whether a row read back has the column types the store writes."""
+    return (all(isinstance(getattr(r, c), str) for c in _TEXTS)
+            and all(getattr(r, c) is None or (isinstance(getattr(r, c), (int, float))
+                                              and not isinstance(getattr(r, c), bool)) for c in _NUMBERS)
+            and all(getattr(r, c) is None or isinstance(getattr(r, c), int) for c in _INTEGERS)
+            and (r.certificate is None or isinstance(r.certificate, str)))
+
+
 class ResultStore:
     """The results store at ``path`` (created if missing), or with ``read_only`` an
     existing one, opened for reading. Use as a context manager, or call :meth:`close`."""
@@ -170,7 +184,7 @@ class ResultStore:
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise error(f"cannot use {str(self.path)!r} as a results store: {exc}") from exc
-        if row is None or int(row[0]) > SCHEMA_VERSION:
+        if row is None or not str(row[0]).isdigit() or int(row[0]) > SCHEMA_VERSION:
             self._db.close()
             raise error(f"{str(self.path)!r} is not a results store of this tool's version "
                         f"(schema {row[0] if row else 'missing'}, this tool reads up to {SCHEMA_VERSION})")
@@ -183,6 +197,13 @@ class ResultStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """The rows of a query; a damaged file is an :class:`InputDataError` naming it."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise InputDataError(f"the results store {str(self.path)!r} is damaged: {exc}") from exc
 
     def _write(self, sql: str, params: tuple, *more: tuple) -> None:
         """Run ``sql`` with ``params`` (and with each of ``more``) in one transaction."""
@@ -203,21 +224,20 @@ class ResultStore:
 
     def configs(self) -> dict[str, dict[str, Any]]:
         """Every configuration recorded, by key."""
-        return {k: json.loads(v) for k, v in self._db.execute("SELECT config_key, config_json FROM configs "
-                                                               "ORDER BY created, config_key")}
+        return {k: json.loads(v) for k, v in self._read("SELECT config_key, config_json FROM configs "
+                                                         "ORDER BY created, config_key")}
 
     # -- results ------------------------------------------------------------------------
     def done_keys(self, key: str) -> dict[str, str]:
         """``input_id -> input_sha256`` of the inputs with a result (not an error) for
         configuration ``key``: what a resumed batch skips."""
-        rows = self._db.execute("SELECT input_id, input_sha256 FROM results WHERE config_key = ? AND status != ?",
-                                (key, ERROR))
-        return dict(rows.fetchall())
+        return dict(self._read("SELECT input_id, input_sha256 FROM results WHERE config_key = ? AND status != ?",
+                               (key, ERROR)))
 
     def done_labels(self, key: str) -> dict[str, tuple[int | None, int | None]]:
         """``input_id -> (label, true_label)`` of the rows :meth:`done_keys` lists."""
-        rows = self._db.execute("SELECT input_id, label, true_label FROM results WHERE config_key = ? AND status != ?",
-                                (key, ERROR))
+        rows = self._read("SELECT input_id, label, true_label FROM results WHERE config_key = ? AND status != ?",
+                          (key, ERROR))
         return {i: (label, true) for i, label, true in rows}
 
     def set_true_label(self, key: str, input_id: str, true_label: int | None) -> None:
@@ -260,8 +280,12 @@ class ResultStore:
 
     def iter_rows(self, key: str | None = None) -> Iterator[StoredResult]:
         where, params = ("WHERE config_key = ?", (key,)) if key is not None else ("", ())
-        for row in self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM results {where} ORDER BY id", params):
-            yield StoredResult(*row)
+        for row in self._read(f"SELECT {', '.join(_COLUMNS)} FROM results {where} ORDER BY id", params):
+            result = StoredResult(*row)
+            if not _well_typed(result):
+                raise InputDataError(f"the results store {str(self.path)!r} is damaged: the row of "
+                                     f"{result.input_id!r} has values of the wrong types")
+            yield result
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import hashlib
 import json
 import logging
 import time
@@ -264,7 +265,8 @@ def load_model_file(path: str | Path) -> Network | Graph:
     import onnx
 
     try:
-        data = gzip.decompress(p.read_bytes())
+        raw = p.read_bytes()
+        data = gzip.decompress(raw)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise ModelError(f"cannot read model file {str(p)!r}: {getattr(exc, 'strerror', None) or exc}") from exc
     name = p.name[:-3]
@@ -273,7 +275,7 @@ def load_model_file(path: str | Path) -> Network | Graph:
     except Exception as exc:  # protobuf DecodeError, ...
         raise ModelError(f"model {name!r} is not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}") \
             from exc
-    return model_from_onnx(model, name)
+    return replace(model_from_onnx(model, name), file_sha256=hashlib.sha256(raw).hexdigest())
 
 
 # -- exact checks ---------------------------------------------------------------------------------

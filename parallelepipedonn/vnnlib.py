@@ -29,7 +29,9 @@ boxes, and no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import itertools
 import math
 import re
@@ -200,6 +202,8 @@ class VnnlibProperty:
     regions: tuple[Region, ...]
     input_lines: tuple[int, ...]
     output_lines: tuple[int, ...]
+    #: the sha256 of the file's bytes it was read from (:func:`read_vnnlib`), or ""
+    sha256: str = ""
 
     def check_model(self, n_inputs: int, n_outputs: int) -> None:
         """:class:`PropertyError` unless the property has the model's numbers of inputs and
@@ -290,7 +294,7 @@ def read_vnnlib(path: str | Path) -> VnnlibProperty:
     """Read a VNN-LIB file (``.vnnlib``, or gzip-compressed ``.vnnlib.gz``)."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        raw = data = p.read_bytes()
         if p.suffix == ".gz":
             data = gzip.decompress(data)
         text = data.decode("utf-8")
@@ -299,7 +303,7 @@ def read_vnnlib(path: str | Path) -> VnnlibProperty:
         raise PropertyError(str(p), None, f"cannot read the property file: {detail}") from exc
     except UnicodeDecodeError as exc:
         raise PropertyError(str(p), None, f"not a text file: {exc}") from exc
-    return parse_vnnlib(text, str(p))
+    return dataclasses.replace(parse_vnnlib(text, str(p)), sha256=hashlib.sha256(raw).hexdigest())
 
 
 def parse_vnnlib(text: str, path: str = "<property>") -> VnnlibProperty:

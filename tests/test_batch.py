@@ -228,10 +228,64 @@ def test_index_ranges(spec, indices):
     assert parse_indices(spec) == indices
 
 
-@pytest.mark.parametrize("spec", ["", "a", "3:1", "-1", "1-", "1:2:3"])
+@pytest.mark.parametrize("spec", ["", "a", "3:1", "-1", "1-", "1:2:3", "0:1000000000"])
 def test_bad_index_ranges(spec):
     with pytest.raises(ConfigError, match="index range"):
         parse_indices(spec)
+
+
+def test_a_negative_dataset_index_is_refused_not_a_second_name_for_an_image(tmp_path, capsys):
+    code, _, err = run(capsys, "certify", "--dataset", "mnist", "--index", "-1", "--store", str(tmp_path / "r.db"))
+    assert code == 2 and "out of range" in err, err
+
+
+def test_the_store_records_the_model_bytes_that_were_read_not_a_file_replaced_since(model, tmp_path):
+    import hashlib
+
+    from parallelepipedonn.onnx_import import load_onnx
+
+    path = tmp_path / "net.onnx"
+    path.write_bytes(model.read_bytes())
+    read = hashlib.sha256(path.read_bytes()).hexdigest()
+    network = load_onnx(path)
+    save_onnx(random_network(4, [16, 8, 4]), path)  # replaced after it was read
+    x = np.random.default_rng(0).random(16)
+    report = certify_batch(network, [BatchInput("x", values=x)], tmp_path / "r.db",
+                           config=CertifyConfig(precision=1e-2), model_path=str(path))
+    with ResultStore(tmp_path / "r.db", read_only=True) as store:
+        assert store.configs()[report.config_key]["model_sha256"] == read
+        (row,) = store.rows(report.config_key)
+        assert row.to_certificate().model_sha256 == read
+
+
+@pytest.mark.parametrize("values, message", [
+    (np.array([0.5 + 0.4j] * 16), "not real numbers"), (None, "npz archive")])
+def test_an_input_file_that_is_not_one_real_array_is_an_error_row(tmp_path, values, message, model):
+    from parallelepipedonn.onnx_import import load_onnx
+
+    path = tmp_path / "x.npy"
+    if values is None:
+        with open(path, "wb") as f:
+            np.savez(f, a=np.zeros(16))
+    else:
+        np.save(path, values)
+    report = certify_batch(load_onnx(model), [BatchInput("x", path=path)], tmp_path / "r.db",
+                           config=CertifyConfig(precision=1e-2))
+    assert len(report.errors) == 1 and message in report.errors[0][1]
+
+
+@pytest.mark.parametrize("damage, message", [("schema", "not a results store"), ("apothem", "wrong types")])
+def test_a_damaged_store_is_a_one_line_error(model, few, tmp_path, capsys, damage, message):
+    store = tmp_path / "r.db"
+    assert run(capsys, *certify_args(model, few, store))[0] == 0
+    with closing(sqlite3.connect(store)) as db:
+        if damage == "schema":
+            db.execute("UPDATE meta SET value = 'x' WHERE key = 'schema_version'")
+        else:
+            db.execute("UPDATE results SET apothem = 'big'")
+        db.commit()
+    code, _, err = run(capsys, "store", "summary", str(store))
+    assert code == 2 and message in err and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("argv, message", [

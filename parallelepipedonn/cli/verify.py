@@ -166,7 +166,7 @@ def _vnnlib(args: argparse.Namespace, config) -> tuple[Verification | None, str]
     what = f"{args.vnnlib} ({prop.describe()})\n  model       {args.model} ({model.describe()})"
     if args.check:
         return None, f"ok: {what}"
-    hashes = sha256_file(args.model), sha256_file(args.vnnlib)
+    hashes = model.model_digest(args.model), prop.sha256 or sha256_file(args.vnnlib)
     loaded = time.perf_counter() - start
     with Progress("verify") as progress:
         result = verify_property(model, prop, config=config, timeout=args.timeout, domain=domain,
@@ -176,7 +176,6 @@ def _vnnlib(args: argparse.Namespace, config) -> tuple[Verification | None, str]
 
 
 def _epsilon(args: argparse.Namespace, config) -> tuple[Verification | None, str]:
-    from ..io_utils import sha256_file
     from ..verify import verify_epsilon
 
     if args.domain is None:
@@ -187,7 +186,7 @@ def _epsilon(args: argparse.Namespace, config) -> tuple[Verification | None, str
             f"  model       {model_path} ({network.describe()})")
     if args.check:
         return None, f"ok: {text}"
-    digest = sha256_file(model_path)
+    digest = network.model_digest(model_path)
     loaded = time.perf_counter() - start
     result = verify_epsilon(network, x, args.epsilon, label=args.label, domain=domain, config=config,
                             timeout=args.timeout, model_path=str(model_path), model_sha256=digest)

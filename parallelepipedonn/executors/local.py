@@ -13,7 +13,9 @@ result as soon as it is known.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
@@ -23,10 +25,24 @@ from ..errors import ConfigError
 from ..threads import configure_threads
 from .base import Executor, Outcome, Setup, Task, certify_task, timeout_reason
 
+#: Seconds between a worker's checks that its parent is still there.
+ORPHAN_POLL = 1.0
+#: The longest single wait on the worker's pipe (its poll takes milliseconds as a C int).
+LONGEST_POLL = 86400.0
 
-def _worker_main(conn: Connection, setup: Setup) -> None:
+
+def _orphan_watch(parent: int) -> None:
+    """Exit once the parent is gone (killed with no chance to kill us): a search stuck in
+    native code would otherwise run on past every time limit."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL)
+    os._exit(1)
+
+
+def _worker_main(conn: Connection, setup: Setup, parent: int) -> None:
     """The worker process: certify each task it receives until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
+    threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
     if setup.threads is not None:  # a spawned process starts with torch's default thread pool
         configure_threads(setup.threads)
     conn.send("ready")
@@ -56,11 +72,12 @@ class _Worker:
     def start(self) -> None:
         """Start the process (if it is not running) and wait until it is ready; raise
         :class:`_NotStarted` with the reason if it cannot be."""
-        if self.proc is not None:
+        if self.proc is not None and self.proc.is_alive():
             return
+        self.close()  # a worker that died while idle: a fresh one
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, self.setup), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, self.setup, os.getpid()), daemon=True)
         try:
             self.proc.start()  # pickles the setup: raises before a process exists if it cannot
         except Exception as exc:
@@ -86,8 +103,13 @@ class _Worker:
             return Outcome("internal", str(exc), 0.0)
         assert self.conn is not None
         start = time.perf_counter()
-        self.conn.send(task)
-        if not self.conn.poll(time_limit):
+        try:
+            self.conn.send(task)
+        except (BrokenPipeError, OSError):  # it died between the check and the send
+            code = self.proc.exitcode if self.proc is not None else None
+            self.close()
+            return Outcome("internal", f"the worker process died before the input was sent (exit code {code})", 0.0)
+        if not self._wait(time_limit):
             self.close()
             return Outcome("timeout", timeout_reason(time_limit), time.perf_counter() - start)
         try:
@@ -97,6 +119,17 @@ class _Worker:
             code = self.proc.exitcode
             self.close()
             return Outcome("internal", f"the worker process died (exit code {code})", time.perf_counter() - start)
+
+    def _wait(self, seconds: float) -> bool:
+        """Whether the worker answers within ``seconds`` (polled in steps a pipe's poll takes)."""
+        assert self.conn is not None
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if self.conn.poll(max(0.0, min(left, LONGEST_POLL))):
+                return True
+            if left <= LONGEST_POLL:
+                return False
 
     def close(self) -> None:
         """Kill the process and close the pipe; safe to call again, and on a process

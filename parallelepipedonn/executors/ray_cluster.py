@@ -228,10 +228,15 @@ class RayExecutor(Executor):
         return temp
 
     def _capacity(self, ray: Any, started: bool) -> int:
-        """How many tasks may be in flight now."""
-        if self.workers is not None and not started:
-            return self.workers  # a shared cluster: at most that many of our tasks run at once
+        """How many tasks may be in flight now: on a shared cluster at most ``workers`` of
+        ours, and never more than its CPUs take (a task waiting in the queue would use up
+        its time limit's backstop before it starts)."""
         cpus = float(ray.cluster_resources().get("CPU", 0.0))
+        if cpus < 1:
+            raise ConfigError(f"the Ray cluster ({self.address}) offers no CPU: no task could run (start its nodes "
+                              "with --num-cpus of at least 1)")
+        if self.workers is not None and not started:
+            return max(1, min(self.workers, int(cpus)))
         return max(1, int(TASKS_PER_CPU * cpus))
 
     def describe(self) -> str:
@@ -310,8 +315,10 @@ class RayExecutor(Executor):
             outcome = ray.get(ref)
         except ray.exceptions.RayError as exc:
             if flight.cancelled and time_limit is not None:
-                how = f"no result {elapsed:.0f} s after the task was sent: the driver cancelled it"
-                return Outcome("timeout", timeout_reason(time_limit, how), elapsed)
+                # not a time-out of the certification: the task may have waited in the cluster's
+                # queue, or its worker hung; lost (an error row), so that a resume runs it again
+                return Outcome("lost", f"no result {elapsed:.0f} s after the task was sent (time limit "
+                               f"{time_limit:g} s): the driver cancelled it; a resume runs it again", elapsed)
             if isinstance(exc, ray.exceptions.RayTaskError):  # raised by the task's own code: not retried
                 return Outcome("internal", f"internal error in a Ray task: {_one_line(exc)}", elapsed)
             return Outcome("lost", f"lost by the Ray executor after {self.max_retries} retries "

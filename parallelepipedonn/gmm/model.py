@@ -18,6 +18,8 @@ kind and fingerprint, the dataset, accuracies, diagnostics) and ``gmm_mixture`` 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -278,4 +280,5 @@ def load_gmm(path: str | Path) -> GmmClassifier:
     except Exception as exc:  # protobuf DecodeError, ...
         raise ModelError(f"model {p.name!r} is not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}"
                          ) from exc
-    return classifier_from_onnx(model, p.name)
+    c = classifier_from_onnx(model, p.name)
+    return dataclasses.replace(c, network=dataclasses.replace(c.network, file_sha256=hashlib.sha256(data).hexdigest()))
