@@ -8,10 +8,22 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .errors import ModelError
 from .io_utils import atomic_write_bytes
 from .network import Affine, Network
 
 OPSET = 17
+
+
+def _float32(a: np.ndarray, what: str) -> np.ndarray:
+    """``a`` rounded to float32, or :class:`ModelError` where a finite number overflows it
+    (the file would hold infinities the network does not)."""
+    with np.errstate(over="ignore"):
+        out = a.astype(np.float32)
+    if not np.isfinite(out).all() and np.isfinite(a).all():
+        raise ModelError(f"{what} reach {float(np.abs(a).max()):.3g}, beyond float32's range: the network cannot "
+                         "be written as a float32 ONNX model")
+    return out
 
 
 def chain_nodes(net: Network, current: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto],
@@ -22,8 +34,8 @@ def chain_nodes(net: Network, current: str, nodes: list[onnx.NodeProto], inits: 
     for layer in net.layers:
         if isinstance(layer, Affine):
             w, b = f"{prefix}W{k}", f"{prefix}B{k}"
-            inits.append(numpy_helper.from_array(layer.weight.astype(np.float32), w))
-            inits.append(numpy_helper.from_array(layer.bias.astype(np.float32), b))
+            inits.append(numpy_helper.from_array(_float32(layer.weight, f"layer {2 * k}'s weights"), w))
+            inits.append(numpy_helper.from_array(_float32(layer.bias, f"layer {2 * k}'s bias"), b))
             out = f"{prefix}gemm{k}"
             nodes.append(helper.make_node("Gemm", [current, w, b], [out], transB=1, name=f"{prefix}dense{k}"))
             current, k = out, k + 1
@@ -64,7 +76,12 @@ def network_to_onnx(net: Network, doc: str = "") -> onnx.ModelProto:
     """An ONNX model with input ``[N, *input_shape]`` and output ``[N, n_classes]``.
 
     Weights are rounded to float32; re-importing the model gives the IR of that rounding.
+    A :class:`~parallelepipedonn.graph.Graph` (convolutions, residual connections) is
+    not written: :class:`ModelError`.
     """
+    if not isinstance(net, Network):
+        raise ModelError(f"only a chain network is written as ONNX here, not a {type(net).__name__} (the model "
+                         "file it was read from is its ONNX form)")
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     chain_nodes(net, input_nodes(net, nodes), nodes, inits)

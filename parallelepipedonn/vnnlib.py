@@ -307,8 +307,17 @@ def read_vnnlib(path: str | Path) -> VnnlibProperty:
 
 
 def parse_vnnlib(text: str, path: str = "<property>") -> VnnlibProperty:
-    """Parse VNN-LIB text (``path`` names it in error messages)."""
-    return _Parser(path).run(text)
+    """Parse VNN-LIB text (``path`` names it in error messages; a leading UTF-8 byte order
+    mark is skipped)."""
+    return _Parser(path).run(text.removeprefix("\ufeff"))
+
+
+class _EmptyBox(Exception):
+    """An input box with no point (its :class:`PropertyError` in ``error``)."""
+
+    def __init__(self, error: PropertyError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Parser:
@@ -564,15 +573,17 @@ class _Parser:
             k = math.prod((a[1] for i, a in enumerate(args) if i not in variable), start=Fraction(1))
             return self.scale(args[variable[0]], k) if variable else ({}, k)
         if head == "/":
-            if len(args) != 2 or args[1][0] or args[1][1] == 0:
-                raise self.error(e.line, "(/ e c) needs a nonzero constant divisor")
-            return self.scale(args[0], 1 / args[1][1])
+            # (/ e c1 c2 ...): e divided by each constant in turn (SMT-LIB's left association)
+            if len(args) < 2 or any(a[0] or a[1] == 0 for a in args[1:]):
+                raise self.error(e.line, "(/ e c) needs nonzero constant divisors")
+            return self.scale(args[0], 1 / math.prod((a[1] for a in args[1:]), start=Fraction(1)))
         raise self.error(e.line, f"unsupported operator {head!r} in a term")
 
     # -- cases to regions ---------------------------------------------------------------------
     def regions(self, cases: list[tuple[_Atom, ...]], n: int, lines: tuple[int, ...]) -> tuple[Region, ...]:
         grouped: dict[tuple, tuple[tuple[Bound, ...], tuple[Bound, ...], list]] = {}
-        boxes: dict[tuple[int, ...], tuple] = {}  # the cases' input atoms (by identity) -> box and key
+        boxes: dict[tuple[int, ...], tuple | None] = {}  # the cases' input atoms (by identity) -> box and key
+        empty: PropertyError | None = None  # the first case with an empty box
         for case in cases:
             outputs: list[OutputConstraint] = []
             inputs: list[_InputBound] = []
@@ -583,18 +594,27 @@ class _Parser:
                     outputs.append(atom)
             ids = tuple(map(id, inputs))
             if ids not in boxes:
-                boxes[ids] = self._box(inputs, n, lines, len(cases))
+                try:
+                    boxes[ids] = self._box(inputs, n, lines, len(cases))
+                except _EmptyBox as exc:  # a case whose input bounds leave no point: no unsafe point in it
+                    boxes[ids], empty = None, empty or exc.error
+            if boxes[ids] is None:
+                continue
             lows, highs, key = boxes[ids]
             entry = grouped.setdefault(key, (lows, highs, []))  # type: ignore[arg-type]
             disjunct = tuple(outputs)
             if disjunct not in entry[2]:
                 entry[2].append(disjunct)
+        if empty is not None and not grouped:  # every box empty: more likely a mistake than a property
+            raise empty
         return tuple(Region(lo, hi, tuple(ds)) for lo, hi, ds in grouped.values())
 
     def _box(self, inputs: list[_InputBound], n: int, lines: tuple[int, ...], cases: int) -> tuple:
         """The tightest lower and upper bound of each input among ``inputs``, and a key
-        identifying that box (a :class:`PropertyError` for an input without both, or an
-        empty box)."""
+        identifying that box (a :class:`PropertyError` for an input without both;
+        :class:`_EmptyBox` for an empty box: :meth:`regions` drops the case where other
+        cases have points, else raises its error, as every box empty is more likely a
+        mistake than a property)."""
         lower: list[Bound | None] = [None] * n
         upper: list[Bound | None] = [None] * n
         for atom in inputs:
@@ -611,9 +631,10 @@ class _Parser:
             lo, hi = lower[i], upper[i]
             assert lo is not None and hi is not None
             if lo.value > hi.value or (lo.value == hi.value and (lo.strict or hi.strict)):
-                raise self.error(max(lo.line, hi.line), f"the bounds of X_{i} leave it no value (line {lo.line}: "
-                                 f">{'' if lo.strict else '='} {float(lo.value)!r}; line {hi.line}: "
-                                 f"<{'' if hi.strict else '='} {float(hi.value)!r}): an empty input box")
+                raise _EmptyBox(self.error(max(lo.line, hi.line), f"the bounds of X_{i} leave it no value (line "
+                                           f"{lo.line}: >{'' if lo.strict else '='} {float(lo.value)!r}; line "
+                                           f"{hi.line}: <{'' if hi.strict else '='} {float(hi.value)!r}): an empty "
+                                           "input box"))
         lows, highs = tuple(lower), tuple(upper)
         key = tuple((b.value.numerator, b.value.denominator, b.strict)  # type: ignore[union-attr]
                     for b in lows + highs)

@@ -586,3 +586,17 @@ def test_the_memory_limit_is_a_module_constant(monkeypatch):
     monkeypatch.setattr(onnx_import, "MAX_DENSE_BYTES", 8 * 200 * 200)
     with pytest.raises(ModelTooLargeError, match="'act'"):
         network_from_onnx(model)
+
+
+def test_a_network_beyond_float32_or_a_graph_is_not_written_as_onnx(tmp_path):
+    from parallelepipedonn.network import Affine, Network, ReLU
+    from parallelepipedonn.onnx_export import save_onnx
+    from tests.graph_nets import residual
+
+    big = Network((2,), (Affine(np.array([[1e39, 0.0], [0.0, 1.0]]), np.zeros(2)), ReLU(),
+                         Affine(np.eye(2), np.zeros(2))))
+    with pytest.raises(ModelError, match="beyond float32's range"):
+        save_onnx(big, tmp_path / "big.onnx")
+    with pytest.raises(ModelError, match="only a chain network"):
+        save_onnx(residual(), tmp_path / "g.onnx")
+    assert not list(tmp_path.iterdir())

@@ -252,3 +252,22 @@ def test_a_one_line_command_inside_an_open_expression_is_not_read_as_a_command()
     # an undeclared input in a one-line bound: the general parser's message
     with pytest.raises(PropertyError, match="p:3: X_1 is not declared"):
         parse_vnnlib(declarations(1, 1) + "(assert (<= X_1 1))\n", "p")
+
+
+def test_a_case_whose_input_bounds_leave_no_point_is_dropped():
+    head = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n" \
+           "(assert (>= X_0 0.1))\n(assert (<= X_0 0.2))\n"
+    prop = parse_vnnlib(head + "(assert (or (<= X_0 -1) (<= Y_0 0.15)))\n", "p.vnnlib")
+    assert len(prop.regions) == 1 and len(prop.regions[0].disjuncts) == 1
+    for outputs in ("(assert (or (and (<= X_0 -1) (<= Y_0 0)) (and (>= X_0 3) (<= Y_1 0))))",
+                    "(assert (<= X_0 0.05))\n(assert (<= Y_0 0.15))"):  # every box empty: more likely a mistake
+        with pytest.raises(PropertyError, match="an empty input box"):
+            parse_vnnlib(head + outputs + "\n", "p.vnnlib")
+
+
+def test_a_byte_order_mark_and_n_ary_division():
+    text = "\ufeff(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n" \
+           "(assert (>= X_0 0))\n(assert (<= X_0 1))\n(assert (<= Y_0 (/ 1 2 5)))\n"
+    (region,) = parse_vnnlib(text, "p.vnnlib").regions
+    ((constraint,),) = region.disjuncts
+    assert constraint.rhs == Fraction(1, 10)
