@@ -43,6 +43,8 @@ RESHAPING_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 #: ``float32(1e-5)``, not the float64 1e-5, which differ where the variance is about -1e-5)
 BN_EPSILON = float(np.float32(1e-5))
 _FINAL_MONOTONE_OPS = {"Softmax", "LogSoftmax"}
+#: Constant nodes folded as of opset 19 (see :meth:`OnnxWalker._eval`).
+_FOLD_AT_19 = {"DequantizeLinear", "QuantizeLinear"}
 #: Operators whose value onnxruntime draws at random at every run: never folded.
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
@@ -286,6 +288,8 @@ class OnnxWalker:
         if node.op_type in _RANDOM_OPS or (node.op_type == "Dropout" and self._dropout_training(label, args, attrs)):
             raise UnsupportedOperatorError(label, node.op_type, "random values (onnxruntime draws new ones at "
                                            "every run)")
+        if node.op_type == "Constant" and "sparse_value" in attrs:
+            raise UnsupportedOperatorError(label, node.op_type, "a sparse constant (sparse_value): not supported")
         for name in node.output:
             shape = self.static_shapes.get(name)
             if name and shape is not None:
@@ -302,7 +306,12 @@ class OnnxWalker:
         graph = onnx.helper.make_graph(
             [node2], "fold", [onnx.helper.make_tensor_value_info(nm, undef, None) for nm in names if nm],
             [onnx.helper.make_tensor_value_info(o, undef, None) for o in node2.output])
-        opsets = [onnx.helper.make_opsetid(d, v) for d, v in self.opset.items()]
+        opset = dict(self.opset)
+        if node.op_type in _FOLD_AT_19 and node.domain in ("", "ai.onnx"):
+            # onnx's reference evaluator implements these from opset 19 only; for the types of
+            # the earlier opsets (8-bit and int32 integers) the semantics is the same
+            opset[node.domain] = max(opset.get(node.domain, 0), 19)
+        opsets = [onnx.helper.make_opsetid(d, v) for d, v in opset.items()]
         model = onnx.helper.make_model(graph, opset_imports=opsets)
         feeds = {nm: a for nm, a in zip(names, args) if nm}
         try:

@@ -600,3 +600,22 @@ def test_a_network_beyond_float32_or_a_graph_is_not_written_as_onnx(tmp_path):
     with pytest.raises(ModelError, match="only a chain network"):
         save_onnx(residual(), tmp_path / "g.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_dequantized_weights_fold_at_the_opsets_before_19():
+    """QDQ models (int8 weights, DequantizeLinear) at opset 13: onnx's reference evaluator
+    has DequantizeLinear from opset 19 only, with the same semantics for 8-bit types. The
+    IR is the model's float semantics: onnxruntime's with its graph optimizations off
+    (on, it fuses the pattern into a dynamically quantized product, 0.4% off here)."""
+    import onnxruntime as ort
+
+    nodes = [helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["W"]), helper.make_node("MatMul", ["x", "W"], ["y"])]
+    inits = [tensor("q", np.array([[-128, 5], [1, 127], [3, -4]], np.int8)), tensor("s", np.array(0.1, np.float32)),
+             tensor("zp", np.array(3, np.int8))]
+    model = make_model(nodes, ["N", 3], initializers=inits, opset=13)
+    x = np.random.default_rng(0).random((4, 3)).astype(np.float32)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    expected = plain.run(None, {"x": x})[0]
+    np.testing.assert_allclose(model_from_onnx(model).forward(x.astype(np.float64)), expected, rtol=1e-6, atol=1e-6)
