@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,8 @@ class Recheck:
     logits: FloatArray | None = None
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default=())
+    #: where the result was stored, when not the file itself (a store's row: its input)
+    source: str = ""
 
     @property
     def confirmed(self) -> bool:
@@ -250,22 +253,95 @@ def check_oracle_answers(oracle: str, stored: list[Stored]) -> None:
 
 def recheck_all(path: str | Path, *, model: str | Path | None = None, oracle: str = DEFAULT_RECHECK_ORACLE,
                 time_limit: float | None = None, device: str = "cpu") -> list[Recheck]:
-    """Re-verify every result stored in ``path``: one certificate or dual box, or a JSON
-    list of them (``compare --json`` writes one), each as :func:`recheck` would. The
-    network is loaded once per model file."""
+    """Re-verify every result stored in ``path``: one certificate or dual box, a JSON
+    list of them (``compare --json`` writes one), or a results store (``--store``: every
+    row's certificate or verification, and the row's own columns against it,
+    :func:`store_items`), each as :func:`recheck` would. The network is loaded once per
+    model file."""
     path = Path(path)
-    items = load_stored_list(path)
-    check_oracle_answers(oracle, [stored for stored, _ in items])
+    if is_store(path):
+        items, results = store_items(path)
+    else:
+        items, results = [(stored, raw, "") for stored, raw in load_stored_list(path)], []
+    check_oracle_answers(oracle, [stored for stored, _, _ in items])
     networks: dict[Path, Network] = {}
-    results = []
-    for stored, raw in items:
+    for stored, raw, source in items:
         model_path = resolve_model(stored, model, path.parent)
         if model_path not in networks:
             check_model_hash(model_path, stored.model_sha256)
             networks[model_path] = load_model_file(model_path)
-        results.append(_recheck_one(stored, raw, path.parent, model, oracle, time_limit, device,
-                                    networks[model_path]))
+        result = _recheck_one(stored, raw, path.parent, model, oracle, time_limit, device, networks[model_path])
+        results.append(replace(result, source=source))
     return results
+
+
+def is_store(path: Path) -> bool:
+    """Whether ``path`` is an SQLite file (a results store, or not: :class:`ResultStore` says)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def store_items(path: Path) -> tuple[list[tuple[Stored, dict[str, Any], str]], list[Recheck]]:
+    """The results of a store to recheck (each row's stored certificate or verification,
+    named by its input), and the rows already refuted by their own columns: a status,
+    label, prediction or apothem that is not its certificate's, a status that claims a
+    result with no certificate stored, or a certificate of another model than its
+    configuration's. Rows that claim nothing (errors, time-outs without a certificate)
+    are skipped."""
+    from .store import ResultStore
+
+    items: list[tuple[Stored, dict[str, Any], str]] = []
+    refuted: list[Recheck] = []
+    with ResultStore(path, read_only=True) as store:
+        configs = store.configs()
+        rows = store.rows()
+    for row in rows:
+        where = f"{path}: {row.input_id!r}"
+
+        def wrong(why: str) -> Recheck:
+            return Recheck(Outcome.REFUTED, "stored row", f"the row of {row.input_id!r}", why, None,
+                           str(configs.get(row.config_key, {}).get("model_path", "")), int(row.label or 0),
+                           source=where)
+
+        if row.certificate is None:
+            if row.status not in ("error", "unknown"):
+                refuted.append(wrong(f"its status {row.status!r} claims a result, but the row stores none"))
+            continue
+        try:
+            d = json.loads(row.certificate)
+        except json.JSONDecodeError as exc:
+            raise InputDataError(f"{where}: the stored result is not JSON: {exc}") from exc
+        if not isinstance(d, dict) or d.get("format") not in _FORMATS:
+            raise InputDataError(f"{where}: the stored result is neither a certificate nor a verification result")
+        validate_stored(d, where)
+        stored = _parse(d)
+        said = configs.get(row.config_key, {}).get("model_sha256")
+        mismatch = _row_mismatch(row, stored)
+        if mismatch is not None:
+            refuted.append(wrong(mismatch))
+        elif said is not None and stored.model_sha256 != said:
+            refuted.append(wrong(f"its certificate names model {stored.model_sha256}, its configuration {said}"))
+        else:
+            items.append((stored, d, where))
+    return items, refuted
+
+
+def _row_mismatch(row: Any, stored: Stored) -> str | None:
+    """What a store row's columns say that its stored result does not, or ``None``."""
+    status = stored.status.value
+    if row.status != status:
+        return f"its status {row.status!r} is not its certificate's {status!r}"
+    if isinstance(stored, Certificate):
+        for column, value in (("label", stored.label), ("predicted_label", stored.predicted_label),
+                              ("apothem", stored.apothem), ("apothem_upper_bound", stored.apothem_upper_bound)):
+            mine = getattr(row, column)
+            if not (mine == value or (mine is None and value is None)
+                    or (isinstance(mine, float) and isinstance(value, float) and math.isnan(mine) and math.isnan(value))):
+                return f"its {column} {mine!r} is not its certificate's {value!r}"
+    return None
 
 
 def _recheck_one(stored: Stored, raw: dict[str, Any] | None, stored_in: Path | None,

@@ -558,3 +558,18 @@ def test_the_epsilon_question_enters_the_configuration_key_only_when_asked():
                        time_limit=None)
     assert "epsilon" not in plain["certify_config"] and "epsilon_oracle" not in plain["certify_config"]
     assert asked["certify_config"]["epsilon"] == 0.1
+
+
+def test_recheck_reads_a_store_and_refutes_rows_that_are_not_their_certificates(model, few, tmp_path, capsys):
+    store = tmp_path / "r.db"
+    assert run(capsys, *certify_args(model, few, store))[0] == 0
+    code, out, _ = run(capsys, "recheck", str(store))
+    ids = sorted(results(store))
+    assert code == 0 and out.count("CONFIRMED") == len(ids) and all(repr(i) in out for i in ids)
+    with closing(sqlite3.connect(store)) as db:
+        db.execute("UPDATE results SET apothem = apothem * 2 WHERE input_id = ?", (ids[0],))
+        db.execute("UPDATE results SET status = 'certified', certificate = NULL WHERE input_id = ?", (ids[1],))
+        db.commit()
+    code, out, _ = run(capsys, "recheck", str(store))
+    assert code == 5 and out.count("REFUTED") == 2, out
+    assert "is not its certificate's" in out and "claims a result, but the row stores none" in out

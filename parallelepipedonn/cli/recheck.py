@@ -15,7 +15,7 @@ input or outside the domain, ...); 6 undecided (the oracle answered unknown or t
 never counted as confirmed); 3 the model file's (or, for a verification result, the
 property file's) sha256 differs from the recorded one;
 2 unreadable or malformed certificate or model, unknown oracle; 1 internal error; 130
-interrupted. For a list of results: 5 if any is refuted, else 6 if any is undecided."""
+interrupted. For a list of results or a store: 5 if any is refuted, else 6 if any is undecided."""
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +29,8 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                        "proves every input box of its property again).",
                        epilog=RECHECK_EXIT_CODES)
     p.add_argument("certificate", metavar="CERT.json",
-                   help="a certificate, dual box or verification result written by --json, or a list of them "
-                   "(compare --json)")
+                   help="a certificate, dual box or verification result written by --json, a list of them "
+                   "(compare --json), or a results store (--store: every row's result, and the row against it)")
     lazy_help(p.add_argument("--oracle", default="milp"),
                "verifier (%(oracle_names)s, or a cascade a+b+c; default: milp, complete; dual boxes need milp)",
                oracle_names=oracle_names)
@@ -52,7 +52,7 @@ def cmd_recheck(args: argparse.Namespace) -> int:
         results = recheck_all(args.certificate, model=args.model, oracle=args.oracle, time_limit=args.time_limit,
                               device=args.device)
     for k, result in enumerate(results):
-        where = args.certificate if len(results) == 1 else f"{args.certificate}[{k}]"
+        where = result.source or (args.certificate if len(results) == 1 else f"{args.certificate}[{k}]")
         lines = [f"{result.outcome.value.upper()}: {result.reason}",
                  f"  {result.kind:11s} {where}: {result.claim}",
                  f"  model       {result.model_path}"]
