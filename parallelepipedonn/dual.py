@@ -39,9 +39,10 @@ from oracles.base import RegionVerdict
 from ._version import __version__
 from .box import Box
 from .certificate import parse_stored, read_json_object
+from .certify import resolve_domain
 from .errors import ConfigError
 from .inputs import as_network_input
-from .io_utils import atomic_write_bytes, sha256_file
+from .io_utils import atomic_write_bytes
 from .tolerances import PROOF_MARGIN
 
 if TYPE_CHECKING:
@@ -156,8 +157,9 @@ class DualBox:
 
 def dual_region(network: Network, domain: Box | None = None, x: ArrayLike | None = None,
                 radius: float | None = None) -> tuple[Box, FloatArray | None]:
-    """``D ∩ N``: the domain, or its intersection with the cube of ``radius`` around ``x``."""
-    dom = domain if domain is not None else Box.unit(network.n_inputs)
+    """``D ∩ N``: the domain, or its intersection with the cube of ``radius`` around ``x``
+    (the domain checked as :func:`~parallelepipedonn.certify.resolve_domain` checks it)."""
+    dom = resolve_domain(domain, network)
     if (x is None) != (radius is None):
         raise ConfigError("a restricted dual needs both an input and a radius")
     if x is None:
@@ -226,7 +228,7 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
     return DualBox(label, region, box, np.asarray(exact_lo), np.asarray(exact_hi), method,
                    time.perf_counter() - start, center, radius, details, witnesses,
                    domain=domain if domain is not None else Box.unit(n), network=network.describe(),
-                   model_path=model_path, model_sha256=None if model_path is None else sha256_file(model_path))
+                   model_path=model_path, model_sha256=network.model_digest(model_path))
 
 
 def _witness_hull(network: Network, label: int, region: Box, pts: FloatArray) -> FloatArray:

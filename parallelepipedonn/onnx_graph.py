@@ -33,7 +33,7 @@ from . import graph_nodes as gn
 from . import onnx_import
 from .errors import ModelError, ModelTooLargeError, UnsupportedOperatorError, ValueRangeError
 from .graph import Graph
-from .onnx_read import BN_EPSILON, RESHAPING_OPS, Lin, OnnxWalker, attr_str, gib
+from .onnx_read import BN_EPSILON, RESHAPING_OPS, Lin, OnnxWalker, attr_str, check_bn_shift, gib
 
 #: Operators whose presence sends a model to the graph importer (``load_onnx``).
 GRAPH_OPS = frozenset({"Conv", "AveragePool", "GlobalAveragePool", "Pad", "MaxPool", "GlobalMaxPool"})
@@ -460,12 +460,15 @@ class GraphImporter(OnnxWalker):
             raise ValueRangeError(f"node {label!r} (BatchNormalization): scale / sqrt(variance + epsilon) reaches "
                                   f"{np.abs(a).max():.3g}, beyond {info.dtype}'s range: onnxruntime's values would "
                                   "not be finite")
+        check_bn_shift(label, mean, a, info)
         shift = bias - mean * a
         prev = self.nodes[x.node]
         outputs = {o.name for o in self.graph.output}
         aliases = [n for n, val in self.values.items() if isinstance(val, _Sym) and val.node == x.node]
         readers = sum(self.producer_readers.get(n, 0) + (n in outputs) for n in aliases)
         if isinstance(prev, (gn.Conv2d, gn.Dense)) and readers == 1 and x.node == len(self.nodes) - 1:
+            if prev.bias_ is not None:  # onnxruntime's fusion into the convolution: (bias - mean) * factor
+                check_bn_shift(label, mean, a, info, np.asarray(prev.bias_, dtype=np.float64).reshape(-1))
             wshape = (-1, *([1] * (prev.weight.ndim - 1)))
             folded = {"weight": prev.weight * a.reshape(wshape), "bias_": prev.bias_ * a + shift}
             fields = {k: v for k, v in vars(prev).items() if k not in ("_cache", "weight", "bias_", "inv_count")}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ from .onnx_read import (
     Lin,
     OnnxWalker,
     attr_str,
+    check_bn_shift,
     check_model,
     gib,
     parse_model,
@@ -72,6 +74,14 @@ class _Importer(OnnxWalker):
         self.layers: list[Layer] = []
         self.stage = 0
         self.model_bytes = 0
+        #: a bound of how far any float32 value onnxruntime computes so far can be from the
+        #: IR's through underflows to 0 (each rounding below float32's normal range errs by up
+        #: to half its smallest subnormal, which later nodes amplify: :meth:`_after_node`)
+        self.underflow = 0.0
+        self.lost = 0.0  # the underflow bound carried into the scores (set by run)
+        #: MatMul outputs and the bounds of their partial sums (by ``id``; the object kept, so
+        #: that the id stays its own), for an Add of a constant onnxruntime fuses into them
+        self.product_sums: dict[int, tuple[Lin, np.ndarray]] = {}
 
     # -- entry point --------------------------------------------------------------------
     def run(self) -> Network:
@@ -105,7 +115,62 @@ class _Importer(OnnxWalker):
         if sum(d > 1 for d in shape) > 1:
             raise ModelError(f"the model's output has shape {list(shape)}: not a vector of class scores")
         self._close_affine(out)
+        self.lost = self.underflow * max(math.prod(shape), 1)
         return Network.from_layers(ir_shape, self.layers, self.name, self.input_bound, self.dropped_final)
+
+    def check_underflow(self) -> None:
+        """:class:`ValueRangeError` unless the underflow bound of the model read
+        (:meth:`_after_node`: gains multiplied over the whole chain, so coarser than the
+        graph importer's node-by-node check) keeps the scores within float32's unit
+        roundoff of the IR's."""
+        if not self.lost <= float(np.finfo(np.float32).eps) / 2:
+            raise ValueRangeError(f"the model may amplify the underflow of its float32 values (rounded to 0 below "
+                                  f"float32's range) into its scores by up to {self.lost:.3g}: onnxruntime's scores "
+                                  "would differ from the IR's")
+
+    def _after_node(self, node: onnx.NodeProto, label: str, args: list, attrs: dict, outputs: list) -> None:
+        """Carry the underflow bound (:attr:`underflow`) through a float32 node: every error
+        so far times the node's gain (an L-infinity bound of how much it amplifies an
+        error in an input-dependent operand: at least 1, so that applying it to every value,
+        downstream of the node or not, over-estimates), plus what the node's own roundings
+        below the normal range add (half the smallest subnormal per term of its sums)."""
+        if not any(isinstance(o, Lin) and o.dtype == np.float32 for o in outputs):
+            return
+        gain, terms = self._gain(node.op_type, args, attrs)
+        with np.errstate(over="ignore"):
+            self.underflow = max(gain, 1.0) * self.underflow + terms * float(np.finfo(np.float32).smallest_subnormal) / 2
+
+    def _gain(self, op: str, args: list, attrs: dict) -> tuple[float, int]:
+        """``(gain, terms)`` of a node: the L-infinity gain from its input-dependent operands
+        to its output, and the most terms one of its output values sums."""
+        lins = [a for a in args if isinstance(a, Lin)]
+        consts = [np.abs(self._const(a)) for a in args if a is not None and not isinstance(a, Lin)]
+        with np.errstate(over="ignore", divide="ignore"):
+            if op in ("MatMul", "Gemm") and consts:
+                w = consts[0]
+                if op == "Gemm":
+                    flag = int(attrs.get("transB" if isinstance(args[0], Lin) else "transA", 0))
+                    w = w.T if flag and w.ndim == 2 else w
+                if isinstance(args[0], Lin):  # x W: the columns' sums
+                    gain = float(w.sum(axis=-2).max(initial=0.0)) if w.ndim > 1 else float(w.sum())
+                    terms = w.shape[-2] if w.ndim > 1 else w.size
+                else:  # W x: the rows' sums
+                    gain = float(w.sum(axis=-1).max(initial=0.0))
+                    terms = w.shape[-1]
+                if op == "Gemm":
+                    gain = abs(float(attrs.get("alpha", 1.0))) * gain + abs(float(attrs.get("beta", 1.0)))
+                return gain, terms + 2
+            if op == "Conv" and consts:
+                w = consts[0]
+                return float(w.reshape(w.shape[0], -1).sum(axis=1).max(initial=0.0)), int(np.prod(w.shape[1:])) + 1
+            if op in ("Mul", "Div") and consts:
+                c = consts[0] if op == "Mul" else 1 / consts[0]
+                return float(np.max(c, initial=0.0)), 1
+            if op == "BatchNormalization" and len(args) >= 5:  # (the handler checked var + eps > 0)
+                scale, var = self._const(args[1]), self._const(args[4])
+                a = np.abs(scale) / np.sqrt(var + float(attrs.get("epsilon", BN_EPSILON)))
+                return float(np.max(a, initial=0.0)), 2
+        return float(len(lins)), 1  # Add, Sub, Neg, shape operators: each operand's error at most once
 
     def _need_rows(self, label: str, op: str, v: Lin, shape: Sequence[int]) -> None:
         self._need(f"node {label!r} ({op})", math.prod(shape), v.rows.shape[0])
@@ -145,6 +210,10 @@ class _Importer(OnnxWalker):
 
     def _lin_plus_const(self, label: str, op: str, v: Lin, c: np.ndarray, sign: float = 1.0) -> Lin:
         c = self._const(c)
+        if id(v) in self.product_sums and self.product_sums[id(v)][0] is v:
+            # onnxruntime fuses a MatMul and the Add of a constant into a Gemm that starts its sums from it
+            self.check_bound(label, op, np.abs(c) + self.product_sums[id(v)][1], v.dtype, "partial sums (with the "
+                             "added constant, as onnxruntime's fused Gemm)")
         shape = np.broadcast_shapes(v.shape, c.shape)
         self._need_rows(label, op, v, shape)
         rows = self._align(v.rows, c.ndim)
@@ -248,7 +317,9 @@ class _Importer(OnnxWalker):
             sums = np.matmul(np.abs(left[0]), bound.reshape(right.shape[1:]))
         self.check_bound(label, "MatMul", sums, lin.dtype, "partial sums")
         out = np.matmul(left, right)
-        return lin.like(out.reshape(p, *out_shape))
+        result = lin.like(out.reshape(p, *out_shape))
+        self.product_sums[id(result)] = (result, sums.reshape(out_shape))
+        return result
 
     def _gemm(self, label: str, args: list, attrs: dict) -> Lin:
         a, b = args[0], args[1]
@@ -285,6 +356,10 @@ class _Importer(OnnxWalker):
                 rows = np.matmul(t(self._const(a), trans_a), t(b.rows, trans_b))
                 sums = np.matmul(t(np.abs(self._const(a)), trans_a), t(bound, trans_b))
             self.check_bound(label, "Gemm", sums, lin.dtype, "partial sums of A B")
+            if c is not None:  # onnxruntime may start its sums from beta C
+                c_bound = self.value_bound(c).reshape(c.shape) if isinstance(c, Lin) else np.abs(self._const(c))
+                self.check_bound(label, "Gemm", abs(alpha) * sums + abs(beta) * c_bound, lin.dtype,
+                                 "partial sums of alpha A B + beta C")
             if alpha != 1.0:  # onnxruntime multiplies by alpha after the product: that must be finite too
                 self._check_range(label, "Gemm", lin.like(rows))
             product = lin.like(alpha * rows)
@@ -397,6 +472,7 @@ class _Importer(OnnxWalker):
             raise ValueRangeError(f"node {label!r} (BatchNormalization): scale / sqrt(variance + epsilon) reaches "
                                   f"{np.abs(a).max():.3g}, beyond {info.dtype}'s range: onnxruntime's values would "
                                   "not be finite")
+        check_bn_shift(label, mean, a, info)
         bshape = (1, -1, *([1] * (len(x.shape) - 2)))
         scaled = self._scale(label, "BatchNormalization", x, a.reshape(bshape))
         return self._lin_plus_const(label, "BatchNormalization", scaled, (bias - mean * a).reshape(bshape))
@@ -451,16 +527,21 @@ def load_onnx(path: str | Path, name: str | None = None) -> Network | Graph:
     when the model is one (convolution-free, no residual connections), else a
     :class:`~parallelepipedonn.graph.Graph` (see :func:`model_from_onnx`).
 
-    Raises :class:`ModelError` (or its subclass :class:`UnsupportedOperatorError`) for
-    unreadable, malformed, unsupported or too large models.
+    A gzip-compressed model (``.onnx.gz``, as VNN-COMP's benchmarks ship them) is read
+    decompressed; ``file_sha256`` is the file's, as stored. Raises :class:`ModelError` (or
+    its subclass :class:`UnsupportedOperatorError`) for unreadable, malformed,
+    unsupported or too large models.
     """
     p = Path(path)
+    label = name or (p.name[:-3] if p.suffix == ".gz" else p.name)
     try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"cannot read model file {str(p)!r}: {exc.strerror or exc}") from exc
-    ir = model_from_onnx(parse_model(data, name or p.name), name or p.name)
-    return dataclasses.replace(ir, file_sha256=hashlib.sha256(data).hexdigest())
+        raw = data = p.read_bytes()
+        if p.suffix == ".gz":
+            data = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ModelError(f"cannot read model file {str(p)!r}: {getattr(exc, 'strerror', None) or exc}") from exc
+    ir = model_from_onnx(parse_model(data, label), label)
+    return dataclasses.replace(ir, file_sha256=hashlib.sha256(raw).hexdigest())
 
 
 
@@ -487,24 +568,31 @@ def model_from_onnx(model: onnx.ModelProto, name: str = "") -> Network | Graph:
         except ValueRangeError:  # a refusal on the numbers, which no other importer may overrule
             raise
         except ModelError as graph_error:
+            importer = _Importer(model, name)
             try:
-                return _Importer(model, name).run()
+                chain = importer.run()
+                importer.check_underflow()  # (no node-by-node check of the graph importer's)
+            except ValueRangeError:  # the chain importer read the structure and refused the numbers
+                raise
             except ModelError:
                 raise graph_error from None
+            return chain
+    importer = _Importer(model, name)
     try:
-        chain = _Importer(model, name).run()
+        chain = importer.run()
     except ModelError as exc:
         if "is not a chain" not in str(exc):
             raise
         return graph_from_onnx(model, name)
-    return _checked_as_graph(chain, model, name)
+    return _checked_as_graph(chain, importer, model, name)
 
 
-def _checked_as_graph(chain: Network, model: onnx.ModelProto, name: str) -> Network:
+def _checked_as_graph(chain: Network, importer: _Importer, model: onnx.ModelProto, name: str) -> Network:
     """A float32 model the chain importer read, checked by the graph importer's range
-    checks too where it reads the model (the chain importer folds each stage into one
-    affine map, so it cannot see an underflow to 0 that a later factor amplifies): its
-    :class:`ValueRangeError` stands, and the smaller of the two input bounds is kept."""
+    checks too where it reads the model (node by node: tighter than the chain importer's
+    own underflow bound, :meth:`_Importer._after_node`, whose gains multiply over the
+    whole chain): its :class:`ValueRangeError` stands, and the smaller of the two input
+    bounds is kept."""
     from .onnx_graph import graph_from_onnx
 
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
@@ -514,7 +602,8 @@ def _checked_as_graph(chain: Network, model: onnx.ModelProto, name: str) -> Netw
         graph = graph_from_onnx(model, name)
     except ValueRangeError:
         raise
-    except ModelError:  # a structure only the chain importer reads (e.g. a 1-D convolution)
+    except ModelError:  # a structure only the chain importer reads (e.g. a 1-D convolution): its own check
+        importer.check_underflow()
         return chain
     if graph.input_bound >= chain.input_bound:
         return chain
@@ -528,4 +617,7 @@ def network_from_onnx(model: onnx.ModelProto, name: str = "") -> Network:
     type and shape inference first)."""
     name = name or model.graph.name
     check_model(model, name)
-    return _Importer(model, name).run()
+    importer = _Importer(model, name)
+    network = importer.run()
+    importer.check_underflow()
+    return network

@@ -49,6 +49,19 @@ _FOLD_AT_19 = {"DequantizeLinear", "QuantizeLinear"}
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
 
+def check_bn_shift(label: str, mean: np.ndarray, factor: np.ndarray, info: np.finfo, bias: np.ndarray | None = None
+                   ) -> None:
+    """:class:`ValueRangeError` unless the products onnxruntime computes for a
+    BatchNormalization's shift are in range: ``mean * factor``, and folded into a
+    convolution with ``bias``, ``(bias - mean) * factor``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        parts = [np.abs(mean * factor)] + ([] if bias is None else [np.abs((bias - mean) * factor)])
+    top = max(float(np.max(p, initial=0.0)) for p in parts)
+    if not top <= float(info.max):
+        raise ValueRangeError(f"node {label!r} (BatchNormalization): its shift's products reach {top:.3g}, beyond "
+                              f"{info.dtype}'s range: onnxruntime's values would not be finite")
+
+
 def _range_error(label: str, op: str, why: str) -> ValueRangeError:
     """A refusal of node ``label`` on its numbers (:class:`ValueRangeError`), worded as the
     importer's other refusals."""
@@ -223,6 +236,7 @@ class OnnxWalker:
             for value in outputs:
                 if isinstance(value, Lin):
                     self._check_range(label, node.op_type, value)
+            self._after_node(node, label, args, attrs, outputs)
             if len(outputs) < len([o for o in node.output if o]):
                 for extra in node.output[len(outputs):]:
                     if extra and (consumers.get(extra, 0) or extra in {o.name for o in self.graph.output}):
@@ -238,6 +252,10 @@ class OnnxWalker:
     def _check_stage(self, v: Lin, where: str) -> None:
         """A hook on every input-dependent operand before its node is read (the chain
         importer refuses tensors from before the last Relu)."""
+
+    def _after_node(self, node: onnx.NodeProto, label: str, args: list, attrs: dict, outputs: list) -> None:
+        """A hook after each input-dependent node is read (the chain importer bounds the
+        underflow errors its folding hides)."""
 
     def _check_range(self, label: str, op: str, v: Lin) -> None:
         """The tensor's coefficients must be finite numbers of its ONNX type: one out of

@@ -226,6 +226,8 @@ def _recheck_claims(cert: Certificate, raw: dict[str, Any] | None, net: Network,
              else "nothing proven (status unknown)")
     out: dict[str, Any] = {"kind": "certificate", "claim": claim, "oracle": None}
     notes = []
+    if cert.domain.n == net.n_inputs:  # (another size: the geometry's checks say so)
+        net.check_input_range(cert.domain.lower, cert.domain.upper, "the certificate's domain")
     try:
         checks = _check_geometry(cert, raw, net) + _check_counterexample(cert, net)
         unproven = _unproven_bounds(cert)
@@ -385,6 +387,7 @@ def recheck_dual(dual: DualBox, net: Network, label: int, oracle_name: str, time
                            if dual.box is not None else f"no point of {where} is classified {label}"}
     if region.n != net.n_inputs:
         raise InputDataError(f"the dual box's region has {region.n} dimensions, the network {net.n_inputs} inputs")
+    net.check_input_range(region.lower, region.upper, "the dual box's region")
     checks = []
     if dual.domain is not None:
         expected = dual.domain if dual.center is None else Box.cube(dual.center, float(dual.radius or 0), dual.domain)

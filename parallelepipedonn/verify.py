@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import hashlib
 import json
 import logging
 import time
@@ -252,30 +251,11 @@ class Verification:
 
 
 def load_model_file(path: str | Path) -> Network | Graph:
-    """:func:`~parallelepipedonn.onnx_import.load_onnx`, also for gzip-compressed models
-    (``.onnx.gz``, as VNN-COMP's benchmarks ship them)."""
-    from .errors import ModelError
-    from .onnx_import import load_onnx, model_from_onnx
+    """:func:`~parallelepipedonn.onnx_import.load_onnx` (which reads gzip-compressed
+    models too)."""
+    from .onnx_import import load_onnx
 
-    p = Path(path)
-    if p.suffix != ".gz":
-        return load_onnx(p)
-    import gzip
-
-    import onnx
-
-    try:
-        raw = p.read_bytes()
-        data = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise ModelError(f"cannot read model file {str(p)!r}: {getattr(exc, 'strerror', None) or exc}") from exc
-    name = p.name[:-3]
-    try:
-        model = onnx.load_from_string(data)
-    except Exception as exc:  # protobuf DecodeError, ...
-        raise ModelError(f"model {name!r} is not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}") \
-            from exc
-    return replace(model_from_onnx(model, name), file_sha256=hashlib.sha256(raw).hexdigest())
+    return load_onnx(path)
 
 
 # -- exact checks ---------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ def recheck_verification(result: Verification, model: Network | Graph, prop: Vnn
         except ValueError as exc:  # a wrong length, or an empty box
             raise InputDataError(f"the stored domain is not a box of the network's {model.n_inputs} inputs: "
                                  f"{exc}") from None
+        model.check_input_range(dom.lower, dom.upper, "the stored domain")
         xa = as_network_input(np.asarray(p["input"], dtype=np.float64), model.input_shape, dom, "the stored input")
         label, eps = model.check_label(int(p["label"])), float(p["epsilon"])
         if not (math.isfinite(eps) and eps >= 0):
@@ -66,6 +67,10 @@ def recheck_verification(result: Verification, model: Network | Graph, prop: Vnn
     elif kind == "vnnlib":
         assert prop is not None
         prop.check_model(model.n_inputs, model.n_classes)
+        if model.dropped_final:  # as verify_property: a property on what the dropped op changes is not the file's
+            prop.check_final(model.dropped_final)
+        for k, region in enumerate(prop.regions):
+            model.check_input_range(*region.outer_box(), what=f"the property's input box {k + 1}")
         wrong = _stored_property_claims(result.property, prop, model.n_inputs)
         if wrong is not None:
             return ClaimCheck("refuted", wrong)

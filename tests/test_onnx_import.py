@@ -619,3 +619,86 @@ def test_dequantized_weights_fold_at_the_opsets_before_19():
     plain = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     expected = plain.run(None, {"x": x})[0]
     np.testing.assert_allclose(model_from_onnx(model).forward(x.astype(np.float64)), expected, rtol=1e-6, atol=1e-6)
+
+
+def _unbatched(nodes: list[onnx.NodeProto], inits: list, n: int, m: int) -> onnx.ModelProto:
+    """A model whose input has no batch axis (``[n]``, reshaped to ``[1, n]``): a structure
+    only the chain importer reads."""
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shp"], ["x2"]), *nodes], "unbatched",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, m])],
+                              initializer=[tensor("shp", np.array([1, n], np.int64)), *inits])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_an_amplified_underflow_is_refused_where_only_the_chain_importer_reads_the_model():
+    """``y0 = x * 2^-149 * 2^126 * 2^23`` (``x`` in the IR, 0 in float32 at 0.3), on an
+    input without a batch axis, which the graph importer does not read: the chain
+    importer's own underflow bound refuses it."""
+    nodes = [helper.make_node("Gemm", ["x2", "W"], ["t"]), helper.make_node("Mul", ["t", "a"], ["t1"]),
+             helper.make_node("Mul", ["t1", "b"], ["t2"]), helper.make_node("Mul", ["t2", "c"], ["y"])]
+    inits = [tensor("W", np.array([[1, 0.5]], np.float32)), tensor("a", np.array([2.0**-149, 1], np.float32)),
+             tensor("b", np.array([2.0**126, 1], np.float32)), tensor("c", np.array([2.0**23, 1], np.float32))]
+    model = _unbatched(nodes, inits, 1, 2)
+    assert ort_forward(model, np.array([0.3], np.float32)).reshape(-1).argmax() == 1
+    with pytest.raises(ValueRangeError, match="amplify the underflow"):
+        model_from_onnx(model)
+    ordinary = _unbatched([helper.make_node("Gemm", ["x2", "W"], ["y"])],
+                          [tensor("W", np.array([[1, 0.5]], np.float32))], 1, 2)
+    assert model_from_onnx(ordinary).n_classes == 2
+
+
+@pytest.mark.parametrize("fused", ["gemm", "matmul-add"])
+def test_partial_sums_that_start_from_the_added_constant_are_bounded(fused):
+    """onnxruntime's Gemm starts its sums from ``beta C`` (and fuses a MatMul and an Add of a
+    constant into one): ``3e38`` plus a thousand terms ``w x`` that cancel to 0 overflows on
+    the way although the folded result, ``3e38``, does not."""
+    k = 1024
+    w = np.zeros((k, 2), np.float32)
+    w[:k // 2, 0], w[k // 2:, 0] = 1e38 / (k // 2), -1e38 / (k // 2)
+    c = np.array([3e38, 0.0], np.float32)
+    dup = [helper.make_node("MatMul", ["x", "D"], ["h"])]
+    if fused == "gemm":
+        nodes = dup + [helper.make_node("Gemm", ["h", "W", "C"], ["y"])]
+    else:
+        nodes = dup + [helper.make_node("MatMul", ["h", "W"], ["p"]), helper.make_node("Add", ["p", "C"], ["y"])]
+    model = make_model(nodes, ["N", 1], initializers=[tensor("D", np.ones((1, k), np.float32)),
+                                                      tensor("W", w), tensor("C", c)])
+    assert not np.isfinite(ort_forward(model, np.array([[1.0]], np.float32))).all()
+    with pytest.raises(ValueRangeError, match="partial sums"):
+        model_from_onnx(model)
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_a_batchnorm_shift_whose_products_overflow_is_refused(conv):
+    """onnxruntime computes a BatchNormalization's shift ``B - mean * a`` in float32:
+    ``mean * a = 5e38`` overflows although the folded shift, ``-2e38``, does not."""
+    stats = [tensor("s", np.array([1e9, 1.0], np.float32)), tensor("B", np.array([3e38, 0.0], np.float32)),
+             tensor("mu", np.array([5e29, 0.0], np.float32)), tensor("v", np.array([1.0, 1.0], np.float32))]
+    if conv:
+        nodes = [helper.make_node("Conv", ["x", "K"], ["c"]), helper.make_node("BatchNormalization",
+                 ["c", "s", "B", "mu", "v"], ["b"]), helper.make_node("Flatten", ["b"], ["y"])]
+        model = make_model(nodes, ["N", 2, 1, 1], initializers=[tensor("K", np.eye(2, dtype=np.float32)
+                                                                      .reshape(2, 2, 1, 1)), *stats])
+    else:
+        nodes = [helper.make_node("BatchNormalization", ["x", "s", "B", "mu", "v"], ["y"])]
+        model = make_model(nodes, ["N", 2], initializers=stats)
+    with pytest.raises(ValueRangeError, match="shift's products reach 5e\\+38"):
+        model_from_onnx(model)
+
+
+def test_a_gzip_compressed_model_loads_and_records_the_files_hash(tmp_path):
+    import gzip
+    import hashlib
+
+    from parallelepipedonn.network import Affine, Network, ReLU
+    from parallelepipedonn.onnx_export import save_onnx
+
+    net = Network((2,), (Affine(np.eye(2), np.zeros(2)), ReLU(), Affine(np.eye(2), np.zeros(2))))
+    save_onnx(net, tmp_path / "m.onnx")
+    (tmp_path / "m.onnx.gz").write_bytes(gzip.compress((tmp_path / "m.onnx").read_bytes()))
+    loaded = load_onnx(tmp_path / "m.onnx.gz")
+    assert loaded.file_sha256 == hashlib.sha256((tmp_path / "m.onnx.gz").read_bytes()).hexdigest()
+    np.testing.assert_array_equal(loaded.forward(np.eye(2)), net.forward(np.eye(2)))

@@ -521,3 +521,61 @@ def test_claims_about_the_best_apothem_are_checked(small, tmp_path, tamper, outc
     (tmp_path / "c.json").write_text(json.dumps(d))
     result = recheck(tmp_path / "c.json")
     assert result.outcome is outcome and reason in result.reason, result.reason
+
+
+def _bounded_model(tmp_path: Path) -> Path:
+    """``y = [x * 1e37 * 1e-37, 2 x]`` in float32: in range for inputs up to about 34; beyond,
+    onnxruntime's ``y0`` is infinite (class 0) where the IR's is ``x`` (class 1)."""
+    from onnx import helper
+
+    from tests.nets import make_model, tensor
+
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["t0"]), helper.make_node("Mul", ["t0", "a"], ["t1"]),
+             helper.make_node("Mul", ["t1", "b"], ["y"])]
+    model = make_model(nodes, ["N", 1], initializers=[tensor("W", np.array([[1, 1]], np.float32)),
+                                                      tensor("a", np.array([1e37, 1], np.float32)),
+                                                      tensor("b", np.array([1e-37, 2], np.float32))])
+    path = tmp_path / "bounded.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_claims_on_inputs_beyond_the_models_input_bound_are_not_rechecked_nor_made(tmp_path, capsys):
+    from parallelepipedonn.errors import ValueRangeError
+
+    path = _bounded_model(tmp_path)
+    net = ppn.load_onnx(path)
+    assert 30 < net.input_bound < 35
+    wide = ppn.Box(np.array([1.0]), np.array([200.0]))
+    with pytest.raises(ValueRangeError):
+        ppn.dual_box(net, 0, domain=wide, workers=1)
+    # as an older version, or the API on a model without the bound, would have stored them
+    free = dataclasses.replace(net, input_bound=math.inf)
+    cert = ppn.certify(free, np.array([150.0]), domain=wide, model_path=str(path))
+    cert.save(tmp_path / "c.json")
+    dual = ppn.dual_box(free, 1, domain=wide, workers=1, model_path=str(path))
+    dual.save(tmp_path / "d.json")
+    for stored in ("c.json", "d.json"):
+        code, _, err = run(capsys, "recheck", str(tmp_path / stored))
+        assert code == 2 and "proven in range only up to" in err, err
+
+
+def test_a_stored_verification_of_what_a_dropped_logsoftmax_changes_is_not_rechecked(tmp_path):
+    from onnx import helper
+
+    from parallelepipedonn.errors import PropertyError
+    from parallelepipedonn.verify import VerifyConfig, verify_property
+    from parallelepipedonn.verify_recheck import recheck_verification
+    from parallelepipedonn.vnnlib import parse_vnnlib
+    from tests.nets import make_model, tensor
+
+    nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["z"]), helper.make_node("LogSoftmax", ["z"], ["y"])]
+    model = make_model(nodes, ["N", 1], initializers=[tensor("W", np.array([[1, 0]], np.float32)),
+                                                      tensor("B", np.array([0, 10], np.float32))])
+    net = ppn.onnx_import.model_from_onnx(model)
+    prop = parse_vnnlib("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+                        "(assert (>= X_0 0))\n(assert (<= X_0 1))\n(assert (>= Y_0 0.5))\n", "p.vnnlib")
+    stored = verify_property(dataclasses.replace(net, dropped_final=""), prop, config=VerifyConfig(oracle="milp"))
+    assert stored.answer.value == "sat"  # about the scores: the file's log-probabilities are never >= 0.5
+    with pytest.raises(PropertyError, match="ends in a LogSoftmax"):
+        recheck_verification(stored, net, prop, config=VerifyConfig(oracle="milp"))
