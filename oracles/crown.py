@@ -45,7 +45,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """``torch.device`` for ``device``; a clear error if CUDA is asked for but absent. A bare
     ``"cuda"`` becomes the current CUDA device with its index (``cuda:0``), the device
     tensors report: the graph nodes' tensor caches are keyed by it."""
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise OracleError(f"unknown device {device!r} (e.g. cpu, cuda, cuda:1): {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise OracleError(f"device {device!r} requested but CUDA is not available on this machine")
     if dev.type == "cuda" and dev.index is None:

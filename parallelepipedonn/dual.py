@@ -261,7 +261,9 @@ def _complete_bottom_up(network: Network, milp: MilpOracle, label: int, region: 
             return Box(np.maximum(lo - PROOF_MARGIN, region.lower), np.minimum(hi + PROOF_MARGIN, region.upper)), \
                 {"queries": queries}
         if ans.verdict is not RegionVerdict.WITNESS:
-            return region, {"queries": queries, "note": f"undecided ({ans.reason}): the region itself"}
+            late = (deadline is not None and time.perf_counter() >= deadline) or "time limit" in (ans.reason or "")
+            return region, {"queries": queries, **({"timeouts": 1} if late else {}),
+                            "note": f"undecided ({ans.reason}): the region itself"}
         lo, hi = np.minimum(lo, ans.witness), np.maximum(hi, ans.witness)
 
 

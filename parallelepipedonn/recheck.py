@@ -51,7 +51,7 @@ from .certificate import Certificate, json_schema, read_json_object
 from .dual import FORMAT_NAME as DUAL_FORMAT
 from .dual import FORMAT_VERSION as DUAL_VERSION
 from .dual import DualBox
-from .errors import ConfigError, InputDataError, ModelError, ModelMismatchError
+from .errors import ConfigError, InputDataError, ModelError, ModelMismatchError, ParallelepipedoNNError
 from .io_utils import sha256_file
 from .network import Network
 from .recheck_claims import (
@@ -259,8 +259,9 @@ def recheck_all(path: str | Path, *, model: str | Path | None = None, oracle: st
     :func:`store_items`), each as :func:`recheck` would. The network is loaded once per
     model file."""
     path = Path(path)
+    extra: dict[str, str] = {}
     if is_store(path):
-        items, results = store_items(path)
+        items, results = store_items(path, extra)
     else:
         items, results = [(stored, raw, "") for stored, raw in load_stored_list(path)], []
     check_oracle_answers(oracle, [stored for stored, _, _ in items])
@@ -271,7 +272,8 @@ def recheck_all(path: str | Path, *, model: str | Path | None = None, oracle: st
             check_model_hash(model_path, stored.model_sha256)
             networks[model_path] = load_model_file(model_path)
         result = _recheck_one(stored, raw, path.parent, model, oracle, time_limit, device, networks[model_path])
-        results.append(replace(result, source=source))
+        results.append(replace(result, source=source, notes=result.notes + ((extra[source],) if source in extra
+                                                                            else ())))
     return results
 
 
@@ -284,13 +286,15 @@ def is_store(path: Path) -> bool:
         return False
 
 
-def store_items(path: Path) -> tuple[list[tuple[Stored, dict[str, Any], str]], list[Recheck]]:
+def store_items(path: Path, notes: dict[str, str] | None = None
+                ) -> tuple[list[tuple[Stored, dict[str, Any], str]], list[Recheck]]:
     """The results of a store to recheck (each row's stored certificate or verification,
     named by its input), and the rows already refuted by their own columns: a status,
     label, prediction or apothem that is not its certificate's, a status that claims a
     result with no certificate stored, or a certificate of another model than its
-    configuration's. Rows that claim nothing (errors, time-outs without a certificate)
-    are skipped."""
+    configuration's, or a certificate whose input is not the row's (the file its id names,
+    or the dataset image, read again where found: ``notes`` gets a line where not). Rows
+    that claim nothing (errors, time-outs without a certificate) are skipped."""
     from .store import ResultStore
 
     items: list[tuple[Stored, dict[str, Any], str]] = []
@@ -324,9 +328,63 @@ def store_items(path: Path) -> tuple[list[tuple[Stored, dict[str, Any], str]], l
             refuted.append(wrong(mismatch))
         elif said is not None and stored.model_sha256 != said:
             refuted.append(wrong(f"its certificate names model {stored.model_sha256}, its configuration {said}"))
+        elif isinstance(stored, Certificate) and (other := _other_input(row, stored, where, notes)) is not None:
+            refuted.append(wrong(other))
         else:
             items.append((stored, d, where))
     return items, refuted
+
+
+def _other_input(row: Any, cert: Certificate, where: str, notes: dict[str, str] | None) -> str | None:
+    """Why a store row's certificate is not about the row's input (the file its id names,
+    or the dataset image ``name:split:index``, read again: the same content, by the row's
+    fingerprint, and other values in the certificate), or ``None``; a line in ``notes``
+    where the input cannot be read again or has changed since."""
+    from .batch import BatchInput
+
+    item: BatchInput | None = None
+    name, _, index = row.input_id.rpartition(":")
+    try:
+        if Path(row.input_id).is_absolute() and Path(row.input_id).is_file():
+            item = BatchInput(row.input_id, path=Path(row.input_id))
+        elif name.count(":") == 1 and index.isdigit():
+            from .datasets import load_dataset
+
+            data, split = name.split(":")
+            item = BatchInput(row.input_id, values=load_dataset(data, split)[int(index)][0])
+    except ParallelepipedoNNError as exc:
+        item, why = None, str(exc)
+    else:
+        why = "it is neither a file that exists nor a dataset image"
+    if item is None or item.fingerprint() != row.input_sha256:
+        if notes is not None:
+            notes[where] = (f"the row's input is not compared with its certificate's: {why}" if item is None else
+                            "the row's input has changed since it was certified: not compared with its certificate's")
+        return None
+    values = np.asarray(item.read(), dtype=np.float64).reshape(-1)
+    if not np.array_equal(values, cert.input.reshape(-1)):
+        return "its certificate is about another input than the row's (read again, the same content as certified)"
+    return None
+
+
+def _dual_metrics_claim(dual: DualBox, raw: dict[str, Any] | None) -> str | None:
+    """What a stored dual box's own numbers say that its box does not (its exact-bound
+    count, min edge, log-volume, whether it covers the region), or ``None``."""
+    if raw is None:
+        return None
+    box = dual.box
+    actual = {"exact_bounds": dual.exact_count, "covers_region": dual.covers_region,
+              "min_edge": dual.min_edge(),
+              "log_volume": None if box is None or math.isinf(box.log_volume()) else box.log_volume()}
+    for key, value in actual.items():
+        said = raw.get(key)
+        if key == "log_volume" and said is not None and value is not None:
+            same = math.isclose(float(said), value, rel_tol=1e-12, abs_tol=1e-12)
+        else:
+            same = said == value and type(said) is type(value) or (said is None and value is None)
+        if key in raw and not same:
+            return f"its stored {key} {said!r} is not its box's {value!r}"
+    return None
 
 
 def _row_mismatch(row: Any, stored: Stored) -> str | None:
@@ -364,6 +422,12 @@ def _recheck_one(stored: Stored, raw: dict[str, Any] | None, stored_in: Path | N
             result = recheck_epsilon(stored, net, label, oracle, time_limit, device, result)
     else:
         result = recheck_dual(stored, net, label, oracle, time_limit, device)
+        wrong = None if result["outcome"] is Outcome.REFUTED else _dual_metrics_claim(stored, raw)
+        if wrong is not None:  # (a box refuted by a witness says more)
+            result = {**result, "outcome": Outcome.REFUTED, "reason": wrong}
+        if stored.exact_count:
+            notes.append(f"its {stored.exact_count} exactness flags (faces attained by a class point) are not "
+                         "rechecked: the file keeps no witnesses")
     return Recheck(**{**result, "model_path": str(model_path), "label": label, "seconds": time.perf_counter() - start,
                       "notes": tuple(notes) + tuple(result.get("notes", ()))})
 

@@ -573,3 +573,16 @@ def test_recheck_reads_a_store_and_refutes_rows_that_are_not_their_certificates(
     code, out, _ = run(capsys, "recheck", str(store))
     assert code == 5 and out.count("REFUTED") == 2, out
     assert "is not its certificate's" in out and "claims a result, but the row stores none" in out
+
+
+def test_recheck_refutes_a_store_row_whose_certificate_is_another_inputs(model, few, tmp_path, capsys):
+    store = tmp_path / "r.db"
+    assert run(capsys, *certify_args(model, few, store))[0] == 0
+    ids = sorted(results(store))
+    cols = "status, reason, label, predicted_label, apothem, min_edge, log_volume, apothem_upper_bound, certificate"
+    with closing(sqlite3.connect(store)) as db:
+        src = db.execute(f"SELECT {cols} FROM results WHERE input_id = ?", (ids[0],)).fetchone()
+        db.execute(f"UPDATE results SET ({cols}) = ({', '.join('?' * len(src))}) WHERE input_id = ?", (*src, ids[1]))
+        db.commit()
+    code, out, _ = run(capsys, "recheck", str(store))
+    assert code == 5 and "its certificate is about another input than the row's" in out, out

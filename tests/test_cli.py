@@ -222,3 +222,15 @@ def test_train_convolutional_architectures(arch, tmp_path, capsys):
 
     x = np.random.default_rng(0).random((4, 1, 28, 28)).astype(np.float32)
     np.testing.assert_allclose(load_onnx(a).forward(x), ort_forward(onnx.load(str(a)), x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["dual", "--dataset", "mnist", "--label", "0", "--domain", "1", "0"], "non-empty finite interval"),
+    (["dual", "--dataset", "mnist", "--label", "0", "--time-limit", "0"], "positive number"),
+    (["dual", "--dataset", "mnist", "--label", "0", "--workers", "0"], "at least 1"),
+    (["certify", "--dataset", "mnist", "--index", "0", "--device", "foo"], "unknown device"),
+    (["compare", "--dataset", "mnist", "--index", "0", "--algorithms", ","], "names no algorithm"),
+])
+def test_bad_options_of_dual_certify_and_compare_are_usage_errors(argv, message, capsys):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err, err

@@ -223,3 +223,25 @@ def test_dual_cli_takes_a_device_and_refuses_cuda_where_there_is_none(capsys):
         pytest.skip("a CUDA device is present")
     assert main(["dual", "--dataset", "mnist", "--label", "3", "--method", "relaxed", "--device", "cuda"]) != 0
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_recheck_refutes_a_dual_box_whose_stored_metrics_are_not_its_boxs(tmp_path, capsys):
+    import json
+
+    from parallelepipedonn.dual import dual_box
+    from parallelepipedonn.onnx_export import save_onnx
+    from parallelepipedonn.onnx_import import load_onnx
+    from tests.nets import random_network
+    from tests.test_cli import run
+
+    save_onnx(random_network(1, [2, 8, 8, 3]), tmp_path / "m.onnx")
+    net = load_onnx(tmp_path / "m.onnx")
+    dual_box(net, 1, method="relaxed", workers=1, model_path=str(tmp_path / "m.onnx")).save(tmp_path / "d.json")
+    assert run(capsys, "recheck", str(tmp_path / "d.json"))[0] == 0
+    d = json.loads((tmp_path / "d.json").read_text())
+    for key, value in (("covers_region", not d["covers_region"]), ("exact_bounds", d["exact_bounds"] + 1),
+                       ("min_edge", 0.5), ("log_volume", -3.0)):
+        tampered = {**d, key: value}
+        (tmp_path / "t.json").write_text(json.dumps(tampered))
+        code, out, _ = run(capsys, "recheck", str(tmp_path / "t.json"))
+        assert code == 5 and f"its stored {key}" in out, (key, out)

@@ -151,3 +151,41 @@ def test_a_precision_below_the_spacing_of_floats_ends_the_search(algorithm):
     cert = certify(net, x, 0, config=CertifyConfig(algorithm=algorithm, precision=1e-18, search_time_limit=60))
     assert cert.status is Status.CERTIFIED
     assert_robust_everywhere(net, cert.box, 0)
+
+
+def test_a_scaled_volume_box_stays_in_a_domain_whose_bounds_are_not_dyadic():
+    """``x + 1 (lo - x)`` can round below ``lo``: with the domain [0.1, 1] the whole box
+    (t = 1) stuck out of the domain by one unit in the last place."""
+    from parallelepipedonn.network import Affine, Network, ReLU
+
+    rng, sizes, layers = np.random.default_rng(1), [2, 8, 8, 3], []
+    for i in range(3):
+        w, b = rng.normal(0, 1 / np.sqrt(sizes[i]), (sizes[i], sizes[i + 1])), rng.normal(0, 0.3, sizes[i + 1])
+        layers += [Affine(w.T, b)] + ([ReLU()] if i < 2 else [])
+    net = Network((2,), tuple(layers))
+    domain = Box(np.full(2, 0.1), np.ones(2))
+    cert = certify(net, np.array([0.6732655185893088, 0.8319432152802452]), domain=domain,
+                   config=CertifyConfig(algorithm="volume-gradient"))
+    assert cert.status is Status.CERTIFIED and domain.contains_box(cert.box)
+
+
+@pytest.mark.parametrize("precision", [1.0, 2.0])
+def test_the_exact_search_refuses_a_relative_precision_of_one_or_more(precision):
+    with pytest.raises(ConfigError, match="relative"):
+        make_search("exact", precision=precision)
+
+
+def test_the_apothem_searches_stop_at_the_deadline_with_a_proven_cube():
+    import time
+
+    net = random_network(0, [4, 16, 3])
+    x = np.full(4, 0.5)
+    label = int(net.predict(x[None])[0])
+    for name in ("apothem-linear", "apothem-bisection", "apothem-kary", "apothem-topdown"):
+        problem = Problem(x, label, Box.unit(4), deadline=time.perf_counter() + 0.3)
+        start = time.perf_counter()
+        result = make_search(name, precision=1e-300).run(problem, CrownOracle(net))
+        assert time.perf_counter() - start < 5, name
+        if result.box is not None:
+            assert result.status is Status.CERTIFIED and result.box.contains(x)
+            assert_robust_everywhere(net, result.box, label)

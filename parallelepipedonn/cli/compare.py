@@ -6,6 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..io_utils import removed_on_failure
 from ..progress import Progress
 from .args import add_certify_options, add_model_and_input, certify_config
@@ -40,7 +41,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     check_outputs(args, args.json, args.plot)
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    configs = [certify_config(args, a) for a in algorithms]
+    if not algorithms:
+        raise ConfigError("--algorithms names no algorithm")
+    configs = [certify_config(args, a, dual=args.dual, dual_radius=args.dual_radius) for a in algorithms]
     for c in configs:
         make_search(c.algorithm, precision=c.precision)  # reject bad names before any work
     network, x, domain, model_path, true_label, what, class_names = load_problem(args)

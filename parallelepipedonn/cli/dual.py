@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..errors import ConfigError
 from ..io_utils import removed_on_failure
 from ..progress import Progress
-from .args import add_model_and_input
-from .common import check_outputs, fmt, load_problem
+from .args import add_model_and_input, positive, positive_int
+from .common import check_outputs, fmt, load_model, load_problem
 from .exits import EXIT_OK
 
 
@@ -24,8 +23,8 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=["milp", "relaxed", "complete-bu", "complete-cubic"], default="milp",
                    help="milp: exact; relaxed: bound propagation (fast, outer); complete-bu / complete-cubic: "
                    "the original system's complete algorithms (default: milp)")
-    p.add_argument("--workers", type=int, default=2, help="processes for the MILPs (default: 2)")
-    p.add_argument("--time-limit", type=float, default=60.0, help="seconds per solver call (default: 60)")
+    p.add_argument("--workers", type=positive_int, default=2, help="processes for the MILPs (default: 2)")
+    p.add_argument("--time-limit", type=positive, default=60.0, help="seconds per solver call (default: 60)")
     p.add_argument("--device", default="cpu", help="torch device of the attack and of --method relaxed's bound "
                    "propagation: cpu or cuda (the MILPs run on the CPU; default: cpu)")
     out = p.add_argument_group("output")
@@ -48,12 +47,9 @@ def _radius(text: str) -> str:
 def cmd_dual(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..box import Box
     from ..certify import CertifyConfig, certify
     from ..datasets import load_dataset
     from ..dual import dual_box
-    from ..models import default_model_path
-    from ..onnx_import import load_onnx
     from ..plotting import plot_dual
 
     check_outputs(args, args.json, args.plot)
@@ -70,10 +66,7 @@ def cmd_dual(args: argparse.Namespace) -> int:
     else:
         if args.model is None and args.dataset is None:
             raise ConfigError("give --model M.onnx (or --dataset D for its embedded network)")
-        model_path = Path(args.model) if args.model else default_model_path(args.dataset, args.default_net)
-        network = load_onnx(model_path)
-        lo, hi = args.domain
-        domain = Box(np.full(network.n_inputs, lo), np.full(network.n_inputs, hi))
+        network, domain, model_path = load_model(args)  # (the domain checked as for certify)
         what = "the whole domain"
     label = args.label if args.label is not None else center_label
     if label is None:
@@ -82,6 +75,9 @@ def cmd_dual(args: argparse.Namespace) -> int:
     if args.dataset is not None and not restricted:
         data = load_dataset(args.dataset, "train", args.data_dir)
         images = data.images.reshape(len(data), -1)
+        if images.shape[1] != network.n_inputs:
+            raise ConfigError(f"the {args.dataset} images have {images.shape[1]} values, the network "
+                              f"{network.n_inputs} inputs: no candidates from them")
         candidates = images[network.predict(images) == label]
     radius = None
     if restricted:

@@ -23,6 +23,9 @@ from .base import OracleLedger, Problem, SearchResult, Status
 #: the counterexample that bounds the best apothem from above (one batched call).
 ESCALATION = np.array([1.0, 1.05, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0])
 
+#: The reason of a search its problem's deadline stopped (the cube is still proven).
+TIME_LIMIT = "time limit reached: the cube is the largest verified so far, not searched to the precision"
+
 
 def falsify_upward(problem: Problem, falsifier: Oracle, start: float, ledger: OracleLedger) -> None:
     """Ask the falsifier, in one batched call, for counterexamples in cubes of radius
@@ -64,8 +67,12 @@ class _ApothemSearch:
         raise NotImplementedError
 
     def run(self, problem: Problem, oracle: Oracle, falsifier: Oracle | None = None) -> SearchResult:
+        """The subclass's search, stopped between oracle calls once the problem's deadline
+        has passed (the largest cube verified by then, with :data:`TIME_LIMIT`)."""
         ledger = OracleLedger(problem, oracle)
         verified, unverified = self._search(problem, ledger)
+        if problem.expired:
+            return finish(problem, ledger, verified, None, reason=TIME_LIMIT)
         if verified is None and ledger.ask_radii(np.array([0.0]))[0].verdict is Verdict.VERIFIED:
             verified = 0.0
         fledger = None
@@ -86,7 +93,7 @@ class ApothemLinear(_ApothemSearch):
 
     def _search(self, problem: Problem, ledger: OracleLedger) -> tuple[float | None, float]:
         rmax, verified, k = problem.radius_max, None, 1
-        while True:
+        while not problem.expired:
             r = min(k * self.precision, rmax)
             if ledger.ask_radii(np.array([r]))[0].verdict is not Verdict.VERIFIED:
                 return verified, min(r, ledger.best_distance)
@@ -94,6 +101,7 @@ class ApothemLinear(_ApothemSearch):
             if r >= rmax:
                 return verified, math.inf
             k += 1
+        return verified, min(k * self.precision, rmax, ledger.best_distance)
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,7 @@ class ApothemBisection(_ApothemSearch):
         if ledger.ask_radii(np.array([rmax]))[0].verdict is Verdict.VERIFIED:
             return rmax, math.inf
         lo, hi, verified = 0.0, min(rmax, ledger.best_distance), None
-        while hi - lo > self.precision:
+        while hi - lo > self.precision and not problem.expired:
             mid = (lo + hi) / 2
             if not lo < mid < hi:  # a precision below the spacing of floats here: nothing between
                 break
@@ -142,7 +150,7 @@ class ApothemKary(_ApothemSearch):
         rmax = problem.radius_max
         lo, hi, verified = 0.0, rmax, None
         first = True
-        while hi - lo > self.precision:
+        while hi - lo > self.precision and not problem.expired:
             # the first round includes the whole domain; later ones only the bracket's inside
             steps = np.arange(1, self.k + 1) / (self.k if first else self.k + 1)
             radii = lo + (hi - lo) * steps
@@ -185,6 +193,8 @@ class ApothemTopDown(_ApothemSearch):
         fledger = OracleLedger(problem, falsifier) if falsifier is not None else None
         r = problem.radius_max
         for _ in range(self.max_iterations):
+            if problem.expired:
+                return finish(problem, ledger, None, fledger, reason=TIME_LIMIT)
             answer = ledger.ask_radii(np.array([r]))[0]
             if answer.verdict is Verdict.VERIFIED:
                 return finish(problem, ledger, r, fledger)

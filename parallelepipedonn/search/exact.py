@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,10 @@ class ExactApothem:
     time_limit: float | None = None
     name: str = "exact"
 
+    def __post_init__(self) -> None:
+        if not 0 < self.precision < 1:  # relative: 1 would call any apothem, 0 included, the best
+            raise ConfigError(f"the exact search's precision is relative: it must lie in (0, 1), got {self.precision}")
+
     def settings(self) -> dict[str, Any]:
         return {"rel_precision": self.precision, "time_limit": self.time_limit}
 
@@ -58,7 +62,8 @@ class ExactApothem:
         start = time.perf_counter()
         problem.report("default search (the floor)")
         crown = CrownOracle(oracle.network, device=str(oracle.device))  # (on the complete oracle's device)
-        floor = ApothemKary(precision=self.precision).run(problem, crown, falsifier)
+        # the floor is the whole default search, whatever the deadline: never worse than it
+        floor = ApothemKary(precision=self.precision).run(replace(problem, deadline=None), crown, falsifier)
         r0 = floor.box.apothem(problem.x, problem.domain) if floor.status is Status.CERTIFIED and floor.box else 0.0
         calls = floor.oracle_calls
         if math.isinf(r0):  # the whole domain is proven already

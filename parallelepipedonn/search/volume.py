@@ -75,7 +75,10 @@ class VolumeGradient:
         x = problem.x
 
         def scaled(t: float) -> tuple[np.ndarray, np.ndarray]:
-            return x + t * (lo - x), x + t * (hi - x)
+            # the box itself at t = 1; else clipped to it (x + t (lo - x) may round past lo), so in the domain
+            if t == 1.0:
+                return lo, hi
+            return np.clip(x + t * (lo - x), lo, x), np.clip(x + t * (hi - x), x, hi)
 
         if ledger.ask(*[v[None] for v in scaled(1.0)])[0].verdict is Verdict.VERIFIED:
             return Box(*scaled(1.0))
