@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,8 +57,12 @@ class TrainConfig:
             raise ConfigError(f"hidden layer sizes must be >= 1, got {self.hidden}")
         if self.arch not in ARCHITECTURES:
             raise ConfigError(f"unknown architecture {self.arch!r}; available: {', '.join(ARCHITECTURES)}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
+        if self.epochs < 1 or self.batch_size < 1 or not (0 < self.learning_rate < math.inf):
             raise ConfigError("epochs, batch size and learning rate must be positive")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"the weight decay must be a finite number >= 0, got {self.weight_decay}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"the seed must be a whole number in [0, 2^63), got {self.seed}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -230,6 +230,8 @@ def test_train_convolutional_architectures(arch, tmp_path, capsys):
     (["dual", "--dataset", "mnist", "--label", "0", "--workers", "0"], "at least 1"),
     (["certify", "--dataset", "mnist", "--index", "0", "--device", "foo"], "unknown device"),
     (["compare", "--dataset", "mnist", "--index", "0", "--algorithms", ","], "names no algorithm"),
+    (["train", "--dataset", "mnist", "--weight-decay", "nan", "--out", "/nonexistent/t.onnx"], "weight decay"),
+    (["train", "--dataset", "mnist", "--seed", "99999999999999999999", "--out", "/nonexistent/t.onnx"], "seed"),
 ])
 def test_bad_options_of_dual_certify_and_compare_are_usage_errors(argv, message, capsys):
     code, _, err = run(capsys, *argv)

@@ -17,13 +17,18 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..io_utils import sha256_file
+    import math
+
     from ..onnx_import import load_onnx
     from ..train import model_metadata
 
     net = load_onnx(args.model)
     print(f"{args.model}: {net.describe()}, input shape {list(net.input_shape)}, {net.n_classes} classes")
-    print(f"  sha256 {sha256_file(args.model)}")
+    print(f"  sha256 {net.file_sha256}")
+    if math.isfinite(net.input_bound):
+        print(f"  float32 values proven in range for inputs of magnitude up to {net.input_bound:.6g}")
+    if net.dropped_final:
+        print(f"  its final {net.dropped_final} is dropped (the IR's outputs are the scores before it)")
     for k, v in model_metadata(args.model).items():
         print(f"  {k}: {v if len(v) <= LONG else v[:LONG] + f'... ({len(v)} characters)'}")
     return EXIT_OK
