@@ -134,11 +134,14 @@ class _Importer(OnnxWalker):
         error in an input-dependent operand: at least 1, so that applying it to every value,
         downstream of the node or not, over-estimates), plus what the node's own roundings
         below the normal range add (half the smallest subnormal per term of its sums)."""
-        if not any(isinstance(o, Lin) and o.dtype == np.float32 for o in outputs):
+        rounds32 = any(isinstance(o, Lin) and o.dtype == np.float32 for o in outputs)
+        if not rounds32 and self.underflow == 0:
             return
         gain, terms = self._gain(node.op_type, args, attrs)
+        # a float64 node after a Cast rounds nothing of float32's, but amplifies what came before
+        own = terms * float(np.finfo(np.float32).smallest_subnormal) / 2 if rounds32 else 0.0
         with np.errstate(over="ignore"):
-            self.underflow = max(gain, 1.0) * self.underflow + terms * float(np.finfo(np.float32).smallest_subnormal) / 2
+            self.underflow = max(gain, 1.0) * self.underflow + own
 
     def _gain(self, op: str, args: list, attrs: dict) -> tuple[float, int]:
         """``(gain, terms)`` of a node: the L-infinity gain from its input-dependent operands

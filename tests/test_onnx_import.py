@@ -702,3 +702,20 @@ def test_a_gzip_compressed_model_loads_and_records_the_files_hash(tmp_path):
     loaded = load_onnx(tmp_path / "m.onnx.gz")
     assert loaded.file_sha256 == hashlib.sha256((tmp_path / "m.onnx.gz").read_bytes()).hexdigest()
     np.testing.assert_array_equal(loaded.forward(np.eye(2)), net.forward(np.eye(2)))
+
+
+def test_an_underflow_amplified_after_a_cast_to_float64_is_refused_by_the_chain_importer():
+    """``x * 1e-44`` in float32 (on the subnormal grid), then cast to float64 and scaled by
+    1e44: onnxruntime's 0.42 against the IR's 0.49 at 0.49, on an unbatched input."""
+    nodes = [helper.make_node("Reshape", ["x", "shp"], ["x2"]), helper.make_node("Mul", ["x2", "a"], ["h"]),
+             helper.make_node("Cast", ["h"], ["h64"], to=onnx.TensorProto.DOUBLE),
+             helper.make_node("Mul", ["h64", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "cast", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, [1, 2])],
+                              initializer=[tensor("shp", np.array([1, 2], np.int64)),
+                                           tensor("a", np.array([1e-44, 1], np.float32)),
+                                           tensor("b", np.array([1e44, 1.0]))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with pytest.raises(ValueRangeError, match="amplify the underflow"):
+        model_from_onnx(model)
