@@ -32,6 +32,7 @@ never as confirmed.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -335,6 +336,14 @@ def store_items(path: Path, notes: dict[str, str] | None = None
     return items, refuted
 
 
+@functools.lru_cache(maxsize=4)
+def _dataset(name: str, split: str) -> Any:
+    """A dataset split, read once per recheck of a store (its rows name images of it)."""
+    from .datasets import load_dataset
+
+    return load_dataset(name, split)
+
+
 def _other_input(row: Any, cert: Certificate, where: str, notes: dict[str, str] | None) -> str | None:
     """Why a store row's certificate is not about the row's input (the file its id names,
     or the dataset image ``name:split:index``, read again: the same content, by the row's
@@ -348,10 +357,8 @@ def _other_input(row: Any, cert: Certificate, where: str, notes: dict[str, str] 
         if Path(row.input_id).is_absolute() and Path(row.input_id).is_file():
             item = BatchInput(row.input_id, path=Path(row.input_id))
         elif name.count(":") == 1 and index.isdigit():
-            from .datasets import load_dataset
-
             data, split = name.split(":")
-            item = BatchInput(row.input_id, values=load_dataset(data, split)[int(index)][0])
+            item = BatchInput(row.input_id, values=_dataset(data, split)[int(index)][0])
     except ParallelepipedoNNError as exc:
         item, why = None, str(exc)
     else:
@@ -381,7 +388,8 @@ def _dual_metrics_claim(dual: DualBox, raw: dict[str, Any] | None) -> str | None
         if key == "log_volume" and said is not None and value is not None:
             same = math.isclose(float(said), value, rel_tol=1e-12, abs_tol=1e-12)
         else:
-            same = said == value and type(said) is type(value) or (said is None and value is None)
+            same = (said is None and value is None) or (isinstance(said, bool) == isinstance(value, bool)
+                                                         and said is not None and value is not None and said == value)
         if key in raw and not same:
             return f"its stored {key} {said!r} is not its box's {value!r}"
     return None
