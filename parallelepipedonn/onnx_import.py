@@ -591,23 +591,28 @@ def model_from_onnx(model: onnx.ModelProto, name: str = "") -> Network | Graph:
 
 
 def _checked_as_graph(chain: Network, importer: _Importer, model: onnx.ModelProto, name: str) -> Network:
-    """A float32 model the chain importer read, checked by the graph importer's range
-    checks too where it reads the model (node by node: tighter than the chain importer's
-    own underflow bound, :meth:`_Importer._after_node`, whose gains multiply over the
-    whole chain): its :class:`ValueRangeError` stands, and the smaller of the two input
-    bounds is kept."""
+    """A float32 model the chain importer read, once its underflow is bounded: by the
+    chain importer's own bound (:meth:`_Importer._after_node`, whose gains multiply over
+    the whole chain: enough for ordinary models, which are then not read twice), else by
+    the graph importer's node-by-node check where it reads the model (its
+    :class:`ValueRangeError` stands; the smaller of the two input bounds is kept), else the
+    chain importer's refusal stands."""
     from .onnx_graph import graph_from_onnx
 
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
         return chain
     try:
+        importer.check_underflow()
+        return chain
+    except ValueRangeError as coarse:
+        refusal = coarse
+    try:
         graph = graph_from_onnx(model, name)
     except ValueRangeError:
         raise
-    except ModelError:  # a structure only the chain importer reads (e.g. a 1-D convolution): its own check
-        importer.check_underflow()
-        return chain
+    except ModelError:  # a structure only the chain importer reads (e.g. a 1-D convolution): its own bound
+        raise refusal from None
     if graph.input_bound >= chain.input_bound:
         return chain
     return dataclasses.replace(chain, input_bound=graph.input_bound)
