@@ -183,10 +183,23 @@ def config_from_args(args: argparse.Namespace) -> PaperConfig:
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise ppn.ConfigError(f"unknown bench part(s) {', '.join(unknown)}; available: {', '.join(PARTS)}")
+    if not parts:
+        raise ppn.ConfigError(f"--parts names no part; available: {', '.join(PARTS)}")
     algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
+    if not algorithms and "algorithms" in parts:
+        raise ppn.ConfigError("--algorithms names no algorithm")
+    from parallelepipedonn.search import SEARCHES
+
+    unknown = [a for a in algorithms if a not in SEARCHES]
+    if unknown:
+        raise ppn.ConfigError(f"unknown algorithm(s) {', '.join(unknown)}; available: {', '.join(SEARCHES)}")
     if "audit" in parts and "exact" not in algorithms:
         algorithms += ("exact",)
+    if args.inputs is not None and args.inputs < 1:
+        raise ppn.ConfigError(f"--inputs must be at least 1, got {args.inputs}")
     out = Path(args.out) if args.out else RESULTS / ("paper-quick" if args.quick else "paper")
+    if out.exists() and not out.is_dir():
+        raise ppn.ConfigError(f"--out {out} exists and is not a directory")
     return PaperConfig(out=out, quick=args.quick, parts=parts, inputs=args.inputs, algorithms=algorithms,
                        reference=Path(args.reference), progress=not args.no_progress)
 

@@ -28,6 +28,19 @@ def test_unknown_part_is_a_config_error():
         paper.config_from_args(args)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--parts", ","], "names no part"),
+    (["--algorithms", ","], "names no algorithm"),
+    (["--algorithms", "apothem-kary,nonsense"], "nonsense"),
+    (["--inputs", "0"], "at least 1"),
+    (["--out", __file__], "not a directory"),
+])
+def test_bad_options_are_config_errors_before_any_run(argv, message):
+    args = build_parser().parse_args(["bench", "paper", *argv])
+    with pytest.raises(ppn.ConfigError, match=message):
+        paper.config_from_args(args)
+
+
 def test_spread_takes_evenly_spaced_items():
     assert paper.spread(list(range(10)), 2) == [0, 5]
     assert paper.spread([1, 2], None) == [1, 2] and paper.spread([1, 2], 5) == [1, 2]

@@ -232,6 +232,8 @@ def test_train_convolutional_architectures(arch, tmp_path, capsys):
     (["compare", "--dataset", "mnist", "--index", "0", "--algorithms", ","], "names no algorithm"),
     (["train", "--dataset", "mnist", "--weight-decay", "nan", "--out", "/nonexistent/t.onnx"], "weight decay"),
     (["train", "--dataset", "mnist", "--seed", "99999999999999999999", "--out", "/nonexistent/t.onnx"], "seed"),
+    (["train", "--dataset", "mnist", "--arch", "cnn", "--hidden", "64", "--out", "/nonexistent/t.onnx"],
+     "fixed layers"),
 ])
 def test_bad_options_of_dual_certify_and_compare_are_usage_errors(argv, message, capsys):
     code, _, err = run(capsys, *argv)

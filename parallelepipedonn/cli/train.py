@@ -16,7 +16,8 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", choices=["mlp", "cnn", "resnet"], default="mlp",
                    help="mlp (784-hidden-10), cnn (two strided convolutions) or resnet (one residual block); "
                    "default: mlp")
-    p.add_argument("--hidden", type=hidden, default=(32,), help="the mlp's hidden layer sizes, e.g. 32 or 100,100")
+    p.add_argument("--hidden", type=hidden, default=None,
+                   help="the mlp's hidden layer sizes, e.g. 32 or 100,100 (default: 32; mlp only)")
     p.add_argument("--epochs", type=int, default=20, help="default: 20")
     p.add_argument("--batch-size", type=int, default=64, help="default: 64")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
@@ -30,9 +31,12 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..train import TrainConfig, model_name, save_trained, train_model
 
-    config = TrainConfig(dataset=args.dataset, hidden=args.hidden, arch=args.arch, epochs=args.epochs,
+    if args.hidden is not None and args.arch != "mlp":
+        raise ConfigError(f"--hidden sets the mlp's hidden layers; --arch {args.arch} has fixed layers")
+    config = TrainConfig(dataset=args.dataset, hidden=args.hidden or (32,), arch=args.arch, epochs=args.epochs,
                          batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
                          seed=args.seed)
     out = args.out or f"{model_name(config)}.onnx"
