@@ -28,7 +28,9 @@ tolerances) is refused (:class:`OracleError`): its bounds would be another netwo
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,8 +96,10 @@ class LirpaOracle(Oracle):
     def __init__(self, network: Network, *, method: str = "crown", alpha_steps: int = 20, device: str = "cpu",
                  time_limit: float | None = None) -> None:
         super().__init__(network, time_limit=time_limit)
-        if method.lower() not in METHODS:
+        if not isinstance(method, str) or method.lower() not in METHODS:
             raise OracleError(f"lirpa method must be one of {', '.join(METHODS)}, not {method!r}")
+        if isinstance(alpha_steps, bool) or not isinstance(alpha_steps, int) or alpha_steps < 1:
+            raise OracleError(f"lirpa alpha_steps must be an integer >= 1, not {alpha_steps!r}")
         try:
             from auto_LiRPA import BoundedModule
         except Exception as exc:
@@ -103,6 +107,7 @@ class LirpaOracle(Oracle):
                               "(see README, 'Oracles')") from exc
         logging.getLogger("auto_LiRPA").setLevel(logging.WARNING)
         self.method, self.alpha_steps = METHODS[method.lower()], alpha_steps
+        self._overran = False  # the last margin_lower_bounds call took longer than time_limit
         self.device = resolve_device(device)
         network = self.network  # a graph's chain expansion (see oracles.chain)
         self.module = network.to_torch(torch.float64, self.device)
@@ -134,8 +139,14 @@ class LirpaOracle(Oracle):
         hi = torch.tensor(upper, dtype=torch.float64, device=self.device)
         x = BoundedTensor((lo + hi) / 2, PerturbationLpNorm(x_L=lo, x_U=hi))
         spec = margin_spec(self.network.n_classes, label, len(lower), torch.float64, self.device).contiguous()
-        with _float64_default():
+        # alpha-CROWN's steps stop at the time limit (every step's bound holds); auto_LiRPA
+        # prints that it stopped, which must not reach our standard output
+        self.bounded.bound_opts["optimize_bound_args"]["max_time"] = \
+            1e9 if self.time_limit is None else self.time_limit
+        started = time.perf_counter()
+        with _float64_default(), contextlib.redirect_stdout(io.StringIO()):
             lb, _ = self.bounded.compute_bounds(x=(x,), method=self.method, C=spec, bound_upper=False)
+        self._overran = self.time_limit is not None and time.perf_counter() - started > self.time_limit
         out = lb.detach().to(torch.float64).cpu().numpy()
         error = self._rounding_error(lo, hi, spec)
         if lb.dtype != torch.float64:
@@ -176,6 +187,8 @@ class LirpaOracle(Oracle):
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         worst = self.margin_lower_bounds(lower, upper, label).min(axis=1)
+        late = " (time limit reached)" if self._overran else ""
         return [Answer(Verdict.VERIFIED, margin=float(m)) if m > 0
-                else Answer(Verdict.UNKNOWN, margin=float(m), reason=f"auto_LiRPA {self.method} bound {m:.3g} <= 0")
+                else Answer(Verdict.UNKNOWN, margin=float(m), timed_out=self._overran,
+                            reason=f"auto_LiRPA {self.method} bound {m:.3g} <= 0{late}")
                 for m in worst]

@@ -19,6 +19,10 @@ cannot already rule out, Marabou is asked for a point with
   Marabou time-outs as proofs, and which only excluded counterexamples that beat the label
   by at least 1.
 
+It is declared complete only where its ``unsat`` is a proof (``unsat_is_proof`` in its
+settings): elsewhere it proves no more than CROWN. Marabou's own time limit counts whole
+seconds, so a query may overrun a fractional limit by up to a second (still UNKNOWN).
+
 Optional: ``pip install maraboupy==2.0.0`` (installed by the ``dev`` and ``marabou`` extras).
 """
 
@@ -186,6 +190,9 @@ class MarabouOracle(Oracle):
         network = self.network  # a graph's chain expansion (see oracles.chain)
         self.snaps = snaps_narrow_ranges()
         self.trusts_unsat = len(network.affines) <= 2 and not self.snaps
+        # complete only where its unsat is a proof: else it proves no more than CROWN does, and
+        # callers that skip a complete oracle's fallbacks (certify's epsilon check, exact) must not
+        self.complete = self.trusts_unsat  # type: ignore[misc]
         self.tensors = NetworkTensors.of(network)
         self._worker = _Worker([a.weight for a in network.affines], [a.bias for a in network.affines])
 

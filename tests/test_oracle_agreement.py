@@ -216,6 +216,27 @@ def test_marabou_never_verifies_a_box_narrower_than_its_fixing_threshold_holding
     oracle.close()
 
 
+@pytest.mark.skipif(not marabou_available(), reason="maraboupy is not installed")
+def test_marabou_is_complete_only_where_its_unsat_is_a_proof():
+    """A build whose unsat is no proof (the 2.0.0 wheel, or a deeper net) proves no more
+    than CROWN: it must not be taken as complete (``exact`` refuses it; ``certify``'s
+    complete epsilon check is not skipped for it)."""
+    from parallelepipedonn.errors import ConfigError
+    from parallelepipedonn.search import make_search
+    from parallelepipedonn.search.base import Problem
+
+    x = np.full(2, 0.5)
+
+    for net in (random_network(610, [2, 8, 3]), random_network(611, [2, 8, 8, 3])):
+        oracle = make_oracle("marabou", net)
+        assert oracle.capabilities.complete is oracle.settings()["unsat_is_proof"]
+        assert make_oracle("crown+marabou", net).complete is oracle.complete
+        if not oracle.complete:
+            with pytest.raises(ConfigError, match="complete oracle"):
+                make_search("exact").run(Problem(x, int(net.predict(x)[0]), Box.unit(2)), oracle)
+        oracle.close()
+
+
 @pytest.mark.skipif(not lirpa_available(), reason="auto_LiRPA is not installed (optional: install it from source)")
 def test_lirpa_crown_matches_our_crown_and_its_alpha_crown_is_tighter():
     net = random_network(700, [6, 16, 16, 3])
@@ -227,6 +248,34 @@ def test_lirpa_crown_matches_our_crown_and_its_alpha_crown_is_tighter():
     alpha = make_oracle("lirpa", net, method="alpha-crown").margin_lower_bounds(lower, upper, 0)
     assert (alpha >= ours - 1e-6).all()
     assert (alpha <= sampled_margins(net, lower, upper, 0, rng) + 1e-9).all()
+
+
+@pytest.mark.skipif(not lirpa_available(), reason="auto_LiRPA is not installed (optional: install it from source)")
+def test_lirpa_alpha_crown_stops_at_its_time_limit_and_says_so(capsys):
+    """auto_LiRPA's alpha-CROWN ran every step whatever the time limit (42 s for a 0.5 s
+    limit); it stops at the limit now, an unproven box is a time-out, and auto_LiRPA's
+    message about stopping does not reach standard output."""
+    import time
+
+    net = random_network(702, [20, 64, 64, 64, 10])
+    rng = np.random.default_rng(3)
+    lower, upper = random_boxes(rng, 20, 8, 0.8)
+    oracle = make_oracle("lirpa", net, method="alpha-crown", alpha_steps=100000, time_limit=0.3)
+    start = time.perf_counter()
+    answers = oracle.verify(lower, upper, 0)
+    assert time.perf_counter() - start < 10
+    assert all(a.timed_out for a in answers if not a.verified) and any(not a.verified for a in answers)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.skipif(not lirpa_available(), reason="auto_LiRPA is not installed (optional: install it from source)")
+@pytest.mark.parametrize("options", [{"alpha_steps": 0}, {"alpha_steps": 2.5}, {"alpha_steps": True},
+                                     {"alpha_steps": "abc"}, {"method": None}, {"method": "beta"}])
+def test_lirpa_refuses_bad_options_when_built(options):
+    from parallelepipedonn.errors import OracleError
+
+    with pytest.raises(OracleError, match="lirpa"):
+        make_oracle("lirpa", random_network(703, [2, 4, 3]), **options)
 
 
 @pytest.mark.skipif(not lirpa_available(), reason="auto_LiRPA is not installed (optional: install it from source)")

@@ -55,8 +55,8 @@ class ExactApothem:
 
     def run(self, problem: Problem, oracle: Oracle, falsifier: Oracle | None = None) -> SearchResult:
         if not oracle.complete:
-            raise ConfigError(f"--algorithm {self.name} needs a complete oracle (milp, bab, marabou, cascade, or a "
-                              f"composition with one), not {oracle.name!r}")
+            raise ConfigError(f"--algorithm {self.name} needs a complete oracle (milp, bab, a cascade or composition "
+                              f"with one, or marabou where its unsat is a proof), not {oracle.name!r}")
         from oracles.crown import CrownOracle  # torch: not imported with the search registry
 
         start = time.perf_counter()
