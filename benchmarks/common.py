@@ -71,11 +71,12 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def published_log(dataset: str, algorithm: str) -> dict[str, dict[str, float]]:
-    """The original system's per-input results (``published/<dataset>-<algorithm>.log``):
+def published_log(dataset: str, algorithm: str, reference: Path = REFERENCE) -> dict[str, dict[str, float]]:
+    """The original system's per-input results (``<reference>/published/<dataset>-<algorithm>.log``):
     input name (as ``C-K``) -> seconds, iterations, min edge, oracle seconds, oracle calls
-    and time-outs."""
-    path = REFERENCE / "published" / f"{dataset}-{algorithm}.log"
+    and time-outs (its flag: the run stopped at its time limit, Marabou's time-out counted
+    as a proof; a run may end a little after the limit without one)."""
+    path = Path(reference) / "published" / f"{dataset}-{algorithm}.log"
     out: dict[str, dict[str, float]] = {}
     if not path.is_file():
         return out

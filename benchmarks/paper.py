@@ -34,6 +34,7 @@ This module drives the parts and writes the files; the experiments are
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -42,7 +43,7 @@ from typing import Any
 
 import parallelepipedonn as ppn
 from benchmarks.common import REFERENCE_NETS, machine, write_csv
-from benchmarks.options import PARTS, RESULTS, add_paper_arguments
+from benchmarks.options import ALGORITHMS, PARTS, REFERENCE, RESULTS, add_paper_arguments
 from benchmarks.paper_report import (
     DATASET_TITLE,
     accuracy_markdown,
@@ -79,14 +80,18 @@ __all__ = ["AUDIT_POINTS", "PaperConfig", "audit", "config_from_args", "main", "
 def run(cfg: PaperConfig, echo: Callable[[str], None] = print) -> dict[str, Path]:
     """Run the parts of ``cfg``; returns the Markdown files written (name -> path)."""
     out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ppn.OutputPathError(f"cannot write the results under {str(out)!r}: {exc.strerror or exc}") from exc
+    if not os.access(out, os.W_OK):
+        raise ppn.OutputPathError(f"cannot write the results under {str(out)!r}: permission denied")
     written: dict[str, Path] = {}
     need_reference = {"algorithms", "duals", "audit"} & set(cfg.parts)
     if need_reference and not (cfg.reference / "nets").is_dir():
         raise ppn.ConfigError(f"the original system's reference data is not at {cfg.reference} "
                               "(parts algorithms, duals and audit need it; see --reference)")
-    stamp = (f"Machine: {machine()}. Command: `parallelepipedonn bench paper{' --quick' if cfg.quick else ''}`"
-             f"{' (quick: a subset)' if cfg.quick else ''}.")
+    stamp = f"Machine: {machine()}. Command: `{cfg.command}`{' (quick: a subset)' if cfg.quick else ''}."
     algo_rows: list[dict[str, Any]] = []
     dual_rows: list[dict[str, Any]] = []
     audit_rows: list[dict[str, Any]] = []
@@ -117,24 +122,29 @@ def run(cfg: PaperConfig, echo: Callable[[str], None] = print) -> dict[str, Path
         mark = done(f"{dataset} reference experiments", mark)
     if algo_rows:
         write_csv(out / "algorithms.csv", algo_rows)
+        slow_n = sorted({len({r["input"] for r in algo_rows if r["algorithm"] in SLOW and r["dataset"] == d})
+                         for d in dict.fromkeys(r["dataset"] for r in algo_rows)} - {0})
         text = ("Every algorithm on the original system's reference nets and inputs (label = the class in the file "
                 "name, as in the original runs; an input the net misclassifies gets no box, min edge 0), precision "
                 f"δ = {cfg.precision:g}, beside the original's published rows (*italic*: Marabou, δ = 0.1 — "
                 "radii in steps of 1/16 — 60 min time-out per input, time-outs counted as proofs). "
                 "`apothem / exact`: certified apothem over the exact optimum (the `exact` algorithm's proven upper "
                 "bound), certified inputs; `gap`: the result's own proven apothem upper bound minus its apothem. "
-                f"The slow volume-oriented searches ({', '.join(f'`{a}`' for a in SLOW)}) ran on {cfg.slow_inputs} "
-                f"inputs per dataset (spread over the classes) with a time limit of {cfg.slow_time_limit:g} s per "
-                "input; a time-out returns the box certified until then. "
+                f"The slow volume-oriented searches ({', '.join(f'`{a}`' for a in SLOW)}) ran on "
+                f"{' or '.join(map(str, slow_n)) or 'no'} inputs per dataset (evenly spaced in file-name order; the "
+                "original's rows beside them are over the same inputs) with a time limit of "
+                f"{cfg.slow_time_limit:g} s per input; a time-out returns the box certified until then. "
+                "The original's time-outs are its own count (its logs' flag). "
                 f"{stamp}\n")
         for dataset in dict.fromkeys(r["dataset"] for r in algo_rows):
             text += f"\n**{DATASET_TITLE[dataset]}** ({len({r['input'] for r in algo_rows if r['dataset'] == dataset})}"
             text += " inputs)\n\n" + algorithms_table(dataset, [r for r in algo_rows if r["dataset"] == dataset],
-                                                      [r for r in dual_rows if r["dataset"] == dataset]) + "\n"
+                                                      [r for r in dual_rows if r["dataset"] == dataset],
+                                                      cfg.reference) + "\n"
         written["summary"] = _write(out / "summary.md", text)
-        plot_min_edges(algo_rows, out / "min_edge.png")
+        plot_min_edges(algo_rows, out / "min_edge.png", cfg.reference)
         plot_apothem_vs_exact(algo_rows, out / "apothem_vs_exact.png")
-        plot_times(algo_rows, out / "time.png")
+        plot_times(algo_rows, out / "time.png", cfg.reference)
     if dual_rows:
         write_csv(out / "duals.csv", [{k: r.get(k) for k in dual_rows[0]} for r in dual_rows])
         cls = [r for r in dual_rows if r["method"] == "dual milp"]
@@ -185,7 +195,7 @@ def config_from_args(args: argparse.Namespace) -> PaperConfig:
         raise ppn.ConfigError(f"unknown bench part(s) {', '.join(unknown)}; available: {', '.join(PARTS)}")
     if not parts:
         raise ppn.ConfigError(f"--parts names no part; available: {', '.join(PARTS)}")
-    algorithms = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
+    algorithms = tuple(dict.fromkeys(a.strip() for a in args.algorithms.split(",") if a.strip()))  # once each
     if not algorithms and "algorithms" in parts:
         raise ppn.ConfigError("--algorithms names no algorithm")
     from parallelepipedonn.search import SEARCHES
@@ -197,11 +207,22 @@ def config_from_args(args: argparse.Namespace) -> PaperConfig:
         algorithms += ("exact",)
     if args.inputs is not None and args.inputs < 1:
         raise ppn.ConfigError(f"--inputs must be at least 1, got {args.inputs}")
-    out = Path(args.out) if args.out else RESULTS / ("paper-quick" if args.quick else "paper")
+    if args.out is not None and not args.out.strip():
+        raise ppn.ConfigError("--out is empty")
+    out = Path(args.out) if args.out is not None else RESULTS / ("paper-quick" if args.quick else "paper")
     if out.exists() and not out.is_dir():
         raise ppn.ConfigError(f"--out {out} exists and is not a directory")
+    if getattr(args, "readme", False) and out.resolve() != (RESULTS / "paper").resolve():
+        raise ppn.ConfigError(f"--readme puts {RESULTS / 'paper'} into README.md; this run writes {out} "
+                              "(run python -m benchmarks.readme after copying results you mean to publish)")
+    command = " ".join(["parallelepipedonn bench paper", *(["--quick"] if args.quick else []),
+                        *([f"--parts {','.join(parts)}"] if set(parts) != set(PARTS) else []),
+                        *([f"--inputs {args.inputs}"] if args.inputs is not None else []),
+                        *([f"--algorithms {','.join(algorithms)}"] if args.algorithms != ",".join(ALGORITHMS) else []),
+                        *([f"--reference {args.reference}"] if Path(args.reference) != REFERENCE else []),
+                        *([f"--out {args.out}"] if args.out is not None else [])])
     return PaperConfig(out=out, quick=args.quick, parts=parts, inputs=args.inputs, algorithms=algorithms,
-                       reference=Path(args.reference), progress=not args.no_progress)
+                       reference=Path(args.reference), progress=not args.no_progress, command=command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import markdown_table, published_log
+from benchmarks.common import REFERENCE, markdown_table, published_log
 from benchmarks.paper_runs import ALGO_CERTS
 
 # Our algorithm -> the original system's algorithm that solves the same problem.
@@ -50,22 +50,24 @@ def _f(v: float | None, digits: int = 3) -> str:
 
 # ---------------------------------------------------------------- tables
 
-def algorithms_table(dataset: str, rows: list[dict[str, Any]], dual_rows: list[dict[str, Any]]) -> str:
+def algorithms_table(dataset: str, rows: list[dict[str, Any]], dual_rows: list[dict[str, Any]],
+                     reference: Path = REFERENCE) -> str:
     """The original README's table layout, our rows with the published row of the same
-    problem beside them."""
+    problem beside them, over the same inputs as ours (dual rows, per class: over all of
+    the original's); the original's time-outs are its own flag (its log's last field)."""
     header = ["algorithm", "oracle", "time min / avg / max / std (s)", "time-outs", "oracle calls avg",
               "min edge min / avg / max / std", "non-trivial", "apothem / exact: median / min",
               "median log-volume", "median gap"]
     table = []
 
-    def published_row(original: str) -> None:
-        pub = published_log(dataset, original)
-        if not pub:
+    def published_row(original: str, inputs: set[str] | None) -> None:
+        pub = published_log(dataset, original, reference)
+        v = [p for name, p in pub.items() if inputs is None or name in inputs]
+        if not v:
             return
-        v = list(pub.values())
         t, e = _stats([p["seconds"] for p in v]), _stats([p["min_edge"] for p in v])
         table.append([f"*original `{original}`*", "Marabou", " / ".join(_f(s, 3) for s in t),
-                      f"{sum(p['seconds'] >= 3600 for p in v):.0f}",
+                      f"{sum(p['timeouts'] > 0 for p in v)}",
                       f"{statistics.fmean(p['oracle_calls'] for p in v):.0f}", " / ".join(_f(s, 3) for s in e),
                       f"{sum(p['min_edge'] > 0 for p in v)}/{len(v)}", "—", "—", "—"])
 
@@ -83,7 +85,7 @@ def algorithms_table(dataset: str, rows: list[dict[str, Any]], dual_rows: list[d
                                  and math.isfinite(r["log_volume"])), 4),
                       _f(_median(r["gap"] for r in rs if r["status"] == "certified"))])
         if algorithm in ORIGINAL:
-            published_row(ORIGINAL[algorithm])
+            published_row(ORIGINAL[algorithm], {r["input"] for r in rs})
     for method in dict.fromkeys(r["method"] for r in dual_rows):
         rs = [r for r in dual_rows if r["method"] == method]
         t, e = _stats([r["seconds"] for r in rs]), _stats([r["min_edge"] or 0.0 for r in rs])
@@ -92,7 +94,7 @@ def algorithms_table(dataset: str, rows: list[dict[str, Any]], dual_rows: list[d
                       " / ".join(_f(s, 3) for s in e), f"{sum((r['min_edge'] or 0) > 0 for r in rs)}/{len(rs)}",
                       "—", _f(_median(r["log_volume"] for r in rs if r["log_volume"] is not None), 4), "—"])
         if method in ORIGINAL:
-            published_row(ORIGINAL[method])
+            published_row(ORIGINAL[method], None)
     return markdown_table(header, table)
 
 
@@ -185,19 +187,23 @@ def figure(width: float = 7.0, height: float = 4.0):
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def plot_min_edges(rows: list[dict[str, Any]], path: Path) -> None:
-    """Min-edge distribution per algorithm (as the original's figures), per dataset."""
+def plot_min_edges(rows: list[dict[str, Any]], path: Path, reference: Path = REFERENCE) -> None:
+    """Min-edge distribution per algorithm (as the original's figures), per dataset; the
+    original's ``c-bu-d`` min edges are its claims (Marabou, time-outs counted as proofs),
+    which the audit refutes for some inputs: drawn in grey and labelled so."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     fig = figure(10, 3.2 * len(datasets))
     axes = np.atleast_1d(fig.subplots(len(datasets), 1))
     for ax, dataset in zip(axes, datasets):
         algos = list(dict.fromkeys(r["algorithm"] for r in rows if r["dataset"] == dataset))
         data = [[r["min_edge"] for r in rows if r["dataset"] == dataset and r["algorithm"] == a] for a in algos]
-        pub = published_log(dataset, "c-bu-d")
+        pub = published_log(dataset, "c-bu-d", reference)
         if pub:
-            algos.append("original c-bu-d")
+            algos.append(f"original c-bu-d: claimed,\nnot all sound (audit; n={len(pub)})")
             data.append([p["min_edge"] for p in pub.values()])
-        ax.boxplot(data, showfliers=True)
+        parts = ax.boxplot(data, showfliers=True, patch_artist=True)
+        for k, box in enumerate(parts["boxes"]):
+            box.set_facecolor("lightgrey" if pub and k == len(data) - 1 else "white")
         ax.set_xticks(range(1, len(algos) + 1), algos, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("min edge length")
         ax.set_title(f"{DATASET_TITLE[dataset]}: min edge length per input", fontsize=10)
@@ -223,22 +229,31 @@ def plot_apothem_vs_exact(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def plot_times(rows: list[dict[str, Any]], path: Path) -> None:
+def plot_times(rows: list[dict[str, Any]], path: Path, reference: Path = REFERENCE) -> None:
+    """Time per input per algorithm, one colour per dataset (the original's rows too)."""
     fig = figure(10, 4)
     ax = fig.subplots()
     algos = list(dict.fromkeys(r["algorithm"] for r in rows))
-    for k, algorithm in enumerate(algos):
-        secs = [r["seconds"] for r in rows if r["algorithm"] == algorithm]
-        ax.scatter(np.full(len(secs), k) + np.linspace(-0.3, 0.3, len(secs)), secs, s=6)
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    colours = {d: f"C{k}" for k, d in enumerate(datasets)}
+    columns: list[tuple[str, dict[str, list[float]]]] = [
+        (a, {d: [r["seconds"] for r in rows if r["algorithm"] == a and r["dataset"] == d] for d in datasets})
+        for a in algos]
     for name in ("c-bu-d", "td"):
-        secs = [p["seconds"] for p in published_log("mnist", name).values()]
-        if secs:
-            ax.scatter(np.full(len(secs), len(algos)) + np.linspace(-0.3, 0.3, len(secs)), secs, s=6, c="grey")
-            algos.append(f"original {name}")
+        pub = {d: [p["seconds"] for p in published_log(d, name, reference).values()] for d in datasets}
+        if any(pub.values()):
+            columns.append((f"original {name}\n(Marabou, δ = 1/16)", pub))
+    for k, (_, by_dataset) in enumerate(columns):
+        for j, d in enumerate(datasets):
+            secs = by_dataset[d]
+            centre = k + (j - (len(datasets) - 1) / 2) * 0.35
+            ax.scatter(np.full(len(secs), centre) + np.linspace(-0.12, 0.12, len(secs)), secs, s=6,
+                       c=colours[d], label=DATASET_TITLE.get(d, d) if k == 0 else None)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(algos)), algos, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(range(len(columns)), [c[0] for c in columns], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("seconds per input (log)")
-    ax.set_title("Time per input per algorithm (original: MNIST, Marabou, δ = 1/16)", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.set_title("Time per input per algorithm and dataset", fontsize=10)
     fig.savefig(path, dpi=110)
 
 

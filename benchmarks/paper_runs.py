@@ -50,6 +50,7 @@ class PaperConfig:
     workers: int = 2
     reference: Path = REFERENCE
     progress: bool = True
+    command: str = "parallelepipedonn bench paper"  # what produced the results (their stamp)
 
     @property
     def n_inputs(self) -> int | None:
@@ -82,7 +83,7 @@ class RefInput:
 
 def reference_set(cfg: PaperConfig, dataset: str) -> tuple[ppn.Network, list[RefInput]]:
     """The original system's net and inputs of ``dataset`` (unreadable files skipped,
-    as the original's tables do); ``cfg.n_inputs`` spread over the classes."""
+    as the original's tables do); ``cfg.n_inputs`` of them evenly spaced in file-name order."""
     net = ppn.load_onnx(cfg.reference / "nets" / REFERENCE_NETS[dataset])
     items = []
     for f in sorted((cfg.reference / "inputs" / dataset).glob("*.csv")):
@@ -94,7 +95,8 @@ def reference_set(cfg: PaperConfig, dataset: str) -> tuple[ppn.Network, list[Ref
 
 
 def spread(items: list, n: int | None) -> list:
-    """``n`` of ``items`` evenly spread (all when ``n`` is None or larger)."""
+    """``n`` of ``items`` evenly spaced in their order (all when ``n`` is None or larger);
+    for the reference inputs, their file-name order: not one per class."""
     if n is None or n >= len(items):
         return items
     step = len(items) / n
@@ -188,7 +190,7 @@ def audit(cfg: PaperConfig, dataset: str, net: ppn.Network, inputs: list[RefInpu
     dom = ppn.Box.unit(net.n_inputs)
     milp = make_oracle("milp", net)
     by_name = {i.name: i for i in inputs}
-    for name, pub in published_log(dataset, "c-bu-d").items():
+    for name, pub in published_log(dataset, "c-bu-d", cfg.reference).items():
         item, cert = by_name.get(name), exact.get(name)
         if item is None or cert is None:
             continue
@@ -199,8 +201,10 @@ def audit(cfg: PaperConfig, dataset: str, net: ppn.Network, inputs: list[RefInpu
         point = None
         if r <= 0:
             verdict = "trivial"
-        elif cert.status is not ppn.Status.CERTIFIED:
+        elif cert.status is ppn.Status.NOT_ROBUST:
             verdict, point = "unsound", item.x            # the input itself is not classified as its label
+        elif cert.status is not ppn.Status.CERTIFIED:
+            verdict = "undecided"                         # the exact search proved nothing (a time-out)
         elif cert.apothem >= r:
             verdict = "sound"
         else:
@@ -217,7 +221,7 @@ def audit(cfg: PaperConfig, dataset: str, net: ppn.Network, inputs: list[RefInpu
                        point_margin=float(net.margins(point, item.label)[0]))
             AUDIT_POINTS[dataset, name] = point
         rows.append(row)
-    for name, pub in published_log(dataset, "complete-c-d-bu").items():
+    for name, pub in published_log(dataset, "complete-c-d-bu", cfg.reference).items():
         item = by_name.get(name)
         if item is None or item.label not in classes:
             continue

@@ -41,6 +41,68 @@ def test_bad_options_are_config_errors_before_any_run(argv, message):
         paper.config_from_args(args)
 
 
+def test_repeated_algorithms_run_once():
+    args = build_parser().parse_args(["bench", "paper", "--algorithms", "apothem-kary,apothem-kary,exact"])
+    assert paper.config_from_args(args).algorithms == ("apothem-kary", "exact")
+
+
+def test_the_stamp_names_the_options_that_chose_the_inputs_and_algorithms():
+    args = build_parser().parse_args(["bench", "paper", "--inputs", "2", "--algorithms", "exact", "--parts",
+                                      "algorithms"])
+    assert paper.config_from_args(args).command == \
+        "parallelepipedonn bench paper --parts algorithms --inputs 2 --algorithms exact"
+
+
+@pytest.mark.parametrize("argv", [["--out", "elsewhere", "--readme"], ["--quick", "--readme"]])
+def test_readme_is_refused_for_results_it_would_not_read(argv):
+    with pytest.raises(ppn.ConfigError, match="--readme"):
+        paper.config_from_args(build_parser().parse_args(["bench", "paper", *argv]))
+
+
+def test_an_unwritable_out_is_an_output_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cfg = paper.PaperConfig(out=blocker / "results", parts=("scaling",))
+    with pytest.raises(ppn.OutputPathError):
+        paper.run(cfg, echo=lambda _: None)
+
+
+def _algorithm_row(algorithm: str, name: str) -> dict:
+    return {"dataset": "mnist", "algorithm": algorithm, "oracle": "box", "input": name, "seconds": 1.0,
+            "min_edge": 0.1, "status": "certified", "apothem_over_exact": 0.5, "log_volume": -1.0, "gap": 0.0,
+            "timed_out": False, "oracle_calls": 3}
+
+
+def test_the_originals_row_is_over_our_inputs_and_counts_its_own_time_outs(tmp_path):
+    """Beside a search run on some inputs, the original's row is over those inputs; its
+    time-outs are its log's flag (a run may end after 3600 s without one)."""
+    from benchmarks.paper_report import algorithms_table
+
+    (tmp_path / "published").mkdir()
+    (tmp_path / "published" / "mnist-td.log").write_text(
+        "../data/inputs/2-4.csv 10 3605.54 900 0.1 3000.0 11 0\n"   # over the limit, not a time-out
+        "../data/inputs/0-4.csv 10 3614.97 900 0.2 3000.0 11 1\n"
+        "../data/inputs/5-5.csv 10 100.0 900 0.3 90.0 11 1\n")      # not among our inputs
+    rows = [_algorithm_row("box-topdown", n) for n in ("2-4", "0-4")]
+    table = algorithms_table("mnist", rows, [], tmp_path)
+    original = next(line for line in table.splitlines() if "original `td`" in line).split(" | ")
+    assert original[3] == "1" and original[6] == "2/2"
+    assert original[2].startswith("3605.540 /")
+
+
+@needs_reference
+def test_the_audit_calls_an_unknown_exact_result_undecided_not_unsound():
+    from benchmarks.paper_runs import PaperConfig, audit, reference_set
+
+    cfg = PaperConfig(inputs=1)
+    net, inputs = reference_set(cfg, "mnist")
+    item = inputs[0]
+    cert = ppn.certify(net, item.x, item.label)
+    unknown = cert.with_updates(status=ppn.Status.UNKNOWN, box=None, reason="the oracle could not verify")
+    row = next(r for r in audit(cfg, "mnist", net, inputs, {item.name: unknown}, {}) if r["claim"] == "c-bu-d cube")
+    assert row["verdict"] == "undecided" and "point_distance" not in row
+
+
 def test_spread_takes_evenly_spaced_items():
     assert paper.spread(list(range(10)), 2) == [0, 5]
     assert paper.spread([1, 2], None) == [1, 2] and paper.spread([1, 2], 5) == [1, 2]
