@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 
 ARCHITECTURES = ("mlp", "cnn", "resnet")
+#: a trained net whose test accuracy is below this (twice chance with 10 classes) failed to train
+CHANCE_LEVEL = 0.2
 
 
 @dataclass(frozen=True)
@@ -171,16 +173,24 @@ def train_model(config: TrainConfig, data_dir: str | Path | None = None, progres
         opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         loss_fn = torch.nn.CrossEntropyLoss()
         bar = tqdm(range(config.epochs), desc=f"training {name}", disable=None if progress else True, unit="epoch")
-        for _ in bar:
+        for epoch in bar:
             perm = torch.randperm(len(x), generator=gen)
             total = 0.0
             for start in range(0, len(x), config.batch_size):
                 idx = perm[start:start + config.batch_size]
                 opt.zero_grad()
                 loss = loss_fn(model(x[idx]), y[idx])
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise ConfigError(f"training diverged in epoch {epoch + 1} (loss {value}): try a smaller --lr "
+                                      f"than {config.learning_rate:g}")
                 loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
+                try:
+                    opt.step()
+                except RuntimeError as exc:  # e.g. a step too large for float32
+                    raise ConfigError(f"training diverged in epoch {epoch + 1} ({exc}): try a smaller --lr than "
+                                      f"{config.learning_rate:g}") from exc
+                total += value * len(idx)
             bar.set_postfix(loss=f"{total / len(x):.4f}")
         model.eval()
         onnx_model = _export(model, config, name)
@@ -190,6 +200,9 @@ def train_model(config: TrainConfig, data_dir: str | Path | None = None, progres
     result = TrainResult(net, onnx_model, accuracy(net, train), accuracy(net, test), len(train), len(test),
                          train.source, config)
     onnx.helper.set_model_props(onnx_model, result.metadata())
+    if result.test_accuracy < CHANCE_LEVEL:
+        log.warning("%s's test accuracy is %.3f, about chance level: training failed (a learning rate of %g "
+                    "may be too large)", name, result.test_accuracy, config.learning_rate)
     return result
 
 

@@ -224,6 +224,15 @@ def test_train_convolutional_architectures(arch, tmp_path, capsys):
     np.testing.assert_allclose(load_onnx(a).forward(x), ort_forward(onnx.load(str(a)), x), rtol=1e-4, atol=1e-5)
 
 
+def test_training_that_diverges_is_an_error_and_writes_nothing(tmp_path, capsys):
+    """A learning rate of 1e38 overflowed inside Adam (an internal error, exit 1)."""
+    out = tmp_path / "t.onnx"
+    code, _, err = run(capsys, "train", "--dataset", "mnist", "--lr", "1e38", "--epochs", "1", "--out", str(out),
+                       "--quiet")
+    assert code == 2 and "diverged" in err and "--lr" in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["dual", "--dataset", "mnist", "--label", "0", "--domain", "1", "0"], "non-empty finite interval"),
     (["dual", "--dataset", "mnist", "--label", "0", "--time-limit", "0"], "positive number"),
@@ -234,6 +243,7 @@ def test_train_convolutional_architectures(arch, tmp_path, capsys):
     (["train", "--dataset", "mnist", "--seed", "99999999999999999999", "--out", "/nonexistent/t.onnx"], "seed"),
     (["train", "--dataset", "mnist", "--arch", "cnn", "--hidden", "64", "--out", "/nonexistent/t.onnx"],
      "fixed layers"),
+    (["train", "--dataset", "mnist", "--hidden", "32,,32", "--out", "/nonexistent/t.onnx"], "sizes like"),
 ])
 def test_bad_options_of_dual_certify_and_compare_are_usage_errors(argv, message, capsys):
     code, _, err = run(capsys, *argv)

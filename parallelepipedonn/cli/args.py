@@ -52,7 +52,7 @@ def default_search() -> list[str]:
 
 def hidden(text: str) -> tuple[int, ...]:
     try:
-        sizes = tuple(int(t) for t in text.split(",") if t.strip())
+        sizes = tuple(int(t) for t in text.split(","))  # (an empty item, as in 32,,32: an error)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected sizes like 32 or 100,100, got {text!r}") from exc
     if not sizes or any(s < 1 for s in sizes):
