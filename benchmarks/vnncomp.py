@@ -1,11 +1,13 @@
 """`verify` beside alpha-beta-CROWN on VNN-COMP 2021 benchmarks fetched locally.
 
     python -m benchmarks.vnncomp [--root DIR] [--abcrown DIR] [--timeout 60]
-                                 [--select mnistfc=REGEX,...] [--limit N] [--sample N [--seed S]]
+                                 [--select 'mnistfc=REGEX;acasxu'] [--limit N] [--sample N [--seed S]]
                                  [--readme]
 
 For each selected instance (``<root>/<category>/<category>_instances.csv``, rows
-``onnx,vnnlib,timeout``; categories that are absent are skipped) both tools run in their
+``onnx,vnnlib,timeout``; ``--select``: :func:`parse_select`; VNN-COMP 2021 categories
+that are absent under the root are skipped, with a note, and any other name is refused)
+both tools run in their
 own fresh process, one after the other (the order alternates from one instance to the
 next), with the same timeout (``--timeout``, else the row's) and one thread each
 (``OMP_NUM_THREADS=1`` and friends). Each process is killed ``--kill-slack`` seconds after
@@ -110,12 +112,27 @@ def read_instances(root: Path, category: str) -> list[Instance]:
         return [Instance(category, r[0].strip(), r[1].strip(), float(r[2])) for r in csv.reader(f) if len(r) >= 3]
 
 
+def check_categories(root: Path, choices: dict[str, str]) -> list[str]:
+    """The selected categories that are absent under ``root`` but VNN-COMP 2021 categories
+    (``CONFIGS``: skipped, not every benchmark need be fetched); :class:`ValueError` for a
+    name that is neither present nor one of those (a typo, or a piece of a pattern)."""
+    absent = [c for c in choices if not sorted((root / c).glob("*instances.csv"))]
+    unknown = [c for c in absent if c not in CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown categor{'ies' if len(unknown) > 1 else 'y'} {', '.join(map(repr, unknown))}: "
+                         f"no {root}/<category>/*instances.csv, and not a VNN-COMP 2021 category "
+                         f"({', '.join(sorted(CONFIGS))})")
+    return absent
+
+
 def select(root: Path, choices: dict[str, str], limit: int | None, sample: int | None = None,
            seed: int = 0) -> list[Instance]:
     """Per category (in ``choices``' order) the instances whose ``onnx,vnnlib`` matches the
     regular expression (searched), the first ``limit`` of them, or ``sample`` of them drawn
     at random (``random.Random(seed)``, an unbiased subset; kept in the file's order);
-    absent categories skipped."""
+    VNN-COMP 2021 categories that are absent skipped, other unknown names refused
+    (:func:`check_categories`)."""
+    check_categories(root, choices)
     out = []
     for category, pattern in choices.items():
         rows = [i for i in read_instances(root, category) if re.search(pattern, f"{i.onnx},{i.vnnlib}")]
@@ -126,13 +143,33 @@ def select(root: Path, choices: dict[str, str], limit: int | None, sample: int |
     return out
 
 
+_CATEGORY = re.compile(r"[\w.-]+")
+
+
 def parse_select(text: str) -> dict[str, str]:
-    """``cat=REGEX;cat2=REGEX`` or ``cat,cat2`` (every instance) -> ``{category: regex}``."""
+    """``cat=REGEX;cat2=REGEX;cat3`` -> ``{category: regex}``: the parts are separated by
+    ``;`` only, so that a REGEX (everything after the part's first ``=``) may hold commas
+    (``acasxu=1_1_batch_2000\\.onnx,prop_1``: it is searched in ``onnx,vnnlib``); a part
+    without ``=`` is a category, or several separated by commas (``cat,cat2``), each taking
+    every instance. :class:`ValueError` for a category name that is not one (letters,
+    digits, ``_.-``) or a REGEX that is not a regular expression."""
     out = {}
-    for part in re.split(r";|,(?=[\w.-]+(?:=|$))", text):
-        if part.strip():
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        if "=" in part:
             name, _, pattern = part.partition("=")
-            out[name.strip()] = pattern or "."
+            names = [name.strip()]
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"--select {part!r}: {pattern!r} is not a regular expression: {exc}") from None
+        else:
+            names, pattern = [n.strip() for n in part.split(",")], ""
+        for name in names:
+            if not _CATEGORY.fullmatch(name):
+                raise ValueError(f"--select {part!r}: {name!r} is not a category name (CATEGORY=REGEX;CATEGORY...)")
+            out[name] = pattern or "."
     return out
 
 
@@ -553,7 +590,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", default=str(ROOT), help="VNN-COMP 2021 benchmarks directory (default: %(default)s)")
     p.add_argument("--select", default=";".join(f"{k}={v}" for k, v in DEFAULT_SELECT.items()),
-                   help="CATEGORY=REGEX;... (REGEX searched in 'onnx,vnnlib'; a bare CATEGORY takes all) "
+                   help="CATEGORY=REGEX;... separated by ';' (REGEX searched in 'onnx,vnnlib', commas included; "
+                        "a bare CATEGORY takes all; absent VNN-COMP 2021 categories skipped, unknown names refused) "
                         "(default: %(default)s)")
     p.add_argument("--limit", type=int, help="at most N instances per category")
     p.add_argument("--sample", type=int, help="N instances per category drawn at random from the selected ones")
@@ -582,7 +620,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         rows = read_rows(Path(args.out) / "vnncomp.csv")
     else:
-        instances = select(Path(args.root), parse_select(args.select), args.limit, args.sample, args.seed)
+        try:
+            choices = parse_select(args.select)
+            absent = check_categories(Path(args.root), choices)
+        except ValueError as exc:
+            raise SystemExit(f"benchmarks.vnncomp: {exc}") from None
+        if absent:
+            print(f"not under {args.root}, skipped: {', '.join(absent)}", flush=True)
+        instances = select(Path(args.root), choices, args.limit, args.sample, args.seed)
         if not instances:
             raise SystemExit(f"no VNN-COMP instances selected under {args.root}")
         print(f"{len(instances)} instances, timeout {args.timeout or 'per instance'}, load {load1()}", flush=True)

@@ -11,7 +11,10 @@ exists), ``sat`` (a counterexample, confirmed), ``unknown``, ``timeout``. What c
   property's **own** (decimal, exact) constants: inside the input box and satisfying every
   output constraint of a disjunct of the unsafe set, decided in exact rational arithmetic
   on the model's float64 weights (:func:`exact_outputs`) — a verifier's candidate that
-  fails this (one unit in the last place outside the box, a tie) is not a counterexample;
+  fails this (one unit in the last place outside the box, a tie) is not a counterexample.
+  Its coordinates are float64 numbers, except where an input's interval holds none (an
+  input pinned to a decimal such as 0.3): there the exact value (or a finite decimal of the
+  interval), and the point is evaluated exactly as such;
 * ``timeout`` when the time ran out (a time-out answer, or no time left for a region)
   before anything was decided; ``unknown`` otherwise.
 
@@ -28,8 +31,10 @@ import datetime as _dt
 import enum
 import json
 import logging
+import math
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -50,7 +55,7 @@ from .inputs import as_network_input
 from .io_utils import atomic_write_bytes
 from .network import Network
 from .search.base import Status
-from .vnnlib import Region, VnnlibProperty, format_counterexample
+from .vnnlib import Region, VnnlibProperty, decimal_text, format_counterexample, is_finite_decimal
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -58,6 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FloatArray = NDArray[np.float64]
+#: A point: float64 numbers, or exact rationals where some coordinate is no float64 number.
+Point = FloatArray | tuple[Fraction, ...]
 
 FORMAT_NAME = "parallelepipedonn-verification"
 FORMAT_VERSION = 1
@@ -168,7 +175,10 @@ class Verification:
     the model (path and sha256), the ``property`` (``kind`` ``vnnlib``: its file, sha256
     and domain; ``epsilon``: the input, radius, label and domain), the confirmed
     ``counterexample`` and the model's float64 ``outputs`` there, and per region (input
-    box) of the property what was asked and answered."""
+    box) of the property what was asked and answered. ``counterexample_exact``: the
+    counterexample's exact coordinates where some of them is no float64 number (an input
+    pinned to 0.3); ``counterexample`` then holds the nearest float64 numbers (for display:
+    not a counterexample itself) and ``outputs`` the exact outputs rounded to float64."""
 
     answer: Answer
     reason: str
@@ -190,6 +200,12 @@ class Verification:
     #: the model file's final Softmax / LogSoftmax that its IR drops (``outputs`` are the
     #: IR's scores, before it; the VNN-COMP result file applies it), or ""
     dropped_final: str = ""
+    counterexample_exact: tuple[Fraction, ...] | None = None
+
+    @property
+    def point(self) -> Point | None:
+        """The counterexample as confirmed: its exact coordinates, or the float64 ones."""
+        return self.counterexample_exact if self.counterexample_exact is not None else self.counterexample
 
     @property
     def status(self) -> Status:
@@ -203,8 +219,9 @@ class Verification:
         """The result file of VNN-COMP: the answer on the first line, then, for ``sat``,
         the counterexample ``((X_0 v) ... (Y_0 v) ...)``."""
         text = f"{self.answer.value}\n"
-        if self.answer is Answer.SAT and self.counterexample is not None and self.outputs is not None:
-            text += format_counterexample(self.counterexample, apply_final(self.dropped_final, self.outputs))
+        point = self.point
+        if self.answer is Answer.SAT and point is not None and self.outputs is not None:
+            text += format_counterexample(point, apply_final(self.dropped_final, self.outputs))
         return text
 
     # -- JSON ---------------------------------------------------------------------------
@@ -218,6 +235,8 @@ class Verification:
             "counterexample": None if self.counterexample is None else self.counterexample.tolist(),
             "outputs": None if self.outputs is None else [_num(float(v)) for v in self.outputs],
             "dropped_final": self.dropped_final or None,
+            "counterexample_exact": None if self.counterexample_exact is None else [
+                None if _is_float(q) else decimal_text(q) for q in self.counterexample_exact],
             "regions": list(self.regions), "timeout": self.timeout, "seconds": self.seconds,
             **({} if self.load_seconds is None else {"load_seconds": self.load_seconds}),
         }
@@ -245,7 +264,8 @@ class Verification:
                        outputs=None if out is None else np.asarray([_unnum(v) for v in out], dtype=np.float64),
                        regions=tuple(d.get("regions", ())), timeout=d.get("timeout"), seconds=float(d["seconds"]),
                        load_seconds=d.get("load_seconds"), tool_version=d.get("tool_version", ""), created=d.get("created", ""),
-                       dropped_final=str(d.get("dropped_final") or ""))
+                       dropped_final=str(d.get("dropped_final") or ""),
+                       counterexample_exact=_exact_point(d.get("counterexample_exact"), cex))
 
         return parse_stored(d, FORMAT_NAME, FORMAT_VERSION, "verification result", build)
 
@@ -259,49 +279,148 @@ def load_model_file(path: str | Path) -> Network | Graph:
 
 
 # -- exact checks ---------------------------------------------------------------------------------
-def exact_outputs(model: Network | Graph, x: ArrayLike) -> list[Fraction]:
-    """The model's outputs at the float64 point ``x`` in exact arithmetic on its float64
-    weights (integer arithmetic on scaled mantissas, :mod:`parallelepipedonn.graph_exact`)."""
-    from .graph import as_graph
-    from .graph_exact import exact_logits
+def _is_float(q: Fraction) -> bool:
+    """Whether ``q`` is a float64 number."""
+    try:
+        f = float(q)
+    except OverflowError:
+        return False
+    return math.isfinite(f) and Fraction(f) == q
 
-    ints, exp = exact_logits(as_graph(model), np.asarray(x, dtype=np.float64).reshape(-1))
-    scale = Fraction(2) ** exp
+
+def _to_float(q: Fraction) -> float:
+    """``q`` rounded to the nearest float64 (infinite beyond its range)."""
+    try:
+        return float(q)
+    except OverflowError:
+        return math.inf if q > 0 else -math.inf
+
+
+def _exact_point(stored: Any, floats: Any) -> tuple[Fraction, ...] | None:
+    """A stored ``counterexample_exact`` read back: per coordinate a finite decimal
+    (a string), or null where the float64 one of ``counterexample`` is exact."""
+    if stored is None:
+        return None
+    if not isinstance(stored, list) or floats is None or len(stored) != len(floats):
+        raise ValueError("counterexample_exact is not a list of one entry per coordinate of the counterexample")
+    out = []
+    for v, f in zip(stored, floats):
+        if v is None:
+            out.append(Fraction(float(f)))
+        elif isinstance(v, str) and _DECIMAL.fullmatch(v):
+            out.append(Fraction(v))
+        else:
+            raise ValueError(f"counterexample_exact: {v!r} is not a decimal number (a string) or null")
+    return tuple(out)
+
+
+_DECIMAL = re.compile(r"-?\d+(\.\d+)?")
+
+
+def as_point(x: ArrayLike | Sequence[Fraction]) -> Point:
+    """``x`` as a :data:`Point`: a float64 array, unless some coordinate is a
+    :class:`Fraction` that is no float64 number (then the tuple of its exact rationals)."""
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        x = x.reshape(-1).tolist()
+    if isinstance(x, (list, tuple)) and any(isinstance(v, Fraction) for v in x):
+        qs = tuple(v if type(v) is Fraction else Fraction(v) for v in x)
+        if not all(_is_float(q) for q in qs):
+            return qs
+        return np.array([float(q) for q in qs], dtype=np.float64)
+    return np.asarray(x, dtype=np.float64).reshape(-1)
+
+
+def exact_outputs(model: Network | Graph, x: ArrayLike | Sequence[Fraction]) -> list[Fraction]:
+    """The model's outputs at the point ``x`` in exact arithmetic on its float64 weights
+    (integer arithmetic on scaled mantissas, :mod:`parallelepipedonn.graph_exact`): a
+    float64 point, or exact rationals (:class:`Fraction` s: a point whose coordinates are
+    not all float64 numbers)."""
+    from .graph import as_graph
+    from .graph_exact import exact_logits, exact_logits_rational
+
+    p = as_point(x)
+    if isinstance(p, np.ndarray):
+        ints, exp = exact_logits(as_graph(model), p)
+        scale = Fraction(2) ** exp
+        return [Fraction(int(v)) * scale for v in ints]
+    ints, exp, d = exact_logits_rational(as_graph(model), p)
+    scale = Fraction(2) ** exp / d
     return [Fraction(int(v)) * scale for v in ints]
 
 
-def confirm_counterexample(model: Network | Graph, region: Region, point: ArrayLike | None) -> FloatArray | None:
-    """``point`` (or, if it lies just outside, its projection on the region's float64
-    points) when it lies in the region's box and its outputs satisfy every constraint of
-    one of its disjuncts, both decided exactly; else ``None``."""
+def snap_to_region(region: Region, point: ArrayLike | Sequence[Fraction] | None) -> Point | None:
+    """``point`` if it lies in the region's exact box; else its projection on the box's
+    float64 points, an input whose interval holds no float64 number (one pinned to 0.3)
+    taking the finite decimal :meth:`Region.decimal_value` of it; ``None`` if there is no
+    such point, or ``point`` is not one of ``region``'s size with finite coordinates."""
     if point is None:
         return None
-    x = np.asarray(point, dtype=np.float64).reshape(-1)
-    if x.size != region.n_inputs or not np.isfinite(x).all():
+    try:
+        p = as_point(point)
+    except (TypeError, ValueError, OverflowError):  # a Fraction of NaN, or not numbers
         return None
-    if not region.contains(x):
-        inner = region.inner_box()
-        if inner is None:
+    if len(p) != region.n_inputs:
+        return None
+    if isinstance(p, np.ndarray):
+        if not np.isfinite(p).all():
             return None
-        x = np.clip(x, *inner)
-        if not region.contains(x):
-            return None
+        if region.contains(p):
+            return p
+    elif region.contains_exact(p) and all(map(is_finite_decimal, p)):  # (a result file writes it exactly)
+        return p
+    coords: list[float | Fraction] = []
+    for i, (v, interval) in enumerate(zip(p, region.inner_intervals())):
+        if interval is None:
+            q = region.decimal_value(i)
+            if q is None:
+                return None
+            coords.append(q)
+        elif isinstance(v, Fraction):
+            coords.append(min(max(v, Fraction(interval[0])), Fraction(interval[1])))
+        else:
+            coords.append(min(max(float(v), interval[0]), interval[1]))
+    snapped = as_point(coords)
+    if isinstance(snapped, np.ndarray):
+        return snapped if region.contains(snapped) else None
+    return snapped if region.contains_exact(snapped) and all(map(is_finite_decimal, snapped)) else None
+
+
+def confirm_counterexample(model: Network | Graph, region: Region,
+                           point: ArrayLike | Sequence[Fraction] | None) -> Point | None:
+    """``point`` (or, if it lies just outside, its projection :func:`snap_to_region`) when
+    it lies in the region's box and its outputs satisfy every constraint of one of its
+    disjuncts, both decided exactly; else ``None``. A float64 array where every coordinate
+    is a float64 number, else the exact rationals (an input pinned to 0.3)."""
+    x = snap_to_region(region, point)
+    if x is None:
+        return None
     return x if region.violated_disjunct(exact_outputs(model, x)) is not None else None
 
 
-def _center(region: Region) -> FloatArray | None:
-    inner = region.inner_box()
-    if inner is None:
-        return None
-    lo, hi = inner
-    return np.clip(lo + (hi - lo) / 2, lo, hi)
+def _center(region: Region) -> Point | None:
+    """The center of the region's float64 points, per input; where an input's interval
+    holds no float64 number, the finite decimal :meth:`Region.decimal_value` of it."""
+    coords: list[float | Fraction] = []
+    for i, interval in enumerate(region.inner_intervals()):
+        if interval is None:
+            q = region.decimal_value(i)
+            if q is None:
+                return None
+            coords.append(q)
+        else:
+            lo, hi = interval
+            coords.append(min(max(lo + (hi - lo) / 2, lo), hi))
+    return as_point(coords)
 
 
 # -- verification -------------------------------------------------------------------------------------
 class _Clock:
-    def __init__(self, timeout: float | None) -> None:
+    """The deadline ``timeout`` seconds after ``started`` (a :func:`time.perf_counter`
+    reading; default now), and the time elapsed since now (the verification's own)."""
+
+    def __init__(self, timeout: float | None, started: float | None = None) -> None:
         self.start = time.perf_counter()
-        self.deadline = None if timeout is None else self.start + timeout
+        self.deadline = None if timeout is None else (self.start if started is None else started) + timeout
 
     @property
     def remaining(self) -> float | None:
@@ -328,17 +447,14 @@ def _check_timeout(timeout: float | None) -> None:
         raise ConfigError(f"the timeout must be a positive number of seconds, got {timeout}")
 
 
-def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: VerifyConfig | None = None,
-                    timeout: float | None = None, domain: Box | None = None, model_path: str | None = None,
-                    model_sha256: str | None = None, property_sha256: str | None = None,
-                    progress: Callable[[str], None] | None = None) -> Verification:
-    """Answer the VNN-LIB property ``prop`` for ``model`` within ``timeout`` seconds (see
-    the module docstring). ``domain`` (optional): every input box must lie in it
-    (:class:`~parallelepipedonn.errors.PropertyError` naming the bound's line otherwise).
-    The regions (input boxes) are asked in turn; the first confirmed counterexample
-    answers ``sat``."""
-    _check_timeout(timeout)
-    clock = _Clock(timeout)
+def check_property(model: Network | Graph, prop: VnnlibProperty, domain: Box | None = None) -> None:
+    """What :func:`verify_property` refuses before verifying anything (``verify --check``
+    and the VNN-COMP scripts' ``prepare_instance.sh`` run the same): a property whose
+    numbers of inputs and outputs are not the model's or whose output constraints are not
+    exact in float64 (:meth:`VnnlibProperty.check_model`), a constraint on what a final
+    Softmax / LogSoftmax the model's IR dropped changes (:meth:`VnnlibProperty.check_final`),
+    an input box outside ``domain`` (:meth:`VnnlibProperty.check_domain`) or outside the
+    model's input range (``check_input_range``). Each a one-line error naming the line."""
     prop.check_model(model.n_inputs, model.n_classes)
     if model.dropped_final:
         prop.check_final(model.dropped_final)
@@ -346,6 +462,23 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
         prop.check_domain(domain.lower, domain.upper)
     for k, region in enumerate(prop.regions):
         model.check_input_range(*region.outer_box(), what=f"the property's input box {k + 1}")
+
+
+def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: VerifyConfig | None = None,
+                    timeout: float | None = None, domain: Box | None = None, model_path: str | None = None,
+                    model_sha256: str | None = None, property_sha256: str | None = None,
+                    progress: Callable[[str], None] | None = None, started: float | None = None) -> Verification:
+    """Answer the VNN-LIB property ``prop`` for ``model`` within ``timeout`` seconds (see
+    the module docstring). ``domain`` (optional): every input box must lie in it
+    (:class:`~parallelepipedonn.errors.PropertyError` naming the bound's line otherwise;
+    :func:`check_property`). The regions (input boxes) are asked in turn; the first
+    confirmed counterexample answers ``sat``. ``started`` (a :func:`time.perf_counter`
+    reading; default: the call): when the ``timeout`` began (the command line's start: the
+    time it took to load the model and read the property counts); where it has run out
+    before verifying starts, the answer is ``timeout``."""
+    _check_timeout(timeout)
+    clock = _Clock(timeout, started)
+    check_property(model, prop, domain)
     from .property_net import ReductionError, reduce_region
 
     config, note = (config or VerifyConfig()).within(timeout).for_model(model)
@@ -353,15 +486,26 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
     oracle_name, settings = config.oracle, {}
     timed_out = False
 
-    def result(answer: Answer, reason: str, cex: FloatArray | None = None) -> Verification:
-        outputs = None if cex is None else model.forward(cex)[0]
+    def result(answer: Answer, reason: str, cex: Point | None = None) -> Verification:
+        exact = None
+        if isinstance(cex, tuple):  # exact coordinates: the nearest float64 numbers, the exact outputs rounded
+            exact, cex = cex, np.array([_to_float(q) for q in cex], dtype=np.float64)
+            outputs = np.array([_to_float(q) for q in exact_outputs(model, exact)], dtype=np.float64)
+        else:
+            outputs = None if cex is None else model.forward(cex)[0]
         info = {"kind": "vnnlib", "path": prop.path, "sha256": property_sha256, "inputs": prop.n_inputs,
                 "outputs": prop.n_outputs, "regions": len(prop.regions),
                 "domain": None if domain is None else _domain_json(domain)}
         return Verification(answer, reason, info, model_path, model_sha256, model.describe(), model.input_shape,
                             oracle_name, {**settings, **({"note": note} if note else {})}, cex, outputs,
-                            tuple(records), timeout, clock.elapsed, dropped_final=model.dropped_final)
+                            tuple(records), timeout, clock.elapsed, dropped_final=model.dropped_final,
+                            counterexample_exact=exact)
 
+    if clock.expired:  # (loading the model and reading the property took the time)
+        records.extend({"index": k, "verdict": "not asked", "reason": "time out", "timed_out": True}
+                       for k in range(len(prop.regions)))
+        return result(Answer.TIMEOUT, "the time ran out before verifying started (loading the model and the "
+                      "property)")
     if not prop.regions:
         return result(Answer.UNSAT, "the assertions admit no unsafe point")
     for k, region in enumerate(prop.regions):
@@ -425,15 +569,17 @@ def _domain_json(domain: Box) -> dict[str, Any]:
 
 def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, label: int | None = None,
                    domain: Box | None = None, config: VerifyConfig | None = None, timeout: float | None = None,
-                   model_path: str | None = None, model_sha256: str | None = None) -> Verification:
+                   model_path: str | None = None, model_sha256: str | None = None,
+                   started: float | None = None) -> Verification:
     """Is ``model`` robust at radius ``epsilon`` around ``x`` for ``label`` (default: its
     prediction), within ``domain`` (default ``[0, 1]^n``)? ``unsat``: every point of the
     ball (rounded outward, :meth:`Box.outer_cube`) is classified ``label`` with a strictly
-    larger logit, proven; ``sat``: a confirmed point of the exact ball is not."""
+    larger logit, proven; ``sat``: a confirmed point of the exact ball is not.
+    ``started``: as for :func:`verify_property`."""
     _check_timeout(timeout)
     if not (epsilon > 0 and np.isfinite(epsilon)):
         raise ConfigError(f"epsilon must be a positive number, got {epsilon}")
-    clock = _Clock(timeout)
+    clock = _Clock(timeout, started)
     dom = resolve_domain(domain, model)
     xa = as_network_input(np.asarray(x, dtype=np.float64), model.input_shape, dom)
     predicted = int(model.predict(xa)[0])
@@ -450,6 +596,8 @@ def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, labe
                             oracle_name, {**settings, **({"note": note} if note else {})}, cex, outputs,
                             tuple(records), timeout, clock.elapsed, dropped_final=model.dropped_final)
 
+    if clock.expired:
+        return result(Answer.TIMEOUT, "the time ran out before verifying started (loading the model and the input)")
     if model.misclassified(xa, label)[0]:
         why = f"classifies it as {predicted}" if predicted != label else "has a tie there"
         return result(Answer.SAT, f"the input itself is a counterexample: the network {why}, not strictly {label}",
@@ -473,6 +621,7 @@ def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, labe
     return result(Answer.UNKNOWN, answer.reason or f"{oracle.name} could not decide")
 
 
-__all__ = ["DEFAULT_VERIFY_ORACLE", "FEW_INPUTS", "FEW_INPUTS_OPTIONS", "FEW_INPUTS_ORACLE", "FORMAT_NAME", "FORMAT_VERSION", "Answer", "Verification",
-           "VerifyConfig", "confirm_counterexample", "exact_outputs", "load_model_file",
-           "verify_epsilon", "verify_property"]
+__all__ = ["DEFAULT_VERIFY_ORACLE", "FEW_INPUTS", "FEW_INPUTS_OPTIONS", "FEW_INPUTS_ORACLE", "FORMAT_NAME",
+           "FORMAT_VERSION", "Answer", "Point", "Verification", "VerifyConfig", "as_point", "check_property",
+           "confirm_counterexample", "exact_outputs", "load_model_file", "snap_to_region", "verify_epsilon",
+           "verify_property"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +19,15 @@ from .box import Box
 from .certify import confirm_in_ball, within_distance
 from .errors import InputDataError, PropertyError
 from .inputs import as_network_input
-from .verify import Answer, Verification, VerifyConfig, confirm_counterexample, exact_outputs
+from .verify import (
+    Answer,
+    Verification,
+    VerifyConfig,
+    _to_float,
+    check_property,
+    confirm_counterexample,
+    exact_outputs,
+)
 from .vnnlib import VnnlibProperty
 
 if TYPE_CHECKING:
@@ -66,18 +75,22 @@ def recheck_verification(result: Verification, model: Network | Graph, prop: Vnn
                               f"prediction {int(model.predict(xa)[0])} at the input")
     elif kind == "vnnlib":
         assert prop is not None
-        prop.check_model(model.n_inputs, model.n_classes)
-        if model.dropped_final:  # as verify_property: a property on what the dropped op changes is not the file's
-            prop.check_final(model.dropped_final)
-        for k, region in enumerate(prop.regions):
-            model.check_input_range(*region.outer_box(), what=f"the property's input box {k + 1}")
+        check_property(model, prop)  # what verify_property refuses (a property on what a dropped final op changes)
         wrong = _stored_property_claims(result.property, prop, model.n_inputs)
         if wrong is not None:
             return ClaimCheck("refuted", wrong)
     else:
         raise InputDataError(f"unknown property kind {kind!r}")
-    cex = result.counterexample
-    if result.answer is Answer.SAT and cex is not None:
+    cex, exact = result.counterexample, result.counterexample_exact
+    if exact is not None and kind != "vnnlib":
+        raise InputDataError("counterexample_exact is for the counterexamples of VNN-LIB properties")
+    exact_out = None
+    if result.answer is Answer.SAT and exact is not None:
+        exact_out = exact_outputs(model, exact)
+        wrong = _stored_exact_claims(result, exact, exact_out)
+        if wrong is not None:
+            return wrong
+    elif result.answer is Answer.SAT and cex is not None:
         wrong = _stored_outputs_claim(result.outputs, model, cex)
         if wrong is not None:
             return wrong
@@ -92,6 +105,13 @@ def recheck_verification(result: Verification, model: Network | Graph, prop: Vnn
             return ClaimCheck("confirmed", "the counterexample is confirmed (exact forward pass)",
                               ("counterexample in the ball", f"not classified {label} (exact)"))
         assert prop is not None
+        if exact is not None:
+            for region in prop.regions:
+                if region.contains_exact(exact) and region.violated_disjunct(exact_out) is not None:
+                    return ClaimCheck("confirmed", "the counterexample (exact rationals) is confirmed against the "
+                                      "property (exact)", ("counterexample in an input box", "its outputs are unsafe "
+                                                           "(exact)"))
+            return ClaimCheck("refuted", "the counterexample does not violate the property (exact check)")
         for region in prop.regions:
             if region.contains(cex) and region.violated_disjunct(exact_outputs(model, cex)) is not None:
                 return ClaimCheck("confirmed", "the counterexample is confirmed against the property (exact)",
@@ -127,6 +147,20 @@ def recheck_verification(result: Verification, model: Network | Graph, prop: Vnn
     answer = _recheck_ask(oracle, ball.lower, ball.upper, label, time_limit)
     outcome = _region_outcome(answer, oracle, lambda a: confirm_in_ball(model, xa, eps, dom, label, a))
     return outcome or ClaimCheck("confirmed", f"{oracle.name} verified the ball", ("ball verified",), oracle.name)
+
+
+def _stored_exact_claims(result: Verification, exact: tuple[Fraction, ...],
+                         outputs: list[Fraction]) -> ClaimCheck | None:
+    """A counterexample of exact rationals: its stored float64 coordinates must be the exact
+    ones rounded to nearest, its stored outputs the exact outputs rounded to nearest."""
+    rounded = np.array([_to_float(q) for q in exact], dtype=np.float64)
+    if result.counterexample is None or not np.array_equal(result.counterexample, rounded):
+        return ClaimCheck("refuted", "the stored counterexample is not its exact coordinates rounded to float64")
+    expected = np.array([_to_float(q) for q in outputs], dtype=np.float64)
+    if result.outputs is None or not np.array_equal(result.outputs, expected):
+        return ClaimCheck("refuted", "the stored outputs are not the model's exact outputs at the counterexample "
+                          "rounded to float64")
+    return None
 
 
 def _stored_outputs_claim(stored: FloatArray | None, model: Network | Graph, cex: FloatArray) -> ClaimCheck | None:

@@ -79,6 +79,29 @@ def float_up(q: Fraction) -> float:
     return -float_down(-q) + 0.0  # + 0.0: 0.0 rather than -0.0
 
 
+def is_finite_decimal(q: Fraction) -> bool:
+    """Whether ``q`` has a finite decimal expansion (its denominator is ``2^a 5^b``)."""
+    d = q.denominator
+    d >>= (d & -d).bit_length() - 1
+    while d % 5 == 0:
+        d //= 5
+    return d == 1
+
+
+def decimal_text(q: Fraction) -> str:
+    """The finite decimal ``q`` (:func:`is_finite_decimal`) written exactly, e.g. ``0.3``,
+    ``-12.0625`` (``ValueError`` for another rational)."""
+    if not is_finite_decimal(q):
+        raise ValueError(f"{q} has no finite decimal expansion")
+    d = q.denominator
+    k = 0
+    while 10**k % d:
+        k += 1
+    digits = str(abs(q.numerator) * (10**k // d)).rjust(k + 1, "0")
+    sign = "-" if q < 0 else ""
+    return f"{sign}{digits[:len(digits) - k]}.{digits[len(digits) - k:] or '0'}"
+
+
 def exact_dot(coefficients: Sequence[tuple[int, Fraction]], values: Sequence[Fraction]) -> Fraction:
     return sum((c * values[j] for j, c in coefficients), Fraction(0))
 
@@ -154,10 +177,11 @@ class Region:
         return (np.array([float_down(b.value) for b in self.lower], dtype=np.float64),
                 np.array([float_up(b.value) for b in self.upper], dtype=np.float64))
 
-    def inner_box(self) -> tuple[FloatArray, FloatArray] | None:
-        """The float64 points of the exact box (strict bounds excluded), as a box; ``None``
-        when some input's interval holds no float64 number."""
-        lo, hi = [], []
+    def inner_intervals(self) -> list[tuple[float, float] | None]:
+        """Per input, the float64 numbers of its exact interval (strict bounds excluded) as
+        ``(lo, hi)``, or ``None`` where the interval holds no float64 number (an input
+        pinned to 0.3, say)."""
+        out: list[tuple[float, float] | None] = []
         for a, b in zip(self.lower, self.upper):
             x = float_up(a.value)
             if a.strict and Fraction(x) == a.value:
@@ -165,19 +189,44 @@ class Region:
             y = float_down(b.value)
             if b.strict and Fraction(y) == b.value:
                 y = math.nextafter(y, -math.inf)
-            if x > y:
-                return None
-            lo.append(x)
-            hi.append(y)
-        return np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+            out.append((x, y) if x <= y else None)
+        return out
+
+    def inner_box(self) -> tuple[FloatArray, FloatArray] | None:
+        """The float64 points of the exact box (strict bounds excluded), as a box; ``None``
+        when some input's interval holds no float64 number."""
+        intervals = self.inner_intervals()
+        if any(v is None for v in intervals):
+            return None
+        return (np.array([v[0] for v in intervals], dtype=np.float64),  # type: ignore[index]
+                np.array([v[1] for v in intervals], dtype=np.float64))  # type: ignore[index]
+
+    def decimal_value(self, i: int) -> Fraction | None:
+        """A finite decimal (denominator ``2^a 5^b``) in input ``i``'s exact interval,
+        strict bounds excluded, for an interval that may hold no float64 number: the value
+        it is pinned to, else the midpoint if a finite decimal, else a dyadic number in it;
+        ``None`` when it is pinned to a value that no finite decimal writes (1/3)."""
+        a, b = self.lower[i], self.upper[i]
+        if a.value == b.value:
+            return None if a.strict or b.strict or not is_finite_decimal(a.value) else a.value
+        mid = (a.value + b.value) / 2
+        if is_finite_decimal(mid):
+            return mid
+        k = math.ceil(1 / (b.value - a.value)).bit_length() + 1  # 2**-k < b - a
+        return Fraction(math.floor(a.value * 2**k) + 1, 2**k)  # in (a, b)
 
     def contains(self, x: ArrayLike) -> bool:
         """Whether the float64 point ``x`` lies in the exact box (decided exactly)."""
         pts = np.asarray(x, dtype=np.float64).reshape(-1)
         if pts.size != self.n_inputs or not np.isfinite(pts).all():
             return False
-        for v, a, b in zip(pts.tolist(), self.lower, self.upper):
-            q = Fraction(v)
+        return self.contains_exact([Fraction(v) for v in pts.tolist()])
+
+    def contains_exact(self, x: Sequence[Fraction]) -> bool:
+        """Whether the point ``x`` of exact rationals lies in the exact box."""
+        if len(x) != self.n_inputs:
+            return False
+        for q, a, b in zip(x, self.lower, self.upper):
             if (q <= a.value if a.strict else q < a.value) or (q >= b.value if b.strict else q > b.value):
                 return False
         return True
@@ -642,14 +691,30 @@ class _Parser:
 
 
 
-def format_counterexample(x: ArrayLike, y: ArrayLike) -> str:
+def format_counterexample(x: ArrayLike | Sequence[Fraction], y: ArrayLike) -> str:
     """A counterexample in VNN-COMP's result format, after the ``sat`` line:
-    ``((X_0 v)\\n (X_1 v)\\n ... (Y_0 v) ...)`` (each value float64's shortest repr, which
-    reads back exactly)."""
-    xs = [f"(X_{i} {float(v)!r})" for i, v in enumerate(np.asarray(x, dtype=np.float64).reshape(-1))]
+    ``((X_0 v)\\n (X_1 v)\\n ... (Y_0 v) ...)``. ``x``: float64 numbers (each written as its
+    shortest repr, which reads back exactly) or exact rationals (:class:`Fraction`), those
+    that are no float64 number written as the finite decimal they are
+    (:func:`decimal_text`: ``0.3`` is 3/10, the constant of a property that pins an input
+    to it)."""
+    if isinstance(x, np.ndarray) or not any(isinstance(v, Fraction) for v in x):  # type: ignore[union-attr]
+        xs = [f"(X_{i} {float(v)!r})" for i, v in enumerate(np.asarray(x, dtype=np.float64).reshape(-1))]
+    else:
+        xs = [f"(X_{i} {_exact_text(Fraction(v))})" for i, v in enumerate(x)]  # type: ignore[union-attr]
     ys = [f"(Y_{j} {float(v)!r})" for j, v in enumerate(np.asarray(y, dtype=np.float64).reshape(-1))]
     return "(" + "\n ".join(xs + ys) + ")\n"
 
 
-__all__ = ["MAX_CASES", "Bound", "OutputConstraint", "Region", "VnnlibProperty", "float_down", "float_up",
-           "format_counterexample", "parse_vnnlib", "read_vnnlib"]
+def _exact_text(q: Fraction) -> str:
+    """``q`` as float64's shortest repr where it is that float64 number, else as the
+    finite decimal it is."""
+    try:
+        f = float(q)
+    except OverflowError:
+        f = math.inf
+    return repr(f) if math.isfinite(f) and Fraction(f) == q else decimal_text(q)
+
+
+__all__ = ["MAX_CASES", "Bound", "OutputConstraint", "Region", "VnnlibProperty", "decimal_text", "float_down",
+           "float_up", "format_counterexample", "is_finite_decimal", "parse_vnnlib", "read_vnnlib"]

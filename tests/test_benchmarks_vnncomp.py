@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 
 from benchmarks import vnncomp
 from tests.nets import saved_classifier
@@ -29,9 +30,9 @@ def _layout(tmp_path):
 def test_selection_filters_by_pattern_and_skips_absent_categories(tmp_path):
     _layout(tmp_path)
     root = tmp_path / "root"
-    assert vnncomp.parse_select("toy=holds;absent") == {"toy": "holds", "absent": "."}
-    assert vnncomp.parse_select("toy,absent") == {"toy": ".", "absent": "."}
-    (inst,) = vnncomp.select(root, {"toy": r"holds", "absent": "."}, None)
+    assert vnncomp.parse_select("toy=holds;acasxu") == {"toy": "holds", "acasxu": "."}
+    assert vnncomp.parse_select("toy,acasxu") == {"toy": ".", "acasxu": "."}
+    (inst,) = vnncomp.select(root, {"toy": r"holds", "acasxu": "."}, None)  # a VNN-COMP category not fetched
     assert (inst.category, inst.onnx, inst.vnnlib, inst.timeout) == ("toy", "m.onnx", "./specs/holds.vnnlib", 30.0)
     assert len(vnncomp.select(root, {"toy": "."}, 1)) == 1
     # a seeded random sample, in the file's order
@@ -40,6 +41,26 @@ def test_selection_filters_by_pattern_and_skips_absent_categories(tmp_path):
     assert picks == [vnncomp.select(root, {"toy": "."}, None, sample=1, seed=s)[0].vnnlib for s in range(8)]
     assert [i.vnnlib for i in vnncomp.select(root, {"toy": "."}, None, sample=5)] == \
         ["./specs/holds.vnnlib", "./specs/fails.vnnlib"]
+
+
+def test_a_pattern_may_hold_commas_and_an_unknown_category_is_refused(tmp_path):
+    """Parts are separated by ';' only: a pattern is searched in 'onnx,vnnlib', so a comma
+    in it is the pattern's; a name neither under the root nor a VNN-COMP 2021 category (a
+    typo, or a piece of a pattern) is refused, not skipped."""
+    _layout(tmp_path)
+    root = tmp_path / "root"
+    assert vnncomp.parse_select(r"acasxu=1_1_batch_2000\.onnx,prop_1") == {"acasxu": r"1_1_batch_2000\.onnx,prop_1"}
+    choices = vnncomp.parse_select(r"toy=m\.onnx,\./specs/fails;mnistfc")
+    assert choices == {"toy": r"m\.onnx,\./specs/fails", "mnistfc": "."}
+    assert [i.vnnlib for i in vnncomp.select(root, choices, None)] == ["./specs/fails.vnnlib"]
+    assert vnncomp.check_categories(root, choices) == ["mnistfc"]
+    with pytest.raises(ValueError, match="unknown category 'prop_1'"):
+        vnncomp.select(root, {"toy": ".", "prop_1": "."}, None)
+    for bad in ("toy=holds;to y", "toy=(unclosed"):
+        with pytest.raises(ValueError):
+            vnncomp.parse_select(bad)
+    with pytest.raises(SystemExit, match="unknown category 'typo'"):
+        vnncomp.main(["--root", str(root), "--select", "toy;typo", "--no-peer", "--out", str(tmp_path / "out")])
 
 
 def test_published_verdict_is_the_majority_and_a_tie_a_conflict(tmp_path):

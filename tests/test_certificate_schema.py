@@ -18,7 +18,8 @@ jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (dev extra) va
 
 #: Properties added to a format after its first files were written: optional in the schema
 #: (older files lack them), always written by this version.
-OPTIONAL = {"certificate": {"counterexample_class", "exact", "epsilon", "gmm"}, "dual": set(), "verification": {"load_seconds", "dropped_final"}}
+OPTIONAL = {"certificate": {"counterexample_class", "exact", "epsilon", "gmm"}, "dual": set(),
+            "verification": {"load_seconds", "dropped_final", "counterexample_exact"}}
 
 
 @pytest.fixture(scope="module")

@@ -579,3 +579,30 @@ def test_a_stored_verification_of_what_a_dropped_logsoftmax_changes_is_not_reche
     assert stored.answer.value == "sat"  # about the scores: the file's log-probabilities are never >= 0.5
     with pytest.raises(PropertyError, match="ends in a LogSoftmax"):
         recheck_verification(stored, net, prop, config=VerifyConfig(oracle="milp"))
+
+
+def test_verifications_at_an_input_pinned_to_a_decimal_are_rechecked_exactly():
+    """X_0 pinned to 0.3 (no float64 number): a sat result's exact counterexample is
+    confirmed, and refuted once moved; a false unsat claim is refuted by the oracle's
+    counterexample, taken to X_0 = 3/10 exactly (no float64 point of the box exists)."""
+    from fractions import Fraction
+
+    from parallelepipedonn.verify import Answer, Verification, VerifyConfig, verify_property
+    from parallelepipedonn.verify_recheck import recheck_verification
+    from parallelepipedonn.vnnlib import parse_vnnlib
+    from tests.test_verify import PINNED, sum_net
+
+    net, prop = sum_net(), parse_vnnlib(PINNED + "(assert (>= Y_0 0.7))", "p.vnnlib")
+    config = VerifyConfig(oracle="milp")
+    sat = verify_property(net, prop, config=config)
+    assert sat.answer is Answer.SAT and sat.counterexample_exact[0] == Fraction(3, 10)
+    back = Verification.from_dict(json.loads(sat.to_json()))
+    assert recheck_verification(back, net, prop, config=config).outcome == "confirmed"
+    moved = dataclasses.replace(back, counterexample_exact=(Fraction(3, 10), Fraction(1, 10)),
+                                counterexample=np.array([0.3, 0.1]), outputs=np.array([0.4, 0.0]))
+    check = recheck_verification(moved, net, prop, config=config)
+    assert check.outcome == "refuted" and "does not violate" in check.reason
+    false_unsat = dataclasses.replace(back, answer=Answer.UNSAT, counterexample=None, counterexample_exact=None,
+                                      outputs=None)
+    check = recheck_verification(false_unsat, net, prop, config=config)
+    assert check.outcome == "refuted" and "confirmed counterexample" in check.reason

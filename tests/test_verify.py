@@ -384,6 +384,9 @@ def test_a_bad_property_is_one_line_naming_the_line_exit_2_and_nothing_written(s
     (["--instances", "i.csv", "--store", "r.db", "--timeout", "5"], "--timeout does not go with --instances"),
     (["--model", "m.onnx", "--vnnlib", "p.vnnlib", "--store", "r.db"], "--store is for --instances"),
     (["--model", "m.onnx", "--vnnlib", "p.vnnlib", "--timeout", "0"], "must be a positive number"),
+    (["--model", "m.onnx", "--vnnlib", "p.vnnlib", "--result-file", "p.vnnlib"], "would overwrite an input file"),
+    (["--model", "m.onnx", "--vnnlib", "p.vnnlib", "--result-file", "m.onnx"], "would overwrite an input file"),
+    (["--model", "m.onnx", "--input", "x.npy", "--epsilon", "0.1", "--json", "x.npy"], "would overwrite an input"),
 ])
 def test_usage_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -524,6 +527,33 @@ def test_the_vnncomp_scripts(small, tmp_path):
     assert proc.returncode == 1 and "v1" in proc.stderr
 
 
+def test_run_instance_creates_the_results_directory_and_never_overwrites_its_inputs(small, tmp_path):
+    """A results file in a directory that does not exist yet: created. A results file that
+    is the property or the model (or a link to it): refused before anything is removed
+    (exit 1, the input intact); one that cannot be created: exit 1."""
+    env = {**os.environ, "PARALLELEPIPEDONN": f"{sys.executable} -m parallelepipedonn.cli",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+    def run_instance(onnx: Path, vnnlib: Path, results: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([str(ROOT / "vnncomp" / "run_instance.sh"), "v1", "test", str(onnx), str(vnnlib),
+                               str(results), "30"], capture_output=True, text=True, env=env, timeout=300, check=False)
+
+    result = tmp_path / "new" / "dir" / "result.txt"
+    proc = run_instance(small.path, small.dir / "far.vnnlib", result)
+    assert proc.returncode == 0 and result.read_text().splitlines()[0] == "sat", proc.stderr
+    model, prop = tmp_path / "m.onnx", tmp_path / "p.vnnlib"
+    shutil.copy(small.path, model)
+    shutil.copy(small.dir / "far.vnnlib", prop)
+    (tmp_path / "link.txt").symlink_to(prop)
+    for target in (prop, model, tmp_path / "link.txt"):
+        proc = run_instance(model, prop, target)
+        assert proc.returncode == 1 and "refusing" in proc.stderr, proc.stderr
+        assert prop.read_bytes() == (small.dir / "far.vnnlib").read_bytes()
+        assert model.read_bytes() == small.path.read_bytes()
+    proc = run_instance(model, prop, prop / "under_a_file" / "result.txt")
+    assert proc.returncode == 1 and "cannot create" in proc.stderr, proc.stderr
+
+
 def test_the_default_oracle_reads_a_residual_model_as_it_is(capsys):
     for oracle in ((), ("--oracle", "crown+bab")):
         code, out, err = run(capsys, "verify", "--dataset", "mnist", "--index", "0", "--default-net", "resnet",
@@ -600,3 +630,198 @@ def test_oracle_options_are_finite_and_time_limits_positive(text):
     with pytest.raises(ConfigError, match="finite number|positive number"):
         parse_oracle_options([text])
     assert parse_oracle_options(["bab.time_limit=2.5"]) == {"bab.time_limit": 2.5}
+
+
+# -- inputs pinned to decimals that no float64 number is --------------------------------------------
+def fraction_forward(graph, x: list[Fraction]) -> list[Fraction]:
+    """A reference evaluation in Fraction arithmetic: every linear node as its dense matrix,
+    read off in float64 from one-hot inputs (one product per entry: exact), plus its bias."""
+    import torch
+
+    from parallelepipedonn import graph_nodes as gn
+
+    exact = np.vectorize(lambda t: Fraction(float(t)), otypes=[object])
+    values: list[np.ndarray] = []
+    for node in graph.nodes:
+        ins = [values[i] for i in node.inputs]
+        if isinstance(node, gn.Input):
+            v = np.array(x, dtype=object).reshape(node.shape)
+        elif isinstance(node, gn.LinearNode):
+            n = math.prod(node.in_shape)
+            w = node.apply(torch.eye(n, dtype=torch.float64).reshape(n, *node.in_shape)).reshape(n, -1).numpy().T
+            v = exact(w).dot(ins[0].reshape(-1)).reshape(node.shape)
+            if node.bias_array() is not None:
+                v = v + exact(np.broadcast_to(node.bias_array(), node.shape))
+        elif isinstance(node, gn.ReLU):
+            v = np.vectorize(lambda t: max(t, Fraction(0)), otypes=[object])(ins[0])
+        elif isinstance(node, gn.Add):
+            v = ins[0] + ins[1]
+        elif isinstance(node, gn.Sub):
+            v = ins[0] - ins[1]
+        else:
+            v = np.concatenate(ins, axis=node.axis)
+        values.append(v)
+    return list(values[-1].reshape(-1))
+
+
+def test_the_exact_outputs_at_a_point_of_exact_rationals_are_those_of_rational_arithmetic():
+    """Every node type (normalisation, convolutions, pooling, padding, concatenation,
+    residual sums) at a point with decimal and other rational coordinates (0.3, 1/3, 2/7:
+    no float64 number), and the float64 path unchanged at a float64 point."""
+    from parallelepipedonn.graph import as_graph
+    from tests.graph_nets import mixed
+
+    g = mixed(seed=3)
+    rng = np.random.default_rng(0)
+    denominators = [10, 3, 7, 1000, 2**60 * 5, 1, 4]
+    x = [Fraction(int(rng.integers(-50, 50)), denominators[i % len(denominators)]) for i in range(g.n_inputs)]
+    assert exact_outputs(g, x) == fraction_forward(g, x)
+    net = random_network(4, [6, 12, 12, 3])
+    y = [Fraction(k, 30) for k in range(-3, 3)]
+    assert exact_outputs(net, y) == fraction_forward(as_graph(net), y)
+    floats = rng.uniform(-1, 1, 6)
+    assert exact_outputs(net, [Fraction(v) for v in floats]) == exact_outputs(net, floats) == \
+        fraction_forward(as_graph(net), [Fraction(v) for v in floats])
+
+
+def sum_net() -> Network:
+    """Y_0 = X_0 + X_1 exactly (as relu(s) - relu(-s)), Y_1 = 0."""
+    return Network((2,), (Affine(np.array([[1.0, 1.0], [-1.0, -1.0]]), np.zeros(2)), ReLU(),
+                          Affine(np.array([[1.0, -1.0], [0.0, 0.0]]), np.zeros(2))))
+
+
+PINNED = ("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+          "(assert (>= X_0 0.3))\n(assert (<= X_0 0.3))\n(assert (>= X_1 0))\n(assert (<= X_1 0.5))\n")
+
+
+@pytest.mark.parametrize("oracle", [None, "milp", "crown+attack"])
+def test_an_input_pinned_to_a_decimal_that_no_float64_is_gets_an_exact_counterexample(oracle):
+    """X_0 pinned to 0.3 (no float64 point lies in the box): the counterexample takes X_0 =
+    3/10 exactly, confirmed in exact arithmetic, written as 0.3, and stored exactly."""
+    config = None if oracle is None else VerifyConfig(oracle=oracle)
+    result = verify_property(sum_net(), parse_vnnlib(PINNED + "(assert (>= Y_0 0.7))", "p"), config=config)
+    assert result.answer is Answer.SAT, result.reason
+    x = result.counterexample_exact
+    assert x is not None and x[0] == Fraction(3, 10) and 0 <= x[1] <= Fraction(1, 2) and x[0] + x[1] >= Fraction(7, 10)
+    assert result.counterexample.tolist() == [0.3, float(x[1])]  # the nearest float64 numbers (for display)
+    assert result.outputs.tolist() == [float(x[0] + x[1]), 0.0]  # the exact outputs, rounded
+    lines = result.vnncomp_result().splitlines()
+    assert lines[:2] == ["sat", "((X_0 0.3)"]  # the decimal 3/10; X_1 a float64 number, its shortest repr
+    assert Fraction(float(lines[2].strip(" ()").split()[1])) == x[1]
+    back = Verification.from_dict(json.loads(result.to_json()))
+    assert back.counterexample_exact == x and back.vnncomp_result() == result.vnncomp_result()
+
+
+def test_a_pinned_input_is_confirmed_at_its_exact_value_only():
+    """Y_0 = X_0 with X_0 pinned to 0.3: Y_0 >= 0.3 and Y_0 <= 0.3 hold there (ties count),
+    Y_0 > 0.3 does not, although it does at the float64 number just above 0.3 — never sat.
+    An output-free property is violated at the pinned point."""
+    head = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n" \
+           "(assert (>= X_0 0.3))\n(assert (<= X_0 0.3))\n"
+    for outputs in ("(assert (>= Y_0 0.3))", "(assert (<= Y_0 0.3))", "(assert (<= 0 1))"):
+        for oracle in ("milp", COMPLETE):
+            result = verify_property(identity_net(), parse_vnnlib(head + outputs, "p"),
+                                     config=VerifyConfig(oracle=oracle))
+            assert result.answer is Answer.SAT and result.counterexample_exact == (Fraction(3, 10),), (outputs, oracle)
+            assert result.vnncomp_result().splitlines()[1] == "((X_0 0.3)"
+    for oracle in ("milp", COMPLETE, "attack+crown"):
+        result = verify_property(identity_net(), parse_vnnlib(head + "(assert (> Y_0 0.3))", "p"),
+                                 config=VerifyConfig(oracle=oracle))
+        assert result.answer is not Answer.SAT, oracle
+
+
+def test_a_counterexample_of_exact_decimals_is_written_by_the_command_line_and_rechecked(tmp_path, capsys):
+    """The result file writes X_0 0.3; the JSON keeps the exact point (and conforms to the
+    schema); recheck confirms it, and refutes it edited."""
+    from tests.crafted_nets import save_float64_onnx
+    from tests.test_certificate_schema import conforms
+
+    model, prop = tmp_path / "sum.onnx", tmp_path / "pinned.vnnlib"
+    save_float64_onnx(sum_net(), model)
+    prop.write_text(PINNED + "(assert (>= Y_0 0.7))\n")
+    j, r = tmp_path / "r.json", tmp_path / "r.txt"
+    code, out, err = run(capsys, "verify", "--model", str(model), "--vnnlib", str(prop), "--json", str(j),
+                         "--result-file", str(r), "--oracle", "milp")
+    assert code == 0 and out.splitlines()[0] == "sat", out + err
+    assert r.read_text().splitlines()[:2] == ["sat", "((X_0 0.3)"]
+    stored = json.loads(j.read_text())
+    conforms(stored, "verification")
+    assert stored["counterexample_exact"][0] == "0.3" and stored["counterexample"][0] == 0.3
+    code, out, err = run(capsys, "recheck", str(j))
+    assert code == 0 and out.startswith("CONFIRMED"), out + err
+    for edit in ("outside", "safe", "floats", "outputs"):
+        d = json.loads(j.read_text())
+        if edit == "outside":  # consistent, but not the pinned value
+            d["counterexample_exact"][0], d["counterexample"][0] = "0.31", 0.31
+        elif edit == "safe":  # in the box, but Y_0 = 0.3 < 0.7
+            d["counterexample"][1], d["counterexample_exact"][1] = 0.0, None
+        elif edit == "floats":
+            d["counterexample"][0] = 0.25
+        else:
+            d["outputs"][0] = d["outputs"][0] + 1
+        (tmp_path / "e.json").write_text(json.dumps(d))
+        code, out, err = run(capsys, "recheck", str(tmp_path / "e.json"))
+        assert code == 5 and out.startswith("REFUTED"), (edit, out + err)
+    d = json.loads(j.read_text())
+    d["counterexample_exact"][0] = "3/10"
+    (tmp_path / "e.json").write_text(json.dumps(d))
+    code, out, err = run(capsys, "recheck", str(tmp_path / "e.json"))
+    assert code == 2 and "counterexample_exact" in err, out + err
+
+
+# -- the time-out counts from the command's start; --check checks what verify refuses -------------------
+def test_the_time_out_counts_from_the_start_so_time_spent_loading_leaves_less_or_none():
+    prop = parse_vnnlib(PINNED + "(assert (>= Y_0 0.7))", "p")
+    import time
+
+    late = verify_property(sum_net(), prop, config=VerifyConfig(oracle="milp"), timeout=5,
+                           started=time.perf_counter() - 6)
+    assert late.answer is Answer.TIMEOUT and late.regions[0]["verdict"] == "not asked" and late.timeout == 5
+    x = np.array([0.5, 0.5])
+    late = verify_epsilon(sum_net(), x, 0.1, label=0, config=VerifyConfig(oracle="milp"), timeout=5,
+                          started=time.perf_counter() - 6)
+    assert late.answer is Answer.TIMEOUT
+    on_time = verify_property(sum_net(), prop, config=VerifyConfig(oracle="milp"), timeout=5,
+                              started=time.perf_counter() - 1)
+    assert on_time.answer is Answer.SAT
+
+
+def test_verify_counts_reading_the_model_and_the_property_in_its_timeout(small, tmp_path, capsys, monkeypatch):
+    import time
+
+    from parallelepipedonn import vnnlib
+
+    read = vnnlib.read_vnnlib
+
+    def slow(path):  # a property that takes longer to read than the whole time-out
+        time.sleep(1.5)
+        return read(path)
+
+    monkeypatch.setattr(vnnlib, "read_vnnlib", slow)
+    r = tmp_path / "r.txt"
+    code, out, err = run(capsys, "verify", "--model", str(small.path), "--vnnlib", str(small.dir / "far.vnnlib"),
+                         "--timeout", "1", "--result-file", str(r))
+    assert code == 0 and out.splitlines()[0] == "timeout" and r.read_text() == "timeout\n", out + err
+
+
+def test_check_refuses_what_verify_refuses(tmp_path, capsys):
+    """--check (prepare_instance.sh) runs verify's own checks: a threshold on one output of
+    a model whose final Softmax the IR drops is refused there, as verify refuses it."""
+    import onnx
+
+    model = tmp_path / "softmax.onnx"
+    onnx.save(_final_op_model("Softmax"), model)
+    head = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n" \
+           "(assert (>= X_0 0.1))\n(assert (<= X_0 0.2))\n"
+    prop, ok = tmp_path / "threshold.vnnlib", tmp_path / "order.vnnlib"
+    prop.write_text(head + "(assert (>= Y_0 0.5))\n")
+    ok.write_text(head + "(assert (<= Y_0 Y_1))\n")
+    for check in (["--check"], []):
+        code, out, err = run(capsys, "verify", "--model", str(model), "--vnnlib", str(prop), *check)
+        assert code == 2 and "ends in a Softmax" in err and "threshold.vnnlib:6" in err, (check, out + err)
+    code, out, err = run(capsys, "verify", "--model", str(model), "--vnnlib", str(ok), "--check")
+    assert code == 0 and out.startswith("ok:"), out + err
+    csv = tmp_path / "instances.csv"
+    csv.write_text("softmax.onnx,threshold.vnnlib,10\n")
+    code, out, err = run(capsys, "verify", "--instances", str(csv), "--check")
+    assert code == 2 and "ends in a Softmax" in err, out + err

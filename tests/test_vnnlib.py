@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 from parallelepipedonn.errors import InputDataError, PropertyError
 from parallelepipedonn.vnnlib import (
     MAX_CASES,
+    decimal_text,
     float_down,
     float_up,
     format_counterexample,
+    is_finite_decimal,
     parse_vnnlib,
     read_vnnlib,
 )
@@ -223,6 +225,47 @@ def test_counterexamples_are_written_in_vnncomp_format_and_read_back_exactly():
     pairs = [line.strip().strip("()").split() for line in text.strip().splitlines()]
     values = {name: float(v) for name, v in pairs}
     assert [values[f"X_{i}"] for i in range(3)] == x.tolist() and [values[f"Y_{j}"] for j in range(2)] == y.tolist()
+
+
+def test_an_interval_without_float64_numbers_still_has_a_finite_decimal_point():
+    """An input pinned to 0.3 (no float64 number is 3/10) has no float64 point, but the
+    point 0.3 itself, which a result file writes exactly; a sliver between two adjacent
+    float64 numbers has its midpoint; pinned to 1/3, no finite decimal is in it."""
+    text = declarations(4, 1) + "(assert (>= X_0 0.3))\n(assert (<= X_0 0.3))\n" \
+        "(assert (>= X_1 0.1))\n(assert (<= X_1 0.10000000000000000001))\n" \
+        "(assert (> X_2 0.1))\n(assert (< X_2 0.10000000000000000001))\n" \
+        "(assert (>= X_3 0))\n(assert (<= X_3 1))\n(assert (<= Y_0 0))"
+    region = parse_vnnlib(text, "p").regions[0]
+    assert region.inner_box() is None
+    assert [v is None for v in region.inner_intervals()] == [True, True, True, False]
+    assert region.decimal_value(0) == Fraction(3, 10)
+    for i in (1, 2):
+        q = region.decimal_value(i)
+        assert Fraction(1, 10) < q < Fraction("0.10000000000000000001") and is_finite_decimal(q)
+    assert region.contains_exact([Fraction(3, 10), region.decimal_value(1), region.decimal_value(2), Fraction(1)])
+    assert region.contains_exact([Fraction(3, 10), Fraction(1, 10), region.decimal_value(2), Fraction(1)])
+    assert not region.contains_exact([Fraction(3, 10), Fraction(1, 10), Fraction(1, 10), Fraction(1)])  # (> X_2 0.1)
+    assert not region.contains_exact([Fraction(3, 10) + Fraction(1, 10**30), Fraction(1, 10), region.decimal_value(2),
+                                      Fraction(1)])
+    assert not region.contains([0.3, 0.1, 0.1, 1.0])  # (no float64 point is in it)
+    third = parse_vnnlib(declarations(1, 1) + "(assert (>= X_0 (/ 1 3)))\n(assert (<= X_0 (/ 1 3)))\n"
+                         "(assert (<= Y_0 0))", "p").regions[0]
+    assert third.decimal_value(0) is None
+
+
+@pytest.mark.parametrize("q, text", [(Fraction(3, 10), "0.3"), (Fraction(-1, 8), "-0.125"), (Fraction(7), "7.0"),
+                                     (Fraction(1, 1250), "0.0008"), (Fraction(-121, 16), "-7.5625")])
+def test_a_finite_decimal_is_written_exactly(q, text):
+    assert is_finite_decimal(q) and decimal_text(q) == text and Fraction(text) == q
+    assert not is_finite_decimal(Fraction(1, 3)) and not is_finite_decimal(Fraction(1, 30))
+    with pytest.raises(ValueError):
+        decimal_text(Fraction(2, 3))
+
+
+def test_an_exact_counterexample_writes_the_decimals_it_is_and_float64_numbers_as_before():
+    x = [Fraction(3, 10), Fraction(0.1), Fraction(-2)]  # 0.3 exactly; the float64 0.1; -2
+    text = format_counterexample(x, np.array([0.5, -7.5]))
+    assert text == "((X_0 0.3)\n (X_1 0.1)\n (X_2 -2.0)\n (Y_0 0.5)\n (Y_1 -7.5))\n"
 
 
 def _split_lines(text: str) -> str:

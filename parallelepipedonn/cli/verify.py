@@ -109,12 +109,14 @@ def _mode(args: argparse.Namespace) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # --timeout counts from here: loading the model and the property included
     from ..verify import DEFAULT_VERIFY_ORACLE, FEW_INPUTS_ORACLE, VerifyConfig
 
     mode = _mode(args)
     check_outputs(args, args.json, args.result_file, args.store)
     for p in (args.json, args.result_file, args.store):
-        if p and any(q and Path(p).resolve() == Path(q).resolve() for q in (args.vnnlib, args.instances)):
+        if p and any(q and Path(p).resolve() == Path(q).resolve()
+                     for q in (args.vnnlib, args.instances, args.model, args.input)):
             raise ConfigError(f"the output {p!r} would overwrite an input file")
     from oracles.registry import parse_oracle_options
 
@@ -125,9 +127,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if mode == "instances":
         return _instances(args, config)
     if mode == "vnnlib":
-        result, what = _vnnlib(args, config)
+        result, what = _vnnlib(args, config, started)
     else:
-        result, what = _epsilon(args, config)
+        result, what = _epsilon(args, config, started)
     if result is None:  # --check
         print(what)
         return EXIT_OK
@@ -143,39 +145,39 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _vnnlib(args: argparse.Namespace, config) -> tuple[Verification | None, str]:
+def _vnnlib(args: argparse.Namespace, config, started: float) -> tuple[Verification | None, str]:
+    """``started``: when the command started (its --timeout counts from there)."""
     import numpy as np
 
     from .. import onnx_graph, onnx_import  # noqa: F401  (module imports: before the loading clock, as torch's)
     from ..box import Box
     from ..io_utils import sha256_file
-    from ..verify import load_model_file, verify_property
+    from ..verify import check_property, load_model_file, verify_property
     from ..vnnlib import read_vnnlib
 
     start = time.perf_counter()
     model = load_model_file(args.model)
     prop = read_vnnlib(args.vnnlib)
-    prop.check_model(model.n_inputs, model.n_classes)
     domain = None
     if args.domain is not None:
         lo, hi = args.domain
         if not lo < hi:
             raise ConfigError(f"the domain [{lo}, {hi}] must be a non-empty finite interval")
         domain = Box(np.full(model.n_inputs, lo), np.full(model.n_inputs, hi))
-        prop.check_domain(domain.lower, domain.upper)
     what = f"{args.vnnlib} ({prop.describe()})\n  model       {args.model} ({model.describe()})"
-    if args.check:
+    if args.check:  # what verify_property refuses before verifying (which runs it itself)
+        check_property(model, prop, domain)
         return None, f"ok: {what}"
     hashes = model.model_digest(args.model), prop.sha256 or sha256_file(args.vnnlib)
     loaded = time.perf_counter() - start
     with Progress("verify") as progress:
         result = verify_property(model, prop, config=config, timeout=args.timeout, domain=domain,
                                  model_path=str(args.model), model_sha256=hashes[0],
-                                 property_sha256=hashes[1], progress=progress)
+                                 property_sha256=hashes[1], progress=progress, started=started)
     return replace(result, load_seconds=loaded), what
 
 
-def _epsilon(args: argparse.Namespace, config) -> tuple[Verification | None, str]:
+def _epsilon(args: argparse.Namespace, config, started: float) -> tuple[Verification | None, str]:
     from ..verify import verify_epsilon
 
     if args.domain is None:
@@ -189,7 +191,7 @@ def _epsilon(args: argparse.Namespace, config) -> tuple[Verification | None, str
     digest = network.model_digest(model_path)
     loaded = time.perf_counter() - start
     result = verify_epsilon(network, x, args.epsilon, label=args.label, domain=domain, config=config,
-                            timeout=args.timeout, model_path=str(model_path), model_sha256=digest)
+                            timeout=args.timeout, model_path=str(model_path), model_sha256=digest, started=started)
     return replace(result, load_seconds=loaded), text
 
 
@@ -210,7 +212,9 @@ def _summary(result: Verification, what: str, written: list[str]) -> str:
             shown = ", ".join(f"{v:.6g}" for v in a[:6])
             return f"[{shown}{', ...' if a.size > 6 else ''}]"
 
-        lines.append(f"  counterexample X = {short(x)} ({x.size} values); Y = {short(y)}")
+        exact = " (rounded: X holds exact decimals, see --result-file or --json)" \
+            if result.counterexample_exact is not None else ""
+        lines.append(f"  counterexample X = {short(x)} ({x.size} values); Y = {short(y)}{exact}")
     note = result.oracle_settings.get("note")
     lines.append(f"  oracle      {result.oracle}" + (f" ({note})" if note else ""))
     timeout = "" if result.timeout is None else f" (timeout {fmt(result.timeout)} s)"
@@ -228,15 +232,17 @@ def _instances(args: argparse.Namespace, config) -> int:
     if args.check:
         import numpy as np
 
-        from ..verify import load_model_file
+        from ..box import Box
+        from ..verify import check_property, load_model_file
         from ..vnnlib import read_vnnlib
 
+        if args.domain is not None and not args.domain[0] < args.domain[1]:
+            raise ConfigError(f"the domain [{args.domain[0]}, {args.domain[1]}] must be a non-empty finite interval")
         for item in instances:
             model = load_model_file(item.onnx)
             prop = read_vnnlib(item.vnnlib)
-            prop.check_model(model.n_inputs, model.n_classes)
-            if args.domain is not None:
-                prop.check_domain(np.full(model.n_inputs, args.domain[0]), np.full(model.n_inputs, args.domain[1]))
+            check_property(model, prop, None if args.domain is None else
+                           Box(np.full(model.n_inputs, args.domain[0]), np.full(model.n_inputs, args.domain[1])))
         print(f"ok: {args.instances}: {len(instances)} instance(s), every model and property read and checked")
         return EXIT_OK
     if args.domain is not None and not args.domain[0] < args.domain[1]:
