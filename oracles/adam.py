@@ -28,9 +28,12 @@ class Adam:
         self.t = 0
 
     def ascend(self, objective: Tensor) -> None:
-        """One step that increases ``objective`` (a scalar)."""
-        grads = torch.autograd.grad(objective, self.params, allow_unused=True)
+        """One step that increases ``objective`` (a scalar); none where no parameter
+        reaches it (e.g. every ReLU node of a graph off the path to its output)."""
         self.t += 1
+        if not objective.requires_grad:
+            return
+        grads = torch.autograd.grad(objective, self.params, allow_unused=True)
         b1, b2 = self.betas
         with torch.no_grad():
             for p, g, m, v, c in zip(self.params, grads, self.m, self.v, self.scales):

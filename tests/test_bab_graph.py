@@ -141,3 +141,25 @@ def test_bab_leaves_of_a_graph_are_decided_by_the_lp():
     bab._leaf_lp = counted
     answer = bab.verify_box(np.clip(x - 0.67, 0, 1), np.clip(x + 0.67, 0, 1), label)  # distance 0.68
     assert answer.verdict is Verdict.VERIFIED and leaves and set(leaves) == {Verdict.VERIFIED}
+
+
+def test_a_graph_whose_relus_are_all_off_the_path_to_the_output_is_bounded_and_decided():
+    """alpha-CROWN stepped on a bound no slope reaches (autograd raised): milp's prefilter
+    answered UNKNOWN ("milp error") and its ``min_distance`` raised to the caller."""
+    from parallelepipedonn import graph_nodes as gn
+    from parallelepipedonn.graph import Graph
+
+    nodes = (gn.Input(inputs=(), shape=(2,), name="x"),
+             gn.Dense(inputs=(0,), shape=(2,), in_shape=(2,), weight=np.array([[1.0, -1.0], [-1.0, 1.0]]),
+                      bias_=np.zeros(2)),
+             gn.ReLU(inputs=(1,), shape=(2,)),  # read by nothing
+             gn.Dense(inputs=(0,), shape=(2,), in_shape=(2,), weight=np.eye(2), bias_=np.zeros(2)),
+             gn.Add(inputs=(3, 1), shape=(2,)))
+    g = Graph((2,), nodes, "dead-relu")  # margin of class 0: 3 (x0 - x1), linear
+    lo, hi = np.array([0.1, 0.0]), np.array([0.5, 0.4])
+    bound = AlphaCrownOracle(g, steps=5).margin_lower_bounds(lo[None], hi[None], 0)
+    assert bound[0, 0] == pytest.approx(-0.9, abs=1e-9)
+    assert make_oracle("milp", g).verify_box(lo, hi, 0).verdict is Verdict.FALSIFIED
+    x = np.array([0.3, 0.2])
+    d = make_oracle("milp", g, time_limit=30).min_distance(x, 0, Box.unit(2), falsifier=AttackOracle(g))
+    assert d.lower == pytest.approx(0.05, abs=1e-6) and d.upper == pytest.approx(0.05, abs=1e-6)
