@@ -50,12 +50,12 @@ from .box import Box
 from .certificate import _num, _unnum, parse_stored
 from .certify import CertifyConfig, build_oracles, confirm_in_ball, resolve_domain
 from .classifier import apply_final
-from .errors import ConfigError
+from .errors import ConfigError, InputDataError
 from .inputs import as_network_input
 from .io_utils import atomic_write_bytes
 from .network import Network
 from .search.base import Status
-from .vnnlib import Region, VnnlibProperty, decimal_text, format_counterexample, is_finite_decimal
+from .vnnlib import MAX_DECIMAL_PLACES, Region, VnnlibProperty, decimal_text, format_counterexample, is_finite_decimal
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -306,15 +306,19 @@ def _exact_point(stored: Any, floats: Any) -> tuple[Fraction, ...] | None:
     out = []
     for v, f in zip(stored, floats):
         if v is None:
-            out.append(Fraction(float(f)))
-        elif isinstance(v, str) and _DECIMAL.fullmatch(v):
+            if not isinstance(f, (int, float)) or not math.isfinite(f):
+                raise ValueError(f"counterexample_exact: null over {f!r}, which is no finite number")
+            out.append(Fraction(f))
+        elif isinstance(v, str) and len(v) <= _DECIMAL_CHARS and _DECIMAL.fullmatch(v):
             out.append(Fraction(v))
         else:
-            raise ValueError(f"counterexample_exact: {v!r} is not a decimal number (a string) or null")
+            raise ValueError(f"counterexample_exact: {v[:40] if isinstance(v, str) else v!r} is not a decimal "
+                             f"number (a string of at most {_DECIMAL_CHARS} characters) or null")
     return tuple(out)
 
 
 _DECIMAL = re.compile(r"-?\d+(\.\d+)?")
+_DECIMAL_CHARS = MAX_DECIMAL_PLACES + 405  # what decimal_text writes: sign, integer part below 10^400, places
 
 
 def as_point(x: ArrayLike | Sequence[Fraction]) -> Point:
@@ -339,6 +343,8 @@ def exact_outputs(model: Network | Graph, x: ArrayLike | Sequence[Fraction]) -> 
     from .graph_exact import exact_logits, exact_logits_rational
 
     p = as_point(x)
+    if len(p) != model.n_inputs:
+        raise InputDataError(f"the point has {len(p)} coordinates, the network {model.n_inputs} inputs")
     if isinstance(p, np.ndarray):
         ints, exp = exact_logits(as_graph(model), p)
         scale = Fraction(2) ** exp

@@ -79,25 +79,38 @@ def float_up(q: Fraction) -> float:
     return -float_down(-q) + 0.0  # + 0.0: 0.0 rather than -0.0
 
 
-def is_finite_decimal(q: Fraction) -> bool:
-    """Whether ``q`` has a finite decimal expansion (its denominator is ``2^a 5^b``)."""
+#: the most decimal places a counterexample's coordinate is written with (a value pinned to
+#: a decimal of more, such as 2^-6200, gets no counterexample: ``unknown``, never ``sat``)
+MAX_DECIMAL_PLACES = 1000
+
+
+def decimal_places(q: Fraction) -> int | None:
+    """The decimal places ``q`` is written with exactly, for a denominator ``2^a 5^b``:
+    ``max(a, b)``; ``None`` for another rational or beyond :data:`MAX_DECIMAL_PLACES`."""
     d = q.denominator
-    d >>= (d & -d).bit_length() - 1
-    while d % 5 == 0:
+    twos = (d & -d).bit_length() - 1
+    d >>= twos
+    fives = 0
+    while d % 5 == 0 and fives <= MAX_DECIMAL_PLACES:
         d //= 5
-    return d == 1
+        fives += 1
+    places = max(twos, fives)
+    return places if d == 1 and places <= MAX_DECIMAL_PLACES else None
+
+
+def is_finite_decimal(q: Fraction) -> bool:
+    """Whether ``q`` is written exactly by a decimal of at most :data:`MAX_DECIMAL_PLACES`
+    places (its denominator is ``2^a 5^b``)."""
+    return decimal_places(q) is not None
 
 
 def decimal_text(q: Fraction) -> str:
     """The finite decimal ``q`` (:func:`is_finite_decimal`) written exactly, e.g. ``0.3``,
     ``-12.0625`` (``ValueError`` for another rational)."""
-    if not is_finite_decimal(q):
-        raise ValueError(f"{q} has no finite decimal expansion")
-    d = q.denominator
-    k = 0
-    while 10**k % d:
-        k += 1
-    digits = str(abs(q.numerator) * (10**k // d)).rjust(k + 1, "0")
+    k = decimal_places(q)
+    if k is None or abs(q) >= Fraction(10) ** 400:
+        raise ValueError(f"{q} has no finite decimal expansion of at most {MAX_DECIMAL_PLACES} places")
+    digits = str(abs(q.numerator) * (10**k // q.denominator)).rjust(k + 1, "0")
     sign = "-" if q < 0 else ""
     return f"{sign}{digits[:len(digits) - k]}.{digits[len(digits) - k:] or '0'}"
 
@@ -205,7 +218,8 @@ class Region:
         """A finite decimal (denominator ``2^a 5^b``) in input ``i``'s exact interval,
         strict bounds excluded, for an interval that may hold no float64 number: the value
         it is pinned to, else the midpoint if a finite decimal, else a dyadic number in it;
-        ``None`` when it is pinned to a value that no finite decimal writes (1/3)."""
+        ``None`` when it is pinned to a value that no finite decimal writes (1/3), or none
+        of at most :data:`MAX_DECIMAL_PLACES` places does."""
         a, b = self.lower[i], self.upper[i]
         if a.value == b.value:
             return None if a.strict or b.strict or not is_finite_decimal(a.value) else a.value
@@ -213,7 +227,8 @@ class Region:
         if is_finite_decimal(mid):
             return mid
         k = math.ceil(1 / (b.value - a.value)).bit_length() + 1  # 2**-k < b - a
-        return Fraction(math.floor(a.value * 2**k) + 1, 2**k)  # in (a, b)
+        q = Fraction(math.floor(a.value * 2**k) + 1, 2**k)  # in (a, b)
+        return q if is_finite_decimal(q) else None
 
     def contains(self, x: ArrayLike) -> bool:
         """Whether the float64 point ``x`` lies in the exact box (decided exactly)."""

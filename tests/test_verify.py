@@ -767,6 +767,30 @@ def test_a_counterexample_of_exact_decimals_is_written_by_the_command_line_and_r
     (tmp_path / "e.json").write_text(json.dumps(d))
     code, out, err = run(capsys, "recheck", str(tmp_path / "e.json"))
     assert code == 2 and "counterexample_exact" in err, out + err
+    for edit in ("length", "infinite", "huge"):  # malformed, not internal errors
+        d = json.loads(j.read_text())
+        if edit == "length":
+            d["counterexample"].append(0.0)
+            d["counterexample_exact"].append(None)
+        elif edit == "infinite":
+            d["counterexample"][1], d["counterexample_exact"][1] = math.inf, None
+        else:
+            d["counterexample_exact"][0] = "0." + "0" * 5000 + "3"
+        (tmp_path / "e.json").write_text(json.dumps(d))
+        code, out, err = run(capsys, "recheck", str(tmp_path / "e.json"))
+        assert code == 2 and "internal" not in err, (edit, out + err)
+
+
+@pytest.mark.parametrize("pinned", ["(/ 1 " + str(2**6200) + ")", "1e-5000", "1e-60000"])
+def test_an_input_pinned_to_a_decimal_of_too_many_places_is_unknown_quickly_not_an_error(pinned, tmp_path, capsys):
+    """X_0 pinned to 2^-6200 (6,200 decimal places): writing the counterexample raised (Python's
+    4,300-digit limit), 1e-60000 took two minutes; past MAX_DECIMAL_PLACES it gets none."""
+    import time
+
+    prop = parse_vnnlib(PINNED.replace("0.3", pinned) + "(assert (>= Y_0 0.2))", "p")
+    start = time.perf_counter()
+    result = verify_property(sum_net(), prop, config=VerifyConfig(oracle="milp"), timeout=30)
+    assert result.answer is Answer.UNKNOWN and time.perf_counter() - start < 20
 
 
 # -- the time-out counts from the command's start; --check checks what verify refuses -------------------

@@ -262,6 +262,16 @@ def test_a_finite_decimal_is_written_exactly(q, text):
         decimal_text(Fraction(2, 3))
 
 
+def test_a_decimal_of_more_places_than_the_limit_is_not_written():
+    from parallelepipedonn.vnnlib import MAX_DECIMAL_PLACES
+
+    assert decimal_text(Fraction(1, 10**MAX_DECIMAL_PLACES)).endswith("01")
+    for q in (Fraction(1, 10**(MAX_DECIMAL_PLACES + 1)), Fraction(1, 2**6200), Fraction(1, 5**4000)):
+        assert not is_finite_decimal(q)
+        with pytest.raises(ValueError):
+            decimal_text(q)
+
+
 def test_an_exact_counterexample_writes_the_decimals_it_is_and_float64_numbers_as_before():
     x = [Fraction(3, 10), Fraction(0.1), Fraction(-2)]  # 0.3 exactly; the float64 0.1; -2
     text = format_counterexample(x, np.array([0.5, -7.5]))
