@@ -71,7 +71,12 @@ def float_down(q: Fraction) -> float:
     if math.isinf(f):
         raise OverflowError(f"{q} is beyond float64's range")
     fn, fd = f.as_integer_ratio()
-    return f if fn * den <= num * fd else math.nextafter(f, -math.inf)
+    if fn * den <= num * fd:
+        return f
+    below = math.nextafter(f, -math.inf)
+    if math.isinf(below):  # q below -max_float, though it rounds to it: no float64 is <= q
+        raise OverflowError(f"{q} is beyond float64's range")
+    return below
 
 
 def float_up(q: Fraction) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -324,3 +325,19 @@ def test_a_byte_order_mark_and_n_ary_division():
     (region,) = parse_vnnlib(text, "p.vnnlib").regions
     ((constraint,),) = region.disjuncts
     assert constraint.rhs == Fraction(1, 10)
+
+
+def test_a_bound_just_beyond_the_largest_float64_is_beyond_the_range():
+    """It rounds to the largest float64, but no float64 is above it: float_up gave inf (an
+    input box reaching infinity), not the range error of larger bounds."""
+    from parallelepipedonn.vnnlib import float_down, float_up
+
+    big = Fraction(sys.float_info.max) + 1
+    with pytest.raises(OverflowError):
+        float_up(big)
+    with pytest.raises(OverflowError):
+        float_down(-big)
+    assert float_down(big) == sys.float_info.max and float_up(-big) == -sys.float_info.max
+    with pytest.raises(PropertyError, match="range"):
+        parse_vnnlib(declarations(1, 1) + f"(assert (>= X_0 0))\n(assert (<= X_0 {int(big)}))\n(assert (<= Y_0 0))",
+                     "p")
