@@ -236,6 +236,12 @@ def _recheck_claims(cert: Certificate, raw: dict[str, Any] | None, net: Network,
     if cert.status is Status.NOT_ROBUST and cert.counterexample is None:
         return {**out, "outcome": Outcome.REFUTED, "reason": "a not-robust certificate without a counterexample",
                 "checks": tuple(checks)}
+    if cert.status is Status.NOT_ROBUST and not net.misclassified(cert.input, label)[0]:
+        # not-robust says the input itself is not classified ``label`` strictly (certify
+        # writes it for that alone); a counterexample elsewhere does not make it so
+        return {**out, "outcome": Outcome.REFUTED, "checks": tuple(checks),
+                "reason": f"the certificate says the input is not robust, but the input itself is classified {label} "
+                f"with a strictly larger logit (exact)"}
     if cert.dual is not None and cert.dual.get("apothem_bound") is not None and not unproven:
         notes.append("the apothem bound of the stored dual box is not rechecked")
     if unproven and cert.status is not Status.CERTIFIED:

@@ -167,6 +167,19 @@ def test_a_not_robust_certificate_is_rechecked_by_a_forward_pass(small, tmp_path
     assert code == 5 and f"the counterexample is classified {other}" in out
 
 
+def test_a_not_robust_claim_about_a_correctly_classified_input_is_refuted(small, tmp_path, capsys):
+    """not-robust says the input itself is not classified its label strictly: a certified
+    input's certificate edited to not-robust, keeping its (far) counterexample, was confirmed."""
+    cert = certificate(small, tmp_path / "c.json")
+    assert cert.status is ppn.Status.CERTIFIED and cert.counterexample is not None
+    d = json.loads((tmp_path / "c.json").read_text())
+    d.update(status="not-robust", reason="forged", lower=None, upper=None, apothem=None, min_edge=None,
+             log_volume=None, gap=None)
+    (tmp_path / "forged.json").write_text(json.dumps(d))
+    code, out, err = run(capsys, "recheck", str(tmp_path / "forged.json"))
+    assert code == 5 and "the input itself is classified" in out, out + err
+
+
 def test_the_stored_counterexample_class_is_rechecked_and_may_be_absent(small, tmp_path, capsys):
     cert = certificate(small, tmp_path / "c.json")
     assert cert.counterexample is not None and cert.counterexample_class is not None
