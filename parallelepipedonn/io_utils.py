@@ -20,19 +20,31 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _special(p: Path) -> bool:
+    """Whether ``p`` exists and is no regular file or directory (a device, a FIFO, a link
+    to one such as ``/dev/stdout``): written through, never replaced."""
+    return p.exists() and not p.is_file() and not p.is_dir()
+
+
 def check_writable(path: str | Path) -> Path:
     """Fail early (before any work) if ``path`` cannot be written."""
     p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
     if p.is_dir():
         raise OutputPathError(f"cannot write {str(p)!r}: it is a directory")
+    if _special(p):
+        if not os.access(p, os.W_OK):
+            raise OutputPathError(f"cannot write {str(p)!r}: permission denied")
+        return p
+    if p.is_symlink():  # a link to a file: the file is written (replaced), the link kept
+        p = Path(os.path.realpath(p))
+    parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         problem = f"{str(parent)!r} is not a directory" if parent.exists() else \
             f"directory {str(parent)!r} does not exist"
         raise OutputPathError(f"cannot write {str(p)!r}: {problem}")
     if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise OutputPathError(f"cannot write {str(p)!r}: permission denied")
-    return p
+    return Path(path)
 
 
 def _umask() -> int:
@@ -42,10 +54,24 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new
+    one; a device or FIFO (``/dev/stdout``) is written through, and a link to a file keeps
+    pointing to it (the file is replaced)."""
     check_writable(path)
+    if _special(path):
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise OutputPathError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputPathError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
