@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -119,6 +119,7 @@ class CrownOracle(Oracle):
         # boxes with their margin bounds: the bisection's order
         self._seen: list[tuple[int, FloatArray, FloatArray, float]] = []
         self._centre: tuple[int, FloatArray, float | None] | None = None  # the margin at the chain's centre
+        self._late = False  # the last call's time limit passed before every box was bounded
         network = self.network
         if isinstance(network, Network) or network.as_network() is not None:
             self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
@@ -145,12 +146,38 @@ class CrownOracle(Oracle):
         box: shape ``(B, n_classes - 1)`` (classes in increasing order, ``label`` skipped).
         The boxes are checked as :meth:`verify` checks them, infinite bounds allowed."""
         lower, upper = self._check_query(lower, upper, label, finite=False)
-        out = [np.empty((0, self.network.n_classes - 1))]
-        for start in range(0, len(lower), self.chunk_size):
-            lo, hi = box_tensors(lower[start:start + self.chunk_size], upper[start:start + self.chunk_size],
-                                 self._dtype, self.device)
+
+        def bound(lo_np: FloatArray, hi_np: FloatArray) -> FloatArray:
+            lo, hi = box_tensors(lo_np, hi_np, self._dtype, self.device)
             with self._no_autograd(), sound_kernels(self.device, self._dtype):
-                out.append(self._bounds(lo, hi, label).to(torch.float64).cpu().numpy())
+                return self._bounds(lo, hi, label).to(torch.float64).cpu().numpy()
+
+        return self._chunked(lower, upper, bound)
+
+    def _chunked(self, lower: FloatArray, upper: FloatArray,
+                 bound: Callable[[FloatArray, FloatArray], FloatArray]) -> FloatArray:
+        """``bound`` over the boxes in chunks of ``chunk_size``; once the time limit (from
+        this call's start) has passed, the boxes not yet bounded get ``-inf`` (nothing
+        proven) and ``_late`` is set. Under a time limit the chunks start at one box and
+        at most double, sized to the time left at the last chunk's time per box (a chunk
+        of 256 boxes of a residual CIFAR net takes a minute)."""
+        limited = self.time_limit is not None
+        deadline = time.perf_counter() + self.time_limit if limited else math.inf
+        out = [np.empty((0, self.network.n_classes - 1))]
+        start, size = 0, 1 if limited else self.chunk_size
+        while start < len(lower):
+            began = time.perf_counter()
+            if start and began > deadline:
+                out.append(np.full((len(lower) - start, self.network.n_classes - 1), -np.inf))
+                self._late = True
+                break
+            stop = min(len(lower), start + size)
+            out.append(bound(lower[start:stop], upper[start:stop]))
+            if limited:
+                per_box = (time.perf_counter() - began) / (stop - start)
+                fits = int((deadline - time.perf_counter()) / per_box) if per_box > 0 else self.chunk_size
+                size = max(1, min(self.chunk_size, 2 * size, fits))
+            start = stop
         return np.concatenate(out)
 
     def differentiable_margin_bounds(self, lower: torch.Tensor, upper: torch.Tensor, label: int) -> torch.Tensor:
@@ -210,7 +237,13 @@ class CrownOracle(Oracle):
                    "(confirmed: a smaller box's counterexample), which no sound bound verifies; not bounded")
             if screened[i] else None for i in range(len(lower))]  # type: ignore[misc]
 
+        self._late = False
+        deadline = math.inf if self.time_limit is None else time.perf_counter() + self.time_limit
+
         def answer(i: int, m: float) -> Answer:
+            if m == -math.inf and self._late:
+                return Answer(Verdict.UNKNOWN, timed_out=True, reason=f"{self.name}: the time limit was reached "
+                              "before this box was bounded")
             return Answer(Verdict.VERIFIED, margin=m) if m > 0 else \
                 Answer(Verdict.UNKNOWN, margin=m, reason=f"{self.name} margin bound {m:.3g} <= 0")
 
@@ -226,6 +259,11 @@ class CrownOracle(Oracle):
         first, last = 0, len(chain)  # chain[:first] verified, chain[last:] not
         wrong = 0  # guesses in a row whose probe answered against the estimate (at 2, the next one bisects)
         while first < last:
+            if time.perf_counter() > deadline:
+                for j in chain[first:last]:
+                    answers[j] = Answer(Verdict.UNKNOWN, timed_out=True, reason=f"{self.name}: the time limit was "
+                                        "reached before this box was bounded")
+                break
             guess = self._interpolated(lower, upper, label, chain, first, last) if wrong < 2 else None
             # the box just above the guess first (estimated not verified): where it is not, its node
             # bounds are the guess's prior (bounds of a superset), which halves the guess's bound's work
@@ -314,17 +352,18 @@ class CrownOracle(Oracle):
             return self.margin_lower_bounds(lower, upper, label)
         from .graph_bounds import margin_lower_bounds
 
-        out = []
-        for start in range(0, len(lower), self.chunk_size):
-            lo_np, hi_np = lower[start:start + self.chunk_size], upper[start:start + self.chunk_size]
+        memory = self._memory
+
+        def bound(lo_np: FloatArray, hi_np: FloatArray) -> FloatArray:
             lo, hi = box_tensors(lo_np, hi_np, self._dtype, self.device)
             kept: list[Any] = []
             with self._no_autograd(), sound_kernels(self.device, self._dtype):
                 bounds = margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate,
-                                             self._memory.prior(lo_np, hi_np), kept)
-            self._memory.remember(lo_np, hi_np, kept[0])
-            out.append(bounds.to(torch.float64).cpu().numpy())
-        return np.concatenate(out)
+                                             memory.prior(lo_np, hi_np), kept)
+            memory.remember(lo_np, hi_np, kept[0])
+            return bounds.to(torch.float64).cpu().numpy()
+
+        return self._chunked(lower, upper, bound)
 
     def _screened(self, lower: FloatArray, upper: FloatArray,
                   label: int) -> tuple[np.ndarray, FloatArray, FloatArray]:

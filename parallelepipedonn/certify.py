@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -255,7 +256,10 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
                            seconds=time.perf_counter() - start, reason=reason, counterexample=xa,
                            counterexample_class=counterexample_class(network, xa, label), epsilon=eps, **common)
     deadline = start + config.search_time_limit if config.search_time_limit is not None else None
-    result = search.run(Problem(xa, label, dom, deadline=deadline, progress=progress), oracle, falsifier)
+    # the searches check the deadline between oracle calls; no one call may take more than the whole budget
+    with oracle.time_limited(config.search_time_limit), \
+            (falsifier.time_limited(config.search_time_limit) if falsifier else contextlib.nullcontext()):
+        result = search.run(Problem(xa, label, dom, deadline=deadline, progress=progress), oracle, falsifier)
     upper = result.apothem_upper_bound
     dual_info = None
     if config.dual and result.box is not None:

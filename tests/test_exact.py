@@ -40,12 +40,14 @@ def test_exact_closes_the_bracket_and_is_never_below_the_default_search():
     assert cert.apothem_upper_bound - cert.apothem <= 1e-4 * cert.apothem_upper_bound
 
 
-def test_out_of_time_exact_keeps_the_default_searchs_box_and_says_it_is_not_exact():
+def test_out_of_time_exact_keeps_what_it_proved_and_says_it_is_not_exact():
+    """The time limit stops the default search that seeds the bracket too (it took 17 s of a
+    2 s limit on a residual CIFAR net): with time for it, never worse than it."""
     cert = certify(NET, X, config=CertifyConfig(algorithm="exact", search_time_limit=1e-9))
-    assert cert.status is Status.CERTIFIED and cert.exact is False
-    assert cert.apothem >= default_apothem()
+    assert cert.status is Status.CERTIFIED and cert.exact is False and cert.seconds < 1
     assert cert.reason.startswith("not exact: the best apothem lies in [")
     assert cert.to_dict()["exact"] is False
+    assert certify(NET, X, config=CertifyConfig(algorithm="exact", search_time_limit=10)).apothem >= default_apothem()
 
 
 def test_every_result_of_the_exact_search_is_a_proven_cube():

@@ -510,3 +510,29 @@ def test_oracles_answer_the_same_inside_a_callers_torch_grad_mode(mode):
             got = [a.verdict for a in oracle.verify(lower, upper, label)]
         assert got == want and oracle.stats.errors == 0, (name, got, want)
     assert want[1] is Verdict.FALSIFIED
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_crown_stops_bounding_at_its_time_limit_and_calls_the_rest_time_outs(graph, monkeypatch):
+    """A CROWN call over thousands of boxes (a box search's faces) took 40 s on a residual
+    CIFAR net whatever the time limit: it now stops between chunks of boxes."""
+    import time
+
+    from oracles import graph_bounds
+
+    net = small_cnn() if graph else random_network(5, [6, 8, 3])
+    oracle = CrownOracle(net, chunk_size=1, time_limit=0.05, bisect=False)
+    slow = graph_bounds.margin_lower_bounds if graph else oracle._bounds
+
+    def slowed(*args, **kwargs):
+        time.sleep(0.03)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(graph_bounds if graph else oracle, "margin_lower_bounds" if graph else "_bounds", slowed)
+    x = np.full(net.n_inputs, 0.5)
+    label = int(net.predict(x[None])[0])
+    boxes = np.stack([x] * 20)
+    answers = oracle.verify(boxes, boxes, label)
+    bounded = [a for a in answers if not a.timed_out]
+    assert 1 <= len(bounded) < 20 and all(a.verdict is Verdict.VERIFIED for a in bounded)
+    assert all(a.verdict is Verdict.UNKNOWN and "time limit" in a.reason for a in answers if a.timed_out)

@@ -100,3 +100,26 @@ def test_unknown_algorithm_or_bad_precision():
         make_search("nope")
     with pytest.raises(ConfigError, match="precision"):
         make_search("apothem-bisection", precision=0)
+
+
+@pytest.mark.parametrize("name", ["box-maximal", "apothem-kary", "volume-greedy"])
+def test_every_oracle_call_of_a_search_gets_at_most_the_time_left(name, monkeypatch):
+    """The deadline was checked only between oracle calls, and a call could take any time
+    (a CROWN call over a box search's faces on a residual CIFAR net: 135 s of a 2 s limit)."""
+    import time
+
+    net = random_network(31, [6, 10, 3])
+    x = np.full(6, 0.5)
+    oracle = CrownOracle(net)
+    limits: list[float | None] = []
+    verify = oracle.verify
+
+    def spy(lower, upper, label):
+        limits.append(oracle.time_limit)
+        return verify(lower, upper, label)
+
+    monkeypatch.setattr(oracle, "verify", spy)
+    deadline = time.perf_counter() + 30
+    make_search(name).run(Problem(x, int(net.predict(x[None])[0]), Box.unit(6), deadline=deadline), oracle)
+    assert limits and all(t is not None and t <= 30 for t in limits)
+    assert oracle.time_limit is None  # restored

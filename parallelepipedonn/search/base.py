@@ -130,7 +130,11 @@ class OracleLedger:
         self.trace: list[tuple[float, str]] = []
 
     def ask(self, lower: FloatArray, upper: FloatArray, radii: FloatArray | None = None) -> tuple[Answer, ...]:
-        answers = self.oracle.verify(lower, upper, self.problem.label)
+        """The oracle's answers, the call limited to the time left before the problem's
+        deadline (an oracle honours it as its own time limit: boxes it has no time for are
+        UNKNOWN, time-outs)."""
+        with self.oracle.time_limited(self.problem.remaining):
+            answers = self.oracle.verify(lower, upper, self.problem.label)
         self.boxes += len(answers)
         self.rounds += 1
         best = "" if math.isinf(self.best_distance) else f", closest counterexample {self.best_distance:.4g}"

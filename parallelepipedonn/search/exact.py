@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ class ExactApothem:
     ``precision`` (a certified apothem of at least ``1 - precision`` times the optimum).
 
     Anytime and never worse than the default search: the default search (``apothem-kary``
-    on CROWN, absolute precision ``precision``) runs first, and its certified radius and
+    on CROWN, absolute precision ``precision``, stopped by the problem's deadline) runs first, and its certified radius and
     counterexample seed the bracket. Then root finding on the radius
     (:func:`oracles.distance.min_adversarial_distance`): the falsifier tightens the upper
     end cheaply, the oracle is asked just inside it, and regula falsi on the margins it
@@ -62,8 +62,10 @@ class ExactApothem:
         start = time.perf_counter()
         problem.report("default search (the floor)")
         crown = CrownOracle(oracle.network, device=str(oracle.device))  # (on the complete oracle's device)
-        # the floor is the whole default search, whatever the deadline: never worse than it
-        floor = ApothemKary(precision=self.precision).run(replace(problem, deadline=None), crown, falsifier)
+        # the floor: the default search, stopped by the deadline like the rest (then it is the
+        # cube verified so far; never worse than the default search given the same time)
+        with crown.time_limited(problem.remaining):
+            floor = ApothemKary(precision=self.precision).run(problem, crown, falsifier)
         r0 = floor.box.apothem(problem.x, problem.domain) if floor.status is Status.CERTIFIED and floor.box else 0.0
         calls = floor.oracle_calls
         if math.isinf(r0):  # the whole domain is proven already
@@ -86,7 +88,8 @@ class ExactApothem:
         exact = bool(math.isinf(radius) or (math.isfinite(upper) and upper - radius <= self.precision * upper))
         reason = d.reason
         if not exact:
-            why = f" ({d.reason})" if d.reason else ""
+            why = f" ({d.reason})" if d.reason else " (the oracle's distance bounds end this far apart: its proof " \
+                "margin or gap)"
             reason = f"not exact: the best apothem lies in [{radius:.6g}, {upper:.6g}]{why}"
         cex = None if cex is None else np.asarray(cex)
         return SearchResult(Status.CERTIFIED, box, upper, cex, calls, calls, floor.falsifier_calls, reason,
