@@ -114,12 +114,22 @@ def read_input_file(path: str | Path) -> FloatArray:
 
 
 def as_network_input(values: FloatArray, input_shape: tuple[int, ...], domain: Box, source: str = "input") -> FloatArray:
-    """Check ``values`` against the network's input and the domain; return it flat."""
+    """Check ``values`` against the network's input and the domain; return it flat.
+
+    ``values`` is flat, or shaped as the input (dimensions of size 1 aside) where the input
+    has several: a ``(32, 32, 3)`` image for a ``(3, 32, 32)`` input is refused, not read in
+    the wrong order (a flat input takes any shape, row by row)."""
     n = int(np.prod(input_shape))
     if values.size != n:
         raise InputDataError(
             f"{source} has {values.size} values ({_describe_shape(values.shape)}); "
             f"the network expects {n} ({_describe_shape(input_shape)})")
+    shape, expected = (tuple(d for d in sh if d != 1) for sh in (np.shape(values), input_shape))
+    if len(shape) > 1 and len(expected) > 1 and shape != expected:  # (a flat input reads any shape row by row)
+        raise InputDataError(
+            f"{source} is shaped {_describe_shape(np.shape(values))}, the network's input "
+            f"{_describe_shape(input_shape)}: its values would be read in another order (channels last?); give it "
+            "in the input's shape, or flat in the input's order")
     flat = np.asarray(values, dtype=np.float64).reshape(-1).copy()
     check_in_domain(flat, domain, source)
     flat.setflags(write=False)

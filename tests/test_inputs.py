@@ -111,3 +111,18 @@ def test_custom_domain(tmp_path):
 def test_reference_empty_input_is_an_error(reference):
     with pytest.raises(InputDataError, match="is empty"):
         load_input(reference / "inputs" / "mnist" / "9-5.csv", SHAPE)
+
+
+def test_an_input_shaped_otherwise_than_a_multi_dimensional_input_is_refused_not_reordered():
+    """A CIFAR image saved channels last (32×32×3) was read as channels first: another image."""
+    from parallelepipedonn.inputs import as_network_input
+
+    dom = Box.unit(3 * 4 * 4)
+    x = np.random.default_rng(0).random((3, 4, 4))
+    assert np.array_equal(as_network_input(x, (3, 4, 4), dom), x.reshape(-1))
+    for ok in (x.reshape(-1), x[None], x.reshape(1, -1)):  # flat, or the shape with dimensions of size 1
+        assert np.array_equal(as_network_input(ok, (3, 4, 4), dom), x.reshape(-1))
+    for wrong in (x.transpose(1, 2, 0), x.reshape(6, 8)):
+        with pytest.raises(InputDataError, match="another order"):
+            as_network_input(wrong, (3, 4, 4), dom)
+    assert np.array_equal(as_network_input(x.reshape(6, 8), (48,), dom), x.reshape(-1))  # a flat input: row by row
