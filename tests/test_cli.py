@@ -248,3 +248,13 @@ def test_training_that_diverges_is_an_error_and_writes_nothing(tmp_path, capsys)
 def test_bad_options_of_dual_certify_and_compare_are_usage_errors(argv, message, capsys):
     code, _, err = run(capsys, *argv)
     assert code == 2 and message in err, err
+
+
+def test_negative_numbers_in_scientific_notation_are_numbers_not_options():
+    """``--domain -1e-3 1`` failed with "expected 2 arguments" (argparse took -1e-3 for an option)."""
+    from parallelepipedonn.cli import build_parser
+
+    args = build_parser().parse_args(["certify", "--dataset", "mnist", "--index", "0", "--domain", "-1e-3", "1"])
+    assert [float(v) for v in args.domain] == [-1e-3, 1.0]
+    args = build_parser().parse_args(["certify", "--dataset", "mnist", "--index", "0", "--domain", "-inf", "1"])
+    assert float(args.domain[0]) == float("-inf")
