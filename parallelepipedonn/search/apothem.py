@@ -72,7 +72,8 @@ class _ApothemSearch:
         ledger = OracleLedger(problem, oracle)
         verified, unverified = self._search(problem, ledger)
         if problem.expired:
-            return finish(problem, ledger, verified, None, reason=TIME_LIMIT)
+            return finish(problem, ledger, verified, None, reason=TIME_LIMIT if verified is not None else
+                          "time limit reached before any cube was verified")
         if verified is None and ledger.ask_radii(np.array([0.0]))[0].verdict is Verdict.VERIFIED:
             verified = 0.0
         fledger = None
