@@ -51,9 +51,10 @@ from numpy.typing import NDArray
 from oracles.chain import GRAPH_ORACLES, chain_network
 
 from . import graph_nodes as gn
+from .exact_numbers import float_down, float_up
 from .graph_exact import to_exact
 from .network import Affine, Network, ReLU
-from .vnnlib import OutputConstraint, Region, float_down, float_up
+from .vnnlib import OutputConstraint, Region
 
 if TYPE_CHECKING:
     from .graph import Graph

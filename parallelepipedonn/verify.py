@@ -51,11 +51,12 @@ from .certificate import _num, _unnum, parse_stored
 from .certify import CertifyConfig, build_oracles, confirm_in_ball, resolve_domain
 from .classifier import apply_final
 from .errors import ConfigError, InputDataError
+from .exact_numbers import MAX_DECIMAL_PLACES, decimal_text, is_finite_decimal
 from .inputs import as_network_input
 from .io_utils import atomic_write_bytes
 from .network import Network
 from .search.base import Status
-from .vnnlib import MAX_DECIMAL_PLACES, Region, VnnlibProperty, decimal_text, format_counterexample, is_finite_decimal
+from .vnnlib import Region, VnnlibProperty, format_counterexample
 
 if TYPE_CHECKING:
     from .graph import Graph

@@ -65,6 +65,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.threads": "core",
     "parallelepipedonn.tolerances": "core",
     "parallelepipedonn.vnnlib": "core",  # VNN-LIB properties (pure Python, exact)
+    "parallelepipedonn.exact_numbers": "core",  # exact rationals <-> float64 and finite decimals
     # oracles: the verifier backends, on the IR only
     "oracles": "oracles",
     "oracles._marabou_worker": "oracles",

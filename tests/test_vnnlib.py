@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from parallelepipedonn.errors import InputDataError, PropertyError
 from parallelepipedonn.vnnlib import (
     MAX_CASES,
-    decimal_text,
     float_down,
     float_up,
     format_counterexample,
@@ -252,25 +251,6 @@ def test_an_interval_without_float64_numbers_still_has_a_finite_decimal_point():
     third = parse_vnnlib(declarations(1, 1) + "(assert (>= X_0 (/ 1 3)))\n(assert (<= X_0 (/ 1 3)))\n"
                          "(assert (<= Y_0 0))", "p").regions[0]
     assert third.decimal_value(0) is None
-
-
-@pytest.mark.parametrize("q, text", [(Fraction(3, 10), "0.3"), (Fraction(-1, 8), "-0.125"), (Fraction(7), "7.0"),
-                                     (Fraction(1, 1250), "0.0008"), (Fraction(-121, 16), "-7.5625")])
-def test_a_finite_decimal_is_written_exactly(q, text):
-    assert is_finite_decimal(q) and decimal_text(q) == text and Fraction(text) == q
-    assert not is_finite_decimal(Fraction(1, 3)) and not is_finite_decimal(Fraction(1, 30))
-    with pytest.raises(ValueError):
-        decimal_text(Fraction(2, 3))
-
-
-def test_a_decimal_of_more_places_than_the_limit_is_not_written():
-    from parallelepipedonn.vnnlib import MAX_DECIMAL_PLACES
-
-    assert decimal_text(Fraction(1, 10**MAX_DECIMAL_PLACES)).endswith("01")
-    for q in (Fraction(1, 10**(MAX_DECIMAL_PLACES + 1)), Fraction(1, 2**6200), Fraction(1, 5**4000)):
-        assert not is_finite_decimal(q)
-        with pytest.raises(ValueError):
-            decimal_text(q)
 
 
 def test_an_exact_counterexample_writes_the_decimals_it_is_and_float64_numbers_as_before():
