@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +22,35 @@ def sha256_file(path: str | Path) -> str:
 
 
 def _special(p: Path) -> bool:
-    """Whether ``p`` exists and is no regular file or directory (a device, a FIFO, a link
-    to one such as ``/dev/stdout``): written through, never replaced."""
-    return p.exists() and not p.is_file() and not p.is_dir()
+    """Whether ``p`` is written through (appended to), never replaced: a device, a FIFO, or
+    a path under ``/dev`` or ``/proc`` or a link leading there (``/dev/stdout``, which may
+    be a file the shell redirected standard output to: replacing it lost what was in it)."""
+    if p.exists() and not p.is_file() and not p.is_dir():
+        return True
+    hop, seen = p if p.is_absolute() else Path.cwd() / p, 0
+    while seen < 40:
+        if str(hop).startswith(("/dev/", "/proc/")):
+            return True
+        if not hop.is_symlink():
+            return False
+        hop, seen = hop.parent / os.readlink(hop), seen + 1
+    return False
+
+
+def _own_stream(p: Path) -> int | None:
+    """1 or 2 where ``p`` is this process's standard output or error (the same file)."""
+    try:
+        st = os.stat(p)
+    except OSError:
+        return None
+    for fd in (1, 2):
+        try:
+            own = os.fstat(fd)
+        except OSError:
+            continue
+        if (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino):
+            return fd
+    return None
 
 
 def check_writable(path: str | Path) -> Path:
@@ -36,6 +63,12 @@ def check_writable(path: str | Path) -> Path:
             raise OutputPathError(f"cannot write {str(p)!r}: permission denied")
         return p
     if p.is_symlink():  # a link to a file: the file is written (replaced), the link kept
+        try:
+            p.resolve(strict=True)
+        except FileNotFoundError:
+            pass  # a link to a file to create
+        except (RuntimeError, OSError) as exc:  # a loop of links
+            raise OutputPathError(f"cannot write {str(p)!r}: it is a loop of symbolic links") from exc
         p = Path(os.path.realpath(p))
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
@@ -60,7 +93,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     check_writable(path)
     if _special(path):
         try:
-            with open(path, "wb") as f:
+            fd = _own_stream(path)
+            if fd is not None:  # this process's standard output or error: written at its own offset
+                (sys.stdout if fd == 1 else sys.stderr).flush()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                return
+            with open(path, "ab") as f:  # (a file redirected to with >> or > keeps what it holds)
                 f.write(data)
         except OSError as exc:
             raise OutputPathError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
@@ -91,7 +131,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def removed_on_failure(*paths: str | Path | None) -> Iterator[None]:
     """Delete the files among ``paths`` that the block created if it raises: a command
     that fails after writing one of its outputs leaves none of them behind."""
-    new = [Path(p) for p in paths if p and not Path(p).exists()]
+    # a link to a missing file: the file is what gets created (the link is the user's)
+    new = [Path(os.path.realpath(p)) if Path(p).is_symlink() else Path(p) for p in paths if p and not Path(p).exists()]
     try:
         yield
     except BaseException:
