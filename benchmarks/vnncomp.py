@@ -160,6 +160,10 @@ def parse_select(text: str) -> dict[str, str]:
         if "=" in part:
             name, _, pattern = part.partition("=")
             names = [name.strip()]
+            old_form = re.search(r",\s*([A-Za-z0-9_.-]+)=", pattern)
+            if old_form:  # cat=REGEX,cat2=REGEX: the old separator, which would make cat2 part of the REGEX
+                raise ValueError(f"--select {part!r}: separate categories with ';' ({name.strip()}=...;"
+                                 f"{old_form.group(1)}=...), not ','")
             try:
                 re.compile(pattern)
             except re.error as exc:

@@ -253,7 +253,7 @@ class CrownOracle(Oracle):
             worst = self._verify_bounds(lower[todo], upper[todo], label).min(axis=1) if len(todo) else []
             for i, m in zip(todo, worst):
                 answers[i] = answer(i, float(m))
-                if graph:
+                if graph and not answers[i].timed_out:  # (a box not bounded tells the bisection nothing)
                     self._remember(label, lower[i], upper[i], float(m))
             return answers
         first, last = 0, len(chain)  # chain[:first] verified, chain[last:] not

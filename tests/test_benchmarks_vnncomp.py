@@ -56,6 +56,8 @@ def test_a_pattern_may_hold_commas_and_an_unknown_category_is_refused(tmp_path):
     assert vnncomp.check_categories(root, choices) == ["mnistfc"]
     with pytest.raises(ValueError, match="unknown category 'prop_1'"):
         vnncomp.select(root, {"toy": ".", "prop_1": "."}, None)
+    with pytest.raises(ValueError, match="separate categories with ';'"):  # the old form: not read as one REGEX
+        vnncomp.parse_select("mnistfc=256x2,acasxu=prop_1")
     for bad in ("toy=holds;to y", "toy=(unclosed"):
         with pytest.raises(ValueError):
             vnncomp.parse_select(bad)
