@@ -63,4 +63,22 @@ def decimal_text(q: Fraction) -> str:
     return f"{sign}{digits[:len(digits) - k]}.{digits[len(digits) - k:] or '0'}"
 
 
-__all__ = ["MAX_DECIMAL_PLACES", "decimal_places", "decimal_text", "float_down", "float_up", "is_finite_decimal"]
+def is_float64(q: Fraction) -> bool:
+    """Whether ``q`` is a float64 number."""
+    try:
+        f = float(q)
+    except OverflowError:
+        return False
+    return math.isfinite(f) and Fraction(f) == q
+
+
+def to_float64(q: Fraction) -> float:
+    """``q`` rounded to the nearest float64 (infinite beyond its range)."""
+    try:
+        return float(q)
+    except OverflowError:
+        return math.inf if q > 0 else -math.inf
+
+
+__all__ = ["MAX_DECIMAL_PLACES", "decimal_places", "decimal_text", "float_down", "float_up", "is_finite_decimal",
+           "is_float64", "to_float64"]

@@ -34,7 +34,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -50,13 +50,21 @@ from .box import Box
 from .certificate import _num, _unnum, parse_stored
 from .certify import CertifyConfig, build_oracles, confirm_in_ball, resolve_domain
 from .classifier import apply_final
-from .errors import ConfigError, InputDataError
-from .exact_numbers import MAX_DECIMAL_PLACES, decimal_text, is_finite_decimal
+from .counterexamples import (  # noqa: F401  (re-exported)
+    Point,
+    as_point,
+    confirm_counterexample,
+    exact_outputs,
+    region_center,
+    snap_to_region,
+)
+from .errors import ConfigError
+from .exact_numbers import MAX_DECIMAL_PLACES, decimal_text, is_float64, to_float64
 from .inputs import as_network_input
 from .io_utils import atomic_write_bytes
 from .network import Network
 from .search.base import Status
-from .vnnlib import Region, VnnlibProperty, format_counterexample
+from .vnnlib import VnnlibProperty, format_counterexample
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -64,8 +72,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FloatArray = NDArray[np.float64]
-#: A point: float64 numbers, or exact rationals where some coordinate is no float64 number.
-Point = FloatArray | tuple[Fraction, ...]
 
 FORMAT_NAME = "parallelepipedonn-verification"
 FORMAT_VERSION = 1
@@ -237,7 +243,7 @@ class Verification:
             "outputs": None if self.outputs is None else [_num(float(v)) for v in self.outputs],
             "dropped_final": self.dropped_final or None,
             "counterexample_exact": None if self.counterexample_exact is None else [
-                None if _is_float(q) else decimal_text(q) for q in self.counterexample_exact],
+                None if is_float64(q) else decimal_text(q) for q in self.counterexample_exact],
             "regions": list(self.regions), "timeout": self.timeout, "seconds": self.seconds,
             **({} if self.load_seconds is None else {"load_seconds": self.load_seconds}),
         }
@@ -279,24 +285,7 @@ def load_model_file(path: str | Path) -> Network | Graph:
     return load_onnx(path)
 
 
-# -- exact checks ---------------------------------------------------------------------------------
-def _is_float(q: Fraction) -> bool:
-    """Whether ``q`` is a float64 number."""
-    try:
-        f = float(q)
-    except OverflowError:
-        return False
-    return math.isfinite(f) and Fraction(f) == q
-
-
-def _to_float(q: Fraction) -> float:
-    """``q`` rounded to the nearest float64 (infinite beyond its range)."""
-    try:
-        return float(q)
-    except OverflowError:
-        return math.inf if q > 0 else -math.inf
-
-
+# -- the result file's exact counterexample ---------------------------------------------------------
 def _exact_point(stored: Any, floats: Any) -> tuple[Fraction, ...] | None:
     """A stored ``counterexample_exact`` read back: per coordinate a finite decimal
     (a string), or null where the float64 one of ``counterexample`` is exact."""
@@ -321,103 +310,6 @@ def _exact_point(stored: Any, floats: Any) -> tuple[Fraction, ...] | None:
 _DECIMAL = re.compile(r"-?\d+(\.\d+)?")
 _DECIMAL_CHARS = MAX_DECIMAL_PLACES + 405  # what decimal_text writes: sign, integer part below 10^400, places
 
-
-def as_point(x: ArrayLike | Sequence[Fraction]) -> Point:
-    """``x`` as a :data:`Point`: a float64 array, unless some coordinate is a
-    :class:`Fraction` that is no float64 number (then the tuple of its exact rationals)."""
-    if isinstance(x, np.ndarray) and x.dtype == object:
-        x = x.reshape(-1).tolist()
-    if isinstance(x, (list, tuple)) and any(isinstance(v, Fraction) for v in x):
-        qs = tuple(v if type(v) is Fraction else Fraction(v) for v in x)
-        if not all(_is_float(q) for q in qs):
-            return qs
-        return np.array([float(q) for q in qs], dtype=np.float64)
-    return np.asarray(x, dtype=np.float64).reshape(-1)
-
-
-def exact_outputs(model: Network | Graph, x: ArrayLike | Sequence[Fraction]) -> list[Fraction]:
-    """The model's outputs at the point ``x`` in exact arithmetic on its float64 weights
-    (integer arithmetic on scaled mantissas, :mod:`parallelepipedonn.graph_exact`): a
-    float64 point, or exact rationals (:class:`Fraction` s: a point whose coordinates are
-    not all float64 numbers)."""
-    from .graph import as_graph
-    from .graph_exact import exact_logits, exact_logits_rational
-
-    p = as_point(x)
-    if len(p) != model.n_inputs:
-        raise InputDataError(f"the point has {len(p)} coordinates, the network {model.n_inputs} inputs")
-    if isinstance(p, np.ndarray):
-        ints, exp = exact_logits(as_graph(model), p)
-        scale = Fraction(2) ** exp
-        return [Fraction(int(v)) * scale for v in ints]
-    ints, exp, d = exact_logits_rational(as_graph(model), p)
-    scale = Fraction(2) ** exp / d
-    return [Fraction(int(v)) * scale for v in ints]
-
-
-def snap_to_region(region: Region, point: ArrayLike | Sequence[Fraction] | None) -> Point | None:
-    """``point`` if it lies in the region's exact box; else its projection on the box's
-    float64 points, an input whose interval holds no float64 number (one pinned to 0.3)
-    taking the finite decimal :meth:`Region.decimal_value` of it; ``None`` if there is no
-    such point, or ``point`` is not one of ``region``'s size with finite coordinates."""
-    if point is None:
-        return None
-    try:
-        p = as_point(point)
-    except (TypeError, ValueError, OverflowError):  # a Fraction of NaN, or not numbers
-        return None
-    if len(p) != region.n_inputs:
-        return None
-    if isinstance(p, np.ndarray):
-        if not np.isfinite(p).all():
-            return None
-        if region.contains(p):
-            return p
-    elif region.contains_exact(p) and all(map(is_finite_decimal, p)):  # (a result file writes it exactly)
-        return p
-    coords: list[float | Fraction] = []
-    for i, (v, interval) in enumerate(zip(p, region.inner_intervals())):
-        if interval is None:
-            q = region.decimal_value(i)
-            if q is None:
-                return None
-            coords.append(q)
-        elif isinstance(v, Fraction):
-            coords.append(min(max(v, Fraction(interval[0])), Fraction(interval[1])))
-        else:
-            coords.append(min(max(float(v), interval[0]), interval[1]))
-    snapped = as_point(coords)
-    if isinstance(snapped, np.ndarray):
-        return snapped if region.contains(snapped) else None
-    return snapped if region.contains_exact(snapped) and all(map(is_finite_decimal, snapped)) else None
-
-
-def confirm_counterexample(model: Network | Graph, region: Region,
-                           point: ArrayLike | Sequence[Fraction] | None) -> Point | None:
-    """``point`` (or, if it lies just outside, its projection :func:`snap_to_region`) when
-    it lies in the region's box and its outputs satisfy every constraint of one of its
-    disjuncts, both decided exactly; else ``None``. A float64 array where every coordinate
-    is a float64 number, else the exact rationals (an input pinned to 0.3)."""
-    x = snap_to_region(region, point)
-    if x is None:
-        return None
-    return x if region.violated_disjunct(exact_outputs(model, x)) is not None else None
-
-
-def _center(region: Region) -> Point | None:
-    """The center of the region's float64 points, per input; where an input's interval
-    holds no float64 number, the finite decimal :meth:`Region.decimal_value` of it."""
-    coords: list[float | Fraction] = []
-    for i, interval in enumerate(region.inner_intervals()):
-        if interval is None:
-            q = region.decimal_value(i)
-            if q is None:
-                return None
-            coords.append(q)
-        else:
-            lo, hi = interval
-            coords.append(min(max(lo + (hi - lo) / 2, lo), hi))
-    return as_point(coords)
 
 
 # -- verification -------------------------------------------------------------------------------------
@@ -496,8 +388,8 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
     def result(answer: Answer, reason: str, cex: Point | None = None) -> Verification:
         exact = None
         if isinstance(cex, tuple):  # exact coordinates: the nearest float64 numbers, the exact outputs rounded
-            exact, cex = cex, np.array([_to_float(q) for q in cex], dtype=np.float64)
-            outputs = np.array([_to_float(q) for q in exact_outputs(model, exact)], dtype=np.float64)
+            exact, cex = cex, np.array([to_float64(q) for q in cex], dtype=np.float64)
+            outputs = np.array([to_float64(q) for q in exact_outputs(model, exact)], dtype=np.float64)
         else:
             outputs = None if cex is None else model.forward(cex)[0]
         info = {"kind": "vnnlib", "path": prop.path, "sha256": property_sha256, "inputs": prop.n_inputs,
@@ -524,7 +416,7 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
             progress(f"region {k + 1} of {len(prop.regions)}")
         start = time.perf_counter()
         if any(not d for d in region.disjuncts):  # every point of the box is unsafe
-            cex = confirm_counterexample(model, region, _center(region))
+            cex = confirm_counterexample(model, region, region_center(region))
             records.append({"index": k, "verdict": "falsified" if cex is not None else "unknown", "form": "trivial",
                             "reason": "every point of the box is unsafe", "timed_out": False,
                             "seconds": time.perf_counter() - start})

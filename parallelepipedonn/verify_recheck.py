@@ -17,17 +17,11 @@ from oracles.base import Oracle, Verdict
 
 from .box import Box
 from .certify import confirm_in_ball, within_distance
+from .counterexamples import confirm_counterexample, exact_outputs
 from .errors import InputDataError, PropertyError
+from .exact_numbers import to_float64
 from .inputs import as_network_input
-from .verify import (
-    Answer,
-    Verification,
-    VerifyConfig,
-    _to_float,
-    check_property,
-    confirm_counterexample,
-    exact_outputs,
-)
+from .verify import Answer, Verification, VerifyConfig, check_property
 from .vnnlib import VnnlibProperty
 
 if TYPE_CHECKING:
@@ -153,10 +147,10 @@ def _stored_exact_claims(result: Verification, exact: tuple[Fraction, ...],
                          outputs: list[Fraction]) -> ClaimCheck | None:
     """A counterexample of exact rationals: its stored float64 coordinates must be the exact
     ones rounded to nearest, its stored outputs the exact outputs rounded to nearest."""
-    rounded = np.array([_to_float(q) for q in exact], dtype=np.float64)
+    rounded = np.array([to_float64(q) for q in exact], dtype=np.float64)
     if result.counterexample is None or not np.array_equal(result.counterexample, rounded):
         return ClaimCheck("refuted", "the stored counterexample is not its exact coordinates rounded to float64")
-    expected = np.array([_to_float(q) for q in outputs], dtype=np.float64)
+    expected = np.array([to_float64(q) for q in outputs], dtype=np.float64)
     if result.outputs is None or not np.array_equal(result.outputs, expected):
         return ClaimCheck("refuted", "the stored outputs are not the model's exact outputs at the counterexample "
                           "rounded to float64")

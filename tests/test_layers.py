@@ -66,6 +66,7 @@ LAYERS: dict[str, str] = {
     "parallelepipedonn.tolerances": "core",
     "parallelepipedonn.vnnlib": "core",  # VNN-LIB properties (pure Python, exact)
     "parallelepipedonn.exact_numbers": "core",  # exact rationals <-> float64 and finite decimals
+    "parallelepipedonn.counterexamples": "core",  # a property's counterexamples, decided exactly
     # oracles: the verifier backends, on the IR only
     "oracles": "oracles",
     "oracles._marabou_worker": "oracles",
