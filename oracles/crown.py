@@ -569,7 +569,8 @@ class AlphaCrownOracle(CrownOracle):
                          for k, u in inputs.items()}
                 value = concretize_wide(graph_backward(gt, replace(nb, relax=relax), last, spec), lo, hi)
                 best = torch.maximum(best, value.detach())
-                if bool((best.min(dim=1).values > 0).all()) or time.perf_counter() > deadline:
+                if bool((best.min(dim=1).values > 0).all()) or time.perf_counter() > deadline \
+                        or not value.requires_grad:  # (no slope reaches the bound: every step the same)
                     break  # (every step's bounds hold: stopping early only loosens them)
                 opt.ascend(value.sum())
                 with torch.no_grad():
