@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -289,20 +290,27 @@ def run_abcrown(inst: Instance, root: Path, timeout: float, work: Path, slack: f
 _PAIR = re.compile(r"\(\s*([XY])_(\d+)\s+([^()\s]+)\s*\)")
 
 
-def read_counterexample(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(x, y)`` of a VNN-COMP ``sat`` result file, ``None`` without one."""
+def read_counterexample(path: Path) -> tuple[np.ndarray, np.ndarray, list[Fraction]] | None:
+    """``(x, y, x_exact)`` of a VNN-COMP ``sat`` result file (``x_exact``: the inputs as
+    written, as exact rationals: ``0.3`` is 3/10, not the float64 nearest it), ``None``
+    without one."""
     try:
         text = path.read_text()
     except OSError:
         return None
-    values: dict[str, dict[int, float]] = {"X": {}, "Y": {}}
+    values: dict[str, dict[int, str]] = {"X": {}, "Y": {}}
     for kind, index, value in _PAIR.findall(text):
-        values[kind][int(index)] = float(value)
+        values[kind][int(index)] = value
     if not values["X"]:
         return None
-    x = np.array([values["X"][i] for i in range(len(values["X"]))], dtype=np.float64)
-    y = np.array([values["Y"][i] for i in range(len(values["Y"]))], dtype=np.float64)
-    return x, y
+    try:
+        xs = [values["X"][i] for i in range(len(values["X"]))]
+        x = np.array([float(v) for v in xs], dtype=np.float64)
+        y = np.array([float(values["Y"][i]) for i in range(len(values["Y"]))], dtype=np.float64)
+        exact = [Fraction(v) for v in xs]
+    except (KeyError, ValueError, ZeroDivisionError):  # a gap in the indices, a malformed or infinite number
+        return None
+    return x, y, exact
 
 
 def _onnx_bytes(path: Path) -> bytes:
@@ -313,22 +321,22 @@ def _onnx_bytes(path: Path) -> bytes:
 NEAR = 1e-6  # a point this close to an input box (absolute, per input) is "near" it
 
 
-def _outside(region, x: np.ndarray) -> Fraction:
-    """How far the float64 point ``x`` lies outside the region's exact box (0 inside)."""
+def _outside(region, x: Sequence[Fraction]) -> Fraction:
+    """How far the exact point ``x`` lies outside the region's exact box (0 inside)."""
     worst = Fraction(0)
-    for v, a, b in zip(x.tolist(), region.lower, region.upper):
-        q = Fraction(v)
+    for q, a, b in zip(x, region.lower, region.upper):
         worst = max(worst, a.value - q, q - b.value)
     return worst
 
 
-def confirm_counterexample(model: Path, vnnlib: Path, x: np.ndarray) -> tuple[str, str]:
-    """``("confirmed", note)`` when the point ``x`` (as written) lies in an input box of the
-    property, exactly, and onnxruntime's outputs there satisfy one of that box's unsafe
+def confirm_counterexample(model: Path, vnnlib: Path, x: np.ndarray,
+                           exact: Sequence[Fraction] | None = None) -> tuple[str, str]:
+    """``("confirmed", note)`` when the point ``x`` as written (``exact``, its decimals as
+    rationals; by default the float64 numbers ``x``) lies in an input box of the property, exactly, and onnxruntime's outputs there satisfy one of that box's unsafe
     cases, exactly; ``("near", note)`` when the outputs do so but the point lies outside
     the box by at most ``NEAR`` (e.g. bounds computed in floating point); else ``("refuted", why)``.
-    A float32 model is evaluated at ``float32(x)``, the only input onnxruntime takes (the
-    note says when that rounding crosses the box's edge, by less than a float32 ulp)."""
+    onnxruntime evaluates the model at ``x`` rounded to its input type (float64 or float32;
+    the note says when that rounding crosses the box's edge, by less than an ulp)."""
     import onnxruntime as ort
 
     from parallelepipedonn.vnnlib import read_vnnlib
@@ -336,7 +344,8 @@ def confirm_counterexample(model: Path, vnnlib: Path, x: np.ndarray) -> tuple[st
     prop = read_vnnlib(vnnlib)
     if x.size != prop.n_inputs:
         return "refuted", f"the point has {x.size} values, the property {prop.n_inputs} inputs"
-    distance = {i: _outside(r, x) for i, r in enumerate(prop.regions)}
+    point = list(exact) if exact is not None else [Fraction(v) for v in x.tolist()]
+    distance = {i: _outside(r, point) for i, r in enumerate(prop.regions)}
     regions = [r for i, r in enumerate(prop.regions) if distance[i] <= NEAR]
     if not regions:
         return "refuted", f"the point lies {float(min(distance.values(), default=0)):.3g} outside the input boxes"
@@ -348,14 +357,14 @@ def confirm_counterexample(model: Path, vnnlib: Path, x: np.ndarray) -> tuple[st
     if fed.size != int(np.prod(shape)):
         return "refuted", f"the point has {x.size} values, the model's input {shape}"
     y = np.asarray(sess.run(None, {inp.name: fed.reshape(shape)})[0], dtype=np.float64).reshape(-1)
-    exact = [Fraction(float(v)) for v in y]
-    for region in sorted(regions, key=lambda r: _outside(r, x)):
-        if region.violated_disjunct(exact) is not None:
-            gap = _outside(region, x)
+    outputs = [Fraction(float(v)) for v in y]
+    for region in sorted(regions, key=lambda r: _outside(r, point)):
+        if region.violated_disjunct(outputs) is not None:
+            gap = _outside(region, point)
             if gap > 0:
                 return "near", f"onnxruntime's outputs are unsafe; the point lies {float(gap):.3g} outside the box"
-            crossed = _outside(region, fed.astype(np.float64)) > 0
-            return "confirmed", "confirmed by onnxruntime" + (" (float32(x) lies just outside the box)"
+            crossed = _outside(region, [Fraction(v) for v in fed.astype(np.float64).tolist()]) > 0
+            return "confirmed", "confirmed by onnxruntime" + (f" ({fed.dtype}(x) lies just outside the box)"
                                                               if crossed else "")
     return "refuted", "onnxruntime's outputs satisfy no unsafe case"
 
@@ -439,7 +448,8 @@ def run(args, instances: list[Instance], echo=print) -> list[dict]:
                         cex, note = "missing", "sat without a counterexample"
                     else:
                         cex, note = confirm_counterexample(inst.path(Path(args.root), inst.onnx),
-                                                           inst.path(Path(args.root), inst.vnnlib), point[0])
+                                                           inst.path(Path(args.root), inst.vnnlib), point[0],
+                                                           point[2])
                 if r["answer"] == "error":
                     note = _last_line(work / f"{tool}.log")
                 note = "; ".join(x for x in (r.get("note", ""), note) if x)
@@ -576,7 +586,8 @@ def report(args, rows: list[dict]) -> str:
             "`abcrown.py --config exp_configs/vnncomp21/<category config> --complete_verifier bab --device cpu` "
             "(configs: " + ", ".join(f"{c} `{CONFIGS[c]}`" for c in dict.fromkeys(r["category"] for r in rows)
                                      if c in CONFIGS) + "). Solved = a `sat` or `unsat` answer not contradicted "
-            "(a `sat` needs its counterexample confirmed by onnxruntime: the point in the box exactly and "
+            "(a `sat` needs its counterexample confirmed by onnxruntime: the point as written (its decimals, read exactly) "
+            "in the box and "
             "onnxruntime's outputs unsafe, exactly; *near*: the outputs unsafe but the point outside the box by at "
             f"most {NEAR:g}, e.g. bounds computed in floating point — counted as solved); PAR-2 sums the whole process's wall time "
             "of solved instances and twice the timeout of the others. Verification time: from reading the model and "

@@ -127,3 +127,25 @@ def test_the_peer_gets_the_same_function_without_opset_9_pads_that_pad_nothing(t
     assert np.array_equal(*run)
     # a model without such Pads is given as it is
     assert vnncomp.peer_model(copy, tmp_path) == (copy, "")
+
+
+def test_a_counterexample_is_read_as_written_so_a_pinned_decimal_input_is_in_its_box(tmp_path):
+    """An input pinned to 0.3 (3/10, which no float64 is): a result file's ``0.3`` is that
+    point exactly, so the counterexample is confirmed (onnxruntime evaluates it at the
+    float64 nearest, which the note says), not graded "near" as its float64 would be."""
+    from fractions import Fraction
+
+    c = _layout(tmp_path)
+    x = np.full(6, 0.3)
+    other = (int(np.argmax(c.net.forward(x[None])[0])) + 1) % 3   # a label the net does not give at x
+    spec = tmp_path / "pinned.vnnlib"
+    spec.write_text(property_text(x, x, robustness(other, 3), 3))
+    result = tmp_path / "result.txt"
+    result.write_text("sat\n(" + "\n".join(f"(X_{i} 0.3)" for i in range(6)) + "\n(Y_0 1)\n(Y_1 2)\n(Y_2 3))\n")
+    point, y, exact = vnncomp.read_counterexample(result)
+    assert exact == [Fraction(3, 10)] * 6 and point.tolist() == [0.3] * 6 and y.tolist() == [1.0, 2.0, 3.0]
+    assert vnncomp.confirm_counterexample(c.path, spec, point, exact) == (
+        "confirmed", "confirmed by onnxruntime (float32(x) lies just outside the box)")  # a float32 model
+    assert vnncomp.confirm_counterexample(c.path, spec, point)[0] == "near"
+    result.write_text("sat\n((X_0 0.3)\n(X_2 0.3)\n(Y_0 1))\n")            # a gap in the indices: no point
+    assert vnncomp.read_counterexample(result) is None
