@@ -211,8 +211,9 @@ class ClassRegionQueries:
             if status == "infeasible":
                 empty = True
                 break
+            timeouts += int(status == "maxTimeLimit")  # stopped early: its bound (if any) is proven, not optimal
             if bound is None:
-                timeouts += int(status == "maxTimeLimit")
+                pass
             elif maximize:
                 upper[index] = min(hi_r[index], bound + PROOF_MARGIN)
             else:

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from .box import Box
 from .certificate import Certificate
-from .certify import CertifyConfig, build_oracles, resolve_domain
+from .certify import CertifyConfig, check_config, resolve_domain
 from .datasets import Dataset
 from .errors import ConfigError, InputDataError, LabelError
 from .executors import DEFAULT_EXECUTOR, make_executor
@@ -329,7 +329,7 @@ def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultS
             raise ConfigError(f"input {item.input_id} has no true label to certify")
     if time_limit is not None and not time_limit > 0:
         raise ConfigError(f"the time limit must be positive, got {time_limit}")
-    build_oracles(network, config)  # reject bad oracle names and options before any work
+    check_config(network, config)  # bad algorithms, oracle names and options, an oracle the algorithm cannot use
     ids = [i.input_id for i in inputs]
     if len(set(ids)) != len(ids):
         twice = next(i for i in ids if ids.count(i) > 1)

@@ -22,7 +22,7 @@ from .classifier import Classifier
 from .errors import ConfigError, InputDataError, OracleError
 from .inputs import as_network_input
 from .network import Network
-from .search import DEFAULT_SEARCH, Problem, Status, default_oracle, make_search
+from .search import DEFAULT_SEARCH, Problem, Status, check_oracle, default_oracle, make_search
 
 FloatArray = NDArray[np.float64]
 
@@ -91,6 +91,15 @@ def build_oracles(network: Network, config: CertifyConfig) -> tuple[Oracle, Orac
         options = {k: v for k, v in config.falsifier_options.items() if accepts_option(config.falsifier, k)}
         falsifier = make_oracle(config.falsifier, network, **_with_device(config.falsifier, options, config.device))
     return oracle, falsifier
+
+
+def check_config(network: Network, config: CertifyConfig) -> None:
+    """Raises the error :func:`certify` would raise for ``config`` whatever the input (an
+    unknown algorithm or oracle, a bad option, an oracle the algorithm cannot use), before
+    any work."""
+    search = make_search(config.algorithm, precision=config.precision)
+    oracle, _ = build_oracles(network, config)
+    check_oracle(search, oracle)
 
 
 def resolve_domain(domain: Box | None, model: Classifier) -> Box:
@@ -238,6 +247,7 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
     if oracle is None:
         oracle, built_falsifier = build_oracles(network, config)
         falsifier = falsifier if falsifier is not None else built_falsifier
+    check_oracle(search, oracle)
     common: dict[str, Any] = dict(
         label=label, predicted_label=predicted, input=xa, input_shape=network.input_shape, domain=dom,
         oracle=oracle.name, oracle_settings=oracle.settings(), algorithm=search.name,
@@ -263,10 +273,10 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
     upper = result.apothem_upper_bound
     dual_info = None
     if config.dual and result.box is not None:
-        from .dual import dual_box
+        from .dual import dual_box, scaled_radius
 
         apothem = result.box.apothem(xa, dom)
-        radius = config.dual_radius * min(apothem if math.isfinite(apothem) and apothem > 0 else 1.0, 1.0)
+        radius = scaled_radius(config.dual_radius, apothem, xa, dom) if apothem > 0 else config.dual_radius
         dual = dual_box(network, label, x=xa, radius=radius, domain=dom, method=config.dual, workers=1,
                         device=config.device)
         bound = dual.apothem_bound(xa, dom)

@@ -155,6 +155,21 @@ class DualBox:
         return cls.from_dict(read_json_object(path, "dual box"))
 
 
+def scaled_radius(k: float, apothem: float, x: ArrayLike, domain: Box) -> float:
+    """``k`` times a certified ``apothem`` (the radius of ``--radius Kx`` and of certify's
+    ``--dual-radius K``); an infinite apothem (the whole domain certified) counts as the
+    farthest distance from ``x`` to a face of the domain, whose ball is the domain."""
+    if not (apothem > 0):
+        raise ConfigError(f"no positive certified apothem to scale the radius by (got {apothem})")
+    if math.isinf(apothem):
+        xa = np.asarray(x, dtype=np.float64).reshape(-1)
+        apothem = float(np.max(np.maximum(xa - domain.lower, domain.upper - xa)))
+    radius = k * apothem
+    if not (radius > 0 and math.isfinite(radius)):
+        raise ConfigError(f"{k:g} times the apothem {apothem:g} is no finite positive radius")
+    return radius
+
+
 def dual_region(network: Network, domain: Box | None = None, x: ArrayLike | None = None,
                 radius: float | None = None) -> tuple[Box, FloatArray | None]:
     """``D ∩ N``: the domain, or its intersection with the cube of ``radius`` around ``x``
@@ -164,8 +179,8 @@ def dual_region(network: Network, domain: Box | None = None, x: ArrayLike | None
         raise ConfigError("a restricted dual needs both an input and a radius")
     if x is None:
         return dom, None
-    if not radius > 0:
-        raise ConfigError(f"the radius must be > 0, got {radius}")
+    if not (radius > 0 and math.isfinite(radius)):
+        raise ConfigError(f"the radius must be a finite number > 0, got {radius}")
     xa = as_network_input(np.asarray(x, dtype=np.float64), network.input_shape, dom)
     return Box.cube(xa, radius, dom), xa
 

@@ -161,7 +161,7 @@ class Network(Classifier):
 
     def describe(self) -> str:
         sizes = [self.n_inputs, *self.hidden_sizes, self.n_classes]
-        return "-".join(str(s) for s in sizes) + " ReLU network"
+        return "-".join(str(s) for s in sizes) + (" ReLU network" if self.hidden_sizes else " affine classifier (no ReLU)")
 
     @cached_property
     def digest(self) -> str:

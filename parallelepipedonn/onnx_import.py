@@ -537,14 +537,22 @@ def load_onnx(path: str | Path, name: str | None = None) -> Network | Graph:
     """
     p = Path(path)
     label = name or (p.name[:-3] if p.suffix == ".gz" else p.name)
+    raw, data = read_model_file(p)
+    ir = model_from_onnx(parse_model(data, label), label)
+    return dataclasses.replace(ir, file_sha256=hashlib.sha256(raw).hexdigest())
+
+
+def read_model_file(path: str | Path) -> tuple[bytes, bytes]:
+    """``(raw, model)``: a model file's bytes as stored and the serialized model (the
+    same, or decompressed for a ``.gz`` file). Raises :class:`ModelError` when unreadable."""
+    p = Path(path)
     try:
         raw = data = p.read_bytes()
         if p.suffix == ".gz":
             data = gzip.decompress(raw)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise ModelError(f"cannot read model file {str(p)!r}: {getattr(exc, 'strerror', None) or exc}") from exc
-    ir = model_from_onnx(parse_model(data, label), label)
-    return dataclasses.replace(ir, file_sha256=hashlib.sha256(raw).hexdigest())
+    return raw, data
 
 
 

@@ -375,12 +375,13 @@ def _other_input(row: Any, cert: Certificate, where: str, notes: dict[str, str] 
 
 
 def _dual_metrics_claim(dual: DualBox, raw: dict[str, Any] | None) -> str | None:
-    """What a stored dual box's own numbers say that its box does not (its exact-bound
-    count, min edge, log-volume, whether it covers the region), or ``None``."""
+    """What a stored dual box's own numbers say that its box does not (whether it is
+    empty, its exact-bound count, min edge, log-volume, whether it covers the region), or
+    ``None``."""
     if raw is None:
         return None
     box = dual.box
-    actual = {"exact_bounds": dual.exact_count, "covers_region": dual.covers_region,
+    actual = {"empty": box is None, "exact_bounds": dual.exact_count, "covers_region": dual.covers_region,
               "min_edge": dual.min_edge(),
               "log_volume": None if box is None or math.isinf(box.log_volume()) else box.log_volume()}
     for key, value in actual.items():

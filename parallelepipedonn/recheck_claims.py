@@ -160,6 +160,8 @@ def _unproven_bounds(cert: Certificate) -> list[str]:
                        "prove it")
     if cert.exact:
         settings = cert.algorithm_settings or {}
+        while "rel_precision" not in settings and isinstance(settings.get("first"), dict):
+            settings = settings["first"]  # a composition: the exact search is its first part
         a, precision = cert.apothem, settings.get("rel_precision")  # the exact search's (relative)
         if a is not None and not math.isinf(a):
             if bound is None or math.isinf(bound):
@@ -379,6 +381,23 @@ def _witness_problem(net: Network, label: int, region: Box, box: Box | None, wit
     return None
 
 
+def _check_dual_shapes(dual: DualBox, n: int) -> None:
+    """Raises :class:`InputDataError` for a dual-box file that is malformed rather than
+    false: a region, box, domain or centre that is no point or box of the network's ``n``
+    inputs, a radius that is no finite positive number, a centre outside its domain."""
+    for what, box in (("region", dual.region), ("box", dual.box), ("domain", dual.domain)):
+        if box is not None and box.n != n:
+            raise InputDataError(f"the dual box's {what} has {box.n} dimensions, the network {n} inputs")
+    if dual.center is not None:
+        c = dual.center
+        if c.size != n or not np.isfinite(c).all():
+            raise InputDataError(f"the dual box's centre is not a point of the network's {n} inputs")
+        if not (dual.radius is not None and math.isfinite(dual.radius) and dual.radius > 0):
+            raise InputDataError(f"the dual box's radius {dual.radius!r} is not a finite positive number")
+        if dual.domain is not None and not dual.domain.contains(c):
+            raise InputDataError("the dual box's centre lies outside its domain")
+
+
 def recheck_dual(dual: DualBox, net: Network, label: int, oracle_name: str, time_limit: float | None,
                   device: str) -> dict[str, Any]:
     region = dual.region
@@ -391,8 +410,7 @@ def recheck_dual(dual: DualBox, net: Network, label: int, oracle_name: str, time
     out: dict[str, Any] = {"kind": "dual box", "oracle": None,
                            "claim": f"every point of {where} classified {label} lies in the box"
                            if dual.box is not None else f"no point of {where} is classified {label}"}
-    if region.n != net.n_inputs:
-        raise InputDataError(f"the dual box's region has {region.n} dimensions, the network {net.n_inputs} inputs")
+    _check_dual_shapes(dual, net.n_inputs)
     net.check_input_range(region.lower, region.upper, "the dual box's region")
     checks = []
     if dual.domain is not None:

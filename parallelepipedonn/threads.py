@@ -24,6 +24,9 @@ from .errors import ConfigError
 
 ENV_VAR = "PARALLELEPIPEDONN_THREADS"
 DEFAULT_THREADS = 1
+#: The most threads the policy asks torch for: more is refused (torch overflows a 32-bit
+#: count, and allocates per-thread state up front: 100,000 threads crashed the process).
+MAX_THREADS = 1024
 
 
 def resolve_threads(n: int | None = None) -> int | None:
@@ -39,8 +42,9 @@ def resolve_threads(n: int | None = None) -> int | None:
         except ValueError:
             raise ConfigError(f"{ENV_VAR} must be a whole number of threads (0: torch's default), "
                               f"got {text!r}") from None
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ConfigError(f"the number of threads must be a whole number >= 0 (0: torch's default), got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_THREADS:
+        raise ConfigError(f"the number of threads must be a whole number from 0 to {MAX_THREADS} (0: torch's "
+                          f"default), got {n!r}")
     return None if n == 0 else n
 
 

@@ -175,6 +175,24 @@ def test_info_and_list(capsys, default_net_copy):
     assert code == 0 and "crown" in out and "apothem-bisection" in out
 
 
+def test_info_reads_a_gzipped_model_and_prints_metadata_as_data(tmp_path, capsys, default_net_copy):
+    """``info`` crashed on ``.onnx.gz`` after its first line (the metadata reader did not
+    decompress), and printed a metadata value's newlines and escapes as they are: a value
+    could forge a ``sha256`` line."""
+    import gzip
+
+    import onnx
+
+    model = onnx.load(str(default_net_copy))
+    model.metadata_props.add(key="note", value="fine\n  sha256 0000\x1b[31m")
+    data = model.SerializeToString()
+    (tmp_path / "m.onnx.gz").write_bytes(gzip.compress(data))
+    code, out, err = run(capsys, "info", "--model", str(tmp_path / "m.onnx.gz"))
+    assert code == 0, err
+    assert "test_accuracy" in out and "  note: fine\\n  sha256 0000\\x1b[31m" in out
+    assert sum(line.lstrip().startswith("sha256") for line in out.splitlines()) == 1
+
+
 def test_train_is_reproducible_and_exports_onnx(tmp_path, capsys):
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
     for out in (a, b):
@@ -239,6 +257,13 @@ def test_training_that_diverges_is_an_error_and_writes_nothing(tmp_path, capsys)
     (["dual", "--dataset", "mnist", "--label", "0", "--workers", "0"], "at least 1"),
     (["certify", "--dataset", "mnist", "--index", "0", "--device", "foo"], "unknown device"),
     (["compare", "--dataset", "mnist", "--index", "0", "--algorithms", ","], "names no algorithm"),
+    (["compare", "--dataset", "mnist", "--index", "0", "--algorithm", "apothem-kary"], "not --algorithm"),
+    (["compare", "--dataset", "mnist", "--index", "0", "--oracle", "crown", "--algorithms", "apothem-kary,exact"],
+     "needs a complete oracle"),
+    (["certify", "--dataset", "mnist", "--index", "0", "--algorithm", "apothem-kary+volume-gradient"],
+     "starts afresh"),
+    (["certify", "--dataset", "mnist", "--indices", "0:2", "--store", "/nonexistent/r.db", "--executor", "local",
+      "--workers", "2"], "--workers is for --executor ray, not --executor local"),
     (["train", "--dataset", "mnist", "--weight-decay", "nan", "--out", "/nonexistent/t.onnx"], "weight decay"),
     (["train", "--dataset", "mnist", "--seed", "99999999999999999999", "--out", "/nonexistent/t.onnx"], "seed"),
     (["train", "--dataset", "mnist", "--arch", "cnn", "--hidden", "64", "--out", "/nonexistent/t.onnx"],
@@ -258,3 +283,35 @@ def test_negative_numbers_in_scientific_notation_are_numbers_not_options():
     assert [float(v) for v in args.domain] == [-1e-3, 1.0]
     args = build_parser().parse_args(["certify", "--dataset", "mnist", "--index", "0", "--domain", "-inf", "1"])
     assert float(args.domain[0]) == float("-inf")
+
+
+def test_compare_skips_what_the_oracle_cannot_serve_from_its_default_list_and_takes_a_time_limit(tmp_path, capsys):
+    """``compare --oracle crown`` ran seven algorithms, then stopped at ``exact`` (it needs
+    a complete oracle) with no table; now ``exact`` is skipped with a note before any work,
+    and ``--time-limit`` reaches every search."""
+    j = tmp_path / "c.json"
+    code, out, err = run(capsys, "compare", "--dataset", "mnist", "--index", "0", "--oracle", "crown",
+                         "--falsifier", "none", "--time-limit", "0.05", "--json", str(j))
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("skipped exact: --algorithm exact needs a complete oracle")
+    rows = json.loads(j.read_text())
+    assert [r["algorithm"] for r in rows] == ["apothem-kary", "apothem-bisection", "apothem-max-box",
+                                              "box-bisection", "topdown-box", "volume-greedy", "volume-gradient"]
+    assert all(r["seconds"] < 5 for r in rows)
+
+
+def test_compare_names_a_dual_bound_as_such_not_as_a_counterexample(tmp_path, capsys):
+    """Without a falsifier the best apothem's bound is the dual box's (no counterexample
+    was found): the line said "closest confirmed counterexample of all runs"."""
+    from parallelepipedonn.network import Affine, Network
+    from tests.crafted_nets import save_float64_onnx
+
+    # logit 0 - logit 1 = 0.5 - x0: class 0 exactly where x0 < 0.5
+    save_float64_onnx(Network.from_layers((2,), [Affine(np.array([[-1.0, 0.0], [0.0, 0.0]]), np.array([0.5, 0.0]))],
+                                          name="lin"), tmp_path / "lin.onnx")
+    np.save(tmp_path / "x.npy", np.array([0.2, 0.5]))
+    code, out, err = run(capsys, "compare", "--model", str(tmp_path / "lin.onnx"), "--input", str(tmp_path / "x.npy"),
+                         "--algorithms", "apothem-kary", "--dual", "milp", "--falsifier", "none")
+    assert code == 0, err
+    line = next(v for v in out.splitlines() if v.startswith("best apothem <="))
+    assert "dual box of the apothem-kary run" in line and "counterexample" not in line

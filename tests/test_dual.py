@@ -245,3 +245,69 @@ def test_recheck_refutes_a_dual_box_whose_stored_metrics_are_not_its_boxs(tmp_pa
         (tmp_path / "t.json").write_text(json.dumps(tampered))
         code, out, _ = run(capsys, "recheck", str(tmp_path / "t.json"))
         assert code == 5 and f"its stored {key}" in out, (key, out)
+
+
+def _interval_net(tmp_path):
+    """One input; class 0 exactly where x < 7 (logit 0 - logit 1 = 7 - x), saved in float64."""
+    from parallelepipedonn.network import Affine, Network
+    from tests.crafted_nets import save_float64_onnx
+
+    save_float64_onnx(Network.from_layers((1,), [Affine(np.array([[-1.0], [0.0]]), np.array([7.0, 0.0]))],
+                                          name="interval"), tmp_path / "i.onnx")
+    (tmp_path / "x.csv").write_text("5.0\n")
+    return tmp_path / "i.onnx", tmp_path / "x.csv"
+
+
+def test_a_radius_in_apothems_is_that_many_apothems_above_one_too(tmp_path, capsys):
+    """On the domain [0, 10] the input 5 has apothem 2 (class 0 up to 7): ``--radius 2x``
+    is the ball of radius 4; it was capped at 2 x min(apothem, 1) = 2."""
+    from parallelepipedonn.dual import scaled_radius
+    from tests.test_cli import run
+
+    model, x = _interval_net(tmp_path)
+    code, out, err = run(capsys, "dual", "--model", str(model), "--input", str(x), "--domain", "0", "10",
+                         "--radius", "2x", "--method", "milp", "--json", str(tmp_path / "d.json"))
+    assert code == 0, err
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert 3.99 <= d["radius"] < 4.0 and 7.0 <= d["upper"][0] <= 7.0 + 2e-4  # (the proof margin)
+    # an infinite apothem (the whole domain certified): the farthest face, whose ball is the domain
+    assert scaled_radius(1.0, float("inf"), np.array([2.0]), Box([0.0], [10.0])) == 8.0
+    for radius in ("inf", "1e400x"):
+        code, _, err = run(capsys, "dual", "--model", str(model), "--input", str(x), "--domain", "0", "10",
+                           "--radius", radius)
+        assert code == 2 and "finite positive" in err
+
+
+def test_recheck_refutes_a_false_empty_claim_and_calls_a_malformed_dual_file_malformed(tmp_path, capsys):
+    from tests.test_cli import run
+
+    model, x = _interval_net(tmp_path)
+    assert run(capsys, "dual", "--model", str(model), "--input", str(x), "--domain", "0", "10", "--radius", "1",
+               "--method", "relaxed", "--json", str(tmp_path / "d.json"))[0] == 0
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert run(capsys, "recheck", str(tmp_path / "d.json"))[0] == 0 and not d["empty"]
+    (tmp_path / "t.json").write_text(json.dumps({**d, "empty": True}))  # a false claim: confirmed before
+    code, out, _ = run(capsys, "recheck", str(tmp_path / "t.json"))
+    assert code == 5 and "its stored empty True is not its box's False" in out, out
+    for change, message in (({"lower": [4.0, 4.0], "upper": [6.0, 6.0]}, "box has 2 dimensions"),
+                            ({"radius": float("nan")}, "radius nan"),
+                            ({"center": [11.0]}, "centre lies outside its domain")):
+        (tmp_path / "t.json").write_text(json.dumps({**d, **change}))
+        code, out, err = run(capsys, "recheck", str(tmp_path / "t.json"))
+        assert code == 2 and message in err, (change, out, err)
+
+
+def test_milp_class_extremes_count_a_time_out_that_still_proved_a_bound(net, monkeypatch):
+    """A coordinate problem stopped at its time limit keeps its proven bound, and is
+    counted as a time-out (it was counted only when it had no bound)."""
+    from oracles import MilpOracle
+
+    milp = MilpOracle(net)
+
+    def stopped(label, region, tasks, workers, progress, scale=None):
+        for index, maximize in tasks:
+            yield index, maximize, "maxTimeLimit", (region.upper if maximize else region.lower)[index], None
+
+    monkeypatch.setattr(milp, "_run_extremes", stopped)
+    cb = milp.class_extremes(0, Box.unit(2))
+    assert cb.timeouts == cb.milps > 0 and milp.stats.timeouts == cb.timeouts

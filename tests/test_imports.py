@@ -140,6 +140,8 @@ def test_bad_thread_settings_are_usage_errors(tmp_path):
     assert resolve_threads(0) is None and resolve_threads(4) == 4
     with pytest.raises(ConfigError):
         resolve_threads(-1)
+    with pytest.raises(ConfigError, match="from 0 to 1024"):  # torch overflowed (2**31) or crashed (100,000)
+        resolve_threads(100_000)
     env = {**os.environ, "PARALLELEPIPEDONN_THREADS": "many"}
     proc = subprocess.run([sys.executable, "-m", "parallelepipedonn.cli", "list"], capture_output=True, text=True,
                           timeout=300, env=env)

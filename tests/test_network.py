@@ -80,3 +80,9 @@ def test_torch_module_matches_float64_forward():
 def test_digest_identifies_the_parameters():
     assert random_network(3, [4, 5, 2]).digest == random_network(3, [4, 5, 2]).digest
     assert random_network(3, [4, 5, 2]).digest != random_network(4, [4, 5, 2]).digest
+
+
+def test_a_network_without_hidden_layers_is_described_as_affine_not_relu():
+    linear = Network.from_layers((4,), [Affine(np.ones((3, 4)), np.zeros(3))])
+    assert linear.describe() == "4-3 affine classifier (no ReLU)"
+    assert random_network(0, [4, 5, 3]).describe() == "4-5-3 ReLU network"

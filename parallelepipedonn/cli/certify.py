@@ -164,7 +164,9 @@ def _is_batch(args: argparse.Namespace) -> bool:
                               "--indices A:B) and --store results.db")
         return False
     if (args.address is not None or args.workers is not None) and args.executor != "ray":
-        raise ConfigError(f"{executor[0]} is for --executor ray")
+        option = "--address" if args.address is not None else "--workers"
+        raise ConfigError(f"{option} is for --executor ray" + (f", not --executor {args.executor}"
+                                                                if args.executor is not None else ""))
     if args.labels is not None and args.label_from_name is not None:
         raise ConfigError("give the true labels by --labels FILE or by --label-from-name REGEX, not both")
     if args.dataset is not None and labels and labels[0] != "--certify-true-label":

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..io_utils import removed_on_failure
 from ..progress import Progress
-from .args import add_certify_options, add_model_and_input, certify_config
+from .args import add_certify_options, add_model_and_input, certify_config, positive
 from .common import check_outputs, fmt, load_problem
 from .exits import EXIT_OK
 
@@ -24,7 +24,12 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
                        "upper bound any of them found.")
     add_model_and_input(p)
     add_certify_options(p)
-    p.add_argument("--algorithms", default=DEFAULT_COMPARE, help=f"comma-separated (default: {DEFAULT_COMPARE})")
+    p.add_argument("--algorithms", default=None,
+                   help=f"comma-separated (default: {DEFAULT_COMPARE}; of these, the ones the oracle cannot serve "
+                   "are skipped, with a note: e.g. exact with an incomplete oracle)")
+    p.add_argument("--time-limit", type=positive, metavar="S",
+                   help="each algorithm's search stops after S seconds with the box proven so far (the exact "
+                   "algorithm: not exact, with the bracket reached)")
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="write all certificates as a JSON list")
     out.add_argument("--plot", metavar="PATH", help="write a PNG of every algorithm's box")
@@ -34,19 +39,36 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from ..certify import certify
+    from ..certify import certify, check_config
     from ..io_utils import atomic_write_bytes
     from ..plotting import plot_comparison
     from ..search import make_search
 
     check_outputs(args, args.json, args.plot)
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    if args.algorithm is not None:
+        raise ConfigError("compare runs the algorithms of --algorithms a,b,c (comma-separated), not --algorithm")
+    chosen = args.algorithms is not None
+    algorithms = [a.strip() for a in (args.algorithms if chosen else DEFAULT_COMPARE).split(",") if a.strip()]
     if not algorithms:
         raise ConfigError("--algorithms names no algorithm")
-    configs = [certify_config(args, a, dual=args.dual, dual_radius=args.dual_radius) for a in algorithms]
+    configs = [certify_config(args, a, dual=args.dual, dual_radius=args.dual_radius,
+                              search_time_limit=args.time_limit) for a in algorithms]
     for c in configs:
-        make_search(c.algorithm, precision=c.precision)  # reject bad names before any work
+        make_search(c.algorithm, precision=c.precision)  # reject bad names before the model is read
     network, x, domain, model_path, true_label, what, class_names = load_problem(args)
+    usable = []
+    for c in configs:  # an oracle an algorithm cannot use: refused if named, skipped from the default list
+        try:
+            check_config(network, c)
+        except ConfigError as exc:
+            if chosen:
+                raise
+            print(f"skipped {c.algorithm}: {exc}")
+            continue
+        usable.append(c)
+    if not usable:
+        raise ConfigError("no algorithm of the default list can use this oracle: choose them with --algorithms")
+    configs = usable
     certs = []
     with Progress("compare") as progress:
         for k, c in enumerate(configs):
@@ -61,8 +83,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"input {what}; model {model_path} ({network.describe()}); label {certs[0].label}")
     if best is not None:
         closest = min((c for c in certs if c.apothem_upper_bound is not None), key=lambda c: c.apothem_upper_bound)
-        cls = "" if closest.counterexample_class is None else f", class {closest.counterexample_class}"
-        print(f"best apothem <= {fmt(best)} (closest confirmed counterexample of all runs{cls})")
+        dual_bound = (closest.dual or {}).get("apothem_bound")
+        if dual_bound is not None and dual_bound <= best:  # no counterexample that close: the dual box's bound
+            why = f"from the dual box of the {closest.algorithm} run"
+        else:
+            cls = "" if closest.counterexample_class is None else f", class {closest.counterexample_class}"
+            why = f"closest confirmed counterexample of all runs{cls}"
+        print(f"best apothem <= {fmt(best)} ({why})")
     header = ["algorithm", "oracle", "status", "apothem", "min edge", "log-volume", "calls", "rounds", "seconds",
               "gap"]
     rows = [[c.algorithm, c.oracle, c.status.value, fmt(c.apothem), fmt(c.min_edge), fmt(c.log_volume, 6),

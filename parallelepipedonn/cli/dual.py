@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..errors import ConfigError
 from ..io_utils import removed_on_failure
@@ -39,8 +40,9 @@ def _radius(text: str) -> str:
         value = float(t.removesuffix("x"))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected a radius like 0.05 or 2x, got {text!r}") from exc
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"the radius must be positive, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"the radius must be a finite positive number, got {text!r} (leave "
+                                         "--radius and the input out for the whole domain)")
     return t
 
 
@@ -49,7 +51,7 @@ def cmd_dual(args: argparse.Namespace) -> int:
 
     from ..certify import CertifyConfig, certify
     from ..datasets import load_dataset
-    from ..dual import dual_box
+    from ..dual import dual_box, scaled_radius
     from ..plotting import plot_dual
 
     check_outputs(args, args.json, args.plot)
@@ -85,7 +87,7 @@ def cmd_dual(args: argparse.Namespace) -> int:
             cert = certify(network, x, label, domain=domain, config=CertifyConfig(device=args.device))
             if cert.apothem is None or cert.apothem <= 0:
                 raise ConfigError(f"no certified apothem at the input to scale the radius by ({cert.reason})")
-            radius = float(args.radius[:-1]) * min(cert.apothem, 1.0)
+            radius = scaled_radius(float(args.radius[:-1]), cert.apothem, x, domain)
         else:
             radius = float(args.radius)
         what += f", radius {radius:.4g}"

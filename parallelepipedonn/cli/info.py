@@ -30,5 +30,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     if net.dropped_final:
         print(f"  its final {net.dropped_final} is dropped (the IR's outputs are the scores before it)")
     for k, v in model_metadata(args.model).items():
+        k, v = _printable(k), _printable(v)
         print(f"  {k}: {v if len(v) <= LONG else v[:LONG] + f'... ({len(v)} characters)'}")
     return EXIT_OK
+
+
+def _printable(text: str) -> str:
+    """``text`` with its control characters (newlines, terminal escapes) escaped: a model's
+    metadata cannot print lines that look like the tool's own."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

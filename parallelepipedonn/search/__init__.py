@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .apothem import ApothemBisection, ApothemKary, ApothemLinear, ApothemTopDown
-from .base import OracleLedger, Problem, Search, SearchResult, Status
+from .base import OracleLedger, Problem, Search, SearchResult, Status, check_oracle, grows
 from .box import Compose, FaceByFace, FaceExpansion, TopDownBox
 from .exact import ExactApothem
 
@@ -99,7 +99,12 @@ def make_search(name: str, *, precision: float = 1e-4) -> Search:
             raise ConfigError(f"malformed algorithm composition {name!r}")
         search = make_search(parts[0], precision=precision)
         for part in parts[1:]:
-            search = Compose(search, make_search(part, precision=precision), name="")
+            then = make_search(part, precision=precision)
+            if not grows(then):
+                growing = [n for n, e in SEARCHES.items() if grows(e.factory(precision))]
+                raise ConfigError(f"{part!r} starts afresh (it does not grow a given box), so it cannot follow "
+                                  f"{search.name!r} in {name!r}: a later part must be one of {', '.join(growing)}")
+            search = Compose(search, then, name="")
         return Compose(search.first, search.second, name=name) if isinstance(search, Compose) else search
     if name not in SEARCHES:
         raise ConfigError(f"unknown algorithm {name!r}; available: {', '.join(sorted(SEARCHES))}")
@@ -107,13 +112,17 @@ def make_search(name: str, *, precision: float = 1e-4) -> Search:
 
 
 def default_oracle(algorithm: str) -> str:
-    """The oracle an algorithm uses when none is named (the last part's, for ``a+b``)."""
-    last = algorithm.split("+")[-1].strip()
-    return SEARCHES[last].default_oracle if last in SEARCHES else "crown"
+    """The oracle an algorithm uses when none is named (for ``a+b``: the first part's that
+    is not crown, e.g. ``exact``'s complete cascade, else crown)."""
+    for part in algorithm.split("+"):
+        entry = SEARCHES.get(part.strip())
+        if entry is not None and entry.default_oracle != "crown":
+            return entry.default_oracle
+    return "crown"
 
 
 __all__ = [
     "ApothemBisection", "ApothemKary", "ApothemLinear", "ApothemTopDown", "Compose", "DEFAULT_SEARCH",
     "ExactApothem", "FaceByFace", "FaceExpansion", "OracleLedger", "Problem", "SEARCHES", "Search", "SearchEntry",
-    "SearchResult", "Status", "TopDownBox", "VolumeGradient", "default_oracle", "make_search",
+    "SearchResult", "Status", "TopDownBox", "VolumeGradient", "check_oracle", "default_oracle", "grows", "make_search",
 ]

@@ -107,13 +107,30 @@ class SearchResult:
 
 
 class Search(Protocol):
-    """A certification algorithm."""
+    """A certification algorithm. Declared, where it applies: ``grows`` (true for a search
+    that grows its box from the problem's ``start`` box, so that it can follow another in
+    a composition) and ``check_oracle(oracle)`` (raises :class:`ConfigError` for an oracle
+    the search cannot use); see :func:`grows` and :func:`check_oracle`."""
 
     name: str
 
     def run(self, problem: Problem, oracle: Oracle, falsifier: Oracle | None = None) -> SearchResult: ...
 
     def settings(self) -> dict[str, Any]: ...
+
+
+def grows(search: Search) -> bool:
+    """Does ``search`` grow its box from the problem's ``start`` box (a search that starts
+    afresh would throw an earlier stage's box away)?"""
+    return bool(getattr(search, "grows", False))
+
+
+def check_oracle(search: Search, oracle: Oracle) -> None:
+    """Raises :class:`ConfigError` when ``search`` declares that it cannot use ``oracle``
+    (e.g. ``exact`` needs a complete one): checked before any work."""
+    check = getattr(search, "check_oracle", None)
+    if check is not None:
+        check(oracle)
 
 
 class OracleLedger:

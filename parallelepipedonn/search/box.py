@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from oracles.base import Answer, Oracle, Verdict
 
 from ..box import Box
+from ..errors import ConfigError
 from .apothem import falsify_upward
-from .base import FloatArray, OracleLedger, Problem, SearchResult, Status
+from .base import FloatArray, OracleLedger, Problem, SearchResult, Status, check_oracle, grows
 
 TIME_LIMIT = "time limit reached: the box is certified but not grown to the end"
 
@@ -85,6 +86,7 @@ class FaceByFace:
     mode: str = "bisection"
     k: int = 8
     name: str = "box-bisection"
+    grows: ClassVar[bool] = True  # from the problem's start box
 
     def settings(self) -> dict[str, Any]:
         return {"precision": self.precision, "mode": self.mode, "k": self.k}
@@ -163,6 +165,7 @@ class FaceExpansion:
     order: str = "index"
     max_rounds: int = 200
     name: str = "box-maximal"
+    grows: ClassVar[bool] = True  # from the problem's start box
 
     def settings(self) -> dict[str, Any]:
         return {"precision": self.precision, "order": self.order, "max_rounds": self.max_rounds}
@@ -321,7 +324,11 @@ class TopDownBox:
 @dataclass(frozen=True)
 class Compose:
     """``first``, then ``second`` grown from the box ``first`` certified (e.g. apothem
-    first, then every face pushed out). Calls, rounds and counterexamples add up."""
+    first, then every face pushed out). Calls, rounds and counterexamples add up; the
+    result is ``exact`` when ``first``'s is (a box holding an optimal cube has that
+    apothem: no larger one holds no counterexample). ``second`` must grow from a given
+    box (:func:`~parallelepipedonn.search.base.grows`): one that starts afresh would
+    throw ``first``'s box away, so it is refused (:class:`ConfigError`)."""
 
     first: Any
     second: Any
@@ -330,6 +337,17 @@ class Compose:
     def __post_init__(self) -> None:
         if not self.name:
             object.__setattr__(self, "name", f"{self.first.name}+{self.second.name}")
+        if not grows(self.second):
+            raise ConfigError(f"{self.second.name!r} starts afresh (it does not grow a given box), so it cannot "
+                              f"follow {self.first.name!r} in a composition")
+
+    @property
+    def grows(self) -> bool:
+        return grows(self.first)
+
+    def check_oracle(self, oracle: Oracle) -> None:
+        check_oracle(self.first, oracle)
+        check_oracle(self.second, oracle)
 
     def settings(self) -> dict[str, Any]:
         return {"first": {"algorithm": self.first.name, **self.first.settings()},
@@ -344,4 +362,5 @@ class Compose:
         best, cex = (a.apothem_upper_bound, a.counterexample) if a.apothem_upper_bound <= b.apothem_upper_bound \
             else (b.apothem_upper_bound, b.counterexample)
         return SearchResult(Status.CERTIFIED, box, best, cex, a.oracle_calls + b.oracle_calls, a.rounds + b.rounds,
-                            a.falsifier_calls + b.falsifier_calls, b.reason or a.reason, a.trace + b.trace)
+                            a.falsifier_calls + b.falsifier_calls, b.reason or a.reason, a.trace + b.trace,
+                            exact=a.exact)

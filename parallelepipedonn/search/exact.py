@@ -53,10 +53,14 @@ class ExactApothem:
                   if t is not None]
         return max(0.0, min(limits)) if limits else None
 
-    def run(self, problem: Problem, oracle: Oracle, falsifier: Oracle | None = None) -> SearchResult:
+    def check_oracle(self, oracle: Oracle) -> None:
+        """Raises :class:`ConfigError` for an oracle that is not complete."""
         if not oracle.complete:
             raise ConfigError(f"--algorithm {self.name} needs a complete oracle (milp, bab, a cascade or composition "
                               f"with one, or marabou where its unsat is a proof), not {oracle.name!r}")
+
+    def run(self, problem: Problem, oracle: Oracle, falsifier: Oracle | None = None) -> SearchResult:
+        self.check_oracle(oracle)
         from oracles.crown import CrownOracle  # torch: not imported with the search registry
 
         start = time.perf_counter()

@@ -25,7 +25,7 @@ from oracles.base import Oracle, Verdict
 from ..box import Box
 from ..errors import ConfigError
 from .base import OracleLedger, Problem, SearchResult
-from .box import _result
+from .box import TIME_LIMIT, _result
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,16 @@ class VolumeGradient:
         return {"precision": self.precision, "steps": self.steps, "lr": self.lr, "penalty": self.penalty,
                 "target": self.target}
 
-    def run(self, problem: Problem, oracle: Oracle, falsifier: Oracle | None = None) -> SearchResult:
-        bounds_fn = getattr(oracle, "differentiable_margin_bounds", None)
-        if bounds_fn is None:
+    def check_oracle(self, oracle: Oracle) -> None:
+        """Raises :class:`ConfigError` for an oracle without a differentiable margin bound."""
+        if getattr(oracle, "differentiable_margin_bounds", None) is None:
             raise ConfigError(f"{self.name} needs a differentiable oracle (crown or alpha-crown), not {oracle.name!r}")
+
+    def run(self, problem: Problem, oracle: Oracle, falsifier: Oracle | None = None) -> SearchResult:
+        """Stopped by the problem's deadline: the gradient steps end there, and the box
+        reached is shrunk until verified while time is left (its reason says so)."""
+        self.check_oracle(oracle)
+        bounds_fn = oracle.differentiable_margin_bounds  # type: ignore[attr-defined]
         ledger = OracleLedger(problem, oracle)
         dom = problem.domain
         x = torch.tensor(problem.x, dtype=torch.float64)
@@ -61,6 +67,8 @@ class VolumeGradient:
 
         with torch.enable_grad():
             for _ in range(self.steps):
+                if problem.expired:
+                    break
                 lo, hi = box_of(raw)
                 margin = bounds_fn(lo[None], hi[None], problem.label).min()
                 objective = torch.log(hi - lo + 1e-6).sum() + self.penalty * torch.clamp(margin - self.target, max=0)
@@ -68,7 +76,11 @@ class VolumeGradient:
         with torch.no_grad():
             lo, hi = (t.numpy() for t in box_of(raw))
         box = self._shrink_until_verified(problem, ledger, lo, hi)
-        return _result(problem, ledger, box, falsifier, "" if box is not None else "no scaled box verified")
+        if problem.expired:
+            reason = TIME_LIMIT if box is not None else "time limit reached before any box was verified"
+        else:
+            reason = "" if box is not None else "no scaled box verified"
+        return _result(problem, ledger, box, falsifier, reason)
 
     def _shrink_until_verified(self, problem: Problem, ledger: OracleLedger, lo, hi) -> Box | None:
         """The largest ``t`` in [0, 1] (to ``precision``) whose box ``x + t (box - x)`` verifies."""
@@ -84,7 +96,7 @@ class VolumeGradient:
             return Box(*scaled(1.0))
         good, bad = None, 1.0
         low = 0.0
-        while bad - low > self.precision:
+        while bad - low > self.precision and not problem.expired:
             t = (low + bad) / 2
             if not low < t < bad:  # a precision below the spacing of floats here
                 break
