@@ -235,9 +235,18 @@ class CrownOracle(Oracle):
                                    center=(hi + lo) / 2, center_image=image), lo, hi, consume=True)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
+        start = time.perf_counter()
         graph = self.graph_tensors is not None
         screened, found, corner_of = self._screened(lower, upper, label) if self.screen and graph else \
             (np.zeros(len(lower), dtype=bool), lower, lower)
+        # the screening counts against the call's time limit: the bounds get what is left
+        left = None if self.time_limit is None else self.time_limit - (time.perf_counter() - start)
+        with self.time_limited(left):
+            return self._bound_unscreened(lower, upper, label, screened, found, corner_of)
+
+    def _bound_unscreened(self, lower: FloatArray, upper: FloatArray, label: int, screened: np.ndarray,
+                          found: FloatArray, corner_of: FloatArray) -> Sequence[Answer]:
+        graph = self.graph_tensors is not None
         answers: list[Answer] = [  # None: not screened, answered below
             Answer(Verdict.FALSIFIED, counterexample=found[i], reason=f"{self.name}: a corner of the box the network "
                    "misclassifies (confirmed), which no sound bound verifies; not bounded")

@@ -350,10 +350,11 @@ def plot_comparison(certs: list[Certificate], path: str | Path, class_names: tup
         _panel(fig, axes[row, 2], cert.box.upper, shape, heads[2], vmin=dlo, vmax=dhi, colorbar=False)
         width = _panel(fig, axes[row, 3], cert.box.width, shape, heads[3], vmin=0, vmax=wmax, cmap="magma",
                        colorbar=False)
-        if shape is None:
+        if shape is None:  # a margin, so that faces on the domain's boundary (a whole-domain box) show
+            pad = 0.04 * (dhi - dlo)
             for ax in axes[row, :3]:
-                ax.set_ylim(dlo, dhi)
-            axes[row, 3].set_ylim(0, 1.05 * wmax)
+                ax.set_ylim(dlo - pad, dhi + pad)
+            axes[row, 3].set_ylim(-0.04 * wmax, 1.05 * wmax)
     if image is not None:
         fig.colorbar(image, ax=list(axes[:, :3].reshape(-1)), shrink=0.8, label="value (every row)")
     if width is not None:

@@ -17,7 +17,9 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dual", help="dual certification: a box holding every input of a class",
                        description="Compute a box that contains every input of the domain (or of the ball of "
                        "--radius around an input) that the network assigns to --label: any certification of an "
-                       "input of that class lies inside it.")
+                       "input of that class lies inside it. Over the whole domain with --dataset D, the training "
+                       "images the network assigns to the label seed the box as known class points (whatever "
+                       "--split says: it chooses the image of --index).")
     add_model_and_input(p)
     p.add_argument("--radius", type=_radius, help="restrict to the ball of this radius around the input "
                    "(a number, or a multiple of the input's certified apothem such as 2x)")
