@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, cpu_name, markdown_table
-from parallelepipedonn.verify import DEFAULT_VERIFY_ORACLE
+from parallelepipedonn.verify import DEFAULT_VERIFY_ORACLE, FEW_INPUTS, FEW_INPUTS_ORACLE
 
 WORK = Path(__file__).resolve().parents[2]
 ROOT = Path(os.environ.get("VNNCOMP_ROOT", WORK / "vnncomp2021" / "benchmarks"))
@@ -369,6 +369,11 @@ def confirm_counterexample(model: Path, vnnlib: Path, x: np.ndarray,
     return "refuted", "onnxruntime's outputs satisfy no unsafe case"
 
 
+def _default_oracles() -> str:
+    return (f"(default oracle `{DEFAULT_VERIFY_ORACLE}`; for models with at most {FEW_INPUTS} inputs, ACAS Xu's, "
+            f"`{FEW_INPUTS_ORACLE}`)")
+
+
 # -- published VNN-COMP 2021 results -----------------------------------------------------------
 def _published_key(category: str, onnx: str, vnnlib: str) -> tuple[str, str, str]:
     prefix = f"benchmarks/{category}/"
@@ -582,13 +587,14 @@ def report(args, rows: list[dict]) -> str:
             f"({datetime.now(timezone.utc):%Y-%m-%d}, {cpu_name()}, {os.cpu_count()} cores shared with other jobs; "
             f"timeout {', '.join(f'{t:g}' for t in timeouts)} s; one thread per tool, each instance in a fresh "
             f"process per tool, interleaved). Ours: `parallelepipedonn verify` "
-            f"{args.ours_options or f'(default oracle `{DEFAULT_VERIFY_ORACLE}`)'}; alpha-beta-CROWN: "
+            f"{args.ours_options or _default_oracles()}; alpha-beta-CROWN: "
             "`abcrown.py --config exp_configs/vnncomp21/<category config> --complete_verifier bab --device cpu` "
             "(configs: " + ", ".join(f"{c} `{CONFIGS[c]}`" for c in dict.fromkeys(r["category"] for r in rows)
                                      if c in CONFIGS) + "). Solved = a `sat` or `unsat` answer not contradicted "
             "(a `sat` needs its counterexample confirmed by onnxruntime: the point as written (its decimals, read exactly) "
             "in the box and "
-            "onnxruntime's outputs unsafe, exactly; *near*: the outputs unsafe but the point outside the box by at "
+            "onnxruntime's outputs unsafe, exactly, where onnxruntime evaluates the point rounded to the model's "
+            "input type (float32(x) may lie just outside the box: the instance's note says so); *near*: the outputs unsafe but the point outside the box by at "
             f"most {NEAR:g}, e.g. bounds computed in floating point — counted as solved); PAR-2 sums the whole process's wall time "
             "of solved instances and twice the timeout of the others. Verification time: from reading the model and "
             "the property to the answer (ours: the result's `load_seconds + seconds`; alpha-beta-CROWN: the `Time:` it "
