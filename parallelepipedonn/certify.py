@@ -95,11 +95,29 @@ def build_oracles(network: Network, config: CertifyConfig) -> tuple[Oracle, Orac
 
 def check_config(network: Network, config: CertifyConfig) -> None:
     """Raises the error :func:`certify` would raise for ``config`` whatever the input (an
-    unknown algorithm or oracle, a bad option, an oracle the algorithm cannot use), before
-    any work."""
+    unknown algorithm or oracle, a bad option, an oracle the algorithm cannot use, a bad
+    epsilon or epsilon oracle, a bad dual method or radius), before any work."""
     search = make_search(config.algorithm, precision=config.precision)
     oracle, _ = build_oracles(network, config)
     check_oracle(search, oracle)
+    check_extras(network, config)
+
+
+def check_extras(network: Network, config: CertifyConfig) -> None:
+    """The part of :func:`check_config` beyond the search and its oracle: ``epsilon`` and
+    its oracle, the dual's method and radius."""
+    from .dual import METHODS
+
+    if config.epsilon is not None:
+        if not (config.epsilon > 0 and math.isfinite(config.epsilon)):
+            raise ConfigError(f"epsilon must be a positive number, got {config.epsilon}")
+        if config.epsilon_oracle:
+            make_oracle(config.epsilon_oracle, network, **_with_device(config.epsilon_oracle, {}, config.device))
+    if config.dual is not None:
+        if config.dual not in METHODS:
+            raise ConfigError(f"unknown dual method {config.dual!r}; available: {', '.join(METHODS)}")
+        if not (config.dual_radius > 0 and math.isfinite(config.dual_radius)):
+            raise ConfigError(f"the dual radius must be a finite number > 0, got {config.dual_radius}")
 
 
 def resolve_domain(domain: Box | None, model: Classifier) -> Box:

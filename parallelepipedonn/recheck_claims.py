@@ -159,6 +159,9 @@ def _unproven_bounds(cert: Certificate) -> list[str]:
         raise _Refuted(f"the stored apothem upper bound {bound:.6g} comes without the counterexample that would "
                        "prove it")
     if cert.exact:
+        if cert.algorithm != "exact" and not str(cert.algorithm).startswith("exact+"):
+            raise _Refuted(f"the certificate claims its apothem is the best one (exact), but its algorithm "
+                           f"{cert.algorithm!r} is not the exact search (nor a composition starting with it)")
         settings = cert.algorithm_settings or {}
         while "rel_precision" not in settings and isinstance(settings.get("first"), dict):
             settings = settings["first"]  # a composition: the exact search is its first part
@@ -170,6 +173,10 @@ def _unproven_bounds(cert: Certificate) -> list[str]:
             if precision is None:
                 unproven.append("the certificate claims its apothem is the best one (exact), with no relative "
                                 "precision recorded to check it against")
+            elif _precision(precision) >= 1:
+                raise _Refuted(f"the certificate claims its apothem is the best one (exact) to a relative precision "
+                               f"of {precision!r}, which the exact search refuses (it must be below 1) and which "
+                               "would call any apothem the best")
             elif bound - a > _precision(precision) * bound * (1 + _METRIC_RTOL):
                 raise _Refuted(f"the certificate claims its apothem {a:.6g} is the best one (exact) to precision "
                                f"{precision:g}, but its apothem upper bound is {bound:.6g}")

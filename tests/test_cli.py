@@ -315,3 +315,16 @@ def test_compare_names_a_dual_bound_as_such_not_as_a_counterexample(tmp_path, ca
     assert code == 0, err
     line = next(v for v in out.splitlines() if v.startswith("best apothem <="))
     assert "dual box of the apothem-kary run" in line and "counterexample" not in line
+
+
+def test_a_batch_refuses_a_bad_epsilon_oracle_and_compare_a_bad_option_before_any_work(tmp_path, capsys):
+    """Both ran first: the batch stored every input as an error (the epsilon oracle was
+    built after each search), compare skipped every algorithm as if the oracle could not
+    serve it."""
+    store = tmp_path / "r.db"
+    code, _, err = run(capsys, "certify", "--dataset", "mnist", "--indices", "0:2", "--store", str(store),
+                       "--epsilon", "0.1", "--epsilon-oracle", "nope")
+    assert code == 2 and "nope" in err and not store.exists()
+    code, out, err = run(capsys, "compare", "--dataset", "mnist", "--index", "0",
+                         "--oracle-option", "bab.max_nodes=1000")
+    assert code == 2 and "bab.max_nodes" in err and "skipped" not in out

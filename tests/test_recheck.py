@@ -517,14 +517,19 @@ def test_a_newer_format_version_is_refused_as_such(small, tmp_path, capsys):
                         dual={"method": "relaxed", "radius": 1.0, "apothem_bound": d["apothem"], "covers_ball": False,
                               "exact_bounds": 0, "seconds": 0.0}),
      Outcome.UNDECIDED, "rests on the stored dual box's bound"),
-    # the counterexample kept, the bound below its distance, a dual section claiming it
-    (lambda d: d.update(apothem_upper_bound=d["apothem"], gap=0.0, exact=True,
+    # the counterexample kept, the bound below its distance, a dual section claiming it (and
+    # exact claimed by a search that is not the exact one: refuted on that alone)
+    (lambda d: d.update(apothem_upper_bound=d["apothem"], gap=0.0,
                         dual={"method": "relaxed", "radius": 1.0, "apothem_bound": d["apothem"], "covers_ball": False,
                               "exact_bounds": 0, "seconds": 0.0}),
      Outcome.UNDECIDED, "rests on the stored dual box's bound"),
+    (lambda d: d.update(apothem_upper_bound=d["apothem"], gap=0.0, exact=True,
+                        dual={"method": "relaxed", "radius": 1.0, "apothem_bound": d["apothem"], "covers_ball": False,
+                              "exact_bounds": 0, "seconds": 0.0}),
+     Outcome.REFUTED, "is not the exact search"),
     # exact claimed where the gap is far beyond the precision (was confirmed: exact was never read)
     (lambda d: d.update(exact=True), Outcome.REFUTED, "is the best one (exact)"),
-], ids=["dual-only", "dual-below-counterexample", "exact"])
+], ids=["dual-only", "dual-below-counterexample", "exact-of-another-search", "exact"])
 def test_claims_about_the_best_apothem_are_checked(small, tmp_path, tamper, outcome, reason):
     cert = certificate(small, tmp_path / "c.json", "apothem-kary")
     assert cert.counterexample is not None and cert.gap > 0.01

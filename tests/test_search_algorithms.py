@@ -227,3 +227,24 @@ def test_the_apothem_searches_stop_at_the_deadline_with_a_proven_cube():
         if result.box is not None:
             assert result.status is Status.CERTIFIED and result.box.contains(x)
             assert_robust_everywhere(net, result.box, label)
+
+
+def test_recheck_refutes_an_exact_claim_of_another_algorithm_or_of_a_precision_of_one(tmp_path, capsys):
+    """A forged certificate: ``exact: true`` with ``rel_precision`` 1 (which calls any
+    apothem the best; the exact search refuses it), or on an algorithm that is not exact."""
+    import json
+
+    from parallelepipedonn.onnx_export import save_onnx
+    from tests.test_cli import run
+
+    net, seed = NETS[1]
+    save_onnx(net, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", _problem(net, seed).x)
+    assert run(capsys, "certify", "--model", str(tmp_path / "m.onnx"), "--input", str(tmp_path / "x.npy"),
+               "--json", str(tmp_path / "c.json"))[0] == 0
+    d = json.loads((tmp_path / "c.json").read_text())
+    for forged in ({"exact": True, "algorithm_settings": {"first": {"rel_precision": 1.0}}},
+                   {"exact": True, "algorithm_settings": {"rel_precision": 0.5}}):
+        (tmp_path / "f.json").write_text(json.dumps({**d, **forged}))
+        code, out, _ = run(capsys, "recheck", str(tmp_path / "f.json"))
+        assert code == 5 and "exact" in out, out

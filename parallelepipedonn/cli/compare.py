@@ -39,10 +39,10 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from ..certify import certify, check_config
+    from ..certify import build_oracles, certify, check_extras
     from ..io_utils import atomic_write_bytes
     from ..plotting import plot_comparison
-    from ..search import make_search
+    from ..search import check_oracle, make_search
 
     check_outputs(args, args.json, args.plot)
     if args.algorithm is not None:
@@ -58,8 +58,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     network, x, domain, model_path, true_label, what, class_names = load_problem(args)
     usable = []
     for c in configs:  # an oracle an algorithm cannot use: refused if named, skipped from the default list
+        oracle, _ = build_oracles(network, c)  # (a bad oracle or option is an error whatever the algorithm)
+        check_extras(network, c)
         try:
-            check_config(network, c)
+            check_oracle(make_search(c.algorithm, precision=c.precision), oracle)
         except ConfigError as exc:
             if chosen:
                 raise
