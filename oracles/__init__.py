@@ -96,7 +96,9 @@ register_oracle("input-split", "oracles.input_split:InputSplitOracle",
                 queries=("verify",))
 register_oracle("lirpa", "oracles.lirpa:LirpaOracle",
                 "auto_LiRPA IBP/CROWN/alpha-CROWN (optional, from source; sound, incomplete)", queries=("verify",))
-register_oracle("marabou", "oracles.marabou:MarabouOracle", "Marabou via maraboupy 2.0 (optional; sound, complete)",
+register_oracle("marabou", "oracles.marabou:MarabouOracle",
+                "Marabou via maraboupy 2.0 (optional; sound; complete only where its unsat is trusted, not with "
+                "the 2.0.0 wheel)",
                 queries=("verify",))
 register_oracle("attack", "oracles.attack:AttackOracle",
                 "PGD attack with restarts (falsifier only: FALSIFIED or UNKNOWN)", queries=("verify",))

@@ -115,12 +115,16 @@ def read_instances(path: str | Path) -> list[Instance]:
     return out
 
 
+#: The ``model_sha256`` of a ``verify --instances`` configuration: each instance names its own model.
+PER_INSTANCE = "per-instance"
+
+
 def run_config(config: VerifyConfig, domain: tuple[float, float] | None) -> dict[str, Any]:
     """What determines an instance's result besides its files and timeout (the store's
     ``config_key`` is its hash)."""
     dom = None if domain is None else [float(domain[0]), float(domain[1])]
     return {"command": "verify", "algorithm": "verify", "oracle": config.oracle, "verify_config": asdict(config),
-            "model_sha256": "per-instance",
+            "model_sha256": PER_INSTANCE,
             "domain": dom, "label": None, "time_limit": None, "timeouts": "per instance (instances file)"}
 
 

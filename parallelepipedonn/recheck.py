@@ -53,6 +53,7 @@ from .dual import FORMAT_NAME as DUAL_FORMAT
 from .dual import FORMAT_VERSION as DUAL_VERSION
 from .dual import DualBox
 from .errors import ConfigError, InputDataError, ModelError, ModelMismatchError, ParallelepipedoNNError
+from .instances import PER_INSTANCE
 from .io_utils import sha256_file
 from .network import Network
 from .recheck_claims import (
@@ -327,7 +328,7 @@ def store_items(path: Path, notes: dict[str, str] | None = None
         mismatch = _row_mismatch(row, stored)
         if mismatch is not None:
             refuted.append(wrong(mismatch))
-        elif said is not None and stored.model_sha256 != said:
+        elif said is not None and said != PER_INSTANCE and stored.model_sha256 != said:
             refuted.append(wrong(f"its certificate names model {stored.model_sha256}, its configuration {said}"))
         elif isinstance(stored, Certificate) and (other := _other_input(row, stored, where, notes)) is not None:
             refuted.append(wrong(other))
