@@ -27,7 +27,11 @@ def render(text: str, results: Path = RESULTS) -> str:
     return BLOCK.sub(fill, text)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Rewrite README.md's result blocks (``--help`` and unknown options write nothing)."""
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     README.write_text(render(README.read_text()))
     print(f"updated {README}")
 

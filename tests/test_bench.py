@@ -207,3 +207,13 @@ def test_crown_vs_lirpa_boxes_of_a_vnncomp_network_are_its_instances_boxes_of_on
     assert label == 0  # a and c (class 0) against b (class 1); d is another network's
     np.testing.assert_allclose((lower + upper) / 2, [[0.9, 0.1], [0.8, 0.3], [0.9, 0.1]])
     assert cvl.net_path("oval21-wide", tmp_path) is None  # no ONNX file there: the net is skipped
+
+
+def test_the_readme_renderer_writes_nothing_for_help(monkeypatch, tmp_path):
+    """``python -m benchmarks.readme --help`` rewrote README.md (it ignored its arguments)."""
+    target = tmp_path / "README.md"
+    target.write_text("<!-- results:x -->\nold\n<!-- /results:x -->\n")
+    monkeypatch.setattr(readme, "README", target)
+    with pytest.raises(SystemExit):
+        readme.main(["--help"])
+    assert target.read_text().endswith("old\n<!-- /results:x -->\n")
