@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gzip
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -53,6 +52,7 @@ from .onnx_read import (
     check_model,
     gib,
     parse_model,
+    read_model_file,
     type_name,
 )
 
@@ -540,19 +540,6 @@ def load_onnx(path: str | Path, name: str | None = None) -> Network | Graph:
     raw, data = read_model_file(p)
     ir = model_from_onnx(parse_model(data, label), label)
     return dataclasses.replace(ir, file_sha256=hashlib.sha256(raw).hexdigest())
-
-
-def read_model_file(path: str | Path) -> tuple[bytes, bytes]:
-    """``(raw, model)``: a model file's bytes as stored and the serialized model (the
-    same, or decompressed for a ``.gz`` file). Raises :class:`ModelError` when unreadable."""
-    p = Path(path)
-    try:
-        raw = data = p.read_bytes()
-        if p.suffix == ".gz":
-            data = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise ModelError(f"cannot read model file {str(p)!r}: {getattr(exc, 'strerror', None) or exc}") from exc
-    return raw, data
 
 
 

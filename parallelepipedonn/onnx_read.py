@@ -18,10 +18,12 @@ variables (rows of coefficients; see :mod:`parallelepipedonn.onnx_import`).
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -487,3 +489,16 @@ def check_model(model: onnx.ModelProto, name: str) -> None:
         onnx.checker.check_model(model)
     except Exception as exc:  # ValidationError, ...
         raise ModelError(f"model {name!r} is not a valid ONNX model: {_first_line(exc)}") from exc
+
+
+def read_model_file(path: str | Path) -> tuple[bytes, bytes]:
+    """``(raw, model)``: a model file's bytes as stored and the serialized model (the
+    same, or decompressed for a ``.gz`` file). Raises :class:`ModelError` when unreadable."""
+    p = Path(path)
+    try:
+        raw = data = p.read_bytes()
+        if p.suffix == ".gz":
+            data = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ModelError(f"cannot read model file {str(p)!r}: {getattr(exc, 'strerror', None) or exc}") from exc
+    return raw, data

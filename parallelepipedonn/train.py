@@ -218,7 +218,7 @@ def save_trained(result: TrainResult, path: str | Path) -> None:
 def model_metadata(path: str | Path) -> dict[str, str]:
     """The metadata properties of an ONNX file (e.g. ``test_accuracy`` of a trained net;
     ``.onnx.gz`` read decompressed)."""
-    from .onnx_import import read_model_file
+    from .onnx_read import read_model_file
 
     model = onnx.load_model_from_string(read_model_file(path)[1])
     return {p.key: p.value for p in model.metadata_props}
