@@ -248,9 +248,13 @@ def _torch_workers_flush() -> bool:
 
 
 def _blas_probe() -> bool:
-    """Does a numpy product that BLAS shares out among its threads lose subnormal numbers?"""
-    products = np.full((256, 256), 2.0**-500) @ np.full((256, 256), 2.0**-560)  # sums of 2^-1060: subnormal
-    return bool((products == 0).any())
+    """Does a numpy product that BLAS shares out among its threads lose subnormal numbers?
+    Every entry of the product is one subnormal product, 2^-1060, and 255 exact zeros: a
+    thread that flushes leaves zeros in its block. (Full matrices of such products took
+    70 ms, once per process: arithmetic on subnormals is about a hundred times slower.)"""
+    left, right = np.zeros((256, 256)), np.zeros((256, 256))
+    left[:, -1], right[-1, :] = 2.0**-500, 2.0**-560
+    return bool(((left @ right) == 0).any())
 
 
 #: numpy's BLAS libraries as ``threadpoolctl`` finds them (looked for once: ``[None]`` where
