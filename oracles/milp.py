@@ -47,7 +47,14 @@ from parallelepipedonn.box import Box, linf_distance_up
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network, ReLU
-from parallelepipedonn.tolerances import solver_proof_margin, solver_trusted
+from parallelepipedonn.tolerances import (
+    CLASS_SLACK,
+    DISTANCE_ABS_MARGIN,
+    DISTANCE_CAP_SLACK,
+    DISTANCE_MARGIN,
+    solver_proof_margin,
+    solver_trusted,
+)
 
 from .base import Answer, Distance, FloatArray, Oracle, Verdict
 from .bounds import (
@@ -66,22 +73,10 @@ from .milp_encoding import PROOF_MARGIN, Encoding, encode, make_solver, retune, 
 from .milp_graph import EncodingTimedOut, GraphBoxBounds, box_bounds, crown_margins, encode_graph
 from .milp_graph import margin_gradient as graph_margin_gradient
 from .milp_graph import term_magnitude as graph_term_magnitude
-from .milp_regions import CLASS_SLACK, ClassRegionQueries
+from .milp_regions import ClassRegionQueries
 from .monotone import fix_monotone_inputs, shrink_monotone
 
 log = logging.getLogger(__name__)
-
-#: A distance bound from HiGHS counts as proven after a cut of ``DISTANCE_MARGIN`` times
-#: the bound plus ``DISTANCE_ABS_MARGIN``: 10 times the feasibility tolerances the distance
-#: problems are solved with (:data:`DISTANCE_OPTIONS`; the ``|x' - x| <= t`` rows have
-#: coefficients 1, and the inputs lie in boxes of width <= 1 in the reference domains).
-DISTANCE_MARGIN = 1e-6
-DISTANCE_ABS_MARGIN = 1e-8
-
-#: The distance MILP's cap on ``t`` lies this much (relative) above the best distance
-#: found: with the cap at the optimum's doorstep (within 3e-6), HiGHS's presolve, at its
-#: default tolerances, reported the cap itself as the proven bound, above the optimum.
-DISTANCE_CAP_SLACK = 1e-4
 
 #: HiGHS options for the distance queries: the RINS and RENS sub-MIP heuristics took most
 #: of the time on the reference MNIST net (the attack's counterexample is a good

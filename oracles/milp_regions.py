@@ -21,17 +21,13 @@ from numpy.typing import NDArray
 from parallelepipedonn.box import Box
 from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network
-from parallelepipedonn.tolerances import solver_coordinate_error
+from parallelepipedonn.tolerances import CLASS_SLACK, solver_coordinate_error
 
 from .base import ClassBox, Extreme, FloatArray, RegionAnswer, RegionVerdict
 from .milp_encoding import PROOF_MARGIN, Encoding, make_solver, solve
 from .milp_graph import EncodingTimedOut, encode_model
 
 log = logging.getLogger(__name__)
-
-#: Class constraints ``logit_c - logit_j >= -CLASS_SLACK`` define a (slightly larger)
-#: superset of the class region, so that solver tolerances cannot cut true points off.
-CLASS_SLACK = 1e-6
 
 #: When a class-region optimum is not a confirmed class point (HiGHS may return one with
 #: ``logit_label - logit_j = -CLASS_SLACK`` exactly), the problem is solved again with the

@@ -27,15 +27,11 @@ from .errors import ConfigError, InputDataError, ModelError, ModelMismatchError
 from .io_utils import sha256_file
 from .network import Network
 from .search.base import Status
+from .tolerances import METRIC_RTOL
 from .verify import Verification, VerifyConfig
 from .verify_recheck import recheck_verification
 
 FloatArray = NDArray[np.float64]
-
-#: Relative tolerance when comparing a stored log-volume with the one recomputed from the
-#: box (JSON keeps float64 exactly; the logarithms' last bits may differ between numpy
-#: builds), and an exact search's gap with its precision.
-_METRIC_RTOL = 1e-12
 
 
 class Outcome(str, enum.Enum):
@@ -94,7 +90,7 @@ def _check_geometry(cert: Certificate, raw: dict[str, Any] | None, net: Network)
         checks += ["input in box", "box in domain"]
     if raw is not None:
         for key, actual, rtol in (("apothem", cert.apothem, 0.0), ("min_edge", cert.min_edge, 0.0),
-                                  ("log_volume", cert.log_volume, _METRIC_RTOL)):
+                                  ("log_volume", cert.log_volume, METRIC_RTOL)):
             if not _close(raw.get(key), actual, rtol):
                 raise _Refuted(f"the stored {key} {raw.get(key)} is not the box's ({actual})")
         if "gap" in raw and not _close(raw.get("gap"), cert.gap):
@@ -129,7 +125,7 @@ def _check_counterexample(cert: Certificate, net: Network) -> list[str]:
         best = float(np.delete(logits, cert.label).max())
         # a near tie between two other classes may be ordered differently by another float64 pass
         with np.errstate(over="ignore", invalid="ignore"):
-            tie = 2 * float(net.margin_errors(cex, cert.label)[1][0]) + _METRIC_RTOL * max(1.0, abs(best))
+            tie = 2 * float(net.margin_errors(cex, cert.label)[1][0]) + METRIC_RTOL * max(1.0, abs(best))
         tie = tie if math.isfinite(tie) else math.inf
         if not (0 <= stored < logits.size and stored != cert.label and logits[stored] >= best - tie):
             actual = int(np.argmax(np.where(np.arange(logits.size) == cert.label, -np.inf, logits)))
@@ -177,7 +173,7 @@ def _unproven_bounds(cert: Certificate) -> list[str]:
                 raise _Refuted(f"the certificate claims its apothem is the best one (exact) to a relative precision "
                                f"of {precision!r}, which the exact search refuses (it must be below 1) and which "
                                "would call any apothem the best")
-            elif bound - a > _precision(precision) * bound * (1 + _METRIC_RTOL):
+            elif bound - a > _precision(precision) * bound * (1 + METRIC_RTOL):
                 raise _Refuted(f"the certificate claims its apothem {a:.6g} is the best one (exact) to precision "
                                f"{precision:g}, but its apothem upper bound is {bound:.6g}")
     return unproven

@@ -106,6 +106,34 @@ HIGHS_RELIABLE_COEFFICIENT = 1e-9
 #: rows reach about 5e-9, the crafted one 0.035.
 FRAGILE_ROW_SHIFT = 1e-7
 
+#: MILP class constraints ``logit_c - logit_j >= -CLASS_SLACK`` define a (slightly larger)
+#: superset of the class region, so that solver tolerances cannot cut true points off
+#: (:mod:`oracles.milp_regions`, :mod:`oracles.milp`).
+CLASS_SLACK = 1e-6
+
+#: A distance bound from HiGHS counts as proven after a cut of ``DISTANCE_MARGIN`` times
+#: the bound plus ``DISTANCE_ABS_MARGIN``: 10 times the feasibility tolerances the distance
+#: problems are solved with (:data:`oracles.milp.DISTANCE_OPTIONS`; the ``|x' - x| <= t``
+#: rows have coefficients 1, and the inputs lie in boxes of width <= 1 in the reference
+#: domains).
+DISTANCE_MARGIN = 1e-6
+DISTANCE_ABS_MARGIN = 1e-8
+
+#: The distance MILP's cap on ``t`` lies this much (relative) above the best distance
+#: found: with the cap at the optimum's doorstep (within 3e-6), HiGHS's presolve, at its
+#: default tolerances, reported the cap itself as the proven bound, above the optimum.
+DISTANCE_CAP_SLACK = 1e-4
+
+#: recheck: relative tolerance when comparing a stored log-volume with the one recomputed
+#: from the box (JSON keeps float64 exactly; the logarithms' last bits may differ between
+#: numpy builds), and an exact search's gap with its precision.
+METRIC_RTOL = 1e-12
+
+#: A latent Gaussian-mixture model's head must be the mixture's Bayes rule rounded to
+#: float32: within this relative distance (two float32 units, room for another machine's
+#: float64 solves), else the model is refused (:mod:`parallelepipedonn.gmm.model`).
+GMM_HEAD_RTOL = 2.0 ** -22
+
 
 def _np_dtype(dtype: Any) -> np.dtype:
     """numpy dtype of a numpy or torch dtype (torch's name without importing torch)."""

@@ -352,3 +352,35 @@ def test_importing_the_oracles_loads_only_the_core_of_parallelepipedonn():
     loaded = eval(proc.stdout.strip().splitlines()[-1])
     upper = [m for m in loaded if m != "parallelepipedonn" and LAYERS.get(m) != "core"]
     assert not upper, f"importing the oracles loaded {upper}"
+
+
+#: Module-level numbers whose names say tolerance, outside ``parallelepipedonn/tolerances.py``,
+#: with why they are not soundness tolerances (no proof reads them).
+NOT_SOUNDNESS = {
+    "oracles.crown.SCREEN_SLACK": "which corners the screen evaluates in float64 (a heuristic filter)",
+    "parallelepipedonn.plotting._TIGHT_RTOL": "which faces a picture colours as binding",
+}
+TOLERANCE_WORDS = ("SLACK", "MARGIN", "RTOL", "ATOL", "TOLERANCE", "EPS")
+
+
+def test_soundness_tolerances_live_in_the_tolerances_module():
+    """Every number that widens or narrows what counts as proven (slacks, margins, relative
+    tolerances) is defined in ``parallelepipedonn/tolerances.py``, where it is reviewed with
+    the others; elsewhere, a module-level number named like one is a listed exception."""
+    found = []
+    for name, path in MODULES.items():
+        if name == "parallelepipedonn.tolerances" or not name.startswith(("parallelepipedonn", "oracles")):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
+            value = getattr(node, "value", None)
+            literal = isinstance(value, ast.Constant) and isinstance(value.value, (int, float)) or \
+                isinstance(value, ast.BinOp)
+            for target in targets:
+                if isinstance(target, ast.Name) and literal and any(w in target.id.upper() for w in TOLERANCE_WORDS):
+                    found.append(f"{name}.{target.id}")
+    stray = sorted(set(found) - set(NOT_SOUNDNESS))
+    assert not stray, f"tolerances outside parallelepipedonn/tolerances.py: {', '.join(stray)}"
+    stale = sorted(set(NOT_SOUNDNESS) - set(found))
+    assert not stale, f"NOT_SOUNDNESS names numbers that no longer exist: {', '.join(stale)}"
