@@ -29,15 +29,19 @@ if TYPE_CHECKING:
 GRAPH_ORACLES = ("crown", "alpha-crown", "milp", "bab", "input-split", "attack")
 
 
-def chain_network(network: Network | Graph, who: str) -> tuple[Network, dict[str, Any] | None]:
+def chain_network(network: Network | Graph, who: str,
+                  instead: str | None = None) -> tuple[Network, dict[str, Any] | None]:
     """The chain ``who`` (an oracle's name, or what needs the chain) reads for ``network``
-    and the record of the expansion (``None`` when nothing was expanded).
+    and the record of the expansion (``None`` when nothing was expanded). ``instead``: what
+    the errors suggest (default: the oracles that read graphs).
 
     Raises :class:`OracleError` for a graph whose ReLUs do not form a chain or whose
     expansion is not exact, and :class:`ModelTooLargeError` when its dense expansion
     exceeds the importer's limits."""
     if isinstance(network, Network):
         return network, None
+    graph_oracles = f"{', '.join(GRAPH_ORACLES[:-1])} or {GRAPH_ORACLES[-1]}"
+    use = instead or f"{graph_oracles} (or a cascade of them, e.g. crown+milp), which read the graph as it is"
     chain = network.as_network()
     if chain is not None:
         return chain, None
@@ -45,16 +49,13 @@ def chain_network(network: Network | Graph, who: str) -> tuple[Network, dict[str
         expansion = network.chain_expansion()
     except NotAChainError as exc:
         raise OracleError(f"{who} supports chain networks (convolutions and pooling are expanded into dense "
-                          f"matrices); this model is not one: {exc} — use {', '.join(GRAPH_ORACLES[:-1])} or "
-                          f"{GRAPH_ORACLES[-1]} (or a cascade of them, e.g. crown+milp), which read the graph as it "
-                          "is") from exc
+                          f"matrices); this model is not one: {exc} — use {use}") from exc
     except ModelTooLargeError as exc:
-        raise ModelTooLargeError(f"{who} reads the model as a chain of dense affine maps: {exc} — use crown, milp or bab, "
-                                 "which read the graph as it is") from exc
+        raise ModelTooLargeError(f"{who} reads the model as a chain of dense affine maps: {exc} — use "
+                                 f"{instead or 'crown, milp or bab, which read the graph as it is'}") from exc
     if not expansion.exact:
         raise OracleError(f"{who} reads the model as a chain of dense affine maps, and this graph's is not exact: "
                           "composing its linear nodes between two ReLUs in float64 rounds (e.g. a convolution after an "
                           "input normalisation, a pooling after a convolution; with cancelling weights by far more "
-                          "than the last bits), so a proof would be about other weights — use "
-                          f"{', '.join(GRAPH_ORACLES[:-1])} or {GRAPH_ORACLES[-1]}, which read the graph as it is")
+                          f"than the last bits), so a proof would be about other weights — use {use}")
     return expansion.network, expansion.record()

@@ -438,7 +438,8 @@ class CrownOracle(Oracle):
         the class mark the bounds they attain as exact."""
         self.network.check_label(label)
         if self.graph_tensors is not None:  # on the graph's chain expansion (recorded), or refused
-            chain, self.bridge = chain_network(self.network, f"{self.name} (class extremes)")
+            chain, self.bridge = chain_network(self.network, f"{self.name}'s class extremes (the relaxed dual)",
+                                               instead=RELAXED_DUAL_INSTEAD)
             inner = CrownOracle(chain, device=str(self.device), dtype=self.dtype)
             inner.model = self.model
             try:
@@ -504,6 +505,11 @@ SCREEN_SLACK = 1e-5
 
 #: Boxes (with their margin bounds) the bisection remembers, to order its probes.
 _SEEN = 32
+
+
+#: What the errors of :meth:`CrownOracle.class_extremes` on a graph it cannot read suggest.
+RELAXED_DUAL_INSTEAD = ("the milp dual (certify --dual milp, dual --method milp; method='milp' in the API), which "
+                        "reads the graph as it is")
 
 
 def _through(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:

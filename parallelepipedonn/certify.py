@@ -19,7 +19,7 @@ from oracles.registry import accepts_option, make_oracle
 from .box import Box, linf_distance_up
 from .certificate import Certificate
 from .classifier import Classifier
-from .errors import ConfigError, InputDataError, OracleError
+from .errors import ConfigError, InputDataError, NotAChainError, OracleError
 from .inputs import as_network_input
 from .network import Network
 from .search import DEFAULT_SEARCH, Problem, Status, check_oracle, default_oracle, make_search
@@ -118,6 +118,19 @@ def check_extras(network: Network, config: CertifyConfig) -> None:
             raise ConfigError(f"unknown dual method {config.dual!r}; available: {', '.join(METHODS)}")
         if not (config.dual_radius > 0 and math.isfinite(config.dual_radius)):
             raise ConfigError(f"the dual radius must be a finite number > 0, got {config.dual_radius}")
+        if config.dual == "relaxed":  # CROWN's class extremes read chains: refused before the search, not after
+            from oracles.crown import RELAXED_DUAL_INSTEAD
+
+            from .graph import Graph
+            from .graph_chain import relu_stages
+
+            if isinstance(network, Graph) and not network.is_chain:
+                try:
+                    relu_stages(network)
+                except NotAChainError as exc:
+                    raise ConfigError(f"the relaxed dual (crown's class extremes) reads chain networks (convolutions "
+                                      f"and pooling expanded into dense matrices); this model is not one: {exc} — "
+                                      f"use {RELAXED_DUAL_INSTEAD}") from exc
 
 
 def resolve_domain(domain: Box | None, model: Classifier) -> Box:
@@ -266,6 +279,7 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
         oracle, built_falsifier = build_oracles(network, config)
         falsifier = falsifier if falsifier is not None else built_falsifier
     check_oracle(search, oracle)
+    check_extras(network, config)  # a bad epsilon or dual before the search, not after it
     common: dict[str, Any] = dict(
         label=label, predicted_label=predicted, input=xa, input_shape=network.input_shape, domain=dom,
         oracle=oracle.name, oracle_settings=oracle.settings(), algorithm=search.name,
