@@ -81,6 +81,11 @@ def _worker_solve(task: tuple[int, bool]) -> tuple[int, bool, str, float | None,
     return index, maximize, res.status, res.bound, res.x
 
 
+#: Points per forward pass of :meth:`ClassRegionQueries._single_changes` (witnesses times
+#: coordinates).
+SINGLE_CHANGE_POINTS = 4096
+
+
 class ClassRegionQueries:
     """The class-region queries of :class:`~oracles.milp.MilpOracle` (which provides
     ``network``, ``stats``, ``_bounds``, ``_solver``, ``_deadline`` and ``_region_scale``)."""
@@ -246,7 +251,12 @@ class ClassRegionQueries:
     def _single_changes(self, label: int, region: Box, witnesses: FloatArray, reached_lo: FloatArray,
                         reached_hi: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Move one coordinate of each witness to the region's edge: where the point stays
-        in the class, that edge is attained (the new witnesses are returned too)."""
+        in the class, that edge is attained (the new witnesses are returned too: for each
+        coordinate attained, its first witness that stays). The witnesses are tried in
+        blocks (4, then 16, 64, ...), each only on the coordinates no earlier block attained:
+        where most points of the region are in the class, the first witness attains nearly
+        every coordinate (on the residual MNIST net at radius 0.02, 64 witnesses on every
+        coordinate at once took 52 s of forward passes)."""
         n = self.network.n_inputs
         if not len(witnesses):
             return reached_lo, reached_hi, np.zeros((0, n))
@@ -254,15 +264,19 @@ class ClassRegionQueries:
         found = []
         for edge, reached, better in ((region.lower, reached_lo, np.less), (region.upper, reached_hi, np.greater)):
             todo = np.flatnonzero(better(edge, reached))
-            for chunk in np.array_split(todo, max(1, len(todo) // 64)):
-                if not chunk.size:
-                    continue
-                pts = np.repeat(witnesses[None], chunk.size, axis=0)  # (coords, witnesses, n)
-                pts[np.arange(chunk.size), :, chunk] = edge[chunk][:, None]
-                ok = self._class_points(pts.reshape(-1, pts.shape[-1]), label).reshape(chunk.size, -1)
-                hit = ok.any(axis=1)
-                reached[chunk[hit]] = edge[chunk[hit]]
-                found += [pts[k, int(np.argmax(ok[k]))] for k in np.flatnonzero(hit)]
+            first, size = 0, 4
+            while todo.size and first < len(witnesses):
+                block = witnesses[first:first + size]
+                per_call = max(1, SINGLE_CHANGE_POINTS // len(block))
+                for chunk in np.array_split(todo, -(-todo.size // per_call)):
+                    pts = np.repeat(block[None], chunk.size, axis=0)  # (coords, witnesses, n)
+                    pts[np.arange(chunk.size), :, chunk] = edge[chunk][:, None]
+                    ok = self._class_points(pts.reshape(-1, n), label).reshape(chunk.size, -1)
+                    hit = ok.any(axis=1)
+                    reached[chunk[hit]] = edge[chunk[hit]]
+                    found += [pts[k, int(np.argmax(ok[k]))] for k in np.flatnonzero(hit)]
+                todo = todo[better(edge[todo], reached[todo])]
+                first, size = first + size, 4 * size
         return reached_lo, reached_hi, np.array(found).reshape(-1, n)
 
     def _run_extremes(self, label: int, region: Box, tasks: list[tuple[int, bool]], workers: int, progress: Any,

@@ -333,3 +333,30 @@ def test_a_tie_is_a_class_point_only_in_exact_arithmetic():
     below = np.stack([np.nextafter(xs, 0), xs], axis=1)  # x0 one ulp below x1: exact margin < 0
     assert not milp._class_points(below, 0).any()
     assert milp._class_points(np.stack([xs, xs], axis=1), 0).all()  # exact ties are class points
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_single_coordinate_changes_attain_the_same_edges_as_trying_every_witness_on_every_coordinate(seed):
+    """The witnesses are tried in growing blocks, each on the coordinates not yet attained:
+    the same edges are attained as by every witness on every coordinate, each by the first
+    witness that stays in the class, and every point returned is a class point with one
+    coordinate moved to the edge."""
+    net = random_network(seed, [6, 8, 8, 3])
+    rng = np.random.default_rng(seed)
+    region = Box(np.full(6, 0.2), np.full(6, 0.8))
+    pts = rng.uniform(0.2, 0.8, (400, 6))
+    label = int(np.bincount(net.predict(pts)).argmax())
+    witnesses = pts[net.class_points(pts, label)][:40]
+    lo0, hi0 = witnesses.min(axis=0), witnesses.max(axis=0)
+    lo, hi, found = MilpOracle(net)._single_changes(label, region, witnesses, lo0, hi0)
+    for edge, reached, start in ((region.lower, lo, lo0), (region.upper, hi, hi0)):
+        for i in range(6):
+            moved = witnesses.copy()
+            moved[:, i] = edge[i]
+            ok = net.class_points(moved, label)
+            assert reached[i] == (edge[i] if ok.any() else start[i])
+            if ok.any():  # its first witness that stays is among the points returned
+                assert any(np.array_equal(moved[int(np.argmax(ok))], f) for f in found)
+    assert len(found) == int((lo == region.lower).sum() - (lo0 == region.lower).sum()
+                             + (hi == region.upper).sum() - (hi0 == region.upper).sum())
+    assert net.class_points(found, label).all()
