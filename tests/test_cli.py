@@ -328,3 +328,14 @@ def test_a_batch_refuses_a_bad_epsilon_oracle_and_compare_a_bad_option_before_an
     code, out, err = run(capsys, "compare", "--dataset", "mnist", "--index", "0",
                          "--oracle-option", "bab.max_nodes=1000")
     assert code == 2 and "bab.max_nodes" in err and "skipped" not in out
+
+
+@pytest.mark.parametrize("value, shown", [(1.00000005, "1.001"), (1.0, "1"), (0.12341, "0.1235"), (9.99951, "10"),
+                                          (2.5, "2.5"), (float("inf"), "inf"), (None, "unknown")])
+def test_an_upper_bound_is_printed_rounded_up(value, shown):
+    """``gmm`` printed "encoder Lipschitz <= 1" for a bound of 1.00000005."""
+    from parallelepipedonn.cli.common import fmt_up
+
+    assert fmt_up(value) == shown
+    if value is not None:
+        assert float(shown) >= value

@@ -471,6 +471,7 @@ def test_instances_go_into_the_store_and_a_second_run_resumes(small, tmp_path, c
     assert code == 0 and "2 already in" in out and "1 run now" in out and "2 unsat, 1 sat" in out, out + err
     code, out, _ = run(capsys, "store", "summary", str(db))
     assert code == 0 and "verify / crown+attack+alpha-crown+bab" in out and "2 certified, 1 not-robust" in out
+    assert "label each property's" in out and "label predicted" not in out, out  # not the certify default
     # the store is rechecked row by row (its configuration's model is "per-instance": every row
     # was refuted for naming its own model)
     code, out, _ = run(capsys, "recheck", str(db))

@@ -41,6 +41,18 @@ def fmt(v: float | None, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
+def fmt_up(v: float | None, digits: int = 4) -> str:
+    """``v`` to ``digits`` significant digits rounded up (an upper bound printed after "<="
+    stays one: 1.00000005 is "1.001", not "1")."""
+    if v is None or not math.isfinite(v) or v == 0:
+        return fmt(v, digits)
+    from decimal import ROUND_CEILING, Decimal
+
+    exact = Decimal(v)
+    step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+    return f"{float(exact.quantize(step, rounding=ROUND_CEILING)):.{digits}g}"
+
+
 def check_outputs(args: argparse.Namespace, *paths: str | None) -> None:
     """Fail before any work if an output cannot be written, or would overwrite another
     output or an input file."""

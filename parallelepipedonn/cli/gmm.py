@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..io_utils import removed_on_failure
 from ..progress import Progress
 from .args import add_certify_options, certify_config, positive
-from .common import Parser, check_outputs, fmt
+from .common import Parser, check_outputs, fmt, fmt_up
 from .exits import EXIT_CODES, EXIT_OK
 
 ENCODERS = ("pca", "penultimate", "trained")
@@ -168,7 +168,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {args.encoder} encoder, latent dimension {c.latent_dim}, {c.network.describe()}, "
           f"train accuracy {result.train_accuracy:.4f} ({len(y)} images), test accuracy {result.test_accuracy:.4f} "
           f"({len(yt)} images; data: {train.source})")
-    print(f"  encoder Lipschitz <= {fmt(c.encoder_lipschitz)}; KL estimate (test latents vs mixture) "
+    print(f"  encoder Lipschitz <= {fmt_up(c.encoder_lipschitz)}; KL estimate (test latents vs mixture) "
           f"{kl if isinstance(kl, str) else f'{kl:.3g}'} nats{' (' + diag['kl_reason'] + ')' if diag['kl_reason'] else ''}; "
           f"fit in {result.seconds:.1f} s")
     if diag.get("shared_covariance_kl") is not None:
@@ -243,7 +243,7 @@ def _summary(cert, classifier, what: str, model_path: Path, norm: str, written: 
                     (f"    latent        L2 {fmt(num(lat['l2']))}, Mahalanobis {fmt(num(lat['mahalanobis']))}, "
                     f"L∞ {fmt(num(lat['linf']))} (nearest face: class {lat['closest_class']})"),
                     (f"    input L2      {fmt(num(g['input_l2_global']))} (global: encoder Lipschitz <= "
-                    f"{fmt(num(g['encoder_lipschitz']))})")]
+                    f"{fmt_up(num(g['encoder_lipschitz']))})")]
     for name, part in (("input L∞", linf), ("input L2", l2)):
         if part is not None:
             lines.append(f"    {name:13s} {fmt(num(part['radius']), 6)} (exact in the domain: a counterexample at "

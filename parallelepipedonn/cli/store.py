@@ -28,8 +28,11 @@ def cmd_store_summary(args: argparse.Namespace) -> int:
         print(f"{args.path}: {len(configs)} configuration(s)")
         for key, c in configs.items():
             rows = store.rows(key)
-            label = {None: "predicted", "true": "true (each input's)"}.get(c.get("label"), c.get("label"))
-            limit = "none" if c.get("time_limit") is None else f"{c['time_limit']:g} s"
+            if c.get("command") == "verify":  # verify --instances: each instance's property and time-out
+                label, limit = "each property's", str(c.get("timeouts") or "per instance")
+            else:
+                label = {None: "predicted", "true": "true (each input's)"}.get(c.get("label"), c.get("label"))
+                limit = "none" if c.get("time_limit") is None else f"{c['time_limit']:g} s"
             print(f"  {key[:12]}  {c.get('algorithm')} / {c.get('oracle')}  model {str(c.get('model_sha256'))[:12]}  "
                   f"label {label}  time limit {limit}")
             summary = Summary.of(rows, args.epsilon)
