@@ -33,7 +33,8 @@ EXIT_CODES = """exit codes:
        the wrong number of inputs or outputs, an input box outside the domain or
        empty (the message names the file and line; nothing is written) (a batch: an
        input or instance could not be read)
-  3    recheck: the model file's sha256 differs from the certificate's
+  3    recheck: the model file's sha256 differs from the one recorded (or, for a
+       verify result, the property file's)
   4    an output file (--json, --plot, --store) cannot be written
   5, 6 recheck: refuted, undecided
   130  interrupted (a batch keeps every result committed so far)
