@@ -103,15 +103,16 @@ def check_config(network: Network, config: CertifyConfig) -> None:
     check_extras(network, config)
 
 
-def check_extras(network: Network, config: CertifyConfig) -> None:
+def check_extras(network: Network, config: CertifyConfig, build: bool = True) -> None:
     """The part of :func:`check_config` beyond the search and its oracle: ``epsilon`` and
-    its oracle, the dual's method and radius."""
+    its oracle (built when ``build``), the dual's method and radius, and whether the
+    relaxed dual can read the network."""
     from .dual import METHODS
 
     if config.epsilon is not None:
         if not (config.epsilon > 0 and math.isfinite(config.epsilon)):
             raise ConfigError(f"epsilon must be a positive number, got {config.epsilon}")
-        if config.epsilon_oracle:
+        if config.epsilon_oracle and build:
             make_oracle(config.epsilon_oracle, network, **_with_device(config.epsilon_oracle, {}, config.device))
     if config.dual is not None:
         if config.dual not in METHODS:
@@ -279,7 +280,7 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
         oracle, built_falsifier = build_oracles(network, config)
         falsifier = falsifier if falsifier is not None else built_falsifier
     check_oracle(search, oracle)
-    check_extras(network, config)  # a bad epsilon or dual before the search, not after it
+    check_extras(network, config, build=False)  # a bad epsilon or dual before the search, not after it
     common: dict[str, Any] = dict(
         label=label, predicted_label=predicted, input=xa, input_shape=network.input_shape, domain=dom,
         oracle=oracle.name, oracle_settings=oracle.settings(), algorithm=search.name,

@@ -179,21 +179,20 @@ def test_residual_and_side_by_side_relus_are_not_chains():
         b.graph().to_chain()
 
 
-def test_the_relaxed_dual_on_a_residual_graph_is_refused_before_the_search_and_points_to_milp(monkeypatch):
+def test_the_relaxed_dual_on_a_residual_graph_is_refused_before_the_search_and_points_to_milp():
     """crown's class extremes read chains: on a residual graph certify --dual relaxed ran the
     whole search, then failed with "use crown, ..." (crown itself being what failed)."""
     import parallelepipedonn as ppn
-    from oracles.base import Oracle
+    from parallelepipedonn.certify import build_oracles
 
     g = residual()
     x = np.random.default_rng(0).random(g.n_inputs)
-    calls = []
-    monkeypatch.setattr(Oracle, "verify", lambda self, *a, **k: calls.append(self.name))
     for config in (ppn.CertifyConfig(dual="relaxed"), ppn.CertifyConfig(oracle="milp", dual="relaxed")):
+        oracle, falsifier = build_oracles(g, config)
         with pytest.raises(ppn.ConfigError, match="relaxed dual.*residual connection.*use the milp dual") as err:
-            ppn.certify(g, x, config=config)
+            ppn.certify(g, x, config=config, oracle=oracle, falsifier=falsifier)
         assert "use crown" not in str(err.value)
-    assert calls == []
+        assert oracle.stats.calls == falsifier.stats.calls == 0  # refused before the search asked anything
     with pytest.raises(OracleError, match="class extremes.*use the milp dual") as err:
         CrownOracle(g).class_extremes(0, ppn.Box(np.zeros(g.n_inputs), np.ones(g.n_inputs)))
     assert "use crown" not in str(err.value)
