@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -275,12 +276,14 @@ def _torch_workers_flush() -> bool:
     return seen[n]
 
 
-def _blas_probe() -> bool:
-    """Does a numpy product that BLAS shares out among its threads lose subnormal numbers?
-    Every entry of the product is one subnormal product, 2^-1060, and 255 exact zeros: a
-    thread that flushes leaves zeros in its block. (Full matrices of such products took
-    70 ms, once per process: arithmetic on subnormals is about a hundred times slower.)"""
-    left, right = np.zeros((256, 256)), np.zeros((256, 256))
+def _blas_probe(threads: int = 1) -> bool:
+    """Does a numpy product that BLAS shares out among its ``threads`` threads lose subnormal
+    numbers? Every entry of the product is one subnormal product, 2^-1060, and 255 exact
+    zeros: a thread that flushes leaves zeros in its block. The product has 16 rows per
+    thread at least (OpenBLAS shares a 256-row product among 16 threads at most: a pool grown
+    to 64 threads, its new ones flushing, was not seen). (Full matrices of subnormal products
+    took 70 ms, once per process: arithmetic on subnormals is about a hundred times slower.)"""
+    left, right = np.zeros((max(256, 16 * threads), 256)), np.zeros((256, 256))
     left[:, -1], right[-1, :] = 2.0**-500, 2.0**-560
     return bool(((left @ right) == 0).any())
 
@@ -314,7 +317,7 @@ def _blas_threads_flush() -> bool:
     libs = _blas_libraries()
     counts = None if libs is None else tuple(lib.get_num_threads() for lib in libs)
     if counts not in _BLAS_FLUSH:
-        _BLAS_FLUSH[counts] = _blas_probe()
+        _BLAS_FLUSH[counts] = _blas_probe(max(counts, default=1) if counts is not None else os.cpu_count() or 1)
     return _BLAS_FLUSH[counts]
 
 

@@ -331,11 +331,19 @@ def test_a_batch_refuses_a_bad_epsilon_oracle_and_compare_a_bad_option_before_an
 
 
 @pytest.mark.parametrize("value, shown", [(1.00000005, "1.001"), (1.0, "1"), (0.12341, "0.1235"), (9.99951, "10"),
-                                          (2.5, "2.5"), (float("inf"), "inf"), (None, "unknown")])
+                                          (2.5, "2.5"), (1e-5, "1.001e-05"), (123456.0, "1.235e+05"),
+                                          (1e-323, "9.882e-324"), (-5e-324, "-4.94e-324"), (np.float32(1.0), "1"),
+                                          (float("inf"), "inf"), (None, "unknown")])
 def test_an_upper_bound_is_printed_rounded_up(value, shown):
-    """``gmm`` printed "encoder Lipschitz <= 1" for a bound of 1.00000005."""
+    """``gmm`` printed "encoder Lipschitz <= 1" for a bound of 1.00000005; the decimal rounded
+    up is printed as it is (converted back to a float, a subnormal one came out below)."""
+    from decimal import Decimal
+
     from parallelepipedonn.cli.common import fmt_up
 
     assert fmt_up(value) == shown
-    if value is not None:
-        assert float(shown) >= value
+    if value is not None and np.isfinite(value):
+        assert Decimal(shown) >= Decimal(float(value))
+    rng = np.random.default_rng(0)
+    for v in np.concatenate([rng.integers(1, 5000, 200) * 5e-324, rng.normal(size=200) * 10.0 ** rng.integers(-300, 300, 200)]):
+        assert Decimal(fmt_up(float(v))) >= Decimal(float(v)), v

@@ -309,9 +309,9 @@ def test_class_region_witnesses_come_from_inside_the_class_when_the_optimum_lies
     # With x0 <= 0.97 in the region, the superset x0 - x1 >= -0.05 of class 0 reaches x1 = 1,
     # the class itself only x1 = 0.97: every optimum of the superset problem lies outside
     # the class (as HiGHS 1.16 returned one at margin -CLASS_SLACK on the reference nets)
-    import oracles.milp as milp_module
+    import oracles.milp_regions as regions_module  # where the class-region encoding reads it
 
-    monkeypatch.setattr(milp_module, "CLASS_SLACK", 0.05)
+    monkeypatch.setattr(regions_module, "CLASS_SLACK", 0.05)
     net = _diagonal_classifier()
     region = Box(np.zeros(2), np.array([0.97, 1.0]))
     milp = MilpOracle(net)

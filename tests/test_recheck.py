@@ -418,7 +418,7 @@ def test_a_face_moved_inwards_is_refuted_even_when_every_solver_optimum_lies_out
     # The class region {x0 >= x1} of the domain [0, 0.97] x [0, 1] reaches x1 = 0.97; its
     # superset x0 - x1 >= -0.05 (the class rows with the slack made large) reaches x1 = 1,
     # outside the class: the solver's optimum is never a witness, a point inside the class is
-    import oracles.milp as milp_module
+    import oracles.milp_regions as regions_module  # where the class-region encoding reads it
 
     net, path = _diagonal_model(tmp_path)
     domain = ppn.Box(np.zeros(2), np.array([0.97, 1.0]))
@@ -427,7 +427,7 @@ def test_a_face_moved_inwards_is_refuted_even_when_every_solver_optimum_lies_out
     d = dual.to_dict()
     d["upper"][1] = 0.5
     (tmp_path / "d.json").write_text(json.dumps(d))
-    monkeypatch.setattr(milp_module, "CLASS_SLACK", 0.05)
+    monkeypatch.setattr(regions_module, "CLASS_SLACK", 0.05)
     result = recheck(tmp_path / "d.json")
     assert result.outcome is Outcome.REFUTED, result.reason
     w = result.counterexample

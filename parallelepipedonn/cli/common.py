@@ -48,9 +48,14 @@ def fmt_up(v: float | None, digits: int = 4) -> str:
         return fmt(v, digits)
     from decimal import ROUND_CEILING, Decimal
 
-    exact = Decimal(v)
-    step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
-    return f"{float(exact.quantize(step, rounding=ROUND_CEILING)):.{digits}g}"
+    exact = Decimal(float(v))  # (numpy scalars too) the float's exact value
+    up = exact.quantize(Decimal(1).scaleb(exact.adjusted() - digits + 1), rounding=ROUND_CEILING)
+    # the decimal itself, laid out as a float's "g" (a float conversion would round to nearest again)
+    adjusted = up.adjusted()
+    text = f"{up:.{digits - 1}e}" if adjusted < -4 or adjusted >= digits else f"{up:.{digits - 1 - adjusted}f}"
+    mantissa, _, exponent = text.partition("e")
+    mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
+    return f"{mantissa}e{int(exponent):+03d}" if exponent else mantissa
 
 
 def check_outputs(args: argparse.Namespace, *paths: str | None) -> None:

@@ -37,7 +37,7 @@ from ..io_utils import atomic_write_bytes
 from ..network import Affine, Network
 from ..onnx_export import chain_nodes, finish_model, input_nodes
 from ..onnx_import import model_from_onnx, network_from_onnx
-from ..tolerances import GMM_HEAD_RTOL
+from ..tolerances import GMM_HEAD_RTOL, smallest_subnormal
 from .lipschitz import chain_lipschitz, margin_lipschitz
 from .mixture import Mixture
 from .radii import HeadRows, head_rows
@@ -50,9 +50,6 @@ META_KEY, MIXTURE_KEY = "gmm", "gmm_mixture"
 HEAD_NODE = "gmm_head"
 ENCODERS = ("pca", "penultimate", "trained")
 
-#: float32's smallest subnormal: a head entry rounded to float32 is off by at most half of it
-#: besides its relative rounding.
-_F32_TINY = float(np.finfo(np.float32).smallest_subnormal)
 
 
 def round_to_float32(net: Network) -> Network:
@@ -259,8 +256,9 @@ def classifier_from_onnx(model: onnx.ModelProto, name: str = "model") -> GmmClas
     # absolute room: float32's smallest subnormal, and the relative room of the largest entry
     # of the row (an entry far below its row's scale may differ in relative terms on another
     # machine), of all offsets for the offsets
-    atol_w = GMM_HEAD_RTOL * np.abs(fw).max(axis=1, keepdims=True, initial=0.0) + _F32_TINY
-    atol_b = GMM_HEAD_RTOL * float(np.abs(fb).max(initial=0.0)) + _F32_TINY
+    tiny = smallest_subnormal(np.float32)  # a head entry rounded to float32: off by at most half of it, absolutely
+    atol_w = GMM_HEAD_RTOL * np.abs(fw).max(axis=1, keepdims=True, initial=0.0) + tiny
+    atol_b = GMM_HEAD_RTOL * float(np.abs(fb).max(initial=0.0)) + tiny
     if not (bool(np.all(np.abs(w - fw) <= atol_w + GMM_HEAD_RTOL * np.abs(fw))) and np.allclose(b, fb, rtol=GMM_HEAD_RTOL, atol=atol_b)):
         raise ModelError(f"model {name!r}: its head is not the Bayes rule of the mixture in its metadata")
     return GmmClassifier(network, encoder, w, b, mixture, meta)
