@@ -717,7 +717,8 @@ def _ftz_library(tmp_path) -> str:  # noqa: ANN001
     if cc is None or platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("no C compiler, or not x86, to set the flush-to-zero mode before numpy is imported")
     src = tmp_path / "ftz.c"
-    src.write_text("#include <xmmintrin.h>\nvoid set_ftz_daz(void) { _mm_setcsr(_mm_getcsr() | 0x8040); }\n")
+    src.write_text("#include <xmmintrin.h>\nvoid set_ftz_daz(void) { _mm_setcsr(_mm_getcsr() | 0x8040); }\n"
+                   "void clear_ftz_daz(void) { _mm_setcsr(_mm_getcsr() & ~0x8040u); }\n")
     lib = tmp_path / "libftz.so"
     subprocess.run([cc, "-shared", "-fPIC", "-o", str(lib), str(src)], check=True, capture_output=True)
     return str(lib)
@@ -807,6 +808,33 @@ def test_blas_threads_first_checked_on_one_thread_are_checked_again_when_they_wo
     the pool worked again its flushing threads computed the error bounds (half the points
     called misclassified). The check is kept per thread count of the pool."""
     _run_isolated(_LIMITED_PROBE_CHECK, _ftz_library(tmp_path), threads="2")
+
+
+_GROWN_POOL_CHECK = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+import numpy as np
+import threadpoolctl
+threadpoolctl.threadpool_limits(16, user_api="blas")
+np.ones((512, 512)) @ np.ones((512, 512))        # 16 threads that keep subnormals
+lib.set_ftz_daz()                                 # then an extension turns flushing on
+threadpoolctl.threadpool_limits(64, user_api="blas")  # the pool's new threads take it
+lib.clear_ftz_daz()
+left, right = np.zeros((4096, 256)), np.zeros((256, 4096))
+left[:, -1], right[-1, :] = 2.0**-500, 2.0**-560
+if not ((left @ right) == 0).any():
+    print("SKIP: this BLAS did not start flushing threads")
+    sys.exit(0)
+from parallelepipedonn import tolerances
+assert tolerances._blas_threads_flush(), "a pool grown to 64 threads, its new ones flushing, was not seen"
+"""
+
+
+def test_flushing_threads_of_a_grown_blas_pool_are_seen(tmp_path):
+    """A 256-row product is shared among 16 OpenBLAS threads at most: a pool grown to 64
+    threads while flushing was on (its 48 new threads flushing) passed the probe."""
+    pytest.importorskip("threadpoolctl")
+    _run_isolated(_GROWN_POOL_CHECK, _ftz_library(tmp_path), threads="2")
 
 
 def _run_isolated(script: str, *args: str, threads: str | None = None) -> None:
