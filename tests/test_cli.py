@@ -347,3 +347,17 @@ def test_an_upper_bound_is_printed_rounded_up(value, shown):
     rng = np.random.default_rng(0)
     for v in np.concatenate([rng.integers(1, 5000, 200) * 5e-324, rng.normal(size=200) * 10.0 ** rng.integers(-300, 300, 200)]):
         assert Decimal(fmt_up(float(v))) >= Decimal(float(v)), v
+
+
+@pytest.mark.parametrize("value, shown", [(0.08085691023814368, "0.08085"), (0.99999995, "0.9999"), (1.0, "1"),
+                                          (-0.5000001, "-0.5001"), (1e-323, "9.881e-324"), (123456.0, "1.234e+05")])
+def test_a_certified_lower_bound_is_printed_rounded_down(value, shown):
+    """The default certification printed "apothem 0.08086" for a certified 0.0808569."""
+    from decimal import Decimal
+
+    from parallelepipedonn.cli.common import fmt_down
+
+    assert fmt_down(value) == shown and Decimal(shown) <= Decimal(value)
+    rng = np.random.default_rng(1)
+    for v in np.concatenate([rng.integers(1, 5000, 200) * 5e-324, rng.normal(size=200) * 10.0 ** rng.integers(-300, 300, 200)]):
+        assert Decimal(fmt_down(float(v))) <= Decimal(float(v)), v

@@ -22,7 +22,7 @@ from .args import (
     positive_int,
     radius,
 )
-from .common import check_outputs, fmt, load_model, load_problem
+from .common import check_outputs, fmt, fmt_down, fmt_up, load_model, load_problem
 from .exits import EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -85,14 +85,14 @@ def _summary(cert: Certificate, what: str, model_path: Path, written: list[str])
     labels += f", true label {cert.true_label})" if cert.true_label is not None else ")"
     lines += [f"  input       {what}", f"  model       {model_path} ({cert.network})", f"  {labels}"]
     if cert.box is not None:
-        lines.append(f"  apothem     {fmt(cert.apothem)}   (certified: every point of the box keeps label "
+        lines.append(f"  apothem     {fmt_down(cert.apothem)}   (certified: every point of the box keeps label "
                      f"{cert.label})")
         if cert.exact is not None:
             lines.append("  exact       yes: the best apothem, to the algorithm's precision" if cert.exact else
                          f"  exact       NO: {cert.reason.removeprefix('not exact: ')}")
-        lines.append(f"  min edge    {fmt(cert.min_edge)}   log-volume {fmt(cert.log_volume, 6)}")
+        lines.append(f"  min edge    {fmt_down(cert.min_edge)}   log-volume {fmt(cert.log_volume, 6)}")
     ub = cert.apothem_upper_bound
-    bound = f"  best apothem <= {fmt(ub)}" + ("" if ub is not None else " (no counterexample found)")
+    bound = f"  best apothem <= {fmt_up(ub)}" + ("" if ub is not None else " (no counterexample found)")
     if cert.counterexample_class is not None:
         bound += f" (counterexample: class {cert.counterexample_class})"
     if cert.gap is not None:
@@ -105,7 +105,7 @@ def _summary(cert: Certificate, what: str, model_path: Path, written: list[str])
     if cert.dual is not None:
         b = cert.dual["apothem_bound"]
         lines.append(f"  dual box    {cert.dual['method']} within radius {fmt(cert.dual['radius'])}: " +
-                     (f"best apothem <= {fmt(b)}" if b is not None else "the whole ball (no bound below it)"))
+                     (f"best apothem <= {fmt_up(b)}" if b is not None else "the whole ball (no bound below it)"))
     calls = f"  oracle      {cert.oracle}: {cert.oracle_calls} boxes in {cert.rounds} calls"
     bridge = (cert.oracle_settings or {}).get("bridge")
     if bridge:  # a graph model, expanded into the chain the oracle reads (oracles.chain)

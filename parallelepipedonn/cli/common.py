@@ -42,17 +42,29 @@ def fmt(v: float | None, digits: int = 4) -> str:
 
 
 def fmt_up(v: float | None, digits: int = 4) -> str:
-    """``v`` to ``digits`` significant digits rounded up (an upper bound printed after "<="
-    stays one: 1.00000005 is "1.001", not "1")."""
+    """``v`` to ``digits`` significant digits rounded up: an upper bound printed after "<="
+    stays one (1.00000005 is "1.001", not "1")."""
+    return _fmt_directed(v, digits, up=True)
+
+
+def fmt_down(v: float | None, digits: int = 4) -> str:
+    """``v`` to ``digits`` significant digits rounded down: a proven lower bound (a certified
+    apothem or radius) is never printed above itself (0.080857 is "0.08085", not "0.08086")."""
+    return _fmt_directed(v, digits, up=False)
+
+
+def _fmt_directed(v: float | None, digits: int, up: bool) -> str:
     if v is None or not math.isfinite(v) or v == 0:
         return fmt(v, digits)
-    from decimal import ROUND_CEILING, Decimal
+    from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
     exact = Decimal(float(v))  # (numpy scalars too) the float's exact value
-    up = exact.quantize(Decimal(1).scaleb(exact.adjusted() - digits + 1), rounding=ROUND_CEILING)
+    step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+    rounded = exact.quantize(step, rounding=ROUND_CEILING if up else ROUND_FLOOR)
     # the decimal itself, laid out as a float's "g" (a float conversion would round to nearest again)
-    adjusted = up.adjusted()
-    text = f"{up:.{digits - 1}e}" if adjusted < -4 or adjusted >= digits else f"{up:.{digits - 1 - adjusted}f}"
+    adjusted = rounded.adjusted()
+    text = f"{rounded:.{digits - 1}e}" if adjusted < -4 or adjusted >= digits else \
+        f"{rounded:.{max(0, digits - 1 - adjusted)}f}"
     mantissa, _, exponent = text.partition("e")
     mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
     return f"{mantissa}e{int(exponent):+03d}" if exponent else mantissa

@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..io_utils import removed_on_failure
 from ..progress import Progress
 from .args import add_certify_options, add_model_and_input, certify_config, positive
-from .common import check_outputs, fmt, load_problem
+from .common import check_outputs, fmt, fmt_up, load_problem
 from .exits import EXIT_OK
 
 DEFAULT_COMPARE = ("apothem-kary,apothem-bisection,apothem-max-box,box-bisection,topdown-box,volume-greedy,"
@@ -91,7 +91,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         else:
             cls = "" if closest.counterexample_class is None else f", class {closest.counterexample_class}"
             why = f"closest confirmed counterexample of all runs{cls}"
-        print(f"best apothem <= {fmt(best)} ({why})")
+        print(f"best apothem <= {fmt_up(best)} ({why})")
     header = ["algorithm", "oracle", "status", "apothem", "min edge", "log-volume", "calls", "rounds", "seconds",
               "gap"]
     rows = [[c.algorithm, c.oracle, c.status.value, fmt(c.apothem), fmt(c.min_edge), fmt(c.log_volume, 6),

@@ -9,7 +9,7 @@ from ..errors import ConfigError
 from ..io_utils import removed_on_failure
 from ..progress import Progress
 from .args import add_model_and_input, positive, positive_int
-from .common import check_outputs, fmt, load_model, load_problem
+from .common import check_outputs, fmt, fmt_up, load_model, load_problem
 from .exits import EXIT_OK
 
 
@@ -116,8 +116,12 @@ def cmd_dual(args: argparse.Namespace) -> int:
               f"log-volume {fmt(dual.log_volume(), 6)}")
         if x is not None:
             bound = dual.apothem_bound(x, domain)
-            print(f"  implies best apothem <= {fmt(bound)}" if bound is not None else
-                  "  implies no apothem bound below the radius")
+            if bound == 0 and not dual.box.contains(np.asarray(x, dtype=np.float64).reshape(-1)):
+                print(f"  the input lies outside the box (it is not of class {label}): no certification of it "
+                      f"for class {label}")
+            else:
+                print(f"  implies best apothem <= {fmt_up(bound)}" if bound is not None else
+                      "  implies no apothem bound below the radius")
     details = {k: v for k, v in dual.details.items() if k != "bridge"}
     print(f"  model {model_path}; {dual.seconds:.2f} s; {details}")
     if "bridge" in dual.details:

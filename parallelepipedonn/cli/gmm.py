@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..io_utils import removed_on_failure
 from ..progress import Progress
 from .args import add_certify_options, certify_config, positive
-from .common import Parser, check_outputs, fmt, fmt_up
+from .common import Parser, check_outputs, fmt_down, fmt_up
 from .exits import EXIT_CODES, EXIT_OK
 
 ENCODERS = ("pca", "penultimate", "trained")
@@ -238,22 +238,22 @@ def _summary(cert, classifier, what: str, model_path: Path, norm: str, written: 
     lines = head + [f"  input       {what}",
                     (f"  model       {model_path} ({cert.network}; {classifier.encoder_kind} encoder, latent dimension "
                     f"{classifier.latent_dim})"), f"  {labels}",
-                    f"  radius      {fmt(best)} {'L∞' if norm == 'linf' else 'L2'} (the best proven input radius)",
+                    f"  radius      {fmt_down(best)} {'L∞' if norm == 'linf' else 'L2'} (the best proven input radius)",
                     f"  closed form ({1e3 * g['seconds']:.3f} ms; every radius proven):",
-                    (f"    latent        L2 {fmt(num(lat['l2']))}, Mahalanobis {fmt(num(lat['mahalanobis']))}, "
-                    f"L∞ {fmt(num(lat['linf']))} (nearest face: class {lat['closest_class']})"),
-                    (f"    input L2      {fmt(num(g['input_l2_global']))} (global: encoder Lipschitz <= "
+                    (f"    latent        L2 {fmt_down(num(lat['l2']))}, Mahalanobis {fmt_down(num(lat['mahalanobis']))}, "
+                    f"L∞ {fmt_down(num(lat['linf']))} (nearest face: class {lat['closest_class']})"),
+                    (f"    input L2      {fmt_down(num(g['input_l2_global']))} (global: encoder Lipschitz <= "
                     f"{fmt_up(num(g['encoder_lipschitz']))})")]
     for name, part in (("input L∞", linf), ("input L2", l2)):
         if part is not None:
-            lines.append(f"    {name:13s} {fmt(num(part['radius']), 6)} (exact in the domain: a counterexample at "
-                         f"{fmt(num(part['upper']), 6)}, class {part['closest_class']})")
+            lines.append(f"    {name:13s} {fmt_down(num(part['radius']), 6)} (exact in the domain: a counterexample at "
+                         f"{fmt_up(num(part['upper']), 6)}, class {part['closest_class']})")
     if cert.box is not None:
-        lines.append(f"  apothem     {fmt(box)}   (certified box: every point keeps label {cert.label}; "
+        lines.append(f"  apothem     {fmt_down(box)}   (certified box: every point keeps label {cert.label}; "
                      f"{cert.oracle}, {cert.algorithm})")
     ub = cert.apothem_upper_bound
     if ub is not None and not math.isinf(ub):
-        lines.append(f"  best apothem <= {fmt(ub)} (counterexample: class {cert.counterexample_class})")
+        lines.append(f"  best apothem <= {fmt_up(ub)} (counterexample: class {cert.counterexample_class})")
     lines.append(f"  time        {cert.seconds:.3f} s")
     if written:
         lines.append(f"  wrote       {', '.join(written)}")
