@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..io_utils import removed_on_failure
 from ..progress import Progress
 from .args import add_certify_options, add_model_and_input, certify_config, positive
-from .common import check_outputs, fmt, fmt_up, load_problem
+from .common import check_outputs, fmt, fmt_down, fmt_up, load_problem
 from .exits import EXIT_OK
 
 DEFAULT_COMPARE = ("apothem-kary,apothem-bisection,apothem-max-box,box-bisection,topdown-box,volume-greedy,"
@@ -94,7 +94,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"best apothem <= {fmt_up(best)} ({why})")
     header = ["algorithm", "oracle", "status", "apothem", "min edge", "log-volume", "calls", "rounds", "seconds",
               "gap"]
-    rows = [[c.algorithm, c.oracle, c.status.value, fmt(c.apothem), fmt(c.min_edge), fmt(c.log_volume, 6),
+    rows = [[c.algorithm, c.oracle, c.status.value, fmt_down(c.apothem), fmt_down(c.min_edge), fmt(c.log_volume, 6),
              str(c.oracle_calls), str(c.rounds), f"{c.seconds:.3f}",
              fmt(None if best is None or c.apothem is None or math.isinf(c.apothem) else max(best - c.apothem, 0))]
             for c in certs]
