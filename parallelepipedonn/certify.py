@@ -263,6 +263,7 @@ def certify(network: Network, x: ArrayLike, label: int | None = None, *, domain:
     ``progress`` (optional) is called with a short status line as the search advances.
     """
     start = time.perf_counter()
+    network.check_classifier("certify")
     config = config or CertifyConfig()
     dom = resolve_domain(domain, network)
     try:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .errors import InputDataError, LabelError, ValueRangeError
+from .errors import InputDataError, LabelError, ModelError, ValueRangeError
 
 FloatArray = NDArray[np.float64]
 
@@ -54,6 +54,29 @@ class Classifier:
     #: record, so that a file replaced after it was read is not taken for the model; ""
     #: for a model built in Python.
     file_sha256: str
+    #: How many constant-zero scores follow the model file's outputs in the IR: 1 for a
+    #: single-output (regression) network read for VNN-LIB properties
+    #: (``load_onnx(..., pad_outputs=True)``), whose IR needs two scores; else 0. Such a
+    #: model is no classifier: its outputs are the first :attr:`n_outputs` scores, and only
+    #: properties of them are asked of it (:meth:`check_classifier`).
+    zero_outputs: int
+
+    @property
+    def n_outputs(self) -> int:
+        """The model file's outputs: the first ``n_outputs`` of the IR's scores."""
+        return self.n_classes - self.zero_outputs
+
+    def zero_note(self) -> str:
+        """What :meth:`describe` adds for :attr:`zero_outputs` ("" without)."""
+        return f" ({self.n_outputs} model output(s), then {self.zero_outputs} constant 0 score(s))" \
+            if self.zero_outputs else ""
+
+    def check_classifier(self, what: str = "this") -> None:
+        """:class:`ModelError` where the IR's scores are not all the model's
+        (:attr:`zero_outputs`): robustness of a class means nothing for it."""
+        if self.zero_outputs:
+            raise ModelError(f"the network has {self.n_outputs} output(s): {what} needs a classifier (at least 2 "
+                             "outputs); `verify --vnnlib` answers VNN-LIB properties of it")
 
     def model_digest(self, path: object | None) -> str | None:
         """The sha256 to record for the model file ``path``: :attr:`file_sha256` where the

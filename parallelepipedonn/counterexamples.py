@@ -46,7 +46,8 @@ def exact_outputs(model: Network | Graph, x: ArrayLike | Sequence[Fraction]) -> 
     """The model's outputs at the point ``x`` in exact arithmetic on its float64 weights
     (integer arithmetic on scaled mantissas, :mod:`parallelepipedonn.graph_exact`): a
     float64 point, or exact rationals (:class:`Fraction` s: a point whose coordinates are
-    not all float64 numbers)."""
+    not all float64 numbers). The model file's outputs only (not the IR's
+    :attr:`~parallelepipedonn.classifier.Classifier.zero_outputs`)."""
     from .graph import as_graph
     from .graph_exact import exact_logits, exact_logits_rational
 
@@ -56,10 +57,10 @@ def exact_outputs(model: Network | Graph, x: ArrayLike | Sequence[Fraction]) -> 
     if isinstance(p, np.ndarray):
         ints, exp = exact_logits(as_graph(model), p)
         scale = Fraction(2) ** exp
-        return [Fraction(int(v)) * scale for v in ints]
+        return [Fraction(int(v)) * scale for v in ints[:model.n_outputs]]
     ints, exp, d = exact_logits_rational(as_graph(model), p)
     scale = Fraction(2) ** exp / d
-    return [Fraction(int(v)) * scale for v in ints]
+    return [Fraction(int(v)) * scale for v in ints[:model.n_outputs]]
 
 
 def snap_to_region(region: Region, point: ArrayLike | Sequence[Fraction] | None) -> Point | None:

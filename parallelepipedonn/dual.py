@@ -201,6 +201,7 @@ def dual_box(network: Network, label: int, *, x: ArrayLike | None = None, radius
     class points and of ``relaxed``'s bound propagation (the MILPs run on the CPU)."""
     if method not in METHODS:
         raise ConfigError(f"unknown dual method {method!r}; available: {', '.join(METHODS)}")
+    network.check_classifier("a dual box")
     label = network.check_label(label)
     region, center = dual_region(network, domain, x, radius)
     start = time.perf_counter()

@@ -93,6 +93,9 @@ class Graph(Classifier):
     dropped_final: str = ""
     #: see :attr:`Classifier.file_sha256`
     file_sha256: str = ""
+    #: see :attr:`Classifier.zero_outputs` (the last node is then a Dense node whose last
+    #: ``zero_outputs`` rows and biases are zeros)
+    zero_outputs: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
@@ -108,6 +111,12 @@ class Graph(Classifier):
         out = nodes[-1].shape
         if len(out) != 1 or out[0] < 2:
             raise ModelError(f"the graph's output has shape {list(out)}: not a vector of >= 2 class scores")
+        if self.zero_outputs:
+            last, z = nodes[-1], self.zero_outputs
+            if not (isinstance(last, gn.Dense) and 0 < z < out[0] and not last.weight[-z:].any()
+                    and not last.bias_[-z:].any()):
+                raise ModelError(f"zero_outputs={z}: the graph does not end in a Dense node whose last {z} scores "
+                                 "are constant zeros")
 
     @staticmethod
     def _check_node(k: int, node: gn.Node, shapes: list[tuple[int, ...]]) -> None:
@@ -155,7 +164,7 @@ class Graph(Classifier):
                                       weight=layer.weight, bias_=layer.bias, name=f"dense{i // 2}"))
             else:
                 nodes.append(gn.ReLU(inputs=(last,), shape=nodes[last].shape, name=f"relu{i // 2}"))
-        return cls(net.input_shape, tuple(nodes), net.name)
+        return cls(net.input_shape, tuple(nodes), net.name, zero_outputs=net.zero_outputs)
 
     def as_network(self) -> Network | None:
         """The chain :class:`Network` with the same semantics when the graph is a chain
@@ -176,7 +185,7 @@ class Graph(Classifier):
             return None
         if any(isinstance(a, Affine) and isinstance(b, Affine) for a, b in zip(layers, layers[1:])):
             return None  # merging would round: not the same semantics
-        return Network(self.input_shape, tuple(layers), self.name)
+        return Network(self.input_shape, tuple(layers), self.name, zero_outputs=self.zero_outputs)
 
     @cached_property
     def is_chain(self) -> bool:
@@ -228,7 +237,7 @@ class Graph(Classifier):
             counts[node.kind] = counts.get(node.kind, 0) + 1
         parts = ", ".join(f"{v} {k}" for k, v in counts.items())
         shape = "x".join(str(d) for d in self.input_shape)
-        return f"{shape} -> {self.n_classes} ReLU graph ({parts})"
+        return f"{shape} -> {self.n_classes} ReLU graph ({parts}){self.zero_note()}"
 
     @cached_property
     def digest(self) -> str:

@@ -75,9 +75,12 @@ class Instance:
 
 def read_instances(path: str | Path) -> list[Instance]:
     """The instances of a VNN-COMP ``instances.csv`` (rows ``onnx,vnnlib,timeout``, paths
-    relative to the file; blank lines and lines starting with ``#`` skipped). Every row is
-    checked before any work: :class:`InputDataError` naming the file and the line for a
-    malformed row, a timeout that is not a positive number, or a file that does not exist."""
+    relative to the file; blank lines and lines starting with ``#`` skipped). A file that
+    does not exist is read from its gzip-compressed copy ``NAME.gz`` where there is one (as
+    VNN-COMP's benchmark repositories since 2022 ship them, the CSV naming the plain
+    files). Every row is checked before any work: :class:`InputDataError` naming the file
+    and the line for a malformed row, a timeout that is not a positive number, or a file
+    that does not exist."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8-sig")
@@ -102,6 +105,8 @@ def read_instances(path: str | Path) -> list[Instance]:
         files = []
         for name in fields[:2]:
             f = Path(name) if Path(name).is_absolute() else base / name
+            if not f.exists() and f.with_name(f.name + ".gz").is_file():
+                f = f.with_name(f.name + ".gz")
             if not f.is_file():
                 raise InputDataError(f"{where}: {str(f)!r} " + ("is not a file" if f.exists() else "does not exist"))
             files.append(f)

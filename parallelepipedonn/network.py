@@ -96,6 +96,8 @@ class Network(Classifier):
     dropped_final: str = ""
     #: see :attr:`Classifier.file_sha256`
     file_sha256: str = ""
+    #: see :attr:`Classifier.zero_outputs`
+    zero_outputs: int = 0
 
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.input_shape)
@@ -114,12 +116,18 @@ class Network(Classifier):
                     raise ModelError(f"layer {i} expects {layer.in_features} inputs, gets {width}")
                 width = layer.out_features
         if width < 2:
-            raise ModelError(f"the network has {width} output(s): a classifier needs at least 2")
+            raise ModelError(f"the network has {width} output(s): a classifier needs at least 2"
+                             + (" (`verify --vnnlib` answers VNN-LIB properties of it)" if width == 1 else ""))
+        last = layers[-1]
+        if not (0 <= self.zero_outputs < width and not last.weight[width - self.zero_outputs:].any()
+                and not last.bias[width - self.zero_outputs:].any()):
+            raise ModelError(f"zero_outputs={self.zero_outputs}: the last scores of the network are not that many "
+                             "constant zeros")
 
     # -- construction -------------------------------------------------------------------
     @classmethod
     def from_layers(cls, input_shape: Sequence[int], layers: Iterable[Layer], name: str = "",
-                    input_bound: float = math.inf, dropped_final: str = "") -> Network:
+                    input_bound: float = math.inf, dropped_final: str = "", zero_outputs: int = 0) -> Network:
         """Build a network from any sequence of affine maps and ReLUs, merging consecutive
         affine maps and repeated ReLUs into the canonical alternating form."""
         n = int(np.prod(tuple(input_shape))) if tuple(input_shape) else 1
@@ -140,7 +148,7 @@ class Network(Classifier):
         if out and isinstance(out[-1], ReLU):
             width = out[-2].out_features  # type: ignore[union-attr]
             out.append(Affine(np.eye(width), np.zeros(width)))
-        return cls(tuple(input_shape), tuple(out), name, input_bound, dropped_final)
+        return cls(tuple(input_shape), tuple(out), name, input_bound, dropped_final, zero_outputs=zero_outputs)
 
     # -- structure ----------------------------------------------------------------------
     @property
@@ -161,7 +169,8 @@ class Network(Classifier):
 
     def describe(self) -> str:
         sizes = [self.n_inputs, *self.hidden_sizes, self.n_classes]
-        return "-".join(str(s) for s in sizes) + (" ReLU network" if self.hidden_sizes else " affine classifier (no ReLU)")
+        kind = " ReLU network" if self.hidden_sizes else " affine classifier (no ReLU)"
+        return "-".join(str(s) for s in sizes) + kind + self.zero_note()
 
     @cached_property
     def digest(self) -> str:

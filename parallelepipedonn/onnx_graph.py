@@ -141,8 +141,10 @@ def check_value_range(nodes: Sequence[gn.Node], dtypes: list[np.dtype],
 class GraphImporter(OnnxWalker):
     """ONNX → :class:`Graph` (see the module docstring)."""
 
-    def __init__(self, model: onnx.ModelProto, name: str) -> None:
+    def __init__(self, model: onnx.ModelProto, name: str, pad_outputs: bool = False) -> None:
         super().__init__(model, name)
+        #: a single output followed by a constant zero score (:attr:`Classifier.zero_outputs`)
+        self.pad_outputs = pad_outputs
         self.nodes: list[gn.Node] = []
         self.dtypes: list[np.dtype] = []  # the ONNX float type each node's values have in onnxruntime
         #: per node, a factor folded into its weights that onnxruntime applies after the product
@@ -177,17 +179,24 @@ class GraphImporter(OnnxWalker):
         if not isinstance(out, _Sym):
             raise ModelError("the model's output does not depend on its input")
         shape = out.full[1:]
-        if sum(d > 1 for d in shape) > 1 or math.prod(shape) < 2:
-            raise ModelError(f"the model's output has shape {list(out.full)}: not a vector of class scores")
+        single = self.pad_outputs and math.prod(shape) == 1
+        if sum(d > 1 for d in shape) > 1 or (math.prod(shape) < 2 and not single):
+            raise ModelError(f"the model's output has shape {list(out.full)}: not a vector of class scores"
+                             + (" (`verify --vnnlib` answers VNN-LIB properties of it)" if math.prod(shape) == 1
+                                else ""))
         if len(shape) != 1:
-            self._append(gn.Reshape(inputs=(out.node,), shape=(math.prod(shape),), in_shape=shape), out.dtype)
+            out = self._append(gn.Reshape(inputs=(out.node,), shape=(math.prod(shape),), in_shape=shape), out.dtype)
+        if single:  # one more score, a constant 0: exact (:attr:`Classifier.zero_outputs`)
+            self._append(gn.Dense(inputs=(len(self.nodes) - 1,), shape=(2,), in_shape=(1,),
+                                  weight=np.array([[1.0], [0.0]]), bias_=np.zeros(2), name="zero output"), out.dtype)
         total = sum(p.nbytes for n in self.nodes for p in n.params())
         limit = onnx_import.MAX_MODEL_BYTES  # the setting, read when it applies (as the chain importer does)
         if total > limit:
             raise ModelTooLargeError(f"the network's weights take {gib(total)} as float64, over the importer's "
                                      f"limit of {gib(limit)} (parallelepipedonn.onnx_import.MAX_MODEL_BYTES)")
         bound = check_value_range(self.nodes, self.dtypes, self.unfolded)
-        return Graph(ir_shape, tuple(self.nodes), self.name, input_bound=bound, dropped_final=self.dropped_final)
+        return Graph(ir_shape, tuple(self.nodes), self.name, input_bound=bound, dropped_final=self.dropped_final,
+                     zero_outputs=int(single))
 
     # -- helpers ------------------------------------------------------------------------
     def _check_range(self, label: str, op: str, v: Lin) -> None:
@@ -582,6 +591,7 @@ def wants_graph(model: onnx.ModelProto) -> bool:
     return any(n.op_type in GRAPH_OPS for n in model.graph.node)
 
 
-def graph_from_onnx(model: onnx.ModelProto, name: str = "") -> Graph:
-    """Convert a loaded (and checked) ONNX model into the DAG IR."""
-    return GraphImporter(model, name or model.graph.name).run()
+def graph_from_onnx(model: onnx.ModelProto, name: str = "", pad_outputs: bool = False) -> Graph:
+    """Convert a loaded (and checked) ONNX model into the DAG IR (``pad_outputs``: as for
+    :func:`~parallelepipedonn.onnx_import.load_onnx`)."""
+    return GraphImporter(model, name or model.graph.name, pad_outputs).run()

@@ -69,8 +69,10 @@ MAX_MODEL_BYTES = 4 * 2**30
 class _Importer(OnnxWalker):
     """ONNX → chain :class:`Network` (see the module docstring)."""
 
-    def __init__(self, model: onnx.ModelProto, name: str) -> None:
+    def __init__(self, model: onnx.ModelProto, name: str, pad_outputs: bool = False) -> None:
         super().__init__(model, name)
+        #: a single output followed by a constant zero score (:attr:`Classifier.zero_outputs`)
+        self.pad_outputs = pad_outputs
         self.layers: list[Layer] = []
         self.stage = 0
         self.model_bytes = 0
@@ -116,7 +118,14 @@ class _Importer(OnnxWalker):
             raise ModelError(f"the model's output has shape {list(shape)}: not a vector of class scores")
         self._close_affine(out)
         self.lost = self.underflow * max(math.prod(shape), 1)
-        return Network.from_layers(ir_shape, self.layers, self.name, self.input_bound, self.dropped_final)
+        zero = 0
+        if self.pad_outputs and math.prod(shape) == 1:  # one more score, a constant 0: exact
+            last = self.layers[-1]
+            assert isinstance(last, Affine)
+            self.layers[-1], zero = Affine(np.vstack([last.weight, np.zeros_like(last.weight)]),
+                                           np.append(last.bias, 0.0)), 1
+        return Network.from_layers(ir_shape, self.layers, self.name, self.input_bound, self.dropped_final,
+                                   zero_outputs=zero)
 
     def check_underflow(self) -> None:
         """:class:`ValueRangeError` unless the underflow bound of the model read
@@ -525,10 +534,13 @@ def _matmul_shape(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(d) for d in out)
 
 
-def load_onnx(path: str | Path, name: str | None = None) -> Network | Graph:
+def load_onnx(path: str | Path, name: str | None = None, *, pad_outputs: bool = False) -> Network | Graph:
     """Read an ONNX feed-forward ReLU classifier into the IR: a chain :class:`Network`
     when the model is one (convolution-free, no residual connections), else a
     :class:`~parallelepipedonn.graph.Graph` (see :func:`model_from_onnx`).
+    ``pad_outputs``: a model with a single output (a regression network) is read too, its
+    IR followed by a constant zero score (:attr:`~parallelepipedonn.classifier.Classifier.zero_outputs`),
+    for VNN-LIB properties of its output; without it, refused.
 
     A gzip-compressed model (``.onnx.gz``, as VNN-COMP's benchmarks ship them) is read
     decompressed; ``file_sha256`` is the file's, as stored. Raises :class:`ModelError` (or
@@ -538,7 +550,7 @@ def load_onnx(path: str | Path, name: str | None = None) -> Network | Graph:
     p = Path(path)
     label = name or (p.name[:-3] if p.suffix == ".gz" else p.name)
     raw, data = read_model_file(p)
-    ir = model_from_onnx(parse_model(data, label), label)
+    ir = model_from_onnx(parse_model(data, label), label, pad_outputs=pad_outputs)
     return dataclasses.replace(ir, file_sha256=hashlib.sha256(raw).hexdigest())
 
 
@@ -550,23 +562,23 @@ def network_from_onnx_bytes(data: bytes, name: str = "") -> Network:
     return network_from_onnx(parse_model(data, name), name)
 
 
-def model_from_onnx(model: onnx.ModelProto, name: str = "") -> Network | Graph:
+def model_from_onnx(model: onnx.ModelProto, name: str = "", pad_outputs: bool = False) -> Network | Graph:
     """The IR of a loaded ONNX model: models with convolutions or pooling are read as a
     :class:`~parallelepipedonn.graph.Graph` (convolutions kept as convolutions; if the
     graph importer refuses one that the chain importer reads, e.g. a 1-D convolution, the
     chain); others as a chain :class:`Network`, or as a graph where the chain importer
-    finds a residual connection."""
+    finds a residual connection. ``pad_outputs``: as for :func:`load_onnx`."""
     from .onnx_graph import graph_from_onnx, wants_graph
 
     name = name or model.graph.name
     check_model(model, name)
     if wants_graph(model):
         try:
-            return graph_from_onnx(model, name)
+            return graph_from_onnx(model, name, pad_outputs)
         except ValueRangeError:  # a refusal on the numbers, which no other importer may overrule
             raise
         except ModelError as graph_error:
-            importer = _Importer(model, name)
+            importer = _Importer(model, name, pad_outputs)
             try:
                 chain = importer.run()
                 importer.check_underflow()  # (no node-by-node check of the graph importer's)
@@ -575,13 +587,13 @@ def model_from_onnx(model: onnx.ModelProto, name: str = "") -> Network | Graph:
             except ModelError:
                 raise graph_error from None
             return chain
-    importer = _Importer(model, name)
+    importer = _Importer(model, name, pad_outputs)
     try:
         chain = importer.run()
     except ModelError as exc:
         if "is not a chain" not in str(exc):
             raise
-        return graph_from_onnx(model, name)
+        return graph_from_onnx(model, name, pad_outputs)
     return _checked_as_graph(chain, importer, model, name)
 
 
@@ -603,7 +615,7 @@ def _checked_as_graph(chain: Network, importer: _Importer, model: onnx.ModelProt
     except ValueRangeError as coarse:
         refusal = coarse
     try:
-        graph = graph_from_onnx(model, name)
+        graph = graph_from_onnx(model, name, importer.pad_outputs)
     except ValueRangeError:
         raise
     except ModelError:  # a structure only the chain importer reads (e.g. a 1-D convolution): its own bound

@@ -425,6 +425,7 @@ def _recheck_one(stored: Stored, raw: dict[str, Any] | None, stored_in: Path | N
         label = int(stored.property.get("label", 0))
         return Recheck(**{**result, "model_path": str(model_path), "label": label,
                           "seconds": time.perf_counter() - start, "notes": tuple(notes)})
+    net.check_classifier("a certificate" if isinstance(stored, Certificate) else "a dual box")
     label = net.check_label(stored.label)
     if isinstance(stored, Certificate):
         result = recheck_certificate(stored, raw, net, label, oracle, time_limit, device, model_path)

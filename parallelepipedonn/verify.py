@@ -279,10 +279,11 @@ class Verification:
 
 def load_model_file(path: str | Path) -> Network | Graph:
     """:func:`~parallelepipedonn.onnx_import.load_onnx` (which reads gzip-compressed
-    models too)."""
+    models too), for VNN-LIB properties: a single-output (regression) model is read with
+    a constant zero score after its output (``pad_outputs``)."""
     from .onnx_import import load_onnx
 
-    return load_onnx(path)
+    return load_onnx(path, pad_outputs=True)
 
 
 # -- the result file's exact counterexample ---------------------------------------------------------
@@ -354,7 +355,7 @@ def check_property(model: Network | Graph, prop: VnnlibProperty, domain: Box | N
     Softmax / LogSoftmax the model's IR dropped changes (:meth:`VnnlibProperty.check_final`),
     an input box outside ``domain`` (:meth:`VnnlibProperty.check_domain`) or outside the
     model's input range (``check_input_range``). Each a one-line error naming the line."""
-    prop.check_model(model.n_inputs, model.n_classes)
+    prop.check_model(model.n_inputs, model.n_outputs)
     if model.dropped_final:
         prop.check_final(model.dropped_final)
     if domain is not None:
@@ -391,7 +392,7 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
             exact, cex = cex, np.array([to_float64(q) for q in cex], dtype=np.float64)
             outputs = np.array([to_float64(q) for q in exact_outputs(model, exact)], dtype=np.float64)
         else:
-            outputs = None if cex is None else model.forward(cex)[0]
+            outputs = None if cex is None else model.forward(cex)[0][:model.n_outputs]
         info = {"kind": "vnnlib", "path": prop.path, "sha256": property_sha256, "inputs": prop.n_inputs,
                 "outputs": prop.n_outputs, "regions": len(prop.regions),
                 "domain": None if domain is None else _domain_json(domain)}
@@ -476,6 +477,7 @@ def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, labe
     larger logit, proven; ``sat``: a confirmed point of the exact ball is not.
     ``started``: as for :func:`verify_property`."""
     _check_timeout(timeout)
+    model.check_classifier("robustness at epsilon")
     if not (epsilon > 0 and np.isfinite(epsilon)):
         raise ConfigError(f"epsilon must be a positive number, got {epsilon}")
     clock = _Clock(timeout, started)

@@ -52,6 +52,7 @@ def recheck_verification(result: Verification, model: Network | Graph, prop: Vnn
     if kind == "vnnlib" and prop is None:
         raise InputDataError("rechecking a VNN-LIB verification needs its property file")
     if kind == "epsilon":
+        model.check_classifier("robustness at epsilon")
         p = result.property
         try:
             dom = Box(np.broadcast_to(np.asarray(p["domain"]["lower"], dtype=np.float64), (model.n_inputs,)),
@@ -162,7 +163,7 @@ def _stored_outputs_claim(stored: FloatArray | None, model: Network | Graph, cex
     order): refuted where they differ from this one by more than twice the pass's rounding
     error bound (both lie within it of the exact outputs; the margin's bound covers every
     logit's); undecided where the model has one output and no such bound."""
-    actual = model.forward(cex[None])[0]
+    actual = model.forward(cex[None])[0][:model.n_outputs]
     values = None if stored is None else np.asarray(stored, dtype=np.float64)
     if values is None or values.shape != actual.shape:
         return ClaimCheck("refuted", "the stored outputs are not the model's at the counterexample")

@@ -854,3 +854,137 @@ def test_check_refuses_what_verify_refuses(tmp_path, capsys):
     csv.write_text("softmax.onnx,threshold.vnnlib,10\n")
     code, out, err = run(capsys, "verify", "--instances", str(csv), "--check")
     assert code == 2 and "ends in a Softmax" in err, out + err
+
+
+# -- single-output (regression) networks: VNN-LIB properties of their output -----------------------------
+def _regression_mlp(seed: int, hidden: int = 6) -> tuple:
+    """``y = relu(x A + a) B + c`` on one input (float32 weights), as ONNX, and the weights as exact rationals."""
+    rng = np.random.default_rng(seed)
+    a_w, a_b = rng.normal(0, 1, (1, hidden)).astype(np.float32), rng.normal(0, 0.5, hidden).astype(np.float32)
+    b_w, b_b = rng.normal(0, 1, (hidden, 1)).astype(np.float32), rng.normal(0, 0.5, 1).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "A"], ["h0"]), helper.make_node("Add", ["h0", "a"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]), helper.make_node("MatMul", ["r", "B"], ["y0"]),
+             helper.make_node("Add", ["y0", "c"], ["y"])]
+    model = make_model(nodes, ["N", 1], initializers=[tensor("A", a_w), tensor("a", a_b), tensor("B", b_w),
+                                                      tensor("c", b_b)])
+    exact = [[Fraction(float(v)) for v in t.ravel()] for t in (a_w, a_b, b_w, b_b)]
+    return model, exact
+
+
+def _exact_regression(exact, x: Fraction) -> Fraction:
+    a_w, a_b, b_w, b_b = exact
+    return sum((w2 * max(Fraction(0), w1 * x + b1) for w1, b1, w2 in zip(a_w, a_b, b_w)), b_b[0])
+
+
+def _exact_extremes(exact, lo: Fraction, hi: Fraction) -> tuple[Fraction, Fraction]:
+    """The exact minimum and maximum over ``[lo, hi]``: at the ends or where a ReLU bends."""
+    a_w, a_b = exact[0], exact[1]
+    points = [lo, hi] + [-b / w for w, b in zip(a_w, a_b) if w != 0 and lo < -b / w < hi]
+    values = [_exact_regression(exact, p) for p in points]
+    return min(values), max(values)
+
+
+def _regression_property(lo: float, hi: float, output: str) -> str:
+    return (f"(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (>= X_0 {lo!r}))\n(assert (<= X_0 {hi!r}))\n"
+            f"{output}\n")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_single_output_network_answers_thresholds_of_its_output_as_exact_arithmetic_does(seed, tmp_path, capsys):
+    """A one-input regression MLP's exact extremes over the box (at its ends and the ReLUs'
+    bends, in rational arithmetic): a threshold just beyond the maximum (minimum) is unsat,
+    one just inside sat, with a counterexample whose exact output crosses it; the result
+    file and the JSON list the model's one output, and recheck confirms both answers."""
+    import onnx
+
+    model, exact = _regression_mlp(seed)
+    path = tmp_path / "reg.onnx"
+    onnx.save(model, path)
+    lo, hi = -2.0, 1.5
+    low, high = _exact_extremes(exact, Fraction(lo), Fraction(hi))
+    delta = 1e-3 * (1 + float(high - low))
+    cases = {"above": (f"(assert (>= Y_0 {float(high) + delta!r}))", "unsat"),
+             "below_max": (f"(assert (>= Y_0 {float(high) - delta!r}))", "sat"),
+             "under": (f"(assert (<= Y_0 {float(low) - delta!r}))", "unsat"),
+             "over_min": (f"(assert (<= Y_0 {float(low) + delta!r}))", "sat")}
+    for name, (output, answer) in cases.items():
+        prop = tmp_path / f"{name}.vnnlib"
+        prop.write_text(_regression_property(lo, hi, output))
+        j, r = tmp_path / f"{name}.json", tmp_path / f"{name}.txt"
+        code, out, err = run(capsys, "verify", "--model", str(path), "--vnnlib", str(prop), "--timeout", "60",
+                             "--json", str(j), "--result-file", str(r))
+        assert code == 0 and out.splitlines()[0] == answer, (name, out + err)
+        d = json.loads(j.read_text())
+        if answer == "sat":
+            x = Fraction(d["counterexample"][0])
+            y = _exact_regression(exact, x)
+            threshold = Fraction(float(output.split()[-1].rstrip(")")))
+            assert Fraction(lo) <= x <= Fraction(hi) and (y >= threshold if ">=" in output else y <= threshold)
+            assert len(d["outputs"]) == 1 and "Y_0" in r.read_text() and "Y_1" not in r.read_text()
+        code, out, err = run(capsys, "recheck", str(j))
+        assert code == 0 and "CONFIRMED" in out.upper(), (name, out + err)
+
+
+def test_a_single_output_network_is_read_with_a_zero_score_and_refused_as_a_classifier(tmp_path, capsys):
+    """Read for VNN-LIB (`load_model_file`), a single-output model gets a constant 0 score
+    after its output (onnxruntime's output at random points, the 0 exactly); as a classifier
+    (certify, dual boxes, robustness at epsilon) it is refused with a pointer to `verify --vnnlib`."""
+    import onnx
+
+    from parallelepipedonn.dual import dual_box
+    from parallelepipedonn.errors import ModelError
+    from parallelepipedonn.onnx_import import load_onnx
+    from parallelepipedonn.verify import load_model_file
+
+    model, _ = _regression_mlp(3)
+    conv = make_model([helper.make_node("Conv", ["x", "K"], ["c"], pads=[1, 1, 1, 1]),
+                       helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+                       helper.make_node("Gemm", ["f", "W"], ["y"], transB=1)], ["N", 1, 4, 4],
+                      initializers=[tensor("K", np.random.default_rng(0).normal(0, 1, (2, 1, 3, 3)).astype(np.float32)),
+                                    tensor("W", np.random.default_rng(1).normal(0, 1, (1, 32)).astype(np.float32))])
+    rng = np.random.default_rng(5)
+    for name, m, shape in (("mlp", model, (1,)), ("conv", conv, (1, 4, 4))):
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(m, path)
+        with pytest.raises(ModelError, match="verify --vnnlib"):
+            load_onnx(path)
+        ir = load_model_file(path)
+        assert (ir.n_classes, ir.n_outputs, ir.zero_outputs) == (2, 1, 1), name
+        x = rng.uniform(-1, 1, (20, *shape))
+        scores = ir.forward(x.reshape(20, -1))
+        assert (scores[:, 1] == 0).all()
+        np.testing.assert_allclose(scores[:, 0], ort_forward(m, x).ravel(), rtol=1e-5, atol=1e-5)
+        assert [float(v) for v in exact_outputs(ir, x[0].ravel())] == pytest.approx([scores[0, 0]], rel=1e-12)
+        with pytest.raises(ModelError, match="verify --vnnlib"):
+            certify(ir, np.clip(x[0].ravel(), 0, 1))
+        with pytest.raises(ModelError, match="verify --vnnlib"):
+            dual_box(ir, 0, method="relaxed")
+        with pytest.raises(ModelError, match="verify --vnnlib"):
+            verify_epsilon(ir, np.clip(x[0].ravel(), 0, 1), 0.1)
+        code, out, err = run(capsys, "info", "--model", str(path))
+        assert code == 0 and "no classifier" in out, out + err
+        np.save(tmp_path / f"{name}.npy", np.full(shape, 0.5))
+        for command in (["certify"], ["verify", "--epsilon", "0.1"]):
+            code, out, err = run(capsys, *command, "--model", str(path), "--input", str(tmp_path / f"{name}.npy"))
+            assert code == 2 and "verify --vnnlib" in err, (command, out + err)
+
+
+def test_zero_outputs_must_be_constant_zero_scores():
+    with pytest.raises(Exception, match="zero_outputs"):
+        Network((1,), (Affine(np.array([[1.0], [1.0]]), np.zeros(2)),), zero_outputs=1)
+    net = Network((1,), (Affine(np.array([[1.0], [0.0]]), np.zeros(2)),), zero_outputs=1)
+    from parallelepipedonn.graph import Graph
+
+    g = Graph.from_network(net)
+    assert g.zero_outputs == 1 and g.as_network().zero_outputs == 1 and net.n_outputs == 1
+
+
+def test_instances_are_read_from_their_gzip_copies_where_the_csv_names_the_plain_files(small, tmp_path):
+    """VNN-COMP's repositories since 2022 ship ``.onnx.gz`` and ``.vnnlib.gz`` and list the plain names."""
+    from parallelepipedonn.instances import read_instances
+
+    (tmp_path / "m.onnx.gz").write_bytes(gzip.compress(small.path.read_bytes()))
+    (tmp_path / "p.vnnlib.gz").write_bytes(gzip.compress((small.dir / "near.vnnlib").read_bytes()))
+    (tmp_path / "instances.csv").write_text("m.onnx,p.vnnlib,10\n")
+    [inst] = read_instances(tmp_path / "instances.csv")
+    assert inst.onnx.name == "m.onnx.gz" and inst.vnnlib.name == "p.vnnlib.gz"

@@ -1,4 +1,5 @@
-"""``parallelepipedonn info``: describe an ONNX classifier as the tool reads it."""
+"""``parallelepipedonn info``: describe an ONNX classifier (or a single-output network) as the
+tool reads it."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     from ..onnx_import import load_onnx
     from ..train import model_metadata
 
-    net = load_onnx(args.model)
-    print(f"{args.model}: {net.describe()}, input shape {list(net.input_shape)}, {net.n_classes} classes")
+    net = load_onnx(args.model, pad_outputs=True)
+    what = f"{net.n_classes} classes" if not net.zero_outputs else \
+        "no classifier: for `verify --vnnlib` only"
+    print(f"{args.model}: {net.describe()}, input shape {list(net.input_shape)}, {what}")
     print(f"  sha256 {net.file_sha256}")
     if math.isfinite(net.input_bound):
         print(f"  float32 values proven in range for inputs of magnitude up to {net.input_bound:.6g}")
