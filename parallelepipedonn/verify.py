@@ -92,6 +92,12 @@ FEW_INPUTS_ORACLE = "attack+crown+input-split+bab"
 #: properties 7 and 8 are falsified in about 1 s where 8 restarts of 40 steps found nothing
 #: in 60 s; about 0.5 s more on a property that holds). Options the user gives win.
 FEW_INPUTS_OPTIONS = {"attack.restarts": 10_000, "attack.steps": 10}
+#: ... at most this many multiply-adds per step over all the random points (fewer points,
+#: at least :data:`FEW_INPUTS_MIN_RESTARTS`, on wider nets): ACAS Xu's nets (13,000 per point)
+#: keep 10,000 points; VNN-COMP's tllverifybench nets (2 inputs, 0.9-45 M per point) spent
+#: 10 s per property that holds on 10,000.
+FEW_INPUTS_ATTACK_WORK = 200_000_000
+FEW_INPUTS_MIN_RESTARTS = 16
 
 
 class Answer(str, enum.Enum):
@@ -137,7 +143,9 @@ class VerifyConfig:
             note = f"{model.n_inputs} inputs: input splitting instead of the default {self.oracle}"
             log.info("%s", note)
             given = {k.rpartition(".")[2] for k in self.oracle_options if k.startswith("attack.") or "." not in k}
-            defaults = {k: v for k, v in FEW_INPUTS_OPTIONS.items() if k.rpartition(".")[2] not in given}
+            options = {**FEW_INPUTS_OPTIONS, "attack.restarts": max(FEW_INPUTS_MIN_RESTARTS, min(
+                FEW_INPUTS_OPTIONS["attack.restarts"], FEW_INPUTS_ATTACK_WORK // max(1, _forward_work(model))))}
+            defaults = {k: v for k, v in options.items() if k.rpartition(".")[2] not in given}
             return replace(self, oracle=self.few_inputs, few_inputs=None, fallback=None,
                            oracle_options={**defaults, **self.oracle_options}), note
         if self.fallback is None or isinstance(model, Network) or reads_graphs(self.oracle) or \
@@ -275,6 +283,15 @@ class Verification:
                        counterexample_exact=_exact_point(d.get("counterexample_exact"), cex))
 
         return parse_stored(d, FORMAT_NAME, FORMAT_VERSION, "verification result", build)
+
+
+def _forward_work(model: Network | Graph) -> int:
+    """Multiply-adds of one forward pass of one point (its linear maps)."""
+    if isinstance(model, Network):
+        return sum(a.weight.size for a in model.affines)
+    from . import graph_nodes as gn
+
+    return sum(n.numel * n.fan_in for n in model.nodes if isinstance(n, gn.LinearNode) and not n.exact)
 
 
 def load_model_file(path: str | Path) -> Network | Graph:

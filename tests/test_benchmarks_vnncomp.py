@@ -149,3 +149,39 @@ def test_a_counterexample_is_read_as_written_so_a_pinned_decimal_input_is_in_its
     assert vnncomp.confirm_counterexample(c.path, spec, point)[0] == "near"
     result.write_text("sat\n((X_0 0.3)\n(X_2 0.3)\n(Y_0 1))\n")            # a gap in the indices: no point
     assert vnncomp.read_counterexample(result) is None
+
+
+def test_published_comparison_runs_a_2023_layout_and_sets_answers_against_the_tools(tmp_path):
+    """benchmarks.vnncomp_published on a category laid out as VNN-COMP 2023 ships it
+    (``instances.csv`` naming plain files, ``.gz`` on disk) and a results folder of two
+    tools: each answer against the tools' majority, the `sat` point confirmed by onnxruntime."""
+    import gzip
+
+    from benchmarks import vnncomp_published as vp
+
+    cat = tmp_path / "bench" / "toy"
+    c = _layout(tmp_path)  # (the 2021 layout's files, gzipped into a 2023 one below)
+    (cat / "onnx").mkdir(parents=True)
+    (cat / "vnnlib").mkdir()
+    (cat / "onnx" / "m.onnx.gz").write_bytes(gzip.compress(c.path.read_bytes()))
+    for name in ("holds", "fails"):
+        (cat / "vnnlib" / f"{name}.vnnlib.gz").write_bytes(gzip.compress((c.dir / "specs" / f"{name}.vnnlib")
+                                                                         .read_bytes()))
+    (cat / "instances.csv").write_text("onnx/m.onnx,vnnlib/holds.vnnlib,30\nonnx/m.onnx,vnnlib/fails.vnnlib,30\n")
+    for tool, answers in (("a", ("unsat", "sat")), ("b", ("unsat", "unknown"))):
+        d = tmp_path / "results" / tool / "2023_toy"
+        d.mkdir(parents=True)
+        d.joinpath("results.csv").write_text("".join(
+            f"toy,vnncomp2023_benchmarks/benchmarks/toy/onnx/m.onnx,./benchmarks/toy/vnnlib/{n}.vnnlib,1.0,{a},2.0\n"
+            for n, a in zip(("holds", "fails"), answers)))
+    assert vp.read_published(tmp_path / "results", "2023", "toy") == {
+        ("onnx/m.onnx", "vnnlib/holds.vnnlib"): {"a": "unsat", "b": "unsat"},
+        ("onnx/m.onnx", "vnnlib/fails.vnnlib"): {"a": "sat"}}
+    out = tmp_path / "out"
+    vp.main(["--benchmarks", str(tmp_path / "bench"), "--results", str(tmp_path / "results"), "--category", "toy",
+             "--timeout-cap", "20", "--out", str(out)])
+    rows = {r["vnnlib"]: r for r in csv.DictReader(open(out / "vnncomp_published.csv"))}
+    assert rows["vnnlib/holds.vnnlib"]["answer"] == "unsat" and rows["vnnlib/holds.vnnlib"]["agrees"] == "true"
+    fails = rows["vnnlib/fails.vnnlib"]
+    assert fails["answer"] == "sat" and fails["agrees"] == "true" and fails["onnxruntime"] == "confirmed"
+    assert "| toy | 2 | 1 / 1 / 0 / 0 | 2 | 0 | 0 | 1 of 1 |" in (out / "vnncomp_published.md").read_text()

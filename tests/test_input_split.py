@@ -19,6 +19,7 @@ from parallelepipedonn.errors import OracleError
 from parallelepipedonn.verify import (
     DEFAULT_VERIFY_ORACLE,
     FEW_INPUTS,
+    FEW_INPUTS_ATTACK_WORK,
     FEW_INPUTS_OPTIONS,
     FEW_INPUTS_ORACLE,
     VerifyConfig,
@@ -199,6 +200,13 @@ def test_verify_asks_input_splitting_for_models_with_few_inputs_and_only_by_defa
     for given in ({"restarts": 5}, {"attack.restarts": 5}):
         mine = {s.name: s for s in VerifyConfig(oracle_options=given).for_model(few)[0].build(few).stages}["attack"]
         assert (mine.restarts, mine.steps) == (5, FEW_INPUTS_OPTIONS["attack.steps"])
+    # on a wide net, fewer points: the same work per step (ACAS Xu's 13,000 multiply-adds keep them all)
+    assert VerifyConfig().for_model(random_network(0, [5, 50, 50, 50, 50, 50, 50, 5]))[0].oracle_options[
+        "attack.restarts"] == FEW_INPUTS_OPTIONS["attack.restarts"]
+    wide = random_network(0, [2, 1024, 512, 2])
+    work = 2 * 1024 + 1024 * 512 + 512 * 2
+    assert VerifyConfig().for_model(wide)[0].oracle_options["attack.restarts"] == FEW_INPUTS_ATTACK_WORK // work
+    assert VerifyConfig(oracle_options={"restarts": 5}).for_model(wide)[0].oracle_options["restarts"] == 5
 
 
 @pytest.mark.parametrize("key", ["b-nan-neuron-1e+160", "b-overflow-1e+301x1e-300"])
