@@ -177,6 +177,7 @@ LAYERS: dict[str, str] = {
     "benchmarks.responsiveness": "application",
     "benchmarks.search_algorithms": "application",
     "benchmarks.vnncomp": "application",
+    "benchmarks.vnncomp_published": "application",
 }
 
 #: Modules named in :data:`LAYERS` before they exist (work under way elsewhere).
