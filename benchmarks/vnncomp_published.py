@@ -68,7 +68,8 @@ def read_published(results: Path, year: str, category: str) -> dict[tuple[str, s
 def capped_instances(bench: Path, category: str, cap: float | None, work: Path) -> Path:
     """The category's ``instances.csv`` with absolute paths and timeouts capped at ``cap``."""
     src = bench / category / "instances.csv"
-    rows = [r for r in csv.reader(src.read_text().splitlines()) if r and r[0].strip()]
+    rows = [r for r in csv.reader(src.read_text().splitlines()) if r and r[0].strip()
+            and not r[0].strip().startswith("#")]
     out = work / f"{category}.csv"
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
@@ -84,15 +85,21 @@ def run_category(args, category: str, work: Path, echo=print) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     echo(f"{category}: verify --instances ({datetime.now(timezone.utc):%H:%M} UTC, load {load1():.1f})")
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "parallelepipedonn.cli", "verify", "--instances", str(instances),
-                    "--store", str(store)], env=env, check=False)
+    done = subprocess.run([sys.executable, "-m", "parallelepipedonn.cli", "verify", "--instances", str(instances),
+                           "--store", str(store)], env=env, check=False)
     wall = time.perf_counter() - start
+    if not store.is_file():
+        raise SystemExit(f"{category}: verify --instances wrote no store (exit code {done.returncode})")
     import sqlite3
 
     published = read_published(Path(args.results), args.year, category)
     rows = []
     with sqlite3.connect(store) as db:
         stored = db.execute("select input_id, status, seconds, certificate from results").fetchall()
+    expected = sum(1 for _ in csv.reader(instances.read_text().splitlines()))
+    if len(stored) != expected:  # (an instance that errored has a row; a crash leaves some without)
+        echo(f"{category}: {expected - len(stored)} of {expected} instances have no result (exit code "
+             f"{done.returncode})")
     for input_id, status, seconds, cert in stored:
         onnx, vnnlib = input_id.split("::")
         key = (_relative(onnx, category), _relative(vnnlib, category))
@@ -122,7 +129,8 @@ def run_category(args, category: str, work: Path, echo=print) -> list[dict]:
 
 def summary(rows: list[dict], note: str = "") -> str:
     header = ["category", "instances", "ours: unsat / sat / unknown / timeout", "agree with the published answer",
-              "disagree", "no published answer", "sat confirmed by onnxruntime", "median / max s per instance",
+              "disagree", "no published answer (or a tie)", "sat confirmed by onnxruntime",
+              "median / max s per instance",
               "whole category (wall s)"]
     table = []
     for category in sorted({r["category"] for r in rows}):

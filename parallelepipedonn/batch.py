@@ -314,6 +314,7 @@ def certify_batch(network: Network, inputs: Sequence[BatchInput], store: ResultS
     done, certified, rate, time left; ``None``: only on a terminal). ``store`` may be a
     path: it is opened (created) only once the arguments are checked, and closed at the end.
     """
+    network.check_classifier("certify")
     config = config or CertifyConfig()
     dom = resolve_domain(domain, network)
     if label is not None:

@@ -82,6 +82,9 @@ def network_to_onnx(net: Network, doc: str = "") -> onnx.ModelProto:
     if not isinstance(net, Network):
         raise ModelError(f"only a chain network is written as ONNX here, not a {type(net).__name__} (the model "
                          "file it was read from is its ONNX form)")
+    if net.zero_outputs:  # its constant 0 score would become an output: the file a classifier
+        raise ModelError(f"the network has {net.n_outputs} output(s) and a constant 0 score the importer added; "
+                         "the model file it was read from is its ONNX form")
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     chain_nodes(net, input_nodes(net, nodes), nodes, inits)

@@ -162,7 +162,7 @@ def _stored_outputs_claim(stored: FloatArray | None, model: Network | Graph, cex
     """Whether the stored outputs can be a float64 forward pass at ``cex`` (any summation
     order): refuted where they differ from this one by more than twice the pass's rounding
     error bound (both lie within it of the exact outputs; the margin's bound covers every
-    logit's); undecided where the model has one output and no such bound."""
+    logit's, a single-output model's constant 0 score included)."""
     actual = model.forward(cex[None])[0][:model.n_outputs]
     values = None if stored is None else np.asarray(stored, dtype=np.float64)
     if values is None or values.shape != actual.shape:
@@ -172,9 +172,6 @@ def _stored_outputs_claim(stored: FloatArray | None, model: Network | Graph, cex
         return ClaimCheck("refuted", "the stored outputs are not the model's at the counterexample")
     if np.array_equal(values, actual, equal_nan=True):
         return None
-    if model.n_classes < 2:
-        return ClaimCheck("undecided", "the stored output differs from this machine's forward pass; with one output "
-                          "there is no rounding bound to tell whether it can be another machine's")
     _, err = model.margin_errors(cex, 0)
     bound = float(err[0])  # covers every logit's rounding
     if not np.isfinite(bound):

@@ -963,6 +963,15 @@ def test_a_single_output_network_is_read_with_a_zero_score_and_refused_as_a_clas
             verify_epsilon(ir, np.clip(x[0].ravel(), 0, 1), 0.1)
         code, out, err = run(capsys, "info", "--model", str(path))
         assert code == 0 and "no classifier" in out, out + err
+        if name == "mlp":  # neither written back as a two-class file nor certified in a batch
+            from parallelepipedonn.batch import BatchInput, certify_batch
+            from parallelepipedonn.onnx_export import network_to_onnx
+
+            with pytest.raises(ModelError, match="constant 0 score"):
+                network_to_onnx(ir)
+            with pytest.raises(ModelError, match="verify --vnnlib"):
+                certify_batch(ir, [BatchInput("a", values=np.full(1, 0.5))], tmp_path / "s.db")
+            assert not (tmp_path / "s.db").exists()
         np.save(tmp_path / f"{name}.npy", np.full(shape, 0.5))
         for command in (["certify"], ["verify", "--epsilon", "0.1"]):
             code, out, err = run(capsys, *command, "--model", str(path), "--input", str(tmp_path / f"{name}.npy"))
