@@ -65,8 +65,8 @@ MAX_DENSE_BYTES = 2 * 2**30
 #: The largest total size of the IR's weights (bytes).
 MAX_MODEL_BYTES = 4 * 2**30
 #: Rows times a constant matrix (consecutive linear layers folded) are one matrix product,
-#: not one product per row, from this many multiply-adds on: 9 s instead of 40 s for
-#: tllverifybench's 6272 x 1568 then 1568 x 3136 layers. It sums in another order: below
+#: not one product per row, from this many multiply-adds on (tllverifybench's widest net,
+#: 6272 x 1568 then 1568 x 3136 layers, loads in 10 s instead of 20). It sums in another order: below
 #: it, the per-row products keep the IR of the models read before (bit for bit: the
 #: bundled GMM encoders' folded PCA maps, whose last bits the one product changes).
 ONE_PRODUCT_WORK = 2**30
