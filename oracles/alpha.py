@@ -98,10 +98,7 @@ def iterate_tensors(net: NetworkTensors, dtype: torch.dtype) -> NetworkTensors:
     """``net`` rounded to ``dtype`` with its rounding cover's constants kept: for the
     iterates of an optimisation, which choose parameters and prove nothing (every bound
     they lead to is computed again with ``net``)."""
-    if dtype == net.dtype:
-        return net
-    return NetworkTensors(*(tuple(t.to(dtype) for t in ts) for ts in
-                            (net.weights, net.biases, net.abs_weights, net.abs_biases)), net.rel, net.tiny)
+    return net if dtype == net.dtype else net.to(dtype)
 
 
 def _unstable_rows(bounds: Bounds, layer: int) -> Tensor:

@@ -39,6 +39,9 @@ from .precision import box_tensors, rounded_box, sound_kernels
 
 #: The dtypes bound propagation runs in (``float32`` for GPUs; the slack follows the dtype).
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: The ``intermediate`` bounds of the ReLU inputs: CROWN's own backward passes, interval
+#: bounds, or forward-mode linear bounds (chains only: for networks with few inputs).
+INTERMEDIATE = ("crown", "ibp", "forward")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -102,8 +105,8 @@ class CrownOracle(Oracle):
         super().__init__(network, time_limit=time_limit)
         self.screen, self.reuse = bool(screen), bool(reuse)
         self.float32_first = bool(float32_first) and dtype == "float64"
-        if intermediate not in ("crown", "ibp"):
-            raise OracleError(f"intermediate bounds must be 'crown' or 'ibp', not {intermediate!r}")
+        if intermediate not in INTERMEDIATE:
+            raise OracleError(f"intermediate bounds must be one of {', '.join(INTERMEDIATE)}, not {intermediate!r}")
         if chunk_size < 1:
             raise OracleError("chunk_size must be >= 1")
         if dtype not in DTYPES:
@@ -126,6 +129,10 @@ class CrownOracle(Oracle):
             self.tensors = NetworkTensors.of(network, self.device, DTYPES[dtype])
         else:  # a DAG with convolutions or residual connections: oracles.graph_bounds
             from parallelepipedonn.graph_chain import is_relu_chain
+
+            if intermediate == "forward":
+                raise OracleError(f"forward intermediate bounds are for chains of affine maps and ReLUs; "
+                                  f"{network.describe()} is not one")
 
             from .graph_bounds import GraphTensors
 

@@ -11,8 +11,9 @@ alpha-CROWN with a few steps); each one still open is split along the input dime
 largest ``(upper - lower) * (|d bound / d lower| + |d bound / d upper|)`` (the width times
 the weight of that input in CROWN's linear lower bound of the worst margin, read from the
 bound's gradient, as alpha-beta-CROWN's input-split branching scores inputs; ``branching``
-``bound``, the default), the width times the margin's gradient at the centre (``smear``:
-no gradient of the bound, more sub-boxes), or the widest (``width``).
+``bound``, the default but on nets with at most two inputs), the width times the margin's gradient at the centre (``smear``:
+no gradient of the bound, more sub-boxes), or the widest (``width``, the default on nets with
+at most two inputs).
 
 Each bounded sub-box is also searched for a counterexample: its centre and the vertex where
 CROWN's linear lower bound is smallest are evaluated in float64, and a point with a margin
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 
 from parallelepipedonn.errors import OracleError
+from parallelepipedonn.network import Network
 
 from .base import Answer, FloatArray, Oracle, Verdict
 from .crown import DTYPES, AlphaCrownOracle, CrownOracle, resolve_device
@@ -47,13 +49,18 @@ from .precision import box_tensors, sound_kernels
 
 if TYPE_CHECKING:
     from parallelepipedonn.graph import Graph
-    from parallelepipedonn.network import Network
 
 log = logging.getLogger(__name__)
 
 #: The branching heuristics: ``smear`` (width times |d margin / d input| at the centre), ``bound`` (width
 #: times the input's weight in CROWN's linear bound, from the bound's gradient), ``width``.
 BRANCHINGS = ("smear", "bound", "width")
+#: Networks with at most this many inputs are split along the widest by default (``width``):
+#: between two inputs the bound's gradient seldom chooses better than alternating, and it
+#: makes each sub-box about 2.3 times as costly (tllverifybench's N=40 net, forward-mode
+#: bounds: 16 against 38 ms); measured there, N=40 instances 1 and 2: ``width`` 32 s and
+#: 59 s, ``bound`` 56 s and a time-out at 60 s. Wider ones: ``bound`` (ACAS Xu's 5 inputs).
+WIDTH_INPUTS = 2
 #: The number of sub-boxes bounded per call doubles (up to ``batch``) while a call takes less.
 ROUND_SECONDS = 2.0
 
@@ -61,11 +68,16 @@ ROUND_SECONDS = 2.0
 class InputSplitOracle(Oracle):
     """Branch and bound on the input box with batched CROWN bounds (see the module
     docstring). Options: ``batch`` (most sub-boxes bounded per call), ``max_domains`` (most
-    open sub-boxes), ``branching`` (:data:`BRANCHINGS`), ``alpha_steps`` (default 3; 0:
+    open sub-boxes), ``branching`` (:data:`BRANCHINGS`; default ``bound``, ``width`` for at most
+    :data:`WIDTH_INPUTS` inputs), ``alpha_steps`` (default 3; 0:
     none): once ``alpha_after`` sub-boxes were bounded (default 256: the easy problems are
     done by then, CROWN alone is faster on them), the sub-boxes that CROWN leaves open are
     bounded again by alpha-CROWN with that many steps, the larger bound kept (both are
-    sound; on the hard ACAS Xu instances this needs 5-10 times fewer sub-boxes), ``device``, ``dtype``."""
+    sound; on the hard ACAS Xu instances this needs 5-10 times fewer sub-boxes), ``device``, ``dtype``,
+    ``intermediate`` (CROWN's intermediate bounds, :data:`~oracles.crown.INTERMEDIATE`; default
+    ``forward`` on chains of affine maps and ReLUs, where it bounds a sub-box of
+    tllverifybench's 2-input, 3200-wide nets 100 times faster than CROWN's backward passes,
+    and ``crown`` on other graphs)."""
 
     name = "input-split"
     sound = True
@@ -75,11 +87,13 @@ class InputSplitOracle(Oracle):
     reads_graphs = True  # as CROWN does
 
     def __init__(self, network: Network | Graph, *, batch: int = 1024, max_domains: int = 1_000_000,
-                 branching: str = "bound", alpha_steps: int = 3, alpha_after: int = 256, device: str = "cpu",
-                 dtype: str = "float64", time_limit: float | None = None) -> None:
+                 branching: str | None = None, alpha_steps: int = 3, alpha_after: int = 256, device: str = "cpu",
+                 dtype: str = "float64", intermediate: str | None = None, time_limit: float | None = None) -> None:
         super().__init__(network, time_limit=time_limit)
         if batch < 1 or max_domains < 1:
             raise OracleError("input-split needs batch >= 1 and max_domains >= 1")
+        if branching is None:
+            branching = "width" if self.network.n_inputs <= WIDTH_INPUTS else "bound"
         if branching not in BRANCHINGS:
             raise OracleError(f"input-split branching must be one of {', '.join(BRANCHINGS)}, not {branching!r}")
         if alpha_steps < 0:
@@ -90,10 +104,14 @@ class InputSplitOracle(Oracle):
         self.alpha_after = alpha_after
         self.dtype = dtype
         self.device = resolve_device(device)
+        if intermediate is None:  # forward-mode bounds where they apply (chains), else CROWN's
+            intermediate = "forward" if isinstance(self.network, Network) or self.network.as_network() is not None \
+                else "crown"
+        self.intermediate = intermediate
         self.crown = CrownOracle(self.network, device=device, dtype=dtype, screen=False, reuse=False, bisect=False,
-                                 chunk_size=batch)
-        self.alpha = AlphaCrownOracle(self.network, steps=alpha_steps, device=device, chunk_size=batch) \
-            if alpha_steps > 0 else None
+                                 chunk_size=batch, intermediate=intermediate)
+        self.alpha = AlphaCrownOracle(self.network, steps=alpha_steps, device=device, chunk_size=batch,
+                                      intermediate=intermediate) if alpha_steps > 0 else None
         self.module = self.network.to_torch(torch.float64, self.device)
         #: what the last verified or decided box took: sub-boxes bounded, rounds
         self.last: dict[str, int] = {}
@@ -101,8 +119,7 @@ class InputSplitOracle(Oracle):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "batch": self.batch, "max_domains": self.max_domains,
                 "branching": self.branching, "alpha_steps": self.alpha_steps, "alpha_after": self.alpha_after,
-                "device": str(self.device),
-                "dtype": self.dtype}
+                "device": str(self.device), "dtype": self.dtype, "intermediate": self.intermediate}
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         deadline = math.inf if self.time_limit is None else time.perf_counter() + self.time_limit

@@ -98,6 +98,10 @@ FEW_INPUTS_OPTIONS = {"attack.restarts": 10_000, "attack.steps": 10}
 #: 10,000 took 12 s of a 37 s proof (profiled). The floor wins over the work on the widest.
 FEW_INPUTS_ATTACK_WORK = 200_000_000
 FEW_INPUTS_MIN_RESTARTS = 16
+#: ... and, on chains of affine maps and ReLUs, whose crown stage uses forward-mode
+#: intermediate bounds, as input-split does there by default (:mod:`oracles.forward`): on
+#: tllverifybench's 6272-wide nets CROWN's own took seconds for the whole box.
+FEW_INPUTS_CHAIN_OPTIONS = {"crown.intermediate": "forward"}
 
 
 class Answer(str, enum.Enum):
@@ -145,6 +149,8 @@ class VerifyConfig:
             given = {k.rpartition(".")[2] for k in self.oracle_options if k.startswith("attack.") or "." not in k}
             options = {**FEW_INPUTS_OPTIONS, "attack.restarts": max(FEW_INPUTS_MIN_RESTARTS, min(
                 FEW_INPUTS_OPTIONS["attack.restarts"], FEW_INPUTS_ATTACK_WORK // max(1, _forward_work(model))))}
+            if isinstance(model, Network) or model.as_network() is not None:
+                options.update(FEW_INPUTS_CHAIN_OPTIONS)
             defaults = {k: v for k, v in options.items() if k.rpartition(".")[2] not in given}
             return replace(self, oracle=self.few_inputs, few_inputs=None, fallback=None,
                            oracle_options={**defaults, **self.oracle_options}), note

@@ -209,6 +209,20 @@ def test_verify_asks_input_splitting_for_models_with_few_inputs_and_only_by_defa
     assert VerifyConfig(oracle_options={"restarts": 5}).for_model(wide)[0].oracle_options["restarts"] == 5
 
 
+def test_chains_are_split_with_forward_mode_intermediate_bounds_and_other_graphs_with_crowns():
+    chain, graph = random_network(0, [2, 8, 8, 2]), residual(0, side=3)  # 9 inputs: few
+    assert InputSplitOracle(chain).settings()["intermediate"] == "forward"
+    assert InputSplitOracle(graph).settings()["intermediate"] == "crown"
+    assert InputSplitOracle(chain, intermediate="crown").settings()["intermediate"] == "crown"
+    # verify's few-inputs cascade: its crown stage too, on chains only, unless the user says otherwise
+    stages = {s.name: s for s in VerifyConfig().for_model(chain)[0].build(chain).stages}
+    assert stages["crown"].intermediate == stages["input-split"].intermediate == "forward"
+    config, note = VerifyConfig().for_model(graph)
+    assert "input splitting" in note and "crown.intermediate" not in config.oracle_options
+    given = VerifyConfig(oracle_options={"crown.intermediate": "crown"}).for_model(chain)[0]
+    assert {s.name: s for s in given.build(chain).stages}["crown"].intermediate == "crown"
+
+
 @pytest.mark.parametrize("key", ["b-nan-neuron-1e+160", "b-overflow-1e+301x1e-300"])
 def test_it_gives_up_at_once_when_bounds_overflow_even_at_the_centre(key):
     # splitting cannot make such bounds finite: UNKNOWN (never a proof) well before the limit
