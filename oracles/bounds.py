@@ -495,8 +495,8 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, metho
     intersected with CROWN bounds (``method="crown"``) for the neurons they leave unstable
     in that box (each box's bounds are those it gets alone), or IBP bounds alone (``"ibp"``),
     or forward-mode linear bounds for networks with few inputs (``"forward"``,
-    :mod:`oracles.forward`: intersected with interval bounds too; ``terms`` and ``image`` are
-    then not filled but by the final pass).
+    :mod:`oracles.forward`: intersected with interval bounds too; ``terms`` is then left to
+    the final pass to fill).
     When a layer has more than :data:`ONE_SIDE_MIN` such neurons, CROWN bounds one side of
     each first: the lower bound of a neuron positive at its box's center (proving it active
     settles it), the upper bound of the others (proving it dead settles it), and the other

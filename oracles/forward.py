@@ -11,7 +11,9 @@ CROWN's backward passes (one row per unstable neuron, through every earlier laye
 seconds; its bounds are looser than CROWN's on deep nets, which input splitting makes up
 by more, far cheaper, sub-boxes. Every layer's bounds are intersected with interval bounds.
 
-Rounding: ``eL`` and ``eU`` (``>= 0``) carry a proven bound of every rounding so far. The
+Rounding: ``eL`` and ``eU`` (``>= 0``) carry a proven bound of every rounding so far (from
+the first layer on in float32, whose weights are the IR's rounded: ``rel`` times the
+layer's terms, with the magnitudes inflated for weights below the normal range). The
 coefficients of the next layer are ``W+ BL + W- BU = (W (BL + BU) + |W| (BL - BU)) / 2``
 (and the same with the roles swapped for the upper one: two products shared), computed
 sums of at most ``n + 2`` terms, so their value at any point of the box is within
@@ -81,11 +83,15 @@ class _Symbolic:
         self.tiny = net.tiny * (self.scale.sum(0) + 1)  # (B,)
         w, b = net.weights[0], net.biases[0]
         bsz = lower.shape[0]
-        coef = w.unsqueeze(-1).expand(*w.shape, bsz)  # exact: the weights themselves
+        coef = w.unsqueeze(-1).expand(*w.shape, bsz)  # the weights themselves
         const = b.unsqueeze(1).expand(b.shape[0], bsz)
-        zero = torch.zeros_like(const)
-        self.al, self.cl, self.el = coef, const, zero
-        self.au, self.cu, self.eu = coef, const, zero
+        if w.dtype == torch.float64:  # the IR's own numbers: exact
+            err = torch.zeros_like(const)
+        else:  # the IR's rounded to the dtype: within rel of the terms (the magnitudes inflated
+            # where weights fall below the normal range, whose rounding error is absolute)
+            err = net.rel * (_charge_times(net, 0, self.scale) + net.abs_biases[0].unsqueeze(1))
+        self.al, self.cl, self.el = coef, const, err
+        self.au, self.cu, self.eu = coef, const, err
 
     def _terms(self, coef: Tensor, const: Tensor) -> Tensor:
         """``|A| s + |c|`` per neuron and box: ``(n, B)``."""

@@ -34,13 +34,13 @@ from tests.nets import random_network
 F = Fraction
 
 
-def exact_pre_activations(tensors: NetworkTensors, x: np.ndarray) -> list[list[Fraction]]:
-    """Each ReLU input at ``x``, in rationals on the tensors' own numbers."""
+def exact_pre_activations(net: Network, x: np.ndarray) -> list[list[Fraction]]:
+    """Each ReLU input at ``x``, in rationals on the IR's float64 weights (what float32
+    bounds must cover too: their weights are these, rounded)."""
     v = [F(float(t)) for t in x]
     out = []
-    for w, b in zip(tensors.weights[:-1], tensors.biases[:-1]):
-        wq = w.double().numpy()
-        z = [sum((F(float(a)) * t for a, t in zip(row, v)), F(float(c))) for row, c in zip(wq, b.double().numpy())]
+    for a in net.affines[:-1]:
+        z = [sum((F(float(w)) * t for w, t in zip(row, v)), F(float(c))) for row, c in zip(a.weight, a.bias)]
         out.append(z)
         v = [max(t, F(0)) for t in z]
     return out
@@ -84,7 +84,7 @@ def test_forward_bounds_contain_every_exact_relu_input_with_the_counted_slack_al
                     net.n_inputs, -1).T
                 inner = lo[0].double().numpy() + rng.random((3, net.n_inputs)) * (hi - lo)[0].double().numpy()
                 for p in np.concatenate([corners, inner]):
-                    for (low, high), z in zip(bounds, exact_pre_activations(tensors, p)):
+                    for (low, high), z in zip(bounds, exact_pre_activations(net, p)):
                         for j, v in enumerate(z):
                             if np.isfinite(float(low[0, j])):
                                 checked += 1
@@ -155,6 +155,27 @@ def test_boxes_whose_numbers_overflow_get_no_finite_forward_bound(dtype):
     margins = CrownOracle(net, dtype=dtype, intermediate="forward").margin_lower_bounds(
         lo.double().numpy()[:1], hi.double().numpy()[:1], 0)
     assert not np.isfinite(margins).any()
+
+
+def test_float32_bounds_cover_first_layer_weights_that_float32_rounds_to_zero():
+    """Found by an adversarial review: a first-layer weight below float32's normal range
+    (0.375 * 2^-149, 0 in float32) times an input of 2^100, scaled by 2^100: the forward
+    bounds had started from the float32 weights with no error, and verified a box whose
+    only point is misclassified in exact arithmetic (margin -2.1e14)."""
+    s = 2.0 ** 100
+    w0 = 0.375 * 2.0 ** -149
+    b0 = max(64 * 2.0 ** -150 * s, 2.0 ** -38)
+    w1 = 2.0 ** 100
+    b1 = -w1 * (b0 + 0.5 * w0 * s)
+    net = Network.from_layers((1,), [Affine([[w0]], [b0]), ReLU(), Affine([[w1]], [b1]), ReLU(),
+                                     Affine([[-1.0], [0.0]], [0.25 * w1 * w0 * s, 0.0])])
+    x = np.array([s])
+    exact = net.exact_margin(x, 0)
+    assert exact < 0
+    for dtype in ("float32", "float64"):
+        crown = CrownOracle(net, dtype=dtype, intermediate="forward")
+        assert F(float(crown.margin_lower_bounds(x[None], x[None], 0)[0, 0])) <= exact
+        assert crown.verify_box(x, x, 0).verdict != Verdict.VERIFIED
 
 
 CASES = [c for c in all_cases() if c.net.n_inputs <= 16]
