@@ -75,9 +75,9 @@ class InputSplitOracle(Oracle):
     bounded again by alpha-CROWN with that many steps, the larger bound kept (both are
     sound; on the hard ACAS Xu instances this needs 5-10 times fewer sub-boxes), ``device``, ``dtype``,
     ``intermediate`` (CROWN's intermediate bounds, :data:`~oracles.crown.INTERMEDIATE`; default
-    ``forward`` on chains of affine maps and ReLUs, where it bounds a sub-box of
-    tllverifybench's 2-input, 3200-wide nets 100 times faster than CROWN's backward passes,
-    and ``crown`` on other graphs)."""
+    ``forward`` on chains of affine maps and ReLUs, where the intermediate bounds of one box
+    of tllverifybench's 2-input nets take 0.03 s against CROWN's 0.85 s (N=40, 3200 wide)
+    and 0.06 against 4.3 s (N=56, 6272 wide), and ``crown`` on other graphs)."""
 
     name = "input-split"
     sound = True
