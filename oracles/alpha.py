@@ -278,7 +278,9 @@ def _optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Te
                                    max(p.steps for p in parts))
         sound = _Passes(net, lower, upper, spec, ref, rows)
         crown = sound.run(sound.slopes)[0][sound.final]
-    if settings.steps == 0 or not ref or _done(crown, settings):
+    # past the deadline already: CROWN's bounds, what one step would end with (its first pass
+    # evaluates CROWN's slopes, and then it stops), without the passes of that step
+    if settings.steps == 0 or not ref or _done(crown, settings) or time.perf_counter() > settings.deadline:
         return OptimizedBounds(crown, ref, sound.slopes[sound.final], 0)
     work = sound.cast(settings.iterate_dtype) if settings.iterate_dtype else sound
     best = _optimize(work, settings)

@@ -123,6 +123,8 @@ def test_an_expired_deadline_or_a_verified_box_stops_the_optimisation_at_once():
     *_, late = _bounds(DEEP, lower, upper, 1, steps=50, deadline=time.perf_counter() - 1)
     assert late.steps == 0
     assert (late.final.numpy() >= CrownOracle(DEEP).margin_lower_bounds(lower, upper, 1)).all()
+    # past the deadline from the start: CROWN's bounds (the sound pass with CROWN's slopes), no step's passes
+    assert torch.equal(late.final, _bounds(DEEP, lower, upper, 1, steps=0)[-1].final)
     x = np.full((1, 5), 0.5)
     label = int(DEEP.predict(x)[0])
     *_, point = _bounds(DEEP, x, x, label, steps=50)
