@@ -11,9 +11,9 @@ alpha-CROWN with a few steps); each one still open is split along the input dime
 largest ``(upper - lower) * (|d bound / d lower| + |d bound / d upper|)`` (the width times
 the weight of that input in CROWN's linear lower bound of the worst margin, read from the
 bound's gradient, as alpha-beta-CROWN's input-split branching scores inputs; ``branching``
-``bound``, the default but on nets with at most two inputs), the width times the margin's gradient at the centre (``smear``:
-no gradient of the bound, more sub-boxes), or the widest (``width``, the default on nets with
-at most two inputs).
+``bound``, the default except on nets with at most two inputs), the width times the margin's
+gradient at the centre (``smear``: no gradient of the bound, more sub-boxes), or the widest
+(``width``, the default on nets with at most two inputs).
 
 Each bounded sub-box is also searched for a counterexample: its centre and the vertex where
 CROWN's linear lower bound is smallest are evaluated in float64, and a point with a margin
