@@ -530,6 +530,7 @@ class _Importer(OnnxWalker):
                              "MAX_MODEL_BYTES)")
         self.layers.append(Affine(flat[1:].T, flat[0]))  # Affine copies
 
+
 def _identity_product(rows: np.ndarray, const: np.ndarray) -> bool:
     """Whether ``rows`` (``(1 + n, 1, n)``: one row vector per variable) are a stage's
     fresh variables (zero offset, identity) and ``const`` finite: their product with it is

@@ -1,5 +1,5 @@
 """Forward-mode intermediate bounds (``intermediate="forward"``, :mod:`oracles.forward`) and
-the compressed products of mostly-zero weight matrices (:class:`oracles.bounds.SparseWeights`).
+the compressed products of mostly-zero weight matrices (:class:`oracles.sparse_weights.SparseWeights`).
 
 The forward bounds of every ReLU input contain its exact value (rationals on the numbers
 used) at the corners and inner points of the box, with no floor under the relative slack,
@@ -20,10 +20,11 @@ import pytest
 import torch
 
 from oracles import Verdict, make_oracle
-from oracles.bounds import NetworkTensors, SparseWeights, intermediate_bounds, times_weight, weight_times
+from oracles.bounds import NetworkTensors, intermediate_bounds
 from oracles.crown import CrownOracle
 from oracles.forward import forward_bounds
 from oracles.input_split import InputSplitOracle
+from oracles.sparse_weights import SparseWeights, times_weight, weight_times
 from parallelepipedonn import tolerances
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Affine, Network, ReLU

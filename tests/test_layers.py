@@ -79,6 +79,7 @@ LAYERS: dict[str, str] = {
     "oracles.adam": "oracles",
     "oracles.bounds": "oracles",
     "oracles.forward": "oracles",  # forward-mode intermediate bounds, for few inputs
+    "oracles.sparse_weights": "oracles",  # compressed products of mostly-zero weight matrices
     "oracles.rows": "oracles",  # products of coefficient rows with per-box vectors
     "oracles.nesting": "oracles",  # nested boxes: the bisection's order, the superset memory
     "oracles.precision": "oracles",  # sound kernel settings, boxes as tensors rounded outward
