@@ -22,7 +22,7 @@ Non-finite numbers prove nothing (``-inf``), exactly as in :mod:`oracles.bounds`
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import math
 import time
 import weakref
@@ -37,6 +37,7 @@ from .adam import Adam
 from .bounds import (
     NetworkTensors,
     backward,
+    check_deadline,
     concretize,
     input_scale,
     intermediate_bounds,
@@ -63,7 +64,10 @@ class AlphaSettings:
     ``min_gain`` (relative), once every box's bound is above ``stop_above`` (``None``:
     never), or at ``deadline`` (``time.perf_counter()``). ``intermediate``: optimise the
     intermediate bounds' slopes too (else only the final specification's, with CROWN's
-    intermediate bounds)."""
+    intermediate bounds). ``interruptible``: past ``deadline`` every pass raises
+    :class:`~oracles.bounds.BoundsTimedOut` (nothing proven) at its next look at it,
+    between layers, the reference bounds' and the proofs' passes too (else those run to
+    their end: the bounds are then CROWN's, or the best slopes' at the last step)."""
 
     steps: int = 20
     lr: float = 0.3
@@ -74,6 +78,7 @@ class AlphaSettings:
     intermediate: bool = True
     iterate_dtype: torch.dtype | None = torch.float32
     deadline: float = math.inf
+    interruptible: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 0 or not self.lr > 0 or not 0 < self.lr_decay <= 1 or self.patience < 1:
@@ -162,17 +167,20 @@ class _Passes:
         return _Passes(net, self.lower.to(dtype), self.upper.to(dtype), self.specs[self.final].to(dtype), ref,
                        self.rows)
 
-    def run(self, slopes: dict[int, list[Tensor]]) -> tuple[dict[int, Tensor], Bounds]:
+    def run(self, slopes: dict[int, list[Tensor]], deadline: float = math.inf) -> tuple[dict[int, Tensor], Bounds]:
         """One bound computation with the given slopes: each pass's row bounds (the final
         specification's keyed ``depth - 1``) and the intermediate bounds used. Each bound is
-        the sound concretisation of its pass (see the module docstring)."""
+        the sound concretisation of its pass (see the module docstring). ``deadline``:
+        looked at before each pass (:func:`~oracles.bounds.check_deadline`)."""
         bounds, values = list(self.reference[:1]), {}  # none without ReLU (one affine map)
         for k in range(1, self.net.depth - 1):
             if k not in self.rows:
                 bounds.append(self.reference[k])
                 continue
+            check_deadline(deadline)
             values[k] = self._concretize(k, bounds, slopes[k])
             bounds.append(_tighten(self.reference[k], self.rows[k], values[k], torch.is_grad_enabled()))
+        check_deadline(deadline)
         values[self.final] = self._concretize(self.final, bounds, slopes[self.final])
         return values, bounds
 
@@ -196,11 +204,11 @@ def optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Ten
 
     Without ``reference``, the results of the last call that optimised to the end (not
     stopped by the deadline) a batch of at most :data:`REMEMBERED` boxes are remembered,
-    keyed by the exact network (its tensors' bytes and rounding constants), box,
-    specification rows, settings (but the deadline) and ``reference_method``: a batch whose
-    every box is remembered gets those proven bounds again without optimising (in a
-    cascade ``alpha-crown+bab``, bab's root is the alpha-crown stage's bound of the box,
-    not a second optimisation). A remembered result is the proof computed for exactly that
+    keyed by the network's tensors object (shared by a cascade's stages) and rounding
+    constants, box, specification rows, settings (but the deadline) and
+    ``reference_method``: a batch whose every box is remembered gets those proven bounds
+    again without optimising (in a cascade ``alpha-crown+bab``, bab's root is the
+    alpha-crown stage's bound of the box, not a second optimisation). A remembered result is the proof computed for exactly that
     question: sound. Only the last call is kept, so that a benchmark asking oracles the
     same boxes one after the other measures each.
     """
@@ -223,22 +231,21 @@ def optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Ten
     return out
 
 
-#: id(net) -> (a weak reference to it, the digest of its tensors), computed once per object
-_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
+#: id(net) -> (a weak reference to it, a number no other tensors object gets), once per object
+_DIGESTS: dict[int, tuple[weakref.ref, int]] = {}
+_TOKENS = itertools.count()
 
 
-def _digest(net: NetworkTensors) -> str:
-    """sha256 of the network's tensors (weights, biases, their rounding magnitudes)."""
+def _digest(net: NetworkTensors) -> int:
+    """The identity of the network's tensors object: one number per object, never reused
+    (a remembered result is for exactly these tensors). The stages of a cascade share one
+    object per network, device and dtype (:meth:`~oracles.bounds.NetworkTensors.of`); a
+    sha256 of the tensors took 1.6 s on tllverifybench's N = 64 net."""
     known = _DIGESTS.get(id(net))
     if known is not None and known[0]() is net:
         return known[1]
-    digest = hashlib.sha256()
-    for ts in (net.weights, net.biases, net.abs_weights, net.abs_biases):
-        for t in ts:
-            digest.update(repr((t.dtype, tuple(t.shape))).encode())
-            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
     key = id(net)
-    _DIGESTS[key] = (weakref.ref(net, lambda _: _DIGESTS.pop(key, None)), digest.hexdigest())
+    _DIGESTS[key] = (weakref.ref(net, lambda _: _DIGESTS.pop(key, None)), next(_TOKENS))
     return _DIGESTS[key][1]
 
 
@@ -251,7 +258,7 @@ def _keys(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Tensor, setti
           reference_method: str) -> list[tuple]:
     """Per box, what its optimised bounds depend on, exactly (bytes of every tensor)."""
     common = (_digest(net), net.rel, net.tiny, str(lower.device), str(lower.dtype), str(spec.dtype),
-              astuple(replace(settings, deadline=math.inf)), reference_method)
+              astuple(replace(settings, deadline=math.inf, interruptible=False)), reference_method)
     lo, hi, sp = (x.detach().cpu().contiguous().numpy() for x in (lower, upper, spec))
     return [(common, lo[b].tobytes(), hi[b].tobytes(), sp[b].shape, sp[b].tobytes()) for b in range(lo.shape[0])]
 
@@ -260,9 +267,11 @@ def _optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Te
                     settings: AlphaSettings = AlphaSettings(), reference: Sequence[tuple[Tensor, Tensor]] | None = None,
                     reference_method: str = "crown") -> OptimizedBounds:
     """:func:`optimize_bounds` without its memory (the same arguments, the same proofs)."""
+    stop = settings.deadline if settings.interruptible else math.inf  # of the passes that prove
     with torch.no_grad():
         ref = [(lo.detach(), hi.detach()) for lo, hi in
-               (reference if reference is not None else intermediate_bounds(net, lower, upper, reference_method))]
+               (reference if reference is not None else
+                intermediate_bounds(net, lower, upper, reference_method, deadline=stop))]
         rows = {k: idx for k in range(1, net.depth - 1) if settings.intermediate
                 for idx in [_unstable_rows(ref, k)] if idx.numel()}
         widths = [w.shape[0] for w in net.weights[:-1]]
@@ -277,15 +286,15 @@ def _optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Te
                                    [torch.cat(layer) for layer in zip(*(p.slopes for p in parts))],
                                    max(p.steps for p in parts))
         sound = _Passes(net, lower, upper, spec, ref, rows)
-        crown = sound.run(sound.slopes)[0][sound.final]
+        crown = sound.run(sound.slopes, stop)[0][sound.final]
     # past the deadline already: CROWN's bounds, what one step would end with (its first pass
     # evaluates CROWN's slopes, and then it stops), without the passes of that step
     if settings.steps == 0 or not ref or _done(crown, settings) or time.perf_counter() > settings.deadline:
         return OptimizedBounds(crown, ref, sound.slopes[sound.final], 0)
     work = sound.cast(settings.iterate_dtype) if settings.iterate_dtype else sound
-    best = _optimize(work, settings)
+    best = _optimize(work, settings, stop)
     with torch.no_grad():  # the proof: one sound pass with the chosen slopes
-        values, bounds = sound.run({k: [s.to(net.dtype) for s in v] for k, v in best.slopes.items()})
+        values, bounds = sound.run({k: [s.to(net.dtype) for s in v] for k, v in best.slopes.items()}, stop)
     final = torch.maximum(values[sound.final], crown)
     return OptimizedBounds(final, bounds, [s.to(net.dtype) for s in best.slopes[sound.final]], best.steps)
 
@@ -296,9 +305,9 @@ class _Choice:
     steps: int
 
 
-def _optimize(passes: _Passes, settings: AlphaSettings) -> _Choice:
+def _optimize(passes: _Passes, settings: AlphaSettings, stop: float = math.inf) -> _Choice:
     """Adam steps on the passes' slopes; per row (of every pass), the slopes of the step
-    where its bound was best."""
+    where its bound was best. ``stop``: the passes' deadline (:meth:`_Passes.run`)."""
     best = {k: [s.clone() for s in v] for k, v in passes.slopes.items()}
     best_rows: dict[int, Tensor] = {}
     params = [s.requires_grad_(True) for v in passes.slopes.values() for s in v]
@@ -306,7 +315,7 @@ def _optimize(passes: _Passes, settings: AlphaSettings) -> _Choice:
     stale, taken = 0, 0
     with torch.enable_grad():
         for _ in range(settings.steps + 1):
-            values, _ = passes.run(passes.slopes)
+            values, _ = passes.run(passes.slopes, stop)
             gained = not best_rows
             with torch.no_grad():
                 for k, value in values.items():

@@ -68,6 +68,7 @@ from .bab_domains import STORE, Bounded, Nodes, Trees, stored
 from .bab_graph import full_phases, graph_pass, graph_trees, root_bounds
 from .base import Answer, FloatArray, Oracle, Verdict
 from .bounds import (
+    BoundsTimedOut,
     NetworkTensors,
     backward,
     bounds_valid,
@@ -176,11 +177,11 @@ class BabOracle(Oracle):
         optimised too; CROWN if 0; CROWN on a graph) cannot rule out on the box (``None``
         if none)."""
         if self.graph_tensors is not None:
-            return self._graph_trees(lo, hi, label)
+            return self._graph_trees(lo, hi, label, deadline)
         net = self.tensors
         spec = margin_spec(self.network.n_classes, label, 1, lo.dtype, lo.device)
         opt = optimize_bounds(net, lo, hi, spec, AlphaSettings(steps=self.root_steps, deadline=deadline,
-                                                               iterate_dtype=DTYPES[self.iterates]))
+                                                               iterate_dtype=DTYPES[self.iterates], interruptible=True))
         root, root_bound = opt.intermediate, opt.final[0]
         others = [j for j in range(self.network.n_classes) if j != label]
         order = self._unproven(root_bound)
@@ -193,7 +194,7 @@ class BabOracle(Oracle):
                 # starts: where they show no input monotone, the box stays as it is
                 g_lo, g_hi = gradient_bounds(net, root, spec[0, row])
                 if bool((((g_lo > 0) | (g_hi < 0)) & (hi > lo)[0]).any()):
-                    parts.append(fix_monotone_inputs(net, lo, hi, spec[0, row]))
+                    parts.append(fix_monotone_inputs(net, lo, hi, spec[0, row], deadline=deadline))
                 else:
                     parts.append((lo, hi, root))
         # the root's bounds hold on every shrunk box inside it: intersected
@@ -213,10 +214,10 @@ class BabOracle(Oracle):
             [float(v) for v in root_bound if float(v) > 0], default=math.inf)
         return order
 
-    def _graph_trees(self, lo: Tensor, hi: Tensor, label: int) -> Trees | None:
+    def _graph_trees(self, lo: Tensor, hi: Tensor, label: int, deadline: float) -> Trees | None:
         """:meth:`_trees` of a graph: every tree on the whole box, with its node bounds
         (:mod:`oracles.bab_graph`)."""
-        nb, spec, root_bound = root_bounds(self.graph_tensors, lo, hi, label, self.network.n_classes)
+        nb, spec, root_bound = root_bounds(self.graph_tensors, lo, hi, label, self.network.n_classes, deadline)
         others = [j for j in range(self.network.n_classes) if j != label]
         order = self._unproven(root_bound)
         if not order:
@@ -230,8 +231,13 @@ class BabOracle(Oracle):
         deadline = math.inf if self.time_limit is None else start + self.time_limit
         self._deadline = deadline
         dev = self.device
-        trees = self._trees(torch.tensor(lower, dtype=torch.float64, device=dev)[None],
-                            torch.tensor(upper, dtype=torch.float64, device=dev)[None], label, deadline)
+        try:  # the root's passes look at the deadline (a wide net's take tens of seconds)
+            trees = self._trees(torch.tensor(lower, dtype=torch.float64, device=dev)[None],
+                                torch.tensor(upper, dtype=torch.float64, device=dev)[None], label, deadline)
+        except BoundsTimedOut:
+            self.last_nodes = 0
+            return Answer(Verdict.UNKNOWN, timed_out=True, reason="the time limit was reached while bab's root was "
+                          "bounded")
         self.last_nodes = explored = 0
         if trees is None:
             root = "CROWN" if self.graph_tensors is not None or not self.root_steps else "alpha-CROWN"

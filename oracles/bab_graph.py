@@ -12,6 +12,7 @@ float64 on the box's node bounds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,11 +30,12 @@ Tensor = torch.Tensor
 
 
 def root_bounds(gt: GraphTensors, lo: Tensor, hi: Tensor, label: int,
-                n_classes: int) -> tuple[NodeBounds, Tensor, Tensor]:
+                n_classes: int, deadline: float = math.inf) -> tuple[NodeBounds, Tensor, Tensor]:
     """The box's node bounds, the margin rows ``(1, n_classes - 1, n_classes)`` and their
-    proven CROWN lower bounds (``(n_classes - 1,)``)."""
+    proven CROWN lower bounds (``(n_classes - 1,)``). ``deadline``: as
+    :func:`~oracles.graph_bounds.node_bounds`'."""
     with torch.no_grad():
-        nb = node_bounds(gt, lo, hi)
+        nb = node_bounds(gt, lo, hi, deadline=deadline)
         spec = margin_spec(n_classes, label, 1, lo.dtype, lo.device)
         root_bound = concretize_wide(graph_backward(gt, nb, len(gt.graph.nodes) - 1, spec), lo, hi)[0]
     return nb, spec, root_bound

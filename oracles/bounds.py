@@ -29,6 +29,9 @@ the box's bounds ``-inf``; nothing non-finite is ever reported as a bound.
 from __future__ import annotations
 
 import functools
+import math
+import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,6 +46,18 @@ from .rows import batched_mv, per_box_rows, rows_dot
 from .sparse_weights import SparseWeights, times_weight, weight_times
 
 Tensor = torch.Tensor
+
+
+class BoundsTimedOut(OracleError):
+    """The deadline passed while bounds were being computed (a pass given one looks at it
+    between layers and between chunks of rows): nothing is proven; the oracle answers
+    UNKNOWN, timed out."""
+
+
+def check_deadline(deadline: float) -> None:
+    """Raise :class:`BoundsTimedOut` if ``deadline`` (:func:`time.perf_counter`) has passed."""
+    if deadline != math.inf and time.perf_counter() > deadline:
+        raise BoundsTimedOut("the time limit was reached while the bounds were computed")
 
 
 @dataclass(frozen=True)
@@ -66,13 +81,27 @@ class NetworkTensors:
     def of(cls, network: Network, device: str | torch.device = "cpu",
            dtype: torch.dtype = torch.float64) -> NetworkTensors:
         """Raises :class:`OracleError` for a :class:`~parallelepipedonn.graph.Graph` that is
-        not a chain (the chain oracles read only ``Affine (ReLU Affine)*``)."""
+        not a chain (the chain oracles read only ``Affine (ReLU Affine)*``). Built once per
+        network object, device and dtype (a network's arrays are read-only) and shared: the
+        stages of a cascade built their own (four times 3 s on tllverifybench's N = 64 net,
+        of a 60 s budget)."""
         if not isinstance(network, Network):
             chain = network.as_network()
             if chain is None:
                 raise OracleError(f"this oracle reads only chains of affine maps and ReLUs; {network.describe()} "
                                   "is not one (use crown)")
             network = chain
+        key = (str(torch.device(device)), dtype)
+        known = _TENSORS.get(id(network))
+        if known is None or known[0]() is not network:
+            ident = id(network)
+            known = _TENSORS[ident] = (weakref.ref(network, lambda _: _TENSORS.pop(ident, None)), {})
+        if key not in known[1]:
+            known[1][key] = cls._of(network, device, dtype)
+        return known[1][key]
+
+    @classmethod
+    def _of(cls, network: Network, device: str | torch.device, dtype: torch.dtype) -> NetworkTensors:
         w = tuple(torch.tensor(a.weight, dtype=dtype, device=device) for a in network.affines)
         b = tuple(torch.tensor(a.bias, dtype=dtype, device=device) for a in network.affines)
         widest = max(max(a.in_features, a.out_features) for a in network.affines)
@@ -110,6 +139,10 @@ class NetworkTensors:
     @property
     def device(self) -> torch.device:
         return self.weights[0].device
+
+
+#: id(network) -> (a weak reference to it, {(device, dtype): its tensors}) (see :meth:`NetworkTensors.of`)
+_TENSORS: dict[int, tuple[weakref.ref, dict[tuple[str, torch.dtype], NetworkTensors]]] = {}
 
 
 def nonfinite_rows(*tensors: Tensor, dim: int | None = None) -> Tensor:
@@ -419,7 +452,8 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, metho
                         relaxations_out: list[ReluRelaxation] | None = None,
                         terms: list[Tensor | None] | None = None,
                         image: Tensor | None = None,
-                        image_out: list[Tensor] | None = None) -> list[tuple[Tensor, Tensor]]:
+                        image_out: list[Tensor] | None = None,
+                        deadline: float = math.inf) -> list[tuple[Tensor, Tensor]]:
     """Bounds ``(l_i, u_i)`` of the input of every ReLU (``i = 0 .. depth-2``).
 
     The first layer's are exact interval bounds; deeper ones are interval (IBP) bounds,
@@ -442,6 +476,9 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, metho
     layer's product ``(u + l) W_0^T`` (the same numbers above the normal range, where
     halving is exact; below it, within the half a smallest subnormal per product that
     :func:`backward` charges for ``center_image``); ``image_out`` (optional) receives it.
+    ``deadline`` (optional, :func:`time.perf_counter`): looked at before each chunk of rows
+    of CROWN's bounds, :class:`BoundsTimedOut` once it has passed (CROWN's bounds of a
+    chain of 8192-wide layers take seconds per layer).
     Empty for a network without ReLU (one affine map).
     """
     if net.depth < 2:
@@ -480,16 +517,18 @@ def intermediate_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, metho
             if box.numel() > ONE_SIDE_MIN:
                 side = torch.where(up_first, -1.0, 1.0).to(lower.dtype).unsqueeze(1)
                 _intersect(l_k, u_k, box, neuron, side,
-                           signed_bounds(net, k, box, neuron, side, relaxations, scale_in, lower, upper, terms, image))
+                           signed_bounds(net, k, box, neuron, side, relaxations, scale_in, lower, upper, terms, image,
+                                         deadline))
                 still = (l_k[box, neuron] < 0) & (u_k[box, neuron] > 0)
                 if bool(still.any()):
                     b, i, sg = box[still], neuron[still], -side[still]
                     _intersect(l_k, u_k, b, i, sg,
-                               signed_bounds(net, k, b, i, sg, relaxations, scale_in, lower, upper, terms, image))
+                               signed_bounds(net, k, b, i, sg, relaxations, scale_in, lower, upper, terms, image, deadline))
             else:
                 side = torch.tensor([[1.0, -1.0]], dtype=lower.dtype, device=lower.device).expand(box.numel(), 2)
                 _intersect(l_k, u_k, box, neuron, side,
-                           signed_bounds(net, k, box, neuron, side, relaxations, scale_in, lower, upper, terms, image))
+                           signed_bounds(net, k, box, neuron, side, relaxations, scale_in, lower, upper, terms, image,
+                                         deadline))
             settle(l_k, u_k, l_ibp, u_ibp, box, neuron)
         layer_bounds, bad = _poison((l_k, u_k), bad)
         bounds.append(layer_bounds)
@@ -527,18 +566,21 @@ ROW_CHUNK_ELEMENTS = 2**21
 
 def signed_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, side: Tensor,
                   relaxations: Sequence[ReluRelaxation], scale_in: Tensor, lower: Tensor, upper: Tensor,
-                  terms: list[Tensor | None] | None = None, image: Tensor | None = None) -> Tensor:
+                  terms: list[Tensor | None] | None = None, image: Tensor | None = None,
+                  deadline: float = math.inf) -> Tensor:
     """CROWN's lower bound of ``side[r, s] * z_k[box[r], neuron[r]]`` (``side`` of shape
     ``(rows, S)``, entries 1 or -1): :func:`backward` of the rows ``side[r, s] e_i`` with the
     box's relaxations, each row group bounded as a box of its own (so the bounds are those
     of the box alone, whatever the other boxes of the batch), in chunks of
     :data:`ROW_CHUNK_ELEMENTS`. ``terms``: :func:`backward`'s cache; ``image``: ``W_0 c`` of
-    the boxes' centers (:func:`backward`'s ``center_image``). Shape ``(rows, S)``."""
+    the boxes' centers (:func:`backward`'s ``center_image``); ``deadline``: looked at
+    before each chunk (:func:`check_deadline`). Shape ``(rows, S)``."""
     center = (upper + lower) / 2 if image is None else None  # as concretize computes it
     radius = (upper - lower) / 2
     chunk = max(1, ROW_CHUNK_ELEMENTS // (side.shape[1] * lower.shape[1]))
     out = []
     for start in range(0, box.numel(), chunk):
+        check_deadline(deadline)
         b, i, sg = box[start:start + chunk], neuron[start:start + chunk], side[start:start + chunk]
         out.append(concretize(backward(net, None, k, relaxations, scale_in, rows=b, unit=(i, sg), terms=terms,
                                        center=center, center_image=image), lower, upper, rows=b, consume=True,

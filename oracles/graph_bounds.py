@@ -37,6 +37,7 @@ outward by their own fan-in's slack. Any non-finite number makes the box's bound
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ from parallelepipedonn.tolerances import ABS_SLACK, relative_slack, smallest_sub
 
 from .bounds import (
     ReluRelaxation,
+    check_deadline,
     input_scale,
     margin_spec,
     nonfinite_rows,
@@ -202,13 +204,14 @@ def _interval(gt: GraphTensors, k: int, nb: NodeBounds) -> tuple[Tensor, Tensor]
 
 
 def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "crown",
-                prior: dict[int, tuple[Tensor, Tensor]] | None = None) -> NodeBounds:
+                prior: dict[int, tuple[Tensor, Tensor]] | None = None, deadline: float = math.inf) -> NodeBounds:
     """Bounds of every node over each box ``[lower, upper]`` (``(B, n)``): see the module
     docstring. ``method="ibp"``: interval bounds only. ``prior`` (optional): per node
     tightened by CROWN, bounds ``(B, *shape)`` already proven for each box (e.g. those of
     a box containing it: bounds of a superset hold on a subset; ``-inf`` / ``inf`` where
     none), intersected with its interval bounds before CROWN tightens the neurons that are
-    still unstable."""
+    still unstable. ``deadline`` (optional): looked at before each node CROWN tightens
+    (:func:`~oracles.bounds.check_deadline`: :class:`~oracles.bounds.BoundsTimedOut`)."""
     g = gt.graph
     bsz = lower.shape[0]
     nb = NodeBounds([], [], [], {}, {}, torch.zeros(bsz, dtype=torch.bool, device=lower.device))
@@ -238,6 +241,7 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
             nb.lower.append(lo)
             nb.upper.append(hi)
             nb.scale.append(torch.maximum(lo.abs(), hi.abs()))
+            check_deadline(deadline)
             # float32 first sides for a box's own bounds, not where a superset's bounds start
             # (its neurons still unstable there mostly stay so: both sides in float64 anyway)
             fresh = prior is None or k not in prior

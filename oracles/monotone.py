@@ -7,6 +7,7 @@ error (:mod:`oracles.bounds`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -42,7 +43,8 @@ def gradient_bounds(net: NetworkTensors, bounds: Sequence[tuple[Tensor, Tensor]]
 
 
 def fix_monotone_inputs(net: NetworkTensors, lower: Tensor, upper: Tensor, row: Tensor,
-                        max_rounds: int = 20) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+                        max_rounds: int = 20, deadline: float = math.inf
+                        ) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
     """Shrink the box ``[lower, upper]`` (``(1, n)``) without changing the minimum of
     ``row @ logits`` over it.
 
@@ -51,14 +53,16 @@ def fix_monotone_inputs(net: NetworkTensors, lower: Tensor, upper: Tensor, row: 
     a segment parallel to axis ``i`` crosses has a slope of that sign — its minimum has
     ``x_i`` at the lower (upper) end, so the coordinate is fixed there. Fixing shrinks the
     box, which can make more neurons stable and more inputs monotone: repeated until
-    nothing changes. Returns the new box and its ReLU input bounds.
+    nothing changes. Returns the new box and its ReLU input bounds. ``deadline``: as
+    :func:`~oracles.bounds.intermediate_bounds`' (:class:`~oracles.bounds.BoundsTimedOut`).
     """
-    lo, hi, bounds, _ = shrink_monotone(net, lower, upper, row, None, max_rounds)
+    lo, hi, bounds, _ = shrink_monotone(net, lower, upper, row, None, max_rounds, deadline)
     return lo, hi, bounds
 
 
 def shrink_monotone(net: NetworkTensors, lower: Tensor, upper: Tensor, row: Tensor, anchor: Tensor | None,
-                    max_rounds: int = 20) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]], Tensor]:
+                    max_rounds: int = 20, deadline: float = math.inf
+                    ) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]], Tensor]:
     """:func:`fix_monotone_inputs` with an ``anchor`` point of the box: the end of a
     monotone coordinate's range on the side where the function is larger moves to the
     anchor's coordinate (to the other end when ``anchor`` is ``None``). Moving a point of
@@ -67,10 +71,11 @@ def shrink_monotone(net: NetworkTensors, lower: Tensor, upper: Tensor, row: Tens
     the anchor (in any norm that is monotone in each coordinate's distance) has a
     counterpart in the shrunk box at no greater distance. Also returns the direction of
     each coordinate found monotone (+1 increasing, -1 decreasing, 0 neither). Nothing is
-    fixed where the gradient bounds are not finite."""
+    fixed where the gradient bounds are not finite. ``deadline``: as
+    :func:`~oracles.bounds.intermediate_bounds`'."""
     lo, hi = lower, upper
     direction = torch.zeros_like(lower[0], dtype=torch.int8)
-    bounds = intermediate_bounds(net, lo, hi)
+    bounds = intermediate_bounds(net, lo, hi, deadline=deadline)
     for _ in range(max_rounds):
         g_lo, g_hi = gradient_bounds(net, bounds, row)
         up_end = hi if anchor is None else torch.minimum(hi, torch.maximum(lo, anchor))
@@ -83,7 +88,7 @@ def shrink_monotone(net: NetworkTensors, lower: Tensor, upper: Tensor, row: Tens
         if torch.equal(new_lo, lo) and torch.equal(new_hi, hi):
             break
         lo, hi = new_lo, new_hi
-        bounds = intermediate_bounds(net, lo, hi)
+        bounds = intermediate_bounds(net, lo, hi, deadline=deadline)
     return lo, hi, bounds, direction
 
 

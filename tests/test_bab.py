@@ -86,6 +86,62 @@ def test_after_an_alpha_crown_stage_the_root_is_not_optimised_again(monkeypatch)
     pytest.fail("no box that bab verifies by branching after alpha-crown")
 
 
+def _slowed(monkeypatch, module: str, name: str, seconds: float) -> list[float]:
+    """``module.name`` made ``seconds`` slower per call; returns the calls' start times."""
+    import importlib
+    import time
+
+    real = getattr(importlib.import_module(module), name)
+    calls: list[float] = []
+
+    def slow(*args, **kwargs):
+        calls.append(time.perf_counter())
+        time.sleep(seconds)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(f"{module}.{name}", slow)
+    return calls
+
+
+def test_a_time_limit_that_passes_while_the_root_is_bounded_stops_it():
+    """The root's passes look at the deadline between layers and chunks of rows: a root of
+    tllverifybench's 8192-wide nets took 20-30 s, and a bab stage started with under a
+    second left overran a 60 s limit by 39 s. Past the deadline: UNKNOWN, timed out."""
+    import time
+
+    lo, hi = np.zeros(6), np.ones(6)  # the whole cube: unstable neurons in every layer
+    label = int(NET.predict(np.full((1, 6), 0.5))[0])
+    mp = pytest.MonkeyPatch()
+    with mp.context() as m:
+        calls = _slowed(m, "oracles.bounds", "signed_bounds", 0.2)
+        start = time.perf_counter()
+        answer = BabOracle(NET, time_limit=0.3).verify_box(lo, hi, label)
+        took = time.perf_counter() - start
+    assert answer.verdict is Verdict.UNKNOWN and answer.timed_out and "root" in answer.reason, answer.reason
+    assert len(calls) == 2 and took < 0.3 + 0.2 + 0.15  # one slowed chunk past the deadline, not all of them
+
+
+def test_an_interruptible_optimisation_raises_past_its_deadline_the_others_end_with_crowns_bounds():
+    import time
+
+    from oracles.alpha import AlphaSettings, optimize_bounds
+    from oracles.bounds import BoundsTimedOut, NetworkTensors, intermediate_bounds, margin_spec
+
+    net = NetworkTensors.of(NET)
+    lo, hi = torch.zeros(2, 6, dtype=torch.float64), torch.ones(2, 6, dtype=torch.float64)
+    spec = margin_spec(3, 0, 2, torch.float64, lo.device)
+    past = time.perf_counter() - 1
+    with pytest.raises(BoundsTimedOut, match="time limit"):
+        intermediate_bounds(net, lo, hi, deadline=past)
+    with pytest.raises(BoundsTimedOut):
+        optimize_bounds(net, lo, hi, spec, AlphaSettings(deadline=past, interruptible=True))
+    crown = optimize_bounds(net, lo, hi, spec, AlphaSettings(steps=0)).final
+    assert torch.equal(optimize_bounds(net, lo, hi, spec, AlphaSettings(deadline=past)).final, crown)
+    for (a, b), (c, d) in zip(intermediate_bounds(net, lo, hi, deadline=time.perf_counter() + 600),
+                              intermediate_bounds(net, lo, hi)):
+        assert torch.equal(a, c) and torch.equal(b, d)
+
+
 @pytest.mark.parametrize("options", [{"candidates": 0}, {"root_steps": -1}, {"iterates": "float16"}, {"lr": 0},
                                      {"beta_lr": -0.1}, {"lr_decay": 0}, {"lr_decay": 1.5}])
 def test_bad_options_are_refused(options):

@@ -163,3 +163,20 @@ def test_a_graph_whose_relus_are_all_off_the_path_to_the_output_is_bounded_and_d
     x = np.array([0.3, 0.2])
     d = make_oracle("milp", g, time_limit=30).min_distance(x, 0, Box.unit(2), falsifier=AttackOracle(g))
     assert d.lower == pytest.approx(0.05, abs=1e-6) and d.upper == pytest.approx(0.05, abs=1e-6)
+
+
+def test_a_time_limit_that_passes_while_a_graphs_root_is_bounded_stops_it(monkeypatch):
+    """As on chains (tests/test_bab.py): the root's node bounds look at the deadline before
+    each node CROWN tightens; past it, UNKNOWN, timed out."""
+    import time
+
+    from tests.test_bab import _slowed
+
+    graph = mixed()  # four nodes CROWN tightens at the root
+    label = int(graph.predict(np.full((1, graph.n_inputs), 0.5))[0])
+    calls = _slowed(monkeypatch, "oracles.graph_bounds", "_tighten", 0.2)
+    start = time.perf_counter()
+    answer = make_oracle("bab", graph, time_limit=0.3).verify_box(np.zeros(graph.n_inputs), np.ones(graph.n_inputs),
+                                                                  label)
+    assert answer.verdict is Verdict.UNKNOWN and answer.timed_out and "root" in answer.reason, answer.reason
+    assert len(calls) == 2 and time.perf_counter() - start < 0.3 + 0.2 + 0.15

@@ -258,6 +258,25 @@ def test_only_large_mostly_zero_matrices_get_compressed_copies():
     assert SparseWeights.of(w, w.abs() + 1e-30) is None
 
 
+def test_the_compressed_copies_hold_the_matrix_its_transpose_and_its_magnitudes_exactly():
+    tensors = NetworkTensors.of(sparse_chain(2))
+    for w, a, sp in zip(tensors.weights, tensors.abs_weights, tensors.sparse):
+        if sp is not None:
+            assert torch.equal(sp.w.to_dense(), w) and torch.equal(sp.w_t.to_dense(), w.T)
+            assert torch.equal(sp.abs_w.to_dense(), a)
+
+
+def test_one_networks_tensors_are_built_once_per_device_and_dtype_and_shared_by_a_cascade():
+    from oracles import make_oracle
+
+    net = sparse_chain(3)
+    assert NetworkTensors.of(net) is NetworkTensors.of(net, "cpu", torch.float64)
+    assert NetworkTensors.of(net, dtype=torch.float32) is not NetworkTensors.of(net)
+    assert NetworkTensors.of(sparse_chain(3)) is not NetworkTensors.of(net)  # another object: its own
+    cascade = make_oracle("crown+alpha-crown+bab", net)
+    assert all(stage.tensors is NetworkTensors.of(net) for stage in cascade.stages)
+
+
 def test_compressed_products_equal_the_dense_ones():
     tensors = NetworkTensors.of(sparse_chain(1))
     dense = dataclasses.replace(tensors, sparse=())
