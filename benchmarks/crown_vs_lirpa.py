@@ -309,13 +309,16 @@ def certify_child(name: str, path: str, count: int, device: str = "cpu") -> dict
 
     Oracle.verify = timed  # type: ignore[method-assign]
     rows = []
-    for lo, hi in zip(lower, upper):
-        x = (lo + hi) / 2
-        spent.clear()
-        start, start_cpu = time.perf_counter(), time.process_time()
-        cert = ppn.certify(net, x, config=config)
-        rows.append((time.perf_counter() - start, time.process_time() - start_cpu, spent.get("crown", 0.0),
-                     spent.get(config.falsifier or "", 0.0), cert.apothem or 0.0))
+    try:
+        for lo, hi in zip(lower, upper):
+            x = (lo + hi) / 2
+            spent.clear()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            cert = ppn.certify(net, x, config=config)
+            rows.append((time.perf_counter() - start, time.process_time() - start_cpu, spent.get("crown", 0.0),
+                         spent.get(config.falsifier or "", 0.0), cert.apothem or 0.0))
+    finally:
+        Oracle.verify = verify  # type: ignore[method-assign]
     wall, cpu, crown, falsifier, apothem = (statistics.median(c) for c in zip(*rows))
     return {"seconds": wall, "cpu_seconds": cpu, "max_seconds": max(r[0] for r in rows),
             "max_cpu_seconds": max(r[1] for r in rows), "crown_cpu_seconds": crown, "falsifier_cpu_seconds": falsifier,

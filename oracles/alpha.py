@@ -208,9 +208,9 @@ def optimize_bounds(net: NetworkTensors, lower: Tensor, upper: Tensor, spec: Ten
     constants, box, specification rows, settings (but the deadline) and
     ``reference_method``: a batch whose every box is remembered gets those proven bounds
     again without optimising (in a cascade ``alpha-crown+bab``, bab's root is the
-    alpha-crown stage's bound of the box, not a second optimisation). A remembered result is the proof computed for exactly that
-    question: sound. Only the last call is kept, so that a benchmark asking oracles the
-    same boxes one after the other measures each.
+    alpha-crown stage's bound of the box, not a second optimisation). A remembered result
+    is the proof computed for exactly that question: sound. Only the last call is kept, so
+    that a benchmark asking oracles the same boxes one after the other measures each.
     """
     if reference is not None or settings.steps == 0 or lower.shape[0] > REMEMBERED:
         return _optimize_bounds(net, lower, upper, spec, settings, reference, reference_method)

@@ -142,6 +142,24 @@ def test_an_interruptible_optimisation_raises_past_its_deadline_the_others_end_w
         assert torch.equal(a, c) and torch.equal(b, d)
 
 
+def test_crowns_rows_are_chunked_by_the_widest_layer_they_pass_with_the_same_bounds(monkeypatch):
+    """A 2-input net with wide hidden layers: chunks sized by the input alone held every row
+    of a layer (tllverifybench's N = 64: 2.2 s, in which no deadline was seen)."""
+    import oracles.bounds as ob
+
+    net = random_network(8, [2, 300, 300, 300, 3])
+    tensors = ob.NetworkTensors.of(net)
+    lo, hi = torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
+    whole = ob.intermediate_bounds(tensors, lo, hi)
+    chunks = []
+    real = ob.backward
+    monkeypatch.setattr(ob, "backward", lambda *a, **k: chunks.append(k["rows"].numel()) or real(*a, **k))
+    monkeypatch.setattr(ob, "ROW_CHUNK_ELEMENTS", 2 * 300 * 16)  # 16 rows of both sides (32 of one) through 300
+    for (a, b), (c, d) in zip(ob.intermediate_bounds(tensors, lo, hi), whole):
+        assert torch.equal(a, c) and torch.equal(b, d)
+    assert chunks and max(chunks) <= 32 < sum(chunks)
+
+
 @pytest.mark.parametrize("options", [{"candidates": 0}, {"root_steps": -1}, {"iterates": "float16"}, {"lr": 0},
                                      {"beta_lr": -0.1}, {"lr_decay": 0}, {"lr_decay": 1.5}])
 def test_bad_options_are_refused(options):
