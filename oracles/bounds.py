@@ -97,7 +97,8 @@ class NetworkTensors:
             ident = id(network)
             known = _TENSORS[ident] = (weakref.ref(network, lambda _: _TENSORS.pop(ident, None)), {})
         if key not in known[1]:
-            known[1][key] = cls._of(network, device, dtype)
+            with torch.inference_mode(False):  # shared: tensors that autograd may save, whoever asks first
+                known[1][key] = cls._of(network, device, dtype)
         return known[1][key]
 
     @classmethod

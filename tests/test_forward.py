@@ -275,6 +275,14 @@ def test_one_networks_tensors_are_built_once_per_device_and_dtype_and_shared_by_
     assert NetworkTensors.of(sparse_chain(3)) is not NetworkTensors.of(net)  # another object: its own
     cascade = make_oracle("crown+alpha-crown+bab", net)
     assert all(stage.tensors is NetworkTensors.of(net) for stage in cascade.stages)
+    # built first inside inference mode, they still serve a pass that differentiates
+    other = sparse_chain(4)
+    with torch.inference_mode():
+        first = NetworkTensors.of(other, dtype=torch.float32)
+    assert not first.weights[0].is_inference()
+    lo = torch.full((1, 2), 0.4, dtype=torch.float64, requires_grad=True)
+    CrownOracle(other, dtype="float32").differentiable_margin_bounds(lo, lo.detach() + 0.1, 0).sum().backward()
+    assert lo.grad is not None
 
 
 def test_compressed_products_equal_the_dense_ones():
