@@ -64,10 +64,13 @@ class AlphaSettings:
     ``min_gain`` (relative), once every box's bound is above ``stop_above`` (``None``:
     never), or at ``deadline`` (``time.perf_counter()``). ``intermediate``: optimise the
     intermediate bounds' slopes too (else only the final specification's, with CROWN's
-    intermediate bounds). ``interruptible``: past ``deadline`` every pass raises
-    :class:`~oracles.bounds.BoundsTimedOut` (nothing proven) at its next look at it,
-    between layers, the reference bounds' and the proofs' passes too (else those run to
-    their end: the bounds are then CROWN's, or the best slopes' at the last step)."""
+    intermediate bounds). ``interruptible``: past ``deadline`` the computation raises
+    :class:`~oracles.bounds.BoundsTimedOut` (nothing proven) at its next look at it: before
+    each chunk of the reference bounds' rows and before each layer's pass of the steps and
+    of the proofs (a layer's pass, all its rows at once, and a step's gradient are not
+    split: on a wide net the answer can come that much late). Else the reference and the
+    proofs run to their end: the bounds are then CROWN's, or the best slopes' at the last
+    step."""
 
     steps: int = 20
     lr: float = 0.3
