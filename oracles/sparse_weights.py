@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .bounds import NetworkTensors
+    from .network_tensors import NetworkTensors
 
 Tensor = torch.Tensor
 

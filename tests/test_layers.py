@@ -80,6 +80,7 @@ LAYERS: dict[str, str] = {
     "oracles.bounds": "oracles",
     "oracles.forward": "oracles",  # forward-mode intermediate bounds, for few inputs
     "oracles.sparse_weights": "oracles",  # compressed products of mostly-zero weight matrices
+    "oracles.network_tensors": "oracles",  # a chain's tensors, built once per network, device, dtype
     "oracles.rows": "oracles",  # products of coefficient rows with per-box vectors
     "oracles.nesting": "oracles",  # nested boxes: the bisection's order, the superset memory
     "oracles.precision": "oracles",  # sound kernel settings, boxes as tensors rounded outward
