@@ -471,7 +471,7 @@ class _Importer(OnnxWalker):
                 inp = torch.nn.functional.pad(inp, torch_pads)
                 rows[lo:lo + chunk, 0] = conv(inp, weight, stride=strides, dilation=dil, groups=group).numpy()
             # the partial sums: |W| applied to a bound of the input's values
-            bound = torch.from_numpy(self.value_bound(x).reshape(x.shape))
+            bound = torch.from_numpy(np.array(self.value_bound(x)).reshape(x.shape))
             sums = conv(torch.nn.functional.pad(bound, torch_pads), weight.abs().double(), stride=strides,
                         dilation=dil, groups=group).numpy()
         self.check_bound(label, "Conv", sums, x.dtype, "partial sums")
@@ -584,7 +584,7 @@ def load_onnx(path: str | Path, name: str | None = None, *, pad_outputs: bool = 
     p = Path(path)
     label = name or (p.name[:-3] if p.suffix == ".gz" else p.name)
     raw, data = read_model_file(p)
-    ir = model_from_onnx(parse_model(data, label), label, pad_outputs=pad_outputs)
+    ir = model_from_onnx(parse_model(data, label), label, pad_outputs=pad_outputs, serialized=data)
     return dataclasses.replace(ir, file_sha256=hashlib.sha256(raw).hexdigest())
 
 
@@ -596,16 +596,19 @@ def network_from_onnx_bytes(data: bytes, name: str = "") -> Network:
     return network_from_onnx(parse_model(data, name), name)
 
 
-def model_from_onnx(model: onnx.ModelProto, name: str = "", pad_outputs: bool = False) -> Network | Graph:
+def model_from_onnx(model: onnx.ModelProto, name: str = "", pad_outputs: bool = False, *,
+                    serialized: bytes | None = None) -> Network | Graph:
     """The IR of a loaded ONNX model: models with convolutions or pooling are read as a
     :class:`~parallelepipedonn.graph.Graph` (convolutions kept as convolutions; if the
     graph importer refuses one that the chain importer reads, e.g. a 1-D convolution, the
     chain); others as a chain :class:`Network`, or as a graph where the chain importer
-    finds a residual connection. ``pad_outputs``: as for :func:`load_onnx`."""
+    finds a residual connection. ``pad_outputs``: as for :func:`load_onnx`. ``serialized``:
+    the model's serialized bytes, if at hand (ONNX's checker reads them, instead of the
+    model serialized again)."""
     from .onnx_graph import graph_from_onnx, wants_graph
 
     name = name or model.graph.name
-    check_model(model, name)
+    check_model(model, name, serialized)
     if wants_graph(model):
         try:
             return graph_from_onnx(model, name, pad_outputs)

@@ -748,3 +748,76 @@ def test_a_stages_first_product_takes_the_weights_bit_for_bit_without_multiplyin
     assert [(a.weight.tobytes(), a.bias.tobytes()) for a in fast.affines] == \
         [(a.weight.tobytes(), a.bias.tobytes()) for a in full.affines]
     assert np.array_equal(fast.affines[0].weight, w1.T.astype(np.float64))
+
+
+def _wide_model(declared_weight: bool = False, symbolic: bool = False) -> onnx.ModelProto:
+    """x (N, 80) -> MatMul W (80 x 100, more elements than SHAPE_ONLY_ELEMENTS) -> Add b
+    -> Relu -> Reshape (by a small shape initializer) -> Gemm (100 -> 3); ``declared_weight``:
+    W also a graph input (as old exporters list initializers), ``symbolic``: declared with
+    a symbolic first dimension."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["h1"]),
+             helper.make_node("Relu", ["h1"], ["h2"]), helper.make_node("Reshape", ["h2", "shape"], ["h3"]),
+             helper.make_node("Gemm", ["h3", "W2", "b2"], ["y"], transB=1)]
+    inits = [tensor("W", rng.normal(size=(80, 100)).astype(np.float32)), tensor("b", np.zeros(100, np.float32)),
+             tensor("shape", np.array([-1, 100], np.int64)),
+             tensor("W2", rng.normal(size=(3, 100)).astype(np.float32)), tensor("b2", np.zeros(3, np.float32))]
+    model = make_model(nodes, ["N", 80], initializers=inits)
+    if declared_weight:
+        model.graph.input.append(helper.make_tensor_value_info("W", onnx.TensorProto.FLOAT,
+                                                               ["k" if symbolic else 80, 100]))
+    return model
+
+
+def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    g = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True).graph
+    return {vi.name: [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim] for vi in [*g.value_info, *g.output]}
+
+
+@pytest.mark.parametrize("declared_weight", [False, True])
+def test_shape_inference_reads_large_initializers_as_typed_inputs(declared_weight, tmp_path):
+    """ONNX's shape inference serializes the model and parses it back: its large
+    initializers reach it as graph inputs of their type and shape, without values (the
+    small ones, such as Reshape's shape, keep theirs); the shapes it infers are the same,
+    and the model itself is unchanged."""
+    from parallelepipedonn.onnx_read import SHAPE_ONLY_ELEMENTS, shapes_model
+
+    model = _wide_model(declared_weight)
+    before = model.SerializeToString()
+    light = shapes_model(model)
+    assert model.SerializeToString() == before
+    assert 80 * 100 > SHAPE_ONLY_ELEMENTS >= 3 * 100
+    assert {t.name for t in light.graph.initializer} == {"b", "shape", "W2", "b2"}
+    assert [i.name for i in light.graph.input] == ["x", "W"]
+    assert _inferred_shapes(light) == _inferred_shapes(model)
+    assert _inferred_shapes(light)["h3"][1] == 100  # through the Reshape, by its shape's values
+    path = tmp_path / "wide.onnx"
+    path.write_bytes(before)
+    net = load_onnx(path)  # (ONNX's checker reads the file's bytes, not the model serialized again)
+    x = np.random.default_rng(1).random((4, 80)).astype(np.float32)
+    assert np.allclose(net.forward(x.astype(np.float64)), ort_forward(model, x), rtol=1e-4, atol=1e-4)
+
+
+def test_an_initializer_declared_as_an_input_of_another_shape_keeps_its_values():
+    """Inference reconciles an initializer with its declaration as an input; where the two
+    differ (here a symbolic dimension), the initializer reaches it as it is."""
+    from parallelepipedonn.onnx_read import shapes_model
+
+    model = _wide_model(declared_weight=True, symbolic=True)
+    light = shapes_model(model)
+    assert "W" in {t.name for t in light.graph.initializer}
+    assert [i.name for i in light.graph.input] == ["x", "W"]
+    assert _inferred_shapes(light) == _inferred_shapes(model)
+
+
+def test_the_subnormal_test_on_bit_patterns_is_the_comparison():
+    """``_below(m, tiny)``: some ``0 < m < tiny``, decided on the float64 bit patterns."""
+    from parallelepipedonn.onnx_read import _below
+
+    tiny = float(np.finfo(np.float32).smallest_subnormal)
+    edges = [0.0, 5e-324, np.nextafter(tiny, 0.0), tiny, np.nextafter(tiny, 1.0), 1.0, 3e38, 1e308]
+    for value in edges:
+        for others in ([], [0.0, 0.0], [1.0, tiny]):
+            m = np.array([*others, value])
+            assert _below(m, tiny) == bool(((m > 0) & (m < tiny)).any()), (value, others)
+    assert not _below(np.zeros((3, 4)), tiny) and not _below(np.empty(0), tiny)
