@@ -39,6 +39,7 @@ import torch
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.tolerances import ABS_SLACK, smallest_normal, smallest_subnormal, unit_roundoff
 
+from .enclosure import Enclosure, through_enclosure
 from .network_tensors import NetworkTensors
 from .rows import batched_mv, per_box_rows, rows_dot
 from .sparse_weights import times_weight, weight_times
@@ -184,7 +185,8 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
              scale_in: Tensor, split_terms: Sequence[Tensor | None] | None = None,
              keep_lambdas: list[Tensor] | None = None, rows: Tensor | None = None,
              unit: tuple[Tensor, Tensor] | None = None, terms: list[Tensor | None] | None = None,
-             center: Tensor | None = None, center_image: Tensor | None = None) -> LinearBound:
+             center: Tensor | None = None, center_image: Tensor | None = None, to: int = 0,
+             enclosure: Enclosure | None = None) -> LinearBound:
     """CROWN's backward pass: a linear lower bound of ``spec @ z_layer`` (``spec`` of shape
     ``(B, m, n_layer)``), where ``z_i`` is the output of the ``i``-th affine map, valid for
     all inputs of the box whose ReLU input bounds gave ``relaxations[i]`` (``i < layer``)
@@ -215,7 +217,15 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
     error); one pass over the rows' input coefficients fewer, and no center per row.
     ``center_image`` (optional): ``W_0 c`` per box (:func:`center_image`), when the caller
     has it (the center then need not be given).
+
+    ``to`` (``0 < to < layer``, with ``enclosure``: an :class:`Enclosure` of ``z_to`` on the
+    boxes): the pass ends at ``z_to`` and each coefficient there takes the side of the
+    enclosure that bounds its product from below
+    (:func:`~oracles.enclosure.through_enclosure`); the layers below ``z_to`` are not
+    crossed. Looser than the whole pass where the enclosure is looser than CROWN's own
+    bound of ``z_to``, and far cheaper where those layers are wide.
     """
+    assert (to == 0) == (enclosure is None) and (to == 0 or 0 < to < layer), "an enclosure ends a pass above the input"
     like = spec if spec is not None else unit[1]  # type: ignore[index]
     bsz, m = like.shape[0], like.shape[1]
     lam = spec
@@ -238,7 +248,7 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
             terms[i] = t
         return t
 
-    for i in range(layer, 0, -1):
+    for i in range(layer, to, -1):
         r = relaxations[i - 1]
         invalid = r.invalid if invalid is None else invalid | r.invalid
         underflow = (r.scale.sum(dim=-1, keepdim=True) if underflow is None else
@@ -270,6 +280,10 @@ def backward(net: NetworkTensors, spec: Tensor | None, layer: int, relaxations: 
         if split_terms is not None and split_terms[i - 1] is not None:
             lam = lam + split_terms[i - 1]
             magnitude = magnitude + batched_mv(lam.abs(), per_row(r.scale))
+    if enclosure is not None:
+        ended = through_enclosure(net, enclosure, lam, const, magnitude, per_row(underflow).expand(bsz, 1),
+                                  per_row(scale_in.sum(-1, keepdim=True)), rows)
+        return LinearBound(*ended, per_row(invalid).expand(bsz))
     z_terms = per_row(layer_terms(0, scale_in))
     lam_abs = lam.abs()
     magnitude = magnitude + batched_mv(lam_abs, z_terms)
@@ -485,7 +499,7 @@ ROW_CHUNK_ELEMENTS = 2**21
 def signed_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, side: Tensor,
                   relaxations: Sequence[ReluRelaxation], scale_in: Tensor, lower: Tensor, upper: Tensor,
                   terms: list[Tensor | None] | None = None, image: Tensor | None = None,
-                  deadline: float = math.inf) -> Tensor:
+                  deadline: float = math.inf, to: int = 0, enclosure: Enclosure | None = None) -> Tensor:
     """CROWN's lower bound of ``side[r, s] * z_k[box[r], neuron[r]]`` (``side`` of shape
     ``(rows, S)``, entries 1 or -1): :func:`backward` of the rows ``side[r, s] e_i`` with the
     box's relaxations, each row group bounded as a box of its own (so the bounds are those
@@ -495,14 +509,15 @@ def signed_bounds(net: NetworkTensors, k: int, box: Tensor, neuron: Tensor, side
     before each chunk (:func:`check_deadline`). Shape ``(rows, S)``."""
     center = (upper + lower) / 2 if image is None else None  # as concretize computes it
     radius = (upper - lower) / 2
-    width = max([lower.shape[1], *(w.shape[0] for w in net.weights[:k])])
+    width = max([lower.shape[1], *(w.shape[0] for w in net.weights[to:k])])
     chunk = max(1, ROW_CHUNK_ELEMENTS // (side.shape[1] * width))
     out = []
     for start in range(0, box.numel(), chunk):
         check_deadline(deadline)
         b, i, sg = box[start:start + chunk], neuron[start:start + chunk], side[start:start + chunk]
         out.append(concretize(backward(net, None, k, relaxations, scale_in, rows=b, unit=(i, sg), terms=terms,
-                                       center=center, center_image=image), lower, upper, rows=b, consume=True,
+                                       center=center if not to else None, center_image=image if not to else None,
+                                       to=to, enclosure=enclosure), lower, upper, rows=b, consume=True,
                               radius=radius))
     return out[0] if len(out) == 1 else torch.cat(out)
 

@@ -47,11 +47,13 @@ def exact_pre_activations(net: Network, x: np.ndarray) -> list[list[Fraction]]:
     return out
 
 
-def cancelling_chain(rng: np.random.Generator, n_in: int, width: int, depth: int, scale: float) -> Network:
-    """Weights from 1 to ``scale`` whose columns cancel in pairs to 1e-9 of their size."""
+def cancelling_chain(rng: np.random.Generator, n_in: int, width: int, depth: int, scale: float,
+                     widths: tuple[int, ...] | None = None) -> Network:
+    """Weights from 1 to ``scale`` whose columns cancel in pairs to 1e-9 of their size
+    (``depth`` layers ``width`` wide, or ``widths``)."""
     layers: list = []
     fan = n_in
-    for i in range(depth):
+    for width in widths or (width,) * depth:
         w = rng.standard_normal((width, fan)) * scale ** rng.random((width, fan))
         if fan >= 2:
             w[:, 1::2][:, :fan // 2] = -w[:, ::2][:, :fan // 2] * (1 + rng.standard_normal((width, fan // 2)) * 1e-9)
@@ -61,12 +63,36 @@ def cancelling_chain(rng: np.random.Generator, n_in: int, width: int, depth: int
     return Network.from_layers((n_in,), layers)
 
 
-@pytest.mark.parametrize("crown_width", [0, 64], ids=["forward-alone", "crown-on-narrow-layers"])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_forward_bounds_contain_every_exact_relu_input_with_the_counted_slack_alone(dtype, crown_width, monkeypatch):
+#: CROWN_WIDTH and PASS_WIDTH of the forward bounds' variants: alone; with CROWN's passes on
+#: the narrow layers, whole or ending on the forward bounds of the first wider layer below
+#: (on nets that taper: 8 then 3 wide; 40 then 8)
+VARIANTS = {"forward-alone": (0, 600), "crown-on-narrow-layers": (64, 600), "crown-ending-on-forward-bounds": (64, 4)}
+
+
+def _ended(monkeypatch) -> list[int]:
+    """The ``to`` of every pass :func:`oracles.forward.forward_bounds` asks for, as it asks."""
     import oracles.forward as fw
 
+    ends: list[int] = []
+    inner = fw.signed_bounds
+
+    def spy(*args, **kwargs):
+        ends.append(kwargs.get("to", 0))
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(fw, "signed_bounds", spy)
+    return ends
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_forward_bounds_contain_every_exact_relu_input_with_the_counted_slack_alone(dtype, variant, monkeypatch):
+    import oracles.forward as fw
+
+    crown_width, pass_width = VARIANTS[variant]
     monkeypatch.setattr(fw, "CROWN_WIDTH", crown_width)
+    monkeypatch.setattr(fw, "PASS_WIDTH", pass_width)
+    ends = _ended(monkeypatch)
     monkeypatch.setattr(tolerances, "REL_SLACK_FLOOR", 0.0)
     tolerances.relative_slack.cache_clear()
     t = getattr(torch, dtype)
@@ -75,7 +101,8 @@ def test_forward_bounds_contain_every_exact_relu_input_with_the_counted_slack_al
         checked = 0
         for trial in range(6):
             scale = 10.0 ** (trial if dtype == "float64" else trial // 2)
-            net = cancelling_chain(rng, n_in=2 + trial % 2, width=6, depth=3, scale=scale)
+            net = cancelling_chain(rng, n_in=2 + trial % 2, width=6, depth=3, scale=scale,
+                                   widths=(8, 3, 3) if pass_width < 6 else None)
             tensors = NetworkTensors.of(net, dtype=t)
             x = rng.uniform(-1, 1, net.n_inputs)
             for width in (0.0, 1e-9, 0.3):
@@ -91,19 +118,21 @@ def test_forward_bounds_contain_every_exact_relu_input_with_the_counted_slack_al
                                 checked += 1
                                 assert F(float(low[0, j])) <= v <= F(float(high[0, j])), (trial, width, j)
         assert checked >= 500
+        assert any(ends) == (variant == "crown-ending-on-forward-bounds"), ends  # (the passes ending at z_1)
     finally:
         monkeypatch.undo()
         tolerances.relative_slack.cache_clear()
 
 
-@pytest.mark.parametrize("crown_width", [0, 64], ids=["forward-alone", "crown-on-narrow-layers"])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("seed", range(4))
-def test_forward_bounds_are_never_looser_than_interval_bounds_and_hold_at_sampled_points(seed, crown_width,
-                                                                                           monkeypatch):
+def test_forward_bounds_are_never_looser_than_interval_bounds_and_hold_at_sampled_points(seed, variant, monkeypatch):
     import oracles.forward as fw
 
+    crown_width, pass_width = VARIANTS[variant]
     monkeypatch.setattr(fw, "CROWN_WIDTH", crown_width)
-    net = random_network(seed, [2, 24, 24, 24, 3])
+    monkeypatch.setattr(fw, "PASS_WIDTH", 16 if pass_width < 6 else pass_width)
+    net = random_network(seed, [2, 40, 8, 8, 3] if pass_width < 6 else [2, 24, 24, 24, 3])
     tensors = NetworkTensors.of(net)
     rng = np.random.default_rng(seed)
     centers = rng.uniform(0.2, 0.8, (5, 2))
@@ -204,9 +233,16 @@ def test_no_box_holding_an_exactly_misclassified_point_is_verified_with_forward_
         assert truly_misclassified(case.net, answer.counterexample, case.label)
 
 
+@pytest.mark.parametrize("tapered", [False, True], ids=["even", "tapered-passes-ending-on-forward-bounds"])
 @pytest.mark.parametrize("seed", range(3))
-def test_crown_with_forward_bounds_is_sound_and_input_splitting_with_them_agrees_with_milp(seed):
-    net = random_network(seed, [2, 12, 12, 12, 3])
+def test_crown_with_forward_bounds_is_sound_and_input_splitting_with_them_agrees_with_milp(seed, tapered,
+                                                                                         monkeypatch):
+    import oracles.forward as fw
+
+    if tapered:  # the 6-wide layers' passes end on the 24-wide layer's forward bounds
+        monkeypatch.setattr(fw, "PASS_WIDTH", 8)
+    ends = _ended(monkeypatch)
+    net = random_network(seed, [2, 24, 6, 6, 3] if tapered else [2, 12, 12, 12, 3])
     rng = np.random.default_rng(seed)
     x = rng.uniform(0.3, 0.7, 2)
     label = int(net.predict(x)[0])
@@ -224,6 +260,7 @@ def test_crown_with_forward_bounds_is_sound_and_input_splitting_with_them_agrees
         if m.verdict != Verdict.UNKNOWN and a.verdict != Verdict.UNKNOWN:
             assert a.verdict == m.verdict, (seed, r)
     assert split.settings()["intermediate"] == "forward"
+    assert any(ends) == tapered
 
 
 def test_forward_bounds_are_refused_on_graphs_that_are_not_chains():

@@ -81,6 +81,7 @@ LAYERS: dict[str, str] = {
     "oracles.forward": "oracles",  # forward-mode intermediate bounds, for few inputs
     "oracles.sparse_weights": "oracles",  # compressed products of mostly-zero weight matrices
     "oracles.network_tensors": "oracles",  # a chain's tensors, built once per network, device, dtype
+    "oracles.enclosure": "oracles",  # where a backward pass may end: forward-mode bounds of a layer
     "oracles.rows": "oracles",  # products of coefficient rows with per-box vectors
     "oracles.nesting": "oracles",  # nested boxes: the bisection's order, the superset memory
     "oracles.precision": "oracles",  # sound kernel settings, boxes as tensors rounded outward
