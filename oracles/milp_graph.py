@@ -8,8 +8,8 @@ sum of solver variables with small integer coefficients (the input's variables; 
 ReLU, its own variable where the neuron is unstable, its input's form where it is active,
 nothing where it is dead):
 
-* a linear node that rounds (Conv2d, Dense, AvgPool2d, Scale) gets one variable per output
-  and one equality row per output, ``y_o = b_o + sum_e W[o, e] v_e``, its coefficients the
+* a linear node that rounds (Conv2d, ConvTranspose2d, Dense, AvgPool2d, Scale) gets one
+  variable per output and one equality row per output, ``y_o = b_o + sum_e W[o, e] v_e``, its coefficients the
   stored float64 weights themselves, gathered from the node's sparse structure
   (:func:`linear_triples`: for a convolution, the kernel entries at their window
   positions, index arrays built with numpy per block of output channels — never a dense
@@ -139,6 +139,8 @@ def linear_triples(node: gn.LinearNode) -> Iterator[tuple[NDArray[np.int64], NDA
         yield o, o, s[o]
     elif isinstance(node, (gn.Conv2d, gn.AvgPool2d)):
         yield from _window_triples(node)
+    elif isinstance(node, gn.ConvTranspose2d):
+        yield from _transposed_triples(node)
     else:  # pragma: no cover - every rounding linear node is handled above
         raise TypeError(f"no MILP encoding for a {node.kind} node")
 
@@ -177,6 +179,36 @@ def _window_triples(node: gn._Window2d) -> Iterator[tuple[NDArray[np.int64], NDA
             wv = np.broadcast_to(node.inv_count[None, :, :, None, None, None], shape)
         keep = (r >= 0) & (r < h) & (c >= 0) & (c < w) & (wv != 0)
         yield out[keep], (chan * h * w + r * w + c)[keep], wv[keep]
+
+
+def _transposed_triples(node: gn.ConvTranspose2d) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64],
+                                                                      FloatArray]]:
+    """ConvTranspose2d, per block of output channels (whose inputs are their groups'
+    channels): input ``(ci, i, j)`` adds ``W[ci, co - group start, a, b]`` times itself to
+    output ``(co, i s0 + a d0 - top, j s1 + b d1 - left)``; the taps the pads crop are left
+    out. Each block's triples sorted by output."""
+    c_in, h, w = node.in_shape
+    c_out, ho, wo = node.shape
+    (kh, kw), (s0, s1), (d0, d1) = node.kernel, node.stride, node.dilation
+    cig, cog = c_in // node.groups, c_out // node.groups
+    ii, jj = np.arange(h), np.arange(w)
+    rows = ii[:, None] * s0 + np.arange(kh)[None, :] * d0 - node.pads[0]  # (h, kh)
+    cols = jj[:, None] * s1 + np.arange(kw)[None, :] * d1 - node.pads[1]  # (w, kw)
+    step = max(1, TRIPLE_BLOCK // max(1, h * w * cig * kh * kw))
+    for start in range(0, c_out, step):
+        co = np.arange(start, min(c_out, start + step))
+        ci = (co // cog)[:, None] * cig + np.arange(cig)[None, :]  # (C, cig)
+        shape = (len(co), cig, h, w, kh, kw)
+        r = np.broadcast_to(rows[None, None, :, None, :, None], shape)
+        c = np.broadcast_to(cols[None, None, None, :, None, :], shape)
+        wv = np.broadcast_to(node.weight[ci, (co % cog)[:, None]][:, :, None, None, :, :], shape)
+        inp = np.broadcast_to((ci[:, :, None, None] * h * w + ii[None, None, :, None] * w + jj[None, None, None, :])
+                              [:, :, :, :, None, None], shape)
+        out = co[:, None, None, None, None, None] * ho * wo + r * wo + c
+        keep = (r >= 0) & (r < ho) & (c >= 0) & (c < wo) & (wv != 0)
+        o, i, v = out[keep], inp[keep], wv[keep]
+        order = np.argsort(o, kind="stable")
+        yield o[order], i[order], v[order]
 
 
 # -- the encoding -------------------------------------------------------------------------------

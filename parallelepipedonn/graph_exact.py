@@ -4,7 +4,8 @@ Every float64 number is an integer times a power of two, so the graph's exact va
 computed on Python integers: a tensor is a pair ``(ints, exp)`` (numpy object array,
 value ``ints * 2**exp``). Products multiply integers and add exponents, sums align the
 exponents first (shifting the integers left), ReLU compares with 0: no rounding at all.
-Convolutions and pooling gather their windows (im2col) and multiply object matrices.
+Convolutions and pooling gather their windows (im2col) and multiply object matrices;
+transposed convolutions add each kernel tap's product at its strided positions.
 
 A point whose coordinates are rationals but not all float64 numbers (a decimal such as
 0.3 that an input is pinned to) is evaluated the same way, through positive homogeneity:
@@ -84,6 +85,27 @@ def _windows(x: np.ndarray, node: gn._Window2d) -> np.ndarray:
     return patches.reshape(x.shape[0], kh * kw, ho * wo)
 
 
+def _transposed(x: np.ndarray, w: np.ndarray, node: gn.ConvTranspose2d) -> np.ndarray:
+    """A transposed convolution of ``x`` (``(C_in, H, W)``) by the integers ``w``: per kernel
+    tap and group, the weights' transpose times the input channels, added at the tap's
+    strided positions of the canvas, which is then cropped by the pads."""
+    c_in, h, wd = x.shape
+    g = node.groups
+    cig, cog = c_in // g, w.shape[1]
+    (kh, kw), (s0, s1), (d0, d1) = node.kernel, node.stride, node.dilation
+    canvas = np.empty((cog * g, *node.canvas), dtype=object)
+    canvas.fill(0)
+    xf = x.reshape(g, cig, h * wd)
+    for a in range(kh):
+        for b in range(kw):
+            for gi in range(g):
+                tap = w[gi * cig:(gi + 1) * cig, :, a, b].T.dot(xf[gi]).reshape(cog, h, wd)
+                canvas[gi * cog:(gi + 1) * cog, d0 * a:d0 * a + s0 * (h - 1) + 1:s0,
+                       d1 * b:d1 * b + s1 * (wd - 1) + 1:s1] += tap
+    t, l, _, _ = node.pads
+    return canvas[:, t:t + node.shape[1], l:l + node.shape[2]]
+
+
 def _linear(node: gn.LinearNode, v: Exact, bias_scale: int = 1) -> Exact:
     x, ex = v
     if isinstance(node, gn.Reshape):
@@ -105,6 +127,9 @@ def _linear(node: gn.LinearNode, v: Exact, bias_scale: int = 1) -> Exact:
         wg = w.reshape(g, w.shape[0] // g, -1)
         out = np.concatenate([wg[i].dot(cols[i]) for i in range(g)])
         y = (out.reshape(node.shape), ew + ex)
+    elif isinstance(node, gn.ConvTranspose2d):
+        w, ew = _cached(node, "w", node.weight)
+        y = (_transposed(x, w, node), ew + ex)
     elif isinstance(node, gn.AvgPool2d):
         inv, ei = _cached(node, "inv", node.inv_count)
         sums = _windows(x, node).sum(axis=1).reshape(node.shape)

@@ -78,6 +78,15 @@ def conv2d_input(size: tuple[int, ...], weight: Tensor, y: Tensor, stride: int |
     return grad()
 
 
+def _freeze_weights(node: Node, ndim: int) -> tuple[FloatArray, FloatArray]:
+    """The node's ``weight`` (``ndim``-D) and ``bias_`` (1-D) as read-only checked float64
+    copies, set on the (frozen) node."""
+    w, b = frozen_array(node.weight, ndim), frozen_array(node.bias_, 1, "biases")  # type: ignore[attr-defined]
+    object.__setattr__(node, "weight", w)
+    object.__setattr__(node, "bias_", b)
+    return w, b
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Node:
     """A node: its output's per-sample ``shape`` and the indices of its ``inputs``."""
@@ -390,8 +399,21 @@ class _Window2d(LinearNode):
         return 1
 
 
+class _ChannelBias:
+    """A convolution's ``weight`` and its bias per output channel ``bias_``."""
+
+    weight: FloatArray
+    bias_: FloatArray
+
+    def bias_array(self) -> FloatArray:
+        return self.bias_.reshape(-1, 1, 1)
+
+    def params(self) -> tuple[FloatArray, ...]:
+        return self.weight, self.bias_
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
-class Conv2d(_Window2d):
+class Conv2d(_ChannelBias, _Window2d):
     """2-D convolution (cross-correlation, as ONNX Conv) with ``weight`` of shape
     ``(C_out, C_in / groups, kh, kw)`` and ``bias_`` of shape ``(C_out,)``."""
 
@@ -402,9 +424,7 @@ class Conv2d(_Window2d):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        w, b = frozen_array(self.weight, 4), frozen_array(self.bias_, 1, "biases")
-        object.__setattr__(self, "weight", w)
-        object.__setattr__(self, "bias_", b)
+        w, b = _freeze_weights(self, 4)
         object.__setattr__(self, "kernel", tuple(w.shape[2:]))
         c_in = self.in_shape[0] if self.in_shape else -1
         g = int(self.groups)
@@ -446,12 +466,6 @@ class Conv2d(_Window2d):
         out[bi, mi, ci[..., :, None, None], rr[..., None, :, None], cc[..., None, None, :]] = w
         return self._crop(out)
 
-    def bias_array(self) -> FloatArray:
-        return self.bias_.reshape(-1, 1, 1)
-
-    def params(self) -> tuple[FloatArray, ...]:
-        return self.weight, self.bias_
-
     @property
     def fan_in(self) -> int:
         return int(np.prod(self.weight.shape[1:]))
@@ -459,6 +473,93 @@ class Conv2d(_Window2d):
     @property
     def _out_per_in_channel(self) -> int:
         return int(self.weight.shape[0] // self.groups)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ConvTranspose2d(_ChannelBias, LinearNode):
+    """2-D transposed convolution (ONNX ConvTranspose) with ``weight`` of shape ``(C_in,
+    C_out / groups, kh, kw)`` and ``bias_`` of shape ``(C_out,)``: input ``(ci, i, j)`` adds
+    ``x W[ci, co, a, b]`` to position ``(s0 i + d0 a, s1 j + d1 b)`` of a canvas of
+    ``(H - 1) s + d (k - 1) + 1 + output_padding`` per axis, of which the output is the part
+    ``pads`` (top, left, bottom, right) leave (ONNX's output shape). The transpose is the
+    convolution of the canvas with the same weight (never a dense matrix)."""
+
+    weight: FloatArray
+    bias_: FloatArray
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    output_padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+    kind: ClassVar[str] = "convtranspose2d"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        w, b = _freeze_weights(self, 4)
+        for f in ("stride", "pads", "dilation", "output_padding"):
+            object.__setattr__(self, f, tuple(int(v) for v in getattr(self, f)))
+        g = int(self.groups)
+        if len(self.in_shape) != 3 or g < 1 or w.shape[0] != self.in_shape[0] or w.shape[0] % g \
+                or b.shape != (w.shape[1] * g,):
+            raise ModelError(f"transposed convolution node {self.name!r}: weight {w.shape}, bias {b.shape}, "
+                             f"groups {g}, input {self.in_shape}")
+        if min(self.stride) < 1 or min(self.dilation) < 1 or min(self.pads) < 0 or min(self.output_padding) < 0 \
+                or any(p >= max(s, d) for p, s, d in zip(self.output_padding, self.stride, self.dilation)):
+            raise ModelError(f"transposed convolution node {self.name!r}: invalid strides, dilations, pads or "
+                             "output padding (below the stride or the dilation)")
+        t, l, bo, r = self.pads
+        out = (w.shape[1] * g, self.canvas[0] - t - bo, self.canvas[1] - l - r)
+        if min(out) < 1 or tuple(self.shape) != out:
+            raise ModelError(f"transposed convolution node {self.name!r}: output shape {self.shape}, expected {out}")
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return int(self.weight.shape[2]), int(self.weight.shape[3])
+
+    @property
+    def canvas(self) -> tuple[int, int]:
+        """The uncropped output's size: ``(H - 1) s + d (k - 1) + 1 + output_padding``."""
+        return tuple((self.in_shape[1 + a] - 1) * self.stride[a] + self.dilation[a] * (self.kernel[a] - 1) + 1
+                     + self.output_padding[a] for a in range(2))  # type: ignore[return-value]
+
+    def _fwd(self, x: Tensor, weight: Tensor) -> Tensor:
+        # the transposed convolution is the input gradient of the convolution with this weight,
+        # computed batched (conv_transpose2d loops over the batch in float64 on a CPU); the
+        # canvas rows of output_padding receive nothing (zeros)
+        full = conv2d_input((x.shape[0], self.shape[0], *self.canvas), weight, x, stride=self.stride,
+                            dilation=self.dilation, groups=self.groups)
+        t, l, _, _ = self.pads
+        return full[..., t:t + self.shape[1], l:l + self.shape[2]]
+
+    def _back(self, y: Tensor, weight: Tensor) -> Tensor:
+        t, l, b, r = self.pads
+        canvas = F.pad(y, [l, r, t, b]) if any(self.pads) else y
+        return F.conv2d(canvas, weight, stride=self.stride, dilation=self.dilation, groups=self.groups)
+
+    def _w(self, x: Tensor, absolute: bool = False) -> Tensor:
+        return self.tensor("wa", lambda: np.abs(self.weight), x.dtype, x.device) if absolute else \
+            self.tensor("w", self.weight, x.dtype, x.device)
+
+    def apply(self, x: Tensor) -> Tensor:
+        return self._fwd(x, self._w(x))
+
+    def apply_t(self, y: Tensor) -> Tensor:
+        return self._back(y, self._w(y))
+
+    def apply_abs(self, x: Tensor) -> Tensor:
+        return self._fwd(x, self._w(x, True))
+
+    def apply_abs_t(self, y: Tensor) -> Tensor:
+        return self._back(y, self._w(y, True))
+
+    @property
+    def fan_in(self) -> int:
+        """At most every tap of every input channel of the group (fewer with a stride)."""
+        return int(np.prod(self.weight.shape[2:])) * (int(self.weight.shape[0]) // self.groups)
+
+    @property
+    def fan_out(self) -> int:
+        return int(np.prod(self.weight.shape[1:]))
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

@@ -36,7 +36,8 @@ from .graph import Graph
 from .onnx_read import BN_EPSILON, RESHAPING_OPS, Lin, OnnxWalker, attr_str, check_bn_shift, gib
 
 #: Operators whose presence sends a model to the graph importer (``load_onnx``).
-GRAPH_OPS = frozenset({"Conv", "AveragePool", "GlobalAveragePool", "Pad", "MaxPool", "GlobalMaxPool"})
+GRAPH_OPS = frozenset({"Conv", "ConvTranspose", "AveragePool", "GlobalAveragePool", "Pad", "MaxPool",
+                       "GlobalMaxPool"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -233,6 +234,7 @@ class GraphImporter(OnnxWalker):
             "Relu": self._g_relu, "Add": self._g_add, "Sub": self._g_sub, "Mul": self._g_mul, "Div": self._g_div,
             "Neg": lambda label, args, attrs: self._scale(label, "Neg", args[0], -1.0),
             "MatMul": self._g_matmul, "Gemm": self._g_gemm, "Conv": self._g_conv,
+            "ConvTranspose": self._g_conv_transpose,
             "BatchNormalization": self._g_batchnorm, "Transpose": self._g_transpose,
             "Identity": self._identity, "Dropout": self._dropout, "Cast": self._g_cast, "CastLike": self._g_cast,
             "Shape": self._shape, "Size": self._size, "Pad": self._g_pad, "AveragePool": self._g_avgpool,
@@ -448,6 +450,49 @@ class GraphImporter(OnnxWalker):
                              groups=int(attrs.get("group", 1)), name=label)
         except ModelError as exc:
             raise UnsupportedOperatorError(label, "Conv", str(exc)) from exc
+        return self._append(node, x.dtype)
+
+    def _g_conv_transpose(self, label: str, args: list, attrs: dict) -> _Sym:
+        """ONNX ConvTranspose, 2-D, with explicit pads (or ``VALID``) and output padding;
+        ``output_shape`` and the ``SAME`` paddings are refused."""
+        op = "ConvTranspose"
+        x, w = args[0], args[1]
+        bias = args[2] if len(args) > 2 else None
+        if not isinstance(x, _Sym) or isinstance(w, _Sym) or isinstance(bias, _Sym):
+            raise UnsupportedOperatorError(label, op, "input-dependent weights")
+        w = self._const(w)
+        if w.ndim != 4 or len(x.full) != 4 or x.full[0] != 1:
+            raise UnsupportedOperatorError(label, op, f"input {list(x.full)}, weight {list(w.shape)}: the graph "
+                                           "importer reads 2-D transposed convolutions")
+        kernel = list(w.shape[2:])
+        if list(attrs.get("kernel_shape", kernel)) != kernel:
+            raise UnsupportedOperatorError(label, op, "kernel_shape differs from the weight's")
+        if "output_shape" in attrs:
+            raise UnsupportedOperatorError(label, op, "output_shape (pads computed from it) is not supported: "
+                                           "give pads")
+        auto_pad = attr_str(attrs.get("auto_pad", "NOTSET"))
+        if auto_pad not in ("NOTSET", "VALID"):
+            raise UnsupportedOperatorError(label, op, f"auto_pad {auto_pad} is not supported: give pads")
+        strides = [int(v) for v in attrs.get("strides", [1, 1])]
+        dil = [int(v) for v in attrs.get("dilations", [1, 1])]
+        pads = [0, 0, 0, 0] if auto_pad == "VALID" else [int(v) for v in attrs.get("pads", [0, 0, 0, 0])]
+        out_pad = [int(v) for v in attrs.get("output_padding", [0, 0])]
+        if len(strides) != 2 or len(dil) != 2 or len(pads) != 4 or len(out_pad) != 2:
+            raise UnsupportedOperatorError(label, op, "strides, dilations, pads or output_padding of the wrong length")
+        group = int(attrs.get("group", 1))
+        c_out = w.shape[1] * group
+        b = np.zeros(c_out) if bias is None else self._const(bias)
+        if b.shape != (c_out,):
+            raise UnsupportedOperatorError(label, op, f"bias of shape {list(b.shape)}")
+        size = x.full[2:]
+        out = (c_out, *((size[i] - 1) * strides[i] + dil[i] * (kernel[i] - 1) + 1 + out_pad[i] - pads[i] - pads[i + 2]
+                        for i in range(2)))
+        try:
+            node = gn.ConvTranspose2d(inputs=(x.node,), shape=out, in_shape=x.full[1:], weight=w, bias_=b,
+                                      stride=tuple(strides), pads=(pads[0], pads[1], pads[2], pads[3]),
+                                      dilation=tuple(dil), output_padding=tuple(out_pad), groups=group, name=label)
+        except ModelError as exc:
+            raise UnsupportedOperatorError(label, op, str(exc)) from exc
         return self._append(node, x.dtype)
 
     def _g_batchnorm(self, label: str, args: list, attrs: dict) -> _Sym:

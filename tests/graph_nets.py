@@ -36,6 +36,20 @@ class Builder:
                                    bias_=bias, stride=(stride, stride), pads=pads, dilation=(dilation, dilation),
                                    groups=groups))
 
+    def convt(self, i: int, c_out: int, k: int | tuple[int, int], stride: int | tuple[int, int] = 1,
+              pads: tuple[int, int, int, int] = (0, 0, 0, 0), output_padding: tuple[int, int] = (0, 0),
+              dilation: int | tuple[int, int] = 1, groups: int = 1) -> int:
+        c_in, h, w = self.shape(i)
+        kh, kw = (k, k) if isinstance(k, int) else k
+        s = (stride, stride) if isinstance(stride, int) else tuple(stride)
+        d = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+        weight = self.rng.normal(0, 1 / np.sqrt(c_in // groups * kh * kw), (c_in, c_out // groups, kh, kw))
+        out = (c_out, (h - 1) * s[0] + d[0] * (kh - 1) + 1 + output_padding[0] - pads[0] - pads[2],
+               (w - 1) * s[1] + d[1] * (kw - 1) + 1 + output_padding[1] - pads[1] - pads[3])
+        return self._add(gn.ConvTranspose2d(inputs=(i,), shape=out, in_shape=(c_in, h, w), weight=weight,
+                                            bias_=self.rng.normal(0, 0.1, c_out), stride=s, pads=pads, dilation=d,
+                                            output_padding=output_padding, groups=groups))
+
     def avgpool(self, i: int, k: int, stride: int, pad: int = 0, include_pad: bool = False) -> int:
         c, h, w = self.shape(i)
         ho = gn.conv_output_size(h, k, stride, 1, 2 * pad)
@@ -118,3 +132,16 @@ def mixed(seed: int = 0, classes: int = 3) -> Graph:
     h = b.relu(b.dense(b.flatten(g), 6))
     b.dense(h, classes)
     return b.graph("mixed")
+
+
+def transposed(seed: int = 0, classes: int = 3) -> Graph:
+    """conv -> relu -> transposed conv (stride 2, pads, output padding) -> relu -> grouped
+    dilated transposed conv -> relu -> strided conv -> relu -> flatten -> dense (a
+    generator's upsampling, then a discriminator's convolutions)."""
+    b = Builder((2, 4, 4), seed)
+    h = b.relu(b.conv(0, 3, 3, pad=1))  # (3, 4, 4)
+    h = b.relu(b.convt(h, 4, 3, stride=2, pads=(1, 1, 1, 0), output_padding=(1, 0)))  # (4, 8, 8)
+    h = b.relu(b.convt(h, 2, (2, 3), stride=(1, 2), dilation=(2, 1), groups=2))  # (2, 10, 17)
+    h = b.relu(b.conv(h, 4, 3, stride=2, scale=2.0))  # (4, 4, 8)
+    b.dense(b.flatten(h), classes)
+    return b.graph("transposed")

@@ -16,10 +16,10 @@ from oracles.graph_bounds import GraphTensors, backward, concretize_wide, node_b
 from oracles.milp_graph import relu_nodes
 from parallelepipedonn.box import Box
 from parallelepipedonn.graph import evaluate
-from tests.graph_nets import mixed, residual, small_cnn
+from tests.graph_nets import mixed, residual, small_cnn, transposed
 from tests.test_milp_graph import two_inputs
 
-GRAPHS = {"small_cnn": small_cnn, "residual": residual, "mixed": mixed}
+GRAPHS = {"small_cnn": small_cnn, "residual": residual, "mixed": mixed, "transposed": transposed}
 
 
 @pytest.mark.parametrize("name", GRAPHS)

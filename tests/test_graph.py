@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from parallelepipedonn import graph_nodes as gn
 from parallelepipedonn.errors import LabelError, ModelError
 from parallelepipedonn.graph import Graph
-from tests.graph_nets import Builder, mixed, residual, small_cnn
+from tests.graph_nets import Builder, mixed, residual, small_cnn, transposed
 from tests.nets import random_network
 
-GRAPHS = {"small_cnn": small_cnn, "residual": residual, "mixed": mixed}
+GRAPHS = {"small_cnn": small_cnn, "residual": residual, "mixed": mixed, "transposed": transposed}
 
 
 def _odd_convs() -> list[gn.LinearNode]:

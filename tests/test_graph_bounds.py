@@ -19,10 +19,10 @@ from parallelepipedonn.certify import CertifyConfig
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.graph import Graph
 from tests.devices import DEVICES
-from tests.graph_nets import Builder, mixed, residual, small_cnn
+from tests.graph_nets import Builder, mixed, residual, small_cnn, transposed
 from tests.nets import random_network
 
-GRAPHS = {"small_cnn": small_cnn, "residual": residual, "mixed": mixed}
+GRAPHS = {"small_cnn": small_cnn, "residual": residual, "mixed": mixed, "transposed": transposed}
 
 
 def _sampled_margins(g: Graph, x: np.ndarray, eps: float, label: int, rng: np.random.Generator,

@@ -34,7 +34,7 @@ from parallelepipedonn.box import Box
 from parallelepipedonn.certify import CertifyConfig, certify
 from parallelepipedonn.errors import OracleError
 from parallelepipedonn.graph import Graph
-from tests.graph_nets import Builder, mixed, residual, small_cnn
+from tests.graph_nets import Builder, mixed, residual, small_cnn, transposed
 
 
 def two_inputs(seed: int = 0) -> Graph:
@@ -51,7 +51,7 @@ def two_inputs(seed: int = 0) -> Graph:
     return b.graph("two-inputs")
 
 
-GRAPHS = {"small_cnn": small_cnn, "residual": residual, "mixed": mixed, "two_inputs": two_inputs}
+GRAPHS = {"small_cnn": small_cnn, "residual": residual, "mixed": mixed, "transposed": transposed, "two_inputs": two_inputs}
 
 
 def _bounds(graph: Graph, lo: np.ndarray, hi: np.ndarray) -> GraphBoxBounds:

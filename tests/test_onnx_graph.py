@@ -15,6 +15,7 @@ from torch import nn
 
 from oracles.crown import CrownOracle
 from parallelepipedonn import graph_nodes as gn
+from parallelepipedonn.errors import UnsupportedOperatorError
 from parallelepipedonn.graph import Graph
 from parallelepipedonn.network import Network
 from parallelepipedonn.onnx_import import load_onnx, model_from_onnx
@@ -89,6 +90,13 @@ MODELS = {
     "cifar": (lambda: nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2, padding=1),
                                     nn.ReLU(), nn.Flatten(), nn.Linear(32 * 16 * 16, 100), nn.ReLU(),
                                     nn.Linear(100, 10)), (3, 32, 32)),
+    # a generator's upsampling: transposed convolutions with padding, output padding, groups and
+    # dilation, a batch norm after one (a per-channel scale)
+    "transposed": (lambda: nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(),
+                                         nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1),
+                                         nn.BatchNorm2d(4), nn.ReLU(),
+                                         nn.ConvTranspose2d(4, 4, (2, 3), stride=(1, 2), groups=2, dilation=(2, 1)),
+                                         nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 13, 3)), (2, 5, 5)),
     "maxpool": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                                       nn.Linear(8, 3)), (1, 6, 6)),
     # overlapping windows of 9 (odd: one passes a tree level unpaired), on a tensor of any sign
@@ -125,6 +133,20 @@ def test_convolutional_models_become_graphs_that_match_onnxruntime_and_torch(nam
         ref = module.double()(torch.tensor(x, dtype=torch.float64)).numpy()
     # the same float32 weights in float64 (BatchNormalization's epsilon is a float32 attribute in ONNX)
     np.testing.assert_allclose(g.forward(x), ref, rtol=1e-7, atol=1e-9)
+
+
+def test_transposed_convolutions_are_kept_as_such_and_output_shape_is_refused():
+    """ConvTranspose becomes a ConvTranspose2d node (its transpose a convolution, never a
+    dense matrix); ``output_shape`` (pads computed from it) is refused by name."""
+    make, shape = MODELS["transposed"]
+    model = export(_randomise(make(), 0), shape)
+    g = model_from_onnx(model)
+    assert sum(isinstance(n, gn.ConvTranspose2d) for n in g.nodes) == 2
+    assert not any(isinstance(n, gn.Dense) and n.in_shape != (4 * 8 * 13,) for n in g.nodes)
+    node = next(n for n in model.graph.node if n.op_type == "ConvTranspose")
+    node.attribute.append(onnx.helper.make_attribute("output_shape", [6, 6]))
+    with pytest.raises(UnsupportedOperatorError, match="ConvTranspose.*output_shape"):
+        model_from_onnx(model)
 
 
 def test_a_batchnorm_after_a_conv_is_folded_into_it():
