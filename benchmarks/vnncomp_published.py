@@ -18,6 +18,8 @@ that many seconds each). Then per instance: our answer and time, the published a
 (the majority of the tools that answered ``sat`` or ``unsat``, :func:`benchmarks.vnncomp.published_verdict`)
 and whether ours agrees; every ``sat`` counterexample (already confirmed exactly by
 ``verify``) is checked again with onnxruntime (:func:`benchmarks.vnncomp.confirm_counterexample`).
+Instances whose model or property file the local copy lacks (large files a partial fetch
+left out) are left out of the run and listed under the table.
 Outputs: ``vnncomp_published.csv`` (per instance) and ``vnncomp_published.md`` (README
 block ``results:vnncomp_published``); ``--report`` rewrites the Markdown from the CSV.
 """
@@ -65,22 +67,36 @@ def read_published(results: Path, year: str, category: str) -> dict[tuple[str, s
     return out
 
 
-def capped_instances(bench: Path, category: str, cap: float | None, work: Path) -> Path:
-    """The category's ``instances.csv`` with absolute paths and timeouts capped at ``cap``."""
+def _present(path: Path) -> bool:
+    """The file, or its ``.gz`` (as ``verify --instances`` reads it), is there."""
+    return path.is_file() or path.with_name(path.name + ".gz").is_file()
+
+
+def capped_instances(bench: Path, category: str, cap: float | None, work: Path) -> tuple[Path, list[tuple[str, str]]]:
+    """The category's ``instances.csv`` with absolute paths and timeouts capped at ``cap``,
+    without the instances whose model or property file the local copy lacks (returned:
+    ``(onnx, vnnlib)`` as the CSV names them)."""
     src = bench / category / "instances.csv"
     rows = [r for r in csv.reader(src.read_text().splitlines()) if r and r[0].strip()
             and not r[0].strip().startswith("#")]
     out = work / f"{category}.csv"
+    missing = []
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         for onnx, vnnlib, timeout in rows:
+            model, prop = bench / category / onnx.strip(), bench / category / vnnlib.strip()
+            if not (_present(model) and _present(prop)):
+                missing.append((onnx.strip(), vnnlib.strip()))
+                continue
             t = float(timeout) if cap is None else min(float(timeout), cap)
-            w.writerow([str(bench / category / onnx.strip()), str(bench / category / vnnlib.strip()), repr(t)])
-    return out
+            w.writerow([str(model), str(prop), repr(t)])
+    return out, missing
 
 
 def run_category(args, category: str, work: Path, echo=print) -> list[dict]:
-    instances = capped_instances(Path(args.benchmarks), category, args.timeout_cap, work)
+    instances, missing = capped_instances(Path(args.benchmarks), category, args.timeout_cap, work)
+    if missing:
+        echo(f"{category}: {len(missing)} instance(s) left out, their files absent from the local copy")
     store = work / f"{category}.db"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     echo(f"{category}: verify --instances ({datetime.now(timezone.utc):%H:%M} UTC, load {load1():.1f})")
@@ -124,6 +140,10 @@ def run_category(args, category: str, work: Path, echo=print) -> list[dict]:
                      "tools_unsat": sum(v == "unsat" for v in tools.values()),
                      "agrees": "" if answer not in SOLVED or verdict not in SOLVED else str(answer == verdict).lower(),
                      "onnxruntime": ort, "category_wall_s": f"{wall:.1f}"})
+    tools_of = {k: published.get((_relative(k[0], category), _relative(k[1], category)), {}) for k in missing}
+    rows += [{"category": category, "onnx": onnx, "vnnlib": vnnlib, "answer": "missing", "seconds": "",
+              "published": published_verdict(tools_of[(onnx, vnnlib)]), "tools_sat": "", "tools_unsat": "",
+              "agrees": "", "onnxruntime": "", "category_wall_s": f"{wall:.1f}"} for onnx, vnnlib in missing]
     return rows
 
 
@@ -133,8 +153,11 @@ def summary(rows: list[dict], note: str = "") -> str:
               "median / max s per instance",
               "whole category (wall s)"]
     table = []
+    absent = [r for r in rows if r["answer"] == "missing"]
     for category in sorted({r["category"] for r in rows}):
-        rs = [r for r in rows if r["category"] == category]
+        rs = [r for r in rows if r["category"] == category and r["answer"] != "missing"]
+        if not rs:
+            continue
         count = {a: sum(r["answer"] == a for r in rs) for a in ("unsat", "sat", "unknown", "timeout")}
         secs = [float(r["seconds"]) for r in rs if r["seconds"]]
         sats = [r for r in rs if r["answer"] == "sat"]
@@ -145,6 +168,9 @@ def summary(rows: list[dict], note: str = "") -> str:
                       f"{statistics.median(secs):.2f} / {max(secs):.2f}" if secs else "-", rs[0]["category_wall_s"]])
     wrong = [r for r in rows if r["agrees"] == "false"]
     lines = [note, "", markdown_table(header, table)]
+    if absent:
+        lines += ["", "Left out (their files absent from the local copy of the benchmarks): "
+                  + "; ".join(f"{r['category']} {r['onnx']} {r['vnnlib']}" for r in absent) + "."]
     if wrong:
         lines += ["", "Disagreements:", ""] + [f"- {r['category']} {r['onnx']} {r['vnnlib']}: ours {r['answer']}, "
                                                f"published {r['published']} ({r['tools_sat']} sat, "

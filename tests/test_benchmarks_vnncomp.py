@@ -167,7 +167,8 @@ def test_published_comparison_runs_a_2023_layout_and_sets_answers_against_the_to
     for name in ("holds", "fails"):
         (cat / "vnnlib" / f"{name}.vnnlib.gz").write_bytes(gzip.compress((c.dir / "specs" / f"{name}.vnnlib")
                                                                          .read_bytes()))
-    (cat / "instances.csv").write_text("onnx/m.onnx,vnnlib/holds.vnnlib,30\nonnx/m.onnx,vnnlib/fails.vnnlib,30\n")
+    (cat / "instances.csv").write_text("onnx/m.onnx,vnnlib/holds.vnnlib,30\nonnx/m.onnx,vnnlib/fails.vnnlib,30\n"
+                                       "onnx/absent.onnx,vnnlib/holds.vnnlib,30\n")  # (a model not fetched)
     for tool, answers in (("a", ("unsat", "sat")), ("b", ("unsat", "unknown"))):
         d = tmp_path / "results" / tool / "2023_toy"
         d.mkdir(parents=True)
@@ -180,8 +181,13 @@ def test_published_comparison_runs_a_2023_layout_and_sets_answers_against_the_to
     out = tmp_path / "out"
     vp.main(["--benchmarks", str(tmp_path / "bench"), "--results", str(tmp_path / "results"), "--category", "toy",
              "--timeout-cap", "20", "--out", str(out)])
-    rows = {r["vnnlib"]: r for r in csv.DictReader(open(out / "vnncomp_published.csv"))}
+    every = list(csv.DictReader(open(out / "vnncomp_published.csv")))
+    rows = {r["vnnlib"]: r for r in every if r["onnx"] == "onnx/m.onnx"}
+    assert [(r["onnx"], r["answer"], r["published"]) for r in every if r["onnx"] != "onnx/m.onnx"] == [
+        ("onnx/absent.onnx", "missing", "-")]
     assert rows["vnnlib/holds.vnnlib"]["answer"] == "unsat" and rows["vnnlib/holds.vnnlib"]["agrees"] == "true"
     fails = rows["vnnlib/fails.vnnlib"]
     assert fails["answer"] == "sat" and fails["agrees"] == "true" and fails["onnxruntime"] == "confirmed"
-    assert "| toy | 2 | 1 / 1 / 0 / 0 | 2 | 0 | 0 | 1 of 1 |" in (out / "vnncomp_published.md").read_text()
+    report = (out / "vnncomp_published.md").read_text()
+    assert "| toy | 2 | 1 / 1 / 0 / 0 | 2 | 0 | 0 | 1 of 1 |" in report
+    assert "Left out (their files absent from the local copy of the benchmarks): toy onnx/absent.onnx" in report
