@@ -22,6 +22,7 @@ from .adam import Adam
 from .alpha import AlphaSettings, optimize_bounds
 from .base import Answer, ClassBox, FloatArray, Oracle, Verdict
 from .bounds import (
+    BoundsTimedOut,
     NetworkTensors,
     ReluRelaxation,
     backward,
@@ -155,18 +156,19 @@ class CrownOracle(Oracle):
         The boxes are checked as :meth:`verify` checks them, infinite bounds allowed."""
         lower, upper = self._check_query(lower, upper, label, finite=False)
 
-        def bound(lo_np: FloatArray, hi_np: FloatArray) -> FloatArray:
+        def bound(lo_np: FloatArray, hi_np: FloatArray, deadline: float) -> FloatArray:
             lo, hi = box_tensors(lo_np, hi_np, self._dtype, self.device)
             with self._no_autograd(), sound_kernels(self.device, self._dtype):
-                return self._bounds(lo, hi, label).to(torch.float64).cpu().numpy()
+                return self._bounds(lo, hi, label, deadline).to(torch.float64).cpu().numpy()
 
         return self._chunked(lower, upper, bound)
 
     def _chunked(self, lower: FloatArray, upper: FloatArray,
-                 bound: Callable[[FloatArray, FloatArray], FloatArray]) -> FloatArray:
-        """``bound`` over the boxes in chunks of ``chunk_size``; once the time limit (from
-        this call's start) has passed, the boxes not yet bounded get ``-inf`` (nothing
-        proven) and ``_late`` is set. Under a time limit the chunks are sized to the time
+                 bound: Callable[[FloatArray, FloatArray, float], FloatArray]) -> FloatArray:
+        """``bound`` over the boxes in chunks of ``chunk_size`` (given the deadline, at which the
+        intermediate bounds of a graph or a chain stop: :class:`~oracles.bounds.BoundsTimedOut`);
+        once the time limit (from this call's start) has passed, the boxes not yet bounded get
+        ``-inf`` (nothing proven) and ``_late`` is set. Under a time limit the chunks are sized to the time
         left at the time per box last measured (the first chunk ever, 16 boxes): a chunk of
         256 boxes of a residual CIFAR net takes a minute."""
         limited = self.time_limit is not None
@@ -189,7 +191,12 @@ class CrownOracle(Oracle):
                 self._late = True
                 break
             stop = min(len(lower), start + size)
-            out.append(bound(lower[start:stop], upper[start:stop]))
+            try:
+                out.append(bound(lower[start:stop], upper[start:stop], deadline))
+            except BoundsTimedOut:
+                out.append(np.full((len(lower) - start, self.network.n_classes - 1), -np.inf))
+                self._late = True
+                break
             if limited:
                 self._per_box = (time.perf_counter() - began) / (stop - start)
                 size = fitting(self._per_box)
@@ -226,16 +233,18 @@ class CrownOracle(Oracle):
     def _no_autograd(self) -> contextlib.AbstractContextManager:
         return torch.no_grad() if self._differentiates else torch.inference_mode()
 
-    def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
+    def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int, deadline: float = math.inf) -> torch.Tensor:
+        """The margins' lower bounds; the intermediate bounds stop at ``deadline``
+        (:class:`~oracles.bounds.BoundsTimedOut`)."""
         if self.graph_tensors is not None:
             from .graph_bounds import margin_lower_bounds
 
-            return margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate)
+            return margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate, deadline=deadline)
         net = self.tensors
         relaxations: list[ReluRelaxation] = []
         terms: list[torch.Tensor | None] = [None] * net.depth  # shared by the passes of these boxes
         images: list[torch.Tensor] = []  # W_0 c, shared by every pass
-        intermediate_bounds(net, lo, hi, self.intermediate, relaxations, terms, image_out=images)
+        intermediate_bounds(net, lo, hi, self.intermediate, relaxations, terms, image_out=images, deadline=deadline)
         image = images[0] if images else center_image(net, lo, hi)
         spec = margin_spec(self.network.n_classes, label, lo.shape[0], lo.dtype, lo.device)
         return concretize(backward(net, spec, net.depth - 1, relaxations, input_scale(lo, hi), terms=terms,
@@ -379,12 +388,12 @@ class CrownOracle(Oracle):
 
         memory = self._memory
 
-        def bound(lo_np: FloatArray, hi_np: FloatArray) -> FloatArray:
+        def bound(lo_np: FloatArray, hi_np: FloatArray, deadline: float) -> FloatArray:
             lo, hi = box_tensors(lo_np, hi_np, self._dtype, self.device)
             kept: list[Any] = []
             with self._no_autograd(), sound_kernels(self.device, self._dtype):
                 bounds = margin_lower_bounds(self.graph_tensors, lo, hi, label, self.intermediate,
-                                             memory.prior(lo_np, hi_np), kept)
+                                             memory.prior(lo_np, hi_np), kept, deadline=deadline)
             memory.remember(lo_np, hi_np, kept[0])
             return bounds.to(torch.float64).cpu().numpy()
 
@@ -556,7 +565,9 @@ class AlphaCrownOracle(CrownOracle):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "steps": self.steps, "lr": self.lr}
 
-    def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int) -> torch.Tensor:
+    def _bounds(self, lo: torch.Tensor, hi: torch.Tensor, label: int, deadline: float = math.inf) -> torch.Tensor:
+        """alpha-CROWN's margins: its steps stop at the time limit, and its reference CROWN pass
+        runs whole (``deadline`` is not read: never looser than CROWN)."""
         if self.graph_tensors is not None:
             return self._graph_bounds(lo, hi, label)
         deadline = math.inf if self.time_limit is None else time.perf_counter() + self.time_limit

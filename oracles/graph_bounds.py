@@ -248,7 +248,7 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
             if gt.float32_first is not None and first32 is None and fresh:
                 first32 = _Float32Bounds(gt.float32_first, lower, upper)
             lo, hi = _tighten(gt, k, nb, lower, upper, center if ONE_SIDE_FIRST else None,
-                              first32 if fresh else None)
+                              first32 if fresh else None, deadline)
             lo, hi, nb.invalid = _poison(lo, hi, nb.invalid)
             nb.lower.pop(), nb.upper.pop(), nb.scale.pop()
         if isinstance(node, gn.ReLU):
@@ -270,8 +270,8 @@ def node_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, method: str = "c
 
 
 def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor,
-             center: Callable[[], list[Tensor]] | None = None, first32: _Float32Bounds | None = None
-             ) -> tuple[Tensor, Tensor]:
+             center: Callable[[], list[Tensor]] | None = None, first32: _Float32Bounds | None = None,
+             deadline: float = math.inf) -> tuple[Tensor, Tensor]:
     """Node ``k``'s interval bounds intersected with CROWN's, for the neurons unstable in
     each box (its own: a box's bounds do not depend on the other boxes of the batch), in
     chunks of :data:`CHUNK_ELEMENTS` coefficients. When ``k`` is a linear node, the first
@@ -293,7 +293,8 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
     unstable: a neuron still unstable gets the float64 pass's bounds, one settled the same
     exact relaxation; its proven side holds the float32 bound (which later interval bounds
     read). Faster where most neurons settle on their first side (a box's own bounds, not
-    those a superset's start: :func:`node_bounds` passes it for those only)."""
+    those a superset's start: :func:`node_bounds` passes it for those only). ``deadline``:
+    looked at before each chunk of rows (:func:`~oracles.bounds.check_deadline`)."""
     lo, hi = nb.lower[k].flatten(1), nb.upper[k].flatten(1)
     box, idx = ((lo < 0) & (hi > 0)).nonzero(as_tuple=True)  # (box, neuron) pairs, by box
     if box.numel() == 0:
@@ -309,23 +310,23 @@ def _tighten(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Ten
     if one is None or not bool(one.all()):
         rest = (box, idx) if one is None else (box[~one], idx[~one])
         both = torch.tensor([1.0, -1.0], dtype=gt.dtype, device=lo.device).expand(rest[0].numel(), 2)
-        _signed_bounds(gt, k, nb, lower, upper, *rest, both, new_lo, new_hi, maps)
+        _signed_bounds(gt, k, nb, lower, upper, *rest, both, new_lo, new_hi, maps, deadline)
     if one is not None and bool(one.any()):
         box, idx = box[one], idx[one]
         first = torch.where(center()[k].flatten(1)[box, idx] >= 0, 1.0, -1.0).to(gt.dtype).unsqueeze(1)
         if first32 is None:
-            _signed_bounds(gt, k, nb, lower, upper, box, idx, first, new_lo, new_hi, maps)
+            _signed_bounds(gt, k, nb, lower, upper, box, idx, first, new_lo, new_hi, maps, deadline)
         else:
             gs = first32.gt
             with sound_kernels(gs.device, gs.dtype):
                 _signed_bounds(gs, k, first32.bounds(nb, k), first32.lower, first32.upper, box, idx,
-                               first.to(gs.dtype), new_lo, new_hi, {})
+                               first.to(gs.dtype), new_lo, new_hi, {}, deadline)
         still = (new_lo[box, idx] < 0) & (new_hi[box, idx] > 0)
         if bool(still.any()):
             # the other side; after a float32 first side, both sides in float64
             signs = -first[still] if first32 is None else \
                 torch.tensor([1.0, -1.0], dtype=gt.dtype, device=lo.device).expand(int(still.sum()), 2)
-            _signed_bounds(gt, k, nb, lower, upper, box[still], idx[still], signs, new_lo, new_hi, maps)
+            _signed_bounds(gt, k, nb, lower, upper, box[still], idx[still], signs, new_lo, new_hi, maps, deadline)
     box, idx = all_rows
     settle(new_lo, new_hi, lo, hi, box, idx)
     return new_lo.reshape(nb.lower[k].shape), new_hi.reshape(nb.upper[k].shape)
@@ -397,10 +398,12 @@ def _box_chunks(box: Tensor, chunk: int) -> list[tuple[int, int]]:
 
 
 def _signed_bounds(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, upper: Tensor, box: Tensor,
-                   idx: Tensor, signs: Tensor, new_lo: Tensor, new_hi: Tensor, maps: dict) -> None:
+                   idx: Tensor, signs: Tensor, new_lo: Tensor, new_hi: Tensor, maps: dict,
+                   deadline: float = math.inf) -> None:
     """CROWN's lower bound of ``s z_k[box[r], idx[r]]`` for each sign ``s`` of ``signs[r]``
     (``(p, S)``, ±1): ``new_lo`` raised to it where ``s = 1``, ``new_hi`` lowered to its
-    negation where ``s = -1`` (flat ``(B, n)``, in place)."""
+    negation where ``s = -1`` (flat ``(B, n)``, in place); ``deadline`` looked at before
+    each chunk."""
     node = gt.graph.nodes[k]
     n, n_signs = new_lo.shape[1], signs.shape[1]
     plan = gt.windows.get(k)
@@ -408,6 +411,7 @@ def _signed_bounds(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, uppe
     linear = isinstance(node, gn.LinearNode) and not node.exact
     wide = torch.float64
     for start, stop in _box_chunks(box, chunk):
+        check_deadline(deadline)
         b, i, sg = box[start:stop], idx[start:stop], signs[start:stop]
         p = b.numel()
         if plan is not None:
@@ -442,13 +446,13 @@ def _signed_bounds(gt: GraphTensors, k: int, nb: NodeBounds, lower: Tensor, uppe
 
 def margin_lower_bounds(gt: GraphTensors, lower: Tensor, upper: Tensor, label: int,
                         method: str = "crown", prior: dict[int, tuple[Tensor, Tensor]] | None = None,
-                        keep: list[NodeBounds] | None = None) -> Tensor:
+                        keep: list[NodeBounds] | None = None, deadline: float = math.inf) -> Tensor:
     """Proven lower bounds of ``logit_label - logit_j`` (``j != label``) over each box
     (``(B, n)`` tensors in ``gt.dtype``): shape ``(B, n_classes - 1)``; ``-inf`` where
-    nothing is proven. ``prior``: see :func:`node_bounds`; ``keep`` (optional) receives
-    the node bounds."""
+    nothing is proven. ``prior``, ``deadline``: see :func:`node_bounds`; ``keep`` (optional)
+    receives the node bounds."""
     with sound_kernels(gt.device, gt.dtype):
-        nb = node_bounds(gt, lower, upper, method, prior)
+        nb = node_bounds(gt, lower, upper, method, prior, deadline=deadline)
         if keep is not None:
             keep.append(nb)
         spec = margin_spec(gt.graph.n_classes, label, lower.shape[0], lower.dtype, lower.device)

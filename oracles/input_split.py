@@ -11,9 +11,11 @@ alpha-CROWN with a few steps); each one still open is split along the input dime
 largest ``(upper - lower) * (|d bound / d lower| + |d bound / d upper|)`` (the width times
 the weight of that input in CROWN's linear lower bound of the worst margin, read from the
 bound's gradient, as alpha-beta-CROWN's input-split branching scores inputs; ``branching``
-``bound``, the default except on nets with at most two inputs), the width times the margin's
-gradient at the centre (``smear``: no gradient of the bound, more sub-boxes), or the widest
-(``width``, the default on nets with at most two inputs).
+``bound``, the default on chains of more than two inputs), the width times the margin's
+gradient at the centre (``smear``: no gradient of the bound, more sub-boxes; the default on
+other graphs, where the bound's gradient would keep every intermediate pass's tensors for
+the backward: on a 160,000-neuron generator and discriminator of VNN-COMP 2023's cgan, over
+16 GB for one sub-box), or the widest (``width``, the default on nets with at most two inputs).
 
 Each bounded sub-box is also searched for a counterexample: its centre and the vertex where
 CROWN's linear lower bound is smallest are evaluated in float64, and a point with a margin
@@ -44,6 +46,7 @@ from parallelepipedonn.errors import OracleError
 from parallelepipedonn.network import Network
 
 from .base import Answer, FloatArray, Oracle, Verdict
+from .bounds import BoundsTimedOut
 from .crown import DTYPES, AlphaCrownOracle, CrownOracle, resolve_device
 from .precision import box_tensors, sound_kernels
 
@@ -68,8 +71,8 @@ ROUND_SECONDS = 2.0
 class InputSplitOracle(Oracle):
     """Branch and bound on the input box with batched CROWN bounds (see the module
     docstring). Options: ``batch`` (most sub-boxes bounded per call), ``max_domains`` (most
-    open sub-boxes), ``branching`` (:data:`BRANCHINGS`; default ``bound``, ``width`` for at most
-    :data:`WIDTH_INPUTS` inputs), ``alpha_steps`` (default 3; 0:
+    open sub-boxes), ``branching`` (:data:`BRANCHINGS`; default ``bound`` on chains, ``smear``
+    on other graphs, ``width`` for at most :data:`WIDTH_INPUTS` inputs), ``alpha_steps`` (default 3; 0:
     none): once ``alpha_after`` sub-boxes were bounded (default 256: the easy problems are
     done by then, CROWN alone is faster on them), the sub-boxes that CROWN leaves open are
     bounded again by alpha-CROWN with that many steps, the larger bound kept (both are
@@ -92,8 +95,9 @@ class InputSplitOracle(Oracle):
         super().__init__(network, time_limit=time_limit)
         if batch < 1 or max_domains < 1:
             raise OracleError("input-split needs batch >= 1 and max_domains >= 1")
+        chain = isinstance(self.network, Network) or self.network.as_network() is not None
         if branching is None:
-            branching = "width" if self.network.n_inputs <= WIDTH_INPUTS else "bound"
+            branching = "width" if self.network.n_inputs <= WIDTH_INPUTS else "bound" if chain else "smear"
         if branching not in BRANCHINGS:
             raise OracleError(f"input-split branching must be one of {', '.join(BRANCHINGS)}, not {branching!r}")
         if alpha_steps < 0:
@@ -105,8 +109,7 @@ class InputSplitOracle(Oracle):
         self.dtype = dtype
         self.device = resolve_device(device)
         if intermediate is None:  # forward-mode bounds where they apply (chains), else CROWN's
-            intermediate = "forward" if isinstance(self.network, Network) or self.network.as_network() is not None \
-                else "crown"
+            intermediate = "forward" if chain else "crown"
         self.intermediate = intermediate
         self.crown = CrownOracle(self.network, device=device, dtype=dtype, screen=False, reuse=False, bisect=False,
                                  chunk_size=batch, intermediate=intermediate)
@@ -153,7 +156,12 @@ class InputSplitOracle(Oracle):
             keep[take] = False
             open_lo, open_hi, keys = open_lo[keep], open_hi[keep], keys[keep]
             start = time.perf_counter()
-            bounds, score, corner = self._bound(lo, hi, label, alpha=alpha_on, deadline=deadline)
+            try:
+                bounds, score, corner = self._bound(lo, hi, label, alpha=alpha_on, deadline=deadline)
+            except BoundsTimedOut:
+                self.last = {"bounded": bounded, "rounds": rounds}
+                return Answer(Verdict.UNKNOWN, reason=f"time limit, reached while {k} sub-boxes were bounded "
+                              f"({len(open_lo) + k} open after {bounded} bounded)", timed_out=True)
             rounds += 1
             bounded += k
             cex = self._falsify(lo, hi, corner, label)
@@ -201,14 +209,15 @@ class InputSplitOracle(Oracle):
         where CROWN's linear lower bound of the worst margin is smallest (``bound``
         branching), else where a signed-gradient step from the centre leads. alpha-CROWN
         (``alpha``) stops optimising at ``deadline`` (its bound then is the best of the
-        steps it took: every step's is proven)."""
+        steps it took: every step's is proven); CROWN's intermediate bounds stop there
+        (:class:`~oracles.bounds.BoundsTimedOut`)."""
         lo_t, hi_t = box_tensors(lo, hi, DTYPES[self.dtype], self.device)
         grads = self.branching == "bound"
         lo_t.requires_grad_(grads)
         hi_t.requires_grad_(grads)
         g_lo = g_hi = None
         with torch.enable_grad() if grads else torch.no_grad(), sound_kernels(self.device, DTYPES[self.dtype]):
-            b = CrownOracle._bounds(self.crown, lo_t, hi_t, label)
+            b = CrownOracle._bounds(self.crown, lo_t, hi_t, label, deadline)
             if grads:
                 worst = b.min(dim=1).values
                 target = torch.where(torch.isfinite(worst), worst, torch.zeros_like(worst)).sum()

@@ -235,3 +235,31 @@ def test_it_gives_up_at_once_when_bounds_overflow_even_at_the_centre(key):
     if answer.verdict is Verdict.UNKNOWN:
         assert "not finite even on the box's centre" in answer.reason
     assert time.perf_counter() - start < 10.0
+
+
+def test_graphs_branch_on_the_margins_gradient_and_a_passed_deadline_stops_their_crown_passes(monkeypatch):
+    """On graphs (not chains) the default branching is ``smear``: the bound's gradient would
+    keep every intermediate pass's tensors (over 16 GB for one sub-box of a cgan net); and
+    a deadline passed inside CROWN's intermediate bounds gives UNKNOWN, timed out, on the
+    input-split and crown oracles alike (a box they verify without a time limit)."""
+    from oracles import bounds
+
+    graph, chain = residual(0, side=3), random_network(0, [5, 8, 8, 2])
+    assert InputSplitOracle(graph).branching == "smear" and InputSplitOracle(chain).branching == "bound"
+    x = np.full(graph.n_inputs, 0.5)
+    label = int(graph.predict(x[None])[0])
+    lo, hi = x - 1e-4, x + 1e-4
+    assert CrownOracle(graph).verify_box(lo, hi, label).verified
+    calls = []
+
+    def expired(deadline: float) -> None:  # every look at the clock finds the deadline passed
+        calls.append(deadline)
+        raise bounds.BoundsTimedOut("passed")
+
+    import oracles.graph_bounds as gb
+
+    monkeypatch.setattr(gb, "check_deadline", expired)
+    for oracle in (CrownOracle(graph, time_limit=30, screen=False), InputSplitOracle(graph, time_limit=30)):
+        a = oracle.verify_box(lo, hi, label)
+        assert not a.verified and a.timed_out, (oracle.name, a)
+    assert calls and all(c < np.inf for c in calls)
