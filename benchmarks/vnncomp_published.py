@@ -148,7 +148,7 @@ def run_category(args, category: str, work: Path, echo=print) -> list[dict]:
 
 
 def summary(rows: list[dict], note: str = "") -> str:
-    header = ["category", "instances", "ours: unsat / sat / unknown / timeout", "agree with the published answer",
+    header = ["category", "instances", "ours: unsat / sat / unknown / timeout / error", "agree with the published answer",
               "disagree", "no published answer (or a tie)", "sat confirmed by onnxruntime",
               "median / max s per instance",
               "whole category (wall s)"]
@@ -158,7 +158,7 @@ def summary(rows: list[dict], note: str = "") -> str:
         rs = [r for r in rows if r["category"] == category and r["answer"] != "missing"]
         if not rs:
             continue
-        count = {a: sum(r["answer"] == a for r in rs) for a in ("unsat", "sat", "unknown", "timeout")}
+        count = {a: sum(r["answer"] == a for r in rs) for a in ("unsat", "sat", "unknown", "timeout", "error")}
         secs = [float(r["seconds"]) for r in rs if r["seconds"]]
         sats = [r for r in rs if r["answer"] == "sat"]
         table.append([category, len(rs), " / ".join(str(count[a]) for a in count),

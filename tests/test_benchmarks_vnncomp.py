@@ -189,5 +189,5 @@ def test_published_comparison_runs_a_2023_layout_and_sets_answers_against_the_to
     fails = rows["vnnlib/fails.vnnlib"]
     assert fails["answer"] == "sat" and fails["agrees"] == "true" and fails["onnxruntime"] == "confirmed"
     report = (out / "vnncomp_published.md").read_text()
-    assert "| toy | 2 | 1 / 1 / 0 / 0 | 2 | 0 | 0 | 1 of 1 |" in report
+    assert "| toy | 2 | 1 / 1 / 0 / 0 / 0 | 2 | 0 | 0 | 1 of 1 |" in report
     assert "Left out (their files absent from the local copy of the benchmarks): toy onnx/absent.onnx" in report
