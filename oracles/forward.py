@@ -192,7 +192,7 @@ def _forward_chunk(net: NetworkTensors, lower: Tensor, upper: Tensor) \
         l_prev, u_prev = bounds[-1]
         l_ibp, u_ibp = _interval_affine(net, k, l_prev.clamp(min=0), u_prev.clamp(min=0))
         sym.through(k, relaxations[-1])
-        if net.weights[k - 1].shape[0] > PASS_WIDTH:  # where a pass from above may end
+        if net.weights[k].shape[0] <= PASS_WIDTH < net.weights[k - 1].shape[0]:  # where a pass from above may end
             enclosures[k] = sym.enclosure()
         l_fwd, u_fwd = sym.bounds()
         # torch.maximum and minimum propagate NaN: a NaN bound poisons the box
