@@ -293,17 +293,19 @@ class CrownOracle(Oracle):
         first, last = 0, len(chain)  # chain[:first] verified, chain[last:] not
         wrong = 0  # guesses in a row whose probe answered against the estimate (at 2, the next one bisects)
         while first < last:
-            if time.perf_counter() > deadline:
+            m = -math.inf
+            if time.perf_counter() <= deadline:
+                guess = self._interpolated(lower, upper, label, chain, first, last) if wrong < 2 else None
+                # the box just above the guess first (estimated not verified): where it is not, its node
+                # bounds are the guess's prior (bounds of a superset), which halves the guess's bound's work
+                mid = (first + last) // 2 if guess is None else min(guess + 1, last - 1)
+                i = chain[mid]
+                m = float(self._verify_bounds(lower[i:i + 1], upper[i:i + 1], label).min())
+            if m == -math.inf and (self._late or time.perf_counter() > deadline):  # cut by the time limit
                 for j in chain[first:last]:
                     answers[j] = Answer(Verdict.UNKNOWN, timed_out=True, reason=f"{self.name}: the time limit was "
                                         "reached before this box was bounded")
                 break
-            guess = self._interpolated(lower, upper, label, chain, first, last) if wrong < 2 else None
-            # the box just above the guess first (estimated not verified): where it is not, its node
-            # bounds are the guess's prior (bounds of a superset), which halves the guess's bound's work
-            mid = (first + last) // 2 if guess is None else min(guess + 1, last - 1)
-            i = chain[mid]
-            m = float(self._verify_bounds(lower[i:i + 1], upper[i:i + 1], label).min())
             self._remember(label, lower[i], upper[i], m)
             wrong = 0 if guess is None or (m > 0) == (mid == guess) else wrong + 1
             answers[i] = answer(i, m)

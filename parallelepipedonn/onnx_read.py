@@ -95,7 +95,7 @@ def _below(magnitude: np.ndarray, tiny: float) -> bool:
     """Whether some entry of ``magnitude`` (float64, nonnegative, finite) lies strictly
     between 0 and ``tiny``: their bit patterns are ordered as the numbers, so ``0 < m <
     tiny`` is ``bits(m) - 1 < bits(tiny) - 1`` as unsigned integers (0 wraps to the largest)."""
-    bits = magnitude.view(np.uint64)
+    bits = np.asarray(magnitude, dtype=np.float64).view(np.uint64)
     limit = np.float64(tiny).view(np.uint64) - np.uint64(1)
     return bool(np.any(np.subtract(bits, np.uint64(1), out=np.empty_like(bits)) < limit))
 

@@ -262,4 +262,8 @@ def test_graphs_branch_on_the_margins_gradient_and_a_passed_deadline_stops_their
     for oracle in (CrownOracle(graph, time_limit=30, screen=False), InputSplitOracle(graph, time_limit=30)):
         a = oracle.verify_box(lo, hi, label)
         assert not a.verified and a.timed_out, (oracle.name, a)
+    # nested boxes (crown's bisection): a probe the deadline cut decides none of them
+    radii = np.array([1e-4, 5e-5, 2e-5])[:, None]
+    answers = CrownOracle(graph, time_limit=30, screen=False).verify(x - radii, x + radii, label)
+    assert all(not a.verified and a.timed_out for a in answers), answers
     assert calls and all(c < np.inf for c in calls)
