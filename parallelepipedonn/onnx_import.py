@@ -50,6 +50,7 @@ from .onnx_read import (
     attr_str,
     check_bn_shift,
     check_model,
+    fresh_rows,
     gib,
     parse_model,
     read_model_file,
@@ -60,7 +61,8 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 #: The largest dense float64 array the importer builds (bytes): one affine map of the IR,
-#: a convolution expanded to a dense matrix, the identity after a Relu, ...
+#: a convolution expanded to a dense matrix, the identity after a Relu where an operator
+#: computes on all of it (a product with it, and reshapes, read it as a view), ...
 MAX_DENSE_BYTES = 2 * 2**30
 #: The largest total size of the IR's weights (bytes).
 MAX_MODEL_BYTES = 4 * 2**30
@@ -111,13 +113,14 @@ class _Importer(OnnxWalker):
             if t.data_location == onnx.TensorProto.EXTERNAL:
                 raise ModelError(f"initializer {t.name!r} keeps its data in an external file: not supported")
             self.values[t.name] = numpy_helper.to_array(t)
-        self.values[inputs[0].name] = Lin(_identity_rows(n, onnx_shape), 0, dtype)
+        self.values[inputs[0].name] = Lin(_identity_rows(n, onnx_shape), 0, dtype, fresh=True)
         consumers = self._consumers()
         for index, node in enumerate(g.node):
             self._run_node(node, index, consumers)
         out = self.values.get(g.output[0].name)
         if not isinstance(out, Lin):
             raise ModelError("the model's output does not depend on its input")
+        out = self.dense(g.output[0].name, "output", out)
         self._check_stage(out, g.output[0].name)
         shape = out.shape
         if sum(d > 1 for d in shape) > 1:
@@ -292,7 +295,7 @@ class _Importer(OnnxWalker):
         if target.itemsize < v.dtype.itemsize:
             raise UnsupportedOperatorError(label, op, f"cast of a {v.dtype} tensor to {target}: a rounding the IR "
                                            "cannot express")
-        return Lin(v.rows, v.stage, target)  # widening (or no-op): exact
+        return Lin(v.rows, v.stage, target, fresh=v.fresh)  # widening (or no-op): exact
 
     def _cast(self, label: str, args: list, attrs: dict) -> Lin:
         to = int(attrs.get("to", 0))
@@ -319,6 +322,13 @@ class _Importer(OnnxWalker):
             raise UnsupportedOperatorError(label, "MatMul", "scalar operand")
         out_shape = _matmul_shape(a_shape, b_shape)
         self._need_rows(label, "MatMul", lin, out_shape)
+        identity_left = isinstance(a, Lin) and len(a_shape) == 2 and a_shape[0] == 1 and len(b_shape) <= 2 \
+            and _identity_product(lin.rows, const_, lin.fresh)
+        # A z for fresh variables z (1-D): column i of A is the product with the i-th one
+        identity_right = isinstance(b, Lin) and lin.fresh and len(b_shape) == 1 and len(a_shape) == 2 \
+            and bool(np.isfinite(const_).all())
+        if not (identity_left or identity_right):
+            lin = self.dense(label, "MatMul", lin)
         # promote 1-D operands to matrices as ONNX does, then give both the same rank
         a2 = (1, *a_shape) if len(a_shape) == 1 else a_shape
         b2 = (*b_shape, 1) if len(b_shape) == 1 else b_shape
@@ -334,9 +344,10 @@ class _Importer(OnnxWalker):
             right = lin.rows.reshape(p, *([1] * (nd - len(b2))), *b2)
             sums = np.matmul(np.abs(left[0]), bound.reshape(right.shape[1:]))
         self.check_bound(label, "MatMul", sums, lin.dtype, "partial sums")
-        if isinstance(a, Lin) and len(a_shape) == 2 and a_shape[0] == 1 and len(b_shape) <= 2 \
-                and _identity_product(lin.rows, const_):
+        if identity_left:
             out = np.concatenate([np.zeros((1, b2[-1])), const_.reshape(b2) + 0.0])  # [0; I] B
+        elif identity_right:
+            out = np.concatenate([np.zeros((1, a_shape[0])), const_.T + 0.0])  # (A [0, I])^T
         elif isinstance(a, Lin) and len(b_shape) <= 2 and lin.rows.size * const_.size // a2[-1] >= ONE_PRODUCT_WORK:
             out = lin.rows.reshape(-1, a2[-1]) @ const_.reshape(a2[-1], -1)  # one product, not one per row
         else:
@@ -372,11 +383,16 @@ class _Importer(OnnxWalker):
         if isinstance(a, Lin) or isinstance(b, Lin):
             lin = a if isinstance(a, Lin) else b
             self._need_rows(label, "Gemm", lin, (m, n))
+            identity = isinstance(a, Lin) and not trans_a and m == 1 \
+                and _identity_product(a.rows, t(self._const(b), trans_b), a.fresh)
+            if not identity:
+                lin = self.dense(label, "Gemm", lin)
+                a, b = (lin, b) if isinstance(a, Lin) else (a, lin)
             bound = self.value_bound(lin).reshape(lin.shape)  # for the partial sums of A B
             if isinstance(a, Lin):
                 right = t(self._const(b), trans_b)
                 sums = np.matmul(t(bound, trans_a), np.abs(right))
-                if not trans_a and m == 1 and _identity_product(a.rows, right):
+                if identity:
                     rows = np.concatenate([np.zeros((1, 1, n)), right[:, None, :] + 0.0])  # [0; I] B
                 elif not trans_a and a.rows.size * n >= ONE_PRODUCT_WORK:  # one product, not one per row
                     rows = (a.rows.reshape(-1, k) @ right).reshape(-1, m, n)
@@ -510,7 +526,6 @@ class _Importer(OnnxWalker):
     def _relu(self, label: str, args: list, attrs: dict) -> Lin:
         v = args[0]
         n = math.prod(v.shape)
-        self._need(f"node {label!r} (Relu) on {n} values", n + 1, n)
         self._close_affine(v)
         self.layers.append(ReLU())
         self.stage += 1
@@ -518,7 +533,8 @@ class _Importer(OnnxWalker):
         # float64 keeps each stage's own bound, as before: the IR's exact semantics decide where
         # float64 itself overflows (the crafted overflow nets of tests/crafted_nets.py)
         self.stage_scale = float(self.value_bound(v).max()) if v.rows.size and v.dtype == np.float32 else 1.0
-        return Lin(_identity_rows(n, v.shape), self.stage, v.dtype)
+        # (a view: its consumer is charged the dense rows if it computes on all of them)
+        return Lin(fresh_rows(n, v.shape), self.stage, v.dtype, fresh=True)
 
     def _close_affine(self, v: Lin) -> None:
         p = v.rows.shape[0]
@@ -531,16 +547,20 @@ class _Importer(OnnxWalker):
         self.layers.append(Affine(flat[1:].T, flat[0]))  # Affine copies
 
 
-def _identity_product(rows: np.ndarray, const: np.ndarray) -> bool:
+def _identity_product(rows: np.ndarray, const: np.ndarray, fresh: bool = False) -> bool:
     """Whether ``rows`` (``(1 + n, 1, n)``: one row vector per variable) are a stage's
     fresh variables (zero offset, identity) and ``const`` finite: their product with it is
     then ``const`` itself below a zero row, exactly (each entry one product by 1, the
     other terms exact zeros; ``+ 0.0`` gives a zero the sign a sum from +0 gives it) — the
     importer skips the ``n``-fold product (45 s for a 6272 x 3136 layer of VNN-COMP's
-    tllverifybench)."""
+    tllverifybench). ``fresh``: the rows are known to be (:attr:`Lin.fresh`), not counted."""
     p = rows.shape[0]
     flat = rows.reshape(p, -1)
-    if flat.shape != (p, p - 1) or flat[0].any() or not np.isfinite(const).all():
+    if flat.shape != (p, p - 1) or not np.isfinite(const).all():
+        return False
+    if fresh:  # (:attr:`Lin.fresh`: the identity by construction, possibly a view of 2 n numbers)
+        return True
+    if flat[0].any():
         return False
     body = flat[1:]
     return bool(np.count_nonzero(body) == p - 1 and (np.diagonal(body) == 1.0).all())

@@ -23,7 +23,7 @@ import logging
 import math
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,11 @@ RESHAPING_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 #: ``float32(1e-5)``, not the float64 1e-5, which differ where the variance is about -1e-5)
 BN_EPSILON = float(np.float32(1e-5))
 _FINAL_MONOTONE_OPS = {"Softmax", "LogSoftmax"}
+#: The operators that read fresh rows (:attr:`Lin.fresh`) without computing on all of them:
+#: reshapes and pass-throughs keep the view; MatMul and Gemm use it where the product is the
+#: constant itself and charge the dense rows otherwise. Every other operator is charged the
+#: dense rows before it reads them (:meth:`OnnxWalker.dense`).
+_READS_FRESH_ROWS = RESHAPING_OPS | {"Identity", "Dropout", "Cast", "CastLike", "Shape", "Size", "MatMul", "Gemm"}
 #: Constant nodes folded as of opset 19 (see :meth:`OnnxWalker._eval`).
 _FOLD_AT_19 = {"DequantizeLinear", "QuantizeLinear"}
 #: Operators whose value onnxruntime draws at random at every run: never folded.
@@ -82,6 +87,10 @@ class Lin:
     rows: np.ndarray  # (1 + n_z, *shape) float64
     stage: int
     dtype: np.dtype
+    #: The stage's variables themselves, in order (zero offset, identity), and ``rows``
+    #: possibly :func:`fresh_rows`' view of ``2 n`` numbers: an operation that computes on
+    #: them is charged their dense size first (:meth:`OnnxWalker.dense`).
+    fresh: bool = field(default=False, kw_only=True)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -89,6 +98,22 @@ class Lin:
 
     def like(self, rows: np.ndarray) -> Lin:
         return Lin(rows, self.stage, self.dtype)
+
+
+def fresh_rows(n: int, shape: Sequence[int]) -> np.ndarray:
+    """The rows of ``n`` fresh variables of ``shape`` (a zero offset row, then the
+    identity) as a read-only view of ``2 n`` numbers instead of an ``(n + 1) x n`` array
+    (a Relu on 60,100 values, as in VNN-COMP 2021's nn4sys: 27 GiB): entry ``(i, j)`` is
+    ``buffer[n + j - i]``, and ``buffer`` is zero but for a one at ``n - 1``."""
+    if n == 0:
+        empty = np.zeros((1, *shape))
+        empty.setflags(write=False)
+        return empty
+    buffer = np.zeros(2 * n)
+    buffer[n - 1] = 1.0
+    step = buffer.itemsize
+    rows = np.lib.stride_tricks.as_strided(buffer[n:], shape=(n + 1, n), strides=(-step, step), writeable=False)
+    return rows.reshape(n + 1, *shape)
 
 
 def _below(magnitude: np.ndarray, tiny: float) -> bool:
@@ -211,6 +236,17 @@ class OnnxWalker:
                 f"{what} would need a dense {rows}x{cols} float64 matrix ({gib(nbytes)}), over the importer's "
                 f"limit of {gib(limit)} (parallelepipedonn.onnx_import.MAX_DENSE_BYTES)")
 
+    def dense(self, label: str, op: str, v: Lin) -> Lin:
+        """``v`` with its rows as a dense array, :meth:`_need` checked first (fresh rows are
+        a view until an operation computes on them: :func:`fresh_rows`)."""
+        if not v.fresh or v.rows.base is None:
+            return v
+        n = math.prod(v.shape)
+        self._need(f"node {label!r} ({op}) on {n} values", n + 1, n)
+        out = Lin(np.ascontiguousarray(v.rows), v.stage, v.dtype, fresh=True)
+        self._remember_bound(out, self.value_bound(v))
+        return out
+
     # -- node dispatch ------------------------------------------------------------------
     def _run_node(self, node: onnx.NodeProto, index: int, consumers: dict[str, int]) -> None:
         label = _node_label(node, index)
@@ -237,6 +273,8 @@ class OnnxWalker:
             for a in args:
                 if isinstance(a, Lin):
                     self._check_stage(a, label)
+            if node.op_type not in _READS_FRESH_ROWS:
+                args = [self.dense(label, node.op_type, a) if isinstance(a, Lin) and a.fresh else a for a in args]
             handler = self._handlers().get(node.op_type)
             try:
                 if node.op_type in _FINAL_MONOTONE_OPS:
@@ -282,6 +320,9 @@ class OnnxWalker:
         (``x * 1e-30 * 1e-30 * 1e30 * 1e30``: 0 in float32, ``x`` folded; never in float64,
         whose smallest subnormal number is the smallest positive float64 coefficient). One
         pass over the magnitudes per block of rows, which also gives :meth:`value_bound`."""
+        if v.fresh:  # the stage's variables: 0 and 1, each value at most stage_scale
+            self.check_bound(label, op, self.value_bound(v), v.dtype)
+            return
         info = np.finfo(v.dtype)
         p = v.rows.shape[0]
         flat = v.rows.reshape(p, -1)
@@ -327,6 +368,8 @@ class OnnxWalker:
         known = self._bounds.get(v)
         if known is not None and known[0] == self.stage_scale:
             return known[1]
+        if v.fresh:  # |0| + stage_scale * 1, as the sum below gives it, without reading n^2 numbers
+            return self._remember_bound(v, np.full(math.prod(v.shape), self.stage_scale))
         p = v.rows.shape[0]
         flat = v.rows.reshape(p, -1)
         with np.errstate(over="ignore"):
@@ -449,7 +492,8 @@ class OnnxWalker:
                 raise bad(f"axes {list(axes)} out of range or repeated")
             rest = iter(shape)
             out = [1 if i in norm else next(rest) for i in range(rank)]
-        return data.like(data.rows.reshape(data.rows.shape[0], *out))
+        # (row-major reshapes keep the variables' order: fresh rows stay fresh, as a view)
+        return Lin(data.rows.reshape(data.rows.shape[0], *out), data.stage, data.dtype, fresh=data.fresh)
 
     def _shape(self, label: str, args: list, attrs: dict) -> np.ndarray:
         shape = args[0].shape

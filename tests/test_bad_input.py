@@ -70,10 +70,12 @@ def _reshaped(shape: list[int]) -> onnx.ModelProto:
 
 
 def _wide_relu() -> onnx.ModelProto:
-    """x [1, 4] → 100,000 hidden units → Relu: the identity after the Relu would take 74.5 GiB."""
+    """x [1, 4] → 100,000 hidden units → Relu → Neg: the identity after the Relu, on which
+    Neg computes, would take 74.5 GiB (a product reads it as a view: it loads without Neg)."""
     nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["h"], transB=1),
              helper.make_node("Relu", ["h"], ["r"], name="wide"),
-             helper.make_node("Gemm", ["r", "W2", "B2"], ["y"], transB=1)]
+             helper.make_node("Neg", ["r"], ["n"], name="negate"),
+             helper.make_node("Gemm", ["n", "W2", "B2"], ["y"], transB=1)]
     return make_model(nodes, [1, 4], initializers=[
         tensor("W", np.full((100_000, 4), 0.01, np.float32)), tensor("B", np.zeros(100_000, np.float32)),
         tensor("W2", np.full((3, 100_000), 0.01, np.float32)), tensor("B2", np.zeros(3, np.float32))])
@@ -178,7 +180,7 @@ CASES = [
          model="softmax-axis-0"),
     Case("input of 1e10 values", 2, "input 'x' of shape [1, 10000000000] would need a dense", ModelTooLargeError,
          model="huge-input"),
-    Case("relu on 100,000 values", 2, "node 'wide' (Relu) on 100000 values would need a dense 100001x100000 "
+    Case("relu on 100,000 values", 2, "node 'negate' (Neg) on 100000 values would need a dense 100001x100000 "
          "float64 matrix (74.5 GiB)", ModelTooLargeError, model="wide-relu"),
     Case("wrong input size", 2, "has 5 values (5); the network expects 4", InputDataError, input="wrong-size"),
     Case("NaN input", 2, "non-finite value (nan) at position 1", InputDataError, input="nan"),

@@ -544,10 +544,70 @@ def _wide(width: int) -> onnx.ModelProto:
         tensor("W2", np.full((3, width), 0.01, np.float32)), tensor("B2", np.zeros(3, np.float32))])
 
 
-def test_a_relu_on_a_very_wide_layer_is_refused_before_its_identity_matrix_is_built():
-    with pytest.raises(ModelTooLargeError, match=r"node 'act' \(Relu\) on 100000 values would need a dense "
+def test_a_relu_on_a_very_wide_layer_is_read_without_its_identity_matrix():
+    """The rows after a Relu on 100,000 values (a dense identity would take 74.5 GiB) are a
+    view of 200,000 numbers, and the Gemm that reads them takes its weights as they are."""
+    model = _wide(100_000)
+    net = network_from_onnx(model)
+    assert net.describe() == "4-100000-3 ReLU network"
+    assert np.array_equal(net.affines[1].weight, np.full((3, 100_000), np.float32(0.01), np.float64))
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 1, 4))
+    assert np.allclose(net.forward(x[:, 0]), np.concatenate([ort_forward(model, row) for row in x]),
+                       rtol=1e-5, atol=1e-6)
+
+
+def test_fresh_rows_are_a_read_only_view_of_the_identity():
+    from parallelepipedonn.onnx_import import _identity_rows
+    from parallelepipedonn.onnx_read import fresh_rows
+
+    for n, shape in ((1, (1,)), (6, (6,)), (12, (1, 3, 2, 2)), (0, (0,))):
+        rows = fresh_rows(n, shape)
+        assert rows.shape == (n + 1, *shape) and np.array_equal(rows, _identity_rows(n, shape))
+        assert not rows.flags.writeable
+    root = fresh_rows(1000, (1000,))
+    while root.base is not None:
+        root = root.base
+    assert root.size == 2000
+
+
+@pytest.mark.parametrize("op", ["Neg", "Mul", "Transpose", "Relu"])
+def test_an_operator_computing_on_a_wide_relus_output_is_charged_its_dense_rows(op):
+    """Every operator but reshapes and a product with the identity computes on all the
+    rows: it is refused by the memory limit, naming it, before anything is allocated."""
+    nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["r"], name="act"),
+             helper.make_node("Reshape", ["r", "S"], ["r2"]),
+             helper.make_node(op, ["r2", "C"] if op == "Mul" else ["r2"], ["m"], name="next"),
+             helper.make_node("Reshape", ["m", "S"], ["m2"]),
+             helper.make_node("Gemm", ["m2", "W2"], ["y"], transB=1)]
+    width = 100_000
+    model = make_model(nodes, [1, 4], initializers=[
+        tensor("W1", np.full((width, 4), 0.01, np.float32)), tensor("B1", np.zeros(width, np.float32)),
+        tensor("S", np.array([1, width], np.int64)), tensor("C", np.float32(2.0)),
+        tensor("W2", np.full((3, width), 0.01, np.float32))])
+    with pytest.raises(ModelTooLargeError, match=rf"node 'next' \({op}\) on 100000 values would need a dense "
                                                  r"100001x100000 float64 matrix \(74\.5 GiB\)"):
-        network_from_onnx(_wide(100_000))
+        network_from_onnx(model)
+
+
+def test_a_product_of_a_constant_and_a_wide_relus_1d_output_takes_the_weights():
+    """As VNN-COMP 2021's nn4sys models: a 1-D input, ``MatMul(W, r)`` with the constant
+    on the left, a Relu on 60,100 values (here 50,000): read without the identity (the
+    product with it is each weight once, ``+ 0.0``), equal to onnxruntime."""
+    rng = np.random.default_rng(3)
+    width = 50_000
+    w1, b1 = rng.normal(0, 1, (width, 1)).astype(np.float32), rng.normal(0, 1, width).astype(np.float32)
+    w2 = rng.normal(0, 0.01, (2, width)).astype(np.float32)
+    w2[0, :7] = -0.0
+    nodes = [helper.make_node("MatMul", ["W1", "x"], ["h"]), helper.make_node("Add", ["h", "B1"], ["h1"]),
+             helper.make_node("Relu", ["h1"], ["r"]), helper.make_node("MatMul", ["W2", "r"], ["y"])]
+    model = make_model(nodes, [1], initializers=[tensor("W1", w1), tensor("B1", b1), tensor("W2", w2)])
+    net = network_from_onnx(model)
+    assert net.describe() == f"1-{width}-2 ReLU network"
+    assert net.affines[1].weight.tobytes() == (w2.astype(np.float64) + 0.0).tobytes()
+    x = rng.uniform(-3, 3, (6, 1))
+    ort = np.stack([ort_forward(model, row) for row in x])
+    assert np.allclose(net.forward(x), ort, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [[1, 10**10], ["N", 100_000], [1, 2**40, 2**40]])
@@ -583,8 +643,8 @@ def test_the_memory_limit_is_a_module_constant(monkeypatch):
 
     model = _wide(200)
     assert network_from_onnx(model).describe() == "4-200-3 ReLU network"
-    monkeypatch.setattr(onnx_import, "MAX_DENSE_BYTES", 8 * 200 * 200)
-    with pytest.raises(ModelTooLargeError, match="'act'"):
+    monkeypatch.setattr(onnx_import, "MAX_DENSE_BYTES", 8 * 5 * 200 - 1)  # the first Gemm's rows: 5 x 200
+    with pytest.raises(ModelTooLargeError, match="'wide'"):
         network_from_onnx(model)
 
 
@@ -743,7 +803,7 @@ def test_a_stages_first_product_takes_the_weights_bit_for_bit_without_multiplyin
         inits = [tensor("W1", w1.T.copy()), tensor("b", b), tensor("W2", w2), tensor("W3", w3)]
     model = make_model(nodes, ["N", 6], initializers=inits)
     fast = model_from_onnx(model)
-    monkeypatch.setattr(onnx_import, "_identity_product", lambda rows, const: False)
+    monkeypatch.setattr(onnx_import, "_identity_product", lambda rows, const, fresh=False: False)
     full = model_from_onnx(model)
     assert [(a.weight.tobytes(), a.bias.tobytes()) for a in fast.affines] == \
         [(a.weight.tobytes(), a.bias.tobytes()) for a in full.affines]
