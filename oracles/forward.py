@@ -56,8 +56,12 @@ Tensor = torch.Tensor
 CHUNK_ELEMENTS = 2**22
 #: Layers at most this wide get CROWN's bounds (backward passes, one row per neuron and side)
 #: for the neurons the forward bounds leave unstable: cheap where the layer is narrow, and
-#: far tighter deep in a net.
-CROWN_WIDTH = 64
+#: far tighter deep in a net. 128 rather than 64 (tllverifybench, 60 s cap, two runs on
+#: different days, 64 and 128 at once on the two cores): N=40 instance 2 15.4 -> 10.7 s and
+#: 12.8 -> 8.3 s, N=48 instance 2 16.3 -> 11.8 and 13.7 -> 8.6, N=56 instance 0 34.0 -> 29.6
+#: and 27.8 -> 23.7, the other 29 within 10% (the category 175 -> 162 s summed); ACAS Xu's
+#: layers are 50 wide either way.
+CROWN_WIDTH = 128
 #: Those passes cross the layers at most this wide below their layer, and end at the first
 #: wider one's forward-mode bounds (:class:`~oracles.enclosure.Enclosure`) instead of crossing it:
 #: on tllverifybench's nets most of a pass's work is in the widest layers, where the
