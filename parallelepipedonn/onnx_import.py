@@ -347,7 +347,8 @@ class _Importer(OnnxWalker):
         if identity_left:
             out = np.concatenate([np.zeros((1, b2[-1])), const_.reshape(b2) + 0.0])  # [0; I] B
         elif identity_right:
-            out = np.concatenate([np.zeros((1, a_shape[0])), const_.T + 0.0])  # (A [0, I])^T
+            # (A [0, I])^T, row-major as the per-row products were (the next product's sums, in the same order)
+            out = np.ascontiguousarray(np.concatenate([np.zeros((1, a_shape[0])), const_.T + 0.0]))
         elif isinstance(a, Lin) and len(b_shape) <= 2 and lin.rows.size * const_.size // a2[-1] >= ONE_PRODUCT_WORK:
             out = lin.rows.reshape(-1, a2[-1]) @ const_.reshape(a2[-1], -1)  # one product, not one per row
         else:

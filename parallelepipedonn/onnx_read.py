@@ -273,8 +273,13 @@ class OnnxWalker:
             for a in args:
                 if isinstance(a, Lin):
                     self._check_stage(a, label)
-            if node.op_type not in _READS_FRESH_ROWS:
-                args = [self.dense(label, node.op_type, a) if isinstance(a, Lin) and a.fresh else a for a in args]
+            if node.op_type not in _READS_FRESH_ROWS:  # one dense copy per tensor, however often the node reads it
+                copies: dict[int, Lin] = {}
+                for i, a in enumerate(args):
+                    if isinstance(a, Lin) and a.fresh:
+                        if id(a) not in copies:
+                            copies[id(a)] = self.dense(label, node.op_type, a)
+                        args[i] = copies[id(a)]
             handler = self._handlers().get(node.op_type)
             try:
                 if node.op_type in _FINAL_MONOTONE_OPS:

@@ -590,6 +590,36 @@ def test_an_operator_computing_on_a_wide_relus_output_is_charged_its_dense_rows(
         network_from_onnx(model)
 
 
+def test_a_product_with_fresh_variables_gives_the_ir_of_the_per_row_products_bit_for_bit():
+    """``MatMul(A, x)`` on a 1-D input takes ``A`` itself; followed by another product
+    (folded into it), its sums run in the order of the per-row products it replaces (``x``
+    times an exact 1 first: the same values, no longer the input's own variables): the same
+    digest (an adversarial review found the rows column-major at first, 1-4 ulps off)."""
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(0, 1, (7, 6)).astype(np.float32), rng.normal(0, 1, (7, 9)).astype(np.float32)
+    inits = [tensor("A", a), tensor("B", b), tensor("one", np.ones(6, np.float32))]
+    fast = make_model([helper.make_node("MatMul", ["A", "x"], ["t"]), helper.make_node("MatMul", ["t", "B"], ["y"])],
+                      [6], initializers=inits)
+    per_row = make_model([helper.make_node("Mul", ["x", "one"], ["x1"]), helper.make_node("MatMul", ["A", "x1"], ["t"]),
+                          helper.make_node("MatMul", ["t", "B"], ["y"])], [6], initializers=inits)
+    assert network_from_onnx(fast).digest == network_from_onnx(per_row).digest
+
+
+def test_an_operator_reading_a_relus_output_twice_makes_one_dense_copy(monkeypatch):
+    from parallelepipedonn.onnx_read import OnnxWalker
+
+    calls = []
+    dense = OnnxWalker.dense
+    monkeypatch.setattr(OnnxWalker, "dense", lambda self, label, op, v: calls.append(op) or dense(self, label, op, v))
+    nodes = [helper.make_node("Gemm", ["x", "W1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Add", ["r", "r"], ["s"]), helper.make_node("Gemm", ["s", "W2"], ["y"], transB=1)]
+    model = make_model(nodes, [1, 4], initializers=[tensor("W1", np.ones((5, 4), np.float32)),
+                                                    tensor("W2", np.ones((3, 5), np.float32))])
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 4))
+    assert np.allclose(network_from_onnx(model).forward(x), ort_forward(model, x), rtol=1e-6)
+    assert calls.count("Add") == 1
+
+
 def test_a_product_of_a_constant_and_a_wide_relus_1d_output_takes_the_weights():
     """As VNN-COMP 2021's nn4sys models: a 1-D input, ``MatMul(W, r)`` with the constant
     on the left, a Relu on 60,100 values (here 50,000): read without the identity (the
