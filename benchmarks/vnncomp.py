@@ -30,7 +30,12 @@ reaches it without them (:func:`peer_model`: the same function; the row's note s
 
 Outputs: ``vnncomp.csv`` (one row per instance and tool, written after each instance),
 ``vnncomp.md`` (the summary, README block ``results:vnncomp``) and
-``vnncomp_instances.md`` (every instance). ``--report`` rewrites the Markdown from the CSV.
+``vnncomp_instances.md`` (every instance); ``--name NAME`` names them ``NAME.csv``,
+``NAME.md`` and ``NAME_instances.md`` (another selection beside the default one: README
+block ``results:NAME``). ``--report`` rewrites the Markdown from the CSV. Without
+alpha-beta-CROWN's rows (``--no-peer``), each category's summary sets ours against the
+answers alpha-beta-CROWN published in 2021 (the competition's hardware and timeouts, not
+this run's).
 """
 
 from __future__ import annotations
@@ -426,8 +431,8 @@ def run(args, instances: list[Instance], echo=print) -> list[dict]:
     out = Path(args.out)
     rows: list[dict] = []
     done: dict[tuple[str, str, str], list[dict]] = {}
-    if args.resume and (out / "vnncomp.csv").is_file():  # keep what is done, except sat answers (rechecked)
-        for r in read_rows(out / "vnncomp.csv"):
+    if args.resume and (out / f"{args.name}.csv").is_file():  # keep what is done, except sat answers (rechecked)
+        for r in read_rows(out / f"{args.name}.csv"):
             done.setdefault((r["category"], r["onnx"], r["vnnlib"]), []).append(r)
         done = {k: v for k, v in done.items() if all(r["answer"] != "sat" for r in v)}
     with tempfile.TemporaryDirectory(prefix="vnncomp-") as tmp:
@@ -468,8 +473,8 @@ def run(args, instances: list[Instance], echo=print) -> list[dict]:
                              "load1": load, "note": note})
                 echo(f"[{n + 1}/{len(instances)}] {inst.category} {inst.onnx} {inst.vnnlib} {tool}: "
                      f"{r['answer']} {rows[-1]['verify_s']} s / {r['process_s']:.1f} s {cex}")
-            write_rows(out / "vnncomp.csv", rows)
-    write_rows(out / "vnncomp.csv", rows)
+            write_rows(out / f"{args.name}.csv", rows)
+    write_rows(out / f"{args.name}.csv", rows)
     return rows
 
 
@@ -581,32 +586,64 @@ def summary(rows: list[dict]) -> tuple[str, str]:
     return "\n".join(lines), per_instance
 
 
+def _against_published(rows: list[dict]) -> list[str]:
+    """Per category, for a run without alpha-beta-CROWN's rows: ours beside the verdicts
+    published in 2021 and alpha-beta-CROWN's own 2021 answers (the competition's hardware
+    and timeouts)."""
+    lines = []
+    for category in dict.fromkeys(r["category"] for r in rows):
+        rs = [r for r in rows if r["category"] == category and r["tool"] == "ours"]
+        verdicts = [r["published"] for r in rs]
+        theirs = [r for r in rs if r["abcrown_2021"] in SOLVED]
+        only_ours = sum(correct(r) and r["abcrown_2021"] not in SOLVED for r in rs)
+        only_theirs = sum(not correct(r) for r in theirs)
+        lines.append(f"- {category}: published verdicts {verdicts.count('sat')} sat, {verdicts.count('unsat')} unsat, "
+                     f"{len(rs) - verdicts.count('sat') - verdicts.count('unsat')} none of {len(rs)}; "
+                     f"alpha-beta-CROWN answered {len(theirs)} in 2021 (GPU, the competition's timeouts), ours "
+                     f"{sum(correct(r) for r in rs)} here: {only_ours} only ours, {only_theirs} only theirs.")
+    return lines
+
+
 def report(args, rows: list[dict]) -> str:
     out = Path(args.out)
     table, per_instance = summary(rows)
     timeouts = sorted({float(r["timeout"]) for r in rows})
-    head = (f"`verify` and alpha-beta-CROWN on VNN-COMP 2021 instances — `{args.command}` "
+    peer = any(r["tool"] == "abcrown" for r in rows)
+    categories = list(dict.fromkeys(r["category"] for r in rows))
+    tools = ("`verify` and alpha-beta-CROWN" if peer else
+             "`verify` (alpha-beta-CROWN not run: its published 2021 answers beside ours)")
+    head = (f"{tools} on VNN-COMP 2021 instances — `{args.command}` "
             f"({datetime.now(timezone.utc):%Y-%m-%d}, {cpu_name()}, {os.cpu_count()} cores shared with other jobs; "
             f"timeout {', '.join(f'{t:g}' for t in timeouts)} s; one thread per tool, each instance in a fresh "
-            f"process per tool, interleaved). Ours: `parallelepipedonn verify` "
-            f"{args.ours_options or _default_oracles()}; alpha-beta-CROWN: "
-            "`abcrown.py --config exp_configs/vnncomp21/<category config> --complete_verifier bab --device cpu` "
-            "(configs: " + ", ".join(f"{c} `{CONFIGS[c]}`" for c in dict.fromkeys(r["category"] for r in rows)
-                                     if c in CONFIGS) + "). Solved = a `sat` or `unsat` answer not contradicted "
+            f"process{' per tool, interleaved' if peer else ''}). Ours: `parallelepipedonn verify` "
+            f"{args.ours_options or _default_oracles()}"
+            + ("; alpha-beta-CROWN: "
+               "`abcrown.py --config exp_configs/vnncomp21/<category config> --complete_verifier bab --device cpu` "
+               "(configs: " + ", ".join(f"{c} `{CONFIGS[c]}`" for c in categories if c in CONFIGS) + ")"
+               if peer else "")
+            + ". Solved = a `sat` or `unsat` answer not contradicted "
             "(a `sat` needs its counterexample confirmed by onnxruntime: the point as written (its decimals, read exactly) "
             "in the box and "
             "onnxruntime's outputs unsafe, exactly, where onnxruntime evaluates the point rounded to the model's "
             "input type (float32(x) may lie just outside the box: the instance's note says so); *near*: the outputs unsafe but the point outside the box by at "
             f"most {NEAR:g}, e.g. bounds computed in floating point — counted as solved); PAR-2 sums the whole process's wall time "
             "of solved instances and twice the timeout of the others. Verification time: from reading the model and "
-            "the property to the answer (ours: the result's `load_seconds + seconds`; alpha-beta-CROWN: the `Time:` it "
-            "prints, from the instance's start). Per instance: "
-            "[`vnncomp_instances.md`](benchmarks/results/vnncomp_instances.md).\n\n")
-    text = head + table + "\n"
+            "the property to the answer (ours: the result's `load_seconds + seconds`"
+            + ("; alpha-beta-CROWN: the `Time:` it prints, from the instance's start" if peer else "")
+            + "). Per instance: "
+            f"[`{args.name}_instances.md`](benchmarks/results/{args.name}_instances.md).\n\n")
+    text = head + table + "\n" + ("" if peer else "\n".join(_against_published(rows)) + "\n")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "vnncomp.md").write_text(text)
-    (out / "vnncomp_instances.md").write_text(head + per_instance + "\n")
+    (out / f"{args.name}.md").write_text(text)
+    (out / f"{args.name}_instances.md").write_text(head + per_instance + "\n")
     return text
+
+
+def _name(value: str) -> str:
+    """``--name``: a file stem of letters, digits, ``_`` and ``-``."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+        raise argparse.ArgumentTypeError(f"not a file stem of letters, digits, _ and -: {value!r}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -629,9 +666,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--published", default=str(PUBLISHED), help="VNN-COMP 2021's results_csv directory "
                    "($VNNCOMP_PUBLISHED; default: %(default)s)")
     p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--resume", action="store_true", help="keep the instances OUT/vnncomp.csv has (but rerun sat "
+    p.add_argument("--name", default="vnncomp", type=_name,
+                   help="the outputs' file stem: OUT/NAME.csv, NAME.md, NAME_instances.md (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="keep the instances OUT/NAME.csv has (but rerun sat "
                    "answers, to check their counterexamples)")
-    p.add_argument("--report", action="store_true", help="only rewrite the Markdown from OUT/vnncomp.csv")
+    p.add_argument("--report", action="store_true", help="only rewrite the Markdown from OUT/NAME.csv")
     p.add_argument("--readme", action="store_true", help="also regenerate README.md's result blocks")
     return p
 
@@ -641,7 +680,7 @@ def main(argv: list[str] | None = None) -> None:
     args.command = " ".join(["python -m benchmarks.vnncomp", *(shlex.quote(a) for a in (argv or sys.argv[1:])
                                                              if a not in ("--readme", "--resume", "--report"))])
     if args.report:
-        rows = read_rows(Path(args.out) / "vnncomp.csv")
+        rows = read_rows(Path(args.out) / f"{args.name}.csv")
     else:
         try:
             choices = parse_select(args.select)

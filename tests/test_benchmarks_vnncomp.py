@@ -65,6 +65,30 @@ def test_a_pattern_may_hold_commas_and_an_unknown_category_is_refused(tmp_path):
         vnncomp.main(["--root", str(root), "--select", "toy;typo", "--no-peer", "--out", str(tmp_path / "out")])
 
 
+def test_a_named_run_without_the_peer_is_set_against_the_published_answers(tmp_path):
+    """``--name`` keeps another selection's files beside the default ones; without
+    alpha-beta-CROWN's rows the summary says so and sets ours against its published 2021
+    answers: solved only by ours, only by it."""
+    out = tmp_path / "out"
+    base = {"category": "toy", "onnx": "m.onnx", "tool": "ours", "order": 0, "timeout": 30, "verify_s": 1.0,
+            "process_s": 3.0, "rc": 0, "load1": 0.5, "note": ""}
+    rows = [{**base, "vnnlib": "a.vnnlib", "answer": "unsat", "cex": "", "published": "unsat", "abcrown_2021": "unsat"},
+            {**base, "vnnlib": "b.vnnlib", "answer": "sat", "cex": "confirmed", "published": "-", "abcrown_2021": "-"},
+            {**base, "vnnlib": "c.vnnlib", "answer": "timeout", "cex": "", "published": "unsat",
+             "abcrown_2021": "unsat"}]
+    vnncomp.write_rows(out / "more.csv", rows)
+    vnncomp.main(["--report", "--name", "more", "--out", str(out)])
+    text = (out / "more.md").read_text()
+    assert text.startswith("`verify` (alpha-beta-CROWN not run: its published 2021 answers beside ours)")
+    assert "(benchmarks/results/more_instances.md)" in text and "c.vnnlib" in (out / "more_instances.md").read_text()
+    assert "| toy | parallelepipedonn verify | 3 | 2 | 1 | 1 | 1 | 0 | 1/1 |" in text
+    assert ("- toy: published verdicts 0 sat, 2 unsat, 1 none of 3; alpha-beta-CROWN answered 2 in 2021 (GPU, the "
+            "competition's timeouts), ours 2 here: 1 only ours, 1 only theirs.") in text
+    assert not (out / "vnncomp.md").exists()
+    with pytest.raises(SystemExit):
+        vnncomp.main(["--report", "--name", "../x", "--out", str(out)])
+
+
 def test_published_verdict_is_the_majority_and_a_tie_a_conflict(tmp_path):
     rows = [["toy", "./benchmarks/toy/m.onnx", "./benchmarks/toy/specs/holds.vnnlib", "0", "holds", "1"],
             ["toy", "./benchmarks/toy/m.onnx", "./benchmarks/toy/specs/fails.vnnlib", "0", "violated", "1"]]
