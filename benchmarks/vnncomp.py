@@ -104,6 +104,11 @@ class Instance:
     def path(self, root: Path, name: str) -> Path:
         return root / self.category / name
 
+    def present(self, root: Path) -> bool:
+        """Are its model and property files in the local copy? (A fetched repository may
+        list files it does not hold: the competition's large models.)"""
+        return self.path(root, self.onnx).is_file() and self.path(root, self.vnnlib).is_file()
+
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.category, os.path.normpath(self.onnx), os.path.normpath(self.vnnlib))
@@ -132,16 +137,20 @@ def check_categories(root: Path, choices: dict[str, str]) -> list[str]:
 
 
 def select(root: Path, choices: dict[str, str], limit: int | None, sample: int | None = None,
-           seed: int = 0) -> list[Instance]:
+           seed: int = 0, absent: list[Instance] | None = None) -> list[Instance]:
     """Per category (in ``choices``' order) the instances whose ``onnx,vnnlib`` matches the
-    regular expression (searched), the first ``limit`` of them, or ``sample`` of them drawn
-    at random (``random.Random(seed)``, an unbiased subset; kept in the file's order);
-    VNN-COMP 2021 categories that are absent skipped, other unknown names refused
-    (:func:`check_categories`)."""
+    regular expression (searched) and whose files are in the local copy, the first
+    ``limit`` of them, or ``sample`` of them drawn at random (``random.Random(seed)``, an
+    unbiased subset; kept in the file's order); VNN-COMP 2021 categories that are absent
+    skipped, other unknown names refused (:func:`check_categories`). ``absent`` (optional)
+    receives the matching instances whose files are not there."""
     check_categories(root, choices)
     out = []
     for category, pattern in choices.items():
         rows = [i for i in read_instances(root, category) if re.search(pattern, f"{i.onnx},{i.vnnlib}")]
+        if absent is not None:
+            absent += [i for i in rows if not i.present(root)]
+        rows = [i for i in rows if i.present(root)]
         if sample is not None and sample < len(rows):
             keep = set(random.Random(seed).sample(range(len(rows)), sample))
             rows = [r for k, r in enumerate(rows) if k in keep]
@@ -385,9 +394,10 @@ def _default_oracles() -> str:
 def _published_key(category: str, onnx: str, vnnlib: str) -> tuple[str, str, str]:
     prefix = f"benchmarks/{category}/"
 
-    def strip(p: str) -> str:
+    def strip(p: str) -> str:  # (nn4sys's instances name gzipped models, its results the plain ones)
         p = os.path.normpath(p)
-        return os.path.normpath(p[len(prefix):]) if p.startswith(prefix) else p
+        p = os.path.normpath(p[len(prefix):]) if p.startswith(prefix) else p
+        return p[:-3] if p.endswith(".gz") else p
     return (category, strip(onnx), strip(vnnlib))
 
 
@@ -420,8 +430,18 @@ def load1() -> float:
         return float("nan")
 
 
-def run(args, instances: list[Instance], echo=print) -> list[dict]:
-    """Both tools on every instance, interleaved; the CSV rewritten after each instance."""
+def _left_out(missing: list[Instance]) -> str:
+    """``category: N (model, ...)`` per category of instances whose files are absent."""
+    by: dict[str, list[Instance]] = {}
+    for i in missing:
+        by.setdefault(i.category, []).append(i)
+    return "; ".join(f"{c}: {len(v)} ({', '.join(dict.fromkeys(os.path.basename(i.onnx) for i in v))})"
+                     for c, v in by.items())
+
+
+def run(args, instances: list[Instance], echo=print, missing: list[Instance] = ()) -> list[dict]:
+    """Both tools on every instance, interleaved; the CSV rewritten after each instance.
+    ``missing``: instances left out (their files absent), one row each (answer ``missing``)."""
     peer = None if args.no_peer or not (Path(args.abcrown) / "abcrown.py").is_file() \
         or not Path(args.abcrown_python).is_file() else Path(args.abcrown)
     if peer is None:
@@ -429,18 +449,23 @@ def run(args, instances: list[Instance], echo=print) -> list[dict]:
     published = read_published(Path(args.published))
     options = shlex.split(args.ours_options)
     out = Path(args.out)
-    rows: list[dict] = []
+    rows: list[dict] = [{"category": i.category, "onnx": i.onnx, "vnnlib": i.vnnlib, "tool": "ours", "order": 0,
+                         "timeout": args.timeout or i.timeout, "answer": "missing", "verify_s": "", "process_s": 0.0,
+                         "rc": "", "cex": "", "published": "-", "abcrown_2021": "-", "load1": "", "note": ""}
+                        for i in missing]
     done: dict[tuple[str, str, str], list[dict]] = {}
     if args.resume and (out / f"{args.name}.csv").is_file():  # keep what is done, except sat answers (rechecked)
         for r in read_rows(out / f"{args.name}.csv"):
             done.setdefault((r["category"], r["onnx"], r["vnnlib"]), []).append(r)
-        done = {k: v for k, v in done.items() if all(r["answer"] != "sat" for r in v)}
+        done = {k: v for k, v in done.items() if all(r["answer"] not in ("sat", "missing") for r in v)}
     with tempfile.TemporaryDirectory(prefix="vnncomp-") as tmp:
         work = Path(tmp)
         for n, inst in enumerate(instances):
             timeout = args.timeout or inst.timeout
-            if (inst.category, inst.onnx, inst.vnnlib) in done:
-                rows += done[inst.category, inst.onnx, inst.vnnlib]
+            if (inst.category, inst.onnx, inst.vnnlib) in done:  # (the published answers read again)
+                pub = published.get(_published_key(*inst.key))
+                rows += [{**r, "published": published_verdict(pub), "abcrown_2021": (pub or {}).get("a-b-CROWN", "-")}
+                         for r in done[inst.category, inst.onnx, inst.vnnlib]]
                 continue
             tools = [t for t in TOOLS if t == "ours" or peer is not None]
             if n % 2:
@@ -521,7 +546,10 @@ def correct(row: dict) -> bool:
 
 
 def summary(rows: list[dict]) -> tuple[str, str]:
-    """The summary table and the per-instance table (Markdown)."""
+    """The summary table and the per-instance table (Markdown); instances left out (answer
+    ``missing``) are named, not counted."""
+    missing = [Instance(r["category"], r["onnx"], r["vnnlib"], 0.0) for r in rows if r["answer"] == "missing"]
+    rows = [r for r in rows if r["answer"] != "missing"]
     by_inst: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         by_inst.setdefault((r["category"], r["onnx"], r["vnnlib"]), {})[r["tool"]] = r
@@ -574,6 +602,8 @@ def summary(rows: list[dict]) -> tuple[str, str]:
                  f"{len(against)} disagree" + (" (" + "; ".join(f"{r['tool']} {r['onnx']} {r['vnnlib']}"
                                                               for r in against) + ")" if against else "")
                  + f"; {unpublished} answers without a published verdict (none published, or tools conflicted).")
+    if missing:
+        lines.append(f"- Left out, their files absent from the local copy: {_left_out(missing)}.")
     loads = [float(r["load1"]) for r in rows if _num(r["load1"]) is not None]
     if loads:
         lines.append(f"- 1-minute load average before each instance: median {statistics.median(loads):.1f}, "
@@ -591,6 +621,7 @@ def _against_published(rows: list[dict]) -> list[str]:
     published in 2021 and alpha-beta-CROWN's own 2021 answers (the competition's hardware
     and timeouts)."""
     lines = []
+    rows = [r for r in rows if r["answer"] != "missing"]
     for category in dict.fromkeys(r["category"] for r in rows):
         rs = [r for r in rows if r["category"] == category and r["tool"] == "ours"]
         verdicts = [r["published"] for r in rs]
@@ -609,7 +640,7 @@ def report(args, rows: list[dict]) -> str:
     table, per_instance = summary(rows)
     timeouts = sorted({float(r["timeout"]) for r in rows})
     peer = any(r["tool"] == "abcrown" for r in rows)
-    categories = list(dict.fromkeys(r["category"] for r in rows))
+    categories = list(dict.fromkeys(r["category"] for r in rows if r["answer"] != "missing"))
     tools = ("`verify` and alpha-beta-CROWN" if peer else
              "`verify` (alpha-beta-CROWN not run: its published 2021 answers beside ours)")
     head = (f"{tools} on VNN-COMP 2021 instances — `{args.command}` "
@@ -689,11 +720,14 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"benchmarks.vnncomp: {exc}") from None
         if absent:
             print(f"not under {args.root}, skipped: {', '.join(absent)}", flush=True)
-        instances = select(Path(args.root), choices, args.limit, args.sample, args.seed)
+        missing: list[Instance] = []
+        instances = select(Path(args.root), choices, args.limit, args.sample, args.seed, missing)
+        if missing:
+            print(f"left out, their files absent from {args.root}: {_left_out(missing)}", flush=True)
         if not instances:
             raise SystemExit(f"no VNN-COMP instances selected under {args.root}")
         print(f"{len(instances)} instances, timeout {args.timeout or 'per instance'}, load {load1()}", flush=True)
-        rows = run(args, instances, echo=lambda s: print(s, flush=True))
+        rows = run(args, instances, echo=lambda s: print(s, flush=True), missing=missing)
     print(report(args, rows))
     if args.readme:
         from benchmarks import readme

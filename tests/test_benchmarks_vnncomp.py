@@ -75,7 +75,9 @@ def test_a_named_run_without_the_peer_is_set_against_the_published_answers(tmp_p
     rows = [{**base, "vnnlib": "a.vnnlib", "answer": "unsat", "cex": "", "published": "unsat", "abcrown_2021": "unsat"},
             {**base, "vnnlib": "b.vnnlib", "answer": "sat", "cex": "confirmed", "published": "-", "abcrown_2021": "-"},
             {**base, "vnnlib": "c.vnnlib", "answer": "timeout", "cex": "", "published": "unsat",
-             "abcrown_2021": "unsat"}]
+             "abcrown_2021": "unsat"},
+            {**base, "onnx": "nets/big.onnx", "vnnlib": "d.vnnlib", "answer": "missing", "cex": "", "published": "-",
+             "abcrown_2021": "-"}]
     vnncomp.write_rows(out / "more.csv", rows)
     vnncomp.main(["--report", "--name", "more", "--out", str(out)])
     text = (out / "more.md").read_text()
@@ -84,9 +86,30 @@ def test_a_named_run_without_the_peer_is_set_against_the_published_answers(tmp_p
     assert "| toy | parallelepipedonn verify | 3 | 2 | 1 | 1 | 1 | 0 | 1/1 |" in text
     assert ("- toy: published verdicts 0 sat, 2 unsat, 1 none of 3; alpha-beta-CROWN answered 2 in 2021 (GPU, the "
             "competition's timeouts), ours 2 here: 1 only ours, 1 only theirs.") in text
+    assert "- Left out, their files absent from the local copy: toy: 1 (big.onnx)." in text
     assert not (out / "vnncomp.md").exists()
     with pytest.raises(SystemExit):
         vnncomp.main(["--report", "--name", "../x", "--out", str(out)])
+
+
+def test_instances_whose_files_are_absent_are_left_out_and_gzipped_names_match_the_results(tmp_path):
+    """A fetched repository may list models it does not hold: those instances are left out
+    (and named), not run as errors, and a sample is drawn from the others; nn4sys names its
+    models ``.onnx.gz``, the published results the plain ``.onnx``."""
+    _layout(tmp_path)
+    root = tmp_path / "root"
+    with open(root / "toy" / "toy_instances.csv", "a", newline="") as f:
+        csv.writer(f).writerow(["big.onnx.gz", "./specs/holds.vnnlib", "30"])
+    missing: list = []
+    picked = vnncomp.select(root, {"toy": "."}, None, sample=2, absent=missing)
+    assert [i.onnx for i in picked] == ["m.onnx", "m.onnx"] and [i.onnx for i in missing] == ["big.onnx.gz"]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="no VNN-COMP instances selected"):
+        vnncomp.main(["--root", str(root), "--select", "toy=big", "--no-peer", "--out", str(out),
+                      "--published", str(tmp_path / "none")])
+    key = vnncomp.Instance("nn4sys", "nets/normal_1000.onnx.gz", "specs/normal_1000_1.vnnlib", 120).key
+    assert vnncomp._published_key(*key) == vnncomp._published_key(
+        "nn4sys", "./benchmarks/nn4sys/nets/normal_1000.onnx", "./benchmarks/nn4sys/specs/normal_1000_1.vnnlib")
 
 
 def test_published_verdict_is_the_majority_and_a_tie_a_conflict(tmp_path):
