@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +23,8 @@ class AttackOracle(Oracle):
     Starts from the box centre, the best corner of a first-order (FGSM-like) step and
     ``restarts`` uniform random points; takes ``steps`` signed-gradient steps of a size
     that decays from half the box width, a box's points stopping once one of them is
-    confirmed misclassified (the box is then falsified). Each candidate is re-checked by
+    confirmed misclassified (the box is then falsified), and every point once the call's
+    time limit has passed (the points evaluated so far count). Each candidate is re-checked by
     the base class with a float64 forward pass of the IR. Deterministic for a given
     ``seed``.
 
@@ -66,11 +69,13 @@ class AttackOracle(Oracle):
     @torch.inference_mode(False)  # gradient steps, whatever the caller's grad mode
     @torch.enable_grad()
     def search(self, lower: FloatArray, upper: FloatArray, label: int,
-               starts: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+               starts: FloatArray | None = None, deadline: float = math.inf) -> tuple[FloatArray, FloatArray]:
         """Best point found in each box and its float64 margin (not yet confirmed).
 
         ``starts`` (optional, one point per box, projected into it) replaces the box centre
-        as a starting point — e.g. a known counterexample of a larger box."""
+        as a starting point — e.g. a known counterexample of a larger box. ``deadline`` (a
+        :func:`time.perf_counter` reading): no step is taken after it (the starting points
+        are evaluated whatever it is)."""
         bsz, n = lower.shape
         if bsz == 0:
             return np.empty((0, n)), np.empty(0)
@@ -102,7 +107,7 @@ class AttackOracle(Oracle):
                 better = m.detach() < old_m
                 best_m.index_copy_(0, live, torch.where(better, m.detach(), old_m))
                 best_x.index_copy_(0, live, torch.where(better[:, None], xs.detach(), old_x))
-            if step == self.steps:
+            if step == self.steps or time.perf_counter() >= deadline:
                 break
             (grad,) = torch.autograd.grad(m.sum(), xs)
             with torch.no_grad():
@@ -155,7 +160,8 @@ class AttackOracle(Oracle):
         return torch.as_tensor(keep, device=best_x.device)
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
-        points, margins = self.search(lower, upper, label)
+        deadline = math.inf if self.time_limit is None else time.perf_counter() + self.time_limit
+        points, margins = self.search(lower, upper, label, deadline=deadline)
         points = np.clip(points, lower, upper)
         return [Answer(Verdict.FALSIFIED, counterexample=p, reason="PGD") if m <= 0
                 else Answer(Verdict.UNKNOWN, reason=f"no counterexample found (best margin {m:.3g})")

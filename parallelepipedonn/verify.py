@@ -431,8 +431,10 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
                       "property)")
     if not prop.regions:
         return result(Answer.UNSAT, "the assertions admit no unsafe point")
+    setup = 0.0  # how long the last region's reduction and oracle took to build
     for k, region in enumerate(prop.regions):
-        if clock.expired:
+        left = clock.remaining
+        if clock.expired or (left is not None and left < setup):  # (no time to build this one's and ask)
             timed_out = True
             records.append({"index": k, "verdict": "not asked", "reason": "time out", "timed_out": True})
             continue
@@ -460,6 +462,12 @@ def verify_property(model: Network | Graph, prop: VnnlibProperty, *, config: Ver
             continue
         oracle = config.build(reduction.network)
         oracle_name, settings = oracle.name, oracle.settings()
+        setup = time.perf_counter() - start
+        if clock.expired:  # building the oracle took the time that was left
+            timed_out = True
+            records.append({"index": k, "verdict": "not asked", "reason": "time out", "timed_out": True,
+                            "seconds": setup})
+            continue
         answer = _ask(oracle, reduction.lower, reduction.upper, reduction.label, clock)
         record = {"index": k, "verdict": answer.verdict.value, **reduction.describe(), "reason": answer.reason,
                   "margin": answer.margin if answer.margin is None or np.isfinite(answer.margin) else None,
@@ -529,6 +537,10 @@ def verify_epsilon(model: Network | Graph, x: ArrayLike, epsilon: float, *, labe
     ball = Box.outer_cube(xa, epsilon, dom)
     oracle = config.build(model)
     oracle_name, settings = oracle.name, oracle.settings()
+    if clock.expired:  # building the oracle took the time that was left
+        records.append({"index": 0, "verdict": "not asked", "reason": "time out", "timed_out": True,
+                        "seconds": clock.elapsed})
+        return result(Answer.TIMEOUT, "the time ran out while the oracle was built")
     answer = _ask(oracle, ball.lower, ball.upper, label, clock)
     records.append({"index": 0, "verdict": answer.verdict.value, "form": "robustness", "label": label,
                     "reason": answer.reason, "timed_out": bool(answer.timed_out), "seconds": clock.elapsed,

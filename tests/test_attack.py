@@ -1,12 +1,15 @@
 """The attack's search precision: float32 on graphs with convolutions or residual
 connections (``dtype="auto"``), float64 on chains; a lower precision changes which points
 are found, never what is reported as a counterexample. A box leaves the search once its
-counterexample is confirmed."""
+counterexample is confirmed; no step is taken past the call's time limit."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+import oracles.attack as attack_module
 from oracles import AttackOracle
 from oracles.base import Verdict
 from parallelepipedonn.errors import OracleError
@@ -77,6 +80,27 @@ def test_a_box_stops_stepping_once_its_counterexample_is_confirmed(dtype):
         kept = AttackOracle(g, dtype=dtype, steps=10, restarts=2)
         kept._retire = lambda *args: args[-1]  # never retire
         np.testing.assert_array_equal(points[[0, 2]], kept.search(lo, hi, label)[0][[0, 2]])
+
+
+def test_no_step_is_taken_once_the_time_limit_has_passed(monkeypatch):
+    """A call's time limit bounds the search: past it the points evaluated so far are the
+    answer (here the starting points alone: the clock reads past the deadline after the
+    first evaluation); without a limit every step is taken. (A few-input model's attack,
+    10,000 starts of a large net, ran 1.5 s past `verify --timeout` before.)"""
+    g = small_cnn(seed=0)
+    x = np.random.default_rng(0).random((1, g.n_inputs))
+    label = int(g.predict(x)[0])
+    lo, hi = np.clip(x - 1e-3, 0, 1), np.clip(x + 1e-3, 0, 1)
+    for limit, evaluations in ((None, 6), (5.0, 1)):
+        attack = AttackOracle(g, dtype="float64", steps=5, restarts=2)
+        rows = []
+        module_forward = attack.module.forward
+        attack.module.forward = lambda t, rows=rows, f=module_forward: rows.append(len(t)) or f(t)
+        clock = iter(np.arange(0.0, 1e6, 10.0))  # the attack's clock: each reading 10 s after the last
+        monkeypatch.setattr(attack_module, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+        with attack.time_limited(limit):
+            (answer,) = attack.verify(lo, hi, label)
+        assert answer.verdict is Verdict.UNKNOWN and len(rows) == evaluations
 
 
 def test_an_empty_batch_has_no_answers():

@@ -815,6 +815,40 @@ def test_the_time_out_counts_from_the_start_so_time_spent_loading_leaves_less_or
     assert on_time.answer is Answer.SAT
 
 
+def test_a_region_is_not_asked_when_building_its_oracle_would_pass_the_deadline(monkeypatch):
+    """Each region builds its reduction and oracle before it is asked: where the time left is
+    less than the last region's build took, or the build itself took the rest, the region
+    is not asked (time out), not asked with nothing left and answered late. (nn4sys's 50
+    regions on a 60,000-neuron model: a build took 1.3 s, and the answer came 1.2 s after
+    the time-out.) The clock here advances 4 s per build and not otherwise."""
+    import parallelepipedonn.verify as verify_module
+
+    regions = "".join(f"(and (>= X_0 {a}) (<= X_0 {a + 0.1}) (>= X_1 0) (<= X_1 0.1) (>= Y_0 5))" for a in (0, 0.2, 0.4))
+    text = ("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+            f"(assert (or {regions}))\n")
+    prop = parse_vnnlib(text, "p")
+    assert len(prop.regions) == 3
+    now = [0.0]
+    monkeypatch.setattr(verify_module, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    build = VerifyConfig.build
+
+    def slow(self, network):
+        now[0] += 4.0
+        return build(self, network)
+
+    monkeypatch.setattr(VerifyConfig, "build", slow)
+    for timeout, asked in ((20, 3), (10, 2), (3, 0)):  # (10: 2 s left after two builds; 3: the first build passes it)
+        now[0] = 0.0
+        r = verify_property(sum_net(), prop, config=VerifyConfig(oracle="crown"), timeout=timeout, started=0.0)
+        verdicts = [reg["verdict"] for reg in r.regions]
+        assert verdicts.count("verified") == asked and verdicts.count("not asked") == 3 - asked, (timeout, verdicts)
+        assert r.answer is (Answer.UNSAT if asked == 3 else Answer.TIMEOUT)
+    now[0] = 0.0
+    r = verify_epsilon(sum_net(), np.array([0.5, 0.5]), 0.1, label=0, config=VerifyConfig(oracle="crown"), timeout=3,
+                       started=0.0)
+    assert r.answer is Answer.TIMEOUT and r.regions[0]["verdict"] == "not asked"
+
+
 def test_verify_counts_reading_the_model_and_the_property_in_its_timeout(small, tmp_path, capsys, monkeypatch):
     import time
 
