@@ -6,7 +6,8 @@
 Reads ``acasxu_instances.csv`` in ``--dir`` (never committed; the benchmark stops with a
 message when it is absent) and answers each instance with :func:`verify_property` in this
 process, one thread, each oracle in turn (``default``: the CLI's choice, which asks
-``attack+crown+input-split+bab`` for these 5-input models). ``EXPECTED`` are the verdicts
+``crown+attack+input-split+bab`` for these 5-input models; ``attack+crown+...`` before
+2026-12-06). ``EXPECTED`` are the verdicts
 of the literature (Katz et al., CAV 2017, and VNN-COMP 2021's tools) for properties 1-4
 and 5-10; every ``sat`` is also checked by onnxruntime on the model file (float32): the
 counterexample's outputs must violate the property there too.

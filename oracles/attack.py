@@ -54,7 +54,9 @@ class AttackOracle(Oracle):
         self.steps, self.restarts, self.seed, self.dtype = steps, restarts, seed, dtype
         self._dtype = torch.float64 if dtype == "float64" else torch.float32
         self.device = resolve_device(device)
-        self.module = network.to_torch(self._dtype, self.device)
+        # a chain's maps' tensors shared with the other oracles' (a property's reductions keep them)
+        self.module = network.to_torch(self._dtype, self.device, shared=True) if isinstance(network, Network) \
+            else network.to_torch(self._dtype, self.device)
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def settings(self) -> dict[str, Any]:

@@ -115,7 +115,8 @@ class InputSplitOracle(Oracle):
                                  chunk_size=batch, intermediate=intermediate)
         self.alpha = AlphaCrownOracle(self.network, steps=alpha_steps, device=device, chunk_size=batch,
                                       intermediate=intermediate) if alpha_steps > 0 else None
-        self.module = self.network.to_torch(torch.float64, self.device)
+        self.module = self.network.to_torch(torch.float64, self.device, shared=True) \
+            if isinstance(self.network, Network) else self.network.to_torch(torch.float64, self.device)
         #: what the last verified or decided box took: sub-boxes bounded, rounds
         self.last: dict[str, int] = {}
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from parallelepipedonn.errors import OracleError
-from parallelepipedonn.network import Network
+from parallelepipedonn.network import Affine, Network, affine_tensors
 from parallelepipedonn.tolerances import relative_slack, smallest_subnormal
 
 from .precision import subnormal_rounding
@@ -65,31 +65,22 @@ class NetworkTensors:
 
     @classmethod
     def _of(cls, network: Network, device: str | torch.device, dtype: torch.dtype) -> NetworkTensors:
-        w = tuple(torch.tensor(a.weight, dtype=dtype, device=device) for a in network.affines)
-        b = tuple(torch.tensor(a.bias, dtype=dtype, device=device) for a in network.affines)
         widest = max(max(a.in_features, a.out_features) for a in network.affines)
         # the longest chain of additions into one result: a product's sum plus the
         # accumulations of the backward pass and of the concretisation (a few per layer)
         n_terms = widest + 4 * len(network.affines) + 8
         rel = relative_slack(n_terms, dtype)
-        # a weight below the dtype's normal range (float32: |w| < 2^-126) rounds with an
-        # absolute error, which the relative slack does not cover: the magnitudes get
-        # err / rel more per weight and bias, so that rel * (|W| s + |b|) covers
-        # err * (sum s + 1) as well (0 in float64 and for weights in the normal range)
-        abs_w, abs_b = [x.abs() for x in w], [x.abs() for x in b]
-        for i, a in enumerate(network.affines):
-            err = subnormal_rounding((a.weight, a.bias), dtype)
-            if err > 0:
-                abs_w[i], abs_b[i] = abs_w[i] + err / rel, abs_b[i] + err / rel
-        return cls(w, b, tuple(abs_w), tuple(abs_b), rel, 4.0 * (widest + 2) * smallest_subnormal(dtype),
-                   tuple(SparseWeights.of(x, a) for x, a in zip(w, abs_w)))
+        layers = [_layer(a, device, dtype, rel) for a in network.affines]
+        w, b, abs_w, abs_b, sparse = (tuple(t) for t in zip(*layers))
+        return cls(w, b, abs_w, abs_b, rel, 4.0 * (widest + 2) * smallest_subnormal(dtype), sparse)
 
     def to(self, dtype: torch.dtype) -> NetworkTensors:
         """The tensors rounded to ``dtype``, with the rounding cover's constants kept (for an
-        optimisation's iterates, which prove nothing)."""
-        return NetworkTensors(*(tuple(t.to(dtype) for t in ts) for ts in
+        optimisation's iterates, which prove nothing); each tensor's copy made once and
+        shared, as the tensors themselves are (:func:`_layer`)."""
+        return NetworkTensors(*(tuple(_converted(t, dtype) for t in ts) for ts in
                                 (self.weights, self.biases, self.abs_weights, self.abs_biases)), self.rel, self.tiny,
-                              tuple(None if sp is None else sp.to(dtype) for sp in self.sparse))
+                              tuple(None if sp is None else _converted(sp, dtype) for sp in self.sparse))
 
     @property
     def depth(self) -> int:
@@ -106,6 +97,53 @@ class NetworkTensors:
 
 #: id(network) -> (a weak reference to it, {(device, dtype): its tensors}) (see :meth:`NetworkTensors.of`)
 _TENSORS: dict[int, tuple[weakref.ref, dict[tuple[str, torch.dtype], NetworkTensors]]] = {}
+
+_Layer = tuple[Tensor, Tensor, Tensor, Tensor, "SparseWeights | None"]
+#: id(affine map) -> (a weak reference to it, {(device, dtype): its tensors}): a layer's tensors
+#: shared by the networks that hold the same map object (a property's reductions of one
+#: model, one per input region, keep the model's maps but the last: nn4sys's 50-region
+#: properties built a 60,000-neuron model's tensors, 1 s, for every region)
+_LAYERS: dict[int, tuple[weakref.ref, dict[tuple[str, torch.dtype], _Layer]]] = {}
+
+
+#: id(tensor or sparse copies) -> (a weak reference to it, {dtype: its copy}) (:func:`_converted`)
+_CONVERTED: dict[int, tuple[weakref.ref, dict[torch.dtype, object]]] = {}
+
+
+def _converted(t, dtype: torch.dtype):
+    """``t.to(dtype)`` (a tensor or :class:`SparseWeights`), made once per object and dtype."""
+    known = _CONVERTED.get(id(t))
+    if known is None or known[0]() is not t:
+        ident = id(t)
+        known = _CONVERTED[ident] = (weakref.ref(t, lambda _: _CONVERTED.pop(ident, None)), {})
+    if dtype not in known[1]:
+        with torch.inference_mode(False), torch.no_grad():
+            known[1][dtype] = t.to(dtype)
+    return known[1][dtype]
+
+
+def _layer(affine: Affine, device: str | torch.device, dtype: torch.dtype, rel: float) -> _Layer:
+    """``(W, b, |W|, |b|, sparse copies)`` of one affine map in ``dtype`` on ``device``.
+    A weight below the dtype's normal range (float32: ``|w| < 2^-126``) rounds with an
+    absolute error, which the relative slack does not cover: the magnitudes get ``err /
+    rel`` more per weight and bias, so that ``rel * (|W| s + |b|)`` covers ``err * (sum s
+    + 1)`` as well (0 in float64 and for weights in the normal range); such a map's tensors
+    depend on the network's ``rel`` and are not shared."""
+    err = subnormal_rounding((affine.weight, affine.bias), dtype)
+    key = (str(torch.device(device)), dtype)
+    known = _LAYERS.get(id(affine))
+    if err == 0 and known is not None and known[0]() is affine and key in known[1]:
+        return known[1][key]
+    w, b = affine_tensors(affine, dtype, device)
+    abs_w, abs_b = w.abs(), b.abs()
+    if err > 0:
+        return w, b, abs_w + err / rel, abs_b + err / rel, SparseWeights.of(w, abs_w + err / rel)
+    layer = (w, b, abs_w, abs_b, SparseWeights.of(w, abs_w))
+    if known is None or known[0]() is not affine:
+        ident = id(affine)
+        known = _LAYERS[ident] = (weakref.ref(affine, lambda _: _LAYERS.pop(ident, None)), {})
+    known[1][key] = layer
+    return layer
 
 
 __all__ = ["NetworkTensors"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -81,6 +82,28 @@ class ReLU:
 
 
 Layer = Affine | ReLU
+
+
+#: id(affine map) -> (a weak reference to it, {(dtype, device): (weight, bias) tensors}) (:func:`affine_tensors`)
+_AFFINE_TENSORS: dict[int, tuple[weakref.ref, dict[tuple[torch.dtype, str], tuple[torch.Tensor, torch.Tensor]]]] = {}
+
+
+def affine_tensors(affine: Affine, dtype: torch.dtype, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The map's weight and bias as ``dtype`` tensors on ``device`` (rounded to nearest),
+    made once per map object and shared (never to be changed in place): the networks that
+    hold the same map object — a property's reductions of one model, one per input region,
+    keep all of the model's maps but the last — build no copy of it (nn4sys's 50-region
+    properties copied a 60,000-neuron model for every region: 1.4 s each)."""
+    key = (dtype, str(torch.device(device)))
+    known = _AFFINE_TENSORS.get(id(affine))
+    if known is None or known[0]() is not affine:
+        ident = id(affine)
+        known = _AFFINE_TENSORS[ident] = (weakref.ref(affine, lambda _: _AFFINE_TENSORS.pop(ident, None)), {})
+    if key not in known[1]:
+        with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, whoever asks first
+            known[1][key] = (torch.tensor(affine.weight, dtype=dtype, device=device),
+                             torch.tensor(affine.bias, dtype=dtype, device=device))
+    return known[1][key]
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,17 +276,22 @@ class Network(Classifier):
                 h = [max(v, Fraction(0)) for v in h]
         return h[label] - max(v for j, v in enumerate(h) if j != label)
 
-    def to_torch(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.nn.Sequential:
+    def to_torch(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+                 shared: bool = False) -> torch.nn.Sequential:
         """An equivalent torch module on flattened inputs ``(k, n)``. (Its layers get the
         weights as their parameters, with no random initialisation nor copy before: on
-        tllverifybench's 8192-wide net those took 2.4 of the 2.8 s.)"""
+        tllverifybench's 8192-wide net those took 2.4 of the 2.8 s.) ``shared``: the
+        parameters are :func:`affine_tensors`' (shared with every module and oracle that
+        asks for the same map's: for callers that never change them)."""
         modules: list[torch.nn.Module] = []
         for layer in self.layers:
             if isinstance(layer, Affine):
                 lin = torch.nn.Linear(layer.in_features, layer.out_features, dtype=dtype, device="meta")
-                lin.weight = torch.nn.Parameter(torch.tensor(layer.weight, dtype=dtype, device=device),
-                                                requires_grad=False)
-                lin.bias = torch.nn.Parameter(torch.tensor(layer.bias, dtype=dtype, device=device), requires_grad=False)
+                w, b = affine_tensors(layer, dtype, device) if shared else \
+                    (torch.tensor(layer.weight, dtype=dtype, device=device),
+                     torch.tensor(layer.bias, dtype=dtype, device=device))
+                lin.weight = torch.nn.Parameter(w, requires_grad=False)
+                lin.bias = torch.nn.Parameter(b, requires_grad=False)
                 modules.append(lin)
             else:
                 modules.append(torch.nn.ReLU())

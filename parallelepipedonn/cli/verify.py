@@ -59,7 +59,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     how = p.add_argument_group("how to verify")
     lazy_help(how.add_argument("--oracle", default=None),
               "verifier (%(oracle_names)s, or a cascade a+b+c; default: crown+attack+alpha-crown+bab, "
-              "attack+crown+input-split+bab for a model with at most 16 inputs, and attack+crown for a graph model "
+              "crown+attack+input-split+bab for a model with at most 16 inputs, and attack+crown for a graph model "
               "that the other stages cannot read: residual, or too large as a chain)",
               oracle_names=oracle_names)
     how.add_argument("--oracle-option", action="append", default=[], metavar="[STAGE.]KEY=VALUE",
