@@ -78,9 +78,15 @@ class AttackOracle(Oracle):
         as a starting point — e.g. a known counterexample of a larger box. ``deadline`` (a
         :func:`time.perf_counter` reading): no step is taken after it (the starting points
         are evaluated whatever it is)."""
+        points, margins, _ = self._search(lower, upper, label, starts, deadline)
+        return points, margins
+
+    def _search(self, lower: FloatArray, upper: FloatArray, label: int, starts: FloatArray | None,
+                deadline: float) -> tuple[FloatArray, FloatArray, bool]:
+        """:meth:`search`, and whether ``deadline`` cut it short (steps left untaken)."""
         bsz, n = lower.shape
         if bsz == 0:
-            return np.empty((0, n)), np.empty(0)
+            return np.empty((0, n)), np.empty(0), False
         lo = torch.tensor(lower, dtype=self._dtype, device=self.device)
         hi = torch.tensor(upper, dtype=self._dtype, device=self.device)
         width = hi - lo
@@ -97,6 +103,7 @@ class AttackOracle(Oracle):
         live: torch.Tensor | None = None  # the elements still stepping (None: all)
         done = np.zeros(bsz, dtype=bool)  # boxes whose best point is a confirmed counterexample
         tried = np.full(bsz, np.inf)  # each box's best margin when last checked
+        cut = False
         for step in range(self.steps + 1):
             xs = (x if live is None else x.index_select(0, live)).detach().requires_grad_(True)
             m = self._margins(xs, label)
@@ -109,7 +116,10 @@ class AttackOracle(Oracle):
                 better = m.detach() < old_m
                 best_m.index_copy_(0, live, torch.where(better, m.detach(), old_m))
                 best_x.index_copy_(0, live, torch.where(better[:, None], xs.detach(), old_x))
-            if step == self.steps or time.perf_counter() >= deadline:
+            if step == self.steps:
+                break
+            if time.perf_counter() >= deadline:
+                cut = True
                 break
             (grad,) = torch.autograd.grad(m.sum(), xs)
             with torch.no_grad():
@@ -130,10 +140,10 @@ class AttackOracle(Oracle):
         idx = best_m.argmin(dim=0)
         points = best_x.reshape(k, bsz, n)[idx, torch.arange(bsz)]
         if self.dtype == "float64":
-            return points.cpu().numpy(), best_m.min(dim=0).values.cpu().numpy()
+            return points.cpu().numpy(), best_m.min(dim=0).values.cpu().numpy(), cut
         # a lower precision's points, moved into their boxes, with their float64 margins
         out = np.clip(points.to(torch.float64).cpu().numpy(), lower, upper)
-        return out, self.network.margins(out, label)
+        return out, self.network.margins(out, label), cut
 
     def _retire(self, best_x: torch.Tensor, best_m: torch.Tensor, lower: FloatArray, upper: FloatArray, label: int,
                 done: np.ndarray, tried: np.ndarray, live: torch.Tensor | None) -> torch.Tensor | None:
@@ -163,10 +173,13 @@ class AttackOracle(Oracle):
 
     def _verify(self, lower: FloatArray, upper: FloatArray, label: int) -> Sequence[Answer]:
         deadline = math.inf if self.time_limit is None else time.perf_counter() + self.time_limit
-        points, margins = self.search(lower, upper, label, deadline=deadline)
+        points, margins, cut = self._search(lower, upper, label, None, deadline)
         points = np.clip(points, lower, upper)
+        # a search its time limit cut short says so (a box it falsified is answered all the same)
+        ended = f" in its time limit ({self.time_limit:.3g} s)" if cut else ""
         return [Answer(Verdict.FALSIFIED, counterexample=p, reason="PGD") if m <= 0
-                else Answer(Verdict.UNKNOWN, reason=f"no counterexample found (best margin {m:.3g})")
+                else Answer(Verdict.UNKNOWN, timed_out=cut,
+                            reason=f"no counterexample found{ended} (best margin {m:.3g})")
                 for p, m in zip(points, margins)]
 
     @torch.inference_mode(False)  # gradient steps, whatever the caller's grad mode

@@ -85,13 +85,15 @@ def test_a_box_stops_stepping_once_its_counterexample_is_confirmed(dtype):
 def test_no_step_is_taken_once_the_time_limit_has_passed(monkeypatch):
     """A call's time limit bounds the search: past it the points evaluated so far are the
     answer (here the starting points alone: the clock reads past the deadline after the
-    first evaluation); without a limit every step is taken. (A few-input model's attack,
-    10,000 starts of a large net, ran 1.5 s past `verify --timeout` before.)"""
+    first evaluation), and its UNKNOWN answers say they timed out; without a limit, or with
+    one it does not reach, every step is taken and nothing timed out. (A few-input model's
+    attack, 10,000 starts of a large net, ran 1.5 s past `verify --timeout` before; then,
+    cut short, it answered as if it had searched to the end.)"""
     g = small_cnn(seed=0)
     x = np.random.default_rng(0).random((1, g.n_inputs))
     label = int(g.predict(x)[0])
     lo, hi = np.clip(x - 1e-3, 0, 1), np.clip(x + 1e-3, 0, 1)
-    for limit, evaluations in ((None, 6), (5.0, 1)):
+    for limit, evaluations, timed_out in ((None, 6, False), (1e9, 6, False), (5.0, 1, True)):
         attack = AttackOracle(g, dtype="float64", steps=5, restarts=2)
         rows = []
         module_forward = attack.module.forward
@@ -101,6 +103,8 @@ def test_no_step_is_taken_once_the_time_limit_has_passed(monkeypatch):
         with attack.time_limited(limit):
             (answer,) = attack.verify(lo, hi, label)
         assert answer.verdict is Verdict.UNKNOWN and len(rows) == evaluations
+        assert answer.timed_out is timed_out and ("time limit" in answer.reason) is timed_out
+        assert attack.stats.timeouts == int(timed_out)
 
 
 def test_an_empty_batch_has_no_answers():
