@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -179,6 +179,7 @@ class GraphImporter(OnnxWalker):
         out = self.values.get(g.output[0].name)
         if not isinstance(out, _Sym):
             raise ModelError("the model's output does not depend on its input")
+        out = self._keep_read(out)
         shape = out.full[1:]
         single = self.pad_outputs and math.prod(shape) == 1
         if sum(d > 1 for d in shape) > 1 or (math.prod(shape) < 2 and not single):
@@ -200,6 +201,27 @@ class GraphImporter(OnnxWalker):
                      zero_outputs=int(single))
 
     # -- helpers ------------------------------------------------------------------------
+    def _keep_read(self, out: _Sym) -> _Sym:
+        """The IR's nodes cut to those the output reads, ``out`` renumbered: a graph's last
+        node is its output, so that a node computed after the ONNX output (read by no
+        output, or an extra tensor) would otherwise be what the IR computes and certifies
+        (a dead ``Neg`` after the scores negated them) — and a dead branch costs bounds."""
+        read, stack = {0}, [out.node]
+        while stack:
+            k = stack.pop()
+            if k not in read:
+                read.add(k)
+                stack.extend(self.nodes[k].inputs)
+        if len(read) == len(self.nodes):  # (then the output, read by no node, is the last)
+            return out
+        order = sorted(read)
+        new = {k: i for i, k in enumerate(order)}
+        self.nodes = [replace(self.nodes[k], inputs=tuple(new[i] for i in self.nodes[k].inputs))
+                      for k in order]
+        self.dtypes = [self.dtypes[k] for k in order]
+        self.unfolded = {new[k]: v for k, v in self.unfolded.items() if k in new}
+        return replace(out, node=new[out.node])
+
     def _check_range(self, label: str, op: str, v: Lin) -> None:
         """The weights are checked finite by the nodes themselves."""
 
