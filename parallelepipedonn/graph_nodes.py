@@ -504,9 +504,10 @@ class ConvTranspose2d(_ChannelBias, LinearNode):
             raise ModelError(f"transposed convolution node {self.name!r}: weight {w.shape}, bias {b.shape}, "
                              f"groups {g}, input {self.in_shape}")
         if min(self.stride) < 1 or min(self.dilation) < 1 or min(self.pads) < 0 or min(self.output_padding) < 0 \
-                or any(p >= max(s, d) for p, s, d in zip(self.output_padding, self.stride, self.dilation)):
+                or any(p >= s for p, s in zip(self.output_padding, self.stride)):
+            # (onnxruntime refuses an output padding not below the stride, even below the dilation)
             raise ModelError(f"transposed convolution node {self.name!r}: invalid strides, dilations, pads or "
-                             "output padding (below the stride or the dilation)")
+                             "output padding (it must be below the stride)")
         t, l, bo, r = self.pads
         out = (w.shape[1] * g, self.canvas[0] - t - bo, self.canvas[1] - l - r)
         if min(out) < 1 or tuple(self.shape) != out:
