@@ -623,7 +623,7 @@ def model_from_onnx(model: onnx.ModelProto, name: str = "", pad_outputs: bool = 
     :class:`~parallelepipedonn.graph.Graph` (convolutions kept as convolutions; if the
     graph importer refuses one that the chain importer reads, e.g. a 1-D convolution, the
     chain); others as a chain :class:`Network`, or as a graph where the chain importer
-    finds a residual connection. ``pad_outputs``: as for :func:`load_onnx`. ``serialized``:
+    finds a residual connection or an operator it does not read (e.g. Concat). ``pad_outputs``: as for :func:`load_onnx`. ``serialized``:
     the model's serialized bytes, if at hand (ONNX's checker reads them, instead of the
     model serialized again)."""
     from .onnx_graph import graph_from_onnx, wants_graph
@@ -648,6 +648,13 @@ def model_from_onnx(model: onnx.ModelProto, name: str = "", pad_outputs: bool = 
     importer = _Importer(model, name, pad_outputs)
     try:
         chain = importer.run()
+    except UnsupportedOperatorError as exc:  # an operator only the graph importer reads (e.g. Concat)
+        try:
+            return graph_from_onnx(model, name, pad_outputs)
+        except ValueRangeError:  # it read the structure and refused the numbers
+            raise
+        except ModelError:
+            raise exc from None
     except ModelError as exc:
         if "is not a chain" not in str(exc):
             raise

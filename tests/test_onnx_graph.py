@@ -149,6 +149,26 @@ def test_transposed_convolutions_are_kept_as_such_and_output_shape_is_refused():
         model_from_onnx(model)
 
 
+def test_a_transposed_convolution_whose_output_padding_reaches_its_stride_is_refused():
+    """ONNX's checker accepts an output padding below the dilation but not below the stride;
+    onnxruntime refuses to run it, and so does the importer, in one line (it crashed in
+    torch's kernel)."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    w = np.arange(1, 5, dtype=np.float32).reshape(1, 1, 2, 2)
+    node = oh.make_node("ConvTranspose", ["x", "w"], ["c"], strides=[1, 1], dilations=[2, 2], output_padding=[1, 0])
+    graph = oh.make_graph([node, oh.make_node("Flatten", ["c"], ["y"])], "g",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 3, 3])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, 30])], [nh.from_array(w, "w")])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    with pytest.raises(UnsupportedOperatorError, match="ConvTranspose.*output padding .*below the stride"):
+        model_from_onnx(model)
+
+
 def test_a_batchnorm_after_a_conv_is_folded_into_it():
     make, shape = MODELS["batchnorm"]
     g = model_from_onnx(export(_randomise(make(), 3), shape))
@@ -159,6 +179,85 @@ def test_a_batchnorm_whose_conv_output_is_read_twice_is_a_per_channel_scale():
     g = model_from_onnx(export(_randomise(TwoBranches(), 3), (2, 6, 6)))
     assert sum(isinstance(n, gn.Scale) for n in g.nodes) == 3  # Sub and Div of the normalisation, the batchnorm
     assert any(isinstance(n, gn.Concat) for n in g.nodes) and any(isinstance(n, gn.AvgPool2d) for n in g.nodes)
+
+
+def _model_with_unread_nodes(extra: str, conv: bool) -> onnx.ModelProto:
+    """A classifier whose output ``y`` is followed by ``extra`` nodes that no output reads:
+    ``relu`` (``Relu(y)``), ``neg`` (``Neg(y)``: the scores negated), ``gemm`` (a Gemm
+    of ``y`` to 27 values), ``branch`` (a Relu of the hidden layer, read by nothing, before
+    the output)."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(1)
+    if conv:
+        shape = ["N", 2, 5, 5]
+        inits = [nh.from_array(rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "w")]
+        body = [oh.make_node("Conv", ["x", "w"], ["h"]), oh.make_node("GlobalAveragePool", ["h"], ["p"]),
+                oh.make_node("Flatten", ["p"], ["y"])]
+    else:
+        shape = ["N", 12]
+        inits = [nh.from_array(rng.standard_normal((5, 12)).astype(np.float32), "w"),
+                 nh.from_array(rng.standard_normal((3, 5)).astype(np.float32), "v")]
+        body = [oh.make_node("Gemm", ["x", "w"], ["h"], transB=1), oh.make_node("Gemm", ["h", "v"], ["y"], transB=1)]
+    if extra == "gemm":
+        inits.append(nh.from_array(rng.standard_normal((27, 3)).astype(np.float32), "u"))
+    extra_nodes = {"relu": [oh.make_node("Relu", ["y"], ["dead"])],
+                   "neg": [oh.make_node("Neg", ["y"], ["dead"])],
+                   "gemm": [oh.make_node("Gemm", ["y", "u"], ["dead"], transB=1)],
+                   "branch": [oh.make_node("Relu", ["h"], ["dead"])]}[extra]
+    nodes = body[:1] + extra_nodes + body[1:] if extra == "branch" else body + extra_nodes
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+    model.ir_version = 7
+    return model
+
+
+@pytest.mark.parametrize("conv", [False, True], ids=["dense", "conv"])
+@pytest.mark.parametrize("extra", ["relu", "neg", "gemm", "branch"])
+def test_nodes_no_output_reads_are_not_imported(extra, conv):
+    """A graph's last node is its output: a node computed after the ONNX output, or on a
+    branch no output reads, is left out, not certified in the output's place (a dead Neg
+    after the scores made the IR's scores their negation, a dead Relu their positive part;
+    found by an adversarial sweep against onnxruntime)."""
+    model = _model_with_unread_nodes(extra, conv)
+    net = model_from_onnx(model)
+    x = np.random.default_rng(0).uniform(-1, 1, (16, net.n_inputs))
+    expected = ort_forward(model, x.reshape(-1, *(2, 5, 5) if conv else (12,)))
+    np.testing.assert_allclose(net.forward(x), expected, rtol=1e-5, atol=1e-5)
+    assert (net.predict(x) == expected.argmax(1)).all()
+    if isinstance(net, Graph):  # every node but the output is read
+        assert all(net.consumers[k] for k in range(len(net.nodes) - 1))
+
+
+def test_a_dense_model_with_an_operator_only_graphs_read_is_a_graph():
+    """The chain importer refuses Concat; a dense model that concatenates (here ``x`` with
+    itself, then ``x`` with ``sigmoid(x)``) is read by the graph importer instead, exactly
+    (it was refused as an unsupported operator); one that neither reads gets the chain
+    importer's refusal, as before."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+
+    def model(second: str, nodes: list) -> onnx.ModelProto:
+        w = np.random.default_rng(2).standard_normal((3, 24)).astype(np.float32)
+        nodes = [*nodes, oh.make_node("Concat", ["x", second], ["c"], axis=1),
+                 oh.make_node("Gemm", ["c", "w"], ["y"], transB=1)]
+        graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 12])],
+                              [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [nh.from_array(w, "w")])
+        m = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+        m.ir_version = 7
+        return m
+
+    doubled = model("x", [])
+    net = model_from_onnx(doubled)
+    assert isinstance(net, Graph) and any(isinstance(n, gn.Concat) for n in net.nodes)
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 12))
+    np.testing.assert_allclose(net.forward(x), ort_forward(doubled, x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(UnsupportedOperatorError, match="Sigmoid"):
+        model_from_onnx(model("s", [oh.make_node("Sigmoid", ["x"], ["s"])]))
 
 
 def test_chains_stay_chain_networks(tmp_path):
