@@ -68,8 +68,6 @@ class AttackOracle(Oracle):
         others = torch.cat([logits[:, :label], logits[:, label + 1:]], dim=1)
         return logits[:, label] - others.max(dim=1).values
 
-    @torch.inference_mode(False)  # gradient steps, whatever the caller's grad mode
-    @torch.enable_grad()
     def search(self, lower: FloatArray, upper: FloatArray, label: int,
                starts: FloatArray | None = None, deadline: float = math.inf) -> tuple[FloatArray, FloatArray]:
         """Best point found in each box and its float64 margin (not yet confirmed).
@@ -81,6 +79,8 @@ class AttackOracle(Oracle):
         points, margins, _ = self._search(lower, upper, label, starts, deadline)
         return points, margins
 
+    @torch.inference_mode(False)  # gradient steps, whatever the caller's grad mode
+    @torch.enable_grad()
     def _search(self, lower: FloatArray, upper: FloatArray, label: int, starts: FloatArray | None,
                 deadline: float) -> tuple[FloatArray, FloatArray, bool]:
         """:meth:`search`, and whether ``deadline`` cut it short (steps left untaken)."""
