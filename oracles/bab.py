@@ -508,8 +508,10 @@ class BabOracle(Oracle):
 
     def _confirm(self, points: Tensor, label: int) -> FloatArray | None:
         pts = points.cpu().numpy()
-        margins = self.network.margins(pts, label)
-        bad = np.flatnonzero(margins <= 0)
+        # the points whose float64 margin is <= 0, confirmed exactly near the boundary (a float
+        # margin of 0 where the exact one is positive ended the search with no counterexample)
+        candidates = np.flatnonzero(self.network.margins(pts, label) <= 0)
+        bad = candidates[self.network.misclassified(pts[candidates], label)] if candidates.size else candidates
         return pts[bad[0]].copy() if bad.size else None
 
     def _decide_leaves(self, leaves: Nodes, trees: Trees, label: int, deadline: float) -> Answer | None:
@@ -562,7 +564,7 @@ class BabOracle(Oracle):
             return Answer(Verdict.VERIFIED, reason="bab: leaf LP")
         if res.x is not None and res.value is not None and res.value <= 0:
             x = np.clip(res.x, lower, upper)
-            if self.network.margins(x, label)[0] <= 0:
+            if self.network.misclassified(x, label)[0]:
                 return Answer(Verdict.FALSIFIED, counterexample=x, reason="bab: leaf LP optimum")
         return Answer(Verdict.UNKNOWN, margin=res.bound, timed_out=res.timed_out,
                       reason=f"bab: leaf LP undecided ({res.status}, bound {res.bound})")

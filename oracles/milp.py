@@ -254,8 +254,12 @@ class MilpOracle(ClassRegionQueries, Oracle):
         crown, corners, inter = self._prefiltered(lower, upper, label)
         others = [j for j in range(self.network.n_classes) if j != label]
         estimate = np.array([self.network.margins(corners[r], label)[0] for r in range(len(others))])
-        if (estimate <= 0).any():
-            r = int(np.argmin(estimate))
+        # a vertex is a counterexample only where exact arithmetic confirms it (a float margin of 0
+        # at a vertex whose exact margin is positive answered FALSIFIED, the recheck UNKNOWN, and
+        # no MILP ran: a counterexample elsewhere in the box went unfound)
+        wrong = self.network.misclassified(corners[:len(others)], label)
+        if wrong.any():
+            r = int(np.argmin(np.where(wrong, estimate, np.inf)))
             return Answer(Verdict.FALSIFIED, counterexample=corners[r].copy(), reason="CROWN's minimising vertex")
         proven = crown.copy()  # per class: a proven lower bound of the margin, once > 0
         smallest = math.inf  # the smallest margin minimum solved exactly so far
@@ -268,12 +272,14 @@ class MilpOracle(ClassRegionQueries, Oracle):
             if not bounds.finite and not (crown > 0).all():
                 return Answer(Verdict.UNKNOWN, reason="the graph's node bounds over the box are not finite numbers")
         shared = None  # a graph: one encoding of the box and one persistent solver for every class
+        undecided: Answer | None = None  # the first class neither proven nor falsified
         for row in np.argsort(estimate):
             if crown[row] > 0:
                 continue
             j = others[row]
             if time.perf_counter() >= deadline:
-                return Answer(Verdict.UNKNOWN, timed_out=True, reason=f"time limit before the MILP for class {j}")
+                return Answer(Verdict.UNKNOWN, timed_out=True, reason=f"time limit before the MILP for class {j}"
+                              + (f" ({undecided.reason})" if undecided is not None else ""))
             if bounds is not None:
                 if shared is None:
                     try:
@@ -313,8 +319,11 @@ class MilpOracle(ClassRegionQueries, Oracle):
                 proven[row] = res.bound - needed[row] + PROOF_MARGIN
                 smallest = min(smallest, res.bound)
                 continue
-            return Answer(Verdict.UNKNOWN, margin=res.bound, timed_out=res.timed_out,
-                          reason=f"MILP for class {j} undecided ({res.status}, bound {res.bound})")
+            # undecided: the other classes are still solved, for a counterexample of theirs
+            undecided = undecided or Answer(Verdict.UNKNOWN, margin=res.bound, timed_out=res.timed_out,
+                                            reason=f"MILP for class {j} undecided ({res.status}, bound {res.bound})")
+        if undecided is not None:
+            return undecided
         return Answer(Verdict.VERIFIED, margin=float(proven.min()))
 
     def _confirm_counterexample(self, point: FloatArray, lower: FloatArray, upper: FloatArray, label: int, j: int,

@@ -360,3 +360,27 @@ def test_single_coordinate_changes_attain_the_same_edges_as_trying_every_witness
     assert len(found) == int((lo == region.lower).sum() - (lo0 == region.lower).sum()
                              + (hi == region.upper).sum() - (hi0 == region.upper).sum())
     assert net.class_points(found, label).all()
+
+
+def _vertex_tied_in_float64() -> Network:
+    """One input on [0, 1], label 0 (logit 0): class 1's logit ``h - 2^-54 h - 1`` is 0 in
+    float64 at ``x = 1`` and ``-2^-54`` exactly (the margin there, ``+2^-54``, too small for
+    a solver to prove); class 2's logit ``h - 2 relu(x - 1/2) - 1/4`` makes ``x = 1/2`` a
+    counterexample (exact margin ``-1/4``)."""
+    t = 2.0 ** -54
+    return Network((1,), (Affine(np.ones((3, 1)), np.array([0.0, 0.0, -0.5])), ReLU(),
+                          Affine(np.array([[0.0, 0.0, 0.0], [1.0, -t, 0.0], [1.0, 0.0, -2.0]]),
+                                 np.array([0.0, -1.0, -0.25]))))
+
+
+@pytest.mark.parametrize("name", ["milp", "bab"])
+def test_a_vertex_misclassified_in_float64_only_does_not_hide_a_counterexample(name):
+    """A complete oracle's early counterexamples (CROWN's minimising vertex, bab's leaf
+    vertices and LP optima) count only where exact arithmetic confirms them, and a class the
+    solver cannot decide does not stop the search for another class's counterexample: both
+    answered UNKNOWN here, where a point of exact margin -1/4 lies in the box (found by an
+    adversarial review)."""
+    net = _vertex_tied_in_float64()
+    assert net.margins(np.array([1.0]), 0)[0] == 0.0 and net.exact_margin(np.array([1.0]), 0) > 0
+    answer = make_oracle(name, net).verify_box(np.array([0.0]), np.array([1.0]), 0)
+    assert answer.verdict is Verdict.FALSIFIED and net.exact_margin(answer.counterexample, 0) < 0
