@@ -37,6 +37,8 @@ Exact = tuple[np.ndarray, int]
 def to_exact(a: np.ndarray) -> Exact:
     """``a`` (float64, finite) as integers times ``2**exp``: exact."""
     a = np.asarray(a, dtype=np.float64)
+    if not np.isfinite(a).all():  # (frexp's mantissas of inf and NaN are no numbers: invented values)
+        raise ValueError("exact arithmetic on a value that is not a finite number")
     mant, e = np.frexp(a)
     ints = (mant * 2.0**53).astype(np.int64)  # exact: 53-bit mantissas
     exps = e.astype(np.int64) - 53

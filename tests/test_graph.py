@@ -188,6 +188,17 @@ def test_a_tie_is_decided_in_exact_arithmetic():
     assert (g.exact_margin(x[0], 0) == 0) and g.misclassified(x, 0).all() and g.misclassified(x, 1).all()
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_exact_arithmetic_refuses_a_point_that_is_not_finite(value):
+    """As a chain's exact margin does (rationals of a NaN or inf do not exist): the graph's
+    integer arithmetic read NaN and inf as invented integers (an exact margin of -1024)."""
+    g = GRAPHS[next(iter(GRAPHS))]()
+    x = np.full(g.n_inputs, 0.5)
+    x[0] = value
+    with pytest.raises(ValueError, match="not a finite number"):
+        g.exact_margin(x, 0)
+
+
 def test_chains_convert_both_ways_with_the_same_semantics():
     net = random_network(0, [12, 7, 5, 3], input_shape=(3, 4))
     g = Graph.from_network(net)
