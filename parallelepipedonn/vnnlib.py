@@ -62,6 +62,8 @@ MAX_CASES = 10_000
 _EXACT_INT = 2**53
 
 _TOKEN = re.compile(r"[()]|[^\s()]+")
+#: The largest decimal exponent a number of a property may have (float64's range ends near 10^±324).
+MAX_EXPONENT = 4000
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _VARIABLE = re.compile(r"([XY])_(\d+)")
 _IGNORED_COMMANDS = {"check-sat", "get-model", "set-logic", "set-info", "set-option", "exit"}
@@ -485,7 +487,7 @@ class _Parser:
         if head in ("<=", ">=") and len(args) == 2 and isinstance(args[0], _Tok) and isinstance(args[1], _Tok) \
                 and self.variables.get(args[0].text, ("Y",))[0] == "X" and _NUMBER.fullmatch(args[1].text):
             # (<= X_i c) / (>= X_i c), the bulk of most properties: the atom the general case below makes
-            value = Fraction(args[1].text)
+            value = self.number(args[1])
             try:
                 float_down(value), float_up(value)
             except OverflowError as exc:
@@ -555,6 +557,18 @@ class _Parser:
     def neg(a: _Linear) -> _Linear:
         return {v: -c for v, c in a[0].items()}, -a[1]
 
+    def number(self, tok: _Tok) -> Fraction:
+        """A decimal number's exact value; one whose decimal exponent is beyond
+        :data:`MAX_EXPONENT` (far outside float64's range, and ``10**exponent`` computed exactly
+        would take minutes or the memory: ``1e100000000`` is 13 characters) is refused."""
+        mantissa, _, exponent = tok.text.lower().partition("e")
+        digits = len(mantissa.lstrip("+-").split(".")[0].lstrip("0"))
+        if len(mantissa) > MAX_EXPONENT or len(exponent) > 8 or (
+                exponent and mantissa.strip("+-.0") and abs(int(exponent) + digits) > MAX_EXPONENT):
+            raise self.error(tok.line, f"the number {tok.text[:40]}{'...' if len(tok.text) > 40 else ''} is beyond "
+                             f"10^±{MAX_EXPONENT} or written with more than {MAX_EXPONENT} digits: not supported")
+        return Fraction(tok.text)
+
     @staticmethod
     def scale(a: _Linear, k: Fraction) -> _Linear:
         return {v: c * k for v, c in a[0].items()}, a[1] * k
@@ -562,7 +576,7 @@ class _Parser:
     def linear(self, e: Sexp) -> _Linear:
         if isinstance(e, _Tok):
             if _NUMBER.fullmatch(e.text):
-                return {}, Fraction(e.text)
+                return {}, self.number(e)
             if e.text in self.variables:
                 kind, index, _ = self.variables[e.text]
                 return {(kind, index): Fraction(1)}, Fraction(0)

@@ -321,3 +321,23 @@ def test_a_bound_just_beyond_the_largest_float64_is_beyond_the_range():
     with pytest.raises(PropertyError, match="range"):
         parse_vnnlib(declarations(1, 1) + f"(assert (>= X_0 0))\n(assert (<= X_0 {int(big)}))\n(assert (<= Y_0 0))",
                      "p")
+
+
+@pytest.mark.parametrize("number", ["1e100000000", "-2.5E+4001", "1" + "0" * 4001, "1e-123456789012"])
+def test_a_number_far_beyond_float64_is_refused_at_once(number):
+    """Numbers are exact rationals, but ``1e100000000`` (13 characters) took minutes and
+    the memory to make exact, before ``--timeout`` counted: refused, naming the line; zeros
+    with any exponent and exponents up to 10^±4000 are read exactly."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(PropertyError, match=":3: the number .* not supported"):
+        parse_vnnlib(declarations(1, 1) + f"(assert (<= Y_0 {number}))\n", "p")
+    assert time.perf_counter() - start < 1.0
+    box = "(assert (>= X_0 0))\n(assert (<= X_0 1))\n"
+    (region,) = parse_vnnlib(declarations(1, 1) + box + "(assert (<= Y_0 0.0e-5000))\n", "p").regions
+    ((constraint,),) = region.disjuncts
+    assert constraint.rhs == 0
+    (region,) = parse_vnnlib(declarations(1, 1) + box + "(assert (<= Y_0 1e-3999))\n", "p").regions
+    ((constraint,),) = region.disjuncts
+    assert constraint.rhs == Fraction(1, 10**3999)
