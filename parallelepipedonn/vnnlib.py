@@ -62,8 +62,11 @@ MAX_CASES = 10_000
 _EXACT_INT = 2**53
 
 _TOKEN = re.compile(r"[()]|[^\s()]+")
-#: The largest decimal exponent a number of a property may have (float64's range ends near 10^±324).
-MAX_EXPONENT = 4000
+#: The largest decimal exponent a number of a property may have (float64's range ends near
+#: 10^±324; an input pinned to 1e-60000 is read exactly, in milliseconds, where 1e10000000 took 10 s),
+#: and the most digits it may be written with (below Python's 4,300-digit limit on int conversion).
+MAX_EXPONENT = 100_000
+MAX_DIGITS = 4_000
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _VARIABLE = re.compile(r"([XY])_(\d+)")
 _IGNORED_COMMANDS = {"check-sat", "get-model", "set-logic", "set-info", "set-option", "exit"}
@@ -559,14 +562,15 @@ class _Parser:
 
     def number(self, tok: _Tok) -> Fraction:
         """A decimal number's exact value; one whose decimal exponent is beyond
-        :data:`MAX_EXPONENT` (far outside float64's range, and ``10**exponent`` computed exactly
-        would take minutes or the memory: ``1e100000000`` is 13 characters) is refused."""
+        :data:`MAX_EXPONENT` (``10**exponent`` computed exactly would take minutes or the
+        memory: ``1e100000000`` is 13 characters) or written with more than :data:`MAX_DIGITS`
+        digits is refused."""
         mantissa, _, exponent = tok.text.lower().partition("e")
         digits = len(mantissa.lstrip("+-").split(".")[0].lstrip("0"))
-        if len(mantissa) > MAX_EXPONENT or len(exponent) > 8 or (
+        if len(mantissa) > MAX_DIGITS or len(exponent) > 12 or (
                 exponent and mantissa.strip("+-.0") and abs(int(exponent) + digits) > MAX_EXPONENT):
             raise self.error(tok.line, f"the number {tok.text[:40]}{'...' if len(tok.text) > 40 else ''} is beyond "
-                             f"10^±{MAX_EXPONENT} or written with more than {MAX_EXPONENT} digits: not supported")
+                             f"10^±{MAX_EXPONENT:,} or written with more than {MAX_DIGITS:,} digits: not supported")
         return Fraction(tok.text)
 
     @staticmethod
