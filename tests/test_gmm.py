@@ -331,6 +331,17 @@ def test_the_exact_l2_radius_in_the_domain_is_at_least_the_unconstrained_one():
     assert unconstrained <= exact * (1 + 1e-9)
 
 
+def test_linear_radii_on_an_unbounded_domain_skip_steps_that_leave_the_numbers():
+    """Public commands refuse an unbounded domain; the library's radii, asked on one, take
+    no counterexample candidate with an infinite or NaN coordinate (the exact check of one
+    raised "cannot convert NaN to integer ratio"; found by an adversarial review)."""
+    encoder = round_to_float32(Network((2,), (Affine(np.eye(2), np.zeros(2)),), "enc"))
+    mixture = Mixture(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), np.eye(2), np.full(3, 1 / 3), 0.0, (10, 10, 10))
+    clf = classifier_from_onnx(build_model(encoder, mixture, {"encoder": "pca"}))
+    form = closed_form(clf, np.array([1e200, 0.0]), 0, Box(np.full(2, -np.inf), np.full(2, np.inf)))
+    assert form is not None
+
+
 def test_closed_form_linf_radius_is_the_exact_algorithms_milp_distance():
     pytest.importorskip("highspy")
     net = _affine_net(4, n=5)

@@ -425,6 +425,8 @@ def _confirmed(net: Network, rows: _Rows, points: Iterable[FloatArray], domain: 
     may be a generator: the later ones are built only if needed."""
     for p in points:
         p = np.clip(p, domain.lower, domain.upper)
+        if not np.isfinite(p).all():  # (a step towards an unbounded domain's face: no point)
+            continue
         n = p.size
         m = rows.a @ p + rows.c
         err = rows.point_error * (rows.w @ np.abs(p) + rows.c_abs) + (n + 3) * _TINY + 1e-300
