@@ -18,7 +18,8 @@ the backward: on a 160,000-neuron generator and discriminator of VNN-COMP 2023's
 16 GB for one sub-box), or the widest (``width``, the default on nets with at most two inputs).
 
 Each bounded sub-box is also searched for a counterexample: its centre and the vertex where
-CROWN's linear lower bound is smallest are evaluated in float64, and a point with a margin
+CROWN's linear lower bound is smallest (``bound`` branching; else where the margin's
+linearisation at the centre is) are evaluated in float64, and a point with a margin
 <= 0 is confirmed exactly (:meth:`Classifier.misclassified`, then again by the base class)
 before FALSIFIED is answered. Anything else — the time limit (checked before every batch,
 and a batch is sized from the measured time per sub-box to fit what is left), more than
@@ -241,9 +242,10 @@ class InputSplitOracle(Oracle):
         else:  # the gradient of the margin at the centre, against the runner-up class
             slope = self._center_gradient(lo, hi, label)
             weight = np.abs(slope)
-            slope = -slope  # a step against the margin's gradient lowers it
         score = hi - lo if self.branching == "width" else (hi - lo) * weight
-        # a linear function a . x + c is smallest at x_i = lower_i where a_i > 0
+        # a linear function a . x + c is smallest at x_i = lower_i where a_i > 0 (for the margin's
+        # gradient as for the bound's coefficients: the gradient negated picked the vertex where
+        # the margin's linearisation is largest)
         corner = np.where(slope > 0, lo, np.where(slope < 0, hi, lo + (hi - lo) / 2))
         return bounds, score, np.clip(corner, lo, hi)
 

@@ -14,8 +14,9 @@ import pytest
 
 from oracles import Verdict, make_oracle
 from oracles.crown import CrownOracle
-from oracles.input_split import InputSplitOracle
+from oracles.input_split import BRANCHINGS, InputSplitOracle
 from parallelepipedonn.errors import OracleError
+from parallelepipedonn.network import Affine, Network, ReLU
 from parallelepipedonn.verify import (
     DEFAULT_VERIFY_ORACLE,
     FEW_INPUTS,
@@ -267,3 +268,19 @@ def test_graphs_branch_on_the_margins_gradient_and_a_passed_deadline_stops_their
     answers = CrownOracle(graph, time_limit=30, screen=False).verify(x - radii, x + radii, label)
     assert all(not a.verified and a.timed_out for a in answers), answers
     assert calls and all(c < np.inf for c in calls)
+
+
+@pytest.mark.parametrize("branching", BRANCHINGS)
+def test_the_vertex_tried_for_a_counterexample_is_where_the_margin_is_lowest(branching):
+    """A box's vertex tried for a counterexample is where the linearised margin is smallest,
+    for the margin's gradient as for the bound's coefficients: the gradient's sign was
+    negated, so `smear` and `width` tried the vertex where it is largest — a tie at the
+    lower vertex of ``relu(x)`` on [0, 1] (a counterexample: ties count) stayed open under
+    400,000 sub-boxes, centres never reaching it (found by an adversarial review)."""
+    net = Network((1,), (Affine(np.array([[1.0]]), np.array([0.0])), ReLU(),
+                         Affine(np.array([[1.0], [0.0]]), np.zeros(2))))
+    oracle = InputSplitOracle(net, branching=branching)
+    with oracle.time_limited(10):
+        answer = oracle.verify_box(np.array([0.0]), np.array([1.0]), 0)
+    assert answer.verdict is Verdict.FALSIFIED and answer.counterexample.tolist() == [0.0]
+    assert "after 1 sub-boxes" in answer.reason
