@@ -236,7 +236,7 @@ def parse_stored(d: dict[str, Any], name: str, version: int, what: str, build: C
         return build(d)
     except InputDataError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # (a JSON integer beyond float64: overflow)
         raise InputDataError(f"malformed {what}: {exc}") from exc
 
 

@@ -64,6 +64,7 @@ from .recheck_claims import (
     recheck_epsilon,
     recheck_verification_claim,
 )
+from .tolerances import METRIC_RTOL
 from .verify import FORMAT_NAME as VERIFICATION_FORMAT
 from .verify import FORMAT_VERSION as VERIFICATION_VERSION
 from .verify import Verification, load_model_file
@@ -403,13 +404,29 @@ def _row_mismatch(row: Any, stored: Stored) -> str | None:
     if row.status != status:
         return f"its status {row.status!r} is not its certificate's {status!r}"
     if isinstance(stored, Certificate):
-        for column, value in (("label", stored.label), ("predicted_label", stored.predicted_label),
-                              ("apothem", stored.apothem), ("apothem_upper_bound", stored.apothem_upper_bound)):
+        # (the true label and the box's metrics too: `store summary`'s accuracies read them)
+        for column, value, rtol in (("label", stored.label, 0.0), ("predicted_label", stored.predicted_label, 0.0),
+                                    ("true_label", stored.true_label, 0.0), ("apothem", stored.apothem, 0.0),
+                                    ("apothem_upper_bound", stored.apothem_upper_bound, 0.0),
+                                    ("min_edge", stored.min_edge, 0.0), ("log_volume", stored.log_volume, METRIC_RTOL)):
             mine = getattr(row, column)
-            if not (mine == value or (mine is None and value is None)
-                    or (isinstance(mine, float) and isinstance(value, float) and math.isnan(mine) and math.isnan(value))):
+            if not _same(mine, value, rtol):
                 return f"its {column} {mine!r} is not its certificate's {value!r}"
     return None
+
+
+def _same(mine: Any, value: Any, rtol: float) -> bool:
+    """A store column against its certificate's value: equal (both None, both NaN), or
+    within ``rtol`` (the log-volume: see :data:`~parallelepipedonn.tolerances.METRIC_RTOL`)."""
+    if mine == value or (mine is None and value is None):
+        return True
+    if not (isinstance(mine, (int, float)) and isinstance(value, (int, float))) or isinstance(mine, bool):
+        return False
+    if math.isnan(mine) or math.isnan(value):
+        return math.isnan(mine) and math.isnan(value)
+    if math.isinf(mine) or math.isinf(value):
+        return False
+    return abs(mine - value) <= rtol * max(abs(mine), abs(value), 1e-300)
 
 
 def _recheck_one(stored: Stored, raw: dict[str, Any] | None, stored_in: Path | None,

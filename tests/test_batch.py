@@ -575,6 +575,23 @@ def test_recheck_reads_a_store_and_refutes_rows_that_are_not_their_certificates(
     assert "is not its certificate's" in out and "claims a result, but the row stores none" in out
 
 
+@pytest.mark.parametrize("column, value", [("true_label", 9), ("min_edge", 0.5), ("log_volume", 0.0)])
+def test_recheck_refutes_a_store_row_whose_true_label_or_metrics_are_not_its_certificates(
+        column, value, model, few, tmp_path, capsys):
+    """`store summary`'s accuracies read the true label: a row whose true label (or the box's
+    minimum edge or log-volume) was edited is refuted, not confirmed (an edited true label
+    turned a 6/6 certified accuracy into 4/6 under a clean recheck; found by an adversarial
+    review)."""
+    store = tmp_path / "r.db"
+    assert run(capsys, *certify_args(model, few, store))[0] == 0
+    ids = sorted(results(store))
+    with closing(sqlite3.connect(store)) as db:
+        db.execute(f"UPDATE results SET {column} = ? WHERE input_id = ?", (value, ids[0]))
+        db.commit()
+    code, out, _ = run(capsys, "recheck", str(store))
+    assert code == 5 and out.count("REFUTED") == 1 and f"its {column} " in out, out
+
+
 def test_recheck_refutes_a_store_row_whose_certificate_is_another_inputs(model, few, tmp_path, capsys):
     store = tmp_path / "r.db"
     assert run(capsys, *certify_args(model, few, store))[0] == 0

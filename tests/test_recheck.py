@@ -501,6 +501,18 @@ def test_a_malformed_dual_box_is_a_usage_error_naming_the_field(small, tmp_path,
     assert code == 2 and err.count("\n") == 1 and "item 1 of" in err and named in err, err
 
 
+@pytest.mark.parametrize("field", ["lower", "input"])
+def test_a_number_beyond_float64_in_a_certificate_is_a_usage_error(small, tmp_path, capsys, field):
+    """JSON integers have no range: one beyond float64's (here 10^400) is a malformed file,
+    exit 2 (it was an internal error, exit 1; found by an adversarial review)."""
+    certificate(small, tmp_path / "c.json")
+    d = json.loads((tmp_path / "c.json").read_text())
+    d[field][0] = 10**400
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    code, out, err = run(capsys, "recheck", str(tmp_path / "c.json"))
+    assert code == 2 and not out and "internal" not in err and err.count("\n") == 1, err
+
+
 def test_a_newer_format_version_is_refused_as_such(small, tmp_path, capsys):
     certificate(small, tmp_path / "c.json")
     d = json.loads((tmp_path / "c.json").read_text())
