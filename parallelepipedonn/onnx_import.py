@@ -623,9 +623,9 @@ def model_from_onnx(model: onnx.ModelProto, name: str = "", pad_outputs: bool = 
     :class:`~parallelepipedonn.graph.Graph` (convolutions kept as convolutions; if the
     graph importer refuses one that the chain importer reads, e.g. a 1-D convolution, the
     chain); others as a chain :class:`Network`, or as a graph where the chain importer
-    finds a residual connection or an operator it does not read (e.g. Concat). ``pad_outputs``: as for :func:`load_onnx`. ``serialized``:
-    the model's serialized bytes, if at hand (ONNX's checker reads them, instead of the
-    model serialized again)."""
+    finds a residual connection or an operator it does not read (e.g. Concat).
+    ``pad_outputs``: as for :func:`load_onnx`. ``serialized``: the model's serialized
+    bytes, if at hand (ONNX's checker reads them, instead of the model serialized again)."""
     from .onnx_graph import graph_from_onnx, wants_graph
 
     name = name or model.graph.name
