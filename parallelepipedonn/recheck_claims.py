@@ -77,6 +77,9 @@ def _check_geometry(cert: Certificate, raw: dict[str, Any] | None, net: Network)
     x, dom, box = cert.input, cert.domain, cert.box
     if x.size != net.n_inputs:
         raise InputDataError(f"the certificate's input has {x.size} values, the network {net.n_inputs} inputs")
+    if math.prod(cert.input_shape) != x.size:  # (its arrays are in that shape's row-major order)
+        raise InputDataError(f"the certificate's input_shape {list(cert.input_shape)} does not hold its input's "
+                             f"{x.size} values")
     if not dom.contains(x):
         raise _Refuted("the input is not inside the certificate's domain")
     checks = ["input in domain"]

@@ -513,6 +513,19 @@ def test_a_number_beyond_float64_in_a_certificate_is_a_usage_error(small, tmp_pa
     assert code == 2 and not out and "internal" not in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("shape", [[7], [1, 3]])
+def test_an_input_shape_that_does_not_hold_the_input_is_a_usage_error(small, tmp_path, capsys, shape):
+    """The arrays are in the row-major order of ``input_shape``: one that does not hold the
+    input's values is a malformed certificate, exit 2 (it was confirmed; found by an
+    adversarial review)."""
+    certificate(small, tmp_path / "c.json")
+    d = json.loads((tmp_path / "c.json").read_text())
+    d["input_shape"] = shape
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    code, out, err = run(capsys, "recheck", str(tmp_path / "c.json"))
+    assert code == 2 and not out and "input_shape" in err and err.count("\n") == 1, err
+
+
 def test_a_newer_format_version_is_refused_as_such(small, tmp_path, capsys):
     certificate(small, tmp_path / "c.json")
     d = json.loads((tmp_path / "c.json").read_text())
